@@ -1,0 +1,3 @@
+//! Kernels for transformer inference: quantized block formats and the small set
+//! of ops the models call.
+#![deny(missing_docs)]
