@@ -5,20 +5,35 @@
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GgmlType {
+    /// 32-bit IEEE float.
     F32,
+    /// 16-bit IEEE float.
     F16,
+    /// 4-bit, 32 per block, one f16 scale.
     Q4_0,
+    /// 4-bit, 32 per block, f16 scale and minimum.
     Q4_1,
+    /// 5-bit, 32 per block, one f16 scale.
     Q5_0,
+    /// 5-bit, 32 per block, f16 scale and minimum.
     Q5_1,
+    /// 8-bit, 32 per block, one f16 scale.
     Q8_0,
+    /// 8-bit, 32 per block, scale and sum (activations only).
     Q8_1,
+    /// 2-bit K-quant, 256 per super-block.
     Q2_K,
+    /// 3-bit K-quant, 256 per super-block.
     Q3_K,
+    /// 4-bit K-quant, 256 per super-block, 6-bit sub-block scales and minimums.
     Q4_K,
+    /// 5-bit K-quant, 256 per super-block.
     Q5_K,
+    /// 6-bit K-quant, 256 per super-block, 8-bit sub-block scales.
     Q6_K,
+    /// 8-bit K-quant (activations only).
     Q8_K,
+    /// bfloat16.
     BF16,
 }
 
