@@ -1,1 +1,60 @@
-//! Model architectures.
+//! Model architectures over the backend ops: configuration from GGUF metadata,
+//! weights, a KV cache and the forward pass.
+#![deny(missing_docs)]
+
+mod config;
+mod kv_cache;
+pub mod synthetic;
+mod transformer;
+
+pub use config::{Arch, Config};
+pub use kv_cache::KvCache;
+pub use transformer::Model;
+
+/// Errors from loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file's metadata is missing or malformed.
+    #[error(transparent)]
+    Gguf(#[from] tuili_gguf::GgufError),
+    /// A weight cannot be used by the backend.
+    #[error(transparent)]
+    Backend(#[from] tuili_backend::BackendError),
+    /// `general.architecture` names an architecture tuili does not run.
+    #[error("architecture '{0}' is not supported (supported: llama, qwen2)")]
+    UnsupportedArch(String),
+    /// A required tensor is absent.
+    #[error("tensor '{0}' is missing from the model file")]
+    MissingTensor(String),
+    /// A tensor's shape does not match the configuration.
+    #[error("tensor '{name}' has shape {found:?}, expected {expected:?}")]
+    TensorShape {
+        /// Tensor name.
+        name: String,
+        /// Dimensions in the file (GGUF order).
+        found: Vec<u64>,
+        /// Dimensions the configuration implies.
+        expected: Vec<u64>,
+    },
+    /// The metadata describes an impossible model.
+    #[error("bad model configuration: {0}")]
+    BadConfig(String),
+    /// The KV cache cannot hold more positions.
+    #[error("context full: {have} positions used + {adding} new > capacity {capacity}")]
+    ContextFull {
+        /// Positions already in the cache.
+        have: usize,
+        /// Positions being added.
+        adding: usize,
+        /// Capacity of the cache.
+        capacity: usize,
+    },
+    /// A token id is outside the vocabulary.
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    TokenOutOfRange {
+        /// The id.
+        id: u32,
+        /// Vocabulary size.
+        vocab: usize,
+    },
+}

@@ -1,0 +1,282 @@
+//! Activations × (possibly quantized) weight matrices on the CPU.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use tuili_gguf::GgmlType;
+
+use crate::quant::{dequant_fn, dot_fn};
+use crate::BackendError;
+
+/// Something that owns the bytes weights point into (an mmap'd model file, a `Vec`).
+pub trait ByteSource: Send + Sync {
+    /// All bytes of the source.
+    fn bytes(&self) -> &[u8];
+}
+
+impl ByteSource for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl ByteSource for tuili_gguf::GgufFile {
+    fn bytes(&self) -> &[u8] {
+        self.data()
+    }
+}
+
+/// A weight matrix of `rows` rows of `cols` elements of type `ty`, stored row-major
+/// in `src.bytes()[offset..offset + rows * row_bytes]`.
+#[derive(Clone)]
+pub struct Weight {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    src: Arc<dyn ByteSource>,
+    offset: usize,
+}
+
+impl std::fmt::Debug for Weight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Weight({} x {} {})", self.rows, self.cols, self.ty)
+    }
+}
+
+impl Weight {
+    /// A weight over `src`, checking that the bytes are there and the type has kernels.
+    pub fn new(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        src: Arc<dyn ByteSource>,
+        offset: usize,
+    ) -> Result<Weight, BackendError> {
+        dot_fn(ty)?;
+        dequant_fn(ty)?;
+        if cols % ty.block_size() != 0 {
+            return Err(BackendError::PartialBlock {
+                ty,
+                what: "the row length",
+                n: cols,
+                block_size: ty.block_size(),
+            });
+        }
+        let row_bytes = cols / ty.block_size() * ty.type_size();
+        let available = src.bytes().len();
+        let needed = rows.checked_mul(row_bytes).unwrap_or(usize::MAX);
+        if needed == usize::MAX || offset.saturating_add(needed) > available {
+            return Err(BackendError::WeightOutOfBounds {
+                rows,
+                cols,
+                ty,
+                offset,
+                needed,
+                available,
+            });
+        }
+        Ok(Weight {
+            ty,
+            rows,
+            cols,
+            src,
+            offset,
+        })
+    }
+
+    /// A weight owning its bytes.
+    pub fn from_vec(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        bytes: Vec<u8>,
+    ) -> Result<Weight, BackendError> {
+        Weight::new(ty, rows, cols, Arc::new(bytes), 0)
+    }
+
+    /// Element type.
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.cols / self.ty.block_size() * self.ty.type_size()
+    }
+    /// All bytes of the matrix: `[rows, row_bytes]`.
+    pub fn bytes(&self) -> &[u8] {
+        let len = self.rows * self.row_bytes();
+        &self.src.bytes()[self.offset..self.offset + len]
+    }
+    /// The bytes of row `r`.
+    pub fn row(&self, r: usize) -> &[u8] {
+        let rb = self.row_bytes();
+        &self.bytes()[r * rb..(r + 1) * rb]
+    }
+
+    /// Dequantizes row `r` into `out` (`[cols]`), e.g. for an embedding lookup.
+    pub fn dequant_row(&self, r: usize, out: &mut [f32]) {
+        // The type was checked to have kernels in `new`.
+        if let Ok(f) = dequant_fn(self.ty) {
+            f(self.row(r), out);
+        }
+    }
+}
+
+/// Rows of the weight handled by one task in the batched path.
+const TILE_ROWS: usize = 64;
+/// From this many tokens on, dequantize tiles and use an f32 GEMM.
+const GEMM_MIN_TOKENS: usize = 4;
+
+/// `out[t, r] = Σ_c w[r, c] · x[t, c]`.
+///
+/// `x`: `[n_tokens, w.cols]`; `out`: `[n_tokens, w.rows]`. Work is split by rows of the
+/// weight, so each weight byte is read once per call whatever `n_tokens` is.
+pub fn matmul(w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    let (rows, cols) = (w.rows, w.cols);
+    assert_eq!(x.len(), n_tokens * cols, "matmul: activations shape");
+    assert_eq!(out.len(), n_tokens * rows, "matmul: output shape");
+    if n_tokens < GEMM_MIN_TOKENS {
+        matmul_dot(w, x, n_tokens, out);
+    } else {
+        matmul_tiles(w, x, n_tokens, out);
+    }
+}
+
+/// Decode path: one quantized dot product per (token, row).
+fn matmul_dot(w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    let Ok(dot) = dot_fn(w.ty) else { return };
+    let (rows, cols) = (w.rows, w.cols);
+    let rb = w.row_bytes();
+    let bytes = w.bytes();
+    // Chunks of rows per task; results land in a per-chunk buffer `[n_tokens, chunk]`.
+    let chunk = rows.div_ceil(rayon::current_num_threads() * 8).max(16);
+    let partials: Vec<(usize, Vec<f32>)> = (0..rows)
+        .step_by(chunk)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|r0| {
+            let r1 = (r0 + chunk).min(rows);
+            let mut part = vec![0f32; n_tokens * (r1 - r0)];
+            for r in r0..r1 {
+                let row = &bytes[r * rb..(r + 1) * rb];
+                for t in 0..n_tokens {
+                    part[t * (r1 - r0) + (r - r0)] = dot(row, &x[t * cols..(t + 1) * cols]);
+                }
+            }
+            (r0, part)
+        })
+        .collect();
+    for (r0, part) in partials {
+        let n = part.len() / n_tokens;
+        for t in 0..n_tokens {
+            out[t * rows + r0..t * rows + r0 + n].copy_from_slice(&part[t * n..(t + 1) * n]);
+        }
+    }
+}
+
+/// Prefill path: dequantize `TILE_ROWS` rows at a time to f32 and multiply with sgemm.
+fn matmul_tiles(w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    let Ok(deq) = dequant_fn(w.ty) else { return };
+    let (rows, cols) = (w.rows, w.cols);
+    let rb = w.row_bytes();
+    let bytes = w.bytes();
+    let tiles: Vec<(usize, Vec<f32>)> = (0..rows)
+        .step_by(TILE_ROWS)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|r0| {
+            let r1 = (r0 + TILE_ROWS).min(rows);
+            let n = r1 - r0;
+            // tile: [n, cols] f32
+            let mut tile = vec![0f32; n * cols];
+            for r in r0..r1 {
+                deq(
+                    &bytes[r * rb..(r + 1) * rb],
+                    &mut tile[(r - r0) * cols..(r - r0 + 1) * cols],
+                );
+            }
+            // part: [n_tokens, n] = x [n_tokens, cols] · tileᵀ [cols, n]
+            let mut part = vec![0f32; n_tokens * n];
+            // SAFETY: the pointers cover exactly the described matrices: x is
+            // n_tokens×cols row-major, tile is n×cols row-major (read as its transpose
+            // with strides (1, cols)), part is n_tokens×n row-major.
+            unsafe {
+                matrixmultiply::sgemm(
+                    n_tokens,
+                    cols,
+                    n,
+                    1.0,
+                    x.as_ptr(),
+                    cols as isize,
+                    1,
+                    tile.as_ptr(),
+                    1,
+                    cols as isize,
+                    0.0,
+                    part.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+            }
+            (r0, part)
+        })
+        .collect();
+    for (r0, part) in tiles {
+        let n = part.len() / n_tokens;
+        for t in 0..n_tokens {
+            out[t * rows + r0..t * rows + r0 + n].copy_from_slice(&part[t * n..(t + 1) * n]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{dequantize, quantize};
+    use rand::{Rng, SeedableRng};
+
+    /// Both paths against an f64 product of the dequantized weights.
+    #[test]
+    fn matmul_paths_match_reference() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (rows, cols) = (70, 256);
+        for ty in [
+            GgmlType::F32,
+            GgmlType::Q8_0,
+            GgmlType::Q4_1,
+            GgmlType::Q4_K,
+        ] {
+            let wf: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let bytes = quantize(ty, &wf).unwrap();
+            let deq = dequantize(ty, &bytes, rows * cols).unwrap();
+            let w = Weight::from_vec(ty, rows, cols, bytes).unwrap();
+            for n_tokens in [1, 3, 9] {
+                let x: Vec<f32> = (0..n_tokens * cols)
+                    .map(|_| rng.gen_range(-1.0..1.0))
+                    .collect();
+                let mut out = vec![0f32; n_tokens * rows];
+                matmul(&w, &x, n_tokens, &mut out);
+                for t in 0..n_tokens {
+                    for r in 0..rows {
+                        let want: f64 = (0..cols)
+                            .map(|c| deq[r * cols + c] as f64 * x[t * cols + c] as f64)
+                            .sum();
+                        let got = out[t * rows + r] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                            "{ty} t={t} r={r}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Element-wise and row-wise ops of a transformer layer, on the CPU.
+//!
+//! These are the plain reference versions; every fast variant is tested against them.
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeMode {
+    /// ggml's normal mode: rotate adjacent pairs `(2i, 2i+1)` (llama GGUF files, whose Q/K
+    /// weights were permuted at conversion).
+    Normal,
+    /// NEOX mode: rotate `(i, i + head_dim/2)` (qwen2, gemma).
+    Neox,
+}
+
+/// RMSNorm of one row: `out[i] = x[i] / sqrt(mean(x²) + eps) * weight[i]`.
+///
+/// `x`, `weight`, `out`: `[dim]`.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    debug_assert!(x.len() == weight.len() && x.len() == out.len());
+    let sum_sq: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let scale = (1.0 / (sum_sq / x.len() as f64 + eps as f64).sqrt()) as f32;
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = v * scale * w;
+    }
+}
+
+/// Inverse frequencies of RoPE for one head: `[head_dim / 2]`, `base^(-2i/head_dim)`.
+pub fn rope_inv_freq(head_dim: usize, base: f32) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| (base as f64).powf(-2.0 * i as f64 / head_dim as f64) as f32)
+        .collect()
+}
+
+/// Rotates every head of one token's Q or K in place.
+///
+/// `x`: `[n_heads, head_dim]`; `inv_freq`: `[head_dim / 2]`; `pos`: the token's position.
+pub fn rope(x: &mut [f32], head_dim: usize, inv_freq: &[f32], pos: usize, mode: RopeMode) {
+    let half = head_dim / 2;
+    debug_assert_eq!(inv_freq.len(), half);
+    debug_assert_eq!(x.len() % head_dim, 0);
+    // Angles are computed once per call, shared by all heads.
+    let mut cos_sin = [(0f32, 0f32); 256];
+    let cs = &mut cos_sin[..half];
+    for (c, &f) in cs.iter_mut().zip(inv_freq) {
+        // Angles in f64: positions reach 1e5 and f32 would lose the low bits.
+        let theta = pos as f64 * f as f64;
+        *c = (theta.cos() as f32, theta.sin() as f32);
+    }
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, &(cos, sin)) in cs.iter().enumerate() {
+            let (a, b) = match mode {
+                RopeMode::Normal => (2 * i, 2 * i + 1),
+                RopeMode::Neox => (i, i + half),
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * cos - x1 * sin;
+            head[b] = x0 * sin + x1 * cos;
+        }
+    }
+}
+
+/// SwiGLU gate: `gate[i] = silu(gate[i]) * up[i]`. Both `[ffn_dim]`.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    debug_assert_eq!(gate.len(), up.len());
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// Residual add: `x[i] += y[i]`.
+pub fn add(x: &mut [f32], y: &[f32]) {
+    debug_assert_eq!(x.len(), y.len());
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Softmax in place over the whole slice (max-subtracted for stability).
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_unit_rms() {
+        let x = [3.0f32, -4.0, 0.0, 5.0];
+        let w = [1.0f32; 4];
+        let mut out = [0f32; 4];
+        rms_norm(&x, &w, 0.0, &mut out);
+        let rms: f32 = (out.iter().map(|v| v * v).sum::<f32>() / 4.0).sqrt();
+        assert!((rms - 1.0).abs() < 1e-6);
+        assert!((out[0] / out[1] - x[0] / x[1]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_modes_pair_different_dims_and_keep_norm() {
+        let head_dim = 8;
+        let inv = rope_inv_freq(head_dim, 10000.0);
+        let orig: Vec<f32> = (0..16).map(|i| i as f32 * 0.37 - 2.0).collect();
+        for mode in [RopeMode::Normal, RopeMode::Neox] {
+            let mut x = orig.clone();
+            rope(&mut x, head_dim, &inv, 7, mode);
+            for (h0, h1) in orig.chunks(head_dim).zip(x.chunks(head_dim)) {
+                let n0: f32 = h0.iter().map(|v| v * v).sum();
+                let n1: f32 = h1.iter().map(|v| v * v).sum();
+                assert!((n0 - n1).abs() < 1e-4);
+            }
+            // Position 0 is the identity.
+            let mut y = orig.clone();
+            rope(&mut y, head_dim, &inv, 0, mode);
+            assert_eq!(y, orig);
+        }
+        // Pair (0,1) in normal mode: first dimension rotates by pos * 1.0.
+        let mut x = vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        rope(&mut x, head_dim, &inv, 1, RopeMode::Normal);
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[1] - 1f32.sin()).abs() < 1e-6);
+        let mut x = vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        rope(&mut x, head_dim, &inv, 1, RopeMode::Neox);
+        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[4] - 1f32.sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut x = [1.0f32, 2.0, 3.0, 1000.0];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[3] > 0.99);
+    }
+
+    #[test]
+    fn silu_mul_matches_formula() {
+        let mut g = [0.0f32, 1.0, -2.0];
+        silu_mul(&mut g, &[2.0, 3.0, 1.0]);
+        assert_eq!(g[0], 0.0);
+        assert!((g[1] - 3.0 / (1.0 + (-1f32).exp())).abs() < 1e-6);
+        assert!((g[2] - (-2.0 / (1.0 + 2f32.exp()))).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,159 @@
+//! Hyper-parameters of a model, read from GGUF metadata.
+
+use tuili_backend::ops::RopeMode;
+use tuili_gguf::GgufFile;
+
+use crate::ModelError;
+
+/// The architectures tuili runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `llama` (SmolLM2, Llama 2/3, ...): no biases, normal RoPE, output often tied.
+    Llama,
+    /// `qwen2` (Qwen2, Qwen2.5): Q/K/V biases, NEOX RoPE.
+    Qwen2,
+}
+
+impl Arch {
+    /// The `general.architecture` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+}
+
+/// Dimensions and constants of a decoder-only transformer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Architecture.
+    pub arch: Arch,
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Hidden size (`embedding_length`).
+    pub dim: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (GQA when fewer than `n_head`).
+    pub n_kv_head: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+    /// Hidden size of the feed-forward block.
+    pub ffn_dim: usize,
+    /// Tokens in the vocabulary (rows of `token_embd`).
+    pub vocab: usize,
+    /// Context length the model was trained for.
+    pub ctx_len: usize,
+    /// RoPE base frequency.
+    pub rope_base: f32,
+    /// How RoPE pairs dimensions.
+    pub rope_mode: RopeMode,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+}
+
+/// Largest value accepted for any dimension read from a file; guards against
+/// hostile metadata sizing huge allocations.
+const MAX_DIM: u64 = 1 << 20;
+
+impl Config {
+    /// Reads the configuration from `general.architecture` and `{arch}.*` keys.
+    pub fn from_gguf(file: &GgufFile) -> Result<Config, ModelError> {
+        let arch_name = file.get_str("general.architecture")?;
+        let arch = match arch_name {
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            other => return Err(ModelError::UnsupportedArch(other.to_string())),
+        };
+        let a = arch.name();
+        let dim_key = |k: &str| -> Result<usize, ModelError> {
+            let key = format!("{a}.{k}");
+            let v = file.get_u64(&key)?;
+            if v == 0 || v > MAX_DIM {
+                return Err(ModelError::BadConfig(format!(
+                    "{key} = {v} is outside 1..={MAX_DIM}"
+                )));
+            }
+            Ok(v as usize)
+        };
+        let n_layer = dim_key("block_count")?;
+        let dim = dim_key("embedding_length")?;
+        let n_head = dim_key("attention.head_count")?;
+        let n_kv_head = match file.get(&format!("{a}.attention.head_count_kv")) {
+            Some(_) => dim_key("attention.head_count_kv")?,
+            None => n_head,
+        };
+        let ffn_dim = dim_key("feed_forward_length")?;
+        let ctx_len = dim_key("context_length")?;
+        let head_dim = match file.get(&format!("{a}.attention.key_length")) {
+            Some(_) => dim_key("attention.key_length")?,
+            None => dim / n_head,
+        };
+        let rope_base = match file.get(&format!("{a}.rope.freq_base")) {
+            Some(_) => file.get_f32(&format!("{a}.rope.freq_base"))?,
+            None => 10000.0,
+        };
+        let eps = file.get_f32(&format!("{a}.attention.layer_norm_rms_epsilon"))?;
+        let vocab = file
+            .tensor("token_embd.weight")
+            .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?
+            .rows() as usize;
+        let cfg = Config {
+            arch,
+            n_layer,
+            dim,
+            n_head,
+            n_kv_head,
+            head_dim,
+            ffn_dim,
+            vocab,
+            ctx_len,
+            rope_base,
+            rope_mode: match arch {
+                Arch::Llama => RopeMode::Normal,
+                Arch::Qwen2 => RopeMode::Neox,
+            },
+            eps,
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ModelError> {
+        if self.n_head % self.n_kv_head != 0 {
+            return Err(ModelError::BadConfig(format!(
+                "head_count {} is not a multiple of head_count_kv {}",
+                self.n_head, self.n_kv_head
+            )));
+        }
+        if self.head_dim % 2 != 0 || self.head_dim > 512 {
+            return Err(ModelError::BadConfig(format!(
+                "head dimension {} must be even and at most 512",
+                self.head_dim
+            )));
+        }
+        if !(self.eps > 0.0 && self.eps < 1.0) || !(self.rope_base > 0.0) {
+            return Err(ModelError::BadConfig(format!(
+                "rms epsilon {} or rope base {} out of range",
+                self.eps, self.rope_base
+            )));
+        }
+        Ok(())
+    }
+
+    /// Width of the K (and V) projection: `n_kv_head * head_dim`.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_head * self.head_dim
+    }
+
+    /// Width of the Q projection: `n_head * head_dim`.
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    /// Bytes of f32 KV cache for `n_ctx` positions.
+    pub fn kv_cache_bytes(&self, n_ctx: usize) -> usize {
+        2 * self.n_layer * n_ctx * self.kv_dim() * 4
+    }
+}

@@ -1,0 +1,173 @@
+//! Small models with random weights, written as GGUF files: for tests of every tensor
+//! type and for benchmarks (speed does not depend on the weight values).
+
+use tuili_backend::quant::quantize;
+use tuili_gguf::{GgmlType, GgufWriter, Value};
+
+use crate::{Arch, ModelError};
+
+/// Shape and weight type of a random model.
+#[derive(Debug, Clone)]
+pub struct SyntheticSpec {
+    /// `llama` or `qwen2` (the latter gets Q/K/V biases and an untied output).
+    pub arch: Arch,
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Hidden size.
+    pub dim: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_kv_head: usize,
+    /// Feed-forward hidden size.
+    pub ffn_dim: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Trained context length written to the metadata.
+    pub ctx_len: usize,
+    /// Type of the matrices (norms stay F32).
+    pub weight_type: GgmlType,
+    /// Seed of the weights.
+    pub seed: u64,
+}
+
+impl SyntheticSpec {
+    /// A tiny model for unit tests.
+    pub fn tiny(arch: Arch, weight_type: GgmlType) -> SyntheticSpec {
+        SyntheticSpec {
+            arch,
+            n_layer: 2,
+            dim: 256,
+            n_head: 4,
+            n_kv_head: 2,
+            ffn_dim: 512,
+            vocab: 512,
+            ctx_len: 256,
+            weight_type,
+            seed: 1,
+        }
+    }
+
+    /// The shape of SmolLM2-135M (30 layers, dim 576, 9/3 heads, FFN 1536, 49,152 tokens).
+    pub fn smollm2_135m(weight_type: GgmlType) -> SyntheticSpec {
+        SyntheticSpec {
+            arch: Arch::Llama,
+            n_layer: 30,
+            dim: 576,
+            n_head: 9,
+            n_kv_head: 3,
+            ffn_dim: 1536,
+            vocab: 49152,
+            ctx_len: 8192,
+            weight_type,
+            seed: 1,
+        }
+    }
+}
+
+/// Uniform values in [-scale, scale) from a SplitMix64 stream.
+struct Values(u64);
+
+impl Values {
+    fn take(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = self.0;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+}
+
+/// Writes a random model of `spec` as GGUF bytes.
+pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
+    let a = spec.arch.name();
+    let head_dim = spec.dim / spec.n_head;
+    let (q_dim, kv_dim) = (spec.n_head * head_dim, spec.n_kv_head * head_dim);
+    let mut w = GgufWriter::new();
+    let u32v = |v: usize| Value::U32(v as u32);
+    w.add("general.architecture", Value::String(a.into()))?;
+    w.add(
+        "general.name",
+        Value::String(format!("synthetic-{a}-{}", spec.weight_type)),
+    )?;
+    w.add(format!("{a}.block_count"), u32v(spec.n_layer))?;
+    w.add(format!("{a}.embedding_length"), u32v(spec.dim))?;
+    w.add(format!("{a}.attention.head_count"), u32v(spec.n_head))?;
+    w.add(format!("{a}.attention.head_count_kv"), u32v(spec.n_kv_head))?;
+    w.add(format!("{a}.feed_forward_length"), u32v(spec.ffn_dim))?;
+    w.add(format!("{a}.context_length"), u32v(spec.ctx_len))?;
+    w.add(format!("{a}.rope.freq_base"), Value::F32(10000.0))?;
+    w.add(
+        format!("{a}.attention.layer_norm_rms_epsilon"),
+        Value::F32(1e-5),
+    )?;
+
+    let mut vals = Values(spec.seed);
+    let ty = spec.weight_type;
+    let mut matrix = |w: &mut GgufWriter, name: String, rows: usize, cols: usize, ty: GgmlType| {
+        // Scaled like trained weights so activations stay in a sane range.
+        let data = vals.take(rows * cols, 1.0 / (cols as f32).sqrt());
+        let bytes = quantize(ty, &data)?;
+        w.add_tensor(name, &[cols as u64, rows as u64], ty, bytes)?;
+        Ok::<(), ModelError>(())
+    };
+    let ones = |n: usize| -> Vec<u8> { (0..n).flat_map(|_| 1f32.to_le_bytes()).collect() };
+    matrix(
+        &mut w,
+        "token_embd.weight".into(),
+        spec.vocab,
+        spec.dim,
+        GgmlType::Q8_0,
+    )?;
+    for i in 0..spec.n_layer {
+        let n = |s: &str| format!("blk.{i}.{s}");
+        w.add_tensor(
+            n("attn_norm.weight"),
+            &[spec.dim as u64],
+            GgmlType::F32,
+            ones(spec.dim),
+        )?;
+        matrix(&mut w, n("attn_q.weight"), q_dim, spec.dim, ty)?;
+        matrix(&mut w, n("attn_k.weight"), kv_dim, spec.dim, ty)?;
+        matrix(&mut w, n("attn_v.weight"), kv_dim, spec.dim, ty)?;
+        if spec.arch == Arch::Qwen2 {
+            for (b, len) in [
+                ("attn_q.bias", q_dim),
+                ("attn_k.bias", kv_dim),
+                ("attn_v.bias", kv_dim),
+            ] {
+                let bias: Vec<u8> = Values(spec.seed ^ (i as u64 + 1) * 7919)
+                    .take(len, 0.1)
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect();
+                w.add_tensor(n(b), &[len as u64], GgmlType::F32, bias)?;
+            }
+        }
+        matrix(&mut w, n("attn_output.weight"), spec.dim, q_dim, ty)?;
+        w.add_tensor(
+            n("ffn_norm.weight"),
+            &[spec.dim as u64],
+            GgmlType::F32,
+            ones(spec.dim),
+        )?;
+        matrix(&mut w, n("ffn_gate.weight"), spec.ffn_dim, spec.dim, ty)?;
+        matrix(&mut w, n("ffn_up.weight"), spec.ffn_dim, spec.dim, ty)?;
+        matrix(&mut w, n("ffn_down.weight"), spec.dim, spec.ffn_dim, ty)?;
+    }
+    w.add_tensor(
+        "output_norm.weight",
+        &[spec.dim as u64],
+        GgmlType::F32,
+        ones(spec.dim),
+    )?;
+    if spec.arch == Arch::Qwen2 {
+        matrix(&mut w, "output.weight".into(), spec.vocab, spec.dim, ty)?;
+    }
+    Ok(w.to_bytes())
+}

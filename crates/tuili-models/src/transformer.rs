@@ -1,0 +1,310 @@
+//! The decoder-only transformer shared by `llama` and `qwen2`: embed, then per layer
+//! norm → attention → residual → norm → SwiGLU MLP → residual, then norm → logits.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use tuili_backend::matmul::{matmul, ByteSource, Weight};
+use tuili_backend::ops::{add, rms_norm, rope, rope_inv_freq, silu_mul, softmax};
+use tuili_gguf::{GgmlType, GgufFile};
+
+use crate::{Arch, Config, KvCache, ModelError};
+
+/// Weights of one transformer block.
+struct Layer {
+    /// `[dim]`
+    attn_norm: Vec<f32>,
+    /// `[q_dim, dim]`
+    wq: Weight,
+    /// `[kv_dim, dim]`
+    wk: Weight,
+    /// `[kv_dim, dim]`
+    wv: Weight,
+    /// Q/K/V biases (`[q_dim]`, `[kv_dim]`, `[kv_dim]`), qwen2 only.
+    qkv_bias: Option<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+    /// `[dim, q_dim]`
+    wo: Weight,
+    /// `[dim]`
+    ffn_norm: Vec<f32>,
+    /// `[ffn_dim, dim]`
+    w_gate: Weight,
+    /// `[ffn_dim, dim]`
+    w_up: Weight,
+    /// `[dim, ffn_dim]`
+    w_down: Weight,
+}
+
+/// A loaded model: configuration and weights (pointing into the mmap'd file).
+pub struct Model {
+    cfg: Config,
+    /// `[vocab, dim]`
+    tok_embd: Weight,
+    layers: Vec<Layer>,
+    /// `[dim]`
+    out_norm: Vec<f32>,
+    /// `[vocab, dim]`; the embedding itself when the output is tied.
+    output: Weight,
+    /// `[head_dim / 2]`
+    inv_freq: Vec<f32>,
+}
+
+/// Reads weights out of a GGUF file, checking each tensor's shape.
+struct Loader<'a> {
+    file: &'a Arc<GgufFile>,
+}
+
+impl Loader<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.file.tensor(name).is_some()
+    }
+
+    /// A `[rows, cols]` matrix (GGUF dims `[cols, rows]`).
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Weight, ModelError> {
+        let t = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        if t.dims != [cols as u64, rows as u64] {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                found: t.dims.clone(),
+                expected: vec![cols as u64, rows as u64],
+            });
+        }
+        // Absolute position of the tensor's bytes in the file.
+        let offset =
+            self.file.tensor_data(t).as_ptr() as usize - self.file.data().as_ptr() as usize;
+        let src: Arc<dyn ByteSource> = self.file.clone();
+        Ok(Weight::new(t.ty, rows, cols, src, offset)?)
+    }
+
+    /// A vector of `n` values, dequantized to f32.
+    fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>, ModelError> {
+        let t = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        if t.dims != [n as u64] {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                found: t.dims.clone(),
+                expected: vec![n as u64],
+            });
+        }
+        Ok(tuili_backend::quant::dequantize(
+            t.ty,
+            self.file.tensor_data(t),
+            n,
+        )?)
+    }
+}
+
+impl Model {
+    /// Loads a `llama` or `qwen2` model from an opened GGUF file.
+    pub fn load(file: &Arc<GgufFile>) -> Result<Model, ModelError> {
+        let cfg = Config::from_gguf(file)?;
+        let ld = Loader { file };
+        let (dim, q_dim, kv_dim, ffn) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
+        let tok_embd = ld.matrix("token_embd.weight", cfg.vocab, dim)?;
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let qkv_bias = if cfg.arch == Arch::Qwen2 || ld.has(&n("attn_q.bias")) {
+                Some((
+                    ld.vector(&n("attn_q.bias"), q_dim)?,
+                    ld.vector(&n("attn_k.bias"), kv_dim)?,
+                    ld.vector(&n("attn_v.bias"), kv_dim)?,
+                ))
+            } else {
+                None
+            };
+            layers.push(Layer {
+                attn_norm: ld.vector(&n("attn_norm.weight"), dim)?,
+                wq: ld.matrix(&n("attn_q.weight"), q_dim, dim)?,
+                wk: ld.matrix(&n("attn_k.weight"), kv_dim, dim)?,
+                wv: ld.matrix(&n("attn_v.weight"), kv_dim, dim)?,
+                qkv_bias,
+                wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
+                ffn_norm: ld.vector(&n("ffn_norm.weight"), dim)?,
+                w_gate: ld.matrix(&n("ffn_gate.weight"), ffn, dim)?,
+                w_up: ld.matrix(&n("ffn_up.weight"), ffn, dim)?,
+                w_down: ld.matrix(&n("ffn_down.weight"), dim, ffn)?,
+            });
+        }
+        let out_norm = ld.vector("output_norm.weight", dim)?;
+        let output = if ld.has("output.weight") {
+            ld.matrix("output.weight", cfg.vocab, dim)?
+        } else {
+            tok_embd.clone()
+        };
+        let inv_freq = rope_inv_freq(cfg.head_dim, cfg.rope_base);
+        Ok(Model {
+            cfg,
+            tok_embd,
+            layers,
+            out_norm,
+            output,
+            inv_freq,
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Counts of weights per element type, and total parameters.
+    pub fn weight_types(&self) -> Vec<(GgmlType, usize)> {
+        let mut counts: Vec<(GgmlType, usize)> = Vec::new();
+        let mut bump = |w: &Weight| match counts.iter_mut().find(|(t, _)| *t == w.ty()) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((w.ty(), 1)),
+        };
+        bump(&self.tok_embd);
+        for l in &self.layers {
+            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                bump(w);
+            }
+        }
+        if !std::ptr::eq(self.output.bytes().as_ptr(), self.tok_embd.bytes().as_ptr()) {
+            bump(&self.output);
+        }
+        counts
+    }
+
+    /// A KV cache for `n_ctx` positions (at most the trained context).
+    pub fn new_cache(&self, n_ctx: usize) -> KvCache {
+        KvCache::new(&self.cfg, n_ctx.min(self.cfg.ctx_len))
+    }
+
+    /// Runs `tokens` (positions `cache.len()..`) through the model, appending their
+    /// K/V to `cache`, and returns logits of the tokens from index `logits_from` on:
+    /// `[tokens.len() - logits_from, vocab]`.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits_from: usize,
+    ) -> Result<Vec<f32>, ModelError> {
+        let cfg = &self.cfg;
+        let n = tokens.len();
+        cache.reserve(n)?;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
+            return Err(ModelError::TokenOutOfRange {
+                id,
+                vocab: cfg.vocab,
+            });
+        }
+        let start = cache.len();
+        let (dim, q_dim, kv_dim) = (cfg.dim, cfg.q_dim(), cfg.kv_dim());
+
+        // x: [n, dim] — the residual stream.
+        let mut x = vec![0f32; n * dim];
+        for (row, &t) in x.chunks_exact_mut(dim).zip(tokens) {
+            self.tok_embd.dequant_row(t as usize, row);
+        }
+        // Scratch: xn [n, dim], q [n, q_dim], k/v [n, kv_dim], att [n, q_dim],
+        // gate/up [n, ffn_dim].
+        let mut xn = vec![0f32; n * dim];
+        let mut q = vec![0f32; n * q_dim];
+        let mut k = vec![0f32; n * kv_dim];
+        let mut v = vec![0f32; n * kv_dim];
+        let mut att = vec![0f32; n * q_dim];
+        let mut gate = vec![0f32; n * cfg.ffn_dim];
+        let mut up = vec![0f32; n * cfg.ffn_dim];
+
+        for (li, l) in self.layers.iter().enumerate() {
+            norm_rows(&x, &l.attn_norm, cfg.eps, &mut xn);
+            matmul(&l.wq, &xn, n, &mut q);
+            matmul(&l.wk, &xn, n, &mut k);
+            matmul(&l.wv, &xn, n, &mut v);
+            if let Some((bq, bk, bv)) = &l.qkv_bias {
+                add_rows(&mut q, bq);
+                add_rows(&mut k, bk);
+                add_rows(&mut v, bv);
+            }
+            for t in 0..n {
+                let pos = start + t;
+                let (qt, kt) = (
+                    &mut q[t * q_dim..(t + 1) * q_dim],
+                    &mut k[t * kv_dim..(t + 1) * kv_dim],
+                );
+                rope(qt, cfg.head_dim, &self.inv_freq, pos, cfg.rope_mode);
+                rope(kt, cfg.head_dim, &self.inv_freq, pos, cfg.rope_mode);
+                cache.write(li, pos, kt, &v[t * kv_dim..(t + 1) * kv_dim]);
+            }
+            let (kc, vc) = cache.layer(li, start + n);
+            self.attention(&q, kc, vc, start, &mut att);
+            matmul(&l.wo, &att, n, &mut xn);
+            add(&mut x, &xn);
+
+            norm_rows(&x, &l.ffn_norm, cfg.eps, &mut xn);
+            matmul(&l.w_gate, &xn, n, &mut gate);
+            matmul(&l.w_up, &xn, n, &mut up);
+            silu_mul(&mut gate, &up);
+            matmul(&l.w_down, &gate, n, &mut xn);
+            add(&mut x, &xn);
+        }
+        cache.advance(n);
+
+        let m = n.saturating_sub(logits_from);
+        let mut xo = vec![0f32; m * dim];
+        norm_rows(
+            &x[logits_from.min(n) * dim..],
+            &self.out_norm,
+            cfg.eps,
+            &mut xo,
+        );
+        let mut logits = vec![0f32; m * cfg.vocab];
+        if m > 0 {
+            matmul(&self.output, &xo, m, &mut logits);
+        }
+        Ok(logits)
+    }
+
+    /// Causal attention of the new tokens' queries over the cache.
+    ///
+    /// `q`, `out`: `[n, n_head, head_dim]`; `kc`, `vc`: `[start + n, n_kv_head, head_dim]`.
+    fn attention(&self, q: &[f32], kc: &[f32], vc: &[f32], start: usize, out: &mut [f32]) {
+        let cfg = &self.cfg;
+        let hd = cfg.head_dim;
+        let kv_dim = cfg.kv_dim();
+        let group = cfg.n_head / cfg.n_kv_head;
+        let scale = 1.0 / (hd as f32).sqrt();
+        out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
+            let (t, h) = (i / cfg.n_head, i % cfg.n_head);
+            let kvh = h / group;
+            let qh = &q[i * hd..(i + 1) * hd];
+            let n_pos = start + t + 1;
+            let mut scores: Vec<f32> = (0..n_pos)
+                .map(|p| {
+                    let kp = &kc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
+                    qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * scale
+                })
+                .collect();
+            softmax(&mut scores);
+            o.fill(0.0);
+            for (p, &s) in scores.iter().enumerate() {
+                let vp = &vc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
+                for (a, &b) in o.iter_mut().zip(vp) {
+                    *a += s * b;
+                }
+            }
+        });
+    }
+}
+
+/// RMSNorm of each row: `x`, `out`: `[n, dim]`, `w`: `[dim]`.
+fn norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = w.len();
+    for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        rms_norm(xr, w, eps, or);
+    }
+}
+
+/// Adds `bias` (`[d]`) to every row of `x` (`[n, d]`).
+fn add_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add(row, bias);
+    }
+}

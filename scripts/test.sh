@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test suite: fetches the real models (pinned, checksummed) on first use, then
+# runs every test of the workspace with optimized code (tests run real models).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --bin tuili
+tuili=target/release/tuili
+
+# Real models for the integration tests, linked under fixed names.
+models="${TUILI_TEST_MODELS_DIR:-$(pwd)/target/test-models}"
+mkdir -p "$models"
+ln -sf "$("$tuili" pull smollm2-135m)" "$models/smol.gguf"
+ln -sf "$("$tuili" pull qwen2.5-coder-0.5b)" "$models/qwen.gguf"
+export TUILI_TEST_MODELS_DIR="$models"
+
+cargo test --release --workspace "$@"
