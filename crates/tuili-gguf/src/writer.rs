@@ -29,6 +29,16 @@ pub struct GgufWriter {
     tensors: Vec<PendingTensor>,
 }
 
+impl std::fmt::Debug for GgufWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufWriter")
+            .field("alignment", &self.alignment)
+            .field("metadata", &self.metadata.len())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
 impl Default for GgufWriter {
     fn default() -> Self {
         GgufWriter::new()
