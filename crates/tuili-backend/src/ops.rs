@@ -75,6 +75,30 @@ pub fn add(x: &mut [f32], y: &[f32]) {
     }
 }
 
+/// Dot product of two f32 rows, with eight independent accumulators so the compiler
+/// vectorizes it (a single running sum forces one add at a time).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `y[i] += a * x[i]`.
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    debug_assert_eq!(x.len(), y.len());
+    for (v, &u) in y.iter_mut().zip(x) {
+        *v += a * u;
+    }
+}
+
 /// Softmax in place over the whole slice (max-subtracted for stability).
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -129,6 +153,19 @@ mod tests {
         let mut x = vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
         rope(&mut x, head_dim, &inv, 1, RopeMode::Neox);
         assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[4] - 1f32.sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn dot_matches_f64_sum_for_all_lengths() {
+        for n in [0usize, 1, 7, 8, 9, 64, 67] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).sin()).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 1.3).cos()).collect();
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            assert!((dot(&a, &b) as f64 - want).abs() < 1e-5, "n={n}");
+        }
+        let mut y = vec![1.0f32; 3];
+        axpy(2.0, &[1.0, 2.0, 3.0], &mut y);
+        assert_eq!(y, [3.0, 5.0, 7.0]);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use tuili_backend::matmul::{matmul, ByteSource, Weight};
-use tuili_backend::ops::{add, rms_norm, rope, rope_inv_freq, silu_mul, softmax};
+use tuili_backend::ops::{add, axpy, dot, rms_norm, rope, rope_inv_freq, silu_mul, softmax};
 use tuili_gguf::{GgmlType, GgufFile};
 
 use crate::{Arch, Config, KvCache, ModelError};
@@ -279,16 +279,17 @@ impl Model {
             let mut scores: Vec<f32> = (0..n_pos)
                 .map(|p| {
                     let kp = &kc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-                    qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * scale
+                    dot(qh, kp) * scale
                 })
                 .collect();
             softmax(&mut scores);
             o.fill(0.0);
             for (p, &s) in scores.iter().enumerate() {
-                let vp = &vc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-                for (a, &b) in o.iter_mut().zip(vp) {
-                    *a += s * b;
-                }
+                axpy(
+                    s,
+                    &vc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd],
+                    o,
+                );
             }
         });
     }
