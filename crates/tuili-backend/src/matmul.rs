@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
 use tuili_gguf::GgmlType;
 
+use crate::pool::{self, SyncPtr};
 use crate::quant::{dequant_fn, dot_fn};
 use crate::BackendError;
 
@@ -150,64 +150,52 @@ pub fn matmul(w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     }
 }
 
-/// Decode path: one quantized dot product per (token, row).
+/// Decode path: one quantized dot product per (token, row); each thread owns a
+/// contiguous range of rows and writes its outputs in place.
 fn matmul_dot(w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     let Ok(dot) = dot_fn(w.ty) else { return };
     let (rows, cols) = (w.rows, w.cols);
     let rb = w.row_bytes();
     let bytes = w.bytes();
-    // Chunks of rows per task; results land in a per-chunk buffer `[n_tokens, chunk]`.
-    let chunk = rows.div_ceil(rayon::current_num_threads() * 8).max(16);
-    let partials: Vec<(usize, Vec<f32>)> = (0..rows)
-        .step_by(chunk)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|r0| {
-            let r1 = (r0 + chunk).min(rows);
-            let mut part = vec![0f32; n_tokens * (r1 - r0)];
-            for r in r0..r1 {
-                let row = &bytes[r * rb..(r + 1) * rb];
-                for t in 0..n_tokens {
-                    part[t * (r1 - r0) + (r - r0)] = dot(row, &x[t * cols..(t + 1) * cols]);
-                }
+    let out_ptr = SyncPtr::new(out);
+    pool::global().for_ranges(rows, 4, &|range| {
+        for r in range {
+            let row = &bytes[r * rb..(r + 1) * rb];
+            for t in 0..n_tokens {
+                let v = dot(row, &x[t * cols..(t + 1) * cols]);
+                // SAFETY: row r belongs to this thread alone; t * rows + r < out.len().
+                unsafe { out_ptr.slice(t * rows + r..t * rows + r + 1)[0] = v };
             }
-            (r0, part)
-        })
-        .collect();
-    for (r0, part) in partials {
-        let n = part.len() / n_tokens;
-        for t in 0..n_tokens {
-            out[t * rows + r0..t * rows + r0 + n].copy_from_slice(&part[t * n..(t + 1) * n]);
         }
-    }
+    });
 }
 
-/// Prefill path: dequantize `TILE_ROWS` rows at a time to f32 and multiply with sgemm.
+/// Prefill path: each thread dequantizes `TILE_ROWS` rows at a time to f32 and
+/// multiplies them with sgemm, writing its columns of `out` in place.
 fn matmul_tiles(w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     let Ok(deq) = dequant_fn(w.ty) else { return };
     let (rows, cols) = (w.rows, w.cols);
     let rb = w.row_bytes();
     let bytes = w.bytes();
-    let tiles: Vec<(usize, Vec<f32>)> = (0..rows)
-        .step_by(TILE_ROWS)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|r0| {
-            let r1 = (r0 + TILE_ROWS).min(rows);
-            let n = r1 - r0;
-            // tile: [n, cols] f32
-            let mut tile = vec![0f32; n * cols];
-            for r in r0..r1 {
+    let out_ptr = SyncPtr::new(out);
+    pool::global().for_ranges(rows, TILE_ROWS, &|range| {
+        // tile: [TILE_ROWS, cols] f32
+        let mut tile = vec![0f32; TILE_ROWS * cols];
+        let mut r0 = range.start;
+        while r0 < range.end {
+            let n = TILE_ROWS.min(range.end - r0);
+            for i in 0..n {
+                let r = r0 + i;
                 deq(
                     &bytes[r * rb..(r + 1) * rb],
-                    &mut tile[(r - r0) * cols..(r - r0 + 1) * cols],
+                    &mut tile[i * cols..(i + 1) * cols],
                 );
             }
-            // part: [n_tokens, n] = x [n_tokens, cols] · tileᵀ [cols, n]
-            let mut part = vec![0f32; n_tokens * n];
-            // SAFETY: the pointers cover exactly the described matrices: x is
-            // n_tokens×cols row-major, tile is n×cols row-major (read as its transpose
-            // with strides (1, cols)), part is n_tokens×n row-major.
+            // out[:, r0..r0+n] = x [n_tokens, cols] · tile[..n]ᵀ [cols, n]
+            // SAFETY: x is n_tokens×cols row-major; the tile is n×cols row-major, read
+            // as its transpose with strides (1, cols); the output block starts at column
+            // r0 of the n_tokens×rows row-major `out`, and columns r0..r0+n belong to
+            // this thread alone.
             unsafe {
                 matrixmultiply::sgemm(
                     n_tokens,
@@ -221,20 +209,14 @@ fn matmul_tiles(w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32]) {
                     1,
                     cols as isize,
                     0.0,
-                    part.as_mut_ptr(),
-                    n as isize,
+                    out_ptr.ptr().add(r0),
+                    rows as isize,
                     1,
                 );
             }
-            (r0, part)
-        })
-        .collect();
-    for (r0, part) in tiles {
-        let n = part.len() / n_tokens;
-        for t in 0..n_tokens {
-            out[t * rows + r0..t * rows + r0 + n].copy_from_slice(&part[t * n..(t + 1) * n]);
+            r0 += n;
         }
-    }
+    });
 }
 
 #[cfg(test)]

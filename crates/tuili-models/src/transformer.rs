@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
 use tuili_backend::matmul::{matmul, ByteSource, Weight};
 use tuili_backend::ops::{add, axpy, dot, rms_norm, rope, rope_inv_freq, silu_mul, softmax};
+use tuili_backend::pool::{self, SyncPtr};
 use tuili_gguf::{GgmlType, GgufFile};
 
 use crate::{Arch, Config, KvCache, ModelError};
@@ -271,25 +271,31 @@ impl Model {
         let kv_dim = cfg.kv_dim();
         let group = cfg.n_head / cfg.n_kv_head;
         let scale = 1.0 / (hd as f32).sqrt();
-        out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
-            let (t, h) = (i / cfg.n_head, i % cfg.n_head);
-            let kvh = h / group;
-            let qh = &q[i * hd..(i + 1) * hd];
-            let n_pos = start + t + 1;
-            let mut scores: Vec<f32> = (0..n_pos)
-                .map(|p| {
-                    let kp = &kc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-                    dot(qh, kp) * scale
-                })
-                .collect();
-            softmax(&mut scores);
-            o.fill(0.0);
-            for (p, &s) in scores.iter().enumerate() {
-                axpy(
-                    s,
-                    &vc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd],
-                    o,
-                );
+        let n_pairs = out.len() / hd;
+        let out_ptr = SyncPtr::new(out);
+        pool::global().for_ranges(n_pairs, 1, &|range| {
+            // scores: [positions] of one (token, head) pair, reused across pairs.
+            let mut scores = Vec::with_capacity(start + n_pairs / cfg.n_head);
+            for i in range {
+                let (t, h) = (i / cfg.n_head, i % cfg.n_head);
+                let kvh = h / group;
+                let qh = &q[i * hd..(i + 1) * hd];
+                let n_pos = start + t + 1;
+                scores.clear();
+                scores.extend((0..n_pos).map(|p| {
+                    dot(qh, &kc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd]) * scale
+                }));
+                softmax(&mut scores);
+                // SAFETY: pair i's output row belongs to this thread alone.
+                let o = unsafe { out_ptr.slice(i * hd..(i + 1) * hd) };
+                o.fill(0.0);
+                for (p, &s) in scores.iter().enumerate() {
+                    axpy(
+                        s,
+                        &vc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd],
+                        o,
+                    );
+                }
             }
         });
     }

@@ -1,0 +1,325 @@
+//! A persistent thread pool for the forward pass.
+//!
+//! One `run` dispatches a closure to every thread (the caller is thread 0) and waits
+//! until all have finished: one barrier per parallel region. Workers spin briefly
+//! between regions — a token's regions follow each other within microseconds — and
+//! sleep on a condition variable once idle, so an idle server burns no CPU.
+
+use std::cell::Cell;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an idle worker spins before it sleeps.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_millis(2);
+
+/// The job as workers see it: a reference to the caller's closure.
+type JobRef<'a> = &'a (dyn Fn(usize, usize) + Sync);
+
+struct Shared {
+    n_threads: usize,
+    /// Bumped once per `run`; workers wait for it to change.
+    generation: AtomicU64,
+    /// Points at a `JobRef` on the stack of the thread in `run`; written before
+    /// `generation` is bumped, valid until `remaining` reaches zero.
+    job: AtomicPtr<()>,
+    /// Workers still running the current job.
+    remaining: AtomicUsize,
+    shutdown: AtomicBool,
+    sleep_lock: Mutex<()>,
+    wake: Condvar,
+}
+
+thread_local! {
+    /// Set while this thread executes a job, so a nested `run` goes serial instead of
+    /// deadlocking.
+    static IN_JOB: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A fixed set of worker threads.
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    /// Serializes concurrent callers of `run`.
+    run_lock: Mutex<()>,
+}
+
+impl ThreadPool {
+    /// A pool of `n_threads` threads in all (the caller of `run` counts as one).
+    pub fn new(n_threads: usize) -> ThreadPool {
+        let n_threads = n_threads.max(1);
+        let shared = Arc::new(Shared {
+            n_threads,
+            generation: AtomicU64::new(0),
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            remaining: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            sleep_lock: Mutex::new(()),
+            wake: Condvar::new(),
+        });
+        let workers = (1..n_threads)
+            .map(|tid| {
+                let s = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("tuili-worker-{tid}"))
+                    .spawn(move || worker(s, tid))
+                    .expect("spawn a worker thread")
+            })
+            .collect();
+        ThreadPool {
+            shared,
+            workers,
+            run_lock: Mutex::new(()),
+        }
+    }
+
+    /// Threads in the pool.
+    pub fn n_threads(&self) -> usize {
+        self.shared.n_threads
+    }
+
+    /// Runs `f(thread, n_threads)` on every thread and returns when all are done.
+    pub fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        let n = self.shared.n_threads;
+        if n == 1 || IN_JOB.with(|c| c.get()) {
+            for t in 0..n {
+                f(t, n);
+            }
+            return;
+        }
+        let _guard = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let job: JobRef = f;
+        self.shared
+            .job
+            .store(&job as *const JobRef as *mut (), Ordering::Release);
+        self.shared.remaining.store(n - 1, Ordering::Release);
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        {
+            let _l = self
+                .shared
+                .sleep_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
+        IN_JOB.with(|c| c.set(true));
+        f(0, n);
+        IN_JOB.with(|c| c.set(false));
+        let mut spins = 0u32;
+        while self.shared.remaining.load(Ordering::Acquire) != 0 {
+            spins = spins.wrapping_add(1);
+            relax(spins);
+        }
+    }
+
+    /// Splits `0..n_items` into one contiguous range per thread (rounded to `align`
+    /// items) and runs `f(range)` on each.
+    pub fn for_ranges(&self, n_items: usize, align: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+        self.run(&|t, n| {
+            let r = split(n_items, align, t, n);
+            if !r.is_empty() {
+                f(r);
+            }
+        });
+    }
+}
+
+/// The `t`-th of `n` near-equal ranges of `0..n_items`, boundaries multiples of `align`.
+pub fn split(n_items: usize, align: usize, t: usize, n: usize) -> Range<usize> {
+    let align = align.max(1);
+    let units = n_items.div_ceil(align);
+    let start = (units * t / n * align).min(n_items);
+    let end = (units * (t + 1) / n * align).min(n_items);
+    start..end
+}
+
+/// One step of a wait loop: spin a little, then give the core away each time, so a
+/// waiting thread never starves the thread it waits for when cores are shared.
+fn relax(spins: u32) {
+    if spins < 256 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+fn worker(s: Arc<Shared>, tid: usize) {
+    let mut seen = 0u64;
+    loop {
+        let mut since = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            if s.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            let g = s.generation.load(Ordering::Acquire);
+            if g != seen {
+                seen = g;
+                break;
+            }
+            spins = spins.wrapping_add(1);
+            if spins % 1024 == 0 && since.elapsed() > SPIN_BEFORE_SLEEP {
+                let guard = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
+                if s.generation.load(Ordering::Acquire) == seen
+                    && !s.shutdown.load(Ordering::Acquire)
+                {
+                    drop(s.wake.wait(guard));
+                }
+                since = Instant::now();
+            } else {
+                relax(spins);
+            }
+        }
+        let ptr = s.job.load(Ordering::Acquire) as *const JobRef;
+        // SAFETY: `run` stored a pointer to a live `JobRef` before bumping `generation`
+        // and keeps it alive until `remaining` reaches zero.
+        let job: JobRef = unsafe { *ptr };
+        IN_JOB.with(|c| c.set(true));
+        job(tid, s.n_threads);
+        IN_JOB.with(|c| c.set(false));
+        s.remaining.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        {
+            let _l = self
+                .shared
+                .sleep_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+static GLOBAL: OnceLock<ThreadPool> = OnceLock::new();
+static REQUESTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Asks for `n` threads in the global pool; effective only before its first use.
+pub fn set_threads(n: usize) {
+    REQUESTED.store(n, Ordering::Relaxed);
+}
+
+/// The process-wide pool (all cores unless `set_threads` said otherwise).
+pub fn global() -> &'static ThreadPool {
+    GLOBAL.get_or_init(|| {
+        let n = match REQUESTED.load(Ordering::Relaxed) {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        ThreadPool::new(n)
+    })
+}
+
+/// A raw pointer that may cross threads, for writing disjoint parts of one buffer
+/// from several threads.
+#[derive(Clone, Copy)]
+pub struct SyncPtr<T>(pub *mut T);
+// SAFETY: users write disjoint index ranges only, and `run` joins before the buffer is read.
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    /// Wraps a mutable slice.
+    pub fn new(s: &mut [T]) -> SyncPtr<T> {
+        SyncPtr(s.as_mut_ptr())
+    }
+
+    /// The raw pointer (a method, so closures capture the whole `Sync` wrapper).
+    pub fn ptr(&self) -> *mut T {
+        self.0
+    }
+
+    /// The sub-slice `range`.
+    ///
+    /// # Safety
+    /// No two threads may hold overlapping ranges at once, and the range must lie within
+    /// the slice given to `new`, which must outlive the use.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice(&self, range: Range<usize>) -> &mut [T] {
+        std::slice::from_raw_parts_mut(self.0.add(range.start), range.end - range.start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_thread_runs_once_per_call() {
+        let pool = ThreadPool::new(4);
+        for _ in 0..200 {
+            let hits: Vec<AtomicUsize> = (0..4).map(|_| AtomicUsize::new(0)).collect();
+            pool.run(&|t, n| {
+                assert_eq!(n, 4);
+                hits[t].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn ranges_cover_everything_once() {
+        for (n_items, align, n) in [
+            (100, 1, 3),
+            (100, 16, 4),
+            (7, 32, 2),
+            (0, 1, 2),
+            (1000, 64, 7),
+        ] {
+            let mut covered = vec![0u8; n_items];
+            for t in 0..n {
+                let r = split(n_items, align, t, n);
+                if r.end < n_items {
+                    assert_eq!(r.end % align, 0);
+                }
+                for i in r {
+                    covered[i] += 1;
+                }
+            }
+            assert!(covered.iter().all(|&c| c == 1), "{n_items} {align} {n}");
+        }
+    }
+
+    #[test]
+    fn disjoint_writes_and_sleep_wake() {
+        let pool = ThreadPool::new(3);
+        let mut out = vec![0usize; 1000];
+        let p = SyncPtr::new(&mut out);
+        pool.for_ranges(1000, 8, &|r| {
+            // SAFETY: ranges from `split` are disjoint and within `out`.
+            let s = unsafe { p.slice(r.clone()) };
+            for (v, i) in s.iter_mut().zip(r) {
+                *v = i * 2;
+            }
+        });
+        assert!(out.iter().enumerate().all(|(i, &v)| v == i * 2));
+        // Workers fall asleep, then wake for the next job.
+        std::thread::sleep(SPIN_BEFORE_SLEEP * 3);
+        let count = AtomicUsize::new(0);
+        pool.run(&|_, _| {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn nested_run_does_not_deadlock() {
+        let pool = ThreadPool::new(2);
+        let count = AtomicUsize::new(0);
+        pool.run(&|_, _| {
+            pool.run(&|_, _| {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 4);
+    }
+}
