@@ -8,8 +8,8 @@ pub mod synthetic;
 mod transformer;
 
 pub use config::{Arch, Config};
-pub use kv_cache::KvCache;
-pub use transformer::Model;
+pub use kv_cache::{KvCache, KvPool};
+pub use transformer::{Model, SeqChunk};
 
 /// Errors from loading or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,9 @@ pub enum ModelError {
         /// Capacity of the cache.
         capacity: usize,
     },
+    /// A block table does not fit the KV pool or the positions.
+    #[error("bad block table: {0}")]
+    BlockTable(String),
     /// A token id is outside the vocabulary.
     #[error("token id {id} is outside the vocabulary of {vocab}")]
     TokenOutOfRange {

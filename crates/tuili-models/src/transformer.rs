@@ -8,7 +8,7 @@ use tuili_backend::ops::{add, axpy, dot, rms_norm, rope, rope_inv_freq, silu_mul
 use tuili_backend::pool::{self, SyncPtr};
 use tuili_gguf::{GgmlType, GgufFile};
 
-use crate::{Arch, Config, KvCache, ModelError};
+use crate::{Arch, Config, KvCache, KvPool, ModelError};
 
 /// Weights of one transformer block.
 struct Layer {
@@ -186,21 +186,56 @@ impl Model {
         cache: &mut KvCache,
         logits_from: usize,
     ) -> Result<Vec<f32>, ModelError> {
-        let cfg = &self.cfg;
-        let n = tokens.len();
-        cache.reserve(n)?;
-        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
-            return Err(ModelError::TokenOutOfRange {
-                id,
-                vocab: cfg.vocab,
-            });
-        }
+        cache.reserve(tokens.len())?;
         let start = cache.len();
+        let (pool, blocks) = cache.parts();
+        let chunk = SeqChunk {
+            tokens,
+            start,
+            blocks,
+            logits_from,
+        };
+        let logits = self.forward_batch(&[chunk], pool)?;
+        cache.advance(tokens.len());
+        Ok(logits)
+    }
+
+    /// Runs a ragged batch: each chunk's tokens continue its own sequence, whose K/V
+    /// live in `pool` behind its block table. Every weight is read once for the whole
+    /// batch. Returns the logits each chunk asked for, chunk after chunk:
+    /// `[Σ (tokens.len() - logits_from), vocab]`.
+    pub fn forward_batch(
+        &self,
+        chunks: &[SeqChunk],
+        pool: &mut KvPool,
+    ) -> Result<Vec<f32>, ModelError> {
+        let cfg = &self.cfg;
+        // Per token: (chunk index, absolute position).
+        let mut where_: Vec<(usize, usize)> = Vec::new();
+        let mut tokens: Vec<u32> = Vec::new();
+        let mut logit_rows: Vec<usize> = Vec::new();
+        for (ci, c) in chunks.iter().enumerate() {
+            pool.check_table(c.blocks, c.start + c.tokens.len())?;
+            if let Some(&id) = c.tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
+                return Err(ModelError::TokenOutOfRange {
+                    id,
+                    vocab: cfg.vocab,
+                });
+            }
+            for (i, &t) in c.tokens.iter().enumerate() {
+                if i >= c.logits_from {
+                    logit_rows.push(tokens.len());
+                }
+                where_.push((ci, c.start + i));
+                tokens.push(t);
+            }
+        }
+        let n = tokens.len();
         let (dim, q_dim, kv_dim) = (cfg.dim, cfg.q_dim(), cfg.kv_dim());
 
         // x: [n, dim] — the residual stream.
         let mut x = vec![0f32; n * dim];
-        for (row, &t) in x.chunks_exact_mut(dim).zip(tokens) {
+        for (row, &t) in x.chunks_exact_mut(dim).zip(&tokens) {
             self.tok_embd.dequant_row(t as usize, row);
         }
         // Scratch: xn [n, dim], q [n, q_dim], k/v [n, kv_dim], att [n, q_dim],
@@ -223,18 +258,20 @@ impl Model {
                 add_rows(&mut k, bk);
                 add_rows(&mut v, bv);
             }
-            for t in 0..n {
-                let pos = start + t;
-                let (qt, kt) = (
-                    &mut q[t * q_dim..(t + 1) * q_dim],
-                    &mut k[t * kv_dim..(t + 1) * kv_dim],
-                );
+            for (t, &(ci, pos)) in where_.iter().enumerate() {
+                let qt = &mut q[t * q_dim..(t + 1) * q_dim];
+                let kt = &mut k[t * kv_dim..(t + 1) * kv_dim];
                 rope(qt, cfg.head_dim, &self.inv_freq, pos, cfg.rope_mode);
                 rope(kt, cfg.head_dim, &self.inv_freq, pos, cfg.rope_mode);
-                cache.write(li, pos, kt, &v[t * kv_dim..(t + 1) * kv_dim]);
+                pool.write(
+                    li,
+                    chunks[ci].blocks,
+                    pos,
+                    kt,
+                    &v[t * kv_dim..(t + 1) * kv_dim],
+                );
             }
-            let (kc, vc) = cache.layer(li, start + n);
-            self.attention(&q, kc, vc, start, &mut att);
+            self.attention(li, &q, chunks, &where_, pool, &mut att);
             matmul(&l.wo, &att, n, &mut xn);
             add(&mut x, &xn);
 
@@ -245,16 +282,13 @@ impl Model {
             matmul(&l.w_down, &gate, n, &mut xn);
             add(&mut x, &xn);
         }
-        cache.advance(n);
 
-        let m = n.saturating_sub(logits_from);
+        // Final norm and logits only for the rows asked for.
+        let m = logit_rows.len();
         let mut xo = vec![0f32; m * dim];
-        norm_rows(
-            &x[logits_from.min(n) * dim..],
-            &self.out_norm,
-            cfg.eps,
-            &mut xo,
-        );
+        for (o, &r) in xo.chunks_exact_mut(dim).zip(&logit_rows) {
+            rms_norm(&x[r * dim..(r + 1) * dim], &self.out_norm, cfg.eps, o);
+        }
         let mut logits = vec![0f32; m * cfg.vocab];
         if m > 0 {
             matmul(&self.output, &xo, m, &mut logits);
@@ -262,43 +296,62 @@ impl Model {
         Ok(logits)
     }
 
-    /// Causal attention of the new tokens' queries over the cache.
+    /// Causal attention of every new token's query over its own sequence's K/V.
     ///
-    /// `q`, `out`: `[n, n_head, head_dim]`; `kc`, `vc`: `[start + n, n_kv_head, head_dim]`.
-    fn attention(&self, q: &[f32], kc: &[f32], vc: &[f32], start: usize, out: &mut [f32]) {
+    /// `q`, `out`: `[n, n_head, head_dim]`; `where_[t]` = (chunk, position) of token t.
+    fn attention(
+        &self,
+        layer: usize,
+        q: &[f32],
+        chunks: &[SeqChunk],
+        where_: &[(usize, usize)],
+        pool: &KvPool,
+        out: &mut [f32],
+    ) {
         let cfg = &self.cfg;
         let hd = cfg.head_dim;
-        let kv_dim = cfg.kv_dim();
         let group = cfg.n_head / cfg.n_kv_head;
         let scale = 1.0 / (hd as f32).sqrt();
         let n_pairs = out.len() / hd;
+        let max_pos = where_.iter().map(|w| w.1 + 1).max().unwrap_or(0);
         let out_ptr = SyncPtr::new(out);
         pool::global().for_ranges(n_pairs, 1, &|range| {
             // scores: [positions] of one (token, head) pair, reused across pairs.
-            let mut scores = Vec::with_capacity(start + n_pairs / cfg.n_head);
+            let mut scores = Vec::with_capacity(max_pos);
             for i in range {
                 let (t, h) = (i / cfg.n_head, i % cfg.n_head);
-                let kvh = h / group;
+                let (ci, pos) = where_[t];
+                let blocks = chunks[ci].blocks;
+                // The K/V head this query head shares (GQA): its slice of `[kv_dim]`.
+                let kvh = (h / group) * hd..(h / group + 1) * hd;
                 let qh = &q[i * hd..(i + 1) * hd];
-                let n_pos = start + t + 1;
                 scores.clear();
-                scores.extend((0..n_pos).map(|p| {
-                    dot(qh, &kc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd]) * scale
-                }));
+                scores.extend(
+                    (0..=pos).map(|p| dot(qh, &pool.read(layer, blocks, p).0[kvh.clone()]) * scale),
+                );
                 softmax(&mut scores);
                 // SAFETY: pair i's output row belongs to this thread alone.
                 let o = unsafe { out_ptr.slice(i * hd..(i + 1) * hd) };
                 o.fill(0.0);
                 for (p, &s) in scores.iter().enumerate() {
-                    axpy(
-                        s,
-                        &vc[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd],
-                        o,
-                    );
+                    axpy(s, &pool.read(layer, blocks, p).1[kvh.clone()], o);
                 }
             }
         });
     }
+}
+
+/// One sequence's part of a batch: `tokens` at positions `start..`, its K/V behind
+/// `blocks`, logits wanted for `tokens[logits_from..]` (`tokens.len()` for none).
+pub struct SeqChunk<'a> {
+    /// New tokens of the sequence.
+    pub tokens: &'a [u32],
+    /// Positions already in the cache before these tokens.
+    pub start: usize,
+    /// Block table covering at least `start + tokens.len()` positions.
+    pub blocks: &'a [u32],
+    /// First token whose logits are returned.
+    pub logits_from: usize,
 }
 
 /// RMSNorm of each row: `x`, `out`: `[n, dim]`, `w`: `[dim]`.

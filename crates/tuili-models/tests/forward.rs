@@ -104,3 +104,68 @@ fn wrong_tensor_shape_names_the_tensor() {
     let err = Model::load(&file).err().expect("must fail");
     assert!(err.to_string().contains("blk.0.attn_k.weight"), "{err}");
 }
+
+#[test]
+fn ragged_batch_over_scattered_blocks_equals_each_sequence_alone() {
+    use tuili_models::{KvPool, SeqChunk};
+    let model = load(&SyntheticSpec::tiny(Arch::Qwen2, GgmlType::Q4_K));
+    let vocab = model.config().vocab;
+    let a: Vec<u32> = (0..11).map(|i| (i * 31 + 2) % 512).collect();
+    let b: Vec<u32> = (0..6).map(|i| (i * 17 + 9) % 512).collect();
+    // Each alone, through a private cache.
+    let alone = |toks: &[u32]| {
+        let mut c = model.new_cache(32);
+        model.forward(toks, &mut c, 0).unwrap()
+    };
+    let (la, lb) = (alone(&a), alone(&b));
+
+    // Together: blocks of 4 positions, interleaved and out of order in one pool.
+    let mut pool = KvPool::new(model.config(), 16, 4);
+    let (ta, tb) = ([9u32, 2, 14], [7u32, 0]);
+    // Step 1: prefill a[..7] and b[..4] in one batch; step 2: the rest of both.
+    let step1 = [
+        SeqChunk {
+            tokens: &a[..7],
+            start: 0,
+            blocks: &ta,
+            logits_from: 0,
+        },
+        SeqChunk {
+            tokens: &b[..4],
+            start: 0,
+            blocks: &tb,
+            logits_from: 0,
+        },
+    ];
+    let l1 = model.forward_batch(&step1, &mut pool).unwrap();
+    let step2 = [
+        SeqChunk {
+            tokens: &b[4..],
+            start: 4,
+            blocks: &tb,
+            logits_from: 0,
+        },
+        SeqChunk {
+            tokens: &a[7..],
+            start: 7,
+            blocks: &ta,
+            logits_from: 0,
+        },
+    ];
+    let l2 = model.forward_batch(&step2, &mut pool).unwrap();
+    let rows = |l: &[f32], r: std::ops::Range<usize>| l[r.start * vocab..r.end * vocab].to_vec();
+    let got_a = [rows(&l1, 0..7), rows(&l2, 2..6)].concat();
+    let got_b = [rows(&l1, 7..11), rows(&l2, 0..2)].concat();
+    assert!(max_rel_diff(&la, &got_a) < 1e-4);
+    assert!(max_rel_diff(&lb, &got_b) < 1e-4);
+
+    // A table too short for the positions is an error, not an out-of-bounds write.
+    let bad = [SeqChunk {
+        tokens: &a,
+        start: 0,
+        blocks: &[1, 2],
+        logits_from: 0,
+    }];
+    let err = model.forward_batch(&bad, &mut pool).unwrap_err();
+    assert!(err.to_string().contains("need 3 blocks"), "{err}");
+}
