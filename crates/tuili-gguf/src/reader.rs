@@ -26,8 +26,10 @@ pub const MAX_ARRAY_DEPTH: usize = 64;
 pub const MAX_DIMS: usize = 4;
 /// Alignment of the data section when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
-/// Largest `general.alignment` accepted (it is stored as a u32).
-pub const MAX_ALIGNMENT: u64 = 1 << 31;
+/// Largest `general.alignment` accepted. GGUF stores it as a u32, but real files use 32
+/// (sometimes up to a page); a hostile 2 GiB alignment would make a rewrite of a tiny
+/// file pad it to 2 GiB, so anything above 16 MiB is refused.
+pub const MAX_ALIGNMENT: u64 = 1 << 24;
 
 /// Smallest possible size of one metadata entry: key length (8), type (4), a 1-byte value.
 const MIN_KV_BYTES: u64 = 8 + 4 + 1;

@@ -63,6 +63,7 @@ cases!(
     duplicate_key,
     alignment_zero,
     alignment_not_power_of_two,
+    alignment_too_large,
     alignment_not_integer,
     tensor_count_too_large,
     truncated_tensor_info,

@@ -261,7 +261,7 @@ fn writer_rejects_bad_input_with_clear_errors() {
         err.to_string().contains("nested more than 64 deep"),
         "{err}"
     );
-    for bad in [0u64, 48, 1 << 32] {
+    for bad in [0u64, 48, 1 << 25, 1 << 32] {
         let err = GgufWriter::new()
             .with_alignment(bad)
             .expect_err("bad alignment");

@@ -184,6 +184,11 @@ pub fn bad_cases() -> Vec<BadCase> {
             "general.alignment is 48; it must be a power of two",
         ),
         case(
+            "alignment_too_large",
+            Raw::header(3, 0, 1).kv_u32("general.alignment", 1 << 25),
+            "general.alignment is 33554432; it must be a power of two between 1 and 16777216",
+        ),
+        case(
             "alignment_not_integer",
             Raw::header(3, 0, 1).kv_str("general.alignment", "32"),
             "general.alignment is String(\"32\") (a string)",
