@@ -23,7 +23,6 @@ pub(crate) struct Bpe {
 /// Interns strings to dense ids while the merge table is built.
 struct Interner {
     ids: HashMap<String, u32>,
-    texts: Vec<String>,
 }
 
 impl Interner {
@@ -31,9 +30,8 @@ impl Interner {
         if let Some(&id) = self.ids.get(s) {
             return id;
         }
-        let id = self.texts.len() as u32;
+        let id = self.ids.len() as u32;
         self.ids.insert(s.to_string(), id);
-        self.texts.push(s.to_string());
         id
     }
 }
@@ -43,7 +41,6 @@ impl Bpe {
     pub(crate) fn new(merges: &[String], token_to_id: &HashMap<String, u32>) -> Bpe {
         let mut interner = Interner {
             ids: HashMap::with_capacity(merges.len() * 2),
-            texts: Vec::with_capacity(merges.len() * 2),
         };
         let mut byte_sym = [0u32; 256];
         let mut byte_token = [None; 256];
@@ -67,11 +64,10 @@ impl Bpe {
             // The first (lowest) rank of a duplicated pair wins, as with llama.cpp's emplace.
             table.entry((l, r)).or_insert((rank as u32, merged));
         }
-        let sym_token = interner
-            .texts
-            .iter()
-            .map(|t| token_to_id.get(t).copied())
-            .collect();
+        let mut sym_token = vec![None; interner.ids.len()];
+        for (text, &sym) in &interner.ids {
+            sym_token[sym as usize] = token_to_id.get(text).copied();
+        }
         Bpe {
             merges: table,
             sym_token,

@@ -103,7 +103,8 @@ fn without_generation_tags(source: &str) -> String {
     let mut out = String::with_capacity(source.len());
     let mut rest = source;
     while let Some(start) = rest.find("{%") {
-        let Some(len) = rest[start..].find("%}").map(|e| e + 2) else {
+        // The tag ends at the first `%}` after its `{%` (`{%}` is not a tag end).
+        let Some(len) = rest[start + 2..].find("%}").map(|e| e + 4) else {
             break;
         };
         let tag = &rest[start..start + len];
@@ -275,6 +276,9 @@ struct JsonOpts {
     sort_keys: bool,
 }
 
+/// Longest `tojson` indent accepted; a template cannot make us allocate without bound.
+const MAX_INDENT: usize = 64;
+
 /// `tojson(ensure_ascii=False, indent=None, separators=None, sort_keys=False)`.
 fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
@@ -285,10 +289,19 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let indent = match indent {
         None => None,
         Some(v) if v.is_none() || v.is_undefined() => None,
-        Some(v) => match v.as_i64() {
-            Some(n) => Some(" ".repeat(usize::try_from(n).unwrap_or(0))),
-            None => Some(v.as_str().unwrap_or_default().to_string()),
-        },
+        Some(v) => {
+            let indent = match v.as_i64() {
+                Some(n) => " ".repeat(usize::try_from(n).unwrap_or(0).min(MAX_INDENT + 1)),
+                None => v.as_str().unwrap_or_default().to_string(),
+            };
+            if indent.len() > MAX_INDENT {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("tojson indent must be at most {MAX_INDENT} characters, got {v}"),
+                ));
+            }
+            Some(indent)
+        }
     };
     let (item_sep, key_sep) = match separators.as_deref() {
         Some([item, key]) => (item.clone(), key.clone()),
@@ -476,5 +489,13 @@ mod tests {
             without_generation_tags("a{%- generation %}b{% endgeneration -%}c{% if x %}"),
             "a{%- if true %}b{% endif -%}c{% if x %}"
         );
+        // Malformed tags pass through untouched (the template compiler reports them).
+        for odd in ["{%}", "{%", "x{%-%}", "{%+generation+%}{%%}"] {
+            let out = without_generation_tags(odd);
+            assert!(
+                out == odd || out == "{%+ if true +%}{%%}",
+                "{odd:?} -> {out:?}"
+            );
+        }
     }
 }

@@ -39,7 +39,6 @@ pub struct TokenizerConfig {
     pub add_space_prefix: Option<bool>,
 }
 
-#[derive(Debug)]
 enum Model {
     Bpe {
         pre: PreTokenizer,
@@ -51,7 +50,6 @@ enum Model {
 
 /// A tokenizer built from GGUF metadata. Encoding gives the same ids as llama.cpp's
 /// `llama_tokenize`; it is `Send + Sync` and holds no per-call state.
-#[derive(Debug)]
 pub struct Tokenizer {
     model: Model,
     vocab: Vocab,
@@ -70,6 +68,26 @@ pub struct Tokenizer {
     add_bos: bool,
     add_eos: bool,
     add_space_prefix: bool,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    // A summary: the vocabulary itself runs to hundreds of thousands of strings.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let model = match self.model {
+            Model::Bpe { .. } => "bpe",
+            Model::Spm => "spm",
+        };
+        f.debug_struct("Tokenizer")
+            .field("model", &model)
+            .field("vocab_size", &self.vocab.len())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .field("eog", &self.eog)
+            .field("add_bos", &self.add_bos)
+            .field("add_eos", &self.add_eos)
+            .field("add_space_prefix", &self.add_space_prefix)
+            .finish()
+    }
 }
 
 /// Piece of the input after special tokens are cut out.

@@ -68,6 +68,16 @@ fn bad_template_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn huge_tojson_indent_is_refused() {
+    let t =
+        ChatTemplate::new("{{ messages | tojson(indent=1000000000) }}", "", "").expect("compiles");
+    let err = t
+        .render(&[ChatMessage::new("user", "x")], false)
+        .unwrap_err();
+    assert!(err.to_string().contains("at most 64"), "{err}");
+}
+
+#[test]
 fn strftime_now_gives_the_current_year() {
     let t = ChatTemplate::new("{{ strftime_now('%Y') }}", "", "").expect("compiles");
     let year: i32 = t

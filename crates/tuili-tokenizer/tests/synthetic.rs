@@ -65,6 +65,13 @@ fn tokenizer_is_send_and_sync() {
 }
 
 #[test]
+fn debug_output_is_a_summary() {
+    let text = format!("{:?}", bpe("gpt-2"));
+    assert!(text.contains("vocab_size: 268"), "{text}");
+    assert!(text.len() < 400, "{text}");
+}
+
+#[test]
 fn merges_and_byte_tokens() {
     let tok = bpe("gpt-2");
     let the = tok.token_id("Ġthe").expect("Ġthe");
