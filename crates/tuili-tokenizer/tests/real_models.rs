@@ -96,7 +96,10 @@ fn check_round_trip(file: &str, fixture_name: &str) {
             let mut stream = StreamDecoder::with_special(&tok, skip_special);
             let mut streamed = String::new();
             for &id in &ids {
-                streamed.push_str(&stream.push(id));
+                let piece = stream.push(id);
+                // The corpus has no U+FFFD, so one here is a split character.
+                assert!(!piece.contains('\u{FFFD}'), "{text:?}: {piece:?}");
+                streamed.push_str(&piece);
             }
             streamed.push_str(&stream.finish());
             assert_eq!(streamed, tok.decode(&ids, skip_special), "{text:?}");
@@ -112,6 +115,26 @@ fn smol_round_trips_and_streams() {
 #[test]
 fn qwen_round_trips_and_streams() {
     check_round_trip("qwen.gguf", "tokenize_qwen.json");
+}
+
+#[test]
+fn emoji_split_across_tokens_streams_whole() {
+    let Some(tok) = tokenizer("qwen.gguf") else {
+        return;
+    };
+    let text = "a 🎉 你好";
+    let ids = tok.encode(text, false, true);
+    // Qwen spells " 🎉" with three tokens, each a fragment of its UTF-8.
+    let fragments = ids
+        .iter()
+        .filter(|&&id| std::str::from_utf8(tok.token_bytes(id)).is_err())
+        .count();
+    assert!(fragments >= 2, "{ids:?}");
+    let mut stream = StreamDecoder::new(&tok);
+    let pieces: Vec<String> = ids.iter().map(|&id| stream.push(id)).collect();
+    assert_eq!(pieces.concat(), text);
+    assert!(pieces.iter().any(String::is_empty), "{pieces:?}");
+    assert!(pieces.iter().any(|p| p.ends_with('🎉')), "{pieces:?}");
 }
 
 #[test]
