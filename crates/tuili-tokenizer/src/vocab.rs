@@ -132,9 +132,11 @@ impl Vocab {
             .or_else(|| std::str::from_utf8(&[b]).ok().and_then(|s| self.id(s)))
     }
 
-    /// The first token (lowest id) whose text is one of `names`.
+    /// The token named by the first of `names` the vocabulary has. (llama.cpp takes whichever
+    /// its hash map yields first; list order makes Qwen's EOT `<|im_end|>`, as its logs show,
+    /// rather than `<|endoftext|>`.)
     fn find_any(&self, names: &[&str]) -> Option<u32> {
-        names.iter().filter_map(|n| self.id(n)).min()
+        names.iter().find_map(|n| self.id(n))
     }
 
     fn mark_control(&mut self, id: u32) {

@@ -145,6 +145,7 @@ fn special_tokens_decode_and_end_generation() {
         let endoftext = tok.token_id("<|endoftext|>").expect("<|endoftext|>");
         let im_start = tok.token_id("<|im_start|>").expect("<|im_start|>");
         assert!(tok.is_eog(im_end) && tok.is_eog(endoftext), "{file}");
+        assert_eq!(tok.eot(), Some(im_end), "{file}");
         assert!(!tok.is_eog(im_start), "{file}");
         let ids = tok.encode("<|im_start|>user\nhi<|im_end|>", false, true);
         assert_eq!(ids.first(), Some(&im_start));
