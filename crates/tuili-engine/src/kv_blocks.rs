@@ -1,0 +1,514 @@
+//! Paged KV cache bookkeeping: a fixed pool of blocks, per-sequence block tables and a prefix
+//! cache. Integers only: a block here is an id; the tensors live in the backend.
+//!
+//! Design (after vLLM v1 `block_pool.py` / `kv_cache_manager.py`):
+//! - The pool has `num_blocks` blocks of `block_size` token slots, each with a ref count.
+//! - A sequence owns a block table (`Vec<u32>` of block ids); slot of token `pos` is
+//!   `table[pos / block_size]`, offset `pos % block_size`.
+//! - A *full* block whose KV has been computed is registered under a hash chained over every
+//!   token up to and including it, so a later sequence with the same prefix reuses it.
+//! - A block whose ref count drops to 0 stays cached and *evictable* (LRU). Allocation takes
+//!   never-cached free blocks first, then evicts the least recently used cached block.
+//! - A sequence's blocks are released tail first, so the tail of a prefix (least likely to be
+//!   shared) is evicted before its head (without which the tail is useless anyway).
+
+use std::collections::{BTreeMap, HashMap};
+
+/// Id of a sequence (the request id) in the block manager.
+pub type SeqId = u64;
+
+/// Hash of the (empty) parent of a sequence's first block.
+const ROOT_HASH: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Not enough free (or evictable) blocks for an allocation; nothing was allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfBlocks {
+    /// Blocks the allocation needed.
+    pub needed: usize,
+    /// Blocks that could be handed out (free + evictable).
+    pub available: usize,
+}
+
+impl std::fmt::Display for OutOfBlocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "out of KV blocks: needed {}, only {} free",
+            self.needed, self.available
+        )
+    }
+}
+
+impl std::error::Error for OutOfBlocks {}
+
+impl From<OutOfBlocks> for crate::EngineError {
+    fn from(e: OutOfBlocks) -> Self {
+        crate::EngineError::Invalid(e.to_string())
+    }
+}
+
+/// The longest run of cached full blocks that starts a token sequence.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrefixHit {
+    /// Cached block ids, in order; they cover `num_tokens` tokens.
+    pub blocks: Vec<u32>,
+    /// Tokens whose KV is already in `blocks` (`blocks.len() * block_size`).
+    pub num_tokens: usize,
+    /// Length of the token sequence that was looked up (for the hit rate).
+    pub query_tokens: usize,
+    /// Chained hash of each block, in order (same length as `blocks`).
+    hashes: Vec<u64>,
+}
+
+/// Prefix-cache counters, in tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixStats {
+    /// Prompt tokens looked up when sequences were given their first blocks.
+    pub queries: u64,
+    /// Of those, tokens whose KV came from the cache.
+    pub hits: u64,
+}
+
+impl PrefixStats {
+    /// `hits / queries`, 0 when nothing was queried.
+    pub fn hit_rate(&self) -> f64 {
+        if self.queries == 0 {
+            0.0
+        } else {
+            self.hits as f64 / self.queries as f64
+        }
+    }
+}
+
+/// What a cached block holds, kept to rule out hash collisions on lookup.
+#[derive(Debug, Clone)]
+struct CachedKey {
+    hash: u64,
+    parent: u64,
+    /// (block_size,) the tokens of the block.
+    tokens: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct BlockMeta {
+    ref_count: u32,
+    /// Set while the block is registered in the prefix cache.
+    key: Option<CachedKey>,
+    /// LRU stamp while the block is cached with ref count 0 (evictable).
+    lru_stamp: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct SeqBlocks {
+    /// (ceil(tokens / block_size),) block ids.
+    table: Vec<u32>,
+    /// Leading blocks whose chained hash is known (registered or taken from the cache).
+    num_hashed: usize,
+    /// Chained hash of block `num_hashed - 1` (ROOT_HASH when none).
+    last_hash: u64,
+}
+
+/// Fixed pool of KV blocks with per-sequence block tables and a prefix cache.
+#[derive(Debug, Clone)]
+pub struct KvBlockManager {
+    block_size: usize,
+    /// (num_blocks,) per-block state.
+    blocks: Vec<BlockMeta>,
+    /// Blocks with ref count 0 and no cached content; popped from the end.
+    free: Vec<u32>,
+    /// Cached blocks with ref count 0, oldest stamp first (next to evict).
+    evictable: BTreeMap<u64, u32>,
+    next_stamp: u64,
+    /// Chained hash -> block id of every registered full block.
+    cached: HashMap<u64, u32>,
+    seqs: HashMap<SeqId, SeqBlocks>,
+    stats: PrefixStats,
+    evictions: u64,
+}
+
+/// FNV-1a over the parent hash and the block tokens, then a final mix so that nearby inputs
+/// spread over the whole 64 bits. Deterministic across runs and platforms.
+fn chain_hash(parent: u64, tokens: &[u32]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = ROOT_HASH;
+    for b in parent.to_le_bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+    }
+    for t in tokens {
+        for b in t.to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+        }
+    }
+    // splitmix64 finalizer.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+impl KvBlockManager {
+    /// A pool of `num_blocks` blocks of `block_size` token slots, all free.
+    pub fn new(num_blocks: usize, block_size: usize) -> Result<Self, crate::EngineError> {
+        if num_blocks == 0 || num_blocks > u32::MAX as usize {
+            return Err(crate::EngineError::Invalid(format!(
+                "num_blocks must be between 1 and {}, got {num_blocks}",
+                u32::MAX
+            )));
+        }
+        if block_size == 0 || block_size > 1 << 20 {
+            return Err(crate::EngineError::Invalid(format!(
+                "block_size must be between 1 and {}, got {block_size}",
+                1 << 20
+            )));
+        }
+        Ok(Self {
+            block_size,
+            blocks: vec![BlockMeta::default(); num_blocks],
+            // Reversed so that blocks are handed out as 0, 1, 2, ...
+            free: (0..num_blocks as u32).rev().collect(),
+            evictable: BTreeMap::new(),
+            next_stamp: 0,
+            cached: HashMap::new(),
+            seqs: HashMap::new(),
+            stats: PrefixStats::default(),
+            evictions: 0,
+        })
+    }
+
+    /// Token slots per block.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Blocks in the pool.
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Blocks that an allocation can take: never-cached free ones plus evictable cached ones.
+    pub fn num_free(&self) -> usize {
+        self.free.len() + self.evictable.len()
+    }
+
+    /// Blocks held by at least one sequence.
+    pub fn num_used(&self) -> usize {
+        self.blocks.len() - self.num_free()
+    }
+
+    /// Blocks registered in the prefix cache (in use or evictable).
+    pub fn num_cached(&self) -> usize {
+        self.cached.len()
+    }
+
+    /// Cached blocks evicted so far to make room.
+    pub fn num_evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Prefix-cache counters.
+    pub fn prefix_stats(&self) -> PrefixStats {
+        self.stats
+    }
+
+    /// Blocks needed to hold `tokens` token slots.
+    pub fn blocks_for(&self, tokens: usize) -> usize {
+        tokens.div_ceil(self.block_size)
+    }
+
+    /// Whether `seq` has a block table.
+    pub fn contains(&self, seq: SeqId) -> bool {
+        self.seqs.contains_key(&seq)
+    }
+
+    /// Number of sequences with a block table.
+    pub fn num_seqs(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// The block table of `seq` (empty when it has none).
+    pub fn block_table(&self, seq: SeqId) -> &[u32] {
+        self.seqs.get(&seq).map_or(&[], |s| s.table.as_slice())
+    }
+
+    /// Ref count of one block (0 for an unknown id).
+    pub fn ref_count(&self, block: u32) -> u32 {
+        self.blocks.get(block as usize).map_or(0, |b| b.ref_count)
+    }
+
+    /// Blocks a sequence would still need to hold `total_tokens` slots.
+    fn missing_blocks(&self, seq: SeqId, total_tokens: usize) -> usize {
+        let have = self.seqs.get(&seq).map_or(0, |s| s.table.len());
+        self.blocks_for(total_tokens).saturating_sub(have)
+    }
+
+    /// Whether `allocate_for(seq, total_tokens)` would succeed now.
+    pub fn can_allocate(&self, seq: SeqId, total_tokens: usize) -> bool {
+        self.missing_blocks(seq, total_tokens) <= self.num_free()
+    }
+
+    /// The longest run of cached full blocks that starts `tokens`. Never the whole sequence:
+    /// the last token must be computed to get logits, so the hit is capped at
+    /// `len - 1` tokens rounded down to whole blocks. Takes no references.
+    pub fn lookup_prefix(&self, tokens: &[u32]) -> PrefixHit {
+        let max_blocks = tokens.len().saturating_sub(1) / self.block_size;
+        let mut hit = PrefixHit {
+            query_tokens: tokens.len(),
+            ..PrefixHit::default()
+        };
+        let mut parent = ROOT_HASH;
+        for chunk in tokens.chunks_exact(self.block_size).take(max_blocks) {
+            let hash = chain_hash(parent, chunk);
+            let Some(&block) = self.cached.get(&hash) else {
+                break;
+            };
+            if !self.block_matches(block, hash, parent, chunk) {
+                break;
+            }
+            hit.blocks.push(block);
+            hit.hashes.push(hash);
+            parent = hash;
+        }
+        hit.num_tokens = hit.blocks.len() * self.block_size;
+        hit
+    }
+
+    fn block_matches(&self, block: u32, hash: u64, parent: u64, tokens: &[u32]) -> bool {
+        self.blocks[block as usize]
+            .key
+            .as_ref()
+            .is_some_and(|k| k.hash == hash && k.parent == parent && k.tokens == tokens)
+    }
+
+    /// Gives a new sequence its first blocks: the cached blocks of `hit` (shared, ref count
+    /// up; evictable ones are revived) and fresh blocks up to `total_tokens` slots.
+    /// All-or-nothing. `hit` must come from `lookup_prefix` with no allocation in between;
+    /// cached blocks that have changed since are not used. Returns the tokens taken from the
+    /// cache, which the sequence must treat as already computed. For a sequence that already
+    /// has blocks the hit is ignored and this is `allocate_for` (returns 0).
+    pub fn allocate_with_prefix(
+        &mut self,
+        seq: SeqId,
+        hit: &PrefixHit,
+        total_tokens: usize,
+    ) -> Result<usize, OutOfBlocks> {
+        // Keep only the leading blocks that are still what the lookup saw.
+        if self.seqs.contains_key(&seq) {
+            // Not a new sequence: its own blocks already hold its prefix.
+            self.allocate_for(seq, total_tokens)?;
+            return Ok(0);
+        }
+        let mut parent = ROOT_HASH;
+        let mut valid = 0;
+        for (&block, &hash) in hit.blocks.iter().zip(&hit.hashes) {
+            let still = self.blocks.get(block as usize).is_some_and(|b| {
+                b.key
+                    .as_ref()
+                    .is_some_and(|k| k.hash == hash && k.parent == parent)
+            });
+            if !still {
+                break;
+            }
+            parent = hash;
+            valid += 1;
+        }
+        let reuse = &hit.blocks[..valid];
+        let cached_tokens = valid * self.block_size;
+        let total_tokens = total_tokens.max(cached_tokens);
+        let fresh = self.blocks_for(total_tokens) - valid;
+        // Reviving an evictable block takes it out of the free count.
+        let revived = reuse
+            .iter()
+            .filter(|&&b| self.blocks[b as usize].ref_count == 0)
+            .count();
+        let available = self.num_free() - revived;
+        if fresh > available {
+            return Err(OutOfBlocks {
+                needed: fresh,
+                available,
+            });
+        }
+        let mut table = Vec::with_capacity(valid + fresh);
+        for &b in reuse {
+            let meta = &mut self.blocks[b as usize];
+            if let Some(stamp) = meta.lru_stamp.take() {
+                self.evictable.remove(&stamp);
+            }
+            meta.ref_count += 1;
+            table.push(b);
+        }
+        // Cannot fail: `fresh <= available` and the revived blocks are out of the LRU now.
+        table.extend(self.take_blocks(fresh)?);
+        self.seqs.insert(
+            seq,
+            SeqBlocks {
+                table,
+                num_hashed: valid,
+                last_hash: parent,
+            },
+        );
+        self.stats.queries += hit.query_tokens as u64;
+        self.stats.hits += cached_tokens as u64;
+        Ok(cached_tokens)
+    }
+
+    /// Grows `seq`'s block table (creating it if needed) to hold `total_tokens` slots.
+    /// All-or-nothing: on error nothing changes.
+    pub fn allocate_for(&mut self, seq: SeqId, total_tokens: usize) -> Result<(), OutOfBlocks> {
+        let needed = self.missing_blocks(seq, total_tokens);
+        let new_blocks = self.take_blocks(needed)?;
+        let entry = self.seqs.entry(seq).or_insert_with(|| SeqBlocks {
+            table: Vec::new(),
+            num_hashed: 0,
+            last_hash: ROOT_HASH,
+        });
+        entry.table.extend(new_blocks);
+        Ok(())
+    }
+
+    /// Takes `n` blocks with ref count 0 (never-cached ones first, then the least recently
+    /// used cached ones, dropping their cache entries) and gives each ref count 1.
+    fn take_blocks(&mut self, n: usize) -> Result<Vec<u32>, OutOfBlocks> {
+        if n > self.num_free() {
+            return Err(OutOfBlocks {
+                needed: n,
+                available: self.num_free(),
+            });
+        }
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let block = if let Some(b) = self.free.pop() {
+                b
+            } else if let Some((_, b)) = self.evictable.pop_first() {
+                let meta = &mut self.blocks[b as usize];
+                meta.lru_stamp = None;
+                if let Some(key) = meta.key.take() {
+                    if self.cached.get(&key.hash) == Some(&b) {
+                        self.cached.remove(&key.hash);
+                    }
+                }
+                self.evictions += 1;
+                b
+            } else {
+                break; // unreachable: n <= num_free() was checked above
+            };
+            self.blocks[block as usize].ref_count = 1;
+            out.push(block);
+        }
+        Ok(out)
+    }
+
+    /// Registers the full blocks of `seq` whose KV is now computed. `tokens` are the
+    /// sequence's tokens whose KV is in the cache (positions `0..tokens.len()`); blocks
+    /// already registered are skipped. When an identical block is already cached (two
+    /// sequences computed the same prefix at once) the existing one stays the cached copy.
+    pub fn commit_full_blocks(&mut self, seq: SeqId, tokens: &[u32]) {
+        let Some(s) = self.seqs.get_mut(&seq) else {
+            return;
+        };
+        let full = (tokens.len() / self.block_size).min(s.table.len());
+        for i in s.num_hashed..full {
+            let chunk = &tokens[i * self.block_size..(i + 1) * self.block_size];
+            let parent = s.last_hash;
+            let hash = chain_hash(parent, chunk);
+            let block = s.table[i];
+            let meta = &mut self.blocks[block as usize];
+            if meta.key.is_none() && !self.cached.contains_key(&hash) {
+                meta.key = Some(CachedKey {
+                    hash,
+                    parent,
+                    tokens: chunk.to_vec(),
+                });
+                self.cached.insert(hash, block);
+            }
+            s.last_hash = hash;
+            s.num_hashed = i + 1;
+        }
+    }
+
+    /// Releases every block of `seq`; returns false when it had none. Blocks whose ref count
+    /// drops to 0 become free, or evictable when cached (tail blocks evicted first).
+    pub fn free(&mut self, seq: SeqId) -> bool {
+        let Some(s) = self.seqs.remove(&seq) else {
+            return false;
+        };
+        for &b in s.table.iter().rev() {
+            let meta = &mut self.blocks[b as usize];
+            meta.ref_count -= 1;
+            if meta.ref_count > 0 {
+                continue;
+            }
+            if meta.key.is_some() {
+                let stamp = self.next_stamp;
+                self.next_stamp += 1;
+                meta.lru_stamp = Some(stamp);
+                self.evictable.insert(stamp, b);
+            } else {
+                self.free.push(b);
+            }
+        }
+        true
+    }
+
+    /// Checks every internal invariant (ref counts match block tables, free/evictable/cached
+    /// sets agree with block state). A debugging and testing aid; O(num_blocks).
+    pub fn audit(&self) -> Result<(), String> {
+        let mut refs = vec![0u32; self.blocks.len()];
+        for (id, s) in &self.seqs {
+            for &b in &s.table {
+                let r = refs
+                    .get_mut(b as usize)
+                    .ok_or_else(|| format!("seq {id} holds block {b} out of range"))?;
+                *r += 1;
+            }
+            if s.num_hashed > s.table.len() {
+                return Err(format!("seq {id} has more hashed blocks than blocks"));
+            }
+        }
+        let mut in_free = vec![false; self.blocks.len()];
+        for &b in &self.free {
+            if std::mem::replace(&mut in_free[b as usize], true) {
+                return Err(format!("block {b} is twice in the free list"));
+            }
+        }
+        for (&stamp, &b) in &self.evictable {
+            if self.blocks[b as usize].lru_stamp != Some(stamp) {
+                return Err(format!("evictable block {b} has a stale stamp"));
+            }
+        }
+        for (&hash, &b) in &self.cached {
+            let ok = self.blocks[b as usize]
+                .key
+                .as_ref()
+                .is_some_and(|k| k.hash == hash);
+            if !ok {
+                return Err(format!(
+                    "cache entry {hash:#x} points at block {b} of other content"
+                ));
+            }
+        }
+        for (b, meta) in self.blocks.iter().enumerate() {
+            if meta.ref_count != refs[b] {
+                return Err(format!(
+                    "block {b} has ref count {} but {} holders",
+                    meta.ref_count, refs[b]
+                ));
+            }
+            let evictable = meta.lru_stamp.is_some();
+            let idle = meta.ref_count == 0;
+            if idle != (in_free[b] || evictable) {
+                return Err(format!(
+                    "block {b}: ref count {} but free={} evictable={evictable}",
+                    meta.ref_count, in_free[b]
+                ));
+            }
+            if in_free[b] && meta.key.is_some() || evictable && meta.key.is_none() {
+                return Err(format!("block {b}: cache state disagrees with its list"));
+            }
+        }
+        if self.free.len() + self.evictable.len() + refs.iter().filter(|&&r| r > 0).count()
+            != self.blocks.len()
+        {
+            return Err("used + free != num_blocks".to_string());
+        }
+        Ok(())
+    }
+}
