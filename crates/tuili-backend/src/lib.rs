@@ -2,6 +2,9 @@
 //! of ops the models call.
 #![deny(missing_docs)]
 
+pub mod matmul;
+pub mod ops;
+pub mod pool;
 pub mod quant;
 
 pub use quant::{
@@ -64,5 +67,21 @@ pub enum BackendError {
         index: usize,
         /// Its value.
         value: f32,
+    },
+    /// A weight matrix reaches past the end of the bytes that hold it.
+    #[error("a {rows} x {cols} {ty} weight at byte {offset} needs {needed} bytes; its source has {available}")]
+    WeightOutOfBounds {
+        /// Rows of the weight.
+        rows: usize,
+        /// Columns of the weight.
+        cols: usize,
+        /// Element type.
+        ty: GgmlType,
+        /// Start of the weight in its source.
+        offset: usize,
+        /// Bytes the weight needs.
+        needed: usize,
+        /// Bytes in the source.
+        available: usize,
     },
 }

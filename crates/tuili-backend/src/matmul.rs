@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tuili_gguf::GgmlType;
 
+use crate::ops::dot;
 use crate::pool::{self, SyncPtr};
 use crate::quant::{dequant_fn, dot_fn};
 use crate::BackendError;
@@ -54,7 +55,7 @@ impl Weight {
     ) -> Result<Weight, BackendError> {
         dot_fn(ty)?;
         dequant_fn(ty)?;
-        if cols % ty.block_size() != 0 {
+        if !cols.is_multiple_of(ty.block_size()) {
             return Err(BackendError::PartialBlock {
                 ty,
                 what: "the row length",
@@ -64,7 +65,7 @@ impl Weight {
         }
         let row_bytes = cols / ty.block_size() * ty.type_size();
         let available = src.bytes().len();
-        let needed = rows.checked_mul(row_bytes).unwrap_or(usize::MAX);
+        let needed = rows.saturating_mul(row_bytes);
         if needed == usize::MAX || offset.saturating_add(needed) > available {
             return Err(BackendError::WeightOutOfBounds {
                 rows,
@@ -130,92 +131,60 @@ impl Weight {
     }
 }
 
-/// Rows of the weight handled by one task in the batched path.
-const TILE_ROWS: usize = 64;
-/// From this many tokens on, dequantize tiles and use an f32 GEMM.
-const GEMM_MIN_TOKENS: usize = 4;
+/// Weight rows dequantized together: each token's activations are then reused from
+/// L1 for all of them.
+const TILE_ROWS: usize = 16;
+
+thread_local! {
+    /// Per-thread tile of dequantized rows, kept between calls (no allocation per token).
+    static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// `out[t, r] = Σ_c w[r, c] · x[t, c]`.
 ///
-/// `x`: `[n_tokens, w.cols]`; `out`: `[n_tokens, w.rows]`. Work is split by rows of the
+/// `x`: `[n_tokens, w.cols]`; `out`: `[n_tokens, w.rows]`. Threads split the rows of the
 /// weight, so each weight byte is read once per call whatever `n_tokens` is.
+///
+/// Every output is `ops::dot(dequantized row, x[t])`, computed the same way whatever
+/// `n_tokens` is: results do not depend on how tokens are batched (batch invariance:
+/// a prompt run alone, in chunks, or beside other sequences gives the same numbers).
 pub fn matmul(w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     let (rows, cols) = (w.rows, w.cols);
     assert_eq!(x.len(), n_tokens * cols, "matmul: activations shape");
     assert_eq!(out.len(), n_tokens * rows, "matmul: output shape");
-    if n_tokens < GEMM_MIN_TOKENS {
-        matmul_dot(w, x, n_tokens, out);
-    } else {
-        matmul_tiles(w, x, n_tokens, out);
-    }
-}
-
-/// Decode path: one quantized dot product per (token, row); each thread owns a
-/// contiguous range of rows and writes its outputs in place.
-fn matmul_dot(w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32]) {
-    let Ok(dot) = dot_fn(w.ty) else { return };
-    let (rows, cols) = (w.rows, w.cols);
-    let rb = w.row_bytes();
-    let bytes = w.bytes();
-    let out_ptr = SyncPtr::new(out);
-    pool::global().for_ranges(rows, 4, &|range| {
-        for r in range {
-            let row = &bytes[r * rb..(r + 1) * rb];
-            for t in 0..n_tokens {
-                let v = dot(row, &x[t * cols..(t + 1) * cols]);
-                // SAFETY: row r belongs to this thread alone; t * rows + r < out.len().
-                unsafe { out_ptr.slice(t * rows + r..t * rows + r + 1)[0] = v };
-            }
-        }
-    });
-}
-
-/// Prefill path: each thread dequantizes `TILE_ROWS` rows at a time to f32 and
-/// multiplies them with sgemm, writing its columns of `out` in place.
-fn matmul_tiles(w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32]) {
     let Ok(deq) = dequant_fn(w.ty) else { return };
-    let (rows, cols) = (w.rows, w.cols);
     let rb = w.row_bytes();
     let bytes = w.bytes();
     let out_ptr = SyncPtr::new(out);
     pool::global().for_ranges(rows, TILE_ROWS, &|range| {
-        // tile: [TILE_ROWS, cols] f32
-        let mut tile = vec![0f32; TILE_ROWS * cols];
-        let mut r0 = range.start;
-        while r0 < range.end {
-            let n = TILE_ROWS.min(range.end - r0);
-            for i in 0..n {
-                let r = r0 + i;
-                deq(
-                    &bytes[r * rb..(r + 1) * rb],
-                    &mut tile[i * cols..(i + 1) * cols],
-                );
+        TILE.with(|tile| {
+            let mut tile = tile.borrow_mut();
+            if tile.len() < TILE_ROWS * cols {
+                tile.resize(TILE_ROWS * cols, 0.0);
             }
-            // out[:, r0..r0+n] = x [n_tokens, cols] · tile[..n]ᵀ [cols, n]
-            // SAFETY: x is n_tokens×cols row-major; the tile is n×cols row-major, read
-            // as its transpose with strides (1, cols); the output block starts at column
-            // r0 of the n_tokens×rows row-major `out`, and columns r0..r0+n belong to
-            // this thread alone.
-            unsafe {
-                matrixmultiply::sgemm(
-                    n_tokens,
-                    cols,
-                    n,
-                    1.0,
-                    x.as_ptr(),
-                    cols as isize,
-                    1,
-                    tile.as_ptr(),
-                    1,
-                    cols as isize,
-                    0.0,
-                    out_ptr.ptr().add(r0),
-                    rows as isize,
-                    1,
-                );
+            let mut r0 = range.start;
+            while r0 < range.end {
+                let n = TILE_ROWS.min(range.end - r0);
+                // tile: [n, cols] f32
+                for i in 0..n {
+                    let r = r0 + i;
+                    deq(
+                        &bytes[r * rb..(r + 1) * rb],
+                        &mut tile[i * cols..(i + 1) * cols],
+                    );
+                }
+                for t in 0..n_tokens {
+                    let xt = &x[t * cols..(t + 1) * cols];
+                    // SAFETY: rows r0..r0+n belong to this thread alone, and
+                    // t * rows + r0 + n <= out.len().
+                    let o = unsafe { out_ptr.slice(t * rows + r0..t * rows + r0 + n) };
+                    for (i, o) in o.iter_mut().enumerate() {
+                        *o = dot(&tile[i * cols..(i + 1) * cols], xt);
+                    }
+                }
+                r0 += n;
             }
-            r0 += n;
-        }
+        })
     });
 }
 
@@ -225,9 +194,9 @@ mod tests {
     use crate::quant::{dequantize, quantize};
     use rand::{Rng, SeedableRng};
 
-    /// Both paths against an f64 product of the dequantized weights.
+    /// Against an f64 product of the dequantized weights.
     #[test]
-    fn matmul_paths_match_reference() {
+    fn matmul_matches_reference() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let (rows, cols) = (70, 256);
         for ty in [
@@ -257,6 +226,10 @@ mod tests {
                             "{ty} t={t} r={r}: {got} vs {want}"
                         );
                     }
+                    // Batch invariance: bit-identical to the token run alone.
+                    let mut alone = vec![0f32; rows];
+                    matmul(&w, &x[t * cols..(t + 1) * cols], 1, &mut alone);
+                    assert_eq!(alone, out[t * rows..(t + 1) * rows], "{ty} t={t}");
                 }
             }
         }

@@ -160,7 +160,7 @@ fn worker(s: Arc<Shared>, tid: usize) {
                 break;
             }
             spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 && since.elapsed() > SPIN_BEFORE_SLEEP {
+            if spins.is_multiple_of(1024) && since.elapsed() > SPIN_BEFORE_SLEEP {
                 let guard = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
                 if s.generation.load(Ordering::Acquire) == seen
                     && !s.shutdown.load(Ordering::Acquire)

@@ -1,1 +1,105 @@
-fn main() {}
+//! `tuili`: run, chat with, inspect and measure GGUF models.
+
+mod commands;
+mod load;
+mod progress;
+mod registry;
+
+use clap::{Args, Parser, Subcommand};
+
+/// An inference-first LLM runtime.
+#[derive(Parser)]
+#[command(name = "tuili", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by the commands that load a model.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// A GGUF file, or a known model name (pulled on first use).
+    #[arg(short = 'm', long = "model", default_value = registry::DEFAULT_MODEL)]
+    pub model: String,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+}
+
+/// Sampling options.
+#[derive(Args, Clone)]
+pub struct SamplingArgs {
+    /// Temperature; 0 is greedy.
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: usize,
+    /// Top-p (1 = off).
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty over the last 64 tokens (1 = off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Presence penalty (0 = off).
+    #[arg(long = "presence-penalty", default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    /// Frequency penalty (0 = off).
+    #[arg(long = "frequency-penalty", default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    /// Random seed (default: from the clock).
+    #[arg(long = "seed")]
+    pub seed: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch a known model into the cache ($TUILI_HOME, default ~/.cache/tuili).
+    Pull {
+        /// Model name (e.g. smollm2-135m, qwen2.5-coder-0.5b).
+        #[arg(default_value = registry::DEFAULT_MODEL)]
+        name: String,
+    },
+    /// Generate text from a prompt, streaming it to stdout.
+    Run(commands::RunArgs),
+    /// Interactive multi-turn chat using the model's chat template.
+    Chat(commands::ChatArgs),
+    /// Print the architecture, parameters, tensor types, context and memory needed.
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Print the tokens of a text.
+    Tokenize(commands::TokenizeArgs),
+    /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
+    Perplexity(commands::PerplexityArgs),
+    /// List the models tuili knows how to fetch.
+    Models,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Pull { name } => {
+            registry::pull_by_name(&name).map(|p| println!("{}", p.display()))
+        }
+        Command::Run(a) => commands::run(a),
+        Command::Chat(a) => commands::chat(a),
+        Command::Info { model } => commands::info(model),
+        Command::Tokenize(a) => commands::tokenize(a),
+        Command::Perplexity(a) => commands::perplexity(a),
+        Command::Models => {
+            for m in registry::KNOWN_MODELS {
+                println!("{:<22} {:>12} bytes  {}", m.name, m.size, m.file);
+            }
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

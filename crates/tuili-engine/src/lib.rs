@@ -1,1 +1,31 @@
-//! Sampling and generation.
+//! Sampling, generation and perplexity over a loaded model.
+#![deny(missing_docs)]
+
+mod generate;
+pub mod kv_blocks;
+pub mod metrics;
+mod perplexity;
+pub mod request;
+mod sampler;
+pub mod scheduler;
+pub mod serve;
+mod stop;
+
+pub use generate::{FinishReason, GenerationStats, Session};
+pub use metrics::{EngineMetrics, Histogram};
+pub use perplexity::{perplexity, Perplexity};
+pub use request::{Event, GenerateRequest, SubmitError, TokenLogprob, Usage};
+pub use sampler::{argmax, Rng, Sampler, SamplingParams};
+pub use scheduler::Scheduler;
+pub use serve::{start_engine, EngineConfig, EngineHandle, RequestStream};
+
+/// Errors from generation.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model failed to run.
+    #[error(transparent)]
+    Model(#[from] tuili_models::ModelError),
+    /// A request that cannot be served, with the reason.
+    #[error("{0}")]
+    Invalid(String),
+}

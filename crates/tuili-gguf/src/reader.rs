@@ -99,7 +99,7 @@ pub(crate) fn check_shape(name: &str, dims: &[u64], ty: GgmlType) -> Result<(u64
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .ok_or_else(overflow)?;
     let block_size = ty.block_size();
-    if dims[0] % block_size as u64 != 0 {
+    if !dims[0].is_multiple_of(block_size as u64) {
         return Err(GgufError::RowNotBlockMultiple {
             tensor: name.to_string(),
             row_len: dims[0],

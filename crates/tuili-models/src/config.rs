@@ -121,19 +121,21 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ModelError> {
-        if self.n_head % self.n_kv_head != 0 {
+        if !self.n_head.is_multiple_of(self.n_kv_head) {
             return Err(ModelError::BadConfig(format!(
                 "head_count {} is not a multiple of head_count_kv {}",
                 self.n_head, self.n_kv_head
             )));
         }
-        if self.head_dim % 2 != 0 || self.head_dim > 512 {
+        if !self.head_dim.is_multiple_of(2) || self.head_dim > 512 {
             return Err(ModelError::BadConfig(format!(
                 "head dimension {} must be even and at most 512",
                 self.head_dim
             )));
         }
-        if !(self.eps > 0.0 && self.eps < 1.0) || !(self.rope_base > 0.0) {
+        // Written so that NaN fails too.
+        let in_range = self.eps > 0.0 && self.eps < 1.0 && self.rope_base > 0.0;
+        if !in_range {
             return Err(ModelError::BadConfig(format!(
                 "rms epsilon {} or rope base {} out of range",
                 self.eps, self.rope_base

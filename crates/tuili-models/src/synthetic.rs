@@ -141,7 +141,7 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
                 ("attn_k.bias", kv_dim),
                 ("attn_v.bias", kv_dim),
             ] {
-                let bias: Vec<u8> = Values(spec.seed ^ (i as u64 + 1) * 7919)
+                let bias: Vec<u8> = Values(spec.seed ^ ((i as u64 + 1) * 7919))
                     .take(len, 0.1)
                     .iter()
                     .flat_map(|v| v.to_le_bytes())

@@ -1,0 +1,320 @@
+//! The subcommands that load a model.
+
+use std::io::{BufRead, Write};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use tuili_engine::{Sampler, SamplingParams, Session};
+use tuili_tokenizer::ChatMessage;
+
+use crate::load::{self, tracing_line, Loaded};
+use crate::{ModelArgs, SamplingArgs};
+
+/// Default context window for `run` and `chat`.
+const DEFAULT_CTX: usize = 4096;
+
+/// `tuili run`.
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The prompt.
+    #[arg(short = 'p', long = "prompt")]
+    prompt: String,
+    /// Tokens to generate at most.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    n_predict: usize,
+    /// Context window in tokens.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = DEFAULT_CTX)]
+    ctx: usize,
+    /// Wrap the prompt as a user turn in the model's chat template.
+    #[arg(long = "chat")]
+    chat: bool,
+    /// System message for --chat (default: the template's own).
+    #[arg(long = "system")]
+    system: Option<String>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+/// `tuili chat`.
+#[derive(Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Context window in tokens.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = DEFAULT_CTX)]
+    ctx: usize,
+    /// Tokens to generate at most per answer.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
+    n_predict: usize,
+    /// System message (default: the template's own).
+    #[arg(long = "system")]
+    system: Option<String>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
+/// `tuili tokenize`.
+#[derive(Args)]
+pub struct TokenizeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The text.
+    #[arg(short = 'p', long = "prompt")]
+    prompt: String,
+    /// Print only the list of ids.
+    #[arg(long = "ids")]
+    ids: bool,
+    /// Do not add BOS/EOS even if the model's metadata asks for them.
+    #[arg(long = "no-special")]
+    no_special: bool,
+}
+
+/// `tuili perplexity`.
+#[derive(Args)]
+pub struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The text file.
+    #[arg(short = 'f', long = "file")]
+    file: std::path::PathBuf,
+    /// Tokens per chunk.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    ctx: usize,
+    /// Evaluate at most this many chunks (default: all).
+    #[arg(long = "chunks")]
+    chunks: Option<usize>,
+}
+
+fn sampling_params(s: &SamplingArgs) -> SamplingParams {
+    let seed = s.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
+    SamplingParams {
+        temperature: s.temp,
+        top_k: s.top_k,
+        top_p: s.top_p,
+        min_p: s.min_p,
+        repeat_penalty: s.repeat_penalty,
+        presence_penalty: s.presence_penalty,
+        frequency_penalty: s.frequency_penalty,
+        penalty_last_n: 64,
+        seed,
+    }
+}
+
+/// Renders `messages` through the model's template, ready for the assistant's turn.
+fn render_chat(l: &Loaded, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+    let template = l
+        .template
+        .as_ref()
+        .context("this model has no chat template (tokenizer.chat_template)")?;
+    let text = template.render(messages, true)?;
+    // The template writes BOS itself where the model wants one.
+    Ok(l.tokenizer.encode(&text, false, true))
+}
+
+fn print_stats(stats: &tuili_engine::GenerationStats) {
+    tracing_line(&format!(
+        "\nprompt: {} tokens, {:.1} t/s | generated: {} tokens, {:.1} t/s | finish: {:?}",
+        stats.prompt_tokens,
+        stats.prompt_tps(),
+        stats.generated_tokens,
+        stats.generation_tps(),
+        stats.finish
+    ));
+}
+
+/// `tuili run`: one prompt, streamed.
+pub fn run(a: RunArgs) -> Result<()> {
+    let l = load::load(&a.model)?;
+    let ids = if a.chat {
+        let mut msgs = Vec::new();
+        if let Some(s) = &a.system {
+            msgs.push(ChatMessage::new("system", s));
+        }
+        msgs.push(ChatMessage::new("user", &a.prompt));
+        render_chat(&l, &msgs)?
+    } else {
+        l.tokenizer.encode(&a.prompt, true, false)
+    };
+    let mut session = Session::new(&l.model, &l.tokenizer, a.ctx);
+    let mut sampler = Sampler::new(sampling_params(&a.sampling));
+    let mut stdout = std::io::stdout().lock();
+    if !a.chat {
+        // Echo the prompt as llama.cpp does, so the output reads as one text.
+        write!(stdout, "{}", a.prompt)?;
+    }
+    let (_, stats) = session.generate(&ids, a.n_predict, &mut sampler, |t| {
+        let _ = stdout.write_all(t.as_bytes());
+        let _ = stdout.flush();
+        true
+    })?;
+    writeln!(stdout)?;
+    print_stats(&stats);
+    Ok(())
+}
+
+/// `tuili chat`: an interactive conversation on stdin/stdout.
+pub fn chat(a: ChatArgs) -> Result<()> {
+    let l = load::load(&a.model)?;
+    if l.template.is_none() {
+        bail!("this model has no chat template (tokenizer.chat_template)");
+    }
+    let mut session = Session::new(&l.model, &l.tokenizer, a.ctx);
+    let mut sampler = Sampler::new(sampling_params(&a.sampling));
+    let mut messages = Vec::new();
+    if let Some(s) = &a.system {
+        messages.push(ChatMessage::new("system", s));
+    }
+    eprintln!("chat with the model; an empty line or Ctrl-D ends, /reset starts over");
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        eprint!("> ");
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        let line = line.trim();
+        if line.is_empty() {
+            break;
+        }
+        if line == "/reset" {
+            messages.retain(|m: &ChatMessage| m.role == "system");
+            continue;
+        }
+        messages.push(ChatMessage::new("user", line));
+        let ids = render_chat(&l, &messages)?;
+        let mut reply = String::new();
+        let mut stdout = std::io::stdout().lock();
+        let result = session.generate(&ids, a.n_predict, &mut sampler, |t| {
+            reply.push_str(t);
+            let _ = stdout.write_all(t.as_bytes());
+            let _ = stdout.flush();
+            true
+        });
+        writeln!(stdout)?;
+        match result {
+            Ok((_, stats)) => print_stats(&stats),
+            Err(e) => {
+                // The conversation no longer fits: say so and keep the session usable.
+                eprintln!("error: {e}");
+                messages.pop();
+                continue;
+            }
+        }
+        messages.push(ChatMessage::new("assistant", &reply));
+    }
+    Ok(())
+}
+
+/// `tuili info`.
+pub fn info(a: ModelArgs) -> Result<()> {
+    let l = load::load(&a)?;
+    let cfg = l.model.config();
+    let n_params: u64 = l.file.tensors().iter().map(|t| t.n_elements()).sum();
+    let bytes: u64 = l.file.tensors().iter().map(|t| t.n_bytes).sum();
+    let name = l
+        .file
+        .get("general.name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?");
+    println!("name:          {name}");
+    println!("architecture:  {}", cfg.arch.name());
+    println!("parameters:    {:.1} M", n_params as f64 / 1e6);
+    println!(
+        "layers:        {} (dim {}, heads {} / kv {} of {}, ffn {})",
+        cfg.n_layer, cfg.dim, cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.ffn_dim
+    );
+    println!("vocabulary:    {} tokens", cfg.vocab);
+    println!(
+        "context:       {} tokens (rope base {})",
+        cfg.ctx_len, cfg.rope_base
+    );
+    let mut types: Vec<(String, usize, u64)> = Vec::new();
+    for t in l.file.tensors() {
+        match types.iter_mut().find(|(n, _, _)| *n == t.ty.name()) {
+            Some((_, c, b)) => {
+                *c += 1;
+                *b += t.n_bytes;
+            }
+            None => types.push((t.ty.name().to_string(), 1, t.n_bytes)),
+        }
+    }
+    let types: Vec<String> = types
+        .iter()
+        .map(|(n, c, b)| format!("{n} x{c} ({:.1} MiB)", *b as f64 / (1 << 20) as f64))
+        .collect();
+    println!("tensor types:  {}", types.join(", "));
+    println!("weights:       {:.1} MiB", bytes as f64 / (1 << 20) as f64);
+    for ctx in [DEFAULT_CTX, cfg.ctx_len] {
+        let kv = cfg.kv_cache_bytes(ctx);
+        println!(
+            "memory @ {ctx:>6} ctx: {:.1} MiB (weights {:.1} + f32 KV cache {:.1})",
+            (bytes as usize + kv) as f64 / (1 << 20) as f64,
+            bytes as f64 / (1 << 20) as f64,
+            kv as f64 / (1 << 20) as f64
+        );
+    }
+    println!(
+        "chat template: {}",
+        if l.template.is_some() { "yes" } else { "no" }
+    );
+    Ok(())
+}
+
+/// `tuili tokenize`.
+pub fn tokenize(a: TokenizeArgs) -> Result<()> {
+    let file = load::open(&a.model)?;
+    let tok = tuili_tokenizer::Tokenizer::from_gguf(&file)?;
+    let ids = tok.encode(&a.prompt, !a.no_special, true);
+    let mut out = std::io::stdout().lock();
+    if a.ids {
+        let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        writeln!(out, "[{}]", list.join(", "))?;
+    } else {
+        for id in ids {
+            let piece = String::from_utf8_lossy(tok.token_bytes(id));
+            writeln!(out, "{id:6} -> '{piece}'")?;
+        }
+    }
+    Ok(())
+}
+
+/// `tuili perplexity`.
+pub fn perplexity(a: PerplexityArgs) -> Result<()> {
+    let l = load::load(&a.model)?;
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let mut tokens = l.tokenizer.encode(&text, true, false);
+    tracing_line(&format!("tokenized {} tokens", tokens.len()));
+    if let Some(n) = a.chunks {
+        tokens.truncate(n * a.ctx);
+    }
+    let bos = if l.tokenizer.add_bos() {
+        l.tokenizer.bos()
+    } else {
+        None
+    };
+    let t0 = std::time::Instant::now();
+    let n_chunk = tokens.len() / a.ctx;
+    tracing_line(&format!(
+        "calculating perplexity over {n_chunk} chunks, n_ctx={}",
+        a.ctx
+    ));
+    let res = tuili_engine::perplexity(&l.model, &tokens, a.ctx, bos, |i, ppl| {
+        eprint!("[{}]{ppl:.4},", i + 1);
+    })?;
+    eprintln!();
+    tracing_line(&format!(
+        "{} tokens scored in {:.1}s ({:.1} t/s evaluated)",
+        res.scored,
+        t0.elapsed().as_secs_f64(),
+        (res.chunks * a.ctx) as f64 / t0.elapsed().as_secs_f64()
+    ));
+    println!("Final estimate: PPL = {:.4} +/- {:.5}", res.ppl, res.stderr);
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Engine counters and latency histograms, shared between the engine thread (writer)
+//! and the server (reader of snapshots).
+
+/// A latency histogram with fixed bucket bounds (seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Upper bounds of the buckets, ascending; an implicit last bucket is +Inf.
+    pub bounds: Vec<f64>,
+    /// Observations per bucket (not cumulative): `bounds.len() + 1` entries.
+    pub counts: Vec<u64>,
+    /// Sum of all observations.
+    pub sum: f64,
+    /// Number of observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// An empty histogram over `bounds`.
+    pub fn new(bounds: &[f64]) -> Histogram {
+        Histogram {
+            bounds: bounds.to_vec(),
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&mut self, v: f64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| v <= b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+/// Bucket bounds of time-to-first-token (seconds).
+pub const TTFT_BOUNDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Bucket bounds of inter-token latency (seconds).
+pub const ITL_BOUNDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A snapshot of the engine's state and counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineMetrics {
+    /// Requests waiting to start (not yet scheduled once).
+    pub waiting: usize,
+    /// Sequences holding KV blocks.
+    pub running: usize,
+    /// KV blocks held by sequences.
+    pub kv_blocks_used: usize,
+    /// KV blocks free or evictable.
+    pub kv_blocks_free: usize,
+    /// Prompt tokens looked up in the prefix cache.
+    pub prefix_queries_tokens: u64,
+    /// Of which found there.
+    pub prefix_hit_tokens: u64,
+    /// Prompt tokens received.
+    pub prompt_tokens_total: u64,
+    /// Tokens generated.
+    pub generated_tokens_total: u64,
+    /// Sequences preempted (and later recomputed).
+    pub preemptions: u64,
+    /// Engine steps run.
+    pub steps: u64,
+    /// Time from submission to the first generated token.
+    pub ttft: Histogram,
+    /// Time between consecutive tokens of one request.
+    pub itl: Histogram,
+}
+
+impl Default for EngineMetrics {
+    fn default() -> Self {
+        EngineMetrics {
+            waiting: 0,
+            running: 0,
+            kv_blocks_used: 0,
+            kv_blocks_free: 0,
+            prefix_queries_tokens: 0,
+            prefix_hit_tokens: 0,
+            prompt_tokens_total: 0,
+            generated_tokens_total: 0,
+            preemptions: 0,
+            steps: 0,
+            ttft: Histogram::new(TTFT_BOUNDS),
+            itl: Histogram::new(ITL_BOUNDS),
+        }
+    }
+}
+
+impl EngineMetrics {
+    /// Fraction of looked-up prompt tokens served from the prefix cache.
+    pub fn prefix_hit_rate(&self) -> f64 {
+        if self.prefix_queries_tokens == 0 {
+            0.0
+        } else {
+            self.prefix_hit_tokens as f64 / self.prefix_queries_tokens as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_by_upper_bound() {
+        let mut h = Histogram::new(&[0.1, 1.0]);
+        for v in [0.05, 0.1, 0.5, 3.0] {
+            h.observe(v);
+        }
+        assert_eq!(h.counts, vec![2, 1, 1]);
+        assert_eq!(h.count, 4);
+        assert!((h.sum - 3.65).abs() < 1e-12);
+    }
+}

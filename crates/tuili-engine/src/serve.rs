@@ -1,0 +1,612 @@
+//! The serving engine: one thread owns the model, the KV pool and the scheduler and
+//! runs `step()` = schedule → execute → update; everything else holds an
+//! [`EngineHandle`] and talks to it over channels.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tuili_models::{KvPool, Model, SeqChunk};
+use tuili_tokenizer::{StreamDecoder, Tokenizer};
+
+use crate::kv_blocks::SeqId;
+use crate::metrics::EngineMetrics;
+use crate::request::{Event, GenerateRequest, SubmitError, TokenLogprob, Usage};
+use crate::scheduler::{ScheduledSeq, SchedulerConfig, SeqEvent, SeqRequest};
+use crate::stop::{StopCheck, StopMatcher};
+use crate::{EngineError, FinishReason, Sampler, Scheduler};
+
+/// Limits and sizes of a serving engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most tokens (prompt + generated) per sequence.
+    pub n_ctx: usize,
+    /// Most sequences decoding together.
+    pub max_num_seqs: usize,
+    /// Most requests waiting to start; more are refused with `QueueFull`.
+    pub max_queue: usize,
+    /// Bytes for the KV pool (default: enough for `max_num_seqs` full contexts, at most 2 GiB).
+    pub kv_memory_bytes: Option<usize>,
+    /// Token slots per KV block.
+    pub block_size: usize,
+    /// Most tokens run in one step (prefill chunks + decodes).
+    pub max_batched_tokens: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            n_ctx: 4096,
+            max_num_seqs: 8,
+            max_queue: 64,
+            kv_memory_bytes: None,
+            block_size: 16,
+            max_batched_tokens: 512,
+        }
+    }
+}
+
+/// A submitted request, on its way to the engine thread.
+struct Submission {
+    id: SeqId,
+    req: GenerateRequest,
+    tx: mpsc::UnboundedSender<Event>,
+    at: Instant,
+}
+
+/// State shared by the handles and the engine thread.
+struct Shared {
+    /// Requests submitted and not yet scheduled once.
+    queued: AtomicUsize,
+    /// Sequences waiting or running inside the engine.
+    active: AtomicUsize,
+    shutting_down: AtomicBool,
+    metrics: Mutex<EngineMetrics>,
+    next_id: AtomicUsize,
+}
+
+/// A cheap, cloneable handle to the engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    inbox: std_mpsc::Sender<Submission>,
+    shared: Arc<Shared>,
+    tokenizer: Arc<Tokenizer>,
+    cfg: Arc<EngineConfig>,
+}
+
+/// The events of one request. Dropping it cancels the request: the engine frees its
+/// sequence and KV blocks at its next step.
+pub struct RequestStream {
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl RequestStream {
+    /// The next event; `None` after `Finished` or `Error`.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next event, blocking the thread (for use outside an async runtime).
+    pub fn next_blocking(&mut self) -> Option<Event> {
+        self.rx.blocking_recv()
+    }
+}
+
+impl EngineHandle {
+    /// Queues a request. Never blocks; refuses when the queue is full, the prompt does
+    /// not fit the context, or the engine is stopping.
+    pub fn submit(&self, req: GenerateRequest) -> Result<RequestStream, SubmitError> {
+        if self.shared.shutting_down.load(Ordering::Acquire) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        if req.prompt.is_empty() {
+            return Err(SubmitError::EmptyPrompt);
+        }
+        let total = req.prompt.len() + req.max_tokens;
+        if total > self.cfg.n_ctx {
+            return Err(SubmitError::TooLong {
+                prompt: req.prompt.len(),
+                max_tokens: req.max_tokens,
+                total,
+                ctx: self.cfg.n_ctx,
+            });
+        }
+        // Reserve a queue slot atomically so concurrent submits cannot overshoot.
+        let max_queue = self.cfg.max_queue;
+        let reserved = self
+            .shared
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q < max_queue.max(1) || self.idle_slots() > 0).then_some(q + 1)
+            });
+        if let Err(waiting) = reserved {
+            return Err(SubmitError::QueueFull { waiting, max_queue });
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed) as SeqId;
+        let sub = Submission {
+            id,
+            req,
+            tx,
+            at: Instant::now(),
+        };
+        if self.inbox.send(sub).is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(SubmitError::ShuttingDown);
+        }
+        Ok(RequestStream { rx })
+    }
+
+    /// Free decode slots: a request that fits one starts at the next step, so it is
+    /// never refused as queued.
+    fn idle_slots(&self) -> usize {
+        let busy =
+            self.shared.active.load(Ordering::Acquire) + self.shared.queued.load(Ordering::Acquire);
+        self.cfg.max_num_seqs.saturating_sub(busy)
+    }
+
+    /// A snapshot of counters and gauges.
+    pub fn metrics(&self) -> EngineMetrics {
+        let mut m = self
+            .shared
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        m.waiting = self.shared.queued.load(Ordering::Acquire);
+        m
+    }
+
+    /// Most tokens per sequence.
+    pub fn n_ctx(&self) -> usize {
+        self.cfg.n_ctx
+    }
+
+    /// The tokenizer of the served model.
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+
+    /// Stops accepting requests; those already submitted run to their end.
+    pub fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Whether nothing is queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.shared.queued.load(Ordering::Acquire) == 0
+            && self.shared.active.load(Ordering::Acquire) == 0
+    }
+}
+
+/// Starts the engine thread for `model` and returns a handle to it.
+pub fn start_engine(
+    model: Arc<Model>,
+    tokenizer: Arc<Tokenizer>,
+    mut cfg: EngineConfig,
+) -> Result<EngineHandle, EngineError> {
+    let mcfg = model.config().clone();
+    cfg.n_ctx = cfg.n_ctx.min(mcfg.ctx_len);
+    if cfg.n_ctx < 2 {
+        return Err(EngineError::Invalid(format!(
+            "context must be at least 2 tokens, got {}",
+            cfg.n_ctx
+        )));
+    }
+    cfg.block_size = cfg.block_size.max(1);
+    cfg.max_num_seqs = cfg.max_num_seqs.max(1);
+    cfg.max_batched_tokens = cfg.max_batched_tokens.max(cfg.max_num_seqs);
+    let block_bytes = KvPool::block_bytes(&mcfg, cfg.block_size);
+    let want = cfg.max_num_seqs * cfg.n_ctx.div_ceil(cfg.block_size);
+    let budget = cfg.kv_memory_bytes.unwrap_or(2 << 30) / block_bytes;
+    let num_blocks = match cfg.kv_memory_bytes {
+        Some(_) => budget,
+        None => want.min(budget),
+    };
+    let one_seq = cfg.n_ctx.div_ceil(cfg.block_size);
+    if num_blocks < one_seq {
+        return Err(EngineError::Invalid(format!(
+            "the KV memory holds {num_blocks} blocks of {} tokens ({} bytes each); one full context of {} tokens needs {one_seq}",
+            cfg.block_size, block_bytes, cfg.n_ctx
+        )));
+    }
+    let scheduler = Scheduler::new(SchedulerConfig {
+        max_num_seqs: cfg.max_num_seqs,
+        max_batched_tokens: cfg.max_batched_tokens,
+        block_size: cfg.block_size,
+        num_blocks,
+        max_model_len: cfg.n_ctx,
+    })?;
+    let pool = KvPool::new(&mcfg, num_blocks, cfg.block_size);
+    let shared = Arc::new(Shared {
+        queued: AtomicUsize::new(0),
+        active: AtomicUsize::new(0),
+        shutting_down: AtomicBool::new(false),
+        metrics: Mutex::new(EngineMetrics::default()),
+        next_id: AtomicUsize::new(1),
+    });
+    let (inbox, rx) = std_mpsc::channel();
+    let core = EngineCore {
+        model,
+        tokenizer: tokenizer.clone(),
+        scheduler,
+        pool,
+        shared: shared.clone(),
+        inbox: rx,
+        metrics: EngineMetrics::default(),
+    };
+    std::thread::Builder::new()
+        .name("tuili-engine".into())
+        .spawn(move || core.run())
+        .map_err(|e| EngineError::Invalid(format!("cannot start the engine thread: {e}")))?;
+    Ok(EngineHandle {
+        inbox,
+        shared,
+        tokenizer,
+        cfg: Arc::new(cfg),
+    })
+}
+
+/// Per-request state kept by the engine thread.
+struct Active<'t> {
+    req: GenerateRequest,
+    tx: mpsc::UnboundedSender<Event>,
+    sampler: Sampler,
+    /// Prompt then generated tokens (the penalties' history).
+    tokens: Vec<u32>,
+    decoder: StreamDecoder<'t>,
+    stop: StopMatcher,
+    submitted: Instant,
+    last_token: Option<Instant>,
+    started: bool,
+    cached_tokens: usize,
+    /// Tokens and logprobs not yet sent (their text is held back by the stop matcher).
+    pending_tokens: Vec<u32>,
+    pending_logprobs: Vec<TokenLogprob>,
+    /// Generation ended at a stop string.
+    stopped_by_string: bool,
+}
+
+/// The engine's state; lives on its own thread.
+struct EngineCore {
+    model: Arc<Model>,
+    tokenizer: Arc<Tokenizer>,
+    scheduler: Scheduler,
+    pool: KvPool,
+    shared: Arc<Shared>,
+    inbox: std_mpsc::Receiver<Submission>,
+    metrics: EngineMetrics,
+}
+
+impl EngineCore {
+    fn run(mut self) {
+        let tokenizer = self.tokenizer.clone();
+        let mut active: HashMap<SeqId, Active> = HashMap::new();
+        loop {
+            // Idle: block until a request arrives (or every handle is gone).
+            if active.is_empty() {
+                match self.inbox.recv_timeout(Duration::from_millis(200)) {
+                    Ok(sub) => self.admit(sub, &tokenizer, &mut active),
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            while let Ok(sub) = self.inbox.try_recv() {
+                self.admit(sub, &tokenizer, &mut active);
+            }
+            self.step(&mut active);
+            self.publish();
+        }
+    }
+
+    fn admit<'t>(
+        &mut self,
+        sub: Submission,
+        tok: &'t Tokenizer,
+        active: &mut HashMap<SeqId, Active<'t>>,
+    ) {
+        let max_new = sub.req.max_tokens.min(
+            self.scheduler
+                .config()
+                .max_model_len
+                .saturating_sub(sub.req.prompt.len()),
+        );
+        let added = self.scheduler.add(SeqRequest {
+            id: sub.id,
+            prompt: sub.req.prompt.clone(),
+            max_new_tokens: max_new.max(1),
+        });
+        if let Err(e) = added {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            let _ = sub.tx.send(Event::Error(e.to_string()));
+            return;
+        }
+        self.metrics.prompt_tokens_total += sub.req.prompt.len() as u64;
+        self.shared.active.fetch_add(1, Ordering::AcqRel);
+        active.insert(
+            sub.id,
+            Active {
+                sampler: Sampler::new(sub.req.sampling.clone()),
+                tokens: sub.req.prompt.clone(),
+                decoder: StreamDecoder::new(tok),
+                stop: StopMatcher::new(&sub.req.stop),
+                submitted: sub.at,
+                last_token: None,
+                started: false,
+                cached_tokens: 0,
+                pending_tokens: Vec::new(),
+                pending_logprobs: Vec::new(),
+                stopped_by_string: false,
+                req: sub.req,
+                tx: sub.tx,
+            },
+        );
+    }
+
+    /// Ends `id`: frees its blocks, drops its state, and returns it.
+    fn end<'t>(
+        &mut self,
+        id: SeqId,
+        active: &mut HashMap<SeqId, Active<'t>>,
+    ) -> Option<Active<'t>> {
+        self.scheduler.abort(id);
+        let a = active.remove(&id)?;
+        if !a.started {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        // Gauges are current before the client hears that its request ended.
+        self.publish();
+        Some(a)
+    }
+
+    /// One engine step: drop cancelled requests, schedule, run the model, sample, update.
+    fn step(&mut self, active: &mut HashMap<SeqId, Active>) {
+        let cancelled: Vec<SeqId> = active
+            .iter()
+            .filter(|(_, a)| a.tx.is_closed())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in cancelled {
+            self.end(id, active);
+        }
+        let plan = self.scheduler.schedule();
+        if plan.is_empty() {
+            if !active.is_empty() {
+                // Everything is waiting for blocks held by nobody running: cannot happen
+                // with a pool that fits one context, but never spin hot.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            return;
+        }
+        for s in &plan.scheduled {
+            if let Some(a) = active.get_mut(&s.id) {
+                if !a.started {
+                    a.started = true;
+                    a.cached_tokens = s.num_cached_tokens;
+                    self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+        let outputs = match self.execute(&plan.scheduled, active) {
+            Ok(o) => o,
+            Err(e) => {
+                // A model error fails the requests of this step, never the engine.
+                for s in &plan.scheduled {
+                    if let Some(a) = active.get(&s.id) {
+                        let _ = a.tx.send(Event::Error(format!("model error: {e}")));
+                    }
+                    self.end(s.id, active);
+                }
+                return;
+            }
+        };
+        let events = match self.scheduler.update(&outputs) {
+            Ok(ev) => ev,
+            Err(e) => {
+                for (id, _) in &outputs {
+                    if let Some(a) = active.get(id) {
+                        let _ = a.tx.send(Event::Error(format!("engine error: {e}")));
+                    }
+                    self.end(*id, active);
+                }
+                return;
+            }
+        };
+        for ev in events {
+            match ev {
+                SeqEvent::Token { id, token } => self.on_token(id, token, active),
+                SeqEvent::Finished { id, reason, .. } => self.finish(id, reason, active),
+            }
+        }
+    }
+
+    /// Runs the planned chunks as one batch and samples where asked.
+    fn execute(
+        &mut self,
+        plan: &[ScheduledSeq],
+        active: &mut HashMap<SeqId, Active>,
+    ) -> Result<Vec<(SeqId, Option<u32>)>, EngineError> {
+        let chunks: Vec<SeqChunk> = plan
+            .iter()
+            .map(|s| SeqChunk {
+                tokens: &s.tokens,
+                start: s.start_pos,
+                blocks: &s.block_table,
+                logits_from: if s.sample {
+                    s.tokens.len() - 1
+                } else {
+                    s.tokens.len()
+                },
+            })
+            .collect();
+        let mut logits = self.model.forward_batch(&chunks, &mut self.pool)?;
+        self.metrics.steps += 1;
+        let vocab = self.model.config().vocab;
+        let mut row = 0;
+        let mut outputs = Vec::with_capacity(plan.len());
+        for s in plan {
+            if !s.sample {
+                outputs.push((s.id, None));
+                continue;
+            }
+            let l = &mut logits[row * vocab..(row + 1) * vocab];
+            row += 1;
+            let Some(a) = active.get_mut(&s.id) else {
+                outputs.push((s.id, Some(0)));
+                continue;
+            };
+            let lp = a.req.logprobs.map(|k| log_softmax_top(l, k));
+            let token = a.sampler.sample(l, &a.tokens);
+            if let Some((lse, top)) = lp {
+                a.pending_logprobs
+                    .push(self.logprob_entry(token, l, lse, top));
+            }
+            outputs.push((s.id, Some(token)));
+        }
+        Ok(outputs)
+    }
+
+    fn logprob_entry(
+        &self,
+        token: u32,
+        logits: &[f32],
+        lse: f32,
+        top: Vec<(u32, f32)>,
+    ) -> TokenLogprob {
+        let text = |id: u32| String::from_utf8_lossy(self.tokenizer.token_bytes(id)).into_owned();
+        TokenLogprob {
+            token,
+            text: text(token),
+            bytes: self.tokenizer.token_bytes(token).to_vec(),
+            logprob: logits[token as usize] - lse,
+            top: top.into_iter().map(|(id, lp)| (id, text(id), lp)).collect(),
+        }
+    }
+
+    fn on_token<'t>(&mut self, id: SeqId, token: u32, active: &mut HashMap<SeqId, Active<'t>>) {
+        let now = Instant::now();
+        let Some(a) = active.get_mut(&id) else { return };
+        self.metrics.generated_tokens_total += 1;
+        match a.last_token {
+            None => self.metrics.ttft.observe((now - a.submitted).as_secs_f64()),
+            Some(t) => self.metrics.itl.observe((now - t).as_secs_f64()),
+        }
+        a.last_token = Some(now);
+        a.tokens.push(token);
+        if !a.req.ignore_eos && self.tokenizer.is_eog(token) {
+            // The end-of-generation token is not part of the output.
+            a.pending_logprobs.pop();
+            self.finish(id, FinishReason::Stop, active);
+            return;
+        }
+        a.pending_tokens.push(token);
+        let text = a.decoder.push(token);
+        match a.stop.push(&text) {
+            StopCheck::Emit(t) => {
+                if !t.is_empty() {
+                    let ev = Event::Delta {
+                        text: t,
+                        tokens: std::mem::take(&mut a.pending_tokens),
+                        logprobs: std::mem::take(&mut a.pending_logprobs),
+                    };
+                    let _ = a.tx.send(ev);
+                }
+            }
+            StopCheck::Stopped(t) => {
+                let ev = Event::Delta {
+                    text: t,
+                    tokens: std::mem::take(&mut a.pending_tokens),
+                    logprobs: std::mem::take(&mut a.pending_logprobs),
+                };
+                let _ = a.tx.send(ev);
+                a.stop = StopMatcher::new(&[]);
+                a.stopped_by_string = true;
+                self.finish(id, FinishReason::Stop, active);
+            }
+        }
+    }
+
+    /// Frees the sequence, then sends what is held back and the final event.
+    fn finish<'t>(
+        &mut self,
+        id: SeqId,
+        reason: FinishReason,
+        active: &mut HashMap<SeqId, Active<'t>>,
+    ) {
+        let Some(mut a) = self.end(id, active) else {
+            return;
+        };
+        // Bytes of an unfinished UTF-8 character, then text held for stop strings;
+        // after a stop string nothing more is sent.
+        let mut rest = String::new();
+        if !a.stopped_by_string {
+            rest = match a.stop.push(&a.decoder.finish()) {
+                StopCheck::Emit(t) | StopCheck::Stopped(t) => t,
+            };
+            rest.push_str(&a.stop.flush());
+        }
+        if !rest.is_empty() || !a.pending_tokens.is_empty() {
+            let _ = a.tx.send(Event::Delta {
+                text: rest,
+                tokens: std::mem::take(&mut a.pending_tokens),
+                logprobs: std::mem::take(&mut a.pending_logprobs),
+            });
+        }
+        let usage = Usage {
+            prompt_tokens: a.req.prompt.len(),
+            cached_tokens: a.cached_tokens,
+            completion_tokens: a.tokens.len() - a.req.prompt.len(),
+        };
+        let _ = a.tx.send(Event::Finished { reason, usage });
+    }
+
+    /// Copies counters and gauges where handles can read them.
+    fn publish(&self) {
+        let st = self.scheduler.stats();
+        let mut m = self
+            .shared
+            .metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *m = EngineMetrics {
+            waiting: 0,
+            running: st.running,
+            kv_blocks_used: st.blocks_used,
+            kv_blocks_free: st.blocks_free,
+            prefix_queries_tokens: st.prefix.queries,
+            prefix_hit_tokens: st.prefix.hits,
+            preemptions: st.preemptions,
+            ..self.metrics.clone()
+        };
+    }
+}
+
+/// Log-sum-exp of `logits` and the `k` most likely tokens with their log-probabilities.
+fn log_softmax_top(logits: &[f32], k: usize) -> (f32, Vec<(u32, f32)>) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let lse = max + sum.ln() as f32;
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    let k = k.min(idx.len());
+    if k > 0 {
+        idx.select_nth_unstable_by(k - 1, |&a, &b| {
+            logits[b as usize].total_cmp(&logits[a as usize])
+        });
+    }
+    idx.truncate(k);
+    idx.sort_by(|&a, &b| {
+        logits[b as usize]
+            .total_cmp(&logits[a as usize])
+            .then(a.cmp(&b))
+    });
+    (
+        lse,
+        idx.into_iter()
+            .map(|i| (i, logits[i as usize] - lse))
+            .collect(),
+    )
+}
