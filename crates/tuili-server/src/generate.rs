@@ -1,0 +1,546 @@
+//! `/v1/chat/completions` and `/v1/completions`: tokenize, submit one engine request per
+//! choice, then answer with one JSON body or a stream of server-sent events.
+//!
+//! A response body owns the engine's `RequestStream`s: when a client disconnects, axum drops
+//! the body, the streams drop with it, and the engine frees their sequences at its next step.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::{self, BoxStream, SelectAll, StreamExt};
+use serde::Serialize;
+use tuili_engine::{Event, FinishReason, GenerateRequest, RequestStream, TokenLogprob, Usage};
+use tuili_tokenizer::Tokenizer;
+
+use crate::api::*;
+use crate::routes::body;
+use crate::state::unix_now;
+use crate::validate::{self, PromptIn, ValidCommon};
+use crate::{AppState, ServerError};
+
+/// An SSE comment is sent after this long without news, so that a client that went away
+/// while its request waits in the queue is noticed (the write fails) and the request freed.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// Which endpoint, which decides the response layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+/// A checked request, tokenized: what to submit and how to answer.
+struct Job {
+    kind: Kind,
+    /// Token ids of each prompt.
+    prompts: Vec<Vec<u32>>,
+    common: ValidCommon,
+    logprobs: Option<usize>,
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ServerError> {
+    let b = body(b, &state)?;
+    let req = validate::chat_request(&b)?;
+    state.check_model(req.common.model.as_deref())?;
+    state.ready()?;
+    let st = state.clone();
+    let messages = req.messages;
+    // Rendering and tokenizing a large prompt is CPU work: keep it off the async workers.
+    let prompt = blocking(move || {
+        let ready = st.ready()?;
+        let text = ready
+            .template
+            .render(&messages, true)
+            .map_err(|e| ServerError::field("messages", e.to_string()))?;
+        Ok(ready.engine.tokenizer().encode(&text, false, true))
+    })
+    .await?;
+    let job = Job {
+        kind: Kind::Chat,
+        prompts: vec![prompt],
+        common: req.common,
+        logprobs: req.logprobs,
+    };
+    run(&state, job).await
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(
+    State(state): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ServerError> {
+    let b = body(b, &state)?;
+    let vocab = state.ready()?.engine.tokenizer().vocab_size();
+    let req = validate::completion_request(&b, vocab)?;
+    state.check_model(req.common.model.as_deref())?;
+    let st = state.clone();
+    let prompts = req.prompts;
+    let prompts = blocking(move || {
+        let tok = st.ready()?.engine.tokenizer();
+        Ok(prompts
+            .into_iter()
+            .map(|p| match p {
+                PromptIn::Text(t) => tok.encode(&t, true, false),
+                PromptIn::Tokens(ids) => ids,
+            })
+            .collect())
+    })
+    .await?;
+    let job = Job {
+        kind: Kind::Completion,
+        prompts,
+        common: req.common,
+        logprobs: req.logprobs,
+    };
+    run(&state, job).await
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServerError> + Send + 'static,
+) -> Result<T, ServerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServerError::Engine(format!("tokenizing task failed: {e}")))?
+}
+
+/// Submits every choice, then answers as the request asked.
+async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
+    let ready = state.ready()?;
+    let engine = &ready.engine;
+    let n_ctx = engine.n_ctx();
+    let c = &job.common;
+    let mut streams = Vec::with_capacity(job.prompts.len() * c.n);
+    for prompt in &job.prompts {
+        if prompt.len() >= n_ctx {
+            return Err(ServerError::PromptTooLong {
+                prompt: prompt.len(),
+                ctx: n_ctx,
+            });
+        }
+        let max_tokens = c.max_tokens.unwrap_or(n_ctx - prompt.len());
+        if prompt.len() + max_tokens > n_ctx {
+            return Err(ServerError::ContextLength {
+                prompt: prompt.len(),
+                max_tokens,
+                ctx: n_ctx,
+            });
+        }
+        for _ in 0..c.n {
+            let mut sampling = c.sampling.clone();
+            // Choice k samples with seed + k, so `n` choices differ yet are reproducible.
+            sampling.seed = sampling.seed.wrapping_add(streams.len() as u64);
+            // A refusal drops the streams submitted so far, which cancels them.
+            streams.push(engine.submit(GenerateRequest {
+                prompt: prompt.clone(),
+                max_tokens,
+                sampling,
+                stop: c.stop.clone(),
+                ignore_eos: c.ignore_eos,
+                logprobs: job.logprobs,
+            })?);
+        }
+    }
+    let ctx = Answer {
+        kind: job.kind,
+        id: new_id(job.kind),
+        created: unix_now(),
+        model: state.config().model_name.clone(),
+        n: c.n,
+        logprobs: job.logprobs.is_some(),
+        include_usage: c.include_usage,
+        tokenizer: engine.tokenizer().clone(),
+    };
+    if c.stream {
+        Ok(sse(ctx, streams))
+    } else {
+        whole(ctx, streams).await
+    }
+}
+
+/// How to lay out the answer.
+struct Answer {
+    kind: Kind,
+    id: String,
+    created: u64,
+    model: String,
+    /// Choices per prompt (usage counts each prompt once).
+    n: usize,
+    logprobs: bool,
+    include_usage: bool,
+    tokenizer: std::sync::Arc<Tokenizer>,
+}
+
+/// One finished choice.
+struct Collected {
+    text: String,
+    logprobs: Vec<TokenLogprob>,
+    reason: FinishReason,
+    usage: Usage,
+}
+
+async fn collect(mut s: RequestStream) -> Result<Collected, ServerError> {
+    let mut text = String::new();
+    let mut logprobs = Vec::new();
+    loop {
+        match s.next().await {
+            Some(Event::Delta {
+                text: t,
+                logprobs: l,
+                ..
+            }) => {
+                text.push_str(&t);
+                logprobs.extend(l);
+            }
+            Some(Event::Finished { reason, usage }) => {
+                return Ok(Collected {
+                    text,
+                    logprobs,
+                    reason,
+                    usage,
+                })
+            }
+            Some(Event::Error(e)) => return Err(ServerError::Engine(e)),
+            None => {
+                return Err(ServerError::Engine(
+                    "the engine stopped before the request finished".to_string(),
+                ))
+            }
+        }
+    }
+}
+
+async fn whole(a: Answer, streams: Vec<RequestStream>) -> Result<Response, ServerError> {
+    // On the first failure the other streams are dropped, which cancels them.
+    let done = futures_util::future::try_join_all(streams.into_iter().map(collect)).await?;
+    let usages: Vec<Usage> = done.iter().map(|d| d.usage).collect();
+    let usage = total_usage(&usages, a.n);
+    let resp = match a.kind {
+        Kind::Chat => Json(ChatCompletion {
+            id: a.id.clone(),
+            object: "chat.completion",
+            created: a.created,
+            model: a.model.clone(),
+            choices: done
+                .into_iter()
+                .enumerate()
+                .map(|(index, d)| ChatChoice {
+                    index,
+                    logprobs: a.logprobs.then(|| chat_logprobs(&a.tokenizer, &d.logprobs)),
+                    message: AssistantMessage {
+                        role: "assistant",
+                        content: d.text,
+                    },
+                    finish_reason: finish_reason(d.reason),
+                })
+                .collect(),
+            usage,
+        })
+        .into_response(),
+        Kind::Completion => Json(Completion {
+            id: a.id.clone(),
+            object: "text_completion",
+            created: a.created,
+            model: a.model.clone(),
+            choices: done
+                .into_iter()
+                .enumerate()
+                .map(|(index, d)| CompletionChoice {
+                    index,
+                    logprobs: a.logprobs.then(|| completion_logprobs(&d.logprobs, 0).0),
+                    text: d.text,
+                    finish_reason: Some(finish_reason(d.reason)),
+                })
+                .collect(),
+            usage: Some(Some(usage)),
+        })
+        .into_response(),
+    };
+    Ok(resp)
+}
+
+/// Usage over all choices: each prompt counted once, completions summed.
+fn total_usage(per_choice: &[Usage], n: usize) -> UsageOut {
+    let n = n.max(1);
+    let prompt: usize = per_choice.iter().step_by(n).map(|u| u.prompt_tokens).sum();
+    let cached: usize = per_choice.iter().step_by(n).map(|u| u.cached_tokens).sum();
+    let completion: usize = per_choice.iter().map(|u| u.completion_tokens).sum();
+    UsageOut {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        prompt_tokens_details: PromptTokensDetails {
+            cached_tokens: cached,
+        },
+    }
+}
+
+fn finish_reason(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop => "stop",
+        FinishReason::Length | FinishReason::ContextFull => "length",
+        // Only on shutdown past the grace period; vLLM's name for it.
+        FinishReason::Cancelled => "abort",
+    }
+}
+
+fn chat_logprobs(tok: &Tokenizer, lps: &[TokenLogprob]) -> ChatLogprobs {
+    ChatLogprobs {
+        content: lps
+            .iter()
+            .map(|l| ChatLogprob {
+                token: l.text.clone(),
+                logprob: l.logprob,
+                bytes: l.bytes.clone(),
+                top_logprobs: l
+                    .top
+                    .iter()
+                    .map(|(id, text, lp)| ChatTopLogprob {
+                        token: text.clone(),
+                        logprob: *lp,
+                        bytes: tok.token_bytes(*id).to_vec(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The legacy layout; offsets count characters from `offset`. Returns the offset after.
+fn completion_logprobs(lps: &[TokenLogprob], mut offset: usize) -> (CompletionLogprobs, usize) {
+    let mut out = CompletionLogprobs::default();
+    for l in lps {
+        out.tokens.push(l.text.clone());
+        out.token_logprobs.push(l.logprob);
+        out.top_logprobs.push(
+            l.top
+                .iter()
+                .map(|(_, text, lp)| (text.clone(), serde_json::json!(lp)))
+                .collect(),
+        );
+        out.text_offset.push(offset);
+        offset += l.text.chars().count();
+    }
+    (out, offset)
+}
+
+fn new_id(kind: Kind) -> String {
+    let prefix = match kind {
+        Kind::Chat => "chatcmpl",
+        Kind::Completion => "cmpl",
+    };
+    format!(
+        "{prefix}-{:016x}{:08x}",
+        validate::random_u64(),
+        validate::random_u64() as u32
+    )
+}
+
+/// The server-sent-event answer.
+fn sse(a: Answer, streams: Vec<RequestStream>) -> Response {
+    let mut merged: SelectAll<BoxStream<'static, (usize, Event)>> = SelectAll::new();
+    for (i, rs) in streams.into_iter().enumerate() {
+        merged.push(
+            stream::unfold(rs, move |mut rs| async move {
+                rs.next().await.map(|ev| ((i, ev), rs))
+            })
+            .boxed(),
+        );
+    }
+    let choices = merged.len();
+    let mut st = SseState {
+        pending: VecDeque::new(),
+        merged: Some(merged),
+        usages: vec![Usage::default(); choices],
+        offsets: vec![0; choices],
+        a,
+    };
+    if st.a.kind == Kind::Chat {
+        // Each choice opens with the assistant role, as OpenAI's streams do.
+        for index in 0..choices {
+            let delta = ChatDelta {
+                role: Some("assistant"),
+                content: Some(String::new()),
+            };
+            let frame = st.chat_chunk(index, delta, None, None);
+            st.pending.push_back(frame);
+        }
+    }
+    let body = stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(frame) = st.pending.pop_front() {
+                return Some((Ok::<_, Infallible>(frame), st));
+            }
+            let merged = st.merged.as_mut()?;
+            match tokio::time::timeout(KEEPALIVE, merged.next()).await {
+                Err(_) => return Some((Ok(": keep-alive\n\n".to_string()), st)),
+                Ok(Some((i, ev))) => st.on_event(i, ev),
+                Ok(None) => st.finish(),
+            }
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// State of one SSE answer: frames ready to send and the streams still running.
+struct SseState {
+    pending: VecDeque<String>,
+    /// `None` once `[DONE]` is queued.
+    merged: Option<SelectAll<BoxStream<'static, (usize, Event)>>>,
+    usages: Vec<Usage>,
+    /// Completions: character offset of the next token in each choice's text.
+    offsets: Vec<usize>,
+    a: Answer,
+}
+
+fn frame<T: Serialize>(v: &T) -> String {
+    let json = serde_json::to_string(v)
+        .unwrap_or_else(|e| ServerError::Engine(format!("serializing a chunk: {e}")).to_json());
+    format!("data: {json}\n\n")
+}
+
+impl SseState {
+    fn usage_field(&self) -> Option<Option<UsageOut>> {
+        self.a.include_usage.then_some(None)
+    }
+
+    fn chat_chunk(
+        &self,
+        index: usize,
+        delta: ChatDelta,
+        logprobs: Option<ChatLogprobs>,
+        finish: Option<&'static str>,
+    ) -> String {
+        frame(&ChatChunk {
+            id: self.a.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.a.created,
+            model: self.a.model.clone(),
+            choices: vec![ChatChunkChoice {
+                index,
+                delta,
+                logprobs,
+                finish_reason: finish,
+            }],
+            usage: self.usage_field(),
+        })
+    }
+
+    fn completion_chunk(&self, choice: CompletionChoice) -> String {
+        frame(&Completion {
+            id: self.a.id.clone(),
+            object: "text_completion",
+            created: self.a.created,
+            model: self.a.model.clone(),
+            choices: vec![choice],
+            usage: self.usage_field(),
+        })
+    }
+
+    fn on_event(&mut self, index: usize, ev: Event) {
+        match ev {
+            Event::Delta { text, logprobs, .. } => {
+                if text.is_empty() && logprobs.is_empty() {
+                    return;
+                }
+                let f = match self.a.kind {
+                    Kind::Chat => {
+                        let lp = self
+                            .a
+                            .logprobs
+                            .then(|| chat_logprobs(&self.a.tokenizer, &logprobs));
+                        let delta = ChatDelta {
+                            role: None,
+                            content: Some(text),
+                        };
+                        self.chat_chunk(index, delta, lp, None)
+                    }
+                    Kind::Completion => {
+                        let lp = if self.a.logprobs {
+                            let (lp, next) = completion_logprobs(&logprobs, self.offsets[index]);
+                            self.offsets[index] = next;
+                            Some(lp)
+                        } else {
+                            None
+                        };
+                        self.completion_chunk(CompletionChoice {
+                            index,
+                            text,
+                            logprobs: lp,
+                            finish_reason: None,
+                        })
+                    }
+                };
+                self.pending.push_back(f);
+            }
+            Event::Finished { reason, usage } => {
+                self.usages[index] = usage;
+                let reason = Some(finish_reason(reason));
+                let f = match self.a.kind {
+                    Kind::Chat => self.chat_chunk(index, ChatDelta::default(), None, reason),
+                    Kind::Completion => self.completion_chunk(CompletionChoice {
+                        index,
+                        text: String::new(),
+                        logprobs: None,
+                        finish_reason: reason,
+                    }),
+                };
+                self.pending.push_back(f);
+            }
+            Event::Error(e) => {
+                tracing::error!("engine error on a streamed request: {e}");
+                // The status line is long gone: report in-band, then end the stream
+                // (dropping the other choices' streams cancels them).
+                self.pending
+                    .push_back(format!("data: {}\n\n", ServerError::Engine(e).to_json()));
+                self.pending.push_back("data: [DONE]\n\n".to_string());
+                self.merged = None;
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.a.include_usage {
+            let usage = Some(Some(total_usage(&self.usages, self.a.n)));
+            let f = match self.a.kind {
+                Kind::Chat => frame(&ChatChunk {
+                    id: self.a.id.clone(),
+                    object: "chat.completion.chunk",
+                    created: self.a.created,
+                    model: self.a.model.clone(),
+                    choices: Vec::new(),
+                    usage,
+                }),
+                Kind::Completion => frame(&Completion {
+                    id: self.a.id.clone(),
+                    object: "text_completion",
+                    created: self.a.created,
+                    model: self.a.model.clone(),
+                    choices: Vec::new(),
+                    usage,
+                }),
+            };
+            self.pending.push_back(f);
+        }
+        self.pending.push_back("data: [DONE]\n\n".to_string());
+        self.merged = None;
+    }
+}
