@@ -196,3 +196,34 @@ fn prompt_longer_than_context_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the context holds 32"), "{err}");
 }
+
+/// Final PPL of the first 4 chunks (n_ctx 512) of the GPL-3 text.
+fn ppl4(model: &std::path::Path) -> f64 {
+    let out = stdout_of(&[
+        "perplexity",
+        "-m",
+        model.to_str().unwrap(),
+        "-f",
+        "/usr/share/common-licenses/GPL-3",
+        "-c",
+        "512",
+        "--chunks",
+        "4",
+    ]);
+    let line = out.lines().find(|l| l.starts_with("Final estimate: PPL = ")).expect("final line");
+    line["Final estimate: PPL = ".len()..].split(' ').next().unwrap().parse().unwrap()
+}
+
+/// Perplexity against the independent f32 numpy reference (`ref_ppl.py` of the shared
+/// reference, run on the same tokens): first 4 chunks of GPL-3 at n_ctx 512.
+#[test]
+fn perplexity_matches_the_f32_reference() {
+    if !std::path::Path::new("/usr/share/common-licenses/GPL-3").exists() {
+        eprintln!("skipped: /usr/share/common-licenses/GPL-3 not found");
+        return;
+    }
+    let smol = need_model!("smol.gguf");
+    let got = ppl4(&smol);
+    let want = 18.1994;
+    assert!((got / want - 1.0).abs() < 0.002, "smol: PPL {got}, reference {want}");
+}
