@@ -4,6 +4,7 @@ mod commands;
 mod load;
 mod progress;
 mod registry;
+mod serve;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -78,6 +79,8 @@ enum Command {
     Perplexity(commands::PerplexityArgs),
     /// List the models tuili knows how to fetch.
     Models,
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
@@ -91,6 +94,7 @@ fn main() {
         Command::Info { model } => commands::info(model),
         Command::Tokenize(a) => commands::tokenize(a),
         Command::Perplexity(a) => commands::perplexity(a),
+        Command::Serve(a) => serve::serve(a),
         Command::Models => {
             for m in registry::KNOWN_MODELS {
                 println!("{:<22} {:>12} bytes  {}", m.name, m.size, m.file);

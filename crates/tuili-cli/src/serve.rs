@@ -1,0 +1,113 @@
+//! `tuili serve`: the OpenAI-compatible HTTP server (crate `tuili-server`) over the
+//! serving engine. Binds first and loads the model in the background, so `/health`
+//! answers 503 until the model is ready.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tuili_engine::{start_engine, EngineConfig};
+use tuili_server::{AppState, ServeOptions, ServerConfig};
+
+use crate::{load, registry, ModelArgs};
+
+/// `tuili serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on (loopback unless told otherwise).
+    #[arg(long = "host", default_value = "127.0.0.1")]
+    host: String,
+    /// TCP port.
+    #[arg(long = "port", default_value_t = 8080)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on the API (default: $TUILI_API_KEY, else none).
+    #[arg(long = "api-key")]
+    api_key: Option<String>,
+    /// Most requests waiting to start; more are answered 429.
+    #[arg(long = "max-queue", default_value_t = 64)]
+    max_queue: usize,
+    /// Most sequences decoding together.
+    #[arg(long = "parallel", default_value_t = 8)]
+    parallel: usize,
+    /// Context length per sequence in tokens (capped at the model's).
+    #[arg(
+        short = 'c',
+        long = "ctx",
+        visible_alias = "ctx-size",
+        default_value_t = 4096
+    )]
+    ctx: usize,
+    /// Memory for the KV cache, e.g. 512M or 2G (default: room for --parallel full contexts,
+    /// at most 2 GiB).
+    #[arg(long = "kv-memory", value_parser = tuili_server::parse_size)]
+    kv_memory: Option<usize>,
+    /// Most tokens one engine step runs (prefill chunks plus decodes).
+    #[arg(long = "max-batched-tokens", default_value_t = 512)]
+    max_batched_tokens: usize,
+    /// Name the model is served under (default: the known model's name or the file stem).
+    #[arg(long = "model-name")]
+    model_name: Option<String>,
+    /// Largest request body, e.g. 4M.
+    #[arg(long = "max-body", value_parser = tuili_server::parse_size, default_value = "4M")]
+    max_body: usize,
+    /// Seconds running requests get to finish after SIGINT/SIGTERM.
+    #[arg(long = "grace", default_value_t = 30)]
+    grace: u64,
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub fn serve(a: ServeArgs) -> Result<()> {
+    tuili_server::init_logging();
+    let stem = |s: &str| {
+        Path::new(s)
+            .file_stem()
+            .map(|f| f.to_string_lossy().into_owned())
+    };
+    let known = registry::KNOWN_MODELS
+        .iter()
+        .find(|m| m.name == a.model.model);
+    let default_name = match known {
+        Some(m) => m.name.to_string(),
+        None => stem(&a.model.model).unwrap_or_else(|| a.model.model.clone()),
+    };
+    let mut config = ServerConfig::new(a.model_name.clone().unwrap_or(default_name));
+    config.model_aliases.push(a.model.model.clone());
+    config.model_aliases.extend(stem(&a.model.model));
+    if let Some(m) = known {
+        config.model_aliases.extend(stem(m.file));
+    }
+    config.api_key = a
+        .api_key
+        .or_else(|| std::env::var("TUILI_API_KEY").ok())
+        .filter(|k| !k.is_empty());
+    config.max_body_bytes = a.max_body;
+    let engine_cfg = EngineConfig {
+        n_ctx: a.ctx,
+        max_num_seqs: a.parallel,
+        max_queue: a.max_queue,
+        kv_memory_bytes: a.kv_memory,
+        max_batched_tokens: a.max_batched_tokens,
+        ..EngineConfig::default()
+    };
+    let model_args = a.model;
+    let loader = move || {
+        let loaded = load::load(&model_args).map_err(|e| format!("{e:#}"))?;
+        let engine = start_engine(
+            Arc::new(loaded.model),
+            Arc::new(loaded.tokenizer),
+            engine_cfg,
+        )
+        .map_err(|e| format!("starting the engine: {e}"))?;
+        Ok((engine, loaded.template))
+    };
+    let opts = ServeOptions {
+        host: a.host,
+        port: a.port,
+        grace: Duration::from_secs(a.grace),
+    };
+    tuili_server::run_blocking(opts, AppState::new(config), loader).context("tuili serve")
+}
