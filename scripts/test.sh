@@ -15,3 +15,4 @@ ln -sf "$("$tuili" pull qwen2.5-coder-0.5b)" "$models/qwen.gguf"
 export TUILI_TEST_MODELS_DIR="$models"
 
 cargo test --release --workspace "$@"
+bash tests/openai/run.sh  # the official openai client against `tuili serve`
