@@ -226,4 +226,8 @@ fn perplexity_matches_the_f32_reference() {
     let got = ppl4(&smol);
     let want = 18.1994;
     assert!((got / want - 1.0).abs() < 0.002, "smol: PPL {got}, reference {want}");
+    let qwen = need_model!("qwen.gguf");
+    let got = ppl4(&qwen);
+    let want = 6.2022;
+    assert!((got / want - 1.0).abs() < 0.002, "qwen: PPL {got}, reference {want}");
 }
