@@ -598,3 +598,97 @@ pub fn random_u64() -> u64 {
     let c = COUNTER.fetch_add(1, Ordering::Relaxed);
     tuili_engine::Rng::new(t ^ c.rotate_left(32)).next_u64()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn completion(v: Value) -> Result<ValidCompletion, ServerError> {
+        completion_request(v.to_string().as_bytes(), 100)
+    }
+
+    fn param(e: ServerError) -> String {
+        e.body().param.unwrap_or_default()
+    }
+
+    #[test]
+    fn prompt_shapes() {
+        let p = |v: Value| completion(json!({ "prompt": v })).map(|c| c.prompts);
+        assert_eq!(p(json!("hi")).unwrap(), vec![PromptIn::Text("hi".into())]);
+        assert_eq!(
+            p(json!([1, 2])).unwrap(),
+            vec![PromptIn::Tokens(vec![1, 2])]
+        );
+        assert_eq!(
+            p(json!(["a", [3]])).unwrap(),
+            vec![PromptIn::Text("a".into()), PromptIn::Tokens(vec![3])]
+        );
+        assert_eq!(param(p(json!([])).unwrap_err()), "prompt");
+        assert_eq!(param(p(json!([1, 100])).unwrap_err()), "prompt[1]");
+        assert_eq!(param(p(json!(["a", []])).unwrap_err()), "prompt[1]");
+        assert_eq!(param(p(json!(["a", 5])).unwrap_err()), "prompt[1]");
+        assert_eq!(param(p(json!({"x": 1})).unwrap_err()), "prompt");
+        let many: Vec<String> = (0..17).map(|i| i.to_string()).collect();
+        assert_eq!(param(p(json!(many)).unwrap_err()), "prompt");
+    }
+
+    #[test]
+    fn choices_are_capped_over_prompts_times_n() {
+        let e = completion(json!({"prompt": ["a", "b", "c"], "n": 6})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "3 prompts × n = 6 asks for 18 choices; the limit is 16"
+        );
+        assert!(completion(json!({"prompt": ["a", "b"], "n": 8})).is_ok());
+    }
+
+    #[test]
+    fn completion_only_fields() {
+        let e = completion(json!({"prompt": "a", "logprobs": 6})).unwrap_err();
+        assert_eq!(e.to_string(), "logprobs must be between 0 and 5, got 6");
+        let c = completion(json!({"prompt": "a", "logprobs": 0})).unwrap();
+        assert_eq!(c.logprobs, Some(0));
+        assert_eq!(
+            param(completion(json!({"prompt": "a", "echo": true})).unwrap_err()),
+            "echo"
+        );
+        assert_eq!(
+            param(completion(json!({"prompt": "a", "suffix": "z"})).unwrap_err()),
+            "suffix"
+        );
+        assert_eq!(
+            param(completion(json!({"prompt": "a", "best_of": 2})).unwrap_err()),
+            "best_of"
+        );
+        assert!(completion(json!({"prompt": "a", "best_of": 2, "n": 2, "echo": false})).is_ok());
+        // Chat-only fields are unknown here.
+        assert_eq!(
+            param(completion(json!({"prompt": "a", "messages": []})).unwrap_err()),
+            "messages"
+        );
+    }
+
+    #[test]
+    fn defaults_follow_openai() {
+        let c = chat_request(br#"{"messages":[{"role":"developer","content":"be brief"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}"#).unwrap();
+        assert_eq!(c.messages[0], ChatMessage::new("system", "be brief"));
+        assert_eq!(c.messages[1], ChatMessage::new("user", "a\nb"));
+        let s = &c.common.sampling;
+        assert_eq!(
+            (s.temperature, s.top_p, s.top_k, s.min_p),
+            (1.0, 1.0, 0, 0.0)
+        );
+        assert_eq!(
+            (c.common.n, c.common.stream, c.common.max_tokens),
+            (1, false, None)
+        );
+        assert_eq!(c.logprobs, None);
+        // max_completion_tokens wins over max_tokens; an explicit seed is kept bit for bit.
+        let c = chat_request(br#"{"messages":[{"role":"user","content":"a"}],"max_tokens":5,"max_completion_tokens":7,"seed":-1,"logprobs":true,"stop":"x"}"#).unwrap();
+        assert_eq!(c.common.max_tokens, Some(7));
+        assert_eq!(c.common.sampling.seed, u64::MAX);
+        assert_eq!(c.logprobs, Some(0));
+        assert_eq!(c.common.stop, vec!["x".to_string()]);
+    }
+}

@@ -427,3 +427,35 @@ async fn tokenize_detokenize_models_health_metrics() {
         .unwrap();
     assert!(generated >= 3);
 }
+
+#[tokio::test]
+async fn several_prompts_give_prompt_major_choices() {
+    let Some(s) = ready("several_prompts_give_prompt_major_choices") else {
+        return;
+    };
+    let body = json!({"prompt": ["Hello", "The sky is"], "n": 2, "max_tokens": 5,
+                      "temperature": 0, "ignore_eos": true});
+    let v = post(&s, "/v1/completions", &body).await.json();
+    let texts: Vec<&str> = v["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 4);
+    let alone =
+        |p: &str| json!({"prompt": p, "max_tokens": 5, "temperature": 0, "ignore_eos": true});
+    let a = post(&s, "/v1/completions", &alone("Hello")).await.json();
+    let b = post(&s, "/v1/completions", &alone("The sky is"))
+        .await
+        .json();
+    // Choice index = prompt index × n + sample index.
+    assert_eq!(texts[0], a["choices"][0]["text"]);
+    assert_eq!(texts[1], a["choices"][0]["text"]);
+    assert_eq!(texts[2], b["choices"][0]["text"]);
+    assert_eq!(texts[3], b["choices"][0]["text"]);
+    let prompts = a["usage"]["prompt_tokens"].as_u64().unwrap()
+        + b["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(v["usage"]["prompt_tokens"].as_u64().unwrap(), prompts);
+    assert_eq!(v["usage"]["completion_tokens"], 20);
+}
