@@ -28,6 +28,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -344,7 +345,9 @@ class Server:
                "--model-name", a.model_name] + self.extra
         if a.api_key:
             cmd += ["--api-key", a.api_key]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The server's log goes to a file: an unread pipe would fill and stall it.
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log)
         a.server_pid = self.proc.pid
         for _ in range(600):
             try:
@@ -352,7 +355,8 @@ class Server:
                 return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise SystemExit(f"tuili serve exited: {self.proc.stderr.read().decode()}")
+                    self.log.seek(0)
+                    raise SystemExit(f"tuili serve exited: {self.log.read().decode()}")
                 time.sleep(0.1)
         raise SystemExit("tuili serve did not become healthy within 60 s")
 
@@ -362,6 +366,7 @@ class Server:
             self.proc.wait(timeout=40)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.log.close()
         self.args.server_pid = None
 
 

@@ -51,9 +51,18 @@ pub fn body(b: Result<Bytes, BytesRejection>, state: &AppState) -> Result<Bytes,
     })
 }
 
+/// Counts responses by status for `/metrics` and writes one access-log line each.
 async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let t0 = std::time::Instant::now();
     let resp = next.run(req).await;
-    state.count_response(resp.status().as_u16());
+    let status = resp.status().as_u16();
+    state.count_response(status);
+    // Streams are timed to their first byte; their end is the client's business.
+    tracing::info!(
+        "{method} {path} {status} {:.1}ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     resp
 }
 

@@ -119,7 +119,7 @@ pub fn run_blocking(
         .enable_all()
         .build()
         .map_err(io("starting the async runtime".to_string()))?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let listener = TcpListener::bind((opts.host.as_str(), opts.port))
             .await
             .map_err(io(format!("binding {}:{}", opts.host, opts.port)))?;
@@ -156,5 +156,8 @@ pub fn run_blocking(
             Ok(msg) => Err(ServerError::Load(msg)),
             Err(_) => Ok(()),
         }
-    })
+    });
+    // A loader still running (a model still downloading) must not hold the exit.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
 }
