@@ -2,6 +2,7 @@
 //! of ops the models call.
 #![deny(missing_docs)]
 
+pub mod kernels;
 pub mod matmul;
 pub mod ops;
 pub mod pool;

@@ -1,6 +1,9 @@
 //! Element-wise and row-wise ops of a transformer layer, on the CPU.
 //!
-//! These are the plain reference versions; every fast variant is tested against them.
+//! Plain Rust, except `dot` and `axpy` (attention's inner loops), which go to the SIMD
+//! kernels of [`crate::kernels`].
+
+use crate::kernels;
 
 /// How RoPE pairs the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,28 +78,24 @@ pub fn add(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// Dot product of two f32 rows, with eight independent accumulators so the compiler
-/// vectorizes it (a single running sum forces one add at a time).
+/// Dot product of two f32 rows (attention scores), with the SIMD kernels of this CPU.
+///
+/// The summation order is fixed (element `i` in accumulator `(i / 8) % 4`, lane
+/// `i % 8`, fused multiply-adds), so the result is the same bits on every instruction
+/// set and does not depend on what else is in the batch.
+///
+/// # Panics
+/// If the lengths differ.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
+    kernels::select().dot(a, b)
 }
 
-/// `y[i] += a * x[i]`.
+/// `y[i] += a * x[i]` (one fused multiply-add per element).
+///
+/// # Panics
+/// If the lengths differ.
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    debug_assert_eq!(x.len(), y.len());
-    for (v, &u) in y.iter_mut().zip(x) {
-        *v += a * u;
-    }
+    kernels::select().axpy(a, x, y)
 }
 
 /// Softmax in place over the whole slice (max-subtracted for stability).

@@ -1,0 +1,392 @@
+//! Each weight format as two AVX2 steps: the float scales of a 256-element group, and
+//! the integer codes of one of its 32-element blocks, in registers. The panel decoder
+//! stores them; the one-token kernel uses them directly.
+
+use std::arch::x86_64::*;
+
+use super::super::scalar::{scale_min_k4, scale_q3_k};
+use super::super::QFormat;
+
+/// A group's scales: `ws` lane `j` = float scale of block `j` (0 past the blocks
+/// present); `m` = minimum terms, lane `j` of `m[0]` for block `j` (or half-blocks
+/// 0..8 and 8..16 in `m[0]`, `m[1]` for Q2_K).
+pub(super) struct Scales {
+    pub(super) ws: __m256,
+    pub(super) m: [__m256; 2],
+}
+
+pub(super) trait Fmt {
+    const FMT: QFormat;
+    /// Scales of the group at `b` holding `nbj` blocks.
+    unsafe fn scales(b: *const u8, nbj: usize) -> Scales;
+    /// Codes of block `j` of the group at `b`: elements 0..16 and 16..32.
+    unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i);
+}
+
+/// The f16 at `p` as f32.
+#[inline(always)]
+pub(super) unsafe fn f16(p: *const u8) -> f32 {
+    let h = (p as *const u16).read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+/// 16 bytes at `p`, zero-extended to 16 i16 lanes.
+#[inline(always)]
+unsafe fn u8x16(p: *const u8) -> __m256i {
+    _mm256_cvtepu8_epi16(_mm_loadu_si128(p as *const __m128i))
+}
+
+/// `(v >> n) & mask` on u16 lanes, `n` at run time.
+#[inline(always)]
+unsafe fn shr_and(v: __m256i, n: usize, mask: i16) -> __m256i {
+    _mm256_and_si256(
+        _mm256_srl_epi16(v, _mm_cvtsi32_si128(n as i32)),
+        _mm256_set1_epi16(mask),
+    )
+}
+
+/// Bit `j` of each u16 lane, moved to bit 4.
+#[inline(always)]
+unsafe fn hb(h: __m256i, j: usize) -> __m256i {
+    _mm256_slli_epi16(shr_and(h, j, 1), 4)
+}
+
+/// Lane `i` all ones where bit `i` of the low 16 bits of `h` is set.
+#[inline(always)]
+unsafe fn bits16(h: u32) -> __m256i {
+    let sel = _mm256_setr_epi16(
+        1,
+        2,
+        4,
+        8,
+        16,
+        32,
+        64,
+        128,
+        256,
+        512,
+        1024,
+        2048,
+        4096,
+        8192,
+        16384,
+        i16::MIN,
+    );
+    _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16(h as i16), sel), sel)
+}
+
+/// The nibbles of 16 bytes: `(low, high)` = elements 0..16 and 16..32.
+#[inline(always)]
+unsafe fn nibbles(qs: *const u8) -> (__m256i, __m256i) {
+    let v = u8x16(qs);
+    (
+        _mm256_and_si256(v, _mm256_set1_epi16(0x0f)),
+        _mm256_srli_epi16(v, 4),
+    )
+}
+
+/// The u32 at byte `ts * j` of `b`, or 0 for `j >= nbj` (absent blocks).
+#[inline(always)]
+unsafe fn dword(b: *const u8, ts: usize, j: usize, nbj: usize) -> i32 {
+    if j < nbj {
+        (b.add(ts * j) as *const i32).read_unaligned()
+    } else {
+        0
+    }
+}
+
+/// The first 4 bytes of each of 8 blocks of `ts` bytes: 8 u32 lanes.
+#[inline(always)]
+unsafe fn heads(b: *const u8, ts: usize, nbj: usize) -> __m256i {
+    if nbj == 8 {
+        let at = |j: usize| (b.add(ts * j) as *const i32).read_unaligned();
+        _mm256_setr_epi32(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7))
+    } else {
+        let at = |j: usize| dword(b, ts, j, nbj);
+        _mm256_setr_epi32(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7))
+    }
+}
+
+/// Legacy blocks start with f16 `d` (and for Q4_1/Q5_1 f16 `m` right after): both as
+/// 8 f32 lanes, one per block.
+#[inline(always)]
+unsafe fn legacy_dm(b: *const u8, ts: usize, nbj: usize) -> (__m256, __m256) {
+    let v = heads(b, ts, nbj);
+    let d = _mm256_and_si256(v, _mm256_set1_epi32(0xffff));
+    let m = _mm256_srli_epi32(v, 16);
+    // packus interleaves 128-bit halves: [d0..4 m0..4 | d4..8 m4..8] -> [d0..8 | m0..8].
+    let p = _mm256_permute4x64_epi64(_mm256_packus_epi32(d, m), 0b11_01_10_00);
+    (
+        _mm256_cvtph_ps(_mm256_castsi256_si128(p)),
+        _mm256_cvtph_ps(_mm256_extracti128_si256(p, 1)),
+    )
+}
+
+#[inline(always)]
+unsafe fn no_min(ws: __m256) -> Scales {
+    Scales {
+        ws,
+        m: [_mm256_setzero_ps(); 2],
+    }
+}
+
+pub(super) struct Q40;
+impl Fmt for Q40 {
+    const FMT: QFormat = QFormat::Q4_0;
+    #[inline(always)]
+    unsafe fn scales(b: *const u8, nbj: usize) -> Scales {
+        no_min(legacy_dm(b, 18, nbj).0)
+    }
+    #[inline(always)]
+    unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
+        let (lo, hi) = nibbles(b.add(18 * j + 2));
+        let eight = _mm256_set1_epi16(8);
+        (_mm256_sub_epi16(lo, eight), _mm256_sub_epi16(hi, eight))
+    }
+}
+
+pub(super) struct Q41;
+impl Fmt for Q41 {
+    const FMT: QFormat = QFormat::Q4_1;
+    #[inline(always)]
+    unsafe fn scales(b: *const u8, nbj: usize) -> Scales {
+        let (ws, m) = legacy_dm(b, 20, nbj);
+        Scales {
+            ws,
+            m: [m, _mm256_setzero_ps()],
+        }
+    }
+    #[inline(always)]
+    unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
+        nibbles(b.add(20 * j + 4))
+    }
+}
+
+pub(super) struct Q50;
+impl Fmt for Q50 {
+    const FMT: QFormat = QFormat::Q5_0;
+    #[inline(always)]
+    unsafe fn scales(b: *const u8, nbj: usize) -> Scales {
+        no_min(legacy_dm(b, 22, nbj).0)
+    }
+    #[inline(always)]
+    unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
+        let blk = b.add(22 * j);
+        let qh = (blk.add(2) as *const u32).read_unaligned();
+        let (lo, hi) = nibbles(blk.add(6));
+        let sixteen = _mm256_set1_epi16(16);
+        // (q | h << 4) - 16 = q - 16 where the bit is clear, q where it is set.
+        (
+            _mm256_sub_epi16(lo, _mm256_andnot_si256(bits16(qh), sixteen)),
+            _mm256_sub_epi16(hi, _mm256_andnot_si256(bits16(qh >> 16), sixteen)),
+        )
+    }
+}
+
+pub(super) struct Q51;
+impl Fmt for Q51 {
+    const FMT: QFormat = QFormat::Q5_1;
+    #[inline(always)]
+    unsafe fn scales(b: *const u8, nbj: usize) -> Scales {
+        let (ws, m) = legacy_dm(b, 24, nbj);
+        Scales {
+            ws,
+            m: [m, _mm256_setzero_ps()],
+        }
+    }
+    #[inline(always)]
+    unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
+        let blk = b.add(24 * j);
+        let qh = (blk.add(4) as *const u32).read_unaligned();
+        let (lo, hi) = nibbles(blk.add(8));
+        let sixteen = _mm256_set1_epi16(16);
+        (
+            _mm256_or_si256(lo, _mm256_and_si256(bits16(qh), sixteen)),
+            _mm256_or_si256(hi, _mm256_and_si256(bits16(qh >> 16), sixteen)),
+        )
+    }
+}
+
+pub(super) struct Q80;
+impl Fmt for Q80 {
+    const FMT: QFormat = QFormat::Q8_0;
+    #[inline(always)]
+    unsafe fn scales(b: *const u8, nbj: usize) -> Scales {
+        no_min(legacy_dm(b, 34, nbj).0)
+    }
+    #[inline(always)]
+    unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
+        let q = b.add(34 * j + 2);
+        (
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(q as *const __m128i)),
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(q.add(16) as *const __m128i)),
+        )
+    }
+}
+
+/// Q4_K and Q5_K: `ws = d * scale`, `m = -(dmin * min)`, 8 sub-blocks.
+#[inline(always)]
+unsafe fn k4_scales(b: *const u8) -> Scales {
+    let sc = std::slice::from_raw_parts(b.add(4), 12);
+    let mut s = [0i32; 8];
+    let mut m = [0i32; 8];
+    for j in 0..8 {
+        let (a, c) = scale_min_k4(j, sc);
+        (s[j], m[j]) = (a as i32, c as i32);
+    }
+    let s = _mm256_cvtepi32_ps(_mm256_loadu_si256(s.as_ptr() as *const __m256i));
+    let m = _mm256_cvtepi32_ps(_mm256_loadu_si256(m.as_ptr() as *const __m256i));
+    Scales {
+        ws: _mm256_mul_ps(_mm256_set1_ps(f16(b)), s),
+        m: [
+            _mm256_mul_ps(_mm256_set1_ps(-f16(b.add(2))), m),
+            _mm256_setzero_ps(),
+        ],
+    }
+}
+
+pub(super) struct Q4K;
+impl Fmt for Q4K {
+    const FMT: QFormat = QFormat::Q4K;
+    #[inline(always)]
+    unsafe fn scales(b: *const u8, _: usize) -> Scales {
+        k4_scales(b)
+    }
+    #[inline(always)]
+    unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
+        // 32 bytes per sub-block pair: 2i in the low nibbles, 2i + 1 in the high ones.
+        let q = b.add(16 + 32 * (j / 2));
+        let (v0, v1) = (u8x16(q), u8x16(q.add(16)));
+        if j.is_multiple_of(2) {
+            let m = _mm256_set1_epi16(0x0f);
+            (_mm256_and_si256(v0, m), _mm256_and_si256(v1, m))
+        } else {
+            (_mm256_srli_epi16(v0, 4), _mm256_srli_epi16(v1, 4))
+        }
+    }
+}
+
+pub(super) struct Q5K;
+impl Fmt for Q5K {
+    const FMT: QFormat = QFormat::Q5K;
+    #[inline(always)]
+    unsafe fn scales(b: *const u8, _: usize) -> Scales {
+        k4_scales(b)
+    }
+    #[inline(always)]
+    unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
+        let q = b.add(48 + 32 * (j / 2));
+        let (v0, v1) = (u8x16(q), u8x16(q.add(16)));
+        let (n0, n1) = if j.is_multiple_of(2) {
+            let m = _mm256_set1_epi16(0x0f);
+            (_mm256_and_si256(v0, m), _mm256_and_si256(v1, m))
+        } else {
+            (_mm256_srli_epi16(v0, 4), _mm256_srli_epi16(v1, 4))
+        };
+        // Bit j of qh[l] is the 5th bit of element l of sub-block j.
+        (
+            _mm256_or_si256(n0, hb(u8x16(b.add(16)), j)),
+            _mm256_or_si256(n1, hb(u8x16(b.add(32)), j)),
+        )
+    }
+}
+
+pub(super) struct Q6K;
+impl Fmt for Q6K {
+    const FMT: QFormat = QFormat::Q6K;
+    #[inline(always)]
+    unsafe fn scales(b: *const u8, _: usize) -> Scales {
+        no_min(_mm256_set1_ps(f16(b.add(208))))
+    }
+    #[inline(always)]
+    unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
+        let (h, p) = (j / 4, j % 4);
+        let ql = b.add(64 * h + 32 * (p & 1));
+        let qh = b.add(128 + 32 * h);
+        let sc = b.add(192 + 2 * j) as *const i8;
+        (
+            q6_half(ql, qh, p, *sc as i16),
+            q6_half(ql.add(16), qh.add(16), p, *sc.add(1) as i16),
+        )
+    }
+}
+
+/// 16 Q6_K codes: nibble `p / 2` of `ql`, bits `2p..2p+2` of `qh`, minus 32, times `sc`.
+#[inline(always)]
+unsafe fn q6_half(ql: *const u8, qh: *const u8, p: usize, sc: i16) -> __m256i {
+    let v = u8x16(ql);
+    let nib = if p < 2 {
+        _mm256_and_si256(v, _mm256_set1_epi16(0x0f))
+    } else {
+        _mm256_srli_epi16(v, 4)
+    };
+    let hb = _mm256_slli_epi16(shr_and(u8x16(qh), 2 * p, 3), 4);
+    let q = _mm256_sub_epi16(_mm256_or_si256(nib, hb), _mm256_set1_epi16(32));
+    _mm256_mullo_epi16(q, _mm256_set1_epi16(sc))
+}
+
+pub(super) struct Q3K;
+impl Fmt for Q3K {
+    const FMT: QFormat = QFormat::Q3K;
+    #[inline(always)]
+    unsafe fn scales(b: *const u8, _: usize) -> Scales {
+        no_min(_mm256_set1_ps(f16(b.add(108))))
+    }
+    #[inline(always)]
+    unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
+        let (h, p) = (j / 4, j % 4);
+        let sc = std::slice::from_raw_parts(b.add(96), 12);
+        let half = |k: usize| {
+            (
+                b.add(32 + 32 * h + 16 * k),
+                b.add(16 * k),
+                scale_q3_k(2 * j + k, sc),
+            )
+        };
+        let ((q0, m0, s0), (q1, m1, s1)) = (half(0), half(1));
+        (q3_half(q0, m0, h, p, s0), q3_half(q1, m1, h, p, s1))
+    }
+}
+
+/// 16 Q3_K codes: bits `2p..2p+2` of `qs`, minus 4 where bit `4h + p` of `hmask` is
+/// clear, times `sc`.
+#[inline(always)]
+unsafe fn q3_half(qs: *const u8, hmask: *const u8, h: usize, p: usize, sc: i16) -> __m256i {
+    let low = shr_and(u8x16(qs), 2 * p, 3);
+    let hm = _mm256_and_si256(u8x16(hmask), _mm256_set1_epi16(1 << (4 * h + p)));
+    let clear = _mm256_cmpeq_epi16(hm, _mm256_setzero_si256());
+    let q = _mm256_sub_epi16(low, _mm256_and_si256(clear, _mm256_set1_epi16(4)));
+    _mm256_mullo_epi16(q, _mm256_set1_epi16(sc))
+}
+
+pub(super) struct Q2K;
+impl Fmt for Q2K {
+    const FMT: QFormat = QFormat::Q2K;
+    #[inline(always)]
+    unsafe fn scales(b: *const u8, _: usize) -> Scales {
+        let mut m = [0i32; 16];
+        for (g, mg) in m.iter_mut().enumerate() {
+            *mg = (*b.add(g) >> 4) as i32;
+        }
+        let nd = _mm256_set1_ps(-f16(b.add(82)));
+        let m0 = _mm256_cvtepi32_ps(_mm256_loadu_si256(m.as_ptr() as *const __m256i));
+        let m1 = _mm256_cvtepi32_ps(_mm256_loadu_si256(m.as_ptr().add(8) as *const __m256i));
+        Scales {
+            ws: _mm256_set1_ps(f16(b.add(80))),
+            m: [_mm256_mul_ps(nd, m0), _mm256_mul_ps(nd, m1)],
+        }
+    }
+    #[inline(always)]
+    unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
+        let (h, p) = (j / 4, j % 4);
+        let q = b.add(16 + 32 * h);
+        let (s0, s1) = (
+            (*b.add(2 * j) & 0x0f) as i16,
+            (*b.add(2 * j + 1) & 0x0f) as i16,
+        );
+        (
+            _mm256_mullo_epi16(shr_and(u8x16(q), 2 * p, 3), _mm256_set1_epi16(s0)),
+            _mm256_mullo_epi16(shr_and(u8x16(q.add(16)), 2 * p, 3), _mm256_set1_epi16(s1)),
+        )
+    }
+}

@@ -1,0 +1,496 @@
+//! SIMD kernels behind `matmul` and the attention dot products, picked once per
+//! process by CPU feature detection ([`select`]).
+//!
+//! # Integer activations, exact block sums
+//!
+//! A quantized matmul first quantizes each token's activations per 32-element block to
+//! int16 with an f32 scale (`d = max|x| / 32767`, relative error ~1e-5: invisible in
+//! perplexity, where llama.cpp's 8-bit activations cost ~0.5%). Every weight format is
+//! decoded to small integer *codes* (Q4_0: `q - 8`; Q6_K: `(q - 32) * scale`; ...) so
+//! that a weight block times an activation block is an exact integer (`vpmaddwd`), kept
+//! as 8 partial sums ("lanes"). Then one float step per block:
+//!
+//! ```text
+//! acc[k] = fma(ws[j] * d_x[j], float(isum_j[k]), acc[k])      k = 0..8
+//! ```
+//!
+//! where `ws[j]` is the weight's float scale of block `j` and lane `k` of block `j` holds
+//! the products of elements `{2k, 2k+1, 16+2k, 17+2k}`. Blocks come in groups of 8 (256
+//! elements, one K-quant super-block); formats with a minimum (Q4_1, Q5_1, Q2_K, Q4_K,
+//! Q5_K) end each group with `acc = fma(minv, s_x, acc)`, lane `j` pairing the weight's
+//! (negated) block minimum with the block's activation sum. The output is
+//! `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`.
+//!
+//! Because the integer part is exact and the float part runs in this fixed order for
+//! every output, results do not depend on how many tokens are in the batch, on the tile
+//! a kernel works on, nor on the instruction set: the AVX2, NEON and scalar kernels give
+//! bit-identical outputs, and tests check exactly that.
+//!
+//! Float weights (F32, F16, BF16) keep f32 activations: `acc[i % 8] = fma(w[i], x[i],
+//! acc[i % 8])` in element order, then the same reduction.
+//!
+//! # Shape of the code
+//!
+//! A matmul decodes a panel of weight rows to codes (`Panel`) and multiplies it by
+//! tiles of tokens. [`scalar`] is the specification (plain Rust, written for clarity);
+//! `avx2` and `neon` are its fast twins. The scalar fallback calls `f32::mul_add`, which
+//! is a library call on x86-64 CPUs without FMA (correct, slow; such CPUs predate 2013).
+
+// Kernels index several parallel arrays (rows, tokens, lanes) with one counter.
+#![allow(clippy::needless_range_loop)]
+
+mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+use std::sync::OnceLock;
+
+use tuili_gguf::GgmlType;
+
+/// Elements per activation block (one f32 scale each).
+pub const QB: usize = 32;
+/// Activation blocks per group: 256 elements, one K-quant super-block.
+pub const GROUP: usize = 8;
+
+/// How a format's group ends: which minimum terms it adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MinKind {
+    /// No minimum (Q4_0, Q5_0, Q8_0, Q3_K, Q6_K).
+    None,
+    /// One per 32-element block, paired with `s` (Q4_1, Q5_1, Q4_K, Q5_K).
+    Per32,
+    /// One per 16-element half-block, paired with `s16` (Q2_K).
+    Per16,
+}
+
+impl MinKind {
+    /// Minimum values stored per group.
+    pub(crate) fn per_group(self) -> usize {
+        match self {
+            MinKind::None => 0,
+            MinKind::Per32 => GROUP,
+            MinKind::Per16 => 2 * GROUP,
+        }
+    }
+}
+
+/// A weight format with integer kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QFormat {
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+impl QFormat {
+    /// The integer format of `ty`, if it has one.
+    pub(crate) fn of(ty: GgmlType) -> Option<QFormat> {
+        Some(match ty {
+            GgmlType::Q4_0 => QFormat::Q4_0,
+            GgmlType::Q4_1 => QFormat::Q4_1,
+            GgmlType::Q5_0 => QFormat::Q5_0,
+            GgmlType::Q5_1 => QFormat::Q5_1,
+            GgmlType::Q8_0 => QFormat::Q8_0,
+            GgmlType::Q2_K => QFormat::Q2K,
+            GgmlType::Q3_K => QFormat::Q3K,
+            GgmlType::Q4_K => QFormat::Q4K,
+            GgmlType::Q5_K => QFormat::Q5K,
+            GgmlType::Q6_K => QFormat::Q6K,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn ty(self) -> GgmlType {
+        match self {
+            QFormat::Q4_0 => GgmlType::Q4_0,
+            QFormat::Q4_1 => GgmlType::Q4_1,
+            QFormat::Q5_0 => GgmlType::Q5_0,
+            QFormat::Q5_1 => GgmlType::Q5_1,
+            QFormat::Q8_0 => GgmlType::Q8_0,
+            QFormat::Q2K => GgmlType::Q2_K,
+            QFormat::Q3K => GgmlType::Q3_K,
+            QFormat::Q4K => GgmlType::Q4_K,
+            QFormat::Q5K => GgmlType::Q5_K,
+            QFormat::Q6K => GgmlType::Q6_K,
+        }
+    }
+
+    pub(crate) fn min_kind(self) -> MinKind {
+        match self {
+            QFormat::Q4_1 | QFormat::Q5_1 | QFormat::Q4K | QFormat::Q5K => MinKind::Per32,
+            QFormat::Q2K => MinKind::Per16,
+            _ => MinKind::None,
+        }
+    }
+
+    /// Bytes of one 256-element group (8 legacy blocks or one super-block).
+    pub(crate) fn group_bytes(self) -> usize {
+        let ty = self.ty();
+        256 / ty.block_size() * ty.type_size()
+    }
+}
+
+/// A float weight format (f32 activations, no quantization).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FFormat {
+    F32,
+    F16,
+    BF16,
+}
+
+impl FFormat {
+    pub(crate) fn of(ty: GgmlType) -> Option<FFormat> {
+        match ty {
+            GgmlType::F32 => Some(FFormat::F32),
+            GgmlType::F16 => Some(FFormat::F16),
+            GgmlType::BF16 => Some(FFormat::BF16),
+            _ => None,
+        }
+    }
+}
+
+/// Activations of `n` tokens quantized per 32-element block to int16, the input of the
+/// integer matmul kernels. Buffers are reused from call to call.
+#[derive(Debug, Default, Clone)]
+pub struct QuantActs {
+    cols: usize,
+    n: usize,
+    /// `[n, cols]`: `x ≈ d * q`, |q| <= 32767.
+    q: Vec<i16>,
+    /// `[n, nbp]` (`nbp`: blocks rounded up to a whole group, padding 0): block scales;
+    /// NaN for a block holding a non-finite value.
+    d: Vec<f32>,
+    /// `[n, nbp]`: `d * Σ q` of each block.
+    s: Vec<f32>,
+    /// `[n, 2 nbp]`: `d * Σ q` of each 16-element half-block.
+    s16: Vec<f32>,
+}
+
+impl QuantActs {
+    /// An empty set (buffers grow on first use).
+    pub fn new() -> QuantActs {
+        QuantActs::default()
+    }
+    /// Elements per token.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// Tokens.
+    pub fn n_tokens(&self) -> usize {
+        self.n
+    }
+    /// Blocks per token, padded to whole groups.
+    pub(crate) fn nbp(&self) -> usize {
+        (self.cols / QB).div_ceil(GROUP) * GROUP
+    }
+    /// Quantized values of token `t`: `[cols]`.
+    pub fn q(&self, t: usize) -> &[i16] {
+        &self.q[t * self.cols..(t + 1) * self.cols]
+    }
+    /// Block scales of token `t`: `[cols / 32]`.
+    pub fn d(&self, t: usize) -> &[f32] {
+        let nbp = self.nbp();
+        &self.d[t * nbp..t * nbp + self.cols / QB]
+    }
+    /// Block sums `d * Σ q` of token `t`: `[cols / 32]`.
+    pub fn s(&self, t: usize) -> &[f32] {
+        let nbp = self.nbp();
+        &self.s[t * nbp..t * nbp + self.cols / QB]
+    }
+
+    /// Sizes the buffers for `n` tokens of `cols` (a multiple of 32).
+    fn reset(&mut self, cols: usize, n: usize) {
+        self.cols = cols;
+        self.n = n;
+        let nbp = self.nbp();
+        self.q.resize(n * cols, 0);
+        self.d.resize(n * nbp, 0.0);
+        self.s.resize(n * nbp, 0.0);
+        self.s16.resize(n * 2 * nbp, 0.0);
+    }
+
+    /// Token `t`'s buffers: `(q [cols], d [nbp], s [nbp], s16 [2 nbp])`.
+    fn row_mut(&mut self, t: usize) -> (&mut [i16], &mut [f32], &mut [f32], &mut [f32]) {
+        let (cols, nbp) = (self.cols, self.nbp());
+        (
+            &mut self.q[t * cols..(t + 1) * cols],
+            &mut self.d[t * nbp..(t + 1) * nbp],
+            &mut self.s[t * nbp..(t + 1) * nbp],
+            &mut self.s16[t * 2 * nbp..(t + 1) * 2 * nbp],
+        )
+    }
+}
+
+/// Weight rows decoded to integer codes and float scales (see the module docs).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Panel {
+    pub(crate) nr: usize,
+    pub(crate) cols: usize,
+    /// Groups per row (the last one may be partial for the 32-element formats).
+    pub(crate) ng: usize,
+    pub(crate) min: Option<MinKind>,
+    /// `[nr, cols]`: integer codes, element order.
+    pub(crate) codes: Vec<i16>,
+    /// `[nr, ng * 8]`: float scale of each block (padding 0).
+    pub(crate) ws: Vec<f32>,
+    /// `[nr, ng * min.per_group()]`: minimum terms (padding 0).
+    pub(crate) minv: Vec<f32>,
+}
+
+impl Panel {
+    /// Sizes the buffers for `nr` rows of `cols` in format `fmt`.
+    pub(crate) fn reset(&mut self, fmt: QFormat, nr: usize, cols: usize) {
+        self.nr = nr;
+        self.cols = cols;
+        self.ng = (cols / QB).div_ceil(GROUP);
+        let mk = fmt.min_kind();
+        self.min = Some(mk);
+        self.codes.resize(nr * cols, 0);
+        self.ws.resize(nr * self.ng * GROUP, 0.0);
+        self.minv.resize(nr * self.ng * mk.per_group(), 0.0);
+    }
+    pub(crate) fn min_kind(&self) -> MinKind {
+        self.min.unwrap_or(MinKind::None)
+    }
+}
+
+/// Where a kernel writes: `out[t * ldo + r]` for token `t` and row `r` of its tile.
+#[derive(Clone, Copy)]
+pub(crate) struct Out {
+    pub(crate) ptr: *mut f32,
+    pub(crate) ldo: usize,
+}
+
+// Function types of one instruction set. Every one is `unsafe`: it may use
+// instructions the CPU must have (guaranteed by the table being built only after
+// detection) and trusts the shapes its safe caller checked.
+type QuantizeFn =
+    unsafe fn(x: &[f32], q: &mut [i16], d: &mut [f32], s: &mut [f32], s16: &mut [f32]);
+type DecodeFn = unsafe fn(fmt: QFormat, w: &[u8], row_bytes: usize, panel: &mut Panel);
+type GemmFn = unsafe fn(p: &Panel, acts: &QuantActs, t0: usize, nt: usize, out: Out);
+type GemvFn =
+    unsafe fn(fmt: QFormat, w: &[u8], row_bytes: usize, acts: &QuantActs, t: usize, out: Out);
+type FloatGemmFn =
+    unsafe fn(f: FFormat, w: &[u8], nr: usize, cols: usize, x: &[f32], nt: usize, out: Out);
+type DotFn = unsafe fn(a: &[f32], b: &[f32]) -> f32;
+type AxpyFn = unsafe fn(a: f32, x: &[f32], y: &mut [f32]);
+
+/// The kernels of one instruction set.
+pub struct Kernels {
+    name: &'static str,
+    /// Set by `TUILI_KERNELS=f32`: matmul takes the f32-activation reference path.
+    pub(crate) f32_reference: bool,
+    quantize: QuantizeFn,
+    decode: DecodeFn,
+    gemm: GemmFn,
+    /// One token straight from the weight bytes (codes in registers), where the
+    /// instruction set has it; the same operations as `decode` + `gemm`.
+    gemv: Option<GemvFn>,
+    float_gemm: FloatGemmFn,
+    dot: DotFn,
+    axpy: AxpyFn,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kernels({})", self.name())
+    }
+}
+
+impl Kernels {
+    /// `"avx2"`, `"neon"` or `"scalar"` (`"...+f32-reference"` when forced so).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Dot product of two f32 rows (attention scores), in a fixed order:
+    /// element `i` goes to accumulator `(i / 8) % 4`, lane `i % 8`.
+    pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "dot: lengths differ");
+        // SAFETY: the table exists only where its instructions run; lengths checked.
+        unsafe { (self.dot)(a, b) }
+    }
+
+    /// `y[i] = fma(a, x[i], y[i])`.
+    pub fn axpy(&self, a: f32, x: &[f32], y: &mut [f32]) {
+        assert_eq!(x.len(), y.len(), "axpy: lengths differ");
+        // SAFETY: as in `dot`.
+        unsafe { (self.axpy)(a, x, y) }
+    }
+
+    /// Quantizes `x` (`[n, cols]`) into `acts`, reusing its buffers.
+    ///
+    /// # Panics
+    /// If `cols` is not a positive multiple of 32 or `x` not whole rows (shapes come
+    /// from the weight, checked when it was built, not from input data).
+    pub fn quantize_acts(&self, x: &[f32], cols: usize, acts: &mut QuantActs) {
+        assert!(
+            cols > 0 && cols.is_multiple_of(QB) && x.len().is_multiple_of(cols),
+            "quantize_acts: rows of {cols} (a multiple of {QB}) expected, got {} values",
+            x.len()
+        );
+        let n = x.len() / cols;
+        acts.reset(cols, n);
+        for t in 0..n {
+            let (q, d, s, s16) = acts.row_mut(t);
+            // SAFETY: the table exists only where its instructions run; every buffer
+            // was sized by `reset` for `cols`.
+            unsafe { (self.quantize)(&x[t * cols..(t + 1) * cols], q, d, s, s16) };
+        }
+    }
+
+    /// Decodes `panel.nr` rows of `fmt` (`w`: `[nr, row_bytes]`) into `panel`, which
+    /// `reset` sized.
+    pub(crate) fn decode(&self, fmt: QFormat, w: &[u8], row_bytes: usize, panel: &mut Panel) {
+        assert_eq!(w.len(), panel.nr * row_bytes, "decode: weight bytes");
+        assert_eq!(
+            row_bytes * fmt.ty().block_size(),
+            panel.cols * fmt.ty().type_size()
+        );
+        // SAFETY: shapes checked above; the table exists only where it runs.
+        unsafe { (self.decode)(fmt, w, row_bytes, panel) }
+    }
+
+    /// `out[t * ldo + r] = row r of panel · token t0 + t`, for all rows and `nt` tokens.
+    ///
+    /// # Safety
+    /// `out` must be valid for those writes and not written by anyone else meanwhile.
+    pub(crate) unsafe fn gemm(&self, p: &Panel, acts: &QuantActs, t0: usize, nt: usize, out: Out) {
+        assert!(t0 + nt <= acts.n && acts.cols == p.cols, "gemm: shapes");
+        (self.gemm)(p, acts, t0, nt, out)
+    }
+
+    /// Whether [`Kernels::gemv`] runs (else decode a panel and use `gemm`).
+    pub(crate) fn has_gemv(&self) -> bool {
+        self.gemv.is_some()
+    }
+
+    /// `out[r] = row r of w · token t`, for the rows of `w` (`[nr, row_bytes]`).
+    ///
+    /// # Safety
+    /// As for [`Kernels::gemm`]; `has_gemv` must be true (else it does nothing).
+    pub(crate) unsafe fn gemv(
+        &self,
+        fmt: QFormat,
+        w: &[u8],
+        row_bytes: usize,
+        acts: &QuantActs,
+        t: usize,
+        out: Out,
+    ) {
+        assert!(
+            t < acts.n && row_bytes * fmt.ty().block_size() == acts.cols * fmt.ty().type_size()
+        );
+        assert!(w.len().is_multiple_of(row_bytes), "gemv: weight bytes");
+        if let Some(f) = self.gemv {
+            f(fmt, w, row_bytes, acts, t, out)
+        }
+    }
+
+    /// `out[t * ldo + r] = w[r] · x[t]` for float weights `w: [nr, cols]`, `x: [nt, cols]`.
+    ///
+    /// # Safety
+    /// As for [`Kernels::gemm`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn float_gemm(
+        &self,
+        f: FFormat,
+        w: &[u8],
+        nr: usize,
+        cols: usize,
+        x: &[f32],
+        nt: usize,
+        out: Out,
+    ) {
+        let esize = if f == FFormat::F32 { 4 } else { 2 };
+        assert!(
+            w.len() == nr * cols * esize && x.len() == nt * cols,
+            "float_gemm: shapes"
+        );
+        (self.float_gemm)(f, w, nr, cols, x, nt, out)
+    }
+}
+
+static SCALAR: Kernels = Kernels {
+    name: "scalar",
+    f32_reference: false,
+    quantize: scalar::quantize_row,
+    decode: scalar::decode,
+    gemm: scalar::gemm,
+    gemv: None,
+    float_gemm: scalar::float_gemm,
+    dot: scalar::dot,
+    axpy: scalar::axpy,
+};
+
+/// The plain-Rust kernels: the specification the SIMD ones match bit for bit.
+pub fn scalar() -> &'static Kernels {
+    &SCALAR
+}
+
+/// The fastest kernels this CPU runs, detected once.
+///
+/// `TUILI_KERNELS=scalar|avx2|neon` forces a table (when the CPU can run it), and
+/// `TUILI_KERNELS=f32` keeps f32 activations in matmul (the slow accuracy reference).
+pub fn select() -> &'static Kernels {
+    static SELECTED: OnceLock<&'static Kernels> = OnceLock::new();
+    SELECTED.get_or_init(|| {
+        let best = available().last().copied().unwrap_or(&SCALAR);
+        match std::env::var("TUILI_KERNELS").ok().as_deref() {
+            None | Some("") => best,
+            Some("f32") => {
+                static REF: OnceLock<Kernels> = OnceLock::new();
+                REF.get_or_init(|| Kernels {
+                    name: "f32-reference",
+                    f32_reference: true,
+                    ..*best
+                })
+            }
+            Some(want) => match available().into_iter().find(|k| k.name == want) {
+                Some(k) => k,
+                None => {
+                    eprintln!(
+                        "TUILI_KERNELS={want}: not available on this CPU (choose from {}, f32); using {}",
+                        available().iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
+                        best.name
+                    );
+                    best
+                }
+            },
+        }
+    })
+}
+
+/// Every kernel table this CPU can run, scalar first, fastest last.
+pub fn available() -> Vec<&'static Kernels> {
+    #[allow(unused_mut)]
+    let mut v = vec![&SCALAR];
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = avx2::kernels() {
+        v.push(k);
+    }
+    #[cfg(target_arch = "aarch64")]
+    v.push(neon::kernels());
+    v
+}
+
+/// The final reduction of the 8 lanes, shared by every instruction set:
+/// `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`.
+#[inline(always)]
+pub(crate) fn reduce8(a: &[f32; 8]) -> f32 {
+    let s4 = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    (s4[0] + s4[2]) + (s4[1] + s4[3])
+}
+
+#[cfg(test)]
+mod tests;

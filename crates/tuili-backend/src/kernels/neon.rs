@@ -1,0 +1,1 @@
+//! NEON twins of `scalar` (aarch64).

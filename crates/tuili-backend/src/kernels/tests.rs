@@ -1,0 +1,223 @@
+//! Unit tests of what the public API hides: decoded panels, the gemm tiles and the
+//! activation quantizer, each SIMD table against the scalar specification, bit for bit.
+
+use super::*;
+use crate::quant::{dequantize, quantize};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const FORMATS: [QFormat; 10] = [
+    QFormat::Q4_0,
+    QFormat::Q4_1,
+    QFormat::Q5_0,
+    QFormat::Q5_1,
+    QFormat::Q8_0,
+    QFormat::Q2K,
+    QFormat::Q3K,
+    QFormat::Q4K,
+    QFormat::Q5K,
+    QFormat::Q6K,
+];
+
+/// Row lengths to try for `fmt`: partial groups for the 32-element formats.
+fn col_choices(fmt: QFormat) -> &'static [usize] {
+    if fmt.ty().block_size() == 32 {
+        &[32, 96, 256, 288, 800]
+    } else {
+        &[256, 768]
+    }
+}
+
+/// Random weights of `fmt` quantized with ggml's reference quantizer: `(bytes, row_bytes)`.
+fn weights(rng: &mut StdRng, fmt: QFormat, rows: usize, cols: usize) -> (Vec<u8>, usize) {
+    // Scales vary per row so blocks see different magnitudes.
+    let mut w = Vec::with_capacity(rows * cols);
+    for _ in 0..rows {
+        let scale = 10f32.powf(rng.gen_range(-2.0..1.0));
+        w.extend((0..cols).map(|_| rng.gen_range(-1.0f32..1.0) * scale));
+    }
+    let bytes = quantize(fmt.ty(), &w).unwrap();
+    let rb = bytes.len() / rows;
+    (bytes, rb)
+}
+
+fn decoded(k: &Kernels, fmt: QFormat, w: &[u8], rb: usize, rows: usize, cols: usize) -> Panel {
+    let mut p = Panel::default();
+    // Fill first with garbage so stale values would show.
+    p.reset(fmt, rows, cols);
+    p.codes.fill(1234);
+    p.ws.fill(f32::NAN);
+    p.minv.fill(f32::NAN);
+    k.decode(fmt, w, rb, &mut p);
+    p
+}
+
+/// The decoded codes and scales give back ggml's dequantized values exactly.
+#[test]
+fn scalar_decode_reconstructs_dequantize() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for fmt in FORMATS {
+        for &cols in col_choices(fmt) {
+            let rows = 3;
+            let (w, rb) = weights(&mut rng, fmt, rows, cols);
+            let want = dequantize(fmt.ty(), &w, rows * cols).unwrap();
+            let p = decoded(scalar(), fmt, &w, rb, rows, cols);
+            let (ng, npg) = (p.ng, fmt.min_kind().per_group());
+            for r in 0..rows {
+                for i in 0..cols {
+                    let b = i / QB;
+                    let mut v = p.ws[r * ng * GROUP + b] * p.codes[r * cols + i] as f32;
+                    let mv = &p.minv[r * ng * npg..];
+                    match fmt.min_kind() {
+                        MinKind::None => {}
+                        MinKind::Per32 => v += mv[b],
+                        MinKind::Per16 => v += mv[(b / GROUP) * 16 + (b % GROUP) * 2 + i % 32 / 16],
+                    }
+                    // Values, not bits: the reference may give -0 where we give +0.
+                    assert_eq!(
+                        v,
+                        want[r * cols + i],
+                        "{fmt:?} cols={cols} r={r} i={i}: {v} vs {}",
+                        want[r * cols + i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn simd_decode_matches_scalar() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for k in available().into_iter().skip(1) {
+        for fmt in FORMATS {
+            for &cols in col_choices(fmt) {
+                let rows = 5;
+                let (w, rb) = weights(&mut rng, fmt, rows, cols);
+                let a = decoded(scalar(), fmt, &w, rb, rows, cols);
+                let b = decoded(k, fmt, &w, rb, rows, cols);
+                assert_eq!(a.codes, b.codes, "{} {fmt:?} cols={cols}: codes", k.name());
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&a.ws),
+                    bits(&b.ws),
+                    "{} {fmt:?} cols={cols}: ws",
+                    k.name()
+                );
+                assert_eq!(
+                    bits(&a.minv),
+                    bits(&b.minv),
+                    "{} {fmt:?} cols={cols}: minv",
+                    k.name()
+                );
+            }
+        }
+    }
+}
+
+/// Every tile shape of every SIMD table gives the scalar bits, for every token window.
+#[test]
+fn simd_gemm_matches_scalar_on_every_tile_shape() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for k in available().into_iter().skip(1) {
+        for fmt in FORMATS {
+            let cols = col_choices(fmt)[1];
+            let rows = 9;
+            let (w, rb) = weights(&mut rng, fmt, rows, cols);
+            let p = decoded(scalar(), fmt, &w, rb, rows, cols);
+            let n = 11;
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+            let mut acts = QuantActs::new();
+            scalar().quantize_acts(&x, cols, &mut acts);
+            for (t0, nt) in [
+                (0, 1),
+                (3, 1),
+                (0, 2),
+                (1, 3),
+                (2, 4),
+                (0, 5),
+                (1, 7),
+                (0, 11),
+            ] {
+                let mut want = vec![0f32; nt * rows];
+                let mut got = vec![0f32; nt * rows];
+                for (kk, o) in [(scalar(), &mut want), (k, &mut got)] {
+                    let out = Out {
+                        ptr: o.as_mut_ptr(),
+                        ldo: rows,
+                    };
+                    // SAFETY: out holds nt * rows values.
+                    unsafe { kk.gemm(&p, &acts, t0, nt, out) };
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&want),
+                    bits(&got),
+                    "{} {fmt:?} t0={t0} nt={nt}",
+                    k.name()
+                );
+                assert!(want.iter().all(|v| v.is_finite() && *v != 0.0));
+            }
+        }
+    }
+}
+
+#[test]
+fn quantized_activations_are_close_and_identical_across_tables() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let cols = 96;
+    let mut x: Vec<f32> = (0..4 * cols).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
+    // Block 1: all zero; block 2: one huge value; token 1 block 0: tiny values;
+    // token 2: exact ties at the rounding point (amax 32767 makes id = 1).
+    x[32..64].fill(0.0);
+    x[64] = 3e38;
+    x[cols..cols + 32].iter_mut().for_each(|v| *v *= 1e-31);
+    for (i, v) in x[2 * cols..2 * cols + 32].iter_mut().enumerate() {
+        *v = if i == 0 { 32767.0 } else { i as f32 + 0.5 };
+    }
+    let mut want = QuantActs::new();
+    scalar().quantize_acts(&x, cols, &mut want);
+    assert_eq!(want.d(0)[1], 0.0);
+    assert_eq!(want.q(1)[..32], [0; 32]);
+    assert_eq!(want.q(2)[1..4], [2, 2, 4], "ties round to even");
+    // Reconstruction error per element is at most half a step.
+    for t in 0..4 {
+        for i in 0..cols {
+            let d = want.d(t)[i / QB];
+            let err = (d * want.q(t)[i] as f32 - x[t * cols + i]).abs();
+            assert!(
+                err <= 0.5 * d * 1.0001 + 1e-30,
+                "t={t} i={i}: {err} vs d={d}"
+            );
+        }
+    }
+    for k in available().into_iter().skip(1) {
+        let mut got = QuantActs::new();
+        k.quantize_acts(&x, cols, &mut got);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(want.q, got.q, "{}", k.name());
+        assert_eq!(bits(&want.d), bits(&got.d), "{}", k.name());
+        assert_eq!(bits(&want.s), bits(&got.s), "{}", k.name());
+        assert_eq!(bits(&want.s16), bits(&got.s16), "{}", k.name());
+    }
+}
+
+#[test]
+fn non_finite_activations_mark_their_block() {
+    let cols = 64;
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut x = vec![0.5f32; cols];
+        x[40] = bad;
+        for k in available() {
+            let mut a = QuantActs::new();
+            k.quantize_acts(&x, cols, &mut a);
+            assert_eq!(a.d(0)[0], 0.5 / 32767.0, "{}", k.name());
+            assert!(
+                a.d(0)[1].is_nan() && a.s(0)[1].is_nan(),
+                "{} {bad}",
+                k.name()
+            );
+            assert_eq!(a.q(0)[32..], [0; 32]);
+        }
+    }
+}
