@@ -62,7 +62,11 @@ fn this_cpu_has_its_simd_table() {
     if cfg!(target_arch = "aarch64") {
         assert!(names.contains(&"neon"));
     }
-    if cfg!(target_arch = "x86_64") && std::is_x86_feature_detected!("avx2") {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
+    {
         assert!(names.contains(&"avx2"));
     }
 }
