@@ -1,7 +1,9 @@
 //! `tuili`: run, chat with, inspect and measure GGUF models.
 
+mod bench;
 mod commands;
 mod load;
+mod membw;
 mod progress;
 mod registry;
 mod serve;
@@ -81,6 +83,8 @@ enum Command {
     Models,
     /// Serve the model over an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
+    /// Prompt and generation speed (llama-bench's pp/tg), and memory bandwidth.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -95,6 +99,7 @@ fn main() {
         Command::Tokenize(a) => commands::tokenize(a),
         Command::Perplexity(a) => commands::perplexity(a),
         Command::Serve(a) => serve::serve(a),
+        Command::Bench(a) => bench::bench(a),
         Command::Models => {
             for m in registry::KNOWN_MODELS {
                 println!("{:<22} {:>12} bytes  {}", m.name, m.size, m.file);

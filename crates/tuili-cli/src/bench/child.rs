@@ -1,0 +1,209 @@
+//! The measuring side of `tuili bench`, run in a child process per thread count: the
+//! process-wide pool takes its size at first use, so each `-t` needs a fresh process.
+//!
+//! A child prints one result per line on stdout (`key value...`, parsed by the parent);
+//! everything meant for people goes to stderr.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tuili_backend::pool;
+use tuili_gguf::GgufFile;
+use tuili_models::{KvCache, Model};
+
+use crate::membw;
+
+/// One test: a prompt of `n` tokens in one batch, or `n` single-token decode steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Test {
+    /// `ppN`: one forward pass over `n` tokens on an empty cache.
+    Prompt(usize),
+    /// `tgN`: `n` forward passes of one token each, from an empty cache.
+    Gen(usize),
+}
+
+impl Test {
+    /// llama-bench's name: `pp512`, `tg128`.
+    pub fn name(self) -> String {
+        match self {
+            Test::Prompt(n) => format!("pp{n}"),
+            Test::Gen(n) => format!("tg{n}"),
+        }
+    }
+
+    /// Tokens processed per repetition.
+    pub fn tokens(self) -> usize {
+        match self {
+            Test::Prompt(n) | Test::Gen(n) => n,
+        }
+    }
+
+    /// Parses `pp512` / `tg128`.
+    pub fn parse(s: &str) -> Option<Test> {
+        let n = |rest: &str| rest.parse::<usize>().ok().filter(|&n| n > 0);
+        if let Some(rest) = s.strip_prefix("pp") {
+            n(rest).map(Test::Prompt)
+        } else {
+            s.strip_prefix("tg").and_then(n).map(Test::Gen)
+        }
+    }
+}
+
+/// Sets the pool to `threads` and checks that it took: the pool must not have been
+/// used before in this process.
+fn init_pool(threads: usize) -> Result<&'static pool::ThreadPool> {
+    pool::set_threads(threads);
+    let p = pool::global();
+    if p.n_threads() != threads {
+        bail!(
+            "the thread pool has {} threads, asked for {threads}",
+            p.n_threads()
+        );
+    }
+    Ok(p)
+}
+
+/// Measures read bandwidth with `threads` threads and prints `membw BYTES S1 S2 ...`
+/// (bytes read per pass, then bytes/s per pass).
+pub fn run_membw(threads: usize, bytes: usize, passes: usize) -> Result<()> {
+    let p = init_pool(threads)?;
+    let bw = membw::measure(p, bytes, passes);
+    let samples: Vec<String> = bw.samples.iter().map(|s| format!("{s:.0}")).collect();
+    println!("membw {} {}", bw.bytes, samples.join(" "));
+    Ok(())
+}
+
+/// SplitMix64: random token ids, as llama-bench uses (`std::rand() % n_vocab`).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> u32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z % n as u64) as u32
+    }
+}
+
+/// Seconds for one repetition of `test` on an emptied `cache`.
+fn run_once(model: &Model, cache: &mut KvCache, test: Test, rng: &mut Rng) -> Result<f64> {
+    let vocab = model.config().vocab;
+    cache.clear();
+    match test {
+        Test::Prompt(n) => {
+            let tokens: Vec<u32> = (0..n).map(|_| rng.below(vocab)).collect();
+            let t0 = Instant::now();
+            // Logits of the last token only, as llama.cpp computes for a prompt batch.
+            let logits = model.forward(&tokens, cache, n - 1)?;
+            let secs = t0.elapsed().as_secs_f64();
+            std::hint::black_box(logits);
+            Ok(secs)
+        }
+        Test::Gen(n) => {
+            let mut token = rng.below(vocab);
+            let t0 = Instant::now();
+            for _ in 0..n {
+                let logits = model.forward(&[token], cache, 0)?;
+                std::hint::black_box(logits);
+                token = rng.below(vocab);
+            }
+            Ok(t0.elapsed().as_secs_f64())
+        }
+    }
+}
+
+/// Loads `path` with a pool of `threads`, runs each test once to warm up and then
+/// `reps` times, and prints `sample TEST SECS...` per test, then `threads N` (the pool
+/// size), `kv_cache_bytes BYTES` and `peak_rss BYTES`.
+pub fn run_model(path: &Path, threads: usize, tests: &[Test], reps: usize) -> Result<()> {
+    init_pool(threads)?;
+    let file = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file = Arc::new(file);
+    let model = Model::load(&file).with_context(|| format!("loading {}", path.display()))?;
+    // One cache long enough for the longest test (llama-bench sizes its context to the
+    // test; a longer cache only costs memory that is never touched).
+    let need = tests.iter().map(|t| t.tokens()).max().unwrap_or(1).max(1);
+    let mut cache = model.new_cache(need);
+    if cache.capacity() < need {
+        bail!(
+            "{}: a test needs {need} positions, the model's context is {}",
+            path.display(),
+            cache.capacity()
+        );
+    }
+    let mut rng = Rng(0x7475_696c_6920_6265);
+    for &test in tests {
+        run_once(&model, &mut cache, test, &mut rng)
+            .with_context(|| format!("warm-up run of {}", test.name()))?;
+        let mut secs = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            secs.push(run_once(&model, &mut cache, test, &mut rng)?);
+        }
+        let s: Vec<String> = secs.iter().map(|s| format!("{s:.9}")).collect();
+        println!("sample {} {}", test.name(), s.join(" "));
+    }
+    // The pool that ran the tests, reported so the parent can check it against `-t`.
+    println!("threads {}", pool::global().n_threads());
+    println!("kv_cache_bytes {}", model.config().kv_cache_bytes(need));
+    match peak_rss() {
+        Some(b) => println!("peak_rss {b}"),
+        None => eprintln!("warning: VmHWM not found in /proc/self/status"),
+    }
+    Ok(())
+}
+
+/// Peak resident set size of this process (`VmHWM`), in bytes; `None` off Linux.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vmhwm(&status)
+}
+
+/// The `VmHWM:  1234 kB` line of `/proc/self/status`, in bytes.
+fn parse_vmhwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let mut parts = line["VmHWM:".len()..].split_whitespace();
+    let n: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") => n.checked_mul(1024),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_names_round_trip() {
+        for t in [Test::Prompt(512), Test::Gen(128), Test::Gen(1)] {
+            assert_eq!(Test::parse(&t.name()), Some(t));
+        }
+        assert_eq!(Test::parse("pp0"), None);
+        assert_eq!(Test::parse("tgx"), None);
+        assert_eq!(Test::parse("xx12"), None);
+    }
+
+    #[test]
+    fn vmhwm_is_read_in_bytes() {
+        let status = "Name:\ttuili\nVmPeak:\t  999 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 10 kB\n";
+        assert_eq!(parse_vmhwm(status), Some(2048 * 1024));
+        assert_eq!(parse_vmhwm("VmRSS: 1 kB\n"), None);
+        assert_eq!(parse_vmhwm("VmHWM: 12 MB\n"), None);
+        // This process has one.
+        assert!(peak_rss().is_some_and(|b| b > 0));
+    }
+
+    #[test]
+    fn random_ids_stay_in_the_vocabulary() {
+        let mut rng = Rng(1);
+        let ids: Vec<u32> = (0..10_000).map(|_| rng.below(300)).collect();
+        assert!(ids.iter().all(|&i| i < 300));
+        // All of a small range is hit: the ids are spread, not constant.
+        let distinct: std::collections::HashSet<u32> = ids.into_iter().collect();
+        assert_eq!(distinct.len(), 300);
+    }
+}

@@ -1,0 +1,147 @@
+//! End-to-end runs of `tuili bench` on a small random model: one child process per
+//! thread count, llama-bench's table and JSON, and clear errors on bad arguments.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use tuili_gguf::GgmlType;
+use tuili_models::synthetic::{write_synthetic, SyntheticSpec};
+use tuili_models::Arch;
+
+fn tuili(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tuili"))
+        .arg("bench")
+        .args(args)
+        .env(
+            "TUILI_HOME",
+            std::env::temp_dir().join("tuili-bench-test-home"),
+        )
+        .output()
+        .expect("run tuili")
+}
+
+fn ok_stdout(args: &[&str]) -> String {
+    let out = tuili(args);
+    assert!(
+        out.status.success(),
+        "tuili bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn err_text(args: &[&str]) -> String {
+    let out = tuili(args);
+    assert!(!out.status.success(), "tuili bench {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A tiny llama model written once per test binary.
+fn tiny_model() -> PathBuf {
+    let path = std::env::temp_dir().join(format!("tuili-bench-tiny-{}.gguf", std::process::id()));
+    if !path.exists() {
+        let bytes = write_synthetic(&SyntheticSpec::tiny(Arch::Llama, GgmlType::Q8_0))
+            .expect("write the tiny model");
+        std::fs::write(&path, bytes).expect("save the tiny model");
+    }
+    path
+}
+
+#[test]
+fn json_has_every_test_per_thread_count() {
+    let m = tiny_model();
+    let m = m.to_str().expect("utf-8 path");
+    let out = ok_stdout(&[
+        "-m", m, "-t", "1,2", "-p", "16", "-n", "4", "-r", "2", "-o", "json",
+    ]);
+    let objects: Vec<&str> = out.matches("\"test\": ").collect();
+    assert_eq!(objects.len(), 4, "{out}");
+    for (threads, test) in [(1, "pp16"), (1, "tg4"), (2, "pp16"), (2, "tg4")] {
+        let needle = format!("\"n_threads\": {threads}, \"n_prompt\"");
+        assert!(out.contains(&needle), "{needle} missing in {out}");
+        assert!(out.contains(&format!("\"test\": \"{test}\"")), "{out}");
+    }
+    // Two samples per test, and a peak RSS within the budget (a tiny model is far below).
+    assert_eq!(out.matches("\"samples_ts\": [").count(), 4);
+    let rss: Vec<u64> = out
+        .split("\"peak_rss_bytes\": ")
+        .skip(1)
+        .map(|s| s.split(',').next().unwrap_or("").parse().expect("peak rss"))
+        .collect();
+    let budget: Vec<u64> = out
+        .split("\"rss_budget_bytes\": ")
+        .skip(1)
+        .map(|s| {
+            s.split([',', '}'])
+                .next()
+                .unwrap_or("")
+                .parse()
+                .expect("budget")
+        })
+        .collect();
+    assert_eq!(rss.len(), 4);
+    assert!(
+        rss.iter().zip(&budget).all(|(r, b)| *r > 0 && r <= b),
+        "{rss:?} {budget:?}"
+    );
+}
+
+#[test]
+fn markdown_table_and_bandwidth_column() {
+    let m = tiny_model();
+    let m = m.to_str().expect("utf-8 path");
+    let out = ok_stdout(&[
+        "-m",
+        m,
+        "-t",
+        "2",
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "--membw",
+        "--membw-mib",
+        "8",
+    ]);
+    assert!(out.contains("| threads | read bandwidth (GB/s) |"), "{out}");
+    assert!(
+        out.contains("| model ") && out.contains("| backend ") && out.contains("% bw bound"),
+        "{out}"
+    );
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains("| CPU ")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(
+        rows[0].contains(" pp8 ") && rows[1].contains(" tg2 "),
+        "{out}"
+    );
+    // Only the tg row has a percentage.
+    assert!(
+        !rows[0].contains('%') && rows[1].trim_end().ends_with("% |"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_arguments_name_the_limit() {
+    let m = tiny_model();
+    let m = m.to_str().expect("utf-8 path");
+    let e = err_text(&["-m", m, "-t", "0"]);
+    assert!(
+        e.contains("-t must be between 1 and 1024") && e.contains("got 0"),
+        "{e}"
+    );
+    let e = err_text(&["-m", m, "-r", "0"]);
+    assert!(
+        e.contains("-r must be between 1") && e.contains("got 0"),
+        "{e}"
+    );
+    let e = err_text(&["--synthetic", "q9_9", "--write-only"]);
+    assert!(e.contains("unknown synthetic weight type 'q9_9'"), "{e}");
+    let e = err_text(&["-m", "/nonexistent/model.gguf", "-r", "1"]);
+    assert!(e.contains("/nonexistent/model.gguf"), "{e}");
+    // The tiny model's context is 256 positions.
+    let e = err_text(&["-m", m, "-p", "1000", "-n", "0", "-r", "1"]);
+    assert!(e.contains("1000") && e.contains("256"), "{e}");
+}
