@@ -273,10 +273,10 @@ def check_prefix(args):
 
 
 def check_overload(args):
-    # Two rounds: memory after the second equals memory after the first when nothing leaks
-    # (the first round also touches the mapped weights and sizes the allocator).
+    # Three rounds: memory after the later ones stays near the first when nothing leaks (the
+    # first rounds also touch mapped weights and KV pages for the first time).
     rounds, rss = [], []
-    for _ in range(2):
+    for _ in range(3):
         res, wall = asyncio.run(run_clients(args, 32, 200, args.max_tokens))
         rss.append(rss_kib(args.server_pid) if args.server_pid else None)
         full = sum(1 for r in res if r.status == 200 and r.error is None)
