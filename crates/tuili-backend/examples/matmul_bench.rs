@@ -1,8 +1,9 @@
 //! Times `matmul` on random weights: weight GB/s for one token (decode) and GMAC/s for
 //! a batch (prefill).
 //!
-//! `cargo run --release -p tuili-backend --example matmul_bench -- THREADS [TYPES] [N]`
-//! e.g. `-- 2 Q4_1,Q8_0 512`. `TUILI_KERNELS=scalar|f32` compares other kernels.
+//! `cargo run --release -p tuili-backend --example matmul_bench -- THREADS [TYPES] [N] [ROWSxCOLS,...]`
+//! e.g. `-- 2 Q4_1,Q8_0 512 196608x576` (a weight larger than L3 shows DRAM speed).
+//! `TUILI_KERNELS=scalar|f32` compares other kernels.
 //! Each line is the median of 5 timings, by the wall clock and by CPU time (summed over
 //! the process's threads from `/proc/self/task/*/schedstat`): on a shared machine the
 //! second says what the kernels do with the time they get.
@@ -35,6 +36,17 @@ fn main() {
             ]
         });
     let batch: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let custom: Vec<(usize, usize)> = args
+        .get(4)
+        .map(|s| {
+            s.split(',')
+                .filter_map(|rc| {
+                    let (r, c) = rc.split_once('x')?;
+                    Some((r.parse().ok()?, c.parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     pool::set_threads(threads);
     println!(
         "kernels {}, {} threads",
@@ -50,7 +62,9 @@ fn main() {
     };
     for ty in types {
         // K-quants need whole 256-element rows: use the FFN-down shape for them.
-        let shapes: &[(usize, usize)] = if ty.block_size() == 256 {
+        let shapes: &[(usize, usize)] = if !custom.is_empty() {
+            &custom
+        } else if ty.block_size() == 256 {
             &[(576, 1536), (1536, 1536)]
         } else {
             &[(1536, 576), (49152, 576)]

@@ -46,6 +46,8 @@ mod avx2;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
 use std::sync::OnceLock;
 
 use tuili_gguf::GgmlType;
@@ -159,6 +161,78 @@ impl FFormat {
     }
 }
 
+/// 64 bytes, aligned to a cache line: the storage unit of [`AlignedBuf`].
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// A growable buffer of `i16` or `f32` that starts on a cache line, so that the
+/// 32-byte SIMD loads of whole blocks never straddle two lines.
+#[derive(Clone)]
+pub(crate) struct AlignedBuf<T> {
+    lines: Vec<Line>,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+/// The element types `AlignedBuf` holds: plain numbers, valid for every bit pattern.
+pub(crate) trait Plain: Copy {}
+impl Plain for i16 {}
+impl Plain for f32 {}
+
+impl<T: Plain> Default for AlignedBuf<T> {
+    fn default() -> Self {
+        AlignedBuf {
+            lines: Vec::new(),
+            len: 0,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Plain> AlignedBuf<T> {
+    /// Sets the length to `len`; new elements are `v`.
+    pub(crate) fn resize(&mut self, len: usize, v: T) {
+        let old = self.len;
+        let bytes = len * std::mem::size_of::<T>();
+        if bytes > self.lines.len() * 64 {
+            self.lines.resize(bytes.div_ceil(64), Line([0; 64]));
+        }
+        self.len = len;
+        if len > old {
+            self[old..].fill(v);
+        }
+    }
+}
+
+impl<T: Plain> Deref for AlignedBuf<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: the lines hold at least `len` values of `T` (sized in `resize`), are
+        // aligned to 64 >= align_of::<T>(), and every bit pattern is a valid `T`.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const T, self.len) }
+    }
+}
+
+impl<T: Plain> DerefMut for AlignedBuf<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, and `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut T, self.len) }
+    }
+}
+
+impl<T: Plain + std::fmt::Debug> std::fmt::Debug for AlignedBuf<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<T: Plain + PartialEq> PartialEq for AlignedBuf<T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
 /// Activations of `n` tokens quantized per 32-element block to int16, the input of the
 /// integer matmul kernels. Buffers are reused from call to call.
 #[derive(Debug, Default, Clone)]
@@ -166,14 +240,14 @@ pub struct QuantActs {
     cols: usize,
     n: usize,
     /// `[n, cols]`: `x ≈ d * q`, |q| <= 32767.
-    q: Vec<i16>,
+    q: AlignedBuf<i16>,
     /// `[n, nbp]` (`nbp`: blocks rounded up to a whole group, padding 0): block scales;
     /// NaN for a block holding a non-finite value.
-    d: Vec<f32>,
+    d: AlignedBuf<f32>,
     /// `[n, nbp]`: `d * Σ q` of each block.
-    s: Vec<f32>,
+    s: AlignedBuf<f32>,
     /// `[n, 2 nbp]`: `d * Σ q` of each 16-element half-block.
-    s16: Vec<f32>,
+    s16: AlignedBuf<f32>,
 }
 
 impl QuantActs {
@@ -240,11 +314,11 @@ pub(crate) struct Panel {
     pub(crate) ng: usize,
     pub(crate) min: Option<MinKind>,
     /// `[nr, cols]`: integer codes, element order.
-    pub(crate) codes: Vec<i16>,
+    pub(crate) codes: AlignedBuf<i16>,
     /// `[nr, ng * 8]`: float scale of each block (padding 0).
-    pub(crate) ws: Vec<f32>,
+    pub(crate) ws: AlignedBuf<f32>,
     /// `[nr, ng * min.per_group()]`: minimum terms (padding 0).
-    pub(crate) minv: Vec<f32>,
+    pub(crate) minv: AlignedBuf<f32>,
 }
 
 impl Panel {

@@ -30,10 +30,19 @@ pub(super) unsafe fn f16(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
 
-/// 16 bytes at `p`, zero-extended to 16 i16 lanes.
+/// 16 bytes at `p`, zero-extended to 16 i16 lanes. (`vpmovzxbw` does this in one
+/// instruction, but it crosses 128-bit lanes, which costs Zen 3 three times the
+/// throughput of an in-lane shuffle of the bytes loaded into both halves.)
 #[inline(always)]
 unsafe fn u8x16(p: *const u8) -> __m256i {
-    _mm256_cvtepu8_epi16(_mm_loadu_si128(p as *const __m128i))
+    let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
+    // Low half: bytes 0..8 in the low byte of each lane; high half: bytes 8..16.
+    let z = -1i8;
+    let shuf = _mm256_setr_epi8(
+        0, z, 1, z, 2, z, 3, z, 4, z, 5, z, 6, z, 7, z, 8, z, 9, z, 10, z, 11, z, 12, z, 13, z, 14,
+        z, 15, z,
+    );
+    _mm256_shuffle_epi8(v, shuf)
 }
 
 /// `(v >> n) & mask` on u16 lanes, `n` at run time.
@@ -45,34 +54,36 @@ unsafe fn shr_and(v: __m256i, n: usize, mask: i16) -> __m256i {
     )
 }
 
-/// Bit `j` of each u16 lane, moved to bit 4.
+/// 32 i8 codes (element order) sign-extended: elements 0..16 and 16..32.
 #[inline(always)]
-unsafe fn hb(h: __m256i, j: usize) -> __m256i {
-    _mm256_slli_epi16(shr_and(h, j, 1), 4)
+unsafe fn widen_i8(v: __m256i) -> (__m256i, __m256i) {
+    (
+        _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)),
+        _mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1)),
+    )
 }
 
-/// Lane `i` all ones where bit `i` of the low 16 bits of `h` is set.
+/// Lane `i` (16 bits) all ones where bit `i` of half `H` of `qh` is set (half 0: bits
+/// 0..16, half 1: bits 16..32). In-lane: the byte holding the bit is shuffled into
+/// each lane, then tested.
 #[inline(always)]
-unsafe fn bits16(h: u32) -> __m256i {
-    let sel = _mm256_setr_epi16(
-        1,
-        2,
-        4,
-        8,
-        16,
-        32,
-        64,
-        128,
-        256,
-        512,
-        1024,
-        2048,
-        4096,
-        8192,
-        16384,
-        i16::MIN,
+unsafe fn bits16<const H: i8>(qh: __m256i) -> __m256i {
+    let (a, b, z) = (2 * H, 2 * H + 1, -1i8);
+    let shuf = _mm256_setr_epi8(
+        a, z, a, z, a, z, a, z, a, z, a, z, a, z, a, z, b, z, b, z, b, z, b, z, b, z, b, z, b, z,
+        b, z,
     );
-    _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16(h as i16), sel), sel)
+    let sel = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+    _mm256_cmpeq_epi16(_mm256_and_si256(_mm256_shuffle_epi8(qh, shuf), sel), sel)
+}
+
+/// `(v >> n) & mask` on bytes (16-bit shifts: `mask` drops what crosses bytes).
+#[inline(always)]
+unsafe fn shr_and8(v: __m256i, n: usize, mask: i8) -> __m256i {
+    _mm256_and_si256(
+        _mm256_srl_epi16(v, _mm_cvtsi32_si128(n as i32)),
+        _mm256_set1_epi8(mask),
+    )
 }
 
 /// The nibbles of 16 bytes: `(low, high)` = elements 0..16 and 16..32.
@@ -172,13 +183,13 @@ impl Fmt for Q50 {
     #[inline(always)]
     unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
         let blk = b.add(22 * j);
-        let qh = (blk.add(2) as *const u32).read_unaligned();
+        let qh = _mm256_set1_epi32((blk.add(2) as *const i32).read_unaligned());
         let (lo, hi) = nibbles(blk.add(6));
-        let sixteen = _mm256_set1_epi16(16);
         // (q | h << 4) - 16 = q - 16 where the bit is clear, q where it is set.
+        let sixteen = _mm256_set1_epi16(16);
         (
-            _mm256_sub_epi16(lo, _mm256_andnot_si256(bits16(qh), sixteen)),
-            _mm256_sub_epi16(hi, _mm256_andnot_si256(bits16(qh >> 16), sixteen)),
+            _mm256_sub_epi16(lo, _mm256_andnot_si256(bits16::<0>(qh), sixteen)),
+            _mm256_sub_epi16(hi, _mm256_andnot_si256(bits16::<1>(qh), sixteen)),
         )
     }
 }
@@ -197,12 +208,12 @@ impl Fmt for Q51 {
     #[inline(always)]
     unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
         let blk = b.add(24 * j);
-        let qh = (blk.add(4) as *const u32).read_unaligned();
+        let qh = _mm256_set1_epi32((blk.add(4) as *const i32).read_unaligned());
         let (lo, hi) = nibbles(blk.add(8));
         let sixteen = _mm256_set1_epi16(16);
         (
-            _mm256_or_si256(lo, _mm256_and_si256(bits16(qh), sixteen)),
-            _mm256_or_si256(hi, _mm256_and_si256(bits16(qh >> 16), sixteen)),
+            _mm256_or_si256(lo, _mm256_and_si256(bits16::<0>(qh), sixteen)),
+            _mm256_or_si256(hi, _mm256_and_si256(bits16::<1>(qh), sixteen)),
         )
     }
 }
@@ -275,19 +286,12 @@ impl Fmt for Q5K {
     }
     #[inline(always)]
     unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
-        let q = b.add(48 + 32 * (j / 2));
-        let (v0, v1) = (u8x16(q), u8x16(q.add(16)));
-        let (n0, n1) = if j.is_multiple_of(2) {
-            let m = _mm256_set1_epi16(0x0f);
-            (_mm256_and_si256(v0, m), _mm256_and_si256(v1, m))
-        } else {
-            (_mm256_srli_epi16(v0, 4), _mm256_srli_epi16(v1, 4))
-        };
+        let q = _mm256_loadu_si256(b.add(48 + 32 * (j / 2)) as *const __m256i);
+        let nib = shr_and8(q, 4 * (j % 2), 0x0f);
         // Bit j of qh[l] is the 5th bit of element l of sub-block j.
-        (
-            _mm256_or_si256(n0, hb(u8x16(b.add(16)), j)),
-            _mm256_or_si256(n1, hb(u8x16(b.add(32)), j)),
-        )
+        let qh = _mm256_loadu_si256(b.add(16) as *const __m256i);
+        let high = _mm256_slli_epi16(shr_and8(qh, j, 1), 4);
+        widen_i8(_mm256_or_si256(nib, high))
     }
 }
 
@@ -301,28 +305,18 @@ impl Fmt for Q6K {
     #[inline(always)]
     unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
         let (h, p) = (j / 4, j % 4);
-        let ql = b.add(64 * h + 32 * (p & 1));
-        let qh = b.add(128 + 32 * h);
+        let ql = _mm256_loadu_si256(b.add(64 * h + 32 * (p & 1)) as *const __m256i);
+        let qh = _mm256_loadu_si256(b.add(128 + 32 * h) as *const __m256i);
+        let nib = shr_and8(ql, 4 * (p / 2), 0x0f);
+        let high = _mm256_slli_epi16(shr_and8(qh, 2 * p, 3), 4);
+        let q = _mm256_sub_epi8(_mm256_or_si256(nib, high), _mm256_set1_epi8(32));
+        let (c0, c1) = widen_i8(q);
         let sc = b.add(192 + 2 * j) as *const i8;
         (
-            q6_half(ql, qh, p, *sc as i16),
-            q6_half(ql.add(16), qh.add(16), p, *sc.add(1) as i16),
+            _mm256_mullo_epi16(c0, _mm256_set1_epi16(*sc as i16)),
+            _mm256_mullo_epi16(c1, _mm256_set1_epi16(*sc.add(1) as i16)),
         )
     }
-}
-
-/// 16 Q6_K codes: nibble `p / 2` of `ql`, bits `2p..2p+2` of `qh`, minus 32, times `sc`.
-#[inline(always)]
-unsafe fn q6_half(ql: *const u8, qh: *const u8, p: usize, sc: i16) -> __m256i {
-    let v = u8x16(ql);
-    let nib = if p < 2 {
-        _mm256_and_si256(v, _mm256_set1_epi16(0x0f))
-    } else {
-        _mm256_srli_epi16(v, 4)
-    };
-    let hb = _mm256_slli_epi16(shr_and(u8x16(qh), 2 * p, 3), 4);
-    let q = _mm256_sub_epi16(_mm256_or_si256(nib, hb), _mm256_set1_epi16(32));
-    _mm256_mullo_epi16(q, _mm256_set1_epi16(sc))
 }
 
 pub(super) struct Q3K;
