@@ -402,14 +402,20 @@ unsafe fn micro<const R: usize, const T: usize, const M: u8>(
         }
         for j in 0..nbj {
             let e = (GROUP * g + j) * QB;
+            // The rows' codes stay in registers while each token's block is loaded once.
+            let mut c = [[_mm256_setzero_si256(); 2]; R];
             for r in 0..R {
-                let c0 = _mm256_loadu_si256(codes[r].add(e) as *const __m256i);
-                let c1 = _mm256_loadu_si256(codes[r].add(e + 16) as *const __m256i);
-                for t in 0..T {
-                    let x0 = _mm256_loadu_si256(xq[t].add(e) as *const __m256i);
-                    let x1 = _mm256_loadu_si256(xq[t].add(e + 16) as *const __m256i);
-                    let isum =
-                        _mm256_add_epi32(_mm256_madd_epi16(c0, x0), _mm256_madd_epi16(c1, x1));
+                c[r][0] = _mm256_load_si256(codes[r].add(e) as *const __m256i);
+                c[r][1] = _mm256_load_si256(codes[r].add(e + 16) as *const __m256i);
+            }
+            for t in 0..T {
+                let x0 = _mm256_load_si256(xq[t].add(e) as *const __m256i);
+                let x1 = _mm256_load_si256(xq[t].add(e + 16) as *const __m256i);
+                for r in 0..R {
+                    let isum = _mm256_add_epi32(
+                        _mm256_madd_epi16(c[r][0], x0),
+                        _mm256_madd_epi16(c[r][1], x1),
+                    );
                     acc[r][t] = _mm256_fmadd_ps(
                         _mm256_broadcast_ss(&pp[r][t].0[j]),
                         _mm256_cvtepi32_ps(isum),
