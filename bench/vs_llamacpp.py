@@ -160,6 +160,31 @@ def wait_quiet(max_wait, busy_limit=0.10, window=1.0):
             warned = True
 
 
+class Usage:
+    """CPU time used by everyone and by this process and its children since creation."""
+
+    def __init__(self):
+        self.all = cpu_times()
+        self.ours = self._ours()
+        self.wall = time.monotonic()
+
+    @staticmethod
+    def _ours():
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def others_share(self):
+        """Share of all CPUs that other processes used since creation (0..1)."""
+        now = cpu_times()
+        if self.all is None or now is None:
+            return 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        busy = (now[0] - self.all[0]) / tick
+        wall = time.monotonic() - self.wall
+        others = busy - (self._ours() - self.ours)
+        return max(0.0, others) / max(1e-9, wall * (os.cpu_count() or 1))
+
+
 def stats(v):
     m = statistics.fmean(v)
     return m, (statistics.stdev(v) if len(v) > 1 else 0.0)
@@ -207,6 +232,11 @@ def main():
     ap.add_argument("--membw", action="store_true",
                     help="measure read bandwidth and show tg as % of the bound")
     ap.add_argument("-o", "--output", choices=["md", "json"], default="md")
+    ap.add_argument("--busy-limit", type=float, default=0.05,
+                    help="a repetition during which other processes used more than this "
+                         "share of the CPUs is measured again")
+    ap.add_argument("--retries", type=int, default=10,
+                    help="repetitions measured again per model and thread count, at most")
     ap.add_argument("--quiet-wait", type=float, default=60.0,
                     help="before each repetition, wait up to this many seconds for other "
                          "processes to leave the CPUs idle (0 = never wait)")
@@ -263,21 +293,39 @@ def main():
             theirs = {name: [] for name, _ in tests}
             info = None
             busy_reps = 0
-            for rep in range(a.repetitions):
+            rep = 0
+            retries = 0
+            while rep < a.repetitions:
                 log(f"{os.path.basename(path)}: {t} threads, repetition {rep + 1}/{a.repetitions}")
-                if a.quiet_wait > 0 and not wait_quiet(a.quiet_wait):
-                    busy_reps += 1
+                if a.quiet_wait > 0:
+                    wait_quiet(a.quiet_wait)
                 order = ["tuili", "llama.cpp"] if rep % 2 == 0 else ["llama.cpp", "tuili"]
+                got_ours, got_theirs = {}, {}
+                before = Usage()
                 for engine in order:
                     if engine == "tuili":
                         res = tuili_json(a, "-m", path, "-t", str(t), "-p", str(a.n_prompt),
                                          "-n", str(a.n_gen), "-r", "1")
                         for o in res:
                             info = o
-                            ours[o["test"][:2]].append(o["avg_ts"])
+                            got_ours[o["test"][:2]] = o["avg_ts"]
                     else:
                         for name, n in tests:
-                            theirs[name].append(n / lc.run(name, n, t))
+                            got_theirs[name] = n / lc.run(name, n, t)
+                others = before.others_share()
+                if others > a.busy_limit and retries < a.retries:
+                    # Someone else used the CPUs during this repetition: both engines'
+                    # numbers of it are off, so it is measured again.
+                    retries += 1
+                    log(f"  other processes used {others:.0%} of the CPUs, repeating "
+                        f"({retries}/{a.retries} retries used)")
+                    continue
+                if others > a.busy_limit:
+                    busy_reps += 1
+                for name, _ in tests:
+                    ours[name].append(got_ours[name])
+                    theirs[name].append(got_theirs[name])
+                rep += 1
             for name, n in tests:
                 om, osd = stats(ours[name])
                 tm, tsd = stats(theirs[name])
@@ -288,7 +336,7 @@ def main():
                     "tuili_samples": ours[name], "llamacpp_samples": theirs[name],
                     "tuili_peak_rss_bytes": info.get("peak_rss_bytes"),
                     "tuili_rss_budget_bytes": info.get("rss_budget_bytes"),
-                    "busy_repetitions": busy_reps,
+                    "disturbed_repetitions": busy_reps, "repeated": retries,
                 }
                 if name == "tg" and t in bw:
                     bound = bw[t] / info["weight_bytes_per_token"]
@@ -301,7 +349,7 @@ def main():
                     if bw:
                         pct = (f" {row['tuili_bw_pct']:.1f}% | {row['llamacpp_bw_pct']:.1f}% |"
                                if "bw_bound_ts" in row else " | |")
-                    busy = f" ({busy_reps} of {a.repetitions} reps on a busy machine)" \
+                    busy = f" ({busy_reps} of {a.repetitions} reps disturbed)" \
                         if busy_reps else ""
                     print(f"| {row['model']} | {row['type']} | {t} | {row['test']} "
                           f"| {om:.2f} ± {osd:.2f} | {tm:.2f} ± {tsd:.2f} | {om / tm:.2f}{busy} |{pct}",
