@@ -210,8 +210,16 @@ fn ppl4(model: &std::path::Path) -> f64 {
         "--chunks",
         "4",
     ]);
-    let line = out.lines().find(|l| l.starts_with("Final estimate: PPL = ")).expect("final line");
-    line["Final estimate: PPL = ".len()..].split(' ').next().unwrap().parse().unwrap()
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Final estimate: PPL = "))
+        .expect("final line");
+    line["Final estimate: PPL = ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// Perplexity against the independent f32 numpy reference (`ref_ppl.py` of the shared
@@ -225,9 +233,15 @@ fn perplexity_matches_the_f32_reference() {
     let smol = need_model!("smol.gguf");
     let got = ppl4(&smol);
     let want = 18.1994;
-    assert!((got / want - 1.0).abs() < 0.002, "smol: PPL {got}, reference {want}");
+    assert!(
+        (got / want - 1.0).abs() < 0.002,
+        "smol: PPL {got}, reference {want}"
+    );
     let qwen = need_model!("qwen.gguf");
     let got = ppl4(&qwen);
     let want = 6.2022;
-    assert!((got / want - 1.0).abs() < 0.002, "qwen: PPL {got}, reference {want}");
+    assert!(
+        (got / want - 1.0).abs() < 0.002,
+        "qwen: PPL {got}, reference {want}"
+    );
 }
