@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --bin tuili
-tuili=target/release/tuili
+tuili="${CARGO_TARGET_DIR:-target}/release/tuili"
 
 # Real models for the integration tests, linked under fixed names.
 models="${TUILI_TEST_MODELS_DIR:-$(pwd)/target/test-models}"

@@ -14,7 +14,7 @@ if [[ -z "${TUILI_TEST_MODELS_DIR:-}" || ! -f "$model" ]]; then
     exit 0
 fi
 
-tuili="${TUILI_BIN:-target/release/tuili}"
+tuili="${TUILI_BIN:-${CARGO_TARGET_DIR:-target}/release/tuili}"
 if [[ ! -x "$tuili" ]]; then
     cargo build --release --bin tuili
 fi
