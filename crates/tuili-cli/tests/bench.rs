@@ -36,15 +36,22 @@ fn err_text(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A tiny llama model written once per test binary.
+/// A tiny llama model written once per test binary. Tests run in parallel threads: the
+/// file is written once, under a temporary name renamed into place, so no child process
+/// ever maps a half-written file (that was a SIGBUS).
 fn tiny_model() -> PathBuf {
-    let path = std::env::temp_dir().join(format!("tuili-bench-tiny-{}.gguf", std::process::id()));
-    if !path.exists() {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("tuili-bench-tiny-{}.gguf", std::process::id()));
+        let tmp = dir.join(format!("tuili-bench-tiny-{}.partial", std::process::id()));
         let bytes = write_synthetic(&SyntheticSpec::tiny(Arch::Llama, GgmlType::Q8_0))
             .expect("write the tiny model");
-        std::fs::write(&path, bytes).expect("save the tiny model");
-    }
-    path
+        std::fs::write(&tmp, bytes).expect("save the tiny model");
+        std::fs::rename(&tmp, &path).expect("move the tiny model into place");
+        path
+    })
+    .clone()
 }
 
 #[test]
