@@ -9,7 +9,7 @@ mod transformer;
 
 pub use config::{Arch, Config};
 pub use kv_cache::{KvCache, KvPool};
-pub use transformer::{Model, SeqChunk};
+pub use transformer::{Layer, Model, SeqChunk};
 
 /// Errors from loading or running a model.
 #[derive(Debug, thiserror::Error)]

@@ -10,28 +10,28 @@ use tuili_gguf::{GgmlType, GgufFile};
 
 use crate::{Arch, Config, KvCache, KvPool, ModelError};
 
-/// Weights of one transformer block.
-struct Layer {
+/// Weights of one transformer block (read by other backends to upload them).
+pub struct Layer {
     /// `[dim]`
-    attn_norm: Vec<f32>,
+    pub attn_norm: Vec<f32>,
     /// `[q_dim, dim]`
-    wq: Weight,
+    pub wq: Weight,
     /// `[kv_dim, dim]`
-    wk: Weight,
+    pub wk: Weight,
     /// `[kv_dim, dim]`
-    wv: Weight,
+    pub wv: Weight,
     /// Q/K/V biases (`[q_dim]`, `[kv_dim]`, `[kv_dim]`), qwen2 only.
-    qkv_bias: Option<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+    pub qkv_bias: Option<(Vec<f32>, Vec<f32>, Vec<f32>)>,
     /// `[dim, q_dim]`
-    wo: Weight,
+    pub wo: Weight,
     /// `[dim]`
-    ffn_norm: Vec<f32>,
+    pub ffn_norm: Vec<f32>,
     /// `[ffn_dim, dim]`
-    w_gate: Weight,
+    pub w_gate: Weight,
     /// `[ffn_dim, dim]`
-    w_up: Weight,
+    pub w_up: Weight,
     /// `[dim, ffn_dim]`
-    w_down: Weight,
+    pub w_down: Weight,
 }
 
 /// A loaded model: configuration and weights (pointing into the mmap'd file).
@@ -151,6 +151,31 @@ impl Model {
     /// The model's configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Token embedding: `[vocab, dim]`.
+    pub fn tok_embd(&self) -> &Weight {
+        &self.tok_embd
+    }
+
+    /// The transformer blocks, first to last.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Final norm weight: `[dim]`.
+    pub fn out_norm(&self) -> &[f32] {
+        &self.out_norm
+    }
+
+    /// Output projection: `[vocab, dim]` (the embedding itself when tied).
+    pub fn output(&self) -> &Weight {
+        &self.output
+    }
+
+    /// RoPE inverse frequencies: `[head_dim / 2]`.
+    pub fn inv_freq(&self) -> &[f32] {
+        &self.inv_freq
     }
 
     /// Counts of weights per element type, and total parameters.
