@@ -33,8 +33,10 @@
 //!
 //! A matmul decodes a panel of weight rows to codes (`Panel`) and multiplies it by
 //! tiles of tokens. [`scalar`] is the specification (plain Rust, written for clarity);
-//! `avx2` and `neon` are its fast twins. The scalar fallback calls `f32::mul_add`, which
-//! is a library call on x86-64 CPUs without FMA (correct, slow; such CPUs predate 2013).
+//! `avx2` and `neon` are its fast twins, and `avx512` replaces the AVX2 many-token
+//! product where AVX-512 VNNI is present (two tokens per 512-bit register). The scalar
+//! fallback calls `f32::mul_add`, which is a library call on x86-64 CPUs without FMA
+//! (correct, slow; such CPUs predate 2013).
 
 // Kernels index several parallel arrays (rows, tokens, lanes) with one counter.
 #![allow(clippy::needless_range_loop)]
@@ -43,6 +45,8 @@ mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
@@ -248,6 +252,23 @@ pub struct QuantActs {
     s: AlignedBuf<f32>,
     /// `[n, 2 nbp]`: `d * Σ q` of each 16-element half-block.
     s16: AlignedBuf<f32>,
+    /// Whether the token-pair copies below match `q`, `d`, `s`, `s16` (set by the
+    /// tables that read them; see `avx512`).
+    packed: bool,
+    /// `[ceil(n / 2), cols / 32, 64]`: tokens `2p`, `2p + 1` block by block, as
+    /// `[q_2p[0..16], q_2p+1[0..16], q_2p[16..32], q_2p+1[16..32]]` (a missing odd
+    /// token is zeros).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    qp: AlignedBuf<i16>,
+    /// `[ceil(n / 2), nbp, 16]`: `[d_2p[j] x8, d_2p+1[j] x8]`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    dp: AlignedBuf<f32>,
+    /// `[ceil(n / 2), nbp / 8, 16]`: `[s_2p[8g..8g+8], s_2p+1[8g..8g+8]]`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    sp: AlignedBuf<f32>,
+    /// `[ceil(n / 2), 2 nbp / 8, 16]`: the same of `s16`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    s16p: AlignedBuf<f32>,
 }
 
 impl QuantActs {
@@ -291,6 +312,7 @@ impl QuantActs {
         self.d.resize(n * nbp, 0.0);
         self.s.resize(n * nbp, 0.0);
         self.s16.resize(n * 2 * nbp, 0.0);
+        self.packed = false;
     }
 
     /// Token `t`'s buffers: `(q [cols], d [nbp], s [nbp], s16 [2 nbp])`.
@@ -350,6 +372,7 @@ pub(crate) struct Out {
 // detection) and trusts the shapes its safe caller checked.
 type QuantizeFn =
     unsafe fn(x: &[f32], q: &mut [i16], d: &mut [f32], s: &mut [f32], s16: &mut [f32]);
+type PackFn = fn(acts: &mut QuantActs);
 type DecodeFn = unsafe fn(fmt: QFormat, w: &[u8], row_bytes: usize, panel: &mut Panel);
 type GemmFn = unsafe fn(p: &Panel, acts: &QuantActs, t0: usize, nt: usize, out: Out);
 type GemvFn =
@@ -365,6 +388,8 @@ pub struct Kernels {
     /// Set by `TUILI_KERNELS=f32`: matmul takes the f32-activation reference path.
     pub(crate) f32_reference: bool,
     quantize: QuantizeFn,
+    /// Builds the extra activation layout this table's `gemm` reads, if any.
+    pack: Option<PackFn>,
     decode: DecodeFn,
     gemm: GemmFn,
     /// One token straight from the weight bytes (codes in registers), where the
@@ -382,7 +407,7 @@ impl std::fmt::Debug for Kernels {
 }
 
 impl Kernels {
-    /// `"avx2"`, `"neon"` or `"scalar"` (`"...+f32-reference"` when forced so).
+    /// `"avx512"`, `"avx2"`, `"neon"` or `"scalar"` (`"...+f32-reference"` when forced so).
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -420,6 +445,9 @@ impl Kernels {
             // SAFETY: the table exists only where its instructions run; every buffer
             // was sized by `reset` for `cols`.
             unsafe { (self.quantize)(&x[t * cols..(t + 1) * cols], q, d, s, s16) };
+        }
+        if let Some(pack) = self.pack {
+            pack(acts);
         }
     }
 
@@ -499,6 +527,7 @@ static SCALAR: Kernels = Kernels {
     name: "scalar",
     f32_reference: false,
     quantize: scalar::quantize_row,
+    pack: None,
     decode: scalar::decode,
     gemm: scalar::gemm,
     gemv: None,
@@ -514,7 +543,7 @@ pub fn scalar() -> &'static Kernels {
 
 /// The fastest kernels this CPU runs, detected once.
 ///
-/// `TUILI_KERNELS=scalar|avx2|neon` forces a table (when the CPU can run it), and
+/// `TUILI_KERNELS=scalar|avx2|avx512|neon` forces a table (when the CPU can run it), and
 /// `TUILI_KERNELS=f32` keeps f32 activations in matmul (the slow accuracy reference).
 pub fn select() -> &'static Kernels {
     static SELECTED: OnceLock<&'static Kernels> = OnceLock::new();
@@ -551,6 +580,10 @@ pub fn available() -> Vec<&'static Kernels> {
     let mut v = vec![&SCALAR];
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = avx2::kernels() {
+        v.push(k);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = avx512::kernels() {
         v.push(k);
     }
     #[cfg(target_arch = "aarch64")]

@@ -20,10 +20,11 @@ use formats::{Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 use super::scalar::{float_at, QMAX, TINY};
 use super::{FFormat, Kernels, MinKind, Out, Panel, QFormat, QuantActs, GROUP, QB};
 
-static AVX2: Kernels = Kernels {
+pub(super) static AVX2: Kernels = Kernels {
     name: "avx2",
     f32_reference: false,
     quantize: quantize_row,
+    pack: None,
     decode,
     gemm,
     gemv: Some(gemv),
@@ -44,7 +45,7 @@ pub(super) fn kernels() -> Option<&'static Kernels> {
 
 /// `((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7))`, as `kernels::reduce8`.
 #[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
     let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
@@ -312,7 +313,7 @@ unsafe fn fused<F: Fmt, const R: usize, const M: u8>(
 struct A8([f32; 8]);
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemm(p: &Panel, a: &QuantActs, t0: usize, nt: usize, out: Out) {
+pub(super) unsafe fn gemm(p: &Panel, a: &QuantActs, t0: usize, nt: usize, out: Out) {
     match p.min_kind() {
         MinKind::None => gemm_m::<0>(p, a, t0, nt, out),
         MinKind::Per32 => gemm_m::<1>(p, a, t0, nt, out),

@@ -18,6 +18,7 @@ static NEON: Kernels = Kernels {
     name: "neon",
     f32_reference: false,
     quantize: quantize_row,
+    pack: None,
     decode,
     gemm,
     gemv: Some(gemv),

@@ -1,0 +1,223 @@
+//! AVX-512 (BW + VNNI) products of several tokens, bit-identical to `scalar`.
+//!
+//! The AVX2 table does everything else (activation quantization, weight decoding, the
+//! one-token product, float weights); this one replaces the many-token product of a
+//! decoded panel, the arithmetic of prefill and batched decode.
+//!
+//! # Two tokens per register
+//!
+//! A 512-bit register holds the 8 lanes of the specification for two tokens: lanes 0..8
+//! belong to token `2p`, lanes 8..16 to token `2p + 1`. The weight block's 32 codes
+//! are loaded as two 256-bit halves, each broadcast to both halves of a register, and
+//! the activations are packed per token pair (`QuantActs::qp`) so that
+//!
+//! ```text
+//! isum = vpdpwssd(vpmaddwd([c0..16 | c0..16], [x_2p 0..16 | x_2p+1 0..16]),
+//!                 [c16..32 | c16..32], [x_2p 16..32 | x_2p+1 16..32])
+//! ```
+//!
+//! gives in lane `k < 8` exactly the specification's integer lane `k` of token `2p`
+//! (elements `2k, 2k+1, 16+2k, 17+2k`), and in lane `8 + k` that of token `2p + 1`.
+//! The float steps then run per lane in the specification's order: one fused
+//! multiply-add per block, the group's minimum terms, the same final reduction. The
+//! integer sums are exact, so the order of the two halves does not matter.
+
+use std::arch::x86_64::*;
+
+use super::avx2::{gemm as gemm_avx2, hsum, AVX2};
+use super::{Kernels, MinKind, Out, Panel, QuantActs, GROUP, QB};
+
+static AVX512: Kernels = Kernels {
+    name: "avx512",
+    pack: Some(pack),
+    gemm,
+    ..AVX2
+};
+
+/// The AVX-512 table, if this CPU has AVX-512 F/BW/DQ/VL with VNNI (and the AVX2 set).
+pub(super) fn kernels() -> Option<&'static Kernels> {
+    let ok = super::avx2::kernels().is_some()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512dq")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni");
+    ok.then_some(&AVX512)
+}
+
+/// Builds the token-pair copies of `a` (see `QuantActs::qp`); plain copies.
+fn pack(a: &mut QuantActs) {
+    let (n, cols, nbp) = (a.n, a.cols, a.nbp());
+    let nb = cols / QB;
+    let np = n.div_ceil(2);
+    let ngs = nbp / GROUP;
+    a.qp.resize(np * nb * 64, 0);
+    a.dp.resize(np * nbp * 16, 0.0);
+    a.sp.resize(np * ngs * 16, 0.0);
+    a.s16p.resize(np * 2 * ngs * 16, 0.0);
+    for p in 0..np {
+        for half in 0..2 {
+            let t = 2 * p + half;
+            let o = 16 * half;
+            for b in 0..nb {
+                let dst = &mut a.qp[(p * nb + b) * 64..(p * nb + b + 1) * 64];
+                if t < n {
+                    let src = &a.q[t * cols + b * QB..t * cols + (b + 1) * QB];
+                    dst[o..o + 16].copy_from_slice(&src[..16]);
+                    dst[32 + o..32 + o + 16].copy_from_slice(&src[16..]);
+                } else {
+                    dst[o..o + 16].fill(0);
+                    dst[32 + o..32 + o + 16].fill(0);
+                }
+            }
+            let o8 = 8 * half;
+            for j in 0..nbp {
+                let d = if t < n { a.d[t * nbp + j] } else { 0.0 };
+                a.dp[(p * nbp + j) * 16 + o8..][..8].fill(d);
+            }
+            for g in 0..ngs {
+                let dst = &mut a.sp[(p * ngs + g) * 16 + o8..][..8];
+                if t < n {
+                    dst.copy_from_slice(&a.s[t * nbp + 8 * g..][..8]);
+                } else {
+                    dst.fill(0.0);
+                }
+            }
+            for g in 0..2 * ngs {
+                let dst = &mut a.s16p[(p * 2 * ngs + g) * 16 + o8..][..8];
+                if t < n {
+                    dst.copy_from_slice(&a.s16[t * 2 * nbp + 8 * g..][..8]);
+                } else {
+                    dst.fill(0.0);
+                }
+            }
+        }
+    }
+    a.packed = true;
+}
+
+/// Rows and token pairs per tile.
+const R: usize = 4;
+const P: usize = 3;
+
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn gemm(p: &Panel, a: &QuantActs, t0: usize, nt: usize, out: Out) {
+    if !a.packed {
+        return gemm_avx2(p, a, t0, nt, out);
+    }
+    match p.min_kind() {
+        MinKind::None => gemm_m::<0>(p, a, t0, nt, out),
+        MinKind::Per32 => gemm_m::<1>(p, a, t0, nt, out),
+        MinKind::Per16 => gemm_m::<2>(p, a, t0, nt, out),
+    }
+}
+
+#[inline(always)]
+unsafe fn gemm_m<const M: u8>(p: &Panel, a: &QuantActs, t0: usize, nt: usize, out: Out) {
+    let end = t0 + nt;
+    let mut t = t0;
+    // Pairs start at even tokens: an odd first token goes alone.
+    if t % 2 == 1 {
+        gemm_avx2(p, a, t, 1, out);
+        t += 1;
+    }
+    while t < end {
+        let np = (end - t).div_ceil(2).min(P);
+        let valid = (end - t).min(2 * np);
+        let o = Out {
+            ptr: out.ptr.add((t - t0) * out.ldo),
+            ldo: out.ldo,
+        };
+        let pair = t / 2;
+        let mut r = 0;
+        while r < p.nr {
+            let four = r + R <= p.nr;
+            match (four, np) {
+                (true, 3) => micro::<R, 3, M>(p, r, a, pair, valid, o),
+                (true, 2) => micro::<R, 2, M>(p, r, a, pair, valid, o),
+                (true, _) => micro::<R, 1, M>(p, r, a, pair, valid, o),
+                (false, 3) => micro::<1, 3, M>(p, r, a, pair, valid, o),
+                (false, 2) => micro::<1, 2, M>(p, r, a, pair, valid, o),
+                (false, _) => micro::<1, 1, M>(p, r, a, pair, valid, o),
+            }
+            r += if four { R } else { 1 };
+        }
+        t += 2 * np;
+    }
+}
+
+/// `RR` rows from `r0` times the `PP` token pairs from `pair0`; writes the first `valid`
+/// of their tokens at `out[t * ldo + r0 + r]` (`t` counted from token `2 pair0`).
+#[inline(always)]
+unsafe fn micro<const RR: usize, const PP: usize, const M: u8>(
+    p: &Panel,
+    r0: usize,
+    a: &QuantActs,
+    pair0: usize,
+    valid: usize,
+    out: Out,
+) {
+    let (cols, ng, nbp) = (p.cols, p.ng, a.nbp());
+    let nb = cols / QB;
+    let ngs = nbp / GROUP;
+    let npg = 8 * M as usize;
+    let codes: [*const i16; RR] = std::array::from_fn(|r| p.codes.as_ptr().add((r0 + r) * cols));
+    let ws: [*const f32; RR] = std::array::from_fn(|r| p.ws.as_ptr().add((r0 + r) * ng * GROUP));
+    let mv: [*const f32; RR] = std::array::from_fn(|r| p.minv.as_ptr().add((r0 + r) * ng * npg));
+    let xq: [*const i16; PP] = std::array::from_fn(|i| a.qp.as_ptr().add((pair0 + i) * nb * 64));
+    let xd: [*const f32; PP] = std::array::from_fn(|i| a.dp.as_ptr().add((pair0 + i) * nbp * 16));
+    let xs: [*const f32; PP] = std::array::from_fn(|i| {
+        if M == 2 {
+            a.s16p.as_ptr().add((pair0 + i) * 2 * ngs * 16)
+        } else {
+            a.sp.as_ptr().add((pair0 + i) * ngs * 16)
+        }
+    });
+    let zero = _mm512_setzero_si512();
+    let mut acc = [[_mm512_setzero_ps(); PP]; RR];
+    for g in 0..ng {
+        let nbj = (nb - GROUP * g).min(GROUP);
+        for j in 0..nbj {
+            let blk = GROUP * g + j;
+            let e = blk * QB;
+            // The rows' codes stay in registers while each pair's block is loaded once.
+            let mut c = [[zero; 2]; RR];
+            for r in 0..RR {
+                c[r][0] =
+                    _mm512_broadcast_i64x4(_mm256_load_si256(codes[r].add(e) as *const __m256i));
+                c[r][1] = _mm512_broadcast_i64x4(_mm256_load_si256(
+                    codes[r].add(e + 16) as *const __m256i
+                ));
+            }
+            for i in 0..PP {
+                let x0 = _mm512_load_si512(xq[i].add(64 * blk) as *const __m512i);
+                let x1 = _mm512_load_si512(xq[i].add(64 * blk + 32) as *const __m512i);
+                let d16 = _mm512_load_ps(xd[i].add(16 * blk));
+                for r in 0..RR {
+                    let isum = _mm512_dpwssd_epi32(_mm512_madd_epi16(c[r][0], x0), c[r][1], x1);
+                    let pp = _mm512_mul_ps(_mm512_set1_ps(*ws[r].add(blk)), d16);
+                    acc[r][i] = _mm512_fmadd_ps(pp, _mm512_cvtepi32_ps(isum), acc[r][i]);
+                }
+            }
+        }
+        for h in 0..M as usize {
+            for r in 0..RR {
+                let m16 = _mm512_broadcast_f32x8(_mm256_loadu_ps(mv[r].add(npg * g + GROUP * h)));
+                for i in 0..PP {
+                    let s16 = _mm512_load_ps(xs[i].add(16 * (M as usize * g + h)));
+                    acc[r][i] = _mm512_fmadd_ps(m16, s16, acc[r][i]);
+                }
+            }
+        }
+    }
+    for r in 0..RR {
+        for i in 0..PP {
+            let lo = _mm512_castps512_ps256(acc[r][i]);
+            let hi = _mm512_extractf32x8_ps::<1>(acc[r][i]);
+            *out.ptr.add(2 * i * out.ldo + r0 + r) = hsum(lo);
+            if 2 * i + 1 < valid {
+                *out.ptr.add((2 * i + 1) * out.ldo + r0 + r) = hsum(hi);
+            }
+        }
+    }
+}
