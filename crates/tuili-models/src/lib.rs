@@ -2,6 +2,7 @@
 //! weights, a KV cache and the forward pass.
 #![deny(missing_docs)]
 
+mod attention;
 mod config;
 mod kv_cache;
 pub mod synthetic;

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use tuili_backend::matmul::{matmul, ByteSource, Weight};
-use tuili_backend::ops::{add, axpy, dot, rms_norm, rope, rope_inv_freq, silu_mul, softmax};
-use tuili_backend::pool::{self, SyncPtr};
+use tuili_backend::ops::{add, rms_norm, rope, rope_inv_freq, silu_mul};
 use tuili_gguf::{GgmlType, GgufFile};
 
+use crate::attention::attention;
 use crate::{Arch, Config, KvCache, KvPool, ModelError};
 
 /// Weights of one transformer block (read by other backends to upload them).
@@ -296,7 +296,7 @@ impl Model {
                     &v[t * kv_dim..(t + 1) * kv_dim],
                 );
             }
-            self.attention(li, &q, chunks, &where_, pool, &mut att);
+            attention(cfg, li, &q, chunks, &where_, pool, &mut att);
             matmul(&l.wo, &att, n, &mut xn);
             add(&mut x, &xn);
 
@@ -319,50 +319,6 @@ impl Model {
             matmul(&self.output, &xo, m, &mut logits);
         }
         Ok(logits)
-    }
-
-    /// Causal attention of every new token's query over its own sequence's K/V.
-    ///
-    /// `q`, `out`: `[n, n_head, head_dim]`; `where_[t]` = (chunk, position) of token t.
-    fn attention(
-        &self,
-        layer: usize,
-        q: &[f32],
-        chunks: &[SeqChunk],
-        where_: &[(usize, usize)],
-        pool: &KvPool,
-        out: &mut [f32],
-    ) {
-        let cfg = &self.cfg;
-        let hd = cfg.head_dim;
-        let group = cfg.n_head / cfg.n_kv_head;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let n_pairs = out.len() / hd;
-        let max_pos = where_.iter().map(|w| w.1 + 1).max().unwrap_or(0);
-        let out_ptr = SyncPtr::new(out);
-        pool::global().for_ranges(n_pairs, 1, &|range| {
-            // scores: [positions] of one (token, head) pair, reused across pairs.
-            let mut scores = Vec::with_capacity(max_pos);
-            for i in range {
-                let (t, h) = (i / cfg.n_head, i % cfg.n_head);
-                let (ci, pos) = where_[t];
-                let blocks = chunks[ci].blocks;
-                // The K/V head this query head shares (GQA): its slice of `[kv_dim]`.
-                let kvh = (h / group) * hd..(h / group + 1) * hd;
-                let qh = &q[i * hd..(i + 1) * hd];
-                scores.clear();
-                scores.extend(
-                    (0..=pos).map(|p| dot(qh, &pool.read(layer, blocks, p).0[kvh.clone()]) * scale),
-                );
-                softmax(&mut scores);
-                // SAFETY: pair i's output row belongs to this thread alone.
-                let o = unsafe { out_ptr.slice(i * hd..(i + 1) * hd) };
-                o.fill(0.0);
-                for (p, &s) in scores.iter().enumerate() {
-                    axpy(s, &pool.read(layer, blocks, p).1[kvh.clone()], o);
-                }
-            }
-        });
     }
 }
 

@@ -41,6 +41,31 @@
 // Kernels index several parallel arrays (rows, tokens, lanes) with one counter.
 #![allow(clippy::needless_range_loop)]
 
+/// Defines `dots` and `axpys` (attention over the heads that share one K/V head) from
+/// the module's own `dot` and `axpy`, with the attributes given (its target features),
+/// so that the inner calls inline and the results are those of `dot`/`axpy` exactly.
+macro_rules! grouped_attention_ops {
+    ($(#[$attr:meta])*) => {
+        /// `out[h] = dot(q[h], k)` for each row `h` of `q`: `[out.len(), k.len()]`.
+        $(#[$attr])*
+        pub(super) unsafe fn dots(q: &[f32], k: &[f32], out: &mut [f32]) {
+            let n = k.len();
+            for (h, o) in out.iter_mut().enumerate() {
+                *o = dot(&q[h * n..(h + 1) * n], k);
+            }
+        }
+
+        /// `y[h] = axpy(a[h], x, y[h])` for each row `h` of `y`: `[a.len(), x.len()]`.
+        $(#[$attr])*
+        pub(super) unsafe fn axpys(a: &[f32], x: &[f32], y: &mut [f32]) {
+            let n = x.len();
+            for (h, &ah) in a.iter().enumerate() {
+                axpy(ah, x, &mut y[h * n..(h + 1) * n]);
+            }
+        }
+    };
+}
+
 mod scalar;
 
 #[cfg(target_arch = "x86_64")]
@@ -381,6 +406,8 @@ type FloatGemmFn =
     unsafe fn(f: FFormat, w: &[u8], nr: usize, cols: usize, x: &[f32], nt: usize, out: Out);
 type DotFn = unsafe fn(a: &[f32], b: &[f32]) -> f32;
 type AxpyFn = unsafe fn(a: f32, x: &[f32], y: &mut [f32]);
+type DotsFn = unsafe fn(q: &[f32], k: &[f32], out: &mut [f32]);
+type AxpysFn = unsafe fn(a: &[f32], x: &[f32], y: &mut [f32]);
 
 /// The kernels of one instruction set.
 pub struct Kernels {
@@ -398,6 +425,8 @@ pub struct Kernels {
     float_gemm: FloatGemmFn,
     dot: DotFn,
     axpy: AxpyFn,
+    dots: DotsFn,
+    axpys: AxpysFn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -425,6 +454,22 @@ impl Kernels {
         assert_eq!(x.len(), y.len(), "axpy: lengths differ");
         // SAFETY: as in `dot`.
         unsafe { (self.axpy)(a, x, y) }
+    }
+
+    /// `out[h] = dot(q[h], k)` for the rows of `q` (`[out.len(), k.len()]`): the
+    /// queries of several heads against one key, bit-identical to [`Kernels::dot`].
+    pub fn dots(&self, q: &[f32], k: &[f32], out: &mut [f32]) {
+        assert_eq!(q.len(), out.len() * k.len(), "dots: shapes");
+        // SAFETY: as in `dot`.
+        unsafe { (self.dots)(q, k, out) }
+    }
+
+    /// `axpy(a[h], x, y[h])` for the rows of `y` (`[a.len(), x.len()]`): one value row
+    /// into several heads' outputs, bit-identical to [`Kernels::axpy`].
+    pub fn axpys(&self, a: &[f32], x: &[f32], y: &mut [f32]) {
+        assert_eq!(y.len(), a.len() * x.len(), "axpys: shapes");
+        // SAFETY: as in `dot`.
+        unsafe { (self.axpys)(a, x, y) }
     }
 
     /// Quantizes `x` (`[n, cols]`) into `acts`, reusing its buffers.
@@ -534,6 +579,8 @@ static SCALAR: Kernels = Kernels {
     float_gemm: scalar::float_gemm,
     dot: scalar::dot,
     axpy: scalar::axpy,
+    dots: scalar::dots,
+    axpys: scalar::axpys,
 };
 
 /// The plain-Rust kernels: the specification the SIMD ones match bit for bit.

@@ -331,6 +331,8 @@ pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     reduce8(&sum)
 }
 
+grouped_attention_ops!();
+
 /// `y[i] = fma(a, x[i], y[i])`.
 pub(super) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     for (v, &u) in y.iter_mut().zip(x) {

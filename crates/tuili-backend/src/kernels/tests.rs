@@ -224,3 +224,32 @@ fn non_finite_activations_mark_their_block() {
         }
     }
 }
+
+/// The grouped attention ops give the bits of one `dot` / `axpy` per head, on every table.
+#[test]
+fn grouped_attention_ops_equal_one_call_per_head() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for k in available() {
+        for (heads, n) in [(1, 64), (7, 64), (3, 72), (2, 5)] {
+            let q: Vec<f32> = (0..heads * n)
+                .map(|_| rng.gen_range(-1.0f32..1.0))
+                .collect();
+            let key: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            let mut got = vec![0f32; heads];
+            k.dots(&q, &key, &mut got);
+            for h in 0..heads {
+                let want = k.dot(&q[h * n..(h + 1) * n], &key);
+                assert_eq!(got[h].to_bits(), want.to_bits(), "{} dots h={h}", k.name());
+                assert_ne!(got[h], 0.0);
+            }
+            let a: Vec<f32> = (0..heads).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            let mut y = q.clone();
+            k.axpys(&a, &key, &mut y);
+            for h in 0..heads {
+                let mut want = q[h * n..(h + 1) * n].to_vec();
+                k.axpy(a[h], &key, &mut want);
+                assert_eq!(y[h * n..(h + 1) * n], want[..], "{} axpys h={h}", k.name());
+            }
+        }
+    }
+}

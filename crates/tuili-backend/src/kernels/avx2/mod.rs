@@ -31,6 +31,8 @@ pub(super) static AVX2: Kernels = Kernels {
     float_gemm,
     dot,
     axpy,
+    dots,
+    axpys,
 };
 
 /// The AVX2 table, if this CPU has AVX2, FMA and F16C.
@@ -555,7 +557,10 @@ unsafe fn micro_f<const F: u8, const R: usize, const T: usize>(
 
 // ---- attention ----------------------------------------------------------------------
 
+grouped_attention_ops!(#[target_feature(enable = "avx2,fma,f16c")]);
+
 #[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
 unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len();
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
@@ -597,6 +602,7 @@ unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
 unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     let n = x.len();
     let av = _mm256_set1_ps(a);

@@ -25,6 +25,8 @@ static NEON: Kernels = Kernels {
     float_gemm,
     dot,
     axpy,
+    dots,
+    axpys,
 };
 
 /// The NEON table (NEON is part of the aarch64 baseline).
@@ -474,6 +476,9 @@ unsafe fn micro_f<const F: u8, const R: usize, const T: usize>(
 
 // ---- attention ----------------------------------------------------------------------
 
+grouped_attention_ops!();
+
+#[inline]
 unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len();
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
@@ -495,6 +500,7 @@ unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     hsum(add(add(acc[0], acc[1]), add(acc[2], acc[3])))
 }
 
+#[inline]
 unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     let n = x.len();
     let n4 = n / 4 * 4;

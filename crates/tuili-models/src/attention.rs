@@ -1,0 +1,83 @@
+//! Causal attention of a ragged batch over the paged KV cache, on the CPU.
+
+use std::cell::RefCell;
+
+use tuili_backend::kernels;
+use tuili_backend::ops::softmax;
+use tuili_backend::pool::{self, SyncPtr};
+
+use crate::{Config, KvPool, SeqChunk};
+
+thread_local! {
+    /// Each thread's scores (`[group, positions]`) and one position's coefficients.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Every new token's query heads over its own sequence's K/V, positions `0..=pos`.
+///
+/// `q`, `out`: `[n, n_head, head_dim]`; `where_[t]` = (chunk, position) of token t.
+/// The work unit is one token and one K/V head with the query heads that share it
+/// (GQA), so each K/V row is read once per group; units are split among threads by
+/// their cost (positions), not their count, because causal rows grow along a prompt.
+/// Per query head the operations are those of one `dot` per position, a softmax and
+/// one `axpy` per position in order, whatever the batch (batch invariance).
+pub(crate) fn attention(
+    cfg: &Config,
+    layer: usize,
+    q: &[f32],
+    chunks: &[SeqChunk],
+    where_: &[(usize, usize)],
+    kv: &KvPool,
+    out: &mut [f32],
+) {
+    let k = kernels::select();
+    let (hd, n_kv) = (cfg.head_dim, cfg.n_kv_head);
+    let group = cfg.n_head / n_kv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    // Cost of a unit (token t, any K/V head): its positions.
+    let total: usize = where_.iter().map(|&(_, pos)| (pos + 1) * n_kv).sum();
+    let out_ptr = SyncPtr::new(out);
+    pool::global().run(&|th, n_th| {
+        let (lo, hi) = (total * th / n_th, total * (th + 1) / n_th);
+        SCRATCH.with(|s| {
+            let (scores, coef) = &mut *s.borrow_mut();
+            coef.resize(group, 0.0);
+            let mut cost = 0;
+            for (t, &(ci, pos)) in where_.iter().enumerate() {
+                let np = pos + 1;
+                for g in 0..n_kv {
+                    // A unit belongs to the thread whose share holds its first cost unit.
+                    let mine = cost >= lo && cost < hi;
+                    cost += np;
+                    if !mine {
+                        continue;
+                    }
+                    let blocks = chunks[ci].blocks;
+                    let kvh = g * hd..(g + 1) * hd;
+                    let head0 = t * cfg.n_head + g * group;
+                    // qg: [group, hd]; scores: [group, np].
+                    let qg = &q[head0 * hd..(head0 + group) * hd];
+                    scores.resize(group * np, 0.0);
+                    for p in 0..np {
+                        k.dots(qg, &kv.read(layer, blocks, p).0[kvh.clone()], coef);
+                        for (h, &c) in coef.iter().enumerate() {
+                            scores[h * np + p] = c * scale;
+                        }
+                    }
+                    for row in scores.chunks_exact_mut(np) {
+                        softmax(row);
+                    }
+                    // SAFETY: the heads of unit (t, g) are written by this thread alone.
+                    let o = unsafe { out_ptr.slice(head0 * hd..(head0 + group) * hd) };
+                    o.fill(0.0);
+                    for p in 0..np {
+                        for (h, c) in coef.iter_mut().enumerate() {
+                            *c = scores[h * np + p];
+                        }
+                        k.axpys(coef, &kv.read(layer, blocks, p).1[kvh.clone()], o);
+                    }
+                }
+            }
+        })
+    });
+}
