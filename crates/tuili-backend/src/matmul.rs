@@ -206,6 +206,28 @@ pub fn matmul_with(k: &Kernels, w: &Weight, x: &[f32], n_tokens: usize, out: &mu
                 });
                 return;
             }
+            if n_tokens <= k.direct_max() {
+                pool::global().for_ranges(rows, ROW_ALIGN, &|range| {
+                    let o = Out {
+                        // SAFETY: range.start < rows = out.len() / n_tokens.
+                        ptr: unsafe { out_ptr.ptr().add(range.start) },
+                        ldo: rows,
+                    };
+                    // SAFETY: the rows of `range` of every token belong to this thread.
+                    unsafe {
+                        k.direct(
+                            fmt,
+                            &bytes[range.start * rb..range.end * rb],
+                            rb,
+                            acts,
+                            0,
+                            n_tokens,
+                            o,
+                        )
+                    };
+                });
+                return;
+            }
             pool::global().for_ranges(rows, ROW_ALIGN, &|range| {
                 PANEL.with(|panel| {
                     let mut panel = panel.borrow_mut();

@@ -9,8 +9,8 @@ use tuili_backend::pool::{self, SyncPtr};
 use crate::{Config, KvPool, SeqChunk};
 
 thread_local! {
-    /// Each thread's scores (`[group, positions]`) and one position's coefficients.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Each thread's scores (`[group, positions]`) and the positions' offsets in the pool.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<usize>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Every new token's query heads over its own sequence's K/V, positions `0..=pos`.
@@ -40,8 +40,7 @@ pub(crate) fn attention(
     pool::global().run(&|th, n_th| {
         let (lo, hi) = (total * th / n_th, total * (th + 1) / n_th);
         SCRATCH.with(|s| {
-            let (scores, coef) = &mut *s.borrow_mut();
-            coef.resize(group, 0.0);
+            let (scores, rows) = &mut *s.borrow_mut();
             let mut cost = 0;
             for (t, &(ci, pos)) in where_.iter().enumerate() {
                 let np = pos + 1;
@@ -53,29 +52,21 @@ pub(crate) fn attention(
                         continue;
                     }
                     let blocks = chunks[ci].blocks;
-                    let kvh = g * hd..(g + 1) * hd;
+                    // Offsets of this K/V head's rows, positions 0..np (K and V alike).
+                    rows.clear();
+                    rows.extend((0..np).map(|p| kv.offset(layer, blocks, p) + g * hd));
                     let head0 = t * cfg.n_head + g * group;
                     // qg: [group, hd]; scores: [group, np].
                     let qg = &q[head0 * hd..(head0 + group) * hd];
                     scores.resize(group * np, 0.0);
-                    for p in 0..np {
-                        k.dots(qg, &kv.read(layer, blocks, p).0[kvh.clone()], coef);
-                        for (h, &c) in coef.iter().enumerate() {
-                            scores[h * np + p] = c * scale;
-                        }
-                    }
+                    k.scores(qg, hd, kv.keys(), rows, scores);
                     for row in scores.chunks_exact_mut(np) {
+                        row.iter_mut().for_each(|s| *s *= scale);
                         softmax(row);
                     }
                     // SAFETY: the heads of unit (t, g) are written by this thread alone.
                     let o = unsafe { out_ptr.slice(head0 * hd..(head0 + group) * hd) };
-                    o.fill(0.0);
-                    for p in 0..np {
-                        for (h, c) in coef.iter_mut().enumerate() {
-                            *c = scores[h * np + p];
-                        }
-                        k.axpys(coef, &kv.read(layer, blocks, p).1[kvh.clone()], o);
-                    }
+                    k.mix(scores, kv.values(), rows, o);
                 }
             }
         })

@@ -44,6 +44,23 @@ impl KvPool {
         self.block_size
     }
 
+    /// All keys: `[n_layer, n_blocks, block_size, kv_dim]`.
+    pub(crate) fn keys(&self) -> &[f32] {
+        &self.k
+    }
+
+    /// All values: `[n_layer, n_blocks, block_size, kv_dim]`.
+    pub(crate) fn values(&self) -> &[f32] {
+        &self.v
+    }
+
+    /// Offset in [`KvPool::keys`] / [`KvPool::values`] of position `pos` of a sequence
+    /// with block table `blocks` in `layer`.
+    #[inline]
+    pub(crate) fn offset(&self, layer: usize, blocks: &[u32], pos: usize) -> usize {
+        self.at(layer, blocks, pos)
+    }
+
     /// Index of position `pos` of a sequence with block table `blocks` in `layer`.
     fn at(&self, layer: usize, blocks: &[u32], pos: usize) -> usize {
         let block = blocks[pos / self.block_size] as usize;
@@ -77,13 +94,6 @@ impl KvPool {
         let at = self.at(layer, blocks, pos);
         self.k[at..at + self.kv_dim].copy_from_slice(k);
         self.v[at..at + self.kv_dim].copy_from_slice(v);
-    }
-
-    /// K and V (`[kv_dim]` each) of position `pos`.
-    #[inline]
-    pub(crate) fn read(&self, layer: usize, blocks: &[u32], pos: usize) -> (&[f32], &[f32]) {
-        let at = self.at(layer, blocks, pos);
-        (&self.k[at..at + self.kv_dim], &self.v[at..at + self.kv_dim])
     }
 }
 

@@ -24,15 +24,26 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{gemm as gemm_avx2, hsum, AVX2};
-use super::{Kernels, MinKind, Out, Panel, QuantActs, GROUP, QB};
+use super::avx2::formats::{Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
+use super::avx2::{gemm as gemm_avx2, gemv as gemv_avx2, hsum, AVX2};
+use super::{Kernels, MinKind, Out, Panel, QFormat, QuantActs, GROUP, QB};
 
 static AVX512: Kernels = Kernels {
     name: "avx512",
     pack: Some(pack),
     gemm,
+    direct: Some(direct),
+    direct_max: DIRECT_MAX,
     ..AVX2
 };
+
+/// Batches up to this many tokens skip the decoded panel: each tile of rows is decoded
+/// in registers once per tile of token pairs, cheaper than storing and reloading codes
+/// when few tokens share them (batched decode).
+const DIRECT_MAX: usize = 4 * PD;
+
+/// Token pairs per tile of `direct` (8 tokens: a step of 8 decoding sequences).
+const PD: usize = 4;
 
 /// The AVX-512 table, if this CPU has AVX-512 F/BW/DQ/VL with VNNI (and the AVX2 set).
 pub(super) fn kernels() -> Option<&'static Kernels> {
@@ -146,6 +157,173 @@ unsafe fn gemm_m<const M: u8>(p: &Panel, a: &QuantActs, t0: usize, nt: usize, ou
     }
 }
 
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn direct(
+    fmt: QFormat,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QuantActs,
+    t0: usize,
+    nt: usize,
+    out: Out,
+) {
+    if !a.packed || t0 % 2 == 1 {
+        for t in 0..nt {
+            let o = Out {
+                ptr: out.ptr.add(t * out.ldo),
+                ldo: out.ldo,
+            };
+            gemv_avx2(fmt, w, row_bytes, a, t0 + t, o);
+        }
+        return;
+    }
+    match fmt {
+        QFormat::Q4_0 => direct_f::<Q40, 0>(w, row_bytes, a, t0, nt, out),
+        QFormat::Q4_1 => direct_f::<Q41, 1>(w, row_bytes, a, t0, nt, out),
+        QFormat::Q5_0 => direct_f::<Q50, 0>(w, row_bytes, a, t0, nt, out),
+        QFormat::Q5_1 => direct_f::<Q51, 1>(w, row_bytes, a, t0, nt, out),
+        QFormat::Q8_0 => direct_f::<Q80, 0>(w, row_bytes, a, t0, nt, out),
+        QFormat::Q2K => direct_f::<Q2K, 2>(w, row_bytes, a, t0, nt, out),
+        QFormat::Q3K => direct_f::<Q3K, 0>(w, row_bytes, a, t0, nt, out),
+        QFormat::Q4K => direct_f::<Q4K, 1>(w, row_bytes, a, t0, nt, out),
+        QFormat::Q5K => direct_f::<Q5K, 1>(w, row_bytes, a, t0, nt, out),
+        QFormat::Q6K => direct_f::<Q6K, 0>(w, row_bytes, a, t0, nt, out),
+    }
+}
+
+#[inline(always)]
+unsafe fn direct_f<F: Fmt, const M: u8>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &QuantActs,
+    t0: usize,
+    nt: usize,
+    out: Out,
+) {
+    let nr = w.len() / row_bytes;
+    let end = t0 + nt;
+    let mut t = t0;
+    while t < end {
+        let np = (end - t).div_ceil(2).min(PD);
+        let valid = (end - t).min(2 * np);
+        let o = Out {
+            ptr: out.ptr.add((t - t0) * out.ldo),
+            ldo: out.ldo,
+        };
+        let pair = t / 2;
+        let mut r = 0;
+        while r < nr {
+            let four = r + R <= nr;
+            match (four, np) {
+                (true, 4) => fused::<F, R, 4, M>(w, row_bytes, r, a, pair, valid, o),
+                (true, 3) => fused::<F, R, 3, M>(w, row_bytes, r, a, pair, valid, o),
+                (true, 2) => fused::<F, R, 2, M>(w, row_bytes, r, a, pair, valid, o),
+                (true, _) => fused::<F, R, 1, M>(w, row_bytes, r, a, pair, valid, o),
+                (false, 4) => fused::<F, 1, 4, M>(w, row_bytes, r, a, pair, valid, o),
+                (false, 3) => fused::<F, 1, 3, M>(w, row_bytes, r, a, pair, valid, o),
+                (false, 2) => fused::<F, 1, 2, M>(w, row_bytes, r, a, pair, valid, o),
+                (false, _) => fused::<F, 1, 1, M>(w, row_bytes, r, a, pair, valid, o),
+            }
+            r += if four { R } else { 1 };
+        }
+        t += 2 * np;
+    }
+}
+
+/// A 32-byte aligned group of 8 floats.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct A8([f32; 8]);
+
+/// As `micro`, with the rows' codes decoded from the weight bytes in registers: the
+/// same operations as decoding a panel and running `micro` on it.
+#[inline(always)]
+unsafe fn fused<F: Fmt, const RR: usize, const PP: usize, const M: u8>(
+    w: &[u8],
+    row_bytes: usize,
+    r0: usize,
+    a: &QuantActs,
+    pair0: usize,
+    valid: usize,
+    out: Out,
+) {
+    let (cols, nbp) = (a.cols, a.nbp());
+    let nb = cols / QB;
+    let ng = nb.div_ceil(GROUP);
+    let ngs = nbp / GROUP;
+    let gbytes = F::FMT.group_bytes();
+    let rows: [*const u8; RR] = std::array::from_fn(|r| w.as_ptr().add((r0 + r) * row_bytes));
+    let xq: [*const i16; PP] = std::array::from_fn(|i| a.qp.as_ptr().add((pair0 + i) * nb * 64));
+    let xd: [*const f32; PP] = std::array::from_fn(|i| a.dp.as_ptr().add((pair0 + i) * nbp * 16));
+    let xs: [*const f32; PP] = std::array::from_fn(|i| {
+        if M == 2 {
+            a.s16p.as_ptr().add((pair0 + i) * 2 * ngs * 16)
+        } else {
+            a.sp.as_ptr().add((pair0 + i) * ngs * 16)
+        }
+    });
+    let mut acc = [[_mm512_setzero_ps(); PP]; RR];
+    let mut ws = [A8([0.0; 8]); RR];
+    let mut mins = [[_mm256_setzero_ps(); 2]; RR];
+    for g in 0..ng {
+        let nbj = (nb - GROUP * g).min(GROUP);
+        for r in 0..RR {
+            let sc = F::scales(rows[r].add(g * gbytes), nbj);
+            _mm256_store_ps(ws[r].0.as_mut_ptr(), sc.ws);
+            mins[r] = sc.m;
+        }
+        for j in 0..nbj {
+            let blk = GROUP * g + j;
+            let mut c = [[_mm512_setzero_si512(); 2]; RR];
+            for r in 0..RR {
+                let (c0, c1) = F::codes(rows[r].add(g * gbytes), j);
+                c[r] = [_mm512_broadcast_i64x4(c0), _mm512_broadcast_i64x4(c1)];
+            }
+            for i in 0..PP {
+                let x0 = _mm512_load_si512(xq[i].add(64 * blk) as *const __m512i);
+                let x1 = _mm512_load_si512(xq[i].add(64 * blk + 32) as *const __m512i);
+                let d16 = _mm512_load_ps(xd[i].add(16 * blk));
+                for r in 0..RR {
+                    let isum = _mm512_dpwssd_epi32(_mm512_madd_epi16(c[r][0], x0), c[r][1], x1);
+                    let pp = _mm512_mul_ps(_mm512_set1_ps(ws[r].0[j]), d16);
+                    acc[r][i] = _mm512_fmadd_ps(pp, _mm512_cvtepi32_ps(isum), acc[r][i]);
+                }
+            }
+        }
+        for h in 0..M as usize {
+            for r in 0..RR {
+                let m16 = _mm512_broadcast_f32x8(mins[r][h]);
+                for i in 0..PP {
+                    let s16 = _mm512_load_ps(xs[i].add(16 * (M as usize * g + h)));
+                    acc[r][i] = _mm512_fmadd_ps(m16, s16, acc[r][i]);
+                }
+            }
+        }
+    }
+    store_pairs(&acc, r0, valid, out);
+}
+
+/// Writes lanes 0..8 of `acc[r][i]` as token `2i`, lanes 8..16 as token `2i + 1` (if
+/// below `valid`), each reduced as `kernels::reduce8`.
+#[inline(always)]
+unsafe fn store_pairs<const RR: usize, const PP: usize>(
+    acc: &[[__m512; PP]; RR],
+    r0: usize,
+    valid: usize,
+    out: Out,
+) {
+    for r in 0..RR {
+        for i in 0..PP {
+            let lo = _mm512_castps512_ps256(acc[r][i]);
+            let hi = _mm512_extractf32x8_ps::<1>(acc[r][i]);
+            *out.ptr.add(2 * i * out.ldo + r0 + r) = hsum(lo);
+            if 2 * i + 1 < valid {
+                *out.ptr.add((2 * i + 1) * out.ldo + r0 + r) = hsum(hi);
+            }
+        }
+    }
+}
+
 /// `RR` rows from `r0` times the `PP` token pairs from `pair0`; writes the first `valid`
 /// of their tokens at `out[t * ldo + r0 + r]` (`t` counted from token `2 pair0`).
 #[inline(always)]
@@ -210,14 +388,5 @@ unsafe fn micro<const RR: usize, const PP: usize, const M: u8>(
             }
         }
     }
-    for r in 0..RR {
-        for i in 0..PP {
-            let lo = _mm512_castps512_ps256(acc[r][i]);
-            let hi = _mm512_extractf32x8_ps::<1>(acc[r][i]);
-            *out.ptr.add(2 * i * out.ldo + r0 + r) = hsum(lo);
-            if 2 * i + 1 < valid {
-                *out.ptr.add((2 * i + 1) * out.ldo + r0 + r) = hsum(hi);
-            }
-        }
-    }
+    store_pairs(&acc, r0, valid, out);
 }

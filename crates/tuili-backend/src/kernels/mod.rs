@@ -41,26 +41,39 @@
 // Kernels index several parallel arrays (rows, tokens, lanes) with one counter.
 #![allow(clippy::needless_range_loop)]
 
-/// Defines `dots` and `axpys` (attention over the heads that share one K/V head) from
-/// the module's own `dot` and `axpy`, with the attributes given (its target features),
-/// so that the inner calls inline and the results are those of `dot`/`axpy` exactly.
+/// Defines `scores` (attention scores of the query heads that share one K/V head) from
+/// the module's dot body (`#[inline(always)]`, so it inlines), and `mix_by_axpy` from
+/// its axpy body, with the attributes given (its target features): results are those
+/// of its `dot`/`axpy`, bit for bit.
 macro_rules! grouped_attention_ops {
-    ($(#[$attr:meta])*) => {
-        /// `out[h] = dot(q[h], k)` for each row `h` of `q`: `[out.len(), k.len()]`.
+    ($dot:ident, $axpy:ident $(, #[$attr:meta])*) => {
+        /// `out[h, p] = dot(q[h], row p)`, row `p` = `base[rows[p]..][..hd]`;
+        /// `q`: `[g, hd]`, `out`: `[g, rows.len()]`.
         $(#[$attr])*
-        pub(super) unsafe fn dots(q: &[f32], k: &[f32], out: &mut [f32]) {
-            let n = k.len();
-            for (h, o) in out.iter_mut().enumerate() {
-                *o = dot(&q[h * n..(h + 1) * n], k);
+        pub(super) unsafe fn scores(q: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+            let np = rows.len();
+            let hd = q.len() / (out.len() / np.max(1)).max(1);
+            for (p, &r) in rows.iter().enumerate() {
+                let k = &base[r..r + hd];
+                for (h, qh) in q.chunks_exact(hd).enumerate() {
+                    out[h * np + p] = $dot(qh, k);
+                }
             }
         }
 
-        /// `y[h] = axpy(a[h], x, y[h])` for each row `h` of `y`: `[a.len(), x.len()]`.
+        /// `out[h] = Σ_p coef[h, p] · row p`, as one axpy per position in order from
+        /// zeros; `coef`: `[g, rows.len()]`, `out`: `[g, hd]`.
         $(#[$attr])*
-        pub(super) unsafe fn axpys(a: &[f32], x: &[f32], y: &mut [f32]) {
-            let n = x.len();
-            for (h, &ah) in a.iter().enumerate() {
-                axpy(ah, x, &mut y[h * n..(h + 1) * n]);
+        #[allow(dead_code)]
+        pub(super) unsafe fn mix_by_axpy(coef: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+            let np = rows.len();
+            let hd = out.len() / (coef.len() / np.max(1)).max(1);
+            out.fill(0.0);
+            for (p, &r) in rows.iter().enumerate() {
+                let v = &base[r..r + hd];
+                for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
+                    $axpy(coef[h * np + p], v, oh);
+                }
             }
         }
     };
@@ -402,12 +415,20 @@ type DecodeFn = unsafe fn(fmt: QFormat, w: &[u8], row_bytes: usize, panel: &mut 
 type GemmFn = unsafe fn(p: &Panel, acts: &QuantActs, t0: usize, nt: usize, out: Out);
 type GemvFn =
     unsafe fn(fmt: QFormat, w: &[u8], row_bytes: usize, acts: &QuantActs, t: usize, out: Out);
+type DirectFn = unsafe fn(
+    fmt: QFormat,
+    w: &[u8],
+    row_bytes: usize,
+    acts: &QuantActs,
+    t0: usize,
+    nt: usize,
+    out: Out,
+);
 type FloatGemmFn =
     unsafe fn(f: FFormat, w: &[u8], nr: usize, cols: usize, x: &[f32], nt: usize, out: Out);
 type DotFn = unsafe fn(a: &[f32], b: &[f32]) -> f32;
 type AxpyFn = unsafe fn(a: f32, x: &[f32], y: &mut [f32]);
-type DotsFn = unsafe fn(q: &[f32], k: &[f32], out: &mut [f32]);
-type AxpysFn = unsafe fn(a: &[f32], x: &[f32], y: &mut [f32]);
+type RowsFn = unsafe fn(a: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]);
 
 /// The kernels of one instruction set.
 pub struct Kernels {
@@ -422,11 +443,15 @@ pub struct Kernels {
     /// One token straight from the weight bytes (codes in registers), where the
     /// instruction set has it; the same operations as `decode` + `gemm`.
     gemv: Option<GemvFn>,
+    /// A few tokens straight from the weight bytes (`direct_max` at most), where the
+    /// instruction set has it; the same operations as `decode` + `gemm`.
+    direct: Option<DirectFn>,
+    direct_max: usize,
     float_gemm: FloatGemmFn,
     dot: DotFn,
     axpy: AxpyFn,
-    dots: DotsFn,
-    axpys: AxpysFn,
+    scores: RowsFn,
+    mix: RowsFn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -456,20 +481,33 @@ impl Kernels {
         unsafe { (self.axpy)(a, x, y) }
     }
 
-    /// `out[h] = dot(q[h], k)` for the rows of `q` (`[out.len(), k.len()]`): the
-    /// queries of several heads against one key, bit-identical to [`Kernels::dot`].
-    pub fn dots(&self, q: &[f32], k: &[f32], out: &mut [f32]) {
-        assert_eq!(q.len(), out.len() * k.len(), "dots: shapes");
-        // SAFETY: as in `dot`.
-        unsafe { (self.dots)(q, k, out) }
+    /// Attention scores of `g` query heads against `rows.len()` keys:
+    /// `out[h, p] = dot(q[h], base[rows[p]..][..hd])`, bit-identical to
+    /// [`Kernels::dot`]. `q`: `[g, hd]`, `out`: `[g, rows.len()]`.
+    ///
+    /// # Panics
+    /// If the shapes disagree or a row lies outside `base`.
+    pub fn scores(&self, q: &[f32], hd: usize, base: &[f32], rows: &[usize], out: &mut [f32]) {
+        check_rows("scores", q.len(), hd, base, rows, out.len());
+        // SAFETY: as in `dot`; shapes checked.
+        unsafe { (self.scores)(q, base, rows, out) }
     }
 
-    /// `axpy(a[h], x, y[h])` for the rows of `y` (`[a.len(), x.len()]`): one value row
-    /// into several heads' outputs, bit-identical to [`Kernels::axpy`].
-    pub fn axpys(&self, a: &[f32], x: &[f32], y: &mut [f32]) {
-        assert_eq!(y.len(), a.len() * x.len(), "axpys: shapes");
-        // SAFETY: as in `dot`.
-        unsafe { (self.axpys)(a, x, y) }
+    /// Weighted sums of `rows.len()` value rows for `g` heads: `out[h] = Σ_p coef[h, p]
+    /// · base[rows[p]..][..hd]`, bit-identical to zeros followed by one
+    /// [`Kernels::axpy`] per position in order. `coef`: `[g, rows.len()]`, `out`: `[g, hd]`.
+    ///
+    /// # Panics
+    /// As [`Kernels::scores`].
+    pub fn mix(&self, coef: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+        let hd = if coef.is_empty() {
+            0
+        } else {
+            out.len() * rows.len() / coef.len()
+        };
+        check_rows("mix", out.len(), hd, base, rows, coef.len());
+        // SAFETY: as in `dot`; shapes checked.
+        unsafe { (self.mix)(coef, base, rows, out) }
     }
 
     /// Quantizes `x` (`[n, cols]`) into `acts`, reusing its buffers.
@@ -544,6 +582,42 @@ impl Kernels {
         }
     }
 
+    /// Most tokens [`Kernels::direct`] takes (0: it does not run).
+    pub(crate) fn direct_max(&self) -> usize {
+        if self.direct.is_some() {
+            self.direct_max
+        } else {
+            0
+        }
+    }
+
+    /// `out[t * ldo + r] = row r of w · token t0 + t` for the rows of `w`
+    /// (`[nr, row_bytes]`) and `nt <= direct_max()` tokens, decoding in registers.
+    ///
+    /// # Safety
+    /// As for [`Kernels::gemm`]; `direct_max` must be at least `nt` (else it does
+    /// nothing).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn direct(
+        &self,
+        fmt: QFormat,
+        w: &[u8],
+        row_bytes: usize,
+        acts: &QuantActs,
+        t0: usize,
+        nt: usize,
+        out: Out,
+    ) {
+        assert!(
+            t0 + nt <= acts.n
+                && row_bytes * fmt.ty().block_size() == acts.cols * fmt.ty().type_size()
+        );
+        assert!(w.len().is_multiple_of(row_bytes), "direct: weight bytes");
+        if let Some(f) = self.direct.filter(|_| nt <= self.direct_max) {
+            f(fmt, w, row_bytes, acts, t0, nt, out)
+        }
+    }
+
     /// `out[t * ldo + r] = w[r] · x[t]` for float weights `w: [nr, cols]`, `x: [nt, cols]`.
     ///
     /// # Safety
@@ -576,11 +650,13 @@ static SCALAR: Kernels = Kernels {
     decode: scalar::decode,
     gemm: scalar::gemm,
     gemv: None,
+    direct: None,
+    direct_max: 0,
     float_gemm: scalar::float_gemm,
     dot: scalar::dot,
     axpy: scalar::axpy,
-    dots: scalar::dots,
-    axpys: scalar::axpys,
+    scores: scalar::scores,
+    mix: scalar::mix_by_axpy,
 };
 
 /// The plain-Rust kernels: the specification the SIMD ones match bit for bit.
@@ -636,6 +712,23 @@ pub fn available() -> Vec<&'static Kernels> {
     #[cfg(target_arch = "aarch64")]
     v.push(neon::kernels());
     v
+}
+
+/// Checks the shapes of `scores` / `mix`: `heads` (`[g, hd]`) and `per_pos`
+/// (`[g, rows.len()]`) agree, and every row `base[r..r + hd]` exists.
+fn check_rows(what: &str, heads: usize, hd: usize, base: &[f32], rows: &[usize], per_pos: usize) {
+    let g = heads.checked_div(hd).unwrap_or(0);
+    assert!(
+        hd > 0 && heads == g * hd && per_pos == g * rows.len(),
+        "{what}: shapes ({heads} head values of {hd}, {per_pos} for {} rows)",
+        rows.len()
+    );
+    assert!(
+        rows.iter()
+            .all(|&r| r.checked_add(hd).is_some_and(|e| e <= base.len())),
+        "{what}: a row lies outside the {} values",
+        base.len()
+    );
 }
 
 /// The final reduction of the 8 lanes, shared by every instruction set:

@@ -331,7 +331,7 @@ pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     reduce8(&sum)
 }
 
-grouped_attention_ops!();
+grouped_attention_ops!(dot, axpy);
 
 /// `y[i] = fma(a, x[i], y[i])`.
 pub(super) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {

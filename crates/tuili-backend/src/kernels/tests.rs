@@ -225,30 +225,101 @@ fn non_finite_activations_mark_their_block() {
     }
 }
 
-/// The grouped attention ops give the bits of one `dot` / `axpy` per head, on every table.
+/// The grouped attention ops give the bits of one `dot` per score and of one `axpy` per
+/// position onto zeros, on every table.
 #[test]
-fn grouped_attention_ops_equal_one_call_per_head() {
+fn grouped_attention_ops_equal_dot_and_axpy() {
     let mut rng = StdRng::seed_from_u64(5);
     for k in available() {
-        for (heads, n) in [(1, 64), (7, 64), (3, 72), (2, 5)] {
-            let q: Vec<f32> = (0..heads * n)
+        for (g, hd, np) in [
+            (1, 64, 1),
+            (3, 64, 9),
+            (7, 64, 20),
+            (3, 72, 5),
+            (2, 5, 3),
+            (2, 40, 4),
+        ] {
+            let q: Vec<f32> = (0..g * hd).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            // Rows at scattered offsets of one buffer, as K/V rows in paged blocks.
+            let base: Vec<f32> = (0..(np + 3) * hd + 7)
                 .map(|_| rng.gen_range(-1.0f32..1.0))
                 .collect();
-            let key: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-            let mut got = vec![0f32; heads];
-            k.dots(&q, &key, &mut got);
-            for h in 0..heads {
-                let want = k.dot(&q[h * n..(h + 1) * n], &key);
-                assert_eq!(got[h].to_bits(), want.to_bits(), "{} dots h={h}", k.name());
-                assert_ne!(got[h], 0.0);
+            let rows: Vec<usize> = (0..np)
+                .map(|p| ((p * 5 + 2) % (np + 3)) * hd + p % 7)
+                .collect();
+            let mut scores = vec![0f32; g * np];
+            k.scores(&q, hd, &base, &rows, &mut scores);
+            let coef: Vec<f32> = (0..g * np).map(|_| rng.gen_range(0.0f32..1.0)).collect();
+            let mut mixed = vec![f32::NAN; g * hd];
+            k.mix(&coef, &base, &rows, &mut mixed);
+            for h in 0..g {
+                let mut want_mix = vec![0f32; hd];
+                for (p, &r) in rows.iter().enumerate() {
+                    let want = k.dot(&q[h * hd..(h + 1) * hd], &base[r..r + hd]);
+                    let got = scores[h * np + p];
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{} scores h={h} p={p}",
+                        k.name()
+                    );
+                    assert_ne!(got, 0.0);
+                    k.axpy(coef[h * np + p], &base[r..r + hd], &mut want_mix);
+                }
+                assert_eq!(
+                    mixed[h * hd..(h + 1) * hd],
+                    want_mix[..],
+                    "{} mix h={h}",
+                    k.name()
+                );
             }
-            let a: Vec<f32> = (0..heads).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-            let mut y = q.clone();
-            k.axpys(&a, &key, &mut y);
-            for h in 0..heads {
-                let mut want = q[h * n..(h + 1) * n].to_vec();
-                k.axpy(a[h], &key, &mut want);
-                assert_eq!(y[h * n..(h + 1) * n], want[..], "{} axpys h={h}", k.name());
+        }
+    }
+}
+
+/// Tables that decode a few tokens' weights in registers give the scalar bits too.
+#[test]
+fn direct_products_match_scalar() {
+    let mut rng = StdRng::seed_from_u64(6);
+    for k in available().into_iter().filter(|k| k.direct_max() > 0) {
+        for fmt in FORMATS {
+            for &cols in col_choices(fmt) {
+                let rows = 9;
+                let (w, rb) = weights(&mut rng, fmt, rows, cols);
+                let p = decoded(scalar(), fmt, &w, rb, rows, cols);
+                let n = k.direct_max() + 2;
+                let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+                let (mut want_a, mut got_a) = (QuantActs::new(), QuantActs::new());
+                scalar().quantize_acts(&x, cols, &mut want_a);
+                k.quantize_acts(&x, cols, &mut got_a);
+                for (t0, nt) in [
+                    (0, 1),
+                    (0, 2),
+                    (1, 2),
+                    (0, 3),
+                    (2, k.direct_max()),
+                    (0, k.direct_max()),
+                ] {
+                    let mut want = vec![0f32; nt * rows];
+                    let mut got = vec![0f32; nt * rows];
+                    // SAFETY: each output holds nt * rows values.
+                    unsafe {
+                        let o = |v: &mut Vec<f32>| Out {
+                            ptr: v.as_mut_ptr(),
+                            ldo: rows,
+                        };
+                        scalar().gemm(&p, &want_a, t0, nt, o(&mut want));
+                        k.direct(fmt, &w, rb, &got_a, t0, nt, o(&mut got));
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&want),
+                        bits(&got),
+                        "{} {fmt:?} cols={cols} t0={t0} nt={nt}",
+                        k.name()
+                    );
+                    assert!(want.iter().all(|v| v.is_finite() && *v != 0.0));
+                }
             }
         }
     }

@@ -10,12 +10,12 @@ use super::super::QFormat;
 /// A group's scales: `ws` lane `j` = float scale of block `j` (0 past the blocks
 /// present); `m` = minimum terms, lane `j` of `m[0]` for block `j` (or half-blocks
 /// 0..8 and 8..16 in `m[0]`, `m[1]` for Q2_K).
-pub(super) struct Scales {
-    pub(super) ws: __m256,
-    pub(super) m: [__m256; 2],
+pub(in crate::kernels) struct Scales {
+    pub(in crate::kernels) ws: __m256,
+    pub(in crate::kernels) m: [__m256; 2],
 }
 
-pub(super) trait Fmt {
+pub(in crate::kernels) trait Fmt {
     const FMT: QFormat;
     /// Scales of the group at `b` holding `nbj` blocks.
     unsafe fn scales(b: *const u8, nbj: usize) -> Scales;
@@ -141,7 +141,7 @@ unsafe fn no_min(ws: __m256) -> Scales {
     }
 }
 
-pub(super) struct Q40;
+pub(in crate::kernels) struct Q40;
 impl Fmt for Q40 {
     const FMT: QFormat = QFormat::Q4_0;
     #[inline(always)]
@@ -156,7 +156,7 @@ impl Fmt for Q40 {
     }
 }
 
-pub(super) struct Q41;
+pub(in crate::kernels) struct Q41;
 impl Fmt for Q41 {
     const FMT: QFormat = QFormat::Q4_1;
     #[inline(always)]
@@ -173,7 +173,7 @@ impl Fmt for Q41 {
     }
 }
 
-pub(super) struct Q50;
+pub(in crate::kernels) struct Q50;
 impl Fmt for Q50 {
     const FMT: QFormat = QFormat::Q5_0;
     #[inline(always)]
@@ -194,7 +194,7 @@ impl Fmt for Q50 {
     }
 }
 
-pub(super) struct Q51;
+pub(in crate::kernels) struct Q51;
 impl Fmt for Q51 {
     const FMT: QFormat = QFormat::Q5_1;
     #[inline(always)]
@@ -218,7 +218,7 @@ impl Fmt for Q51 {
     }
 }
 
-pub(super) struct Q80;
+pub(in crate::kernels) struct Q80;
 impl Fmt for Q80 {
     const FMT: QFormat = QFormat::Q8_0;
     #[inline(always)]
@@ -256,7 +256,7 @@ unsafe fn k4_scales(b: *const u8) -> Scales {
     }
 }
 
-pub(super) struct Q4K;
+pub(in crate::kernels) struct Q4K;
 impl Fmt for Q4K {
     const FMT: QFormat = QFormat::Q4K;
     #[inline(always)]
@@ -277,7 +277,7 @@ impl Fmt for Q4K {
     }
 }
 
-pub(super) struct Q5K;
+pub(in crate::kernels) struct Q5K;
 impl Fmt for Q5K {
     const FMT: QFormat = QFormat::Q5K;
     #[inline(always)]
@@ -295,7 +295,7 @@ impl Fmt for Q5K {
     }
 }
 
-pub(super) struct Q6K;
+pub(in crate::kernels) struct Q6K;
 impl Fmt for Q6K {
     const FMT: QFormat = QFormat::Q6K;
     #[inline(always)]
@@ -319,7 +319,7 @@ impl Fmt for Q6K {
     }
 }
 
-pub(super) struct Q3K;
+pub(in crate::kernels) struct Q3K;
 impl Fmt for Q3K {
     const FMT: QFormat = QFormat::Q3K;
     #[inline(always)]
@@ -353,7 +353,7 @@ unsafe fn q3_half(qs: *const u8, hmask: *const u8, h: usize, p: usize, sc: i16) 
     _mm256_mullo_epi16(q, _mm256_set1_epi16(sc))
 }
 
-pub(super) struct Q2K;
+pub(in crate::kernels) struct Q2K;
 impl Fmt for Q2K {
     const FMT: QFormat = QFormat::Q2K;
     #[inline(always)]

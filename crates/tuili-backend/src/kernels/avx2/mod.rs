@@ -13,7 +13,7 @@
 
 use std::arch::x86_64::*;
 
-mod formats;
+pub(super) mod formats;
 
 use formats::{Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 
@@ -28,11 +28,13 @@ pub(super) static AVX2: Kernels = Kernels {
     decode,
     gemm,
     gemv: Some(gemv),
+    direct: None,
+    direct_max: 0,
     float_gemm,
     dot,
     axpy,
-    dots,
-    axpys,
+    scores,
+    mix,
 };
 
 /// The AVX2 table, if this CPU has AVX2, FMA and F16C.
@@ -197,7 +199,14 @@ unsafe fn decode_rows<F: Fmt>(w: &[u8], row_bytes: usize, p: &mut Panel) {
 // ---- one token ----------------------------------------------------------------------
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn gemv(fmt: QFormat, w: &[u8], row_bytes: usize, a: &QuantActs, t: usize, out: Out) {
+pub(super) unsafe fn gemv(
+    fmt: QFormat,
+    w: &[u8],
+    row_bytes: usize,
+    a: &QuantActs,
+    t: usize,
+    out: Out,
+) {
     match fmt {
         QFormat::Q4_0 => gemv_f::<Q40, 0>(w, row_bytes, a, t, out),
         QFormat::Q4_1 => gemv_f::<Q41, 1>(w, row_bytes, a, t, out),
@@ -557,53 +566,119 @@ unsafe fn micro_f<const F: u8, const R: usize, const T: usize>(
 
 // ---- attention ----------------------------------------------------------------------
 
-grouped_attention_ops!(#[target_feature(enable = "avx2,fma,f16c")]);
+grouped_attention_ops!(dot_body, axpy_body, #[target_feature(enable = "avx2,fma,f16c")]);
 
+/// As `mix_by_axpy` (bit-identical: the same fused multiply-add per element and
+/// position, in position order), with 32 outputs at a time held in registers across
+/// all positions instead of loaded and stored at each one.
 #[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let nc = n / 8;
-    let mut c = 0;
-    while c + 4 <= nc {
-        for (k, acc_k) in acc.iter_mut().enumerate() {
-            let i = 8 * (c + k);
-            *acc_k = _mm256_fmadd_ps(
-                _mm256_loadu_ps(pa.add(i)),
-                _mm256_loadu_ps(pb.add(i)),
-                *acc_k,
-            );
+unsafe fn mix(coef: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+    let np = rows.len();
+    let g = coef.len() / np.max(1);
+    let hd = out.len() / g.max(1);
+    let pb = base.as_ptr();
+    for h in 0..g {
+        let c = &coef[h * np..(h + 1) * np];
+        let o = out.as_mut_ptr().add(h * hd);
+        let mut e = 0;
+        while e + 32 <= hd {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (p, &r) in rows.iter().enumerate() {
+                let cv = _mm256_set1_ps(c[p]);
+                for k in 0..4 {
+                    acc[k] = _mm256_fmadd_ps(cv, _mm256_loadu_ps(pb.add(r + e + 8 * k)), acc[k]);
+                }
+            }
+            for k in 0..4 {
+                _mm256_storeu_ps(o.add(e + 8 * k), acc[k]);
+            }
+            e += 32;
         }
-        c += 4;
-    }
-    while c < nc {
-        let i = 8 * c;
-        acc[c % 4] = _mm256_fmadd_ps(
-            _mm256_loadu_ps(pa.add(i)),
-            _mm256_loadu_ps(pb.add(i)),
-            acc[c % 4],
-        );
-        c += 1;
-    }
-    if 8 * nc < n {
-        let mut lanes = A8([0.0; 8]);
-        _mm256_store_ps(lanes.0.as_mut_ptr(), acc[nc % 4]);
-        for i in 8 * nc..n {
-            lanes.0[i % 8] = a[i].mul_add(b[i], lanes.0[i % 8]);
+        while e + 8 <= hd {
+            let mut acc = _mm256_setzero_ps();
+            for (p, &r) in rows.iter().enumerate() {
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(c[p]), _mm256_loadu_ps(pb.add(r + e)), acc);
+            }
+            _mm256_storeu_ps(o.add(e), acc);
+            e += 8;
         }
-        acc[nc % 4] = _mm256_load_ps(lanes.0.as_ptr());
+        for i in e..hd {
+            let mut acc = 0f32;
+            for (p, &r) in rows.iter().enumerate() {
+                acc = c[p].mul_add(base[r + i], acc);
+            }
+            *o.add(i) = acc;
+        }
     }
-    hsum(_mm256_add_ps(
-        _mm256_add_ps(acc[0], acc[1]),
-        _mm256_add_ps(acc[2], acc[3]),
-    ))
+}
+
+/// `acc + a[i..i + 8] * b[i..i + 8]`, fused.
+#[inline(always)]
+unsafe fn fma_at(a: *const f32, b: *const f32, i: usize, acc: __m256) -> __m256 {
+    _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i)), acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
+unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_body(a, b)
+}
+
+#[inline(always)]
+unsafe fn dot_body(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    // Four named accumulators, indexed only by constants, so that they stay in
+    // registers (an array indexed by `c % 4` lives on the stack).
+    let (mut a0, mut a1, mut a2, mut a3) = (
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+    );
+    let nc = n / 8;
+    let mut c = 0;
+    while c + 4 <= nc {
+        a0 = fma_at(pa, pb, 8 * c, a0);
+        a1 = fma_at(pa, pb, 8 * c + 8, a1);
+        a2 = fma_at(pa, pb, 8 * c + 16, a2);
+        a3 = fma_at(pa, pb, 8 * c + 24, a3);
+        c += 4;
+    }
+    let rest = nc - c;
+    if rest >= 1 {
+        a0 = fma_at(pa, pb, 8 * c, a0);
+    }
+    if rest >= 2 {
+        a1 = fma_at(pa, pb, 8 * c + 8, a1);
+    }
+    if rest >= 3 {
+        a2 = fma_at(pa, pb, 8 * c + 16, a2);
+    }
+    if 8 * nc < n {
+        // The last partial chunk goes to accumulator `nc % 4`, lane by lane.
+        let acc = match nc % 4 {
+            0 => &mut a0,
+            1 => &mut a1,
+            2 => &mut a2,
+            _ => &mut a3,
+        };
+        let mut lanes = A8([0.0; 8]);
+        _mm256_store_ps(lanes.0.as_mut_ptr(), *acc);
+        for i in 8 * nc..n {
+            lanes.0[i % 8] = a[i].mul_add(b[i], lanes.0[i % 8]);
+        }
+        *acc = _mm256_load_ps(lanes.0.as_ptr());
+    }
+    hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    axpy_body(a, x, y)
+}
+
+#[inline(always)]
+unsafe fn axpy_body(a: f32, x: &[f32], y: &mut [f32]) {
     let n = x.len();
     let av = _mm256_set1_ps(a);
     let n8 = n / 8 * 8;

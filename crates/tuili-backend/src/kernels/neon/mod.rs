@@ -22,11 +22,13 @@ static NEON: Kernels = Kernels {
     decode,
     gemm,
     gemv: Some(gemv),
+    direct: None,
+    direct_max: 0,
     float_gemm,
     dot,
     axpy,
-    dots,
-    axpys,
+    scores,
+    mix: mix_by_axpy,
 };
 
 /// The NEON table (NEON is part of the aarch64 baseline).
@@ -476,7 +478,7 @@ unsafe fn micro_f<const F: u8, const R: usize, const T: usize>(
 
 // ---- attention ----------------------------------------------------------------------
 
-grouped_attention_ops!();
+grouped_attention_ops!(dot, axpy);
 
 #[inline]
 unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
