@@ -1,6 +1,7 @@
 //! Activations × (possibly quantized) weight matrices on the CPU.
 
 use std::cell::RefCell;
+use std::ops::Range;
 use std::sync::Arc;
 
 use tuili_gguf::GgmlType;
@@ -168,108 +169,129 @@ pub fn matmul(w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32]) {
 
 /// [`matmul`] with the given kernel table (tests compare tables with it).
 pub fn matmul_with(k: &Kernels, w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32]) {
-    let (rows, cols) = (w.rows, w.cols);
-    assert_eq!(x.len(), n_tokens * cols, "matmul: activations shape");
-    assert_eq!(out.len(), n_tokens * rows, "matmul: output shape");
-    if n_tokens == 0 || rows == 0 {
+    matmul_many_with(k, &mut [(w, out)], x, n_tokens)
+}
+
+/// Several weights of the same input width times the same activations (Q/K/V, or gate
+/// and up), as one parallel region: the activations are quantized once and threads
+/// split the rows of all the weights together, with one barrier for the lot. Each
+/// output is exactly what [`matmul`] gives for its weight.
+///
+/// # Panics
+/// If the weights' widths differ, more than [`MAX_PARTS`] are given, or a shape is off.
+pub fn matmul_many(parts: &mut [(&Weight, &mut [f32])], x: &[f32], n_tokens: usize) {
+    matmul_many_with(kernels::select(), parts, x, n_tokens)
+}
+
+/// Most weights one [`matmul_many`] call takes.
+pub const MAX_PARTS: usize = 4;
+
+fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32], n_tokens: usize) {
+    assert!(
+        parts.len() <= MAX_PARTS,
+        "matmul_many: at most {MAX_PARTS} weights"
+    );
+    let Some(cols) = parts.first().map(|p| p.0.cols) else {
+        return;
+    };
+    for (w, out) in parts.iter() {
+        assert_eq!(w.cols, cols, "matmul_many: input widths differ");
+        assert_eq!(x.len(), n_tokens * cols, "matmul: activations shape");
+        assert_eq!(out.len(), n_tokens * w.rows, "matmul: output shape");
+    }
+    if n_tokens == 0 {
         return;
     }
     if k.f32_reference {
-        return matmul_reference(w, x, n_tokens, out);
+        for (w, out) in parts.iter_mut() {
+            matmul_reference(w, x, n_tokens, out);
+        }
+        return;
     }
-    let rb = w.row_bytes();
-    let bytes = w.bytes();
-    let out_ptr = SyncPtr::new(out);
-    if let Some(fmt) = QFormat::of(w.ty) {
-        ACTS.with(|acts| {
-            let mut acts = acts.borrow_mut();
+    let weights: [Option<&Weight>; MAX_PARTS] = std::array::from_fn(|i| parts.get(i).map(|p| p.0));
+    let mut outs: [Option<SyncPtr<f32>>; MAX_PARTS] = [None, None, None, None];
+    for (o, (_, out)) in outs.iter_mut().zip(parts.iter_mut()) {
+        *o = Some(SyncPtr::new(out));
+    }
+    let total: usize = parts.iter().map(|p| p.0.rows).sum();
+    ACTS.with(|acts| {
+        let mut acts = acts.borrow_mut();
+        if parts.iter().any(|p| QFormat::of(p.0.ty).is_some()) {
             k.quantize_acts(x, cols, &mut acts);
-            let acts = &*acts;
-            if n_tokens == 1 && k.has_gemv() {
-                pool::global().for_ranges(rows, ROW_ALIGN, &|range| {
-                    let o = Out {
-                        // SAFETY: range.start < rows = out.len().
-                        ptr: unsafe { out_ptr.ptr().add(range.start) },
-                        ldo: rows,
-                    };
-                    // SAFETY: the rows of `range` belong to this thread alone.
-                    unsafe {
-                        k.gemv(
-                            fmt,
-                            &bytes[range.start * rb..range.end * rb],
-                            rb,
-                            acts,
-                            0,
-                            o,
-                        )
-                    };
-                });
-                return;
+        }
+        let acts = &*acts;
+        pool::global().for_ranges(total, ROW_ALIGN, &|range| {
+            let mut base = 0;
+            for (w, out) in weights.iter().zip(&outs) {
+                let (Some(w), Some(out)) = (w, out) else {
+                    break;
+                };
+                let r = range.start.max(base)..range.end.min(base + w.rows);
+                if r.start < r.end {
+                    // SAFETY: these rows of this weight belong to this thread alone.
+                    unsafe { rows_job(k, w, acts, x, n_tokens, r.start - base..r.end - base, out) };
+                }
+                base += w.rows;
             }
-            if n_tokens <= k.direct_max() {
-                pool::global().for_ranges(rows, ROW_ALIGN, &|range| {
-                    let o = Out {
-                        // SAFETY: range.start < rows = out.len() / n_tokens.
-                        ptr: unsafe { out_ptr.ptr().add(range.start) },
-                        ldo: rows,
-                    };
-                    // SAFETY: the rows of `range` of every token belong to this thread.
-                    unsafe {
-                        k.direct(
-                            fmt,
-                            &bytes[range.start * rb..range.end * rb],
-                            rb,
-                            acts,
-                            0,
-                            n_tokens,
-                            o,
-                        )
-                    };
-                });
-                return;
-            }
-            pool::global().for_ranges(rows, ROW_ALIGN, &|range| {
-                PANEL.with(|panel| {
-                    let mut panel = panel.borrow_mut();
-                    let mut r0 = range.start;
-                    while r0 < range.end {
-                        let nr = PANEL_ROWS.min(range.end - r0);
-                        panel.reset(fmt, nr, cols);
-                        k.decode(fmt, &bytes[r0 * rb..(r0 + nr) * rb], rb, &mut panel);
-                        let o = Out {
-                            // SAFETY: r0 < rows <= out.len().
-                            ptr: unsafe { out_ptr.ptr().add(r0) },
-                            ldo: rows,
-                        };
-                        // SAFETY: rows r0..r0 + nr of every token belong to this thread
-                        // alone, and (n_tokens - 1) * rows + r0 + nr <= out.len().
-                        unsafe { k.gemm(&panel, acts, 0, n_tokens, o) };
-                        r0 += nr;
-                    }
-                })
-            })
         })
-    } else if let Some(f) = FFormat::of(w.ty) {
-        pool::global().for_ranges(rows, ROW_ALIGN, &|range| {
-            let mut r0 = range.start;
-            while r0 < range.end {
-                let nr = PANEL_ROWS.min(range.end - r0);
+    })
+}
+
+/// Rows `range` of `w` for every token, written into `out` (`[n_tokens, w.rows]`).
+///
+/// # Safety
+/// Those rows of `out` must be written by no one else meanwhile; `acts` must hold `x`
+/// quantized when `w` is quantized.
+unsafe fn rows_job(
+    k: &Kernels,
+    w: &Weight,
+    acts: &QuantActs,
+    x: &[f32],
+    n_tokens: usize,
+    range: Range<usize>,
+    out: &SyncPtr<f32>,
+) {
+    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes());
+    let bytes = &w.bytes()[range.start * rb..range.end * rb];
+    let o = Out {
+        ptr: out.ptr().add(range.start),
+        ldo: rows,
+    };
+    if let Some(fmt) = QFormat::of(w.ty) {
+        if n_tokens == 1 && k.has_gemv() {
+            return k.gemv(fmt, bytes, rb, acts, 0, o);
+        }
+        if n_tokens <= k.direct_max() {
+            return k.direct(fmt, bytes, rb, acts, 0, n_tokens, o);
+        }
+        PANEL.with(|panel| {
+            let mut panel = panel.borrow_mut();
+            let mut r0 = 0;
+            while r0 < range.len() {
+                let nr = PANEL_ROWS.min(range.len() - r0);
+                panel.reset(fmt, nr, cols);
+                k.decode(fmt, &bytes[r0 * rb..(r0 + nr) * rb], rb, &mut panel);
                 let o = Out {
-                    // SAFETY: r0 < rows <= out.len().
-                    ptr: unsafe { out_ptr.ptr().add(r0) },
+                    ptr: o.ptr.add(r0),
                     ldo: rows,
                 };
-                // SAFETY: as above.
-                unsafe {
-                    k.float_gemm(f, &bytes[r0 * rb..(r0 + nr) * rb], nr, cols, x, n_tokens, o)
-                };
+                k.gemm(&panel, acts, 0, n_tokens, o);
                 r0 += nr;
             }
-        });
-    } else {
-        // `Weight::new` admits only types with kernels; every one of them is above.
-        matmul_reference(w, x, n_tokens, out)
+        })
+    } else if let Some(f) = FFormat::of(w.ty) {
+        let mut r0 = 0;
+        while r0 < range.len() {
+            let nr = PANEL_ROWS.min(range.len() - r0);
+            let o = Out {
+                ptr: o.ptr.add(r0),
+                ldo: rows,
+            };
+            k.float_gemm(f, &bytes[r0 * rb..(r0 + nr) * rb], nr, cols, x, n_tokens, o);
+            r0 += nr;
+        }
     }
+    // `Weight::new` admits only types with kernels; every one of them is above.
 }
 
 /// The accuracy reference: f32 activations times dequantized f32 rows, one fixed-order
@@ -376,6 +398,48 @@ mod tests {
                     assert_eq!(alone, out[t * rows..(t + 1) * rows], "{ty} t={t}");
                 }
             }
+        }
+    }
+
+    /// Weights of different types and heights in one region give exactly the outputs
+    /// of separate calls, for one token, a few and many.
+    #[test]
+    fn matmul_many_equals_separate_calls() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let cols = 256;
+        let shapes = [
+            (GgmlType::Q4_K, 36),
+            (GgmlType::Q6_K, 12),
+            (GgmlType::F16, 20),
+        ];
+        let ws: Vec<Weight> = shapes
+            .iter()
+            .map(|&(ty, rows)| {
+                let wf: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                Weight::from_vec(ty, rows, cols, quantize(ty, &wf).unwrap()).unwrap()
+            })
+            .collect();
+        for n in [1, 5, 40] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let want: Vec<Vec<f32>> = ws
+                .iter()
+                .map(|w| {
+                    let mut o = vec![0f32; n * w.rows()];
+                    matmul(w, &x, n, &mut o);
+                    o
+                })
+                .collect();
+            let (mut a, mut b, mut c) = (
+                vec![0f32; n * ws[0].rows()],
+                vec![0f32; n * ws[1].rows()],
+                vec![0f32; n * ws[2].rows()],
+            );
+            matmul_many(
+                &mut [(&ws[0], &mut a), (&ws[1], &mut b), (&ws[2], &mut c)],
+                &x,
+                n,
+            );
+            assert_eq!([a, b, c].to_vec(), want, "n={n}");
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tuili_backend::matmul::{matmul, ByteSource, Weight};
+use tuili_backend::matmul::{matmul, matmul_many, ByteSource, Weight};
 use tuili_backend::ops::{add, rms_norm, rope, rope_inv_freq, silu_mul};
 use tuili_gguf::{GgmlType, GgufFile};
 
@@ -275,9 +275,11 @@ impl Model {
 
         for (li, l) in self.layers.iter().enumerate() {
             norm_rows(&x, &l.attn_norm, cfg.eps, &mut xn);
-            matmul(&l.wq, &xn, n, &mut q);
-            matmul(&l.wk, &xn, n, &mut k);
-            matmul(&l.wv, &xn, n, &mut v);
+            matmul_many(
+                &mut [(&l.wq, &mut q), (&l.wk, &mut k), (&l.wv, &mut v)],
+                &xn,
+                n,
+            );
             if let Some((bq, bk, bv)) = &l.qkv_bias {
                 add_rows(&mut q, bq);
                 add_rows(&mut k, bk);
@@ -301,8 +303,7 @@ impl Model {
             add(&mut x, &xn);
 
             norm_rows(&x, &l.ffn_norm, cfg.eps, &mut xn);
-            matmul(&l.w_gate, &xn, n, &mut gate);
-            matmul(&l.w_up, &xn, n, &mut up);
+            matmul_many(&mut [(&l.w_gate, &mut gate), (&l.w_up, &mut up)], &xn, n);
             silu_mul(&mut gate, &up);
             matmul(&l.w_down, &gate, n, &mut xn);
             add(&mut x, &xn);
