@@ -120,7 +120,7 @@ impl EngineHandle {
             .shared
             .queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                (q < max_queue.max(1) || self.idle_slots() > 0).then_some(q + 1)
+                (q < max_queue || self.idle_slots() > 0).then_some(q + 1)
             });
         if let Err(waiting) = reserved {
             return Err(SubmitError::QueueFull { waiting, max_queue });
@@ -285,6 +285,8 @@ impl EngineCore {
     fn run(mut self) {
         let tokenizer = self.tokenizer.clone();
         let mut active: HashMap<SeqId, Active> = HashMap::new();
+        // Gauges (free KV blocks) are right before the first request, not zeros.
+        self.publish();
         loop {
             // Idle: block until a request arrives (or every handle is gone).
             if active.is_empty() {

@@ -182,6 +182,46 @@ fn dropped_stream_frees_its_blocks_and_full_queue_refuses() {
 }
 
 #[test]
+fn zero_queue_admits_only_what_free_slots_take() {
+    let (model, tok) = need_model!();
+    let h = start_engine(
+        model,
+        tok.clone(),
+        EngineConfig {
+            n_ctx: 512,
+            max_num_seqs: 1,
+            max_queue: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // The pool's gauges are published before any request arrives.
+    let t0 = std::time::Instant::now();
+    while h.metrics().kv_blocks_free == 0 {
+        assert!(t0.elapsed().as_secs() < 5, "free KV blocks never published");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let ids = tok.encode("Once upon a time", true, false);
+    let mut long = h.submit(greedy(ids.clone(), 400)).unwrap();
+    assert!(matches!(long.next_blocking(), Some(Event::Delta { .. })));
+    match h.submit(greedy(ids.clone(), 4)) {
+        Err(SubmitError::QueueFull { max_queue: 0, .. }) => {}
+        other => panic!("expected QueueFull, got {:?}", other.err()),
+    }
+    drop(long);
+    let t0 = std::time::Instant::now();
+    while !h.is_idle() {
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "engine did not free the request"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (text, _, _) = collect(&h, greedy(ids, 6));
+    assert!(text.starts_with(", the city"), "{text}");
+}
+
+#[test]
 fn too_long_prompt_is_refused_with_both_numbers() {
     let (model, tok) = need_model!();
     let h = start_engine(
