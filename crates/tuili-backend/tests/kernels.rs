@@ -68,11 +68,20 @@ fn this_cpu_has_its_simd_table() {
         && std::is_x86_feature_detected!("f16c")
     {
         assert!(names.contains(&"avx2"));
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512dq")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512vnni")
+        {
+            assert!(names.contains(&"avx512"));
+        }
     }
 }
 
 /// Each SIMD table gives the scalar bits for every type, odd shapes and token counts
-/// (one token takes the fused path, several the panel path).
+/// (one token takes the fused path, a few the direct path where a table has it, many
+/// the panel path).
 #[test]
 fn simd_matmul_matches_scalar_bit_for_bit() {
     let mut rng = StdRng::seed_from_u64(11);
@@ -81,7 +90,7 @@ fn simd_matmul_matches_scalar_bit_for_bit() {
         for &cols in col_choices(ty) {
             for rows in [1, 7, 37] {
                 let (w, _) = weight(&mut rng, ty, rows, cols);
-                for n in [1, 2, 5, 9] {
+                for n in [1, 2, 5, 9, 20] {
                     let x = acts(&mut rng, n, cols);
                     let mut want = vec![0f32; n * rows];
                     matmul_with(scalar(), &w, &x, n, &mut want);

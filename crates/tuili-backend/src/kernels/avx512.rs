@@ -1,8 +1,9 @@
 //! AVX-512 (BW + VNNI) products of several tokens, bit-identical to `scalar`.
 //!
-//! The AVX2 table does everything else (activation quantization, weight decoding, the
-//! one-token product, float weights); this one replaces the many-token product of a
-//! decoded panel, the arithmetic of prefill and batched decode.
+//! The AVX2 table does everything else (activation quantization, weight decoding, float
+//! weights); this one replaces the products of quantized weights: many tokens times a
+//! decoded panel (prefill), a few tokens times weights decoded in registers (batched
+//! decode), and one token times two rows per register (decode).
 //!
 //! # Two tokens per register
 //!
@@ -32,6 +33,7 @@ static AVX512: Kernels = Kernels {
     name: "avx512",
     pack: Some(pack),
     gemm,
+    gemv: Some(gemv),
     direct: Some(direct),
     direct_max: DIRECT_MAX,
     ..AVX2
@@ -105,6 +107,135 @@ fn pack(a: &mut QuantActs) {
         }
     }
     a.packed = true;
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn gemv(fmt: QFormat, w: &[u8], row_bytes: usize, a: &QuantActs, t: usize, out: Out) {
+    match fmt {
+        QFormat::Q4_0 => gemv_f::<Q40, 0>(w, row_bytes, a, t, out),
+        QFormat::Q4_1 => gemv_f::<Q41, 1>(w, row_bytes, a, t, out),
+        QFormat::Q5_0 => gemv_f::<Q50, 0>(w, row_bytes, a, t, out),
+        QFormat::Q5_1 => gemv_f::<Q51, 1>(w, row_bytes, a, t, out),
+        QFormat::Q8_0 => gemv_f::<Q80, 0>(w, row_bytes, a, t, out),
+        QFormat::Q2K => gemv_f::<Q2K, 2>(w, row_bytes, a, t, out),
+        QFormat::Q3K => gemv_f::<Q3K, 0>(w, row_bytes, a, t, out),
+        QFormat::Q4K => gemv_f::<Q4K, 1>(w, row_bytes, a, t, out),
+        QFormat::Q5K => gemv_f::<Q5K, 1>(w, row_bytes, a, t, out),
+        QFormat::Q6K => gemv_f::<Q6K, 0>(w, row_bytes, a, t, out),
+    }
+}
+
+/// Row pairs per tile of the one-token product (4 rows).
+const RP: usize = 2;
+
+/// How many row tiles ahead the one-token product prefetches.
+const PREFETCH_TILES: usize = 2;
+
+#[inline(always)]
+unsafe fn gemv_f<F: Fmt, const M: u8>(
+    w: &[u8],
+    row_bytes: usize,
+    a: &QuantActs,
+    t: usize,
+    out: Out,
+) {
+    let nr = w.len() / row_bytes;
+    let mut r = 0;
+    while r + 2 * RP <= nr {
+        row_pairs::<F, M>(w, row_bytes, r, a, t, out);
+        r += 2 * RP;
+    }
+    if r < nr {
+        let o = Out {
+            ptr: out.ptr.add(r),
+            ldo: out.ldo,
+        };
+        gemv_avx2(F::FMT, &w[r * row_bytes..], row_bytes, a, t, o);
+    }
+}
+
+/// `2 RP` rows from `r0` times token `t`, two rows per register (row `2i` in lanes 0..8,
+/// row `2i + 1` in lanes 8..16), codes decoded in registers: per row the operations of
+/// the AVX2 one-token product.
+#[inline(always)]
+unsafe fn row_pairs<F: Fmt, const M: u8>(
+    w: &[u8],
+    row_bytes: usize,
+    r0: usize,
+    a: &QuantActs,
+    t: usize,
+    out: Out,
+) {
+    let (cols, nbp) = (a.cols, a.nbp());
+    let nb = cols / QB;
+    let ng = nb.div_ceil(GROUP);
+    let npg = 8 * M as usize;
+    let gbytes = F::FMT.group_bytes();
+    let rows: [*const u8; 2 * RP] = std::array::from_fn(|r| w.as_ptr().add((r0 + r) * row_bytes));
+    let xq = a.q.as_ptr().add(t * cols);
+    let xd = a.d.as_ptr().add(t * nbp);
+    let xs = if M == 2 {
+        a.s16.as_ptr().add(t * 2 * nbp)
+    } else {
+        a.s.as_ptr().add(t * nbp)
+    };
+    // Lane k of `sel + j` picks block j of the low row (k < 8) or of the high row.
+    let sel = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 8, 8, 8, 8, 8, 8, 8, 8);
+    let mut acc = [_mm512_setzero_ps(); RP];
+    let mut pp = [_mm512_setzero_ps(); RP];
+    let mut mins = [[_mm512_setzero_ps(); 2]; RP];
+    for g in 0..ng {
+        let nbj = (nb - GROUP * g).min(GROUP);
+        let d8 = _mm256_loadu_ps(xd.add(GROUP * g));
+        // Rows are short, too short for the hardware prefetcher: fetch the same group
+        // of the rows a few tiles ahead.
+        let glen = gbytes.min(row_bytes - g * gbytes);
+        for row in rows {
+            let next = row.add(g * gbytes + PREFETCH_TILES * 2 * RP * row_bytes);
+            let mut off = 0;
+            while off < glen {
+                _mm_prefetch::<_MM_HINT_T0>(next.add(off) as *const i8);
+                off += 64;
+            }
+        }
+        for i in 0..RP {
+            let sa = F::scales(rows[2 * i].add(g * gbytes), nbj);
+            let sb = F::scales(rows[2 * i + 1].add(g * gbytes), nbj);
+            pp[i] = join(_mm256_mul_ps(sa.ws, d8), _mm256_mul_ps(sb.ws, d8));
+            mins[i] = [join(sa.m[0], sb.m[0]), join(sa.m[1], sb.m[1])];
+        }
+        for j in 0..nbj {
+            let e = (GROUP * g + j) * QB;
+            let x0 = _mm512_broadcast_i64x4(_mm256_loadu_si256(xq.add(e) as *const __m256i));
+            let x1 = _mm512_broadcast_i64x4(_mm256_loadu_si256(xq.add(e + 16) as *const __m256i));
+            let idx = _mm512_add_epi32(sel, _mm512_set1_epi32(j as i32));
+            for i in 0..RP {
+                let (a0, a1) = F::codes(rows[2 * i].add(g * gbytes), j);
+                let (b0, b1) = F::codes(rows[2 * i + 1].add(g * gbytes), j);
+                let c0 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a0), b0);
+                let c1 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a1), b1);
+                let isum = _mm512_dpwssd_epi32(_mm512_madd_epi16(c0, x0), c1, x1);
+                let p = _mm512_permutexvar_ps(idx, pp[i]);
+                acc[i] = _mm512_fmadd_ps(p, _mm512_cvtepi32_ps(isum), acc[i]);
+            }
+        }
+        for h in 0..M as usize {
+            let s16 = _mm512_broadcast_f32x8(_mm256_loadu_ps(xs.add(npg * g + GROUP * h)));
+            for i in 0..RP {
+                acc[i] = _mm512_fmadd_ps(mins[i][h], s16, acc[i]);
+            }
+        }
+    }
+    for i in 0..RP {
+        *out.ptr.add(r0 + 2 * i) = hsum(_mm512_castps512_ps256(acc[i]));
+        *out.ptr.add(r0 + 2 * i + 1) = hsum(_mm512_extractf32x8_ps::<1>(acc[i]));
+    }
+}
+
+/// `[lo | hi]`.
+#[inline(always)]
+unsafe fn join(lo: __m256, hi: __m256) -> __m512 {
+    _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi)
 }
 
 /// Rows and token pairs per tile.
