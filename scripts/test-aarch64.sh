@@ -2,21 +2,23 @@
 # Runs the tuili-backend tests (the NEON kernels against their scalar twins, among
 # others) for aarch64 under QEMU user-mode emulation, on an x86-64 Debian/Ubuntu host.
 #
-#   scripts/test-aarch64.sh [--install] [cargo test args...]
+#   scripts/test-aarch64.sh [--install | --install-only] [cargo test args...]
 #
-# --install first gets what it needs: the Rust target (rustup) and Debian's
+# --install first gets what it needs (--install-only gets it and stops): the Rust target (rustup) and Debian's
 # gcc-aarch64-linux-gnu (the linker, with the aarch64 C library under
 # /usr/aarch64-linux-gnu) and qemu-user (apt-get; needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ "${1:-}" == "--install" ]]; then
+if [[ "${1:-}" == "--install" || "${1:-}" == "--install-only" ]]; then
+    only="$1"
     shift
     rustup target add aarch64-unknown-linux-gnu
     sudo=""
     [[ "$(id -u)" == 0 ]] || sudo="sudo"
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user
+    [[ "$only" == "--install-only" ]] && exit 0
 fi
 
 for tool in aarch64-linux-gnu-gcc qemu-aarch64; do
