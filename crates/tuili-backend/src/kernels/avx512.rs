@@ -125,6 +125,75 @@ unsafe fn gemv(fmt: QFormat, w: &[u8], row_bytes: usize, a: &QuantActs, t: usize
     }
 }
 
+/// Codes of block `j` of the groups at `a` and `b` (two rows) as `[row a | row b]`:
+/// elements 0..16 of each, then elements 16..32 of each. The default joins the AVX2
+/// codes; the legacy formats widen both rows' bytes in one 512-bit step.
+trait PairCodes: Fmt {
+    #[inline(always)]
+    unsafe fn pair_codes(a: *const u8, b: *const u8, j: usize) -> (__m512i, __m512i) {
+        let (a0, a1) = Self::codes(a, j);
+        let (b0, b1) = Self::codes(b, j);
+        (join_i(a0, b0), join_i(a1, b1))
+    }
+}
+
+impl PairCodes for Q50 {}
+impl PairCodes for Q51 {}
+impl PairCodes for Q2K {}
+impl PairCodes for Q3K {}
+impl PairCodes for Q4K {}
+impl PairCodes for Q5K {}
+impl PairCodes for Q6K {}
+
+impl PairCodes for Q40 {
+    #[inline(always)]
+    unsafe fn pair_codes(a: *const u8, b: *const u8, j: usize) -> (__m512i, __m512i) {
+        let (lo, hi) = nibble_pair(a.add(18 * j + 2), b.add(18 * j + 2));
+        let eight = _mm512_set1_epi16(8);
+        (_mm512_sub_epi16(lo, eight), _mm512_sub_epi16(hi, eight))
+    }
+}
+
+impl PairCodes for Q41 {
+    #[inline(always)]
+    unsafe fn pair_codes(a: *const u8, b: *const u8, j: usize) -> (__m512i, __m512i) {
+        nibble_pair(a.add(20 * j + 4), b.add(20 * j + 4))
+    }
+}
+
+impl PairCodes for Q80 {
+    #[inline(always)]
+    unsafe fn pair_codes(a: *const u8, b: *const u8, j: usize) -> (__m512i, __m512i) {
+        let va = _mm256_loadu_si256(a.add(34 * j + 2) as *const __m256i);
+        let vb = _mm256_loadu_si256(b.add(34 * j + 2) as *const __m256i);
+        (
+            _mm512_cvtepi8_epi16(_mm256_permute2x128_si256::<0x20>(va, vb)),
+            _mm512_cvtepi8_epi16(_mm256_permute2x128_si256::<0x31>(va, vb)),
+        )
+    }
+}
+
+/// The 16 bytes of 4-bit pairs at `a` and at `b` as `[a | b]` codes: low nibbles
+/// (elements 0..16), then high nibbles (elements 16..32).
+#[inline(always)]
+unsafe fn nibble_pair(a: *const u8, b: *const u8) -> (__m512i, __m512i) {
+    let v = _mm256_inserti128_si256::<1>(
+        _mm256_castsi128_si256(_mm_loadu_si128(a as *const __m128i)),
+        _mm_loadu_si128(b as *const __m128i),
+    );
+    let w = _mm512_cvtepu8_epi16(v);
+    (
+        _mm512_and_si512(w, _mm512_set1_epi16(0x0f)),
+        _mm512_srli_epi16::<4>(w),
+    )
+}
+
+/// `[lo | hi]` of two integer halves.
+#[inline(always)]
+unsafe fn join_i(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
 /// Row pairs per tile of the one-token product (4 rows).
 const RP: usize = 2;
 
@@ -132,7 +201,7 @@ const RP: usize = 2;
 const PREFETCH_TILES: usize = 2;
 
 #[inline(always)]
-unsafe fn gemv_f<F: Fmt, const M: u8>(
+unsafe fn gemv_f<F: PairCodes, const M: u8>(
     w: &[u8],
     row_bytes: usize,
     a: &QuantActs,
@@ -158,7 +227,7 @@ unsafe fn gemv_f<F: Fmt, const M: u8>(
 /// row `2i + 1` in lanes 8..16), codes decoded in registers: per row the operations of
 /// the AVX2 one-token product.
 #[inline(always)]
-unsafe fn row_pairs<F: Fmt, const M: u8>(
+unsafe fn row_pairs<F: PairCodes, const M: u8>(
     w: &[u8],
     row_bytes: usize,
     r0: usize,
@@ -210,10 +279,11 @@ unsafe fn row_pairs<F: Fmt, const M: u8>(
             let x1 = _mm512_broadcast_i64x4(_mm256_loadu_si256(xq.add(e + 16) as *const __m256i));
             let idx = _mm512_add_epi32(sel, _mm512_set1_epi32(j as i32));
             for i in 0..RP {
-                let (a0, a1) = F::codes(rows[2 * i].add(g * gbytes), j);
-                let (b0, b1) = F::codes(rows[2 * i + 1].add(g * gbytes), j);
-                let c0 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a0), b0);
-                let c1 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a1), b1);
+                let (c0, c1) = F::pair_codes(
+                    rows[2 * i].add(g * gbytes),
+                    rows[2 * i + 1].add(g * gbytes),
+                    j,
+                );
                 let isum = _mm512_dpwssd_epi32(_mm512_madd_epi16(c0, x0), c1, x1);
                 let p = _mm512_permutexvar_ps(idx, pp[i]);
                 acc[i] = _mm512_fmadd_ps(p, _mm512_cvtepi32_ps(isum), acc[i]);
