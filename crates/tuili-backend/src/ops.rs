@@ -99,16 +99,63 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 }
 
 /// Softmax in place over the whole slice (max-subtracted for stability).
+///
+/// Plain additions and multiplications only (no fused multiply-add, no library `exp`),
+/// so that every CPU gives the same bits and the loops vectorize: see [`exp_nonpositive`].
+/// The sum is kept in 8 interleaved partial sums, added as `kernels::reduce8`.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
+    let mut part = [0f32; 8];
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for (v, s) in c.iter_mut().zip(part.iter_mut()) {
+            *v = exp_nonpositive(*v - max);
+            *s += *v;
+        }
     }
+    for (v, s) in chunks.into_remainder().iter_mut().zip(part.iter_mut()) {
+        *v = exp_nonpositive(*v - max);
+        *s += *v;
+    }
+    let sum = crate::kernels::reduce8(&part);
     let inv = 1.0 / sum;
     for v in x.iter_mut() {
         *v *= inv;
+    }
+}
+
+/// `e^x` for `x <= 0` (NaN stays NaN), within 2 ulp of the exact value for
+/// `x >= -87.3`, 0 below (where `e^x` < 2^-126 is negligible next to the softmax's
+/// largest term, 1). Cody-Waite reduction `x = n ln2 + r`, `|r| <= ln2 / 2`, and
+/// Cephes' degree-6 polynomial for `e^r`.
+#[inline(always)]
+pub fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that n * LN2_HI is exact for |n| < 2^9.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding 1.5 * 2^23 rounds to the nearest integer (ties to even).
+    const ROUND: f32 = 12_582_912.0;
+    // Branch-free (selects only), so that loops over slices vectorize.
+    let below = x < -87.3;
+    let xc = if below { -87.3 } else { x };
+    let k = xc * LOG2E + ROUND;
+    let n = k - ROUND;
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let e = p * (r * r) + r + 1.0;
+    // 2^n from the integer in k's low mantissa bits (n in -126..=0 here).
+    let ni = k.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(ni.wrapping_add(127) << 23);
+    // `x * 0` is ±0 for finite x and NaN for NaN, which it carries into the result.
+    let y = e * scale + x * 0.0;
+    if below {
+        0.0
+    } else {
+        y
     }
 }
 
@@ -182,5 +229,45 @@ mod tests {
         assert_eq!(g[0], 0.0);
         assert!((g[1] - 3.0 / (1.0 + (-1f32).exp())).abs() < 1e-6);
         assert!((g[2] - (-2.0 / (1.0 + 2f32.exp()))).abs() < 1e-6);
+    }
+
+    /// The polynomial exp stays within 2 ulp of the f64 exponential over its range, is
+    /// exactly 1 at 0, and goes to 0 (not NaN) far below.
+    #[test]
+    fn exp_nonpositive_is_within_two_ulp() {
+        let mut worst = 0i64;
+        let mut x = 0f32;
+        while x > -87.3 {
+            let want = (x as f64).exp() as f32;
+            let got = exp_nonpositive(x);
+            let ulp = (got.to_bits() as i64 - want.to_bits() as i64).abs();
+            worst = worst.max(ulp);
+            x -= 0.000_731;
+        }
+        assert!(worst <= 2, "worst error {worst} ulp");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(-100.0), 0.0);
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert!(exp_nonpositive(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_orders_like_its_inputs() {
+        let mut x: Vec<f32> = (0..37)
+            .map(|i| ((i * 7919) % 23) as f32 * 0.37 - 4.0)
+            .collect();
+        let orig = x.clone();
+        softmax(&mut x);
+        let sum: f64 = x.iter().map(|&v| v as f64).sum();
+        assert!((sum - 1.0).abs() < 1e-6, "{sum}");
+        let m = orig.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let z: f64 = orig.iter().map(|&v| ((v - m) as f64).exp()).sum();
+        for (a, b) in x.iter().zip(&orig) {
+            let want = ((b - m) as f64).exp() / z;
+            assert!(
+                (*a as f64 - want).abs() <= 1e-6 * want + 1e-12,
+                "{a} vs {want}"
+            );
+        }
     }
 }
