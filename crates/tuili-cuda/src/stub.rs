@@ -109,7 +109,7 @@ impl CudaOps {
     }
 
     /// Answers `NotCompiled`.
-    pub fn copy_bandwidth(&self, _bytes: usize, _reps: usize) -> Result<f64, CudaError> {
+    pub fn copy_bandwidth(&self, _bytes: usize, _reps: usize) -> Result<Vec<f64>, CudaError> {
         Err(CudaError::NotCompiled)
     }
 }

@@ -3,7 +3,7 @@
 //! One test body per op; `backends()` gives the CPU's fast kernels always and the GPU
 //! when this build has the CUDA backend and the machine has a device (otherwise it
 //! prints "skipped: no CUDA device (...)" and the body runs on the CPU alone). Inputs are
-//! fresh random data on every run (the seed is printed with any failure); outputs are
+//! fresh random data on every run (the seed is printed; `TUILI_TEST_SEED` replays it); outputs are
 //! compared by relative error ‖out − ref‖ / ‖ref‖, and a reference of all zeros fails.
 
 use std::sync::Arc;
@@ -108,12 +108,16 @@ impl Backend for Gpu {
     }
 }
 
-/// Prints why the GPU side of a test does not run.
+/// Prints why the GPU side of a test does not run; with `TUILI_REQUIRE_GPU` set (as
+/// scripts/gpu-check.sh sets it on a GPU machine) a missing GPU fails the test instead.
 fn skip_note(e: &CudaError) {
     let why = match e {
         CudaError::NoDevice(why) => why.clone(),
         other => other.to_string(),
     };
+    if std::env::var_os("TUILI_REQUIRE_GPU").is_some() {
+        panic!("TUILI_REQUIRE_GPU is set but the GPU cannot be used: {why}");
+    }
     eprintln!("skipped: no CUDA device ({why}); the CUDA side of this test did not run");
 }
 

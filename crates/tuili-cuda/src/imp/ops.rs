@@ -217,9 +217,9 @@ impl CudaOps {
         g.download(g.ptr(&out, 0), c.q.len())
     }
 
-    /// Device-to-device copy rate in bytes per second (bytes read plus bytes written),
-    /// the median of `reps` copies of a `bytes` buffer after one warm-up.
-    pub fn copy_bandwidth(&self, bytes: usize, reps: usize) -> Result<f64, CudaError> {
+    /// Device-to-device copy rates in bytes per second (bytes read plus bytes written)
+    /// of `reps` copies of a `bytes` buffer, after one warm-up copy.
+    pub fn copy_bandwidth(&self, bytes: usize, reps: usize) -> Result<Vec<f64>, CudaError> {
         let g = &self.gpu;
         g.bind()?;
         let src = g.zeros::<u8>(bytes)?;
@@ -242,7 +242,6 @@ impl CudaOps {
                 rates.push(2.0 * bytes as f64 / t0.elapsed().as_secs_f64());
             }
         }
-        rates.sort_by(f64::total_cmp);
-        Ok(rates.get(rates.len() / 2).copied().unwrap_or(0.0))
+        Ok(rates)
     }
 }
