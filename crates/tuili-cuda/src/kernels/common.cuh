@@ -1,5 +1,7 @@
 // Shared helpers of the tuili kernels. Compiled by NVRTC with no system headers: only
-// built-in types (uint2, uint4, float4) and PTX.
+// built-in types (uint2, uint4, float4) and PTX. With TUILI_HOST defined, the sources
+// also compile as host C++ (tests/host_kernels.rs runs the decoders and element-wise
+// kernels that way, one "thread" at a time, against the CPU's reference).
 
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -8,14 +10,20 @@ typedef signed char i8;
 
 #define WARP 32
 #define FULL_MASK 0xffffffffu
+#ifndef INFINITY
 #define INFINITY __int_as_float(0x7f800000)
+#endif
 
 // IEEE half (bits) to float, exactly (PTX cvt).
+#ifndef TUILI_HOST
 __device__ __forceinline__ float f16_to_f32(u16 h) {
     float f;
     asm("{ cvt.f32.f16 %0, %1; }" : "=f"(f) : "h"(h));
     return f;
 }
+#else
+float f16_to_f32(u16 h);  // defined by the host harness
+#endif
 
 // bfloat16 (bits) to float: the top half of an f32.
 __device__ __forceinline__ float bf16_to_f32(u16 h) {
