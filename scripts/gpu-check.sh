@@ -73,7 +73,7 @@ for line in sys.stdin:
   echo
   echo "device calls, in order (each carry is at most 64 MiB):"
   echo "  carry [\"$pack_dir/bin\", \"$pack_dir/models/SHA256SUMS\"]  command: true"
-  for p in "$pack_dir"/models/*.part*; do
+  for p in "$pack_dir"/models/smol.gguf.part* "$pack_dir"/models/qwen.gguf.part*; do
     echo "  carry [\"$p\"]  command: true"
   done
   echo "  command: bash scripts/gpu-check.sh   (timeout_s 500)"

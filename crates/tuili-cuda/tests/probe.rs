@@ -9,6 +9,10 @@ fn devices_answer_with_a_reason_not_a_panic() {
         Ok(d) => assert!(!d.is_empty(), "Ok with no device"),
         Err(CudaError::NotCompiled) => assert!(!is_compiled()),
         Err(CudaError::NoDevice(why)) => {
+            assert!(
+                std::env::var_os("TUILI_REQUIRE_GPU").is_none(),
+                "TUILI_REQUIRE_GPU is set but there is no CUDA device: {why}"
+            );
             assert!(is_compiled());
             assert!(!why.is_empty());
             eprintln!("no CUDA device: {why}");
@@ -65,6 +69,10 @@ fn kernels_compile_with_nvrtc_for_ampere_and_hopper() {
                 return;
             }
             Err(CudaError::Library(why)) => {
+                // scripts/gpu-check.sh sets this on a GPU machine, where NVRTC must be found.
+                if std::env::var_os("TUILI_REQUIRE_GPU").is_some() {
+                    panic!("TUILI_REQUIRE_GPU is set but NVRTC cannot be used: {why}");
+                }
                 eprintln!("skipped: NVRTC not found ({why})");
                 return;
             }
