@@ -4,6 +4,11 @@
 //! - `ppN`: tokens/s of one forward pass over `N` random tokens on an empty KV cache;
 //! - `tgN`: tokens/s of `N` forward passes of one random token each, starting from an
 //!   empty cache (llama-bench runs tg with no prompt);
+//! - `tgNxS` (with `--streams S`): `N` steps of `S` sequences decoding side by side, one
+//!   forward pass per step over all of them, as the serving engine batches them; t/s
+//!   counts the tokens of all sequences;
+//! - `--device cuda` runs the model on a GPU, and `--membw` then measures the GPU's
+//!   memory bandwidth by a device-to-device copy (bytes read plus bytes written);
 //! - each test runs once to warm up, then `-r` times; the table shows mean ± sample
 //!   standard deviation of the per-repetition tokens/s, as llama-bench does.
 //!
@@ -21,6 +26,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use tuili_gguf::{GgmlType, GgufFile};
 
+use crate::device::{Device, DeviceArgs};
 use crate::membw::{self, Bandwidth};
 use crate::registry;
 pub use child::Test;
@@ -72,6 +78,12 @@ pub struct BenchArgs {
         default_value = "128"
     )]
     n_gen: Vec<usize>,
+    /// Sequences decoding side by side, comma-separated: each `-n` length also runs as
+    /// one `tgNxS` test per count above 1.
+    #[arg(long = "streams", value_delimiter = ',')]
+    streams: Vec<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Thread counts, comma-separated (default: all cores).
     #[arg(short = 't', long = "threads", value_delimiter = ',')]
     threads: Vec<usize>,
@@ -201,14 +213,21 @@ fn file_type_name(file: &GgufFile) -> String {
     }
 }
 
-/// The tests `-p` and `-n` ask for: prompts first, then generations, as llama-bench.
-fn tests_of(n_prompt: &[usize], n_gen: &[usize]) -> Vec<Test> {
+/// The tests `-p`, `-n` and `--streams` ask for: prompts first, then generations, as
+/// llama-bench, then batched generations.
+fn tests_of(n_prompt: &[usize], n_gen: &[usize], streams: &[usize]) -> Vec<Test> {
     let pp = n_prompt
         .iter()
         .filter(|&&n| n > 0)
         .map(|&n| Test::Prompt(n));
     let tg = n_gen.iter().filter(|&&n| n > 0).map(|&n| Test::Gen(n));
-    pp.chain(tg).collect()
+    let batched = n_gen.iter().filter(|&&n| n > 0).flat_map(|&n| {
+        streams
+            .iter()
+            .filter(|&&s| s > 1)
+            .map(move |&s| Test::Batch(n, s))
+    });
+    pp.chain(tg).chain(batched).collect()
 }
 
 /// Checks the numbers a user gave, naming the limit that was broken.
@@ -237,7 +256,23 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         a.threads.clone()
     };
     check_args(&a, &threads)?;
-    let tests = tests_of(&a.n_prompt, &a.n_gen);
+    let tests = tests_of(&a.n_prompt, &a.n_gen, &a.streams);
+    // `auto` in a benchmark: the first GPU if there is one (sizes are the user's call).
+    let dev = match a.device.device {
+        Device::Auto => match tuili_cuda::devices() {
+            Ok(_) => Device::Cuda(0),
+            Err(e) => {
+                if a.child.is_none() {
+                    crate::load::tracing_line(&format!("device auto: cpu ({e})"));
+                }
+                Device::Cpu
+            }
+        },
+        d => d,
+    };
+    if a.child.is_none() {
+        dev.check_early()?;
+    }
     let membw_bytes = a.membw_mib << 20;
 
     if let Some(kind) = a.child {
@@ -245,12 +280,12 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             bail!("--child takes exactly one thread count, got {threads:?}");
         };
         return match kind {
-            ChildKind::Membw => child::run_membw(t, membw_bytes, membw::DEFAULT_PASSES),
+            ChildKind::Membw => child::run_membw(t, membw_bytes, membw::DEFAULT_PASSES, dev),
             ChildKind::Model => {
                 let [m] = a.models.as_slice() else {
                     bail!("--child takes exactly one model, got {}", a.models.len());
                 };
-                child::run_model(Path::new(m), t, &tests, a.reps)
+                child::run_model(Path::new(m), t, &tests, a.reps, dev)
             }
         };
     }
@@ -284,11 +319,15 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         bail!("nothing to run: -p and -n are all 0");
     }
 
-    let mut rep = Reporter::new(a.output, a.membw);
+    let backend = match dev {
+        Device::Cuda(_) => "CUDA",
+        _ => "CPU",
+    };
+    let mut rep = Reporter::new(a.output, a.membw, backend);
     let mut bandwidth: Vec<Bandwidth> = Vec::new();
     if a.membw {
         for &t in &threads {
-            let bw = spawn_membw(t, a.membw_mib)?;
+            let bw = spawn_membw(t, a.membw_mib, dev)?;
             rep.membw(&bw);
             bandwidth.push(bw);
         }
@@ -359,8 +398,8 @@ fn spawn(args: &[String], what: &str) -> Result<String> {
     String::from_utf8(out.stdout).with_context(|| format!("{what}: output is not UTF-8"))
 }
 
-/// Measures bandwidth with `threads` threads in a child process.
-fn spawn_membw(threads: usize, mib: usize) -> Result<Bandwidth> {
+/// Measures bandwidth with `threads` threads (or of the GPU) in a child process.
+fn spawn_membw(threads: usize, mib: usize, dev: Device) -> Result<Bandwidth> {
     let args = [
         "--child".into(),
         "membw".into(),
@@ -368,6 +407,8 @@ fn spawn_membw(threads: usize, mib: usize) -> Result<Bandwidth> {
         threads.to_string(),
         "--membw-mib".into(),
         mib.to_string(),
+        "--device".into(),
+        dev.to_string(),
     ];
     let what = format!("the bandwidth measurement with {threads} threads");
     let stdout = spawn(&args, &what)?;
@@ -398,7 +439,7 @@ fn spawn_model(path: &Path, threads: usize, a: &BenchArgs) -> Result<ChildOutput
             .collect::<Vec<_>>()
             .join(",")
     };
-    let args = [
+    let mut args = vec![
         "--child".into(),
         "model".into(),
         "-m".into(),
@@ -411,13 +452,18 @@ fn spawn_model(path: &Path, threads: usize, a: &BenchArgs) -> Result<ChildOutput
         join(&a.n_gen),
         "-r".into(),
         a.reps.to_string(),
+        "--device".into(),
+        a.device.device.to_string(),
     ];
+    if !a.streams.is_empty() {
+        args.extend(["--streams".into(), join(&a.streams)]);
+    }
     let what = format!("the benchmark of {} with {threads} threads", path.display());
     let out = parse_child(&spawn(&args, &what)?)?;
     if out.threads != Some(threads) {
         bail!("{what}: the child's pool had {:?} threads", out.threads);
     }
-    let want = tests_of(&a.n_prompt, &a.n_gen);
+    let want = tests_of(&a.n_prompt, &a.n_gen, &a.streams);
     let got: Vec<Test> = out.samples.iter().map(|(t, _)| *t).collect();
     if got != want {
         bail!("{what}: ran {got:?}, expected {want:?}");
@@ -440,10 +486,14 @@ mod tests {
     #[test]
     fn tests_follow_llama_bench_order_and_skip_zero() {
         assert_eq!(
-            tests_of(&[512, 0], &[128]),
+            tests_of(&[512, 0], &[128], &[]),
             vec![Test::Prompt(512), Test::Gen(128)]
         );
-        assert_eq!(tests_of(&[0], &[0]), vec![]);
+        assert_eq!(tests_of(&[0], &[0], &[64]), vec![]);
+        assert_eq!(
+            tests_of(&[512], &[128], &[1, 64]),
+            vec![Test::Prompt(512), Test::Gen(128), Test::Batch(128, 64)]
+        );
     }
 
     #[test]

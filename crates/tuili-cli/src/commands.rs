@@ -4,9 +4,11 @@ use std::io::{BufRead, Write};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use tuili_engine::{Sampler, SamplingParams, Session};
+use tuili_engine::runner::blocks_for;
+use tuili_engine::{KvLayout, Sampler, SamplingParams, Session};
 use tuili_tokenizer::ChatMessage;
 
+use crate::device::{self, DeviceArgs};
 use crate::load::{self, tracing_line, Loaded};
 use crate::{ModelArgs, SamplingArgs};
 
@@ -35,6 +37,8 @@ pub struct RunArgs {
     system: Option<String>,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// `tuili chat`.
@@ -53,6 +57,8 @@ pub struct ChatArgs {
     system: Option<String>,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// `tuili tokenize`.
@@ -85,6 +91,8 @@ pub struct PerplexityArgs {
     /// Evaluate at most this many chunks (default: all).
     #[arg(long = "chunks")]
     chunks: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 fn sampling_params(s: &SamplingArgs) -> SamplingParams {
@@ -129,8 +137,26 @@ fn print_stats(stats: &tuili_engine::GenerationStats) {
     ));
 }
 
+/// Block size of the KV pool of one conversation or one perplexity chunk.
+const SEQ_BLOCK: usize = 64;
+
+/// A conversation of `n_ctx` tokens on the device `--device` names.
+fn session<'m>(l: &'m Loaded, d: &DeviceArgs, n_ctx: usize) -> Result<Session<'m>> {
+    let n_ctx = n_ctx.min(l.model.config().ctx_len);
+    let dev = d
+        .device
+        .resolve(&l.model, l.model.config().kv_cache_bytes(n_ctx));
+    let kv = KvLayout {
+        n_blocks: blocks_for(n_ctx, SEQ_BLOCK),
+        block_size: SEQ_BLOCK,
+    };
+    let runner = device::runner(&l.model, dev, kv)?;
+    Ok(Session::with_runner(runner, &l.tokenizer, n_ctx))
+}
+
 /// `tuili run`: one prompt, streamed.
 pub fn run(a: RunArgs) -> Result<()> {
+    a.device.device.check_early()?;
     let l = load::load(&a.model)?;
     let ids = if a.chat {
         let mut msgs = Vec::new();
@@ -142,7 +168,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     } else {
         l.tokenizer.encode(&a.prompt, true, false)
     };
-    let mut session = Session::new(&l.model, &l.tokenizer, a.ctx);
+    let mut session = session(&l, &a.device, a.ctx)?;
     let mut sampler = Sampler::new(sampling_params(&a.sampling));
     let mut stdout = std::io::stdout().lock();
     if !a.chat {
@@ -161,11 +187,12 @@ pub fn run(a: RunArgs) -> Result<()> {
 
 /// `tuili chat`: an interactive conversation on stdin/stdout.
 pub fn chat(a: ChatArgs) -> Result<()> {
+    a.device.device.check_early()?;
     let l = load::load(&a.model)?;
     if l.template.is_none() {
         bail!("this model has no chat template (tokenizer.chat_template)");
     }
-    let mut session = Session::new(&l.model, &l.tokenizer, a.ctx);
+    let mut session = session(&l, &a.device, a.ctx)?;
     let mut sampler = Sampler::new(sampling_params(&a.sampling));
     let mut messages = Vec::new();
     if let Some(s) = &a.system {
@@ -211,8 +238,15 @@ pub fn chat(a: ChatArgs) -> Result<()> {
     Ok(())
 }
 
-/// `tuili info`.
-pub fn info(a: ModelArgs) -> Result<()> {
+/// `tuili info`: the devices, then the model (unless `devices_only`).
+pub fn info(a: ModelArgs, devices_only: bool) -> Result<()> {
+    for line in device::device_lines() {
+        println!("{line}");
+    }
+    if devices_only {
+        return Ok(());
+    }
+    println!();
     let l = load::load(&a)?;
     let cfg = l.model.config();
     let n_params: u64 = l.file.tensors().iter().map(|t| t.n_elements()).sum();
@@ -286,6 +320,7 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
 
 /// `tuili perplexity`.
 pub fn perplexity(a: PerplexityArgs) -> Result<()> {
+    a.device.device.check_early()?;
     let l = load::load(&a.model)?;
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
@@ -305,7 +340,16 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         "calculating perplexity over {n_chunk} chunks, n_ctx={}",
         a.ctx
     ));
-    let res = tuili_engine::perplexity(&l.model, &tokens, a.ctx, bos, |i, ppl| {
+    let dev = a
+        .device
+        .device
+        .resolve(&l.model, l.model.config().kv_cache_bytes(a.ctx));
+    let kv = KvLayout {
+        n_blocks: blocks_for(a.ctx, SEQ_BLOCK),
+        block_size: SEQ_BLOCK,
+    };
+    let mut runner = device::runner(&l.model, dev, kv)?;
+    let res = tuili_engine::perplexity_with(runner.as_mut(), &tokens, a.ctx, bos, |i, ppl| {
         eprint!("[{}]{ppl:.4},", i + 1);
     })?;
     eprintln!();

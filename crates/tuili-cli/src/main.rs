@@ -2,6 +2,7 @@
 
 mod bench;
 mod commands;
+mod device;
 mod load;
 mod membw;
 mod progress;
@@ -70,10 +71,14 @@ enum Command {
     Run(commands::RunArgs),
     /// Interactive multi-turn chat using the model's chat template.
     Chat(commands::ChatArgs),
-    /// Print the architecture, parameters, tensor types, context and memory needed.
+    /// Print the devices tuili sees, then the model's architecture, parameters, tensor
+    /// types, context and memory needed.
     Info {
         #[command(flatten)]
         model: ModelArgs,
+        /// List the devices only (no model is loaded).
+        #[arg(long = "devices")]
+        devices: bool,
     },
     /// Print the tokens of a text.
     Tokenize(commands::TokenizeArgs),
@@ -95,7 +100,7 @@ fn main() {
         }
         Command::Run(a) => commands::run(a),
         Command::Chat(a) => commands::chat(a),
-        Command::Info { model } => commands::info(model),
+        Command::Info { model, devices } => commands::info(model, devices),
         Command::Tokenize(a) => commands::tokenize(a),
         Command::Perplexity(a) => commands::perplexity(a),
         Command::Serve(a) => serve::serve(a),

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tuili_engine::{start_engine, EngineConfig};
+use tuili_engine::{start_engine_with, CpuRunner, EngineConfig, EngineError, Runner};
 use tuili_server::{AppState, ServeOptions, ServerConfig};
 
+use crate::device::{self, Device, DeviceArgs};
 use crate::{load, registry, ModelArgs};
 
 /// `tuili serve`.
@@ -57,6 +58,8 @@ pub struct ServeArgs {
     /// Seconds running requests get to finish after SIGINT/SIGTERM.
     #[arg(long = "grace", default_value_t = 30)]
     grace: u64,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -94,14 +97,26 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         ..EngineConfig::default()
     };
     let model_args = a.model;
+    let dev = a.device.device;
+    dev.check_early()?;
     let loader = move || {
         let loaded = load::load(&model_args).map_err(|e| format!("{e:#}"))?;
-        let engine = start_engine(
-            Arc::new(loaded.model),
-            Arc::new(loaded.tokenizer),
-            engine_cfg,
-        )
-        .map_err(|e| format!("starting the engine: {e}"))?;
+        let mcfg = loaded.model.config().clone();
+        // The KV budget the engine will size its pool to (2 GiB unless --kv-memory).
+        let kv_bytes = engine_cfg.kv_memory_bytes.unwrap_or(2 << 30);
+        let dev = dev.resolve(&loaded.model, kv_bytes);
+        let model = Arc::new(loaded.model);
+        let make_runner = move |kv| -> Result<Box<dyn Runner + Send>, EngineError> {
+            match dev {
+                Device::Cuda(n) => Ok(Box::new(
+                    device::upload(&model, n, kv)
+                        .map_err(|e| EngineError::Invalid(format!("{e:#}")))?,
+                )),
+                Device::Cpu | Device::Auto => Ok(Box::new(CpuRunner::new(model, kv))),
+            }
+        };
+        let engine = start_engine_with(&mcfg, make_runner, Arc::new(loaded.tokenizer), engine_cfg)
+            .map_err(|e| format!("starting the engine: {e}"))?;
         Ok((engine, loaded.template))
     };
     let opts = ServeOptions {

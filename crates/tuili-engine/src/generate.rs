@@ -2,9 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use tuili_models::{KvCache, Model};
+use tuili_models::{Model, ModelError, SeqChunk};
 use tuili_tokenizer::{StreamDecoder, Tokenizer};
 
+use crate::runner::{blocks_for, CpuRunner, KvLayout, Runner};
 use crate::sampler::Sampler;
 use crate::EngineError;
 
@@ -50,27 +51,82 @@ impl GenerationStats {
 /// A model, its tokenizer and one KV cache: a conversation that keeps its context
 /// between calls, reusing the cached prefix a new prompt shares with it.
 pub struct Session<'m> {
-    model: &'m Model,
+    /// The model and its KV pool, whose blocks this one sequence uses in order.
+    runner: Box<dyn Runner + 'm>,
     tokenizer: &'m Tokenizer,
-    cache: KvCache,
-    /// Tokens whose K/V are in `cache`: `[cache.len()]`.
+    /// `0..n_blocks`: the sequence owns the whole pool.
+    blocks: Vec<u32>,
+    /// Positions the pool can hold.
+    capacity: usize,
+    /// Tokens whose K/V are in the pool: `[len]`.
     tokens: Vec<u32>,
 }
 
+/// Block size of a one-sequence CPU cache (as `KvCache`'s).
+const SEQ_BLOCK: usize = 64;
+
 impl<'m> Session<'m> {
-    /// A session with a context of `n_ctx` tokens.
+    /// A session on the CPU with a context of `n_ctx` tokens.
     pub fn new(model: &'m Model, tokenizer: &'m Tokenizer, n_ctx: usize) -> Session<'m> {
+        let n_ctx = n_ctx.min(model.config().ctx_len);
+        let kv = KvLayout {
+            n_blocks: blocks_for(n_ctx, SEQ_BLOCK),
+            block_size: SEQ_BLOCK,
+        };
+        Session::with_runner(Box::new(CpuRunner::new(model, kv)), tokenizer, n_ctx)
+    }
+
+    /// A session on `runner`, whose KV pool it uses alone, with a context of `n_ctx`
+    /// tokens (at most what the pool and the model hold).
+    pub fn with_runner(
+        runner: Box<dyn Runner + 'm>,
+        tokenizer: &'m Tokenizer,
+        n_ctx: usize,
+    ) -> Session<'m> {
+        let kv = runner.kv_layout();
+        let capacity = n_ctx
+            .min(runner.config().ctx_len)
+            .min(kv.n_blocks * kv.block_size);
         Session {
-            model,
+            blocks: (0..kv.n_blocks as u32).collect(),
+            runner,
             tokenizer,
-            cache: model.new_cache(n_ctx),
+            capacity,
             tokens: Vec::new(),
         }
     }
 
     /// Context capacity in tokens.
     pub fn n_ctx(&self) -> usize {
-        self.cache.capacity()
+        self.capacity
+    }
+
+    /// Where the model runs (`cpu`, `cuda:0 (...)`).
+    pub fn device(&self) -> String {
+        self.runner.device()
+    }
+
+    /// Runs `new` after the tokens in the cache and appends them; logits of
+    /// `new[logits_from..]`.
+    fn forward(&mut self, new: &[u32], logits_from: usize) -> Result<Vec<f32>, EngineError> {
+        let have = self.tokens.len();
+        if have + new.len() > self.capacity {
+            return Err(ModelError::ContextFull {
+                have,
+                adding: new.len(),
+                capacity: self.capacity,
+            }
+            .into());
+        }
+        let chunk = SeqChunk {
+            tokens: new,
+            start: have,
+            blocks: &self.blocks,
+            logits_from,
+        };
+        let logits = self.runner.forward_batch(&[chunk])?;
+        self.tokens.extend_from_slice(new);
+        Ok(logits)
     }
 
     /// Generates after `prompt` (the full token sequence of the conversation so far).
@@ -101,13 +157,11 @@ impl<'m> Session<'m> {
             .take_while(|(a, b)| a == b)
             .count()
             .min(prompt.len() - 1);
-        self.cache.truncate(shared);
         self.tokens.truncate(shared);
 
         let t0 = Instant::now();
         let new = &prompt[shared..];
-        let mut logits = self.model.forward(new, &mut self.cache, new.len() - 1)?;
-        self.tokens.extend_from_slice(new);
+        let mut logits = self.forward(new, new.len() - 1)?;
         let prompt_time = t0.elapsed();
 
         let t1 = Instant::now();
@@ -129,12 +183,11 @@ impl<'m> Session<'m> {
             if out.len() == max_tokens {
                 break;
             }
-            if self.cache.len() + 1 > self.cache.capacity() {
+            if self.tokens.len() + 1 > self.capacity {
                 finish = FinishReason::ContextFull;
                 break;
             }
-            logits = self.model.forward(&[id], &mut self.cache, 0)?;
-            self.tokens.push(id);
+            logits = self.forward(&[id], 0)?;
         }
         let rest = decoder.finish();
         if !rest.is_empty() {

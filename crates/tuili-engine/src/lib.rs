@@ -6,6 +6,7 @@ pub mod kv_blocks;
 pub mod metrics;
 mod perplexity;
 pub mod request;
+pub mod runner;
 mod sampler;
 pub mod scheduler;
 pub mod serve;
@@ -13,11 +14,12 @@ mod stop;
 
 pub use generate::{FinishReason, GenerationStats, Session};
 pub use metrics::{EngineMetrics, Histogram};
-pub use perplexity::{perplexity, Perplexity};
+pub use perplexity::{perplexity, perplexity_with, Perplexity};
 pub use request::{Event, GenerateRequest, SubmitError, TokenLogprob, Usage};
+pub use runner::{CpuRunner, KvLayout, Runner};
 pub use sampler::{argmax, Rng, Sampler, SamplingParams};
 pub use scheduler::Scheduler;
-pub use serve::{start_engine, EngineConfig, EngineHandle, RequestStream};
+pub use serve::{start_engine, start_engine_with, EngineConfig, EngineHandle, RequestStream};
 
 /// Errors from generation.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,9 @@ pub enum EngineError {
     /// The model failed to run.
     #[error(transparent)]
     Model(#[from] tuili_models::ModelError),
+    /// The GPU backend failed (or is absent).
+    #[error(transparent)]
+    Cuda(#[from] tuili_cuda::CudaError),
     /// A request that cannot be served, with the reason.
     #[error("{0}")]
     Invalid(String),

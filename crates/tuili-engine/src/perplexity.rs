@@ -2,8 +2,9 @@
 //! directly: chunks of `n_ctx` tokens, a fresh context per chunk, BOS written over
 //! the first token when the model adds one, and the second half of each chunk scored.
 
-use tuili_models::Model;
+use tuili_models::{Model, SeqChunk};
 
+use crate::runner::{blocks_for, CpuRunner, KvLayout, Runner};
 use crate::EngineError;
 
 /// Result of a perplexity run.
@@ -63,26 +64,50 @@ fn nll_of(logits: &[f32], target: u32) -> f64 {
 }
 
 /// Computes perplexity of `tokens` (the whole text, special tokens added as the
-/// model's metadata says). `bos` is written over each chunk's first token when set.
-/// `on_chunk(i, ppl_so_far)` is called after each chunk.
+/// model's metadata says) on the CPU. `bos` is written over each chunk's first token
+/// when set. `on_chunk(i, ppl_so_far)` is called after each chunk.
 pub fn perplexity(
     model: &Model,
     tokens: &[u32],
     n_ctx: usize,
     bos: Option<u32>,
+    on_chunk: impl FnMut(usize, f64),
+) -> Result<Perplexity, EngineError> {
+    let kv = KvLayout {
+        n_blocks: blocks_for(n_ctx, 64),
+        block_size: 64,
+    };
+    perplexity_with(&mut CpuRunner::new(model, kv), tokens, n_ctx, bos, on_chunk)
+}
+
+/// [`perplexity`] on any runner; its KV pool must hold `n_ctx` positions.
+pub fn perplexity_with(
+    runner: &mut dyn Runner,
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
     mut on_chunk: impl FnMut(usize, f64),
 ) -> Result<Perplexity, EngineError> {
+    let model_ctx = runner.config().ctx_len;
     if n_ctx < 4 {
         return Err(EngineError::Invalid(format!(
             "perplexity context must be at least 4 tokens, got {n_ctx}"
         )));
     }
-    if n_ctx > model.config().ctx_len {
+    if n_ctx > model_ctx {
         return Err(EngineError::Invalid(format!(
-            "perplexity context {n_ctx} exceeds the model's context length {}",
-            model.config().ctx_len
+            "perplexity context {n_ctx} exceeds the model's context length {model_ctx}"
         )));
     }
+    let kv = runner.kv_layout();
+    if kv.n_blocks * kv.block_size < n_ctx {
+        return Err(EngineError::Invalid(format!(
+            "the KV pool holds {} positions, fewer than the context of {n_ctx}",
+            kv.n_blocks * kv.block_size
+        )));
+    }
+    // Each chunk starts a fresh sequence over the same blocks.
+    let blocks: Vec<u32> = (0..kv.n_blocks as u32).collect();
     let n_chunk = tokens.len() / n_ctx;
     if n_chunk == 0 {
         return Err(EngineError::Invalid(format!(
@@ -90,9 +115,8 @@ pub fn perplexity(
             tokens.len()
         )));
     }
-    let vocab = model.config().vocab;
+    let vocab = runner.config().vocab;
     let first = n_ctx / 2;
-    let mut cache = model.new_cache(n_ctx);
     let mut nll = Nll::default();
     for i in 0..n_chunk {
         let chunk = &tokens[i * n_ctx..(i + 1) * n_ctx];
@@ -100,9 +124,14 @@ pub fn perplexity(
         if let Some(b) = bos {
             ids[0] = b;
         }
-        cache.clear();
         // logits: [n_ctx - first, vocab]; row j predicts chunk[first + j + 1].
-        let logits = model.forward(&ids, &mut cache, first)?;
+        let seq = SeqChunk {
+            tokens: &ids,
+            start: 0,
+            blocks: &blocks,
+            logits_from: first,
+        };
+        let logits = runner.forward_batch(&[seq])?;
         for j in 0..n_ctx - first - 1 {
             let target = chunk[first + j + 1];
             nll.push(nll_of(&logits[j * vocab..(j + 1) * vocab], target));

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tuili_models::{KvPool, Model, SeqChunk};
+use tuili_models::{Config, KvPool, Model, SeqChunk};
 use tuili_tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::kv_blocks::SeqId;
 use crate::metrics::EngineMetrics;
 use crate::request::{Event, GenerateRequest, SubmitError, TokenLogprob, Usage};
+use crate::runner::{CpuRunner, KvLayout, Runner};
 use crate::scheduler::{ScheduledSeq, SchedulerConfig, SeqEvent, SeqRequest};
 use crate::stop::{StopCheck, StopMatcher};
 use crate::{EngineError, FinishReason, Sampler, Scheduler};
@@ -182,13 +183,28 @@ impl EngineHandle {
     }
 }
 
-/// Starts the engine thread for `model` and returns a handle to it.
+/// Starts the engine thread for `model` on the CPU and returns a handle to it.
 pub fn start_engine(
     model: Arc<Model>,
     tokenizer: Arc<Tokenizer>,
-    mut cfg: EngineConfig,
+    cfg: EngineConfig,
 ) -> Result<EngineHandle, EngineError> {
     let mcfg = model.config().clone();
+    let cpu = move |kv: KvLayout| -> Result<Box<dyn Runner + Send>, EngineError> {
+        Ok(Box::new(CpuRunner::new(model, kv)))
+    };
+    start_engine_with(&mcfg, cpu, tokenizer, cfg)
+}
+
+/// Starts the engine thread on the runner that `make_runner` builds for the KV pool the
+/// configuration sizes (a GPU model allocates its pool on the device), and returns a
+/// handle to it. `mcfg` is the model's configuration.
+pub fn start_engine_with(
+    mcfg: &Config,
+    make_runner: impl FnOnce(KvLayout) -> Result<Box<dyn Runner + Send>, EngineError>,
+    tokenizer: Arc<Tokenizer>,
+    mut cfg: EngineConfig,
+) -> Result<EngineHandle, EngineError> {
     cfg.n_ctx = cfg.n_ctx.min(mcfg.ctx_len);
     if cfg.n_ctx < 2 {
         return Err(EngineError::Invalid(format!(
@@ -199,7 +215,7 @@ pub fn start_engine(
     cfg.block_size = cfg.block_size.max(1);
     cfg.max_num_seqs = cfg.max_num_seqs.max(1);
     cfg.max_batched_tokens = cfg.max_batched_tokens.max(cfg.max_num_seqs);
-    let block_bytes = KvPool::block_bytes(&mcfg, cfg.block_size);
+    let block_bytes = KvPool::block_bytes(mcfg, cfg.block_size);
     let want = cfg.max_num_seqs * cfg.n_ctx.div_ceil(cfg.block_size);
     let budget = cfg.kv_memory_bytes.unwrap_or(2 << 30) / block_bytes;
     let num_blocks = match cfg.kv_memory_bytes {
@@ -220,7 +236,10 @@ pub fn start_engine(
         num_blocks,
         max_model_len: cfg.n_ctx,
     })?;
-    let pool = KvPool::new(&mcfg, num_blocks, cfg.block_size);
+    let runner = make_runner(KvLayout {
+        n_blocks: num_blocks,
+        block_size: cfg.block_size,
+    })?;
     let shared = Arc::new(Shared {
         queued: AtomicUsize::new(0),
         active: AtomicUsize::new(0),
@@ -230,10 +249,9 @@ pub fn start_engine(
     });
     let (inbox, rx) = std_mpsc::channel();
     let core = EngineCore {
-        model,
+        runner,
         tokenizer: tokenizer.clone(),
         scheduler,
-        pool,
         shared: shared.clone(),
         inbox: rx,
         metrics: EngineMetrics::default(),
@@ -272,10 +290,10 @@ struct Active<'t> {
 
 /// The engine's state; lives on its own thread.
 struct EngineCore {
-    model: Arc<Model>,
+    /// The model and its KV pool (CPU or GPU).
+    runner: Box<dyn Runner + Send>,
     tokenizer: Arc<Tokenizer>,
     scheduler: Scheduler,
-    pool: KvPool,
     shared: Arc<Shared>,
     inbox: std_mpsc::Receiver<Submission>,
     metrics: EngineMetrics,
@@ -445,9 +463,9 @@ impl EngineCore {
                 },
             })
             .collect();
-        let mut logits = self.model.forward_batch(&chunks, &mut self.pool)?;
+        let mut logits = self.runner.forward_batch(&chunks)?;
         self.metrics.steps += 1;
-        let vocab = self.model.config().vocab;
+        let vocab = self.runner.config().vocab;
         let mut row = 0;
         let mut outputs = Vec::with_capacity(plan.len());
         for s in plan {

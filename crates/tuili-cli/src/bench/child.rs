@@ -10,26 +10,34 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tuili_backend::pool;
+use tuili_engine::runner::blocks_for;
+use tuili_engine::{KvLayout, Runner};
 use tuili_gguf::GgufFile;
-use tuili_models::{KvCache, Model};
+use tuili_models::{KvPool, Model, SeqChunk};
 
+use crate::device::{self, Device};
 use crate::membw;
 
-/// One test: a prompt of `n` tokens in one batch, or `n` single-token decode steps.
+/// One test: a prompt of `n` tokens in one batch, or `n` single-token decode steps of
+/// one sequence or of several side by side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Test {
     /// `ppN`: one forward pass over `n` tokens on an empty cache.
     Prompt(usize),
     /// `tgN`: `n` forward passes of one token each, from an empty cache.
     Gen(usize),
+    /// `tgNxS`: `n` forward passes of `s` sequences of one token each (a batch of `s`
+    /// decode steps, as a serving engine runs them), from empty caches.
+    Batch(usize, usize),
 }
 
 impl Test {
-    /// llama-bench's name: `pp512`, `tg128`.
+    /// llama-bench's name: `pp512`, `tg128`; `tg128x64` for 64 sequences.
     pub fn name(self) -> String {
         match self {
             Test::Prompt(n) => format!("pp{n}"),
             Test::Gen(n) => format!("tg{n}"),
+            Test::Batch(n, s) => format!("tg{n}x{s}"),
         }
     }
 
@@ -37,16 +45,29 @@ impl Test {
     pub fn tokens(self) -> usize {
         match self {
             Test::Prompt(n) | Test::Gen(n) => n,
+            Test::Batch(n, s) => n * s,
         }
     }
 
-    /// Parses `pp512` / `tg128`.
+    /// Positions one sequence of the test fills, and sequences.
+    fn shape(self) -> (usize, usize) {
+        match self {
+            Test::Prompt(n) | Test::Gen(n) => (n, 1),
+            Test::Batch(n, s) => (n, s),
+        }
+    }
+
+    /// Parses `pp512` / `tg128` / `tg128x64`.
     pub fn parse(s: &str) -> Option<Test> {
         let n = |rest: &str| rest.parse::<usize>().ok().filter(|&n| n > 0);
         if let Some(rest) = s.strip_prefix("pp") {
             n(rest).map(Test::Prompt)
         } else {
-            s.strip_prefix("tg").and_then(n).map(Test::Gen)
+            let rest = s.strip_prefix("tg")?;
+            match rest.split_once('x') {
+                Some((a, b)) => Some(Test::Batch(n(a)?, n(b)?)),
+                None => n(rest).map(Test::Gen),
+            }
         }
     }
 }
@@ -66,10 +87,19 @@ fn init_pool(threads: usize) -> Result<&'static pool::ThreadPool> {
 }
 
 /// Measures read bandwidth with `threads` threads and prints `membw BYTES S1 S2 ...`
-/// (bytes read per pass, then bytes/s per pass).
-pub fn run_membw(threads: usize, bytes: usize, passes: usize) -> Result<()> {
+/// (bytes read per pass, then bytes/s per pass). On a GPU: a device-to-device copy,
+/// counting bytes read plus bytes written.
+pub fn run_membw(threads: usize, bytes: usize, passes: usize, dev: Device) -> Result<()> {
     let p = init_pool(threads)?;
-    let bw = membw::measure(p, bytes, passes);
+    let samples = match dev {
+        Device::Cuda(n) => tuili_cuda::CudaOps::new(n)?.copy_bandwidth(bytes, passes)?,
+        Device::Cpu | Device::Auto => membw::measure(p, bytes, passes).samples,
+    };
+    let bw = membw::Bandwidth {
+        threads,
+        bytes,
+        samples,
+    };
     let samples: Vec<String> = bw.samples.iter().map(|s| format!("{s:.0}")).collect();
     println!("membw {} {}", bw.bytes, samples.join(" "));
     Ok(())
@@ -89,27 +119,51 @@ impl Rng {
     }
 }
 
-/// Seconds for one repetition of `test` on an emptied `cache`.
-fn run_once(model: &Model, cache: &mut KvCache, test: Test, rng: &mut Rng) -> Result<f64> {
-    let vocab = model.config().vocab;
-    cache.clear();
+/// Seconds for one repetition of `test`, each sequence starting empty; sequence `j`
+/// uses block table `tables[j]`.
+fn run_once(
+    runner: &mut dyn Runner,
+    tables: &[Vec<u32>],
+    test: Test,
+    rng: &mut Rng,
+) -> Result<f64> {
+    let vocab = runner.config().vocab;
     match test {
         Test::Prompt(n) => {
             let tokens: Vec<u32> = (0..n).map(|_| rng.below(vocab)).collect();
             let t0 = Instant::now();
             // Logits of the last token only, as llama.cpp computes for a prompt batch.
-            let logits = model.forward(&tokens, cache, n - 1)?;
+            let chunk = SeqChunk {
+                tokens: &tokens,
+                start: 0,
+                blocks: &tables[0],
+                logits_from: n - 1,
+            };
+            let logits = runner.forward_batch(&[chunk])?;
             let secs = t0.elapsed().as_secs_f64();
             std::hint::black_box(logits);
             Ok(secs)
         }
-        Test::Gen(n) => {
-            let mut token = rng.below(vocab);
+        Test::Gen(n) | Test::Batch(n, _) => {
+            let streams = test.shape().1;
+            let mut tokens: Vec<[u32; 1]> = (0..streams).map(|_| [rng.below(vocab)]).collect();
             let t0 = Instant::now();
-            for _ in 0..n {
-                let logits = model.forward(&[token], cache, 0)?;
+            for pos in 0..n {
+                let chunks: Vec<SeqChunk> = tokens
+                    .iter()
+                    .zip(tables)
+                    .map(|(t, blocks)| SeqChunk {
+                        tokens: t,
+                        start: pos,
+                        blocks,
+                        logits_from: 0,
+                    })
+                    .collect();
+                let logits = runner.forward_batch(&chunks)?;
                 std::hint::black_box(logits);
-                token = rng.below(vocab);
+                for t in tokens.iter_mut() {
+                    t[0] = rng.below(vocab);
+                }
             }
             Ok(t0.elapsed().as_secs_f64())
         }
@@ -119,42 +173,64 @@ fn run_once(model: &Model, cache: &mut KvCache, test: Test, rng: &mut Rng) -> Re
 /// Loads `path` with a pool of `threads`, runs each test once to warm up and then
 /// `reps` times, and prints `sample TEST SECS...` per test, then `threads N` (the pool
 /// size), `kv_cache_bytes BYTES` and `peak_rss BYTES`.
-pub fn run_model(path: &Path, threads: usize, tests: &[Test], reps: usize) -> Result<()> {
+pub fn run_model(
+    path: &Path,
+    threads: usize,
+    tests: &[Test],
+    reps: usize,
+    dev: Device,
+) -> Result<()> {
     init_pool(threads)?;
     let file = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
     let file = Arc::new(file);
     let model = Model::load(&file).with_context(|| format!("loading {}", path.display()))?;
-    // One cache long enough for the longest test (llama-bench sizes its context to the
-    // test; a longer cache only costs memory that is never touched).
-    let need = tests.iter().map(|t| t.tokens()).max().unwrap_or(1).max(1);
-    let mut cache = model.new_cache(need);
-    if cache.capacity() < need {
+    // One pool for the largest test: each sequence gets its own blocks (llama-bench sizes
+    // its context to the test; a larger pool only costs memory that is never touched).
+    let need = tests.iter().map(|t| t.shape().0).max().unwrap_or(1).max(1);
+    let streams = tests.iter().map(|t| t.shape().1).max().unwrap_or(1);
+    if need > model.config().ctx_len {
         bail!(
             "{}: a test needs {need} positions, the model's context is {}",
             path.display(),
-            cache.capacity()
+            model.config().ctx_len
         );
     }
+    let per_seq = blocks_for(need, SEQ_BLOCK);
+    let kv = KvLayout {
+        n_blocks: per_seq * streams,
+        block_size: SEQ_BLOCK,
+    };
+    let tables: Vec<Vec<u32>> = (0..streams)
+        .map(|j| ((j * per_seq) as u32..((j + 1) * per_seq) as u32).collect())
+        .collect();
+    let mut runner = device::runner(&model, dev, kv)?;
     let mut rng = Rng(0x7475_696c_6920_6265);
     for &test in tests {
-        run_once(&model, &mut cache, test, &mut rng)
+        let tables = &tables[..test.shape().1];
+        run_once(runner.as_mut(), tables, test, &mut rng)
             .with_context(|| format!("warm-up run of {}", test.name()))?;
         let mut secs = Vec::with_capacity(reps);
         for _ in 0..reps {
-            secs.push(run_once(&model, &mut cache, test, &mut rng)?);
+            secs.push(run_once(runner.as_mut(), tables, test, &mut rng)?);
         }
         let s: Vec<String> = secs.iter().map(|s| format!("{s:.9}")).collect();
         println!("sample {} {}", test.name(), s.join(" "));
     }
     // The pool that ran the tests, reported so the parent can check it against `-t`.
     println!("threads {}", pool::global().n_threads());
-    println!("kv_cache_bytes {}", model.config().kv_cache_bytes(need));
+    println!(
+        "kv_cache_bytes {}",
+        KvPool::block_bytes(model.config(), SEQ_BLOCK) * kv.n_blocks
+    );
     match peak_rss() {
         Some(b) => println!("peak_rss {b}"),
         None => eprintln!("warning: VmHWM not found in /proc/self/status"),
     }
     Ok(())
 }
+
+/// Positions per KV block of a benchmark sequence.
+const SEQ_BLOCK: usize = 64;
 
 /// Peak resident set size of this process (`VmHWM`), in bytes; `None` off Linux.
 pub fn peak_rss() -> Option<u64> {
@@ -179,12 +255,19 @@ mod tests {
 
     #[test]
     fn test_names_round_trip() {
-        for t in [Test::Prompt(512), Test::Gen(128), Test::Gen(1)] {
+        for t in [
+            Test::Prompt(512),
+            Test::Gen(128),
+            Test::Gen(1),
+            Test::Batch(128, 64),
+        ] {
             assert_eq!(Test::parse(&t.name()), Some(t));
         }
         assert_eq!(Test::parse("pp0"), None);
         assert_eq!(Test::parse("tgx"), None);
         assert_eq!(Test::parse("xx12"), None);
+        assert_eq!(Test::parse("tg128x0"), None);
+        assert_eq!(Test::parse("tg12x"), None);
     }
 
     #[test]

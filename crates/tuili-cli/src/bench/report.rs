@@ -44,17 +44,20 @@ pub struct Reporter {
     model_table: bool,
     /// JSON objects, printed as one array by `finish`.
     json: Vec<String>,
+    /// llama-bench's backend column: `CPU` or `CUDA`.
+    backend: &'static str,
 }
 
 impl Reporter {
     /// A reporter; `membw` adds the bandwidth column to the markdown table.
-    pub fn new(format: Format, membw: bool) -> Reporter {
+    pub fn new(format: Format, membw: bool, backend: &'static str) -> Reporter {
         Reporter {
             format,
             membw,
             bw_table: false,
             model_table: false,
             json: Vec::new(),
+            backend,
         }
     }
 
@@ -101,7 +104,7 @@ impl Reporter {
             match self.format {
                 Format::Md => self.md_row(info, threads, *test, &st, bw),
                 Format::Json => {
-                    let o = json_row(info, threads, *test, &st, out, bw);
+                    let o = json_row(info, threads, *test, &st, out, bw, self.backend);
                     self.json.push(o);
                 }
             }
@@ -144,7 +147,7 @@ impl Reporter {
             info.desc,
             human_size(info.size),
             human_params(info.params),
-            "CPU",
+            self.backend,
             threads,
             test.name(),
             format!("{:.2} ± {:.2}", ts, stddev(&st.ts)),
@@ -167,10 +170,12 @@ fn json_row(
     st: &Stats,
     out: &ChildOutput,
     bw: Option<&Bandwidth>,
+    backend: &str,
 ) -> String {
-    let (n_prompt, n_gen) = match test {
-        Test::Prompt(n) => (n, 0),
-        Test::Gen(n) => (0, n),
+    let (n_prompt, n_gen, n_streams) = match test {
+        Test::Prompt(n) => (n, 0, 1),
+        Test::Gen(n) => (0, n, 1),
+        Test::Batch(n, s) => (0, n, s),
     };
     let ts = mean(&st.ts);
     let ns: Vec<f64> = st.ns.iter().map(|&n| n as f64).collect();
@@ -183,10 +188,11 @@ fn json_row(
     field(&mut o, "model_type", &json_str(&info.desc));
     field(&mut o, "model_size", &info.size.to_string());
     field(&mut o, "model_n_params", &info.params.to_string());
-    field(&mut o, "backend", &json_str("CPU"));
+    field(&mut o, "backend", &json_str(backend));
     field(&mut o, "n_threads", &threads.to_string());
     field(&mut o, "n_prompt", &n_prompt.to_string());
     field(&mut o, "n_gen", &n_gen.to_string());
+    field(&mut o, "n_streams", &n_streams.to_string());
     field(&mut o, "test", &json_str(&test.name()));
     field(&mut o, "avg_ns", &format!("{:.0}", mean(&ns)));
     field(&mut o, "stddev_ns", &format!("{:.0}", stddev(&ns)));

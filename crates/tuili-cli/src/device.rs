@@ -1,0 +1,223 @@
+//! `--device cpu|cuda|cuda:N|auto`: where a model runs, and the runner that puts it there.
+
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tuili_cuda::{CudaModel, DeviceInfo};
+use tuili_engine::{CpuRunner, KvLayout, Runner};
+use tuili_models::Model;
+
+use crate::load::tracing_line;
+use crate::progress::Bar;
+
+/// A `--device` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU.
+    Cpu,
+    /// GPU `N` (`cuda` is `cuda:0`).
+    Cuda(usize),
+    /// The first GPU the model fits on, else the CPU.
+    Auto,
+}
+
+impl FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Device, String> {
+        let bad = || format!("device must be cpu, cuda, cuda:N (N = 0, 1, ...) or auto, got '{s}'");
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            "auto" => Ok(Device::Auto),
+            _ => {
+                let n = s.strip_prefix("cuda:").ok_or_else(bad)?;
+                n.parse().map(Device::Cuda).map_err(|_| bad())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::Auto => write!(f, "auto"),
+        }
+    }
+}
+
+/// The `--device` option.
+#[derive(Args, Clone, Debug)]
+pub struct DeviceArgs {
+    /// Where the model runs: cpu, cuda (= cuda:0), cuda:N, or auto (the first GPU the
+    /// model fits on, else the CPU).
+    #[arg(long = "device", default_value = "cpu")]
+    pub device: Device,
+}
+
+/// Memory kept free on a GPU beyond weights and KV pool (activations, the cuBLAS tile,
+/// the CUDA context).
+const GPU_MARGIN: usize = 1 << 30;
+
+fn gib(b: usize) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+impl Device {
+    /// Checks a GPU choice before the model is loaded, so that a machine without one
+    /// answers at once; `auto` stays `auto` (it needs the model's size).
+    pub fn check_early(self) -> Result<()> {
+        if let Device::Cuda(n) = self {
+            let devs = tuili_cuda::devices()?;
+            if n >= devs.len() {
+                return Err(tuili_cuda::CudaError::BadOrdinal {
+                    ordinal: n,
+                    count: devs.len(),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves `auto`: the first GPU with room for the weights, `kv_bytes` of KV pool
+    /// and a margin, else the CPU; says which on stderr.
+    pub fn resolve(self, model: &Model, kv_bytes: usize) -> Device {
+        if self != Device::Auto {
+            return self;
+        }
+        let need = tuili_cuda::weight_bytes(model) + kv_bytes + GPU_MARGIN;
+        match tuili_cuda::devices() {
+            Ok(devs) => match devs.iter().find(|d| d.free_bytes >= need) {
+                Some(d) => {
+                    tracing_line(&format!(
+                        "device auto: cuda:{} ({}, {:.1} GiB free, the model needs {:.1} GiB)",
+                        d.ordinal,
+                        d.name,
+                        gib(d.free_bytes),
+                        gib(need)
+                    ));
+                    Device::Cuda(d.ordinal)
+                }
+                None => {
+                    let free: Vec<String> = devs
+                        .iter()
+                        .map(|d| format!("cuda:{} has {:.1}", d.ordinal, gib(d.free_bytes)))
+                        .collect();
+                    tracing_line(&format!(
+                        "device auto: cpu (the model needs {:.1} GiB; {} GiB free)",
+                        gib(need),
+                        free.join(", ")
+                    ));
+                    Device::Cpu
+                }
+            },
+            Err(e) => {
+                tracing_line(&format!("device auto: cpu ({e})"));
+                Device::Cpu
+            }
+        }
+    }
+}
+
+/// The model on `device` (resolved: not `auto`) with a KV pool of `kv`. Uploads the
+/// weights to a GPU with a progress bar.
+pub fn runner<'m>(model: &'m Model, device: Device, kv: KvLayout) -> Result<Box<dyn Runner + 'm>> {
+    match device {
+        Device::Cpu | Device::Auto => Ok(Box::new(CpuRunner::new(model, kv))),
+        Device::Cuda(n) => Ok(Box::new(upload(model, n, kv)?)),
+    }
+}
+
+/// Uploads `model` to GPU `ordinal`, with a progress bar on stderr.
+pub fn upload(model: &Model, ordinal: usize, kv: KvLayout) -> Result<CudaModel> {
+    let t0 = Instant::now();
+    let total = tuili_cuda::weight_bytes(model);
+    let bar = Bar::new("uploading weights", total as u64);
+    let gpu = CudaModel::new(model, ordinal, kv, &mut |done, _| bar.set(done as u64))
+        .with_context(|| format!("putting the model on cuda:{ordinal}"))?;
+    bar.finish();
+    tracing_line(&format!(
+        "{}: {:.1} MiB of weights uploaded in {:.2}s, KV pool {} blocks of {}",
+        describe(gpu.device()),
+        total as f64 / (1 << 20) as f64,
+        t0.elapsed().as_secs_f64(),
+        kv.n_blocks,
+        kv.block_size
+    ));
+    Ok(gpu)
+}
+
+/// `cuda:0: NVIDIA H200, 139.8 GiB (139.1 GiB free), compute 9.0`.
+pub fn describe(d: &DeviceInfo) -> String {
+    format!(
+        "cuda:{}: {}, {:.1} GiB ({:.1} GiB free), compute {}.{}",
+        d.ordinal,
+        d.name,
+        gib(d.total_bytes),
+        gib(d.free_bytes),
+        d.compute_capability.0,
+        d.compute_capability.1
+    )
+}
+
+/// The lines of `tuili info`'s device list: the CPU, then each GPU or why there is none.
+pub fn device_lines() -> Vec<String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut lines = vec![format!(
+        "cpu: {}, {threads} threads, {}",
+        cpu_name(),
+        mem_total().map_or("memory unknown".into(), |b| format!("{:.1} GiB", gib(b)))
+    )];
+    match tuili_cuda::devices() {
+        Ok(devs) => lines.extend(devs.iter().map(describe)),
+        Err(tuili_cuda::CudaError::NoDevice(why)) => {
+            lines.push(format!("cuda: none (no CUDA device: {why})"))
+        }
+        Err(e) => lines.push(format!("cuda: none ({e})")),
+    }
+    lines
+}
+
+/// The CPU's model name from /proc/cpuinfo.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// Total memory from /proc/meminfo, in bytes.
+fn mem_total() -> Option<usize> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_values_parse_and_bad_ones_name_the_forms() {
+        assert_eq!("cpu".parse::<Device>(), Ok(Device::Cpu));
+        assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
+        assert_eq!("cuda:3".parse::<Device>(), Ok(Device::Cuda(3)));
+        assert_eq!("auto".parse::<Device>(), Ok(Device::Auto));
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "CPU", ""] {
+            let e = bad.parse::<Device>().expect_err(bad);
+            assert!(e.contains("cpu, cuda, cuda:N"), "{e}");
+        }
+        assert_eq!(Device::Cuda(2).to_string(), "cuda:2");
+    }
+}

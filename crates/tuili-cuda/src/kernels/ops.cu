@@ -1,0 +1,97 @@
+// Row and element-wise ops of a layer (tuili_backend::ops is the specification).
+
+// RMSNorm of rows: out[i, :] = x[src, :] / sqrt(mean(x[src, :]^2) + eps) * w, with
+// src = rows ? rows[i] : i. x: [*, dim]; w: [dim]; out: [n, dim]. One block per row;
+// the sum of squares in f64 as on the CPU.
+extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w,
+                                    const u32* __restrict__ rows, int dim, float eps,
+                                    float* __restrict__ out) {
+    __shared__ double partial[32];
+    const size_t src = rows ? rows[blockIdx.x] : blockIdx.x;
+    const float* xr = x + src * dim;
+    double ss = 0.0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
+    ss = warp_sum_f64(ss);
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    if (lane == 0) partial[warp] = ss;
+    __syncthreads();
+    if (warp == 0) {
+        const int n_warps = (blockDim.x + WARP - 1) / WARP;
+        double t = lane < n_warps ? partial[lane] : 0.0;
+        t = warp_sum_f64(t);
+        if (lane == 0) partial[0] = t;
+    }
+    __syncthreads();
+    const float scale = (float)(1.0 / sqrt(partial[0] / dim + (double)eps));
+    float* o = out + (size_t)blockIdx.x * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = xr[i] * scale * w[i];
+}
+
+// x[i] += bias[i % d] for x: [n, d].
+extern "C" __global__ void add_bias(float* __restrict__ x, const float* __restrict__ bias, int d,
+                                    int total) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) x[i] += bias[i % d];
+}
+
+// x[i] += y[i].
+extern "C" __global__ void add(float* __restrict__ x, const float* __restrict__ y, int total) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) x[i] += y[i];
+}
+
+// g[i] = silu(g[i]) * u[i].
+extern "C" __global__ void silu_mul(float* __restrict__ g, const float* __restrict__ u,
+                                    int total) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) {
+        const float v = g[i];
+        g[i] = v / (1.0f + expf(-v)) * u[i];
+    }
+}
+
+// RoPE in place. x: [n, n_heads, head_dim]; pos: [n]; inv_freq: [head_dim / 2].
+// neox = 0 rotates pairs (2i, 2i+1), neox = 1 pairs (i, i + head_dim/2). The angle in
+// f64 as on the CPU (positions reach 1e5). One thread per (token, head, pair).
+extern "C" __global__ void rope(float* __restrict__ x, const u32* __restrict__ pos,
+                                const float* __restrict__ inv_freq, int n, int n_heads,
+                                int head_dim, int neox) {
+    const int half = head_dim / 2;
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n * n_heads * half) return;
+    const int p = i % half;
+    const int th = i / half;  // token * n_heads + head
+    const int t = th / n_heads;
+    const double theta = (double)pos[t] * (double)inv_freq[p];
+    const float c = (float)cos(theta), s = (float)sin(theta);
+    float* head = x + (size_t)th * head_dim;
+    const int a = neox ? p : 2 * p;
+    const int b = neox ? p + half : 2 * p + 1;
+    const float x0 = head[a], x1 = head[b];
+    head[a] = x0 * c - x1 * s;
+    head[b] = x0 * s + x1 * c;
+}
+
+// Where position `pos` of chunk `chunk` lives in a KV pool of one layer:
+// pool layout [n_layer, n_blocks, block_size, kv_dim]; tables: [n_chunks, table_stride].
+__device__ __forceinline__ size_t kv_row(const u32* tables, int table_stride, u32 chunk,
+                                         u32 pos, int layer, int n_blocks, int block_size,
+                                         int kv_dim) {
+    const u32 block = tables[(size_t)chunk * table_stride + pos / block_size];
+    return (((size_t)layer * n_blocks + block) * block_size + pos % block_size) * kv_dim;
+}
+
+// Writes each token's K and V ([n, kv_dim] each) into the pools at its position.
+extern "C" __global__ void kv_write(const float* __restrict__ k, const float* __restrict__ v,
+                                    float* __restrict__ k_pool, float* __restrict__ v_pool,
+                                    const u32* __restrict__ pos, const u32* __restrict__ chunk,
+                                    const u32* __restrict__ tables, int table_stride, int layer,
+                                    int n_blocks, int block_size, int kv_dim, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n * kv_dim) return;
+    const int t = i / kv_dim, e = i % kv_dim;
+    const size_t at =
+        kv_row(tables, table_stride, chunk[t], pos[t], layer, n_blocks, block_size, kv_dim) + e;
+    k_pool[at] = k[i];
+    v_pool[at] = v[i];
+}
