@@ -260,10 +260,10 @@ unsafe fn row_pairs<F: PairCodes, const M: u8>(
         // of the rows a few tiles ahead.
         let glen = gbytes.min(row_bytes - g * gbytes);
         for row in rows {
-            let next = row.add(g * gbytes + PREFETCH_TILES * 2 * RP * row_bytes);
+            let next = row.wrapping_add(g * gbytes + PREFETCH_TILES * 2 * RP * row_bytes);
             let mut off = 0;
             while off < glen {
-                _mm_prefetch::<_MM_HINT_T0>(next.add(off) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(off) as *const i8);
                 off += 64;
             }
         }
@@ -468,6 +468,17 @@ unsafe fn fused<F: Fmt, const RR: usize, const PP: usize, const M: u8>(
     let mut mins = [[_mm256_setzero_ps(); 2]; RR];
     for g in 0..ng {
         let nbj = (nb - GROUP * g).min(GROUP);
+        // As in the one-token product: fetch this group of the rows a few tiles ahead
+        // (on the last tile of tokens the next rows are new to the cache).
+        let glen = gbytes.min(row_bytes - g * gbytes);
+        for row in rows {
+            let next = row.wrapping_add(g * gbytes + PREFETCH_TILES * RR * row_bytes);
+            let mut off = 0;
+            while off < glen {
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(off) as *const i8);
+                off += 64;
+            }
+        }
         for r in 0..RR {
             let sc = F::scales(rows[r].add(g * gbytes), nbj);
             _mm256_store_ps(ws[r].0.as_mut_ptr(), sc.ws);

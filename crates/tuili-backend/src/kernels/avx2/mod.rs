@@ -278,10 +278,10 @@ unsafe fn fused<F: Fmt, const R: usize, const M: u8>(
         // run ahead: fetch the same group of the next tile's rows now.
         let glen = gbytes.min(row_bytes - g * gbytes);
         for r in 0..R {
-            let next = rows[r].add(g * gbytes + PREFETCH_TILES * R * row_bytes);
+            let next = rows[r].wrapping_add(g * gbytes + PREFETCH_TILES * R * row_bytes);
             let mut off = 0;
             while off < glen {
-                _mm_prefetch::<_MM_HINT_T0>(next.add(off) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(off) as *const i8);
                 off += 64;
             }
         }
