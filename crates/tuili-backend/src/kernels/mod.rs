@@ -41,7 +41,7 @@
 // Kernels index several parallel arrays (rows, tokens, lanes) with one counter.
 #![allow(clippy::needless_range_loop)]
 
-/// Defines `scores` (attention scores of the query heads that share one K/V head) from
+/// Defines `scores_by_dot` (attention scores of the query heads that share one K/V head) from
 /// the module's dot body (`#[inline(always)]`, so it inlines), and `mix_by_axpy` from
 /// its axpy body, with the attributes given (its target features): results are those
 /// of its `dot`/`axpy`, bit for bit.
@@ -50,7 +50,8 @@ macro_rules! grouped_attention_ops {
         /// `out[h, p] = dot(q[h], row p)`, row `p` = `base[rows[p]..][..hd]`;
         /// `q`: `[g, hd]`, `out`: `[g, rows.len()]`.
         $(#[$attr])*
-        pub(super) unsafe fn scores(q: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+        #[allow(dead_code)]
+        pub(super) unsafe fn scores_by_dot(q: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
             let np = rows.len();
             let hd = q.len() / (out.len() / np.max(1)).max(1);
             for (p, &r) in rows.iter().enumerate() {
@@ -655,7 +656,7 @@ static SCALAR: Kernels = Kernels {
     float_gemm: scalar::float_gemm,
     dot: scalar::dot,
     axpy: scalar::axpy,
-    scores: scalar::scores,
+    scores: scalar::scores_by_dot,
     mix: scalar::mix_by_axpy,
 };
 

@@ -27,7 +27,7 @@ static NEON: Kernels = Kernels {
     float_gemm,
     dot,
     axpy,
-    scores,
+    scores: scores_by_dot,
     mix: mix_by_axpy,
 };
 
