@@ -38,19 +38,30 @@ pub fn rope_inv_freq(head_dim: usize, base: f32) -> Vec<f32> {
 ///
 /// `x`: `[n_heads, head_dim]`; `inv_freq`: `[head_dim / 2]`; `pos`: the token's position.
 pub fn rope(x: &mut [f32], head_dim: usize, inv_freq: &[f32], pos: usize, mode: RopeMode) {
-    let half = head_dim / 2;
-    debug_assert_eq!(inv_freq.len(), half);
-    debug_assert_eq!(x.len() % head_dim, 0);
-    // Angles are computed once per call, shared by all heads.
     let mut cos_sin = [(0f32, 0f32); 256];
-    let cs = &mut cos_sin[..half];
-    for (c, &f) in cs.iter_mut().zip(inv_freq) {
+    let cs = &mut cos_sin[..head_dim / 2];
+    rope_angles(inv_freq, pos, cs);
+    rope_rotate(x, head_dim, cs, mode);
+}
+
+/// `(cos, sin)` of each of a position's RoPE angles: `out`: `[head_dim / 2]`. The same for
+/// every head and layer, so a forward pass computes them once per token.
+pub fn rope_angles(inv_freq: &[f32], pos: usize, out: &mut [(f32, f32)]) {
+    debug_assert_eq!(inv_freq.len(), out.len());
+    for (c, &f) in out.iter_mut().zip(inv_freq) {
         // Angles in f64: positions reach 1e5 and f32 would lose the low bits.
         let theta = pos as f64 * f as f64;
         *c = (theta.cos() as f32, theta.sin() as f32);
     }
+}
+
+/// Rotates every head of `x` (`[n_heads, head_dim]`) by the angles of [`rope_angles`].
+pub fn rope_rotate(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)], mode: RopeMode) {
+    let half = head_dim / 2;
+    debug_assert_eq!(cos_sin.len(), half);
+    debug_assert_eq!(x.len() % head_dim, 0);
     for head in x.chunks_exact_mut(head_dim) {
-        for (i, &(cos, sin)) in cs.iter().enumerate() {
+        for (i, &(cos, sin)) in cos_sin.iter().enumerate() {
             let (a, b) = match mode {
                 RopeMode::Normal => (2 * i, 2 * i + 1),
                 RopeMode::Neox => (i, i + half),

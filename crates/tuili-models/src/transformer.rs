@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tuili_backend::matmul::{matmul, matmul_many, ByteSource, Weight};
-use tuili_backend::ops::{add, rms_norm, rope, rope_inv_freq, silu_mul};
+use tuili_backend::ops::{add, rms_norm, rope_angles, rope_inv_freq, rope_rotate, silu_mul};
 use tuili_gguf::{GgmlType, GgufFile};
 
 use crate::attention::attention;
@@ -272,6 +272,12 @@ impl Model {
         let mut att = vec![0f32; n * q_dim];
         let mut gate = vec![0f32; n * cfg.ffn_dim];
         let mut up = vec![0f32; n * cfg.ffn_dim];
+        // RoPE (cos, sin) of each token's position: [n, head_dim / 2], shared by the layers.
+        let half = cfg.head_dim / 2;
+        let mut angles = vec![(0f32, 0f32); n * half];
+        for (cs, &(_, pos)) in angles.chunks_exact_mut(half).zip(&where_) {
+            rope_angles(&self.inv_freq, pos, cs);
+        }
 
         for (li, l) in self.layers.iter().enumerate() {
             norm_rows(&x, &l.attn_norm, cfg.eps, &mut xn);
@@ -288,8 +294,9 @@ impl Model {
             for (t, &(ci, pos)) in where_.iter().enumerate() {
                 let qt = &mut q[t * q_dim..(t + 1) * q_dim];
                 let kt = &mut k[t * kv_dim..(t + 1) * kv_dim];
-                rope(qt, cfg.head_dim, &self.inv_freq, pos, cfg.rope_mode);
-                rope(kt, cfg.head_dim, &self.inv_freq, pos, cfg.rope_mode);
+                let cs = &angles[t * half..(t + 1) * half];
+                rope_rotate(qt, cfg.head_dim, cs, cfg.rope_mode);
+                rope_rotate(kt, cfg.head_dim, cs, cfg.rope_mode);
                 pool.write(
                     li,
                     chunks[ci].blocks,
