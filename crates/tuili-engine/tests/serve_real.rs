@@ -48,6 +48,33 @@ fn greedy(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
     }
 }
 
+/// An engine with one decode slot and `max_queue` waiting places.
+fn one_slot_engine(model: Arc<Model>, tok: Arc<Tokenizer>, max_queue: usize) -> EngineHandle {
+    start_engine(
+        model,
+        tok,
+        EngineConfig {
+            n_ctx: 512,
+            max_num_seqs: 1,
+            max_queue,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Waits (10 s at most) until nothing is queued or running.
+fn wait_idle(h: &EngineHandle) {
+    let t0 = std::time::Instant::now();
+    while !h.is_idle() {
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "engine did not free its requests"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Collects a request's text, tokens and finish reason.
 fn collect(h: &EngineHandle, req: GenerateRequest) -> (String, Vec<u32>, FinishReason) {
     let mut s = h.submit(req).expect("submit");
@@ -143,17 +170,7 @@ fn stop_strings_end_generation_and_are_not_emitted() {
 #[test]
 fn dropped_stream_frees_its_blocks_and_full_queue_refuses() {
     let (model, tok) = need_model!();
-    let h = start_engine(
-        model,
-        tok.clone(),
-        EngineConfig {
-            n_ctx: 512,
-            max_num_seqs: 1,
-            max_queue: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let h = one_slot_engine(model, tok.clone(), 1);
     let ids = tok.encode("Once upon a time", true, false);
     let mut long = h.submit(greedy(ids.clone(), 400)).unwrap();
     // Wait until it is running.
@@ -165,14 +182,7 @@ fn dropped_stream_frees_its_blocks_and_full_queue_refuses() {
     }
     drop(long);
     drop(_queued);
-    let t0 = std::time::Instant::now();
-    while !h.is_idle() {
-        assert!(
-            t0.elapsed().as_secs() < 10,
-            "engine did not free cancelled requests"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_idle(&h);
     std::thread::sleep(std::time::Duration::from_millis(50));
     let m = h.metrics();
     assert_eq!((m.running, m.kv_blocks_used, m.waiting), (0, 0, 0));
@@ -184,17 +194,7 @@ fn dropped_stream_frees_its_blocks_and_full_queue_refuses() {
 #[test]
 fn zero_queue_admits_only_what_free_slots_take() {
     let (model, tok) = need_model!();
-    let h = start_engine(
-        model,
-        tok.clone(),
-        EngineConfig {
-            n_ctx: 512,
-            max_num_seqs: 1,
-            max_queue: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let h = one_slot_engine(model, tok.clone(), 0);
     // The pool's gauges are published before any request arrives.
     let t0 = std::time::Instant::now();
     while h.metrics().kv_blocks_free == 0 {
@@ -209,14 +209,7 @@ fn zero_queue_admits_only_what_free_slots_take() {
         other => panic!("expected QueueFull, got {:?}", other.err()),
     }
     drop(long);
-    let t0 = std::time::Instant::now();
-    while !h.is_idle() {
-        assert!(
-            t0.elapsed().as_secs() < 10,
-            "engine did not free the request"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_idle(&h);
     let (text, _, _) = collect(&h, greedy(ids, 6));
     assert!(text.starts_with(", the city"), "{text}");
 }

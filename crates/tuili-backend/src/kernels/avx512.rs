@@ -25,7 +25,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::formats::{Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
+use super::avx2::formats::{with_format, Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 use super::avx2::{gemm as gemm_avx2, gemv as gemv_avx2, hsum, AVX2};
 use super::{Kernels, MinKind, Out, Panel, QFormat, QuantActs, GROUP, QB};
 
@@ -111,18 +111,7 @@ fn pack(a: &mut QuantActs) {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn gemv(fmt: QFormat, w: &[u8], row_bytes: usize, a: &QuantActs, t: usize, out: Out) {
-    match fmt {
-        QFormat::Q4_0 => gemv_f::<Q40, 0>(w, row_bytes, a, t, out),
-        QFormat::Q4_1 => gemv_f::<Q41, 1>(w, row_bytes, a, t, out),
-        QFormat::Q5_0 => gemv_f::<Q50, 0>(w, row_bytes, a, t, out),
-        QFormat::Q5_1 => gemv_f::<Q51, 1>(w, row_bytes, a, t, out),
-        QFormat::Q8_0 => gemv_f::<Q80, 0>(w, row_bytes, a, t, out),
-        QFormat::Q2K => gemv_f::<Q2K, 2>(w, row_bytes, a, t, out),
-        QFormat::Q3K => gemv_f::<Q3K, 0>(w, row_bytes, a, t, out),
-        QFormat::Q4K => gemv_f::<Q4K, 1>(w, row_bytes, a, t, out),
-        QFormat::Q5K => gemv_f::<Q5K, 1>(w, row_bytes, a, t, out),
-        QFormat::Q6K => gemv_f::<Q6K, 0>(w, row_bytes, a, t, out),
-    }
+    with_format!(fmt, gemv_f(w, row_bytes, a, t, out))
 }
 
 /// Codes of block `j` of the groups at `a` and `b` (two rows) as `[row a | row b]`:
@@ -382,18 +371,7 @@ unsafe fn direct(
         }
         return;
     }
-    match fmt {
-        QFormat::Q4_0 => direct_f::<Q40, 0>(w, row_bytes, a, t0, nt, out),
-        QFormat::Q4_1 => direct_f::<Q41, 1>(w, row_bytes, a, t0, nt, out),
-        QFormat::Q5_0 => direct_f::<Q50, 0>(w, row_bytes, a, t0, nt, out),
-        QFormat::Q5_1 => direct_f::<Q51, 1>(w, row_bytes, a, t0, nt, out),
-        QFormat::Q8_0 => direct_f::<Q80, 0>(w, row_bytes, a, t0, nt, out),
-        QFormat::Q2K => direct_f::<Q2K, 2>(w, row_bytes, a, t0, nt, out),
-        QFormat::Q3K => direct_f::<Q3K, 0>(w, row_bytes, a, t0, nt, out),
-        QFormat::Q4K => direct_f::<Q4K, 1>(w, row_bytes, a, t0, nt, out),
-        QFormat::Q5K => direct_f::<Q5K, 1>(w, row_bytes, a, t0, nt, out),
-        QFormat::Q6K => direct_f::<Q6K, 0>(w, row_bytes, a, t0, nt, out),
-    }
+    with_format!(fmt, direct_f(w, row_bytes, a, t0, nt, out))
 }
 
 #[inline(always)]

@@ -23,6 +23,27 @@ pub(in crate::kernels) trait Fmt {
     unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i);
 }
 
+/// `$f::<F, M>(args)` for the format type `F` of `$fmt` and its minimum kind `M` (0: none,
+/// 1: one per 32 elements, 2: one per 16): the one dispatch of every x86 kernel that is
+/// generic over the format.
+macro_rules! with_format {
+    ($fmt:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $fmt {
+            QFormat::Q4_0 => $f::<Q40, 0>($($arg),*),
+            QFormat::Q4_1 => $f::<Q41, 1>($($arg),*),
+            QFormat::Q5_0 => $f::<Q50, 0>($($arg),*),
+            QFormat::Q5_1 => $f::<Q51, 1>($($arg),*),
+            QFormat::Q8_0 => $f::<Q80, 0>($($arg),*),
+            QFormat::Q2K => $f::<Q2K, 2>($($arg),*),
+            QFormat::Q3K => $f::<Q3K, 0>($($arg),*),
+            QFormat::Q4K => $f::<Q4K, 1>($($arg),*),
+            QFormat::Q5K => $f::<Q5K, 1>($($arg),*),
+            QFormat::Q6K => $f::<Q6K, 0>($($arg),*),
+        }
+    };
+}
+pub(in crate::kernels) use with_format;
+
 /// The f16 at `p` as f32.
 #[inline(always)]
 pub(super) unsafe fn f16(p: *const u8) -> f32 {

@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 
 pub(super) mod formats;
 
-use formats::{Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
+use formats::{with_format, Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 
 use super::scalar::{float_at, QMAX, TINY};
 use super::{FFormat, Kernels, MinKind, Out, Panel, QFormat, QuantActs, GROUP, QB};
@@ -207,18 +207,7 @@ pub(super) unsafe fn gemv(
     t: usize,
     out: Out,
 ) {
-    match fmt {
-        QFormat::Q4_0 => gemv_f::<Q40, 0>(w, row_bytes, a, t, out),
-        QFormat::Q4_1 => gemv_f::<Q41, 1>(w, row_bytes, a, t, out),
-        QFormat::Q5_0 => gemv_f::<Q50, 0>(w, row_bytes, a, t, out),
-        QFormat::Q5_1 => gemv_f::<Q51, 1>(w, row_bytes, a, t, out),
-        QFormat::Q8_0 => gemv_f::<Q80, 0>(w, row_bytes, a, t, out),
-        QFormat::Q2K => gemv_f::<Q2K, 2>(w, row_bytes, a, t, out),
-        QFormat::Q3K => gemv_f::<Q3K, 0>(w, row_bytes, a, t, out),
-        QFormat::Q4K => gemv_f::<Q4K, 1>(w, row_bytes, a, t, out),
-        QFormat::Q5K => gemv_f::<Q5K, 1>(w, row_bytes, a, t, out),
-        QFormat::Q6K => gemv_f::<Q6K, 0>(w, row_bytes, a, t, out),
-    }
+    with_format!(fmt, gemv_f(w, row_bytes, a, t, out))
 }
 
 #[inline(always)]
