@@ -1,6 +1,7 @@
 //! The decoder-only transformer shared by `llama` and `qwen2`: embed, then per layer
 //! norm → attention → residual → norm → SwiGLU MLP → residual, then norm → logits.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use tuili_backend::matmul::{matmul, matmul_many, ByteSource, Weight};
@@ -234,11 +235,37 @@ impl Model {
         chunks: &[SeqChunk],
         pool: &mut KvPool,
     ) -> Result<Vec<f32>, ModelError> {
+        SCRATCH.with(|s| self.forward_with(chunks, pool, &mut s.borrow_mut()))
+    }
+
+    /// [`Model::forward_batch`] with this thread's reused buffers (no allocation per step
+    /// but the returned logits).
+    fn forward_with(
+        &self,
+        chunks: &[SeqChunk],
+        pool: &mut KvPool,
+        s: &mut Scratch,
+    ) -> Result<Vec<f32>, ModelError> {
         let cfg = &self.cfg;
+        let Scratch {
+            where_,
+            tokens,
+            logit_rows,
+            x,
+            xn,
+            q,
+            k,
+            v,
+            att,
+            gate,
+            up,
+            angles,
+            xo,
+        } = s;
         // Per token: (chunk index, absolute position).
-        let mut where_: Vec<(usize, usize)> = Vec::new();
-        let mut tokens: Vec<u32> = Vec::new();
-        let mut logit_rows: Vec<usize> = Vec::new();
+        where_.clear();
+        tokens.clear();
+        logit_rows.clear();
         for (ci, c) in chunks.iter().enumerate() {
             pool.check_table(c.blocks, c.start + c.tokens.len())?;
             if let Some(&id) = c.tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
@@ -259,37 +286,38 @@ impl Model {
         let (dim, q_dim, kv_dim) = (cfg.dim, cfg.q_dim(), cfg.kv_dim());
 
         // x: [n, dim] — the residual stream.
-        let mut x = vec![0f32; n * dim];
-        for (row, &t) in x.chunks_exact_mut(dim).zip(&tokens) {
+        let x = sized(x, n * dim);
+        for (row, &t) in x.chunks_exact_mut(dim).zip(tokens.iter()) {
             self.tok_embd.dequant_row(t as usize, row);
         }
         // Scratch: xn [n, dim], q [n, q_dim], k/v [n, kv_dim], att [n, q_dim],
         // gate/up [n, ffn_dim].
-        let mut xn = vec![0f32; n * dim];
-        let mut q = vec![0f32; n * q_dim];
-        let mut k = vec![0f32; n * kv_dim];
-        let mut v = vec![0f32; n * kv_dim];
-        let mut att = vec![0f32; n * q_dim];
-        let mut gate = vec![0f32; n * cfg.ffn_dim];
-        let mut up = vec![0f32; n * cfg.ffn_dim];
+        let xn = sized(xn, n * dim);
+        let q = sized(q, n * q_dim);
+        let k = sized(k, n * kv_dim);
+        let v = sized(v, n * kv_dim);
+        let att = sized(att, n * q_dim);
+        let gate = sized(gate, n * cfg.ffn_dim);
+        let up = sized(up, n * cfg.ffn_dim);
         // RoPE (cos, sin) of each token's position: [n, head_dim / 2], shared by the layers.
         let half = cfg.head_dim / 2;
-        let mut angles = vec![(0f32, 0f32); n * half];
-        for (cs, &(_, pos)) in angles.chunks_exact_mut(half).zip(&where_) {
+        angles.clear();
+        angles.resize(n * half, (0.0, 0.0));
+        for (cs, &(_, pos)) in angles.chunks_exact_mut(half).zip(where_.iter()) {
             rope_angles(&self.inv_freq, pos, cs);
         }
 
         for (li, l) in self.layers.iter().enumerate() {
-            norm_rows(&x, &l.attn_norm, cfg.eps, &mut xn);
+            norm_rows(x, &l.attn_norm, cfg.eps, xn);
             matmul_many(
-                &mut [(&l.wq, &mut q), (&l.wk, &mut k), (&l.wv, &mut v)],
-                &xn,
+                &mut [(&l.wq, &mut *q), (&l.wk, &mut *k), (&l.wv, &mut *v)],
+                xn,
                 n,
             );
             if let Some((bq, bk, bv)) = &l.qkv_bias {
-                add_rows(&mut q, bq);
-                add_rows(&mut k, bk);
-                add_rows(&mut v, bv);
+                add_rows(q, bq);
+                add_rows(k, bk);
+                add_rows(v, bv);
             }
             for (t, &(ci, pos)) in where_.iter().enumerate() {
                 let qt = &mut q[t * q_dim..(t + 1) * q_dim];
@@ -305,29 +333,58 @@ impl Model {
                     &v[t * kv_dim..(t + 1) * kv_dim],
                 );
             }
-            attention(cfg, li, &q, chunks, &where_, pool, &mut att);
-            matmul(&l.wo, &att, n, &mut xn);
-            add(&mut x, &xn);
+            attention(cfg, li, q, chunks, where_, pool, att);
+            matmul(&l.wo, att, n, xn);
+            add(x, xn);
 
-            norm_rows(&x, &l.ffn_norm, cfg.eps, &mut xn);
-            matmul_many(&mut [(&l.w_gate, &mut gate), (&l.w_up, &mut up)], &xn, n);
-            silu_mul(&mut gate, &up);
-            matmul(&l.w_down, &gate, n, &mut xn);
-            add(&mut x, &xn);
+            norm_rows(x, &l.ffn_norm, cfg.eps, xn);
+            matmul_many(&mut [(&l.w_gate, &mut *gate), (&l.w_up, &mut *up)], xn, n);
+            silu_mul(gate, up);
+            matmul(&l.w_down, gate, n, xn);
+            add(x, xn);
         }
 
         // Final norm and logits only for the rows asked for.
         let m = logit_rows.len();
-        let mut xo = vec![0f32; m * dim];
-        for (o, &r) in xo.chunks_exact_mut(dim).zip(&logit_rows) {
+        let xo = sized(xo, m * dim);
+        for (o, &r) in xo.chunks_exact_mut(dim).zip(logit_rows.iter()) {
             rms_norm(&x[r * dim..(r + 1) * dim], &self.out_norm, cfg.eps, o);
         }
         let mut logits = vec![0f32; m * cfg.vocab];
         if m > 0 {
-            matmul(&self.output, &xo, m, &mut logits);
+            matmul(&self.output, xo, m, &mut logits);
         }
         Ok(logits)
     }
+}
+
+/// Buffers of one forward pass, kept per thread between calls.
+#[derive(Default)]
+struct Scratch {
+    where_: Vec<(usize, usize)>,
+    tokens: Vec<u32>,
+    logit_rows: Vec<usize>,
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    angles: Vec<(f32, f32)>,
+    xo: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// `v` resized to `n` values (zeros; its capacity is kept from call to call).
+fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.clear();
+    v.resize(n, 0.0);
+    v
 }
 
 /// One sequence's part of a batch: `tokens` at positions `start..`, its K/V behind
