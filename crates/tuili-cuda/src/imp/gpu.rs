@@ -56,21 +56,6 @@ pub(crate) fn kernel_suffix(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
-/// Every weight type with kernels.
-const TYPES: [GgmlType; 11] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-];
-
 /// Compiles the kernels for `arch` (e.g. `compute_90`) with NVRTC: PTX text.
 pub(crate) fn compile(arch: &str) -> Result<String, CudaError> {
     super::check_library(
@@ -141,6 +126,21 @@ pub(crate) struct GpuWeight {
     pub data: CudaSlice<u8>,
 }
 
+/// Launches kernel `$f` on the stream with `$cfg` and the arguments in order (each a
+/// reference to a device address or a scalar, as the kernel's signature lists them);
+/// an error names `$what`. Evaluates to `Result<(), CudaError>`.
+///
+/// SAFETY (of each use): the arguments match the kernel's parameters in number, order
+/// and type, and every address points into a live allocation of the sizes the kernel
+/// reads and writes (checked where the buffers are made).
+macro_rules! launch {
+    ($gpu:expr, $f:expr, $cfg:expr, $what:expr; $($arg:expr),+ $(,)?) => {
+        unsafe { $gpu.stream.launch_builder($f)$(.arg($arg))+.launch($cfg) }
+            .what($what)
+            .map(|_| ())
+    };
+}
+
 /// Threads per block of the element-wise kernels.
 const EW: u32 = 256;
 
@@ -178,8 +178,11 @@ impl Gpu {
         let f = |name: &str| module.load_function(name).what(name);
         let mut matvec = HashMap::new();
         let mut dequant = HashMap::new();
-        for ty in TYPES {
-            let suffix = kernel_suffix(ty).unwrap_or("?");
+        // Every weight type the backend has kernels for: those with a kernel suffix.
+        for (ty, suffix) in GgmlType::ALL
+            .into_iter()
+            .filter_map(|t| kernel_suffix(t).map(|s| (t, s)))
+        {
             matvec.insert(ty, f(&format!("matvec_{suffix}"))?);
             dequant.insert(ty, f(&format!("dequant_{suffix}"))?);
         }
@@ -352,21 +355,7 @@ impl Gpu {
         let wp = self.ptr(&w.data, 0);
         let (rows, row_bytes, slices, cols, n) =
             (i(w.rows), i(w.row_bytes), i(w.cols / 8), i(w.cols), i(n));
-        unsafe {
-            self.stream
-                .launch_builder(f)
-                .arg(&wp)
-                .arg(&rows)
-                .arg(&row_bytes)
-                .arg(&slices)
-                .arg(&x)
-                .arg(&cols)
-                .arg(&n)
-                .arg(&y)
-                .launch(cfg)
-        }
-        .what("matvec")
-        .map(|_| ())
+        launch!(self, f, cfg, "matvec"; &wp, &rows, &row_bytes, &slices, &x, &cols, &n, &y)
     }
 
     /// `out[i, :] = w[ids[i], :]` in f32 for `i < n_rows` (`ids = None`: rows
@@ -384,19 +373,9 @@ impl Gpu {
         let wp = self.ptr(&w.data, 0) + (first * w.row_bytes) as u64;
         let ids = ids.unwrap_or(0);
         let (row_bytes, slices_i, n) = (i(w.row_bytes), i(slices), i(n_rows));
-        unsafe {
-            self.stream
-                .launch_builder(f)
-                .arg(&wp)
-                .arg(&row_bytes)
-                .arg(&slices_i)
-                .arg(&ids)
-                .arg(&n)
-                .arg(&out)
-                .launch(ew_cfg(n_rows * slices))
-        }
-        .what("dequant")
-        .map(|_| ())
+        launch!(self, f, ew_cfg(n_rows * slices), "dequant";
+            &wp, &row_bytes, &slices_i, &ids, &n, &out
+        )
     }
 
     /// RMSNorm of `n` rows of `[dim]`, rows taken at `rows` (device `[n]` u32) or in order.
@@ -421,65 +400,25 @@ impl Gpu {
         };
         let rows = rows.unwrap_or(0);
         let dim = i(dim);
-        unsafe {
-            self.stream
-                .launch_builder(&self.k.rms_norm)
-                .arg(&x)
-                .arg(&w)
-                .arg(&rows)
-                .arg(&dim)
-                .arg(&eps)
-                .arg(&out)
-                .launch(cfg)
-        }
-        .what("rms_norm")
-        .map(|_| ())
+        launch!(self, &self.k.rms_norm, cfg, "rms_norm"; &x, &w, &rows, &dim, &eps, &out)
     }
 
     /// `x[n, d] += bias[d]` on every row.
     pub fn add_bias(&self, x: u64, bias: u64, d: usize, total: usize) -> Result<(), CudaError> {
         let (d, t) = (i(d), i(total));
-        unsafe {
-            self.stream
-                .launch_builder(&self.k.add_bias)
-                .arg(&x)
-                .arg(&bias)
-                .arg(&d)
-                .arg(&t)
-                .launch(ew_cfg(total))
-        }
-        .what("add_bias")
-        .map(|_| ())
+        launch!(self, &self.k.add_bias, ew_cfg(total), "add_bias"; &x, &bias, &d, &t)
     }
 
     /// `x += y` over `total` elements.
     pub fn add(&self, x: u64, y: u64, total: usize) -> Result<(), CudaError> {
         let t = i(total);
-        unsafe {
-            self.stream
-                .launch_builder(&self.k.add)
-                .arg(&x)
-                .arg(&y)
-                .arg(&t)
-                .launch(ew_cfg(total))
-        }
-        .what("add")
-        .map(|_| ())
+        launch!(self, &self.k.add, ew_cfg(total), "add"; &x, &y, &t)
     }
 
     /// `g = silu(g) * u` over `total` elements.
     pub fn silu_mul(&self, g: u64, u: u64, total: usize) -> Result<(), CudaError> {
         let t = i(total);
-        unsafe {
-            self.stream
-                .launch_builder(&self.k.silu_mul)
-                .arg(&g)
-                .arg(&u)
-                .arg(&t)
-                .launch(ew_cfg(total))
-        }
-        .what("silu_mul")
-        .map(|_| ())
+        launch!(self, &self.k.silu_mul, ew_cfg(total), "silu_mul"; &g, &u, &t)
     }
 
     /// RoPE in place on `x: [n, n_heads, head_dim]` at positions `pos: [n]` u32.
@@ -496,20 +435,7 @@ impl Gpu {
     ) -> Result<(), CudaError> {
         let total = n * n_heads * head_dim / 2;
         let (n, nh, hd, nx) = (i(n), i(n_heads), i(head_dim), neox as i32);
-        unsafe {
-            self.stream
-                .launch_builder(&self.k.rope)
-                .arg(&x)
-                .arg(&pos)
-                .arg(&inv_freq)
-                .arg(&n)
-                .arg(&nh)
-                .arg(&hd)
-                .arg(&nx)
-                .launch(ew_cfg(total))
-        }
-        .what("rope")
-        .map(|_| ())
+        launch!(self, &self.k.rope, ew_cfg(total), "rope"; &x, &pos, &inv_freq, &n, &nh, &hd, &nx)
     }
 
     /// Writes K and V of `n` tokens into layer `args.layer` of the pools.
@@ -523,26 +449,10 @@ impl Gpu {
             i(a.kv_dim()),
             i(a.n),
         );
-        unsafe {
-            self.stream
-                .launch_builder(&self.k.kv_write)
-                .arg(&k)
-                .arg(&v)
-                .arg(&a.k_pool)
-                .arg(&a.v_pool)
-                .arg(&a.pos)
-                .arg(&a.chunk)
-                .arg(&a.tables)
-                .arg(&tab_stride)
-                .arg(&layer)
-                .arg(&n_blocks)
-                .arg(&bs)
-                .arg(&kv_dim)
-                .arg(&n)
-                .launch(ew_cfg(total))
-        }
-        .what("kv_write")
-        .map(|_| ())
+        launch!(self, &self.k.kv_write, ew_cfg(total), "kv_write";
+            &k, &v, &a.k_pool, &a.v_pool, &a.pos, &a.chunk, &a.tables, &tab_stride, &layer,
+            &n_blocks, &bs, &kv_dim, &n
+        )
     }
 
     /// Attention of `q: [n, n_head, head_dim]` over the pools into `out` (same shape).
@@ -579,46 +489,18 @@ impl Gpu {
             block_dim: ((32 * ATT_WARPS) as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        unsafe {
-            self.stream
-                .launch_builder(&self.k.attention_split)
-                .arg(&q)
-                .arg(&a.k_pool)
-                .arg(&a.v_pool)
-                .arg(&a.pos)
-                .arg(&a.chunk)
-                .arg(&a.tables)
-                .arg(&tab_stride)
-                .arg(&layer)
-                .arg(&n_blocks)
-                .arg(&bs)
-                .arg(&nh)
-                .arg(&nkv)
-                .arg(&hd)
-                .arg(&scale)
-                .arg(&sl)
-                .arg(&part_o)
-                .arg(&part_ml)
-                .launch(cfg)
-        }
-        .what("attention_split")?;
+        launch!(self, &self.k.attention_split, cfg, "attention_split";
+            &q, &a.k_pool, &a.v_pool, &a.pos, &a.chunk, &a.tables, &tab_stride, &layer, &n_blocks,
+            &bs, &nh, &nkv, &hd, &scale, &sl, &part_o, &part_ml
+        )?;
         let cfg = LaunchConfig {
             grid_dim: (pairs as u32, 1, 1),
             block_dim: (a.head_dim.next_power_of_two().clamp(32, 256) as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        unsafe {
-            self.stream
-                .launch_builder(&self.k.attention_combine)
-                .arg(&part_o)
-                .arg(&part_ml)
-                .arg(&ns)
-                .arg(&hd)
-                .arg(&out)
-                .launch(cfg)
-        }
-        .what("attention_combine")
-        .map(|_| ())
+        launch!(self, &self.k.attention_combine, cfg, "attention_combine";
+            &part_o, &part_ml, &ns, &hd, &out
+        )
     }
 }
 
