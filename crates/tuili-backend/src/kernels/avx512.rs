@@ -24,6 +24,7 @@
 //! integer sums are exact, so the order of the two halves does not matter.
 
 use std::arch::x86_64::*;
+use std::marker::PhantomData;
 
 use super::avx2::formats::{with_format, Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 use super::avx2::{gemm as gemm_avx2, gemv as gemv_avx2, hsum, AVX2};
@@ -326,29 +327,13 @@ unsafe fn gemm_m<const M: u8>(p: &Panel, a: &QuantActs, t0: usize, nt: usize, ou
         gemm_avx2(p, a, t, 1, out);
         t += 1;
     }
-    while t < end {
-        let np = (end - t).div_ceil(2).min(P);
-        let valid = (end - t).min(2 * np);
-        let o = Out {
-            ptr: out.ptr.add((t - t0) * out.ldo),
-            ldo: out.ldo,
-        };
-        let pair = t / 2;
-        let mut r = 0;
-        while r < p.nr {
-            let four = r + R <= p.nr;
-            match (four, np) {
-                (true, 3) => micro::<R, 3, M>(p, r, a, pair, valid, o),
-                (true, 2) => micro::<R, 2, M>(p, r, a, pair, valid, o),
-                (true, _) => micro::<R, 1, M>(p, r, a, pair, valid, o),
-                (false, 3) => micro::<1, 3, M>(p, r, a, pair, valid, o),
-                (false, 2) => micro::<1, 2, M>(p, r, a, pair, valid, o),
-                (false, _) => micro::<1, 1, M>(p, r, a, pair, valid, o),
-            }
-            r += if four { R } else { 1 };
-        }
-        t += 2 * np;
-    }
+    pair_tiles::<_, P>(
+        &PanelTiles::<M> { p, a },
+        p.nr,
+        t,
+        end - t,
+        out_at(out, t - t0),
+    );
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -363,11 +348,7 @@ unsafe fn direct(
 ) {
     if !a.packed || t0 % 2 == 1 {
         for t in 0..nt {
-            let o = Out {
-                ptr: out.ptr.add(t * out.ldo),
-                ldo: out.ldo,
-            };
-            gemv_avx2(fmt, w, row_bytes, a, t0 + t, o);
+            gemv_avx2(fmt, w, row_bytes, a, t0 + t, out_at(out, t));
         }
         return;
     }
@@ -383,29 +364,104 @@ unsafe fn direct_f<F: Fmt, const M: u8>(
     nt: usize,
     out: Out,
 ) {
-    let nr = w.len() / row_bytes;
+    let tiles = FusedTiles::<F, M> {
+        w,
+        row_bytes,
+        a,
+        _f: PhantomData,
+    };
+    pair_tiles::<_, PD>(&tiles, w.len() / row_bytes, t0, nt, out);
+}
+
+/// `out` moved on by `t` tokens.
+#[inline(always)]
+unsafe fn out_at(out: Out, t: usize) -> Out {
+    Out {
+        ptr: out.ptr.add(t * out.ldo),
+        ldo: out.ldo,
+    }
+}
+
+/// A product computed tile by tile: `RR` rows from `r` times `PP` token pairs from
+/// `pair`, writing the first `valid` of their tokens at `out` (see `micro`, `fused`).
+trait PairTiles {
+    unsafe fn tile<const RR: usize, const PP: usize>(
+        &self,
+        r: usize,
+        pair: usize,
+        valid: usize,
+        out: Out,
+    );
+}
+
+/// Rows of a decoded panel (`micro`).
+struct PanelTiles<'a, const M: u8> {
+    p: &'a Panel,
+    a: &'a QuantActs,
+}
+
+impl<const M: u8> PairTiles for PanelTiles<'_, M> {
+    #[inline(always)]
+    unsafe fn tile<const RR: usize, const PP: usize>(
+        &self,
+        r: usize,
+        pair: usize,
+        valid: usize,
+        out: Out,
+    ) {
+        micro::<RR, PP, M>(self.p, r, self.a, pair, valid, out)
+    }
+}
+
+/// Rows straight from the weight bytes (`fused`).
+struct FusedTiles<'a, F, const M: u8> {
+    w: &'a [u8],
+    row_bytes: usize,
+    a: &'a QuantActs,
+    _f: PhantomData<F>,
+}
+
+impl<F: Fmt, const M: u8> PairTiles for FusedTiles<'_, F, M> {
+    #[inline(always)]
+    unsafe fn tile<const RR: usize, const PP: usize>(
+        &self,
+        r: usize,
+        pair: usize,
+        valid: usize,
+        out: Out,
+    ) {
+        fused::<F, RR, PP, M>(self.w, self.row_bytes, r, self.a, pair, valid, out)
+    }
+}
+
+/// Runs `tiles` over `nr` rows (tiles of `R`, then single rows) and tokens `t0..t0 + nt`
+/// (`t0` even) in tiles of at most `MAXP` (<= 4) pairs.
+#[inline(always)]
+unsafe fn pair_tiles<T: PairTiles, const MAXP: usize>(
+    tiles: &T,
+    nr: usize,
+    t0: usize,
+    nt: usize,
+    out: Out,
+) {
     let end = t0 + nt;
     let mut t = t0;
     while t < end {
-        let np = (end - t).div_ceil(2).min(PD);
+        let np = (end - t).div_ceil(2).min(MAXP);
         let valid = (end - t).min(2 * np);
-        let o = Out {
-            ptr: out.ptr.add((t - t0) * out.ldo),
-            ldo: out.ldo,
-        };
-        let pair = t / 2;
+        let (o, pair) = (out_at(out, t - t0), t / 2);
         let mut r = 0;
         while r < nr {
             let four = r + R <= nr;
             match (four, np) {
-                (true, 4) => fused::<F, R, 4, M>(w, row_bytes, r, a, pair, valid, o),
-                (true, 3) => fused::<F, R, 3, M>(w, row_bytes, r, a, pair, valid, o),
-                (true, 2) => fused::<F, R, 2, M>(w, row_bytes, r, a, pair, valid, o),
-                (true, _) => fused::<F, R, 1, M>(w, row_bytes, r, a, pair, valid, o),
-                (false, 4) => fused::<F, 1, 4, M>(w, row_bytes, r, a, pair, valid, o),
-                (false, 3) => fused::<F, 1, 3, M>(w, row_bytes, r, a, pair, valid, o),
-                (false, 2) => fused::<F, 1, 2, M>(w, row_bytes, r, a, pair, valid, o),
-                (false, _) => fused::<F, 1, 1, M>(w, row_bytes, r, a, pair, valid, o),
+                (true, 4) => tiles.tile::<R, 4>(r, pair, valid, o),
+                (true, 3) => tiles.tile::<R, 3>(r, pair, valid, o),
+                (true, 2) => tiles.tile::<R, 2>(r, pair, valid, o),
+                (true, _) => tiles.tile::<R, 1>(r, pair, valid, o),
+                (false, 4) => tiles.tile::<1, 4>(r, pair, valid, o),
+                (false, 3) => tiles.tile::<1, 3>(r, pair, valid, o),
+                (false, 2) => tiles.tile::<1, 2>(r, pair, valid, o),
+                (false, _) => tiles.tile::<1, 1>(r, pair, valid, o),
             }
             r += if four { R } else { 1 };
         }
