@@ -229,19 +229,13 @@ unsafe fn row_pairs<F: PairCodes, const M: u8>(
     t: usize,
     out: Out,
 ) {
-    let (cols, nbp) = (a.cols, a.nbp());
+    let cols = a.cols;
     let nb = cols / QB;
     let ng = nb.div_ceil(GROUP);
     let npg = 8 * M as usize;
     let gbytes = F::FMT.group_bytes();
     let rows: [*const u8; 2 * RP] = std::array::from_fn(|r| w.as_ptr().add((r0 + r) * row_bytes));
-    let xq = a.q.as_ptr().add(t * cols);
-    let xd = a.d.as_ptr().add(t * nbp);
-    let xs = if M == 2 {
-        a.s16.as_ptr().add(t * 2 * nbp)
-    } else {
-        a.s.as_ptr().add(t * nbp)
-    };
+    let (xq, xd, xs) = a.token_ptrs(t, M);
     // Lane k of `sel + j` picks block j of the low row (k < 8) or of the high row.
     let sel = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 8, 8, 8, 8, 8, 8, 8, 8);
     let mut acc = [_mm512_setzero_ps(); RP];

@@ -342,6 +342,31 @@ impl QuantActs {
         &self.s[t * nbp..t * nbp + self.cols / QB]
     }
 
+    /// Token `t`'s values, block scales, and the sums its format's minimum terms pair
+    /// with (`s16` for `MinKind::Per16`, i.e. `m == 2`, else `s`), as the raw pointers the
+    /// SIMD kernels read: `(q [cols], d [nbp], s [nbp] or s16 [2 nbp])`.
+    ///
+    /// # Safety
+    /// `t < n_tokens()`.
+    #[inline(always)]
+    pub(crate) unsafe fn token_ptrs(
+        &self,
+        t: usize,
+        m: u8,
+    ) -> (*const i16, *const f32, *const f32) {
+        let nbp = self.nbp();
+        let xs = if m == 2 {
+            self.s16.as_ptr().add(t * 2 * nbp)
+        } else {
+            self.s.as_ptr().add(t * nbp)
+        };
+        (
+            self.q.as_ptr().add(t * self.cols),
+            self.d.as_ptr().add(t * nbp),
+            xs,
+        )
+    }
+
     /// Sizes the buffers for `n` tokens of `cols` (a multiple of 32).
     fn reset(&mut self, cols: usize, n: usize) {
         self.cols = cols;

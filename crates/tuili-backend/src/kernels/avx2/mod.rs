@@ -244,19 +244,13 @@ unsafe fn fused<F: Fmt, const R: usize, const M: u8>(
     t: usize,
     out: Out,
 ) {
-    let (cols, nbp) = (a.cols, a.nbp());
+    let cols = a.cols;
     let nb = cols / QB;
     let ng = nb.div_ceil(GROUP);
     let npg = 8 * M as usize;
     let gbytes = F::FMT.group_bytes();
     let rows: [*const u8; R] = std::array::from_fn(|r| w.as_ptr().add((r0 + r) * row_bytes));
-    let xq = a.q.as_ptr().add(t * cols);
-    let xd = a.d.as_ptr().add(t * nbp);
-    let xs = if M == 2 {
-        a.s16.as_ptr().add(t * 2 * nbp)
-    } else {
-        a.s.as_ptr().add(t * nbp)
-    };
+    let (xq, xd, xs) = a.token_ptrs(t, M);
     let mut acc = [_mm256_setzero_ps(); R];
     let mut pp = [A8([0.0; 8]); R];
     let mut mins = [[_mm256_setzero_ps(); 2]; R];
@@ -375,21 +369,16 @@ unsafe fn micro<const R: usize, const T: usize, const M: u8>(
     t0: usize,
     out: Out,
 ) {
-    let (cols, ng, nbp) = (p.cols, p.ng, a.nbp());
+    let (cols, ng) = (p.cols, p.ng);
     let nb = cols / QB;
     let npg = 8 * M as usize;
     let codes: [*const i16; R] = std::array::from_fn(|r| p.codes.as_ptr().add((r0 + r) * cols));
     let ws: [*const f32; R] = std::array::from_fn(|r| p.ws.as_ptr().add((r0 + r) * ng * GROUP));
     let mv: [*const f32; R] = std::array::from_fn(|r| p.minv.as_ptr().add((r0 + r) * ng * npg));
-    let xq: [*const i16; T] = std::array::from_fn(|t| a.q.as_ptr().add((t0 + t) * cols));
-    let xd: [*const f32; T] = std::array::from_fn(|t| a.d.as_ptr().add((t0 + t) * nbp));
-    let xs: [*const f32; T] = std::array::from_fn(|t| {
-        if M == 2 {
-            a.s16.as_ptr().add((t0 + t) * 2 * nbp)
-        } else {
-            a.s.as_ptr().add((t0 + t) * nbp)
-        }
-    });
+    let tok: [_; T] = std::array::from_fn(|t| a.token_ptrs(t0 + t, M));
+    let xq: [*const i16; T] = std::array::from_fn(|t| tok[t].0);
+    let xd: [*const f32; T] = std::array::from_fn(|t| tok[t].1);
+    let xs: [*const f32; T] = std::array::from_fn(|t| tok[t].2);
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     let mut pp = [[A8([0.0; 8]); T]; R];
     for g in 0..ng {

@@ -215,18 +215,12 @@ unsafe fn fused<F: Fmt, const R: usize, const M: u8>(
     t: usize,
     out: Out,
 ) {
-    let (cols, nbp) = (a.cols, a.nbp());
+    let cols = a.cols;
     let nb = cols / QB;
     let ng = nb.div_ceil(GROUP);
     let npg = 8 * M as usize;
     let gbytes = F::FMT.group_bytes();
-    let xq = a.q.as_ptr().add(t * cols);
-    let xd = a.d.as_ptr().add(t * nbp);
-    let xs = if M == 2 {
-        a.s16.as_ptr().add(t * 2 * nbp)
-    } else {
-        a.s.as_ptr().add(t * nbp)
-    };
+    let (xq, xd, xs) = a.token_ptrs(t, M);
     let mut acc = [zero8(); R];
     for g in 0..ng {
         let nbj = (nb - GROUP * g).min(GROUP);
@@ -331,11 +325,7 @@ unsafe fn micro<const R: usize, const T: usize, const M: u8>(
             for r in 0..R {
                 let m8 = load8(p.minv.as_ptr().add(((r0 + r) * ng + g) * npg + GROUP * h));
                 for t in 0..T {
-                    let s = if M == 2 {
-                        a.s16.as_ptr().add((t0 + t) * 2 * nbp)
-                    } else {
-                        a.s.as_ptr().add((t0 + t) * nbp)
-                    };
+                    let s = a.token_ptrs(t0 + t, M).2;
                     acc[r][t] = fma8(acc[r][t], m8, load8(s.add(npg * g + GROUP * h)));
                 }
             }
