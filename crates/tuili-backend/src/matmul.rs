@@ -209,7 +209,7 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
         return;
     }
     let weights: [Option<&Weight>; MAX_PARTS] = std::array::from_fn(|i| parts.get(i).map(|p| p.0));
-    let mut outs: [Option<SyncPtr<f32>>; MAX_PARTS] = [None, None, None, None];
+    let mut outs: [Option<SyncPtr<f32>>; MAX_PARTS] = std::array::from_fn(|_| None);
     for (o, (_, out)) in outs.iter_mut().zip(parts.iter_mut()) {
         *o = Some(SyncPtr::new(out));
     }

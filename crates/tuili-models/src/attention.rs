@@ -41,6 +41,8 @@ pub(crate) fn attention(
         let (lo, hi) = (total * th / n_th, total * (th + 1) / n_th);
         SCRATCH.with(|s| {
             let (scores, rows) = &mut *s.borrow_mut();
+            // The token whose row offsets `rows` holds (the same for all its K/V heads).
+            let mut rows_of = None;
             let mut cost = 0;
             for (t, &(ci, pos)) in where_.iter().enumerate() {
                 let np = pos + 1;
@@ -51,22 +53,27 @@ pub(crate) fn attention(
                     if !mine {
                         continue;
                     }
-                    let blocks = chunks[ci].blocks;
-                    // Offsets of this K/V head's rows, positions 0..np (K and V alike).
-                    rows.clear();
-                    rows.extend((0..np).map(|p| kv.offset(layer, blocks, p) + g * hd));
+                    if rows_of != Some(t) {
+                        // Offsets of the token's K/V rows, positions 0..np (K and V alike);
+                        // head g's slice starts g * hd further on.
+                        let blocks = chunks[ci].blocks;
+                        rows.clear();
+                        rows.extend((0..np).map(|p| kv.offset(layer, blocks, p)));
+                        rows_of = Some(t);
+                    }
+                    let kvh = g * hd;
                     let head0 = t * cfg.n_head + g * group;
                     // qg: [group, hd]; scores: [group, np].
                     let qg = &q[head0 * hd..(head0 + group) * hd];
                     scores.resize(group * np, 0.0);
-                    k.scores(qg, hd, kv.keys(), rows, scores);
+                    k.scores(qg, hd, &kv.keys()[kvh..], rows, scores);
                     for row in scores.chunks_exact_mut(np) {
                         row.iter_mut().for_each(|s| *s *= scale);
                         softmax(row);
                     }
                     // SAFETY: the heads of unit (t, g) are written by this thread alone.
                     let o = unsafe { out_ptr.slice(head0 * hd..(head0 + group) * hd) };
-                    k.mix(scores, kv.values(), rows, o);
+                    k.mix(scores, &kv.values()[kvh..], rows, o);
                 }
             }
         })

@@ -58,11 +58,6 @@ impl KvPool {
     /// with block table `blocks` in `layer`.
     #[inline]
     pub(crate) fn offset(&self, layer: usize, blocks: &[u32], pos: usize) -> usize {
-        self.at(layer, blocks, pos)
-    }
-
-    /// Index of position `pos` of a sequence with block table `blocks` in `layer`.
-    fn at(&self, layer: usize, blocks: &[u32], pos: usize) -> usize {
         let block = blocks[pos / self.block_size] as usize;
         ((layer * self.n_blocks + block) * self.block_size + pos % self.block_size) * self.kv_dim
     }
@@ -91,7 +86,7 @@ impl KvPool {
 
     /// Writes K and V (`[kv_dim]` each) of position `pos`.
     pub(crate) fn write(&mut self, layer: usize, blocks: &[u32], pos: usize, k: &[f32], v: &[f32]) {
-        let at = self.at(layer, blocks, pos);
+        let at = self.offset(layer, blocks, pos);
         self.k[at..at + self.kv_dim].copy_from_slice(k);
         self.v[at..at + self.kv_dim].copy_from_slice(v);
     }
