@@ -127,13 +127,10 @@ trait PairCodes: Fmt {
     }
 }
 
-impl PairCodes for Q50 {}
 impl PairCodes for Q51 {}
 impl PairCodes for Q2K {}
 impl PairCodes for Q3K {}
-impl PairCodes for Q4K {}
 impl PairCodes for Q5K {}
-impl PairCodes for Q6K {}
 
 impl PairCodes for Q40 {
     #[inline(always)]
@@ -151,6 +148,96 @@ impl PairCodes for Q41 {
     }
 }
 
+impl PairCodes for Q50 {
+    #[inline(always)]
+    unsafe fn pair_codes(a: *const u8, b: *const u8, j: usize) -> (__m512i, __m512i) {
+        let (a, b) = (a.add(22 * j), b.add(22 * j));
+        let (lo, hi) = nibble_pair(a.add(6), b.add(6));
+        // Bit l of qh is the 5th bit of element l; lane l of `lo` is element l of row a
+        // (l < 16) or element l - 16 of row b, and of `hi` elements 16 on.
+        let (ha, hb) = (
+            (a.add(2) as *const u32).read_unaligned(),
+            (b.add(2) as *const u32).read_unaligned(),
+        );
+        let clear_lo: __mmask32 = !((ha & 0xffff) | (hb << 16));
+        let clear_hi: __mmask32 = !((ha >> 16) | (hb & 0xffff_0000));
+        // (q | h << 4) - 16 = q - 16 where the bit is clear, q where it is set.
+        let sixteen = _mm512_set1_epi16(16);
+        (
+            _mm512_mask_sub_epi16(lo, clear_lo, lo, sixteen),
+            _mm512_mask_sub_epi16(hi, clear_hi, hi, sixteen),
+        )
+    }
+}
+
+impl PairCodes for Q4K {
+    #[inline(always)]
+    unsafe fn pair_codes(a: *const u8, b: *const u8, j: usize) -> (__m512i, __m512i) {
+        // 32 bytes per sub-block pair: 2i in the low nibbles, 2i + 1 in the high ones.
+        let o = 16 + 32 * (j / 2);
+        let (v0, v1) = (
+            bytes_pair(a.add(o), b.add(o)),
+            bytes_pair(a.add(o + 16), b.add(o + 16)),
+        );
+        if j.is_multiple_of(2) {
+            let m = _mm512_set1_epi16(0x0f);
+            (_mm512_and_si512(v0, m), _mm512_and_si512(v1, m))
+        } else {
+            (_mm512_srli_epi16::<4>(v0), _mm512_srli_epi16::<4>(v1))
+        }
+    }
+}
+
+impl PairCodes for Q6K {
+    #[inline(always)]
+    unsafe fn pair_codes(a: *const u8, b: *const u8, j: usize) -> (__m512i, __m512i) {
+        let (h, p) = (j / 4, j % 4);
+        let ql = load_pair(a, b, 64 * h + 32 * (p & 1));
+        let qh = load_pair(a, b, 128 + 32 * h);
+        // Bytes [a 0..32 | b 0..32]: low 4 bits from ql, 2 high bits from qh.
+        let nib = shr_and8(ql, 4 * (p / 2), 0x0f);
+        let high = _mm512_slli_epi16::<4>(shr_and8(qh, 2 * p, 3));
+        let q = _mm512_sub_epi8(_mm512_or_si512(nib, high), _mm512_set1_epi8(32));
+        // 128-bit quarters [a 0..16, b 0..16, a 16..32, b 16..32].
+        let q = _mm512_shuffle_i64x2::<0b11_01_10_00>(q, q);
+        let (sa, sb) = (a.add(192 + 2 * j) as *const i8, b.add(192 + 2 * j) as *const i8);
+        (
+            _mm512_mullo_epi16(
+                _mm512_cvtepi8_epi16(_mm512_castsi512_si256(q)),
+                i16_pair(*sa as i16, *sb as i16),
+            ),
+            _mm512_mullo_epi16(
+                _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64::<1>(q)),
+                i16_pair(*sa.add(1) as i16, *sb.add(1) as i16),
+            ),
+        )
+    }
+}
+
+/// The 32 bytes at offset `o` of `a` and of `b`: `[a | b]`.
+#[inline(always)]
+unsafe fn load_pair(a: *const u8, b: *const u8, o: usize) -> __m512i {
+    join_i(
+        _mm256_loadu_si256(a.add(o) as *const __m256i),
+        _mm256_loadu_si256(b.add(o) as *const __m256i),
+    )
+}
+
+/// 16 lanes of `x`, then 16 lanes of `y`.
+#[inline(always)]
+unsafe fn i16_pair(x: i16, y: i16) -> __m512i {
+    _mm512_mask_set1_epi16(_mm512_set1_epi16(x), 0xffff_0000, y)
+}
+
+/// `(v >> n) & mask` on the bytes of `v`, `n` at run time.
+#[inline(always)]
+unsafe fn shr_and8(v: __m512i, n: usize, mask: i8) -> __m512i {
+    _mm512_and_si512(
+        _mm512_srl_epi16(v, _mm_cvtsi32_si128(n as i32)),
+        _mm512_set1_epi8(mask),
+    )
+}
+
 impl PairCodes for Q80 {
     #[inline(always)]
     unsafe fn pair_codes(a: *const u8, b: *const u8, j: usize) -> (__m512i, __m512i) {
@@ -163,15 +250,21 @@ impl PairCodes for Q80 {
     }
 }
 
-/// The 16 bytes of 4-bit pairs at `a` and at `b` as `[a | b]` codes: low nibbles
-/// (elements 0..16), then high nibbles (elements 16..32).
+/// The 16 bytes at `a` and at `b`, zero-extended to 16-bit lanes: `[a | b]`.
 #[inline(always)]
-unsafe fn nibble_pair(a: *const u8, b: *const u8) -> (__m512i, __m512i) {
+unsafe fn bytes_pair(a: *const u8, b: *const u8) -> __m512i {
     let v = _mm256_inserti128_si256::<1>(
         _mm256_castsi128_si256(_mm_loadu_si128(a as *const __m128i)),
         _mm_loadu_si128(b as *const __m128i),
     );
-    let w = _mm512_cvtepu8_epi16(v);
+    _mm512_cvtepu8_epi16(v)
+}
+
+/// The 16 bytes of 4-bit pairs at `a` and at `b` as `[a | b]` codes: low nibbles
+/// (elements 0..16), then high nibbles (elements 16..32).
+#[inline(always)]
+unsafe fn nibble_pair(a: *const u8, b: *const u8) -> (__m512i, __m512i) {
+    let w = bytes_pair(a, b);
     (
         _mm512_and_si512(w, _mm512_set1_epi16(0x0f)),
         _mm512_srli_epi16::<4>(w),
