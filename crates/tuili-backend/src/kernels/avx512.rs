@@ -365,7 +365,7 @@ unsafe fn row_pairs<F: PairCodes, const M: u8>(
                     rows[2 * i + 1].add(g * gbytes),
                     j,
                 );
-                let isum = _mm512_dpwssd_epi32(_mm512_madd_epi16(c0, x0), c1, x1);
+                let isum = dot32(_mm512_madd_epi16(c0, x0), c1, x1);
                 let p = _mm512_permutexvar_ps(idx, pp[i]);
                 acc[i] = _mm512_fmadd_ps(p, _mm512_cvtepi32_ps(isum), acc[i]);
             }
@@ -381,6 +381,23 @@ unsafe fn row_pairs<F: PairCodes, const M: u8>(
         *out.ptr.add(r0 + 2 * i) = hsum(_mm512_castps512_ps256(acc[i]));
         *out.ptr.add(r0 + 2 * i + 1) = hsum(_mm512_extractf32x8_ps::<1>(acc[i]));
     }
+}
+
+/// `acc + madd(a, b)` as one `vpdpwssd` (the compiler's generic tuning otherwise
+/// splits the intrinsic into `vpmaddwd` + `vpaddd`, an extra instruction in the
+/// innermost loops).
+#[inline]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn dot32(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+    let mut acc = acc;
+    std::arch::asm!(
+        "vpdpwssd {acc}, {a}, {b}",
+        acc = inout(zmm_reg) acc,
+        a = in(zmm_reg) a,
+        b = in(zmm_reg) b,
+        options(pure, nomem, nostack, preserves_flags),
+    );
+    acc
 }
 
 /// `[lo | hi]`.
@@ -621,7 +638,7 @@ unsafe fn fused<F: Fmt, const RR: usize, const PP: usize, const M: u8>(
                 let x1 = _mm512_load_si512(xq[i].add(64 * blk + 32) as *const __m512i);
                 let d16 = _mm512_load_ps(xd[i].add(16 * blk));
                 for r in 0..RR {
-                    let isum = _mm512_dpwssd_epi32(_mm512_madd_epi16(c[r][0], x0), c[r][1], x1);
+                    let isum = dot32(_mm512_madd_epi16(c[r][0], x0), c[r][1], x1);
                     let pp = _mm512_mul_ps(_mm512_set1_ps(ws[r].0[j]), d16);
                     acc[r][i] = _mm512_fmadd_ps(pp, _mm512_cvtepi32_ps(isum), acc[r][i]);
                 }
@@ -709,7 +726,7 @@ unsafe fn micro<const RR: usize, const PP: usize, const M: u8>(
                 let x1 = _mm512_load_si512(xq[i].add(64 * blk + 32) as *const __m512i);
                 let d16 = _mm512_load_ps(xd[i].add(16 * blk));
                 for r in 0..RR {
-                    let isum = _mm512_dpwssd_epi32(_mm512_madd_epi16(c[r][0], x0), c[r][1], x1);
+                    let isum = dot32(_mm512_madd_epi16(c[r][0], x0), c[r][1], x1);
                     let pp = _mm512_mul_ps(_mm512_set1_ps(*ws[r].add(blk)), d16);
                     acc[r][i] = _mm512_fmadd_ps(pp, _mm512_cvtepi32_ps(isum), acc[r][i]);
                 }
