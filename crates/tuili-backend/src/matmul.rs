@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tuili_gguf::GgmlType;
 
 use crate::kernels::{self, FFormat, Kernels, Out, Panel, QFormat, QuantActs};
+use crate::ops::silu_mul;
 use crate::pool::{self, SyncPtr};
 use crate::quant::{dequant_fn, dot_fn};
 use crate::BackendError;
@@ -214,12 +215,7 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
         *o = Some(SyncPtr::new(out));
     }
     let total: usize = parts.iter().map(|p| p.0.rows).sum();
-    ACTS.with(|acts| {
-        let mut acts = acts.borrow_mut();
-        if parts.iter().any(|p| QFormat::of(p.0.ty).is_some()) {
-            k.quantize_acts(x, cols, &mut acts);
-        }
-        let acts = &*acts;
+    with_acts(k, &weights, x, cols, &|acts| {
         pool::global().for_ranges(total, ROW_ALIGN, &|range| {
             let mut base = 0;
             for (w, out) in weights.iter().zip(&outs) {
@@ -234,6 +230,82 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
                 base += w.rows;
             }
         })
+    })
+}
+
+/// The SwiGLU feed-forward input as one parallel region: `gate = silu(x · w_gate) ·
+/// (x · w_up)`, with `up = x · w_up` as scratch. Each thread takes the same rows of
+/// both weights and applies `ops::silu_mul` to those columns of every token, so the
+/// element-wise step runs in parallel without a barrier of its own. Exactly
+/// `matmul_many` followed by `silu_mul`.
+///
+/// `x`: `[n_tokens, cols]`; `gate`, `up`: `[n_tokens, rows]`.
+///
+/// # Panics
+/// If the two weights' shapes differ or a buffer's shape is off.
+pub fn matmul_swiglu(
+    w_gate: &Weight,
+    w_up: &Weight,
+    x: &[f32],
+    n_tokens: usize,
+    gate: &mut [f32],
+    up: &mut [f32],
+) {
+    let k = kernels::select();
+    let (rows, cols) = (w_gate.rows, w_gate.cols);
+    assert!(
+        w_up.rows == rows && w_up.cols == cols,
+        "matmul_swiglu: gate and up shapes differ"
+    );
+    assert_eq!(x.len(), n_tokens * cols, "matmul: activations shape");
+    assert!(
+        gate.len() == n_tokens * rows && up.len() == n_tokens * rows,
+        "matmul: output shape"
+    );
+    if n_tokens == 0 {
+        return;
+    }
+    if k.f32_reference {
+        matmul_reference(w_gate, x, n_tokens, gate);
+        matmul_reference(w_up, x, n_tokens, up);
+        return silu_mul(gate, up);
+    }
+    let (g, u) = (SyncPtr::new(gate), SyncPtr::new(up));
+    with_acts(k, &[Some(w_gate), Some(w_up)], x, cols, &|acts| {
+        pool::global().for_ranges(rows, ROW_ALIGN, &|r| {
+            // SAFETY: rows `r` of both outputs belong to this thread alone, and their
+            // columns `r` of every token are written only here, after the products.
+            unsafe {
+                rows_job(k, w_gate, acts, x, n_tokens, r.clone(), &g);
+                rows_job(k, w_up, acts, x, n_tokens, r.clone(), &u);
+                for t in 0..n_tokens {
+                    let cols_t = t * rows + r.start..t * rows + r.end;
+                    silu_mul(g.slice(cols_t.clone()), u.slice(cols_t));
+                }
+            }
+        })
+    })
+}
+
+/// Runs `f` with `x` (`[n, cols]`) quantized for the kernels when any of `weights` is
+/// quantized (the caller's thread-local buffers, no allocation per call).
+fn with_acts(
+    k: &Kernels,
+    weights: &[Option<&Weight>],
+    x: &[f32],
+    cols: usize,
+    f: &dyn Fn(&QuantActs),
+) {
+    ACTS.with(|acts| {
+        let mut acts = acts.borrow_mut();
+        if weights
+            .iter()
+            .flatten()
+            .any(|w| QFormat::of(w.ty).is_some())
+        {
+            k.quantize_acts(x, cols, &mut acts);
+        }
+        f(&acts)
     })
 }
 
@@ -440,6 +512,31 @@ mod tests {
                 n,
             );
             assert_eq!([a, b, c].to_vec(), want, "n={n}");
+        }
+    }
+
+    /// The fused SwiGLU region gives the bits of the two products and `silu_mul`, for
+    /// one token, a few, and many (whose activations all threads quantize).
+    #[test]
+    fn matmul_swiglu_equals_products_then_silu_mul() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let (rows, cols) = (44, 256);
+        for ty in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16] {
+            let [wg, wu] = [0, 1].map(|_| {
+                let wf: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                Weight::from_vec(ty, rows, cols, quantize(ty, &wf).unwrap()).unwrap()
+            });
+            for n in [1, 5, 40] {
+                let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-2.0..2.0)).collect();
+                let (mut want, mut up) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                matmul(&wg, &x, n, &mut want);
+                matmul(&wu, &x, n, &mut up);
+                silu_mul(&mut want, &up);
+                let (mut got, mut scratch) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                matmul_swiglu(&wg, &wu, &x, n, &mut got, &mut scratch);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{ty} n={n}");
+            }
         }
     }
 }

@@ -4,8 +4,8 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use tuili_backend::matmul::{matmul, matmul_many, ByteSource, Weight};
-use tuili_backend::ops::{add, rms_norm, rope_angles, rope_inv_freq, rope_rotate, silu_mul};
+use tuili_backend::matmul::{matmul, matmul_many, matmul_swiglu, ByteSource, Weight};
+use tuili_backend::ops::{add, rms_norm, rope_angles, rope_inv_freq, rope_rotate};
 use tuili_gguf::{GgmlType, GgufFile};
 
 use crate::attention::attention;
@@ -338,8 +338,7 @@ impl Model {
             add(x, xn);
 
             norm_rows(x, &l.ffn_norm, cfg.eps, xn);
-            matmul_many(&mut [(&l.w_gate, &mut *gate), (&l.w_up, &mut *up)], xn, n);
-            silu_mul(gate, up);
+            matmul_swiglu(&l.w_gate, &l.w_up, xn, n, gate, up);
             matmul(&l.w_down, gate, n, xn);
             add(x, xn);
         }

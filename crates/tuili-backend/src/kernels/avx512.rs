@@ -200,7 +200,10 @@ impl PairCodes for Q6K {
         let q = _mm512_sub_epi8(_mm512_or_si512(nib, high), _mm512_set1_epi8(32));
         // 128-bit quarters [a 0..16, b 0..16, a 16..32, b 16..32].
         let q = _mm512_shuffle_i64x2::<0b11_01_10_00>(q, q);
-        let (sa, sb) = (a.add(192 + 2 * j) as *const i8, b.add(192 + 2 * j) as *const i8);
+        let (sa, sb) = (
+            a.add(192 + 2 * j) as *const i8,
+            b.add(192 + 2 * j) as *const i8,
+        );
         (
             _mm512_mullo_epi16(
                 _mm512_cvtepi8_epi16(_mm512_castsi512_si256(q)),

@@ -95,6 +95,12 @@ use std::sync::OnceLock;
 
 use tuili_gguf::GgmlType;
 
+use crate::pool::SyncPtr;
+
+/// From this many tokens on (prefill), activations are quantized by all the threads;
+/// fewer take less time than waking them.
+const PARALLEL_QUANTIZE_MIN: usize = 32;
+
 /// Elements per activation block (one f32 scale each).
 pub const QB: usize = 32;
 /// Activation blocks per group: 256 elements, one K-quant super-block.
@@ -549,11 +555,32 @@ impl Kernels {
         );
         let n = x.len() / cols;
         acts.reset(cols, n);
-        for t in 0..n {
-            let (q, d, s, s16) = acts.row_mut(t);
-            // SAFETY: the table exists only where its instructions run; every buffer
-            // was sized by `reset` for `cols`.
-            unsafe { (self.quantize)(&x[t * cols..(t + 1) * cols], q, d, s, s16) };
+        if n >= PARALLEL_QUANTIZE_MIN {
+            // Tokens split among the threads (prefill): each writes its own rows.
+            let nbp = acts.nbp();
+            let (q, d) = (SyncPtr::new(&mut acts.q), SyncPtr::new(&mut acts.d));
+            let (s, s16) = (SyncPtr::new(&mut acts.s), SyncPtr::new(&mut acts.s16));
+            crate::pool::global().for_ranges(n, 1, &|tokens| {
+                for t in tokens {
+                    // SAFETY: as below; token t's rows belong to this thread alone.
+                    unsafe {
+                        (self.quantize)(
+                            &x[t * cols..(t + 1) * cols],
+                            q.slice(t * cols..(t + 1) * cols),
+                            d.slice(t * nbp..(t + 1) * nbp),
+                            s.slice(t * nbp..(t + 1) * nbp),
+                            s16.slice(t * 2 * nbp..(t + 1) * 2 * nbp),
+                        )
+                    };
+                }
+            });
+        } else {
+            for t in 0..n {
+                let (q, d, s, s16) = acts.row_mut(t);
+                // SAFETY: the table exists only where its instructions run; every buffer
+                // was sized by `reset` for `cols`.
+                unsafe { (self.quantize)(&x[t * cols..(t + 1) * cols], q, d, s, s16) };
+            }
         }
         if let Some(pack) = self.pack {
             pack(acts);

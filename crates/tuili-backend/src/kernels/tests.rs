@@ -205,6 +205,33 @@ fn quantized_activations_are_close_and_identical_across_tables() {
     }
 }
 
+/// Many tokens (quantized by all the threads) give each token's bits alone.
+#[test]
+fn parallel_quantization_equals_each_token_alone() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let (cols, n) = (160, 2 * super::PARALLEL_QUANTIZE_MIN + 3);
+    let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+    for k in available() {
+        let mut all = QuantActs::new();
+        k.quantize_acts(&x, cols, &mut all);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for t in 0..n {
+            let mut one = QuantActs::new();
+            k.quantize_acts(&x[t * cols..(t + 1) * cols], cols, &mut one);
+            assert_eq!(all.q(t), one.q(0), "{} t={t}", k.name());
+            assert_eq!(bits(all.d(t)), bits(one.d(0)), "{} t={t}", k.name());
+            assert_eq!(bits(all.s(t)), bits(one.s(0)), "{} t={t}", k.name());
+            let h = 2 * all.nbp();
+            assert_eq!(
+                bits(&all.s16[t * h..(t + 1) * h]),
+                bits(&one.s16[..h]),
+                "{} t={t}",
+                k.name()
+            );
+        }
+    }
+}
+
 #[test]
 fn non_finite_activations_mark_their_block() {
     let cols = 64;
