@@ -24,6 +24,8 @@
 //! integer sums are exact, so the order of the two halves does not matter.
 
 use std::arch::x86_64::*;
+
+mod attention;
 use std::marker::PhantomData;
 
 use super::avx2::formats::{with_format, Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
@@ -37,6 +39,8 @@ static AVX512: Kernels = Kernels {
     gemv: Some(gemv),
     direct: Some(direct),
     direct_max: DIRECT_MAX,
+    scores: attention::scores,
+    mix: attention::mix,
     ..AVX2
 };
 

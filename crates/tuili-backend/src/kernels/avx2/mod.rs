@@ -550,7 +550,7 @@ grouped_attention_ops!(dot_body, axpy_body, #[target_feature(enable = "avx2,fma,
 /// position, in position order), with 32 outputs at a time held in registers across
 /// all positions instead of loaded and stored at each one.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mix(coef: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+pub(in crate::kernels) unsafe fn mix(coef: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
     let np = rows.len();
     let g = coef.len() / np.max(1);
     let hd = out.len() / g.max(1);
@@ -608,7 +608,7 @@ unsafe fn dot_body(a: &[f32], b: &[f32]) -> f32 {
 
 /// The 8 lanes of `dot` before its final reduction: `(a0 + a1) + (a2 + a3)`.
 #[inline(always)]
-unsafe fn dot_lanes(a: &[f32], b: &[f32]) -> __m256 {
+pub(in crate::kernels) unsafe fn dot_lanes(a: &[f32], b: &[f32]) -> __m256 {
     let n = a.len();
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
     // Four named accumulators, indexed only by constants, so that they stay in
@@ -675,11 +675,37 @@ unsafe fn quad_s2(x: __m256, y: __m256) -> __m256 {
     )
 }
 
+/// The 8 lanes of one `dot` before its final reduction, by some instruction set.
+pub(in crate::kernels) trait DotLanes {
+    unsafe fn lanes(a: &[f32], b: &[f32]) -> __m256;
+}
+
+/// `dot_lanes` with 256-bit registers.
+struct Ymm;
+
+impl DotLanes for Ymm {
+    #[inline(always)]
+    unsafe fn lanes(a: &[f32], b: &[f32]) -> __m256 {
+        dot_lanes(a, b)
+    }
+}
+
 /// As `scores_by_dot`, 8 positions at a time: their 8-lane sums are reduced together by
 /// a transposition that adds the same pairs as `hsum` does for each ((v0+v4)+(v2+v6)) +
 /// ((v1+v5)+(v3+v7)), so every score has the bits of one `dot`.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn scores(q: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+    scores_with::<Ymm>(q, base, rows, out)
+}
+
+/// `scores` with the lanes of each dot from `L`.
+#[inline(always)]
+pub(in crate::kernels) unsafe fn scores_with<L: DotLanes>(
+    q: &[f32],
+    base: &[f32],
+    rows: &[usize],
+    out: &mut [f32],
+) {
     let np = rows.len();
     let hd = q.len() / (out.len() / np.max(1)).max(1);
     let p8 = np / 8 * 8;
@@ -692,7 +718,7 @@ unsafe fn scores(q: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
             let mut v = [_mm256_setzero_ps(); 8];
             for (i, vi) in v.iter_mut().enumerate() {
                 let r = rows[p + i];
-                *vi = dot_lanes(qh, &base[r..r + hd]);
+                *vi = L::lanes(qh, &base[r..r + hd]);
             }
             let (u01, u23) = (pair_s4(v[0], v[1]), pair_s4(v[2], v[3]));
             let (u45, u67) = (pair_s4(v[4], v[5]), pair_s4(v[6], v[7]));
@@ -702,7 +728,7 @@ unsafe fn scores(q: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
         }
         for p in p8..np {
             let r = rows[p];
-            *o.add(p) = dot_body(qh, &base[r..r + hd]);
+            *o.add(p) = hsum(L::lanes(qh, &base[r..r + hd]));
         }
     }
 }

@@ -1,0 +1,112 @@
+//! Attention's grouped scores and weighted sums with 512-bit registers, bit-identical
+//! to the specification (`scores_by_dot`, `mix_by_axpy`).
+//!
+//! A `dot`'s four 8-lane accumulators take chunks `c ≡ 0, 1, 2, 3 (mod 4)` of 8
+//! elements. Two 512-bit accumulators hold them as `[a0 | a1]` (chunks 4k, 4k + 1:
+//! 16 contiguous elements) and `[a2 | a3]`, so each fused multiply-add does two of the
+//! specification's in its order; the halves are then added as `(a0 + a1) + (a2 + a3)`.
+
+use std::arch::x86_64::*;
+
+use super::super::avx2::{dot_lanes, mix as mix_avx2, scores_with, DotLanes};
+
+/// `dot_lanes` two chunks per register (rows of a multiple of 32 elements; others take
+/// the 256-bit path).
+struct Zmm;
+
+impl DotLanes for Zmm {
+    #[inline(always)]
+    unsafe fn lanes(a: &[f32], b: &[f32]) -> __m256 {
+        let n = a.len();
+        if n % 32 != 0 {
+            return dot_lanes(a, b);
+        }
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut x, mut y) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut i = 0;
+        while i < n {
+            x = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), x);
+            y = _mm512_fmadd_ps(
+                _mm512_loadu_ps(pa.add(i + 16)),
+                _mm512_loadu_ps(pb.add(i + 16)),
+                y,
+            );
+            i += 32;
+        }
+        let a01 = _mm256_add_ps(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps::<1>(x));
+        let a23 = _mm256_add_ps(_mm512_castps512_ps256(y), _mm512_extractf32x8_ps::<1>(y));
+        _mm256_add_ps(a01, a23)
+    }
+}
+
+/// `out[h, p] = dot(q[h], row p)` (see `Kernels::scores`).
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(in crate::kernels) unsafe fn scores(q: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+    scores_with::<Zmm>(q, base, rows, out)
+}
+
+/// `out[h] = Σ_p coef[h, p] · row p` (see `Kernels::mix`): per element one fused
+/// multiply-add per position in position order from zero, as `mix_by_axpy`, with 64
+/// outputs of two heads at a time in registers, each row loaded once for both.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(in crate::kernels) unsafe fn mix(coef: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+    let np = rows.len();
+    let g = coef.len() / np.max(1);
+    let hd = out.len() / g.max(1);
+    if hd % 64 != 0 || np == 0 {
+        return mix_avx2(coef, base, rows, out);
+    }
+    let pb = base.as_ptr();
+    let mut h = 0;
+    while h + 2 <= g {
+        mix_heads::<2>(
+            &coef[h * np..(h + 2) * np],
+            pb,
+            rows,
+            hd,
+            out[h * hd..].as_mut_ptr(),
+        );
+        h += 2;
+    }
+    if h < g {
+        mix_heads::<1>(&coef[h * np..], pb, rows, hd, out[h * hd..].as_mut_ptr());
+    }
+}
+
+/// `H` heads' outputs (`o`: `[H, hd]`) from their coefficients (`c`: `[H, np]`), 64
+/// elements at a time.
+#[inline(always)]
+unsafe fn mix_heads<const H: usize>(
+    c: &[f32],
+    pb: *const f32,
+    rows: &[usize],
+    hd: usize,
+    o: *mut f32,
+) {
+    let np = rows.len();
+    let mut e = 0;
+    while e < hd {
+        let mut acc = [[_mm512_setzero_ps(); 4]; H];
+        for (p, &r) in rows.iter().enumerate() {
+            let row = pb.add(r + e);
+            let v = [
+                _mm512_loadu_ps(row),
+                _mm512_loadu_ps(row.add(16)),
+                _mm512_loadu_ps(row.add(32)),
+                _mm512_loadu_ps(row.add(48)),
+            ];
+            for h in 0..H {
+                let cv = _mm512_set1_ps(*c.get_unchecked(h * np + p));
+                for k in 0..4 {
+                    acc[h][k] = _mm512_fmadd_ps(cv, v[k], acc[h][k]);
+                }
+            }
+        }
+        for h in 0..H {
+            for k in 0..4 {
+                _mm512_storeu_ps(o.add(h * hd + e + 16 * k), acc[h][k]);
+            }
+        }
+        e += 64;
+    }
+}
