@@ -18,7 +18,7 @@ impl DotLanes for Zmm {
     #[inline(always)]
     unsafe fn lanes(a: &[f32], b: &[f32]) -> __m256 {
         let n = a.len();
-        if n % 32 != 0 {
+        if !n.is_multiple_of(32) {
             return dot_lanes(a, b);
         }
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
@@ -53,7 +53,7 @@ pub(in crate::kernels) unsafe fn mix(coef: &[f32], base: &[f32], rows: &[usize],
     let np = rows.len();
     let g = coef.len() / np.max(1);
     let hd = out.len() / g.max(1);
-    if hd % 64 != 0 || np == 0 {
+    if !hd.is_multiple_of(64) || np == 0 {
         return mix_avx2(coef, base, rows, out);
     }
     let pb = base.as_ptr();
