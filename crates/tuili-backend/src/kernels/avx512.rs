@@ -1,9 +1,9 @@
 //! AVX-512 (BW + VNNI) products of several tokens, bit-identical to `scalar`.
 //!
-//! The AVX2 table does everything else (activation quantization, weight decoding, float
-//! weights); this one replaces the products of quantized weights: many tokens times a
-//! decoded panel (prefill), a few tokens times weights decoded in registers (batched
-//! decode), and one token times two rows per register (decode).
+//! The AVX2 table does everything else (activation quantization, weight decoding); this
+//! one replaces the products of quantized weights: many tokens times a decoded panel
+//! (prefill), a few tokens times weights decoded in registers (batched decode), and one
+//! token times two rows per register (decode); `float` those of float weights.
 //!
 //! # Two tokens per register
 //!
@@ -26,6 +26,8 @@
 use std::arch::x86_64::*;
 use std::marker::PhantomData;
 
+mod float;
+
 use super::avx2::formats::{with_format, Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 use super::avx2::{gemm as gemm_avx2, gemv as gemv_avx2, hsum, AVX2};
 use super::{Kernels, MinKind, Out, Panel, QFormat, QuantActs, GROUP, QB};
@@ -37,6 +39,7 @@ static AVX512: Kernels = Kernels {
     gemv: Some(gemv),
     direct: Some(direct),
     direct_max: DIRECT_MAX,
+    float_gemm: float::float_gemm,
     ..AVX2
 };
 
@@ -200,7 +203,10 @@ impl PairCodes for Q6K {
         let q = _mm512_sub_epi8(_mm512_or_si512(nib, high), _mm512_set1_epi8(32));
         // 128-bit quarters [a 0..16, b 0..16, a 16..32, b 16..32].
         let q = _mm512_shuffle_i64x2::<0b11_01_10_00>(q, q);
-        let (sa, sb) = (a.add(192 + 2 * j) as *const i8, b.add(192 + 2 * j) as *const i8);
+        let (sa, sb) = (
+            a.add(192 + 2 * j) as *const i8,
+            b.add(192 + 2 * j) as *const i8,
+        );
         (
             _mm512_mullo_epi16(
                 _mm512_cvtepi8_epi16(_mm512_castsi512_si256(q)),
