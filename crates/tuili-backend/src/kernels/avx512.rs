@@ -1,9 +1,10 @@
 //! AVX-512 (BW + VNNI) products of several tokens, bit-identical to `scalar`.
 //!
-//! The AVX2 table does everything else (activation quantization, weight decoding, float
-//! weights); this one replaces the products of quantized weights: many tokens times a
-//! decoded panel (prefill), a few tokens times weights decoded in registers (batched
-//! decode), and one token times two rows per register (decode).
+//! The AVX2 table does everything else (activation quantization, weight decoding); this
+//! one replaces the products of quantized weights: many tokens times a decoded panel
+//! (prefill), a few tokens times weights decoded in registers (batched decode), and one
+//! token times two rows per register (decode); `float` those of float weights,
+//! `attention` the attention scores and weighted sums.
 //!
 //! # Two tokens per register
 //!
@@ -24,9 +25,10 @@
 //! integer sums are exact, so the order of the two halves does not matter.
 
 use std::arch::x86_64::*;
+use std::marker::PhantomData;
 
 mod attention;
-use std::marker::PhantomData;
+mod float;
 
 use super::avx2::formats::{with_format, Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 use super::avx2::{gemm as gemm_avx2, gemv as gemv_avx2, hsum, AVX2};
@@ -39,6 +41,7 @@ static AVX512: Kernels = Kernels {
     gemv: Some(gemv),
     direct: Some(direct),
     direct_max: DIRECT_MAX,
+    float_gemm: float::float_gemm,
     scores: attention::scores,
     mix: attention::mix,
     ..AVX2

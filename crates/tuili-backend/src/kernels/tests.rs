@@ -354,3 +354,54 @@ fn direct_products_match_scalar() {
         }
     }
 }
+
+/// Float weights: every table gives the scalar bits for every row count up to two
+/// tiles and more, token counts past two tiles, and ragged row lengths; outputs land at
+/// `t * ldo + r` and nowhere else.
+#[test]
+fn float_products_match_scalar() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for f in [FFormat::F32, FFormat::F16, FFormat::BF16] {
+        let ty = match f {
+            FFormat::F32 => tuili_gguf::GgmlType::F32,
+            FFormat::F16 => tuili_gguf::GgmlType::F16,
+            FFormat::BF16 => tuili_gguf::GgmlType::BF16,
+        };
+        for cols in [1, 7, 8, 15, 33, 96] {
+            for nr in (1..=11).chain([17, 32]) {
+                let wf: Vec<f32> = (0..nr * cols)
+                    .map(|_| rng.gen_range(-2.0f32..2.0))
+                    .collect();
+                let w = quantize(ty, &wf).unwrap();
+                let nt = 15;
+                let x: Vec<f32> = (0..nt * cols)
+                    .map(|_| rng.gen_range(-3.0f32..3.0))
+                    .collect();
+                let ldo = nr + 3;
+                let run = |k: &Kernels, n: usize| {
+                    let mut o = vec![f32::NAN; n * ldo];
+                    // SAFETY: `o` holds `n` rows of `ldo >= nr` values.
+                    unsafe {
+                        let out = Out {
+                            ptr: o.as_mut_ptr(),
+                            ldo,
+                        };
+                        k.float_gemm(f, &w, nr, cols, &x[..n * cols], n, out);
+                    }
+                    o.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                for n in 1..=nt {
+                    let want = run(scalar(), n);
+                    for t in 0..n {
+                        assert!(want[t * ldo + nr..(t + 1) * ldo]
+                            .iter()
+                            .all(|&b| f32::from_bits(b).is_nan()));
+                    }
+                    for k in available().into_iter().skip(1) {
+                        assert_eq!(want, run(k, n), "{} {f:?} {nr}x{cols} n={n}", k.name());
+                    }
+                }
+            }
+        }
+    }
+}
