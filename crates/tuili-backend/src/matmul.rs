@@ -216,7 +216,12 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
     }
     let total: usize = parts.iter().map(|p| p.0.rows).sum();
     with_acts(k, &weights, x, cols, &|acts| {
-        pool::global().for_ranges(total, ROW_ALIGN, &|range| {
+        pool::global().run(&|t, n| {
+            let range = if n_tokens == 1 {
+                split_by_bytes(&weights, t, n)
+            } else {
+                pool::split(total, ROW_ALIGN, t, n)
+            };
             let mut base = 0;
             for (w, out) in weights.iter().zip(&outs) {
                 let (Some(w), Some(out)) = (w, out) else {
@@ -231,6 +236,30 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
             }
         })
     })
+}
+
+/// The `t`-th of `n` parts of the rows of `weights` (one after the other), cut where
+/// the bytes before the cut are nearest `t / n` of all (rounded to `ROW_ALIGN` rows):
+/// one token's product streams the bytes, and the weights of one region can be of
+/// different types (e.g. Q5_0 queries with Q8_0 values).
+fn split_by_bytes(weights: &[Option<&Weight>], t: usize, n: usize) -> Range<usize> {
+    let total: usize = weights.iter().flatten().map(|w| w.bytes().len()).sum();
+    // The row at which the bytes before it reach `target`.
+    let cut = |target: usize| {
+        let (mut rows, mut bytes) = (0, 0);
+        for w in weights.iter().flatten() {
+            let len = w.bytes().len();
+            if bytes + len >= target {
+                let r = (target - bytes).div_ceil(w.row_bytes());
+                return rows + r.div_ceil(ROW_ALIGN) * ROW_ALIGN;
+            }
+            rows += w.rows;
+            bytes += len;
+        }
+        rows
+    };
+    let all: usize = weights.iter().flatten().map(|w| w.rows).sum();
+    cut(total * t / n).min(all)..cut(total * (t + 1) / n).min(all)
 }
 
 /// The SwiGLU feed-forward input as one parallel region: `gate = silu(x · w_gate) ·
