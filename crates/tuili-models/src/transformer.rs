@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tuili_backend::matmul::{matmul, matmul_many, matmul_swiglu, ByteSource, Weight};
 use tuili_backend::ops::{add, rms_norm, rope_angles, rope_inv_freq, rope_rotate};
+use tuili_backend::pool::{self, SyncPtr};
 use tuili_gguf::{GgmlType, GgufFile};
 
 use crate::attention::attention;
@@ -308,7 +309,8 @@ impl Model {
         }
 
         for (li, l) in self.layers.iter().enumerate() {
-            norm_rows(x, &l.attn_norm, cfg.eps, xn);
+            // x += the last layer's feed-forward output (in xn); xn = norm(x).
+            residual_norm(x, xn, &l.attn_norm, cfg.eps, li > 0);
             matmul_many(
                 &mut [(&l.wq, &mut *q), (&l.wk, &mut *k), (&l.wv, &mut *v)],
                 xn,
@@ -335,19 +337,19 @@ impl Model {
             }
             attention(cfg, li, q, chunks, where_, pool, att);
             matmul(&l.wo, att, n, xn);
-            add(x, xn);
-
-            norm_rows(x, &l.ffn_norm, cfg.eps, xn);
+            residual_norm(x, xn, &l.ffn_norm, cfg.eps, true);
             matmul_swiglu(&l.w_gate, &l.w_up, xn, n, gate, up);
             matmul(&l.w_down, gate, n, xn);
-            add(x, xn);
         }
 
-        // Final norm and logits only for the rows asked for.
+        // The last residual add, the final norm and the logits only for the rows asked
+        // for.
         let m = logit_rows.len();
         let xo = sized(xo, m * dim);
         for (o, &r) in xo.chunks_exact_mut(dim).zip(logit_rows.iter()) {
-            rms_norm(&x[r * dim..(r + 1) * dim], &self.out_norm, cfg.eps, o);
+            let xr = &mut x[r * dim..(r + 1) * dim];
+            add(xr, &xn[r * dim..(r + 1) * dim]);
+            rms_norm(xr, &self.out_norm, cfg.eps, o);
         }
         let mut logits = vec![0f32; m * cfg.vocab];
         if m > 0 {
@@ -379,11 +381,14 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// `v` resized to `n` values (zeros; its capacity is kept from call to call).
+/// The first `n` values of `v`, grown if needed (its capacity is kept from call to
+/// call). Not cleared: every buffer of the forward pass is written in full before it is
+/// read.
 fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    v.clear();
-    v.resize(n, 0.0);
-    v
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
 }
 
 /// One sequence's part of a batch: `tokens` at positions `start..`, its K/V behind
@@ -399,12 +404,36 @@ pub struct SeqChunk<'a> {
     pub logits_from: usize,
 }
 
-/// RMSNorm of each row: `x`, `out`: `[n, dim]`, `w`: `[dim]`.
-fn norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+/// Per token (row of `dim = w.len()`): `x += xn` if `add` (a residual), then
+/// `xn = rms_norm(x)`; `x`, `xn`: `[n, dim]`. Tokens are split among the threads when
+/// there are several.
+fn residual_norm(x: &mut [f32], xn: &mut [f32], w: &[f32], eps: f32, add_first: bool) {
     let dim = w.len();
-    for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
-        rms_norm(xr, w, eps, or);
+    let n = x.len() / dim;
+    let row = |xr: &mut [f32], nr: &mut [f32]| {
+        if add_first {
+            add(xr, nr);
+        }
+        rms_norm(xr, w, eps, nr);
+    };
+    if n < 2 {
+        for (xr, nr) in x.chunks_exact_mut(dim).zip(xn.chunks_exact_mut(dim)) {
+            row(xr, nr);
+        }
+        return;
     }
+    let (px, pn) = (SyncPtr::new(x), SyncPtr::new(xn));
+    pool::global().for_ranges(n, 1, &|tokens| {
+        for t in tokens {
+            // SAFETY: token t's rows belong to this thread alone.
+            unsafe {
+                row(
+                    px.slice(t * dim..(t + 1) * dim),
+                    pn.slice(t * dim..(t + 1) * dim),
+                )
+            };
+        }
+    });
 }
 
 /// Adds `bias` (`[d]`) to every row of `x` (`[n, d]`).
