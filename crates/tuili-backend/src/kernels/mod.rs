@@ -97,9 +97,9 @@ use tuili_gguf::GgmlType;
 
 use crate::pool::SyncPtr;
 
-/// From this many tokens on (prefill), activations are quantized by all the threads;
-/// fewer take less time than waking them.
-const PARALLEL_QUANTIZE_MIN: usize = 32;
+/// From this many tokens on (batched decode, prefill), activations are quantized by all
+/// the threads, each taking whole tokens.
+const PARALLEL_QUANTIZE_MIN: usize = 2;
 
 /// Elements per activation block (one f32 scale each).
 pub const QB: usize = 32;
@@ -556,7 +556,7 @@ impl Kernels {
         let n = x.len() / cols;
         acts.reset(cols, n);
         if n >= PARALLEL_QUANTIZE_MIN {
-            // Tokens split among the threads (prefill): each writes its own rows.
+            // Tokens split among the threads: each writes its own rows.
             let nbp = acts.nbp();
             let (q, d) = (SyncPtr::new(&mut acts.q), SyncPtr::new(&mut acts.d));
             let (s, s16) = (SyncPtr::new(&mut acts.s), SyncPtr::new(&mut acts.s16));
