@@ -675,17 +675,25 @@ unsafe fn quad_s2(x: __m256, y: __m256) -> __m256 {
     )
 }
 
-/// The 8 lanes of one `dot` before its final reduction, by some instruction set.
+/// The 8 lanes of one `dot` before its final reduction, by some instruction set, with
+/// the first operand (a query head, the same for many rows) prepared once.
 pub(in crate::kernels) trait DotLanes {
-    unsafe fn lanes(a: &[f32], b: &[f32]) -> __m256;
+    /// The query as the instruction set keeps it between rows (e.g. in registers).
+    type Query;
+    unsafe fn prepare(a: &[f32]) -> Self::Query;
+    /// `dot_lanes(a, b)`, `q` = `prepare(a)`.
+    unsafe fn lanes(q: &Self::Query, a: &[f32], b: &[f32]) -> __m256;
 }
 
 /// `dot_lanes` with 256-bit registers.
 struct Ymm;
 
 impl DotLanes for Ymm {
+    type Query = ();
     #[inline(always)]
-    unsafe fn lanes(a: &[f32], b: &[f32]) -> __m256 {
+    unsafe fn prepare(_: &[f32]) {}
+    #[inline(always)]
+    unsafe fn lanes(_: &(), a: &[f32], b: &[f32]) -> __m256 {
         dot_lanes(a, b)
     }
 }
@@ -713,12 +721,13 @@ pub(in crate::kernels) unsafe fn scores_with<L: DotLanes>(
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (h, qh) in q.chunks_exact(hd).enumerate() {
         let o = out.as_mut_ptr().add(h * np);
+        let qp = L::prepare(qh);
         let mut p = 0;
         while p < p8 {
             let mut v = [_mm256_setzero_ps(); 8];
             for (i, vi) in v.iter_mut().enumerate() {
                 let r = rows[p + i];
-                *vi = L::lanes(qh, &base[r..r + hd]);
+                *vi = L::lanes(&qp, qh, &base[r..r + hd]);
             }
             let (u01, u23) = (pair_s4(v[0], v[1]), pair_s4(v[2], v[3]));
             let (u45, u67) = (pair_s4(v[4], v[5]), pair_s4(v[6], v[7]));
@@ -728,7 +737,7 @@ pub(in crate::kernels) unsafe fn scores_with<L: DotLanes>(
         }
         for p in p8..np {
             let r = rows[p];
-            *o.add(p) = hsum(L::lanes(qh, &base[r..r + hd]));
+            *o.add(p) = hsum(L::lanes(&qp, qh, &base[r..r + hd]));
         }
     }
 }

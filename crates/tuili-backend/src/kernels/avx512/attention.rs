@@ -10,29 +10,61 @@ use std::arch::x86_64::*;
 
 use super::super::avx2::{dot_lanes, mix as mix_avx2, scores_with, DotLanes};
 
-/// `dot_lanes` two chunks per register (rows of a multiple of 32 elements; others take
-/// the 256-bit path).
+/// `dot_lanes` two chunks per register; query heads of 64 or 128 elements stay in
+/// registers across rows, other lengths that are multiples of 32 are loaded per row,
+/// and the rest take the 256-bit path.
 struct Zmm;
 
 impl DotLanes for Zmm {
+    type Query = [__m512; 8];
+
     #[inline(always)]
-    unsafe fn lanes(a: &[f32], b: &[f32]) -> __m256 {
+    unsafe fn prepare(a: &[f32]) -> [__m512; 8] {
+        let mut q = [_mm512_setzero_ps(); 8];
+        if a.len() == 64 || a.len() == 128 {
+            for (k, qk) in q.iter_mut().enumerate().take(a.len() / 16) {
+                *qk = _mm512_loadu_ps(a.as_ptr().add(16 * k));
+            }
+        }
+        q
+    }
+
+    #[inline(always)]
+    unsafe fn lanes(q: &[__m512; 8], a: &[f32], b: &[f32]) -> __m256 {
         let n = a.len();
         if !n.is_multiple_of(32) {
             return dot_lanes(a, b);
         }
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let (mut x, mut y) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let mut i = 0;
-        while i < n {
-            x = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), x);
-            y = _mm512_fmadd_ps(
-                _mm512_loadu_ps(pa.add(i + 16)),
-                _mm512_loadu_ps(pb.add(i + 16)),
-                y,
-            );
-            i += 32;
-        }
+        let pb = b.as_ptr();
+        // x: [a0 | a1] (elements 32k..32k + 16), y: [a2 | a3] (32k + 16..32k + 32).
+        let (x, y) = if n == 64 || n == 128 {
+            let zero = _mm512_setzero_ps();
+            let mut x = _mm512_fmadd_ps(q[0], _mm512_loadu_ps(pb), zero);
+            let mut y = _mm512_fmadd_ps(q[1], _mm512_loadu_ps(pb.add(16)), zero);
+            x = _mm512_fmadd_ps(q[2], _mm512_loadu_ps(pb.add(32)), x);
+            y = _mm512_fmadd_ps(q[3], _mm512_loadu_ps(pb.add(48)), y);
+            if n == 128 {
+                x = _mm512_fmadd_ps(q[4], _mm512_loadu_ps(pb.add(64)), x);
+                y = _mm512_fmadd_ps(q[5], _mm512_loadu_ps(pb.add(80)), y);
+                x = _mm512_fmadd_ps(q[6], _mm512_loadu_ps(pb.add(96)), x);
+                y = _mm512_fmadd_ps(q[7], _mm512_loadu_ps(pb.add(112)), y);
+            }
+            (x, y)
+        } else {
+            let pa = a.as_ptr();
+            let (mut x, mut y) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let mut i = 0;
+            while i < n {
+                x = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), x);
+                y = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(pa.add(i + 16)),
+                    _mm512_loadu_ps(pb.add(i + 16)),
+                    y,
+                );
+                i += 32;
+            }
+            (x, y)
+        };
         let a01 = _mm256_add_ps(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps::<1>(x));
         let a23 = _mm256_add_ps(_mm512_castps512_ps256(y), _mm512_extractf32x8_ps::<1>(y));
         _mm256_add_ps(a01, a23)
