@@ -230,7 +230,7 @@ def main():
     ap.add_argument("-n", "--n-gen", type=int, default=128)
     ap.add_argument("-r", "--repetitions", type=int, default=3)
     ap.add_argument("--membw", action="store_true",
-                    help="measure read bandwidth and show tg as % of the bound")
+                    help="measure read bandwidth and show tg as %% of the bound")
     ap.add_argument("-o", "--output", choices=["md", "json"], default="md")
     ap.add_argument("--busy-limit", type=float, default=0.05,
                     help="a repetition during which other processes used more than this "
