@@ -115,6 +115,19 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 /// so that every CPU gives the same bits and the loops vectorize: see [`exp_nonpositive`].
 /// The sum is kept in 8 interleaved partial sums, added as `kernels::reduce8`.
 pub fn softmax(x: &mut [f32]) {
+    softmax_scaled(x, 1.0)
+}
+
+/// [`softmax`] of `scale · x`: each value multiplied by `scale` first (attention's
+/// `1 / √head_dim`). `#[inline(always)]` so that the kernel tables compile it with their
+/// instruction sets (`Kernels::softmax`); the operations, hence the bits, are the same.
+#[inline(always)]
+pub fn softmax_scaled(x: &mut [f32], scale: f32) {
+    if scale != 1.0 {
+        for v in x.iter_mut() {
+            *v *= scale;
+        }
+    }
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut part = [0f32; 8];
     let mut chunks = x.chunks_exact_mut(8);

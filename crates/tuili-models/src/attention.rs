@@ -3,7 +3,6 @@
 use std::cell::RefCell;
 
 use tuili_backend::kernels;
-use tuili_backend::ops::softmax;
 use tuili_backend::pool::{self, SyncPtr};
 
 use crate::{Config, KvPool, SeqChunk};
@@ -68,8 +67,7 @@ pub(crate) fn attention(
                     scores.resize(group * np, 0.0);
                     k.scores(qg, hd, &kv.keys()[kvh..], rows, scores);
                     for row in scores.chunks_exact_mut(np) {
-                        row.iter_mut().for_each(|s| *s *= scale);
-                        softmax(row);
+                        k.softmax(row, scale);
                     }
                     // SAFETY: the heads of unit (t, g) are written by this thread alone.
                     let o = unsafe { out_ptr.slice(head0 * hd..(head0 + group) * hd) };

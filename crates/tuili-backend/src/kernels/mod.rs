@@ -461,6 +461,7 @@ type FloatGemmFn =
 type DotFn = unsafe fn(a: &[f32], b: &[f32]) -> f32;
 type AxpyFn = unsafe fn(a: f32, x: &[f32], y: &mut [f32]);
 type RowsFn = unsafe fn(a: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]);
+type SoftmaxFn = unsafe fn(x: &mut [f32], scale: f32);
 
 /// The kernels of one instruction set.
 pub struct Kernels {
@@ -484,6 +485,7 @@ pub struct Kernels {
     axpy: AxpyFn,
     scores: RowsFn,
     mix: RowsFn,
+    softmax: SoftmaxFn,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -540,6 +542,12 @@ impl Kernels {
         check_rows("mix", out.len(), hd, base, rows, coef.len());
         // SAFETY: as in `dot`; shapes checked.
         unsafe { (self.mix)(coef, base, rows, out) }
+    }
+
+    /// `ops::softmax_scaled` (the same bits), compiled for this instruction set.
+    pub fn softmax(&self, x: &mut [f32], scale: f32) {
+        // SAFETY: as in `dot`.
+        unsafe { (self.softmax)(x, scale) }
     }
 
     /// Quantizes `x` (`[n, cols]`) into `acts`, reusing its buffers.
@@ -710,6 +718,7 @@ static SCALAR: Kernels = Kernels {
     axpy: scalar::axpy,
     scores: scalar::scores_by_dot,
     mix: scalar::mix_by_axpy,
+    softmax: scalar::softmax,
 };
 
 /// The plain-Rust kernels: the specification the SIMD ones match bit for bit.

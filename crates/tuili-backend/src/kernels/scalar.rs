@@ -339,3 +339,8 @@ pub(super) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
         *v = a.mul_add(u, *v);
     }
 }
+
+/// `ops::softmax_scaled`.
+pub(super) unsafe fn softmax(x: &mut [f32], scale: f32) {
+    crate::ops::softmax_scaled(x, scale)
+}

@@ -205,6 +205,25 @@ fn quantized_activations_are_close_and_identical_across_tables() {
     }
 }
 
+/// Every table's softmax gives the bits of `ops::softmax_scaled`, whatever the length.
+#[test]
+fn softmax_matches_the_specification() {
+    let mut rng = StdRng::seed_from_u64(6);
+    for n in (1..40).chain([255, 256, 513]) {
+        let x: Vec<f32> = (0..n).map(|_| rng.gen_range(-150.0f32..30.0)).collect();
+        for scale in [1.0, 0.125] {
+            let mut want = x.clone();
+            crate::ops::softmax_scaled(&mut want, scale);
+            for k in available() {
+                let mut got = x.clone();
+                k.softmax(&mut got, scale);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{} n={n} scale={scale}", k.name());
+            }
+        }
+    }
+}
+
 /// Many tokens (quantized by all the threads) give each token's bits alone.
 #[test]
 fn parallel_quantization_equals_each_token_alone() {

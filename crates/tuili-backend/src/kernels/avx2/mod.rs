@@ -35,6 +35,7 @@ pub(super) static AVX2: Kernels = Kernels {
     axpy,
     scores,
     mix,
+    softmax,
 };
 
 /// The AVX2 table, if this CPU has AVX2, FMA and F16C.
@@ -740,6 +741,93 @@ pub(in crate::kernels) unsafe fn scores_with<L: DotLanes>(
             *o.add(p) = hsum(L::lanes(&qp, qh, &base[r..r + hd]));
         }
     }
+}
+
+/// `ops::softmax_scaled`, 8 lanes wide with the same operations (no fused multiply-adds):
+/// lane `i % 8` holds the partial sum of element `i`, as in the specification.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::kernels) unsafe fn softmax(x: &mut [f32], scale: f32) {
+    let n = x.len();
+    let n8 = n / 8 * 8;
+    let p = x.as_mut_ptr();
+    if scale != 1.0 {
+        let s = _mm256_set1_ps(scale);
+        let mut i = 0;
+        while i < n8 {
+            _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), s));
+            i += 8;
+        }
+        for v in &mut x[n8..] {
+            *v *= scale;
+        }
+    }
+    // max_ps(v, m) returns m where v is NaN: `f32::max`'s rule.
+    let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i < n8 {
+        m = _mm256_max_ps(_mm256_loadu_ps(p.add(i)), m);
+        i += 8;
+    }
+    let max = x[n8..].iter().copied().fold(hmax(m), f32::max);
+    let mv = _mm256_set1_ps(max);
+    let mut part = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < n8 {
+        let e = exp_nonpositive8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), mv));
+        _mm256_storeu_ps(p.add(i), e);
+        part = _mm256_add_ps(part, e);
+        i += 8;
+    }
+    let mut lanes = A8([0.0; 8]);
+    _mm256_store_ps(lanes.0.as_mut_ptr(), part);
+    for (v, s) in x[n8..].iter_mut().zip(lanes.0.iter_mut()) {
+        *v = crate::ops::exp_nonpositive(*v - max);
+        *s += *v;
+    }
+    let inv = _mm256_set1_ps(1.0 / hsum(_mm256_load_ps(lanes.0.as_ptr())));
+    let mut i = 0;
+    while i < n8 {
+        _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), inv));
+        i += 8;
+    }
+    let inv = 1.0 / hsum(_mm256_load_ps(lanes.0.as_ptr()));
+    for v in &mut x[n8..] {
+        *v *= inv;
+    }
+}
+
+/// `ops::exp_nonpositive` of 8 lanes, operation for operation.
+#[inline(always)]
+unsafe fn exp_nonpositive8(x: __m256) -> __m256 {
+    let set = _mm256_set1_ps;
+    let round = set(12_582_912.0);
+    let below = _mm256_cmp_ps::<_CMP_LT_OQ>(x, set(-87.3));
+    let xc = _mm256_blendv_ps(x, set(-87.3), below);
+    let k = _mm256_add_ps(_mm256_mul_ps(xc, set(std::f32::consts::LOG2_E)), round);
+    let n = _mm256_sub_ps(k, round);
+    let r = _mm256_sub_ps(
+        _mm256_sub_ps(xc, _mm256_mul_ps(n, set(0.693_359_4))),
+        _mm256_mul_ps(n, set(-2.121_944_4e-4)),
+    );
+    let mut q = _mm256_add_ps(_mm256_mul_ps(set(1.987_569_1e-4), r), set(1.398_199_9e-3));
+    q = _mm256_add_ps(_mm256_mul_ps(q, r), set(8.333_452e-3));
+    q = _mm256_add_ps(_mm256_mul_ps(q, r), set(4.166_579_6e-2));
+    q = _mm256_add_ps(_mm256_mul_ps(q, r), set(1.666_666_5e-1));
+    q = _mm256_add_ps(_mm256_mul_ps(q, r), set(0.5));
+    let e = _mm256_add_ps(
+        _mm256_add_ps(_mm256_mul_ps(q, _mm256_mul_ps(r, r)), r),
+        set(1.0),
+    );
+    let ni = _mm256_sub_epi32(_mm256_castps_si256(k), _mm256_castps_si256(round));
+    let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+        ni,
+        _mm256_set1_epi32(127),
+    )));
+    let y = _mm256_add_ps(
+        _mm256_mul_ps(e, two_n),
+        _mm256_mul_ps(x, _mm256_setzero_ps()),
+    );
+    _mm256_andnot_ps(below, y)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -29,6 +29,7 @@ static NEON: Kernels = Kernels {
     axpy,
     scores: scores_by_dot,
     mix: mix_by_axpy,
+    softmax: super::scalar::softmax,
 };
 
 /// The NEON table (NEON is part of the aarch64 baseline).
