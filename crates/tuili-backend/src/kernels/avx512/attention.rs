@@ -79,7 +79,7 @@ pub(in crate::kernels) unsafe fn scores(q: &[f32], base: &[f32], rows: &[usize],
 
 /// `out[h] = Σ_p coef[h, p] · row p` (see `Kernels::mix`): per element one fused
 /// multiply-add per position in position order from zero, as `mix_by_axpy`, with 64
-/// outputs of two heads at a time in registers, each row loaded once for both.
+/// outputs of up to four heads at a time in registers, each row loaded once for them.
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(in crate::kernels) unsafe fn mix(coef: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
     let np = rows.len();
@@ -90,18 +90,16 @@ pub(in crate::kernels) unsafe fn mix(coef: &[f32], base: &[f32], rows: &[usize],
     }
     let pb = base.as_ptr();
     let mut h = 0;
-    while h + 2 <= g {
-        mix_heads::<2>(
-            &coef[h * np..(h + 2) * np],
-            pb,
-            rows,
-            hd,
-            out[h * hd..].as_mut_ptr(),
-        );
-        h += 2;
-    }
-    if h < g {
-        mix_heads::<1>(&coef[h * np..], pb, rows, hd, out[h * hd..].as_mut_ptr());
+    while h < g {
+        let (c, o) = (&coef[h * np..], out[h * hd..].as_mut_ptr());
+        let take = (g - h).min(4);
+        match take {
+            4 => mix_heads::<4>(c, pb, rows, hd, o),
+            3 => mix_heads::<3>(c, pb, rows, hd, o),
+            2 => mix_heads::<2>(c, pb, rows, hd, o),
+            _ => mix_heads::<1>(c, pb, rows, hd, o),
+        }
+        h += take;
     }
 }
 
