@@ -26,13 +26,14 @@
 
 use std::arch::x86_64::*;
 use std::marker::PhantomData;
+use std::ops::Range;
 
 mod attention;
 mod float;
 
 use super::avx2::formats::{with_format, Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 use super::avx2::{gemm as gemm_avx2, gemv as gemv_avx2, hsum, AVX2};
-use super::{Kernels, MinKind, Out, Panel, QFormat, QuantActs, GROUP, QB};
+use super::{Kernels, MinKind, Out, PackView, Panel, QFormat, QuantActs, GROUP, QB};
 
 static AVX512: Kernels = Kernels {
     name: "avx512",
@@ -66,55 +67,63 @@ pub(super) fn kernels() -> Option<&'static Kernels> {
     ok.then_some(&AVX512)
 }
 
-/// Builds the token-pair copies of `a` (see `QuantActs::qp`); plain copies.
-fn pack(a: &mut QuantActs) {
-    let (n, cols, nbp) = (a.n, a.cols, a.nbp());
+/// Writes the token-pair copies (see `QuantActs::qp`) of pairs `pairs`: plain copies,
+/// zeros for a missing odd token.
+unsafe fn pack(v: &PackView, pairs: Range<usize>) {
+    let (n, cols, nbp) = (v.n, v.cols, v.nbp);
     let nb = cols / QB;
-    let np = n.div_ceil(2);
     let ngs = nbp / GROUP;
-    a.qp.resize(np * nb * 64, 0);
-    a.dp.resize(np * nbp * 16, 0.0);
-    a.sp.resize(np * ngs * 16, 0.0);
-    a.s16p.resize(np * 2 * ngs * 16, 0.0);
-    for p in 0..np {
+    for p in pairs {
         for half in 0..2 {
             let t = 2 * p + half;
-            let o = 16 * half;
+            let here = t < n;
+            let (o, o8) = (16 * half, 8 * half);
             for b in 0..nb {
-                let dst = &mut a.qp[(p * nb + b) * 64..(p * nb + b + 1) * 64];
-                if t < n {
-                    let src = &a.q[t * cols + b * QB..t * cols + (b + 1) * QB];
-                    dst[o..o + 16].copy_from_slice(&src[..16]);
-                    dst[32 + o..32 + o + 16].copy_from_slice(&src[16..]);
-                } else {
-                    dst[o..o + 16].fill(0);
-                    dst[32 + o..32 + o + 16].fill(0);
+                let dst = v.qp.add((p * nb + b) * 64);
+                for (k, at) in [(0, o), (16, 32 + o)] {
+                    if here {
+                        std::ptr::copy_nonoverlapping(
+                            v.q.add(t * cols + b * QB + k),
+                            dst.add(at),
+                            16,
+                        );
+                    } else {
+                        std::ptr::write_bytes(dst.add(at), 0, 16);
+                    }
                 }
             }
-            let o8 = 8 * half;
             for j in 0..nbp {
-                let d = if t < n { a.d[t * nbp + j] } else { 0.0 };
-                a.dp[(p * nbp + j) * 16 + o8..][..8].fill(d);
+                let d = if here { *v.d.add(t * nbp + j) } else { 0.0 };
+                std::slice::from_raw_parts_mut(v.dp.add((p * nbp + j) * 16 + o8), 8).fill(d);
             }
             for g in 0..ngs {
-                let dst = &mut a.sp[(p * ngs + g) * 16 + o8..][..8];
-                if t < n {
-                    dst.copy_from_slice(&a.s[t * nbp + 8 * g..][..8]);
-                } else {
-                    dst.fill(0.0);
-                }
+                copy8(
+                    v.s,
+                    t * nbp + 8 * g,
+                    here,
+                    v.sp.add((p * ngs + g) * 16 + o8),
+                );
             }
             for g in 0..2 * ngs {
-                let dst = &mut a.s16p[(p * 2 * ngs + g) * 16 + o8..][..8];
-                if t < n {
-                    dst.copy_from_slice(&a.s16[t * 2 * nbp + 8 * g..][..8]);
-                } else {
-                    dst.fill(0.0);
-                }
+                copy8(
+                    v.s16,
+                    t * 2 * nbp + 8 * g,
+                    here,
+                    v.s16p.add((p * 2 * ngs + g) * 16 + o8),
+                );
             }
         }
     }
-    a.packed = true;
+}
+
+/// 8 floats from `src + at` (or zeros when `here` is false) to `dst`.
+#[inline(always)]
+unsafe fn copy8(src: *const f32, at: usize, here: bool, dst: *mut f32) {
+    if here {
+        std::ptr::copy_nonoverlapping(src.add(at), dst, 8);
+    } else {
+        std::ptr::write_bytes(dst, 0, 8);
+    }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]

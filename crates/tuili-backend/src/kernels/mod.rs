@@ -385,17 +385,44 @@ impl QuantActs {
         self.packed = false;
     }
 
-    /// Token `t`'s buffers: `(q [cols], d [nbp], s [nbp], s16 [2 nbp])`.
-    fn row_mut(&mut self, t: usize) -> (&mut [i16], &mut [f32], &mut [f32], &mut [f32]) {
-        let (cols, nbp) = (self.cols, self.nbp());
+    /// Sizes the token-pair buffers for the current tokens; returns `(qp, dp, sp, s16p)`.
+    #[allow(clippy::type_complexity)]
+    fn size_packed(&mut self) -> (*mut i16, *mut f32, *mut f32, *mut f32) {
+        let (n, cols, nbp) = (self.n, self.cols, self.nbp());
+        let np = n.div_ceil(2);
+        let ngs = nbp / GROUP;
+        self.qp.resize(np * (cols / QB) * 64, 0);
+        self.dp.resize(np * nbp * 16, 0.0);
+        self.sp.resize(np * ngs * 16, 0.0);
+        self.s16p.resize(np * 2 * ngs * 16, 0.0);
         (
-            &mut self.q[t * cols..(t + 1) * cols],
-            &mut self.d[t * nbp..(t + 1) * nbp],
-            &mut self.s[t * nbp..(t + 1) * nbp],
-            &mut self.s16[t * 2 * nbp..(t + 1) * 2 * nbp],
+            self.qp.as_mut_ptr(),
+            self.dp.as_mut_ptr(),
+            self.sp.as_mut_ptr(),
+            self.s16p.as_mut_ptr(),
         )
     }
 }
+
+/// A `QuantActs` as `pack` sees it: the per-token buffers to read and the token-pair
+/// buffers (sized for all pairs) to write, pair ranges by disjoint callers.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct PackView {
+    pub(crate) n: usize,
+    pub(crate) cols: usize,
+    pub(crate) nbp: usize,
+    pub(crate) q: *mut i16,
+    pub(crate) d: *mut f32,
+    pub(crate) s: *mut f32,
+    pub(crate) s16: *mut f32,
+    pub(crate) qp: *mut i16,
+    pub(crate) dp: *mut f32,
+    pub(crate) sp: *mut f32,
+    pub(crate) s16p: *mut f32,
+}
+
+// SAFETY: callers write disjoint pair ranges only (see `Kernels::quantize_acts`).
+unsafe impl Sync for PackView {}
 
 /// Weight rows decoded to integer codes and float scales (see the module docs).
 #[derive(Debug, Default, Clone)]
@@ -442,7 +469,7 @@ pub(crate) struct Out {
 // detection) and trusts the shapes its safe caller checked.
 type QuantizeFn =
     unsafe fn(x: &[f32], q: &mut [i16], d: &mut [f32], s: &mut [f32], s16: &mut [f32]);
-type PackFn = fn(acts: &mut QuantActs);
+type PackFn = unsafe fn(v: &PackView, pairs: std::ops::Range<usize>);
 type DecodeFn = unsafe fn(fmt: QFormat, w: &[u8], row_bytes: usize, panel: &mut Panel);
 type GemmFn = unsafe fn(p: &Panel, acts: &QuantActs, t0: usize, nt: usize, out: Out);
 type GemvFn =
@@ -563,36 +590,53 @@ impl Kernels {
         );
         let n = x.len() / cols;
         acts.reset(cols, n);
-        if n >= PARALLEL_QUANTIZE_MIN {
-            // Tokens split among the threads: each writes its own rows.
-            let nbp = acts.nbp();
-            let (q, d) = (SyncPtr::new(&mut acts.q), SyncPtr::new(&mut acts.d));
-            let (s, s16) = (SyncPtr::new(&mut acts.s), SyncPtr::new(&mut acts.s16));
-            crate::pool::global().for_ranges(n, 1, &|tokens| {
-                for t in tokens {
-                    // SAFETY: as below; token t's rows belong to this thread alone.
-                    unsafe {
-                        (self.quantize)(
-                            &x[t * cols..(t + 1) * cols],
-                            q.slice(t * cols..(t + 1) * cols),
-                            d.slice(t * nbp..(t + 1) * nbp),
-                            s.slice(t * nbp..(t + 1) * nbp),
-                            s16.slice(t * 2 * nbp..(t + 1) * 2 * nbp),
-                        )
-                    };
-                }
-            });
-        } else {
-            for t in 0..n {
-                let (q, d, s, s16) = acts.row_mut(t);
-                // SAFETY: the table exists only where its instructions run; every buffer
-                // was sized by `reset` for `cols`.
-                unsafe { (self.quantize)(&x[t * cols..(t + 1) * cols], q, d, s, s16) };
+        let np = n.div_ceil(2);
+        let nbp = acts.nbp();
+        let pair_bufs = self.pack.map(|_| acts.size_packed());
+        let (q, d) = (SyncPtr::new(&mut acts.q), SyncPtr::new(&mut acts.d));
+        let (s, s16) = (SyncPtr::new(&mut acts.s), SyncPtr::new(&mut acts.s16));
+        let view = pair_bufs.map(|(qp, dp, sp, s16p)| PackView {
+            n,
+            cols,
+            nbp,
+            q: q.0,
+            d: d.0,
+            s: s.0,
+            s16: s16.0,
+            qp,
+            dp,
+            sp,
+            s16p,
+        });
+        // Token pairs `pairs`: quantized, then copied into the pair layout if the table
+        // has one.
+        let job = |pairs: std::ops::Range<usize>| {
+            for t in 2 * pairs.start..(2 * pairs.end).min(n) {
+                // SAFETY: the table exists only where its instructions run; `reset` sized
+                // every buffer for `cols`, and token t's rows belong to this caller alone.
+                unsafe {
+                    (self.quantize)(
+                        &x[t * cols..(t + 1) * cols],
+                        q.slice(t * cols..(t + 1) * cols),
+                        d.slice(t * nbp..(t + 1) * nbp),
+                        s.slice(t * nbp..(t + 1) * nbp),
+                        s16.slice(t * 2 * nbp..(t + 1) * 2 * nbp),
+                    )
+                };
             }
+            if let (Some(pack), Some(v)) = (self.pack, &view) {
+                // SAFETY: `size_packed` sized the pair buffers; these pairs' tokens were
+                // just quantized, and their slots are written by this caller alone.
+                unsafe { pack(v, pairs) };
+            }
+        };
+        if n >= PARALLEL_QUANTIZE_MIN {
+            // Token pairs split among the threads.
+            crate::pool::global().for_ranges(np, 1, &job);
+        } else {
+            job(0..np);
         }
-        if let Some(pack) = self.pack {
-            pack(acts);
-        }
+        acts.packed = view.is_some();
     }
 
     /// Decodes `panel.nr` rows of `fmt` (`w`: `[nr, row_bytes]`) into `panel`, which
