@@ -98,7 +98,7 @@ use tuili_gguf::GgmlType;
 use crate::pool::SyncPtr;
 
 /// From this many tokens on (batched decode, prefill), activations are quantized by all
-/// the threads, each taking whole tokens.
+/// the threads, each taking whole token pairs (quantized, then packed).
 const PARALLEL_QUANTIZE_MIN: usize = 2;
 
 /// Elements per activation block (one f32 scale each).
