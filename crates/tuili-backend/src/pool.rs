@@ -28,6 +28,9 @@ struct Shared {
     /// Workers still running the current job.
     remaining: AtomicUsize,
     shutdown: AtomicBool,
+    /// Workers asleep on `wake` (or about to be): `run` notifies only when there are
+    /// some, so a busy pool makes no system call per region.
+    sleepers: AtomicUsize,
     sleep_lock: Mutex<()>,
     wake: Condvar,
 }
@@ -56,6 +59,7 @@ impl ThreadPool {
             job: AtomicPtr::new(std::ptr::null_mut()),
             remaining: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
             sleep_lock: Mutex::new(()),
             wake: Condvar::new(),
         });
@@ -95,8 +99,10 @@ impl ThreadPool {
             .job
             .store(&job as *const JobRef as *mut (), Ordering::Release);
         self.shared.remaining.store(n - 1, Ordering::Release);
-        self.shared.generation.fetch_add(1, Ordering::AcqRel);
-        {
+        // SeqCst with the worker's `sleepers` increment and `generation` check: either
+        // this sees the sleeper, or the sleeper sees the new generation and stays awake.
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        if self.shared.sleepers.load(Ordering::SeqCst) > 0 {
             let _l = self
                 .shared
                 .sleep_lock
@@ -162,11 +168,15 @@ fn worker(s: Arc<Shared>, tid: usize) {
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(1024) && since.elapsed() > SPIN_BEFORE_SLEEP {
                 let guard = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
-                if s.generation.load(Ordering::Acquire) == seen
+                s.sleepers.fetch_add(1, Ordering::SeqCst);
+                if s.generation.load(Ordering::SeqCst) == seen
                     && !s.shutdown.load(Ordering::Acquire)
                 {
                     drop(s.wake.wait(guard));
+                } else {
+                    drop(guard);
                 }
+                s.sleepers.fetch_sub(1, Ordering::SeqCst);
                 since = Instant::now();
             } else {
                 relax(spins);
@@ -302,13 +312,16 @@ mod tests {
             }
         });
         assert!(out.iter().enumerate().all(|(i, &v)| v == i * 2));
-        // Workers fall asleep, then wake for the next job.
-        std::thread::sleep(SPIN_BEFORE_SLEEP * 3);
+        // Workers fall asleep (or are about to, around the spin limit), then wake for
+        // the next job; a lost wake-up would hang here.
         let count = AtomicUsize::new(0);
-        pool.run(&|_, _| {
-            count.fetch_add(1, Ordering::Relaxed);
-        });
-        assert_eq!(count.load(Ordering::Relaxed), 3);
+        for i in 0..12u32 {
+            std::thread::sleep(SPIN_BEFORE_SLEEP * (i % 4) / 2 + SPIN_BEFORE_SLEEP / 2);
+            pool.run(&|_, _| {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        assert_eq!(count.load(Ordering::Relaxed), 3 * 12);
     }
 
     #[test]
