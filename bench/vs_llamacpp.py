@@ -264,28 +264,27 @@ def main():
     log(f"machine: {cpu}, {cores} cores; tuili {git_rev()}; "
         f"llama-cpp-python {L.__version__} ({sysinfo})")
 
-    bw = {}
-    if a.membw:
+    def measure_bw():
+        """Read bandwidth per thread count, measured now: the VM's moves over minutes, so
+        each model's tg rows are compared with a measurement taken just before them."""
+        if not a.membw:
+            return {}
         if a.quiet_wait > 0:
             wait_quiet(a.quiet_wait)
         tcsv = ",".join(map(str, a.threads))
-        for o in tuili_json(a, "--membw", "-t", tcsv):
-            bw[o["n_threads"]] = o["avg_bytes_per_s"]
+        return {o["n_threads"]: o["avg_bytes_per_s"]
+                for o in tuili_json(a, "--membw", "-t", tcsv)}
 
     tests = ([("pp", a.n_prompt)] if a.n_prompt else []) + ([("tg", a.n_gen)] if a.n_gen else [])
     rows = []
     if a.output == "md":
         print(f"machine: {cpu}, {cores} cores; date {datetime.date.today()}; tuili {git_rev()}; "
               f"llama-cpp-python {L.__version__}\n")
-        if bw:
-            print("| threads | read bandwidth (GB/s) |\n| ------: | ----: |")
-            for t, b in sorted(bw.items()):
-                print(f"| {t} | {b / 1e9:.2f} |")
-            print()
-        extra = " tuili % bw | llama.cpp % bw |" if bw else ""
+        extra = " read bw (GB/s) | tuili % bw | llama.cpp % bw |" if a.membw else ""
         print(f"| model | type | threads | test | tuili t/s | llama.cpp t/s | tuili / llama.cpp |{extra}")
-        print("| --- | --- | --: | --- | --: | --: | --: |" + (" --: | --: |" if bw else ""))
+        print("| --- | --- | --: | --- | --: | --: | --: |" + (" --: | --: | --: |" if a.membw else ""))
     for path, kind in models:
+        bw = measure_bw()
         log(f"{os.path.basename(path)}: loading llama.cpp")
         lc = LlamaCpp(path)
         for t in a.threads:
@@ -339,6 +338,7 @@ def main():
                     "disturbed_repetitions": busy_reps, "repeated": retries,
                 }
                 if name == "tg" and t in bw:
+                    row["membw_bytes_per_s"] = bw[t]
                     bound = bw[t] / info["weight_bytes_per_token"]
                     row["bw_bound_ts"] = bound
                     row["tuili_bw_pct"] = 100 * om / bound
@@ -346,9 +346,10 @@ def main():
                 rows.append(row)
                 if a.output == "md":
                     pct = ""
-                    if bw:
-                        pct = (f" {row['tuili_bw_pct']:.1f}% | {row['llamacpp_bw_pct']:.1f}% |"
-                               if "bw_bound_ts" in row else " | |")
+                    if a.membw:
+                        pct = (f" {bw[t] / 1e9:.1f} | {row['tuili_bw_pct']:.1f}% "
+                               f"| {row['llamacpp_bw_pct']:.1f}% |"
+                               if "bw_bound_ts" in row else " | | |")
                     busy = f" ({busy_reps} of {a.repetitions} reps disturbed)" \
                         if busy_reps else ""
                     print(f"| {row['model']} | {row['type']} | {t} | {row['test']} "
@@ -361,7 +362,7 @@ def main():
                           "date": str(datetime.date.today()), "tuili": git_rev(),
                           "tuili_bin": a.tuili,
                           "llama_cpp_python": L.__version__, "llama_cpp_system": sysinfo,
-                          "membw_bytes_per_s": bw, "rows": rows}, indent=1))
+                          "rows": rows}, indent=1))
     else:
         print_targets(rows, a.n_prompt, a.n_gen)
 
