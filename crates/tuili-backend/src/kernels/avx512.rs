@@ -425,8 +425,10 @@ unsafe fn join(lo: __m256, hi: __m256) -> __m512 {
     _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi)
 }
 
-/// Rows and token pairs per tile.
-const R: usize = 4;
+/// Rows and token pairs per tile. Three rows, not four: with four pairs of tokens (a step
+/// of 8 decoding sequences) four rows' accumulators and codes spill registers (measured:
+/// 8-stream decode +12 %, prefill +2 %).
+const R: usize = 3;
 const P: usize = 3;
 
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -575,8 +577,8 @@ unsafe fn pair_tiles<T: PairTiles, const MAXP: usize>(
         let (o, pair) = (out_at(out, t - t0), t / 2);
         let mut r = 0;
         while r < nr {
-            let four = r + R <= nr;
-            match (four, np) {
+            let full = r + R <= nr;
+            match (full, np) {
                 (true, 4) => tiles.tile::<R, 4>(r, pair, valid, o),
                 (true, 3) => tiles.tile::<R, 3>(r, pair, valid, o),
                 (true, 2) => tiles.tile::<R, 2>(r, pair, valid, o),
@@ -586,7 +588,7 @@ unsafe fn pair_tiles<T: PairTiles, const MAXP: usize>(
                 (false, 2) => tiles.tile::<1, 2>(r, pair, valid, o),
                 (false, _) => tiles.tile::<1, 1>(r, pair, valid, o),
             }
-            r += if four { R } else { 1 };
+            r += if full { R } else { 1 };
         }
         t += 2 * np;
     }
