@@ -404,7 +404,7 @@ pub struct SeqChunk<'a> {
     pub logits_from: usize,
 }
 
-/// Per token (row of `dim = w.len()`): `x += xn` if `add` (a residual), then
+/// Per token (row of `dim = w.len()`): `x += xn` if `add_first` (a residual), then
 /// `xn = rms_norm(x)`; `x`, `xn`: `[n, dim]`. Tokens are split among the threads when
 /// there are several.
 fn residual_norm(x: &mut [f32], xn: &mut [f32], w: &[f32], eps: f32, add_first: bool) {
