@@ -150,15 +150,44 @@ impl Sampler {
     }
 }
 
-/// Index of the largest logit (the lowest index among ties).
+/// Index of the largest logit (the lowest index among ties; NaNs never win, and a NaN
+/// first logit wins as the start of the scan).
+///
+/// Eight interleaved running maxima (element `i` in lane `i % 8`, each keeping its first
+/// index on ties), so that the scan over a whole vocabulary vectorizes; the lanes then
+/// give the largest value's lowest index, as one running maximum from index 0 would.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
+    let Some(&first) = logits.first() else {
+        return 0;
+    };
+    if first.is_nan() {
+        return 0;
+    }
+    let (mut best, mut at) = ([first; 8], [0usize; 8]);
+    let chunks = logits.chunks_exact(8);
+    let tail = chunks.remainder();
+    for (c, chunk) in chunks.enumerate() {
+        for l in 0..8 {
+            if chunk[l] > best[l] {
+                best[l] = chunk[l];
+                at[l] = 8 * c + l;
+            }
         }
     }
-    best as u32
+    let base = logits.len() - tail.len();
+    for (l, &v) in tail.iter().enumerate() {
+        if v > best[l] {
+            best[l] = v;
+            at[l] = base + l;
+        }
+    }
+    let mut win = 0;
+    for l in 1..8 {
+        if best[l] > best[win] || (best[l] == best[win] && at[l] < at[win]) {
+            win = l;
+        }
+    }
+    at[win] as u32
 }
 
 fn softmax_of(cand: &[(u32, f32)], temperature: f32) -> Vec<f64> {
@@ -203,6 +232,38 @@ mod tests {
 
     fn logits() -> Vec<f32> {
         vec![1.0, 3.0, 2.5, -1.0, 0.5, 2.9]
+    }
+
+    #[test]
+    fn argmax_equals_one_running_maximum() {
+        let reference = |v: &[f32]| {
+            let mut best = 0;
+            for (i, &l) in v.iter().enumerate() {
+                if l > v[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        };
+        let mut rng = Rng::new(3);
+        for n in (1..40).chain([49152, 151936]) {
+            for case in 0..6 {
+                let mut v: Vec<f32> = (0..n)
+                    .map(|_| (rng.next_f64() * 8.0).floor() as f32 - 4.0)
+                    .collect();
+                match case {
+                    1 => v[rng.next_u64() as usize % n] = f32::NAN,
+                    2 => v[0] = f32::NAN,
+                    3 => v.iter_mut().for_each(|x| *x = f32::NEG_INFINITY),
+                    4 => v
+                        .iter_mut()
+                        .for_each(|x| *x = if *x < 0.0 { -0.0 } else { 0.0 }),
+                    _ => {}
+                }
+                assert_eq!(argmax(&v), reference(&v), "n={n} case={case}");
+            }
+        }
+        assert_eq!(argmax(&[]), 0);
     }
 
     #[test]
