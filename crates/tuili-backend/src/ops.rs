@@ -148,30 +148,43 @@ pub fn softmax_scaled(x: &mut [f32], scale: f32) {
     }
 }
 
+/// The constants of [`exp_nonpositive`], shared with its SIMD copies (which must do the
+/// same operations with the same numbers).
+pub(crate) mod exp_consts {
+    pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
+    /// ln 2 split so that n * LN2_HI is exact for |n| < 2^9.
+    pub(crate) const LN2_HI: f32 = 0.693_359_4;
+    pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+    /// Adding 1.5 * 2^23 rounds to the nearest integer (ties to even).
+    pub(crate) const ROUND: f32 = 12_582_912.0;
+    /// Below this `e^x` < 2^-126: the result is 0.
+    pub(crate) const FLOOR: f32 = -87.3;
+    /// Cephes' polynomial for `(e^r - 1 - r) / r^2`, highest degree first.
+    pub(crate) const POLY: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+}
+
 /// `e^x` for `x <= 0` (NaN stays NaN), within 2 ulp of the exact value for
 /// `x >= -87.3`, 0 below (where `e^x` < 2^-126 is negligible next to the softmax's
 /// largest term, 1). Cody-Waite reduction `x = n ln2 + r`, `|r| <= ln2 / 2`, and
 /// Cephes' degree-6 polynomial for `e^r`.
 #[inline(always)]
 pub fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split so that n * LN2_HI is exact for |n| < 2^9.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding 1.5 * 2^23 rounds to the nearest integer (ties to even).
-    const ROUND: f32 = 12_582_912.0;
+    use exp_consts::*;
     // Branch-free (selects only), so that loops over slices vectorize.
-    let below = x < -87.3;
-    let xc = if below { -87.3 } else { x };
+    let below = x < FLOOR;
+    let xc = if below { FLOOR } else { x };
     let k = xc * LOG2E + ROUND;
     let n = k - ROUND;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
+    let p = ((((POLY[0] * r + POLY[1]) * r + POLY[2]) * r + POLY[3]) * r + POLY[4]) * r + POLY[5];
     let e = p * (r * r) + r + 1.0;
-    // 2^n from the integer in k's low mantissa bits (n in -126..=0 here).
     let ni = k.to_bits().wrapping_sub(ROUND.to_bits());
     let scale = f32::from_bits(ni.wrapping_add(127) << 23);
     // `x * 0` is ±0 for finite x and NaN for NaN, which it carries into the result.

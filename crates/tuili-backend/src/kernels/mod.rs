@@ -411,10 +411,10 @@ pub(crate) struct PackView {
     pub(crate) n: usize,
     pub(crate) cols: usize,
     pub(crate) nbp: usize,
-    pub(crate) q: *mut i16,
-    pub(crate) d: *mut f32,
-    pub(crate) s: *mut f32,
-    pub(crate) s16: *mut f32,
+    pub(crate) q: *const i16,
+    pub(crate) d: *const f32,
+    pub(crate) s: *const f32,
+    pub(crate) s16: *const f32,
     pub(crate) qp: *mut i16,
     pub(crate) dp: *mut f32,
     pub(crate) sp: *mut f32,
@@ -592,17 +592,18 @@ impl Kernels {
         acts.reset(cols, n);
         let np = n.div_ceil(2);
         let nbp = acts.nbp();
-        let pair_bufs = self.pack.map(|_| acts.size_packed());
+        // One token takes the one-token product, which reads no pair layout.
+        let pair_bufs = self.pack.filter(|_| n >= 2).map(|_| acts.size_packed());
         let (q, d) = (SyncPtr::new(&mut acts.q), SyncPtr::new(&mut acts.d));
         let (s, s16) = (SyncPtr::new(&mut acts.s), SyncPtr::new(&mut acts.s16));
         let view = pair_bufs.map(|(qp, dp, sp, s16p)| PackView {
             n,
             cols,
             nbp,
-            q: q.0,
-            d: d.0,
-            s: s.0,
-            s16: s16.0,
+            q: q.0.cast_const(),
+            d: d.0.cast_const(),
+            s: s.0.cast_const(),
+            s16: s16.0.cast_const(),
             qp,
             dp,
             sp,

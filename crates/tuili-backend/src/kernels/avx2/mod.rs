@@ -784,13 +784,13 @@ pub(in crate::kernels) unsafe fn softmax(x: &mut [f32], scale: f32) {
         *v = crate::ops::exp_nonpositive(*v - max);
         *s += *v;
     }
-    let inv = _mm256_set1_ps(1.0 / hsum(_mm256_load_ps(lanes.0.as_ptr())));
+    let inv = 1.0 / hsum(_mm256_load_ps(lanes.0.as_ptr()));
+    let invv = _mm256_set1_ps(inv);
     let mut i = 0;
     while i < n8 {
-        _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), inv));
+        _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), invv));
         i += 8;
     }
-    let inv = 1.0 / hsum(_mm256_load_ps(lanes.0.as_ptr()));
     for v in &mut x[n8..] {
         *v *= inv;
     }
@@ -799,21 +799,21 @@ pub(in crate::kernels) unsafe fn softmax(x: &mut [f32], scale: f32) {
 /// `ops::exp_nonpositive` of 8 lanes, operation for operation.
 #[inline(always)]
 unsafe fn exp_nonpositive8(x: __m256) -> __m256 {
+    use crate::ops::exp_consts::*;
     let set = _mm256_set1_ps;
-    let round = set(12_582_912.0);
-    let below = _mm256_cmp_ps::<_CMP_LT_OQ>(x, set(-87.3));
-    let xc = _mm256_blendv_ps(x, set(-87.3), below);
-    let k = _mm256_add_ps(_mm256_mul_ps(xc, set(std::f32::consts::LOG2_E)), round);
+    let round = set(ROUND);
+    let below = _mm256_cmp_ps::<_CMP_LT_OQ>(x, set(FLOOR));
+    let xc = _mm256_blendv_ps(x, set(FLOOR), below);
+    let k = _mm256_add_ps(_mm256_mul_ps(xc, set(LOG2E)), round);
     let n = _mm256_sub_ps(k, round);
     let r = _mm256_sub_ps(
-        _mm256_sub_ps(xc, _mm256_mul_ps(n, set(0.693_359_4))),
-        _mm256_mul_ps(n, set(-2.121_944_4e-4)),
+        _mm256_sub_ps(xc, _mm256_mul_ps(n, set(LN2_HI))),
+        _mm256_mul_ps(n, set(LN2_LO)),
     );
-    let mut q = _mm256_add_ps(_mm256_mul_ps(set(1.987_569_1e-4), r), set(1.398_199_9e-3));
-    q = _mm256_add_ps(_mm256_mul_ps(q, r), set(8.333_452e-3));
-    q = _mm256_add_ps(_mm256_mul_ps(q, r), set(4.166_579_6e-2));
-    q = _mm256_add_ps(_mm256_mul_ps(q, r), set(1.666_666_5e-1));
-    q = _mm256_add_ps(_mm256_mul_ps(q, r), set(0.5));
+    let mut q = set(POLY[0]);
+    for &c in &POLY[1..] {
+        q = _mm256_add_ps(_mm256_mul_ps(q, r), set(c));
+    }
     let e = _mm256_add_ps(
         _mm256_add_ps(_mm256_mul_ps(q, _mm256_mul_ps(r, r)), r),
         set(1.0),
