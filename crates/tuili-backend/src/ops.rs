@@ -74,10 +74,17 @@ pub fn rope_rotate(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)], mode:
 }
 
 /// SwiGLU gate: `gate[i] = silu(gate[i]) * up[i]`. Both `[ffn_dim]`.
+///
+/// `silu(g) = g · σ(g)` with `σ(g) = 1 / (1 + e^-g)` for `g >= 0` and `e^g / (1 + e^g)`
+/// below, so that the exponential's argument `-|g|` is never positive: the branch-free
+/// `exp_nonpositive` serves both, and the loop vectorizes (a library `exp` per element
+/// cost ~4 % of a prefill).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     debug_assert_eq!(gate.len(), up.len());
     for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+        let e = exp_nonpositive(-g.abs());
+        let num = if *g >= 0.0 { 1.0 } else { e };
+        *g = *g * num / (1.0 + e) * u;
     }
 }
 
@@ -266,6 +273,26 @@ mod tests {
         assert_eq!(g[0], 0.0);
         assert!((g[1] - 3.0 / (1.0 + (-1f32).exp())).abs() < 1e-6);
         assert!((g[2] - (-2.0 / (1.0 + 2f32.exp()))).abs() < 1e-6);
+        // Against f64 over both signs and far tails, and the non-finite cases.
+        let xs: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.05).collect();
+        let mut got = xs.clone();
+        silu_mul(&mut got, &vec![1.0; xs.len()]);
+        for (&x, &y) in xs.iter().zip(&got) {
+            let want = x as f64 / (1.0 + (-(x as f64)).exp());
+            // Below e^-87.3 the exponential is flushed to 0 (outputs under 1e-35).
+            assert!(
+                (y as f64 - want).abs() <= 1e-6 * want.abs() + 1e-35,
+                "{x}: {y} vs {want}"
+            );
+        }
+        let mut odd = [f32::NAN, f32::INFINITY, -100.0];
+        silu_mul(&mut odd, &[1.0; 3]);
+        assert!(
+            odd[0].is_nan()
+                && odd[1] == f32::INFINITY
+                && odd[2] == 0.0
+                && odd[2].is_sign_negative()
+        );
     }
 
     /// The polynomial exp stays within 2 ulp of the f64 exponential over its range, is

@@ -19,6 +19,18 @@ const FORMATS: [QFormat; 10] = [
     QFormat::Q6K,
 ];
 
+/// The tables under test: every one this CPU runs, scalar first, or those named in
+/// `TUILI_TEST_KERNELS` (comma-separated; scalar always stays first).
+fn tables() -> impl Iterator<Item = &'static Kernels> {
+    let only = std::env::var("TUILI_TEST_KERNELS").ok();
+    available().into_iter().filter(move |k| {
+        k.name() == "scalar"
+            || only
+                .as_deref()
+                .is_none_or(|o| o.split(',').any(|n| n == k.name()))
+    })
+}
+
 /// Row lengths to try for `fmt`: partial groups for the 32-element formats.
 fn col_choices(fmt: QFormat) -> &'static [usize] {
     if fmt.ty().block_size() == 32 {
@@ -89,7 +101,7 @@ fn scalar_decode_reconstructs_dequantize() {
 #[test]
 fn simd_decode_matches_scalar() {
     let mut rng = StdRng::seed_from_u64(2);
-    for k in available().into_iter().skip(1) {
+    for k in tables().skip(1) {
         for fmt in FORMATS {
             for &cols in col_choices(fmt) {
                 let rows = 5;
@@ -119,10 +131,11 @@ fn simd_decode_matches_scalar() {
 #[test]
 fn simd_gemm_matches_scalar_on_every_tile_shape() {
     let mut rng = StdRng::seed_from_u64(3);
-    for k in available().into_iter().skip(1) {
+    for k in tables().skip(1) {
         for fmt in FORMATS {
             let cols = col_choices(fmt)[1];
-            let rows = 9;
+            // Two 16-row groups and a ragged tail.
+            let rows = 37;
             let (w, rb) = weights(&mut rng, fmt, rows, cols);
             let p = decoded(scalar(), fmt, &w, rb, rows, cols);
             let n = 11;
@@ -194,7 +207,7 @@ fn quantized_activations_are_close_and_identical_across_tables() {
             );
         }
     }
-    for k in available().into_iter().skip(1) {
+    for k in tables().skip(1) {
         let mut got = QuantActs::new();
         k.quantize_acts(&x, cols, &mut got);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -214,7 +227,7 @@ fn softmax_matches_the_specification() {
         for scale in [1.0, 0.125] {
             let mut want = x.clone();
             crate::ops::softmax_scaled(&mut want, scale);
-            for k in available() {
+            for k in tables() {
                 let mut got = x.clone();
                 k.softmax(&mut got, scale);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -230,7 +243,7 @@ fn parallel_quantization_equals_each_token_alone() {
     let mut rng = StdRng::seed_from_u64(5);
     let (cols, n) = (160, 2 * super::PARALLEL_QUANTIZE_MIN + 3);
     let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
-    for k in available() {
+    for k in tables() {
         let mut all = QuantActs::new();
         k.quantize_acts(&x, cols, &mut all);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -257,7 +270,7 @@ fn non_finite_activations_mark_their_block() {
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let mut x = vec![0.5f32; cols];
         x[40] = bad;
-        for k in available() {
+        for k in tables() {
             let mut a = QuantActs::new();
             k.quantize_acts(&x, cols, &mut a);
             assert_eq!(a.d(0)[0], 0.5 / 32767.0, "{}", k.name());
@@ -276,7 +289,7 @@ fn non_finite_activations_mark_their_block() {
 #[test]
 fn grouped_attention_ops_equal_dot_and_axpy() {
     let mut rng = StdRng::seed_from_u64(5);
-    for k in available() {
+    for k in tables() {
         for (g, hd, np) in [
             (1, 64, 1),
             (3, 64, 9),
@@ -331,10 +344,10 @@ fn grouped_attention_ops_equal_dot_and_axpy() {
 #[test]
 fn direct_products_match_scalar() {
     let mut rng = StdRng::seed_from_u64(6);
-    for k in available().into_iter().filter(|k| k.direct_max() > 0) {
+    for k in tables().filter(|k| k.direct_max() > 0) {
         for fmt in FORMATS {
             for &cols in col_choices(fmt) {
-                let rows = 9;
+                let rows = 37;
                 let (w, rb) = weights(&mut rng, fmt, rows, cols);
                 let p = decoded(scalar(), fmt, &w, rb, rows, cols);
                 let n = k.direct_max() + 2;
@@ -373,6 +386,75 @@ fn direct_products_match_scalar() {
             }
         }
     }
+}
+
+/// Tables that multiply one token straight from the weight bytes give the scalar bits,
+/// for row counts around every tile size.
+#[test]
+fn one_token_products_match_scalar() {
+    let mut rng = StdRng::seed_from_u64(8);
+    for k in tables().filter(|k| k.has_gemv()) {
+        for fmt in FORMATS {
+            for &cols in col_choices(fmt) {
+                for rows in [1, 5, 16, 37] {
+                    let (w, rb) = weights(&mut rng, fmt, rows, cols);
+                    let p = decoded(scalar(), fmt, &w, rb, rows, cols);
+                    let x: Vec<f32> = (0..2 * cols).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+                    let (mut want_a, mut got_a) = (QuantActs::new(), QuantActs::new());
+                    scalar().quantize_acts(&x, cols, &mut want_a);
+                    k.quantize_acts(&x, cols, &mut got_a);
+                    for t in 0..2 {
+                        let mut want = vec![0f32; rows];
+                        let mut got = vec![0f32; rows];
+                        // SAFETY: each output holds `rows` values.
+                        unsafe {
+                            let o = |v: &mut Vec<f32>| Out {
+                                ptr: v.as_mut_ptr(),
+                                ldo: rows,
+                            };
+                            scalar().gemm(&p, &want_a, t, 1, o(&mut want));
+                            k.gemv(fmt, &w, rb, &got_a, t, o(&mut got));
+                        }
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&want),
+                            bits(&got),
+                            "{} {fmt:?} cols={cols} rows={rows} t={t}",
+                            k.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Q6_K's largest codes (±4096) times the largest activations stay exact: no integer
+/// sum of the specification wraps 32 bits.
+#[test]
+fn q6k_extreme_block_sums_are_exact() {
+    let cols = 256;
+    // Every 6-bit value 0 (code -32) and every sub-block scale -128: codes of +4096.
+    let mut block = vec![0u8; 210];
+    for s in &mut block[192..208] {
+        *s = 0x80;
+    }
+    block[208..210].copy_from_slice(&0x3c00u16.to_le_bytes()); // d = 1.0
+    let p = decoded(scalar(), QFormat::Q6K, &block, 210, 1, cols);
+    assert!(p.codes.iter().all(|&c| c == 4096));
+    let x = vec![1.0f32; cols];
+    let mut acts = QuantActs::new();
+    scalar().quantize_acts(&x, cols, &mut acts);
+    let mut got = [0f32];
+    let out = Out {
+        ptr: got.as_mut_ptr(),
+        ldo: 1,
+    };
+    // SAFETY: out holds one value.
+    unsafe { scalar().gemm(&p, &acts, 0, 1, out) };
+    // Only the activation scale 1/32767 is rounded; a wrapped sum would be far off.
+    let want = 4096.0 * 256.0;
+    assert!((got[0] - want).abs() < want * 1e-5, "{} vs {want}", got[0]);
 }
 
 /// Float weights: every table gives the scalar bits for every row count up to two
@@ -417,7 +499,7 @@ fn float_products_match_scalar() {
                             .iter()
                             .all(|&b| f32::from_bits(b).is_nan()));
                     }
-                    for k in available().into_iter().skip(1) {
+                    for k in tables().skip(1) {
                         assert_eq!(want, run(k, n), "{} {f:?} {nr}x{cols} n={n}", k.name());
                     }
                 }
