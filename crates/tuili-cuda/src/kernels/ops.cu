@@ -40,13 +40,38 @@ extern "C" __global__ void add(float* __restrict__ x, const float* __restrict__ 
     if (i < total) x[i] += y[i];
 }
 
-// g[i] = silu(g[i]) * u[i].
+// e^x for x <= 0, the CPU's `ops::exp_nonpositive` operation for operation (Cody-Waite
+// reduction, Cephes' polynomial; explicit roundings so that no multiply-add is fused).
+__device__ __forceinline__ float exp_nonpositive(float x) {
+    const bool below = x < -87.3f;
+    const float xc = below ? -87.3f : x;
+    const float round = 12582912.0f;
+    const float k = __fadd_rn(__fmul_rn(xc, 1.44269504088896341f), round);
+    const float n = __fadd_rn(k, -round);
+    const float r = __fadd_rn(__fadd_rn(xc, -__fmul_rn(n, 0.693359375f)),
+                              -__fmul_rn(n, -2.1219444e-4f));
+    float p = 1.9875691e-4f;
+    p = __fadd_rn(__fmul_rn(p, r), 1.3981999e-3f);
+    p = __fadd_rn(__fmul_rn(p, r), 8.333452e-3f);
+    p = __fadd_rn(__fmul_rn(p, r), 4.1665796e-2f);
+    p = __fadd_rn(__fmul_rn(p, r), 1.6666665e-1f);
+    p = __fadd_rn(__fmul_rn(p, r), 0.5f);
+    const float e = __fadd_rn(__fadd_rn(__fmul_rn(p, __fmul_rn(r, r)), r), 1.0f);
+    const u32 ni = __float_as_uint(k) - __float_as_uint(round);
+    const float scale = __uint_as_float((ni + 127u) << 23);
+    const float y = __fadd_rn(__fmul_rn(e, scale), __fmul_rn(x, 0.0f));
+    return below ? 0.0f : y;
+}
+
+// g[i] = silu(g[i]) * u[i], as the CPU's `ops::silu_mul`: σ(v) from e^-|v|.
 extern "C" __global__ void silu_mul(float* __restrict__ g, const float* __restrict__ u,
                                     int total) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < total) {
         const float v = g[i];
-        g[i] = v / (1.0f + expf(-v)) * u[i];
+        const float e = exp_nonpositive(-fabsf(v));
+        const float num = v >= 0.0f ? 1.0f : e;
+        g[i] = __fmul_rn(__fmul_rn(v, num) / __fadd_rn(1.0f, e), u[i]);
     }
 }
 
