@@ -31,6 +31,11 @@ fn tables() -> impl Iterator<Item = &'static Kernels> {
     })
 }
 
+/// The bit patterns of `v`, for exact comparisons that name the first difference.
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// Row lengths to try for `fmt`: partial groups for the 32-element formats.
 fn col_choices(fmt: QFormat) -> &'static [usize] {
     if fmt.ty().block_size() == 32 {
@@ -109,7 +114,6 @@ fn simd_decode_matches_scalar() {
                 let a = decoded(scalar(), fmt, &w, rb, rows, cols);
                 let b = decoded(k, fmt, &w, rb, rows, cols);
                 assert_eq!(a.codes, b.codes, "{} {fmt:?} cols={cols}: codes", k.name());
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(
                     bits(&a.ws),
                     bits(&b.ws),
@@ -134,7 +138,7 @@ fn simd_gemm_matches_scalar_on_every_tile_shape() {
     for k in tables().skip(1) {
         for fmt in FORMATS {
             let cols = col_choices(fmt)[1];
-            // Two 16-row groups and a ragged tail.
+            // Several row tiles of every product and a ragged tail.
             let rows = 37;
             let (w, rb) = weights(&mut rng, fmt, rows, cols);
             let p = decoded(scalar(), fmt, &w, rb, rows, cols);
@@ -165,7 +169,6 @@ fn simd_gemm_matches_scalar_on_every_tile_shape() {
                     // SAFETY: out holds nt * rows values.
                     unsafe { kk.gemm(&p, a, t0, nt, out) };
                 }
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(
                     bits(&want),
                     bits(&got),
@@ -210,7 +213,6 @@ fn quantized_activations_are_close_and_identical_across_tables() {
     for k in tables().skip(1) {
         let mut got = QuantActs::new();
         k.quantize_acts(&x, cols, &mut got);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(want.q, got.q, "{}", k.name());
         assert_eq!(bits(&want.d), bits(&got.d), "{}", k.name());
         assert_eq!(bits(&want.s), bits(&got.s), "{}", k.name());
@@ -230,7 +232,6 @@ fn softmax_matches_the_specification() {
             for k in tables() {
                 let mut got = x.clone();
                 k.softmax(&mut got, scale);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{} n={n} scale={scale}", k.name());
             }
         }
@@ -246,7 +247,6 @@ fn parallel_quantization_equals_each_token_alone() {
     for k in tables() {
         let mut all = QuantActs::new();
         k.quantize_acts(&x, cols, &mut all);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for t in 0..n {
             let mut one = QuantActs::new();
             k.quantize_acts(&x[t * cols..(t + 1) * cols], cols, &mut one);
@@ -374,7 +374,6 @@ fn direct_products_match_scalar() {
                         scalar().gemm(&p, &want_a, t0, nt, o(&mut want));
                         k.direct(fmt, &w, rb, &got_a, t0, nt, o(&mut got));
                     }
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(&want),
                         bits(&got),
@@ -415,7 +414,6 @@ fn one_token_products_match_scalar() {
                             scalar().gemm(&p, &want_a, t, 1, o(&mut want));
                             k.gemv(fmt, &w, rb, &got_a, t, o(&mut got));
                         }
-                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                         assert_eq!(
                             bits(&want),
                             bits(&got),
