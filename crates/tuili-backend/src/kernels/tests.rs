@@ -39,7 +39,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 /// Row lengths to try for `fmt`: partial groups for the 32-element formats.
 fn col_choices(fmt: QFormat) -> &'static [usize] {
     if fmt.ty().block_size() == 32 {
-        &[32, 96, 256, 288, 800]
+        &[32, 96, 224, 256, 288, 576, 800]
     } else {
         &[256, 768]
     }
