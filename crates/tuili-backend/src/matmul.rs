@@ -441,6 +441,7 @@ pub fn matmul_reference(w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32])
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::tests::bits;
     use crate::quant::{dequantize, quantize};
     use rand::{Rng, SeedableRng};
 
@@ -563,7 +564,6 @@ mod tests {
                 silu_mul(&mut want, &up);
                 let (mut got, mut scratch) = (vec![0f32; n * rows], vec![0f32; n * rows]);
                 matmul_swiglu(&wg, &wu, &x, n, &mut got, &mut scratch);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{ty} n={n}");
             }
         }

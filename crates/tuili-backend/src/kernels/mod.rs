@@ -847,4 +847,4 @@ pub(crate) fn reduce8(a: &[f32; 8]) -> f32 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

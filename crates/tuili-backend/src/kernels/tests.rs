@@ -32,7 +32,7 @@ fn tables() -> impl Iterator<Item = &'static Kernels> {
 }
 
 /// The bit patterns of `v`, for exact comparisons that name the first difference.
-fn bits(v: &[f32]) -> Vec<u32> {
+pub(crate) fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
@@ -488,7 +488,7 @@ fn float_products_match_scalar() {
                         };
                         k.float_gemm(f, &w, nr, cols, &x[..n * cols], n, out);
                     }
-                    o.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                    bits(&o)
                 };
                 for n in 1..=nt {
                     let want = run(scalar(), n);
