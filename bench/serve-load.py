@@ -6,7 +6,8 @@ generated tokens/s, time-to-first-token and inter-token latency (p50/p99) and er
 
 Modes:
   load        --clients N --requests M: the plain load test.
-  scale       1 client, then 8 clients: ratio of aggregate generated tokens/s (goal >= 3x).
+  scale       1 client, then 8 clients: ratio of aggregate generated tokens/s (goal >= 3x),
+              --rounds times; judged on the median round.
   prefix      20 sequential requests sharing a ~500-token system prompt: prefix-cache hit rate
               from /metrics (goal > 90%) and TTFT of requests 2..20 vs the first (goal < 1/4).
   overload    200 requests from 32 clients (run the server with --max-queue 8): each ends in a
@@ -26,6 +27,7 @@ import json
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -230,16 +232,27 @@ def check_load(args):
 
 
 def check_scale(args):
+    """Rounds of (1 client, then 8): on a shared machine the speed drifts by tens of percent
+    within minutes, so each round's ratio compares two phases seconds apart, and the check
+    is judged on the median round."""
     per_client = args.requests_per_client
-    one, w1 = asyncio.run(run_clients(args, 1, per_client, args.max_tokens))
-    eight, w8 = asyncio.run(run_clients(args, 8, 8 * per_client, args.max_tokens))
-    s1, s8 = summary(one, w1), summary(eight, w8)
-    ratio = s8["tokens_per_s"] / s1["tokens_per_s"] if s1["tokens_per_s"] else float("nan")
-    ok = ratio >= 3.0 and s1["errors"] == 0 and s8["errors"] == 0
-    print(f"scale: 1 client: {fmt(s1)}")
-    print(f"scale: 8 clients: {fmt(s8)}")
-    print(f"scale: ratio {ratio:.2f}x (goal >= 3x, zero errors): {'PASS' if ok else 'FAIL'}")
-    return {"scale": {"one": s1, "eight": s8, "ratio": ratio, "pass": ok}}
+    rounds = []
+    for r in range(args.rounds):
+        one, w1 = asyncio.run(run_clients(args, 1, per_client, args.max_tokens))
+        eight, w8 = asyncio.run(run_clients(args, 8, 8 * per_client, args.max_tokens))
+        s1, s8 = summary(one, w1), summary(eight, w8)
+        ratio = s8["tokens_per_s"] / s1["tokens_per_s"] if s1["tokens_per_s"] else float("nan")
+        print(f"scale: round {r + 1}: 1 client: {fmt(s1)}")
+        print(f"scale: round {r + 1}: 8 clients: {fmt(s8)}")
+        print(f"scale: round {r + 1}: ratio {ratio:.2f}x")
+        rounds.append({"one": s1, "eight": s8, "ratio": ratio})
+    ratios = sorted(x["ratio"] for x in rounds)
+    median = statistics.median(ratios)
+    errors = sum(x["one"]["errors"] + x["eight"]["errors"] for x in rounds)
+    ok = median >= 3.0 and errors == 0
+    print(f"scale: ratios {', '.join(f'{x:.2f}' for x in ratios)}; median {median:.2f}x "
+          f"(goal >= 3x, zero errors: {errors} errors): {'PASS' if ok else 'FAIL'}")
+    return {"scale": {"rounds": rounds, "ratio": median, "errors": errors, "pass": ok}}
 
 
 def check_prefix(args):
@@ -390,6 +403,7 @@ def main():
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--requests", type=int, default=32)
     p.add_argument("--requests-per-client", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5, help="scale: rounds of 1 client then 8")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     p.add_argument("--server-args", default="", help="extra `tuili serve` flags")

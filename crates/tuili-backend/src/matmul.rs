@@ -138,8 +138,18 @@ impl Weight {
 /// columns) stay in L1/L2 while every tile of tokens passes over them.
 const PANEL_ROWS: usize = 32;
 
-/// Rows per thread are rounded to this (the 1-token kernel's row tile).
-const ROW_ALIGN: usize = 4;
+/// Rows per chunk are rounded to this (a multiple of the row tiles of the AVX-512
+/// products: 4 rows for one token, 3 for a few) ...
+const ROW_ALIGN: usize = 12;
+
+/// ... or, when the product decodes panels, to whole panels.
+fn row_align(k: &Kernels, n_tokens: usize) -> usize {
+    if n_tokens > k.direct_max() {
+        PANEL_ROWS
+    } else {
+        ROW_ALIGN
+    }
+}
 
 /// Reference path: weight rows dequantized together.
 const TILE_ROWS: usize = 16;
@@ -216,11 +226,13 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
     }
     let total: usize = parts.iter().map(|p| p.0.rows).sum();
     with_acts(k, &weights, x, cols, &|acts| {
-        pool::global().run(&|t, n| {
+        let pool = pool::global();
+        let n = pool.n_chunks();
+        pool.for_chunks(n, &|c| {
             let range = if n_tokens == 1 {
-                split_by_bytes(&weights, t, n)
+                split_by_bytes(&weights, c, n)
             } else {
-                pool::split(total, ROW_ALIGN, t, n)
+                pool::split(total, row_align(k, n_tokens), c, n)
             };
             let mut base = 0;
             for (w, out) in weights.iter().zip(&outs) {
@@ -229,7 +241,7 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
                 };
                 let r = range.start.max(base)..range.end.min(base + w.rows);
                 if r.start < r.end {
-                    // SAFETY: these rows of this weight belong to this thread alone.
+                    // SAFETY: these rows of this weight belong to this chunk alone.
                     unsafe { rows_job(k, w, acts, x, n_tokens, r.start - base..r.end - base, out) };
                 }
                 base += w.rows;
@@ -301,8 +313,8 @@ pub fn matmul_swiglu(
     }
     let (g, u) = (SyncPtr::new(gate), SyncPtr::new(up));
     with_acts(k, &[Some(w_gate), Some(w_up)], x, cols, &|acts| {
-        pool::global().for_ranges(rows, ROW_ALIGN, &|r| {
-            // SAFETY: rows `r` of both outputs belong to this thread alone, and their
+        pool::global().for_ranges(rows, row_align(k, n_tokens), &|r| {
+            // SAFETY: rows `r` of both outputs belong to this chunk alone, and their
             // columns `r` of every token are written only here, after the products.
             unsafe {
                 rows_job(k, w_gate, acts, x, n_tokens, r.clone(), &g);
@@ -425,7 +437,7 @@ pub fn matmul_reference(w: &Weight, x: &[f32], n_tokens: usize, out: &mut [f32])
                 }
                 for t in 0..n_tokens {
                     let xt = &x[t * cols..(t + 1) * cols];
-                    // SAFETY: rows r0..r0+n belong to this thread alone, and
+                    // SAFETY: rows r0..r0+n belong to this chunk alone, and
                     // t * rows + r0 + n <= out.len().
                     let o = unsafe { out_ptr.slice(t * rows + r0..t * rows + r0 + n) };
                     for (i, o) in o.iter_mut().enumerate() {

@@ -120,17 +120,68 @@ impl ThreadPool {
         }
     }
 
-    /// Splits `0..n_items` into one contiguous range per thread (rounded to `align`
-    /// items) and runs `f(range)` on each.
-    pub fn for_ranges(&self, n_items: usize, align: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+    /// How many chunks `for_chunks` callers should cut a region into: a few per thread,
+    /// so that a thread the OS (or the hypervisor) holds back costs the region only its
+    /// unfinished chunk, not its whole share.
+    pub fn n_chunks(&self) -> usize {
+        match self.shared.n_threads {
+            1 => 1,
+            n => n * CHUNKS_PER_THREAD,
+        }
+    }
+
+    /// Runs `f(c)` once for every chunk `c` in `0..n_chunks`. Thread `t` owns the
+    /// `t`-th contiguous share of the chunks and runs them in order; once done it takes
+    /// the chunks the other threads have not started yet. Which thread runs a chunk
+    /// changes from call to call: what `f` computes must depend on `c` alone.
+    pub fn for_chunks(&self, n_chunks: usize, f: &(dyn Fn(usize) + Sync)) {
+        let n = self.shared.n_threads;
+        if n > MAX_STEAL_THREADS {
+            return self.run(&|t, n| (n_chunks * t / n..n_chunks * (t + 1) / n).for_each(f));
+        }
+        // next[t]: the next chunk of thread t's share (owner and thieves alike take
+        // chunks by incrementing it, so each is taken once).
+        let next: [Padded; MAX_STEAL_THREADS] =
+            std::array::from_fn(|t| Padded(AtomicUsize::new(n_chunks * t / n)));
         self.run(&|t, n| {
-            let r = split(n_items, align, t, n);
+            for v in (t..n).chain(0..t) {
+                let end = n_chunks * (v + 1) / n;
+                loop {
+                    let c = next[v].0.fetch_add(1, Ordering::Relaxed);
+                    if c >= end {
+                        break;
+                    }
+                    f(c);
+                }
+            }
+        });
+    }
+
+    /// Splits `0..n_items` into `n_chunks()` contiguous ranges (rounded to `align`
+    /// items) and runs `f(range)` on each non-empty one (see `for_chunks`).
+    pub fn for_ranges(&self, n_items: usize, align: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+        let n = self.n_chunks();
+        self.for_chunks(n, &|c| {
+            let r = split(n_items, align, c, n);
             if !r.is_empty() {
                 f(r);
             }
         });
     }
 }
+
+/// Chunks per thread of a parallel region (see `ThreadPool::n_chunks`). Measured on the
+/// 2-core VM, 8-stream decode of SmolLM2: threads waited 17 % of the time with one
+/// chunk each (a static split), 9 % with 4, 6 % with 16.
+const CHUNKS_PER_THREAD: usize = 16;
+
+/// Pools of more threads than this split chunks statically (the counters of
+/// `for_chunks` live on the caller's stack).
+const MAX_STEAL_THREADS: usize = 64;
+
+/// An atomic on a cache line of its own.
+#[repr(align(128))]
+struct Padded(AtomicUsize);
 
 /// The `t`-th of `n` near-equal ranges of `0..n_items`, boundaries multiples of `align`.
 pub fn split(n_items: usize, align: usize, t: usize, n: usize) -> Range<usize> {
@@ -322,6 +373,41 @@ mod tests {
             });
         }
         assert_eq!(count.load(Ordering::Relaxed), 3 * 12);
+    }
+
+    #[test]
+    fn every_chunk_runs_once_and_idle_threads_take_a_held_back_ones() {
+        let pool = ThreadPool::new(3);
+        IS_CALLER.with(|t| t.set(true));
+        for n_chunks in [0, 1, 2, 7, pool.n_chunks(), 200] {
+            let hits: Vec<AtomicUsize> = (0..n_chunks).map(|_| AtomicUsize::new(0)).collect();
+            let (done, by_caller) = (AtomicUsize::new(0), AtomicUsize::new(0));
+            pool.for_chunks(n_chunks, &|c| {
+                hits[c].fetch_add(1, Ordering::Relaxed);
+                if IS_CALLER.with(|t| t.get()) && by_caller.fetch_add(1, Ordering::Relaxed) == 0 {
+                    // The caller is held back in its first chunk until the workers have
+                    // run every other chunk, its own share included.
+                    let t0 = Instant::now();
+                    while done.load(Ordering::Acquire) + 1 < n_chunks
+                        && t0.elapsed() < Duration::from_secs(10)
+                    {
+                        std::thread::yield_now();
+                    }
+                }
+                done.fetch_add(1, Ordering::Release);
+            });
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "{n_chunks}"
+            );
+            // Held back in its first chunk, the caller ran no other: the rest of its
+            // share (two chunks or more from 6 on) was taken by the workers.
+            assert!(by_caller.load(Ordering::Relaxed) <= 1, "{n_chunks}");
+        }
+    }
+
+    thread_local! {
+        static IS_CALLER: Cell<bool> = const { Cell::new(false) };
     }
 
     #[test]

@@ -16,7 +16,7 @@ thread_local! {
 ///
 /// `q`, `out`: `[n, n_head, head_dim]`; `where_[t]` = (chunk, position) of token t.
 /// The work unit is one token and one K/V head with the query heads that share it
-/// (GQA), so each K/V row is read once per group; units are split among threads by
+/// (GQA), so each K/V row is read once per group; units are split into chunks by
 /// their cost (positions), not their count, because causal rows grow along a prompt.
 /// Per query head the operations are those of one `dot` per position, a softmax and
 /// one `axpy` per position in order, whatever the batch (batch invariance).
@@ -36,8 +36,10 @@ pub(crate) fn attention(
     // Cost of a unit (token t, any K/V head): its positions.
     let total: usize = where_.iter().map(|&(_, pos)| (pos + 1) * n_kv).sum();
     let out_ptr = SyncPtr::new(out);
-    pool::global().run(&|th, n_th| {
-        let (lo, hi) = (total * th / n_th, total * (th + 1) / n_th);
+    let pool = pool::global();
+    let n_chunks = pool.n_chunks();
+    pool.for_chunks(n_chunks, &|c| {
+        let (lo, hi) = (total * c / n_chunks, total * (c + 1) / n_chunks);
         SCRATCH.with(|s| {
             let (scores, rows) = &mut *s.borrow_mut();
             // The token whose row offsets `rows` holds (the same for all its K/V heads).
@@ -46,7 +48,7 @@ pub(crate) fn attention(
             for (t, &(ci, pos)) in where_.iter().enumerate() {
                 let np = pos + 1;
                 for g in 0..n_kv {
-                    // A unit belongs to the thread whose share holds its first cost unit.
+                    // A unit belongs to the chunk whose share holds its first cost unit.
                     let mine = cost >= lo && cost < hi;
                     cost += np;
                     if !mine {
@@ -69,7 +71,7 @@ pub(crate) fn attention(
                     for row in scores.chunks_exact_mut(np) {
                         k.softmax(row, scale);
                     }
-                    // SAFETY: the heads of unit (t, g) are written by this thread alone.
+                    // SAFETY: the heads of unit (t, g) are written by this chunk alone.
                     let o = unsafe { out_ptr.slice(head0 * hd..(head0 + group) * hd) };
                     k.mix(scores, &kv.values()[kvh..], rows, o);
                 }

@@ -425,7 +425,7 @@ fn residual_norm(x: &mut [f32], xn: &mut [f32], w: &[f32], eps: f32, add_first: 
     let (px, pn) = (SyncPtr::new(x), SyncPtr::new(xn));
     pool::global().for_ranges(n, 1, &|tokens| {
         for t in tokens {
-            // SAFETY: token t's rows belong to this thread alone.
+            // SAFETY: token t's rows belong to this chunk alone.
             unsafe {
                 row(
                     px.slice(t * dim..(t + 1) * dim),
