@@ -226,9 +226,7 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
     }
     let total: usize = parts.iter().map(|p| p.0.rows).sum();
     with_acts(k, &weights, x, cols, &|acts| {
-        let pool = pool::global();
-        let n = pool.n_chunks();
-        pool.for_chunks(n, &|c| {
+        pool::global().for_chunks(&|c, n| {
             let range = if n_tokens == 1 {
                 split_by_bytes(&weights, c, n)
             } else {

@@ -28,6 +28,9 @@ struct Shared {
     /// Workers still running the current job.
     remaining: AtomicUsize,
     shutdown: AtomicBool,
+    /// Per thread, the next chunk of its share in `chunks` (owner and thieves alike
+    /// take a chunk by incrementing it, so each is taken once); reset under `run_lock`.
+    next_chunk: Box<[Padded]>,
     /// Workers asleep on `wake` (or about to be): `run` notifies only when there are
     /// some, so a busy pool makes no system call per region.
     sleepers: AtomicUsize,
@@ -59,6 +62,9 @@ impl ThreadPool {
             job: AtomicPtr::new(std::ptr::null_mut()),
             remaining: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
+            next_chunk: (0..n_threads)
+                .map(|_| Padded(AtomicUsize::new(0)))
+                .collect(),
             sleepers: AtomicUsize::new(0),
             sleep_lock: Mutex::new(()),
             wake: Condvar::new(),
@@ -94,6 +100,12 @@ impl ThreadPool {
             return;
         }
         let _guard = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.dispatch(f);
+    }
+
+    /// `run` on every thread; the caller holds `run_lock`.
+    fn dispatch(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        let n = self.shared.n_threads;
         let job: JobRef = f;
         self.shared
             .job
@@ -120,30 +132,34 @@ impl ThreadPool {
         }
     }
 
-    /// How many chunks `for_chunks` callers should cut a region into: a few per thread,
-    /// so that a thread the OS (or the hypervisor) holds back costs the region only its
-    /// unfinished chunk, not its whole share.
-    pub fn n_chunks(&self) -> usize {
-        match self.shared.n_threads {
+    /// Runs `f(c, n_chunks)` once for every chunk `c` of a region cut into a few chunks
+    /// per thread, so that a thread the OS (or the hypervisor) holds back costs the
+    /// region only its unfinished chunk, not its whole share (see `chunks`). What `f`
+    /// computes must depend on `c` alone.
+    pub fn for_chunks(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        let n_chunks = match self.shared.n_threads {
             1 => 1,
             n => n * CHUNKS_PER_THREAD,
-        }
+        };
+        self.chunks(n_chunks, &|c| f(c, n_chunks));
     }
 
     /// Runs `f(c)` once for every chunk `c` in `0..n_chunks`. Thread `t` owns the
     /// `t`-th contiguous share of the chunks and runs them in order; once done it takes
     /// the chunks the other threads have not started yet. Which thread runs a chunk
-    /// changes from call to call: what `f` computes must depend on `c` alone.
-    pub fn for_chunks(&self, n_chunks: usize, f: &(dyn Fn(usize) + Sync)) {
+    /// changes from call to call.
+    fn chunks(&self, n_chunks: usize, f: &(dyn Fn(usize) + Sync)) {
         let n = self.shared.n_threads;
-        if n > MAX_STEAL_THREADS {
-            return self.run(&|t, n| (n_chunks * t / n..n_chunks * (t + 1) / n).for_each(f));
+        if n == 1 || IN_JOB.with(|c| c.get()) {
+            return (0..n_chunks).for_each(f);
         }
-        // next[t]: the next chunk of thread t's share (owner and thieves alike take
-        // chunks by incrementing it, so each is taken once).
-        let next: [Padded; MAX_STEAL_THREADS] =
-            std::array::from_fn(|t| Padded(AtomicUsize::new(n_chunks * t / n)));
-        self.run(&|t, n| {
+        let _guard = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let next = &self.shared.next_chunk;
+        for (t, c) in next.iter().enumerate() {
+            // Published to the workers by `dispatch`'s release of the job.
+            c.0.store(n_chunks * t / n, Ordering::Relaxed);
+        }
+        self.dispatch(&|t, n| {
             for v in (t..n).chain(0..t) {
                 let end = n_chunks * (v + 1) / n;
                 loop {
@@ -157,11 +173,10 @@ impl ThreadPool {
         });
     }
 
-    /// Splits `0..n_items` into `n_chunks()` contiguous ranges (rounded to `align`
-    /// items) and runs `f(range)` on each non-empty one (see `for_chunks`).
+    /// Splits `0..n_items` into contiguous ranges (rounded to `align` items), one per
+    /// chunk of `for_chunks`, and runs `f(range)` on each non-empty one.
     pub fn for_ranges(&self, n_items: usize, align: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
-        let n = self.n_chunks();
-        self.for_chunks(n, &|c| {
+        self.for_chunks(&|c, n| {
             let r = split(n_items, align, c, n);
             if !r.is_empty() {
                 f(r);
@@ -170,14 +185,10 @@ impl ThreadPool {
     }
 }
 
-/// Chunks per thread of a parallel region (see `ThreadPool::n_chunks`). Measured on the
+/// Chunks per thread of a parallel region (see `ThreadPool::for_chunks`). Measured on the
 /// 2-core VM, 8-stream decode of SmolLM2: threads waited 17 % of the time with one
 /// chunk each (a static split), 9 % with 4, 6 % with 16.
 const CHUNKS_PER_THREAD: usize = 16;
-
-/// Pools of more threads than this split chunks statically (the counters of
-/// `for_chunks` live on the caller's stack).
-const MAX_STEAL_THREADS: usize = 64;
 
 /// An atomic on a cache line of its own.
 #[repr(align(128))]
@@ -379,10 +390,10 @@ mod tests {
     fn every_chunk_runs_once_and_idle_threads_take_a_held_back_ones() {
         let pool = ThreadPool::new(3);
         IS_CALLER.with(|t| t.set(true));
-        for n_chunks in [0, 1, 2, 7, pool.n_chunks(), 200] {
+        for n_chunks in [0, 1, 2, 7, 3 * CHUNKS_PER_THREAD, 200] {
             let hits: Vec<AtomicUsize> = (0..n_chunks).map(|_| AtomicUsize::new(0)).collect();
             let (done, by_caller) = (AtomicUsize::new(0), AtomicUsize::new(0));
-            pool.for_chunks(n_chunks, &|c| {
+            pool.chunks(n_chunks, &|c| {
                 hits[c].fetch_add(1, Ordering::Relaxed);
                 if IS_CALLER.with(|t| t.get()) && by_caller.fetch_add(1, Ordering::Relaxed) == 0 {
                     // The caller is held back in its first chunk until the workers have

@@ -36,9 +36,7 @@ pub(crate) fn attention(
     // Cost of a unit (token t, any K/V head): its positions.
     let total: usize = where_.iter().map(|&(_, pos)| (pos + 1) * n_kv).sum();
     let out_ptr = SyncPtr::new(out);
-    let pool = pool::global();
-    let n_chunks = pool.n_chunks();
-    pool.for_chunks(n_chunks, &|c| {
+    pool::global().for_chunks(&|c, n_chunks| {
         let (lo, hi) = (total * c / n_chunks, total * (c + 1) / n_chunks);
         SCRATCH.with(|s| {
             let (scores, rows) = &mut *s.borrow_mut();
