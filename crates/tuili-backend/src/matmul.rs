@@ -2,11 +2,11 @@
 
 use std::cell::RefCell;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tuili_gguf::GgmlType;
 
-use crate::kernels::{self, FFormat, Kernels, Out, Panel, QFormat, QuantActs};
+use crate::kernels::{self, FFormat, Kernels, Out, Packed, Panel, QFormat, QuantActs};
 use crate::ops::silu_mul;
 use crate::pool::{self, SyncPtr};
 use crate::quant::{dequant_fn, dot_fn};
@@ -16,6 +16,10 @@ use crate::BackendError;
 pub trait ByteSource: Send + Sync {
     /// All bytes of the source.
     fn bytes(&self) -> &[u8];
+
+    /// A hint that `range` of the bytes will not be read for a while (a mapped file
+    /// drops those pages from memory; they come back from the file if read again).
+    fn release(&self, _range: Range<usize>) {}
 }
 
 impl ByteSource for Vec<u8> {
@@ -28,6 +32,9 @@ impl ByteSource for tuili_gguf::GgufFile {
     fn bytes(&self) -> &[u8] {
         self.data()
     }
+    fn release(&self, range: Range<usize>) {
+        self.release(range)
+    }
 }
 
 /// A weight matrix of `rows` rows of `cols` elements of type `ty`, stored row-major
@@ -39,6 +46,9 @@ pub struct Weight {
     cols: usize,
     src: Arc<dyn ByteSource>,
     offset: usize,
+    /// The rows repacked for the interleaved products, made on first use by a table
+    /// that has them (shared by clones: a tied output and its embedding).
+    packed: Arc<OnceLock<Packed>>,
 }
 
 impl std::fmt::Debug for Weight {
@@ -85,6 +95,7 @@ impl Weight {
             cols,
             src,
             offset,
+            packed: Arc::default(),
         })
     }
 
@@ -125,6 +136,25 @@ impl Weight {
         &self.bytes()[r * rb..(r + 1) * rb]
     }
 
+    /// The rows repacked for `k`'s interleaved products, if `k` has them for this type:
+    /// made on the first call, after which the file's pages of this weight are released
+    /// (an embedding lookup reads them back row by row).
+    fn packed_for(&self, k: &Kernels) -> Option<&Packed> {
+        let fmt = QFormat::of(self.ty).filter(|&f| k.interleaves(f))?;
+        Some(self.packed.get_or_init(|| {
+            let p = kernels::pack(fmt, self.bytes(), self.rows, self.cols);
+            self.src
+                .release(self.offset..self.offset + self.bytes().len());
+            p
+        }))
+    }
+
+    /// Prepares the weight for the products of this CPU (repacks it where they take
+    /// another layout), so that the first forward pass does not.
+    pub fn prepare(&self) {
+        self.packed_for(kernels::select());
+    }
+
     /// Dequantizes row `r` into `out` (`[cols]`), e.g. for an embedding lookup.
     pub fn dequant_row(&self, r: usize, out: &mut [f32]) {
         // The type was checked to have kernels in `new`.
@@ -139,16 +169,25 @@ impl Weight {
 const PANEL_ROWS: usize = 32;
 
 /// Rows per chunk are rounded to this (a multiple of the row tiles of the AVX-512
-/// products: 4 rows for one token, 3 for a few) ...
-const ROW_ALIGN: usize = 12;
-
-/// ... or, when the product decodes panels, to whole panels.
+/// products: 4 rows for one token, 3 for a few, and the 16-row groups of the
+/// interleaved products) ...
 fn row_align(k: &Kernels, n_tokens: usize) -> usize {
     if n_tokens > k.direct_max() {
         PANEL_ROWS
+    } else if k.has_interleaved() {
+        48
     } else {
-        ROW_ALIGN
+        12
     }
+}
+
+/// ... or, when the product decodes panels, to whole panels (a multiple of 16).
+const _: () = assert!(PANEL_ROWS.is_multiple_of(kernels::IROWS));
+
+/// Rows of `w` in a region's row space: each weight starts at a multiple of the
+/// region's alignment, so that every chunk starts on a row tile of every weight.
+fn span(w: &Weight, align: usize) -> usize {
+    w.rows.next_multiple_of(align)
 }
 
 /// Reference path: weight rows dequantized together.
@@ -224,13 +263,17 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
     for (o, (_, out)) in outs.iter_mut().zip(parts.iter_mut()) {
         *o = Some(SyncPtr::new(out));
     }
-    let total: usize = parts.iter().map(|p| p.0.rows).sum();
+    let align = row_align(k, n_tokens);
+    let total: usize = parts.iter().map(|p| span(p.0, align)).sum();
+    for w in weights.iter().flatten() {
+        w.packed_for(k);
+    }
     with_acts(k, &weights, x, cols, &|acts| {
         pool::global().for_chunks(&|c, n| {
             let range = if n_tokens == 1 {
-                split_by_bytes(&weights, c, n)
+                split_by_bytes(&weights, c, n, align)
             } else {
-                pool::split(total, row_align(k, n_tokens), c, n)
+                pool::split(total, align, c, n)
             };
             let mut base = 0;
             for (w, out) in weights.iter().zip(&outs) {
@@ -242,17 +285,17 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
                     // SAFETY: these rows of this weight belong to this chunk alone.
                     unsafe { rows_job(k, w, acts, x, n_tokens, r.start - base..r.end - base, out) };
                 }
-                base += w.rows;
+                base += span(w, align);
             }
         })
     })
 }
 
-/// The `t`-th of `n` parts of the rows of `weights` (one after the other), cut where
-/// the bytes before the cut are nearest `t / n` of all (rounded to `ROW_ALIGN` rows):
-/// one token's product streams the bytes, and the weights of one region can be of
-/// different types (e.g. Q5_0 queries with Q8_0 values).
-fn split_by_bytes(weights: &[Option<&Weight>], t: usize, n: usize) -> Range<usize> {
+/// The `t`-th of `n` parts of the rows of `weights` (one after the other, each
+/// `span`), cut where the bytes before the cut are nearest `t / n` of all (rounded to
+/// `align` rows): one token's product streams the bytes, and the weights of one region
+/// can be of different types (e.g. Q5_0 queries with Q8_0 values).
+fn split_by_bytes(weights: &[Option<&Weight>], t: usize, n: usize, align: usize) -> Range<usize> {
     let total: usize = weights.iter().flatten().map(|w| w.bytes().len()).sum();
     // The row at which the bytes before it reach `target`.
     let cut = |target: usize| {
@@ -261,14 +304,14 @@ fn split_by_bytes(weights: &[Option<&Weight>], t: usize, n: usize) -> Range<usiz
             let len = w.bytes().len();
             if bytes + len >= target {
                 let r = (target - bytes).div_ceil(w.row_bytes());
-                return rows + r.div_ceil(ROW_ALIGN) * ROW_ALIGN;
+                return rows + r.next_multiple_of(align);
             }
-            rows += w.rows;
+            rows += span(w, align);
             bytes += len;
         }
         rows
     };
-    let all: usize = weights.iter().flatten().map(|w| w.rows).sum();
+    let all: usize = weights.iter().flatten().map(|w| span(w, align)).sum();
     cut(total * t / n).min(all)..cut(total * (t + 1) / n).min(all)
 }
 
@@ -310,6 +353,8 @@ pub fn matmul_swiglu(
         return silu_mul(gate, up);
     }
     let (g, u) = (SyncPtr::new(gate), SyncPtr::new(up));
+    w_gate.packed_for(k);
+    w_up.packed_for(k);
     with_acts(k, &[Some(w_gate), Some(w_up)], x, cols, &|acts| {
         pool::global().for_ranges(rows, row_align(k, n_tokens), &|r| {
             // SAFETY: rows `r` of both outputs belong to this chunk alone, and their
@@ -368,6 +413,9 @@ unsafe fn rows_job(
         ptr: out.ptr().add(range.start),
         ldo: rows,
     };
+    if let Some(p) = w.packed_for(k) {
+        return k.interleaved(p, range, acts, n_tokens, o);
+    }
     if let Some(fmt) = QFormat::of(w.ty) {
         if n_tokens == 1 && k.has_gemv() {
             return k.gemv(fmt, bytes, rb, acts, 0, o);
@@ -521,7 +569,8 @@ mod tests {
         let cols = 256;
         let shapes = [
             (GgmlType::Q4_K, 36),
-            (GgmlType::Q6_K, 12),
+            (GgmlType::Q8_0, 20),
+            (GgmlType::Q4_1, 12),
             (GgmlType::F16, 20),
         ];
         let ws: Vec<Weight> = shapes
@@ -541,17 +590,16 @@ mod tests {
                     o
                 })
                 .collect();
-            let (mut a, mut b, mut c) = (
-                vec![0f32; n * ws[0].rows()],
-                vec![0f32; n * ws[1].rows()],
-                vec![0f32; n * ws[2].rows()],
-            );
+            let mut got: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; n * w.rows()]).collect();
+            let [a, b, c, d] = &mut got[..] else {
+                unreachable!()
+            };
             matmul_many(
-                &mut [(&ws[0], &mut a), (&ws[1], &mut b), (&ws[2], &mut c)],
+                &mut [(&ws[0], a), (&ws[1], b), (&ws[2], c), (&ws[3], d)],
                 &x,
                 n,
             );
-            assert_eq!([a, b, c].to_vec(), want, "n={n}");
+            assert_eq!(got, want, "n={n}");
         }
     }
 

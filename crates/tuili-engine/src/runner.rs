@@ -40,6 +40,7 @@ pub struct CpuRunner<M> {
 impl<M: Deref<Target = Model>> CpuRunner<M> {
     /// A runner with a pool of `kv.n_blocks` blocks of `kv.block_size` positions.
     pub fn new(model: M, kv: KvLayout) -> CpuRunner<M> {
+        model.prepare_for_cpu();
         let pool = KvPool::new(model.config(), kv.n_blocks, kv.block_size);
         CpuRunner { model, pool }
     }

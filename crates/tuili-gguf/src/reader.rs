@@ -650,4 +650,25 @@ impl GgufFile {
             Storage::Owned(v) => v,
         }
     }
+
+    /// Drops the pages of `range` of [`GgufFile::data`] from memory when the file is
+    /// mapped (they are read back from the file if touched again): for tensors copied
+    /// elsewhere. A hint: nothing happens for an in-memory file or if the kernel refuses.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        if let Storage::Mapped(m) = &self.storage {
+            if range.start < range.end && range.end <= m.len() {
+                // SAFETY: the mapping is private and read-only, never written, so
+                // MADV_DONTNEED only drops clean pages: later reads fault them back in
+                // from the file, with the same bytes. No reference is invalidated.
+                #[cfg(unix)]
+                let _ = unsafe {
+                    m.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        range.start,
+                        range.len(),
+                    )
+                };
+            }
+        }
+    }
 }

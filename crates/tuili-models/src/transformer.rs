@@ -180,6 +180,19 @@ impl Model {
         &self.inv_freq
     }
 
+    /// Prepares every weight for this CPU's products (see `Weight::prepare`): the
+    /// first forward pass then runs at full speed. Runs on the CPU side only (a GPU
+    /// backend reads the file's layout).
+    pub fn prepare_for_cpu(&self) {
+        // The embedding only when it is also the output: lookups read the file's rows.
+        for l in &self.layers {
+            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                w.prepare();
+            }
+        }
+        self.output.prepare();
+    }
+
     /// Counts of weights per element type, and total parameters.
     pub fn weight_types(&self) -> Vec<(GgmlType, usize)> {
         let mut counts: Vec<(GgmlType, usize)> = Vec::new();

@@ -30,6 +30,7 @@ use std::ops::Range;
 
 mod attention;
 mod float;
+mod interleaved;
 
 use super::avx2::formats::{with_format, Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 use super::avx2::{gemm as gemm_avx2, gemv as gemv_avx2, hsum, AVX2};
@@ -42,6 +43,7 @@ static AVX512: Kernels = Kernels {
     gemv: Some(gemv),
     direct: Some(direct),
     direct_max: DIRECT_MAX,
+    interleaved: Some(interleaved::interleaved),
     float_gemm: float::float_gemm,
     scores: attention::scores,
     mix: attention::mix,

@@ -80,6 +80,7 @@ macro_rules! grouped_attention_ops {
     };
 }
 
+mod interleave;
 mod scalar;
 
 #[cfg(target_arch = "x86_64")]
@@ -96,6 +97,8 @@ use std::sync::OnceLock;
 use tuili_gguf::GgmlType;
 
 use crate::pool::SyncPtr;
+
+pub(crate) use interleave::{interleavable, pack, Packed, IROWS};
 
 /// From this many tokens on (batched decode, prefill), activations are quantized by all
 /// the threads, each taking whole token pairs (quantized, then packed).
@@ -226,7 +229,9 @@ pub(crate) struct AlignedBuf<T> {
 
 /// The element types `AlignedBuf` holds: plain numbers, valid for every bit pattern.
 pub(crate) trait Plain: Copy {}
+impl Plain for u8 {}
 impl Plain for i16 {}
+impl Plain for i32 {}
 impl Plain for f32 {}
 
 impl<T: Plain> Default for AlignedBuf<T> {
@@ -297,6 +302,8 @@ pub struct QuantActs {
     s: AlignedBuf<f32>,
     /// `[n, 2 nbp]`: `d * Σ q` of each 16-element half-block.
     s16: AlignedBuf<f32>,
+    /// `[n, nbp]`: `Σ q` of each block (exact), for tables with interleaved products.
+    xsum: AlignedBuf<i32>,
     /// Whether the token-pair copies below match `q`, `d`, `s`, `s16` (set by the
     /// tables that read them; see `avx512`).
     packed: bool,
@@ -382,6 +389,7 @@ impl QuantActs {
         self.d.resize(n * nbp, 0.0);
         self.s.resize(n * nbp, 0.0);
         self.s16.resize(n * 2 * nbp, 0.0);
+        self.xsum.resize(n * nbp, 0);
         self.packed = false;
     }
 
@@ -483,6 +491,8 @@ type DirectFn = unsafe fn(
     nt: usize,
     out: Out,
 );
+type InterleavedFn =
+    unsafe fn(p: &Packed, rows: std::ops::Range<usize>, acts: &QuantActs, nt: usize, out: Out);
 type FloatGemmFn =
     unsafe fn(f: FFormat, w: &[u8], nr: usize, cols: usize, x: &[f32], nt: usize, out: Out);
 type DotFn = unsafe fn(a: &[f32], b: &[f32]) -> f32;
@@ -507,6 +517,10 @@ pub struct Kernels {
     /// instruction set has it; the same operations as `decode` + `gemm`.
     direct: Option<DirectFn>,
     direct_max: usize,
+    /// Products of weights repacked with rows interleaved (`interleave`), where the
+    /// table has them: the block-sum specification for the formats that
+    /// `interleave::interleavable` names.
+    interleaved: Option<InterleavedFn>,
     float_gemm: FloatGemmFn,
     dot: DotFn,
     axpy: AxpyFn,
@@ -596,6 +610,8 @@ impl Kernels {
         let pair_bufs = self.pack.filter(|_| n >= 2).map(|_| acts.size_packed());
         let (q, d) = (SyncPtr::new(&mut acts.q), SyncPtr::new(&mut acts.d));
         let (s, s16) = (SyncPtr::new(&mut acts.s), SyncPtr::new(&mut acts.s16));
+        let xsum = SyncPtr::new(&mut acts.xsum);
+        let sums = self.interleaved.is_some();
         let view = pair_bufs.map(|(qp, dp, sp, s16p)| PackView {
             n,
             cols,
@@ -622,7 +638,17 @@ impl Kernels {
                         d.slice(t * nbp..(t + 1) * nbp),
                         s.slice(t * nbp..(t + 1) * nbp),
                         s16.slice(t * 2 * nbp..(t + 1) * 2 * nbp),
-                    )
+                    );
+                    if sums {
+                        let qt = q.slice(t * cols..(t + 1) * cols);
+                        for (o, qb) in xsum
+                            .slice(t * nbp..(t + 1) * nbp)
+                            .iter_mut()
+                            .zip(qt.chunks_exact(QB))
+                        {
+                            *o = qb.iter().map(|&v| v as i32).sum();
+                        }
+                    }
                 };
             }
             if let (Some(pack), Some(v)) = (self.pack, &view) {
@@ -724,6 +750,43 @@ impl Kernels {
         }
     }
 
+    /// Whether this table has interleaved products (for some formats).
+    pub(crate) fn has_interleaved(&self) -> bool {
+        self.interleaved.is_some()
+    }
+
+    /// Whether this table runs the interleaved product of `fmt` (then its weights are
+    /// repacked and follow the block-sum specification).
+    pub(crate) fn interleaves(&self, fmt: QFormat) -> bool {
+        self.interleaved.is_some() && interleavable(fmt)
+    }
+
+    /// `out[t * ldo + r - rows.start] = row r of p · token t` for rows `rows` (starting
+    /// at a multiple of 16) and tokens `0..nt`.
+    ///
+    /// # Safety
+    /// As for [`Kernels::gemm`]; `interleaves(p.fmt)` must be true (else it does nothing).
+    pub(crate) unsafe fn interleaved(
+        &self,
+        p: &Packed,
+        rows: std::ops::Range<usize>,
+        acts: &QuantActs,
+        nt: usize,
+        out: Out,
+    ) {
+        assert!(
+            nt <= acts.n
+                && acts.cols == p.cols
+                && rows.start.is_multiple_of(IROWS)
+                && rows.start <= rows.end
+                && rows.end <= p.rows,
+            "interleaved: shapes"
+        );
+        if let Some(f) = self.interleaved.filter(|_| interleavable(p.fmt)) {
+            f(p, rows, acts, nt, out)
+        }
+    }
+
     /// `out[t * ldo + r] = w[r] · x[t]` for float weights `w: [nr, cols]`, `x: [nt, cols]`.
     ///
     /// # Safety
@@ -758,6 +821,7 @@ static SCALAR: Kernels = Kernels {
     gemv: None,
     direct: None,
     direct_max: 0,
+    interleaved: None,
     float_gemm: scalar::float_gemm,
     dot: scalar::dot,
     axpy: scalar::axpy,
@@ -769,6 +833,24 @@ static SCALAR: Kernels = Kernels {
 /// The plain-Rust kernels: the specification the SIMD ones match bit for bit.
 pub fn scalar() -> &'static Kernels {
     &SCALAR
+}
+
+/// The plain-Rust table with interleaved products (the block-sum specification read
+/// from the repacked layout).
+static SCALAR_INTERLEAVED: Kernels = Kernels {
+    name: "scalar-interleaved",
+    interleaved: Some(scalar::interleaved),
+    ..SCALAR
+};
+
+/// The plain-Rust table that follows the same specification as `k` for every format:
+/// what `k` must match bit for bit.
+pub fn reference(k: &Kernels) -> &'static Kernels {
+    if k.has_interleaved() {
+        &SCALAR_INTERLEAVED
+    } else {
+        &SCALAR
+    }
 }
 
 /// The fastest kernels this CPU runs, detected once.

@@ -6,7 +6,7 @@
 //! SIMD tables; none has a safety requirement of its own beyond the shapes their safe
 //! callers in `kernels` check.
 
-use super::{reduce8, FFormat, MinKind, Out, Panel, QFormat, QuantActs, GROUP, QB};
+use super::{reduce8, FFormat, MinKind, Out, Packed, Panel, QFormat, QuantActs, GROUP, QB};
 use crate::quant::{bf16_to_f32, f16_to_f32};
 
 /// Largest |q| of a quantized activation.
@@ -283,6 +283,64 @@ fn dot_row(p: &Panel, r: usize, a: &QuantActs, t: usize) -> f32 {
         }
     }
     reduce8(&acc)
+}
+
+/// The block-sum specification (weights in the interleaved layout): one float
+/// accumulator per output, blocks in order, each block's integer sum whole:
+///
+/// ```text
+/// acc = fma(ws[b] * d_x[b], float(Σ_i c[32b+i] x[32b+i]), acc)
+/// acc = fma(minv[b], s_x[b], acc)            (formats with a minimum)
+/// ```
+///
+/// `codes`: `[cols]`, `ws`: `[nb]`, `minv`: `[nb]` or empty.
+pub(crate) fn blocksum(codes: &[i16], ws: &[f32], minv: &[f32], a: &QuantActs, t: usize) -> f32 {
+    let nbp = a.nbp();
+    let (xq, xd, xs) = (a.q(t), &a.d[t * nbp..], &a.s[t * nbp..]);
+    let mut acc = 0f32;
+    for (b, (c, x)) in codes.chunks_exact(QB).zip(xq.chunks_exact(QB)).enumerate() {
+        // Exact: |c| <= 128 and |x| <= 32767, 32 terms.
+        let isum: i32 = c.iter().zip(x).map(|(&c, &x)| c as i32 * x as i32).sum();
+        acc = (ws[b] * xd[b]).mul_add(isum as f32, acc);
+        if let Some(&m) = minv.get(b) {
+            acc = m.mul_add(xs[b], acc);
+        }
+    }
+    acc
+}
+
+/// The block-sum specification of panel row `r` (decoded from the file's layout).
+#[cfg(test)]
+pub(crate) fn blocksum_row(p: &Panel, r: usize, a: &QuantActs, t: usize) -> f32 {
+    let (cols, ng) = (p.cols, p.ng);
+    let nb = cols / QB;
+    let npg = p.min_kind().per_group();
+    let ws = &p.ws[r * ng * GROUP..r * ng * GROUP + nb];
+    let minv = if npg > 0 {
+        &p.minv[r * ng * npg..r * ng * npg + nb]
+    } else {
+        &[]
+    };
+    blocksum(&p.codes[r * cols..(r + 1) * cols], ws, minv, a, t)
+}
+
+/// `Kernels::interleaved`: the block-sum specification read from the interleaved layout.
+pub(super) unsafe fn interleaved(
+    p: &Packed,
+    rows: std::ops::Range<usize>,
+    a: &QuantActs,
+    nt: usize,
+    out: Out,
+) {
+    let nb = p.nb();
+    let (mut codes, mut ws) = (vec![0i16; p.cols], vec![0f32; nb]);
+    let mut minv = vec![0f32; if p.fmt == QFormat::Q4_1 { nb } else { 0 }];
+    for r in rows.clone() {
+        p.unpack_row(r, &mut codes, &mut ws, &mut minv);
+        for t in 0..nt {
+            *out.ptr.add(t * out.ldo + r - rows.start) = blocksum(&codes, &ws, &minv, a, t);
+        }
+    }
 }
 
 /// Element `i` of a float row.

@@ -387,6 +387,62 @@ fn direct_products_match_scalar() {
     }
 }
 
+/// Tables with interleaved products give the bits of the block-sum specification
+/// (computed on rows decoded from the file's layout), for row counts around the 16-row
+/// groups, row ranges that start inside the matrix, and token counts around the
+/// 8-token tiles; rows outside the range are not written.
+#[test]
+fn interleaved_products_match_the_block_sum_specification() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let with_scalar = [reference(tables().last().unwrap())];
+    for k in tables().chain(with_scalar).filter(|k| k.has_interleaved()) {
+        for fmt in FORMATS.into_iter().filter(|&f| k.interleaves(f)) {
+            for &cols in col_choices(fmt) {
+                for rows in [1, 16, 37, 64] {
+                    let (w, rb) = weights(&mut rng, fmt, rows, cols);
+                    let p = decoded(scalar(), fmt, &w, rb, rows, cols);
+                    let packed = pack(fmt, &w, rows, cols);
+                    for n in [1, 2, 7, 8, 9, 20] {
+                        let x: Vec<f32> =
+                            (0..n * cols).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+                        let (mut want_a, mut got_a) = (QuantActs::new(), QuantActs::new());
+                        scalar().quantize_acts(&x, cols, &mut want_a);
+                        k.quantize_acts(&x, cols, &mut got_a);
+                        for start in [0, 16].into_iter().filter(|&s| s < rows) {
+                            let mut got = vec![f32::NAN; n * rows];
+                            // SAFETY: `got` holds n * rows values.
+                            unsafe {
+                                let o = Out {
+                                    ptr: got.as_mut_ptr().add(start),
+                                    ldo: rows,
+                                };
+                                k.interleaved(&packed, start..rows, &got_a, n, o);
+                            }
+                            for t in 0..n {
+                                for r in 0..rows {
+                                    let g = got[t * rows + r];
+                                    if r < start {
+                                        assert!(g.is_nan(), "{} wrote row {r}", k.name());
+                                        continue;
+                                    }
+                                    let want = scalar::blocksum_row(&p, r, &want_a, t);
+                                    assert!(want.is_finite() && want != 0.0);
+                                    assert_eq!(
+                                        want.to_bits(),
+                                        g.to_bits(),
+                                        "{} {fmt:?} {rows}x{cols} n={n} start={start} t={t} r={r}: {want} vs {g}",
+                                        k.name()
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Tables that multiply one token straight from the weight bytes give the scalar bits,
 /// for row counts around every tile size.
 #[test]

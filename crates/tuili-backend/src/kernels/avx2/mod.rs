@@ -30,6 +30,7 @@ pub(super) static AVX2: Kernels = Kernels {
     gemv: Some(gemv),
     direct: None,
     direct_max: 0,
+    interleaved: None,
     float_gemm,
     dot,
     axpy,

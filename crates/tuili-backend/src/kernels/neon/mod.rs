@@ -24,6 +24,7 @@ static NEON: Kernels = Kernels {
     gemv: Some(gemv),
     direct: None,
     direct_max: 0,
+    interleaved: None,
     float_gemm,
     dot,
     axpy,

@@ -1,0 +1,217 @@
+//! Products of weights in the interleaved layout (`kernels::interleave`): 16 rows per
+//! register, one lane per row, so every `vpdpwssd` adds an element pair of 16 rows and
+//! one float step (convert, scale product, fused add) serves 16 outputs per block.
+//! Tiles of one or two 16-row groups times up to 8 tokens; the rows' codes are decoded
+//! in registers once per tile (a shift and a mask per element pair).
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::super::interleave::{Packed, IROWS};
+use super::super::{Out, QFormat, QuantActs};
+use super::dot32;
+
+/// Tokens per tile (a step of 8 decoding sequences is one tile).
+const TT: usize = 8;
+
+/// `out[t * ldo + r - rows.start] = row r · token t` for rows `rows` (`rows.start` a
+/// multiple of 16) and tokens `0..nt`.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(super) unsafe fn interleaved(
+    p: &Packed,
+    rows: Range<usize>,
+    a: &QuantActs,
+    nt: usize,
+    out: Out,
+) {
+    match p.fmt {
+        QFormat::Q4_0 => tiles::<Q4, 0>(p, rows, a, nt, out),
+        QFormat::Q4_1 => tiles::<Q4, 1>(p, rows, a, nt, out),
+        QFormat::Q8_0 => tiles::<Q8, 0>(p, rows, a, nt, out),
+        _ => {}
+    }
+}
+
+/// How a format's code bytes become element pairs: `pairs` adds, for every group `g`
+/// and token `t` of the tile, the products of block `b` into `s[g][t]` (lane = row).
+trait Codes {
+    unsafe fn pairs<const G: usize, const T: usize>(
+        base: &[*const u8; G],
+        b: usize,
+        xq: &[*const i32; T],
+        s: &mut [[__m512i; T]; G],
+    );
+}
+
+/// Q4_0 and Q4_1: four pairs per 64-byte chunk, `(word >> 4j) & 0x000f000f`.
+struct Q4;
+/// Q8_0: two pairs per chunk, the low and the high bytes of each 16-bit half.
+struct Q8;
+
+impl Codes for Q4 {
+    #[inline(always)]
+    unsafe fn pairs<const G: usize, const T: usize>(
+        base: &[*const u8; G],
+        b: usize,
+        xq: &[*const i32; T],
+        s: &mut [[__m512i; T]; G],
+    ) {
+        let m4 = _mm512_set1_epi32(0x000f_000f);
+        for c in 0..4 {
+            let mut v: [__m512i; G] =
+                std::array::from_fn(|g| _mm512_load_si512(base[g].add(256 * b + 64 * c) as _));
+            for j in 0..4 {
+                let pair = 16 * b + 4 * c + j;
+                let ck: [__m512i; G] = std::array::from_fn(|g| _mm512_and_si512(v[g], m4));
+                for t in 0..T {
+                    let x = _mm512_set1_epi32(*xq[t].add(pair));
+                    for g in 0..G {
+                        s[g][t] = dot32(s[g][t], ck[g], x);
+                    }
+                }
+                if j < 3 {
+                    for vg in v.iter_mut() {
+                        *vg = _mm512_srli_epi32::<4>(*vg);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Codes for Q8 {
+    #[inline(always)]
+    unsafe fn pairs<const G: usize, const T: usize>(
+        base: &[*const u8; G],
+        b: usize,
+        xq: &[*const i32; T],
+        s: &mut [[__m512i; T]; G],
+    ) {
+        for c in 0..8 {
+            let v: [__m512i; G] =
+                std::array::from_fn(|g| _mm512_load_si512(base[g].add(512 * b + 64 * c) as _));
+            let lo: [__m512i; G] =
+                std::array::from_fn(|g| _mm512_srai_epi16::<8>(_mm512_slli_epi16::<8>(v[g])));
+            let hi: [__m512i; G] = std::array::from_fn(|g| _mm512_srai_epi16::<8>(v[g]));
+            for t in 0..T {
+                let x0 = _mm512_set1_epi32(*xq[t].add(16 * b + 2 * c));
+                let x1 = _mm512_set1_epi32(*xq[t].add(16 * b + 2 * c + 1));
+                for g in 0..G {
+                    s[g][t] = dot32(s[g][t], lo[g], x0);
+                    s[g][t] = dot32(s[g][t], hi[g], x1);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the tiles: pairs of groups (a single one at the end), each over the tokens in
+/// tiles of up to `TT`. `M == 1`: the format has minimums (Q4_1).
+#[inline(always)]
+unsafe fn tiles<C: Codes, const M: u8>(
+    p: &Packed,
+    rows: Range<usize>,
+    a: &QuantActs,
+    nt: usize,
+    out: Out,
+) {
+    debug_assert!(rows.start.is_multiple_of(IROWS) && rows.end <= p.rows);
+    let (g0, g1) = (rows.start / IROWS, rows.end.div_ceil(IROWS));
+    let mut g = g0;
+    while g < g1 {
+        let two = g + 1 < g1;
+        let valid = (rows.end - g * IROWS).min(if two { 2 * IROWS } else { IROWS });
+        let o = Out {
+            ptr: out.ptr.add((g - g0) * IROWS),
+            ldo: out.ldo,
+        };
+        let mut t = 0;
+        while t < nt {
+            let n = (nt - t).min(TT);
+            let ot = Out {
+                ptr: o.ptr.add(t * o.ldo),
+                ldo: o.ldo,
+            };
+            macro_rules! by_tokens {
+                ($g:literal) => {
+                    match n {
+                        1 => tile::<C, M, $g, 1>(p, g, a, t, valid, ot),
+                        2 => tile::<C, M, $g, 2>(p, g, a, t, valid, ot),
+                        3 => tile::<C, M, $g, 3>(p, g, a, t, valid, ot),
+                        4 => tile::<C, M, $g, 4>(p, g, a, t, valid, ot),
+                        5 => tile::<C, M, $g, 5>(p, g, a, t, valid, ot),
+                        6 => tile::<C, M, $g, 6>(p, g, a, t, valid, ot),
+                        7 => tile::<C, M, $g, 7>(p, g, a, t, valid, ot),
+                        _ => tile::<C, M, $g, 8>(p, g, a, t, valid, ot),
+                    }
+                };
+            }
+            if two {
+                by_tokens!(2)
+            } else {
+                by_tokens!(1)
+            }
+            t += n;
+        }
+        g += if two { 2 } else { 1 };
+    }
+}
+
+/// Groups `g..g + G` times tokens `t0..t0 + T`; writes the first `valid` rows.
+#[inline(always)]
+unsafe fn tile<C: Codes, const M: u8, const G: usize, const T: usize>(
+    p: &Packed,
+    g: usize,
+    a: &QuantActs,
+    t0: usize,
+    valid: usize,
+    out: Out,
+) {
+    let nb = p.nb();
+    let nbp = a.nbp();
+    let (scales_at, mins_at) = (p.scales_at(), p.mins_at());
+    let base: [*const u8; G] =
+        std::array::from_fn(|i| p.bytes.as_ptr().add((g + i) * p.group_bytes));
+    let xq: [*const i32; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr() as *const i32);
+    let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
+    let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
+    let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
+    let offset8 = p.fmt == QFormat::Q4_0;
+    let mut acc = [[_mm512_setzero_ps(); T]; G];
+    for b in 0..nb {
+        let mut s = [[_mm512_setzero_si512(); T]; G];
+        C::pairs::<G, T>(&base, b, &xq, &mut s);
+        if offset8 {
+            // Σ (q - 8) x = Σ q x - 8 Σ x, exact.
+            for t in 0..T {
+                let c = _mm512_set1_epi32(8 * *xsum[t].add(b));
+                for g in 0..G {
+                    s[g][t] = _mm512_sub_epi32(s[g][t], c);
+                }
+            }
+        }
+        for g in 0..G {
+            let w = _mm512_cvtph_ps(_mm256_load_si256(
+                base[g].add(scales_at + 2 * IROWS * b) as _
+            ));
+            for t in 0..T {
+                let pp = _mm512_mul_ps(w, _mm512_set1_ps(*xd[t].add(b)));
+                acc[g][t] = _mm512_fmadd_ps(pp, _mm512_cvtepi32_ps(s[g][t]), acc[g][t]);
+            }
+            if M == 1 {
+                let m =
+                    _mm512_cvtph_ps(_mm256_load_si256(base[g].add(mins_at + 2 * IROWS * b) as _));
+                for t in 0..T {
+                    acc[g][t] = _mm512_fmadd_ps(m, _mm512_set1_ps(*xs[t].add(b)), acc[g][t]);
+                }
+            }
+        }
+    }
+    for g in 0..G {
+        let n = valid.saturating_sub(g * IROWS).min(IROWS);
+        let mask: __mmask16 = if n == IROWS { 0xffff } else { (1u16 << n) - 1 };
+        for t in 0..T {
+            _mm512_mask_storeu_ps(out.ptr.add(t * out.ldo + g * IROWS), mask, acc[g][t]);
+        }
+    }
+}
