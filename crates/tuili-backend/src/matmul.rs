@@ -155,11 +155,19 @@ impl Weight {
         self.packed_for(kernels::select());
     }
 
-    /// Dequantizes row `r` into `out` (`[cols]`), e.g. for an embedding lookup.
+    /// Dequantizes row `r` into `out` (`[cols]`), e.g. for an embedding lookup. A
+    /// repacked weight gives its row back from the copy (the file's pages were released).
     pub fn dequant_row(&self, r: usize, out: &mut [f32]) {
         // The type was checked to have kernels in `new`.
-        if let Ok(f) = dequant_fn(self.ty) {
-            f(self.row(r), out);
+        let Ok(f) = dequant_fn(self.ty) else { return };
+        match self.packed.get() {
+            Some(p) => ROW.with(|row| {
+                let mut row = row.borrow_mut();
+                row.resize(self.row_bytes(), 0);
+                p.file_row(r, &mut row);
+                f(&row, out);
+            }),
+            None => f(self.row(r), out),
         }
     }
 }
@@ -198,6 +206,8 @@ thread_local! {
     static ACTS: RefCell<QuantActs> = RefCell::new(QuantActs::new());
     /// Each thread's decoded weight panel.
     static PANEL: RefCell<Panel> = RefCell::new(Panel::default());
+    /// A row of a repacked weight in the file's layout (`Weight::dequant_row`).
+    static ROW: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Per-thread tile of dequantized rows for the f32 reference path.
     static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -558,6 +568,35 @@ mod tests {
                     assert_eq!(alone, out[t * rows..(t + 1) * rows], "{ty} t={t}");
                 }
             }
+        }
+    }
+
+    /// A weight's rows dequantize to the same values before and after it is repacked
+    /// (an embedding that is also the output is looked up from the copy).
+    #[test]
+    fn dequant_row_is_unchanged_by_repacking() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+        let (rows, cols) = (21, 96);
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            let wf: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let w = Weight::from_vec(ty, rows, cols, quantize(ty, &wf).unwrap()).unwrap();
+            let rows_of = |w: &Weight| -> Vec<Vec<f32>> {
+                (0..rows)
+                    .map(|r| {
+                        let mut o = vec![0f32; cols];
+                        w.dequant_row(r, &mut o);
+                        o
+                    })
+                    .collect()
+            };
+            let before = rows_of(&w);
+            let tied = w.clone();
+            w.prepare();
+            assert_eq!(
+                tied.packed.get().is_some(),
+                kernels::select().interleaves(QFormat::of(ty).unwrap())
+            );
+            assert_eq!(rows_of(&tied), before, "{ty}");
         }
     }
 

@@ -184,13 +184,15 @@ impl Model {
     /// first forward pass then runs at full speed. Runs on the CPU side only (a GPU
     /// backend reads the file's layout).
     pub fn prepare_for_cpu(&self) {
-        // The embedding only when it is also the output: lookups read the file's rows.
+        // The output first: the largest weight, repacked while little else is resident
+        // (each weight's file pages are released once its copy is made). The embedding
+        // only as the output when tied: lookups read the file's rows.
+        self.output.prepare();
         for l in &self.layers {
             for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
                 w.prepare();
             }
         }
-        self.output.prepare();
     }
 
     /// Counts of weights per element type, and total parameters.

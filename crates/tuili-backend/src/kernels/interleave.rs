@@ -78,6 +78,46 @@ impl Packed {
         self.scales_at() + self.nb() * 2 * IROWS
     }
 
+    /// Row `r` in the file's layout (`row`: `[cols / 32 * type_size]`), the exact
+    /// bytes `pack` took.
+    pub(crate) fn file_row(&self, r: usize, row: &mut [u8]) {
+        let (g, lane) = (r / IROWS, r % IROWS);
+        let grp = &self.bytes[g * self.group_bytes..(g + 1) * self.group_bytes];
+        let (cb, ts) = (code_bytes(self.fmt), self.fmt.ty().type_size());
+        for (b, blk) in row.chunks_exact_mut(ts).enumerate().take(self.nb()) {
+            let sc = self.scales_at() + 2 * (IROWS * b + lane);
+            blk[0..2].copy_from_slice(&grp[sc..sc + 2]);
+            for chunk in 0..cb / 64 {
+                let at = cb * b + 64 * chunk + 4 * lane;
+                let v = [grp[at], grp[at + 1], grp[at + 2], grp[at + 3]];
+                if self.fmt == QFormat::Q8_0 {
+                    let e = 2 + 4 * chunk;
+                    [blk[e], blk[e + 2], blk[e + 1], blk[e + 3]] = v;
+                    continue;
+                }
+                let qs = if self.fmt == QFormat::Q4_1 {
+                    let mn = self.mins_at() + 2 * (IROWS * b + lane);
+                    blk[2..4].copy_from_slice(&grp[mn..mn + 2]);
+                    &mut blk[4..20]
+                } else {
+                    &mut blk[2..18]
+                };
+                let word = u32::from_le_bytes(v);
+                for j in 0..4 {
+                    let p = 4 * chunk + j;
+                    for (e, bits) in [(2 * p, 4 * j), (2 * p + 1, 16 + 4 * j)] {
+                        let nib = ((word >> bits) & 15) as u8;
+                        if e < 16 {
+                            qs[e] = (qs[e] & 0xf0) | nib;
+                        } else {
+                            qs[e - 16] = (qs[e - 16] & 0x0f) | (nib << 4);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Row `r` as the specification sees it: `codes` `[cols]` (Q4_0's less 8), the
     /// block scales `ws` `[nb]` and, for Q4_1, the minimums `minv` `[nb]`.
     pub(crate) fn unpack_row(&self, r: usize, codes: &mut [i16], ws: &mut [f32], minv: &mut [f32]) {
