@@ -26,6 +26,26 @@
 //! a kernel works on, nor on the instruction set: the AVX2, NEON and scalar kernels give
 //! bit-identical outputs, and tests check exactly that.
 //!
+//! # Interleaved rows: one block sum per output
+//!
+//! Where a table has interleaved products (AVX-512 VNNI; `Kernels::interleaves`), the
+//! weights of Q4_0, Q4_1 and Q8_0 are repacked once, at load, in groups of 16 rows
+//! (`interleave`), and follow the *block-sum specification* instead: each output has one
+//! float accumulator and each block's integer sum stays whole,
+//!
+//! ```text
+//! acc = fma(ws[j] * d_x[j], float(isum_j), acc)     isum_j = Σ_i c[32j+i] q_x[32j+i]
+//! acc = fma(minv[j], s_x[j], acc)                   (Q4_1)
+//! ```
+//!
+//! blocks in order; the output is `acc`. A 512-bit register then holds one lane per row:
+//! `vpdpwssd` adds an element pair of 16 rows, and one float step serves 16 outputs per
+//! block instead of the 8 lanes of one. Batch invariance holds as before (the integer
+//! part is exact, the float part one fixed sequence per output); the scalar twin of
+//! such a table is [`reference`]. Tables without interleaved products keep the lane
+//! specification above for every format, so until they have them too, the two give
+//! different roundings for these three formats (each is checked against its own twin).
+//!
 //! Float weights (F32, F16, BF16) keep f32 activations: `acc[i % 8] = fma(w[i], x[i],
 //! acc[i % 8])` in element order, then the same reduction.
 //!
