@@ -14,6 +14,7 @@
 use std::arch::x86_64::*;
 
 pub(super) mod formats;
+mod interleaved;
 
 use formats::{with_format, Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 
@@ -30,7 +31,7 @@ pub(super) static AVX2: Kernels = Kernels {
     gemv: Some(gemv),
     direct: None,
     direct_max: 0,
-    interleaved: None,
+    interleaved: Some(interleaved::interleaved),
     float_gemm,
     dot,
     axpy,

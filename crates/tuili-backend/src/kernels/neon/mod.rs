@@ -4,10 +4,14 @@
 //! of elements `{2k, 2k+1, 16+2k, 17+2k}` for k < 4 (elements 0..8 and 16..24), lanes
 //! 4..8 those of elements 8..16 and 24..32. A 32-element block of codes or activations
 //! is four `int16x8_t`: elements 0..8, 8..16, 16..24, 24..32.
+//!
+//! Q4_0, Q4_1 and Q8_0 weights are repacked for the interleaved products
+//! (`interleaved`) and follow the block-sum specification instead.
 
 use std::arch::aarch64::*;
 
 mod formats;
+mod interleaved;
 
 use formats::{with_format, Fmt, Scales, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 
@@ -24,7 +28,7 @@ static NEON: Kernels = Kernels {
     gemv: Some(gemv),
     direct: None,
     direct_max: 0,
-    interleaved: None,
+    interleaved: Some(interleaved::interleaved),
     float_gemm,
     dot,
     axpy,

@@ -1,0 +1,187 @@
+//! AVX2 twins of the interleaved products (`kernels::interleave`): a 256-bit register
+//! holds one half of a 16-row group (8 rows, one lane each), so `vpmaddwd` + `vpaddd`
+//! add an element pair of 8 rows, and one float step serves 8 outputs per block.
+//! Tiles of a whole group (both halves, so each cache line is read once) times up to 4
+//! tokens; the rows' codes are decoded in registers once per tile.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::super::interleave::Packed;
+use super::super::{Out, QFormat, QuantActs};
+
+/// Rows per register: half a group.
+const HROWS: usize = 8;
+/// Rows per group.
+const GROWS: usize = 2 * HROWS;
+/// Tokens per tile.
+const TT: usize = 4;
+
+/// `out[t * ldo + r - rows.start] = row r · token t` for rows `rows` (`rows.start` a
+/// multiple of 16) and tokens `0..nt`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn interleaved(
+    p: &Packed,
+    rows: Range<usize>,
+    a: &QuantActs,
+    nt: usize,
+    out: Out,
+) {
+    match p.fmt {
+        QFormat::Q4_0 | QFormat::Q4_1 => groups::<Q4>(p, rows, a, nt, out),
+        QFormat::Q8_0 => groups::<Q8>(p, rows, a, nt, out),
+        _ => {}
+    }
+}
+
+/// How a format's code bytes become element pairs: `pairs` adds the products of block
+/// `b` of the group at `group` into `s[h][t]` (half `h`, token `t`; lane = row).
+trait Codes {
+    unsafe fn pairs<const T: usize>(
+        group: *const u8,
+        b: usize,
+        xq: &[*const i32; T],
+        s: &mut [[__m256i; T]; 2],
+    );
+}
+
+/// Q4_0 and Q4_1: four pairs per chunk, `(word >> 4j) & 0x000f000f`.
+struct Q4;
+/// Q8_0: two pairs per chunk, the low and the high bytes of each 16-bit half.
+struct Q8;
+
+impl Codes for Q4 {
+    #[inline(always)]
+    unsafe fn pairs<const T: usize>(
+        group: *const u8,
+        b: usize,
+        xq: &[*const i32; T],
+        s: &mut [[__m256i; T]; 2],
+    ) {
+        let m4 = _mm256_set1_epi32(0x000f_000f);
+        for c in 0..4 {
+            let mut v: [__m256i; 2] = std::array::from_fn(|h| {
+                _mm256_load_si256(group.add(256 * b + 64 * c + 32 * h) as _)
+            });
+            for j in 0..4 {
+                let ck = v.map(|v| _mm256_and_si256(v, m4));
+                for t in 0..T {
+                    let x = _mm256_set1_epi32(*xq[t].add(16 * b + 4 * c + j));
+                    for h in 0..2 {
+                        s[h][t] = _mm256_add_epi32(s[h][t], _mm256_madd_epi16(ck[h], x));
+                    }
+                }
+                if j < 3 {
+                    v = v.map(|v| _mm256_srli_epi32::<4>(v));
+                }
+            }
+        }
+    }
+}
+
+impl Codes for Q8 {
+    #[inline(always)]
+    unsafe fn pairs<const T: usize>(
+        group: *const u8,
+        b: usize,
+        xq: &[*const i32; T],
+        s: &mut [[__m256i; T]; 2],
+    ) {
+        for c in 0..8 {
+            for h in 0..2 {
+                let v = _mm256_load_si256(group.add(512 * b + 64 * c + 32 * h) as _);
+                let lo = _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(v));
+                let hi = _mm256_srai_epi16::<8>(v);
+                for t in 0..T {
+                    let x0 = _mm256_set1_epi32(*xq[t].add(16 * b + 2 * c));
+                    let x1 = _mm256_set1_epi32(*xq[t].add(16 * b + 2 * c + 1));
+                    s[h][t] = _mm256_add_epi32(s[h][t], _mm256_madd_epi16(lo, x0));
+                    s[h][t] = _mm256_add_epi32(s[h][t], _mm256_madd_epi16(hi, x1));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the tiles: each group of the rows over the tokens in tiles of up to `TT`.
+#[inline(always)]
+unsafe fn groups<C: Codes>(p: &Packed, rows: Range<usize>, a: &QuantActs, nt: usize, out: Out) {
+    let (g0, g1) = (rows.start / GROWS, rows.end.div_ceil(GROWS));
+    for g in g0..g1 {
+        let valid = (rows.end - g * GROWS).min(GROWS);
+        let mut t = 0;
+        while t < nt {
+            let n = (nt - t).min(TT);
+            let o = Out {
+                ptr: out.ptr.add((g - g0) * GROWS + t * out.ldo),
+                ldo: out.ldo,
+            };
+            match n {
+                1 => tile::<C, 1>(p, g, a, t, valid, o),
+                2 => tile::<C, 2>(p, g, a, t, valid, o),
+                3 => tile::<C, 3>(p, g, a, t, valid, o),
+                _ => tile::<C, 4>(p, g, a, t, valid, o),
+            }
+            t += n;
+        }
+    }
+}
+
+/// Group `g` (rows `16g..16g + 16`) times tokens `t0..t0 + T`; writes the first `valid`
+/// rows.
+#[inline(always)]
+unsafe fn tile<C: Codes, const T: usize>(
+    p: &Packed,
+    g: usize,
+    a: &QuantActs,
+    t0: usize,
+    valid: usize,
+    out: Out,
+) {
+    let nbp = a.nbp();
+    let group = p.bytes.as_ptr().add(g * p.group_bytes);
+    let (scales, mins) = (group.add(p.scales_at()), group.add(p.mins_at()));
+    let xq: [*const i32; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr() as *const i32);
+    let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
+    let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
+    let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
+    let (offset8, min) = (p.fmt == QFormat::Q4_0, p.fmt == QFormat::Q4_1);
+    let mut acc = [[_mm256_setzero_ps(); T]; 2];
+    for b in 0..p.nb() {
+        let mut s = [[_mm256_setzero_si256(); T]; 2];
+        C::pairs::<T>(group, b, &xq, &mut s);
+        for h in 0..2 {
+            if offset8 {
+                // Σ (q - 8) x = Σ q x - 8 Σ x, exact.
+                for t in 0..T {
+                    s[h][t] = _mm256_sub_epi32(s[h][t], _mm256_set1_epi32(8 * *xsum[t].add(b)));
+                }
+            }
+            // Half `h`'s 8 of the block's 16 scales (and minimums).
+            let w = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(32 * b + 16 * h) as _));
+            for t in 0..T {
+                let pp = _mm256_mul_ps(w, _mm256_set1_ps(*xd[t].add(b)));
+                acc[h][t] = _mm256_fmadd_ps(pp, _mm256_cvtepi32_ps(s[h][t]), acc[h][t]);
+            }
+            if min {
+                let m = _mm256_cvtph_ps(_mm_loadu_si128(mins.add(32 * b + 16 * h) as _));
+                for t in 0..T {
+                    acc[h][t] = _mm256_fmadd_ps(m, _mm256_set1_ps(*xs[t].add(b)), acc[h][t]);
+                }
+            }
+        }
+    }
+    for h in 0..2 {
+        let n = valid.saturating_sub(HROWS * h).min(HROWS);
+        for t in 0..T {
+            let o = out.ptr.add(t * out.ldo + HROWS * h);
+            if n == HROWS {
+                _mm256_storeu_ps(o, acc[h][t]);
+            } else if n > 0 {
+                let mut v = [0f32; HROWS];
+                _mm256_storeu_ps(v.as_mut_ptr(), acc[h][t]);
+                std::ptr::copy_nonoverlapping(v.as_ptr(), o, n);
+            }
+        }
+    }
+}
