@@ -10,8 +10,11 @@
 //! Q4_1, its minimums:
 //!
 //! ```text
-//! group = [codes: nb x CB bytes][scales: nb x 16 f16][mins: nb x 16 f16, Q4_1 only][pad to 64]
+//! group = [scales: nb x 16 f16][mins: nb x 16 f16, Q4_1 only][pad to 64][codes: nb x CB bytes]
 //! ```
+//!
+//! Scales first, so that a group is one forward stream: the codes that follow are
+//! prefetched a fixed distance ahead, which runs into the next group's scales.
 //!
 //! Codes of a block (`CB` bytes, `CB / 64` chunks of 64 bytes, row `r` at bytes
 //! `4r..4r+4` of each chunk):
@@ -59,6 +62,17 @@ pub(crate) fn code_bytes(fmt: QFormat) -> usize {
     }
 }
 
+/// Offset of the codes in a group of `nb` blocks: after the scales (and minimums),
+/// rounded up to a cache line.
+fn codes_at(fmt: QFormat, nb: usize) -> usize {
+    let per_block = if fmt == QFormat::Q4_1 { 2 } else { 1 };
+    (nb * 2 * IROWS * per_block).next_multiple_of(64)
+}
+
+/// How far ahead of the codes being read the products prefetch: about 2 KiB, a few
+/// blocks of a group (the next group's scales and codes near its end).
+pub(crate) const PREFETCH_BYTES: usize = 2048;
+
 /// Whether `fmt` has the interleaved layout.
 pub(crate) fn interleavable(fmt: QFormat) -> bool {
     matches!(fmt, QFormat::Q4_0 | QFormat::Q4_1 | QFormat::Q8_0)
@@ -71,11 +85,15 @@ impl Packed {
     }
     /// Offset of the scales within a group.
     pub(crate) fn scales_at(&self) -> usize {
-        self.nb() * code_bytes(self.fmt)
+        0
     }
     /// Offset of the minimums within a group (Q4_1).
     pub(crate) fn mins_at(&self) -> usize {
-        self.scales_at() + self.nb() * 2 * IROWS
+        self.nb() * 2 * IROWS
+    }
+    /// Offset of the codes within a group (a multiple of 64).
+    pub(crate) fn codes_at(&self) -> usize {
+        codes_at(self.fmt, self.nb())
     }
 
     /// Row `r` in the file's layout (`row`: `[cols / 32 * type_size]`), the exact
@@ -88,7 +106,7 @@ impl Packed {
             let sc = self.scales_at() + 2 * (IROWS * b + lane);
             blk[0..2].copy_from_slice(&grp[sc..sc + 2]);
             for chunk in 0..cb / 64 {
-                let at = cb * b + 64 * chunk + 4 * lane;
+                let at = self.codes_at() + cb * b + 64 * chunk + 4 * lane;
                 let v = [grp[at], grp[at + 1], grp[at + 2], grp[at + 3]];
                 if self.fmt == QFormat::Q8_0 {
                     let e = 2 + 4 * chunk;
@@ -132,7 +150,7 @@ impl Packed {
             }
             let c = &mut codes[QB * b..QB * (b + 1)];
             for chunk in 0..cb / 64 {
-                let at = cb * b + 64 * chunk + 4 * lane;
+                let at = self.codes_at() + cb * b + 64 * chunk + 4 * lane;
                 let v = [grp[at], grp[at + 1], grp[at + 2], grp[at + 3]];
                 if self.fmt == QFormat::Q8_0 {
                     let e = 4 * chunk;
@@ -161,13 +179,11 @@ pub(crate) fn pack(fmt: QFormat, w: &[u8], rows: usize, cols: usize) -> Packed {
     assert_eq!(w.len(), rows * row_bytes, "pack: weight bytes");
     let cb = code_bytes(fmt);
     let has_min = fmt == QFormat::Q4_1;
-    let raw = nb * (cb + 2 * IROWS * if has_min { 2 } else { 1 });
-    let group_bytes = raw.div_ceil(64) * 64;
+    let group_bytes = codes_at(fmt, nb) + nb * cb;
     let ng = rows.div_ceil(IROWS);
     let mut bytes = AlignedBuf::<u8>::default();
     bytes.resize(ng * group_bytes, 0);
-    let scales_at = nb * cb;
-    let mins_at = scales_at + nb * 2 * IROWS;
+    let (scales_at, mins_at, codes0) = (0, nb * 2 * IROWS, codes_at(fmt, nb));
     for r in 0..rows {
         let (g, lane) = (r / IROWS, r % IROWS);
         let dst = &mut bytes[g * group_bytes..(g + 1) * group_bytes];
@@ -180,7 +196,7 @@ pub(crate) fn pack(fmt: QFormat, w: &[u8], rows: usize, cols: usize) -> Packed {
                 let mn = mins_at + (b * IROWS + lane) * 2;
                 dst[mn..mn + 2].copy_from_slice(&blk[2..4]);
             }
-            let codes = &mut dst[b * cb..(b + 1) * cb];
+            let codes = &mut dst[codes0 + b * cb..codes0 + (b + 1) * cb];
             match fmt {
                 QFormat::Q8_0 => {
                     let q = &blk[2..34];

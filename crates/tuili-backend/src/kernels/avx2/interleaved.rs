@@ -7,7 +7,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::super::interleave::Packed;
+use super::super::interleave::{code_bytes, Packed, PREFETCH_BYTES};
 use super::super::{Out, QFormat, QuantActs};
 
 /// Rows per register: half a group.
@@ -35,7 +35,8 @@ pub(super) unsafe fn interleaved(
 }
 
 /// How a format's code bytes become element pairs: `pairs` adds the products of block
-/// `b` of the group at `group` into `s[h][t]` (half `h`, token `t`; lane = row).
+/// `b` of the group whose codes start at `group` into `s[h][t]` (half `h`, token `t`;
+/// lane = row).
 trait Codes {
     unsafe fn pairs<const T: usize>(
         group: *const u8,
@@ -141,6 +142,7 @@ unsafe fn tile<C: Codes, const T: usize>(
     let nbp = a.nbp();
     let group = p.bytes.as_ptr().add(g * p.group_bytes);
     let (scales, mins) = (group.add(p.scales_at()), group.add(p.mins_at()));
+    let (codes, cb) = (group.add(p.codes_at()), code_bytes(p.fmt));
     let xq: [*const i32; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr() as *const i32);
     let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
     let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
@@ -148,8 +150,12 @@ unsafe fn tile<C: Codes, const T: usize>(
     let (offset8, min) = (p.fmt == QFormat::Q4_0, p.fmt == QFormat::Q4_1);
     let mut acc = [[_mm256_setzero_ps(); T]; 2];
     for b in 0..p.nb() {
+        let ahead = codes.wrapping_add(cb * b + PREFETCH_BYTES);
+        for line in 0..cb / 64 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+        }
         let mut s = [[_mm256_setzero_si256(); T]; 2];
-        C::pairs::<T>(group, b, &xq, &mut s);
+        C::pairs::<T>(codes, b, &xq, &mut s);
         for h in 0..2 {
             if offset8 {
                 // Σ (q - 8) x = Σ q x - 8 Σ x, exact.

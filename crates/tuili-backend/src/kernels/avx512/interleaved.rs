@@ -7,7 +7,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::super::interleave::{Packed, IROWS};
+use super::super::interleave::{code_bytes, Packed, IROWS, PREFETCH_BYTES};
 use super::super::{Out, QFormat, QuantActs};
 use super::dot32;
 
@@ -33,7 +33,8 @@ pub(super) unsafe fn interleaved(
 }
 
 /// How a format's code bytes become element pairs: `pairs` adds, for every group `g`
-/// and token `t` of the tile, the products of block `b` into `s[g][t]` (lane = row).
+/// (its codes at `base[g]`) and token `t` of the tile, the products of block `b` into
+/// `s[g][t]` (lane = row).
 trait Codes {
     unsafe fn pairs<const G: usize, const T: usize>(
         base: &[*const u8; G],
@@ -172,6 +173,8 @@ unsafe fn tile<C: Codes, const M: u8, const G: usize, const T: usize>(
     let (scales_at, mins_at) = (p.scales_at(), p.mins_at());
     let base: [*const u8; G] =
         std::array::from_fn(|i| p.bytes.as_ptr().add((g + i) * p.group_bytes));
+    let codes = base.map(|b| b.add(p.codes_at()));
+    let cb = code_bytes(p.fmt);
     let xq: [*const i32; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr() as *const i32);
     let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
     let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
@@ -179,8 +182,14 @@ unsafe fn tile<C: Codes, const M: u8, const G: usize, const T: usize>(
     let offset8 = p.fmt == QFormat::Q4_0;
     let mut acc = [[_mm512_setzero_ps(); T]; G];
     for b in 0..nb {
+        for c in codes {
+            let ahead = c.wrapping_add(cb * b + PREFETCH_BYTES);
+            for line in 0..cb / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+            }
+        }
         let mut s = [[_mm512_setzero_si512(); T]; G];
-        C::pairs::<G, T>(&base, b, &xq, &mut s);
+        C::pairs::<G, T>(&codes, b, &xq, &mut s);
         if offset8 {
             // Σ (q - 8) x = Σ q x - 8 Σ x, exact.
             for t in 0..T {

@@ -39,7 +39,8 @@ pub(super) unsafe fn interleaved(
 }
 
 /// How a format's code bytes become elements: `block` adds the products of block `b`
-/// of the group at `base` with each token's block `b` (`xq[t]`: `[cols]`) into `s`.
+/// of the group whose codes start at `base` with each token's block `b` (`xq[t]`:
+/// `[cols]`) into `s`.
 trait Codes {
     unsafe fn block<const T: usize>(
         base: *const u8,
@@ -174,7 +175,7 @@ unsafe fn tile<C: Codes, const M: u8, const T: usize>(
     let mut acc = [[vdupq_n_f32(0.0); 4]; T];
     for b in 0..p.nb() {
         let mut s = [[vdupq_n_s32(0); 4]; T];
-        C::block::<T>(base, b, &xq, &mut s);
+        C::block::<T>(base.add(p.codes_at()), b, &xq, &mut s);
         // Row 4q + i's scale is f16 number 16 b + 4q + i.
         let at = |off: usize, q: usize| base.add(off + 2 * (IROWS * b + 4 * q));
         let ws: [float32x4_t; 4] = std::array::from_fn(|q| f16x4_at(at(p.scales_at(), q)));
