@@ -6,8 +6,8 @@
 //! and a shift and a mask give, in 32-bit lane `r`, row `r`'s codes of one element pair
 //! as two int16 values; `vpdpwssd` with the token's activation pair broadcast then adds
 //! that pair's products into lane `r`, and after 16 pairs lane `r` holds row `r`'s
-//! whole integer block sum. Then the block's float scales (f16, one per row) and, for
-//! Q4_1, its minimums:
+//! whole integer block sum. The block's float scales (f16, one per row) and, for Q4_1
+//! and Q5_1, its minimums come first:
 //!
 //! ```text
 //! group = [scales: nb x 16 f16][mins: nb x 16 f16, Q4_1 only][pad to 64][codes: nb x CB bytes]
@@ -22,13 +22,16 @@
 //!   `p = 4c + j` (`j < 4`): element `2p` at bits `4j..4j+4`, element `2p + 1` at bits
 //!   `16+4j..20+4j`. Pair `p` is `(word >> 4j) & 0x000f000f`. The stored nibbles are
 //!   the file's (Q4_0's `- 8` is applied to the block sum: `Σ (q-8) x = Σ q x - 8 Σ x`).
+//! - Q5_0, Q5_1 (5 chunks): the nibbles as Q4, then a chunk of fifth bits: bit `p` of row
+//!   `r`'s word is element `2p`'s, bit `16 + p` element `2p + 1`'s, so pair `p`'s are
+//!   `((word >> p) << 4) & 0x00100010`. Q5_0's `- 16` is applied to the block sum.
 //! - Q8_0 (8 chunks): the bytes of row `r` in chunk `c` are elements `4c, 4c+2, 4c+1,
 //!   4c+3`, so that the low bytes of the two 16-bit halves are the pair `2c` and the
 //!   high bytes the pair `2c + 1`, each sign-extended by shifts.
 //!
 //! The same bytes as the file (a 16-row group of Q4_0 blocks: 256 + 32 = 288 bytes, as
-//! 16 file blocks of 18), plus the padding of the last group and of each group to a
-//! cache line.
+//! 16 file blocks of 18; of Q5_0, 320 + 32 = 16 x 22), plus the padding of the last group
+//! and of each group's scales to a cache line.
 
 use super::{AlignedBuf, QFormat, QB};
 use crate::quant::f16_to_f32;
@@ -58,14 +61,40 @@ impl std::fmt::Debug for Packed {
 pub(crate) fn code_bytes(fmt: QFormat) -> usize {
     match fmt {
         QFormat::Q8_0 => 512,
+        QFormat::Q5_0 | QFormat::Q5_1 => 320,
         _ => 256,
+    }
+}
+
+/// Whether `fmt` stores a minimum per block (its products add `minv * s`).
+pub(crate) fn has_min(fmt: QFormat) -> bool {
+    matches!(fmt, QFormat::Q4_1 | QFormat::Q5_1)
+}
+
+/// What the specification's codes are less than the stored unsigned ones (Q4_0's `q -
+/// 8`, Q5_0's `q - 16`): the products subtract `offset * Σ x` from the block sum.
+pub(crate) fn code_offset(fmt: QFormat) -> i32 {
+    match fmt {
+        QFormat::Q4_0 => 8,
+        QFormat::Q5_0 => 16,
+        _ => 0,
+    }
+}
+
+/// Offset of the low nibbles in a file block of a 4/5-bit format.
+fn qs_at(fmt: QFormat) -> usize {
+    match fmt {
+        QFormat::Q4_0 => 2,
+        QFormat::Q4_1 => 4,
+        QFormat::Q5_0 => 6,
+        _ => 8,
     }
 }
 
 /// Offset of the codes in a group of `nb` blocks: after the scales (and minimums),
 /// rounded up to a cache line.
 fn codes_at(fmt: QFormat, nb: usize) -> usize {
-    let per_block = if fmt == QFormat::Q4_1 { 2 } else { 1 };
+    let per_block = if has_min(fmt) { 2 } else { 1 };
     (nb * 2 * IROWS * per_block).next_multiple_of(64)
 }
 
@@ -75,7 +104,10 @@ pub(crate) const PREFETCH_BYTES: usize = 2048;
 
 /// Whether `fmt` has the interleaved layout.
 pub(crate) fn interleavable(fmt: QFormat) -> bool {
-    matches!(fmt, QFormat::Q4_0 | QFormat::Q4_1 | QFormat::Q8_0)
+    matches!(
+        fmt,
+        QFormat::Q4_0 | QFormat::Q4_1 | QFormat::Q5_0 | QFormat::Q5_1 | QFormat::Q8_0
+    )
 }
 
 impl Packed {
@@ -96,73 +128,98 @@ impl Packed {
         codes_at(self.fmt, self.nb())
     }
 
+    /// Row `r`'s word of chunk `chunk` of block `b` (its 4 bytes in the group).
+    fn word(&self, r: usize, b: usize, chunk: usize) -> [u8; 4] {
+        let (g, lane) = (r / IROWS, r % IROWS);
+        let at = g * self.group_bytes + self.codes_at() + code_bytes(self.fmt) * b + 64 * chunk;
+        let v = &self.bytes[at + 4 * lane..at + 4 * lane + 4];
+        [v[0], v[1], v[2], v[3]]
+    }
+
+    /// Row `r`'s f16 of block `b` in the section at `section` (scales or minimums).
+    fn f16_bytes(&self, r: usize, b: usize, section: usize) -> [u8; 2] {
+        let at = (r / IROWS) * self.group_bytes + section + 2 * (IROWS * b + r % IROWS);
+        [self.bytes[at], self.bytes[at + 1]]
+    }
+
+    /// Row `r`'s unsigned 4/5-bit codes of block `b` (before any offset), element order.
+    fn small_codes(&self, r: usize, b: usize) -> [u8; 32] {
+        let mut q = [0u8; 32];
+        for chunk in 0..4 {
+            let word = u32::from_le_bytes(self.word(r, b, chunk));
+            for j in 0..4 {
+                let p = 4 * chunk + j;
+                q[2 * p] = ((word >> (4 * j)) & 15) as u8;
+                q[2 * p + 1] = ((word >> (16 + 4 * j)) & 15) as u8;
+            }
+        }
+        if code_bytes(self.fmt) == 320 {
+            let hi = u32::from_le_bytes(self.word(r, b, 4));
+            for p in 0..16 {
+                q[2 * p] |= (((hi >> p) & 1) << 4) as u8;
+                q[2 * p + 1] |= (((hi >> (16 + p)) & 1) << 4) as u8;
+            }
+        }
+        q
+    }
+
+    /// Row `r`'s signed 8-bit codes of block `b` (Q8_0), element order.
+    fn byte_codes(&self, r: usize, b: usize) -> [i8; 32] {
+        let mut q = [0i8; 32];
+        for chunk in 0..8 {
+            let [a, b2, c, d] = self.word(r, b, chunk);
+            let e = 4 * chunk;
+            [q[e], q[e + 2], q[e + 1], q[e + 3]] = [a, b2, c, d].map(|v| v as i8);
+        }
+        q
+    }
+
     /// Row `r` in the file's layout (`row`: `[cols / 32 * type_size]`), the exact
     /// bytes `pack` took.
     pub(crate) fn file_row(&self, r: usize, row: &mut [u8]) {
-        let (g, lane) = (r / IROWS, r % IROWS);
-        let grp = &self.bytes[g * self.group_bytes..(g + 1) * self.group_bytes];
-        let (cb, ts) = (code_bytes(self.fmt), self.fmt.ty().type_size());
+        let ts = self.fmt.ty().type_size();
         for (b, blk) in row.chunks_exact_mut(ts).enumerate().take(self.nb()) {
-            let sc = self.scales_at() + 2 * (IROWS * b + lane);
-            blk[0..2].copy_from_slice(&grp[sc..sc + 2]);
-            for chunk in 0..cb / 64 {
-                let at = self.codes_at() + cb * b + 64 * chunk + 4 * lane;
-                let v = [grp[at], grp[at + 1], grp[at + 2], grp[at + 3]];
-                if self.fmt == QFormat::Q8_0 {
-                    let e = 2 + 4 * chunk;
-                    [blk[e], blk[e + 2], blk[e + 1], blk[e + 3]] = v;
-                    continue;
+            blk[0..2].copy_from_slice(&self.f16_bytes(r, b, self.scales_at()));
+            if self.fmt == QFormat::Q8_0 {
+                for (o, q) in blk[2..34].iter_mut().zip(self.byte_codes(r, b)) {
+                    *o = q as u8;
                 }
-                let qs = if self.fmt == QFormat::Q4_1 {
-                    let mn = self.mins_at() + 2 * (IROWS * b + lane);
-                    blk[2..4].copy_from_slice(&grp[mn..mn + 2]);
-                    &mut blk[4..20]
-                } else {
-                    &mut blk[2..18]
-                };
-                let word = u32::from_le_bytes(v);
-                for j in 0..4 {
-                    let p = 4 * chunk + j;
-                    for (e, bits) in [(2 * p, 4 * j), (2 * p + 1, 16 + 4 * j)] {
-                        let nib = ((word >> bits) & 15) as u8;
-                        if e < 16 {
-                            qs[e] = (qs[e] & 0xf0) | nib;
-                        } else {
-                            qs[e - 16] = (qs[e - 16] & 0x0f) | (nib << 4);
-                        }
-                    }
-                }
+                continue;
+            }
+            if has_min(self.fmt) {
+                blk[2..4].copy_from_slice(&self.f16_bytes(r, b, self.mins_at()));
+            }
+            let q = self.small_codes(r, b);
+            let qs_at = qs_at(self.fmt);
+            for i in 0..16 {
+                blk[qs_at + i] = (q[i] & 15) | ((q[i + 16] & 15) << 4);
+            }
+            if code_bytes(self.fmt) == 320 {
+                let qh = (0..32).fold(0u32, |h, i| h | (((q[i] >> 4) as u32) << i));
+                blk[qs_at - 4..qs_at].copy_from_slice(&qh.to_le_bytes());
             }
         }
     }
 
-    /// Row `r` as the specification sees it: `codes` `[cols]` (Q4_0's less 8), the
-    /// block scales `ws` `[nb]` and, for Q4_1, the minimums `minv` `[nb]`.
+    /// Row `r` as the specification sees it: `codes` `[cols]` (less `code_offset`), the
+    /// block scales `ws` `[nb]` and, for formats with a minimum, the minimums `minv`
+    /// `[nb]`.
     pub(crate) fn unpack_row(&self, r: usize, codes: &mut [i16], ws: &mut [f32], minv: &mut [f32]) {
-        let (g, lane) = (r / IROWS, r % IROWS);
-        let grp = &self.bytes[g * self.group_bytes..(g + 1) * self.group_bytes];
-        let cb = code_bytes(self.fmt);
-        let f16_at = |at: usize| f16_to_f32(u16::from_le_bytes([grp[at], grp[at + 1]]));
+        let f16 = |b: [u8; 2]| f16_to_f32(u16::from_le_bytes(b));
         for b in 0..self.nb() {
-            ws[b] = f16_at(self.scales_at() + 2 * (IROWS * b + lane));
-            if self.fmt == QFormat::Q4_1 {
-                minv[b] = f16_at(self.mins_at() + 2 * (IROWS * b + lane));
+            ws[b] = f16(self.f16_bytes(r, b, self.scales_at()));
+            if has_min(self.fmt) {
+                minv[b] = f16(self.f16_bytes(r, b, self.mins_at()));
             }
             let c = &mut codes[QB * b..QB * (b + 1)];
-            for chunk in 0..cb / 64 {
-                let at = self.codes_at() + cb * b + 64 * chunk + 4 * lane;
-                let v = [grp[at], grp[at + 1], grp[at + 2], grp[at + 3]];
-                if self.fmt == QFormat::Q8_0 {
-                    let e = 4 * chunk;
-                    [c[e], c[e + 2], c[e + 1], c[e + 3]] = v.map(|q| q as i8 as i16);
-                } else {
-                    let word = u32::from_le_bytes(v);
-                    let offset = if self.fmt == QFormat::Q4_0 { 8 } else { 0 };
-                    for j in 0..4 {
-                        let p = 4 * chunk + j;
-                        c[2 * p] = ((word >> (4 * j)) & 15) as i16 - offset;
-                        c[2 * p + 1] = ((word >> (16 + 4 * j)) & 15) as i16 - offset;
-                    }
+            if self.fmt == QFormat::Q8_0 {
+                for (o, q) in c.iter_mut().zip(self.byte_codes(r, b)) {
+                    *o = q as i16;
+                }
+            } else {
+                let off = code_offset(self.fmt) as i16;
+                for (o, q) in c.iter_mut().zip(self.small_codes(r, b)) {
+                    *o = q as i16 - off;
                 }
             }
         }
@@ -178,7 +235,7 @@ pub(crate) fn pack(fmt: QFormat, w: &[u8], rows: usize, cols: usize) -> Packed {
     let row_bytes = nb * ts;
     assert_eq!(w.len(), rows * row_bytes, "pack: weight bytes");
     let cb = code_bytes(fmt);
-    let has_min = fmt == QFormat::Q4_1;
+    let has_min = has_min(fmt);
     let group_bytes = codes_at(fmt, nb) + nb * cb;
     let ng = rows.div_ceil(IROWS);
     let mut bytes = AlignedBuf::<u8>::default();
@@ -207,7 +264,7 @@ pub(crate) fn pack(fmt: QFormat, w: &[u8], rows: usize, cols: usize) -> Packed {
                     }
                 }
                 _ => {
-                    let qs = if has_min { &blk[4..20] } else { &blk[2..18] };
+                    let qs = &blk[qs_at(fmt)..qs_at(fmt) + 16];
                     // File order: element i < 16 is the low nibble of qs[i], element
                     // 16 + i the high nibble.
                     let nib = |i: usize| -> u32 {
@@ -217,6 +274,19 @@ pub(crate) fn pack(fmt: QFormat, w: &[u8], rows: usize, cols: usize) -> Packed {
                             (qs[i - 16] >> 4) as u32
                         }
                     };
+                    if cb == 320 {
+                        // Q5: bit i of the file's qh is element i's fifth bit.
+                        let at = qs_at(fmt) - 4;
+                        let qh =
+                            u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]]);
+                        let mut word = 0u32;
+                        for p in 0..16 {
+                            word |= ((qh >> (2 * p)) & 1) << p;
+                            word |= ((qh >> (2 * p + 1)) & 1) << (16 + p);
+                        }
+                        let at = 256 + 4 * lane;
+                        codes[at..at + 4].copy_from_slice(&word.to_le_bytes());
+                    }
                     for c in 0..4 {
                         let mut word = 0u32;
                         for j in 0..4 {

@@ -6,6 +6,7 @@
 //! SIMD tables; none has a safety requirement of its own beyond the shapes their safe
 //! callers in `kernels` check.
 
+use super::interleave::has_min;
 use super::{reduce8, FFormat, MinKind, Out, Packed, Panel, QFormat, QuantActs, GROUP, QB};
 use crate::quant::{bf16_to_f32, f16_to_f32};
 
@@ -334,7 +335,7 @@ pub(super) unsafe fn interleaved(
 ) {
     let nb = p.nb();
     let (mut codes, mut ws) = (vec![0i16; p.cols], vec![0f32; nb]);
-    let mut minv = vec![0f32; if p.fmt == QFormat::Q4_1 { nb } else { 0 }];
+    let mut minv = vec![0f32; if has_min(p.fmt) { nb } else { 0 }];
     for r in rows.clone() {
         p.unpack_row(r, &mut codes, &mut ws, &mut minv);
         for t in 0..nt {

@@ -7,7 +7,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::super::interleave::{code_bytes, Packed, PREFETCH_BYTES};
+use super::super::interleave::{code_bytes, code_offset, has_min, Packed, PREFETCH_BYTES};
 use super::super::{Out, QFormat, QuantActs};
 
 /// Rows per register: half a group.
@@ -29,6 +29,7 @@ pub(super) unsafe fn interleaved(
 ) {
     match p.fmt {
         QFormat::Q4_0 | QFormat::Q4_1 => groups::<Q4>(p, rows, a, nt, out),
+        QFormat::Q5_0 | QFormat::Q5_1 => groups::<Q5>(p, rows, a, nt, out),
         QFormat::Q8_0 => groups::<Q8>(p, rows, a, nt, out),
         _ => {}
     }
@@ -46,12 +47,15 @@ trait Codes {
     );
 }
 
-/// Q4_0 and Q4_1: four pairs per chunk, `(word >> 4j) & 0x000f000f`.
-struct Q4;
+/// Q4_0, Q4_1 (`FIFTH` false) and Q5_0, Q5_1: four pairs per chunk, `(word >> 4j) &
+/// 0x000f000f`, plus for Q5 each pair's fifth bits from the fifth chunk.
+struct Small<const FIFTH: bool>;
+type Q4 = Small<false>;
+type Q5 = Small<true>;
 /// Q8_0: two pairs per chunk, the low and the high bytes of each 16-bit half.
 struct Q8;
 
-impl Codes for Q4 {
+impl<const FIFTH: bool> Codes for Small<FIFTH> {
     #[inline(always)]
     unsafe fn pairs<const T: usize>(
         group: *const u8,
@@ -59,18 +63,47 @@ impl Codes for Q4 {
         xq: &[*const i32; T],
         s: &mut [[__m256i; T]; 2],
     ) {
-        let m4 = _mm256_set1_epi32(0x000f_000f);
+        let cb = if FIFTH { 320 } else { 256 };
+        let (m4, m10) = (
+            _mm256_set1_epi32(0x000f_000f),
+            _mm256_set1_epi32(0x0010_0010),
+        );
+        // Pair p's fifth bits (bits p and 16 + p) are brought to bits 4 and 20 by a shift
+        // left by 4, then one more shift right per pair; from pair 12 on (whose bit 16 + p
+        // the shift left pushes out) by a shift right by 8 instead.
+        let h0: [__m256i; 2] = std::array::from_fn(|h| {
+            if FIFTH {
+                _mm256_load_si256(group.add(cb * b + 256 + 32 * h) as _)
+            } else {
+                _mm256_setzero_si256()
+            }
+        });
+        let mut hb = h0.map(|v| _mm256_slli_epi32::<4>(v));
         for c in 0..4 {
-            let mut v: [__m256i; 2] = std::array::from_fn(|h| {
-                _mm256_load_si256(group.add(256 * b + 64 * c + 32 * h) as _)
-            });
+            let mut v: [__m256i; 2] =
+                std::array::from_fn(
+                    |h| _mm256_load_si256(group.add(cb * b + 64 * c + 32 * h) as _),
+                );
             for j in 0..4 {
-                let ck = v.map(|v| _mm256_and_si256(v, m4));
+                if FIFTH && c == 3 && j == 0 {
+                    hb = h0.map(|v| _mm256_srli_epi32::<8>(v));
+                }
+                let ck: [__m256i; 2] = std::array::from_fn(|h| {
+                    let nib = _mm256_and_si256(v[h], m4);
+                    if FIFTH {
+                        _mm256_or_si256(nib, _mm256_and_si256(hb[h], m10))
+                    } else {
+                        nib
+                    }
+                });
                 for t in 0..T {
                     let x = _mm256_set1_epi32(*xq[t].add(16 * b + 4 * c + j));
                     for h in 0..2 {
                         s[h][t] = _mm256_add_epi32(s[h][t], _mm256_madd_epi16(ck[h], x));
                     }
+                }
+                if FIFTH {
+                    hb = hb.map(|v| _mm256_srli_epi32::<1>(v));
                 }
                 if j < 3 {
                     v = v.map(|v| _mm256_srli_epi32::<4>(v));
@@ -147,7 +180,7 @@ unsafe fn tile<C: Codes, const T: usize>(
     let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
     let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
     let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
-    let (offset8, min) = (p.fmt == QFormat::Q4_0, p.fmt == QFormat::Q4_1);
+    let (offset, min) = (code_offset(p.fmt), has_min(p.fmt));
     let mut acc = [[_mm256_setzero_ps(); T]; 2];
     for b in 0..p.nb() {
         let ahead = codes.wrapping_add(cb * b + PREFETCH_BYTES);
@@ -157,10 +190,11 @@ unsafe fn tile<C: Codes, const T: usize>(
         let mut s = [[_mm256_setzero_si256(); T]; 2];
         C::pairs::<T>(codes, b, &xq, &mut s);
         for h in 0..2 {
-            if offset8 {
-                // Σ (q - 8) x = Σ q x - 8 Σ x, exact.
+            if offset != 0 {
+                // Σ (q - o) x = Σ q x - o Σ x, exact.
                 for t in 0..T {
-                    s[h][t] = _mm256_sub_epi32(s[h][t], _mm256_set1_epi32(8 * *xsum[t].add(b)));
+                    let o = _mm256_set1_epi32(offset * *xsum[t].add(b));
+                    s[h][t] = _mm256_sub_epi32(s[h][t], o);
                 }
             }
             // Half `h`'s 8 of the block's 16 scales (and minimums).

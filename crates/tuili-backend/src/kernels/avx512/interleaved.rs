@@ -7,7 +7,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::super::interleave::{code_bytes, Packed, IROWS, PREFETCH_BYTES};
+use super::super::interleave::{code_bytes, code_offset, Packed, IROWS, PREFETCH_BYTES};
 use super::super::{Out, QFormat, QuantActs};
 use super::dot32;
 
@@ -27,6 +27,8 @@ pub(super) unsafe fn interleaved(
     match p.fmt {
         QFormat::Q4_0 => tiles::<Q4, 0>(p, rows, a, nt, out),
         QFormat::Q4_1 => tiles::<Q4, 1>(p, rows, a, nt, out),
+        QFormat::Q5_0 => tiles::<Q5, 0>(p, rows, a, nt, out),
+        QFormat::Q5_1 => tiles::<Q5, 1>(p, rows, a, nt, out),
         QFormat::Q8_0 => tiles::<Q8, 0>(p, rows, a, nt, out),
         _ => {}
     }
@@ -44,12 +46,15 @@ trait Codes {
     );
 }
 
-/// Q4_0 and Q4_1: four pairs per 64-byte chunk, `(word >> 4j) & 0x000f000f`.
-struct Q4;
+/// Q4_0, Q4_1 (`FIFTH` false) and Q5_0, Q5_1: four pairs per 64-byte chunk,
+/// `(word >> 4j) & 0x000f000f`, plus for Q5 each pair's fifth bits from the fifth chunk.
+struct Small<const FIFTH: bool>;
+type Q4 = Small<false>;
+type Q5 = Small<true>;
 /// Q8_0: two pairs per chunk, the low and the high bytes of each 16-bit half.
 struct Q8;
 
-impl Codes for Q4 {
+impl<const FIFTH: bool> Codes for Small<FIFTH> {
     #[inline(always)]
     unsafe fn pairs<const G: usize, const T: usize>(
         base: &[*const u8; G],
@@ -57,17 +62,47 @@ impl Codes for Q4 {
         xq: &[*const i32; T],
         s: &mut [[__m512i; T]; G],
     ) {
-        let m4 = _mm512_set1_epi32(0x000f_000f);
+        let cb = if FIFTH { 320 } else { 256 };
+        let (m4, m10) = (
+            _mm512_set1_epi32(0x000f_000f),
+            _mm512_set1_epi32(0x0010_0010),
+        );
+        // Pair p's fifth bits (bits p and 16 + p) are brought to bits 4 and 20 by a shift
+        // left by 4, then one more shift right per pair; from pair 12 on (whose bit 16 + p
+        // the shift left pushes out) by a shift right by 8 instead.
+        let h0: [__m512i; G] = std::array::from_fn(|g| {
+            if FIFTH {
+                _mm512_load_si512(base[g].add(cb * b + 256) as _)
+            } else {
+                _mm512_setzero_si512()
+            }
+        });
+        let mut h = h0.map(|v| _mm512_slli_epi32::<4>(v));
         for c in 0..4 {
             let mut v: [__m512i; G] =
-                std::array::from_fn(|g| _mm512_load_si512(base[g].add(256 * b + 64 * c) as _));
+                std::array::from_fn(|g| _mm512_load_si512(base[g].add(cb * b + 64 * c) as _));
             for j in 0..4 {
                 let pair = 16 * b + 4 * c + j;
-                let ck: [__m512i; G] = std::array::from_fn(|g| _mm512_and_si512(v[g], m4));
+                if FIFTH && c == 3 && j == 0 {
+                    h = h0.map(|v| _mm512_srli_epi32::<8>(v));
+                }
+                let ck: [__m512i; G] = std::array::from_fn(|g| {
+                    let nib = _mm512_and_si512(v[g], m4);
+                    if FIFTH {
+                        _mm512_or_si512(nib, _mm512_and_si512(h[g], m10))
+                    } else {
+                        nib
+                    }
+                });
                 for t in 0..T {
                     let x = _mm512_set1_epi32(*xq[t].add(pair));
                     for g in 0..G {
                         s[g][t] = dot32(s[g][t], ck[g], x);
+                    }
+                }
+                if FIFTH {
+                    for hg in h.iter_mut() {
+                        *hg = _mm512_srli_epi32::<1>(*hg);
                     }
                 }
                 if j < 3 {
@@ -107,7 +142,7 @@ impl Codes for Q8 {
 }
 
 /// Runs the tiles: pairs of groups (a single one at the end), each over the tokens in
-/// tiles of up to `TT`. `M == 1`: the format has minimums (Q4_1).
+/// tiles of up to `TT`. `M == 1`: the format has minimums (Q4_1, Q5_1).
 #[inline(always)]
 unsafe fn tiles<C: Codes, const M: u8>(
     p: &Packed,
@@ -179,7 +214,7 @@ unsafe fn tile<C: Codes, const M: u8, const G: usize, const T: usize>(
     let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
     let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
     let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
-    let offset8 = p.fmt == QFormat::Q4_0;
+    let offset = code_offset(p.fmt);
     let mut acc = [[_mm512_setzero_ps(); T]; G];
     for b in 0..nb {
         for c in codes {
@@ -190,10 +225,10 @@ unsafe fn tile<C: Codes, const M: u8, const G: usize, const T: usize>(
         }
         let mut s = [[_mm512_setzero_si512(); T]; G];
         C::pairs::<G, T>(&codes, b, &xq, &mut s);
-        if offset8 {
-            // Σ (q - 8) x = Σ q x - 8 Σ x, exact.
+        if offset != 0 {
+            // Σ (q - o) x = Σ q x - o Σ x, exact.
             for t in 0..T {
-                let c = _mm512_set1_epi32(8 * *xsum[t].add(b));
+                let c = _mm512_set1_epi32(offset * *xsum[t].add(b));
                 for g in 0..G {
                     s[g][t] = _mm512_sub_epi32(s[g][t], c);
                 }

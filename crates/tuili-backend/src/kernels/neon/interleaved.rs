@@ -11,7 +11,7 @@
 use std::arch::aarch64::*;
 use std::ops::Range;
 
-use super::super::interleave::{Packed, IROWS};
+use super::super::interleave::{code_offset, Packed, IROWS};
 use super::super::{Out, QFormat, QuantActs, QB};
 use super::f16x4;
 
@@ -33,6 +33,8 @@ pub(super) unsafe fn interleaved(
     match p.fmt {
         QFormat::Q4_0 => tiles::<Q4, 0>(p, rows, a, nt, out),
         QFormat::Q4_1 => tiles::<Q4, 1>(p, rows, a, nt, out),
+        QFormat::Q5_0 => tiles::<Q5, 0>(p, rows, a, nt, out),
+        QFormat::Q5_1 => tiles::<Q5, 1>(p, rows, a, nt, out),
         QFormat::Q8_0 => tiles::<Q8, 0>(p, rows, a, nt, out),
         _ => {}
     }
@@ -50,13 +52,16 @@ trait Codes {
     );
 }
 
-/// Q4_0 and Q4_1: a chunk `c` holds elements `8c..8c + 8`; bytes 0 and 1 of a word the
-/// even ones (low nibble first), bytes 2 and 3 the odd ones.
-struct Q4;
+/// Q4_0, Q4_1 (`FIFTH` false) and Q5_0, Q5_1: a chunk `c` holds elements `8c..8c + 8`;
+/// bytes 0 and 1 of a word the even ones (low nibble first), bytes 2 and 3 the odd ones.
+/// Q5's fifth chunk holds pair `p`'s fifth bits at bit `p` (even) and `16 + p` (odd).
+struct Small<const FIFTH: bool>;
+type Q4 = Small<false>;
+type Q5 = Small<true>;
 /// Q8_0: a chunk `c` holds elements `4c, 4c + 2, 4c + 1, 4c + 3`, one per byte.
 struct Q8;
 
-impl Codes for Q4 {
+impl<const FIFTH: bool> Codes for Small<FIFTH> {
     #[inline(always)]
     unsafe fn block<const T: usize>(
         base: *const u8,
@@ -64,20 +69,32 @@ impl Codes for Q4 {
         xq: &[*const i16; T],
         s: &mut Sums<T>,
     ) {
-        let m4 = vdupq_n_u8(0x0f);
+        let cb = if FIFTH { 320 } else { 256 };
+        let (m4, bit4) = (vdupq_n_u8(0x0f), vdupq_n_u8(0x10));
+        let hv = if FIFTH {
+            let v = vld4q_u8(base.add(cb * b + 256));
+            [v.0, v.1, v.2, v.3]
+        } else {
+            [vdupq_n_u8(0); 4]
+        };
         for c in 0..4 {
-            let v = vld4q_u8(base.add(256 * b + 64 * c));
+            let v = vld4q_u8(base.add(cb * b + 64 * c));
             let bytes = [v.0, v.1, v.2, v.3];
             for j in 0..4 {
+                let p = 4 * c + j;
                 for odd in 0..2 {
                     let by = bytes[2 * odd + j / 2];
-                    let nib = if j % 2 == 0 {
+                    let mut q = if j % 2 == 0 {
                         vandq_u8(by, m4)
                     } else {
                         vshrq_n_u8::<4>(by)
                     };
+                    if FIFTH {
+                        let set = vtstq_u8(hv[2 * odd + p / 8], vdupq_n_u8(1 << (p % 8)));
+                        q = vorrq_u8(q, vandq_u8(set, bit4));
+                    }
                     let e = QB * b + 8 * c + 2 * j + odd;
-                    let w = [vmovl_u8(vget_low_u8(nib)), vmovl_high_u8(nib)];
+                    let w = [vmovl_u8(vget_low_u8(q)), vmovl_high_u8(q)];
                     mac(w.map(|h| vreinterpretq_s16_u16(h)), xq, e, s);
                 }
             }
@@ -118,7 +135,7 @@ unsafe fn mac<const T: usize>(w: [int16x8_t; 2], xq: &[*const i16; T], e: usize,
 }
 
 /// Runs the tiles: each group of `rows` over the tokens in tiles of up to `TT`.
-/// `M == 1`: the format has minimums (Q4_1).
+/// `M == 1`: the format has minimums (Q4_1, Q5_1).
 #[inline(always)]
 unsafe fn tiles<C: Codes, const M: u8>(
     p: &Packed,
@@ -171,7 +188,7 @@ unsafe fn tile<C: Codes, const M: u8, const T: usize>(
     let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
     let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
     let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
-    let offset8 = p.fmt == QFormat::Q4_0;
+    let offset = code_offset(p.fmt);
     let mut acc = [[vdupq_n_f32(0.0); 4]; T];
     for b in 0..p.nb() {
         let mut s = [[vdupq_n_s32(0); 4]; T];
@@ -185,9 +202,9 @@ unsafe fn tile<C: Codes, const M: u8, const T: usize>(
             [vdupq_n_f32(0.0); 4]
         };
         for t in 0..T {
-            if offset8 {
-                // Σ (q - 8) x = Σ q x - 8 Σ x, exact.
-                let o = vdupq_n_s32(8 * *xsum[t].add(b));
+            if offset != 0 {
+                // Σ (q - o) x = Σ q x - o Σ x, exact.
+                let o = vdupq_n_s32(offset * *xsum[t].add(b));
                 for sq in s[t].iter_mut() {
                     *sq = vsubq_s32(*sq, o);
                 }
