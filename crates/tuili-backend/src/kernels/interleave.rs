@@ -99,7 +99,9 @@ fn codes_at(fmt: QFormat, nb: usize) -> usize {
 }
 
 /// How far ahead of the codes being read the products prefetch: about 2 KiB, a few
-/// blocks of a group (the next group's scales and codes near its end).
+/// blocks of a group (the next group's scales and codes near its end). x86 only: the
+/// NEON prefetch intrinsic is not stable Rust.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const PREFETCH_BYTES: usize = 2048;
 
 /// Whether `fmt` has the interleaved layout.
