@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use tuili_gguf::GgmlType;
 
-use crate::kernels::{self, FFormat, Kernels, Out, Packed, Panel, QFormat, QuantActs};
+use crate::kernels::{self, AlignedBuf, FFormat, Kernels, Out, Packed, Panel, QFormat, QuantActs};
 use crate::ops::silu_mul;
 use crate::pool::{self, SyncPtr};
 use crate::quant::{dequant_fn, dot_fn};
@@ -20,6 +20,11 @@ pub trait ByteSource: Send + Sync {
     /// A hint that `range` of the bytes will not be read for a while (a mapped file
     /// drops those pages from memory; they come back from the file if read again).
     fn release(&self, _range: Range<usize>) {}
+
+    /// Whether the bytes are a mapped file (whose pages the OS brings in and out).
+    fn mapped(&self) -> bool {
+        false
+    }
 }
 
 impl ByteSource for Vec<u8> {
@@ -35,6 +40,9 @@ impl ByteSource for tuili_gguf::GgufFile {
     fn release(&self, range: Range<usize>) {
         self.release(range)
     }
+    fn mapped(&self) -> bool {
+        self.is_mapped()
+    }
 }
 
 /// A weight matrix of `rows` rows of `cols` elements of type `ty`, stored row-major
@@ -46,9 +54,21 @@ pub struct Weight {
     cols: usize,
     src: Arc<dyn ByteSource>,
     offset: usize,
-    /// The rows repacked for the interleaved products, made on first use by a table
-    /// that has them (shared by clones: a tied output and its embedding).
-    packed: Arc<OnceLock<Packed>>,
+    /// The weight's own copy, made by `prepare` or on first use (shared by clones: a
+    /// tied output and its embedding).
+    owned: Arc<OnceLock<Owned>>,
+}
+
+/// A weight's own copy of its bytes: its rows repacked for the interleaved products,
+/// or, for the other types of a mapped file, the file's bytes as they are. Either way
+/// the file's pages are released once copied, so resident memory holds the weights
+/// once. (Keeping some weights mapped is not enough: the OS maps a file's pages in
+/// large folios, so reading one tensor brings back parts of its released neighbours.)
+enum Owned {
+    Packed(Packed),
+    Plain(AlignedBuf<u8>),
+    /// Bytes read from their source as they are (not a mapped file).
+    Source,
 }
 
 impl std::fmt::Debug for Weight {
@@ -95,7 +115,7 @@ impl Weight {
             cols,
             src,
             offset,
-            packed: Arc::default(),
+            owned: Arc::default(),
         })
     }
 
@@ -125,8 +145,11 @@ impl Weight {
     pub fn row_bytes(&self) -> usize {
         self.cols / self.ty.block_size() * self.ty.type_size()
     }
-    /// All bytes of the matrix: `[rows, row_bytes]`.
+    /// All bytes of the matrix: `[rows, row_bytes]` (the file's layout).
     pub fn bytes(&self) -> &[u8] {
+        if let Some(Owned::Plain(b)) = self.owned.get() {
+            return b;
+        }
         let len = self.rows * self.row_bytes();
         &self.src.bytes()[self.offset..self.offset + len]
     }
@@ -136,23 +159,38 @@ impl Weight {
         &self.bytes()[r * rb..(r + 1) * rb]
     }
 
-    /// The rows repacked for `k`'s interleaved products, if `k` has them for this type:
-    /// made on the first call, after which the file's pages of this weight are released
-    /// (an embedding lookup reads them back row by row).
-    fn packed_for(&self, k: &Kernels) -> Option<&Packed> {
-        let fmt = QFormat::of(self.ty).filter(|&f| k.interleaves(f))?;
-        Some(self.packed.get_or_init(|| {
-            let p = kernels::pack(fmt, self.bytes(), self.rows, self.cols);
-            self.src
-                .release(self.offset..self.offset + self.bytes().len());
-            p
-        }))
+    /// The weight's own copy for `k` (see `Owned`), made on the first call.
+    fn owned_for(&self, k: &Kernels) -> &Owned {
+        self.owned.get_or_init(|| {
+            let file = self.bytes();
+            let owned = match QFormat::of(self.ty).filter(|&f| k.interleaves(f)) {
+                Some(fmt) => Owned::Packed(kernels::pack(fmt, file, self.rows, self.cols)),
+                None if self.src.mapped() => {
+                    let mut b = AlignedBuf::default();
+                    b.resize(file.len(), 0);
+                    b.copy_from_slice(file);
+                    Owned::Plain(b)
+                }
+                None => return Owned::Source,
+            };
+            self.src.release(self.offset..self.offset + file.len());
+            owned
+        })
     }
 
-    /// Prepares the weight for the products of this CPU (repacks it where they take
-    /// another layout), so that the first forward pass does not.
+    /// The rows repacked for `k`'s interleaved products, if `k` has them for this type.
+    fn packed_for(&self, k: &Kernels) -> Option<&Packed> {
+        match self.owned_for(k) {
+            Owned::Packed(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Prepares the weight for the products of this CPU: its own copy (repacked where
+    /// they take another layout), and the file's pages released, so that the first
+    /// forward pass does neither.
     pub fn prepare(&self) {
-        self.packed_for(kernels::select());
+        self.owned_for(kernels::select());
     }
 
     /// Dequantizes row `r` into `out` (`[cols]`), e.g. for an embedding lookup. A
@@ -160,14 +198,14 @@ impl Weight {
     pub fn dequant_row(&self, r: usize, out: &mut [f32]) {
         // The type was checked to have kernels in `new`.
         let Ok(f) = dequant_fn(self.ty) else { return };
-        match self.packed.get() {
-            Some(p) => ROW.with(|row| {
+        match self.owned.get() {
+            Some(Owned::Packed(p)) => ROW.with(|row| {
                 let mut row = row.borrow_mut();
                 row.resize(self.row_bytes(), 0);
                 p.file_row(r, &mut row);
                 f(&row, out);
             }),
-            None => f(self.row(r), out),
+            _ => f(self.row(r), out),
         }
     }
 }
@@ -276,7 +314,7 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
     let align = row_align(k, n_tokens);
     let total: usize = parts.iter().map(|p| span(p.0, align)).sum();
     for w in weights.iter().flatten() {
-        w.packed_for(k);
+        w.owned_for(k);
     }
     with_acts(k, &weights, x, cols, &|acts| {
         pool::global().for_chunks(&|c, n| {
@@ -363,8 +401,8 @@ pub fn matmul_swiglu(
         return silu_mul(gate, up);
     }
     let (g, u) = (SyncPtr::new(gate), SyncPtr::new(up));
-    w_gate.packed_for(k);
-    w_up.packed_for(k);
+    w_gate.owned_for(k);
+    w_up.owned_for(k);
     with_acts(k, &[Some(w_gate), Some(w_up)], x, cols, &|acts| {
         pool::global().for_ranges(rows, row_align(k, n_tokens), &|r| {
             // SAFETY: rows `r` of both outputs belong to this chunk alone, and their
@@ -593,7 +631,7 @@ mod tests {
             let tied = w.clone();
             w.prepare();
             assert_eq!(
-                tied.packed.get().is_some(),
+                matches!(tied.owned.get(), Some(Owned::Packed(_))),
                 kernels::select().interleaves(QFormat::of(ty).unwrap())
             );
             assert_eq!(rows_of(&tied), before, "{ty}");

@@ -651,6 +651,11 @@ impl GgufFile {
         }
     }
 
+    /// Whether the file is mapped (not read into a buffer).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.storage, Storage::Mapped(_))
+    }
+
     /// Drops the pages of `range` of [`GgufFile::data`] from memory when the file is
     /// mapped (they are read back from the file if touched again): for tensors copied
     /// elsewhere. A hint: nothing happens for an in-memory file or if the kernel refuses.

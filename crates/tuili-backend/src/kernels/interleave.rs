@@ -33,6 +33,7 @@
 //! 16 file blocks of 18; of Q5_0, 320 + 32 = 16 x 22), plus the padding of the last group
 //! and of each group's scales to a cache line.
 
+use super::scalar::Block;
 use super::{AlignedBuf, QFormat, QB};
 use crate::quant::f16_to_f32;
 
@@ -203,28 +204,19 @@ impl Packed {
         }
     }
 
-    /// Row `r` as the specification sees it: `codes` `[cols]` (less `code_offset`), the
-    /// block scales `ws` `[nb]` and, for formats with a minimum, the minimums `minv`
-    /// `[nb]`.
-    pub(crate) fn unpack_row(&self, r: usize, codes: &mut [i16], ws: &mut [f32], minv: &mut [f32]) {
-        let f16 = |b: [u8; 2]| f16_to_f32(u16::from_le_bytes(b));
-        for b in 0..self.nb() {
-            ws[b] = f16(self.f16_bytes(r, b, self.scales_at()));
-            if has_min(self.fmt) {
-                minv[b] = f16(self.f16_bytes(r, b, self.mins_at()));
-            }
-            let c = &mut codes[QB * b..QB * (b + 1)];
-            if self.fmt == QFormat::Q8_0 {
-                for (o, q) in c.iter_mut().zip(self.byte_codes(r, b)) {
-                    *o = q as i16;
-                }
-            } else {
-                let off = code_offset(self.fmt) as i16;
-                for (o, q) in c.iter_mut().zip(self.small_codes(r, b)) {
-                    *o = q as i16 - off;
-                }
-            }
-        }
+    /// Block `b` of row `r` as the block-sum specification sees it: codes (less
+    /// `code_offset`), scale, minimum.
+    pub(crate) fn block(&self, r: usize, b: usize) -> Block {
+        let f16 = |v: [u8; 2]| f16_to_f32(u16::from_le_bytes(v));
+        let ws = f16(self.f16_bytes(r, b, self.scales_at()));
+        let minv = has_min(self.fmt).then(|| f16(self.f16_bytes(r, b, self.mins_at())));
+        let codes = if self.fmt == QFormat::Q8_0 {
+            self.byte_codes(r, b).map(|q| q as i16)
+        } else {
+            let off = code_offset(self.fmt) as i16;
+            self.small_codes(r, b).map(|q| q as i16 - off)
+        };
+        (codes, ws, minv)
     }
 }
 

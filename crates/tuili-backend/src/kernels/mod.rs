@@ -28,23 +28,22 @@
 //!
 //! # Interleaved rows: one block sum per output
 //!
-//! Where a table has interleaved products (AVX-512 VNNI; `Kernels::interleaves`), the
-//! weights of Q4_0, Q4_1 and Q8_0 are repacked once, at load, in groups of 16 rows
+//! Every SIMD table has interleaved products (`Kernels::interleaves`): the weights of
+//! Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 are repacked once, at load, in groups of 16 rows
 //! (`interleave`), and follow the *block-sum specification* instead: each output has one
 //! float accumulator and each block's integer sum stays whole,
 //!
 //! ```text
 //! acc = fma(ws[j] * d_x[j], float(isum_j), acc)     isum_j = Σ_i c[32j+i] q_x[32j+i]
-//! acc = fma(minv[j], s_x[j], acc)                   (Q4_1)
+//! acc = fma(minv[j], s_x[j], acc)                   (Q4_1, Q5_1)
 //! ```
 //!
 //! blocks in order; the output is `acc`. A 512-bit register then holds one lane per row:
 //! `vpdpwssd` adds an element pair of 16 rows, and one float step serves 16 outputs per
-//! block instead of the 8 lanes of one. Batch invariance holds as before (the integer
-//! part is exact, the float part one fixed sequence per output); the scalar twin of
-//! such a table is [`reference`]. Tables without interleaved products keep the lane
-//! specification above for every format, so until they have them too, the two give
-//! different roundings for these three formats (each is checked against its own twin).
+//! block instead of the 8 lanes of one (AVX2: 8 rows per register, NEON: 4). Batch
+//! invariance holds as before (the integer part is exact, the float part one fixed
+//! sequence per output), and every table, [`scalar`] included, gives the same bits. The
+//! other formats (K-quants) keep the lane specification until they are interleaved too.
 //!
 //! Float weights (F32, F16, BF16) keep f32 activations: `acc[i % 8] = fma(w[i], x[i],
 //! acc[i % 8])` in element order, then the same reduction.
@@ -841,7 +840,7 @@ static SCALAR: Kernels = Kernels {
     gemv: None,
     direct: None,
     direct_max: 0,
-    interleaved: None,
+    interleaved: Some(scalar::interleaved),
     float_gemm: scalar::float_gemm,
     dot: scalar::dot,
     axpy: scalar::axpy,
@@ -853,24 +852,6 @@ static SCALAR: Kernels = Kernels {
 /// The plain-Rust kernels: the specification the SIMD ones match bit for bit.
 pub fn scalar() -> &'static Kernels {
     &SCALAR
-}
-
-/// The plain-Rust table with interleaved products (the block-sum specification read
-/// from the repacked layout).
-static SCALAR_INTERLEAVED: Kernels = Kernels {
-    name: "scalar-interleaved",
-    interleaved: Some(scalar::interleaved),
-    ..SCALAR
-};
-
-/// The plain-Rust table that follows the same specification as `k` for every format:
-/// what `k` must match bit for bit.
-pub fn reference(k: &Kernels) -> &'static Kernels {
-    if k.has_interleaved() {
-        &SCALAR_INTERLEAVED
-    } else {
-        &SCALAR
-    }
 }
 
 /// The fastest kernels this CPU runs, detected once.

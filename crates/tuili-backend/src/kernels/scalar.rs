@@ -6,7 +6,6 @@
 //! SIMD tables; none has a safety requirement of its own beyond the shapes their safe
 //! callers in `kernels` check.
 
-use super::interleave::has_min;
 use super::{reduce8, FFormat, MinKind, Out, Packed, Panel, QFormat, QuantActs, GROUP, QB};
 use crate::quant::{bf16_to_f32, f16_to_f32};
 
@@ -286,6 +285,10 @@ fn dot_row(p: &Panel, r: usize, a: &QuantActs, t: usize) -> f32 {
     reduce8(&acc)
 }
 
+/// One block of a row as the block-sum specification sees it: its 32 codes, its float
+/// scale and, for formats with a minimum, the minimum.
+pub(crate) type Block = ([i16; QB], f32, Option<f32>);
+
 /// The block-sum specification (weights in the interleaved layout): one float
 /// accumulator per output, blocks in order, each block's integer sum whole:
 ///
@@ -294,16 +297,17 @@ fn dot_row(p: &Panel, r: usize, a: &QuantActs, t: usize) -> f32 {
 /// acc = fma(minv[b], s_x[b], acc)            (formats with a minimum)
 /// ```
 ///
-/// `codes`: `[cols]`, `ws`: `[nb]`, `minv`: `[nb]` or empty.
-pub(crate) fn blocksum(codes: &[i16], ws: &[f32], minv: &[f32], a: &QuantActs, t: usize) -> f32 {
+/// `block(b)` gives block `b` of the row (`b < cols / 32`).
+pub(crate) fn blocksum(block: impl Fn(usize) -> Block, a: &QuantActs, t: usize) -> f32 {
     let nbp = a.nbp();
     let (xq, xd, xs) = (a.q(t), &a.d[t * nbp..], &a.s[t * nbp..]);
     let mut acc = 0f32;
-    for (b, (c, x)) in codes.chunks_exact(QB).zip(xq.chunks_exact(QB)).enumerate() {
+    for (b, x) in xq.chunks_exact(QB).enumerate() {
+        let (c, ws, minv) = block(b);
         // Exact: |c| <= 128 and |x| <= 32767, 32 terms.
         let isum: i32 = c.iter().zip(x).map(|(&c, &x)| c as i32 * x as i32).sum();
-        acc = (ws[b] * xd[b]).mul_add(isum as f32, acc);
-        if let Some(&m) = minv.get(b) {
+        acc = (ws * xd[b]).mul_add(isum as f32, acc);
+        if let Some(m) = minv {
             acc = m.mul_add(xs[b], acc);
         }
     }
@@ -314,15 +318,17 @@ pub(crate) fn blocksum(codes: &[i16], ws: &[f32], minv: &[f32], a: &QuantActs, t
 #[cfg(test)]
 pub(crate) fn blocksum_row(p: &Panel, r: usize, a: &QuantActs, t: usize) -> f32 {
     let (cols, ng) = (p.cols, p.ng);
-    let nb = cols / QB;
     let npg = p.min_kind().per_group();
-    let ws = &p.ws[r * ng * GROUP..r * ng * GROUP + nb];
-    let minv = if npg > 0 {
-        &p.minv[r * ng * npg..r * ng * npg + nb]
-    } else {
-        &[]
+    let block = |b: usize| -> Block {
+        let c = &p.codes[r * cols + QB * b..r * cols + QB * (b + 1)];
+        let minv = (npg > 0).then(|| p.minv[r * ng * npg + b]);
+        (
+            std::array::from_fn(|i| c[i]),
+            p.ws[r * ng * GROUP + b],
+            minv,
+        )
     };
-    blocksum(&p.codes[r * cols..(r + 1) * cols], ws, minv, a, t)
+    blocksum(block, a, t)
 }
 
 /// `Kernels::interleaved`: the block-sum specification read from the interleaved layout.
@@ -333,13 +339,9 @@ pub(super) unsafe fn interleaved(
     nt: usize,
     out: Out,
 ) {
-    let nb = p.nb();
-    let (mut codes, mut ws) = (vec![0i16; p.cols], vec![0f32; nb]);
-    let mut minv = vec![0f32; if has_min(p.fmt) { nb } else { 0 }];
     for r in rows.clone() {
-        p.unpack_row(r, &mut codes, &mut ws, &mut minv);
         for t in 0..nt {
-            *out.ptr.add(t * out.ldo + r - rows.start) = blocksum(&codes, &ws, &minv, a, t);
+            *out.ptr.add(t * out.ldo + r - rows.start) = blocksum(|b| p.block(r, b), a, t);
         }
     }
 }
