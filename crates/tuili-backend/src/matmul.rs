@@ -159,11 +159,11 @@ impl Weight {
         &self.bytes()[r * rb..(r + 1) * rb]
     }
 
-    /// The weight's own copy for `k` (see `Owned`), made on the first call.
-    fn owned_for(&self, k: &Kernels) -> &Owned {
+    /// The weight's own copy (see `Owned`), made on the first call.
+    fn owned(&self) -> &Owned {
         self.owned.get_or_init(|| {
             let file = self.bytes();
-            let owned = match QFormat::of(self.ty).filter(|&f| k.interleaves(f)) {
+            let owned = match QFormat::of(self.ty).filter(|&f| kernels::interleavable(f)) {
                 Some(fmt) => Owned::Packed(kernels::pack(fmt, file, self.rows, self.cols)),
                 None if self.src.mapped() => {
                     let mut b = AlignedBuf::default();
@@ -178,9 +178,9 @@ impl Weight {
         })
     }
 
-    /// The rows repacked for `k`'s interleaved products, if `k` has them for this type.
-    fn packed_for(&self, k: &Kernels) -> Option<&Packed> {
-        match self.owned_for(k) {
+    /// The rows repacked for the interleaved products, if this type has them.
+    fn packed(&self) -> Option<&Packed> {
+        match self.owned() {
             Owned::Packed(p) => Some(p),
             _ => None,
         }
@@ -190,7 +190,7 @@ impl Weight {
     /// they take another layout), and the file's pages released, so that the first
     /// forward pass does neither.
     pub fn prepare(&self) {
-        self.owned_for(kernels::select());
+        self.owned();
     }
 
     /// Dequantizes row `r` into `out` (`[cols]`), e.g. for an embedding lookup. A
@@ -220,10 +220,8 @@ const PANEL_ROWS: usize = 32;
 fn row_align(k: &Kernels, n_tokens: usize) -> usize {
     if n_tokens > k.direct_max() {
         PANEL_ROWS
-    } else if k.has_interleaved() {
-        48
     } else {
-        12
+        48
     }
 }
 
@@ -314,7 +312,7 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
     let align = row_align(k, n_tokens);
     let total: usize = parts.iter().map(|p| span(p.0, align)).sum();
     for w in weights.iter().flatten() {
-        w.owned_for(k);
+        w.owned();
     }
     with_acts(k, &weights, x, cols, &|acts| {
         pool::global().for_chunks(&|c, n| {
@@ -401,8 +399,8 @@ pub fn matmul_swiglu(
         return silu_mul(gate, up);
     }
     let (g, u) = (SyncPtr::new(gate), SyncPtr::new(up));
-    w_gate.owned_for(k);
-    w_up.owned_for(k);
+    w_gate.owned();
+    w_up.owned();
     with_acts(k, &[Some(w_gate), Some(w_up)], x, cols, &|acts| {
         pool::global().for_ranges(rows, row_align(k, n_tokens), &|r| {
             // SAFETY: rows `r` of both outputs belong to this chunk alone, and their
@@ -461,7 +459,7 @@ unsafe fn rows_job(
         ptr: out.ptr().add(range.start),
         ldo: rows,
     };
-    if let Some(p) = w.packed_for(k) {
+    if let Some(p) = w.packed() {
         return k.interleaved(p, range, acts, n_tokens, o);
     }
     if let Some(fmt) = QFormat::of(w.ty) {
@@ -632,7 +630,7 @@ mod tests {
             w.prepare();
             assert_eq!(
                 matches!(tied.owned.get(), Some(Owned::Packed(_))),
-                kernels::select().interleaves(QFormat::of(ty).unwrap())
+                kernels::interleavable(QFormat::of(ty).unwrap())
             );
             assert_eq!(rows_of(&tied), before, "{ty}");
         }

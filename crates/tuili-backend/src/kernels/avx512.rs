@@ -43,7 +43,7 @@ static AVX512: Kernels = Kernels {
     gemv: Some(gemv),
     direct: Some(direct),
     direct_max: DIRECT_MAX,
-    interleaved: Some(interleaved::interleaved),
+    interleaved: interleaved::interleaved,
     float_gemm: float::float_gemm,
     scores: attention::scores,
     mix: attention::mix,
@@ -135,7 +135,7 @@ unsafe fn gemv(fmt: QFormat, w: &[u8], row_bytes: usize, a: &QuantActs, t: usize
 
 /// Codes of block `j` of the groups at `a` and `b` (two rows) as `[row a | row b]`:
 /// elements 0..16 of each, then elements 16..32 of each. The default joins the AVX2
-/// codes; the legacy formats widen both rows' bytes in one 512-bit step.
+/// codes; Q4_K and Q6_K widen both rows' bytes in one 512-bit step.
 trait PairCodes: Fmt {
     #[inline(always)]
     unsafe fn pair_codes(a: *const u8, b: *const u8, j: usize) -> (__m512i, __m512i) {
@@ -145,9 +145,8 @@ trait PairCodes: Fmt {
     }
 
     /// `[row a | row a]` (the few-token product's layout). The default broadcasts the
-    /// AVX2 codes; where the bytes can be widened into both halves at once, fewer
-    /// shuffles (measured: Q4_0 -9 %, Q4_1 -5 %; Q6_K keeps the default, its pair
-    /// form was 4 % slower).
+    /// AVX2 codes; Q4_K widens its bytes into both halves at once, fewer shuffles (Q6_K
+    /// keeps the default, its pair form was 4 % slower).
     #[inline(always)]
     unsafe fn dup_codes(a: *const u8, j: usize) -> (__m512i, __m512i) {
         let (c0, c1) = Self::codes(a, j);
@@ -155,65 +154,16 @@ trait PairCodes: Fmt {
     }
 }
 
+// The interleaved formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) take the interleaved products
+// in `matmul`; their lane products here stay only as the twins the kernel tests check.
+impl PairCodes for Q40 {}
+impl PairCodes for Q41 {}
+impl PairCodes for Q50 {}
 impl PairCodes for Q51 {}
+impl PairCodes for Q80 {}
 impl PairCodes for Q2K {}
 impl PairCodes for Q3K {}
 impl PairCodes for Q5K {}
-
-impl PairCodes for Q40 {
-    #[inline(always)]
-    unsafe fn pair_codes(a: *const u8, b: *const u8, j: usize) -> (__m512i, __m512i) {
-        minus8(nibbles_of(bytes_pair(a.add(18 * j + 2), b.add(18 * j + 2))))
-    }
-    #[inline(always)]
-    unsafe fn dup_codes(a: *const u8, j: usize) -> (__m512i, __m512i) {
-        minus8(nibbles_of(bytes_dup(a.add(18 * j + 2))))
-    }
-}
-
-/// Q4_0's codes less 8.
-#[inline(always)]
-unsafe fn minus8((lo, hi): (__m512i, __m512i)) -> (__m512i, __m512i) {
-    let eight = _mm512_set1_epi16(8);
-    (_mm512_sub_epi16(lo, eight), _mm512_sub_epi16(hi, eight))
-}
-
-impl PairCodes for Q41 {
-    #[inline(always)]
-    unsafe fn pair_codes(a: *const u8, b: *const u8, j: usize) -> (__m512i, __m512i) {
-        nibbles_of(bytes_pair(a.add(20 * j + 4), b.add(20 * j + 4)))
-    }
-    #[inline(always)]
-    unsafe fn dup_codes(a: *const u8, j: usize) -> (__m512i, __m512i) {
-        nibbles_of(bytes_dup(a.add(20 * j + 4)))
-    }
-}
-
-impl PairCodes for Q50 {
-    #[inline(always)]
-    unsafe fn pair_codes(a: *const u8, b: *const u8, j: usize) -> (__m512i, __m512i) {
-        let (a, b) = (a.add(22 * j), b.add(22 * j));
-        let (lo, hi) = nibbles_of(bytes_pair(a.add(6), b.add(6)));
-        // Bit l of qh is the 5th bit of element l; lane l of `lo` is element l of row a
-        // (l < 16) or element l - 16 of row b, and of `hi` elements 16 on.
-        let (ha, hb) = (
-            (a.add(2) as *const u32).read_unaligned(),
-            (b.add(2) as *const u32).read_unaligned(),
-        );
-        let clear_lo: __mmask32 = !((ha & 0xffff) | (hb << 16));
-        let clear_hi: __mmask32 = !((ha >> 16) | (hb & 0xffff_0000));
-        // (q | h << 4) - 16 = q - 16 where the bit is clear, q where it is set.
-        let sixteen = _mm512_set1_epi16(16);
-        (
-            mask_sub16(lo, clear_lo, sixteen),
-            mask_sub16(hi, clear_hi, sixteen),
-        )
-    }
-    #[inline(always)]
-    unsafe fn dup_codes(a: *const u8, j: usize) -> (__m512i, __m512i) {
-        Self::pair_codes(a, a, j)
-    }
-}
 
 impl PairCodes for Q4K {
     #[inline(always)]
@@ -298,26 +248,6 @@ unsafe fn shr_and8(v: __m512i, n: usize, mask: i8) -> __m512i {
     )
 }
 
-impl PairCodes for Q80 {
-    #[inline(always)]
-    unsafe fn pair_codes(a: *const u8, b: *const u8, j: usize) -> (__m512i, __m512i) {
-        let va = _mm256_loadu_si256(a.add(34 * j + 2) as *const __m256i);
-        let vb = _mm256_loadu_si256(b.add(34 * j + 2) as *const __m256i);
-        (
-            _mm512_cvtepi8_epi16(_mm256_permute2x128_si256::<0x20>(va, vb)),
-            _mm512_cvtepi8_epi16(_mm256_permute2x128_si256::<0x31>(va, vb)),
-        )
-    }
-    #[inline(always)]
-    unsafe fn dup_codes(a: *const u8, j: usize) -> (__m512i, __m512i) {
-        let q = a.add(34 * j + 2);
-        (
-            _mm512_cvtepi8_epi16(dup16(q)),
-            _mm512_cvtepi8_epi16(dup16(q.add(16))),
-        )
-    }
-}
-
 /// The 16 bytes at `a` and at `b`, zero-extended to 16-bit lanes: `[a | b]`.
 #[inline(always)]
 unsafe fn bytes_pair(a: *const u8, b: *const u8) -> __m512i {
@@ -338,16 +268,6 @@ unsafe fn bytes_dup(a: *const u8) -> __m512i {
 #[inline(always)]
 unsafe fn dup16(a: *const u8) -> __m256i {
     _mm256_broadcastsi128_si256(_mm_loadu_si128(a as *const __m128i))
-}
-
-/// Widened bytes of 4-bit pairs (`bytes_pair`, `bytes_dup`) as codes: low nibbles
-/// (elements 0..16), then high nibbles (elements 16..32).
-#[inline(always)]
-unsafe fn nibbles_of(w: __m512i) -> (__m512i, __m512i) {
-    (
-        _mm512_and_si512(w, _mm512_set1_epi16(0x0f)),
-        _mm512_srli_epi16::<4>(w),
-    )
 }
 
 /// `[lo | hi]` of two integer halves.
@@ -477,23 +397,6 @@ unsafe fn dot32(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
         options(pure, nomem, nostack, preserves_flags),
     );
     acc
-}
-
-/// `v - s` in the 16-bit lanes that `k` selects, `v` elsewhere, as one masked `vpsubw`
-/// (the compiler otherwise rewrites it as an `or` and a masked move when it can tell
-/// `v < s`: two instructions in the one-token Q5_0 loop).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn mask_sub16(v: __m512i, k: __mmask32, s: __m512i) -> __m512i {
-    let mut v = v;
-    std::arch::asm!(
-        "vpsubw {v}{{{k}}}, {v}, {s}",
-        v = inout(zmm_reg) v,
-        k = in(kreg) k,
-        s = in(zmm_reg) s,
-        options(pure, nomem, nostack, preserves_flags),
-    );
-    v
 }
 
 /// `[lo | hi]`.

@@ -28,7 +28,7 @@
 //!
 //! # Interleaved rows: one block sum per output
 //!
-//! Every SIMD table has interleaved products (`Kernels::interleaves`): the weights of
+//! Every table has interleaved products (`interleave::interleavable`): the weights of
 //! Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 are repacked once, at load, in groups of 16 rows
 //! (`interleave`), and follow the *block-sum specification* instead: each output has one
 //! float accumulator and each block's integer sum stays whole,
@@ -321,7 +321,7 @@ pub struct QuantActs {
     s: AlignedBuf<f32>,
     /// `[n, 2 nbp]`: `d * Σ q` of each 16-element half-block.
     s16: AlignedBuf<f32>,
-    /// `[n, nbp]`: `Σ q` of each block (exact), for tables with interleaved products.
+    /// `[n, nbp]`: `Σ q` of each block (exact), for the interleaved products' offsets.
     xsum: AlignedBuf<i32>,
     /// Whether the token-pair copies below match `q`, `d`, `s`, `s16` (set by the
     /// tables that read them; see `avx512`).
@@ -536,10 +536,9 @@ pub struct Kernels {
     /// instruction set has it; the same operations as `decode` + `gemm`.
     direct: Option<DirectFn>,
     direct_max: usize,
-    /// Products of weights repacked with rows interleaved (`interleave`), where the
-    /// table has them: the block-sum specification for the formats that
-    /// `interleave::interleavable` names.
-    interleaved: Option<InterleavedFn>,
+    /// Products of weights repacked with rows interleaved (`interleave`): the
+    /// block-sum specification for the formats that `interleave::interleavable` names.
+    interleaved: InterleavedFn,
     float_gemm: FloatGemmFn,
     dot: DotFn,
     axpy: AxpyFn,
@@ -630,7 +629,6 @@ impl Kernels {
         let (q, d) = (SyncPtr::new(&mut acts.q), SyncPtr::new(&mut acts.d));
         let (s, s16) = (SyncPtr::new(&mut acts.s), SyncPtr::new(&mut acts.s16));
         let xsum = SyncPtr::new(&mut acts.xsum);
-        let sums = self.interleaved.is_some();
         let view = pair_bufs.map(|(qp, dp, sp, s16p)| PackView {
             n,
             cols,
@@ -658,15 +656,14 @@ impl Kernels {
                         s.slice(t * nbp..(t + 1) * nbp),
                         s16.slice(t * 2 * nbp..(t + 1) * 2 * nbp),
                     );
-                    if sums {
-                        let qt = q.slice(t * cols..(t + 1) * cols);
-                        for (o, qb) in xsum
-                            .slice(t * nbp..(t + 1) * nbp)
-                            .iter_mut()
-                            .zip(qt.chunks_exact(QB))
-                        {
-                            *o = qb.iter().map(|&v| v as i32).sum();
-                        }
+                    // The exact block sums of the interleaved products' offsets.
+                    let qt = q.slice(t * cols..(t + 1) * cols);
+                    for (o, qb) in xsum
+                        .slice(t * nbp..(t + 1) * nbp)
+                        .iter_mut()
+                        .zip(qt.chunks_exact(QB))
+                    {
+                        *o = qb.iter().map(|&v| v as i32).sum();
                     }
                 };
             }
@@ -769,22 +766,11 @@ impl Kernels {
         }
     }
 
-    /// Whether this table has interleaved products (for some formats).
-    pub(crate) fn has_interleaved(&self) -> bool {
-        self.interleaved.is_some()
-    }
-
-    /// Whether this table runs the interleaved product of `fmt` (then its weights are
-    /// repacked and follow the block-sum specification).
-    pub(crate) fn interleaves(&self, fmt: QFormat) -> bool {
-        self.interleaved.is_some() && interleavable(fmt)
-    }
-
     /// `out[t * ldo + r - rows.start] = row r of p · token t` for rows `rows` (starting
     /// at a multiple of 16) and tokens `0..nt`.
     ///
     /// # Safety
-    /// As for [`Kernels::gemm`]; `interleaves(p.fmt)` must be true (else it does nothing).
+    /// As for [`Kernels::gemm`].
     pub(crate) unsafe fn interleaved(
         &self,
         p: &Packed,
@@ -801,9 +787,7 @@ impl Kernels {
                 && rows.end <= p.rows,
             "interleaved: shapes"
         );
-        if let Some(f) = self.interleaved.filter(|_| interleavable(p.fmt)) {
-            f(p, rows, acts, nt, out)
-        }
+        (self.interleaved)(p, rows, acts, nt, out)
     }
 
     /// `out[t * ldo + r] = w[r] · x[t]` for float weights `w: [nr, cols]`, `x: [nt, cols]`.
@@ -840,7 +824,7 @@ static SCALAR: Kernels = Kernels {
     gemv: None,
     direct: None,
     direct_max: 0,
-    interleaved: Some(scalar::interleaved),
+    interleaved: scalar::interleaved,
     float_gemm: scalar::float_gemm,
     dot: scalar::dot,
     axpy: scalar::axpy,

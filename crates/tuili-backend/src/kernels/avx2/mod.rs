@@ -31,7 +31,7 @@ pub(super) static AVX2: Kernels = Kernels {
     gemv: Some(gemv),
     direct: None,
     direct_max: 0,
-    interleaved: Some(interleaved::interleaved),
+    interleaved: interleaved::interleaved,
     float_gemm,
     dot,
     axpy,

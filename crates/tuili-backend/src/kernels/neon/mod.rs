@@ -28,7 +28,7 @@ static NEON: Kernels = Kernels {
     gemv: Some(gemv),
     direct: None,
     direct_max: 0,
-    interleaved: Some(interleaved::interleaved),
+    interleaved: interleaved::interleaved,
     float_gemm,
     dot,
     axpy,
