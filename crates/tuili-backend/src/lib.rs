@@ -2,6 +2,7 @@
 //! of ops the models call.
 #![deny(missing_docs)]
 
+pub mod fault;
 pub mod kernels;
 pub mod matmul;
 pub mod ops;

@@ -316,6 +316,7 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
     }
     with_acts(k, &weights, x, cols, &|acts| {
         pool::global().for_chunks(&|c, n| {
+            crate::fault::hit(crate::fault::Site::KernelRegion);
             let range = if n_tokens == 1 {
                 split_by_bytes(&weights, c, n, align)
             } else {

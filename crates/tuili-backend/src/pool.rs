@@ -4,9 +4,15 @@
 //! until all have finished: one barrier per parallel region. Workers spin briefly
 //! between regions — a token's regions follow each other within microseconds — and
 //! sleep on a condition variable once idle, so an idle server burns no CPU.
+//!
+//! A panic never leaves a region half-run: the caller waits for every worker before it
+//! unwinds (workers read the job from its stack), a worker's panic is caught and raised
+//! again in the caller once all are done, and the pool stays usable afterwards.
 
+use std::any::Any;
 use std::cell::Cell;
 use std::ops::Range;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -36,6 +42,8 @@ struct Shared {
     sleepers: AtomicUsize,
     sleep_lock: Mutex<()>,
     wake: Condvar,
+    /// The first panic of a worker in the current region, raised again by the caller.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 thread_local! {
@@ -68,6 +76,7 @@ impl ThreadPool {
             sleepers: AtomicUsize::new(0),
             sleep_lock: Mutex::new(()),
             wake: Condvar::new(),
+            panic: Mutex::new(None),
         });
         let workers = (1..n_threads)
             .map(|tid| {
@@ -99,7 +108,7 @@ impl ThreadPool {
             }
             return;
         }
-        let _guard = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = lock(&self.run_lock);
         self.dispatch(f);
     }
 
@@ -115,20 +124,19 @@ impl ThreadPool {
         // this sees the sleeper, or the sleeper sees the new generation and stays awake.
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
         if self.shared.sleepers.load(Ordering::SeqCst) > 0 {
-            let _l = self
-                .shared
-                .sleep_lock
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let _l = lock(&self.shared.sleep_lock);
             self.shared.wake.notify_all();
         }
+        // Workers read `f` through this frame until `remaining` is zero, so the frame
+        // must not be left before that, not even by a panic in the caller's own share:
+        // the guard waits in its drop.
+        let wait = WaitForWorkers(&self.shared);
         IN_JOB.with(|c| c.set(true));
         f(0, n);
-        IN_JOB.with(|c| c.set(false));
-        let mut spins = 0u32;
-        while self.shared.remaining.load(Ordering::Acquire) != 0 {
-            spins = spins.wrapping_add(1);
-            relax(spins);
+        drop(wait);
+        let worker_panic = lock(&self.shared.panic).take();
+        if let Some(p) = worker_panic {
+            resume_unwind(p);
         }
     }
 
@@ -153,7 +161,7 @@ impl ThreadPool {
         if n == 1 || IN_JOB.with(|c| c.get()) {
             return (0..n_chunks).for_each(f);
         }
-        let _guard = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = lock(&self.run_lock);
         let next = &self.shared.next_chunk;
         for (t, c) in next.iter().enumerate() {
             // Published to the workers by `dispatch`'s release of the job.
@@ -189,6 +197,30 @@ impl ThreadPool {
 /// 2-core VM, 8-stream decode of SmolLM2: threads waited 17 % of the time with one
 /// chunk each (a static split), 9 % with 4, 6 % with 16.
 const CHUNKS_PER_THREAD: usize = 16;
+
+/// Ends the caller's part of a region, on return or unwind: clears `IN_JOB` and waits
+/// until every worker has finished the job.
+struct WaitForWorkers<'a>(&'a Shared);
+
+impl Drop for WaitForWorkers<'_> {
+    fn drop(&mut self) {
+        IN_JOB.with(|c| c.set(false));
+        let mut spins = 0u32;
+        while self.0.remaining.load(Ordering::Acquire) != 0 {
+            spins = spins.wrapping_add(1);
+            relax(spins);
+        }
+        if std::thread::panicking() {
+            // The caller's own panic is the one that propagates.
+            lock(&self.0.panic).take();
+        }
+    }
+}
+
+/// A mutex's guard, whether or not a panic poisoned it (what it guards stays valid).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// An atomic on a cache line of its own.
 #[repr(align(128))]
@@ -229,7 +261,7 @@ fn worker(s: Arc<Shared>, tid: usize) {
             }
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(1024) && since.elapsed() > SPIN_BEFORE_SLEEP {
-                let guard = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
+                let guard = lock(&s.sleep_lock);
                 s.sleepers.fetch_add(1, Ordering::SeqCst);
                 if s.generation.load(Ordering::SeqCst) == seen
                     && !s.shutdown.load(Ordering::Acquire)
@@ -249,8 +281,14 @@ fn worker(s: Arc<Shared>, tid: usize) {
         // and keeps it alive until `remaining` reaches zero.
         let job: JobRef = unsafe { *ptr };
         IN_JOB.with(|c| c.set(true));
-        job(tid, s.n_threads);
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            crate::fault::hit(crate::fault::Site::Worker);
+            job(tid, s.n_threads)
+        }));
         IN_JOB.with(|c| c.set(false));
+        if let Err(p) = ran {
+            lock(&s.panic).get_or_insert(p);
+        }
         s.remaining.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -259,11 +297,7 @@ impl Drop for ThreadPool {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::Release);
         {
-            let _l = self
-                .shared
-                .sleep_lock
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let _l = lock(&self.shared.sleep_lock);
             self.shared.wake.notify_all();
         }
         for w in self.workers.drain(..) {
@@ -419,6 +453,73 @@ mod tests {
 
     thread_local! {
         static IS_CALLER: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Distinct threads that ran one region of `pool` (all of them, unless the region
+    /// went serial).
+    fn threads_in_a_region(pool: &ThreadPool) -> usize {
+        let ids = Mutex::new(Vec::new());
+        pool.run(&|_, _| {
+            // Long enough that no thread runs two parts.
+            std::thread::sleep(Duration::from_millis(5));
+            lock(&ids).push(std::thread::current().id());
+        });
+        let mut ids = ids.into_inner().unwrap();
+        ids.sort_by_key(|id| format!("{id:?}"));
+        ids.dedup();
+        ids.len()
+    }
+
+    #[test]
+    fn a_panic_in_the_callers_share_waits_for_the_workers() {
+        let pool = ThreadPool::new(3);
+        let finished = AtomicUsize::new(0);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(&|t, _| {
+                if t == 0 {
+                    panic!("caller's share");
+                }
+                // Workers are still reading the job when the caller panics.
+                std::thread::sleep(Duration::from_millis(50));
+                finished.fetch_add(1, Ordering::Release);
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(
+            finished.load(Ordering::Acquire),
+            2,
+            "run returned before its workers"
+        );
+        // The pool is still parallel: the caller's flag was reset.
+        assert_eq!(threads_in_a_region(&pool), 3);
+    }
+
+    #[test]
+    fn a_workers_panic_is_raised_in_the_caller() {
+        let pool = ThreadPool::new(3);
+        for round in 0..3 {
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                pool.for_chunks(&|c, _| {
+                    if c == 47 {
+                        panic!("chunk {c} of round {round}");
+                    }
+                })
+            }));
+            let payload = r.expect_err("the panic must reach the caller");
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(msg, format!("chunk 47 of round {round}"));
+            // Neither hung nor left the pool serial.
+            assert_eq!(threads_in_a_region(&pool), 3);
+        }
+        // A panic on a worker thread itself, not in a stolen chunk.
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(&|t, _| assert_ne!(t, 2, "worker 2"));
+        }));
+        assert!(r.is_err());
+        assert_eq!(threads_in_a_region(&pool), 3);
     }
 
     #[test]

@@ -19,7 +19,10 @@ pub use request::{Event, GenerateRequest, SubmitError, TokenLogprob, Usage};
 pub use runner::{CpuRunner, KvLayout, Runner};
 pub use sampler::{argmax, Rng, Sampler, SamplingParams};
 pub use scheduler::Scheduler;
-pub use serve::{start_engine, start_engine_with, EngineConfig, EngineHandle, RequestStream};
+pub use serve::{
+    panic_message, start_engine, start_engine_with, EngineConfig, EngineHandle, RequestStream,
+    MAX_CONSECUTIVE_PANICS,
+};
 
 /// Errors from generation.
 #[derive(Debug, thiserror::Error)]

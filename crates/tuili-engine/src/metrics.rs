@@ -70,6 +70,8 @@ pub struct EngineMetrics {
     pub preemptions: u64,
     /// Engine steps run.
     pub steps: u64,
+    /// Engine steps that panicked (their requests failed, the engine served on).
+    pub step_panics: u64,
     /// Time from submission to the first generated token.
     pub ttft: Histogram,
     /// Time between consecutive tokens of one request.
@@ -89,6 +91,7 @@ impl Default for EngineMetrics {
             generated_tokens_total: 0,
             preemptions: 0,
             steps: 0,
+            step_panics: 0,
             ttft: Histogram::new(TTFT_BOUNDS),
             itl: Histogram::new(ITL_BOUNDS),
         }

@@ -101,4 +101,7 @@ pub enum SubmitError {
     /// The engine is shutting down or has stopped.
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// The engine has failed and serves no more requests.
+    #[error("the engine has stopped serving: {0}")]
+    Failed(String),
 }

@@ -1,8 +1,15 @@
 //! The serving engine: one thread owns the model, the KV pool and the scheduler and
 //! runs `step()` = schedule → execute → update; everything else holds an
 //! [`EngineHandle`] and talks to it over channels.
+//!
+//! A panic inside a step (a kernel, a worker thread, the engine's own code) fails the
+//! requests of that step with an error event, frees their KV blocks and the engine
+//! serves on. After [`MAX_CONSECUTIVE_PANICS`] steps in a row panic, or if the engine
+//! thread itself ends, the engine is failed: [`EngineHandle::health`] says why, every
+//! request still open gets an error event and new ones are refused.
 
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -67,6 +74,43 @@ struct Shared {
     shutting_down: AtomicBool,
     metrics: Mutex<EngineMetrics>,
     next_id: AtomicUsize,
+    /// Why the engine stopped serving, once it has.
+    failed: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn fail(&self, why: String) {
+        tracing_stderr(&format!("the engine stopped serving: {why}"));
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(why);
+    }
+}
+
+/// Steps in a row that may panic before the engine gives up: one panic fails the
+/// requests of its step; a run of them means the engine's state is not to be trusted.
+pub const MAX_CONSECUTIVE_PANICS: u32 = 3;
+
+/// The message of a caught panic (`catch_unwind`'s payload).
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
+/// One line on stderr (the engine crate does not log through `tracing`).
+fn tracing_stderr(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "tuili-engine: {line}");
 }
 
 /// A cheap, cloneable handle to the engine thread.
@@ -100,6 +144,9 @@ impl EngineHandle {
     /// Queues a request. Never blocks; refuses when the queue is full, the prompt does
     /// not fit the context, or the engine is stopping.
     pub fn submit(&self, req: GenerateRequest) -> Result<RequestStream, SubmitError> {
+        if let Some(why) = self.shared.failure() {
+            return Err(SubmitError::Failed(why));
+        }
         if self.shared.shutting_down.load(Ordering::Acquire) {
             return Err(SubmitError::ShuttingDown);
         }
@@ -136,7 +183,10 @@ impl EngineHandle {
         };
         if self.inbox.send(sub).is_err() {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(SubmitError::ShuttingDown);
+            return Err(match self.shared.failure() {
+                Some(why) => SubmitError::Failed(why),
+                None => SubmitError::ShuttingDown,
+            });
         }
         Ok(RequestStream { rx })
     }
@@ -169,6 +219,14 @@ impl EngineHandle {
     /// The tokenizer of the served model.
     pub fn tokenizer(&self) -> &Arc<Tokenizer> {
         &self.tokenizer
+    }
+
+    /// `Ok` while the engine serves; once it has failed, why.
+    pub fn health(&self) -> Result<(), String> {
+        match self.shared.failure() {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
     }
 
     /// Stops accepting requests; those already submitted run to their end.
@@ -246,6 +304,7 @@ pub fn start_engine_with(
         shutting_down: AtomicBool::new(false),
         metrics: Mutex::new(EngineMetrics::default()),
         next_id: AtomicUsize::new(1),
+        failed: Mutex::new(None),
     });
     let (inbox, rx) = std_mpsc::channel();
     let core = EngineCore {
@@ -255,10 +314,20 @@ pub fn start_engine_with(
         shared: shared.clone(),
         inbox: rx,
         metrics: EngineMetrics::default(),
+        in_step: Vec::new(),
     };
+    let thread_shared = shared.clone();
     std::thread::Builder::new()
         .name("tuili-engine".into())
-        .spawn(move || core.run())
+        .spawn(move || {
+            // `run` returns only when every handle is gone, or after failing the engine.
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| core.run())) {
+                thread_shared.fail(format!(
+                    "the engine thread panicked: {}",
+                    panic_message(p.as_ref())
+                ));
+            }
+        })
         .map_err(|e| EngineError::Invalid(format!("cannot start the engine thread: {e}")))?;
     Ok(EngineHandle {
         inbox,
@@ -297,6 +366,8 @@ struct EngineCore {
     shared: Arc<Shared>,
     inbox: std_mpsc::Receiver<Submission>,
     metrics: EngineMetrics,
+    /// The sequences of the step being run (what a panic in it fails).
+    in_step: Vec<SeqId>,
 }
 
 impl EngineCore {
@@ -305,6 +376,7 @@ impl EngineCore {
         let mut active: HashMap<SeqId, Active> = HashMap::new();
         // Gauges (free KV blocks) are right before the first request, not zeros.
         self.publish();
+        let mut panics_in_a_row = 0;
         loop {
             // Idle: block until a request arrives (or every handle is gone).
             if active.is_empty() {
@@ -317,8 +389,54 @@ impl EngineCore {
             while let Ok(sub) = self.inbox.try_recv() {
                 self.admit(sub, &tokenizer, &mut active);
             }
-            self.step(&mut active);
+            tuili_backend::fault::hit(tuili_backend::fault::Site::EngineLoop);
+            match catch_unwind(AssertUnwindSafe(|| self.step(&mut active))) {
+                Ok(()) => panics_in_a_row = 0,
+                Err(p) => {
+                    panics_in_a_row += 1;
+                    let msg = panic_message(p.as_ref());
+                    self.metrics.step_panics += 1;
+                    if panics_in_a_row >= MAX_CONSECUTIVE_PANICS {
+                        let why = format!(
+                            "{panics_in_a_row} engine steps in a row panicked, the last with: {msg}"
+                        );
+                        self.shared.fail(why.clone());
+                        let all: Vec<SeqId> = active.keys().copied().collect();
+                        self.fail_requests(&all, &why, &mut active);
+                        self.publish();
+                        return;
+                    }
+                    self.recover_from_panic(&msg, &mut active);
+                }
+            }
             self.publish();
+        }
+    }
+
+    /// After a step panicked: fails the requests it ran (all of them if it panicked
+    /// before its plan was made) and frees their blocks. What other requests hold is
+    /// untouched, and a block enters the prefix cache only after its K/V are computed,
+    /// so the engine serves on.
+    fn recover_from_panic(&mut self, msg: &str, active: &mut HashMap<SeqId, Active>) {
+        let mut ids = std::mem::take(&mut self.in_step);
+        if ids.is_empty() {
+            ids = active.keys().copied().collect();
+        }
+        tracing_stderr(&format!(
+            "a step panicked ({msg}); failing the {} request(s) of that step and serving on",
+            ids.len()
+        ));
+        let why = format!("internal error: the engine panicked while running this request ({msg}); other requests are unaffected");
+        self.fail_requests(&ids, &why, active);
+    }
+
+    /// Sends `why` as the error event of each of `ids` and ends them.
+    fn fail_requests(&mut self, ids: &[SeqId], why: &str, active: &mut HashMap<SeqId, Active>) {
+        for &id in ids {
+            if let Some(a) = active.get(&id) {
+                let _ = a.tx.send(Event::Error(why.to_string()));
+            }
+            self.end(id, active);
         }
     }
 
@@ -393,7 +511,10 @@ impl EngineCore {
         for id in cancelled {
             self.end(id, active);
         }
+        self.in_step.clear();
         let plan = self.scheduler.schedule();
+        self.in_step.extend(plan.scheduled.iter().map(|s| s.id));
+        tuili_backend::fault::hit(tuili_backend::fault::Site::EngineStep);
         if plan.is_empty() {
             if !active.is_empty() {
                 // Everything is waiting for blocks held by nobody running: cannot happen

@@ -77,6 +77,9 @@ pub enum ServerError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The engine has failed (a run of panics, or its thread ended) and serves no more.
+    #[error("the engine has stopped serving: {0}")]
+    EngineFailed(String),
     /// No such route.
     #[error("no route for {method} {path}")]
     NotFound {
@@ -137,7 +140,7 @@ impl ServerError {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Unauthorized => StatusCode::UNAUTHORIZED,
-            NotReady | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            NotReady | ShuttingDown | EngineFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
             Engine(_) | Io { .. } | Load(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -168,6 +171,7 @@ impl ServerError {
             Unauthorized => ("invalid_request_error", None, Some("invalid_api_key")),
             NotReady => ("server_error", None, Some("model_loading")),
             ShuttingDown => ("server_error", None, Some("shutting_down")),
+            EngineFailed(_) => ("server_error", None, Some("engine_failed")),
             NotFound { .. } => ("invalid_request_error", None, Some("not_found")),
             MethodNotAllowed { .. } => ("invalid_request_error", None, Some("method_not_allowed")),
             Engine(_) | Io { .. } | Load(_) => ("server_error", None, None),
@@ -205,6 +209,7 @@ impl From<SubmitError> for ServerError {
             },
             SubmitError::EmptyPrompt => ServerError::field("prompt", "the prompt is empty"),
             SubmitError::ShuttingDown => ServerError::ShuttingDown,
+            SubmitError::Failed(why) => ServerError::EngineFailed(why),
         }
     }
 }

@@ -8,15 +8,18 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, BoxStream, SelectAll, StreamExt};
 use serde::Serialize;
-use tuili_engine::{Event, FinishReason, GenerateRequest, RequestStream, TokenLogprob, Usage};
+use tuili_engine::{
+    EngineHandle, Event, FinishReason, GenerateRequest, RequestStream, TokenLogprob, Usage,
+};
 use tuili_tokenizer::Tokenizer;
 
 use crate::api::*;
@@ -160,6 +163,7 @@ async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
         logprobs: job.logprobs.is_some(),
         include_usage: c.include_usage,
         tokenizer: engine.tokenizer().clone(),
+        engine: engine.clone(),
     };
     if c.stream {
         Ok(sse(ctx, streams))
@@ -179,6 +183,22 @@ struct Answer {
     logprobs: bool,
     include_usage: bool,
     tokenizer: std::sync::Arc<Tokenizer>,
+    engine: EngineHandle,
+}
+
+impl Answer {
+    /// Why the engine stopped, for a stream that ended without its end.
+    fn engine_health(&self) -> String {
+        stopped_why(&self.engine)
+    }
+}
+
+/// What the engine says of itself after a request stream closed without its end.
+fn stopped_why(engine: &EngineHandle) -> String {
+    match engine.health() {
+        Err(why) => why,
+        Ok(()) => "the engine thread ended".to_string(),
+    }
 }
 
 /// One finished choice.
@@ -189,7 +209,7 @@ struct Collected {
     usage: Usage,
 }
 
-async fn collect(mut s: RequestStream) -> Result<Collected, ServerError> {
+async fn collect(mut s: RequestStream, engine: &EngineHandle) -> Result<Collected, ServerError> {
     let mut text = String::new();
     let mut logprobs = Vec::new();
     loop {
@@ -212,9 +232,10 @@ async fn collect(mut s: RequestStream) -> Result<Collected, ServerError> {
             }
             Some(Event::Error(e)) => return Err(ServerError::Engine(e)),
             None => {
-                return Err(ServerError::Engine(
-                    "the engine stopped before the request finished".to_string(),
-                ))
+                return Err(ServerError::Engine(format!(
+                    "the engine stopped before the request finished: {}",
+                    stopped_why(engine)
+                )))
             }
         }
     }
@@ -222,7 +243,9 @@ async fn collect(mut s: RequestStream) -> Result<Collected, ServerError> {
 
 async fn whole(a: Answer, streams: Vec<RequestStream>) -> Result<Response, ServerError> {
     // On the first failure the other streams are dropped, which cancels them.
-    let done = futures_util::future::try_join_all(streams.into_iter().map(collect)).await?;
+    let done =
+        futures_util::future::try_join_all(streams.into_iter().map(|s| collect(s, &a.engine)))
+            .await?;
     let usages: Vec<Usage> = done.iter().map(|d| d.usage).collect();
     let usage = total_usage(&usages, a.n);
     let resp = match a.kind {
@@ -361,6 +384,7 @@ fn sse(a: Answer, streams: Vec<RequestStream>) -> Response {
     let mut st = SseState {
         pending: VecDeque::new(),
         merged: Some(merged),
+        finished: vec![false; choices],
         usages: vec![Usage::default(); choices],
         offsets: vec![0; choices],
         a,
@@ -376,45 +400,50 @@ fn sse(a: Answer, streams: Vec<RequestStream>) -> Response {
             st.pending.push_back(frame);
         }
     }
-    let body = stream::unfold(st, |mut st| async move {
+    let events = stream::unfold(st, |mut st| async move {
         loop {
             if let Some(frame) = st.pending.pop_front() {
                 return Some((Ok::<_, Infallible>(frame), st));
             }
             let merged = st.merged.as_mut()?;
-            match tokio::time::timeout(KEEPALIVE, merged.next()).await {
-                Err(_) => return Some((Ok(": keep-alive\n\n".to_string()), st)),
-                Ok(Some((i, ev))) => st.on_event(i, ev),
-                Ok(None) => st.finish(),
+            match merged.next().await {
+                Some((i, ev)) => st.on_event(i, ev),
+                None => st.finish(),
             }
         }
     });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
+    let keep_alive = KeepAlive::new().interval(KEEPALIVE).text("keep-alive");
+    let mut resp = Sse::new(events).keep_alive(keep_alive).into_response();
+    // Proxies must pass each event on as it comes.
+    resp.headers_mut().insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    resp
 }
 
 /// State of one SSE answer: frames ready to send and the streams still running.
 struct SseState {
-    pending: VecDeque<String>,
+    pending: VecDeque<sse::Event>,
     /// `None` once `[DONE]` is queued.
     merged: Option<SelectAll<BoxStream<'static, (usize, Event)>>>,
+    /// Per choice: its `Finished` event has come.
+    finished: Vec<bool>,
     usages: Vec<Usage>,
     /// Completions: character offset of the next token in each choice's text.
     offsets: Vec<usize>,
     a: Answer,
 }
 
-fn frame<T: Serialize>(v: &T) -> String {
+fn frame<T: Serialize>(v: &T) -> sse::Event {
     let json = serde_json::to_string(v)
         .unwrap_or_else(|e| ServerError::Engine(format!("serializing a chunk: {e}")).to_json());
-    format!("data: {json}\n\n")
+    sse::Event::default().data(json)
+}
+
+/// The stream's last event.
+fn done() -> sse::Event {
+    sse::Event::default().data("[DONE]")
 }
 
 impl SseState {
@@ -428,7 +457,7 @@ impl SseState {
         delta: ChatDelta,
         logprobs: Option<ChatLogprobs>,
         finish: Option<&'static str>,
-    ) -> String {
+    ) -> sse::Event {
         frame(&ChatChunk {
             id: self.a.id.clone(),
             object: "chat.completion.chunk",
@@ -444,7 +473,7 @@ impl SseState {
         })
     }
 
-    fn completion_chunk(&self, choice: CompletionChoice) -> String {
+    fn completion_chunk(&self, choice: CompletionChoice) -> sse::Event {
         frame(&Completion {
             id: self.a.id.clone(),
             object: "text_completion",
@@ -492,6 +521,7 @@ impl SseState {
                 self.pending.push_back(f);
             }
             Event::Finished { reason, usage } => {
+                self.finished[index] = true;
                 self.usages[index] = usage;
                 let reason = Some(finish_reason(reason));
                 let f = match self.a.kind {
@@ -505,19 +535,28 @@ impl SseState {
                 };
                 self.pending.push_back(f);
             }
-            Event::Error(e) => {
-                tracing::error!("engine error on a streamed request: {e}");
-                // The status line is long gone: report in-band, then end the stream
-                // (dropping the other choices' streams cancels them).
-                self.pending
-                    .push_back(format!("data: {}\n\n", ServerError::Engine(e).to_json()));
-                self.pending.push_back("data: [DONE]\n\n".to_string());
-                self.merged = None;
-            }
+            Event::Error(e) => self.fail(e),
         }
     }
 
+    /// Ends the stream with an error event: the status line is long gone, so the error
+    /// is reported in-band (dropping the other choices' streams cancels them).
+    fn fail(&mut self, detail: String) {
+        tracing::error!("engine error on a streamed request: {detail}");
+        let e = sse::Event::default().data(ServerError::Engine(detail).to_json());
+        self.pending.push_back(e);
+        self.pending.push_back(done());
+        self.merged = None;
+    }
+
     fn finish(&mut self) {
+        if let Some(i) = self.finished.iter().position(|f| !f) {
+            // A request stream closed without its end: the engine is gone.
+            return self.fail(format!(
+                "the engine stopped before choice {i} finished: {}",
+                self.a.engine_health()
+            ));
+        }
         if self.a.include_usage {
             let usage = Some(Some(total_usage(&self.usages, self.a.n)));
             let f = match self.a.kind {
@@ -540,7 +579,7 @@ impl SseState {
             };
             self.pending.push_back(f);
         }
-        self.pending.push_back("data: [DONE]\n\n".to_string());
+        self.pending.push_back(done());
         self.merged = None;
     }
 }

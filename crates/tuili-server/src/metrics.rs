@@ -59,7 +59,7 @@ pub fn render(responses: &BTreeMap<u16, u64>, engine: Option<&EngineMetrics>) ->
         header(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name} {v}");
     }
-    let counters: [(&str, &str, u64); 6] = [
+    let counters: [(&str, &str, u64); 7] = [
         (
             "tuili_prefix_cache_queries_tokens_total",
             "Prompt tokens looked up in the prefix cache.",
@@ -86,6 +86,11 @@ pub fn render(responses: &BTreeMap<u16, u64>, engine: Option<&EngineMetrics>) ->
             m.preemptions,
         ),
         ("tuili_engine_steps_total", "Engine steps run.", m.steps),
+        (
+            "tuili_engine_step_panics_total",
+            "Engine steps that panicked (their requests failed; the engine served on).",
+            m.step_panics,
+        ),
     ];
     for (name, help, v) in counters {
         header(&mut out, name, "counter", help);

@@ -3,6 +3,7 @@
 //! within a grace period, then return.
 
 use std::future::{Future, IntoFuture};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -129,16 +130,27 @@ pub fn run_blocking(
         tracing::info!("listening on http://{addr} (model loading)");
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
         let st = state.clone();
-        tokio::task::spawn_blocking(move || match load() {
-            Ok((engine, template)) => match st.set_ready(engine, template) {
-                Ok(()) => tracing::info!("model loaded; serving {}", st.config().model_name),
-                Err(e) => {
-                    let _ = failed_tx.send(e.to_string());
-                }
-            },
-            Err(e) => {
-                let _ = failed_tx.send(e);
-            }
+        tokio::task::spawn_blocking(move || {
+            // A panicking loader is a failed load, never a server stuck "loading".
+            let loaded = catch_unwind(AssertUnwindSafe(load)).unwrap_or_else(|p| {
+                Err(format!(
+                    "the model loader panicked: {}",
+                    tuili_engine::panic_message(p.as_ref())
+                ))
+            });
+            let failure = match loaded {
+                Ok((engine, template)) => match st.set_ready(engine, template) {
+                    Ok(()) => {
+                        tracing::info!("model loaded; serving {}", st.config().model_name);
+                        return;
+                    }
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e,
+            };
+            tracing::error!("loading the model failed: {failure}");
+            st.set_load_failed(failure.clone());
+            let _ = failed_tx.send(failure);
         });
         let (load_err_tx, mut load_err_rx) = tokio::sync::oneshot::channel::<String>();
         let stop = async move {

@@ -59,6 +59,8 @@ pub struct AppState {
 struct Inner {
     config: ServerConfig,
     ready: OnceLock<Ready>,
+    /// Why the model could not be loaded, once the loader has failed.
+    load_failed: OnceLock<String>,
     /// Responses sent, by status code.
     responses: Mutex<BTreeMap<u16, u64>>,
     shutting_down: AtomicBool,
@@ -74,6 +76,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 config,
                 ready: OnceLock::new(),
+                load_failed: OnceLock::new(),
                 responses: Mutex::new(BTreeMap::new()),
                 shutting_down: AtomicBool::new(false),
                 started: unix_now(),
@@ -109,12 +112,23 @@ impl AppState {
             .map_err(|_| ServerError::Load("the model was already set".to_string()))
     }
 
-    /// The engine and template, or 503 while loading or shutting down.
+    /// The engine and template; 503 while loading, shutting down or once the engine has
+    /// failed; 500 once the loader has failed.
     pub fn ready(&self) -> Result<&Ready, ServerError> {
+        if let Some(why) = self.inner.load_failed.get() {
+            return Err(ServerError::Load(why.clone()));
+        }
         if self.is_shutting_down() {
             return Err(ServerError::ShuttingDown);
         }
-        self.inner.ready.get().ok_or(ServerError::NotReady)
+        let ready = self.inner.ready.get().ok_or(ServerError::NotReady)?;
+        ready.engine.health().map_err(ServerError::EngineFailed)?;
+        Ok(ready)
+    }
+
+    /// Records that the model could not be loaded: `/health` and the API say why.
+    pub fn set_load_failed(&self, why: String) {
+        let _ = self.inner.load_failed.set(why);
     }
 
     /// The engine, if loaded (also during shutdown).
