@@ -16,6 +16,8 @@ for f in smol.gguf qwen.gguf; do
   [ -s "$models/$f" ] || { echo "test model $models/$f is missing" >&2; exit 1; }
 done
 export TUILI_TEST_MODELS_DIR="$models"
+# A test that cannot find its model fails instead of skipping.
+export TUILI_REQUIRE_MODELS=1
 
 cargo test --release --workspace "$@"
 bash tests/openai/run.sh  # the official openai client against `tuili serve`

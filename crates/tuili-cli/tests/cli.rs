@@ -1,24 +1,15 @@
 //! End-to-end runs of the `tuili` binary on the real models (pinned outputs from an
 //! independent reference) and on bad input.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The real model `name` (`smol.gguf`, `qwen.gguf`) from `TUILI_TEST_MODELS_DIR`.
-fn model(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("TUILI_TEST_MODELS_DIR")?;
-    let p = PathBuf::from(dir).join(name);
-    p.exists().then_some(p)
-}
-
+/// The real model `name` (`smol.gguf`, `qwen.gguf`), or return from the test after a
+/// visible skip line (a failure with `TUILI_REQUIRE_MODELS=1`).
 macro_rules! need_model {
     ($name:expr) => {
-        match model($name) {
+        match tuili_testkit::model($name) {
             Some(p) => p,
-            None => {
-                eprintln!("skipped: {} not found (set TUILI_TEST_MODELS_DIR)", $name);
-                return;
-            }
+            None => return,
         }
     };
 }
@@ -227,7 +218,7 @@ fn ppl4(model: &std::path::Path) -> f64 {
 #[test]
 fn perplexity_matches_the_f32_reference() {
     if !std::path::Path::new("/usr/share/common-licenses/GPL-3").exists() {
-        eprintln!("skipped: /usr/share/common-licenses/GPL-3 not found");
+        tuili_testkit::skip("/usr/share/common-licenses/GPL-3 not found");
         return;
     }
     let smol = need_model!("smol.gguf");

@@ -31,7 +31,7 @@ fn has_gpu() -> bool {
 #[test]
 fn device_cuda_without_a_gpu_fails_with_the_reason() {
     if has_gpu() {
-        eprintln!("skipped: this machine has a CUDA device");
+        tuili_testkit::skip("this machine has a CUDA device");
         return;
     }
     for cmd in [
@@ -87,7 +87,7 @@ fn info_lists_the_cpu_and_the_gpus_or_why_there_are_none() {
 #[test]
 fn auto_without_a_gpu_runs_on_the_cpu_and_says_so() {
     if has_gpu() {
-        eprintln!("skipped: this machine has a CUDA device");
+        tuili_testkit::skip("this machine has a CUDA device");
         return;
     }
     let dir = std::env::temp_dir();

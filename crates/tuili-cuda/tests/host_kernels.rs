@@ -250,7 +250,7 @@ fn harness() -> Option<&'static Path> {
                 String::from_utf8_lossy(&o.stderr)
             ),
             Err(e) => {
-                eprintln!("skipped: no C++ compiler ({cxx}: {e})");
+                tuili_testkit::skip(&format!("no C++ compiler ({cxx}: {e})"));
                 None
             }
         }

@@ -65,7 +65,7 @@ fn kernels_compile_with_nvrtc_for_ampere_and_hopper() {
                 eprintln!("{arch}: {ptx_bytes} bytes of PTX");
             }
             Err(CudaError::NotCompiled) => {
-                eprintln!("skipped: no CUDA backend in this build");
+                tuili_testkit::skip("no CUDA backend in this build");
                 return;
             }
             Err(CudaError::Library(why)) => {
@@ -73,7 +73,7 @@ fn kernels_compile_with_nvrtc_for_ampere_and_hopper() {
                 if std::env::var_os("TUILI_REQUIRE_GPU").is_some() {
                     panic!("TUILI_REQUIRE_GPU is set but NVRTC cannot be used: {why}");
                 }
-                eprintln!("skipped: NVRTC not found ({why})");
+                tuili_testkit::skip(&format!("NVRTC not found ({why})"));
                 return;
             }
             Err(e) => panic!("{arch}: {e}"),

@@ -23,6 +23,12 @@ pub struct GenerateRequest {
 }
 
 /// Log-probability of one generated token.
+///
+/// Every figure here (the chosen token's and the top alternatives') comes from one
+/// distribution: the softmax of the model's logits after the repetition, presence and
+/// frequency penalties, before temperature and top-k/top-p/min-p. So the chosen token's
+/// log-probability is never above 0 and equals its own entry in `top`; with greedy
+/// decoding it is `top[0]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenLogprob {
     /// The chosen token.

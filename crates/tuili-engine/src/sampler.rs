@@ -98,8 +98,20 @@ impl Sampler {
     /// Picks the next token from `logits` (`[vocab]`, modified in place by the
     /// penalties) given the tokens so far (`history`, prompt included).
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        self.penalize(logits, history);
+        self.sample_penalized(logits)
+    }
+
+    /// Applies the repetition, presence and frequency penalties to `logits` (`[vocab]`)
+    /// given the tokens so far: the distribution that log-probabilities report.
+    pub fn penalize(&self, logits: &mut [f32], history: &[u32]) {
+        apply_penalties(logits, history, &self.params);
+    }
+
+    /// Picks the next token from logits that [`Sampler::penalize`] has already seen:
+    /// top-k → top-p → min-p → temperature → the seeded draw, or greedy.
+    pub fn sample_penalized(&mut self, logits: &[f32]) -> u32 {
         let p = &self.params;
-        apply_penalties(logits, history, p);
         if p.temperature <= 0.0 {
             return argmax(logits);
         }

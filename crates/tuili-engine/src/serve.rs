@@ -600,8 +600,11 @@ impl EngineCore {
                 outputs.push((s.id, Some(0)));
                 continue;
             };
+            // Log-probabilities describe the penalised distribution, the one the
+            // sampler draws from (before temperature and truncation): see `TokenLogprob`.
+            a.sampler.penalize(l, &a.tokens);
             let lp = a.req.logprobs.map(|k| log_softmax_top(l, k));
-            let token = a.sampler.sample(l, &a.tokens);
+            let token = a.sampler.sample_penalized(l);
             if let Some((lse, top)) = lp {
                 a.pending_logprobs
                     .push(self.logprob_entry(token, l, lse, top));

@@ -2,7 +2,6 @@
 //! single-sequence run token for token (batch invariance), stop strings, cancellation,
 //! queue limits.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tuili_engine::{
@@ -14,11 +13,7 @@ use tuili_models::Model;
 use tuili_tokenizer::Tokenizer;
 
 fn load() -> Option<(Arc<Model>, Arc<Tokenizer>)> {
-    let dir = std::env::var_os("TUILI_TEST_MODELS_DIR")?;
-    let path = PathBuf::from(dir).join("smol.gguf");
-    if !path.exists() {
-        return None;
-    }
+    let path = tuili_testkit::model("smol.gguf")?;
     let file = Arc::new(GgufFile::open(&path).expect("open model"));
     let model = Model::load(&file).expect("load model");
     let tok = Tokenizer::from_gguf(&file).expect("load tokenizer");
@@ -29,10 +24,7 @@ macro_rules! need_model {
     () => {
         match load() {
             Some(m) => m,
-            None => {
-                eprintln!("skipped: smol.gguf not found (set TUILI_TEST_MODELS_DIR)");
-                return;
-            }
+            None => return,
         }
     };
 }
@@ -232,4 +224,56 @@ fn too_long_prompt_is_refused_with_both_numbers() {
         msg.contains("60") && msg.contains("10") && msg.contains("64"),
         "{msg}"
     );
+}
+
+#[test]
+fn logprobs_with_penalties_describe_the_distribution_sampled_from() {
+    let (model, tok) = need_model!();
+    let h = start_engine(
+        model,
+        tok.clone(),
+        EngineConfig {
+            n_ctx: 256,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let prompt = tok.encode("the cat the cat the cat the cat the cat the", true, false);
+    for (greedy_run, seed) in [(true, 0), (false, 7)] {
+        let mut req = greedy(prompt.clone(), 32);
+        req.ignore_eos = true;
+        req.logprobs = Some(5);
+        req.sampling = SamplingParams {
+            temperature: if greedy_run { 0.0 } else { 0.9 },
+            repeat_penalty: 1.5,
+            presence_penalty: 1.0,
+            frequency_penalty: 0.5,
+            seed,
+            ..SamplingParams::default()
+        };
+        let mut s = h.submit(req).expect("submit");
+        let mut lps = Vec::new();
+        while let Some(ev) = s.next_blocking() {
+            match ev {
+                Event::Delta { logprobs, .. } => lps.extend(logprobs),
+                Event::Finished { .. } => break,
+                Event::Error(e) => panic!("engine error: {e}"),
+            }
+        }
+        assert_eq!(lps.len(), 32);
+        for l in &lps {
+            assert!(l.logprob <= 0.0, "{l:?}");
+            assert_eq!(l.top.len(), 5);
+            assert!(l.top.windows(2).all(|w| w[0].2 >= w[1].2), "{l:?}");
+            let mass: f64 = l.top.iter().map(|t| (t.2 as f64).exp()).sum();
+            assert!(mass <= 1.0 + 1e-5, "{l:?}");
+            if let Some(own) = l.top.iter().find(|t| t.0 == l.token) {
+                assert_eq!(own.2, l.logprob, "{l:?}");
+            }
+            if greedy_run {
+                // Greedy picks the most likely token of the penalised distribution.
+                assert_eq!((l.top[0].0, l.top[0].2), (l.token, l.logprob), "{l:?}");
+            }
+        }
+    }
 }

@@ -6,16 +6,7 @@ use std::path::PathBuf;
 use tuili_gguf::{GgmlType, GgufFile};
 
 fn model(file: &str) -> Option<PathBuf> {
-    let Some(dir) = std::env::var_os("TUILI_TEST_MODELS_DIR") else {
-        println!("skipped: TUILI_TEST_MODELS_DIR is not set");
-        return None;
-    };
-    let path = PathBuf::from(dir).join(file);
-    if !path.exists() {
-        println!("skipped: {} does not exist", path.display());
-        return None;
-    }
-    Some(path)
+    tuili_testkit::model(file)
 }
 
 /// Every tensor lies inside the file and is tiled without overlap.

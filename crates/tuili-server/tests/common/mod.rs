@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -29,17 +28,12 @@ pub struct Smol {
     pub tokenizer: Arc<Tokenizer>,
 }
 
-fn model_path() -> Option<PathBuf> {
-    let dir = std::env::var_os("TUILI_TEST_MODELS_DIR")?;
-    let p = PathBuf::from(dir).join("smol.gguf");
-    p.exists().then_some(p)
-}
-
-/// The default model, or `None` after printing a visible skip line.
+/// The default model, or `None` after printing a visible skip line (a failure with
+/// `TUILI_REQUIRE_MODELS=1`).
 pub fn smol(test: &str) -> Option<&'static Smol> {
     static SMOL: OnceLock<Option<Smol>> = OnceLock::new();
     let s = SMOL.get_or_init(|| {
-        let path = model_path()?;
+        let path = tuili_testkit::model("smol.gguf")?;
         let file = Arc::new(GgufFile::open(&path).expect("open smol.gguf"));
         let model = Arc::new(Model::load(&file).expect("load smol.gguf"));
         let tokenizer = Arc::new(Tokenizer::from_gguf(&file).expect("smol tokenizer"));
@@ -50,7 +44,7 @@ pub fn smol(test: &str) -> Option<&'static Smol> {
         })
     });
     if s.is_none() {
-        println!("skipped: {test}: TUILI_TEST_MODELS_DIR/smol.gguf not found");
+        tuili_testkit::skip(&format!("{test}: smol.gguf not found"));
     }
     s.as_ref()
 }

@@ -14,25 +14,10 @@ pub fn fixture(name: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("parsing fixture {}: {e}", path.display()))
 }
 
-/// Say why a test is skipped. Written straight to stderr, which the test harness does not
-/// capture, so the line shows even when the test passes.
-fn skip(why: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped: {why}");
-}
-
 /// The real model `file` (e.g. `smol.gguf`) from `$TUILI_TEST_MODELS_DIR`, or `None` after
-/// printing why the calling test is skipped.
+/// printing why the calling test is skipped (see `tuili_testkit::model`).
 pub fn model(file: &str) -> Option<tuili_gguf::GgufFile> {
-    let Some(dir) = std::env::var_os("TUILI_TEST_MODELS_DIR") else {
-        skip(&format!("TUILI_TEST_MODELS_DIR is not set (needs {file})"));
-        return None;
-    };
-    let path = PathBuf::from(dir).join(file);
-    if !path.is_file() {
-        skip(&format!("{} does not exist", path.display()));
-        return None;
-    }
+    let path = tuili_testkit::model(file)?;
     Some(
         tuili_gguf::GgufFile::open(&path)
             .unwrap_or_else(|e| panic!("opening {}: {e}", path.display())),
