@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use tuili_engine::runner::blocks_for;
 use tuili_engine::{KvLayout, Sampler, SamplingParams, Session};
+use tuili_models::SEQ_BLOCK;
 use tuili_tokenizer::ChatMessage;
 
 use crate::device::{self, DeviceArgs};
@@ -136,9 +137,6 @@ fn print_stats(stats: &tuili_engine::GenerationStats) {
         stats.finish
     ));
 }
-
-/// Block size of the KV pool of one conversation or one perplexity chunk.
-const SEQ_BLOCK: usize = 64;
 
 /// A conversation of `n_ctx` tokens on the device `--device` names.
 fn session<'m>(l: &'m Loaded, d: &DeviceArgs, n_ctx: usize) -> Result<Session<'m>> {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use tuili_models::{Model, ModelError, SeqChunk};
+use tuili_models::{Model, ModelError, SeqChunk, SEQ_BLOCK};
 use tuili_tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::runner::{blocks_for, CpuRunner, KvLayout, Runner};
@@ -61,9 +61,6 @@ pub struct Session<'m> {
     /// Tokens whose K/V are in the pool: `[len]`.
     tokens: Vec<u32>,
 }
-
-/// Block size of a one-sequence CPU cache (as `KvCache`'s).
-const SEQ_BLOCK: usize = 64;
 
 impl<'m> Session<'m> {
     /// A session on the CPU with a context of `n_ctx` tokens.
