@@ -3,12 +3,14 @@
 use std::io::{BufRead, Write};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tuili_engine::runner::blocks_for;
-use tuili_engine::{KvLayout, Sampler, SamplingParams, Session};
-use tuili_tokenizer::ChatMessage;
+use tuili_engine::{KvLayout, SamplingParams};
+use tuili_models::SEQ_BLOCK;
+use tuili_tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 
 use crate::device::{self, DeviceArgs};
+use crate::generate::{self, Options};
 use crate::load::{self, tracing_line, Loaded};
 use crate::{ModelArgs, SamplingArgs};
 
@@ -35,10 +37,37 @@ pub struct RunArgs {
     /// System message for --chat (default: the template's own).
     #[arg(long = "system")]
     system: Option<String>,
+    /// End the output before this string (repeatable: the first one found ends it).
+    #[arg(long = "stop", value_parser = non_empty)]
+    stop: Vec<String>,
+    /// Report each token's log-probability and the N most likely tokens at its step.
+    #[arg(long = "logprobs", value_name = "N")]
+    logprobs: Option<usize>,
+    /// `text`: the completion as it streams; `json`: one JSON object at the end (text,
+    /// tokens, logprobs if asked for, finish reason, usage, timings).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    output: Output,
     #[command(flatten)]
     sampling: SamplingArgs,
     #[command(flatten)]
     device: DeviceArgs,
+}
+
+/// How `tuili run` prints its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// The prompt (unless --chat) and the completion as it streams.
+    Text,
+    /// One JSON object when generation ends.
+    Json,
+}
+
+fn non_empty(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("a stop string must not be empty".into())
+    } else {
+        Ok(s.to_string())
+    }
 }
 
 /// `tuili chat`.
@@ -116,84 +145,92 @@ fn sampling_params(s: &SamplingArgs) -> SamplingParams {
 }
 
 /// Renders `messages` through the model's template, ready for the assistant's turn.
-fn render_chat(l: &Loaded, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-    let template = l
-        .template
-        .as_ref()
-        .context("this model has no chat template (tokenizer.chat_template)")?;
+fn render_chat(
+    template: Option<&ChatTemplate>,
+    tokenizer: &Tokenizer,
+    messages: &[ChatMessage],
+) -> Result<Vec<u32>> {
+    let template = template.context("this model has no chat template (tokenizer.chat_template)")?;
     let text = template.render(messages, true)?;
     // The template writes BOS itself where the model wants one.
-    Ok(l.tokenizer.encode(&text, false, true))
+    Ok(tokenizer.encode(&text, false, true))
 }
 
-fn print_stats(stats: &tuili_engine::GenerationStats) {
-    tracing_line(&format!(
-        "\nprompt: {} tokens, {:.1} t/s | generated: {} tokens, {:.1} t/s | finish: {:?}",
-        stats.prompt_tokens,
-        stats.prompt_tps(),
-        stats.generated_tokens,
-        stats.generation_tps(),
-        stats.finish
-    ));
-}
-
-/// Block size of the KV pool of one conversation or one perplexity chunk.
-const SEQ_BLOCK: usize = 64;
-
-/// A conversation of `n_ctx` tokens on the device `--device` names.
-fn session<'m>(l: &'m Loaded, d: &DeviceArgs, n_ctx: usize) -> Result<Session<'m>> {
-    let n_ctx = n_ctx.min(l.model.config().ctx_len);
-    let dev = d
-        .device
-        .resolve(&l.model, l.model.config().kv_cache_bytes(n_ctx));
-    let kv = KvLayout {
-        n_blocks: blocks_for(n_ctx, SEQ_BLOCK),
-        block_size: SEQ_BLOCK,
-    };
-    let runner = device::runner(&l.model, dev, kv)?;
-    Ok(Session::with_runner(runner, &l.tokenizer, n_ctx))
-}
-
-/// `tuili run`: one prompt, streamed.
+/// `tuili run`: one prompt, streamed through an engine with one sequence slot.
 pub fn run(a: RunArgs) -> Result<()> {
     a.device.device.check_early()?;
-    let l = load::load(&a.model)?;
+    let Loaded {
+        model,
+        tokenizer,
+        template,
+        ..
+    } = load::load(&a.model)?;
     let ids = if a.chat {
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
             msgs.push(ChatMessage::new("system", s));
         }
         msgs.push(ChatMessage::new("user", &a.prompt));
-        render_chat(&l, &msgs)?
+        render_chat(template.as_ref(), &tokenizer, &msgs)?
     } else {
-        l.tokenizer.encode(&a.prompt, true, false)
+        tokenizer.encode(&a.prompt, true, false)
     };
-    let mut session = session(&l, &a.device, a.ctx)?;
-    let mut sampler = Sampler::new(sampling_params(&a.sampling));
+    let engine = generate::start(model, tokenizer, a.device.device, a.ctx)?;
+    let opts = Options {
+        max_tokens: a.n_predict,
+        sampling: sampling_params(&a.sampling),
+        stop: a.stop,
+        logprobs: a.logprobs,
+    };
+    let req = generate::request(&engine, ids, &opts)?;
+    let text = a.output == Output::Text;
     let mut stdout = std::io::stdout().lock();
-    if !a.chat {
+    if text && !a.chat {
         // Echo the prompt as llama.cpp does, so the output reads as one text.
         write!(stdout, "{}", a.prompt)?;
+        stdout.flush()?;
     }
-    let (_, stats) = session.generate(&ids, a.n_predict, &mut sampler, |t| {
-        let _ = stdout.write_all(t.as_bytes());
-        let _ = stdout.flush();
-        true
+    let g = generate::stream(&engine, req, |t| {
+        if text {
+            let _ = stdout.write_all(t.as_bytes());
+            let _ = stdout.flush();
+        }
     })?;
-    writeln!(stdout)?;
-    print_stats(&stats);
+    if text {
+        writeln!(stdout)?;
+        if a.logprobs.is_some() {
+            writeln!(stdout, "\nlogprobs (token, logprob | most likely):")?;
+            for line in g.logprob_lines() {
+                writeln!(stdout, "{line}")?;
+            }
+        }
+    } else {
+        writeln!(
+            stdout,
+            "{}",
+            serde_json::to_string_pretty(&g.to_json(a.logprobs.is_some()))?
+        )?;
+    }
+    tracing_line(&format!("\n{}", g.stats_line()));
     Ok(())
 }
 
-/// `tuili chat`: an interactive conversation on stdin/stdout.
+/// `tuili chat`: an interactive conversation on stdin/stdout. Each turn submits the whole
+/// conversation; the engine's prefix cache runs only what the turn adds.
 pub fn chat(a: ChatArgs) -> Result<()> {
     a.device.device.check_early()?;
-    let l = load::load(&a.model)?;
-    if l.template.is_none() {
+    let Loaded {
+        model,
+        tokenizer,
+        template,
+        ..
+    } = load::load(&a.model)?;
+    if template.is_none() {
         bail!("this model has no chat template (tokenizer.chat_template)");
     }
-    let mut session = session(&l, &a.device, a.ctx)?;
-    let mut sampler = Sampler::new(sampling_params(&a.sampling));
+    let engine = generate::start(model, tokenizer, a.device.device, a.ctx)?;
+    let tokenizer = engine.tokenizer().clone();
+    let sampling = sampling_params(&a.sampling);
     let mut messages = Vec::new();
     if let Some(s) = &a.system {
         messages.push(ChatMessage::new("system", s));
@@ -201,7 +238,7 @@ pub fn chat(a: ChatArgs) -> Result<()> {
     eprintln!("chat with the model; an empty line or Ctrl-D ends, /reset starts over");
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
-    loop {
+    for turn in 0u64.. {
         eprint!("> ");
         let Some(line) = lines.next() else { break };
         let line = line?;
@@ -214,26 +251,36 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             continue;
         }
         messages.push(ChatMessage::new("user", line));
-        let ids = render_chat(&l, &messages)?;
-        let mut reply = String::new();
+        let ids = render_chat(template.as_ref(), &tokenizer, &messages)?;
+        let opts = Options {
+            max_tokens: a.n_predict,
+            // A fresh draw each turn, reproducible from --seed.
+            sampling: SamplingParams {
+                seed: sampling.seed.wrapping_add(turn),
+                ..sampling.clone()
+            },
+            stop: Vec::new(),
+            logprobs: None,
+        };
         let mut stdout = std::io::stdout().lock();
-        let result = session.generate(&ids, a.n_predict, &mut sampler, |t| {
-            reply.push_str(t);
-            let _ = stdout.write_all(t.as_bytes());
-            let _ = stdout.flush();
-            true
+        let result = generate::request(&engine, ids, &opts).and_then(|req| {
+            generate::stream(&engine, req, |t| {
+                let _ = stdout.write_all(t.as_bytes());
+                let _ = stdout.flush();
+            })
         });
         writeln!(stdout)?;
         match result {
-            Ok((_, stats)) => print_stats(&stats),
+            Ok(g) => {
+                tracing_line(&format!("\n{}", g.stats_line()));
+                messages.push(ChatMessage::new("assistant", &g.text));
+            }
             Err(e) => {
-                // The conversation no longer fits: say so and keep the session usable.
-                eprintln!("error: {e}");
+                // The conversation no longer fits: say so and keep the chat usable.
+                eprintln!("error: {e:#}");
                 messages.pop();
-                continue;
             }
         }
-        messages.push(ChatMessage::new("assistant", &reply));
     }
     Ok(())
 }

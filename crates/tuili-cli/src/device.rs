@@ -1,12 +1,13 @@
 //! `--device cpu|cuda|cuda:N|auto`: where a model runs, and the runner that puts it there.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use tuili_cuda::{CudaModel, DeviceInfo};
-use tuili_engine::{CpuRunner, KvLayout, Runner};
+use tuili_engine::{CpuRunner, EngineError, KvLayout, Runner};
 use tuili_models::Model;
 
 use crate::load::tracing_line;
@@ -130,6 +131,22 @@ pub fn runner<'m>(model: &'m Model, device: Device, kv: KvLayout) -> Result<Box<
     match device {
         Device::Cpu | Device::Auto => Ok(Box::new(CpuRunner::new(model, kv))),
         Device::Cuda(n) => Ok(Box::new(upload(model, n, kv)?)),
+    }
+}
+
+/// What `start_engine_with` calls to put `model` on `device` (resolved: not `auto`) with
+/// the KV pool the engine sizes.
+pub fn engine_runner(
+    model: Arc<Model>,
+    device: Device,
+) -> impl FnOnce(KvLayout) -> Result<Box<dyn Runner + Send>, EngineError> {
+    move |kv: KvLayout| -> Result<Box<dyn Runner + Send>, EngineError> {
+        match device {
+            Device::Cuda(n) => Ok(Box::new(
+                upload(&model, n, kv).map_err(|e| EngineError::Invalid(format!("{e:#}")))?,
+            )),
+            Device::Cpu | Device::Auto => Ok(Box::new(CpuRunner::new(model, kv))),
+        }
     }
 }
 

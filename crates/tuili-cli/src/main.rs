@@ -3,6 +3,7 @@
 mod bench;
 mod commands;
 mod device;
+mod generate;
 mod load;
 mod membw;
 mod progress;

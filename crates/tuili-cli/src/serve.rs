@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tuili_engine::{start_engine_with, CpuRunner, EngineConfig, EngineError, Runner};
+use tuili_engine::{start_engine_with, EngineConfig};
 use tuili_server::{AppState, ServeOptions, ServerConfig};
 
-use crate::device::{self, Device, DeviceArgs};
+use crate::device::{self, DeviceArgs};
 use crate::{load, registry, ModelArgs};
 
 /// `tuili serve`.
@@ -105,16 +105,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         // The KV budget the engine will size its pool to (2 GiB unless --kv-memory).
         let kv_bytes = engine_cfg.kv_memory_bytes.unwrap_or(2 << 30);
         let dev = dev.resolve(&loaded.model, kv_bytes);
-        let model = Arc::new(loaded.model);
-        let make_runner = move |kv| -> Result<Box<dyn Runner + Send>, EngineError> {
-            match dev {
-                Device::Cuda(n) => Ok(Box::new(
-                    device::upload(&model, n, kv)
-                        .map_err(|e| EngineError::Invalid(format!("{e:#}")))?,
-                )),
-                Device::Cpu | Device::Auto => Ok(Box::new(CpuRunner::new(model, kv))),
-            }
-        };
+        let make_runner = device::engine_runner(Arc::new(loaded.model), dev);
         let engine = start_engine_with(&mcfg, make_runner, Arc::new(loaded.tokenizer), engine_cfg)
             .map_err(|e| format!("starting the engine: {e}"))?;
         Ok((engine, loaded.template))

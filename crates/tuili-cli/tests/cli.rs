@@ -186,6 +186,234 @@ fn prompt_longer_than_context_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the context holds 32"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A prompt that fits, with more tokens asked for than the context leaves: generation
+    // runs to the end of the context and says so.
+    let v = run_json(&[
+        "-m",
+        smol.to_str().unwrap(),
+        "-c",
+        "8",
+        "-p",
+        "Once upon a time",
+        "-n",
+        "20",
+        "--temp",
+        "0",
+    ]);
+    assert_eq!(v["finish_reason"], "context_full", "{v}");
+    assert_eq!(v["usage"]["prompt_tokens"], 4, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 4, "{v}");
+}
+
+/// `tuili run ARGS -o json`, parsed.
+fn run_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let out = stdout_of(&all);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn stop_string_cuts_the_output_before_it() {
+    let smol = need_model!("smol.gguf");
+    let m = smol.to_str().unwrap();
+    let args = [
+        "-m",
+        m,
+        "-p",
+        "Once upon a time",
+        "-n",
+        "20",
+        "--temp",
+        "0",
+        "--stop",
+        "skyscrapers",
+        "--stop",
+        "Haven",
+    ];
+    let mut run = vec!["run"];
+    run.extend_from_slice(&args);
+    // The first stop string found ends it, whatever their order on the command line.
+    assert_eq!(stdout_of(&run), "Once upon a time, the city of Nova \n");
+    let v = run_json(&args);
+    assert_eq!(v["text"], ", the city of Nova ", "{v}");
+    assert_eq!(v["finish_reason"], "stop", "{v}");
+
+    let out = tuili(&["run", "-m", m, "-p", "x", "--stop", ""]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a stop string must not be empty"), "{err}");
+}
+
+#[test]
+fn json_output_has_the_text_output_and_the_counts() {
+    let smol = need_model!("smol.gguf");
+    let m = smol.to_str().unwrap();
+    let prompt = "The three primary colors are";
+    for extra in [&["--temp", "0"][..], &["--temp", "0.9", "--seed", "11"]] {
+        let mut args = vec!["-m", m, "-p", prompt, "-n", "16"];
+        args.extend_from_slice(extra);
+        let mut run = vec!["run"];
+        run.extend_from_slice(&args);
+        let text = stdout_of(&run);
+        let v = run_json(&args);
+        let completion = v["text"].as_str().expect("text");
+        assert_eq!(text, format!("{prompt}{completion}\n"), "{v}");
+        let tokens = v["tokens"].as_array().expect("tokens");
+        let usage = &v["usage"];
+        assert_eq!(usage["prompt_tokens"], 5, "{v}");
+        assert_eq!(usage["cached_tokens"], 0, "{v}");
+        match v["finish_reason"].as_str() {
+            Some("length") => {
+                assert_eq!(tokens.len(), 16, "{v}");
+                assert_eq!(usage["completion_tokens"], 16, "{v}");
+            }
+            // The end-of-generation token counts as generated, not as output.
+            Some("stop") => assert_eq!(usage["completion_tokens"], tokens.len() + 1, "{v}"),
+            other => panic!("finish_reason {other:?}: {v}"),
+        }
+        assert!(v.get("logprobs").is_none(), "{v}");
+        for key in ["prompt_ms", "generation_ms", "prompt_tokens_per_second"] {
+            assert!(v["timings"][key].as_f64().is_some_and(|x| x > 0.0), "{v}");
+        }
+    }
+}
+
+#[test]
+fn logprobs_are_log_probabilities_of_the_chosen_tokens() {
+    let smol = need_model!("smol.gguf");
+    let m = smol.to_str().unwrap();
+    // Greedy (the chosen token is the most likely) and sampled (it may be outside the top 3).
+    for extra in [
+        &["--temp", "0"][..],
+        &[
+            "--temp", "1.5", "--seed", "5", "--top-k", "0", "--top-p", "1", "--min-p", "0",
+        ],
+    ] {
+        let mut args = vec![
+            "-m",
+            m,
+            "-p",
+            "My favourite food is",
+            "-n",
+            "12",
+            "--logprobs",
+            "3",
+        ];
+        args.extend_from_slice(extra);
+        let v = run_json(&args);
+        let tokens = v["tokens"].as_array().expect("tokens");
+        let lps = v["logprobs"].as_array().expect("logprobs");
+        assert_eq!(lps.len(), tokens.len(), "{v}");
+        let mut text = String::new();
+        for (lp, id) in lps.iter().zip(tokens) {
+            assert_eq!(&lp["token"], id, "{v}");
+            text.push_str(lp["text"].as_str().unwrap());
+            let chosen = lp["logprob"].as_f64().unwrap();
+            assert!(chosen <= 0.0, "{lp}");
+            let top = lp["top_logprobs"].as_array().unwrap();
+            assert_eq!(top.len(), 3, "{lp}");
+            let top_lp: Vec<f64> = top.iter().map(|t| t["logprob"].as_f64().unwrap()).collect();
+            assert!(top_lp.iter().all(|&l| l <= 0.0), "{lp}");
+            assert!(top_lp.windows(2).all(|w| w[0] >= w[1]), "{lp}");
+            // Never more likely than the most likely token.
+            assert!(chosen <= top_lp[0], "{lp}");
+            if let Some(t) = top.iter().find(|t| t["token"] == *id) {
+                assert_eq!(t["logprob"].as_f64().unwrap(), chosen, "{lp}");
+            }
+            if extra[1] == "0" {
+                assert_eq!(&top[0]["token"], id, "greedy takes the most likely: {lp}");
+            }
+        }
+        assert_eq!(text, v["text"].as_str().unwrap(), "{v}");
+    }
+
+    // In text output: the completion, then one line per token.
+    let out = stdout_of(&[
+        "run",
+        "-m",
+        m,
+        "-p",
+        "Once upon a time",
+        "-n",
+        "3",
+        "--temp",
+        "0",
+        "--logprobs",
+        "2",
+    ]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("Once upon a time, the city"), "{out}");
+    let table: Vec<&str> = lines
+        .skip_while(|l| !l.starts_with("logprobs"))
+        .skip(1)
+        .collect();
+    assert_eq!(table.len(), 3, "{out}");
+    assert!(table[0].starts_with("\",\" "), "{out}");
+}
+
+#[test]
+fn chat_keeps_the_conversation_and_reuses_its_cached_prefix() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let smol = need_model!("smol.gguf");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tuili"))
+        .args([
+            "chat",
+            "-m",
+            smol.to_str().unwrap(),
+            "--temp",
+            "0",
+            "-n",
+            "24",
+        ])
+        .env_remove("TUILI_QUIET")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tuili chat");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France?\nAnd of Germany?\n")
+        .unwrap();
+    let out = child.wait_with_output().expect("tuili chat");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let answers: Vec<&str> = stdout.lines().collect();
+    assert_eq!(answers.len(), 2, "{stdout}");
+    assert!(
+        answers[0].starts_with("The capital of France is Paris."),
+        "{stdout}"
+    );
+    assert!(answers[1].contains("Berlin"), "{stdout}");
+    // The second turn's prompt starts with the first turn: the prefix cache serves it.
+    let stats: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("prompt: "))
+        .collect();
+    assert_eq!(stats.len(), 2, "{stderr}");
+    assert!(!stats[0].contains("cached"), "{stderr}");
+    // `prompt: 27 tokens, 389.2 t/s, 32 cached | generated: ...`
+    let cached: usize = stats[1]
+        .split_once(" cached")
+        .and_then(|(head, _)| head.rsplit(", ").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no cached count in {:?}", stats[1]));
+    assert!(cached >= 32, "{stderr}");
 }
 
 /// Final PPL of the first 4 chunks (n_ctx 512) of the GPL-3 text.

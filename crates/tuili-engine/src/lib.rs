@@ -1,7 +1,7 @@
-//! Sampling, generation and perplexity over a loaded model.
+//! Sampling, the serving engine (which `tuili run` and `chat` use too) and perplexity
+//! over a loaded model.
 #![deny(missing_docs)]
 
-mod generate;
 pub mod kv_blocks;
 pub mod metrics;
 mod perplexity;
@@ -12,10 +12,9 @@ pub mod scheduler;
 pub mod serve;
 mod stop;
 
-pub use generate::{FinishReason, GenerationStats, Session};
 pub use metrics::{EngineMetrics, Histogram};
 pub use perplexity::{perplexity, perplexity_with, Perplexity};
-pub use request::{Event, GenerateRequest, SubmitError, TokenLogprob, Usage};
+pub use request::{Event, FinishReason, GenerateRequest, SubmitError, TokenLogprob, Usage};
 pub use runner::{CpuRunner, KvLayout, Runner};
 pub use sampler::{argmax, Rng, Sampler, SamplingParams};
 pub use scheduler::Scheduler;

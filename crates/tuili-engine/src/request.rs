@@ -1,6 +1,19 @@
 //! What a client hands the serving engine, and what comes back on the request's stream.
 
-use crate::{FinishReason, SamplingParams};
+use crate::SamplingParams;
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced an end-of-generation token, or the output reached a stop string.
+    Stop,
+    /// `max_tokens` was reached.
+    Length,
+    /// The context window is full.
+    ContextFull,
+    /// The caller asked to stop.
+    Cancelled,
+}
 
 /// One completion to generate (an OpenAI `n > 1` request is `n` of these).
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use tuili_engine::{
-    start_engine, EngineConfig, EngineHandle, Event, FinishReason, GenerateRequest, Sampler,
-    SamplingParams, Session, SubmitError,
+    argmax, start_engine, EngineConfig, EngineHandle, Event, FinishReason, GenerateRequest,
+    SamplingParams, SubmitError,
 };
 use tuili_gguf::GgufFile;
 use tuili_models::Model;
@@ -67,6 +67,23 @@ fn wait_idle(h: &EngineHandle) {
     }
 }
 
+/// Greedy tokens after `prompt` from `Model::forward` over a `KvCache`: one sequence,
+/// no engine, no scheduler (the end-of-generation token excluded).
+fn greedy_alone(model: &Model, tok: &Tokenizer, prompt: &[u32], max_tokens: usize) -> Vec<u32> {
+    let mut cache = model.new_cache(prompt.len() + max_tokens);
+    let mut logits = model.forward(prompt, &mut cache, prompt.len() - 1).unwrap();
+    let mut out = Vec::new();
+    while out.len() < max_tokens {
+        let id = argmax(&logits);
+        if tok.is_eog(id) {
+            break;
+        }
+        out.push(id);
+        logits = model.forward(&[id], &mut cache, 0).unwrap();
+    }
+    out
+}
+
 /// Collects a request's text, tokens and finish reason.
 fn collect(h: &EngineHandle, req: GenerateRequest) -> (String, Vec<u32>, FinishReason) {
     let mut s = h.submit(req).expect("submit");
@@ -96,15 +113,10 @@ fn batched_greedy_equals_single_sequence_run() {
         "In 1969, the first humans",
         "My favourite food is",
     ];
-    // Reference: the single-sequence session.
+    // Reference: each prompt alone, through the model's own one-sequence cache.
     let solo: Vec<Vec<u32>> = prompts
         .iter()
-        .map(|p| {
-            let mut s = Session::new(&model, &tok, 256);
-            let ids = tok.encode(p, true, false);
-            let mut sampler = Sampler::new(SamplingParams::greedy());
-            s.generate(&ids, 24, &mut sampler, |_| true).unwrap().0
-        })
+        .map(|p| greedy_alone(&model, &tok, &tok.encode(p, true, false), 24))
         .collect();
     let h = start_engine(
         model.clone(),

@@ -101,8 +101,9 @@ pub struct KvCache {
     len: usize,
 }
 
-/// Block size of a one-sequence cache (any value works; this keeps tables short).
-const SEQ_BLOCK: usize = 64;
+/// Positions per block of a pool that one sequence uses alone ([`KvCache`], perplexity,
+/// the benchmark's sequences): any value works; this keeps block tables short.
+pub const SEQ_BLOCK: usize = 64;
 
 impl KvCache {
     /// A cache for up to `capacity` positions.

@@ -9,7 +9,7 @@ pub mod synthetic;
 mod transformer;
 
 pub use config::{Arch, Config};
-pub use kv_cache::{KvCache, KvPool};
+pub use kv_cache::{KvCache, KvPool, SEQ_BLOCK};
 pub use transformer::{Layer, Model, SeqChunk};
 
 /// Errors from loading or running a model.

@@ -11,7 +11,7 @@ use common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tuili_engine::{EngineConfig, Sampler, SamplingParams, Session};
+use tuili_engine::{argmax, EngineConfig};
 
 /// Opens a streaming request and reads until `frames` SSE frames arrived; the socket is
 /// returned still open.
@@ -202,8 +202,8 @@ async fn disconnects_free_sequences_and_blocks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn greedy_output_is_the_same_alone_in_a_batch_and_in_a_session() {
-    let Some(sm) = smol("greedy_output_is_the_same_alone_in_a_batch_and_in_a_session") else {
+async fn greedy_output_is_the_same_alone_in_a_batch_and_in_one_sequence() {
+    let Some(sm) = smol("greedy_output_is_the_same_alone_in_a_batch_and_in_one_sequence") else {
         return;
     };
     let st = state(sm, small_engine(8, 16), server_config());
@@ -239,18 +239,20 @@ async fn greedy_output_is_the_same_alone_in_a_batch_and_in_a_session() {
     }
     assert_eq!(batched["choices"][0]["text"].as_str().unwrap(), alone);
 
-    // And what `tuili run` computes: one sequence, its own KV cache.
+    // And one sequence alone through the model's own KV cache, no engine.
     let ids = sm.tokenizer.encode(prompt, true, false);
-    let mut session = Session::new(&sm.model, &sm.tokenizer, 1024);
-    let mut sampler = Sampler::new(SamplingParams::greedy());
-    let mut text = String::new();
-    session
-        .generate(&ids, 24, &mut sampler, |t| {
-            text.push_str(t);
-            true
-        })
-        .unwrap();
-    assert_eq!(text, alone);
+    let mut cache = sm.model.new_cache(1024);
+    let mut logits = sm.model.forward(&ids, &mut cache, ids.len() - 1).unwrap();
+    let mut out = Vec::new();
+    while out.len() < 24 {
+        let id = argmax(&logits);
+        if sm.tokenizer.is_eog(id) {
+            break;
+        }
+        out.push(id);
+        logits = sm.model.forward(&[id], &mut cache, 0).unwrap();
+    }
+    assert_eq!(sm.tokenizer.decode(&out, true), alone);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use tuili_backend::pool;
 use tuili_engine::runner::blocks_for;
 use tuili_engine::{KvLayout, Runner};
 use tuili_gguf::GgufFile;
-use tuili_models::{KvPool, Model, SeqChunk};
+use tuili_models::{KvPool, Model, SeqChunk, SEQ_BLOCK};
 
 use crate::device::{self, Device};
 use crate::membw;
@@ -228,9 +228,6 @@ pub fn run_model(
     }
     Ok(())
 }
-
-/// Positions per KV block of a benchmark sequence.
-const SEQ_BLOCK: usize = 64;
 
 /// Peak resident set size of this process (`VmHWM`), in bytes; `None` off Linux.
 pub fn peak_rss() -> Option<u64> {
