@@ -14,7 +14,12 @@ Modes:
               full answer or a 429, none hangs, server memory stays flat, serves afterwards.
   disconnect  50 clients that leave mid-stream: then /metrics shows 0 running sequences and
               every KV block free.
-  all         every check above, each on a fresh server started with --tuili/--model.
+  soak        --minutes M (default 30) of moderate load from --clients clients (4 is moderate on
+              2 cores) on a server with 4 slots of 2048 tokens: answers of varied length, every third round a wave of clients that
+              leave mid-stream. Judged on: no error, server RSS after the warm-up (the first
+              sixth, at most 5 minutes) within 5% of its first sample, and every KV block
+              free at the end.
+  all         every check above but soak, each on a fresh server started with --tuili/--model.
 
 Either point it at a running server (--url) or let it start one (--tuili target/release/tuili
 --model smol.gguf), which `all` needs (each check gets its own server and flags).
@@ -335,6 +340,65 @@ def check_disconnect(args):
                            "generated": generated, "pass": ok}}
 
 
+def check_soak(args):
+    t_start = time.time()
+    end = t_start + 60 * args.minutes
+    warm_end = t_start + min(300, 60 * args.minutes / 6)
+    long_system = "You are a helpful assistant. " + " ".join(
+        f"Note {i}: keep answers short and plain." for i in range(30))
+    lengths = [32, 64, 128, 256]
+    samples, errors, first_errors = [], 0, []
+    requests = tokens = rounds = 0
+    while time.time() < end:
+        rounds += 1
+        leave = 3 if rounds % 3 == 0 else None
+
+        def messages(i, r=rounds):
+            q = {"role": "user", "content": QUESTIONS[(i + r) % len(QUESTIONS)]}
+            return [{"role": "system", "content": long_system}, q] if i % 4 == 0 else [q]
+
+        res, wall = asyncio.run(run_clients(args, args.clients, 2 * args.clients,
+                                            lengths[rounds % len(lengths)], leave_after=leave,
+                                            messages_for=messages))
+        bad = [r.error for r in res if r.error is not None]
+        errors += len(bad)
+        first_errors += bad[:3 - len(first_errors)]
+        requests += len(res)
+        tokens += sum(r.tokens for r in res)
+        rss = rss_kib(args.server_pid) if args.server_pid else None
+        m = metrics(args)
+        samples.append({"t_s": time.time() - t_start, "rss_kib": rss,
+                        "kv_used": m.get("tuili_kv_blocks_used")})
+        print(f"soak: {samples[-1]['t_s'] / 60:5.1f} min, round {rounds}: {len(res)} requests "
+              f"({'leaving after 3 chunks' if leave else 'whole answers'}) in {wall:.1f}s, "
+              f"{len(bad)} errors; RSS {rss / 1024 if rss else float('nan'):.1f} MiB", flush=True)
+    # Every request has ended: the engine must hold nothing.
+    deadline = time.time() + 30
+    while True:
+        m = metrics(args)
+        drained = (m["tuili_running_sequences"] == 0 and m["tuili_kv_blocks_used"] == 0
+                   and m["tuili_queue_depth"] == 0)
+        if drained or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    after = [s["rss_kib"] for s in samples if s["t_s"] >= warm_end - t_start and s["rss_kib"]]
+    base = after[0] if after else None
+    spread = (max(after) - min(after)) / base if base else float("nan")
+    flat = base is not None and max(after) <= 1.05 * base and min(after) >= 0.95 * base
+    ok = errors == 0 and flat and drained
+    print(f"soak: {args.minutes:g} min, {rounds} rounds, {requests} requests, {tokens} tokens, "
+          f"{errors} errors {first_errors}")
+    if base:
+        print(f"soak: RSS after the warm-up: first {base / 1024:.1f} MiB, min {min(after) / 1024:.1f}, "
+              f"max {max(after) / 1024:.1f} ({100 * spread:.1f}% spread; goal within 5% of the first)")
+    print(f"soak: at the end: running {m['tuili_running_sequences']:.0f}, KV blocks used "
+          f"{m['tuili_kv_blocks_used']:.0f}, free {m['tuili_kv_blocks_free']:.0f}: "
+          f"{'PASS' if ok else 'FAIL'}")
+    return {"soak": {"minutes": args.minutes, "rounds": rounds, "requests": requests,
+                     "tokens": tokens, "errors": errors, "first_errors": first_errors,
+                     "samples": samples, "rss_flat": flat, "drained": drained, "pass": ok}}
+
+
 # ------------------------------------------------------------------------ server
 
 def free_port():
@@ -389,6 +453,8 @@ CHECKS = {
     "prefix": (check_prefix, []),
     "overload": (check_overload, ["--max-queue", "8", "--parallel", "8"]),
     "disconnect": (check_disconnect, ["--parallel", "16", "--max-queue", "64"]),
+    # A pool of 4 contexts of 2048 tokens, so that the warm-up touches every KV page.
+    "soak": (check_soak, ["--parallel", "4", "--ctx", "2048"]),
 }
 
 
@@ -408,9 +474,10 @@ def main():
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     p.add_argument("--server-args", default="", help="extra `tuili serve` flags")
     p.add_argument("--json", default=None, help="write all numbers to this file")
+    p.add_argument("--minutes", type=float, default=30.0, help="soak: how long to run")
     args = p.parse_args()
     args.server_pid = None
-    modes = list(CHECKS) if args.mode == "all" else [args.mode]
+    modes = [m for m in CHECKS if m != "soak"] if args.mode == "all" else [args.mode]
     report = {}
     if args.url:
         if args.mode == "all":
