@@ -143,9 +143,7 @@ const SEQ_BLOCK: usize = 64;
 /// A conversation of `n_ctx` tokens on the device `--device` names.
 fn session<'m>(l: &'m Loaded, d: &DeviceArgs, n_ctx: usize) -> Result<Session<'m>> {
     let n_ctx = n_ctx.min(l.model.config().ctx_len);
-    let dev = d
-        .device
-        .resolve(&l.model, l.model.config().kv_cache_bytes(n_ctx));
+    let dev = device::resolve(d.device, &l.model, l.model.config().kv_cache_bytes(n_ctx));
     let kv = KvLayout {
         n_blocks: blocks_for(n_ctx, SEQ_BLOCK),
         block_size: SEQ_BLOCK,
@@ -340,10 +338,11 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         "calculating perplexity over {n_chunk} chunks, n_ctx={}",
         a.ctx
     ));
-    let dev = a
-        .device
-        .device
-        .resolve(&l.model, l.model.config().kv_cache_bytes(a.ctx));
+    let dev = device::resolve(
+        a.device.device,
+        &l.model,
+        l.model.config().kv_cache_bytes(a.ctx),
+    );
     let kv = KvLayout {
         n_blocks: blocks_for(a.ctx, SEQ_BLOCK),
         block_size: SEQ_BLOCK,

@@ -4,7 +4,6 @@ mod bench;
 mod commands;
 mod device;
 mod load;
-mod membw;
 mod progress;
 mod registry;
 mod serve;

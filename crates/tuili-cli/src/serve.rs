@@ -104,7 +104,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let mcfg = loaded.model.config().clone();
         // The KV budget the engine will size its pool to (2 GiB unless --kv-memory).
         let kv_bytes = engine_cfg.kv_memory_bytes.unwrap_or(2 << 30);
-        let dev = dev.resolve(&loaded.model, kv_bytes);
+        let dev = device::resolve(dev, &loaded.model, kv_bytes);
         let model = Arc::new(loaded.model);
         let make_runner = move |kv| -> Result<Box<dyn Runner + Send>, EngineError> {
             match dev {

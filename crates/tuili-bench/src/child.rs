@@ -11,12 +11,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tuili_backend::pool;
 use tuili_engine::runner::blocks_for;
-use tuili_engine::{KvLayout, Runner};
+use tuili_engine::{Device, KvLayout, Runner};
 use tuili_gguf::GgufFile;
 use tuili_models::{KvPool, Model, SeqChunk};
 
-use crate::device::{self, Device};
-use crate::membw;
+use crate::{membw, Host};
 
 /// One test: a prompt of `n` tokens in one batch, or `n` single-token decode steps of
 /// one sequence or of several side by side.
@@ -179,6 +178,7 @@ pub fn run_model(
     tests: &[Test],
     reps: usize,
     dev: Device,
+    host: &dyn Host,
 ) -> Result<()> {
     init_pool(threads)?;
     let file = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -203,7 +203,7 @@ pub fn run_model(
     let tables: Vec<Vec<u32>> = (0..streams)
         .map(|j| ((j * per_seq) as u32..((j + 1) * per_seq) as u32).collect())
         .collect();
-    let mut runner = device::runner(&model, dev, kv)?;
+    let mut runner = host.runner(&model, dev, kv)?;
     let mut rng = Rng(0x7475_696c_6920_6265);
     for &test in tests {
         let tables = &tables[..test.shape().1];
