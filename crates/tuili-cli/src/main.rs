@@ -1,4 +1,5 @@
 //! `tuili`: run, chat with, inspect and measure GGUF models.
+#![forbid(unsafe_code)]
 
 mod bench;
 mod commands;

@@ -1,5 +1,6 @@
 //! Sampling, generation and perplexity over a loaded model.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod generate;
 pub mod kv_blocks;
