@@ -6,6 +6,22 @@ use tuili_gguf::{GgmlType, GgufWriter, Value};
 
 use crate::{Arch, ModelError, SplitMix64};
 
+/// The matrix types a random model can be written with: every type the forward pass
+/// runs (the norms and biases are always F32).
+pub const WEIGHT_TYPES: [GgmlType; 11] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
 /// Shape and weight type of a random model.
 #[derive(Debug, Clone)]
 pub struct SyntheticSpec {
