@@ -19,6 +19,10 @@
 //! line into [`Options`] and supplies what only it knows through [`Host`]. A child is
 //! started as `<current executable> bench --child ...` with the flags of `tuili bench`,
 //! so the host must route that command line back to [`bench`].
+//!
+//! Errors are `anyhow` errors with context, unlike the other library crates' `thiserror`
+//! enums: every one ends as a message to the person running the benchmark, and nothing
+//! matches on them.
 #![deny(missing_docs)]
 
 mod child;
@@ -35,7 +39,7 @@ use tuili_engine::{Device, KvLayout, Runner};
 use tuili_gguf::{GgmlType, GgufFile};
 use tuili_models::Model;
 
-pub use child::{peak_rss, Test};
+pub use child::Test;
 use membw::Bandwidth;
 use report::Reporter;
 
