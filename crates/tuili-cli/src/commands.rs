@@ -387,10 +387,11 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         "calculating perplexity over {n_chunk} chunks, n_ctx={}",
         a.ctx
     ));
-    let dev = a
-        .device
-        .device
-        .resolve(&l.model, l.model.config().kv_cache_bytes(a.ctx));
+    let dev = device::resolve(
+        a.device.device,
+        &l.model,
+        l.model.config().kv_cache_bytes(a.ctx),
+    );
     let kv = KvLayout {
         n_blocks: blocks_for(a.ctx, SEQ_BLOCK),
         block_size: SEQ_BLOCK,

@@ -1,55 +1,17 @@
 //! `--device cpu|cuda|cuda:N|auto`: where a model runs, and the runner that puts it there.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use tuili_cuda::{CudaModel, DeviceInfo};
+pub use tuili_engine::Device;
 use tuili_engine::{CpuRunner, EngineError, KvLayout, Runner};
 use tuili_models::Model;
 
 use crate::load::tracing_line;
 use crate::progress::Bar;
-
-/// A `--device` value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    /// The CPU.
-    Cpu,
-    /// GPU `N` (`cuda` is `cuda:0`).
-    Cuda(usize),
-    /// The first GPU the model fits on, else the CPU.
-    Auto,
-}
-
-impl FromStr for Device {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Device, String> {
-        let bad = || format!("device must be cpu, cuda, cuda:N (N = 0, 1, ...) or auto, got '{s}'");
-        match s {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda(0)),
-            "auto" => Ok(Device::Auto),
-            _ => {
-                let n = s.strip_prefix("cuda:").ok_or_else(bad)?;
-                n.parse().map(Device::Cuda).map_err(|_| bad())
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Device::Cpu => write!(f, "cpu"),
-            Device::Cuda(n) => write!(f, "cuda:{n}"),
-            Device::Auto => write!(f, "auto"),
-        }
-    }
-}
 
 /// The `--device` option.
 #[derive(Args, Clone, Debug)]
@@ -68,59 +30,41 @@ fn gib(b: usize) -> f64 {
     b as f64 / (1u64 << 30) as f64
 }
 
-impl Device {
-    /// Checks a GPU choice before the model is loaded, so that a machine without one
-    /// answers at once; `auto` stays `auto` (it needs the model's size).
-    pub fn check_early(self) -> Result<()> {
-        if let Device::Cuda(n) = self {
-            let devs = tuili_cuda::devices()?;
-            if n >= devs.len() {
-                return Err(tuili_cuda::CudaError::BadOrdinal {
-                    ordinal: n,
-                    count: devs.len(),
-                }
-                .into());
-            }
-        }
-        Ok(())
+/// Resolves `auto`: the first GPU with room for the weights, `kv_bytes` of KV pool
+/// and a margin, else the CPU; says which on stderr. Other devices are returned as they are.
+pub fn resolve(device: Device, model: &Model, kv_bytes: usize) -> Device {
+    if device != Device::Auto {
+        return device;
     }
-
-    /// Resolves `auto`: the first GPU with room for the weights, `kv_bytes` of KV pool
-    /// and a margin, else the CPU; says which on stderr.
-    pub fn resolve(self, model: &Model, kv_bytes: usize) -> Device {
-        if self != Device::Auto {
-            return self;
-        }
-        let need = tuili_cuda::weight_bytes(model) + kv_bytes + GPU_MARGIN;
-        match tuili_cuda::devices() {
-            Ok(devs) => match devs.iter().find(|d| d.free_bytes >= need) {
-                Some(d) => {
-                    tracing_line(&format!(
-                        "device auto: cuda:{} ({}, {:.1} GiB free, the model needs {:.1} GiB)",
-                        d.ordinal,
-                        d.name,
-                        gib(d.free_bytes),
-                        gib(need)
-                    ));
-                    Device::Cuda(d.ordinal)
-                }
-                None => {
-                    let free: Vec<String> = devs
-                        .iter()
-                        .map(|d| format!("cuda:{} has {:.1}", d.ordinal, gib(d.free_bytes)))
-                        .collect();
-                    tracing_line(&format!(
-                        "device auto: cpu (the model needs {:.1} GiB; {} GiB free)",
-                        gib(need),
-                        free.join(", ")
-                    ));
-                    Device::Cpu
-                }
-            },
-            Err(e) => {
-                tracing_line(&format!("device auto: cpu ({e})"));
+    let need = tuili_cuda::weight_bytes(model) + kv_bytes + GPU_MARGIN;
+    match tuili_cuda::devices() {
+        Ok(devs) => match devs.iter().find(|d| d.free_bytes >= need) {
+            Some(d) => {
+                tracing_line(&format!(
+                    "device auto: cuda:{} ({}, {:.1} GiB free, the model needs {:.1} GiB)",
+                    d.ordinal,
+                    d.name,
+                    gib(d.free_bytes),
+                    gib(need)
+                ));
+                Device::Cuda(d.ordinal)
+            }
+            None => {
+                let free: Vec<String> = devs
+                    .iter()
+                    .map(|d| format!("cuda:{} has {:.1}", d.ordinal, gib(d.free_bytes)))
+                    .collect();
+                tracing_line(&format!(
+                    "device auto: cpu (the model needs {:.1} GiB; {} GiB free)",
+                    gib(need),
+                    free.join(", ")
+                ));
                 Device::Cpu
             }
+        },
+        Err(e) => {
+            tracing_line(&format!("device auto: cpu ({e})"));
+            Device::Cpu
         }
     }
 }
@@ -219,22 +163,4 @@ fn mem_total() -> Option<usize> {
     let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn device_values_parse_and_bad_ones_name_the_forms() {
-        assert_eq!("cpu".parse::<Device>(), Ok(Device::Cpu));
-        assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
-        assert_eq!("cuda:3".parse::<Device>(), Ok(Device::Cuda(3)));
-        assert_eq!("auto".parse::<Device>(), Ok(Device::Auto));
-        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "CPU", ""] {
-            let e = bad.parse::<Device>().expect_err(bad);
-            assert!(e.contains("cpu, cuda, cuda:N"), "{e}");
-        }
-        assert_eq!(Device::Cuda(2).to_string(), "cuda:2");
-    }
 }

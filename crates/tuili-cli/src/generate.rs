@@ -32,7 +32,7 @@ pub fn start(
     let n_ctx = n_ctx.min(mcfg.ctx_len);
     let block_size = EngineConfig::default().block_size;
     let kv_bytes = KvPool::block_bytes(&mcfg, block_size) * blocks_for(n_ctx, block_size);
-    let device = device.resolve(&model, kv_bytes);
+    let device = device::resolve(device, &model, kv_bytes);
     let cfg = EngineConfig {
         n_ctx,
         max_num_seqs: 1,

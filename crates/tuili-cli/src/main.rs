@@ -1,11 +1,11 @@
 //! `tuili`: run, chat with, inspect and measure GGUF models.
+#![forbid(unsafe_code)]
 
 mod bench;
 mod commands;
 mod device;
 mod generate;
 mod load;
-mod membw;
 mod progress;
 mod registry;
 mod serve;

@@ -104,7 +104,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let mcfg = loaded.model.config().clone();
         // The KV budget the engine will size its pool to (2 GiB unless --kv-memory).
         let kv_bytes = engine_cfg.kv_memory_bytes.unwrap_or(2 << 30);
-        let dev = dev.resolve(&loaded.model, kv_bytes);
+        let dev = device::resolve(dev, &loaded.model, kv_bytes);
         let make_runner = device::engine_runner(Arc::new(loaded.model), dev);
         let engine = start_engine_with(&mcfg, make_runner, Arc::new(loaded.tokenizer), engine_cfg)
             .map_err(|e| format!("starting the engine: {e}"))?;

@@ -61,36 +61,28 @@ fn json_has_every_test_per_thread_count() {
     let out = ok_stdout(&[
         "-m", m, "-t", "1,2", "-p", "16", "-n", "4", "-r", "2", "-o", "json",
     ]);
-    let objects: Vec<&str> = out.matches("\"test\": ").collect();
-    assert_eq!(objects.len(), 4, "{out}");
-    for (threads, test) in [(1, "pp16"), (1, "tg4"), (2, "pp16"), (2, "tg4")] {
-        let needle = format!("\"n_threads\": {threads}, \"n_prompt\"");
-        assert!(out.contains(&needle), "{needle} missing in {out}");
-        assert!(out.contains(&format!("\"test\": \"{test}\"")), "{out}");
-    }
-    // Two samples per test, and a peak RSS within the budget (a tiny model is far below).
-    assert_eq!(out.matches("\"samples_ts\": [").count(), 4);
-    let rss: Vec<u64> = out
-        .split("\"peak_rss_bytes\": ")
-        .skip(1)
-        .map(|s| s.split(',').next().unwrap_or("").parse().expect("peak rss"))
-        .collect();
-    let budget: Vec<u64> = out
-        .split("\"rss_budget_bytes\": ")
-        .skip(1)
-        .map(|s| {
-            s.split([',', '}'])
-                .next()
-                .unwrap_or("")
-                .parse()
-                .expect("budget")
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("a JSON array");
+    let got: Vec<(u64, &str)> = rows
+        .iter()
+        .map(|r| {
+            let threads = r["n_threads"].as_u64().expect("n_threads");
+            (threads, r["test"].as_str().expect("test"))
         })
         .collect();
-    assert_eq!(rss.len(), 4);
-    assert!(
-        rss.iter().zip(&budget).all(|(r, b)| *r > 0 && r <= b),
-        "{rss:?} {budget:?}"
+    assert_eq!(
+        got,
+        [(1, "pp16"), (1, "tg4"), (2, "pp16"), (2, "tg4")],
+        "{out}"
     );
+    for r in &rows {
+        // Two samples per test, and a peak RSS within the budget (a tiny model is far
+        // below).
+        let samples = r["samples_ts"].as_array().expect("samples_ts");
+        assert_eq!(samples.len(), 2, "{r}");
+        let rss = r["peak_rss_bytes"].as_u64().expect("peak_rss_bytes");
+        let budget = r["rss_budget_bytes"].as_u64().expect("rss_budget_bytes");
+        assert!(rss > 0 && rss <= budget, "{r}");
+    }
 }
 
 #[test]

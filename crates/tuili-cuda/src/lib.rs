@@ -112,7 +112,7 @@ pub fn weight_bytes(model: &tuili_models::Model) -> usize {
         bytes += model.output().bytes().len();
     }
     for l in model.layers() {
-        for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+        for w in l.matrices() {
             bytes += w.bytes().len();
         }
         bytes += (l.attn_norm.len() + l.ffn_norm.len()) * 4;

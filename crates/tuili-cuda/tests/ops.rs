@@ -15,7 +15,7 @@ use tuili_backend::ops::{rms_norm, rope, rope_inv_freq, silu_mul, RopeMode};
 use tuili_backend::quant::{dequantize, quantize};
 use tuili_cuda::{AttentionCase, CudaError, CudaModel, CudaOps, KvLayout};
 use tuili_gguf::{GgmlType, GgufFile};
-use tuili_models::synthetic::{write_synthetic, SyntheticSpec};
+use tuili_models::synthetic::{write_synthetic, SyntheticSpec, WEIGHT_TYPES};
 use tuili_models::{Arch, Model};
 
 /// What a backend runs; each returns the op's output on the host.
@@ -177,27 +177,13 @@ fn check(what: &str, backend: &dyn Backend, seed: u64, out: &[f32], reference: &
     );
 }
 
-const TYPES: [GgmlType; 11] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::F32,
-];
-
 #[test]
 fn matmul_every_type_matches_the_scalar_reference() {
     let (mut r, seed) = rng("matmul");
     // 37 rows: not a multiple of any tile. 19 tokens: past the matrix-vector kernel.
     let (rows, cols) = (37, 512);
     let backends = backends();
-    for ty in TYPES {
+    for ty in WEIGHT_TYPES {
         let data = random(&mut r, rows * cols, 1.0);
         let bytes = quantize(ty, &data).expect("quantize");
         let wf = dequantize(ty, &bytes, rows * cols).expect("dequantize");
@@ -235,7 +221,7 @@ fn embedding_every_type_matches_the_scalar_reference() {
     let (mut r, seed) = rng("embedding");
     let (rows, cols) = (50, 256);
     let backends = backends();
-    for ty in TYPES {
+    for ty in WEIGHT_TYPES {
         let bytes = quantize(ty, &random(&mut r, rows * cols, 2.0)).expect("quantize");
         let wf = dequantize(ty, &bytes, rows * cols).expect("dequantize");
         let w = Weight::from_vec(ty, rows, cols, bytes).expect("weight");

@@ -139,10 +139,7 @@ fn chain_hash(parent: u64, tokens: &[u32]) -> u64 {
             h = (h ^ u64::from(b)).wrapping_mul(PRIME);
         }
     }
-    // splitmix64 finalizer.
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+    tuili_models::SplitMix64::mix(h)
 }
 
 impl KvBlockManager {

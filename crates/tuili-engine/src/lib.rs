@@ -1,6 +1,7 @@
 //! Sampling, the serving engine (which `tuili run` and `chat` use too) and perplexity
 //! over a loaded model.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod kv_blocks;
 pub mod metrics;
@@ -15,7 +16,7 @@ mod stop;
 pub use metrics::{EngineMetrics, Histogram};
 pub use perplexity::{perplexity, perplexity_with, Perplexity};
 pub use request::{Event, FinishReason, GenerateRequest, SubmitError, TokenLogprob, Usage};
-pub use runner::{CpuRunner, KvLayout, Runner};
+pub use runner::{CpuRunner, Device, KvLayout, Runner};
 pub use sampler::{argmax, Rng, Sampler, SamplingParams};
 pub use scheduler::Scheduler;
 pub use serve::{

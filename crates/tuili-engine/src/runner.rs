@@ -3,9 +3,10 @@
 //! chunks whose block tables index that pool.
 
 use std::ops::Deref;
+use std::str::FromStr;
 
-use tuili_cuda::CudaModel;
 pub use tuili_cuda::KvLayout;
+use tuili_cuda::{CudaError, CudaModel};
 use tuili_models::{Config, KvPool, Model, SeqChunk};
 
 use crate::EngineError;
@@ -24,6 +25,61 @@ pub trait Runner {
 
     /// Where it runs, for people: `cpu`, `cuda:0 (NVIDIA H200)`.
     fn device(&self) -> String;
+}
+
+/// Where a model runs: a `--device` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU.
+    Cpu,
+    /// GPU `N` (`cuda` is `cuda:0`).
+    Cuda(usize),
+    /// The first GPU the model fits on, else the CPU (the caller resolves it).
+    Auto,
+}
+
+impl FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Device, String> {
+        let bad = || format!("device must be cpu, cuda, cuda:N (N = 0, 1, ...) or auto, got '{s}'");
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            "auto" => Ok(Device::Auto),
+            _ => {
+                let n = s.strip_prefix("cuda:").ok_or_else(bad)?;
+                n.parse().map(Device::Cuda).map_err(|_| bad())
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::Auto => write!(f, "auto"),
+        }
+    }
+}
+
+impl Device {
+    /// Checks a GPU choice before the model is loaded, so that a machine without one
+    /// answers at once; `auto` stays `auto` (it needs the model's size).
+    pub fn check_early(self) -> Result<(), CudaError> {
+        if let Device::Cuda(n) = self {
+            let devs = tuili_cuda::devices()?;
+            if n >= devs.len() {
+                return Err(CudaError::BadOrdinal {
+                    ordinal: n,
+                    count: devs.len(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Blocks of `block_size` positions that `n_ctx` positions need.
@@ -83,5 +139,23 @@ impl Runner for CudaModel {
     fn device(&self) -> String {
         let d = CudaModel::device(self);
         format!("cuda:{} ({})", d.ordinal, d.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_values_parse_and_bad_ones_name_the_forms() {
+        assert_eq!("cpu".parse::<Device>(), Ok(Device::Cpu));
+        assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
+        assert_eq!("cuda:3".parse::<Device>(), Ok(Device::Cuda(3)));
+        assert_eq!("auto".parse::<Device>(), Ok(Device::Auto));
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "CPU", ""] {
+            let e = bad.parse::<Device>().expect_err(bad);
+            assert!(e.contains("cpu, cuda, cuda:N"), "{e}");
+        }
+        assert_eq!(Device::Cuda(2).to_string(), "cuda:2");
     }
 }

@@ -50,31 +50,9 @@ impl SamplingParams {
     }
 }
 
-/// A small, fast, seedable generator (SplitMix64): runs are reproducible across
-/// platforms and dependency versions.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The sampler's generator: SplitMix64, so runs are reproducible across platforms and
+/// dependency versions.
+pub use tuili_models::SplitMix64 as Rng;
 
 /// A sampler with its own random state.
 #[derive(Debug, Clone)]

@@ -11,14 +11,12 @@ use tuili_engine::scheduler::{
     ScheduledSeq, Scheduler, SchedulerConfig, SchedulerOutput, SeqEvent, SeqRequest,
 };
 use tuili_engine::FinishReason;
+use tuili_models::SplitMix64;
 
 const VOCAB: u64 = 1000;
 
 fn mix(ctx: u64, token: u32) -> u64 {
-    let mut z = ctx ^ u64::from(token).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    SplitMix64::mix(ctx ^ u64::from(token).wrapping_mul(SplitMix64::GAMMA))
 }
 
 fn next_token(ctx: u64) -> u32 {
@@ -38,19 +36,6 @@ fn reference(prompt: &[u32], max_new: usize, max_model_len: usize, eos: &[u32]) 
         ctx = mix(ctx, t);
     }
     out
-}
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix(self.0, 0)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// Drives a scheduler with the fake model and checks every step.
@@ -215,7 +200,7 @@ fn config(max_num_seqs: usize, budget: usize, num_blocks: usize) -> SchedulerCon
 }
 
 fn prompt(seed: u64, len: usize) -> Vec<u32> {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     (0..len).map(|_| rng.below(VOCAB as usize) as u32).collect()
 }
 
@@ -551,7 +536,7 @@ fn finish_reasons_length_context_and_stop() {
 fn random_simulation_every_request_finishes_and_the_pool_ends_free() {
     let mut preemptions = 0;
     for (seed, block_size) in [(11u64, 1), (12, 4), (13, 16), (14, 4), (15, 16)] {
-        let mut rng = Rng(seed);
+        let mut rng = SplitMix64::new(seed);
         let c = SchedulerConfig {
             max_num_seqs: 1 + rng.below(16),
             max_batched_tokens: 16 + rng.below(200),
@@ -580,7 +565,7 @@ fn random_simulation_every_request_finishes_and_the_pool_ends_free() {
                 } else {
                     Vec::new()
                 };
-                p.extend(prompt(rng.next(), 1 + rng.below(150)));
+                p.extend(prompt(rng.next_u64(), 1 + rng.below(150)));
                 let max_new = 1 + rng.below(80);
                 expected.insert(next, reference(&p, max_new, c.max_model_len, &sim.eos));
                 sim.add(next, p, max_new);

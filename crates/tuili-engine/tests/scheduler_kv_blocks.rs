@@ -3,22 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use tuili_engine::kv_blocks::{KvBlockManager, OutOfBlocks};
-
-/// splitmix64: a small seeded generator so the random tests replay exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use tuili_models::SplitMix64;
 
 fn pool(num_blocks: usize, block_size: usize) -> KvBlockManager {
     KvBlockManager::new(num_blocks, block_size).expect("valid pool")
@@ -253,7 +238,7 @@ fn failed_prefix_allocation_changes_nothing() {
 #[test]
 fn random_operations_match_a_simple_model() {
     for seed in [1u64, 2, 3] {
-        let mut rng = Rng(seed);
+        let mut rng = SplitMix64::new(seed);
         let (num_blocks, bs) = (48usize, 4usize);
         let mut kv = pool(num_blocks, bs);
         // What each block holds: written slots, like the real KV tensors.

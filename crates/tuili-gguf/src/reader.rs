@@ -494,9 +494,11 @@ impl GgufFile {
             source,
         };
         let file = std::fs::File::open(path).map_err(|e| io("open", e))?;
-        // SAFETY: the mapping is read-only. If another process truncates or rewrites the
-        // file while it is mapped, reads may fault or see new bytes; that is the usual
-        // contract of mmap-based model loaders, and model files are not edited in place.
+        // SAFETY: `Mmap::map` makes a shared, read-only mapping (MAP_SHARED, PROT_READ):
+        // its pages are the file's pages in the page cache, which this process never
+        // writes. If another process truncates or rewrites the file while it is mapped,
+        // reads may fault or see new bytes; that is the usual contract of mmap-based
+        // model loaders, and model files are not edited in place.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io("map", e))?;
         let parsed = parse(&map)?;
         Ok(GgufFile {
@@ -662,9 +664,11 @@ impl GgufFile {
     pub fn release(&self, range: std::ops::Range<usize>) {
         if let Storage::Mapped(m) = &self.storage {
             if range.start < range.end && range.end <= m.len() {
-                // SAFETY: the mapping is private and read-only, never written, so
-                // MADV_DONTNEED only drops clean pages: later reads fault them back in
-                // from the file, with the same bytes. No reference is invalidated.
+                // SAFETY: the mapping is shared and read-only (MAP_SHARED, PROT_READ),
+                // never written, so MADV_DONTNEED only unmaps clean page-cache pages
+                // from this process: later reads fault them back in from the page cache
+                // or the file, with the same bytes (the file is not edited in place, as
+                // `open` requires). No reference is invalidated.
                 #[cfg(unix)]
                 let _ = unsafe {
                     m.unchecked_advise_range(

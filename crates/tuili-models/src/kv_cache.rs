@@ -92,7 +92,7 @@ impl KvPool {
     }
 }
 
-/// The KV cache of one sequence: a private pool whose blocks are used in order.
+/// The KV cache of one sequence: a pool of its own whose blocks are used in order.
 pub struct KvCache {
     pool: KvPool,
     /// `0..n_blocks`: the sequence owns the whole pool.

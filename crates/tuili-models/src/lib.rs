@@ -5,11 +5,13 @@
 mod attention;
 mod config;
 mod kv_cache;
+mod rng;
 pub mod synthetic;
 mod transformer;
 
 pub use config::{Arch, Config};
 pub use kv_cache::{KvCache, KvPool, SEQ_BLOCK};
+pub use rng::SplitMix64;
 pub use transformer::{Layer, Model, SeqChunk};
 
 /// Errors from loading or running a model.

@@ -4,7 +4,23 @@
 use tuili_backend::quant::quantize;
 use tuili_gguf::{GgmlType, GgufWriter, Value};
 
-use crate::{Arch, ModelError};
+use crate::{Arch, ModelError, SplitMix64};
+
+/// The matrix types a random model can be written with: every type the forward pass
+/// runs (the norms and biases are always F32).
+pub const WEIGHT_TYPES: [GgmlType; 11] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
 
 /// Shape and weight type of a random model.
 #[derive(Debug, Clone)]
@@ -66,17 +82,17 @@ impl SyntheticSpec {
 }
 
 /// Uniform values in [-scale, scale) from a SplitMix64 stream.
-struct Values(u64);
+struct Values(SplitMix64);
 
 impl Values {
+    fn new(seed: u64) -> Values {
+        Values(SplitMix64::new(seed))
+    }
+
     fn take(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n)
             .map(|_| {
-                self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = self.0;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
+                let z = self.0.next_u64();
                 ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
             })
             .collect()
@@ -107,7 +123,7 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
         Value::F32(1e-5),
     )?;
 
-    let mut vals = Values(spec.seed);
+    let mut vals = Values::new(spec.seed);
     let ty = spec.weight_type;
     let mut matrix = |w: &mut GgufWriter, name: String, rows: usize, cols: usize, ty: GgmlType| {
         // Scaled like trained weights so activations stay in a sane range.
@@ -141,7 +157,7 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
                 ("attn_k.bias", kv_dim),
                 ("attn_v.bias", kv_dim),
             ] {
-                let bias: Vec<u8> = Values(spec.seed ^ ((i as u64 + 1) * 7919))
+                let bias: Vec<u8> = Values::new(spec.seed ^ ((i as u64 + 1) * 7919))
                     .take(len, 0.1)
                     .iter()
                     .flat_map(|v| v.to_le_bytes())

@@ -36,6 +36,22 @@ pub struct Layer {
     pub w_down: Weight,
 }
 
+impl Layer {
+    /// The weight matrices, in the order the forward pass uses them: Q, K, V, output
+    /// projection, gate, up, down.
+    pub fn matrices(&self) -> [&Weight; 7] {
+        [
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.w_gate,
+            &self.w_up,
+            &self.w_down,
+        ]
+    }
+}
+
 /// A loaded model: configuration and weights (pointing into the mmap'd file).
 pub struct Model {
     cfg: Config,
@@ -189,7 +205,7 @@ impl Model {
         // only as the output when tied: lookups read the file's rows.
         self.output.prepare();
         for l in &self.layers {
-            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+            for w in l.matrices() {
                 w.prepare();
             }
         }
@@ -204,7 +220,7 @@ impl Model {
         };
         bump(&self.tok_embd);
         for l in &self.layers {
-            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+            for w in l.matrices() {
                 bump(w);
             }
         }

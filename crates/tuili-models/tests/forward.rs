@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use tuili_gguf::{GgmlType, GgufFile};
-use tuili_models::synthetic::{write_synthetic, SyntheticSpec};
+use tuili_models::synthetic::{write_synthetic, SyntheticSpec, WEIGHT_TYPES};
 use tuili_models::{Arch, Model, ModelError};
 
 fn load(spec: &SyntheticSpec) -> Model {
@@ -23,19 +23,7 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
 fn batched_prefill_equals_token_by_token_for_every_type() {
     let tokens: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 512).collect();
     for arch in [Arch::Llama, Arch::Qwen2] {
-        for ty in [
-            GgmlType::F32,
-            GgmlType::F16,
-            GgmlType::BF16,
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-            GgmlType::Q8_0,
-            GgmlType::Q4_K,
-            GgmlType::Q5_K,
-            GgmlType::Q6_K,
-        ] {
+        for ty in WEIGHT_TYPES {
             let model = load(&SyntheticSpec::tiny(arch, ty));
             let vocab = model.config().vocab;
             let mut cache = model.new_cache(64);

@@ -10,6 +10,7 @@
 //!   `GET /health`, `GET /metrics` (Prometheus text), `POST /tokenize`, `POST /detokenize`.
 //!   With an API key, all but `/health` and `/metrics` need `Authorization: Bearer KEY`.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod api;
 mod error;

@@ -12,6 +12,7 @@
 //! The tokenizer is built from a plain [`TokenizerConfig`] (the `tokenizer.ggml.*` keys), so it
 //! does not depend on how the metadata was read.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod bpe;
 mod chat;

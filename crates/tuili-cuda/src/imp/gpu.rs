@@ -60,6 +60,8 @@ pub(crate) fn kernel_suffix(ty: GgmlType) -> Option<&'static str> {
 pub(crate) fn compile(arch: &str) -> Result<String, CudaError> {
     super::check_library(
         "NVRTC",
+        // SAFETY: only tries to open the library (dlopen) under its known names; no
+        // symbol of it is called.
         unsafe { cudarc::nvrtc::sys::is_culib_present() },
         "nvrtc",
     )?;
@@ -135,6 +137,7 @@ pub(crate) struct GpuWeight {
 /// reads and writes (checked where the buffers are made).
 macro_rules! launch {
     ($gpu:expr, $f:expr, $cfg:expr, $what:expr; $($arg:expr),+ $(,)?) => {
+        // SAFETY: see the macro's documentation; each use answers for its arguments.
         unsafe { $gpu.stream.launch_builder($f)$(.arg($arg))+.launch($cfg) }
             .what($what)
             .map(|_| ())
@@ -167,7 +170,9 @@ impl Gpu {
         }
         let ctx =
             guard("the CUDA driver", || CudaContext::new(ordinal))?.what("creating the context")?;
-        // One stream: the order of launches is the only synchronization needed.
+        // SAFETY: every buffer is made, used and freed on the one stream below, so the
+        // order of launches is the only synchronization needed (no cross-stream use for
+        // events to guard).
         unsafe { ctx.disable_event_tracking() };
         let info = super::device_info(&ctx, ordinal)?;
         let (major, minor) = info.compute_capability;
@@ -199,7 +204,9 @@ impl Gpu {
             attention_combine: f("attention_combine")?,
         };
         let stream = ctx.default_stream();
-        super::check_library("cuBLAS", unsafe { blas_sys::is_culib_present() }, "cublas")?;
+        // SAFETY: only tries to open the library (dlopen) under its known names.
+        let blas_present = unsafe { blas_sys::is_culib_present() };
+        super::check_library("cuBLAS", blas_present, "cublas")?;
         let blas = guard("cuBLAS", || CudaBlas::new(stream.clone()))?
             .map_err(|e| CudaError::Library(format!("cuBLAS: {e:?}")))?;
         Ok(Gpu {
@@ -241,6 +248,9 @@ impl Gpu {
     pub fn download(&self, src: u64, n: usize) -> Result<Vec<f32>, CudaError> {
         let mut out = vec![0f32; n];
         if n > 0 {
+            // SAFETY: callers pass the address of at least `n` f32s of a live buffer of
+            // this stream (`ptr` of a `CudaSlice<f32>`); `out` holds `n`, and the stream
+            // is synchronized below, before `out` is read or returned.
             unsafe {
                 cudarc::driver::result::memcpy_dtoh_async(&mut out, src, self.stream.cu_stream())
             }
@@ -317,6 +327,11 @@ impl Gpu {
             // [cols, nr], X (row-major [n, cols]) is Xc [cols, n] and Y (row-major
             // [n, rows]) is Yc [rows, n]; rows r0..r0+nr of Yc = Wcᵀ · Xc.
             let (alpha, beta) = (1f32, 0f32);
+            // SAFETY: the tile holds `nr * cols` f32s (`tile_rows` is its length over
+            // `cols`, and callers pass at least one row: `GEMM_TILE_ELEMS` or the whole
+            // weight); `x` (`[n, cols]`) and `y` (`[n, rows]`) are the caller's f32
+            // buffers on this stream, which cuBLAS runs on; the leading dimensions are
+            // the row lengths; alpha and beta outlive the call, which reads them at once.
             unsafe {
                 blas_result::sgemm(
                     *self.blas.handle(),

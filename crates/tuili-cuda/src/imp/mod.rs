@@ -55,6 +55,8 @@ fn check_library(what: &str, present: bool, lib: &str) -> Result<(), CudaError> 
 
 /// Devices the driver reports, or `NoDevice` naming why there are none.
 fn device_count() -> Result<usize, CudaError> {
+    // SAFETY: only tries to open the library (dlopen) under its known names; no symbol
+    // of it is called before it is known to be there.
     let present = unsafe { cudarc::driver::sys::is_culib_present() };
     if !present {
         return Err(CudaError::NoDevice(format!(

@@ -115,12 +115,13 @@ impl CudaModel {
             block_size: kv.block_size.max(1),
         };
         let pool = cfg.n_layer * kv.n_blocks * kv.block_size * cfg.kv_dim();
-        let largest = layers
+        // Read from the host's weights, which have the same shapes as the uploads.
+        let largest = model
+            .layers()
             .iter()
-            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down])
-            .chain(output.iter())
-            .chain(std::iter::once(&tok_embd))
-            .map(|w| w.rows * w.cols)
+            .flat_map(|l| l.matrices())
+            .chain([model.output(), model.tok_embd()])
+            .map(|w| w.rows() * w.cols())
             .max()
             .unwrap_or(1);
         let sms = gpu

@@ -16,22 +16,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tuili_backend::quant::{dequantize, quantize};
 use tuili_gguf::{GgmlType, GgufFile, GgufWriter, TensorInfo, Value};
-use tuili_models::synthetic::{write_synthetic, SyntheticSpec};
+use tuili_models::synthetic::{write_synthetic, SyntheticSpec, WEIGHT_TYPES};
 
-/// The weight types `--synthetic` accepts, by their lower-case names.
-pub const TYPES: &[GgmlType] = &[
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
+/// The weight types `--synthetic` accepts (by their lower-case names): every type a
+/// random model can be written with.
+pub const TYPES: &[GgmlType] = &WEIGHT_TYPES;
 
 /// Parses a `--synthetic` entry such as `q4_k` or `F16`.
 pub fn parse_type(name: &str) -> Result<GgmlType> {

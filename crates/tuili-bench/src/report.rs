@@ -1,10 +1,10 @@
 //! Output of `tuili bench`: llama-bench's markdown table, printed row by row as the
 //! children finish, or one JSON array at the end.
 
-use std::fmt::Write as _;
+use serde::Serialize;
 
-use super::{ChildOutput, Format, ModelInfo, Test};
 use crate::membw::{mean, stddev, Bandwidth};
+use crate::{ChildOutput, Format, ModelInfo, Test};
 
 /// Slack above file + KV cache that the issue allows for peak resident memory.
 const RSS_SLACK: u64 = 64 << 20;
@@ -43,7 +43,7 @@ pub struct Reporter {
     /// Whether the markdown model table has begun.
     model_table: bool,
     /// JSON objects, printed as one array by `finish`.
-    json: Vec<String>,
+    json: Vec<JsonRow>,
     /// llama-bench's backend column: `CPU` or `CUDA`.
     backend: &'static str,
 }
@@ -77,17 +77,14 @@ impl Reporter {
                     format!("{} MiB", bw.bytes >> 20)
                 );
             }
-            Format::Json => {
-                let mut o = String::from("{");
-                field(&mut o, "test", &json_str("membw"));
-                field(&mut o, "n_threads", &bw.threads.to_string());
-                field(&mut o, "buffer_bytes", &bw.bytes.to_string());
-                field(&mut o, "avg_bytes_per_s", &num(bw.mean()));
-                field(&mut o, "stddev_bytes_per_s", &num(bw.stddev()));
-                field(&mut o, "samples_bytes_per_s", &list(&bw.samples));
-                close(&mut o);
-                self.json.push(o);
-            }
+            Format::Json => self.json.push(JsonRow::Membw(MembwRow {
+                test: "membw",
+                n_threads: bw.threads,
+                buffer_bytes: bw.bytes,
+                avg_bytes_per_s: bw.mean(),
+                stddev_bytes_per_s: bw.stddev(),
+                samples_bytes_per_s: bw.samples.clone(),
+            })),
         }
     }
 
@@ -104,8 +101,8 @@ impl Reporter {
             match self.format {
                 Format::Md => self.md_row(info, threads, *test, &st, bw),
                 Format::Json => {
-                    let o = json_row(info, threads, *test, &st, out, bw, self.backend);
-                    self.json.push(o);
+                    let row = test_row(info, threads, *test, &st, out, bw, self.backend);
+                    self.json.push(JsonRow::Test(Box::new(row)));
                 }
             }
         }
@@ -157,13 +154,71 @@ impl Reporter {
     /// Prints the JSON array (markdown rows are already out).
     pub fn finish(self) {
         if self.format == Format::Json {
-            println!("[\n  {}\n]", self.json.join(",\n  "));
+            let text = serde_json::to_string_pretty(&self.json)
+                .expect("bench results serialize: plain numbers and strings");
+            println!("{text}");
         }
     }
 }
 
-/// One test as a JSON object: llama-bench's fields, then peak memory and the bound.
-fn json_row(
+/// One object of the JSON array.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum JsonRow {
+    Membw(MembwRow),
+    Test(Box<TestRow>),
+}
+
+/// One bandwidth measurement (`"test": "membw"`).
+#[derive(Debug, Serialize)]
+struct MembwRow {
+    test: &'static str,
+    n_threads: usize,
+    buffer_bytes: usize,
+    avg_bytes_per_s: f64,
+    stddev_bytes_per_s: f64,
+    samples_bytes_per_s: Vec<f64>,
+}
+
+/// One test: llama-bench's fields, then peak memory and, for tg with `--membw`, the
+/// bandwidth bound. Non-finite numbers are written as `null`.
+#[derive(Debug, Serialize)]
+struct TestRow {
+    model_filename: String,
+    model_type: String,
+    model_size: u64,
+    model_n_params: u64,
+    backend: String,
+    n_threads: usize,
+    n_prompt: usize,
+    n_gen: usize,
+    n_streams: usize,
+    test: String,
+    avg_ns: u64,
+    stddev_ns: u64,
+    avg_ts: f64,
+    stddev_ts: f64,
+    samples_ns: Vec<u64>,
+    samples_ts: Vec<f64>,
+    file_bytes: u64,
+    weight_bytes_per_token: u64,
+    peak_rss_bytes: Option<u64>,
+    kv_cache_bytes: Option<u64>,
+    /// File + KV cache + `RSS_SLACK`.
+    rss_budget_bytes: Option<u64>,
+    #[serde(flatten)]
+    bound: Option<BoundFields>,
+}
+
+/// The bandwidth bound of a tg result (see `bw_bound`).
+#[derive(Debug, Serialize)]
+struct BoundFields {
+    membw_bytes_per_s: f64,
+    bw_bound_ts: f64,
+    bw_pct: f64,
+}
+
+fn test_row(
     info: &ModelInfo,
     threads: usize,
     test: Test,
@@ -171,7 +226,7 @@ fn json_row(
     out: &ChildOutput,
     bw: Option<&Bandwidth>,
     backend: &str,
-) -> String {
+) -> TestRow {
     let (n_prompt, n_gen, n_streams) = match test {
         Test::Prompt(n) => (n, 0, 1),
         Test::Gen(n) => (0, n, 1),
@@ -179,95 +234,41 @@ fn json_row(
     };
     let ts = mean(&st.ts);
     let ns: Vec<f64> = st.ns.iter().map(|&n| n as f64).collect();
-    let mut o = String::from("{");
-    field(
-        &mut o,
-        "model_filename",
-        &json_str(&info.path.display().to_string()),
-    );
-    field(&mut o, "model_type", &json_str(&info.desc));
-    field(&mut o, "model_size", &info.size.to_string());
-    field(&mut o, "model_n_params", &info.params.to_string());
-    field(&mut o, "backend", &json_str(backend));
-    field(&mut o, "n_threads", &threads.to_string());
-    field(&mut o, "n_prompt", &n_prompt.to_string());
-    field(&mut o, "n_gen", &n_gen.to_string());
-    field(&mut o, "n_streams", &n_streams.to_string());
-    field(&mut o, "test", &json_str(&test.name()));
-    field(&mut o, "avg_ns", &format!("{:.0}", mean(&ns)));
-    field(&mut o, "stddev_ns", &format!("{:.0}", stddev(&ns)));
-    field(&mut o, "avg_ts", &num(ts));
-    field(&mut o, "stddev_ts", &num(stddev(&st.ts)));
-    let ns_list: Vec<String> = st.ns.iter().map(|n| n.to_string()).collect();
-    field(&mut o, "samples_ns", &format!("[{}]", ns_list.join(", ")));
-    field(&mut o, "samples_ts", &list(&st.ts));
-    field(&mut o, "file_bytes", &info.file_len.to_string());
-    field(
-        &mut o,
-        "weight_bytes_per_token",
-        &info.bytes_per_token.to_string(),
-    );
-    let opt = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
-    field(&mut o, "peak_rss_bytes", &opt(out.peak_rss));
-    field(&mut o, "kv_cache_bytes", &opt(out.kv_cache_bytes));
-    let budget = out.kv_cache_bytes.map(|kv| info.file_len + kv + RSS_SLACK);
-    field(&mut o, "rss_budget_bytes", &opt(budget));
-    if let (Test::Gen(_), Some(bw)) = (test, bw) {
-        let (bound, pct) = bw_bound(info, bw, ts);
-        field(&mut o, "membw_bytes_per_s", &num(bw.mean()));
-        field(&mut o, "bw_bound_ts", &num(bound));
-        field(&mut o, "bw_pct", &num(pct));
-    }
-    close(&mut o);
-    o
-}
-
-/// Appends `"key": value, ` to an object under construction.
-fn field(o: &mut String, key: &str, value: &str) {
-    let _ = write!(o, "{}: {value}, ", json_str(key));
-}
-
-/// Ends an object started with `{` and filled by `field`.
-fn close(o: &mut String) {
-    if o.ends_with(", ") {
-        o.truncate(o.len() - 2);
-    }
-    o.push('}');
-}
-
-/// A finite number as JSON (`null` otherwise).
-fn num(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.6}")
-    } else {
-        "null".to_string()
-    }
-}
-
-fn list(v: &[f64]) -> String {
-    let items: Vec<String> = v.iter().map(|&x| num(x)).collect();
-    format!("[{}]", items.join(", "))
-}
-
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let bound = match (test, bw) {
+        (Test::Gen(_), Some(bw)) => {
+            let (bound, pct) = bw_bound(info, bw, ts);
+            Some(BoundFields {
+                membw_bytes_per_s: bw.mean(),
+                bw_bound_ts: bound,
+                bw_pct: pct,
+            })
         }
+        _ => None,
+    };
+    TestRow {
+        model_filename: info.path.display().to_string(),
+        model_type: info.desc.clone(),
+        model_size: info.size,
+        model_n_params: info.params,
+        backend: backend.to_string(),
+        n_threads: threads,
+        n_prompt,
+        n_gen,
+        n_streams,
+        test: test.name(),
+        avg_ns: mean(&ns).round() as u64,
+        stddev_ns: stddev(&ns).round() as u64,
+        avg_ts: ts,
+        stddev_ts: stddev(&st.ts),
+        samples_ns: st.ns.clone(),
+        samples_ts: st.ts.clone(),
+        file_bytes: info.file_len,
+        weight_bytes_per_token: info.bytes_per_token,
+        peak_rss_bytes: out.peak_rss,
+        kv_cache_bytes: out.kv_cache_bytes,
+        rss_budget_bytes: out.kv_cache_bytes.map(|kv| info.file_len + kv + RSS_SLACK),
+        bound,
     }
-    out.push('"');
-    out
 }
 
 /// llama-bench's size column: MiB below 1 GiB, GiB above.
@@ -294,19 +295,90 @@ fn human_params(n: u64) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_str("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    fn info() -> ModelInfo {
+        ModelInfo {
+            path: "m.gguf".into(),
+            desc: "llama 1M F16".into(),
+            size: 2_000_000,
+            params: 1_000_000,
+            bytes_per_token: 1_000_000,
+            file_len: 2_000_100,
+        }
     }
 
     #[test]
-    fn objects_close_without_trailing_comma() {
-        let mut o = String::from("{");
-        field(&mut o, "a", "1");
-        field(&mut o, "b", &json_str("x"));
-        close(&mut o);
-        assert_eq!(o, "{\"a\": 1, \"b\": \"x\"}");
-        assert_eq!(num(f64::NAN), "null");
+    fn json_rows_keep_llama_bench_fields_and_the_bound_only_for_tg() {
+        let out = ChildOutput {
+            peak_rss: Some(4096),
+            kv_cache_bytes: Some(100),
+            ..ChildOutput::default()
+        };
+        let bw = Bandwidth {
+            threads: 1,
+            bytes: 1 << 20,
+            samples: vec![1e10, 1e10],
+        };
+        let st = Stats::new(Test::Gen(128), &[1.0, 0.5]);
+        let row = test_row(&info(), 2, Test::Gen(128), &st, &out, Some(&bw), "CPU");
+        let text = serde_json::to_string(&JsonRow::Test(Box::new(row))).expect("serializes");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("parses");
+        // The keys, in the order they are written (a `Value`'s map sorts them).
+        let keys: Vec<&str> = text
+            .split("\":")
+            .filter_map(|part| part.rsplit_once('"').map(|(_, key)| key))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "model_filename",
+                "model_type",
+                "model_size",
+                "model_n_params",
+                "backend",
+                "n_threads",
+                "n_prompt",
+                "n_gen",
+                "n_streams",
+                "test",
+                "avg_ns",
+                "stddev_ns",
+                "avg_ts",
+                "stddev_ts",
+                "samples_ns",
+                "samples_ts",
+                "file_bytes",
+                "weight_bytes_per_token",
+                "peak_rss_bytes",
+                "kv_cache_bytes",
+                "rss_budget_bytes",
+                "membw_bytes_per_s",
+                "bw_bound_ts",
+                "bw_pct",
+            ]
+        );
+        assert_eq!(v["test"], "tg128");
+        assert_eq!(v["avg_ns"], 750_000_000);
+        assert_eq!(
+            v["samples_ns"],
+            serde_json::json!([1_000_000_000u64, 500_000_000u64])
+        );
+        assert_eq!(v["rss_budget_bytes"], 2_000_100 + 100 + RSS_SLACK);
+        // A prompt test has no bound, and a missing peak is null.
+        let st = Stats::new(Test::Prompt(16), &[0.0]);
+        let row = test_row(
+            &info(),
+            1,
+            Test::Prompt(16),
+            &st,
+            &ChildOutput::default(),
+            Some(&bw),
+            "CPU",
+        );
+        let v = serde_json::to_value(JsonRow::Test(Box::new(row))).expect("serializes");
+        assert!(v.get("bw_pct").is_none(), "{v}");
+        assert!(v["peak_rss_bytes"].is_null(), "{v}");
+        // 16 tokens in 0 s: infinite t/s is written as null.
+        assert!(v["avg_ts"].is_null(), "{v}");
     }
 
     #[test]
@@ -319,14 +391,7 @@ mod tests {
 
     #[test]
     fn bound_is_bandwidth_over_bytes_per_token() {
-        let info = ModelInfo {
-            path: "m.gguf".into(),
-            desc: "llama 1M F16".into(),
-            size: 2_000_000,
-            params: 1_000_000,
-            bytes_per_token: 1_000_000,
-            file_len: 2_000_100,
-        };
+        let info = info();
         let bw = Bandwidth {
             threads: 1,
             bytes: 1 << 20,
