@@ -8,6 +8,7 @@ mod kv_cache;
 mod rng;
 pub mod synthetic;
 mod transformer;
+mod unimplemented;
 
 pub use config::{Arch, Config};
 pub use kv_cache::{KvCache, KvPool, SEQ_BLOCK};
@@ -26,6 +27,10 @@ pub enum ModelError {
     /// `general.architecture` names an architecture tuili does not run.
     #[error("architecture '{0}' is not supported (supported: llama, qwen2)")]
     UnsupportedArch(String),
+    /// The file asks for math that tuili does not implement (a tensor or a metadata key
+    /// that changes the forward pass): refused rather than run differently.
+    #[error("the model file asks for {0}, which tuili does not implement yet; it is refused rather than run with different math")]
+    Unimplemented(String),
     /// A required tensor is absent.
     #[error("tensor '{0}' is missing from the model file")]
     MissingTensor(String),

@@ -2,6 +2,7 @@
 //! norm → attention → residual → norm → SwiGLU MLP → residual, then norm → logits.
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tuili_backend::matmul::{matmul, matmul_many, matmul_swiglu, ByteSource, Weight};
@@ -10,6 +11,7 @@ use tuili_backend::pool::{self, SyncPtr};
 use tuili_gguf::{GgmlType, GgufFile};
 
 use crate::attention::attention;
+use crate::unimplemented;
 use crate::{Arch, Config, KvCache, KvPool, ModelError};
 
 /// Weights of one transformer block (read by other backends to upload them).
@@ -66,9 +68,11 @@ pub struct Model {
     inv_freq: Vec<f32>,
 }
 
-/// Reads weights out of a GGUF file, checking each tensor's shape.
+/// Reads weights out of a GGUF file, checking each tensor's shape, and notes which
+/// tensors the forward pass reads.
 struct Loader<'a> {
     file: &'a Arc<GgufFile>,
+    used: RefCell<BTreeSet<String>>,
 }
 
 impl Loader<'_> {
@@ -78,6 +82,7 @@ impl Loader<'_> {
 
     /// A `[rows, cols]` matrix (GGUF dims `[cols, rows]`).
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Weight, ModelError> {
+        self.used.borrow_mut().insert(name.to_string());
         let t = self
             .file
             .tensor(name)
@@ -98,6 +103,7 @@ impl Loader<'_> {
 
     /// A vector of `n` values, dequantized to f32.
     fn vector(&self, name: &str, n: usize) -> Result<Vec<f32>, ModelError> {
+        self.used.borrow_mut().insert(name.to_string());
         let t = self
             .file
             .tensor(name)
@@ -121,7 +127,11 @@ impl Model {
     /// Loads a `llama` or `qwen2` model from an opened GGUF file.
     pub fn load(file: &Arc<GgufFile>) -> Result<Model, ModelError> {
         let cfg = Config::from_gguf(file)?;
-        let ld = Loader { file };
+        unimplemented::refuse_unimplemented_metadata(file, &cfg)?;
+        let ld = Loader {
+            file,
+            used: RefCell::new(BTreeSet::new()),
+        };
         let (dim, q_dim, kv_dim, ffn) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
         let tok_embd = ld.matrix("token_embd.weight", cfg.vocab, dim)?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
@@ -155,6 +165,7 @@ impl Model {
         } else {
             tok_embd.clone()
         };
+        unimplemented::refuse_unused_tensors(file, &ld.used.borrow())?;
         let inv_freq = rope_inv_freq(cfg.head_dim, cfg.rope_base);
         Ok(Model {
             cfg,

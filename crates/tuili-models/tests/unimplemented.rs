@@ -1,0 +1,125 @@
+//! A model file that asks for math the forward pass does not do is refused by name, never
+//! run with plain math: Llama 3.x `rope_freqs`, RoPE scaling, a sliding window,
+//! soft-capping, experts, partial RoPE. Files without such things still load.
+
+use std::sync::Arc;
+
+use tuili_gguf::{GgmlType, GgufFile, GgufWriter, Value};
+use tuili_models::synthetic::{write_synthetic, SyntheticSpec};
+use tuili_models::{Arch, Model, ModelError};
+
+/// The tiny random llama, with `extra_keys` set and `extra_tensors` (F32 vectors) added.
+fn tiny_llama_with(extra_keys: &[(&str, Value)], extra_tensors: &[(&str, usize)]) -> Arc<GgufFile> {
+    let spec = SyntheticSpec::tiny(Arch::Llama, GgmlType::F32);
+    let base = GgufFile::from_bytes(write_synthetic(&spec).unwrap()).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in base.metadata() {
+        w.add(k.clone(), v.clone()).unwrap();
+    }
+    for (k, v) in extra_keys {
+        w.add(*k, v.clone()).unwrap();
+    }
+    for t in base.tensors() {
+        w.add_tensor(&t.name, &t.dims, t.ty, base.tensor_data(t).to_vec())
+            .unwrap();
+    }
+    for (name, n) in extra_tensors {
+        let data: Vec<u8> = (0..*n)
+            .flat_map(|i| (1.0 + i as f32).to_le_bytes())
+            .collect();
+        w.add_tensor(*name, &[*n as u64], GgmlType::F32, data)
+            .unwrap();
+    }
+    Arc::new(GgufFile::from_bytes(w.to_bytes()).unwrap())
+}
+
+fn refusal(file: &Arc<GgufFile>) -> String {
+    match Model::load(file) {
+        Err(e @ ModelError::Unimplemented(_)) => e.to_string(),
+        Err(e) => panic!("expected a refusal, got another error: {e}"),
+        Ok(_) => panic!("the file loaded"),
+    }
+}
+
+#[test]
+fn the_plain_file_loads() {
+    Model::load(&tiny_llama_with(&[], &[])).expect("load");
+    // Keys that say what the math already is are fine.
+    let same = [
+        ("llama.rope.dimension_count", Value::U32(64)),
+        ("llama.rope.scaling.type", Value::String("none".into())),
+        ("llama.attention.sliding_window", Value::U32(256)),
+        ("llama.expert_count", Value::U32(0)),
+    ];
+    Model::load(&tiny_llama_with(&same, &[])).expect("load");
+    // Old files' per-layer RoPE frequencies change nothing.
+    Model::load(&tiny_llama_with(&[], &[("blk.0.attn_rot_embd", 32)])).expect("load");
+}
+
+#[test]
+fn llama3_rope_frequency_factors_are_refused() {
+    let msg = refusal(&tiny_llama_with(&[], &[("rope_freqs.weight", 32)]));
+    assert!(
+        msg.contains("rope_freqs.weight") && msg.contains("Llama 3.x RoPE frequency factors"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unused_tensors_are_refused_by_name() {
+    for (name, what) in [
+        ("blk.1.attn_q_norm.weight", "QK-norm"),
+        ("blk.0.post_attention_norm.weight", "post-norms"),
+        ("blk.0.ffn_gate_inp.weight", "experts"),
+        ("blk.0.something_new", "does not use"),
+    ] {
+        let msg = refusal(&tiny_llama_with(&[], &[(name, 64)]));
+        assert!(msg.contains(name) && msg.contains(what), "{msg}");
+    }
+}
+
+#[test]
+fn metadata_that_changes_the_math_is_refused_by_key() {
+    let cases: [(&str, Value, &str); 8] = [
+        (
+            "llama.rope.scaling.type",
+            Value::String("yarn".into()),
+            "RoPE scaling 'yarn'",
+        ),
+        (
+            "llama.rope.scaling.factor",
+            Value::F32(8.0),
+            "RoPE scaling by 8",
+        ),
+        (
+            "llama.rope.dimension_count",
+            Value::U32(32),
+            "partial RoPE over 32 of 64",
+        ),
+        (
+            "llama.attention.sliding_window",
+            Value::U32(64),
+            "sliding window of 64",
+        ),
+        (
+            "llama.final_logit_softcapping",
+            Value::F32(30.0),
+            "soft-capping",
+        ),
+        ("llama.expert_count", Value::U32(8), "mixture of 8 experts"),
+        (
+            "llama.attention.layer_norm_epsilon",
+            Value::F32(1e-5),
+            "LayerNorm",
+        ),
+        (
+            "llama.embedding_scale",
+            Value::F32(12.0),
+            "multiplier of 12",
+        ),
+    ];
+    for (key, value, what) in cases {
+        let msg = refusal(&tiny_llama_with(&[(key, value)], &[]));
+        assert!(msg.contains(key) && msg.contains(what), "{key}: {msg}");
+    }
+}
