@@ -165,8 +165,25 @@ impl Model {
         } else {
             tok_embd.clone()
         };
+        let mut inv_freq = rope_inv_freq(cfg.head_dim, cfg.rope_base);
+        if cfg.arch == Arch::Llama && ld.has("rope_freqs.weight") {
+            // Llama 3.x RoPE scaling: each pair's frequency is divided by its factor
+            // (`[head_dim / 2]`), as llama.cpp's `rope_ext` does with `freq_factors`.
+            let factors = ld.vector("rope_freqs.weight", cfg.head_dim / 2)?;
+            if let Some((i, f)) = factors
+                .iter()
+                .enumerate()
+                .find(|(_, f)| !(f.is_finite() && **f > 0.0))
+            {
+                return Err(ModelError::BadConfig(format!(
+                    "rope_freqs.weight[{i}] is {f}; RoPE frequency factors must be positive"
+                )));
+            }
+            for (f, k) in inv_freq.iter_mut().zip(&factors) {
+                *f /= k;
+            }
+        }
         unimplemented::refuse_unused_tensors(file, &ld.used.borrow())?;
-        let inv_freq = rope_inv_freq(cfg.head_dim, cfg.rope_base);
         Ok(Model {
             cfg,
             tok_embd,

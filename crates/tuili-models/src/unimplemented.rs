@@ -1,7 +1,7 @@
 //! What a model file may ask for that the forward pass does not do.
 //!
-//! A file that carries a tensor or a metadata key that changes the math (Llama 3.x RoPE
-//! frequency factors, RoPE scaling, a sliding window, soft-capping, experts, ...) and
+//! A file that carries a tensor or a metadata key that changes the math (RoPE scaling, a
+//! sliding window, soft-capping, experts, QK-norm, ...) and
 //! that tuili does not implement is refused with the name of what it asks for, instead
 //! of running with plain math and giving different answers without a word.
 
@@ -24,7 +24,7 @@ fn tensor_meaning(name: &str) -> &'static str {
         .rsplit_once("blk.")
         .map_or(name, |(_, s)| s.split_once('.').map_or(s, |(_, rest)| rest));
     match suffix {
-        "rope_freqs.weight" => "Llama 3.x RoPE frequency factors",
+        "rope_freqs.weight" => "RoPE frequency factors, applied for `llama` only",
         "attn_q_norm.weight" | "attn_k_norm.weight" => "QK-norm",
         "attn_post_norm.weight"
         | "ffn_post_norm.weight"

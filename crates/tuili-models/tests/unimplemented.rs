@@ -1,6 +1,7 @@
 //! A model file that asks for math the forward pass does not do is refused by name, never
-//! run with plain math: Llama 3.x `rope_freqs`, RoPE scaling, a sliding window,
-//! soft-capping, experts, partial RoPE. Files without such things still load.
+//! run with plain math: RoPE scaling, a sliding window, soft-capping, experts, partial
+//! RoPE, any tensor it does not read. Llama 3.x RoPE frequency factors (`rope_freqs`) are
+//! applied. Files without such things still load.
 
 use std::sync::Arc;
 
@@ -8,9 +9,14 @@ use tuili_gguf::{GgmlType, GgufFile, GgufWriter, Value};
 use tuili_models::synthetic::{write_synthetic, SyntheticSpec};
 use tuili_models::{Arch, Model, ModelError};
 
-/// The tiny random llama, with `extra_keys` set and `extra_tensors` (F32 vectors) added.
-fn tiny_llama_with(extra_keys: &[(&str, Value)], extra_tensors: &[(&str, usize)]) -> Arc<GgufFile> {
-    let spec = SyntheticSpec::tiny(Arch::Llama, GgmlType::F32);
+/// The tiny random model of `arch` with `extra_keys` set and `extra_tensors` (F32
+/// vectors) added.
+fn tiny_with(
+    arch: Arch,
+    extra_keys: &[(&str, Value)],
+    extra_tensors: &[(&str, Vec<f32>)],
+) -> Arc<GgufFile> {
+    let spec = SyntheticSpec::tiny(arch, GgmlType::F32);
     let base = GgufFile::from_bytes(write_synthetic(&spec).unwrap()).unwrap();
     let mut w = GgufWriter::new();
     for (k, v) in base.metadata() {
@@ -23,14 +29,21 @@ fn tiny_llama_with(extra_keys: &[(&str, Value)], extra_tensors: &[(&str, usize)]
         w.add_tensor(&t.name, &t.dims, t.ty, base.tensor_data(t).to_vec())
             .unwrap();
     }
-    for (name, n) in extra_tensors {
-        let data: Vec<u8> = (0..*n)
-            .flat_map(|i| (1.0 + i as f32).to_le_bytes())
-            .collect();
-        w.add_tensor(*name, &[*n as u64], GgmlType::F32, data)
+    for (name, values) in extra_tensors {
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        w.add_tensor(*name, &[values.len() as u64], GgmlType::F32, data)
             .unwrap();
     }
     Arc::new(GgufFile::from_bytes(w.to_bytes()).unwrap())
+}
+
+fn tiny_llama_with(keys: &[(&str, Value)], tensors: &[(&str, Vec<f32>)]) -> Arc<GgufFile> {
+    tiny_with(Arch::Llama, keys, tensors)
+}
+
+/// `n` factors 1, 2, 3, ...
+fn ramp(n: usize) -> Vec<f32> {
+    (0..n).map(|i| 1.0 + i as f32).collect()
 }
 
 fn refusal(file: &Arc<GgufFile>) -> String {
@@ -39,6 +52,14 @@ fn refusal(file: &Arc<GgufFile>) -> String {
         Err(e) => panic!("expected a refusal, got another error: {e}"),
         Ok(_) => panic!("the file loaded"),
     }
+}
+
+/// Logits of a fixed prompt.
+fn logits(file: &Arc<GgufFile>) -> Vec<f32> {
+    let model = Model::load(file).expect("load");
+    let tokens: Vec<u32> = (0..24).map(|i| (i * 37 + 5) % 512).collect();
+    let mut cache = model.new_cache(64);
+    model.forward(&tokens, &mut cache, 0).expect("forward")
 }
 
 #[test]
@@ -53,16 +74,41 @@ fn the_plain_file_loads() {
     ];
     Model::load(&tiny_llama_with(&same, &[])).expect("load");
     // Old files' per-layer RoPE frequencies change nothing.
-    Model::load(&tiny_llama_with(&[], &[("blk.0.attn_rot_embd", 32)])).expect("load");
+    Model::load(&tiny_llama_with(&[], &[("blk.0.attn_rot_embd", ramp(32))])).expect("load");
 }
 
 #[test]
-fn llama3_rope_frequency_factors_are_refused() {
-    let msg = refusal(&tiny_llama_with(&[], &[("rope_freqs.weight", 32)]));
-    assert!(
-        msg.contains("rope_freqs.weight") && msg.contains("Llama 3.x RoPE frequency factors"),
-        "{msg}"
-    );
+fn llama3_rope_frequency_factors_are_applied() {
+    let plain = logits(&tiny_llama_with(&[], &[]));
+    // Factors of 1 change nothing, bit for bit.
+    let ones = logits(&tiny_llama_with(
+        &[],
+        &[("rope_freqs.weight", vec![1.0; 32])],
+    ));
+    assert!(plain
+        .iter()
+        .zip(&ones)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    // Factors above 1 slow the lower frequencies down: other logits.
+    let scaled = logits(&tiny_llama_with(&[], &[("rope_freqs.weight", ramp(32))]));
+    let moved = plain.iter().zip(&scaled).filter(|(a, b)| a != b).count();
+    assert!(moved > plain.len() / 2, "only {moved} logits moved");
+    // A factor that is not a positive number is an error naming it.
+    let mut bad = vec![1.0; 32];
+    bad[5] = 0.0;
+    match Model::load(&tiny_llama_with(&[], &[("rope_freqs.weight", bad)])) {
+        Err(ModelError::BadConfig(msg)) => {
+            assert!(msg.contains("rope_freqs.weight[5] is 0"), "{msg}")
+        }
+        other => panic!("expected a bad-config error, got {:?}", other.err()),
+    }
+    // llama.cpp applies them to `llama` only: elsewhere the file is refused.
+    let msg = refusal(&tiny_with(
+        Arch::Qwen2,
+        &[],
+        &[("rope_freqs.weight", ramp(32))],
+    ));
+    assert!(msg.contains("rope_freqs.weight"), "{msg}");
 }
 
 #[test]
@@ -73,7 +119,7 @@ fn unused_tensors_are_refused_by_name() {
         ("blk.0.ffn_gate_inp.weight", "experts"),
         ("blk.0.something_new", "does not use"),
     ] {
-        let msg = refusal(&tiny_llama_with(&[], &[(name, 64)]));
+        let msg = refusal(&tiny_llama_with(&[], &[(name, ramp(64))]));
         assert!(msg.contains(name) && msg.contains(what), "{msg}");
     }
 }
