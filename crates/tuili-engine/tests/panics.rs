@@ -6,41 +6,17 @@
 //! Faults are armed through the backend's test-only hooks (`fault-injection`), which are
 //! process-wide: every case runs in the one test below, in order.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{drain, engine, greedy};
 use tuili_backend::fault::{self, Site};
-use tuili_engine::{
-    start_engine, EngineConfig, EngineHandle, Event, GenerateRequest, SamplingParams, SubmitError,
-    MAX_CONSECUTIVE_PANICS,
-};
-use tuili_gguf::GgufFile;
-use tuili_models::Model;
-use tuili_tokenizer::Tokenizer;
-
-fn greedy(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
-    GenerateRequest {
-        prompt,
-        max_tokens,
-        sampling: SamplingParams::greedy(),
-        stop: Vec::new(),
-        ignore_eos: true,
-        logprobs: None,
-    }
-}
+use tuili_engine::{EngineHandle, GenerateRequest, SubmitError, MAX_CONSECUTIVE_PANICS};
 
 /// The request's tokens, or the text of its error event.
 fn outcome(h: &EngineHandle, req: GenerateRequest) -> Result<Vec<u32>, String> {
-    let mut s = h.submit(req).map_err(|e| format!("refused: {e}"))?;
-    let mut tokens = Vec::new();
-    while let Some(ev) = s.next_blocking() {
-        match ev {
-            Event::Delta { tokens: t, .. } => tokens.extend(t),
-            Event::Finished { .. } => return Ok(tokens),
-            Event::Error(e) => return Err(e),
-        }
-    }
-    Err("the stream ended without Finished or Error".to_string())
+    drain(h.submit(req).map_err(|e| format!("refused: {e}"))?)
 }
 
 /// Waits (10 s at most) until nothing is queued or running and no block is held.
@@ -59,28 +35,16 @@ fn wait_all_free(h: &EngineHandle) {
     }
 }
 
-fn engine(model: &Arc<Model>, tok: &Arc<Tokenizer>, max_num_seqs: usize) -> EngineHandle {
-    let cfg = EngineConfig {
-        n_ctx: 256,
-        max_num_seqs,
-        ..Default::default()
-    };
-    start_engine(model.clone(), tok.clone(), cfg).expect("engine")
-}
-
 #[test]
 fn a_panic_fails_its_step_and_the_engine_serves_on() {
     // Two threads, so that regions have a worker to panic on.
     tuili_backend::pool::set_threads(2);
-    let Some(path) = tuili_testkit::model("smol.gguf") else {
+    let Some((model, tok)) = common::load() else {
         return;
     };
-    let file = Arc::new(GgufFile::open(&path).expect("open model"));
-    let model = Arc::new(Model::load(&file).expect("load model"));
-    let tok = Arc::new(Tokenizer::from_gguf(&file).expect("tokenizer"));
     assert!(tuili_backend::pool::global().n_threads() >= 2);
 
-    let h = engine(&model, &tok, 4);
+    let h = engine(&model, &tok, 256, 4);
     let prompt = tok.encode("Once upon a time", true, false);
     let want = outcome(&h, greedy(prompt.clone(), 8)).expect("a clean run");
     assert_eq!(want.len(), 8);
@@ -103,30 +67,19 @@ fn a_panic_fails_its_step_and_the_engine_serves_on() {
 
     // Only the requests of the panicking step fail: with one decode slot, the second
     // request waits outside the step and then runs normally.
-    let h1 = engine(&model, &tok, 1);
+    let h1 = engine(&model, &tok, 256, 1);
     fault::arm(Site::EngineStep, 1);
     let (a, b) = (
         h1.submit(greedy(prompt.clone(), 8)).unwrap(),
         h1.submit(greedy(prompt.clone(), 8)).unwrap(),
     );
-    let drain = |mut s: tuili_engine::RequestStream| {
-        let mut tokens = Vec::new();
-        while let Some(ev) = s.next_blocking() {
-            match ev {
-                Event::Delta { tokens: t, .. } => tokens.extend(t),
-                Event::Finished { .. } => return Ok(tokens),
-                Event::Error(e) => return Err(e),
-            }
-        }
-        Err("no end".to_string())
-    };
     assert!(drain(a).is_err());
     assert_eq!(drain(b).as_ref(), Ok(&want));
     wait_all_free(&h1);
 
     // A run of panicking steps fails the engine: every open request hears why, health
     // says why, and new requests are refused with the reason.
-    let h2 = engine(&model, &tok, 1);
+    let h2 = engine(&model, &tok, 256, 1);
     fault::arm(Site::EngineStep, MAX_CONSECUTIVE_PANICS as usize);
     let streams: Vec<_> = (0..MAX_CONSECUTIVE_PANICS + 1)
         .map(|_| h2.submit(greedy(prompt.clone(), 8)).unwrap())

@@ -2,42 +2,25 @@
 //! single-sequence run token for token (batch invariance), stop strings, cancellation,
 //! queue limits.
 
+mod common;
+
 use std::sync::Arc;
 
+use common::greedy;
 use tuili_engine::{
     argmax, start_engine, EngineConfig, EngineHandle, Event, FinishReason, GenerateRequest,
     SamplingParams, SubmitError,
 };
-use tuili_gguf::GgufFile;
 use tuili_models::Model;
 use tuili_tokenizer::Tokenizer;
 
-fn load() -> Option<(Arc<Model>, Arc<Tokenizer>)> {
-    let path = tuili_testkit::model("smol.gguf")?;
-    let file = Arc::new(GgufFile::open(&path).expect("open model"));
-    let model = Model::load(&file).expect("load model");
-    let tok = Tokenizer::from_gguf(&file).expect("load tokenizer");
-    Some((Arc::new(model), Arc::new(tok)))
-}
-
 macro_rules! need_model {
     () => {
-        match load() {
+        match common::load() {
             Some(m) => m,
             None => return,
         }
     };
-}
-
-fn greedy(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
-    GenerateRequest {
-        prompt,
-        max_tokens,
-        sampling: SamplingParams::greedy(),
-        stop: Vec::new(),
-        ignore_eos: false,
-        logprobs: None,
-    }
 }
 
 /// An engine with one decode slot and `max_queue` waiting places.
@@ -152,15 +135,7 @@ fn batched_greedy_equals_single_sequence_run() {
 #[test]
 fn stop_strings_end_generation_and_are_not_emitted() {
     let (model, tok) = need_model!();
-    let h = start_engine(
-        model,
-        tok.clone(),
-        EngineConfig {
-            n_ctx: 256,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let h = common::engine(&model, &tok, 256, EngineConfig::default().max_num_seqs);
     let ids = tok.encode("Once upon a time", true, false);
     let (full, _, _) = collect(&h, greedy(ids.clone(), 18));
     assert!(full.starts_with(", the city of Nova Haven"), "{full}");
@@ -241,15 +216,7 @@ fn too_long_prompt_is_refused_with_both_numbers() {
 #[test]
 fn logprobs_with_penalties_describe_the_distribution_sampled_from() {
     let (model, tok) = need_model!();
-    let h = start_engine(
-        model,
-        tok.clone(),
-        EngineConfig {
-            n_ctx: 256,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let h = common::engine(&model, &tok, 256, EngineConfig::default().max_num_seqs);
     let prompt = tok.encode("the cat the cat the cat the cat the cat the", true, false);
     for (greedy_run, seed) in [(true, 0), (false, 7)] {
         let mut req = greedy(prompt.clone(), 32);
