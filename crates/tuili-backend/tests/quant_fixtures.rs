@@ -216,9 +216,11 @@ fn kquant_input() -> Vec<f32> {
 
 /// The K-quant quantizers against ggml itself: `kquants-ggml.bin` holds, one type after
 /// the other (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K), the bytes that ggml's
-/// `quantize_row_q*_K_ref` (ggml-quants.c, llama.cpp commit 01243c5) wrote for
-/// `kquant_input()`, built for x86-64 without FMA contraction. (With `-march=native`
-/// the C compiler fuses multiply-adds and ggml itself writes slightly different bytes.)
+/// `quantize_row_q*_K_ref` (ggml-quants.c) wrote for `kquant_input()`, built for plain
+/// x86-64 with `-ffp-contract=off`: first at llama.cpp commit 01243c5, and again, to the
+/// same bytes, at commit 0c1e57098 (the copy inside the llama-cpp-python 0.3.36 sdist) by
+/// `scripts/kquants-ggml/regenerate.sh`, which holds the C harness. (With gcc 12 the bytes
+/// stay the same under `-march=native -ffp-contract=fast`; `-ffast-math` changes them.)
 /// gguf-py has no K-quant quantizers, so this pins them instead.
 #[test]
 fn kquant_quantizers_match_ggml_reference_bytes() {

@@ -41,6 +41,8 @@ fn tokenize_ids_match_llama_cpp() {
     let smol = need_model!("smol.gguf");
     let m = smol.to_str().unwrap();
     let ids = |p: &str| stdout_of(&["tokenize", "-m", m, "--ids", "-p", p]);
+    // Source of the ids here: llama.cpp's tokenizer, llama-cpp-python 0.3.36's
+    // `Llama(model, vocab_only=True).tokenize(text.encode(), add_bos=True, special=True)`.
     assert_eq!(ids("Once upon a time").trim(), "[6403, 1980, 253, 655]");
     assert_eq!(
         ids("The three primary colors are").trim(),
@@ -75,7 +77,8 @@ fn greedy_story_continuation_smollm2() {
         "--temp",
         "0",
     ]);
-    // The independent f32 reference's greedy continuation.
+    // The independent f32 reference's greedy continuation: /work/shared/MODELS.md, "Known
+    // outputs of the default model" (../shared/MODELS.md from the repository root).
     assert!(
         out.starts_with(
             "Once upon a time, the city of Nova Haven was a thriving metropolis, with towering skyscrapers"
@@ -100,6 +103,8 @@ fn greedy_chat_answers_paris() {
         "--temp",
         "0",
     ]);
+    // Source: ../shared/MODELS.md, "Known outputs of the default model" (the f32 reference's
+    // greedy answer; llama.cpp, rounding activations to 8 bits, answers something else).
     assert!(out.starts_with("The capital of France is Paris."), "{out}");
     let qwen = need_model!("qwen.gguf");
     let out = stdout_of(&[
@@ -451,14 +456,14 @@ fn perplexity_matches_the_f32_reference() {
     }
     let smol = need_model!("smol.gguf");
     let got = ppl4(&smol);
-    let want = 18.1994;
+    let want = 18.1994; // scripts/reference/pinned-ppl.sh (ref_ppl.py on the same tokens)
     assert!(
         (got / want - 1.0).abs() < 0.002,
         "smol: PPL {got}, reference {want}"
     );
     let qwen = need_model!("qwen.gguf");
     let got = ppl4(&qwen);
-    let want = 6.2022;
+    let want = 6.2022; // scripts/reference/pinned-ppl.sh (ref_ppl.py on the same tokens)
     assert!(
         (got / want - 1.0).abs() < 0.002,
         "qwen: PPL {got}, reference {want}"

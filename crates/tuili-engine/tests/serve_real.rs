@@ -138,6 +138,8 @@ fn stop_strings_end_generation_and_are_not_emitted() {
     let h = common::engine(&model, &tok, 256, EngineConfig::default().max_num_seqs);
     let ids = tok.encode("Once upon a time", true, false);
     let (full, _, _) = collect(&h, greedy(ids.clone(), 18));
+    // The f32 reference's greedy continuation: ../shared/MODELS.md, "Known outputs of the
+    // default model".
     assert!(full.starts_with(", the city of Nova Haven"), "{full}");
     let mut req = greedy(ids, 18);
     req.stop = vec!["Haven".into()];
