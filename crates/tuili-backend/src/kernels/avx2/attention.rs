@@ -1,0 +1,315 @@
+//! Attention's float ops: dot products and scores of query heads against K rows, the
+//! weighted sums of V rows, softmax, axpy.
+
+use std::arch::x86_64::*;
+
+use super::{hmax, hsum, A8};
+
+// ---- attention ----------------------------------------------------------------------
+
+grouped_attention_ops!(dot_body, axpy_body, #[target_feature(enable = "avx2,fma,f16c")]);
+
+/// As `mix_by_axpy` (bit-identical: the same fused multiply-add per element and
+/// position, in position order), with 32 outputs at a time held in registers across
+/// all positions instead of loaded and stored at each one.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::kernels) unsafe fn mix(coef: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+    let np = rows.len();
+    let g = coef.len() / np.max(1);
+    let hd = out.len() / g.max(1);
+    let pb = base.as_ptr();
+    for h in 0..g {
+        let c = &coef[h * np..(h + 1) * np];
+        let o = out.as_mut_ptr().add(h * hd);
+        let mut e = 0;
+        while e + 32 <= hd {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (p, &r) in rows.iter().enumerate() {
+                let cv = _mm256_set1_ps(c[p]);
+                for k in 0..4 {
+                    acc[k] = _mm256_fmadd_ps(cv, _mm256_loadu_ps(pb.add(r + e + 8 * k)), acc[k]);
+                }
+            }
+            for k in 0..4 {
+                _mm256_storeu_ps(o.add(e + 8 * k), acc[k]);
+            }
+            e += 32;
+        }
+        while e + 8 <= hd {
+            let mut acc = _mm256_setzero_ps();
+            for (p, &r) in rows.iter().enumerate() {
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(c[p]), _mm256_loadu_ps(pb.add(r + e)), acc);
+            }
+            _mm256_storeu_ps(o.add(e), acc);
+            e += 8;
+        }
+        for i in e..hd {
+            let mut acc = 0f32;
+            for (p, &r) in rows.iter().enumerate() {
+                acc = c[p].mul_add(base[r + i], acc);
+            }
+            *o.add(i) = acc;
+        }
+    }
+}
+
+/// `acc + a[i..i + 8] * b[i..i + 8]`, fused.
+#[inline(always)]
+unsafe fn fma_at(a: *const f32, b: *const f32, i: usize, acc: __m256) -> __m256 {
+    _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i)), acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_body(a, b)
+}
+
+#[inline(always)]
+unsafe fn dot_body(a: &[f32], b: &[f32]) -> f32 {
+    hsum(dot_lanes(a, b))
+}
+
+/// The 8 lanes of `dot` before its final reduction: `(a0 + a1) + (a2 + a3)`.
+#[inline(always)]
+pub(in crate::kernels) unsafe fn dot_lanes(a: &[f32], b: &[f32]) -> __m256 {
+    let n = a.len();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    // Four named accumulators, indexed only by constants, so that they stay in
+    // registers (an array indexed by `c % 4` lives on the stack).
+    let (mut a0, mut a1, mut a2, mut a3) = (
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+        _mm256_setzero_ps(),
+    );
+    let nc = n / 8;
+    let mut c = 0;
+    while c + 4 <= nc {
+        a0 = fma_at(pa, pb, 8 * c, a0);
+        a1 = fma_at(pa, pb, 8 * c + 8, a1);
+        a2 = fma_at(pa, pb, 8 * c + 16, a2);
+        a3 = fma_at(pa, pb, 8 * c + 24, a3);
+        c += 4;
+    }
+    let rest = nc - c;
+    if rest >= 1 {
+        a0 = fma_at(pa, pb, 8 * c, a0);
+    }
+    if rest >= 2 {
+        a1 = fma_at(pa, pb, 8 * c + 8, a1);
+    }
+    if rest >= 3 {
+        a2 = fma_at(pa, pb, 8 * c + 16, a2);
+    }
+    if 8 * nc < n {
+        // The last partial chunk goes to accumulator `nc % 4`, lane by lane.
+        let acc = match nc % 4 {
+            0 => &mut a0,
+            1 => &mut a1,
+            2 => &mut a2,
+            _ => &mut a3,
+        };
+        let mut lanes = A8([0.0; 8]);
+        _mm256_store_ps(lanes.0.as_mut_ptr(), *acc);
+        for i in 8 * nc..n {
+            lanes.0[i % 8] = a[i].mul_add(b[i], lanes.0[i % 8]);
+        }
+        *acc = _mm256_load_ps(lanes.0.as_ptr());
+    }
+    _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))
+}
+
+/// `[a lo + a hi | b lo + b hi]`: `hsum`'s first step for two vectors.
+#[inline(always)]
+unsafe fn pair_s4(a: __m256, b: __m256) -> __m256 {
+    _mm256_add_ps(
+        _mm256_permute2f128_ps::<0x20>(a, b),
+        _mm256_permute2f128_ps::<0x31>(a, b),
+    )
+}
+
+/// `hsum`'s second step for the four vectors in `x = [a | b]`, `y = [c | d]` (each the
+/// output of `pair_s4`): `[a0 + a2, a1 + a3, c0 + c2, c1 + c3 | b.., d..]`.
+#[inline(always)]
+unsafe fn quad_s2(x: __m256, y: __m256) -> __m256 {
+    _mm256_add_ps(
+        _mm256_shuffle_ps::<0b01_00_01_00>(x, y),
+        _mm256_shuffle_ps::<0b11_10_11_10>(x, y),
+    )
+}
+
+/// The 8 lanes of one `dot` before its final reduction, by some instruction set, with
+/// the first operand (a query head, the same for many rows) prepared once.
+pub(in crate::kernels) trait DotLanes {
+    /// The query as the instruction set keeps it between rows (e.g. in registers).
+    type Query;
+    unsafe fn prepare(a: &[f32]) -> Self::Query;
+    /// `dot_lanes(a, b)`, `q` = `prepare(a)`.
+    unsafe fn lanes(q: &Self::Query, a: &[f32], b: &[f32]) -> __m256;
+}
+
+/// `dot_lanes` with 256-bit registers.
+struct Ymm;
+
+impl DotLanes for Ymm {
+    type Query = ();
+    #[inline(always)]
+    unsafe fn prepare(_: &[f32]) {}
+    #[inline(always)]
+    unsafe fn lanes(_: &(), a: &[f32], b: &[f32]) -> __m256 {
+        dot_lanes(a, b)
+    }
+}
+
+/// As `scores_by_dot`, 8 positions at a time: their 8-lane sums are reduced together by
+/// a transposition that adds the same pairs as `hsum` does for each ((v0+v4)+(v2+v6)) +
+/// ((v1+v5)+(v3+v7)), so every score has the bits of one `dot`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn scores(q: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+    scores_with::<Ymm>(q, base, rows, out)
+}
+
+/// `scores` with the lanes of each dot from `L`.
+#[inline(always)]
+pub(in crate::kernels) unsafe fn scores_with<L: DotLanes>(
+    q: &[f32],
+    base: &[f32],
+    rows: &[usize],
+    out: &mut [f32],
+) {
+    let np = rows.len();
+    let hd = q.len() / (out.len() / np.max(1)).max(1);
+    let p8 = np / 8 * 8;
+    // Lanes come out as positions [0, 2, 4, 6, 1, 3, 5, 7].
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (h, qh) in q.chunks_exact(hd).enumerate() {
+        let o = out.as_mut_ptr().add(h * np);
+        let qp = L::prepare(qh);
+        let mut p = 0;
+        while p < p8 {
+            let mut v = [_mm256_setzero_ps(); 8];
+            for (i, vi) in v.iter_mut().enumerate() {
+                let r = rows[p + i];
+                *vi = L::lanes(&qp, qh, &base[r..r + hd]);
+            }
+            let (u01, u23) = (pair_s4(v[0], v[1]), pair_s4(v[2], v[3]));
+            let (u45, u67) = (pair_s4(v[4], v[5]), pair_s4(v[6], v[7]));
+            let r = _mm256_hadd_ps(quad_s2(u01, u23), quad_s2(u45, u67));
+            _mm256_storeu_ps(o.add(p), _mm256_permutevar8x32_ps(r, order));
+            p += 8;
+        }
+        for p in p8..np {
+            let r = rows[p];
+            *o.add(p) = hsum(L::lanes(&qp, qh, &base[r..r + hd]));
+        }
+    }
+}
+
+/// `ops::softmax_scaled`, 8 lanes wide with the same operations (no fused multiply-adds):
+/// lane `i % 8` holds the partial sum of element `i`, as in the specification.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(in crate::kernels) unsafe fn softmax(x: &mut [f32], scale: f32) {
+    let n = x.len();
+    let n8 = n / 8 * 8;
+    let p = x.as_mut_ptr();
+    if scale != 1.0 {
+        let s = _mm256_set1_ps(scale);
+        let mut i = 0;
+        while i < n8 {
+            _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), s));
+            i += 8;
+        }
+        for v in &mut x[n8..] {
+            *v *= scale;
+        }
+    }
+    // max_ps(v, m) returns m where v is NaN: `f32::max`'s rule.
+    let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i < n8 {
+        m = _mm256_max_ps(_mm256_loadu_ps(p.add(i)), m);
+        i += 8;
+    }
+    let max = x[n8..].iter().copied().fold(hmax(m), f32::max);
+    let mv = _mm256_set1_ps(max);
+    let mut part = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < n8 {
+        let e = exp_nonpositive8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), mv));
+        _mm256_storeu_ps(p.add(i), e);
+        part = _mm256_add_ps(part, e);
+        i += 8;
+    }
+    let mut lanes = A8([0.0; 8]);
+    _mm256_store_ps(lanes.0.as_mut_ptr(), part);
+    for (v, s) in x[n8..].iter_mut().zip(lanes.0.iter_mut()) {
+        *v = crate::ops::exp_nonpositive(*v - max);
+        *s += *v;
+    }
+    let inv = 1.0 / hsum(_mm256_load_ps(lanes.0.as_ptr()));
+    let invv = _mm256_set1_ps(inv);
+    let mut i = 0;
+    while i < n8 {
+        _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), invv));
+        i += 8;
+    }
+    for v in &mut x[n8..] {
+        *v *= inv;
+    }
+}
+
+/// `ops::exp_nonpositive` of 8 lanes, operation for operation.
+#[inline(always)]
+unsafe fn exp_nonpositive8(x: __m256) -> __m256 {
+    use crate::ops::exp_consts::*;
+    let set = _mm256_set1_ps;
+    let round = set(ROUND);
+    let below = _mm256_cmp_ps::<_CMP_LT_OQ>(x, set(FLOOR));
+    let xc = _mm256_blendv_ps(x, set(FLOOR), below);
+    let k = _mm256_add_ps(_mm256_mul_ps(xc, set(LOG2E)), round);
+    let n = _mm256_sub_ps(k, round);
+    let r = _mm256_sub_ps(
+        _mm256_sub_ps(xc, _mm256_mul_ps(n, set(LN2_HI))),
+        _mm256_mul_ps(n, set(LN2_LO)),
+    );
+    let mut q = set(POLY[0]);
+    for &c in &POLY[1..] {
+        q = _mm256_add_ps(_mm256_mul_ps(q, r), set(c));
+    }
+    let e = _mm256_add_ps(
+        _mm256_add_ps(_mm256_mul_ps(q, _mm256_mul_ps(r, r)), r),
+        set(1.0),
+    );
+    let ni = _mm256_sub_epi32(_mm256_castps_si256(k), _mm256_castps_si256(round));
+    let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+        ni,
+        _mm256_set1_epi32(127),
+    )));
+    let y = _mm256_add_ps(
+        _mm256_mul_ps(e, two_n),
+        _mm256_mul_ps(x, _mm256_setzero_ps()),
+    );
+    _mm256_andnot_ps(below, y)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    axpy_body(a, x, y)
+}
+
+#[inline(always)]
+unsafe fn axpy_body(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len();
+    let av = _mm256_set1_ps(a);
+    let n8 = n / 8 * 8;
+    let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+    let mut i = 0;
+    while i < n8 {
+        let v = _mm256_fmadd_ps(av, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
+        _mm256_storeu_ps(py.add(i), v);
+        i += 8;
+    }
+    for i in n8..n {
+        y[i] = a.mul_add(x[i], y[i]);
+    }
+}
