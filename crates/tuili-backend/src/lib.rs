@@ -3,11 +3,13 @@
 #![deny(missing_docs)]
 
 pub mod kernels;
+pub mod kv;
 pub mod matmul;
 pub mod ops;
 pub mod pool;
 pub mod quant;
 
+pub use kv::KvType;
 pub use quant::{
     dequant_fn, dequant_rows, dequantize, dot_fn, quantize, row_bytes, DequantFn, DotFn,
 };

@@ -60,21 +60,27 @@
 // Kernels index several parallel arrays (rows, tokens, lanes) with one counter.
 #![allow(clippy::needless_range_loop)]
 
-/// Defines `scores_by_dot` (attention scores of the query heads that share one K/V head) from
-/// the module's dot body (`#[inline(always)]`, so it inlines), and `mix_by_axpy` from
-/// its axpy body, with the attributes given (its target features): results are those
-/// of its `dot`/`axpy`, bit for bit.
+/// Defines `scores_by_dot` (attention scores of the query heads that share one K/V head,
+/// over rows stored as any `KvType`) from the module's dot (`#[inline(always)]` or
+/// `#[inline]`, so it inlines), and `mix_by_axpy` from its axpy: each row is decoded by
+/// the module's `decode_kv` (f32 rows that are aligned are read in place), then results
+/// are those of its `dot`/`axpy` on the decoded row, bit for bit.
 macro_rules! grouped_attention_ops {
-    ($dot:ident, $axpy:ident $(, #[$attr:meta])*) => {
-        /// `out[h, p] = dot(q[h], row p)`, row `p` = `base[rows[p]..][..hd]`;
-        /// `q`: `[g, hd]`, `out`: `[g, rows.len()]`.
-        $(#[$attr])*
-        #[allow(dead_code)]
-        pub(super) unsafe fn scores_by_dot(q: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+    ($dot:ident, $axpy:ident) => {
+        /// `out[h, p] = dot(q[h], row p)`, row `p` = the `hd` values of `ty` from element
+        /// `rows[p]` of `base`; `q`: `[g, hd]`, `out`: `[g, rows.len()]`.
+        pub(super) unsafe fn scores_by_dot(
+            ty: $crate::kv::KvType,
+            q: &[f32],
+            base: &[u8],
+            rows: &[usize],
+            out: &mut [f32],
+        ) {
             let np = rows.len();
             let hd = q.len() / (out.len() / np.max(1)).max(1);
+            let mut buf = vec![0f32; hd];
             for (p, &r) in rows.iter().enumerate() {
-                let k = &base[r..r + hd];
+                let k = $crate::kernels::row_f32(ty, base, r, &mut buf, decode_kv);
                 for (h, qh) in q.chunks_exact(hd).enumerate() {
                     out[h * np + p] = $dot(qh, k);
                 }
@@ -83,14 +89,19 @@ macro_rules! grouped_attention_ops {
 
         /// `out[h] = Σ_p coef[h, p] · row p`, as one axpy per position in order from
         /// zeros; `coef`: `[g, rows.len()]`, `out`: `[g, hd]`.
-        $(#[$attr])*
-        #[allow(dead_code)]
-        pub(super) unsafe fn mix_by_axpy(coef: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+        pub(super) unsafe fn mix_by_axpy(
+            ty: $crate::kv::KvType,
+            coef: &[f32],
+            base: &[u8],
+            rows: &[usize],
+            out: &mut [f32],
+        ) {
             let np = rows.len();
             let hd = out.len() / (coef.len() / np.max(1)).max(1);
+            let mut buf = vec![0f32; hd];
             out.fill(0.0);
             for (p, &r) in rows.iter().enumerate() {
-                let v = &base[r..r + hd];
+                let v = $crate::kernels::row_f32(ty, base, r, &mut buf, decode_kv);
                 for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
                     $axpy(coef[h * np + p], v, oh);
                 }
@@ -113,7 +124,9 @@ mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
+use crate::kv::KvType;
 pub(crate) use acts::PackView;
+
 pub use acts::QuantActs;
 pub(crate) use buffers::{AlignedBuf, Out, Panel};
 pub(crate) use format::{FFormat, MinKind, QFormat};
@@ -135,6 +148,29 @@ pub const GROUP: usize = 8;
 pub(crate) fn reduce8(a: &[f32; 8]) -> f32 {
     let s4 = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
     (s4[0] + s4[2]) + (s4[1] + s4[3])
+}
+
+/// The `buf.len()` values of `ty` from element `r` of `base`: in place when they are f32
+/// and aligned, else decoded into `buf` by `decode`.
+#[inline(always)]
+pub(crate) fn row_f32<'a>(
+    ty: KvType,
+    base: &'a [u8],
+    r: usize,
+    buf: &'a mut [f32],
+    decode: unsafe fn(KvType, &[u8], &mut [f32]),
+) -> &'a [f32] {
+    let bytes = &base[ty.bytes(r)..ty.bytes(r + buf.len())];
+    if ty == KvType::F32 {
+        // SAFETY: every 4 bytes are a valid f32; `align_to` only takes aligned ones.
+        let (pre, mid, _) = unsafe { bytes.align_to::<f32>() };
+        if pre.is_empty() && mid.len() == buf.len() {
+            return mid;
+        }
+    }
+    // SAFETY: the table that passes `decode` runs only where its instructions do.
+    unsafe { decode(ty, bytes, buf) };
+    buf
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! SIMD tables; none has a safety requirement of its own beyond the shapes their safe
 //! callers in `kernels` check.
 
+use crate::kv::KvType;
+
 use super::{reduce8, FFormat, MinKind, Out, Packed, Panel, QFormat, QuantActs, GROUP, QB};
 use crate::quant::{bf16_to_f32, f16_to_f32};
 
@@ -393,6 +395,11 @@ pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 grouped_attention_ops!(dot, axpy);
+
+/// [`KvType::decode`]: the specification of every table's decoding of stored K/V rows.
+pub(super) unsafe fn decode_kv(ty: KvType, b: &[u8], out: &mut [f32]) {
+    ty.decode(b, out)
+}
 
 /// `y[i] = fma(a, x[i], y[i])`.
 pub(super) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {

@@ -3,6 +3,7 @@
 
 use std::sync::OnceLock;
 
+use crate::kv::KvType;
 use crate::pool::SyncPtr;
 
 #[cfg(target_arch = "aarch64")]
@@ -38,7 +39,9 @@ type FloatGemmFn =
     unsafe fn(f: FFormat, w: &[u8], nr: usize, cols: usize, x: &[f32], nt: usize, out: Out);
 type DotFn = unsafe fn(a: &[f32], b: &[f32]) -> f32;
 type AxpyFn = unsafe fn(a: f32, x: &[f32], y: &mut [f32]);
-type RowsFn = unsafe fn(a: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]);
+/// Attention over stored rows: `base` holds values of type `ty`, `rows` are element
+/// offsets of rows in it (as if it held f32).
+type RowsFn = unsafe fn(ty: KvType, a: &[f32], base: &[u8], rows: &[usize], out: &mut [f32]);
 type SoftmaxFn = unsafe fn(x: &mut [f32], scale: f32);
 
 /// The kernels of one instruction set.
@@ -103,9 +106,28 @@ impl Kernels {
     /// # Panics
     /// If the shapes disagree or a row lies outside `base`.
     pub fn scores(&self, q: &[f32], hd: usize, base: &[f32], rows: &[usize], out: &mut [f32]) {
-        check_rows("scores", q.len(), hd, base, rows, out.len());
+        self.scores_kv(KvType::F32, q, hd, f32_bytes(base), rows, out)
+    }
+
+    /// [`Kernels::scores`] over keys stored as `ty` (`base`: `[.., hd]` values of `ty`,
+    /// `rows`: element offsets): bit-identical to `scores` over the rows `ty` decodes to
+    /// ([`KvType::decode`]), the decoding done in registers.
+    ///
+    /// # Panics
+    /// If the shapes disagree, a row lies outside `base`, or (`q8_0`) a row or `hd` is
+    /// not whole blocks.
+    pub fn scores_kv(
+        &self,
+        ty: KvType,
+        q: &[f32],
+        hd: usize,
+        base: &[u8],
+        rows: &[usize],
+        out: &mut [f32],
+    ) {
+        check_rows("scores", ty, q.len(), hd, base, rows, out.len());
         // SAFETY: as in `dot`; shapes checked.
-        unsafe { (self.scores)(q, base, rows, out) }
+        unsafe { (self.scores)(ty, q, base, rows, out) }
     }
 
     /// Weighted sums of `rows.len()` value rows for `g` heads: `out[h] = Σ_p coef[h, p]
@@ -115,14 +137,22 @@ impl Kernels {
     /// # Panics
     /// As [`Kernels::scores`].
     pub fn mix(&self, coef: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+        self.mix_kv(KvType::F32, coef, f32_bytes(base), rows, out)
+    }
+
+    /// [`Kernels::mix`] over values stored as `ty`, as [`Kernels::scores_kv`].
+    ///
+    /// # Panics
+    /// As [`Kernels::scores_kv`].
+    pub fn mix_kv(&self, ty: KvType, coef: &[f32], base: &[u8], rows: &[usize], out: &mut [f32]) {
         let hd = if coef.is_empty() {
             0
         } else {
             out.len() * rows.len() / coef.len()
         };
-        check_rows("mix", out.len(), hd, base, rows, coef.len());
+        check_rows("mix", ty, out.len(), hd, base, rows, coef.len());
         // SAFETY: as in `dot`; shapes checked.
-        unsafe { (self.mix)(coef, base, rows, out) }
+        unsafe { (self.mix)(ty, coef, base, rows, out) }
     }
 
     /// `ops::softmax_scaled` (the same bits), compiled for this instruction set.
@@ -411,8 +441,17 @@ pub fn available() -> Vec<&'static Kernels> {
 }
 
 /// Checks the shapes of `scores` / `mix`: `heads` (`[g, hd]`) and `per_pos`
-/// (`[g, rows.len()]`) agree, and every row `base[r..r + hd]` exists.
-fn check_rows(what: &str, heads: usize, hd: usize, base: &[f32], rows: &[usize], per_pos: usize) {
+/// (`[g, rows.len()]`) agree, and every row (`hd` values of `ty` from element `r`)
+/// exists, starting on a block of `ty`.
+fn check_rows(
+    what: &str,
+    ty: KvType,
+    heads: usize,
+    hd: usize,
+    base: &[u8],
+    rows: &[usize],
+    per_pos: usize,
+) {
     let g = heads.checked_div(hd).unwrap_or(0);
     assert!(
         hd > 0 && heads == g * hd && per_pos == g * rows.len(),
@@ -420,9 +459,20 @@ fn check_rows(what: &str, heads: usize, hd: usize, base: &[f32], rows: &[usize],
         rows.len()
     );
     assert!(
-        rows.iter()
-            .all(|&r| r.checked_add(hd).is_some_and(|e| e <= base.len())),
-        "{what}: a row lies outside the {} values",
-        base.len()
+        hd.is_multiple_of(ty.block()) && rows.iter().all(|&r| r.is_multiple_of(ty.block())),
+        "{what}: {ty} rows must start and end on blocks of {}",
+        ty.block()
     );
+    let n = base.len() / ty.bytes(ty.block()) * ty.block();
+    assert!(
+        rows.iter()
+            .all(|&r| r.checked_add(hd).is_some_and(|e| e <= n)),
+        "{what}: a row lies outside the {n} values",
+    );
+}
+
+/// The bytes of `x` (native order: little-endian on every target tuili builds for).
+fn f32_bytes(x: &[f32]) -> &[u8] {
+    // SAFETY: any f32 is 4 initialized bytes; u8 has alignment 1; same memory, same borrow.
+    unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u8, std::mem::size_of_val(x)) }
 }

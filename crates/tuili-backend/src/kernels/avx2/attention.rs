@@ -4,20 +4,147 @@
 use std::arch::x86_64::*;
 
 use super::{hmax, hsum, A8};
+use crate::kv::{KvType, Q8_0_BLOCK, Q8_0_BYTES};
+
+// ---- stored rows --------------------------------------------------------------------
+
+/// Values of one `KvType` decoded in registers, exactly as `KvType::decode` does. `base`
+/// points at element 0 of a cache (an element offset `e` is `ty.bytes(e)` bytes in).
+pub(in crate::kernels) trait KvRow {
+    /// Values `e..e + 8` (`e` a multiple of 8).
+    unsafe fn load8(base: *const u8, e: usize) -> __m256;
+    /// Values `e..e + 16` (`e` a multiple of 16), for the AVX-512 kernels (inlined only
+    /// into functions that enable AVX-512).
+    unsafe fn load16(base: *const u8, e: usize) -> __m512;
+    /// Value `e`.
+    unsafe fn at(base: *const u8, e: usize) -> f32;
+}
+
+/// f32 values.
+pub(in crate::kernels) struct F32Row;
+/// f16 values (F16C `vcvtph2ps`).
+pub(in crate::kernels) struct F16Row;
+/// bf16 values (a 16-bit shift).
+pub(in crate::kernels) struct Bf16Row;
+/// `q8_0` blocks (codes widened to i32, converted, times the block's f16 scale).
+pub(in crate::kernels) struct Q80Row;
+
+impl KvRow for F32Row {
+    #[inline(always)]
+    unsafe fn load8(base: *const u8, e: usize) -> __m256 {
+        _mm256_loadu_ps((base as *const f32).add(e))
+    }
+    #[inline(always)]
+    unsafe fn load16(base: *const u8, e: usize) -> __m512 {
+        _mm512_loadu_ps((base as *const f32).add(e))
+    }
+    #[inline(always)]
+    unsafe fn at(base: *const u8, e: usize) -> f32 {
+        (base as *const f32).add(e).read_unaligned()
+    }
+}
+
+impl KvRow for F16Row {
+    #[inline(always)]
+    unsafe fn load8(base: *const u8, e: usize) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(base.add(2 * e) as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn load16(base: *const u8, e: usize) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(base.add(2 * e) as *const __m256i))
+    }
+    #[inline(always)]
+    unsafe fn at(base: *const u8, e: usize) -> f32 {
+        crate::quant::f16_to_f32((base.add(2 * e) as *const u16).read_unaligned())
+    }
+}
+
+impl KvRow for Bf16Row {
+    #[inline(always)]
+    unsafe fn load8(base: *const u8, e: usize) -> __m256 {
+        let h = _mm_loadu_si128(base.add(2 * e) as *const __m128i);
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+    }
+    #[inline(always)]
+    unsafe fn load16(base: *const u8, e: usize) -> __m512 {
+        let h = _mm256_loadu_si256(base.add(2 * e) as *const __m256i);
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+    }
+    #[inline(always)]
+    unsafe fn at(base: *const u8, e: usize) -> f32 {
+        crate::quant::bf16_to_f32((base.add(2 * e) as *const u16).read_unaligned())
+    }
+}
+
+/// The block of element `e` and `e`'s place in it: (scale as f32, pointer to code `e`).
+#[inline(always)]
+unsafe fn q8_0_at(base: *const u8, e: usize) -> (f32, *const u8) {
+    let blk = base.add(e / Q8_0_BLOCK * Q8_0_BYTES);
+    let bits = (blk as *const u16).read_unaligned();
+    let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
+    (d, blk.add(2 + e % Q8_0_BLOCK))
+}
+
+impl KvRow for Q80Row {
+    #[inline(always)]
+    unsafe fn load8(base: *const u8, e: usize) -> __m256 {
+        let (d, q) = q8_0_at(base, e);
+        let c = _mm256_cvtepi8_epi32(_mm_loadl_epi64(q as *const __m128i));
+        _mm256_mul_ps(_mm256_cvtepi32_ps(c), _mm256_set1_ps(d))
+    }
+    #[inline(always)]
+    unsafe fn load16(base: *const u8, e: usize) -> __m512 {
+        let (d, q) = q8_0_at(base, e);
+        let c = _mm512_cvtepi8_epi32(_mm_loadu_si128(q as *const __m128i));
+        _mm512_mul_ps(_mm512_cvtepi32_ps(c), _mm512_set1_ps(d))
+    }
+    #[inline(always)]
+    unsafe fn at(base: *const u8, e: usize) -> f32 {
+        let (d, q) = q8_0_at(base, e);
+        d * (*q as i8) as f32
+    }
+}
+
+/// Calls `$f::<$row, ..>($args)` with the `KvRow` of `$ty` as the first type argument.
+macro_rules! with_kv_row {
+    ($ty:expr, $f:ident::<_ $(, $t:ty)*>($($args:expr),*)) => {
+        match $ty {
+            KvType::F32 => $f::<F32Row $(, $t)*>($($args),*),
+            KvType::F16 => $f::<F16Row $(, $t)*>($($args),*),
+            KvType::BF16 => $f::<Bf16Row $(, $t)*>($($args),*),
+            KvType::Q8_0 => $f::<Q80Row $(, $t)*>($($args),*),
+        }
+    };
+}
+pub(in crate::kernels) use with_kv_row;
 
 // ---- attention ----------------------------------------------------------------------
-
-grouped_attention_ops!(dot_body, axpy_body, #[target_feature(enable = "avx2,fma,f16c")]);
 
 /// As `mix_by_axpy` (bit-identical: the same fused multiply-add per element and
 /// position, in position order), with 32 outputs at a time held in registers across
 /// all positions instead of loaded and stored at each one.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(in crate::kernels) unsafe fn mix(coef: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+pub(in crate::kernels) unsafe fn mix(
+    ty: KvType,
+    coef: &[f32],
+    base: &[u8],
+    rows: &[usize],
+    out: &mut [f32],
+) {
+    with_kv_row!(ty, mix_rows::<_>(coef, base.as_ptr(), rows, out))
+}
+
+/// `mix` over rows of `K`.
+#[inline(always)]
+pub(in crate::kernels) unsafe fn mix_rows<K: KvRow>(
+    coef: &[f32],
+    pb: *const u8,
+    rows: &[usize],
+    out: &mut [f32],
+) {
     let np = rows.len();
     let g = coef.len() / np.max(1);
     let hd = out.len() / g.max(1);
-    let pb = base.as_ptr();
     for h in 0..g {
         let c = &coef[h * np..(h + 1) * np];
         let o = out.as_mut_ptr().add(h * hd);
@@ -27,7 +154,7 @@ pub(in crate::kernels) unsafe fn mix(coef: &[f32], base: &[f32], rows: &[usize],
             for (p, &r) in rows.iter().enumerate() {
                 let cv = _mm256_set1_ps(c[p]);
                 for k in 0..4 {
-                    acc[k] = _mm256_fmadd_ps(cv, _mm256_loadu_ps(pb.add(r + e + 8 * k)), acc[k]);
+                    acc[k] = _mm256_fmadd_ps(cv, K::load8(pb, r + e + 8 * k), acc[k]);
                 }
             }
             for k in 0..4 {
@@ -38,7 +165,7 @@ pub(in crate::kernels) unsafe fn mix(coef: &[f32], base: &[f32], rows: &[usize],
         while e + 8 <= hd {
             let mut acc = _mm256_setzero_ps();
             for (p, &r) in rows.iter().enumerate() {
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(c[p]), _mm256_loadu_ps(pb.add(r + e)), acc);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(c[p]), K::load8(pb, r + e), acc);
             }
             _mm256_storeu_ps(o.add(e), acc);
             e += 8;
@@ -46,17 +173,11 @@ pub(in crate::kernels) unsafe fn mix(coef: &[f32], base: &[f32], rows: &[usize],
         for i in e..hd {
             let mut acc = 0f32;
             for (p, &r) in rows.iter().enumerate() {
-                acc = c[p].mul_add(base[r + i], acc);
+                acc = c[p].mul_add(K::at(pb, r + i), acc);
             }
             *o.add(i) = acc;
         }
     }
-}
-
-/// `acc + a[i..i + 8] * b[i..i + 8]`, fused.
-#[inline(always)]
-unsafe fn fma_at(a: *const f32, b: *const f32, i: usize, acc: __m256) -> __m256 {
-    _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i)), acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -66,14 +187,27 @@ pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[inline(always)]
 unsafe fn dot_body(a: &[f32], b: &[f32]) -> f32 {
-    hsum(dot_lanes(a, b))
+    hsum(dot_lanes::<F32Row>(a, b.as_ptr() as *const u8, 0))
 }
 
-/// The 8 lanes of `dot` before its final reduction: `(a0 + a1) + (a2 + a3)`.
+/// `acc + a[i..i + 8] * row values r + i..r + i + 8`, fused.
 #[inline(always)]
-pub(in crate::kernels) unsafe fn dot_lanes(a: &[f32], b: &[f32]) -> __m256 {
+unsafe fn fma_row<K: KvRow>(
+    a: *const f32,
+    pb: *const u8,
+    r: usize,
+    i: usize,
+    acc: __m256,
+) -> __m256 {
+    _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i)), K::load8(pb, r + i), acc)
+}
+
+/// The 8 lanes of `dot(a, row)` before its final reduction, `(a0 + a1) + (a2 + a3)`; the
+/// row is `a.len()` values of `K` from element `r` of `pb`.
+#[inline(always)]
+pub(in crate::kernels) unsafe fn dot_lanes<K: KvRow>(a: &[f32], pb: *const u8, r: usize) -> __m256 {
     let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let pa = a.as_ptr();
     // Four named accumulators, indexed only by constants, so that they stay in
     // registers (an array indexed by `c % 4` lives on the stack).
     let (mut a0, mut a1, mut a2, mut a3) = (
@@ -85,21 +219,21 @@ pub(in crate::kernels) unsafe fn dot_lanes(a: &[f32], b: &[f32]) -> __m256 {
     let nc = n / 8;
     let mut c = 0;
     while c + 4 <= nc {
-        a0 = fma_at(pa, pb, 8 * c, a0);
-        a1 = fma_at(pa, pb, 8 * c + 8, a1);
-        a2 = fma_at(pa, pb, 8 * c + 16, a2);
-        a3 = fma_at(pa, pb, 8 * c + 24, a3);
+        a0 = fma_row::<K>(pa, pb, r, 8 * c, a0);
+        a1 = fma_row::<K>(pa, pb, r, 8 * c + 8, a1);
+        a2 = fma_row::<K>(pa, pb, r, 8 * c + 16, a2);
+        a3 = fma_row::<K>(pa, pb, r, 8 * c + 24, a3);
         c += 4;
     }
     let rest = nc - c;
     if rest >= 1 {
-        a0 = fma_at(pa, pb, 8 * c, a0);
+        a0 = fma_row::<K>(pa, pb, r, 8 * c, a0);
     }
     if rest >= 2 {
-        a1 = fma_at(pa, pb, 8 * c + 8, a1);
+        a1 = fma_row::<K>(pa, pb, r, 8 * c + 8, a1);
     }
     if rest >= 3 {
-        a2 = fma_at(pa, pb, 8 * c + 16, a2);
+        a2 = fma_row::<K>(pa, pb, r, 8 * c + 16, a2);
     }
     if 8 * nc < n {
         // The last partial chunk goes to accumulator `nc % 4`, lane by lane.
@@ -112,7 +246,7 @@ pub(in crate::kernels) unsafe fn dot_lanes(a: &[f32], b: &[f32]) -> __m256 {
         let mut lanes = A8([0.0; 8]);
         _mm256_store_ps(lanes.0.as_mut_ptr(), *acc);
         for i in 8 * nc..n {
-            lanes.0[i % 8] = a[i].mul_add(b[i], lanes.0[i % 8]);
+            lanes.0[i % 8] = a[i].mul_add(K::at(pb, r + i), lanes.0[i % 8]);
         }
         *acc = _mm256_load_ps(lanes.0.as_ptr());
     }
@@ -144,8 +278,8 @@ pub(in crate::kernels) trait DotLanes {
     /// The query as the instruction set keeps it between rows (e.g. in registers).
     type Query;
     unsafe fn prepare(a: &[f32]) -> Self::Query;
-    /// `dot_lanes(a, b)`, `q` = `prepare(a)`.
-    unsafe fn lanes(q: &Self::Query, a: &[f32], b: &[f32]) -> __m256;
+    /// `dot_lanes::<K>(a, pb, r)`, `q` = `prepare(a)`.
+    unsafe fn lanes<K: KvRow>(q: &Self::Query, a: &[f32], pb: *const u8, r: usize) -> __m256;
 }
 
 /// `dot_lanes` with 256-bit registers.
@@ -156,8 +290,8 @@ impl DotLanes for Ymm {
     #[inline(always)]
     unsafe fn prepare(_: &[f32]) {}
     #[inline(always)]
-    unsafe fn lanes(_: &(), a: &[f32], b: &[f32]) -> __m256 {
-        dot_lanes(a, b)
+    unsafe fn lanes<K: KvRow>(_: &(), a: &[f32], pb: *const u8, r: usize) -> __m256 {
+        dot_lanes::<K>(a, pb, r)
     }
 }
 
@@ -165,15 +299,15 @@ impl DotLanes for Ymm {
 /// a transposition that adds the same pairs as `hsum` does for each ((v0+v4)+(v2+v6)) +
 /// ((v1+v5)+(v3+v7)), so every score has the bits of one `dot`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn scores(q: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
-    scores_with::<Ymm>(q, base, rows, out)
+pub(super) unsafe fn scores(ty: KvType, q: &[f32], base: &[u8], rows: &[usize], out: &mut [f32]) {
+    with_kv_row!(ty, scores_with::<_, Ymm>(q, base.as_ptr(), rows, out))
 }
 
-/// `scores` with the lanes of each dot from `L`.
+/// `scores` over rows of `K`, with the lanes of each dot from `L`.
 #[inline(always)]
-pub(in crate::kernels) unsafe fn scores_with<L: DotLanes>(
+pub(in crate::kernels) unsafe fn scores_with<K: KvRow, L: DotLanes>(
     q: &[f32],
-    base: &[f32],
+    pb: *const u8,
     rows: &[usize],
     out: &mut [f32],
 ) {
@@ -189,8 +323,7 @@ pub(in crate::kernels) unsafe fn scores_with<L: DotLanes>(
         while p < p8 {
             let mut v = [_mm256_setzero_ps(); 8];
             for (i, vi) in v.iter_mut().enumerate() {
-                let r = rows[p + i];
-                *vi = L::lanes(&qp, qh, &base[r..r + hd]);
+                *vi = L::lanes::<K>(&qp, qh, pb, rows[p + i]);
             }
             let (u01, u23) = (pair_s4(v[0], v[1]), pair_s4(v[2], v[3]));
             let (u45, u67) = (pair_s4(v[4], v[5]), pair_s4(v[6], v[7]));
@@ -199,8 +332,7 @@ pub(in crate::kernels) unsafe fn scores_with<L: DotLanes>(
             p += 8;
         }
         for p in p8..np {
-            let r = rows[p];
-            *o.add(p) = hsum(L::lanes(&qp, qh, &base[r..r + hd]));
+            *o.add(p) = hsum(L::lanes::<K>(&qp, qh, pb, rows[p]));
         }
     }
 }

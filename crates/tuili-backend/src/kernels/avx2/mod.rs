@@ -19,8 +19,10 @@ pub(super) mod formats;
 mod interleaved;
 mod products;
 
-use attention::{axpy, dot, scores, softmax};
-pub(super) use attention::{dot_lanes, mix, scores_with, DotLanes};
+use attention::{axpy, dot, mix, scores, softmax};
+pub(super) use attention::{
+    dot_lanes, mix_rows, scores_with, with_kv_row, Bf16Row, DotLanes, F16Row, F32Row, KvRow, Q80Row,
+};
 use float::float_gemm;
 use products::decode;
 pub(super) use products::{gemm, gemv};

@@ -17,6 +17,7 @@ use formats::{with_format, Fmt, Scales, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, 
 
 use super::scalar::{float_at, QMAX, TINY};
 use super::{FFormat, Kernels, MinKind, Out, Panel, QFormat, QuantActs, GROUP, QB};
+use crate::kv::{KvType, Q8_0_BLOCK, Q8_0_BYTES};
 
 static NEON: Kernels = Kernels {
     name: "neon",
@@ -475,6 +476,49 @@ unsafe fn micro_f<const F: u8, const R: usize, const T: usize>(
 // ---- attention ----------------------------------------------------------------------
 
 grouped_attention_ops!(dot, axpy);
+
+/// `KvType::decode` with NEON, the same bits: f16 by `f16x4` (integer steps, as the
+/// weight decoders), bf16 by a shift, `q8_0` codes widened, converted and scaled.
+unsafe fn decode_kv(ty: KvType, b: &[u8], out: &mut [f32]) {
+    let n = out.len();
+    let (pb, po) = (b.as_ptr(), out.as_mut_ptr());
+    let mut i = 0;
+    match ty {
+        KvType::F32 => {
+            while i + 4 <= n {
+                vst1q_f32(po.add(i), vreinterpretq_f32_u8(vld1q_u8(pb.add(4 * i))));
+                i += 4;
+            }
+        }
+        KvType::F16 | KvType::BF16 => {
+            while i + 4 <= n {
+                let h = vmovl_u16(vreinterpret_u16_u8(vld1_u8(pb.add(2 * i))));
+                let v = if ty == KvType::F16 {
+                    f16x4(h)
+                } else {
+                    vreinterpretq_f32_u32(vshlq_n_u32::<16>(h))
+                };
+                vst1q_f32(po.add(i), v);
+                i += 4;
+            }
+        }
+        KvType::Q8_0 => {
+            while i + 8 <= n {
+                let blk = pb.add(i / Q8_0_BLOCK * Q8_0_BYTES);
+                let d = crate::quant::f16_to_f32(u16::from_le_bytes([*blk, *blk.add(1)]));
+                let q = vmovl_s8(vld1_s8(blk.add(2 + i % Q8_0_BLOCK) as *const i8));
+                let lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(q)));
+                let hi = vcvtq_f32_s32(vmovl_high_s16(q));
+                vst1q_f32(po.add(i), vmulq_n_f32(lo, d));
+                vst1q_f32(po.add(i + 4), vmulq_n_f32(hi, d));
+                i += 8;
+            }
+        }
+    }
+    for (j, o) in out.iter_mut().enumerate().skip(i) {
+        *o = ty.at(b, j);
+    }
+}
 
 #[inline]
 unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
