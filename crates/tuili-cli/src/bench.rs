@@ -82,6 +82,12 @@ pub struct BenchArgs {
     /// one `tgNxS` test per count above 1.
     #[arg(long = "streams", value_delimiter = ',')]
     streams: Vec<usize>,
+    /// Context depth: each sequence's cache holds this many positions before the timed
+    /// runs, which start from there (llama-bench's `-d`). On the CPU they are filled
+    /// with pseudo-random K/V written straight into the cache, not by a prefill: decode
+    /// speed does not depend on the values, and a prefill of 16k tokens takes minutes.
+    #[arg(short = 'd', long = "depth", default_value_t = 0)]
+    depth: usize,
     #[command(flatten)]
     device: DeviceArgs,
     /// Thread counts, comma-separated (default: all cores).
@@ -285,7 +291,14 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 let [m] = a.models.as_slice() else {
                     bail!("--child takes exactly one model, got {}", a.models.len());
                 };
-                child::run_model(Path::new(m), t, &tests, a.reps, dev)
+                let run = child::ModelRun {
+                    threads: t,
+                    reps: a.reps,
+                    dev,
+                    kv: a.device.kv_types(dev),
+                    depth: a.depth,
+                };
+                child::run_model(Path::new(m), &tests, &run)
             }
         };
     }
@@ -355,6 +368,10 @@ pub struct ChildOutput {
     pub kv_cache_bytes: Option<u64>,
     /// Size of the thread pool that ran the tests.
     pub threads: Option<usize>,
+    /// Positions in each sequence's cache before the timed runs.
+    pub depth: usize,
+    /// How the KV cache stored keys and values (`f16`, ...).
+    pub kv_types: Option<(String, String)>,
 }
 
 /// Parses a model child's stdout.
@@ -376,6 +393,12 @@ fn parse_child(stdout: &str) -> Result<ChildOutput> {
             Some("peak_rss") => out.peak_rss = f.next().and_then(|v| v.parse().ok()),
             Some("kv_cache_bytes") => out.kv_cache_bytes = f.next().and_then(|v| v.parse().ok()),
             Some("threads") => out.threads = f.next().and_then(|v| v.parse().ok()),
+            Some("depth") => out.depth = f.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            Some("kv_types") => {
+                if let (Some(k), Some(v)) = (f.next(), f.next()) {
+                    out.kv_types = Some((k.to_string(), v.to_string()));
+                }
+            }
             _ => {}
         }
     }
@@ -454,7 +477,15 @@ fn spawn_model(path: &Path, threads: usize, a: &BenchArgs) -> Result<ChildOutput
         a.reps.to_string(),
         "--device".into(),
         a.device.device.to_string(),
+        "-d".into(),
+        a.depth.to_string(),
     ];
+    if let Some(t) = a.device.cache_type_k {
+        args.extend(["--cache-type-k".into(), t.to_string()]);
+    }
+    if let Some(t) = a.device.cache_type_v {
+        args.extend(["--cache-type-v".into(), t.to_string()]);
+    }
     if !a.streams.is_empty() {
         args.extend(["--streams".into(), join(&a.streams)]);
     }

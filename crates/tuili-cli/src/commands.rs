@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use tuili_engine::runner::blocks_for;
-use tuili_engine::{KvLayout, Sampler, SamplingParams, Session};
+use tuili_engine::{KvType, Sampler, SamplingParams, Session, DEFAULT_KV_TYPE};
 use tuili_tokenizer::ChatMessage;
 
 use crate::device::{self, DeviceArgs};
@@ -143,13 +143,8 @@ const SEQ_BLOCK: usize = 64;
 /// A conversation of `n_ctx` tokens on the device `--device` names.
 fn session<'m>(l: &'m Loaded, d: &DeviceArgs, n_ctx: usize) -> Result<Session<'m>> {
     let n_ctx = n_ctx.min(l.model.config().ctx_len);
-    let dev = d
-        .device
-        .resolve(&l.model, l.model.config().kv_cache_bytes(n_ctx));
-    let kv = KvLayout {
-        n_blocks: blocks_for(n_ctx, SEQ_BLOCK),
-        block_size: SEQ_BLOCK,
-    };
+    let dev = d.resolve(&l.model, n_ctx);
+    let kv = d.kv_layout(dev, blocks_for(n_ctx, SEQ_BLOCK), SEQ_BLOCK);
     let runner = device::runner(&l.model, dev, kv)?;
     Ok(Session::with_runner(runner, &l.tokenizer, n_ctx))
 }
@@ -284,15 +279,26 @@ pub fn info(a: ModelArgs, devices_only: bool) -> Result<()> {
         .collect();
     println!("tensor types:  {}", types.join(", "));
     println!("weights:       {:.1} MiB", bytes as f64 / (1 << 20) as f64);
+    let t = DEFAULT_KV_TYPE;
     for ctx in [DEFAULT_CTX, cfg.ctx_len] {
-        let kv = cfg.kv_cache_bytes(ctx);
+        let kv = cfg.kv_cache_bytes(ctx, t, t);
         println!(
-            "memory @ {ctx:>6} ctx: {:.1} MiB (weights {:.1} + f32 KV cache {:.1})",
+            "memory @ {ctx:>6} ctx: {:.1} MiB (weights {:.1} + {t} KV cache {:.1})",
             (bytes as usize + kv) as f64 / (1 << 20) as f64,
             bytes as f64 / (1 << 20) as f64,
             kv as f64 / (1 << 20) as f64
         );
     }
+    let mib = |t: KvType| cfg.kv_cache_bytes(DEFAULT_CTX, t, t) as f64 / (1 << 20) as f64;
+    let each: Vec<String> = KvType::ALL
+        .iter()
+        .filter(|t| t.check_head_dim(cfg.head_dim).is_ok())
+        .map(|&t| format!("{t} {:.1} MiB", mib(t)))
+        .collect();
+    println!(
+        "KV @ {DEFAULT_CTX:>6} ctx: {} (--cache-type-k/-v)",
+        each.join(", ")
+    );
     println!(
         "chat template: {}",
         if l.template.is_some() { "yes" } else { "no" }
@@ -340,14 +346,14 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         "calculating perplexity over {n_chunk} chunks, n_ctx={}",
         a.ctx
     ));
-    let dev = a
+    let dev = a.device.resolve(&l.model, a.ctx);
+    let kv = a
         .device
-        .device
-        .resolve(&l.model, l.model.config().kv_cache_bytes(a.ctx));
-    let kv = KvLayout {
-        n_blocks: blocks_for(a.ctx, SEQ_BLOCK),
-        block_size: SEQ_BLOCK,
-    };
+        .kv_layout(dev, blocks_for(a.ctx, SEQ_BLOCK), SEQ_BLOCK);
+    tracing_line(&format!(
+        "KV cache: K {}, V {} on {dev}",
+        kv.k_type, kv.v_type
+    ));
     let mut runner = device::runner(&l.model, dev, kv)?;
     let res = tuili_engine::perplexity_with(runner.as_mut(), &tokens, a.ctx, bos, |i, ppl| {
         eprint!("[{}]{ppl:.4},", i + 1);

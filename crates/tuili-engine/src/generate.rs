@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use tuili_models::{Model, ModelError, SeqChunk};
 use tuili_tokenizer::{StreamDecoder, Tokenizer};
 
-use crate::runner::{blocks_for, CpuRunner, KvLayout, Runner};
+use crate::runner::{blocks_for, CpuRunner, KvLayout, Runner, DEFAULT_KV_TYPE};
 use crate::sampler::Sampler;
 use crate::EngineError;
 
@@ -66,14 +66,22 @@ pub struct Session<'m> {
 const SEQ_BLOCK: usize = 64;
 
 impl<'m> Session<'m> {
-    /// A session on the CPU with a context of `n_ctx` tokens.
-    pub fn new(model: &'m Model, tokenizer: &'m Tokenizer, n_ctx: usize) -> Session<'m> {
+    /// A session on the CPU with a context of `n_ctx` tokens, K/V stored as
+    /// [`DEFAULT_KV_TYPE`].
+    pub fn new(
+        model: &'m Model,
+        tokenizer: &'m Tokenizer,
+        n_ctx: usize,
+    ) -> Result<Session<'m>, EngineError> {
         let n_ctx = n_ctx.min(model.config().ctx_len);
         let kv = KvLayout {
             n_blocks: blocks_for(n_ctx, SEQ_BLOCK),
             block_size: SEQ_BLOCK,
+            k_type: DEFAULT_KV_TYPE,
+            v_type: DEFAULT_KV_TYPE,
         };
-        Session::with_runner(Box::new(CpuRunner::new(model, kv)), tokenizer, n_ctx)
+        let runner = CpuRunner::new(model, kv)?;
+        Ok(Session::with_runner(Box::new(runner), tokenizer, n_ctx))
     }
 
     /// A session on `runner`, whose KV pool it uses alone, with a context of `n_ctx`

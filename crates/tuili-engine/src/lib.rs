@@ -16,7 +16,7 @@ pub use generate::{FinishReason, GenerationStats, Session};
 pub use metrics::{EngineMetrics, Histogram};
 pub use perplexity::{perplexity, perplexity_with, Perplexity};
 pub use request::{Event, GenerateRequest, SubmitError, TokenLogprob, Usage};
-pub use runner::{CpuRunner, KvLayout, Runner};
+pub use runner::{CpuRunner, KvLayout, KvType, Runner, DEFAULT_KV_TYPE};
 pub use sampler::{argmax, Rng, Sampler, SamplingParams};
 pub use scheduler::Scheduler;
 pub use serve::{start_engine, start_engine_with, EngineConfig, EngineHandle, RequestStream};

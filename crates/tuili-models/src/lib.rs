@@ -11,6 +11,7 @@ mod transformer;
 pub use config::{Arch, Config};
 pub use kv_cache::{KvCache, KvPool};
 pub use transformer::{Layer, Model, SeqChunk};
+pub use tuili_backend::KvType;
 
 /// Errors from loading or running a model.
 #[derive(Debug, thiserror::Error)]

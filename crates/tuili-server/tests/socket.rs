@@ -241,7 +241,7 @@ async fn greedy_output_is_the_same_alone_in_a_batch_and_in_a_session() {
 
     // And what `tuili run` computes: one sequence, its own KV cache.
     let ids = sm.tokenizer.encode(prompt, true, false);
-    let mut session = Session::new(&sm.model, &sm.tokenizer, 1024);
+    let mut session = Session::new(&sm.model, &sm.tokenizer, 1024).unwrap();
     let mut sampler = Sampler::new(SamplingParams::greedy());
     let mut text = String::new();
     session

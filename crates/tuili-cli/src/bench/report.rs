@@ -102,7 +102,7 @@ impl Reporter {
         for (test, secs) in &out.samples {
             let st = Stats::new(*test, secs);
             match self.format {
-                Format::Md => self.md_row(info, threads, *test, &st, bw),
+                Format::Md => self.md_row(info, threads, (*test, out.depth), &st, bw),
                 Format::Json => {
                     let o = json_row(info, threads, *test, &st, out, bw, self.backend);
                     self.json.push(o);
@@ -115,7 +115,7 @@ impl Reporter {
         &mut self,
         info: &ModelInfo,
         threads: usize,
-        test: Test,
+        (test, depth): (Test, usize),
         st: &Stats,
         bw: Option<&Bandwidth>,
     ) {
@@ -149,7 +149,7 @@ impl Reporter {
             human_params(info.params),
             self.backend,
             threads,
-            test.name(),
+            test_name(test, depth),
             format!("{:.2} ± {:.2}", ts, stddev(&st.ts)),
         );
     }
@@ -194,6 +194,11 @@ fn json_row(
     field(&mut o, "n_gen", &n_gen.to_string());
     field(&mut o, "n_streams", &n_streams.to_string());
     field(&mut o, "test", &json_str(&test.name()));
+    field(&mut o, "n_depth", &out.depth.to_string());
+    if let Some((k, v)) = &out.kv_types {
+        field(&mut o, "type_k", &json_str(k));
+        field(&mut o, "type_v", &json_str(v));
+    }
     field(&mut o, "avg_ns", &format!("{:.0}", mean(&ns)));
     field(&mut o, "stddev_ns", &format!("{:.0}", stddev(&ns)));
     field(&mut o, "avg_ts", &num(ts));
@@ -287,6 +292,15 @@ fn human_params(n: u64) -> String {
         format!("{:.2} M", p / 1e6)
     } else {
         format!("{:.2} B", p / 1e9)
+    }
+}
+
+/// llama-bench's test name: `tg128`, or `tg128 @ d4096` at a depth.
+fn test_name(test: Test, depth: usize) -> String {
+    if depth > 0 {
+        format!("{} @ d{depth}", test.name())
+    } else {
+        test.name()
     }
 }
 
