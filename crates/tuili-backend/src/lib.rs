@@ -1,6 +1,7 @@
 //! Kernels for transformer inference: quantized block formats and the small set
 //! of ops the models call.
 #![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod kernels;
 pub mod kv;

@@ -83,17 +83,21 @@ impl QuantActs {
         t: usize,
         m: u8,
     ) -> (*const i16, *const f32, *const f32) {
-        let nbp = self.nbp();
-        let xs = if m == 2 {
-            self.s16.as_ptr().add(t * 2 * nbp)
-        } else {
-            self.s.as_ptr().add(t * nbp)
-        };
-        (
-            self.q.as_ptr().add(t * self.cols),
-            self.d.as_ptr().add(t * nbp),
-            xs,
-        )
+        // SAFETY: `t < n_tokens()` (this fn's contract) keeps every offset inside the
+        // buffers `reset` sized
+        unsafe {
+            let nbp = self.nbp();
+            let xs = if m == 2 {
+                self.s16.as_ptr().add(t * 2 * nbp)
+            } else {
+                self.s.as_ptr().add(t * nbp)
+            };
+            (
+                self.q.as_ptr().add(t * self.cols),
+                self.d.as_ptr().add(t * nbp),
+                xs,
+            )
+        }
     }
 
     /// Sizes the buffers for `n` tokens of `cols` (a multiple of 32).

@@ -21,11 +21,19 @@ pub(crate) struct AlignedBuf<T> {
 }
 
 /// The element types `AlignedBuf` holds: plain numbers, valid for every bit pattern.
-pub(crate) trait Plain: Copy {}
-impl Plain for u8 {}
-impl Plain for i16 {}
-impl Plain for i32 {}
-impl Plain for f32 {}
+///
+/// # Safety
+/// An implementor must be valid for every bit pattern of its size (no padding, no niche,
+/// no pointer), since `AlignedBuf` hands out zeroed and reinterpreted bytes as `T`.
+pub(crate) unsafe trait Plain: Copy {}
+// SAFETY: integers and floats are valid for every bit pattern and have no padding.
+unsafe impl Plain for u8 {}
+// SAFETY: as for u8.
+unsafe impl Plain for i16 {}
+// SAFETY: as for u8.
+unsafe impl Plain for i32 {}
+// SAFETY: as for u8 (every bit pattern is some f32, NaNs included).
+unsafe impl Plain for f32 {}
 
 impl<T: Plain> Default for AlignedBuf<T> {
     fn default() -> Self {

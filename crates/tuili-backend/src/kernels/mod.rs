@@ -76,13 +76,18 @@ macro_rules! grouped_attention_ops {
             rows: &[usize],
             out: &mut [f32],
         ) {
-            let np = rows.len();
-            let hd = q.len() / (out.len() / np.max(1)).max(1);
-            let mut buf = vec![0f32; hd];
-            for (p, &r) in rows.iter().enumerate() {
-                let k = $crate::kernels::row_f32(ty, base, r, &mut buf, decode_kv);
-                for (h, qh) in q.chunks_exact(hd).enumerate() {
-                    out[h * np + p] = $dot(qh, k);
+            // SAFETY: `Kernels::scores_kv`/`mix_kv` checked that every row lies within
+            // `base` and the shapes agree, and the table (whose `dot`/`axpy`/`decode_kv`
+            // these are) runs on this CPU
+            unsafe {
+                let np = rows.len();
+                let hd = q.len() / (out.len() / np.max(1)).max(1);
+                let mut buf = vec![0f32; hd];
+                for (p, &r) in rows.iter().enumerate() {
+                    let k = $crate::kernels::row_f32(ty, base, r, &mut buf, decode_kv);
+                    for (h, qh) in q.chunks_exact(hd).enumerate() {
+                        out[h * np + p] = $dot(qh, k);
+                    }
                 }
             }
         }
@@ -96,14 +101,19 @@ macro_rules! grouped_attention_ops {
             rows: &[usize],
             out: &mut [f32],
         ) {
-            let np = rows.len();
-            let hd = out.len() / (coef.len() / np.max(1)).max(1);
-            let mut buf = vec![0f32; hd];
-            out.fill(0.0);
-            for (p, &r) in rows.iter().enumerate() {
-                let v = $crate::kernels::row_f32(ty, base, r, &mut buf, decode_kv);
-                for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
-                    $axpy(coef[h * np + p], v, oh);
+            // SAFETY: `Kernels::scores_kv`/`mix_kv` checked that every row lies within
+            // `base` and the shapes agree, and the table (whose `dot`/`axpy`/`decode_kv`
+            // these are) runs on this CPU
+            unsafe {
+                let np = rows.len();
+                let hd = out.len() / (coef.len() / np.max(1)).max(1);
+                let mut buf = vec![0f32; hd];
+                out.fill(0.0);
+                for (p, &r) in rows.iter().enumerate() {
+                    let v = $crate::kernels::row_f32(ty, base, r, &mut buf, decode_kv);
+                    for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
+                        $axpy(coef[h * np + p], v, oh);
+                    }
                 }
             }
         }

@@ -232,9 +232,13 @@ fn legacy_codes(c: &mut [i16], qs: &[u8], qh: u32, offset: i16) {
 
 /// `out[(t - t0) * ldo + r] = row r · token t` for every row of the panel.
 pub(super) unsafe fn gemm(p: &Panel, a: &QuantActs, t0: usize, nt: usize, out: Out) {
-    for t in t0..t0 + nt {
-        for r in 0..p.nr {
-            *out.ptr.add((t - t0) * out.ldo + r) = dot_row(p, r, a, t);
+    // SAFETY: the caller upholds the table's contract: `out` is valid for the writes of
+    // these rows and tokens and no one else writes them meanwhile
+    unsafe {
+        for t in t0..t0 + nt {
+            for r in 0..p.nr {
+                *out.ptr.add((t - t0) * out.ldo + r) = dot_row(p, r, a, t);
+            }
         }
     }
 }
@@ -341,9 +345,13 @@ pub(super) unsafe fn interleaved(
     nt: usize,
     out: Out,
 ) {
-    for r in rows.clone() {
-        for t in 0..nt {
-            *out.ptr.add(t * out.ldo + r - rows.start) = blocksum(|b| p.block(r, b), a, t);
+    // SAFETY: the caller upholds the table's contract: `out` is valid for the writes of
+    // these rows and tokens and no one else writes them meanwhile
+    unsafe {
+        for r in rows.clone() {
+            for t in 0..nt {
+                *out.ptr.add(t * out.ldo + r - rows.start) = blocksum(|b| p.block(r, b), a, t);
+            }
         }
     }
 }
@@ -368,16 +376,20 @@ pub(super) unsafe fn float_gemm(
     nt: usize,
     out: Out,
 ) {
-    let rb = w.len() / nr.max(1);
-    for t in 0..nt {
-        let xt = &x[t * cols..(t + 1) * cols];
-        for r in 0..nr {
-            let row = &w[r * rb..(r + 1) * rb];
-            let mut acc = [0f32; 8];
-            for (i, &xi) in xt.iter().enumerate() {
-                acc[i % 8] = float_at(f, row, i).mul_add(xi, acc[i % 8]);
+    // SAFETY: the caller upholds the table's contract: `out` is valid for the writes of
+    // these rows and tokens and no one else writes them meanwhile
+    unsafe {
+        let rb = w.len() / nr.max(1);
+        for t in 0..nt {
+            let xt = &x[t * cols..(t + 1) * cols];
+            for r in 0..nr {
+                let row = &w[r * rb..(r + 1) * rb];
+                let mut acc = [0f32; 8];
+                for (i, &xi) in xt.iter().enumerate() {
+                    acc[i % 8] = float_at(f, row, i).mul_add(xi, acc[i % 8]);
+                }
+                *out.ptr.add(t * out.ldo + r) = reduce8(&acc);
             }
-            *out.ptr.add(t * out.ldo + r) = reduce8(&acc);
         }
     }
 }

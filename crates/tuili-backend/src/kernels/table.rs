@@ -251,8 +251,13 @@ impl Kernels {
     /// # Safety
     /// `out` must be valid for those writes and not written by anyone else meanwhile.
     pub(crate) unsafe fn gemm(&self, p: &Panel, acts: &QuantActs, t0: usize, nt: usize, out: Out) {
-        assert!(t0 + nt <= acts.n && acts.cols == p.cols, "gemm: shapes");
-        (self.gemm)(p, acts, t0, nt, out)
+        // SAFETY: the caller upholds this method's contract (`out` valid for the writes,
+        // written by no one else meanwhile); the shapes are asserted above, and the table
+        // exists only where its instructions run
+        unsafe {
+            assert!(t0 + nt <= acts.n && acts.cols == p.cols, "gemm: shapes");
+            (self.gemm)(p, acts, t0, nt, out)
+        }
     }
 
     /// Whether [`Kernels::gemv`] runs (else decode a panel and use `gemm`).
@@ -273,12 +278,17 @@ impl Kernels {
         t: usize,
         out: Out,
     ) {
-        assert!(
-            t < acts.n && row_bytes * fmt.ty().block_size() == acts.cols * fmt.ty().type_size()
-        );
-        assert!(w.len().is_multiple_of(row_bytes), "gemv: weight bytes");
-        if let Some(f) = self.gemv {
-            f(fmt, w, row_bytes, acts, t, out)
+        // SAFETY: the caller upholds this method's contract (`out` valid for the writes,
+        // written by no one else meanwhile); the shapes are asserted above, and the table
+        // exists only where its instructions run
+        unsafe {
+            assert!(
+                t < acts.n && row_bytes * fmt.ty().block_size() == acts.cols * fmt.ty().type_size()
+            );
+            assert!(w.len().is_multiple_of(row_bytes), "gemv: weight bytes");
+            if let Some(f) = self.gemv {
+                f(fmt, w, row_bytes, acts, t, out)
+            }
         }
     }
 
@@ -308,13 +318,18 @@ impl Kernels {
         nt: usize,
         out: Out,
     ) {
-        assert!(
-            t0 + nt <= acts.n
-                && row_bytes * fmt.ty().block_size() == acts.cols * fmt.ty().type_size()
-        );
-        assert!(w.len().is_multiple_of(row_bytes), "direct: weight bytes");
-        if let Some(f) = self.direct.filter(|_| nt <= self.direct_max) {
-            f(fmt, w, row_bytes, acts, t0, nt, out)
+        // SAFETY: the caller upholds this method's contract (`out` valid for the writes,
+        // written by no one else meanwhile); the shapes are asserted above, and the table
+        // exists only where its instructions run
+        unsafe {
+            assert!(
+                t0 + nt <= acts.n
+                    && row_bytes * fmt.ty().block_size() == acts.cols * fmt.ty().type_size()
+            );
+            assert!(w.len().is_multiple_of(row_bytes), "direct: weight bytes");
+            if let Some(f) = self.direct.filter(|_| nt <= self.direct_max) {
+                f(fmt, w, row_bytes, acts, t0, nt, out)
+            }
         }
     }
 
@@ -331,15 +346,20 @@ impl Kernels {
         nt: usize,
         out: Out,
     ) {
-        assert!(
-            nt <= acts.n
-                && acts.cols == p.cols
-                && rows.start.is_multiple_of(IROWS)
-                && rows.start <= rows.end
-                && rows.end <= p.rows,
-            "interleaved: shapes"
-        );
-        (self.interleaved)(p, rows, acts, nt, out)
+        // SAFETY: the caller upholds this method's contract (`out` valid for the writes,
+        // written by no one else meanwhile); the shapes are asserted above, and the table
+        // exists only where its instructions run
+        unsafe {
+            assert!(
+                nt <= acts.n
+                    && acts.cols == p.cols
+                    && rows.start.is_multiple_of(IROWS)
+                    && rows.start <= rows.end
+                    && rows.end <= p.rows,
+                "interleaved: shapes"
+            );
+            (self.interleaved)(p, rows, acts, nt, out)
+        }
     }
 
     /// `out[t * ldo + r] = w[r] · x[t]` for float weights `w: [nr, cols]`, `x: [nt, cols]`.
@@ -357,12 +377,17 @@ impl Kernels {
         nt: usize,
         out: Out,
     ) {
-        let esize = if f == FFormat::F32 { 4 } else { 2 };
-        assert!(
-            w.len() == nr * cols * esize && x.len() == nt * cols,
-            "float_gemm: shapes"
-        );
-        (self.float_gemm)(f, w, nr, cols, x, nt, out)
+        // SAFETY: the caller upholds this method's contract (`out` valid for the writes,
+        // written by no one else meanwhile); the shapes are asserted above, and the table
+        // exists only where its instructions run
+        unsafe {
+            let esize = if f == FFormat::F32 { 4 } else { 2 };
+            assert!(
+                w.len() == nr * cols * esize && x.len() == nt * cols,
+                "float_gemm: shapes"
+            );
+            (self.float_gemm)(f, w, nr, cols, x, nt, out)
+        }
     }
 }
 

@@ -24,53 +24,65 @@ impl DotLanes for Zmm {
 
     #[inline(always)]
     unsafe fn prepare(a: &[f32]) -> [__m512; 8] {
-        let mut q = [_mm512_setzero_ps(); 8];
-        if a.len() == 64 || a.len() == 128 {
-            for (k, qk) in q.iter_mut().enumerate().take(a.len() / 16) {
-                *qk = _mm512_loadu_ps(a.as_ptr().add(16 * k));
+        // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
+        // set of the table this fn belongs to (tables are built only after detection), and
+        // the pointers and lengths it is given lie within the buffers its safe caller
+        // checked
+        unsafe {
+            let mut q = [_mm512_setzero_ps(); 8];
+            if a.len() == 64 || a.len() == 128 {
+                for (k, qk) in q.iter_mut().enumerate().take(a.len() / 16) {
+                    *qk = _mm512_loadu_ps(a.as_ptr().add(16 * k));
+                }
             }
+            q
         }
-        q
     }
 
     #[inline(always)]
     unsafe fn lanes<K: KvRow>(q: &[__m512; 8], a: &[f32], pb: *const u8, r: usize) -> __m256 {
-        let n = a.len();
-        if !n.is_multiple_of(32) {
-            return dot_lanes::<K>(a, pb, r);
+        // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
+        // set of the table this fn belongs to (tables are built only after detection), and
+        // the pointers and lengths it is given lie within the buffers its safe caller
+        // checked
+        unsafe {
+            let n = a.len();
+            if !n.is_multiple_of(32) {
+                return dot_lanes::<K>(a, pb, r);
+            }
+            // x: [a0 | a1] (elements 32k..32k + 16), y: [a2 | a3] (32k + 16..32k + 32).
+            let (x, y) = if n == 64 || n == 128 {
+                let zero = _mm512_setzero_ps();
+                let mut x = _mm512_fmadd_ps(q[0], K::load16(pb, r), zero);
+                let mut y = _mm512_fmadd_ps(q[1], K::load16(pb, r + 16), zero);
+                x = _mm512_fmadd_ps(q[2], K::load16(pb, r + 32), x);
+                y = _mm512_fmadd_ps(q[3], K::load16(pb, r + 48), y);
+                if n == 128 {
+                    x = _mm512_fmadd_ps(q[4], K::load16(pb, r + 64), x);
+                    y = _mm512_fmadd_ps(q[5], K::load16(pb, r + 80), y);
+                    x = _mm512_fmadd_ps(q[6], K::load16(pb, r + 96), x);
+                    y = _mm512_fmadd_ps(q[7], K::load16(pb, r + 112), y);
+                }
+                (x, y)
+            } else {
+                let pa = a.as_ptr();
+                let (mut x, mut y) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                let mut i = 0;
+                while i < n {
+                    x = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), K::load16(pb, r + i), x);
+                    y = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(pa.add(i + 16)),
+                        K::load16(pb, r + i + 16),
+                        y,
+                    );
+                    i += 32;
+                }
+                (x, y)
+            };
+            let a01 = _mm256_add_ps(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps::<1>(x));
+            let a23 = _mm256_add_ps(_mm512_castps512_ps256(y), _mm512_extractf32x8_ps::<1>(y));
+            _mm256_add_ps(a01, a23)
         }
-        // x: [a0 | a1] (elements 32k..32k + 16), y: [a2 | a3] (32k + 16..32k + 32).
-        let (x, y) = if n == 64 || n == 128 {
-            let zero = _mm512_setzero_ps();
-            let mut x = _mm512_fmadd_ps(q[0], K::load16(pb, r), zero);
-            let mut y = _mm512_fmadd_ps(q[1], K::load16(pb, r + 16), zero);
-            x = _mm512_fmadd_ps(q[2], K::load16(pb, r + 32), x);
-            y = _mm512_fmadd_ps(q[3], K::load16(pb, r + 48), y);
-            if n == 128 {
-                x = _mm512_fmadd_ps(q[4], K::load16(pb, r + 64), x);
-                y = _mm512_fmadd_ps(q[5], K::load16(pb, r + 80), y);
-                x = _mm512_fmadd_ps(q[6], K::load16(pb, r + 96), x);
-                y = _mm512_fmadd_ps(q[7], K::load16(pb, r + 112), y);
-            }
-            (x, y)
-        } else {
-            let pa = a.as_ptr();
-            let (mut x, mut y) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-            let mut i = 0;
-            while i < n {
-                x = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), K::load16(pb, r + i), x);
-                y = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(pa.add(i + 16)),
-                    K::load16(pb, r + i + 16),
-                    y,
-                );
-                i += 32;
-            }
-            (x, y)
-        };
-        let a01 = _mm256_add_ps(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps::<1>(x));
-        let a23 = _mm256_add_ps(_mm512_castps512_ps256(y), _mm512_extractf32x8_ps::<1>(y));
-        _mm256_add_ps(a01, a23)
     }
 }
 
@@ -83,7 +95,10 @@ pub(in crate::kernels) unsafe fn scores(
     rows: &[usize],
     out: &mut [f32],
 ) {
-    with_kv_row!(ty, scores_with::<_, Zmm>(q, base.as_ptr(), rows, out))
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe { with_kv_row!(ty, scores_with::<_, Zmm>(q, base.as_ptr(), rows, out)) }
 }
 
 /// `out[h] = Σ_p coef[h, p] · row p` (see `Kernels::mix`): per element one fused
@@ -97,29 +112,37 @@ pub(in crate::kernels) unsafe fn mix(
     rows: &[usize],
     out: &mut [f32],
 ) {
-    with_kv_row!(ty, mix_rows::<_>(coef, base.as_ptr(), rows, out))
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe { with_kv_row!(ty, mix_rows::<_>(coef, base.as_ptr(), rows, out)) }
 }
 
 /// `mix` over rows of `K`.
 #[inline(always)]
 unsafe fn mix_rows<K: KvRow>(coef: &[f32], pb: *const u8, rows: &[usize], out: &mut [f32]) {
-    let np = rows.len();
-    let g = coef.len() / np.max(1);
-    let hd = out.len() / g.max(1);
-    if !hd.is_multiple_of(64) || np == 0 {
-        return mix_avx2::<K>(coef, pb, rows, out);
-    }
-    let mut h = 0;
-    while h < g {
-        let (c, o) = (&coef[h * np..], out[h * hd..].as_mut_ptr());
-        let take = (g - h).min(4);
-        match take {
-            4 => mix_heads::<K, 4>(c, pb, rows, hd, o),
-            3 => mix_heads::<K, 3>(c, pb, rows, hd, o),
-            2 => mix_heads::<K, 2>(c, pb, rows, hd, o),
-            _ => mix_heads::<K, 1>(c, pb, rows, hd, o),
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        let np = rows.len();
+        let g = coef.len() / np.max(1);
+        let hd = out.len() / g.max(1);
+        if !hd.is_multiple_of(64) || np == 0 {
+            return mix_avx2::<K>(coef, pb, rows, out);
         }
-        h += take;
+        let mut h = 0;
+        while h < g {
+            let (c, o) = (&coef[h * np..], out[h * hd..].as_mut_ptr());
+            let take = (g - h).min(4);
+            match take {
+                4 => mix_heads::<K, 4>(c, pb, rows, hd, o),
+                3 => mix_heads::<K, 3>(c, pb, rows, hd, o),
+                2 => mix_heads::<K, 2>(c, pb, rows, hd, o),
+                _ => mix_heads::<K, 1>(c, pb, rows, hd, o),
+            }
+            h += take;
+        }
     }
 }
 
@@ -133,29 +156,34 @@ unsafe fn mix_heads<K: KvRow, const H: usize>(
     hd: usize,
     o: *mut f32,
 ) {
-    let np = rows.len();
-    let mut e = 0;
-    while e < hd {
-        let mut acc = [[_mm512_setzero_ps(); 4]; H];
-        for (p, &r) in rows.iter().enumerate() {
-            let v = [
-                K::load16(pb, r + e),
-                K::load16(pb, r + e + 16),
-                K::load16(pb, r + e + 32),
-                K::load16(pb, r + e + 48),
-            ];
-            for h in 0..H {
-                let cv = _mm512_set1_ps(*c.get_unchecked(h * np + p));
-                for k in 0..4 {
-                    acc[h][k] = _mm512_fmadd_ps(cv, v[k], acc[h][k]);
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        let np = rows.len();
+        let mut e = 0;
+        while e < hd {
+            let mut acc = [[_mm512_setzero_ps(); 4]; H];
+            for (p, &r) in rows.iter().enumerate() {
+                let v = [
+                    K::load16(pb, r + e),
+                    K::load16(pb, r + e + 16),
+                    K::load16(pb, r + e + 32),
+                    K::load16(pb, r + e + 48),
+                ];
+                for h in 0..H {
+                    let cv = _mm512_set1_ps(*c.get_unchecked(h * np + p));
+                    for k in 0..4 {
+                        acc[h][k] = _mm512_fmadd_ps(cv, v[k], acc[h][k]);
+                    }
                 }
             }
-        }
-        for h in 0..H {
-            for k in 0..4 {
-                _mm512_storeu_ps(o.add(h * hd + e + 16 * k), acc[h][k]);
+            for h in 0..H {
+                for k in 0..4 {
+                    _mm512_storeu_ps(o.add(h * hd + e + 16 * k), acc[h][k]);
+                }
             }
+            e += 64;
         }
-        e += 64;
     }
 }
