@@ -6,16 +6,19 @@ type, to compare tuili's KV types with llama.cpp's on the same file:
     ~/.cache/tuili/llamacpp-venv/bin/python bench/kv_ppl_llamacpp.py MODEL TEXT CTX TYPE_K TYPE_V
 
 Chunks of CTX tokens of the whole text (BOS over each chunk's first token when the model
-adds one), scored from CTX/2 on. Types: f32, f16, q8_0. A quantized V needs flash
-attention in llama.cpp, which is then turned on (for every type, so that the runs compare).
+adds one), scored from CTX/2 on. Types: f32, f16, q8_0. Flash attention is on (llama.cpp needs it
+for a quantized V; for every type, so that the runs compare); TUILI_NO_FA=1 turns it off.
 """
 import math
+import os
 import sys
 
 import llama_cpp
 import numpy as np
 
 GGML = {"f32": 0, "f16": 1, "q8_0": 8}
+# Flash attention (needed for a quantized V); TUILI_NO_FA=1 turns it off.
+FLASH = not os.environ.get("TUILI_NO_FA")
 
 
 def main():
@@ -29,7 +32,7 @@ def main():
         logits_all=True,
         type_k=GGML[tk],
         type_v=GGML[tv],
-        flash_attn=True,
+        flash_attn=FLASH,
         verbose=False,
     )
     data = open(text, encoding="utf-8").read().encode("utf-8")

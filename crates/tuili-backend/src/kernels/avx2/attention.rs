@@ -11,6 +11,8 @@ use crate::kv::{KvType, Q8_0_BLOCK, Q8_0_BYTES};
 /// Values of one `KvType` decoded in registers, exactly as `KvType::decode` does. `base`
 /// points at element 0 of a cache (an element offset `e` is `ty.bytes(e)` bytes in).
 pub(in crate::kernels) trait KvRow {
+    /// Whether the stored values are the f32 the kernels read (no decoding).
+    const IN_PLACE: bool = false;
     /// Values `e..e + 8` (`e` a multiple of 8).
     unsafe fn load8(base: *const u8, e: usize) -> __m256;
     /// Values `e..e + 16` (`e` a multiple of 16), for the AVX-512 kernels (inlined only
@@ -30,6 +32,7 @@ pub(in crate::kernels) struct Bf16Row;
 pub(in crate::kernels) struct Q80Row;
 
 impl KvRow for F32Row {
+    const IN_PLACE: bool = true;
     #[inline(always)]
     unsafe fn load8(base: *const u8, e: usize) -> __m256 {
         // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
@@ -419,9 +422,10 @@ pub(in crate::kernels) unsafe fn scores_with<K: KvRow, L: DotLanes>(
     unsafe {
         let np = rows.len();
         let hd = q.len() / (out.len() / np.max(1)).max(1);
+        if !K::IN_PLACE && q.len() > hd {
+            return scores_tiled::<K, L>(q, hd, pb, rows, out);
+        }
         let p8 = np / 8 * 8;
-        // Lanes come out as positions [0, 2, 4, 6, 1, 3, 5, 7].
-        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         for (h, qh) in q.chunks_exact(hd).enumerate() {
             let o = out.as_mut_ptr().add(h * np);
             let qp = L::prepare(qh);
@@ -431,16 +435,90 @@ pub(in crate::kernels) unsafe fn scores_with<K: KvRow, L: DotLanes>(
                 for (i, vi) in v.iter_mut().enumerate() {
                     *vi = L::lanes::<K>(&qp, qh, pb, rows[p + i]);
                 }
-                let (u01, u23) = (pair_s4(v[0], v[1]), pair_s4(v[2], v[3]));
-                let (u45, u67) = (pair_s4(v[4], v[5]), pair_s4(v[6], v[7]));
-                let r = _mm256_hadd_ps(quad_s2(u01, u23), quad_s2(u45, u67));
-                _mm256_storeu_ps(o.add(p), _mm256_permutevar8x32_ps(r, order));
+                store_reduced8(&v, o.add(p));
                 p += 8;
             }
             for p in p8..np {
                 *o.add(p) = hsum(L::lanes::<K>(&qp, qh, pb, rows[p]));
             }
         }
+    }
+}
+
+/// `scores_with` for several query heads over rows that must be decoded: each tile of 8
+/// rows is decoded once into f32 (`decode_row`) and every head is scored against it, so
+/// a GQA group decodes each row once instead of once per head. The same values, the same
+/// dots: the same bits.
+#[inline(always)]
+unsafe fn scores_tiled<K: KvRow, L: DotLanes>(
+    q: &[f32],
+    hd: usize,
+    pb: *const u8,
+    rows: &[usize],
+    out: &mut [f32],
+) {
+    // SAFETY: as `scores_with` (this fn's caller), whose contract covers these rows;
+    // the tile holds 8 rows of `hd` values.
+    unsafe {
+        let np = rows.len();
+        // tile: [8, hd] decoded rows.
+        let mut tile = vec![0f32; 8 * hd];
+        let tb = tile.as_ptr() as *const u8;
+        let mut p = 0;
+        while p < np {
+            let n = (np - p).min(8);
+            for i in 0..n {
+                decode_row::<K>(pb, rows[p + i], hd, tile.as_mut_ptr().add(i * hd));
+            }
+            for (h, qh) in q.chunks_exact(hd).enumerate() {
+                let o = out.as_mut_ptr().add(h * np + p);
+                let qp = L::prepare(qh);
+                if n == 8 {
+                    let mut v = [_mm256_setzero_ps(); 8];
+                    for (i, vi) in v.iter_mut().enumerate() {
+                        *vi = L::lanes::<F32Row>(&qp, qh, tb, i * hd);
+                    }
+                    store_reduced8(&v, o);
+                } else {
+                    for i in 0..n {
+                        *o.add(i) = hsum(L::lanes::<F32Row>(&qp, qh, tb, i * hd));
+                    }
+                }
+            }
+            p += n;
+        }
+    }
+}
+
+/// Values `r..r + hd` of `K` from `pb`, decoded into `dst` (`[hd]`).
+#[inline(always)]
+unsafe fn decode_row<K: KvRow>(pb: *const u8, r: usize, hd: usize, dst: *mut f32) {
+    // SAFETY: the caller gives a row within the stored values and `hd` writable floats.
+    unsafe {
+        let mut i = 0;
+        while i + 8 <= hd {
+            _mm256_storeu_ps(dst.add(i), K::load8(pb, r + i));
+            i += 8;
+        }
+        while i < hd {
+            *dst.add(i) = K::at(pb, r + i);
+            i += 1;
+        }
+    }
+}
+
+/// Stores the dots of 8 positions, `hsum` of each of `v` (the same pairs added in the
+/// same order, by a transposition), at `o[0..8]`.
+#[inline(always)]
+unsafe fn store_reduced8(v: &[__m256; 8], o: *mut f32) {
+    // SAFETY: the caller gives 8 writable floats at `o`; the table's instructions run.
+    unsafe {
+        // Lanes come out as positions [0, 2, 4, 6, 1, 3, 5, 7].
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let (u01, u23) = (pair_s4(v[0], v[1]), pair_s4(v[2], v[3]));
+        let (u45, u67) = (pair_s4(v[4], v[5]), pair_s4(v[6], v[7]));
+        let r = _mm256_hadd_ps(quad_s2(u01, u23), quad_s2(u45, u67));
+        _mm256_storeu_ps(o, _mm256_permutevar8x32_ps(r, order));
     }
 }
 
