@@ -1,14 +1,17 @@
 //! Kernels for transformer inference: quantized block formats and the small set
 //! of ops the models call.
 #![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod fault;
 pub mod kernels;
+pub mod kv;
 pub mod matmul;
 pub mod ops;
 pub mod pool;
 pub mod quant;
 
+pub use kv::KvType;
 pub use quant::{
     dequant_fn, dequant_rows, dequantize, dot_fn, quantize, row_bytes, DequantFn, DotFn,
 };

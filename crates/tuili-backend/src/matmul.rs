@@ -454,50 +454,54 @@ unsafe fn rows_job(
     range: Range<usize>,
     out: &SyncPtr<f32>,
 ) {
-    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes());
-    let bytes = &w.bytes()[range.start * rb..range.end * rb];
-    let o = Out {
-        ptr: out.ptr().add(range.start),
-        ldo: rows,
-    };
-    if let Some(p) = w.packed() {
-        return k.interleaved(p, range, acts, n_tokens, o);
-    }
-    if let Some(fmt) = QFormat::of(w.ty) {
-        if n_tokens == 1 && k.has_gemv() {
-            return k.gemv(fmt, bytes, rb, acts, 0, o);
+    // SAFETY: the caller upholds this fn's contract: `out` covers these rows and tokens,
+    // which no other thread writes, and the table runs on this CPU
+    unsafe {
+        let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes());
+        let bytes = &w.bytes()[range.start * rb..range.end * rb];
+        let o = Out {
+            ptr: out.ptr().add(range.start),
+            ldo: rows,
+        };
+        if let Some(p) = w.packed() {
+            return k.interleaved(p, range, acts, n_tokens, o);
         }
-        if n_tokens <= k.direct_max() {
-            return k.direct(fmt, bytes, rb, acts, 0, n_tokens, o);
-        }
-        PANEL.with(|panel| {
-            let mut panel = panel.borrow_mut();
+        if let Some(fmt) = QFormat::of(w.ty) {
+            if n_tokens == 1 && k.has_gemv() {
+                return k.gemv(fmt, bytes, rb, acts, 0, o);
+            }
+            if n_tokens <= k.direct_max() {
+                return k.direct(fmt, bytes, rb, acts, 0, n_tokens, o);
+            }
+            PANEL.with(|panel| {
+                let mut panel = panel.borrow_mut();
+                let mut r0 = 0;
+                while r0 < range.len() {
+                    let nr = PANEL_ROWS.min(range.len() - r0);
+                    panel.reset(fmt, nr, cols);
+                    k.decode(fmt, &bytes[r0 * rb..(r0 + nr) * rb], rb, &mut panel);
+                    let o = Out {
+                        ptr: o.ptr.add(r0),
+                        ldo: rows,
+                    };
+                    k.gemm(&panel, acts, 0, n_tokens, o);
+                    r0 += nr;
+                }
+            })
+        } else if let Some(f) = FFormat::of(w.ty) {
             let mut r0 = 0;
             while r0 < range.len() {
                 let nr = PANEL_ROWS.min(range.len() - r0);
-                panel.reset(fmt, nr, cols);
-                k.decode(fmt, &bytes[r0 * rb..(r0 + nr) * rb], rb, &mut panel);
                 let o = Out {
                     ptr: o.ptr.add(r0),
                     ldo: rows,
                 };
-                k.gemm(&panel, acts, 0, n_tokens, o);
+                k.float_gemm(f, &bytes[r0 * rb..(r0 + nr) * rb], nr, cols, x, n_tokens, o);
                 r0 += nr;
             }
-        })
-    } else if let Some(f) = FFormat::of(w.ty) {
-        let mut r0 = 0;
-        while r0 < range.len() {
-            let nr = PANEL_ROWS.min(range.len() - r0);
-            let o = Out {
-                ptr: o.ptr.add(r0),
-                ldo: rows,
-            };
-            k.float_gemm(f, &bytes[r0 * rb..(r0 + nr) * rb], nr, cols, x, n_tokens, o);
-            r0 += nr;
         }
+        // `Weight::new` admits only types with kernels; every one of them is above.
     }
-    // `Weight::new` admits only types with kernels; every one of them is above.
 }
 
 /// The accuracy reference: f32 activations times dequantized f32 rows, one fixed-order

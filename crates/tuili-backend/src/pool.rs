@@ -327,13 +327,16 @@ pub fn global() -> &'static ThreadPool {
 
 /// A raw pointer that may cross threads, for writing disjoint parts of one buffer
 /// from several threads.
+/// `T: Send`, since the pointer hands `T`s to other threads.
 #[derive(Clone, Copy)]
-pub struct SyncPtr<T>(pub *mut T);
-// SAFETY: users write disjoint index ranges only, and `run` joins before the buffer is read.
-unsafe impl<T> Send for SyncPtr<T> {}
-unsafe impl<T> Sync for SyncPtr<T> {}
+pub struct SyncPtr<T: Send>(pub *mut T);
+// SAFETY: `T` may move between threads (`T: Send`); users write disjoint index ranges
+// only, and `run` joins before the buffer is read.
+unsafe impl<T: Send> Send for SyncPtr<T> {}
+// SAFETY: as for `Send`: shared `SyncPtr`s only give out disjoint ranges (see `slice`).
+unsafe impl<T: Send> Sync for SyncPtr<T> {}
 
-impl<T> SyncPtr<T> {
+impl<T: Send> SyncPtr<T> {
     /// Wraps a mutable slice.
     pub fn new(s: &mut [T]) -> SyncPtr<T> {
         SyncPtr(s.as_mut_ptr())
@@ -351,7 +354,9 @@ impl<T> SyncPtr<T> {
     /// the slice given to `new`, which must outlive the use.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn slice(&self, range: Range<usize>) -> &mut [T] {
-        std::slice::from_raw_parts_mut(self.0.add(range.start), range.end - range.start)
+        // SAFETY: this fn's contract: the range lies within the slice given to `new`, which
+        // outlives the use, and no other thread holds an overlapping range
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.end - range.start) }
     }
 }
 

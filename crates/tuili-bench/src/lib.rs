@@ -35,7 +35,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
-use tuili_engine::{Device, KvLayout, Runner};
+use tuili_engine::{Device, KvLayout, KvType, Runner};
 use tuili_gguf::{GgmlType, GgufFile};
 use tuili_models::Model;
 
@@ -102,6 +102,11 @@ pub struct Options {
     pub streams: Vec<usize>,
     /// Where the models run.
     pub device: Device,
+    /// How the KV cache stores keys and values (`None`: the device's default).
+    pub cache_types: (Option<KvType>, Option<KvType>),
+    /// Context depth: each sequence's cache holds this many positions before the timed
+    /// runs, which start from there (llama-bench's `-d`).
+    pub depth: usize,
     /// Thread counts (empty: all cores).
     pub threads: Vec<usize>,
     /// Timed repetitions of each test, after one warm-up run.
@@ -293,7 +298,18 @@ pub fn bench(a: &Options, host: &dyn Host) -> Result<()> {
                 let [m] = a.models.as_slice() else {
                     bail!("--child takes exactly one model, got {}", a.models.len());
                 };
-                child::run_model(Path::new(m), t, &tests, a.reps, dev, host)
+                let (k, v) = a.cache_types;
+                let run = child::ModelRun {
+                    threads: t,
+                    reps: a.reps,
+                    dev,
+                    kv: (
+                        k.unwrap_or(dev.default_kv_type()),
+                        v.unwrap_or(dev.default_kv_type()),
+                    ),
+                    depth: a.depth,
+                };
+                child::run_model(Path::new(m), &tests, &run, host)
             }
         };
     }
@@ -362,6 +378,10 @@ pub struct ChildOutput {
     pub kv_cache_bytes: Option<u64>,
     /// Size of the thread pool that ran the tests.
     pub threads: Option<usize>,
+    /// Positions in each sequence's cache before the timed runs.
+    pub depth: usize,
+    /// How the KV cache stored keys and values (`f16`, ...).
+    pub kv_types: Option<(String, String)>,
 }
 
 /// Parses a model child's stdout.
@@ -383,6 +403,12 @@ fn parse_child(stdout: &str) -> Result<ChildOutput> {
             Some("peak_rss") => out.peak_rss = f.next().and_then(|v| v.parse().ok()),
             Some("kv_cache_bytes") => out.kv_cache_bytes = f.next().and_then(|v| v.parse().ok()),
             Some("threads") => out.threads = f.next().and_then(|v| v.parse().ok()),
+            Some("depth") => out.depth = f.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            Some("kv_types") => {
+                if let (Some(k), Some(v)) = (f.next(), f.next()) {
+                    out.kv_types = Some((k.to_string(), v.to_string()));
+                }
+            }
             _ => {}
         }
     }
@@ -461,7 +487,15 @@ fn spawn_model(path: &Path, threads: usize, a: &Options) -> Result<ChildOutput> 
         a.reps.to_string(),
         "--device".into(),
         a.device.to_string(),
+        "-d".into(),
+        a.depth.to_string(),
     ];
+    if let Some(t) = a.cache_types.0 {
+        args.extend(["--cache-type-k".into(), t.to_string()]);
+    }
+    if let Some(t) = a.cache_types.1 {
+        args.extend(["--cache-type-v".into(), t.to_string()]);
+    }
     if !a.streams.is_empty() {
         args.extend(["--streams".into(), join(&a.streams)]);
     }

@@ -99,7 +99,7 @@ impl Reporter {
         for (test, secs) in &out.samples {
             let st = Stats::new(*test, secs);
             match self.format {
-                Format::Md => self.md_row(info, threads, *test, &st, bw),
+                Format::Md => self.md_row(info, threads, (*test, out.depth), &st, bw),
                 Format::Json => {
                     let row = test_row(info, threads, *test, &st, out, bw, self.backend);
                     self.json.push(JsonRow::Test(Box::new(row)));
@@ -112,7 +112,7 @@ impl Reporter {
         &mut self,
         info: &ModelInfo,
         threads: usize,
-        test: Test,
+        (test, depth): (Test, usize),
         st: &Stats,
         bw: Option<&Bandwidth>,
     ) {
@@ -146,7 +146,7 @@ impl Reporter {
             human_params(info.params),
             self.backend,
             threads,
-            test.name(),
+            test_name(test, depth),
             format!("{:.2} ± {:.2}", ts, stddev(&st.ts)),
         );
     }
@@ -194,6 +194,12 @@ struct TestRow {
     n_gen: usize,
     n_streams: usize,
     test: String,
+    n_depth: usize,
+    /// How the KV cache stored keys and values, when the child said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    type_k: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    type_v: Option<String>,
     avg_ns: u64,
     stddev_ns: u64,
     avg_ts: f64,
@@ -256,6 +262,9 @@ fn test_row(
         n_gen,
         n_streams,
         test: test.name(),
+        n_depth: out.depth,
+        type_k: out.kv_types.as_ref().map(|(k, _)| k.clone()),
+        type_v: out.kv_types.as_ref().map(|(_, v)| v.clone()),
         avg_ns: mean(&ns).round() as u64,
         stddev_ns: stddev(&ns).round() as u64,
         avg_ts: ts,
@@ -268,6 +277,15 @@ fn test_row(
         kv_cache_bytes: out.kv_cache_bytes,
         rss_budget_bytes: out.kv_cache_bytes.map(|kv| info.file_len + kv + RSS_SLACK),
         bound,
+    }
+}
+
+/// llama-bench's test name: `tg128`, or `tg128 @ d4096` at a depth.
+fn test_name(test: Test, depth: usize) -> String {
+    if depth > 0 {
+        format!("{} @ d{depth}", test.name())
+    } else {
+        test.name()
     }
 }
 
@@ -340,6 +358,7 @@ mod tests {
                 "n_gen",
                 "n_streams",
                 "test",
+                "n_depth",
                 "avg_ns",
                 "stddev_ns",
                 "avg_ts",

@@ -39,6 +39,12 @@ pub struct BenchArgs {
     /// one `tgNxS` test per count above 1.
     #[arg(long = "streams", value_delimiter = ',')]
     streams: Vec<usize>,
+    /// Context depth: each sequence's cache holds this many positions before the timed
+    /// runs, which start from there (llama-bench's `-d`). On the CPU they are filled
+    /// with pseudo-random K/V written straight into the cache, not by a prefill: decode
+    /// speed does not depend on the values, and a prefill of 16k tokens takes minutes.
+    #[arg(short = 'd', long = "depth", default_value_t = 0)]
+    depth: usize,
     #[command(flatten)]
     device: DeviceArgs,
     /// Thread counts, comma-separated (default: all cores).
@@ -103,6 +109,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         n_gen: a.n_gen,
         streams: a.streams,
         device: a.device.device,
+        cache_types: (a.device.cache_type_k, a.device.cache_type_v),
+        depth: a.depth,
         threads: a.threads,
         reps: a.reps,
         output: a.output,

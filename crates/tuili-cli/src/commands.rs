@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use tuili_engine::runner::blocks_for;
-use tuili_engine::{KvLayout, SamplingParams};
+use tuili_engine::{KvType, SamplingParams, DEFAULT_KV_TYPE};
 use tuili_models::SEQ_BLOCK;
 use tuili_tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 
@@ -175,7 +175,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     } else {
         tokenizer.encode(&a.prompt, true, false)
     };
-    let engine = generate::start(model, tokenizer, a.device.device, a.ctx)?;
+    let engine = generate::start(model, tokenizer, &a.device, a.ctx)?;
     let opts = Options {
         max_tokens: a.n_predict,
         sampling: sampling_params(&a.sampling),
@@ -228,7 +228,7 @@ pub fn chat(a: ChatArgs) -> Result<()> {
     if template.is_none() {
         bail!("this model has no chat template (tokenizer.chat_template)");
     }
-    let engine = generate::start(model, tokenizer, a.device.device, a.ctx)?;
+    let engine = generate::start(model, tokenizer, &a.device, a.ctx)?;
     let tokenizer = engine.tokenizer().clone();
     let sampling = sampling_params(&a.sampling);
     let mut messages = Vec::new();
@@ -331,15 +331,26 @@ pub fn info(a: ModelArgs, devices_only: bool) -> Result<()> {
         .collect();
     println!("tensor types:  {}", types.join(", "));
     println!("weights:       {:.1} MiB", bytes as f64 / (1 << 20) as f64);
+    let t = DEFAULT_KV_TYPE;
     for ctx in [DEFAULT_CTX, cfg.ctx_len] {
-        let kv = cfg.kv_cache_bytes(ctx);
+        let kv = cfg.kv_cache_bytes(ctx, t, t);
         println!(
-            "memory @ {ctx:>6} ctx: {:.1} MiB (weights {:.1} + f32 KV cache {:.1})",
+            "memory @ {ctx:>6} ctx: {:.1} MiB (weights {:.1} + {t} KV cache {:.1})",
             (bytes as usize + kv) as f64 / (1 << 20) as f64,
             bytes as f64 / (1 << 20) as f64,
             kv as f64 / (1 << 20) as f64
         );
     }
+    let mib = |t: KvType| cfg.kv_cache_bytes(DEFAULT_CTX, t, t) as f64 / (1 << 20) as f64;
+    let each: Vec<String> = KvType::ALL
+        .iter()
+        .filter(|t| t.check_head_dim(cfg.head_dim).is_ok())
+        .map(|&t| format!("{t} {:.1} MiB", mib(t)))
+        .collect();
+    println!(
+        "KV @ {DEFAULT_CTX:>6} ctx: {} (--cache-type-k/-v)",
+        each.join(", ")
+    );
     println!(
         "chat template: {}",
         if l.template.is_some() { "yes" } else { "no" }
@@ -387,15 +398,14 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         "calculating perplexity over {n_chunk} chunks, n_ctx={}",
         a.ctx
     ));
-    let dev = device::resolve(
-        a.device.device,
-        &l.model,
-        l.model.config().kv_cache_bytes(a.ctx),
-    );
-    let kv = KvLayout {
-        n_blocks: blocks_for(a.ctx, SEQ_BLOCK),
-        block_size: SEQ_BLOCK,
-    };
+    let dev = a.device.resolve(&l.model, a.ctx);
+    let kv = a
+        .device
+        .kv_layout(dev, blocks_for(a.ctx, SEQ_BLOCK), SEQ_BLOCK);
+    tracing_line(&format!(
+        "KV cache: K {}, V {} on {dev}",
+        kv.k_type, kv.v_type
+    ));
     let mut runner = device::runner(&l.model, dev, kv)?;
     let res = tuili_engine::perplexity_with(runner.as_mut(), &tokens, a.ctx, bos, |i, ppl| {
         eprint!("[{}]{ppl:.4},", i + 1);

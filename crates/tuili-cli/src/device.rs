@@ -1,4 +1,5 @@
-//! `--device cpu|cuda|cuda:N|auto`: where a model runs, and the runner that puts it there.
+//! `--device cpu|cuda|cuda:N|auto`: where a model runs, and the runner that puts it there;
+//! `--cache-type-k`/`--cache-type-v`: how its KV cache stores keys and values.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,19 +8,56 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tuili_cuda::{CudaModel, DeviceInfo};
 pub use tuili_engine::Device;
-use tuili_engine::{CpuRunner, EngineError, KvLayout, Runner};
+use tuili_engine::{CpuRunner, EngineError, KvLayout, KvType, Runner};
 use tuili_models::Model;
 
 use crate::load::tracing_line;
 use crate::progress::Bar;
 
-/// The `--device` option.
+/// The `--device` option, and the KV cache types that go with the device.
 #[derive(Args, Clone, Debug)]
 pub struct DeviceArgs {
     /// Where the model runs: cpu, cuda (= cuda:0), cuda:N, or auto (the first GPU the
     /// model fits on, else the CPU).
     #[arg(long = "device", default_value = "cpu")]
     pub device: Device,
+    /// How the KV cache stores keys: f32, f16, bf16 or q8_0 (default: f16 on the CPU,
+    /// f32 on CUDA, whose KV pool is f32 only).
+    #[arg(long = "cache-type-k", value_name = "TYPE")]
+    pub cache_type_k: Option<KvType>,
+    /// How the KV cache stores values (as --cache-type-k).
+    #[arg(long = "cache-type-v", value_name = "TYPE")]
+    pub cache_type_v: Option<KvType>,
+}
+
+impl DeviceArgs {
+    /// The (K, V) cache types on `dev`: those asked for, else the device's default.
+    pub fn kv_types(&self, dev: Device) -> (KvType, KvType) {
+        let default = dev.default_kv_type();
+        (
+            self.cache_type_k.unwrap_or(default),
+            self.cache_type_v.unwrap_or(default),
+        )
+    }
+
+    /// A KV pool of `n_blocks` blocks of `block_size` positions on `dev`.
+    pub fn kv_layout(&self, dev: Device, n_blocks: usize, block_size: usize) -> KvLayout {
+        let (k_type, v_type) = self.kv_types(dev);
+        KvLayout {
+            n_blocks,
+            block_size,
+            k_type,
+            v_type,
+        }
+    }
+
+    /// `--device`, with `auto` resolved for a KV cache of `n_ctx` positions (sized with
+    /// the types a GPU would store).
+    pub fn resolve(&self, model: &Model, n_ctx: usize) -> Device {
+        let (k, v) = self.kv_types(Device::Cuda(0));
+        let kv_bytes = model.config().kv_cache_bytes(n_ctx, k, v);
+        resolve(self.device, model, kv_bytes)
+    }
 }
 
 /// Memory kept free on a GPU beyond weights and KV pool (activations, the cuBLAS tile,
@@ -73,7 +111,7 @@ pub fn resolve(device: Device, model: &Model, kv_bytes: usize) -> Device {
 /// weights to a GPU with a progress bar.
 pub fn runner<'m>(model: &'m Model, device: Device, kv: KvLayout) -> Result<Box<dyn Runner + 'm>> {
     match device {
-        Device::Cpu | Device::Auto => Ok(Box::new(CpuRunner::new(model, kv))),
+        Device::Cpu | Device::Auto => Ok(Box::new(CpuRunner::new(model, kv)?)),
         Device::Cuda(n) => Ok(Box::new(upload(model, n, kv)?)),
     }
 }
@@ -89,7 +127,7 @@ pub fn engine_runner(
             Device::Cuda(n) => Ok(Box::new(
                 upload(&model, n, kv).map_err(|e| EngineError::Invalid(format!("{e:#}")))?,
             )),
-            Device::Cpu | Device::Auto => Ok(Box::new(CpuRunner::new(model, kv))),
+            Device::Cpu | Device::Auto => Ok(Box::new(CpuRunner::new(model, kv)?)),
         }
     }
 }

@@ -16,7 +16,7 @@ use tuili_engine::{
 use tuili_models::{KvPool, Model};
 use tuili_tokenizer::Tokenizer;
 
-use crate::device::{self, Device};
+use crate::device::{self, DeviceArgs};
 
 /// Starts an engine for `model` on `device` with one sequence slot and a KV pool of
 /// exactly one context of `n_ctx` tokens (at most the model's). The full blocks of a
@@ -25,23 +25,27 @@ use crate::device::{self, Device};
 pub fn start(
     model: Model,
     tokenizer: Tokenizer,
-    device: Device,
+    device: &DeviceArgs,
     n_ctx: usize,
 ) -> Result<EngineHandle> {
     let mcfg = model.config().clone();
     let n_ctx = n_ctx.min(mcfg.ctx_len);
+    let dev = device.resolve(&model, n_ctx);
+    let (k_type, v_type) = device.kv_types(dev);
     let block_size = EngineConfig::default().block_size;
-    let kv_bytes = KvPool::block_bytes(&mcfg, block_size) * blocks_for(n_ctx, block_size);
-    let device = device::resolve(device, &model, kv_bytes);
+    let kv_bytes =
+        KvPool::block_bytes(&mcfg, block_size, k_type, v_type) * blocks_for(n_ctx, block_size);
     let cfg = EngineConfig {
         n_ctx,
         max_num_seqs: 1,
         max_queue: 1,
         kv_memory_bytes: Some(kv_bytes),
         block_size,
+        k_type,
+        v_type,
         ..EngineConfig::default()
     };
-    let runner = device::engine_runner(Arc::new(model), device);
+    let runner = device::engine_runner(Arc::new(model), dev);
     Ok(start_engine_with(&mcfg, runner, Arc::new(tokenizer), cfg)?)
 }
 

@@ -97,6 +97,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         ..EngineConfig::default()
     };
     let model_args = a.model;
+    let dargs = a.device.clone();
     let dev = a.device.device;
     dev.check_early()?;
     let loader = move || {
@@ -105,6 +106,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         // The KV budget the engine will size its pool to (2 GiB unless --kv-memory).
         let kv_bytes = engine_cfg.kv_memory_bytes.unwrap_or(2 << 30);
         let dev = device::resolve(dev, &loaded.model, kv_bytes);
+        let (k_type, v_type) = dargs.kv_types(dev);
+        let engine_cfg = EngineConfig {
+            k_type,
+            v_type,
+            ..engine_cfg
+        };
         let make_runner = device::engine_runner(Arc::new(loaded.model), dev);
         let engine = start_engine_with(&mcfg, make_runner, Arc::new(loaded.tokenizer), engine_cfg)
             .map_err(|e| format!("starting the engine: {e}"))?;

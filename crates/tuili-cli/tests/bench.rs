@@ -140,7 +140,17 @@ fn bad_arguments_name_the_limit() {
     assert!(e.contains("unknown synthetic weight type 'q9_9'"), "{e}");
     let e = err_text(&["-m", "/nonexistent/model.gguf", "-r", "1"]);
     assert!(e.contains("/nonexistent/model.gguf"), "{e}");
-    // The tiny model's context is 256 positions.
-    let e = err_text(&["-m", m, "-p", "1000", "-n", "0", "-r", "1"]);
-    assert!(e.contains("1000") && e.contains("256"), "{e}");
+}
+
+/// A test past the model's trained context (here 256 positions) runs, for its speed, and
+/// says so on stderr, naming both numbers (as llama-bench, whose `-d` often goes past it).
+#[test]
+fn past_the_trained_context_is_a_warning() {
+    let m = tiny_model();
+    let m = m.to_str().expect("utf-8 path");
+    let out = tuili(&["-m", m, "-p", "0", "-n", "8", "-d", "300", "-r", "1"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    assert!(e.contains("308") && e.contains("256"), "{e}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tg8 @ d300"));
 }

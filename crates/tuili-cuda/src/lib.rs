@@ -23,7 +23,7 @@
 //!   manager drives it unchanged.
 #![deny(missing_docs)]
 
-use tuili_models::ModelError;
+use tuili_models::{KvType, ModelError};
 
 #[cfg(feature = "cuda")]
 mod imp;
@@ -92,13 +92,29 @@ pub fn is_compiled() -> bool {
     cfg!(feature = "cuda")
 }
 
-/// Sizes of the KV pool a [`CudaModel`] keeps on the GPU.
+/// Sizes and element types of a model's paged KV pool (on the CPU or a GPU).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvLayout {
     /// Blocks in the pool.
     pub n_blocks: usize,
     /// Positions per block.
     pub block_size: usize,
+    /// How keys are stored.
+    pub k_type: KvType,
+    /// How values are stored.
+    pub v_type: KvType,
+}
+
+impl KvLayout {
+    /// A layout of `n_blocks` blocks of `block_size` positions, K and V in f32.
+    pub fn f32(n_blocks: usize, block_size: usize) -> KvLayout {
+        KvLayout {
+            n_blocks,
+            block_size,
+            k_type: KvType::F32,
+            v_type: KvType::F32,
+        }
+    }
 }
 
 /// Bytes the GPU needs for `model`'s weights as uploaded (matrices in their own types,

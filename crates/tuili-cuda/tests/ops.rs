@@ -444,10 +444,7 @@ fn cuda_model_logits_match_the_cpu_model() {
         (Arch::Qwen2, GgmlType::F16),
     ] {
         let model = load(&SyntheticSpec::tiny(arch, ty));
-        let kv = KvLayout {
-            n_blocks: 32,
-            block_size: 16,
-        };
+        let kv = KvLayout::f32(32, 16);
         let mut gpu = match CudaModel::new(&model, 0, kv, &mut |_, _| {}) {
             Ok(g) => g,
             Err(e @ (CudaError::NoDevice(_) | CudaError::NotCompiled)) => {

@@ -41,11 +41,21 @@ fn opening_a_missing_device_is_an_error() {
     let bytes = tuili_models::synthetic::write_synthetic(&spec).expect("write");
     let file = std::sync::Arc::new(tuili_gguf::GgufFile::from_bytes(bytes).expect("read"));
     let model = tuili_models::Model::load(&file).expect("load");
-    let kv = KvLayout {
-        n_blocks: 4,
-        block_size: 16,
-    };
+    let kv = KvLayout::f32(4, 16);
     assert!(CudaModel::new(&model, 4096, kv, &mut |_, _| {}).is_err());
+    // A KV type other than f32 is refused with a message naming it (before any device is
+    // looked for), never a panic.
+    let f16 = KvLayout {
+        k_type: tuili_models::KvType::F16,
+        ..kv
+    };
+    let err = CudaModel::new(&model, 0, f16, &mut |_, _| {})
+        .err()
+        .expect("must fail");
+    if tuili_cuda::is_compiled() {
+        assert!(matches!(err, CudaError::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("f16"), "{err}");
+    }
 }
 
 #[test]

@@ -16,7 +16,7 @@ mod stop;
 pub use metrics::{EngineMetrics, Histogram};
 pub use perplexity::{perplexity, perplexity_with, Perplexity};
 pub use request::{Event, FinishReason, GenerateRequest, SubmitError, TokenLogprob, Usage};
-pub use runner::{CpuRunner, Device, KvLayout, Runner};
+pub use runner::{CpuRunner, Device, KvLayout, KvType, Runner, DEFAULT_KV_TYPE};
 pub use sampler::{argmax, Rng, Sampler, SamplingParams};
 pub use scheduler::Scheduler;
 pub use serve::{

@@ -4,7 +4,7 @@
 
 use tuili_models::{Model, SeqChunk};
 
-use crate::runner::{blocks_for, CpuRunner, KvLayout, Runner};
+use crate::runner::{blocks_for, CpuRunner, KvLayout, Runner, DEFAULT_KV_TYPE};
 use crate::EngineError;
 
 /// Result of a perplexity run.
@@ -76,8 +76,16 @@ pub fn perplexity(
     let kv = KvLayout {
         n_blocks: blocks_for(n_ctx, 64),
         block_size: 64,
+        k_type: DEFAULT_KV_TYPE,
+        v_type: DEFAULT_KV_TYPE,
     };
-    perplexity_with(&mut CpuRunner::new(model, kv), tokens, n_ctx, bos, on_chunk)
+    perplexity_with(
+        &mut CpuRunner::new(model, kv)?,
+        tokens,
+        n_ctx,
+        bos,
+        on_chunk,
+    )
 }
 
 /// [`perplexity`] on any runner; its KV pool must hold `n_ctx` positions.

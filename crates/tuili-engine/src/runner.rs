@@ -7,9 +7,15 @@ use std::str::FromStr;
 
 pub use tuili_cuda::KvLayout;
 use tuili_cuda::{CudaError, CudaModel};
+pub use tuili_models::KvType;
 use tuili_models::{Config, KvPool, Model, SeqChunk};
 
 use crate::EngineError;
+
+/// How the CPU's KV cache stores K and V unless asked otherwise: f16 halves the memory
+/// of f32 and moves perplexity by less than 0.05 % on the test models (see
+/// docs/BENCHMARKS.md, 2026-12-06).
+pub const DEFAULT_KV_TYPE: KvType = KvType::F16;
 
 /// A model and its KV pool on one device.
 pub trait Runner {
@@ -25,6 +31,26 @@ pub trait Runner {
 
     /// Where it runs, for people: `cpu`, `cuda:0 (NVIDIA H200)`.
     fn device(&self) -> String;
+
+    /// Fills positions `0..n` of the sequence with block table `blocks` with some K/V,
+    /// as fast as the runner can, for benchmarks of the steps after them (whose speed
+    /// does not depend on the values). By default a prefill of token 0, 512 at a time.
+    fn fill_kv(&mut self, blocks: &[u32], n: usize) -> Result<(), EngineError> {
+        let tokens = [0u32; 512];
+        let mut start = 0;
+        while start < n {
+            let len = (n - start).min(tokens.len());
+            let chunk = SeqChunk {
+                tokens: &tokens[..len],
+                start,
+                blocks,
+                logits_from: len - 1,
+            };
+            self.forward_batch(&[chunk])?;
+            start += len;
+        }
+        Ok(())
+    }
 }
 
 /// Where a model runs: a `--device` value.
@@ -66,6 +92,15 @@ impl std::fmt::Display for Device {
 }
 
 impl Device {
+    /// How this device's KV cache stores K and V unless asked otherwise: the CPU's
+    /// default, f32 on CUDA (whose KV pool is f32 only).
+    pub fn default_kv_type(self) -> KvType {
+        match self {
+            Device::Cuda(_) => KvType::F32,
+            Device::Cpu | Device::Auto => DEFAULT_KV_TYPE,
+        }
+    }
+
     /// Checks a GPU choice before the model is loaded, so that a machine without one
     /// answers at once; `auto` stays `auto` (it needs the model's size).
     pub fn check_early(self) -> Result<(), CudaError> {
@@ -94,11 +129,21 @@ pub struct CpuRunner<M> {
 }
 
 impl<M: Deref<Target = Model>> CpuRunner<M> {
-    /// A runner with a pool of `kv.n_blocks` blocks of `kv.block_size` positions.
-    pub fn new(model: M, kv: KvLayout) -> CpuRunner<M> {
+    /// A runner with a pool of `kv.n_blocks` blocks of `kv.block_size` positions, K and V
+    /// stored as `kv.k_type` and `kv.v_type`.
+    ///
+    /// # Errors
+    /// If a KV type cannot hold the model's heads (`q8_0` needs whole blocks of 32).
+    pub fn new(model: M, kv: KvLayout) -> Result<CpuRunner<M>, EngineError> {
+        let pool = KvPool::new(
+            model.config(),
+            kv.n_blocks,
+            kv.block_size,
+            kv.k_type,
+            kv.v_type,
+        )?;
         model.prepare_for_cpu();
-        let pool = KvPool::new(model.config(), kv.n_blocks, kv.block_size);
-        CpuRunner { model, pool }
+        Ok(CpuRunner { model, pool })
     }
 }
 
@@ -115,11 +160,18 @@ impl<M: Deref<Target = Model>> Runner for CpuRunner<M> {
         KvLayout {
             n_blocks: self.pool.n_blocks(),
             block_size: self.pool.block_size(),
+            k_type: self.pool.k_type(),
+            v_type: self.pool.v_type(),
         }
     }
 
     fn device(&self) -> String {
         "cpu".into()
+    }
+
+    /// Writes pseudo-random K/V rows straight into the pool (no forward pass).
+    fn fill_kv(&mut self, blocks: &[u32], n: usize) -> Result<(), EngineError> {
+        Ok(self.pool.fill_random(blocks, n)?)
     }
 }
 

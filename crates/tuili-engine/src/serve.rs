@@ -22,7 +22,7 @@ use tuili_tokenizer::{StreamDecoder, Tokenizer};
 use crate::kv_blocks::SeqId;
 use crate::metrics::EngineMetrics;
 use crate::request::{Event, GenerateRequest, SubmitError, TokenLogprob, Usage};
-use crate::runner::{CpuRunner, KvLayout, Runner};
+use crate::runner::{CpuRunner, KvLayout, KvType, Runner, DEFAULT_KV_TYPE};
 use crate::scheduler::{ScheduledSeq, SchedulerConfig, SeqEvent, SeqRequest};
 use crate::stop::{StopCheck, StopMatcher};
 use crate::{EngineError, FinishReason, Sampler, Scheduler};
@@ -42,6 +42,10 @@ pub struct EngineConfig {
     pub block_size: usize,
     /// Most tokens run in one step (prefill chunks + decodes).
     pub max_batched_tokens: usize,
+    /// How the KV pool stores keys.
+    pub k_type: KvType,
+    /// How the KV pool stores values.
+    pub v_type: KvType,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +57,8 @@ impl Default for EngineConfig {
             kv_memory_bytes: None,
             block_size: 16,
             max_batched_tokens: 512,
+            k_type: DEFAULT_KV_TYPE,
+            v_type: DEFAULT_KV_TYPE,
         }
     }
 }
@@ -249,7 +255,7 @@ pub fn start_engine(
 ) -> Result<EngineHandle, EngineError> {
     let mcfg = model.config().clone();
     let cpu = move |kv: KvLayout| -> Result<Box<dyn Runner + Send>, EngineError> {
-        Ok(Box::new(CpuRunner::new(model, kv)))
+        Ok(Box::new(CpuRunner::new(model, kv)?))
     };
     start_engine_with(&mcfg, cpu, tokenizer, cfg)
 }
@@ -273,7 +279,7 @@ pub fn start_engine_with(
     cfg.block_size = cfg.block_size.max(1);
     cfg.max_num_seqs = cfg.max_num_seqs.max(1);
     cfg.max_batched_tokens = cfg.max_batched_tokens.max(cfg.max_num_seqs);
-    let block_bytes = KvPool::block_bytes(mcfg, cfg.block_size);
+    let block_bytes = KvPool::block_bytes(mcfg, cfg.block_size, cfg.k_type, cfg.v_type);
     let want = cfg.max_num_seqs * cfg.n_ctx.div_ceil(cfg.block_size);
     let budget = cfg.kv_memory_bytes.unwrap_or(2 << 30) / block_bytes;
     let num_blocks = match cfg.kv_memory_bytes {
@@ -297,6 +303,8 @@ pub fn start_engine_with(
     let runner = make_runner(KvLayout {
         n_blocks: num_blocks,
         block_size: cfg.block_size,
+        k_type: cfg.k_type,
+        v_type: cfg.v_type,
     })?;
     let shared = Arc::new(Shared {
         queued: AtomicUsize::new(0),

@@ -53,8 +53,8 @@ pub(crate) fn attention(
                         continue;
                     }
                     if rows_of != Some(t) {
-                        // Offsets of the token's K/V rows, positions 0..np (K and V alike);
-                        // head g's slice starts g * hd further on.
+                        // Element offsets of the token's K/V rows, positions 0..np (K and V
+                        // alike); head g's slice starts g * hd values further on.
                         let blocks = chunks[ci].blocks;
                         rows.clear();
                         rows.extend((0..np).map(|p| kv.offset(layer, blocks, p)));
@@ -65,13 +65,14 @@ pub(crate) fn attention(
                     // qg: [group, hd]; scores: [group, np].
                     let qg = &q[head0 * hd..(head0 + group) * hd];
                     scores.resize(group * np, 0.0);
-                    k.scores(qg, hd, &kv.keys()[kvh..], rows, scores);
+                    let (kt, vt) = (kv.k_type(), kv.v_type());
+                    k.scores_kv(kt, qg, hd, &kv.keys()[kt.bytes(kvh)..], rows, scores);
                     for row in scores.chunks_exact_mut(np) {
                         k.softmax(row, scale);
                     }
                     // SAFETY: the heads of unit (t, g) are written by this chunk alone.
                     let o = unsafe { out_ptr.slice(head0 * hd..(head0 + group) * hd) };
-                    k.mix(scores, &kv.values()[kvh..], rows, o);
+                    k.mix_kv(vt, scores, &kv.values()[vt.bytes(kvh)..], rows, o);
                 }
             }
         })

@@ -1,6 +1,7 @@
 //! Hyper-parameters of a model, read from GGUF metadata.
 
 use tuili_backend::ops::RopeMode;
+use tuili_backend::KvType;
 use tuili_gguf::GgufFile;
 
 use crate::ModelError;
@@ -154,8 +155,10 @@ impl Config {
         self.n_head * self.head_dim
     }
 
-    /// Bytes of f32 KV cache for `n_ctx` positions.
-    pub fn kv_cache_bytes(&self, n_ctx: usize) -> usize {
-        2 * self.n_layer * n_ctx * self.kv_dim() * 4
+    /// Bytes of KV cache for `n_ctx` positions, keys stored as `k_type` and values as
+    /// `v_type`.
+    pub fn kv_cache_bytes(&self, n_ctx: usize, k_type: KvType, v_type: KvType) -> usize {
+        let n = self.n_layer * n_ctx * self.kv_dim();
+        k_type.bytes(n) + v_type.bytes(n)
     }
 }

@@ -3,35 +3,89 @@
 //! The forward pass reads and writes K/V only through a block table, so a single
 //! conversation and a batch of many sequences sharing one pool take the same path.
 
+use tuili_backend::KvType;
+
 use crate::{Config, ModelError};
 
-/// A pool of KV blocks for every layer, in f32.
+/// A pool of KV blocks for every layer, K and V each stored as its own [`KvType`].
+///
+/// Rows are addressed by element offset ([`KvPool::offset`]), as if the pool held f32;
+/// `KvType::bytes` turns an offset into bytes of the stored type.
 pub struct KvPool {
-    /// `[n_layer, n_blocks, block_size, kv_dim]`
-    k: Vec<f32>,
-    /// `[n_layer, n_blocks, block_size, kv_dim]`
-    v: Vec<f32>,
+    /// `[n_layer, n_blocks, block_size, kv_dim]` values of `k_type`, in 4-byte words so
+    /// that f32 rows are aligned.
+    k: Vec<u32>,
+    /// `[n_layer, n_blocks, block_size, kv_dim]` values of `v_type`.
+    v: Vec<u32>,
+    k_type: KvType,
+    v_type: KvType,
+    n_layer: usize,
     n_blocks: usize,
     block_size: usize,
     kv_dim: usize,
 }
 
 impl KvPool {
-    /// A pool of `n_blocks` blocks of `block_size` positions each.
-    pub fn new(cfg: &Config, n_blocks: usize, block_size: usize) -> KvPool {
+    /// A pool of `n_blocks` blocks of `block_size` positions each, keys stored as
+    /// `k_type` and values as `v_type`.
+    ///
+    /// # Errors
+    /// If a type cannot hold the model's heads (`q8_0` needs heads of whole blocks of 32).
+    pub fn new(
+        cfg: &Config,
+        n_blocks: usize,
+        block_size: usize,
+        k_type: KvType,
+        v_type: KvType,
+    ) -> Result<KvPool, ModelError> {
+        for t in [k_type, v_type] {
+            t.check_head_dim(cfg.head_dim)
+                .map_err(ModelError::BadConfig)?;
+        }
+        let block_size = block_size.max(1);
         let n = cfg.n_layer * n_blocks * block_size * cfg.kv_dim();
+        Ok(KvPool {
+            k: vec![0; k_type.bytes(n).div_ceil(4)],
+            v: vec![0; v_type.bytes(n).div_ceil(4)],
+            k_type,
+            v_type,
+            n_layer: cfg.n_layer,
+            n_blocks,
+            block_size,
+            kv_dim: cfg.kv_dim(),
+        })
+    }
+
+    /// An f32 pool (the type every head size allows).
+    fn new_f32(cfg: &Config, n_blocks: usize, block_size: usize) -> KvPool {
+        let n = cfg.n_layer * n_blocks * block_size.max(1) * cfg.kv_dim();
         KvPool {
-            k: vec![0.0; n],
-            v: vec![0.0; n],
+            k: vec![0; n],
+            v: vec![0; n],
+            k_type: KvType::F32,
+            v_type: KvType::F32,
+            n_layer: cfg.n_layer,
             n_blocks,
             block_size: block_size.max(1),
             kv_dim: cfg.kv_dim(),
         }
     }
 
-    /// Bytes one block takes (K and V, all layers) for `cfg`.
-    pub fn block_bytes(cfg: &Config, block_size: usize) -> usize {
-        2 * cfg.n_layer * block_size * cfg.kv_dim() * std::mem::size_of::<f32>()
+    /// Bytes one block takes (K and V, all layers) for `cfg`, keys stored as `k_type`
+    /// and values as `v_type`.
+    pub fn block_bytes(cfg: &Config, block_size: usize, k_type: KvType, v_type: KvType) -> usize {
+        let n = cfg.n_layer * block_size * cfg.kv_dim();
+        k_type.bytes(n) + v_type.bytes(n)
+    }
+
+    /// How keys are stored.
+    pub fn k_type(&self) -> KvType {
+        self.k_type
+    }
+
+    /// How values are stored.
+    pub fn v_type(&self) -> KvType {
+        self.v_type
     }
 
     /// Blocks in the pool.
@@ -44,18 +98,18 @@ impl KvPool {
         self.block_size
     }
 
-    /// All keys: `[n_layer, n_blocks, block_size, kv_dim]`.
-    pub(crate) fn keys(&self) -> &[f32] {
-        &self.k
+    /// All keys: `[n_layer, n_blocks, block_size, kv_dim]` values of `k_type`.
+    pub(crate) fn keys(&self) -> &[u8] {
+        words_as_bytes(&self.k)
     }
 
-    /// All values: `[n_layer, n_blocks, block_size, kv_dim]`.
-    pub(crate) fn values(&self) -> &[f32] {
-        &self.v
+    /// All values: `[n_layer, n_blocks, block_size, kv_dim]` values of `v_type`.
+    pub(crate) fn values(&self) -> &[u8] {
+        words_as_bytes(&self.v)
     }
 
-    /// Offset in [`KvPool::keys`] / [`KvPool::values`] of position `pos` of a sequence
-    /// with block table `blocks` in `layer`.
+    /// Element offset in [`KvPool::keys`] / [`KvPool::values`] of position `pos` of a
+    /// sequence with block table `blocks` in `layer`.
     #[inline]
     pub(crate) fn offset(&self, layer: usize, blocks: &[u32], pos: usize) -> usize {
         let block = blocks[pos / self.block_size] as usize;
@@ -84,12 +138,56 @@ impl KvPool {
         Ok(())
     }
 
-    /// Writes K and V (`[kv_dim]` each) of position `pos`.
+    /// Fills positions `0..n` of every layer of the sequence with block table `blocks`
+    /// with pseudo-random K/V in `[-1, 1)`, converted to their types (for benchmarks of
+    /// later steps, whose speed does not depend on the values).
+    ///
+    /// # Errors
+    /// If `blocks` does not cover `n` positions of this pool.
+    pub fn fill_random(&mut self, blocks: &[u32], n: usize) -> Result<(), ModelError> {
+        self.check_table(blocks, n)?;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rows = vec![0f32; 2 * self.kv_dim];
+        for layer in 0..self.n_layer {
+            for pos in 0..n {
+                for v in rows.iter_mut() {
+                    // A linear congruential step; the top 24 bits give the value.
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    *v = (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+                }
+                let (k, v) = rows.split_at(self.kv_dim);
+                self.write(layer, blocks, pos, k, v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes K and V (`[kv_dim]` each) of position `pos`, converted to their types.
     pub(crate) fn write(&mut self, layer: usize, blocks: &[u32], pos: usize, k: &[f32], v: &[f32]) {
         let at = self.offset(layer, blocks, pos);
-        self.k[at..at + self.kv_dim].copy_from_slice(k);
-        self.v[at..at + self.kv_dim].copy_from_slice(v);
+        let (kt, vt) = (self.k_type, self.v_type);
+        let n = self.kv_dim;
+        kt.encode(
+            k,
+            &mut words_as_bytes_mut(&mut self.k)[kt.bytes(at)..kt.bytes(at + n)],
+        );
+        vt.encode(
+            v,
+            &mut words_as_bytes_mut(&mut self.v)[vt.bytes(at)..vt.bytes(at + n)],
+        );
     }
+}
+
+fn words_as_bytes(w: &[u32]) -> &[u8] {
+    // SAFETY: u32 has no padding, u8 alignment 1; the same memory under the same borrow.
+    unsafe { std::slice::from_raw_parts(w.as_ptr() as *const u8, std::mem::size_of_val(w)) }
+}
+
+fn words_as_bytes_mut(w: &mut [u32]) -> &mut [u8] {
+    // SAFETY: as in `words_as_bytes`, and every byte pattern is a valid u32.
+    unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr() as *mut u8, std::mem::size_of_val(w)) }
 }
 
 /// The KV cache of one sequence: a pool of its own whose blocks are used in order.
@@ -110,7 +208,7 @@ impl KvCache {
     pub fn new(cfg: &Config, capacity: usize) -> KvCache {
         let n_blocks = capacity.div_ceil(SEQ_BLOCK);
         KvCache {
-            pool: KvPool::new(cfg, n_blocks, SEQ_BLOCK),
+            pool: KvPool::new_f32(cfg, n_blocks, SEQ_BLOCK),
             blocks: (0..n_blocks as u32).collect(),
             capacity,
             len: 0,

@@ -14,6 +14,7 @@ pub use config::{Arch, Config};
 pub use kv_cache::{KvCache, KvPool, SEQ_BLOCK};
 pub use rng::SplitMix64;
 pub use transformer::{Layer, Model, SeqChunk};
+pub use tuili_backend::KvType;
 
 /// Errors from loading or running a model.
 #[derive(Debug, thiserror::Error)]

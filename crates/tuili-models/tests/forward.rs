@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tuili_gguf::{GgmlType, GgufFile};
 use tuili_models::synthetic::{write_synthetic, SyntheticSpec, WEIGHT_TYPES};
-use tuili_models::{Arch, Model, ModelError};
+use tuili_models::{Arch, KvType, Model, ModelError};
 
 fn load(spec: &SyntheticSpec) -> Model {
     let bytes = write_synthetic(spec).expect("write model");
@@ -108,7 +108,7 @@ fn ragged_batch_over_scattered_blocks_equals_each_sequence_alone() {
     let (la, lb) = (alone(&a), alone(&b));
 
     // Together: blocks of 4 positions, interleaved and out of order in one pool.
-    let mut pool = KvPool::new(model.config(), 16, 4);
+    let mut pool = KvPool::new(model.config(), 16, 4, KvType::F32, KvType::F32).unwrap();
     let (ta, tb) = ([9u32, 2, 14], [7u32, 0]);
     // Step 1: prefill a[..7] and b[..4] in one batch; step 2: the rest of both.
     let step1 = [
@@ -156,4 +156,80 @@ fn ragged_batch_over_scattered_blocks_equals_each_sequence_alone() {
     }];
     let err = model.forward_batch(&bad, &mut pool).unwrap_err();
     assert!(err.to_string().contains("need 3 blocks"), "{err}");
+}
+
+/// Batch invariance for every KV cache type (K and V chosen independently): a prompt run
+/// alone, in prefill chunks, or beside another sequence in scattered blocks gives
+/// bit-identical logits.
+#[test]
+fn logits_are_bit_identical_alone_chunked_and_batched_for_every_kv_type() {
+    use tuili_models::{KvPool, KvType, SeqChunk};
+    let model = load(&SyntheticSpec::tiny(Arch::Llama, GgmlType::Q4_0));
+    let vocab = model.config().vocab;
+    let a: Vec<u32> = (0..13).map(|i| (i * 31 + 2) % 512).collect();
+    let b: Vec<u32> = (0..9).map(|i| (i * 17 + 9) % 512).collect();
+    // Block tables: in order (alone, chunked), and scattered (batched).
+    let (seq, ta, tb) = ([0u32, 1, 2, 3], [9u32, 2, 14, 5], [7u32, 0, 11]);
+    let chunk = |tokens, start, blocks| SeqChunk {
+        tokens,
+        start,
+        blocks,
+        logits_from: 0,
+    };
+    let bits = |l: &[f32]| l.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+    let mut pairs: Vec<(KvType, KvType)> = KvType::ALL.iter().map(|&t| (t, t)).collect();
+    pairs.extend([(KvType::Q8_0, KvType::F16), (KvType::F16, KvType::BF16)]);
+    for (kt, vt) in pairs {
+        let pool = || KvPool::new(model.config(), 16, 4, kt, vt).unwrap();
+        // Alone, one call, blocks in order.
+        let alone = model
+            .forward_batch(&[chunk(&a, 0, &seq)], &mut pool())
+            .unwrap();
+        // In three prefill chunks.
+        let mut p = pool();
+        let chunked = [
+            model
+                .forward_batch(&[chunk(&a[..5], 0, &seq)], &mut p)
+                .unwrap(),
+            model
+                .forward_batch(&[chunk(&a[5..6], 5, &seq)], &mut p)
+                .unwrap(),
+            model
+                .forward_batch(&[chunk(&a[6..], 6, &seq)], &mut p)
+                .unwrap(),
+        ]
+        .concat();
+        assert_eq!(bits(&chunked), bits(&alone), "K {kt}, V {vt}: chunked");
+        // Beside another sequence, blocks scattered, in two steps.
+        let mut p = pool();
+        let l1 = model
+            .forward_batch(&[chunk(&b[..4], 0, &tb), chunk(&a[..7], 0, &ta)], &mut p)
+            .unwrap();
+        let l2 = model
+            .forward_batch(&[chunk(&a[7..], 7, &ta), chunk(&b[4..], 4, &tb)], &mut p)
+            .unwrap();
+        let batched = [&l1[4 * vocab..], &l2[..6 * vocab]].concat();
+        assert_eq!(bits(&batched), bits(&alone), "K {kt}, V {vt}: batched");
+    }
+}
+
+/// `q8_0` needs heads of whole 32-value blocks: other head sizes are an error that names
+/// both numbers, never a panic.
+#[test]
+fn q8_0_kv_with_heads_of_48_is_an_error() {
+    use tuili_models::{KvPool, KvType};
+    let spec = SyntheticSpec {
+        dim: 192,
+        ..SyntheticSpec::tiny(Arch::Llama, GgmlType::Q4_0)
+    };
+    let model = load(&spec);
+    assert_eq!(model.config().head_dim, 48);
+    let err = KvPool::new(model.config(), 4, 4, KvType::F16, KvType::Q8_0)
+        .err()
+        .expect("must fail");
+    assert!(
+        err.to_string().contains("32") && err.to_string().contains("48"),
+        "{err}"
+    );
+    assert!(KvPool::new(model.config(), 4, 4, KvType::BF16, KvType::F16).is_ok());
 }

@@ -6,6 +6,8 @@
 //! SIMD tables; none has a safety requirement of its own beyond the shapes their safe
 //! callers in `kernels` check.
 
+use crate::kv::KvType;
+
 use super::{reduce8, FFormat, MinKind, Out, Packed, Panel, QFormat, QuantActs, GROUP, QB};
 use crate::quant::{bf16_to_f32, f16_to_f32};
 
@@ -230,9 +232,13 @@ fn legacy_codes(c: &mut [i16], qs: &[u8], qh: u32, offset: i16) {
 
 /// `out[(t - t0) * ldo + r] = row r · token t` for every row of the panel.
 pub(super) unsafe fn gemm(p: &Panel, a: &QuantActs, t0: usize, nt: usize, out: Out) {
-    for t in t0..t0 + nt {
-        for r in 0..p.nr {
-            *out.ptr.add((t - t0) * out.ldo + r) = dot_row(p, r, a, t);
+    // SAFETY: the caller upholds the table's contract: `out` is valid for the writes of
+    // these rows and tokens and no one else writes them meanwhile
+    unsafe {
+        for t in t0..t0 + nt {
+            for r in 0..p.nr {
+                *out.ptr.add((t - t0) * out.ldo + r) = dot_row(p, r, a, t);
+            }
         }
     }
 }
@@ -339,9 +345,13 @@ pub(super) unsafe fn interleaved(
     nt: usize,
     out: Out,
 ) {
-    for r in rows.clone() {
-        for t in 0..nt {
-            *out.ptr.add(t * out.ldo + r - rows.start) = blocksum(|b| p.block(r, b), a, t);
+    // SAFETY: the caller upholds the table's contract: `out` is valid for the writes of
+    // these rows and tokens and no one else writes them meanwhile
+    unsafe {
+        for r in rows.clone() {
+            for t in 0..nt {
+                *out.ptr.add(t * out.ldo + r - rows.start) = blocksum(|b| p.block(r, b), a, t);
+            }
         }
     }
 }
@@ -366,16 +376,20 @@ pub(super) unsafe fn float_gemm(
     nt: usize,
     out: Out,
 ) {
-    let rb = w.len() / nr.max(1);
-    for t in 0..nt {
-        let xt = &x[t * cols..(t + 1) * cols];
-        for r in 0..nr {
-            let row = &w[r * rb..(r + 1) * rb];
-            let mut acc = [0f32; 8];
-            for (i, &xi) in xt.iter().enumerate() {
-                acc[i % 8] = float_at(f, row, i).mul_add(xi, acc[i % 8]);
+    // SAFETY: the caller upholds the table's contract: `out` is valid for the writes of
+    // these rows and tokens and no one else writes them meanwhile
+    unsafe {
+        let rb = w.len() / nr.max(1);
+        for t in 0..nt {
+            let xt = &x[t * cols..(t + 1) * cols];
+            for r in 0..nr {
+                let row = &w[r * rb..(r + 1) * rb];
+                let mut acc = [0f32; 8];
+                for (i, &xi) in xt.iter().enumerate() {
+                    acc[i % 8] = float_at(f, row, i).mul_add(xi, acc[i % 8]);
+                }
+                *out.ptr.add(t * out.ldo + r) = reduce8(&acc);
             }
-            *out.ptr.add(t * out.ldo + r) = reduce8(&acc);
         }
     }
 }
@@ -393,6 +407,11 @@ pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 grouped_attention_ops!(dot, axpy);
+
+/// [`KvType::decode`]: the specification of every table's decoding of stored K/V rows.
+pub(super) unsafe fn decode_kv(ty: KvType, b: &[u8], out: &mut [f32]) {
+    ty.decode(b, out)
+}
 
 /// `y[i] = fma(a, x[i], y[i])`.
 pub(super) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {

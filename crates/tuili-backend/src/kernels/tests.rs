@@ -2,6 +2,7 @@
 //! activation quantizer, each SIMD table against the scalar specification, bit for bit.
 
 use super::*;
+use crate::kv::KvType;
 use crate::quant::{dequantize, quantize};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -335,6 +336,59 @@ fn grouped_attention_ops_equal_dot_and_axpy() {
                     "{} mix h={h}",
                     k.name()
                 );
+            }
+        }
+    }
+}
+
+/// Attention over K/V rows stored as each `KvType`, decoded in registers, gives on every
+/// table the bits of the scalar twin and of attention over the decoded f32 rows (the
+/// specification).
+#[test]
+fn stored_kv_attention_matches_decoded_rows() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for ty in KvType::ALL {
+        for (g, hd, np) in [
+            (1, 64, 1),
+            (3, 64, 9),
+            (7, 64, 20),
+            (2, 128, 11),
+            (5, 128, 17),
+            (3, 96, 8),
+            (2, 32, 5),
+            (3, 72, 5),
+            (2, 5, 3),
+            (2, 40, 4),
+        ] {
+            if ty.check_head_dim(hd).is_err() {
+                continue;
+            }
+            let q: Vec<f32> = (0..g * hd).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            // Rows at scattered offsets of one buffer, as K/V rows in paged blocks.
+            let n = ((np + 3) * hd + 7).div_ceil(ty.block()) * ty.block();
+            let x: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            let mut stored = vec![0u8; ty.bytes(n)];
+            ty.encode(&x, &mut stored);
+            let mut decoded = vec![0f32; n];
+            ty.decode(&stored, &mut decoded);
+            let jitter = if ty.block() == 1 { 7 } else { 1 };
+            let rows: Vec<usize> = (0..np)
+                .map(|p| ((p * 5 + 2) % (np + 3)) * hd + p % jitter)
+                .collect();
+            let coef: Vec<f32> = (0..g * np).map(|_| rng.gen_range(0.0f32..1.0)).collect();
+            let mut want_s = vec![0f32; g * np];
+            scalar().scores(&q, hd, &decoded, &rows, &mut want_s);
+            let mut want_m = vec![0f32; g * hd];
+            scalar().mix(&coef, &decoded, &rows, &mut want_m);
+            assert!(want_s.iter().all(|&s| s != 0.0));
+            for k in tables() {
+                let what = format!("{} {ty} g={g} hd={hd} np={np}", k.name());
+                let mut s = vec![f32::NAN; g * np];
+                k.scores_kv(ty, &q, hd, &stored, &rows, &mut s);
+                assert_eq!(bits(&s), bits(&want_s), "{what}: scores");
+                let mut m = vec![f32::NAN; g * hd];
+                k.mix_kv(ty, &coef, &stored, &rows, &mut m);
+                assert_eq!(bits(&m), bits(&want_m), "{what}: mix");
             }
         }
     }

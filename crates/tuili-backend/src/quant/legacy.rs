@@ -256,7 +256,7 @@ pub(super) fn dot_q8_0(row: &[u8], x: &[f32]) -> f32 {
     dot_blocks(row, x, decode_q8_0)
 }
 
-pub(super) fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
+pub(crate) fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
     quantize_blocks(src, dst, encode_q8_0)
 }
 

@@ -23,7 +23,7 @@
 mod float;
 mod kquantize;
 mod kquants;
-mod legacy;
+pub(crate) mod legacy;
 
 pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 

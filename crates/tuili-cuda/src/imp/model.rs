@@ -2,7 +2,7 @@
 
 use cudarc::driver::CudaSlice;
 use tuili_backend::ops::RopeMode;
-use tuili_models::{Config, Model, ModelError, SeqChunk};
+use tuili_models::{Config, KvType, Model, ModelError, SeqChunk};
 
 use super::gpu::{attention_scratch, attention_splits, AttnArgs, Gpu, GpuWeight, What};
 use crate::{CudaError, DeviceInfo, KvLayout};
@@ -63,6 +63,13 @@ impl CudaModel {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<CudaModel, CudaError> {
         let cfg = model.config().clone();
+        if (kv.k_type, kv.v_type) != (KvType::F32, KvType::F32) {
+            return Err(CudaError::Unsupported(format!(
+                "KV cache types K {}, V {}: the GPU's KV pool is f32 (use --cache-type-k f32 \
+                 --cache-type-v f32, or --device cpu)",
+                kv.k_type, kv.v_type
+            )));
+        }
         if cfg.head_dim > super::gpu::ATT_MAX_HEAD_DIM {
             return Err(CudaError::Unsupported(format!(
                 "head dimension {} (at most {})",
@@ -113,6 +120,7 @@ impl CudaModel {
         let kv = KvLayout {
             n_blocks: kv.n_blocks.max(1),
             block_size: kv.block_size.max(1),
+            ..kv
         };
         let pool = cfg.n_layer * kv.n_blocks * kv.block_size * cfg.kv_dim();
         // Read from the host's weights, which have the same shapes as the uploads.

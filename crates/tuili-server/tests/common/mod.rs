@@ -58,6 +58,7 @@ pub fn engine_config() -> EngineConfig {
         kv_memory_bytes: None,
         block_size: 16,
         max_batched_tokens: 256,
+        ..EngineConfig::default()
     }
 }
 

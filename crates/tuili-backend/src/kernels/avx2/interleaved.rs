@@ -27,11 +27,16 @@ pub(super) unsafe fn interleaved(
     nt: usize,
     out: Out,
 ) {
-    match p.fmt {
-        QFormat::Q4_0 | QFormat::Q4_1 => groups::<Q4>(p, rows, a, nt, out),
-        QFormat::Q5_0 | QFormat::Q5_1 => groups::<Q5>(p, rows, a, nt, out),
-        QFormat::Q8_0 => groups::<Q8>(p, rows, a, nt, out),
-        _ => {}
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        match p.fmt {
+            QFormat::Q4_0 | QFormat::Q4_1 => groups::<Q4>(p, rows, a, nt, out),
+            QFormat::Q5_0 | QFormat::Q5_1 => groups::<Q5>(p, rows, a, nt, out),
+            QFormat::Q8_0 => groups::<Q8>(p, rows, a, nt, out),
+            _ => {}
+        }
     }
 }
 
@@ -63,50 +68,55 @@ impl<const FIFTH: bool> Codes for Small<FIFTH> {
         xq: &[*const i32; T],
         s: &mut [[__m256i; T]; 2],
     ) {
-        let cb = if FIFTH { 320 } else { 256 };
-        let (m4, m10) = (
-            _mm256_set1_epi32(0x000f_000f),
-            _mm256_set1_epi32(0x0010_0010),
-        );
-        // Pair p's fifth bits (bits p and 16 + p) are brought to bits 4 and 20 by a shift
-        // left by 4, then one more shift right per pair; from pair 12 on (whose bit 16 + p
-        // the shift left pushes out) by a shift right by 8 instead.
-        let h0: [__m256i; 2] = std::array::from_fn(|h| {
-            if FIFTH {
-                _mm256_load_si256(group.add(cb * b + 256 + 32 * h) as _)
-            } else {
-                _mm256_setzero_si256()
-            }
-        });
-        let mut hb = h0.map(|v| _mm256_slli_epi32::<4>(v));
-        for c in 0..4 {
-            let mut v: [__m256i; 2] =
-                std::array::from_fn(
-                    |h| _mm256_load_si256(group.add(cb * b + 64 * c + 32 * h) as _),
-                );
-            for j in 0..4 {
-                if FIFTH && c == 3 && j == 0 {
-                    hb = h0.map(|v| _mm256_srli_epi32::<8>(v));
-                }
-                let ck: [__m256i; 2] = std::array::from_fn(|h| {
-                    let nib = _mm256_and_si256(v[h], m4);
-                    if FIFTH {
-                        _mm256_or_si256(nib, _mm256_and_si256(hb[h], m10))
-                    } else {
-                        nib
-                    }
-                });
-                for t in 0..T {
-                    let x = _mm256_set1_epi32(*xq[t].add(16 * b + 4 * c + j));
-                    for h in 0..2 {
-                        s[h][t] = _mm256_add_epi32(s[h][t], _mm256_madd_epi16(ck[h], x));
-                    }
-                }
+        // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
+        // set of the table this fn belongs to (tables are built only after detection), and
+        // the pointers and lengths it is given lie within the buffers its safe caller
+        // checked
+        unsafe {
+            let cb = if FIFTH { 320 } else { 256 };
+            let (m4, m10) = (
+                _mm256_set1_epi32(0x000f_000f),
+                _mm256_set1_epi32(0x0010_0010),
+            );
+            // Pair p's fifth bits (bits p and 16 + p) are brought to bits 4 and 20 by a shift
+            // left by 4, then one more shift right per pair; from pair 12 on (whose bit 16 + p
+            // the shift left pushes out) by a shift right by 8 instead.
+            let h0: [__m256i; 2] = std::array::from_fn(|h| {
                 if FIFTH {
-                    hb = hb.map(|v| _mm256_srli_epi32::<1>(v));
+                    _mm256_load_si256(group.add(cb * b + 256 + 32 * h) as _)
+                } else {
+                    _mm256_setzero_si256()
                 }
-                if j < 3 {
-                    v = v.map(|v| _mm256_srli_epi32::<4>(v));
+            });
+            let mut hb = h0.map(|v| _mm256_slli_epi32::<4>(v));
+            for c in 0..4 {
+                let mut v: [__m256i; 2] = std::array::from_fn(|h| {
+                    _mm256_load_si256(group.add(cb * b + 64 * c + 32 * h) as _)
+                });
+                for j in 0..4 {
+                    if FIFTH && c == 3 && j == 0 {
+                        hb = h0.map(|v| _mm256_srli_epi32::<8>(v));
+                    }
+                    let ck: [__m256i; 2] = std::array::from_fn(|h| {
+                        let nib = _mm256_and_si256(v[h], m4);
+                        if FIFTH {
+                            _mm256_or_si256(nib, _mm256_and_si256(hb[h], m10))
+                        } else {
+                            nib
+                        }
+                    });
+                    for t in 0..T {
+                        let x = _mm256_set1_epi32(*xq[t].add(16 * b + 4 * c + j));
+                        for h in 0..2 {
+                            s[h][t] = _mm256_add_epi32(s[h][t], _mm256_madd_epi16(ck[h], x));
+                        }
+                    }
+                    if FIFTH {
+                        hb = hb.map(|v| _mm256_srli_epi32::<1>(v));
+                    }
+                    if j < 3 {
+                        v = v.map(|v| _mm256_srli_epi32::<4>(v));
+                    }
                 }
             }
         }
@@ -121,16 +131,22 @@ impl Codes for Q8 {
         xq: &[*const i32; T],
         s: &mut [[__m256i; T]; 2],
     ) {
-        for c in 0..8 {
-            for h in 0..2 {
-                let v = _mm256_load_si256(group.add(512 * b + 64 * c + 32 * h) as _);
-                let lo = _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(v));
-                let hi = _mm256_srai_epi16::<8>(v);
-                for t in 0..T {
-                    let x0 = _mm256_set1_epi32(*xq[t].add(16 * b + 2 * c));
-                    let x1 = _mm256_set1_epi32(*xq[t].add(16 * b + 2 * c + 1));
-                    s[h][t] = _mm256_add_epi32(s[h][t], _mm256_madd_epi16(lo, x0));
-                    s[h][t] = _mm256_add_epi32(s[h][t], _mm256_madd_epi16(hi, x1));
+        // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
+        // set of the table this fn belongs to (tables are built only after detection), and
+        // the pointers and lengths it is given lie within the buffers its safe caller
+        // checked
+        unsafe {
+            for c in 0..8 {
+                for h in 0..2 {
+                    let v = _mm256_load_si256(group.add(512 * b + 64 * c + 32 * h) as _);
+                    let lo = _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(v));
+                    let hi = _mm256_srai_epi16::<8>(v);
+                    for t in 0..T {
+                        let x0 = _mm256_set1_epi32(*xq[t].add(16 * b + 2 * c));
+                        let x1 = _mm256_set1_epi32(*xq[t].add(16 * b + 2 * c + 1));
+                        s[h][t] = _mm256_add_epi32(s[h][t], _mm256_madd_epi16(lo, x0));
+                        s[h][t] = _mm256_add_epi32(s[h][t], _mm256_madd_epi16(hi, x1));
+                    }
                 }
             }
         }
@@ -140,23 +156,28 @@ impl Codes for Q8 {
 /// Runs the tiles: each group of the rows over the tokens in tiles of up to `TT`.
 #[inline(always)]
 unsafe fn groups<C: Codes>(p: &Packed, rows: Range<usize>, a: &QuantActs, nt: usize, out: Out) {
-    let (g0, g1) = (rows.start / GROWS, rows.end.div_ceil(GROWS));
-    for g in g0..g1 {
-        let valid = (rows.end - g * GROWS).min(GROWS);
-        let mut t = 0;
-        while t < nt {
-            let n = (nt - t).min(TT);
-            let o = Out {
-                ptr: out.ptr.add((g - g0) * GROWS + t * out.ldo),
-                ldo: out.ldo,
-            };
-            match n {
-                1 => tile::<C, 1>(p, g, a, t, valid, o),
-                2 => tile::<C, 2>(p, g, a, t, valid, o),
-                3 => tile::<C, 3>(p, g, a, t, valid, o),
-                _ => tile::<C, 4>(p, g, a, t, valid, o),
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        let (g0, g1) = (rows.start / GROWS, rows.end.div_ceil(GROWS));
+        for g in g0..g1 {
+            let valid = (rows.end - g * GROWS).min(GROWS);
+            let mut t = 0;
+            while t < nt {
+                let n = (nt - t).min(TT);
+                let o = Out {
+                    ptr: out.ptr.add((g - g0) * GROWS + t * out.ldo),
+                    ldo: out.ldo,
+                };
+                match n {
+                    1 => tile::<C, 1>(p, g, a, t, valid, o),
+                    2 => tile::<C, 2>(p, g, a, t, valid, o),
+                    3 => tile::<C, 3>(p, g, a, t, valid, o),
+                    _ => tile::<C, 4>(p, g, a, t, valid, o),
+                }
+                t += n;
             }
-            t += n;
         }
     }
 }
@@ -172,55 +193,60 @@ unsafe fn tile<C: Codes, const T: usize>(
     valid: usize,
     out: Out,
 ) {
-    let nbp = a.nbp();
-    let group = p.bytes.as_ptr().add(g * p.group_bytes);
-    let (scales, mins) = (group.add(p.scales_at()), group.add(p.mins_at()));
-    let (codes, cb) = (group.add(p.codes_at()), code_bytes(p.fmt));
-    let xq: [*const i32; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr() as *const i32);
-    let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
-    let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
-    let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
-    let (offset, min) = (code_offset(p.fmt), has_min(p.fmt));
-    let mut acc = [[_mm256_setzero_ps(); T]; 2];
-    for b in 0..p.nb() {
-        let ahead = codes.wrapping_add(cb * b + PREFETCH_BYTES);
-        for line in 0..cb / 64 {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        let nbp = a.nbp();
+        let group = p.bytes.as_ptr().add(g * p.group_bytes);
+        let (scales, mins) = (group.add(p.scales_at()), group.add(p.mins_at()));
+        let (codes, cb) = (group.add(p.codes_at()), code_bytes(p.fmt));
+        let xq: [*const i32; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr() as *const i32);
+        let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
+        let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
+        let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
+        let (offset, min) = (code_offset(p.fmt), has_min(p.fmt));
+        let mut acc = [[_mm256_setzero_ps(); T]; 2];
+        for b in 0..p.nb() {
+            let ahead = codes.wrapping_add(cb * b + PREFETCH_BYTES);
+            for line in 0..cb / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+            }
+            let mut s = [[_mm256_setzero_si256(); T]; 2];
+            C::pairs::<T>(codes, b, &xq, &mut s);
+            for h in 0..2 {
+                if offset != 0 {
+                    // Σ (q - o) x = Σ q x - o Σ x, exact.
+                    for t in 0..T {
+                        let o = _mm256_set1_epi32(offset * *xsum[t].add(b));
+                        s[h][t] = _mm256_sub_epi32(s[h][t], o);
+                    }
+                }
+                // Half `h`'s 8 of the block's 16 scales (and minimums).
+                let w = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(32 * b + 16 * h) as _));
+                for t in 0..T {
+                    let pp = _mm256_mul_ps(w, _mm256_set1_ps(*xd[t].add(b)));
+                    acc[h][t] = _mm256_fmadd_ps(pp, _mm256_cvtepi32_ps(s[h][t]), acc[h][t]);
+                }
+                if min {
+                    let m = _mm256_cvtph_ps(_mm_loadu_si128(mins.add(32 * b + 16 * h) as _));
+                    for t in 0..T {
+                        acc[h][t] = _mm256_fmadd_ps(m, _mm256_set1_ps(*xs[t].add(b)), acc[h][t]);
+                    }
+                }
+            }
         }
-        let mut s = [[_mm256_setzero_si256(); T]; 2];
-        C::pairs::<T>(codes, b, &xq, &mut s);
         for h in 0..2 {
-            if offset != 0 {
-                // Σ (q - o) x = Σ q x - o Σ x, exact.
-                for t in 0..T {
-                    let o = _mm256_set1_epi32(offset * *xsum[t].add(b));
-                    s[h][t] = _mm256_sub_epi32(s[h][t], o);
-                }
-            }
-            // Half `h`'s 8 of the block's 16 scales (and minimums).
-            let w = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(32 * b + 16 * h) as _));
+            let n = valid.saturating_sub(HROWS * h).min(HROWS);
             for t in 0..T {
-                let pp = _mm256_mul_ps(w, _mm256_set1_ps(*xd[t].add(b)));
-                acc[h][t] = _mm256_fmadd_ps(pp, _mm256_cvtepi32_ps(s[h][t]), acc[h][t]);
-            }
-            if min {
-                let m = _mm256_cvtph_ps(_mm_loadu_si128(mins.add(32 * b + 16 * h) as _));
-                for t in 0..T {
-                    acc[h][t] = _mm256_fmadd_ps(m, _mm256_set1_ps(*xs[t].add(b)), acc[h][t]);
+                let o = out.ptr.add(t * out.ldo + HROWS * h);
+                if n == HROWS {
+                    _mm256_storeu_ps(o, acc[h][t]);
+                } else if n > 0 {
+                    let mut v = [0f32; HROWS];
+                    _mm256_storeu_ps(v.as_mut_ptr(), acc[h][t]);
+                    std::ptr::copy_nonoverlapping(v.as_ptr(), o, n);
                 }
-            }
-        }
-    }
-    for h in 0..2 {
-        let n = valid.saturating_sub(HROWS * h).min(HROWS);
-        for t in 0..T {
-            let o = out.ptr.add(t * out.ldo + HROWS * h);
-            if n == HROWS {
-                _mm256_storeu_ps(o, acc[h][t]);
-            } else if n > 0 {
-                let mut v = [0f32; HROWS];
-                _mm256_storeu_ps(v.as_mut_ptr(), acc[h][t]);
-                std::ptr::copy_nonoverlapping(v.as_ptr(), o, n);
             }
         }
     }

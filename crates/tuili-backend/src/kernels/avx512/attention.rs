@@ -8,7 +8,11 @@
 
 use std::arch::x86_64::*;
 
-use super::super::avx2::{dot_lanes, mix as mix_avx2, scores_with, DotLanes};
+use super::super::avx2::{
+    dot_lanes, mix_rows as mix_avx2, scores_with, with_kv_row, Bf16Row, DotLanes, F16Row, F32Row,
+    KvRow, Q80Row,
+};
+use crate::kv::KvType;
 
 /// `dot_lanes` two chunks per register; query heads of 64 or 128 elements stay in
 /// registers across rows, other lengths that are multiples of 32 are loaded per row,
@@ -20,123 +24,166 @@ impl DotLanes for Zmm {
 
     #[inline(always)]
     unsafe fn prepare(a: &[f32]) -> [__m512; 8] {
-        let mut q = [_mm512_setzero_ps(); 8];
-        if a.len() == 64 || a.len() == 128 {
-            for (k, qk) in q.iter_mut().enumerate().take(a.len() / 16) {
-                *qk = _mm512_loadu_ps(a.as_ptr().add(16 * k));
+        // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
+        // set of the table this fn belongs to (tables are built only after detection), and
+        // the pointers and lengths it is given lie within the buffers its safe caller
+        // checked
+        unsafe {
+            let mut q = [_mm512_setzero_ps(); 8];
+            if a.len() == 64 || a.len() == 128 {
+                for (k, qk) in q.iter_mut().enumerate().take(a.len() / 16) {
+                    *qk = _mm512_loadu_ps(a.as_ptr().add(16 * k));
+                }
             }
+            q
         }
-        q
     }
 
     #[inline(always)]
-    unsafe fn lanes(q: &[__m512; 8], a: &[f32], b: &[f32]) -> __m256 {
-        let n = a.len();
-        if !n.is_multiple_of(32) {
-            return dot_lanes(a, b);
+    unsafe fn lanes<K: KvRow>(q: &[__m512; 8], a: &[f32], pb: *const u8, r: usize) -> __m256 {
+        // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
+        // set of the table this fn belongs to (tables are built only after detection), and
+        // the pointers and lengths it is given lie within the buffers its safe caller
+        // checked
+        unsafe {
+            let n = a.len();
+            if !n.is_multiple_of(32) {
+                return dot_lanes::<K>(a, pb, r);
+            }
+            // x: [a0 | a1] (elements 32k..32k + 16), y: [a2 | a3] (32k + 16..32k + 32).
+            let (x, y) = if n == 64 || n == 128 {
+                let zero = _mm512_setzero_ps();
+                let mut x = _mm512_fmadd_ps(q[0], K::load16(pb, r), zero);
+                let mut y = _mm512_fmadd_ps(q[1], K::load16(pb, r + 16), zero);
+                x = _mm512_fmadd_ps(q[2], K::load16(pb, r + 32), x);
+                y = _mm512_fmadd_ps(q[3], K::load16(pb, r + 48), y);
+                if n == 128 {
+                    x = _mm512_fmadd_ps(q[4], K::load16(pb, r + 64), x);
+                    y = _mm512_fmadd_ps(q[5], K::load16(pb, r + 80), y);
+                    x = _mm512_fmadd_ps(q[6], K::load16(pb, r + 96), x);
+                    y = _mm512_fmadd_ps(q[7], K::load16(pb, r + 112), y);
+                }
+                (x, y)
+            } else {
+                let pa = a.as_ptr();
+                let (mut x, mut y) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                let mut i = 0;
+                while i < n {
+                    x = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), K::load16(pb, r + i), x);
+                    y = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(pa.add(i + 16)),
+                        K::load16(pb, r + i + 16),
+                        y,
+                    );
+                    i += 32;
+                }
+                (x, y)
+            };
+            let a01 = _mm256_add_ps(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps::<1>(x));
+            let a23 = _mm256_add_ps(_mm512_castps512_ps256(y), _mm512_extractf32x8_ps::<1>(y));
+            _mm256_add_ps(a01, a23)
         }
-        let pb = b.as_ptr();
-        // x: [a0 | a1] (elements 32k..32k + 16), y: [a2 | a3] (32k + 16..32k + 32).
-        let (x, y) = if n == 64 || n == 128 {
-            let zero = _mm512_setzero_ps();
-            let mut x = _mm512_fmadd_ps(q[0], _mm512_loadu_ps(pb), zero);
-            let mut y = _mm512_fmadd_ps(q[1], _mm512_loadu_ps(pb.add(16)), zero);
-            x = _mm512_fmadd_ps(q[2], _mm512_loadu_ps(pb.add(32)), x);
-            y = _mm512_fmadd_ps(q[3], _mm512_loadu_ps(pb.add(48)), y);
-            if n == 128 {
-                x = _mm512_fmadd_ps(q[4], _mm512_loadu_ps(pb.add(64)), x);
-                y = _mm512_fmadd_ps(q[5], _mm512_loadu_ps(pb.add(80)), y);
-                x = _mm512_fmadd_ps(q[6], _mm512_loadu_ps(pb.add(96)), x);
-                y = _mm512_fmadd_ps(q[7], _mm512_loadu_ps(pb.add(112)), y);
-            }
-            (x, y)
-        } else {
-            let pa = a.as_ptr();
-            let (mut x, mut y) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-            let mut i = 0;
-            while i < n {
-                x = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), x);
-                y = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(pa.add(i + 16)),
-                    _mm512_loadu_ps(pb.add(i + 16)),
-                    y,
-                );
-                i += 32;
-            }
-            (x, y)
-        };
-        let a01 = _mm256_add_ps(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps::<1>(x));
-        let a23 = _mm256_add_ps(_mm512_castps512_ps256(y), _mm512_extractf32x8_ps::<1>(y));
-        _mm256_add_ps(a01, a23)
     }
 }
 
 /// `out[h, p] = dot(q[h], row p)` (see `Kernels::scores`).
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(in crate::kernels) unsafe fn scores(q: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
-    scores_with::<Zmm>(q, base, rows, out)
+pub(in crate::kernels) unsafe fn scores(
+    ty: KvType,
+    q: &[f32],
+    base: &[u8],
+    rows: &[usize],
+    out: &mut [f32],
+) {
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe { with_kv_row!(ty, scores_with::<_, Zmm>(q, base.as_ptr(), rows, out)) }
 }
 
 /// `out[h] = Σ_p coef[h, p] · row p` (see `Kernels::mix`): per element one fused
 /// multiply-add per position in position order from zero, as `mix_by_axpy`, with 64
 /// outputs of up to four heads at a time in registers, each row loaded once for them.
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(in crate::kernels) unsafe fn mix(coef: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
-    let np = rows.len();
-    let g = coef.len() / np.max(1);
-    let hd = out.len() / g.max(1);
-    if !hd.is_multiple_of(64) || np == 0 {
-        return mix_avx2(coef, base, rows, out);
-    }
-    let pb = base.as_ptr();
-    let mut h = 0;
-    while h < g {
-        let (c, o) = (&coef[h * np..], out[h * hd..].as_mut_ptr());
-        let take = (g - h).min(4);
-        match take {
-            4 => mix_heads::<4>(c, pb, rows, hd, o),
-            3 => mix_heads::<3>(c, pb, rows, hd, o),
-            2 => mix_heads::<2>(c, pb, rows, hd, o),
-            _ => mix_heads::<1>(c, pb, rows, hd, o),
+pub(in crate::kernels) unsafe fn mix(
+    ty: KvType,
+    coef: &[f32],
+    base: &[u8],
+    rows: &[usize],
+    out: &mut [f32],
+) {
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe { with_kv_row!(ty, mix_rows::<_>(coef, base.as_ptr(), rows, out)) }
+}
+
+/// `mix` over rows of `K`.
+#[inline(always)]
+unsafe fn mix_rows<K: KvRow>(coef: &[f32], pb: *const u8, rows: &[usize], out: &mut [f32]) {
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        let np = rows.len();
+        let g = coef.len() / np.max(1);
+        let hd = out.len() / g.max(1);
+        if !hd.is_multiple_of(64) || np == 0 {
+            return mix_avx2::<K>(coef, pb, rows, out);
         }
-        h += take;
+        let mut h = 0;
+        while h < g {
+            let (c, o) = (&coef[h * np..], out[h * hd..].as_mut_ptr());
+            let take = (g - h).min(4);
+            match take {
+                4 => mix_heads::<K, 4>(c, pb, rows, hd, o),
+                3 => mix_heads::<K, 3>(c, pb, rows, hd, o),
+                2 => mix_heads::<K, 2>(c, pb, rows, hd, o),
+                _ => mix_heads::<K, 1>(c, pb, rows, hd, o),
+            }
+            h += take;
+        }
     }
 }
 
 /// `H` heads' outputs (`o`: `[H, hd]`) from their coefficients (`c`: `[H, np]`), 64
 /// elements at a time.
 #[inline(always)]
-unsafe fn mix_heads<const H: usize>(
+unsafe fn mix_heads<K: KvRow, const H: usize>(
     c: &[f32],
-    pb: *const f32,
+    pb: *const u8,
     rows: &[usize],
     hd: usize,
     o: *mut f32,
 ) {
-    let np = rows.len();
-    let mut e = 0;
-    while e < hd {
-        let mut acc = [[_mm512_setzero_ps(); 4]; H];
-        for (p, &r) in rows.iter().enumerate() {
-            let row = pb.add(r + e);
-            let v = [
-                _mm512_loadu_ps(row),
-                _mm512_loadu_ps(row.add(16)),
-                _mm512_loadu_ps(row.add(32)),
-                _mm512_loadu_ps(row.add(48)),
-            ];
-            for h in 0..H {
-                let cv = _mm512_set1_ps(*c.get_unchecked(h * np + p));
-                for k in 0..4 {
-                    acc[h][k] = _mm512_fmadd_ps(cv, v[k], acc[h][k]);
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        let np = rows.len();
+        let mut e = 0;
+        while e < hd {
+            let mut acc = [[_mm512_setzero_ps(); 4]; H];
+            for (p, &r) in rows.iter().enumerate() {
+                let v = [
+                    K::load16(pb, r + e),
+                    K::load16(pb, r + e + 16),
+                    K::load16(pb, r + e + 32),
+                    K::load16(pb, r + e + 48),
+                ];
+                for h in 0..H {
+                    let cv = _mm512_set1_ps(*c.get_unchecked(h * np + p));
+                    for k in 0..4 {
+                        acc[h][k] = _mm512_fmadd_ps(cv, v[k], acc[h][k]);
+                    }
                 }
             }
-        }
-        for h in 0..H {
-            for k in 0..4 {
-                _mm512_storeu_ps(o.add(h * hd + e + 16 * k), acc[h][k]);
+            for h in 0..H {
+                for k in 0..4 {
+                    _mm512_storeu_ps(o.add(h * hd + e + 16 * k), acc[h][k]);
+                }
             }
+            e += 64;
         }
-        e += 64;
     }
 }

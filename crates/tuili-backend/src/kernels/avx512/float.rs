@@ -36,10 +36,15 @@ pub(super) unsafe fn float_gemm(
     nt: usize,
     out: Out,
 ) {
-    match f {
-        FFormat::F32 => gemm_f::<0>(w, nr, cols, x, nt, out),
-        FFormat::F16 => gemm_f::<1>(w, nr, cols, x, nt, out),
-        FFormat::BF16 => gemm_f::<2>(w, nr, cols, x, nt, out),
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        match f {
+            FFormat::F32 => gemm_f::<0>(w, nr, cols, x, nt, out),
+            FFormat::F16 => gemm_f::<1>(w, nr, cols, x, nt, out),
+            FFormat::BF16 => gemm_f::<2>(w, nr, cols, x, nt, out),
+        }
     }
 }
 
@@ -47,23 +52,28 @@ pub(super) unsafe fn float_gemm(
 /// tiles of `T` tokens, each over all rows.
 #[inline(always)]
 unsafe fn gemm_f<const F: u8>(w: &[u8], nr: usize, cols: usize, x: &[f32], nt: usize, out: Out) {
-    let mut t = 0;
-    while t < nt {
-        let n = (nt - t).min(T);
-        let o = Out {
-            ptr: out.ptr.add(t * out.ldo),
-            ldo: out.ldo,
-        };
-        let xt = x.as_ptr().add(t * cols);
-        match n {
-            1 => rows::<F, RP1, 1>(w, nr, cols, xt, o),
-            2 => rows::<F, RP, 2>(w, nr, cols, xt, o),
-            3 => rows::<F, RP, 3>(w, nr, cols, xt, o),
-            4 => rows::<F, RP, 4>(w, nr, cols, xt, o),
-            5 => rows::<F, RP, 5>(w, nr, cols, xt, o),
-            _ => rows::<F, RP, T>(w, nr, cols, xt, o),
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        let mut t = 0;
+        while t < nt {
+            let n = (nt - t).min(T);
+            let o = Out {
+                ptr: out.ptr.add(t * out.ldo),
+                ldo: out.ldo,
+            };
+            let xt = x.as_ptr().add(t * cols);
+            match n {
+                1 => rows::<F, RP1, 1>(w, nr, cols, xt, o),
+                2 => rows::<F, RP, 2>(w, nr, cols, xt, o),
+                3 => rows::<F, RP, 3>(w, nr, cols, xt, o),
+                4 => rows::<F, RP, 4>(w, nr, cols, xt, o),
+                5 => rows::<F, RP, 5>(w, nr, cols, xt, o),
+                _ => rows::<F, RP, T>(w, nr, cols, xt, o),
+            }
+            t += n;
         }
-        t += n;
     }
 }
 
@@ -77,61 +87,81 @@ unsafe fn rows<const F: u8, const RPP: usize, const TT: usize>(
     x: *const f32,
     out: Out,
 ) {
-    let mut r = 0;
-    while r + 2 * RPP <= nr {
-        micro::<F, RPP, TT>(w, r, 2 * RPP, cols, x, out);
-        r += 2 * RPP;
-    }
-    while r < nr {
-        let v = (nr - r).min(2);
-        micro::<F, 1, TT>(w, r, v, cols, x, out);
-        r += v;
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        let mut r = 0;
+        while r + 2 * RPP <= nr {
+            micro::<F, RPP, TT>(w, r, 2 * RPP, cols, x, out);
+            r += 2 * RPP;
+        }
+        while r < nr {
+            let v = (nr - r).min(2);
+            micro::<F, 1, TT>(w, r, v, cols, x, out);
+            r += v;
+        }
     }
 }
 
 /// `[a[i..i+8] | b[i..i+8]]` as f32, rows `a` and `b` of format `F`.
 #[inline(always)]
 unsafe fn load_pair<const F: u8>(a: *const u8, b: *const u8, i: usize) -> __m512 {
-    if F == 0 {
-        let (a, b) = (a as *const f32, b as *const f32);
-        _mm512_insertf32x8::<1>(
-            _mm512_castps256_ps512(_mm256_loadu_ps(a.add(i))),
-            _mm256_loadu_ps(b.add(i)),
-        )
-    } else {
-        let h = _mm256_inserti128_si256::<1>(
-            _mm256_castsi128_si256(_mm_loadu_si128(a.add(2 * i) as *const __m128i)),
-            _mm_loadu_si128(b.add(2 * i) as *const __m128i),
-        );
-        half_pair::<F>(h)
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        if F == 0 {
+            let (a, b) = (a as *const f32, b as *const f32);
+            _mm512_insertf32x8::<1>(
+                _mm512_castps256_ps512(_mm256_loadu_ps(a.add(i))),
+                _mm256_loadu_ps(b.add(i)),
+            )
+        } else {
+            let h = _mm256_inserti128_si256::<1>(
+                _mm256_castsi128_si256(_mm_loadu_si128(a.add(2 * i) as *const __m128i)),
+                _mm_loadu_si128(b.add(2 * i) as *const __m128i),
+            );
+            half_pair::<F>(h)
+        }
     }
 }
 
 /// As `load_pair` for the first `popcnt(k)` elements from `i` (the rest 0, not read).
 #[inline(always)]
 unsafe fn load_pair_masked<const F: u8>(a: *const u8, b: *const u8, i: usize, k: u8) -> __m512 {
-    if F == 0 {
-        let (a, b) = (a as *const f32, b as *const f32);
-        _mm512_insertf32x8::<1>(
-            _mm512_castps256_ps512(_mm256_maskz_loadu_ps(k, a.add(i))),
-            _mm256_maskz_loadu_ps(k, b.add(i)),
-        )
-    } else {
-        let h = _mm256_inserti128_si256::<1>(
-            _mm256_castsi128_si256(_mm_maskz_loadu_epi16(k, a.add(2 * i) as *const i16)),
-            _mm_maskz_loadu_epi16(k, b.add(2 * i) as *const i16),
-        );
-        half_pair::<F>(h)
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        if F == 0 {
+            let (a, b) = (a as *const f32, b as *const f32);
+            _mm512_insertf32x8::<1>(
+                _mm512_castps256_ps512(_mm256_maskz_loadu_ps(k, a.add(i))),
+                _mm256_maskz_loadu_ps(k, b.add(i)),
+            )
+        } else {
+            let h = _mm256_inserti128_si256::<1>(
+                _mm256_castsi128_si256(_mm_maskz_loadu_epi16(k, a.add(2 * i) as *const i16)),
+                _mm_maskz_loadu_epi16(k, b.add(2 * i) as *const i16),
+            );
+            half_pair::<F>(h)
+        }
     }
 }
 
 /// 16 halves (f16 if `F == 1`, else bf16) to f32; exact, as `float_at`.
 #[inline(always)]
 unsafe fn half_pair<const F: u8>(h: __m256i) -> __m512 {
-    if F == 1 {
-        _mm512_cvtph_ps(h)
-    } else {
-        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        if F == 1 {
+            _mm512_cvtph_ps(h)
+        } else {
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
     }
 }
 
@@ -147,55 +177,60 @@ unsafe fn micro<const F: u8, const RPP: usize, const TT: usize>(
     x: *const f32,
     out: Out,
 ) {
-    let rb = cols * if F == 0 { 4 } else { 2 };
-    let last = r0 + valid - 1;
-    let rows: [[*const u8; 2]; RPP] = std::array::from_fn(|p| {
-        let a = r0 + 2 * p;
-        [
-            w.as_ptr().add(a * rb),
-            w.as_ptr().add((a + 1).min(last) * rb),
-        ]
-    });
-    let xs: [*const f32; TT] = std::array::from_fn(|t| x.add(t * cols));
-    let mut acc = [[_mm512_setzero_ps(); TT]; RPP];
-    let mut wv = [_mm512_setzero_ps(); RPP];
-    let n8 = cols / 8 * 8;
-    let mut i = 0;
-    while i < n8 {
-        for p in 0..RPP {
-            wv[p] = load_pair::<F>(rows[p][0], rows[p][1], i);
-        }
-        for t in 0..TT {
-            let xv = _mm512_broadcast_f32x8(_mm256_loadu_ps(xs[t].add(i)));
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        let rb = cols * if F == 0 { 4 } else { 2 };
+        let last = r0 + valid - 1;
+        let rows: [[*const u8; 2]; RPP] = std::array::from_fn(|p| {
+            let a = r0 + 2 * p;
+            [
+                w.as_ptr().add(a * rb),
+                w.as_ptr().add((a + 1).min(last) * rb),
+            ]
+        });
+        let xs: [*const f32; TT] = std::array::from_fn(|t| x.add(t * cols));
+        let mut acc = [[_mm512_setzero_ps(); TT]; RPP];
+        let mut wv = [_mm512_setzero_ps(); RPP];
+        let n8 = cols / 8 * 8;
+        let mut i = 0;
+        while i < n8 {
             for p in 0..RPP {
-                acc[p][t] = _mm512_fmadd_ps(wv[p], xv, acc[p][t]);
+                wv[p] = load_pair::<F>(rows[p][0], rows[p][1], i);
+            }
+            for t in 0..TT {
+                let xv = _mm512_broadcast_f32x8(_mm256_loadu_ps(xs[t].add(i)));
+                for p in 0..RPP {
+                    acc[p][t] = _mm512_fmadd_ps(wv[p], xv, acc[p][t]);
+                }
+            }
+            i += 8;
+        }
+        if n8 < cols {
+            // Elements n8.. go to lanes 0..cols - n8 of each half; the other lanes keep
+            // their value (a masked FMA, not an FMA with zeros, which could turn -0 to +0).
+            let k8 = ((1u32 << (cols - n8)) - 1) as u8;
+            let k16 = k8 as u16 | (k8 as u16) << 8;
+            for p in 0..RPP {
+                wv[p] = load_pair_masked::<F>(rows[p][0], rows[p][1], n8, k8);
+            }
+            for t in 0..TT {
+                let xv = _mm512_broadcast_f32x8(_mm256_maskz_loadu_ps(k8, xs[t].add(n8)));
+                for p in 0..RPP {
+                    acc[p][t] = _mm512_mask3_fmadd_ps(wv[p], xv, acc[p][t], k16);
+                }
             }
         }
-        i += 8;
-    }
-    if n8 < cols {
-        // Elements n8.. go to lanes 0..cols - n8 of each half; the other lanes keep
-        // their value (a masked FMA, not an FMA with zeros, which could turn -0 to +0).
-        let k8 = ((1u32 << (cols - n8)) - 1) as u8;
-        let k16 = k8 as u16 | (k8 as u16) << 8;
         for p in 0..RPP {
-            wv[p] = load_pair_masked::<F>(rows[p][0], rows[p][1], n8, k8);
-        }
-        for t in 0..TT {
-            let xv = _mm512_broadcast_f32x8(_mm256_maskz_loadu_ps(k8, xs[t].add(n8)));
-            for p in 0..RPP {
-                acc[p][t] = _mm512_mask3_fmadd_ps(wv[p], xv, acc[p][t], k16);
-            }
-        }
-    }
-    for p in 0..RPP {
-        let r = r0 + 2 * p;
-        for t in 0..TT {
-            let s = reduce_halves(acc[p][t]);
-            let o = out.ptr.add(t * out.ldo + r);
-            *o = _mm512_cvtss_f32(s);
-            if r < last {
-                *o.add(1) = _mm_cvtss_f32(_mm512_extractf32x4_ps::<2>(s));
+            let r = r0 + 2 * p;
+            for t in 0..TT {
+                let s = reduce_halves(acc[p][t]);
+                let o = out.ptr.add(t * out.ldo + r);
+                *o = _mm512_cvtss_f32(s);
+                if r < last {
+                    *o.add(1) = _mm_cvtss_f32(_mm512_extractf32x4_ps::<2>(s));
+                }
             }
         }
     }
@@ -205,8 +240,13 @@ unsafe fn micro<const F: u8, const RPP: usize, const TT: usize>(
 /// ((a1+a5)+(a3+a7))`, with the operands in `avx2::hsum`'s order.
 #[inline(always)]
 unsafe fn reduce_halves(v: __m512) -> __m512 {
-    // 128-bit quarters swapped within each half: lane k + [4, 4, 4, 4, -4, ...].
-    let s4 = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b10_11_00_01>(v, v));
-    let s2 = _mm512_add_ps(s4, _mm512_permute_ps::<0b01_00_11_10>(s4));
-    _mm512_add_ps(s2, _mm512_permute_ps::<0b00_00_00_01>(s2))
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        // 128-bit quarters swapped within each half: lane k + [4, 4, 4, 4, -4, ...].
+        let s4 = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b10_11_00_01>(v, v));
+        let s2 = _mm512_add_ps(s4, _mm512_permute_ps::<0b01_00_11_10>(s4));
+        _mm512_add_ps(s2, _mm512_permute_ps::<0b00_00_00_01>(s2))
+    }
 }

@@ -24,13 +24,18 @@ pub(super) unsafe fn interleaved(
     nt: usize,
     out: Out,
 ) {
-    match p.fmt {
-        QFormat::Q4_0 => tiles::<Q4, 0>(p, rows, a, nt, out),
-        QFormat::Q4_1 => tiles::<Q4, 1>(p, rows, a, nt, out),
-        QFormat::Q5_0 => tiles::<Q5, 0>(p, rows, a, nt, out),
-        QFormat::Q5_1 => tiles::<Q5, 1>(p, rows, a, nt, out),
-        QFormat::Q8_0 => tiles::<Q8, 0>(p, rows, a, nt, out),
-        _ => {}
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        match p.fmt {
+            QFormat::Q4_0 => tiles::<Q4, 0>(p, rows, a, nt, out),
+            QFormat::Q4_1 => tiles::<Q4, 1>(p, rows, a, nt, out),
+            QFormat::Q5_0 => tiles::<Q5, 0>(p, rows, a, nt, out),
+            QFormat::Q5_1 => tiles::<Q5, 1>(p, rows, a, nt, out),
+            QFormat::Q8_0 => tiles::<Q8, 0>(p, rows, a, nt, out),
+            _ => {}
+        }
     }
 }
 
@@ -62,52 +67,58 @@ impl<const FIFTH: bool> Codes for Small<FIFTH> {
         xq: &[*const i32; T],
         s: &mut [[__m512i; T]; G],
     ) {
-        let cb = if FIFTH { 320 } else { 256 };
-        let (m4, m10) = (
-            _mm512_set1_epi32(0x000f_000f),
-            _mm512_set1_epi32(0x0010_0010),
-        );
-        // Pair p's fifth bits (bits p and 16 + p) are brought to bits 4 and 20 by a shift
-        // left by 4, then one more shift right per pair; from pair 12 on (whose bit 16 + p
-        // the shift left pushes out) by a shift right by 8 instead.
-        let h0: [__m512i; G] = std::array::from_fn(|g| {
-            if FIFTH {
-                _mm512_load_si512(base[g].add(cb * b + 256) as _)
-            } else {
-                _mm512_setzero_si512()
-            }
-        });
-        let mut h = h0.map(|v| _mm512_slli_epi32::<4>(v));
-        for c in 0..4 {
-            let mut v: [__m512i; G] =
-                std::array::from_fn(|g| _mm512_load_si512(base[g].add(cb * b + 64 * c) as _));
-            for j in 0..4 {
-                let pair = 16 * b + 4 * c + j;
-                if FIFTH && c == 3 && j == 0 {
-                    h = h0.map(|v| _mm512_srli_epi32::<8>(v));
-                }
-                let ck: [__m512i; G] = std::array::from_fn(|g| {
-                    let nib = _mm512_and_si512(v[g], m4);
-                    if FIFTH {
-                        _mm512_or_si512(nib, _mm512_and_si512(h[g], m10))
-                    } else {
-                        nib
-                    }
-                });
-                for t in 0..T {
-                    let x = _mm512_set1_epi32(*xq[t].add(pair));
-                    for g in 0..G {
-                        s[g][t] = dot32(s[g][t], ck[g], x);
-                    }
-                }
+        // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
+        // set of the table this fn belongs to (tables are built only after detection), and
+        // the pointers and lengths it is given lie within the buffers its safe caller
+        // checked
+        unsafe {
+            let cb = if FIFTH { 320 } else { 256 };
+            let (m4, m10) = (
+                _mm512_set1_epi32(0x000f_000f),
+                _mm512_set1_epi32(0x0010_0010),
+            );
+            // Pair p's fifth bits (bits p and 16 + p) are brought to bits 4 and 20 by a shift
+            // left by 4, then one more shift right per pair; from pair 12 on (whose bit 16 + p
+            // the shift left pushes out) by a shift right by 8 instead.
+            let h0: [__m512i; G] = std::array::from_fn(|g| {
                 if FIFTH {
-                    for hg in h.iter_mut() {
-                        *hg = _mm512_srli_epi32::<1>(*hg);
-                    }
+                    _mm512_load_si512(base[g].add(cb * b + 256) as _)
+                } else {
+                    _mm512_setzero_si512()
                 }
-                if j < 3 {
-                    for vg in v.iter_mut() {
-                        *vg = _mm512_srli_epi32::<4>(*vg);
+            });
+            let mut h = h0.map(|v| _mm512_slli_epi32::<4>(v));
+            for c in 0..4 {
+                let mut v: [__m512i; G] =
+                    std::array::from_fn(|g| _mm512_load_si512(base[g].add(cb * b + 64 * c) as _));
+                for j in 0..4 {
+                    let pair = 16 * b + 4 * c + j;
+                    if FIFTH && c == 3 && j == 0 {
+                        h = h0.map(|v| _mm512_srli_epi32::<8>(v));
+                    }
+                    let ck: [__m512i; G] = std::array::from_fn(|g| {
+                        let nib = _mm512_and_si512(v[g], m4);
+                        if FIFTH {
+                            _mm512_or_si512(nib, _mm512_and_si512(h[g], m10))
+                        } else {
+                            nib
+                        }
+                    });
+                    for t in 0..T {
+                        let x = _mm512_set1_epi32(*xq[t].add(pair));
+                        for g in 0..G {
+                            s[g][t] = dot32(s[g][t], ck[g], x);
+                        }
+                    }
+                    if FIFTH {
+                        for hg in h.iter_mut() {
+                            *hg = _mm512_srli_epi32::<1>(*hg);
+                        }
+                    }
+                    if j < 3 {
+                        for vg in v.iter_mut() {
+                            *vg = _mm512_srli_epi32::<4>(*vg);
+                        }
                     }
                 }
             }
@@ -123,18 +134,24 @@ impl Codes for Q8 {
         xq: &[*const i32; T],
         s: &mut [[__m512i; T]; G],
     ) {
-        for c in 0..8 {
-            let v: [__m512i; G] =
-                std::array::from_fn(|g| _mm512_load_si512(base[g].add(512 * b + 64 * c) as _));
-            let lo: [__m512i; G] =
-                std::array::from_fn(|g| _mm512_srai_epi16::<8>(_mm512_slli_epi16::<8>(v[g])));
-            let hi: [__m512i; G] = std::array::from_fn(|g| _mm512_srai_epi16::<8>(v[g]));
-            for t in 0..T {
-                let x0 = _mm512_set1_epi32(*xq[t].add(16 * b + 2 * c));
-                let x1 = _mm512_set1_epi32(*xq[t].add(16 * b + 2 * c + 1));
-                for g in 0..G {
-                    s[g][t] = dot32(s[g][t], lo[g], x0);
-                    s[g][t] = dot32(s[g][t], hi[g], x1);
+        // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
+        // set of the table this fn belongs to (tables are built only after detection), and
+        // the pointers and lengths it is given lie within the buffers its safe caller
+        // checked
+        unsafe {
+            for c in 0..8 {
+                let v: [__m512i; G] =
+                    std::array::from_fn(|g| _mm512_load_si512(base[g].add(512 * b + 64 * c) as _));
+                let lo: [__m512i; G] =
+                    std::array::from_fn(|g| _mm512_srai_epi16::<8>(_mm512_slli_epi16::<8>(v[g])));
+                let hi: [__m512i; G] = std::array::from_fn(|g| _mm512_srai_epi16::<8>(v[g]));
+                for t in 0..T {
+                    let x0 = _mm512_set1_epi32(*xq[t].add(16 * b + 2 * c));
+                    let x1 = _mm512_set1_epi32(*xq[t].add(16 * b + 2 * c + 1));
+                    for g in 0..G {
+                        s[g][t] = dot32(s[g][t], lo[g], x0);
+                        s[g][t] = dot32(s[g][t], hi[g], x1);
+                    }
                 }
             }
         }
@@ -151,45 +168,50 @@ unsafe fn tiles<C: Codes, const M: u8>(
     nt: usize,
     out: Out,
 ) {
-    debug_assert!(rows.start.is_multiple_of(IROWS) && rows.end <= p.rows);
-    let (g0, g1) = (rows.start / IROWS, rows.end.div_ceil(IROWS));
-    let mut g = g0;
-    while g < g1 {
-        let two = g + 1 < g1;
-        let valid = (rows.end - g * IROWS).min(if two { 2 * IROWS } else { IROWS });
-        let o = Out {
-            ptr: out.ptr.add((g - g0) * IROWS),
-            ldo: out.ldo,
-        };
-        let mut t = 0;
-        while t < nt {
-            let n = (nt - t).min(TT);
-            let ot = Out {
-                ptr: o.ptr.add(t * o.ldo),
-                ldo: o.ldo,
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        debug_assert!(rows.start.is_multiple_of(IROWS) && rows.end <= p.rows);
+        let (g0, g1) = (rows.start / IROWS, rows.end.div_ceil(IROWS));
+        let mut g = g0;
+        while g < g1 {
+            let two = g + 1 < g1;
+            let valid = (rows.end - g * IROWS).min(if two { 2 * IROWS } else { IROWS });
+            let o = Out {
+                ptr: out.ptr.add((g - g0) * IROWS),
+                ldo: out.ldo,
             };
-            macro_rules! by_tokens {
-                ($g:literal) => {
-                    match n {
-                        1 => tile::<C, M, $g, 1>(p, g, a, t, valid, ot),
-                        2 => tile::<C, M, $g, 2>(p, g, a, t, valid, ot),
-                        3 => tile::<C, M, $g, 3>(p, g, a, t, valid, ot),
-                        4 => tile::<C, M, $g, 4>(p, g, a, t, valid, ot),
-                        5 => tile::<C, M, $g, 5>(p, g, a, t, valid, ot),
-                        6 => tile::<C, M, $g, 6>(p, g, a, t, valid, ot),
-                        7 => tile::<C, M, $g, 7>(p, g, a, t, valid, ot),
-                        _ => tile::<C, M, $g, 8>(p, g, a, t, valid, ot),
-                    }
+            let mut t = 0;
+            while t < nt {
+                let n = (nt - t).min(TT);
+                let ot = Out {
+                    ptr: o.ptr.add(t * o.ldo),
+                    ldo: o.ldo,
                 };
+                macro_rules! by_tokens {
+                    ($g:literal) => {
+                        match n {
+                            1 => tile::<C, M, $g, 1>(p, g, a, t, valid, ot),
+                            2 => tile::<C, M, $g, 2>(p, g, a, t, valid, ot),
+                            3 => tile::<C, M, $g, 3>(p, g, a, t, valid, ot),
+                            4 => tile::<C, M, $g, 4>(p, g, a, t, valid, ot),
+                            5 => tile::<C, M, $g, 5>(p, g, a, t, valid, ot),
+                            6 => tile::<C, M, $g, 6>(p, g, a, t, valid, ot),
+                            7 => tile::<C, M, $g, 7>(p, g, a, t, valid, ot),
+                            _ => tile::<C, M, $g, 8>(p, g, a, t, valid, ot),
+                        }
+                    };
+                }
+                if two {
+                    by_tokens!(2)
+                } else {
+                    by_tokens!(1)
+                }
+                t += n;
             }
-            if two {
-                by_tokens!(2)
-            } else {
-                by_tokens!(1)
-            }
-            t += n;
+            g += if two { 2 } else { 1 };
         }
-        g += if two { 2 } else { 1 };
     }
 }
 
@@ -203,59 +225,65 @@ unsafe fn tile<C: Codes, const M: u8, const G: usize, const T: usize>(
     valid: usize,
     out: Out,
 ) {
-    let nb = p.nb();
-    let nbp = a.nbp();
-    let (scales_at, mins_at) = (p.scales_at(), p.mins_at());
-    let base: [*const u8; G] =
-        std::array::from_fn(|i| p.bytes.as_ptr().add((g + i) * p.group_bytes));
-    let codes = base.map(|b| b.add(p.codes_at()));
-    let cb = code_bytes(p.fmt);
-    let xq: [*const i32; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr() as *const i32);
-    let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
-    let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
-    let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
-    let offset = code_offset(p.fmt);
-    let mut acc = [[_mm512_setzero_ps(); T]; G];
-    for b in 0..nb {
-        for c in codes {
-            let ahead = c.wrapping_add(cb * b + PREFETCH_BYTES);
-            for line in 0..cb / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        let nb = p.nb();
+        let nbp = a.nbp();
+        let (scales_at, mins_at) = (p.scales_at(), p.mins_at());
+        let base: [*const u8; G] =
+            std::array::from_fn(|i| p.bytes.as_ptr().add((g + i) * p.group_bytes));
+        let codes = base.map(|b| b.add(p.codes_at()));
+        let cb = code_bytes(p.fmt);
+        let xq: [*const i32; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr() as *const i32);
+        let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
+        let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
+        let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
+        let offset = code_offset(p.fmt);
+        let mut acc = [[_mm512_setzero_ps(); T]; G];
+        for b in 0..nb {
+            for c in codes {
+                let ahead = c.wrapping_add(cb * b + PREFETCH_BYTES);
+                for line in 0..cb / 64 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+                }
             }
-        }
-        let mut s = [[_mm512_setzero_si512(); T]; G];
-        C::pairs::<G, T>(&codes, b, &xq, &mut s);
-        if offset != 0 {
-            // Σ (q - o) x = Σ q x - o Σ x, exact.
-            for t in 0..T {
-                let c = _mm512_set1_epi32(offset * *xsum[t].add(b));
-                for g in 0..G {
-                    s[g][t] = _mm512_sub_epi32(s[g][t], c);
+            let mut s = [[_mm512_setzero_si512(); T]; G];
+            C::pairs::<G, T>(&codes, b, &xq, &mut s);
+            if offset != 0 {
+                // Σ (q - o) x = Σ q x - o Σ x, exact.
+                for t in 0..T {
+                    let c = _mm512_set1_epi32(offset * *xsum[t].add(b));
+                    for g in 0..G {
+                        s[g][t] = _mm512_sub_epi32(s[g][t], c);
+                    }
+                }
+            }
+            for g in 0..G {
+                let w = _mm512_cvtph_ps(_mm256_load_si256(
+                    base[g].add(scales_at + 2 * IROWS * b) as _
+                ));
+                for t in 0..T {
+                    let pp = _mm512_mul_ps(w, _mm512_set1_ps(*xd[t].add(b)));
+                    acc[g][t] = _mm512_fmadd_ps(pp, _mm512_cvtepi32_ps(s[g][t]), acc[g][t]);
+                }
+                if M == 1 {
+                    let m = _mm512_cvtph_ps(_mm256_load_si256(
+                        base[g].add(mins_at + 2 * IROWS * b) as _,
+                    ));
+                    for t in 0..T {
+                        acc[g][t] = _mm512_fmadd_ps(m, _mm512_set1_ps(*xs[t].add(b)), acc[g][t]);
+                    }
                 }
             }
         }
         for g in 0..G {
-            let w = _mm512_cvtph_ps(_mm256_load_si256(
-                base[g].add(scales_at + 2 * IROWS * b) as _
-            ));
+            let n = valid.saturating_sub(g * IROWS).min(IROWS);
+            let mask: __mmask16 = if n == IROWS { 0xffff } else { (1u16 << n) - 1 };
             for t in 0..T {
-                let pp = _mm512_mul_ps(w, _mm512_set1_ps(*xd[t].add(b)));
-                acc[g][t] = _mm512_fmadd_ps(pp, _mm512_cvtepi32_ps(s[g][t]), acc[g][t]);
+                _mm512_mask_storeu_ps(out.ptr.add(t * out.ldo + g * IROWS), mask, acc[g][t]);
             }
-            if M == 1 {
-                let m =
-                    _mm512_cvtph_ps(_mm256_load_si256(base[g].add(mins_at + 2 * IROWS * b) as _));
-                for t in 0..T {
-                    acc[g][t] = _mm512_fmadd_ps(m, _mm512_set1_ps(*xs[t].add(b)), acc[g][t]);
-                }
-            }
-        }
-    }
-    for g in 0..G {
-        let n = valid.saturating_sub(g * IROWS).min(IROWS);
-        let mask: __mmask16 = if n == IROWS { 0xffff } else { (1u16 << n) - 1 };
-        for t in 0..T {
-            _mm512_mask_storeu_ps(out.ptr.add(t * out.ldo + g * IROWS), mask, acc[g][t]);
         }
     }
 }

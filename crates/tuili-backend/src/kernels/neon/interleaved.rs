@@ -30,13 +30,17 @@ pub(super) unsafe fn interleaved(
     nt: usize,
     out: Out,
 ) {
-    match p.fmt {
-        QFormat::Q4_0 => tiles::<Q4, 0>(p, rows, a, nt, out),
-        QFormat::Q4_1 => tiles::<Q4, 1>(p, rows, a, nt, out),
-        QFormat::Q5_0 => tiles::<Q5, 0>(p, rows, a, nt, out),
-        QFormat::Q5_1 => tiles::<Q5, 1>(p, rows, a, nt, out),
-        QFormat::Q8_0 => tiles::<Q8, 0>(p, rows, a, nt, out),
-        _ => {}
+    // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and lengths
+    // it gives within the buffers its safe caller checked
+    unsafe {
+        match p.fmt {
+            QFormat::Q4_0 => tiles::<Q4, 0>(p, rows, a, nt, out),
+            QFormat::Q4_1 => tiles::<Q4, 1>(p, rows, a, nt, out),
+            QFormat::Q5_0 => tiles::<Q5, 0>(p, rows, a, nt, out),
+            QFormat::Q5_1 => tiles::<Q5, 1>(p, rows, a, nt, out),
+            QFormat::Q8_0 => tiles::<Q8, 0>(p, rows, a, nt, out),
+            _ => {}
+        }
     }
 }
 
@@ -69,33 +73,37 @@ impl<const FIFTH: bool> Codes for Small<FIFTH> {
         xq: &[*const i16; T],
         s: &mut Sums<T>,
     ) {
-        let cb = if FIFTH { 320 } else { 256 };
-        let (m4, bit4) = (vdupq_n_u8(0x0f), vdupq_n_u8(0x10));
-        let hv = if FIFTH {
-            let v = vld4q_u8(base.add(cb * b + 256));
-            [v.0, v.1, v.2, v.3]
-        } else {
-            [vdupq_n_u8(0); 4]
-        };
-        for c in 0..4 {
-            let v = vld4q_u8(base.add(cb * b + 64 * c));
-            let bytes = [v.0, v.1, v.2, v.3];
-            for j in 0..4 {
-                let p = 4 * c + j;
-                for odd in 0..2 {
-                    let by = bytes[2 * odd + j / 2];
-                    let mut q = if j % 2 == 0 {
-                        vandq_u8(by, m4)
-                    } else {
-                        vshrq_n_u8::<4>(by)
-                    };
-                    if FIFTH {
-                        let set = vtstq_u8(hv[2 * odd + p / 8], vdupq_n_u8(1 << (p % 8)));
-                        q = vorrq_u8(q, vandq_u8(set, bit4));
+        // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and
+        // lengths it gives within the buffers its safe caller checked
+        unsafe {
+            let cb = if FIFTH { 320 } else { 256 };
+            let (m4, bit4) = (vdupq_n_u8(0x0f), vdupq_n_u8(0x10));
+            let hv = if FIFTH {
+                let v = vld4q_u8(base.add(cb * b + 256));
+                [v.0, v.1, v.2, v.3]
+            } else {
+                [vdupq_n_u8(0); 4]
+            };
+            for c in 0..4 {
+                let v = vld4q_u8(base.add(cb * b + 64 * c));
+                let bytes = [v.0, v.1, v.2, v.3];
+                for j in 0..4 {
+                    let p = 4 * c + j;
+                    for odd in 0..2 {
+                        let by = bytes[2 * odd + j / 2];
+                        let mut q = if j % 2 == 0 {
+                            vandq_u8(by, m4)
+                        } else {
+                            vshrq_n_u8::<4>(by)
+                        };
+                        if FIFTH {
+                            let set = vtstq_u8(hv[2 * odd + p / 8], vdupq_n_u8(1 << (p % 8)));
+                            q = vorrq_u8(q, vandq_u8(set, bit4));
+                        }
+                        let e = QB * b + 8 * c + 2 * j + odd;
+                        let w = [vmovl_u8(vget_low_u8(q)), vmovl_high_u8(q)];
+                        mac(w.map(|h| vreinterpretq_s16_u16(h)), xq, e, s);
                     }
-                    let e = QB * b + 8 * c + 2 * j + odd;
-                    let w = [vmovl_u8(vget_low_u8(q)), vmovl_high_u8(q)];
-                    mac(w.map(|h| vreinterpretq_s16_u16(h)), xq, e, s);
                 }
             }
         }
@@ -110,11 +118,15 @@ impl Codes for Q8 {
         xq: &[*const i16; T],
         s: &mut Sums<T>,
     ) {
-        for c in 0..8 {
-            let v = vld4q_s8(base.add(512 * b + 64 * c) as *const i8);
-            for (k, by) in [v.0, v.2, v.1, v.3].into_iter().enumerate() {
-                let w = [vmovl_s8(vget_low_s8(by)), vmovl_high_s8(by)];
-                mac(w, xq, QB * b + 4 * c + k, s);
+        // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and
+        // lengths it gives within the buffers its safe caller checked
+        unsafe {
+            for c in 0..8 {
+                let v = vld4q_s8(base.add(512 * b + 64 * c) as *const i8);
+                for (k, by) in [v.0, v.2, v.1, v.3].into_iter().enumerate() {
+                    let w = [vmovl_s8(vget_low_s8(by)), vmovl_high_s8(by)];
+                    mac(w, xq, QB * b + 4 * c + k, s);
+                }
             }
         }
     }
@@ -124,13 +136,17 @@ impl Codes for Q8 {
 /// token into `s`.
 #[inline(always)]
 unsafe fn mac<const T: usize>(w: [int16x8_t; 2], xq: &[*const i16; T], e: usize, s: &mut Sums<T>) {
-    for t in 0..T {
-        let x = vld1q_dup_s16(xq[t].add(e));
-        let xl = vget_low_s16(x);
-        s[t][0] = vmlal_s16(s[t][0], vget_low_s16(w[0]), xl);
-        s[t][1] = vmlal_high_s16(s[t][1], w[0], x);
-        s[t][2] = vmlal_s16(s[t][2], vget_low_s16(w[1]), xl);
-        s[t][3] = vmlal_high_s16(s[t][3], w[1], x);
+    // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and lengths
+    // it gives within the buffers its safe caller checked
+    unsafe {
+        for t in 0..T {
+            let x = vld1q_dup_s16(xq[t].add(e));
+            let xl = vget_low_s16(x);
+            s[t][0] = vmlal_s16(s[t][0], vget_low_s16(w[0]), xl);
+            s[t][1] = vmlal_high_s16(s[t][1], w[0], x);
+            s[t][2] = vmlal_s16(s[t][2], vget_low_s16(w[1]), xl);
+            s[t][3] = vmlal_high_s16(s[t][3], w[1], x);
+        }
     }
 }
 
@@ -144,24 +160,28 @@ unsafe fn tiles<C: Codes, const M: u8>(
     nt: usize,
     out: Out,
 ) {
-    debug_assert!(rows.start.is_multiple_of(IROWS) && rows.end <= p.rows);
-    let g0 = rows.start / IROWS;
-    for g in g0..rows.end.div_ceil(IROWS) {
-        let valid = (rows.end - g * IROWS).min(IROWS);
-        let mut t = 0;
-        while t < nt {
-            let n = (nt - t).min(TT);
-            let o = Out {
-                ptr: out.ptr.add(t * out.ldo + (g - g0) * IROWS),
-                ldo: out.ldo,
-            };
-            match n {
-                1 => tile::<C, M, 1>(p, g, a, t, valid, o),
-                2 => tile::<C, M, 2>(p, g, a, t, valid, o),
-                3 => tile::<C, M, 3>(p, g, a, t, valid, o),
-                _ => tile::<C, M, 4>(p, g, a, t, valid, o),
+    // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and lengths
+    // it gives within the buffers its safe caller checked
+    unsafe {
+        debug_assert!(rows.start.is_multiple_of(IROWS) && rows.end <= p.rows);
+        let g0 = rows.start / IROWS;
+        for g in g0..rows.end.div_ceil(IROWS) {
+            let valid = (rows.end - g * IROWS).min(IROWS);
+            let mut t = 0;
+            while t < nt {
+                let n = (nt - t).min(TT);
+                let o = Out {
+                    ptr: out.ptr.add(t * out.ldo + (g - g0) * IROWS),
+                    ldo: out.ldo,
+                };
+                match n {
+                    1 => tile::<C, M, 1>(p, g, a, t, valid, o),
+                    2 => tile::<C, M, 2>(p, g, a, t, valid, o),
+                    3 => tile::<C, M, 3>(p, g, a, t, valid, o),
+                    _ => tile::<C, M, 4>(p, g, a, t, valid, o),
+                }
+                t += n;
             }
-            t += n;
         }
     }
 }
@@ -169,7 +189,9 @@ unsafe fn tiles<C: Codes, const M: u8>(
 /// 4 f16 values from `p` as f32.
 #[inline(always)]
 unsafe fn f16x4_at(p: *const u8) -> float32x4_t {
-    f16x4(vmovl_u16(vld1_u16(p as *const u16)))
+    // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and lengths
+    // it gives within the buffers its safe caller checked
+    unsafe { f16x4(vmovl_u16(vld1_u16(p as *const u16))) }
 }
 
 /// Group `g` times tokens `t0..t0 + T`; writes the first `valid` rows.
@@ -182,53 +204,57 @@ unsafe fn tile<C: Codes, const M: u8, const T: usize>(
     valid: usize,
     out: Out,
 ) {
-    let nbp = a.nbp();
-    let base = p.bytes.as_ptr().add(g * p.group_bytes);
-    let xq: [*const i16; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr());
-    let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
-    let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
-    let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
-    let offset = code_offset(p.fmt);
-    let mut acc = [[vdupq_n_f32(0.0); 4]; T];
-    for b in 0..p.nb() {
-        let mut s = [[vdupq_n_s32(0); 4]; T];
-        C::block::<T>(base.add(p.codes_at()), b, &xq, &mut s);
-        // Row 4q + i's scale is f16 number 16 b + 4q + i.
-        let at = |off: usize, q: usize| base.add(off + 2 * (IROWS * b + 4 * q));
-        let ws: [float32x4_t; 4] = std::array::from_fn(|q| f16x4_at(at(p.scales_at(), q)));
-        let mv: [float32x4_t; 4] = if M == 1 {
-            std::array::from_fn(|q| f16x4_at(at(p.mins_at(), q)))
-        } else {
-            [vdupq_n_f32(0.0); 4]
-        };
-        for t in 0..T {
-            if offset != 0 {
-                // Σ (q - o) x = Σ q x - o Σ x, exact.
-                let o = vdupq_n_s32(offset * *xsum[t].add(b));
-                for sq in s[t].iter_mut() {
-                    *sq = vsubq_s32(*sq, o);
+    // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and lengths
+    // it gives within the buffers its safe caller checked
+    unsafe {
+        let nbp = a.nbp();
+        let base = p.bytes.as_ptr().add(g * p.group_bytes);
+        let xq: [*const i16; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr());
+        let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
+        let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
+        let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
+        let offset = code_offset(p.fmt);
+        let mut acc = [[vdupq_n_f32(0.0); 4]; T];
+        for b in 0..p.nb() {
+            let mut s = [[vdupq_n_s32(0); 4]; T];
+            C::block::<T>(base.add(p.codes_at()), b, &xq, &mut s);
+            // Row 4q + i's scale is f16 number 16 b + 4q + i.
+            let at = |off: usize, q: usize| base.add(off + 2 * (IROWS * b + 4 * q));
+            let ws: [float32x4_t; 4] = std::array::from_fn(|q| f16x4_at(at(p.scales_at(), q)));
+            let mv: [float32x4_t; 4] = if M == 1 {
+                std::array::from_fn(|q| f16x4_at(at(p.mins_at(), q)))
+            } else {
+                [vdupq_n_f32(0.0); 4]
+            };
+            for t in 0..T {
+                if offset != 0 {
+                    // Σ (q - o) x = Σ q x - o Σ x, exact.
+                    let o = vdupq_n_s32(offset * *xsum[t].add(b));
+                    for sq in s[t].iter_mut() {
+                        *sq = vsubq_s32(*sq, o);
+                    }
                 }
-            }
-            let d = *xd[t].add(b);
-            for q in 0..4 {
-                let pp = vmulq_n_f32(ws[q], d);
-                acc[t][q] = vfmaq_f32(acc[t][q], pp, vcvtq_f32_s32(s[t][q]));
-                if M == 1 {
-                    acc[t][q] = vfmaq_n_f32(acc[t][q], mv[q], *xs[t].add(b));
+                let d = *xd[t].add(b);
+                for q in 0..4 {
+                    let pp = vmulq_n_f32(ws[q], d);
+                    acc[t][q] = vfmaq_f32(acc[t][q], pp, vcvtq_f32_s32(s[t][q]));
+                    if M == 1 {
+                        acc[t][q] = vfmaq_n_f32(acc[t][q], mv[q], *xs[t].add(b));
+                    }
                 }
             }
         }
-    }
-    for t in 0..T {
-        for q in 0..4 {
-            let dst = out.ptr.add(t * out.ldo + 4 * q);
-            if 4 * q + 4 <= valid {
-                vst1q_f32(dst, acc[t][q]);
-            } else if 4 * q < valid {
-                // The last group's padding rows are not ours to write.
-                let mut lanes = [0f32; 4];
-                vst1q_f32(lanes.as_mut_ptr(), acc[t][q]);
-                std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, valid - 4 * q);
+        for t in 0..T {
+            for q in 0..4 {
+                let dst = out.ptr.add(t * out.ldo + 4 * q);
+                if 4 * q + 4 <= valid {
+                    vst1q_f32(dst, acc[t][q]);
+                } else if 4 * q < valid {
+                    // The last group's padding rows are not ours to write.
+                    let mut lanes = [0f32; 4];
+                    vst1q_f32(lanes.as_mut_ptr(), acc[t][q]);
+                    std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, valid - 4 * q);
+                }
             }
         }
     }

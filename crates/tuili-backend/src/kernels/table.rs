@@ -1,0 +1,503 @@
+//! The kernel table (`Kernels`: one instruction set's functions behind safe, shape-checked
+//! methods) and its selection, once per process, by CPU detection.
+
+use std::sync::OnceLock;
+
+use crate::kv::KvType;
+use crate::pool::SyncPtr;
+
+#[cfg(target_arch = "aarch64")]
+use super::neon;
+#[cfg(target_arch = "x86_64")]
+use super::{avx2, avx512};
+use super::{
+    FFormat, Out, PackView, Packed, Panel, QFormat, QuantActs, IROWS, PARALLEL_QUANTIZE_MIN, QB,
+};
+
+// Function types of one instruction set. Every one is `unsafe`: it may use
+// instructions the CPU must have (guaranteed by the table being built only after
+// detection) and trusts the shapes its safe caller checked.
+type QuantizeFn =
+    unsafe fn(x: &[f32], q: &mut [i16], d: &mut [f32], s: &mut [f32], s16: &mut [f32]);
+type PackFn = unsafe fn(v: &PackView, pairs: std::ops::Range<usize>);
+type DecodeFn = unsafe fn(fmt: QFormat, w: &[u8], row_bytes: usize, panel: &mut Panel);
+type GemmFn = unsafe fn(p: &Panel, acts: &QuantActs, t0: usize, nt: usize, out: Out);
+type GemvFn =
+    unsafe fn(fmt: QFormat, w: &[u8], row_bytes: usize, acts: &QuantActs, t: usize, out: Out);
+type DirectFn = unsafe fn(
+    fmt: QFormat,
+    w: &[u8],
+    row_bytes: usize,
+    acts: &QuantActs,
+    t0: usize,
+    nt: usize,
+    out: Out,
+);
+type InterleavedFn =
+    unsafe fn(p: &Packed, rows: std::ops::Range<usize>, acts: &QuantActs, nt: usize, out: Out);
+type FloatGemmFn =
+    unsafe fn(f: FFormat, w: &[u8], nr: usize, cols: usize, x: &[f32], nt: usize, out: Out);
+type DotFn = unsafe fn(a: &[f32], b: &[f32]) -> f32;
+type AxpyFn = unsafe fn(a: f32, x: &[f32], y: &mut [f32]);
+/// Attention over stored rows: `base` holds values of type `ty`, `rows` are element
+/// offsets of rows in it (as if it held f32).
+type RowsFn = unsafe fn(ty: KvType, a: &[f32], base: &[u8], rows: &[usize], out: &mut [f32]);
+type SoftmaxFn = unsafe fn(x: &mut [f32], scale: f32);
+
+/// The kernels of one instruction set.
+pub struct Kernels {
+    pub(super) name: &'static str,
+    /// Set by `TUILI_KERNELS=f32`: matmul takes the f32-activation reference path.
+    pub(crate) f32_reference: bool,
+    pub(super) quantize: QuantizeFn,
+    /// Builds the extra activation layout this table's `gemm` reads, if any.
+    pub(super) pack: Option<PackFn>,
+    pub(super) decode: DecodeFn,
+    pub(super) gemm: GemmFn,
+    /// One token straight from the weight bytes (codes in registers), where the
+    /// instruction set has it; the same operations as `decode` + `gemm`.
+    pub(super) gemv: Option<GemvFn>,
+    /// A few tokens straight from the weight bytes (`direct_max` at most), where the
+    /// instruction set has it; the same operations as `decode` + `gemm`.
+    pub(super) direct: Option<DirectFn>,
+    pub(super) direct_max: usize,
+    /// Products of weights repacked with rows interleaved (`interleave`): the
+    /// block-sum specification for the formats that `interleave::interleavable` names.
+    pub(super) interleaved: InterleavedFn,
+    pub(super) float_gemm: FloatGemmFn,
+    pub(super) dot: DotFn,
+    pub(super) axpy: AxpyFn,
+    pub(super) scores: RowsFn,
+    pub(super) mix: RowsFn,
+    pub(super) softmax: SoftmaxFn,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kernels({})", self.name())
+    }
+}
+
+impl Kernels {
+    /// `"avx512"`, `"avx2"`, `"neon"` or `"scalar"` (`"...+f32-reference"` when forced so).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Dot product of two f32 rows (attention scores), in a fixed order:
+    /// element `i` goes to accumulator `(i / 8) % 4`, lane `i % 8`.
+    pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "dot: lengths differ");
+        // SAFETY: the table exists only where its instructions run; lengths checked.
+        unsafe { (self.dot)(a, b) }
+    }
+
+    /// `y[i] = fma(a, x[i], y[i])`.
+    pub fn axpy(&self, a: f32, x: &[f32], y: &mut [f32]) {
+        assert_eq!(x.len(), y.len(), "axpy: lengths differ");
+        // SAFETY: as in `dot`.
+        unsafe { (self.axpy)(a, x, y) }
+    }
+
+    /// Attention scores of `g` query heads against `rows.len()` keys:
+    /// `out[h, p] = dot(q[h], base[rows[p]..][..hd])`, bit-identical to
+    /// [`Kernels::dot`]. `q`: `[g, hd]`, `out`: `[g, rows.len()]`.
+    ///
+    /// # Panics
+    /// If the shapes disagree or a row lies outside `base`.
+    pub fn scores(&self, q: &[f32], hd: usize, base: &[f32], rows: &[usize], out: &mut [f32]) {
+        self.scores_kv(KvType::F32, q, hd, f32_bytes(base), rows, out)
+    }
+
+    /// [`Kernels::scores`] over keys stored as `ty` (`base`: `[.., hd]` values of `ty`,
+    /// `rows`: element offsets): bit-identical to `scores` over the rows `ty` decodes to
+    /// ([`KvType::decode`]), the decoding done in registers.
+    ///
+    /// # Panics
+    /// If the shapes disagree, a row lies outside `base`, or (`q8_0`) a row or `hd` is
+    /// not whole blocks.
+    pub fn scores_kv(
+        &self,
+        ty: KvType,
+        q: &[f32],
+        hd: usize,
+        base: &[u8],
+        rows: &[usize],
+        out: &mut [f32],
+    ) {
+        check_rows("scores", ty, q.len(), hd, base, rows, out.len());
+        // SAFETY: as in `dot`; shapes checked.
+        unsafe { (self.scores)(ty, q, base, rows, out) }
+    }
+
+    /// Weighted sums of `rows.len()` value rows for `g` heads: `out[h] = Σ_p coef[h, p]
+    /// · base[rows[p]..][..hd]`, bit-identical to zeros followed by one
+    /// [`Kernels::axpy`] per position in order. `coef`: `[g, rows.len()]`, `out`: `[g, hd]`.
+    ///
+    /// # Panics
+    /// As [`Kernels::scores`].
+    pub fn mix(&self, coef: &[f32], base: &[f32], rows: &[usize], out: &mut [f32]) {
+        self.mix_kv(KvType::F32, coef, f32_bytes(base), rows, out)
+    }
+
+    /// [`Kernels::mix`] over values stored as `ty`, as [`Kernels::scores_kv`].
+    ///
+    /// # Panics
+    /// As [`Kernels::scores_kv`].
+    pub fn mix_kv(&self, ty: KvType, coef: &[f32], base: &[u8], rows: &[usize], out: &mut [f32]) {
+        let hd = if coef.is_empty() {
+            0
+        } else {
+            out.len() * rows.len() / coef.len()
+        };
+        check_rows("mix", ty, out.len(), hd, base, rows, coef.len());
+        // SAFETY: as in `dot`; shapes checked.
+        unsafe { (self.mix)(ty, coef, base, rows, out) }
+    }
+
+    /// `ops::softmax_scaled` (the same bits), compiled for this instruction set.
+    pub fn softmax(&self, x: &mut [f32], scale: f32) {
+        // SAFETY: as in `dot`.
+        unsafe { (self.softmax)(x, scale) }
+    }
+
+    /// Quantizes `x` (`[n, cols]`) into `acts`, reusing its buffers.
+    ///
+    /// # Panics
+    /// If `cols` is not a positive multiple of 32 or `x` not whole rows (shapes come
+    /// from the weight, checked when it was built, not from input data).
+    pub fn quantize_acts(&self, x: &[f32], cols: usize, acts: &mut QuantActs) {
+        assert!(
+            cols > 0 && cols.is_multiple_of(QB) && x.len().is_multiple_of(cols),
+            "quantize_acts: rows of {cols} (a multiple of {QB}) expected, got {} values",
+            x.len()
+        );
+        let n = x.len() / cols;
+        acts.reset(cols, n);
+        let np = n.div_ceil(2);
+        let nbp = acts.nbp();
+        // One token takes the one-token product, which reads no pair layout.
+        let pair_bufs = self.pack.filter(|_| n >= 2).map(|_| acts.size_packed());
+        let (q, d) = (SyncPtr::new(&mut acts.q), SyncPtr::new(&mut acts.d));
+        let (s, s16) = (SyncPtr::new(&mut acts.s), SyncPtr::new(&mut acts.s16));
+        let xsum = SyncPtr::new(&mut acts.xsum);
+        let view = pair_bufs.map(|(qp, dp, sp, s16p)| PackView {
+            n,
+            cols,
+            nbp,
+            q: q.0.cast_const(),
+            d: d.0.cast_const(),
+            s: s.0.cast_const(),
+            s16: s16.0.cast_const(),
+            qp,
+            dp,
+            sp,
+            s16p,
+        });
+        // Token pairs `pairs`: quantized, then copied into the pair layout if the table
+        // has one.
+        let job = |pairs: std::ops::Range<usize>| {
+            for t in 2 * pairs.start..(2 * pairs.end).min(n) {
+                // SAFETY: the table exists only where its instructions run; `reset` sized
+                // every buffer for `cols`, and token t's rows belong to this caller alone.
+                unsafe {
+                    (self.quantize)(
+                        &x[t * cols..(t + 1) * cols],
+                        q.slice(t * cols..(t + 1) * cols),
+                        d.slice(t * nbp..(t + 1) * nbp),
+                        s.slice(t * nbp..(t + 1) * nbp),
+                        s16.slice(t * 2 * nbp..(t + 1) * 2 * nbp),
+                    );
+                    // The exact block sums of the interleaved products' offsets.
+                    let qt = q.slice(t * cols..(t + 1) * cols);
+                    for (o, qb) in xsum
+                        .slice(t * nbp..(t + 1) * nbp)
+                        .iter_mut()
+                        .zip(qt.chunks_exact(QB))
+                    {
+                        *o = qb.iter().map(|&v| v as i32).sum();
+                    }
+                };
+            }
+            if let (Some(pack), Some(v)) = (self.pack, &view) {
+                // SAFETY: `size_packed` sized the pair buffers; these pairs' tokens were
+                // just quantized, and their slots are written by this caller alone.
+                unsafe { pack(v, pairs) };
+            }
+        };
+        if n >= PARALLEL_QUANTIZE_MIN {
+            // Token pairs split among the threads.
+            crate::pool::global().for_ranges(np, 1, &job);
+        } else {
+            job(0..np);
+        }
+        acts.packed = view.is_some();
+    }
+
+    /// Decodes `panel.nr` rows of `fmt` (`w`: `[nr, row_bytes]`) into `panel`, which
+    /// `reset` sized.
+    pub(crate) fn decode(&self, fmt: QFormat, w: &[u8], row_bytes: usize, panel: &mut Panel) {
+        assert_eq!(w.len(), panel.nr * row_bytes, "decode: weight bytes");
+        assert_eq!(
+            row_bytes * fmt.ty().block_size(),
+            panel.cols * fmt.ty().type_size()
+        );
+        // SAFETY: shapes checked above; the table exists only where it runs.
+        unsafe { (self.decode)(fmt, w, row_bytes, panel) }
+    }
+
+    /// `out[t * ldo + r] = row r of panel · token t0 + t`, for all rows and `nt` tokens.
+    ///
+    /// # Safety
+    /// `out` must be valid for those writes and not written by anyone else meanwhile.
+    pub(crate) unsafe fn gemm(&self, p: &Panel, acts: &QuantActs, t0: usize, nt: usize, out: Out) {
+        // SAFETY: the caller upholds this method's contract (`out` valid for the writes,
+        // written by no one else meanwhile); the shapes are asserted above, and the table
+        // exists only where its instructions run
+        unsafe {
+            assert!(t0 + nt <= acts.n && acts.cols == p.cols, "gemm: shapes");
+            (self.gemm)(p, acts, t0, nt, out)
+        }
+    }
+
+    /// Whether [`Kernels::gemv`] runs (else decode a panel and use `gemm`).
+    pub(crate) fn has_gemv(&self) -> bool {
+        self.gemv.is_some()
+    }
+
+    /// `out[r] = row r of w · token t`, for the rows of `w` (`[nr, row_bytes]`).
+    ///
+    /// # Safety
+    /// As for [`Kernels::gemm`]; `has_gemv` must be true (else it does nothing).
+    pub(crate) unsafe fn gemv(
+        &self,
+        fmt: QFormat,
+        w: &[u8],
+        row_bytes: usize,
+        acts: &QuantActs,
+        t: usize,
+        out: Out,
+    ) {
+        // SAFETY: the caller upholds this method's contract (`out` valid for the writes,
+        // written by no one else meanwhile); the shapes are asserted above, and the table
+        // exists only where its instructions run
+        unsafe {
+            assert!(
+                t < acts.n && row_bytes * fmt.ty().block_size() == acts.cols * fmt.ty().type_size()
+            );
+            assert!(w.len().is_multiple_of(row_bytes), "gemv: weight bytes");
+            if let Some(f) = self.gemv {
+                f(fmt, w, row_bytes, acts, t, out)
+            }
+        }
+    }
+
+    /// Most tokens [`Kernels::direct`] takes (0: it does not run).
+    pub(crate) fn direct_max(&self) -> usize {
+        if self.direct.is_some() {
+            self.direct_max
+        } else {
+            0
+        }
+    }
+
+    /// `out[t * ldo + r] = row r of w · token t0 + t` for the rows of `w`
+    /// (`[nr, row_bytes]`) and `nt <= direct_max()` tokens, decoding in registers.
+    ///
+    /// # Safety
+    /// As for [`Kernels::gemm`]; `direct_max` must be at least `nt` (else it does
+    /// nothing).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn direct(
+        &self,
+        fmt: QFormat,
+        w: &[u8],
+        row_bytes: usize,
+        acts: &QuantActs,
+        t0: usize,
+        nt: usize,
+        out: Out,
+    ) {
+        // SAFETY: the caller upholds this method's contract (`out` valid for the writes,
+        // written by no one else meanwhile); the shapes are asserted above, and the table
+        // exists only where its instructions run
+        unsafe {
+            assert!(
+                t0 + nt <= acts.n
+                    && row_bytes * fmt.ty().block_size() == acts.cols * fmt.ty().type_size()
+            );
+            assert!(w.len().is_multiple_of(row_bytes), "direct: weight bytes");
+            if let Some(f) = self.direct.filter(|_| nt <= self.direct_max) {
+                f(fmt, w, row_bytes, acts, t0, nt, out)
+            }
+        }
+    }
+
+    /// `out[t * ldo + r - rows.start] = row r of p · token t` for rows `rows` (starting
+    /// at a multiple of 16) and tokens `0..nt`.
+    ///
+    /// # Safety
+    /// As for [`Kernels::gemm`].
+    pub(crate) unsafe fn interleaved(
+        &self,
+        p: &Packed,
+        rows: std::ops::Range<usize>,
+        acts: &QuantActs,
+        nt: usize,
+        out: Out,
+    ) {
+        // SAFETY: the caller upholds this method's contract (`out` valid for the writes,
+        // written by no one else meanwhile); the shapes are asserted above, and the table
+        // exists only where its instructions run
+        unsafe {
+            assert!(
+                nt <= acts.n
+                    && acts.cols == p.cols
+                    && rows.start.is_multiple_of(IROWS)
+                    && rows.start <= rows.end
+                    && rows.end <= p.rows,
+                "interleaved: shapes"
+            );
+            (self.interleaved)(p, rows, acts, nt, out)
+        }
+    }
+
+    /// `out[t * ldo + r] = w[r] · x[t]` for float weights `w: [nr, cols]`, `x: [nt, cols]`.
+    ///
+    /// # Safety
+    /// As for [`Kernels::gemm`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn float_gemm(
+        &self,
+        f: FFormat,
+        w: &[u8],
+        nr: usize,
+        cols: usize,
+        x: &[f32],
+        nt: usize,
+        out: Out,
+    ) {
+        // SAFETY: the caller upholds this method's contract (`out` valid for the writes,
+        // written by no one else meanwhile); the shapes are asserted above, and the table
+        // exists only where its instructions run
+        unsafe {
+            let esize = if f == FFormat::F32 { 4 } else { 2 };
+            assert!(
+                w.len() == nr * cols * esize && x.len() == nt * cols,
+                "float_gemm: shapes"
+            );
+            (self.float_gemm)(f, w, nr, cols, x, nt, out)
+        }
+    }
+}
+
+static SCALAR: Kernels = Kernels {
+    name: "scalar",
+    f32_reference: false,
+    quantize: super::scalar::quantize_row,
+    pack: None,
+    decode: super::scalar::decode,
+    gemm: super::scalar::gemm,
+    gemv: None,
+    direct: None,
+    direct_max: 0,
+    interleaved: super::scalar::interleaved,
+    float_gemm: super::scalar::float_gemm,
+    dot: super::scalar::dot,
+    axpy: super::scalar::axpy,
+    scores: super::scalar::scores_by_dot,
+    mix: super::scalar::mix_by_axpy,
+    softmax: super::scalar::softmax,
+};
+
+/// The plain-Rust kernels: the specification the SIMD ones match bit for bit.
+pub fn scalar() -> &'static Kernels {
+    &SCALAR
+}
+
+/// The fastest kernels this CPU runs, detected once.
+///
+/// `TUILI_KERNELS=scalar|avx2|avx512|neon` forces a table (when the CPU can run it), and
+/// `TUILI_KERNELS=f32` keeps f32 activations in matmul (the slow accuracy reference).
+pub fn select() -> &'static Kernels {
+    static SELECTED: OnceLock<&'static Kernels> = OnceLock::new();
+    SELECTED.get_or_init(|| {
+        let best = available().last().copied().unwrap_or(&SCALAR);
+        match std::env::var("TUILI_KERNELS").ok().as_deref() {
+            None | Some("") => best,
+            Some("f32") => {
+                static REF: OnceLock<Kernels> = OnceLock::new();
+                REF.get_or_init(|| Kernels {
+                    name: "f32-reference",
+                    f32_reference: true,
+                    ..*best
+                })
+            }
+            Some(want) => match available().into_iter().find(|k| k.name == want) {
+                Some(k) => k,
+                None => {
+                    eprintln!(
+                        "TUILI_KERNELS={want}: not available on this CPU (choose from {}, f32); using {}",
+                        available().iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
+                        best.name
+                    );
+                    best
+                }
+            },
+        }
+    })
+}
+
+/// Every kernel table this CPU can run, scalar first, fastest last.
+pub fn available() -> Vec<&'static Kernels> {
+    #[allow(unused_mut)]
+    let mut v = vec![&SCALAR];
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = avx2::kernels() {
+        v.push(k);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = avx512::kernels() {
+        v.push(k);
+    }
+    #[cfg(target_arch = "aarch64")]
+    v.push(neon::kernels());
+    v
+}
+
+/// Checks the shapes of `scores` / `mix`: `heads` (`[g, hd]`) and `per_pos`
+/// (`[g, rows.len()]`) agree, and every row (`hd` values of `ty` from element `r`)
+/// exists, starting on a block of `ty`.
+fn check_rows(
+    what: &str,
+    ty: KvType,
+    heads: usize,
+    hd: usize,
+    base: &[u8],
+    rows: &[usize],
+    per_pos: usize,
+) {
+    let g = heads.checked_div(hd).unwrap_or(0);
+    assert!(
+        hd > 0 && heads == g * hd && per_pos == g * rows.len(),
+        "{what}: shapes ({heads} head values of {hd}, {per_pos} for {} rows)",
+        rows.len()
+    );
+    assert!(
+        hd.is_multiple_of(ty.block()) && rows.iter().all(|&r| r.is_multiple_of(ty.block())),
+        "{what}: {ty} rows must start and end on blocks of {}",
+        ty.block()
+    );
+    let n = base.len() / ty.bytes(ty.block()) * ty.block();
+    assert!(
+        rows.iter()
+            .all(|&r| r.checked_add(hd).is_some_and(|e| e <= n)),
+        "{what}: a row lies outside the {n} values",
+    );
+}
+
+/// The bytes of `x` (native order: little-endian on every target tuili builds for).
+fn f32_bytes(x: &[f32]) -> &[u8] {
+    // SAFETY: any f32 is 4 initialized bytes; u8 has alignment 1; same memory, same borrow.
+    unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u8, std::mem::size_of_val(x)) }
+}
