@@ -191,16 +191,56 @@ def stats(v):
 
 
 def machine():
-    cpu = platform.processor() or "?"
+    """What the numbers were measured on: the CPU's identification (vendor, family, model,
+    stepping, flags), its caches and core count. The same VM name hides different CPUs."""
+    info = {"cpu": platform.processor() or "?", "cores": os.cpu_count()}
+    keys = {"vendor_id": "vendor", "cpu family": "family", "model": "model",
+            "model name": "cpu", "stepping": "stepping", "flags": "flags",
+            "Features": "flags", "CPU implementer": "vendor", "CPU part": "model"}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                if not line.strip():
+                    break  # the first processor is enough
+                k, _, v = line.partition(":")
+                k = k.strip()
+                if k in keys:
+                    info[keys[k]] = v.strip()
     except OSError:
         pass
-    return cpu, os.cpu_count()
+    if "flags" in info:
+        info["flags"] = info["flags"].split()
+    caches = {}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for idx in sorted(os.listdir(base)):
+            d = os.path.join(base, idx)
+            try:
+                level = open(os.path.join(d, "level")).read().strip()
+                kind = open(os.path.join(d, "type")).read().strip()
+                size = open(os.path.join(d, "size")).read().strip()
+            except OSError:
+                continue
+            name = f"L{level}" + ("d" if kind == "Data" else "i" if kind == "Instruction" else "")
+            caches[name] = size
+    except OSError:
+        pass
+    info["caches"] = caches
+    return info
+
+
+def simd_flags(flags):
+    """The flags that pick kernels, for the one-line summary."""
+    want = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+            "avx512_bf16", "avx_vnni", "amx_tile", "asimd", "asimddp", "i8mm")
+    return [f for f in flags if f in want]
+
+
+def describe(m):
+    ident = "/".join(str(m.get(k, "?")) for k in ("family", "model", "stepping"))
+    caches = ", ".join(f"{k} {v}" for k, v in m.get("caches", {}).items())
+    return (f"{m.get('cpu', '?')} ({m.get('vendor', '?')}, family/model/stepping {ident}; "
+            f"{' '.join(simd_flags(m.get('flags', [])))}; {caches}), {m.get('cores')} cores")
 
 
 def git_rev():
@@ -258,10 +298,10 @@ def main():
                     "--write-only")
         models += [(p, "synthetic") for p in out.split()]
 
-    cpu, cores = machine()
+    mach = machine()
     sysinfo = L.llama_print_system_info().decode().strip()
     log(f"tuili binary: {a.tuili}")
-    log(f"machine: {cpu}, {cores} cores; tuili {git_rev()}; "
+    log(f"machine: {describe(mach)}; tuili {git_rev()}; "
         f"llama-cpp-python {L.__version__} ({sysinfo})")
 
     def measure_bw():
@@ -278,13 +318,15 @@ def main():
     tests = ([("pp", a.n_prompt)] if a.n_prompt else []) + ([("tg", a.n_gen)] if a.n_gen else [])
     rows = []
     if a.output == "md":
-        print(f"machine: {cpu}, {cores} cores; date {datetime.date.today()}; tuili {git_rev()}; "
+        print(f"machine: {describe(mach)}; date {datetime.date.today()}; tuili {git_rev()}; "
               f"llama-cpp-python {L.__version__}\n")
         extra = " read bw (GB/s) | tuili % bw | llama.cpp % bw |" if a.membw else ""
         print(f"| model | type | threads | test | tuili t/s | llama.cpp t/s | tuili / llama.cpp |{extra}")
         print("| --- | --- | --: | --- | --: | --: | --: |" + (" --: | --: | --: |" if a.membw else ""))
+    membw_seen = {}  # threads -> bytes/s, the latest measurement (for the JSON's machine)
     for path, kind in models:
         bw = measure_bw()
+        membw_seen.update(bw)
         log(f"{os.path.basename(path)}: loading llama.cpp")
         lc = LlamaCpp(path)
         for t in a.threads:
@@ -358,7 +400,8 @@ def main():
         lc.close()
 
     if a.output == "json":
-        print(json.dumps({"machine": {"cpu": cpu, "cores": cores},
+        mach["membw_bytes_per_s"] = {str(t): v for t, v in membw_seen.items()}
+        print(json.dumps({"machine": mach,
                           "date": str(datetime.date.today()), "tuili": git_rev(),
                           "tuili_bin": a.tuili,
                           "llama_cpp_python": L.__version__, "llama_cpp_system": sysinfo,
