@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use tuili_gguf::GgmlType;
 
 use crate::kernels::{self, AlignedBuf, FFormat, Kernels, Out, Packed, Panel, QFormat, QuantActs};
-use crate::ops::silu_mul;
+use crate::ops::Glu;
 use crate::pool::{self, SyncPtr};
 use crate::quant::{dequant_fn, dot_fn};
 use crate::BackendError;
@@ -362,19 +362,20 @@ fn split_by_bytes(weights: &[Option<&Weight>], t: usize, n: usize, align: usize)
     cut(total * t / n).min(all)..cut(total * (t + 1) / n).min(all)
 }
 
-/// The SwiGLU feed-forward input as one parallel region: `gate = silu(x · w_gate) ·
+/// The gated feed-forward input as one parallel region: `gate = act(x · w_gate) ·
 /// (x · w_up)`, with `up = x · w_up` as scratch. Each thread takes the same rows of
-/// both weights and applies `ops::silu_mul` to those columns of every token, so the
+/// both weights and applies `act` to those columns of every token, so the
 /// element-wise step runs in parallel without a barrier of its own. Exactly
-/// `matmul_many` followed by `silu_mul`.
+/// `matmul_many` followed by `act.apply`.
 ///
 /// `x`: `[n_tokens, cols]`; `gate`, `up`: `[n_tokens, rows]`.
 ///
 /// # Panics
 /// If the two weights' shapes differ or a buffer's shape is off.
-pub fn matmul_swiglu(
+pub fn matmul_glu(
     w_gate: &Weight,
     w_up: &Weight,
+    act: Glu,
     x: &[f32],
     n_tokens: usize,
     gate: &mut [f32],
@@ -384,7 +385,7 @@ pub fn matmul_swiglu(
     let (rows, cols) = (w_gate.rows, w_gate.cols);
     assert!(
         w_up.rows == rows && w_up.cols == cols,
-        "matmul_swiglu: gate and up shapes differ"
+        "matmul_glu: gate and up shapes differ"
     );
     assert_eq!(x.len(), n_tokens * cols, "matmul: activations shape");
     assert!(
@@ -397,7 +398,7 @@ pub fn matmul_swiglu(
     if k.f32_reference {
         matmul_reference(w_gate, x, n_tokens, gate);
         matmul_reference(w_up, x, n_tokens, up);
-        return silu_mul(gate, up);
+        return act.apply(gate, up);
     }
     let (g, u) = (SyncPtr::new(gate), SyncPtr::new(up));
     w_gate.owned();
@@ -411,7 +412,7 @@ pub fn matmul_swiglu(
                 rows_job(k, w_up, acts, x, n_tokens, r.clone(), &u);
                 for t in 0..n_tokens {
                     let cols_t = t * rows + r.start..t * rows + r.end;
-                    silu_mul(g.slice(cols_t.clone()), u.slice(cols_t));
+                    act.apply(g.slice(cols_t.clone()), u.slice(cols_t));
                 }
             }
         })
@@ -683,10 +684,11 @@ mod tests {
         }
     }
 
-    /// The fused SwiGLU region gives the bits of the two products and `silu_mul`, for
-    /// one token, a few, and many (whose activations all threads quantize).
+    /// The fused gated region gives the bits of the two products and the activation, for
+    /// one token, a few, and many (whose activations all threads quantize), with both
+    /// activations.
     #[test]
-    fn matmul_swiglu_equals_products_then_silu_mul() {
+    fn matmul_glu_equals_products_then_activation() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         let (rows, cols) = (44, 256);
         for ty in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16] {
@@ -694,15 +696,15 @@ mod tests {
                 let wf: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
                 Weight::from_vec(ty, rows, cols, quantize(ty, &wf).unwrap()).unwrap()
             });
-            for n in [1, 5, 40] {
+            for (n, act) in [(1, Glu::Silu), (5, Glu::GeluTanh), (40, Glu::Silu)] {
                 let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-2.0..2.0)).collect();
                 let (mut want, mut up) = (vec![0f32; n * rows], vec![0f32; n * rows]);
                 matmul(&wg, &x, n, &mut want);
                 matmul(&wu, &x, n, &mut up);
-                silu_mul(&mut want, &up);
+                act.apply(&mut want, &up);
                 let (mut got, mut scratch) = (vec![0f32; n * rows], vec![0f32; n * rows]);
-                matmul_swiglu(&wg, &wu, &x, n, &mut got, &mut scratch);
-                assert_eq!(bits(&got), bits(&want), "{ty} n={n}");
+                matmul_glu(&wg, &wu, act, &x, n, &mut got, &mut scratch);
+                assert_eq!(bits(&got), bits(&want), "{ty} n={n} {act:?}");
             }
         }
     }

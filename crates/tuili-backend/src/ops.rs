@@ -27,6 +27,16 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// [`rms_norm`] of `x` written over itself (the same operations, hence the same bits).
+pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    debug_assert_eq!(x.len(), weight.len());
+    let sum_sq: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let scale = (1.0 / (sum_sq / x.len() as f64 + eps as f64).sqrt()) as f32;
+    for (v, &w) in x.iter_mut().zip(weight) {
+        *v = *v * scale * w;
+    }
+}
+
 /// Inverse frequencies of RoPE for one head: `[head_dim / 2]`, `base^(-2i/head_dim)`.
 pub fn rope_inv_freq(head_dim: usize, base: f32) -> Vec<f32> {
     (0..head_dim / 2)
@@ -85,6 +95,38 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
         let e = exp_nonpositive(-g.abs());
         let num = if *g >= 0.0 { 1.0 } else { e };
         *g = *g * num / (1.0 + e) * u;
+    }
+}
+
+/// The activation of a gated feed-forward block: `gate = act(gate) · up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Glu {
+    /// SwiGLU: [`silu_mul`].
+    Silu,
+    /// GeGLU with the tanh form of GELU (Gemma): [`gelu_tanh_mul`].
+    GeluTanh,
+}
+
+impl Glu {
+    /// `gate[i] = act(gate[i]) · up[i]`.
+    pub fn apply(self, gate: &mut [f32], up: &[f32]) {
+        match self {
+            Glu::Silu => silu_mul(gate, up),
+            Glu::GeluTanh => gelu_tanh_mul(gate, up),
+        }
+    }
+}
+
+/// GeGLU gate: `gate[i] = gelu(gate[i]) * up[i]`, with GELU's tanh form
+/// `0.5 g (1 + tanh(√(2/π) (g + 0.044715 g³)))`, in f32 (llama.cpp looks it up in an f16
+/// table, which rounds it to about 3 decimal digits).
+pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
+    debug_assert_eq!(gate.len(), up.len());
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        let t = (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh();
+        *g = 0.5 * x * (1.0 + t) * u;
     }
 }
 
@@ -293,6 +335,30 @@ mod tests {
                 && odd[2] == 0.0
                 && odd[2].is_sign_negative()
         );
+    }
+
+    /// GELU's tanh form against the formula in f64, and the in-place norm against the
+    /// out-of-place one, bit for bit.
+    #[test]
+    fn gelu_tanh_and_in_place_norm() {
+        let xs: Vec<f32> = (-400..=400).map(|i| i as f32 * 0.05).collect();
+        let mut got = xs.clone();
+        gelu_tanh_mul(&mut got, &vec![2.0; xs.len()]);
+        for (&x, &y) in xs.iter().zip(&got) {
+            let x = x as f64;
+            let want = x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh());
+            assert!(
+                (y as f64 - want).abs() <= 1e-6 * want.abs() + 1e-6,
+                "{x}: {y} vs {want}"
+            );
+        }
+        let w: Vec<f32> = (0..xs.len()).map(|i| 0.5 + i as f32 * 1e-3).collect();
+        let mut out = vec![0f32; xs.len()];
+        rms_norm(&xs, &w, 1e-6, &mut out);
+        let mut inplace = xs.clone();
+        rms_norm_in_place(&mut inplace, &w, 1e-6);
+        assert_eq!(out, inplace);
     }
 
     /// The polynomial exp stays within 2 ulp of the f64 exponential over its range, is

@@ -120,28 +120,14 @@ impl KvLayout {
 /// Bytes the GPU needs for `model`'s weights as uploaded (matrices in their own types,
 /// norms and biases in f32), not counting the KV pool and scratch.
 pub fn weight_bytes(model: &tuili_models::Model) -> usize {
-    let mut bytes = model.tok_embd().bytes().len() + model.out_norm().len() * 4;
-    if !std::ptr::eq(
-        model.output().bytes().as_ptr(),
-        model.tok_embd().bytes().as_ptr(),
-    ) {
-        bytes += model.output().bytes().len();
-    }
-    for l in model.layers() {
-        for w in l.matrices() {
-            bytes += w.bytes().len();
-        }
-        bytes += (l.attn_norm.len() + l.ffn_norm.len()) * 4;
-        if let Some((q, k, v)) = &l.qkv_bias {
-            bytes += (q.len() + k.len() + v.len()) * 4;
-        }
-    }
-    bytes
+    let w = model.weights();
+    let mats: usize = model.matrices().iter().map(|m| m.bytes().len()).sum();
+    mats + w.vecs.iter().map(|v| v.len() * 4).sum::<usize>()
 }
 
 /// One attention problem for [`CudaOps::attention`]: one sequence whose K/V at
 /// positions `0..n_pos` are given, and queries of tokens at positions `pos` (each
-/// attends to positions `0..=pos[t]`).
+/// attends to positions `0..=pos[t]`, or the last `window` of them).
 #[derive(Debug, Clone)]
 pub struct AttentionCase<'a> {
     /// Queries: `[n, n_head, head_dim]`.
@@ -162,4 +148,6 @@ pub struct AttentionCase<'a> {
     pub block_size: usize,
     /// Positions per split of the sequence (small values test the merge of splits).
     pub split_len: usize,
+    /// A sliding window: each token sees its last `window` positions (`None`: all).
+    pub window: Option<usize>,
 }

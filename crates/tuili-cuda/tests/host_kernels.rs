@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tuili_backend::ops::{rms_norm, rope, rope_inv_freq, silu_mul, RopeMode};
+use tuili_backend::ops::{gelu_tanh_mul, rms_norm, rope, rope_inv_freq, silu_mul, RopeMode};
 use tuili_backend::quant::{dequantize, quantize};
 use tuili_gguf::GgmlType;
 
@@ -144,10 +144,11 @@ int main(int argc, char** argv) {
         DISPATCH_MV(q4_k) DISPATCH_MV(q5_k) DISPATCH_MV(q6_k) DISPATCH_MV(f32) DISPATCH_MV(f16) DISPATCH_MV(bf16)
         save(argv[7], y);
     } else if (op == "attention") {
-        // attention N_HEAD N_KV_HEAD HEAD_DIM BLOCK SPLIT_LEN Q K V POS TABLE OUT
+        // attention N_HEAD N_KV_HEAD HEAD_DIM BLOCK SPLIT_LEN WINDOW Q K V POS TABLE OUT
         // K, V: [n_pos, kv_dim] of one sequence; queries at positions POS.
         int nh = std::atoi(argv[2]), nkv = std::atoi(argv[3]), hd = std::atoi(argv[4]);
-        int bs = std::atoi(argv[5]), split_len = std::atoi(argv[6]);
+        int bs = std::atoi(argv[5]), split_len = std::atoi(argv[6]), window = std::atoi(argv[7]);
+        argv += 1;
         auto q = load<float>(argv[7]);
         auto k = load<float>(argv[8]);
         auto v = load<float>(argv[9]);
@@ -166,10 +167,10 @@ int main(int argc, char** argv) {
         int pairs = n * nh;
         std::vector<float> po((size_t)pairs * splits * hd, NAN), pml((size_t)pairs * splits * 2, NAN);
         std::vector<float> out((size_t)pairs * hd, NAN);
-        launch(pairs, splits, 32 * ATT_WARPS, [&] { attention_split(q.data(), kp.data(), vp.data(), pos.data(), chunk.data(), table.data(), (int)table.size(), 0, nb, bs, nh, nkv, hd, 1.0f / std::sqrt((float)hd), split_len, po.data(), pml.data()); });
+        launch(pairs, splits, 32 * ATT_WARPS, [&] { attention_split(q.data(), kp.data(), vp.data(), pos.data(), chunk.data(), table.data(), (int)table.size(), 0, nb, bs, nh, nkv, hd, 1.0f / std::sqrt((float)hd), window, split_len, po.data(), pml.data()); });
         launch(pairs, 1, 64, [&] { attention_combine(po.data(), pml.data(), splits, hd, out.data()); });
         save(argv[12], out);
-    } else if (op == "rms_norm") {  // rms_norm DIM EPS X W OUT
+    } else if (op == "rms_norm") {  // rms_norm DIM EPS X W OUT IN_PLACE_OUT
         int dim = std::atoi(argv[2]);
         float eps = std::strtof(argv[3], nullptr);
         auto x = load<float>(argv[4]);
@@ -178,6 +179,8 @@ int main(int argc, char** argv) {
         std::vector<float> out(x.size(), NAN);
         launch(n, 1, 256, [&] { rms_norm(x.data(), w.data(), nullptr, dim, eps, out.data()); });
         save(argv[6], out);
+        launch(n, 1, 256, [&] { rms_norm(x.data(), w.data(), nullptr, dim, eps, x.data()); });
+        save(argv[7], x);
     } else if (op == "rope") {  // rope HEADS HEAD_DIM NEOX X POS INV OUT
         int heads = std::atoi(argv[2]), hd = std::atoi(argv[3]), neox = std::atoi(argv[4]);
         auto x = load<float>(argv[5]);
@@ -186,16 +189,18 @@ int main(int argc, char** argv) {
         int n = (int)pos.size();
         each((size_t)n * heads * hd / 2, [&] { rope(x.data(), pos.data(), inv.data(), n, heads, hd, neox); });
         save(argv[8], x);
-    } else if (op == "silu_add") {  // silu_add G U BIAS SILU_OUT ADD_OUT BIAS_OUT
+    } else if (op == "silu_add") {  // silu_add G U BIAS SILU_OUT ADD_OUT BIAS_OUT GELU_OUT SCALE_OUT
         auto g = load<float>(argv[2]);
         auto u = load<float>(argv[3]);
         auto b = load<float>(argv[4]);
         int total = (int)g.size(), d = (int)b.size();
-        auto s = g, a = g, bo = g;
+        auto s = g, a = g, bo = g, ge = g, sc = g;
         each(total, [&] { silu_mul(s.data(), u.data(), total); });
         each(total, [&] { add(a.data(), u.data(), total); });
         each(total, [&] { add_bias(bo.data(), b.data(), d, total); });
-        save(argv[5], s); save(argv[6], a); save(argv[7], bo);
+        each(total, [&] { gelu_tanh_mul(ge.data(), u.data(), total); });
+        each(total, [&] { scale(sc.data(), 25.298f, total); });
+        save(argv[5], s); save(argv[6], a); save(argv[7], bo); save(argv[8], ge); save(argv[9], sc);
     } else if (op == "kv_write") {  // kv_write KV_DIM BLOCK N_BLOCKS K V POS TABLE KOUT VOUT
         int kv_dim = std::atoi(argv[2]), bs = std::atoi(argv[3]), nb = std::atoi(argv[4]);
         auto k = load<float>(argv[5]);
@@ -408,6 +413,7 @@ fn attention_f64(
     v: &[f32],
     pos: &[u32],
     (nh, nkv, hd): (usize, usize, usize),
+    window: usize,
 ) -> Vec<f64> {
     let kv_dim = nkv * hd;
     let mut out = vec![0f64; q.len()];
@@ -415,7 +421,13 @@ fn attention_f64(
         for h in 0..nh {
             let qh = &q[(t * nh + h) * hd..(t * nh + h + 1) * hd];
             let kvh = h / (nh / nkv) * hd;
-            let s: Vec<f64> = (0..=p as usize)
+            // Positions p0..=p: the last `window` of them when window > 0.
+            let p0 = if window > 0 {
+                (p as usize + 1).saturating_sub(window)
+            } else {
+                0
+            };
+            let s: Vec<f64> = (p0..=p as usize)
                 .map(|j| {
                     let kj = &k[j * kv_dim + kvh..j * kv_dim + kvh + hd];
                     let d: f64 = qh.iter().zip(kj).map(|(&a, &b)| a as f64 * b as f64).sum();
@@ -426,7 +438,7 @@ fn attention_f64(
             let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
             let z: f64 = e.iter().sum();
             let o = &mut out[(t * nh + h) * hd..(t * nh + h + 1) * hd];
-            for (j, ej) in e.iter().enumerate() {
+            for (j, ej) in (p0..).zip(&e) {
                 let vj = &v[j * kv_dim + kvh..j * kv_dim + kvh + hd];
                 for (od, &vd) in o.iter_mut().zip(vj) {
                     *od += ej / z * vd as f64;
@@ -441,14 +453,18 @@ fn attention_f64(
 fn split_attention_over_paged_kv_matches_an_f64_reference() {
     let Some(exe) = harness() else { return };
     let (mut r, seed) = rng();
-    // (heads, kv heads, head_dim, n_pos, query positions, block size, split length)
-    type Case = (usize, usize, usize, usize, Vec<u32>, usize, usize);
-    let cases: [Case; 3] = [
-        (4, 2, 64, 300, vec![299], 16, 64),
-        (3, 3, 80, 37, (0..37).collect(), 8, 16),
-        (2, 1, 128, 90, vec![0, 45, 89], 32, 1000),
+    // (heads, kv heads, head_dim, n_pos, query positions, block size, split length,
+    // sliding window or 0)
+    type Case = (usize, usize, usize, usize, Vec<u32>, usize, usize, usize);
+    let cases: [Case; 5] = [
+        (4, 2, 64, 300, vec![299], 16, 64, 0),
+        (3, 3, 80, 37, (0..37).collect(), 8, 16, 0),
+        (2, 1, 128, 90, vec![0, 45, 89], 32, 1000, 0),
+        // A window inside one split, across splits, and longer than the sequence.
+        (4, 1, 256, 300, vec![5, 150, 299], 16, 64, 40),
+        (2, 2, 64, 90, (0..90).collect(), 8, 16, 7),
     ];
-    for (nh, nkv, hd, n_pos, pos, bs, split) in cases {
+    for (nh, nkv, hd, n_pos, pos, bs, split, window) in cases {
         let kv_dim = nkv * hd;
         let q = random(&mut r, pos.len() * nh * hd, 1.0);
         let k = random(&mut r, n_pos * kv_dim, 1.0);
@@ -456,7 +472,7 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
         // Blocks in a scrambled order with gaps: block b of the sequence is 2 * (n - 1 - b).
         let n_blk = n_pos.div_ceil(bs);
         let table: Vec<u32> = (0..n_blk).map(|b| 2 * (n_blk - 1 - b) as u32).collect();
-        let want = attention_f64(&q, &k, &v, &pos, (nh, nkv, hd));
+        let want = attention_f64(&q, &k, &v, &pos, (nh, nkv, hd), window);
         let f = (
             write_f32("att.q", &q),
             write_f32("att.k", &k),
@@ -465,7 +481,7 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
             write_u32("att.table", &table),
         );
         let out = tmp("att.out");
-        let a: [String; 5] = [nh, nkv, hd, bs, split].map(|x| x.to_string());
+        let a: [String; 6] = [nh, nkv, hd, bs, split, window].map(|x| x.to_string());
         run(
             exe,
             &[
@@ -475,6 +491,7 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
                 &a[2],
                 &a[3],
                 &a[4],
+                &a[5],
                 &f.0,
                 &f.1,
                 &f.2,
@@ -483,7 +500,7 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
                 &out,
             ],
         );
-        let what = format!("attention {nh}/{nkv}x{hd} n_pos={n_pos} split={split}");
+        let what = format!("attention {nh}/{nkv}x{hd} n_pos={n_pos} split={split} window={window}");
         close(&what, seed, &read_f32(&out), &want, 1e-5);
     }
 }
@@ -532,12 +549,22 @@ fn row_and_element_kernels_match_the_cpu_ops() {
     for (xr, or) in x.chunks_exact(dim).zip(want.chunks_exact_mut(dim)) {
         rms_norm(xr, &w, 1e-6, or);
     }
-    let out = tmp("rms.out");
+    let (out, in_place) = (tmp("rms.out"), tmp("rms.inplace"));
     let (xf, wf) = (write_f32("rms.x", &x), write_f32("rms.w", &w));
-    run(exe, &[&"rms_norm", &"896", &"1e-6", &xf, &wf, &out]);
+    run(
+        exe,
+        &[&"rms_norm", &"896", &"1e-6", &xf, &wf, &out, &in_place],
+    );
     // 256 threads sum the squares in another order than the CPU (both in f64).
     let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
     close("rms_norm", seed, &read_f32(&out), &want, 1e-7);
+    // Written over its input (per-head QK-norm): the same bits.
+    same_bits(
+        "rms_norm in place",
+        seed,
+        &read_f32(&in_place),
+        &read_f32(&out),
+    );
 
     // RoPE in both layouts: 4 tokens of 3 heads of 64.
     let (heads, hd) = (3, 64);
@@ -567,9 +594,18 @@ fn row_and_element_kernels_match_the_cpu_ops() {
     silu_mul(&mut silu, &u);
     let sum: Vec<f32> = g.iter().zip(&u).map(|(a, b)| a + b).collect();
     let biased: Vec<f32> = g.iter().enumerate().map(|(i, a)| a + b[i % 300]).collect();
+    let mut gelu = g.clone();
+    gelu_tanh_mul(&mut gelu, &u);
+    let scaled: Vec<f32> = g.iter().map(|v| v * 25.298).collect();
     let (so, ao, bo) = (tmp("silu.out"), tmp("add.out"), tmp("bias.out"));
+    let (go, sco) = (tmp("gelu.out"), tmp("scale.out"));
     let (gf, uf, bf) = (write_f32("g", &g), write_f32("u", &u), write_f32("b", &b));
-    run(exe, &[&"silu_add", &gf, &uf, &bf, &so, &ao, &bo]);
+    run(exe, &[&"silu_add", &gf, &uf, &bf, &so, &ao, &bo, &go, &sco]);
+    // tanh from the C library on both sides here, but the GPU's `tanhf` differs from it
+    // by an ulp or two: compared within a tolerance.
+    let gelu: Vec<f64> = gelu.iter().map(|&v| v as f64).collect();
+    close("gelu_tanh_mul", seed, &read_f32(&go), &gelu, 1e-6);
+    same_bits("scale", seed, &read_f32(&sco), &scaled);
     same_bits("silu_mul", seed, &read_f32(&so), &silu);
     same_bits("add", seed, &read_f32(&ao), &sum);
     same_bits("add_bias", seed, &read_f32(&bo), &biased);

@@ -344,7 +344,8 @@ fn attention_reference(c: &AttentionCase) -> Vec<f64> {
         for h in 0..c.n_head {
             let q = &c.q[(t * c.n_head + h) * hd..(t * c.n_head + h + 1) * hd];
             let kvh = (h / group) * hd;
-            let scores: Vec<f64> = (0..=p)
+            let p0 = c.window.map_or(0, |w| (p + 1).saturating_sub(w));
+            let scores: Vec<f64> = (p0..=p)
                 .map(|j| {
                     let k = &c.k[j * kv_dim + kvh..j * kv_dim + kvh + hd];
                     q.iter()
@@ -358,7 +359,7 @@ fn attention_reference(c: &AttentionCase) -> Vec<f64> {
             let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
             let z: f64 = e.iter().sum();
             let o = &mut out[(t * c.n_head + h) * hd..(t * c.n_head + h + 1) * hd];
-            for (j, w) in e.iter().enumerate() {
+            for (j, w) in (p0..).zip(&e) {
                 let v = &c.v[j * kv_dim + kvh..j * kv_dim + kvh + hd];
                 for (od, &vd) in o.iter_mut().zip(v) {
                     *od += w / z * vd as f64;
@@ -373,20 +374,33 @@ fn attention_reference(c: &AttentionCase) -> Vec<f64> {
 fn paged_attention_decode_and_prefill_match_the_reference() {
     let (mut r, seed) = rng("attention");
     let backends = backends();
-    // (n_head, n_kv_head, head_dim, n_pos, query positions, block size, split length)
-    type Case = (usize, usize, usize, usize, Vec<usize>, usize, usize);
-    let cases: [Case; 4] = [
+    // (n_head, n_kv_head, head_dim, n_pos, query positions, block size, split length,
+    // sliding window)
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        Vec<usize>,
+        usize,
+        usize,
+        Option<usize>,
+    );
+    let cases: [Case; 6] = [
         // Decode: one token at the end of a long context, cut into many splits.
-        (14, 2, 64, 1000, vec![999], 16, 64),
+        (14, 2, 64, 1000, vec![999], 16, 64, None),
         // Prefill: every position of a short prompt, one split.
-        (9, 3, 64, 40, (0..40).collect(), 16, 4096),
+        (9, 3, 64, 40, (0..40).collect(), 16, 4096, None),
         // Prefill in several splits, a head size that is not a multiple of 32.
-        (4, 4, 80, 70, (0..70).collect(), 7, 32),
+        (4, 4, 80, 70, (0..70).collect(), 7, 32, None),
         // A mixed batch: queries at scattered positions, head_dim 128.
-        (8, 2, 128, 300, vec![0, 5, 150, 299], 64, 100),
+        (8, 2, 128, 300, vec![0, 5, 150, 299], 64, 100, None),
+        // Sliding windows (Gemma 3's local layers): decode across splits, and a prefill.
+        (4, 1, 256, 1000, vec![999], 16, 64, Some(512)),
+        (4, 2, 64, 70, (0..70).collect(), 8, 16, Some(9)),
     ];
     let (n_cases, mut ran) = (cases.len(), 0);
-    for (n_head, n_kv_head, head_dim, n_pos, pos, block_size, split_len) in cases {
+    for (n_head, n_kv_head, head_dim, n_pos, pos, block_size, split_len, window) in cases {
         let kv_dim = n_kv_head * head_dim;
         let q = random(&mut r, pos.len() * n_head * head_dim, 1.0);
         let k = random(&mut r, n_pos * kv_dim, 1.0);
@@ -401,12 +415,13 @@ fn paged_attention_decode_and_prefill_match_the_reference() {
             head_dim,
             block_size,
             split_len,
+            window,
         };
         let want = attention_reference(&case);
         for b in &backends {
             if let Some(got) = b.attention(&case) {
                 check(
-                    &format!("attention {n_head}/{n_kv_head}x{head_dim} n_pos={n_pos}"),
+                    &format!("attention {n_head}/{n_kv_head}x{head_dim} n_pos={n_pos} {window:?}"),
                     b.as_ref(),
                     seed,
                     &got,

@@ -1,40 +1,53 @@
-//! Causal attention of a ragged batch over the paged KV cache, on the CPU.
+//! Causal attention of a ragged batch over the paged KV cache, on the CPU, optionally
+//! within a sliding window.
 
 use std::cell::RefCell;
 
 use tuili_backend::kernels;
 use tuili_backend::pool::{self, SyncPtr};
 
-use crate::{Config, KvPool, SeqChunk};
+use crate::batch::Batch;
+use crate::ops::{AttnSpec, Widths};
+use crate::KvPool;
 
 thread_local! {
     /// Each thread's scores (`[group, positions]`) and the positions' offsets in the pool.
     static SCRATCH: RefCell<(Vec<f32>, Vec<usize>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Every new token's query heads over its own sequence's K/V, positions `0..=pos`.
+/// Every new token's query heads over its own sequence's K/V, positions `0..=pos`, or the
+/// last `window` of them.
 ///
-/// `q`, `out`: `[n, n_head, head_dim]`; `where_[t]` = (chunk, position) of token t.
+/// `q`, `out`: `[n, n_head, head_dim]`; `batch.place[t]` = (chunk, position) of token t.
 /// The work unit is one token and one K/V head with the query heads that share it
 /// (GQA), so each K/V row is read once per group; units are split into chunks by
 /// their cost (positions), not their count, because causal rows grow along a prompt.
 /// Per query head the operations are those of one `dot` per position, a softmax and
 /// one `axpy` per position in order, whatever the batch (batch invariance).
 pub(crate) fn attention(
-    cfg: &Config,
+    widths: &Widths,
+    spec: &AttnSpec,
     layer: usize,
     q: &[f32],
-    chunks: &[SeqChunk],
-    where_: &[(usize, usize)],
+    batch: &Batch,
     kv: &KvPool,
     out: &mut [f32],
 ) {
     let k = kernels::select();
-    let (hd, n_kv) = (cfg.head_dim, cfg.n_kv_head);
-    let group = cfg.n_head / n_kv;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let (hd, n_kv, n_head) = (widths.head_dim, widths.n_kv_head, widths.n_head);
+    let group = n_head / n_kv;
+    let scale = spec.scale;
+    let (chunks, where_) = (batch.chunks, &batch.place);
+    // The first position a token at `pos` sees.
+    let first = |pos: usize| match spec.window {
+        Some(w) => (pos + 1).saturating_sub(w),
+        None => 0,
+    };
     // Cost of a unit (token t, any K/V head): its positions.
-    let total: usize = where_.iter().map(|&(_, pos)| (pos + 1) * n_kv).sum();
+    let total: usize = where_
+        .iter()
+        .map(|&(_, pos)| (pos + 1 - first(pos)) * n_kv)
+        .sum();
     let out_ptr = SyncPtr::new(out);
     pool::global().for_chunks(&|c, n_chunks| {
         let (lo, hi) = (total * c / n_chunks, total * (c + 1) / n_chunks);
@@ -44,7 +57,8 @@ pub(crate) fn attention(
             let mut rows_of = None;
             let mut cost = 0;
             for (t, &(ci, pos)) in where_.iter().enumerate() {
-                let np = pos + 1;
+                let p0 = first(pos);
+                let np = pos + 1 - p0;
                 for g in 0..n_kv {
                     // A unit belongs to the chunk whose share holds its first cost unit.
                     let mine = cost >= lo && cost < hi;
@@ -53,15 +67,15 @@ pub(crate) fn attention(
                         continue;
                     }
                     if rows_of != Some(t) {
-                        // Element offsets of the token's K/V rows, positions 0..np (K and V
-                        // alike); head g's slice starts g * hd values further on.
+                        // Element offsets of the token's K/V rows, positions p0..=pos (K and
+                        // V alike); head g's slice starts g * hd values further on.
                         let blocks = chunks[ci].blocks;
                         rows.clear();
-                        rows.extend((0..np).map(|p| kv.offset(layer, blocks, p)));
+                        rows.extend((p0..=pos).map(|p| kv.offset(layer, blocks, p)));
                         rows_of = Some(t);
                     }
                     let kvh = g * hd;
-                    let head0 = t * cfg.n_head + g * group;
+                    let head0 = t * n_head + g * group;
                     // qg: [group, hd]; scores: [group, np].
                     let qg = &q[head0 * hd..(head0 + group) * hd];
                     scores.resize(group * np, 0.0);

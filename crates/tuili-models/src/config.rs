@@ -13,15 +13,35 @@ pub enum Arch {
     Llama,
     /// `qwen2` (Qwen2, Qwen2.5): Q/K/V biases, NEOX RoPE.
     Qwen2,
+    /// `qwen3` (Qwen3 dense): per-head QK-norm, NEOX RoPE.
+    Qwen3,
+    /// `gemma3` (Gemma 3 text): scaled embedding, QK-norm, post-norms, GeGLU, local
+    /// sliding-window layers between global ones.
+    Gemma3,
 }
 
 impl Arch {
+    /// Every architecture tuili runs.
+    pub const ALL: [Arch; 4] = [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Gemma3];
+
     /// The `general.architecture` name.
     pub fn name(self) -> &'static str {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
         }
+    }
+
+    /// The architecture named `name` in `general.architecture`.
+    pub fn from_name(name: &str) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The supported names, comma-separated (for errors).
+    pub fn supported() -> String {
+        Arch::ALL.map(Arch::name).join(", ")
     }
 }
 
@@ -62,11 +82,8 @@ impl Config {
     /// Reads the configuration from `general.architecture` and `{arch}.*` keys.
     pub fn from_gguf(file: &GgufFile) -> Result<Config, ModelError> {
         let arch_name = file.get_str("general.architecture")?;
-        let arch = match arch_name {
-            "llama" => Arch::Llama,
-            "qwen2" => Arch::Qwen2,
-            other => return Err(ModelError::UnsupportedArch(other.to_string())),
-        };
+        let arch = Arch::from_name(arch_name)
+            .ok_or_else(|| ModelError::UnsupportedArch(arch_name.to_string()))?;
         let a = arch.name();
         let dim_key = |k: &str| -> Result<usize, ModelError> {
             let key = format!("{a}.{k}");
@@ -113,7 +130,7 @@ impl Config {
             rope_base,
             rope_mode: match arch {
                 Arch::Llama => RopeMode::Normal,
-                Arch::Qwen2 => RopeMode::Neox,
+                Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 => RopeMode::Neox,
             },
             eps,
         };

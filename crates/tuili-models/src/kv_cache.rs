@@ -118,24 +118,7 @@ impl KvPool {
 
     /// Checks that `blocks` covers `n_pos` positions with valid block ids.
     pub(crate) fn check_table(&self, blocks: &[u32], n_pos: usize) -> Result<(), ModelError> {
-        let need = n_pos.div_ceil(self.block_size);
-        if blocks.len() < need {
-            return Err(ModelError::BlockTable(format!(
-                "{n_pos} positions need {need} blocks of {}, the table has {}",
-                self.block_size,
-                blocks.len()
-            )));
-        }
-        if let Some(&b) = blocks[..need]
-            .iter()
-            .find(|&&b| b as usize >= self.n_blocks)
-        {
-            return Err(ModelError::BlockTable(format!(
-                "block {b} is outside the pool of {} blocks",
-                self.n_blocks
-            )));
-        }
-        Ok(())
+        crate::batch::check_table(blocks, n_pos, self.n_blocks, self.block_size)
     }
 
     /// Fills positions `0..n` of every layer of the sequence with block table `blocks`

@@ -3,17 +3,24 @@
 #![deny(missing_docs)]
 
 mod attention;
+pub mod batch;
 mod config;
+mod cpu;
+mod families;
+pub mod forward;
 mod kv_cache;
+mod model;
+pub mod ops;
 mod rng;
+pub mod spec;
 pub mod synthetic;
-mod transformer;
 mod unimplemented;
 
+pub use batch::SeqChunk;
 pub use config::{Arch, Config};
 pub use kv_cache::{KvCache, KvPool, SEQ_BLOCK};
+pub use model::Model;
 pub use rng::SplitMix64;
-pub use transformer::{Layer, Model, SeqChunk};
 pub use tuili_backend::KvType;
 
 /// Errors from loading or running a model.
@@ -26,7 +33,7 @@ pub enum ModelError {
     #[error(transparent)]
     Backend(#[from] tuili_backend::BackendError),
     /// `general.architecture` names an architecture tuili does not run.
-    #[error("architecture '{0}' is not supported (supported: llama, qwen2)")]
+    #[error("architecture '{0}' is not supported (supported: {supported})", supported = Arch::supported())]
     UnsupportedArch(String),
     /// The file asks for math that tuili does not implement (a tensor or a metadata key
     /// that changes the forward pass): refused rather than run differently.

@@ -25,6 +25,7 @@ fn tensor_meaning(name: &str) -> &'static str {
         .map_or(name, |(_, s)| s.split_once('.').map_or(s, |(_, rest)| rest));
     match suffix {
         "rope_freqs.weight" => "RoPE frequency factors, applied for `llama` only",
+        "attn_qkv.weight" => "a fused Q/K/V projection",
         "attn_q_norm.weight" | "attn_k_norm.weight" => "QK-norm",
         "attn_post_norm.weight"
         | "ffn_post_norm.weight"
@@ -57,31 +58,33 @@ pub(crate) fn refuse_unused_tensors(
     }
 }
 
-/// Refuses a file whose metadata asks for math the forward pass does not do.
+/// Refuses a file whose metadata asks for math the forward pass does not do. `handled`:
+/// keys (without the `{arch}.` prefix) whose math the family's loader implements.
 pub(crate) fn refuse_unimplemented_metadata(
     file: &GgufFile,
     cfg: &Config,
+    handled: &[&str],
 ) -> Result<(), ModelError> {
     let a = cfg.arch.name();
     let key = |k: &str| format!("{a}.{k}");
-    let num = |k: &str| file.get(&key(k)).and_then(|v| v.as_f32());
+    let present = |k: &str| !handled.contains(&k);
+    let num = |k: &str| {
+        file.get(&key(k))
+            .filter(|_| present(k))
+            .and_then(|v| v.as_f32())
+    };
+    let get = |k: &str| file.get(&key(k)).filter(|_| present(k));
     let refuse =
         |k: &str, what: String| Err(ModelError::Unimplemented(format!("{}: {what}", key(k))));
 
-    if let Some(v) = file.get(&key("rope.scaling.type")) {
+    // Linear scaling (llama.cpp's default type) is applied by every loader.
+    if let Some(v) = get("rope.scaling.type") {
         let t = v.as_str().unwrap_or("?");
-        if t != "none" {
+        if t != "none" && t != "linear" {
             return refuse("rope.scaling.type", format!("RoPE scaling '{t}'"));
         }
-    } else if let Some(f) = num("rope.scaling.factor") {
-        if f != 0.0 && f != 1.0 {
-            return refuse("rope.scaling.factor", format!("RoPE scaling by {f}"));
-        }
     }
-    if let Some(n) = file
-        .get(&key("rope.dimension_count"))
-        .and_then(|v| v.as_u64())
-    {
+    if let Some(n) = get("rope.dimension_count").and_then(|v| v.as_u64()) {
         if n != cfg.head_dim as u64 {
             return refuse(
                 "rope.dimension_count",
@@ -89,10 +92,7 @@ pub(crate) fn refuse_unimplemented_metadata(
             );
         }
     }
-    if let Some(n) = file
-        .get(&key("attention.value_length"))
-        .and_then(|v| v.as_u64())
-    {
+    if let Some(n) = get("attention.value_length").and_then(|v| v.as_u64()) {
         if n != cfg.head_dim as u64 {
             return refuse(
                 "attention.value_length",
@@ -100,10 +100,7 @@ pub(crate) fn refuse_unimplemented_metadata(
             );
         }
     }
-    if let Some(w) = file
-        .get(&key("attention.sliding_window"))
-        .and_then(|v| v.as_u64())
-    {
+    if let Some(w) = get("attention.sliding_window").and_then(|v| v.as_u64()) {
         if w > 0 && w < cfg.ctx_len as u64 {
             return refuse(
                 "attention.sliding_window",
@@ -116,12 +113,12 @@ pub(crate) fn refuse_unimplemented_metadata(
             return refuse(k, "logit soft-capping".to_string());
         }
     }
-    if let Some(n) = file.get(&key("expert_count")).and_then(|v| v.as_u64()) {
+    if let Some(n) = get("expert_count").and_then(|v| v.as_u64()) {
         if n > 0 {
             return refuse("expert_count", format!("a mixture of {n} experts"));
         }
     }
-    if file.get(&key("attention.layer_norm_epsilon")).is_some() {
+    if get("attention.layer_norm_epsilon").is_some() {
         return refuse("attention.layer_norm_epsilon", "LayerNorm".to_string());
     }
     for k in ["embedding_scale", "residual_scale", "logit_scale"] {
@@ -138,8 +135,7 @@ pub(crate) fn refuse_unimplemented_metadata(
     if num("attention.clamp_kqv").is_some_and(|v| v != 0.0) {
         return refuse("attention.clamp_kqv", "clamped Q/K/V".to_string());
     }
-    if file
-        .get(&key("use_parallel_residual"))
+    if get("use_parallel_residual")
         .and_then(|v| v.as_bool())
         .unwrap_or(false)
     {

@@ -111,6 +111,32 @@ fn llama3_rope_frequency_factors_are_applied() {
     assert!(msg.contains("rope_freqs.weight"), "{msg}");
 }
 
+/// Linear RoPE scaling (llama.cpp's default type) divides every frequency by the factor:
+/// the bits of frequency factors all equal to it.
+#[test]
+fn linear_rope_scaling_is_applied() {
+    let plain = logits(&tiny_llama_with(&[], &[]));
+    let by_key = logits(&tiny_llama_with(
+        &[("llama.rope.scaling.factor", Value::F32(8.0))],
+        &[],
+    ));
+    let typed = logits(&tiny_llama_with(
+        &[
+            ("llama.rope.scaling.type", Value::String("linear".into())),
+            ("llama.rope.scaling.factor", Value::F32(8.0)),
+        ],
+        &[],
+    ));
+    let by_factors = logits(&tiny_llama_with(
+        &[],
+        &[("rope_freqs.weight", vec![8.0; 32])],
+    ));
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&by_key), bits(&by_factors));
+    assert_eq!(bits(&typed), bits(&by_factors));
+    assert_ne!(bits(&plain), bits(&by_key));
+}
+
 #[test]
 fn unused_tensors_are_refused_by_name() {
     for (name, what) in [
@@ -133,9 +159,9 @@ fn metadata_that_changes_the_math_is_refused_by_key() {
             "RoPE scaling 'yarn'",
         ),
         (
-            "llama.rope.scaling.factor",
-            Value::F32(8.0),
-            "RoPE scaling by 8",
+            "llama.rope.scaling.type",
+            Value::String("longrope".into()),
+            "RoPE scaling 'longrope'",
         ),
         (
             "llama.rope.dimension_count",

@@ -104,6 +104,8 @@ struct Kernels {
     add_bias: CudaFunction,
     add: CudaFunction,
     silu_mul: CudaFunction,
+    gelu_tanh_mul: CudaFunction,
+    scale: CudaFunction,
     rope: CudaFunction,
     kv_write: CudaFunction,
     attention_split: CudaFunction,
@@ -198,6 +200,8 @@ impl Gpu {
             add_bias: f("add_bias")?,
             add: f("add")?,
             silu_mul: f("silu_mul")?,
+            gelu_tanh_mul: f("gelu_tanh_mul")?,
+            scale: f("scale")?,
             rope: f("rope")?,
             kv_write: f("kv_write")?,
             attention_split: f("attention_split")?,
@@ -436,6 +440,18 @@ impl Gpu {
         launch!(self, &self.k.silu_mul, ew_cfg(total), "silu_mul"; &g, &u, &t)
     }
 
+    /// `g = gelu(g) * u` (tanh form) over `total` elements.
+    pub fn gelu_tanh_mul(&self, g: u64, u: u64, total: usize) -> Result<(), CudaError> {
+        let t = i(total);
+        launch!(self, &self.k.gelu_tanh_mul, ew_cfg(total), "gelu_tanh_mul"; &g, &u, &t)
+    }
+
+    /// `x *= s` over `total` elements.
+    pub fn scale(&self, x: u64, s: f32, total: usize) -> Result<(), CudaError> {
+        let t = i(total);
+        launch!(self, &self.k.scale, ew_cfg(total), "scale"; &x, &s, &t)
+    }
+
     /// RoPE in place on `x: [n, n_heads, head_dim]` at positions `pos: [n]` u32.
     #[allow(clippy::too_many_arguments)]
     pub fn rope(
@@ -470,12 +486,17 @@ impl Gpu {
         )
     }
 
-    /// Attention of `q: [n, n_head, head_dim]` over the pools into `out` (same shape).
-    /// `part`: scratch of at least `attention_scratch(n * n_head, n_splits, head_dim)`.
+    /// Attention of `q: [n, n_head, head_dim]` over the pools into `out` (same shape),
+    /// scores multiplied by `scale`, each token seeing its last `window` positions (all
+    /// for `None`). `part`: scratch of at least `attention_scratch(n * n_head, n_splits,
+    /// head_dim)`.
+    #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
         q: u64,
         a: &AttnArgs,
+        scale: f32,
+        window: Option<usize>,
         split_len: usize,
         n_splits: usize,
         part: u64,
@@ -487,7 +508,7 @@ impl Gpu {
         }
         let part_o = part;
         let part_ml = part + (pairs * n_splits * a.head_dim * 4) as u64;
-        let scale = 1.0 / (a.head_dim as f32).sqrt();
+        let window = i(window.unwrap_or(0));
         let (tab_stride, layer, n_blocks, bs, nh, nkv, hd, sl, ns) = (
             i(a.table_stride),
             i(a.layer),
@@ -506,7 +527,7 @@ impl Gpu {
         };
         launch!(self, &self.k.attention_split, cfg, "attention_split";
             &q, &a.k_pool, &a.v_pool, &a.pos, &a.chunk, &a.tables, &tab_stride, &layer, &n_blocks,
-            &bs, &nh, &nkv, &hd, &scale, &sl, &part_o, &part_ml
+            &bs, &nh, &nkv, &hd, &scale, &window, &sl, &part_o, &part_ml
         )?;
         let cfg = LaunchConfig {
             grid_dim: (pairs as u32, 1, 1),

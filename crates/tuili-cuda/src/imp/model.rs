@@ -1,45 +1,28 @@
-//! The forward pass on the GPU, step for step `tuili_models::Model::forward_batch`.
+//! The forward pass on the GPU: `tuili_models::forward` over a [`CudaStep`], the CUDA
+//! implementation of the op interface.
 
 use cudarc::driver::CudaSlice;
 use tuili_backend::ops::RopeMode;
-use tuili_models::{Config, KvType, Model, ModelError, SeqChunk};
+use tuili_models::batch::Batch;
+use tuili_models::ops::{AttnSpec, Buf, Glu, MatId, Ops, RopeId, VecId, Widths};
+use tuili_models::spec::ModelSpec;
+use tuili_models::{Config, KvType, Model, SeqChunk};
 
 use super::gpu::{attention_scratch, attention_splits, AttnArgs, Gpu, GpuWeight, What};
 use crate::{CudaError, DeviceInfo, KvLayout};
-
-/// One transformer block on the GPU.
-struct GpuLayer {
-    /// `[dim]`
-    attn_norm: CudaSlice<f32>,
-    /// `[q_dim, dim]`, `[kv_dim, dim]`, `[kv_dim, dim]`
-    wq: GpuWeight,
-    wk: GpuWeight,
-    wv: GpuWeight,
-    /// `[q_dim]`, `[kv_dim]`, `[kv_dim]`
-    qkv_bias: Option<(CudaSlice<f32>, CudaSlice<f32>, CudaSlice<f32>)>,
-    /// `[dim, q_dim]`
-    wo: GpuWeight,
-    /// `[dim]`
-    ffn_norm: CudaSlice<f32>,
-    /// `[ffn_dim, dim]`, `[ffn_dim, dim]`, `[dim, ffn_dim]`
-    w_gate: GpuWeight,
-    w_up: GpuWeight,
-    w_down: GpuWeight,
-}
 
 /// A model whose weights and KV pool live on one GPU.
 pub struct CudaModel {
     gpu: Gpu,
     cfg: Config,
-    /// `[vocab, dim]`
-    tok_embd: GpuWeight,
-    layers: Vec<GpuLayer>,
-    /// `[dim]`
-    out_norm: CudaSlice<f32>,
-    /// `[vocab, dim]`; `None` when tied to `tok_embd`.
-    output: Option<GpuWeight>,
-    /// `[head_dim / 2]`
-    inv_freq: CudaSlice<f32>,
+    spec: ModelSpec,
+    widths: Widths,
+    /// The model's matrices by [`MatId`] (`None` for a matrix no layer reads).
+    mats: Vec<Option<GpuWeight>>,
+    /// The model's vectors by [`VecId`].
+    vecs: Vec<CudaSlice<f32>>,
+    /// Per RoPE variant: inverse frequencies `[head_dim / 2]` and whether NEOX pairs.
+    ropes: Vec<(CudaSlice<f32>, bool)>,
     /// `[n_layer, n_blocks, block_size, kv_dim]` each.
     k_pool: CudaSlice<f32>,
     v_pool: CudaSlice<f32>,
@@ -82,40 +65,26 @@ impl CudaModel {
         let total = crate::weight_bytes(model);
         let mut done = 0usize;
         progress(0, total);
-        let mut up = |w: &tuili_backend::matmul::Weight| -> Result<GpuWeight, CudaError> {
-            let g = gpu.upload_weight(w)?;
+        let spec = model.spec().clone();
+        let weights = model.weights();
+        // Upload each matrix the forward pass reads, once (a tied output is the embedding).
+        let mut mats: Vec<Option<GpuWeight>> = (0..weights.mats.len()).map(|_| None).collect();
+        for id in model.matrix_ids() {
+            let w = weights.mat(id);
+            mats[id.0 as usize] = Some(gpu.upload_weight(w)?);
             done += w.bytes().len();
             progress(done, total);
-            Ok(g)
-        };
-        let tok_embd = up(model.tok_embd())?;
-        let tied = std::ptr::eq(
-            model.output().bytes().as_ptr(),
-            model.tok_embd().bytes().as_ptr(),
-        );
-        let output = if tied {
-            None
-        } else {
-            Some(up(model.output())?)
-        };
-        let mut layers = Vec::with_capacity(cfg.n_layer);
-        for l in model.layers() {
-            layers.push(GpuLayer {
-                wq: up(&l.wq)?,
-                wk: up(&l.wk)?,
-                wv: up(&l.wv)?,
-                wo: up(&l.wo)?,
-                w_gate: up(&l.w_gate)?,
-                w_up: up(&l.w_up)?,
-                w_down: up(&l.w_down)?,
-                attn_norm: gpu.upload(&l.attn_norm)?,
-                ffn_norm: gpu.upload(&l.ffn_norm)?,
-                qkv_bias: match &l.qkv_bias {
-                    Some((q, k, v)) => Some((gpu.upload(q)?, gpu.upload(k)?, gpu.upload(v)?)),
-                    None => None,
-                },
-            });
         }
+        let vecs = weights
+            .vecs
+            .iter()
+            .map(|v| gpu.upload(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ropes = spec
+            .ropes
+            .iter()
+            .map(|r| Ok((gpu.upload(&r.inv_freq)?, r.mode == RopeMode::Neox)))
+            .collect::<Result<Vec<_>, CudaError>>()?;
         progress(total, total);
         let kv = KvLayout {
             n_blocks: kv.n_blocks.max(1),
@@ -125,10 +94,8 @@ impl CudaModel {
         let pool = cfg.n_layer * kv.n_blocks * kv.block_size * cfg.kv_dim();
         // Read from the host's weights, which have the same shapes as the uploads.
         let largest = model
-            .layers()
+            .matrices()
             .iter()
-            .flat_map(|l| l.matrices())
-            .chain([model.output(), model.tok_embd()])
             .map(|w| w.rows() * w.cols())
             .max()
             .unwrap_or(1);
@@ -143,16 +110,16 @@ impl CudaModel {
             .and_then(|v| v.parse().ok())
             .unwrap_or(super::gpu::MV_MAX_N);
         Ok(CudaModel {
-            out_norm: gpu.upload(model.out_norm())?,
-            inv_freq: gpu.upload(model.inv_freq())?,
             k_pool: gpu.zeros(pool)?,
             v_pool: gpu.zeros(pool)?,
             gemm_tile: gpu.zeros(largest.min(super::gpu::GEMM_TILE_ELEMS))?,
             gpu,
             cfg,
-            tok_embd,
-            layers,
-            output,
+            spec,
+            widths: model.widths(),
+            mats,
+            vecs,
+            ropes,
             kv,
             mv_max,
             sms,
@@ -179,157 +146,281 @@ impl CudaModel {
     /// behind its block table. Returns the logits each chunk asked for, chunk after
     /// chunk: `[Σ (tokens.len() - logits_from), vocab]`.
     pub fn forward_batch(&mut self, chunks: &[SeqChunk]) -> Result<Vec<f32>, CudaError> {
-        let cfg = &self.cfg;
-        let g = &self.gpu;
-        g.bind()?;
-        // Per token: id, position, chunk; per chunk: its block table (padded).
-        let mut tokens: Vec<u32> = Vec::new();
-        let mut pos: Vec<u32> = Vec::new();
-        let mut chunk_of: Vec<u32> = Vec::new();
-        let mut logit_rows: Vec<u32> = Vec::new();
-        let mut max_len = 0;
-        for c in chunks {
-            self.check_table(c.blocks, c.start + c.tokens.len())?;
-            max_len = max_len.max(c.start + c.tokens.len());
-        }
-        let stride = max_len.div_ceil(self.kv.block_size).max(1);
-        let mut tables = vec![0u32; chunks.len().max(1) * stride];
-        for (ci, c) in chunks.iter().enumerate() {
-            if let Some(&id) = c.tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
-                return Err(ModelError::TokenOutOfRange {
-                    id,
-                    vocab: cfg.vocab,
-                }
-                .into());
-            }
-            let need = (c.start + c.tokens.len()).div_ceil(self.kv.block_size);
-            tables[ci * stride..ci * stride + need].copy_from_slice(&c.blocks[..need]);
-            for (i, &t) in c.tokens.iter().enumerate() {
-                if i >= c.logits_from {
-                    logit_rows.push(tokens.len() as u32);
-                }
-                tokens.push(t);
-                pos.push((c.start + i) as u32);
-                chunk_of.push(ci as u32);
-            }
-        }
-        let n = tokens.len();
-        let m = logit_rows.len();
-        if n == 0 {
+        let batch = Batch::new(chunks, self.cfg.vocab, self.kv.n_blocks, self.kv.block_size)?;
+        if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let (dim, q_dim, kv_dim, ffn) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim);
+        self.gpu.bind()?;
+        let mut step = CudaStep::new(self, &batch)?;
+        let logits = tuili_models::forward::forward(&self.spec, &batch, &mut step)?;
+        // `logits` synchronizes; a step without logits still waits for its K/V.
+        self.gpu.stream.synchronize().what("waiting for the GPU")?;
+        Ok(logits)
+    }
+}
 
-        let d_tokens = g.upload(&tokens)?;
+/// One step of a batch on the GPU: the batch's indices and the activation buffers.
+struct CudaStep<'a> {
+    m: &'a CudaModel,
+    /// One per [`Buf`], indexed by `Buf as usize`.
+    bufs: Vec<CudaSlice<f32>>,
+    /// Token ids `[n]` and the rows that want logits `[m]` (u32).
+    d_tokens: CudaSlice<u32>,
+    d_rows: CudaSlice<u32>,
+    /// Positions, chunk indices and block tables, which `attn` points into.
+    _d_pos: CudaSlice<u32>,
+    _d_chunk: CudaSlice<u32>,
+    _d_tables: CudaSlice<u32>,
+    attn: AttnArgs,
+    split_len: usize,
+    n_splits: usize,
+    /// Scratch of the attention splits.
+    part: CudaSlice<f32>,
+    n: usize,
+    n_logits: usize,
+}
+
+/// Every buffer, in `Buf as usize` order.
+const BUFS: [Buf; 9] = [
+    Buf::X,
+    Buf::Xn,
+    Buf::Q,
+    Buf::K,
+    Buf::V,
+    Buf::Att,
+    Buf::Gate,
+    Buf::Up,
+    Buf::Out,
+];
+
+impl<'a> CudaStep<'a> {
+    fn new(m: &'a CudaModel, batch: &Batch) -> Result<CudaStep<'a>, CudaError> {
+        let g = &m.gpu;
+        let (n, n_logits) = (batch.len(), batch.logit_rows.len());
+        // Block tables padded to the longest sequence's.
+        let stride = batch.max_len.div_ceil(m.kv.block_size).max(1);
+        let mut tables = vec![0u32; batch.chunks.len().max(1) * stride];
+        for (ci, c) in batch.chunks.iter().enumerate() {
+            let need = (c.start + c.tokens.len()).div_ceil(m.kv.block_size);
+            tables[ci * stride..ci * stride + need].copy_from_slice(&c.blocks[..need]);
+        }
+        let pos: Vec<u32> = batch.place.iter().map(|&(_, p)| p as u32).collect();
+        let chunk: Vec<u32> = batch.place.iter().map(|&(c, _)| c as u32).collect();
+        let rows: Vec<u32> = batch.logit_rows.iter().map(|&r| r as u32).collect();
         let d_pos = g.upload(&pos)?;
-        let d_chunk = g.upload(&chunk_of)?;
+        let d_chunk = g.upload(&chunk)?;
         let d_tables = g.upload(&tables)?;
-        let d_rows = g.upload(&logit_rows)?;
-        // Activations: x (residual) [n, dim]; xn [n, dim]; q, att [n, q_dim];
-        // k, v [n, kv_dim]; gate, up [n, ffn].
-        let x = g.zeros::<f32>(n * dim)?;
-        let xn = g.zeros::<f32>(n * dim)?;
-        let q = g.zeros::<f32>(n * q_dim)?;
-        let k = g.zeros::<f32>(n * kv_dim)?;
-        let v = g.zeros::<f32>(n * kv_dim)?;
-        let att = g.zeros::<f32>(n * q_dim)?;
-        let gate = g.zeros::<f32>(n * ffn)?;
-        let up = g.zeros::<f32>(n * ffn)?;
-        let (split_len, n_splits) = attention_splits(n * cfg.n_head, max_len, self.sms);
-        let part = g.zeros::<f32>(attention_scratch(n * cfg.n_head, n_splits, cfg.head_dim))?;
-        let p = |s: &CudaSlice<f32>| g.ptr(s, 0);
-        let (x_p, xn_p, q_p, k_p, v_p, att_p) = (p(&x), p(&xn), p(&q), p(&k), p(&v), p(&att));
-        let (gate_p, up_p) = (p(&gate), p(&up));
-        let tile = &self.gemm_tile;
-        let mm = |w: &GpuWeight, x: u64, n: usize, y: u64| g.matmul(w, x, n, y, tile, self.mv_max);
-
-        g.dequant(&self.tok_embd, 0, Some(g.ptr(&d_tokens, 0)), n, x_p)?;
-        let mut a = AttnArgs {
-            k_pool: g.ptr(&self.k_pool, 0),
-            v_pool: g.ptr(&self.v_pool, 0),
+        let mut bufs = Vec::with_capacity(BUFS.len());
+        for b in BUFS {
+            let rows = if b == Buf::Out { n_logits } else { n };
+            bufs.push(g.zeros::<f32>((rows * m.widths.of(b)).max(1))?);
+        }
+        let w = &m.widths;
+        let (split_len, n_splits) = attention_splits(n * w.n_head, batch.max_len, m.sms);
+        let attn = AttnArgs {
+            k_pool: g.ptr(&m.k_pool, 0),
+            v_pool: g.ptr(&m.v_pool, 0),
             pos: g.ptr(&d_pos, 0),
             chunk: g.ptr(&d_chunk, 0),
             tables: g.ptr(&d_tables, 0),
             table_stride: stride,
             layer: 0,
-            n_blocks: self.kv.n_blocks,
-            block_size: self.kv.block_size,
+            n_blocks: m.kv.n_blocks,
+            block_size: m.kv.block_size,
             n,
-            n_head: cfg.n_head,
-            n_kv_head: cfg.n_kv_head,
-            head_dim: cfg.head_dim,
+            n_head: w.n_head,
+            n_kv_head: w.n_kv_head,
+            head_dim: w.head_dim,
         };
-        let neox = cfg.rope_mode == RopeMode::Neox;
-        let inv_freq = p(&self.inv_freq);
-        for (li, l) in self.layers.iter().enumerate() {
-            g.rms_norm(x_p, p(&l.attn_norm), None, n, dim, cfg.eps, xn_p)?;
-            mm(&l.wq, xn_p, n, q_p)?;
-            mm(&l.wk, xn_p, n, k_p)?;
-            mm(&l.wv, xn_p, n, v_p)?;
-            if let Some((bq, bk, bv)) = &l.qkv_bias {
-                g.add_bias(q_p, p(bq), q_dim, n * q_dim)?;
-                g.add_bias(k_p, p(bk), kv_dim, n * kv_dim)?;
-                g.add_bias(v_p, p(bv), kv_dim, n * kv_dim)?;
-            }
-            g.rope(q_p, a.pos, inv_freq, n, cfg.n_head, cfg.head_dim, neox)?;
-            g.rope(k_p, a.pos, inv_freq, n, cfg.n_kv_head, cfg.head_dim, neox)?;
-            a.layer = li;
-            g.kv_write(k_p, v_p, &a)?;
-            g.attention(q_p, &a, split_len, n_splits, p(&part), att_p)?;
-            mm(&l.wo, att_p, n, xn_p)?;
-            g.add(x_p, xn_p, n * dim)?;
-
-            g.rms_norm(x_p, p(&l.ffn_norm), None, n, dim, cfg.eps, xn_p)?;
-            mm(&l.w_gate, xn_p, n, gate_p)?;
-            mm(&l.w_up, xn_p, n, up_p)?;
-            g.silu_mul(gate_p, up_p, n * ffn)?;
-            mm(&l.w_down, gate_p, n, xn_p)?;
-            g.add(x_p, xn_p, n * dim)?;
-        }
-
-        // Final norm and logits only for the rows asked for: xo [m, dim] (in xn),
-        // logits [m, vocab].
-        if m == 0 {
-            g.stream.synchronize().what("waiting for the GPU")?;
-            return Ok(Vec::new());
-        }
-        g.rms_norm(
-            x_p,
-            p(&self.out_norm),
-            Some(g.ptr(&d_rows, 0)),
+        Ok(CudaStep {
             m,
-            dim,
-            cfg.eps,
-            xn_p,
-        )?;
-        let logits = g.zeros::<f32>(m * cfg.vocab)?;
-        let output = self.output.as_ref().unwrap_or(&self.tok_embd);
-        mm(output, xn_p, m, p(&logits))?;
-        g.download(p(&logits), m * cfg.vocab)
+            bufs,
+            d_tokens: g.upload(&batch.tokens)?,
+            d_rows: g.upload(&rows)?,
+            _d_pos: d_pos,
+            _d_chunk: d_chunk,
+            _d_tables: d_tables,
+            attn,
+            split_len,
+            n_splits,
+            part: g.zeros(attention_scratch(n * w.n_head, n_splits, w.head_dim))?,
+            n,
+            n_logits,
+        })
     }
 
-    /// The checks of `KvPool::check_table`: `blocks` covers `n_pos` positions with
-    /// block ids inside the pool.
-    fn check_table(&self, blocks: &[u32], n_pos: usize) -> Result<(), CudaError> {
-        let need = n_pos.div_ceil(self.kv.block_size);
-        if blocks.len() < need {
-            return Err(ModelError::BlockTable(format!(
-                "{n_pos} positions need {need} blocks of {}, the table has {}",
-                self.kv.block_size,
-                blocks.len()
-            ))
-            .into());
-        }
-        if let Some(&b) = blocks[..need]
-            .iter()
-            .find(|&&b| b as usize >= self.kv.n_blocks)
-        {
-            return Err(ModelError::BlockTable(format!(
-                "block {b} is outside the pool of {} blocks",
-                self.kv.n_blocks
-            ))
-            .into());
+    /// Device address of buffer `b`.
+    fn p(&self, b: Buf) -> u64 {
+        self.m.gpu.ptr(&self.bufs[b as usize], 0)
+    }
+
+    fn mat(&self, id: MatId) -> &GpuWeight {
+        self.m.mats[id.0 as usize]
+            .as_ref()
+            .expect("the forward pass reads only uploaded matrices")
+    }
+
+    fn vec(&self, id: VecId) -> (u64, usize) {
+        let v = &self.m.vecs[id.0 as usize];
+        (self.m.gpu.ptr(v, 0), v.len())
+    }
+
+    /// `x · wᵀ` for the rows of `x`.
+    fn mm(&self, w: MatId, x: u64, n: usize, y: u64) -> Result<(), CudaError> {
+        let m = self.m;
+        m.gpu.matmul(self.mat(w), x, n, y, &m.gemm_tile, m.mv_max)
+    }
+}
+
+impl Ops for CudaStep<'_> {
+    type Error = CudaError;
+
+    fn embed(&mut self, table: MatId, scale: f32, dst: Buf) -> Result<(), CudaError> {
+        let g = &self.m.gpu;
+        let out = self.p(dst);
+        g.dequant(
+            self.mat(table),
+            0,
+            Some(g.ptr(&self.d_tokens, 0)),
+            self.n,
+            out,
+        )?;
+        if scale != 1.0 {
+            g.scale(out, scale, self.n * self.m.widths.of(dst))?;
         }
         Ok(())
+    }
+
+    fn matmul(&mut self, x: Buf, outs: &[(MatId, Buf)]) -> Result<(), CudaError> {
+        for &(w, y) in outs {
+            self.mm(w, self.p(x), self.n, self.p(y))?;
+        }
+        Ok(())
+    }
+
+    fn matmul_glu(
+        &mut self,
+        x: Buf,
+        w_gate: MatId,
+        w_up: MatId,
+        act: Glu,
+        gate: Buf,
+        up: Buf,
+    ) -> Result<(), CudaError> {
+        let (xp, gp, up_p) = (self.p(x), self.p(gate), self.p(up));
+        self.mm(w_gate, xp, self.n, gp)?;
+        self.mm(w_up, xp, self.n, up_p)?;
+        let total = self.n * self.m.widths.of(gate);
+        match act {
+            Glu::Silu => self.m.gpu.silu_mul(gp, up_p, total),
+            Glu::GeluTanh => self.m.gpu.gelu_tanh_mul(gp, up_p, total),
+        }
+    }
+
+    fn add_bias(&mut self, x: Buf, bias: VecId) -> Result<(), CudaError> {
+        let (b, d) = self.vec(bias);
+        let total = self.n * self.m.widths.of(x);
+        self.m.gpu.add_bias(self.p(x), b, d, total)
+    }
+
+    fn norm(
+        &mut self,
+        x: Buf,
+        delta: Option<Buf>,
+        w: VecId,
+        eps: f32,
+        dst: Buf,
+    ) -> Result<(), CudaError> {
+        let g = &self.m.gpu;
+        let (wp, width) = self.vec(w);
+        let row = self.m.widths.of(x);
+        if let Some(d) = delta {
+            g.add(self.p(x), self.p(d), self.n * row)?;
+        }
+        if dst == Buf::Out {
+            let rows = g.ptr(&self.d_rows, 0);
+            return g.rms_norm(
+                self.p(x),
+                wp,
+                Some(rows),
+                self.n_logits,
+                width,
+                eps,
+                self.p(dst),
+            );
+        }
+        // Rows of the weight's width: a `[head_dim]` weight normalises each head.
+        g.rms_norm(
+            self.p(x),
+            wp,
+            None,
+            self.n * row / width,
+            width,
+            eps,
+            self.p(dst),
+        )
+    }
+
+    fn scale(&mut self, x: Buf, s: f32) -> Result<(), CudaError> {
+        self.m.gpu.scale(self.p(x), s, self.n * self.m.widths.of(x))
+    }
+
+    fn rope(&mut self, rope: RopeId, q: Buf, k: Buf) -> Result<(), CudaError> {
+        let (inv_freq, neox) = &self.m.ropes[rope.0 as usize];
+        let g = &self.m.gpu;
+        let w = &self.m.widths;
+        let f = g.ptr(inv_freq, 0);
+        g.rope(
+            self.p(q),
+            self.attn.pos,
+            f,
+            self.n,
+            w.n_head,
+            w.head_dim,
+            *neox,
+        )?;
+        g.rope(
+            self.p(k),
+            self.attn.pos,
+            f,
+            self.n,
+            w.n_kv_head,
+            w.head_dim,
+            *neox,
+        )
+    }
+
+    fn kv_write(&mut self, layer: usize, k: Buf, v: Buf) -> Result<(), CudaError> {
+        self.attn.layer = layer;
+        self.m.gpu.kv_write(self.p(k), self.p(v), &self.attn)
+    }
+
+    fn attention(
+        &mut self,
+        layer: usize,
+        q: Buf,
+        spec: &AttnSpec,
+        dst: Buf,
+    ) -> Result<(), CudaError> {
+        self.attn.layer = layer;
+        let part = self.m.gpu.ptr(&self.part, 0);
+        self.m.gpu.attention(
+            self.p(q),
+            &self.attn,
+            spec.scale,
+            spec.window,
+            self.split_len,
+            self.n_splits,
+            part,
+            self.p(dst),
+        )
+    }
+
+    fn logits(&mut self, x: Buf, output: MatId) -> Result<Vec<f32>, CudaError> {
+        let g = &self.m.gpu;
+        let vocab = self.mat(output).rows;
+        let logits = g.zeros::<f32>(self.n_logits * vocab)?;
+        self.mm(output, self.p(x), self.n_logits, g.ptr(&logits, 0))?;
+        g.download(g.ptr(&logits, 0), self.n_logits * vocab)
     }
 }

@@ -209,6 +209,8 @@ impl CudaOps {
         g.attention(
             g.ptr(&dq, 0),
             &a,
+            1.0 / (hd as f32).sqrt(),
+            c.window,
             split_len,
             n_splits,
             g.ptr(&part, 0),

@@ -1,5 +1,6 @@
 // Causal attention over the paged KV cache, split along the sequence ("flash decoding"):
-// each (token, head) pair's positions 0..=pos are cut into splits of `split_len`; one
+// each (token, head) pair's positions 0..=pos (or the last `window` of them when
+// window > 0: a sliding window) are cut into splits of `split_len`; one
 // block per (pair, split) computes an online softmax over its positions and writes the
 // unnormalized output with its running max and sum; `attention_combine` merges the
 // splits. Decode (one token, long context) gets many blocks from the splits; prefill
@@ -16,7 +17,7 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_pool,
                 const float* __restrict__ v_pool, const u32* __restrict__ pos,
                 const u32* __restrict__ chunk, const u32* __restrict__ tables, int table_stride,
                 int layer, int n_blocks, int block_size, int n_head, int n_kv_head, int head_dim,
-                float scale, int split_len, float* __restrict__ part_o,
+                float scale, int window, int split_len, float* __restrict__ part_o,
                 float* __restrict__ part_ml) {
     __shared__ float sm_m[ATT_WARPS], sm_l[ATT_WARPS];
     __shared__ float sm_o[ATT_WARPS][WARP * ATT_MAX_D];
@@ -26,7 +27,8 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_pool,
     const int kv_dim = n_kv_head * head_dim;
     const int kvh = h / (n_head / n_kv_head);
     const int p_end = min((int)pos[t] + 1, (split + 1) * split_len);
-    const int p_start = split * split_len;
+    const int p_first = window > 0 && (int)pos[t] + 1 > window ? (int)pos[t] + 1 - window : 0;
+    const int p_start = split * split_len > p_first ? split * split_len : p_first;
 
     float qv[ATT_MAX_D], o[ATT_MAX_D];
     const float* qh = q + (size_t)pair * head_dim;

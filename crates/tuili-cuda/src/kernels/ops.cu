@@ -2,7 +2,8 @@
 
 // RMSNorm of rows: out[i, :] = x[src, :] / sqrt(mean(x[src, :]^2) + eps) * w, with
 // src = rows ? rows[i] : i. x: [*, dim]; w: [dim]; out: [n, dim]. One block per row;
-// the sum of squares in f64 as on the CPU.
+// the sum of squares in f64 as on the CPU. `out` may be `x` (rows in order): every read
+// of a row's sum is done before the barrier that precedes its writes.
 extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ w,
                                     const u32* __restrict__ rows, int dim, float eps,
                                     float* __restrict__ out) {
@@ -73,6 +74,23 @@ extern "C" __global__ void silu_mul(float* __restrict__ g, const float* __restri
         const float num = v >= 0.0f ? 1.0f : e;
         g[i] = __fmul_rn(__fmul_rn(v, num) / __fadd_rn(1.0f, e), u[i]);
     }
+}
+
+// g[i] = gelu(g[i]) * u[i], GELU's tanh form as the CPU's `ops::gelu_tanh_mul`.
+extern "C" __global__ void gelu_tanh_mul(float* __restrict__ g, const float* __restrict__ u,
+                                         int total) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) {
+        const float x = g[i];
+        const float t = tanhf(0.7978846f * x * (1.0f + 0.044715f * x * x));
+        g[i] = 0.5f * x * (1.0f + t) * u[i];
+    }
+}
+
+// x[i] *= s.
+extern "C" __global__ void scale(float* __restrict__ x, float s, int total) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) x[i] *= s;
 }
 
 // RoPE in place. x: [n, n_heads, head_dim]; pos: [n]; inv_freq: [head_dim / 2].

@@ -1,0 +1,321 @@
+//! The CPU implementation of [`Ops`]: the kernels of `tuili-backend` over buffers kept per
+//! thread, and the paged [`KvPool`].
+
+use std::cell::RefCell;
+
+use tuili_backend::matmul::{matmul, matmul_glu, matmul_many, Weight};
+use tuili_backend::ops::{add, rms_norm, rms_norm_in_place, rope_angles, rope_rotate};
+use tuili_backend::pool::{self, SyncPtr};
+
+use crate::attention::attention;
+use crate::batch::Batch;
+use crate::ops::{AttnSpec, Buf, Glu, MatId, Ops, RopeId, RopeSpec, VecId, Widths};
+use crate::spec::Weights;
+use crate::{KvPool, ModelError};
+
+/// Buffers of one forward pass, kept per thread between calls.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// One per [`Buf`], indexed by `Buf as usize`.
+    bufs: [Vec<f32>; 9],
+    /// Per RoPE variant: `(cos, sin)` of each token's angles, `[n, head_dim / 2]`;
+    /// computed at its first use in a step.
+    angles: Vec<Vec<(f32, f32)>>,
+    /// Which of `angles` this step has computed.
+    angles_done: Vec<bool>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch (no allocation per step but the logits).
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// One step of a batch on the CPU.
+pub(crate) struct CpuStep<'a, 'b> {
+    weights: &'a Weights,
+    ropes: &'a [RopeSpec],
+    widths: Widths,
+    pool: &'a mut KvPool,
+    batch: &'a Batch<'b>,
+    s: &'a mut Scratch,
+}
+
+impl<'a, 'b> CpuStep<'a, 'b> {
+    /// A step over `batch`, its buffers sized (not cleared: every op writes a buffer in
+    /// full before another reads it).
+    pub(crate) fn new(
+        weights: &'a Weights,
+        ropes: &'a [RopeSpec],
+        widths: Widths,
+        pool: &'a mut KvPool,
+        batch: &'a Batch<'b>,
+        s: &'a mut Scratch,
+    ) -> CpuStep<'a, 'b> {
+        for (i, buf) in BUFS.iter().enumerate() {
+            let rows = if *buf == Buf::Out {
+                batch.logit_rows.len()
+            } else {
+                batch.len()
+            };
+            let n = rows * widths.of(*buf);
+            if s.bufs[i].len() != n {
+                s.bufs[i].resize(n, 0.0);
+            }
+        }
+        s.angles.resize(ropes.len(), Vec::new());
+        s.angles_done.clear();
+        s.angles_done.resize(ropes.len(), false);
+        CpuStep {
+            weights,
+            ropes,
+            widths,
+            pool,
+            batch,
+            s,
+        }
+    }
+
+    fn buf(&self, b: Buf) -> &[f32] {
+        &self.s.bufs[b as usize]
+    }
+
+    fn buf_mut(&mut self, b: Buf) -> &mut [f32] {
+        &mut self.s.bufs[b as usize]
+    }
+}
+
+/// Every buffer, in `Buf as usize` order.
+const BUFS: [Buf; 9] = [
+    Buf::X,
+    Buf::Xn,
+    Buf::Q,
+    Buf::K,
+    Buf::V,
+    Buf::Att,
+    Buf::Gate,
+    Buf::Up,
+    Buf::Out,
+];
+
+impl Ops for CpuStep<'_, '_> {
+    type Error = ModelError;
+
+    fn embed(&mut self, table: MatId, scale: f32, dst: Buf) -> Result<(), ModelError> {
+        let w = self.weights.mat(table);
+        let dim = w.cols();
+        let batch = self.batch;
+        let out = self.buf_mut(dst);
+        for (row, &t) in out.chunks_exact_mut(dim).zip(batch.tokens.iter()) {
+            w.dequant_row(t as usize, row);
+            if scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= scale);
+            }
+        }
+        Ok(())
+    }
+
+    fn matmul(&mut self, x: Buf, outs: &[(MatId, Buf)]) -> Result<(), ModelError> {
+        let n = self.batch.len();
+        let w = self.weights;
+        // The input taken out while the outputs are borrowed, each once.
+        let bufs = &mut self.s.bufs;
+        let xv = std::mem::take(&mut bufs[x as usize]);
+        let mut slots: Vec<Option<&mut Vec<f32>>> = bufs.iter_mut().map(Some).collect();
+        let mut parts: Vec<(&Weight, &mut [f32])> = outs
+            .iter()
+            .map(|&(m, b)| {
+                let out = slots[b as usize]
+                    .take()
+                    .expect("outputs are different buffers");
+                (w.mat(m), out.as_mut_slice())
+            })
+            .collect();
+        match parts.as_mut_slice() {
+            [(wm, out)] => matmul(wm, &xv, n, out),
+            parts => matmul_many(parts, &xv, n),
+        }
+        drop(slots);
+        self.s.bufs[x as usize] = xv;
+        Ok(())
+    }
+
+    fn matmul_glu(
+        &mut self,
+        x: Buf,
+        w_gate: MatId,
+        w_up: MatId,
+        act: Glu,
+        gate: Buf,
+        up: Buf,
+    ) -> Result<(), ModelError> {
+        let n = self.batch.len();
+        let (wg, wu) = (self.weights.mat(w_gate), self.weights.mat(w_up));
+        let [xv, g, u] = self
+            .s
+            .bufs
+            .get_disjoint_mut([x as usize, gate as usize, up as usize])
+            .expect("three different buffers");
+        matmul_glu(wg, wu, act, xv, n, g, u);
+        Ok(())
+    }
+
+    fn add_bias(&mut self, x: Buf, bias: VecId) -> Result<(), ModelError> {
+        let b = self.weights.vec(bias);
+        for row in self.s.bufs[x as usize].chunks_exact_mut(b.len()) {
+            add(row, b);
+        }
+        Ok(())
+    }
+
+    fn norm(
+        &mut self,
+        x: Buf,
+        delta: Option<Buf>,
+        w: VecId,
+        eps: f32,
+        dst: Buf,
+    ) -> Result<(), ModelError> {
+        let wv = self.weights.vec(w);
+        let width = wv.len();
+        if dst == Buf::Out {
+            // The last residual add and the final norm, for the rows that want logits.
+            let rows = &self.batch.logit_rows;
+            let dim = self.widths.dim;
+            let bufs = &mut self.s.bufs;
+            let (xb, db, ob): (&mut [f32], Option<&[f32]>, &mut [f32]) = match delta {
+                Some(d) => {
+                    let [xb, db, ob] = bufs
+                        .get_disjoint_mut([x as usize, d as usize, Buf::Out as usize])
+                        .expect("three different buffers");
+                    (xb, Some(db), ob)
+                }
+                None => {
+                    let [xb, ob] = bufs
+                        .get_disjoint_mut([x as usize, Buf::Out as usize])
+                        .expect("two different buffers");
+                    (xb, None, ob)
+                }
+            };
+            for (o, &r) in ob.chunks_exact_mut(dim).zip(rows.iter()) {
+                let xr = &mut xb[r * dim..(r + 1) * dim];
+                if let Some(d) = db {
+                    add(xr, &d[r * dim..(r + 1) * dim]);
+                }
+                rms_norm(xr, wv, eps, o);
+            }
+            return Ok(());
+        }
+        let n = self.batch.len();
+        let row_width = self.widths.of(x);
+        let s = &mut self.s;
+        let px = SyncPtr::new(&mut s.bufs[x as usize]);
+        let pd = delta.map(|d| SyncPtr::new(&mut s.bufs[d as usize]));
+        let pdst = SyncPtr::new(&mut s.bufs[dst as usize]);
+        let token = |t: usize| {
+            let r = t * row_width..(t + 1) * row_width;
+            // SAFETY: token t's rows of each buffer belong to this call alone; `x`,
+            // `delta` and `dst` are used one at a time where they may be the same buffer.
+            unsafe {
+                let xr = px.slice(r.clone());
+                if let Some(pd) = &pd {
+                    add(xr, pd.slice(r.clone()));
+                }
+                if dst == x {
+                    for xh in xr.chunks_exact_mut(width) {
+                        rms_norm_in_place(xh, wv, eps);
+                    }
+                } else {
+                    let out = pdst.slice(r);
+                    for (xh, oh) in xr.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+                        rms_norm(xh, wv, eps, oh);
+                    }
+                }
+            }
+        };
+        if n < 2 {
+            (0..n).for_each(token);
+        } else {
+            pool::global().for_ranges(n, 1, &|tokens| tokens.for_each(token));
+        }
+        Ok(())
+    }
+
+    fn scale(&mut self, x: Buf, s: f32) -> Result<(), ModelError> {
+        self.buf_mut(x).iter_mut().for_each(|v| *v *= s);
+        Ok(())
+    }
+
+    fn rope(&mut self, rope: RopeId, q: Buf, k: Buf) -> Result<(), ModelError> {
+        let r = rope.0 as usize;
+        let spec = &self.ropes[r];
+        let half = spec.inv_freq.len();
+        let hd = self.widths.head_dim;
+        if !self.s.angles_done[r] {
+            // (cos, sin) of each token's position: [n, head_dim / 2], shared by the layers.
+            let a = &mut self.s.angles[r];
+            a.clear();
+            a.resize(self.batch.len() * half, (0.0, 0.0));
+            for (cs, &(_, pos)) in a.chunks_exact_mut(half).zip(self.batch.place.iter()) {
+                rope_angles(&spec.inv_freq, pos, cs);
+            }
+            self.s.angles_done[r] = true;
+        }
+        let [qb, kb] = self
+            .s
+            .bufs
+            .get_disjoint_mut([q as usize, k as usize])
+            .expect("two different buffers");
+        let angles = &self.s.angles[r];
+        let (qw, kw) = (self.widths.of(q), self.widths.of(k));
+        for (t, cs) in angles.chunks_exact(half).enumerate() {
+            rope_rotate(&mut qb[t * qw..(t + 1) * qw], hd, cs, spec.mode);
+            rope_rotate(&mut kb[t * kw..(t + 1) * kw], hd, cs, spec.mode);
+        }
+        Ok(())
+    }
+
+    fn kv_write(&mut self, layer: usize, k: Buf, v: Buf) -> Result<(), ModelError> {
+        let kv_dim = self.widths.of(k);
+        let batch = self.batch;
+        let (kb, vb) = (&self.s.bufs[k as usize], &self.s.bufs[v as usize]);
+        for (t, &(ci, pos)) in batch.place.iter().enumerate() {
+            let r = t * kv_dim..(t + 1) * kv_dim;
+            self.pool
+                .write(layer, batch.chunks[ci].blocks, pos, &kb[r.clone()], &vb[r]);
+        }
+        Ok(())
+    }
+
+    fn attention(
+        &mut self,
+        layer: usize,
+        q: Buf,
+        spec: &AttnSpec,
+        dst: Buf,
+    ) -> Result<(), ModelError> {
+        let (qb, out) = {
+            let [qb, out] = self
+                .s
+                .bufs
+                .get_disjoint_mut([q as usize, dst as usize])
+                .expect("two different buffers");
+            (&*qb, out)
+        };
+        attention(&self.widths, spec, layer, qb, self.batch, self.pool, out);
+        Ok(())
+    }
+
+    fn logits(&mut self, x: Buf, output: MatId) -> Result<Vec<f32>, ModelError> {
+        let m = self.batch.logit_rows.len();
+        let w = self.weights.mat(output);
+        let mut logits = vec![0f32; m * w.rows()];
+        if m > 0 {
+            matmul(w, self.buf(x), m, &mut logits);
+        }
+        Ok(logits)
+    }
+}

@@ -1,0 +1,71 @@
+//! The one forward pass: a [`ModelSpec`] run as a sequence of [`Ops`], on any device.
+
+use crate::batch::Batch;
+use crate::ops::{Buf, Ops};
+use crate::spec::ModelSpec;
+
+/// Runs `batch` through the model described by `spec` on the device behind `ops` (a step
+/// made for this batch). Returns the logits of the rows that want them, `[m, vocab]`.
+///
+/// Per layer: norm → Q/K/V (+ bias, QK-norm, RoPE) → KV write → attention → output
+/// projection (+ post-norm) → residual add fused with the feed-forward norm → gated
+/// feed-forward (+ post-norm). A block's output stays in `Xn` and is added to the residual
+/// `X` by the next norm, which fuses the two.
+pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<Vec<f32>, O::Error> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let eps = spec.eps;
+    ops.embed(spec.embed, spec.embed_scale, Buf::X)?;
+    // Whether Xn holds a block output not yet added to X.
+    let mut pending = false;
+    for (li, l) in spec.layers.iter().enumerate() {
+        ops.norm(
+            Buf::X,
+            pending.then_some(Buf::Xn),
+            l.attn_norm,
+            eps,
+            Buf::Xn,
+        )?;
+        let q = &l.qkv;
+        ops.matmul(Buf::Xn, &[(q.wq, Buf::Q), (q.wk, Buf::K), (q.wv, Buf::V)])?;
+        if let Some([bq, bk, bv]) = q.bias {
+            ops.add_bias(Buf::Q, bq)?;
+            ops.add_bias(Buf::K, bk)?;
+            ops.add_bias(Buf::V, bv)?;
+        }
+        if let Some([nq, nk]) = q.qk_norm {
+            ops.norm(Buf::Q, None, nq, eps, Buf::Q)?;
+            ops.norm(Buf::K, None, nk, eps, Buf::K)?;
+        }
+        if let Some(rope) = l.rope {
+            ops.rope(rope, Buf::Q, Buf::K)?;
+        }
+        ops.kv_write(li, Buf::K, Buf::V)?;
+        ops.attention(li, Buf::Q, &l.attn, Buf::Att)?;
+        ops.matmul(Buf::Att, &[(l.wo, Buf::Xn)])?;
+        if let Some(w) = l.post_attn_norm {
+            ops.norm(Buf::Xn, None, w, eps, Buf::Xn)?;
+        }
+        ops.norm(Buf::X, Some(Buf::Xn), l.ffn_norm, eps, Buf::Xn)?;
+        let f = &l.ffn;
+        ops.matmul_glu(Buf::Xn, f.gate, f.up, f.act, Buf::Gate, Buf::Up)?;
+        ops.matmul(Buf::Gate, &[(f.down, Buf::Xn)])?;
+        if let Some(w) = l.post_ffn_norm {
+            ops.norm(Buf::Xn, None, w, eps, Buf::Xn)?;
+        }
+        pending = true;
+    }
+    if batch.logit_rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The last residual add and the final norm, for the rows that want logits only.
+    ops.norm(
+        Buf::X,
+        pending.then_some(Buf::Xn),
+        spec.out_norm,
+        eps,
+        Buf::Out,
+    )?;
+    ops.logits(Buf::Out, spec.output)
+}

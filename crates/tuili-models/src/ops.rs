@@ -1,0 +1,163 @@
+//! The op-level interface between the forward pass and a device.
+//!
+//! A family's forward pass (`forward.rs`, driven by a [`crate::spec::ModelSpec`]) is a
+//! sequence of these ops and knows no device; a backend implements them and knows no
+//! family. Activations live in the backend, in buffers named by [`Buf`]; weights are named
+//! by the ids the model's [`crate::spec::Weights`] gives them, which a backend maps to its
+//! own copies (the CPU reads the file's bytes, a GPU uploads them once).
+//!
+//! Every buffer has one row per token of the step, except [`Buf::Out`], which has one row
+//! per token whose logits were asked for.
+
+pub use tuili_backend::ops::Glu;
+use tuili_backend::ops::RopeMode;
+
+/// A weight matrix of the model: `[rows, cols]`, possibly quantized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MatId(pub u32);
+
+/// An f32 vector of the model (a norm weight, a bias).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VecId(pub u32);
+
+/// One of the model's RoPE variants (base, frequency factors, mode): an index into
+/// [`crate::spec::ModelSpec::ropes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RopeId(pub u32);
+
+/// The activation buffers of one step. Widths: `X`, `Xn`: `dim`; `Q`, `Att`: `q_dim`;
+/// `K`, `V`: `kv_dim`; `Gate`, `Up`: `ffn_dim`; `Out`: `dim` (logit rows only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Buf {
+    /// The residual stream.
+    X,
+    /// Normalised input of a block, then the block's output.
+    Xn,
+    /// Queries.
+    Q,
+    /// Keys.
+    K,
+    /// Values.
+    V,
+    /// Attention output.
+    Att,
+    /// Feed-forward gate, then the gated activation.
+    Gate,
+    /// Feed-forward up projection.
+    Up,
+    /// Final normalised rows whose logits are wanted.
+    Out,
+}
+
+/// How one layer attends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnSpec {
+    /// Multiplies `q · k` before the softmax.
+    pub scale: f32,
+    /// A token at position `p` sees positions `p + 1 - window ..= p`; `None`: all of
+    /// `0..=p`.
+    pub window: Option<usize>,
+}
+
+/// How RoPE rotates: a table of inverse frequencies and the pairing of dimensions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeSpec {
+    /// `[head_dim / 2]`, frequency factors already applied.
+    pub inv_freq: Vec<f32>,
+    /// Which dimensions pair.
+    pub mode: RopeMode,
+}
+
+/// The ops a device runs over one step. A backend makes the step from a
+/// [`crate::batch::Batch`] and the [`Widths`], sizing the buffers; each op takes named
+/// buffers (see [`Buf`]). Errors are the device's (a GPU launch can fail; the CPU's never
+/// do).
+pub trait Ops {
+    /// The device's error.
+    type Error;
+
+    /// `dst[t] = table[token t] · scale`.
+    fn embed(&mut self, table: MatId, scale: f32, dst: Buf) -> Result<(), Self::Error>;
+
+    /// `outs[i] = x · wᵢᵀ` for every pair, reading `x` once (Q/K/V from one input).
+    fn matmul(&mut self, x: Buf, outs: &[(MatId, Buf)]) -> Result<(), Self::Error>;
+
+    /// `gate = act(x · w_gateᵀ) · (x · w_upᵀ)`, with `up` as scratch.
+    fn matmul_glu(
+        &mut self,
+        x: Buf,
+        w_gate: MatId,
+        w_up: MatId,
+        act: Glu,
+        gate: Buf,
+        up: Buf,
+    ) -> Result<(), Self::Error>;
+
+    /// Adds `bias` to every row of `x`.
+    fn add_bias(&mut self, x: Buf, bias: VecId) -> Result<(), Self::Error>;
+
+    /// Per row: `x += delta` (when given), then `dst = rms_norm(x) · w`. The norm is over
+    /// the width of `w`, so a weight of `head_dim` values normalises every head of a row
+    /// on its own (per-head QK-norm). `dst` may be `x` or `delta`. When `dst` is
+    /// [`Buf::Out`], only the rows that want logits are added and normalised.
+    fn norm(
+        &mut self,
+        x: Buf,
+        delta: Option<Buf>,
+        w: VecId,
+        eps: f32,
+        dst: Buf,
+    ) -> Result<(), Self::Error>;
+
+    /// `x *= s`.
+    fn scale(&mut self, x: Buf, s: f32) -> Result<(), Self::Error>;
+
+    /// Rotates the heads of `q` and `k` in place by each token's position.
+    fn rope(&mut self, rope: RopeId, q: Buf, k: Buf) -> Result<(), Self::Error>;
+
+    /// Stores each token's `k` and `v` rows at its position in layer `layer` of the KV
+    /// pool.
+    fn kv_write(&mut self, layer: usize, k: Buf, v: Buf) -> Result<(), Self::Error>;
+
+    /// `dst` = each token's query heads attending over its own sequence's K/V of layer
+    /// `layer`, causally (and within `spec.window`), GQA by the head counts of the
+    /// [`Widths`].
+    fn attention(
+        &mut self,
+        layer: usize,
+        q: Buf,
+        spec: &AttnSpec,
+        dst: Buf,
+    ) -> Result<(), Self::Error>;
+
+    /// The logits of the rows of `x` (`Buf::Out`): `x · outputᵀ`, `[rows, vocab]`, on the
+    /// host.
+    fn logits(&mut self, x: Buf, output: MatId) -> Result<Vec<f32>, Self::Error>;
+}
+
+/// The widths of the step's buffers and the attention head shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Widths {
+    /// `X`, `Xn`, `Out`.
+    pub dim: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_kv_head: usize,
+    /// Values per head.
+    pub head_dim: usize,
+    /// `Gate`, `Up`.
+    pub ffn_dim: usize,
+}
+
+impl Widths {
+    /// The width of buffer `b`.
+    pub fn of(&self, b: Buf) -> usize {
+        match b {
+            Buf::X | Buf::Xn | Buf::Out => self.dim,
+            Buf::Q | Buf::Att => self.n_head * self.head_dim,
+            Buf::K | Buf::V => self.n_kv_head * self.head_dim,
+            Buf::Gate | Buf::Up => self.ffn_dim,
+        }
+    }
+}

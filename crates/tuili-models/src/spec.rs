@@ -1,0 +1,120 @@
+//! What a model's forward pass does, as data: a family's loader fills a [`ModelSpec`] and
+//! the one forward pass (`forward.rs`) runs it on any device.
+
+use tuili_backend::matmul::Weight;
+
+use crate::ops::{AttnSpec, Glu, MatId, RopeId, RopeSpec, VecId};
+
+/// The weights of a model, named by id (what [`MatId`] and [`VecId`] index).
+#[derive(Default)]
+pub struct Weights {
+    /// Matrices: `[rows, cols]` each.
+    pub mats: Vec<Weight>,
+    /// Names of the matrices, as in the file.
+    pub mat_names: Vec<String>,
+    /// Vectors (norm weights, biases), dequantized to f32.
+    pub vecs: Vec<Vec<f32>>,
+}
+
+impl Weights {
+    /// Adds a matrix.
+    pub fn add_mat(&mut self, name: &str, w: Weight) -> MatId {
+        self.mats.push(w);
+        self.mat_names.push(name.to_string());
+        MatId(self.mats.len() as u32 - 1)
+    }
+
+    /// Adds a vector.
+    pub fn add_vec(&mut self, v: Vec<f32>) -> VecId {
+        self.vecs.push(v);
+        VecId(self.vecs.len() as u32 - 1)
+    }
+
+    /// Matrix `id`.
+    pub fn mat(&self, id: MatId) -> &Weight {
+        &self.mats[id.0 as usize]
+    }
+
+    /// Vector `id`.
+    pub fn vec(&self, id: VecId) -> &[f32] {
+        &self.vecs[id.0 as usize]
+    }
+}
+
+/// How Q, K and V are projected.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QkvSpec {
+    /// `[q_dim, dim]`, `[kv_dim, dim]`, `[kv_dim, dim]`.
+    pub wq: MatId,
+    /// Keys.
+    pub wk: MatId,
+    /// Values.
+    pub wv: MatId,
+    /// Biases `[q_dim]`, `[kv_dim]`, `[kv_dim]` (qwen2).
+    pub bias: Option<[VecId; 3]>,
+    /// RMS norms of Q and K after projection: `[head_dim]` per head (qwen3, gemma3).
+    pub qk_norm: Option<[VecId; 2]>,
+}
+
+/// The feed-forward block: `down(act(x · gate) · (x · up))`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FfnSpec {
+    /// `[ffn_dim, dim]`
+    pub gate: MatId,
+    /// `[ffn_dim, dim]`
+    pub up: MatId,
+    /// `[dim, ffn_dim]`
+    pub down: MatId,
+    /// The activation of the gate.
+    pub act: Glu,
+}
+
+/// One transformer block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerSpec {
+    /// Norm before attention: `[dim]`.
+    pub attn_norm: VecId,
+    /// Q/K/V projections.
+    pub qkv: QkvSpec,
+    /// RoPE of this layer; `None` for a layer without positions (NoPE).
+    pub rope: Option<RopeId>,
+    /// Scale and window of the attention.
+    pub attn: AttnSpec,
+    /// Output projection: `[dim, q_dim]`.
+    pub wo: MatId,
+    /// Norm of the attention output before the residual add (gemma3): `[dim]`.
+    pub post_attn_norm: Option<VecId>,
+    /// Norm before the feed-forward block: `[dim]`.
+    pub ffn_norm: VecId,
+    /// The feed-forward block.
+    pub ffn: FfnSpec,
+    /// Norm of the feed-forward output before the residual add (gemma3): `[dim]`.
+    pub post_ffn_norm: Option<VecId>,
+}
+
+/// A whole model's forward pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// Token embedding: `[vocab, dim]`.
+    pub embed: MatId,
+    /// Multiplies the embedding rows (gemma3: `√dim`).
+    pub embed_scale: f32,
+    /// The blocks, first to last.
+    pub layers: Vec<LayerSpec>,
+    /// The RoPE variants the layers use.
+    pub ropes: Vec<RopeSpec>,
+    /// Final norm: `[dim]`.
+    pub out_norm: VecId,
+    /// Output projection: `[vocab, dim]` (the embedding itself when tied).
+    pub output: MatId,
+    /// RMS norm epsilon.
+    pub eps: f32,
+}
+
+impl LayerSpec {
+    /// The layer's matrices, in the order the forward pass reads them.
+    pub fn matrices(&self) -> [MatId; 7] {
+        let (q, f) = (&self.qkv, &self.ffn);
+        [q.wq, q.wk, q.wv, self.wo, f.gate, f.up, f.down]
+    }
+}
