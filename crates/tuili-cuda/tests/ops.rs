@@ -457,6 +457,8 @@ fn cuda_model_logits_match_the_cpu_model() {
         (Arch::Qwen2, GgmlType::Q8_0),
         (Arch::Llama, GgmlType::Q4_K),
         (Arch::Qwen2, GgmlType::F16),
+        (Arch::Qwen3, GgmlType::Q4_0),
+        (Arch::Gemma3, GgmlType::Q8_0),
     ] {
         let model = load(&SyntheticSpec::tiny(arch, ty));
         let kv = KvLayout::f32(32, 16);

@@ -25,7 +25,9 @@ pub const WEIGHT_TYPES: [GgmlType; 11] = [
 /// Shape and weight type of a random model.
 #[derive(Debug, Clone)]
 pub struct SyntheticSpec {
-    /// `llama` or `qwen2` (the latter gets Q/K/V biases and an untied output).
+    /// Any architecture: `qwen2` gets Q/K/V biases and an untied output, `qwen3` QK-norms,
+    /// `gemma3` QK-norms, post-norms and a sliding window of [`SYNTHETIC_WINDOW`] on every
+    /// other layer.
     pub arch: Arch,
     /// Transformer blocks.
     pub n_layer: usize,
@@ -81,6 +83,10 @@ impl SyntheticSpec {
     }
 }
 
+/// The sliding window of a synthetic `gemma3` model's local layers: short, so that tests'
+/// prompts run past it.
+pub const SYNTHETIC_WINDOW: usize = 5;
+
 /// Uniform values in [-scale, scale) from a SplitMix64 stream.
 struct Values(SplitMix64);
 
@@ -122,6 +128,14 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
         format!("{a}.attention.layer_norm_rms_epsilon"),
         Value::F32(1e-5),
     )?;
+    if spec.arch == Arch::Gemma3 {
+        w.add(
+            format!("{a}.attention.sliding_window"),
+            u32v(SYNTHETIC_WINDOW),
+        )?;
+        // Layer i is local unless i % 2 == 1.
+        w.add(format!("{a}.attention.sliding_window_pattern"), u32v(2))?;
+    }
 
     let mut vals = Values::new(spec.seed);
     let ty = spec.weight_type;
@@ -133,6 +147,17 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
         Ok::<(), ModelError>(())
     };
     let ones = |n: usize| -> Vec<u8> { (0..n).flat_map(|_| 1f32.to_le_bytes()).collect() };
+    // Norm weights around 1, different per tensor (so that a norm applied to the wrong
+    // tensor shows).
+    let mut norm_seed = spec.seed;
+    let mut norm = |n: usize| -> Vec<u8> {
+        norm_seed = norm_seed.wrapping_add(0x9e37_79b9);
+        Values::new(norm_seed)
+            .take(n, 0.5)
+            .iter()
+            .flat_map(|v| (1.0 + v).to_le_bytes())
+            .collect()
+    };
     matrix(
         &mut w,
         "token_embd.weight".into(),
@@ -165,7 +190,17 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
                 w.add_tensor(n(b), &[len as u64], GgmlType::F32, bias)?;
             }
         }
+        if matches!(spec.arch, Arch::Qwen3 | Arch::Gemma3) {
+            for t in ["attn_q_norm.weight", "attn_k_norm.weight"] {
+                w.add_tensor(n(t), &[head_dim as u64], GgmlType::F32, norm(head_dim))?;
+            }
+        }
         matrix(&mut w, n("attn_output.weight"), spec.dim, q_dim, ty)?;
+        if spec.arch == Arch::Gemma3 {
+            for t in ["post_attention_norm.weight", "post_ffw_norm.weight"] {
+                w.add_tensor(n(t), &[spec.dim as u64], GgmlType::F32, norm(spec.dim))?;
+            }
+        }
         w.add_tensor(
             n("ffn_norm.weight"),
             &[spec.dim as u64],

@@ -22,7 +22,7 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn batched_prefill_equals_token_by_token_for_every_type() {
     let tokens: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 512).collect();
-    for arch in [Arch::Llama, Arch::Qwen2] {
+    for arch in Arch::ALL {
         for ty in WEIGHT_TYPES {
             let model = load(&SyntheticSpec::tiny(arch, ty));
             let vocab = model.config().vocab;
@@ -158,13 +158,18 @@ fn ragged_batch_over_scattered_blocks_equals_each_sequence_alone() {
     assert!(err.to_string().contains("need 3 blocks"), "{err}");
 }
 
-/// Batch invariance for every KV cache type (K and V chosen independently): a prompt run
-/// alone, in prefill chunks, or beside another sequence in scattered blocks gives
-/// bit-identical logits.
+/// Batch invariance for every family and every KV cache type (K and V chosen
+/// independently): a prompt run alone, in prefill chunks, or beside another sequence in
+/// scattered blocks gives bit-identical logits.
 #[test]
 fn logits_are_bit_identical_alone_chunked_and_batched_for_every_kv_type() {
+    for arch in Arch::ALL {
+        batch_invariance(&load(&SyntheticSpec::tiny(arch, GgmlType::Q4_0)), arch);
+    }
+}
+
+fn batch_invariance(model: &Model, arch: Arch) {
     use tuili_models::{KvPool, KvType, SeqChunk};
-    let model = load(&SyntheticSpec::tiny(Arch::Llama, GgmlType::Q4_0));
     let vocab = model.config().vocab;
     let a: Vec<u32> = (0..13).map(|i| (i * 31 + 2) % 512).collect();
     let b: Vec<u32> = (0..9).map(|i| (i * 17 + 9) % 512).collect();
@@ -199,7 +204,11 @@ fn logits_are_bit_identical_alone_chunked_and_batched_for_every_kv_type() {
                 .unwrap(),
         ]
         .concat();
-        assert_eq!(bits(&chunked), bits(&alone), "K {kt}, V {vt}: chunked");
+        assert_eq!(
+            bits(&chunked),
+            bits(&alone),
+            "{arch:?} K {kt}, V {vt}: chunked"
+        );
         // Beside another sequence, blocks scattered, in two steps.
         let mut p = pool();
         let l1 = model
@@ -209,7 +218,11 @@ fn logits_are_bit_identical_alone_chunked_and_batched_for_every_kv_type() {
             .forward_batch(&[chunk(&a[7..], 7, &ta), chunk(&b[4..], 4, &tb)], &mut p)
             .unwrap();
         let batched = [&l1[4 * vocab..], &l2[..6 * vocab]].concat();
-        assert_eq!(bits(&batched), bits(&alone), "K {kt}, V {vt}: batched");
+        assert_eq!(
+            bits(&batched),
+            bits(&alone),
+            "{arch:?} K {kt}, V {vt}: batched"
+        );
     }
 }
 
@@ -232,4 +245,80 @@ fn q8_0_kv_with_heads_of_48_is_an_error() {
         "{err}"
     );
     assert!(KvPool::new(model.config(), 4, 4, KvType::BF16, KvType::F16).is_ok());
+}
+
+/// A copy of GGUF `bytes` with metadata `key` set to `value`.
+fn with_key(bytes: Vec<u8>, key: &str, value: tuili_gguf::Value) -> Arc<GgufFile> {
+    let file = GgufFile::from_bytes(bytes).unwrap();
+    let mut w = tuili_gguf::GgufWriter::new();
+    for (k, v) in file.metadata() {
+        w.add(k.clone(), if k == key { value.clone() } else { v.clone() })
+            .unwrap();
+    }
+    for t in file.tensors() {
+        w.add_tensor(t.name.clone(), &t.dims, t.ty, file.tensor_data(t).to_vec())
+            .unwrap();
+    }
+    Arc::new(GgufFile::from_bytes(w.to_bytes()).unwrap())
+}
+
+/// Gemma 3's local layers see only the last `window` positions: with a window wider than
+/// the prompt the logits are those of a window of 5 up to position 4 (bit for bit), and
+/// differ from position 5 on, where the window starts to drop positions.
+#[test]
+fn the_sliding_window_hides_exactly_the_positions_before_it() {
+    use tuili_gguf::Value;
+    use tuili_models::synthetic::SYNTHETIC_WINDOW;
+    let spec = SyntheticSpec::tiny(Arch::Gemma3, GgmlType::F32);
+    let tokens: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 512).collect();
+    let run = |file: &Arc<GgufFile>| {
+        let model = Model::load(file).expect("load");
+        let mut cache = model.new_cache(64);
+        model.forward(&tokens, &mut cache, 0).unwrap()
+    };
+    let bytes = write_synthetic(&spec).unwrap();
+    let narrow = run(&Arc::new(GgufFile::from_bytes(bytes.clone()).unwrap()));
+    let wide = run(&with_key(
+        bytes,
+        "gemma3.attention.sliding_window",
+        Value::U32(1000),
+    ));
+    let vocab = 512;
+    for t in 0..tokens.len() {
+        let (a, b) = (
+            &narrow[t * vocab..(t + 1) * vocab],
+            &wide[t * vocab..(t + 1) * vocab],
+        );
+        if t < SYNTHETIC_WINDOW {
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "position {t}"
+            );
+        } else {
+            assert!(max_rel_diff(a, b) > 1e-4, "position {t} did not change");
+        }
+    }
+}
+
+/// A sliding-window pattern longer than the layers, or flags for the wrong number of
+/// layers, is refused with the key and the values.
+#[test]
+fn a_window_pattern_that_contradicts_the_layers_is_refused() {
+    use tuili_gguf::Value;
+    let bytes = write_synthetic(&SyntheticSpec::tiny(Arch::Gemma3, GgmlType::F32)).unwrap();
+    let key = "gemma3.attention.sliding_window_pattern";
+    let err = Model::load(&with_key(bytes.clone(), key, Value::U32(6)))
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        err.contains(key) && err.contains('6') && err.contains('2'),
+        "{err}"
+    );
+    let flags = Value::Array(vec![Value::Bool(true); 3]);
+    let err = Model::load(&with_key(bytes, key, flags))
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains(key) && err.contains("3 flags"), "{err}");
 }
