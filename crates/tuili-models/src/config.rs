@@ -18,11 +18,25 @@ pub enum Arch {
     /// `gemma3` (Gemma 3 text): scaled embedding, QK-norm, post-norms, GeGLU, local
     /// sliding-window layers between global ones.
     Gemma3,
+    /// `smollm3`: llama with no RoPE on every 4th layer.
+    Smollm3,
+    /// `granite` (IBM Granite 3): llama with multipliers.
+    Granite,
+    /// `olmo2`: norms after attention and feed-forward only, full-width QK-norm.
+    Olmo2,
 }
 
 impl Arch {
     /// Every architecture tuili runs.
-    pub const ALL: [Arch; 4] = [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Gemma3];
+    pub const ALL: [Arch; 7] = [
+        Arch::Llama,
+        Arch::Qwen2,
+        Arch::Qwen3,
+        Arch::Gemma3,
+        Arch::Smollm3,
+        Arch::Granite,
+        Arch::Olmo2,
+    ];
 
     /// The `general.architecture` name.
     pub fn name(self) -> &'static str {
@@ -31,6 +45,9 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Gemma3 => "gemma3",
+            Arch::Smollm3 => "smollm3",
+            Arch::Granite => "granite",
+            Arch::Olmo2 => "olmo2",
         }
     }
 
@@ -129,8 +146,8 @@ impl Config {
             ctx_len,
             rope_base,
             rope_mode: match arch {
-                Arch::Llama => RopeMode::Normal,
-                Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 => RopeMode::Neox,
+                Arch::Llama | Arch::Smollm3 | Arch::Granite => RopeMode::Normal,
+                Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 | Arch::Olmo2 => RopeMode::Neox,
             },
             eps,
         };

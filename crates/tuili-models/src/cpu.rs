@@ -244,6 +244,16 @@ impl Ops for CpuStep<'_, '_> {
         Ok(())
     }
 
+    fn add(&mut self, x: Buf, delta: Buf) -> Result<(), ModelError> {
+        let [xb, db] = self
+            .s
+            .bufs
+            .get_disjoint_mut([x as usize, delta as usize])
+            .expect("two different buffers");
+        add(xb, db);
+        Ok(())
+    }
+
     fn scale(&mut self, x: Buf, s: f32) -> Result<(), ModelError> {
         self.buf_mut(x).iter_mut().for_each(|v| *v *= s);
         Ok(())

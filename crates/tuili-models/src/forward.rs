@@ -7,10 +7,10 @@ use crate::spec::ModelSpec;
 /// Runs `batch` through the model described by `spec` on the device behind `ops` (a step
 /// made for this batch). Returns the logits of the rows that want them, `[m, vocab]`.
 ///
-/// Per layer: norm → Q/K/V (+ bias, QK-norm, RoPE) → KV write → attention → output
-/// projection (+ post-norm) → residual add fused with the feed-forward norm → gated
-/// feed-forward (+ post-norm). A block's output stays in `Xn` and is added to the residual
-/// `X` by the next norm, which fuses the two.
+/// Per layer: norm (or none) → Q/K/V (+ bias, QK-norm, RoPE) → KV write → attention →
+/// output projection (+ post-norm, residual scale) → residual add fused with the
+/// feed-forward norm → gated feed-forward (+ post-norm, residual scale). A block's output
+/// stays in `Xn` and is added to the residual `X` by the next norm, which fuses the two.
 pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<Vec<f32>, O::Error> {
     if batch.is_empty() {
         return Ok(Vec::new());
@@ -20,15 +20,21 @@ pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<V
     // Whether Xn holds a block output not yet added to X.
     let mut pending = false;
     for (li, l) in spec.layers.iter().enumerate() {
-        ops.norm(
-            Buf::X,
-            pending.then_some(Buf::Xn),
-            l.attn_norm,
-            eps,
-            Buf::Xn,
-        )?;
+        // The attention input: the normalised residual stream in Xn, or the stream itself.
+        let attn_in = match l.attn_norm {
+            Some(w) => {
+                ops.norm(Buf::X, pending.then_some(Buf::Xn), w, eps, Buf::Xn)?;
+                Buf::Xn
+            }
+            None => {
+                if pending {
+                    ops.add(Buf::X, Buf::Xn)?;
+                }
+                Buf::X
+            }
+        };
         let q = &l.qkv;
-        ops.matmul(Buf::Xn, &[(q.wq, Buf::Q), (q.wk, Buf::K), (q.wv, Buf::V)])?;
+        ops.matmul(attn_in, &[(q.wq, Buf::Q), (q.wk, Buf::K), (q.wv, Buf::V)])?;
         if let Some([bq, bk, bv]) = q.bias {
             ops.add_bias(Buf::Q, bq)?;
             ops.add_bias(Buf::K, bk)?;
@@ -47,12 +53,27 @@ pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<V
         if let Some(w) = l.post_attn_norm {
             ops.norm(Buf::Xn, None, w, eps, Buf::Xn)?;
         }
-        ops.norm(Buf::X, Some(Buf::Xn), l.ffn_norm, eps, Buf::Xn)?;
+        if l.residual_scale != 1.0 {
+            ops.scale(Buf::Xn, l.residual_scale)?;
+        }
+        let ffn_in = match l.ffn_norm {
+            Some(w) => {
+                ops.norm(Buf::X, Some(Buf::Xn), w, eps, Buf::Xn)?;
+                Buf::Xn
+            }
+            None => {
+                ops.add(Buf::X, Buf::Xn)?;
+                Buf::X
+            }
+        };
         let f = &l.ffn;
-        ops.matmul_glu(Buf::Xn, f.gate, f.up, f.act, Buf::Gate, Buf::Up)?;
+        ops.matmul_glu(ffn_in, f.gate, f.up, f.act, Buf::Gate, Buf::Up)?;
         ops.matmul(Buf::Gate, &[(f.down, Buf::Xn)])?;
         if let Some(w) = l.post_ffn_norm {
             ops.norm(Buf::Xn, None, w, eps, Buf::Xn)?;
+        }
+        if l.residual_scale != 1.0 {
+            ops.scale(Buf::Xn, l.residual_scale)?;
         }
         pending = true;
     }
@@ -67,5 +88,9 @@ pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<V
         eps,
         Buf::Out,
     )?;
-    ops.logits(Buf::Out, spec.output)
+    let mut logits = ops.logits(Buf::Out, spec.output)?;
+    if spec.logit_scale != 1.0 {
+        logits.iter_mut().for_each(|v| *v *= spec.logit_scale);
+    }
+    Ok(logits)
 }

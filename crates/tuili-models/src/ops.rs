@@ -109,6 +109,9 @@ pub trait Ops {
         dst: Buf,
     ) -> Result<(), Self::Error>;
 
+    /// `x += delta` (a residual add without a norm after it).
+    fn add(&mut self, x: Buf, delta: Buf) -> Result<(), Self::Error>;
+
     /// `x *= s`.
     fn scale(&mut self, x: Buf, s: f32) -> Result<(), Self::Error>;
 

@@ -72,8 +72,9 @@ pub struct FfnSpec {
 /// One transformer block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerSpec {
-    /// Norm before attention: `[dim]`.
-    pub attn_norm: VecId,
+    /// Norm before attention: `[dim]` (`None`: attention reads the residual stream, as in
+    /// olmo2).
+    pub attn_norm: Option<VecId>,
     /// Q/K/V projections.
     pub qkv: QkvSpec,
     /// RoPE of this layer; `None` for a layer without positions (NoPE).
@@ -84,12 +85,14 @@ pub struct LayerSpec {
     pub wo: MatId,
     /// Norm of the attention output before the residual add (gemma3): `[dim]`.
     pub post_attn_norm: Option<VecId>,
-    /// Norm before the feed-forward block: `[dim]`.
-    pub ffn_norm: VecId,
+    /// Norm before the feed-forward block: `[dim]` (`None`: it reads the residual stream).
+    pub ffn_norm: Option<VecId>,
     /// The feed-forward block.
     pub ffn: FfnSpec,
     /// Norm of the feed-forward output before the residual add (gemma3): `[dim]`.
     pub post_ffn_norm: Option<VecId>,
+    /// Multiplies each block's output before the residual add (granite).
+    pub residual_scale: f32,
 }
 
 /// A whole model's forward pass.
@@ -107,6 +110,8 @@ pub struct ModelSpec {
     pub out_norm: VecId,
     /// Output projection: `[vocab, dim]` (the embedding itself when tied).
     pub output: MatId,
+    /// Multiplies the logits (granite: `1 / logit_scale`).
+    pub logit_scale: f32,
     /// RMS norm epsilon.
     pub eps: f32,
 }

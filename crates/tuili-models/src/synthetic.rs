@@ -27,7 +27,8 @@ pub const WEIGHT_TYPES: [GgmlType; 11] = [
 pub struct SyntheticSpec {
     /// Any architecture: `qwen2` gets Q/K/V biases and an untied output, `qwen3` QK-norms,
     /// `gemma3` QK-norms, post-norms and a sliding window of [`SYNTHETIC_WINDOW`] on every
-    /// other layer.
+    /// other layer, `granite` its multipliers, `olmo2` post-norms only and full-width
+    /// QK-norms.
     pub arch: Arch,
     /// Transformer blocks.
     pub n_layer: usize,
@@ -128,6 +129,17 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
         format!("{a}.attention.layer_norm_rms_epsilon"),
         Value::F32(1e-5),
     )?;
+    if spec.arch == Arch::Granite {
+        // Multipliers of IBM's Granite 3 2B, roughly.
+        for (k, v) in [
+            ("embedding_scale", 12.0),
+            ("residual_scale", 0.22),
+            ("attention.scale", 0.015625),
+            ("logit_scale", 8.0),
+        ] {
+            w.add(format!("{a}.{k}"), Value::F32(v))?;
+        }
+    }
     if spec.arch == Arch::Gemma3 {
         w.add(
             format!("{a}.attention.sliding_window"),
@@ -167,12 +179,15 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
     )?;
     for i in 0..spec.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}");
-        w.add_tensor(
-            n("attn_norm.weight"),
-            &[spec.dim as u64],
-            GgmlType::F32,
-            ones(spec.dim),
-        )?;
+        let pre_norms = spec.arch != Arch::Olmo2;
+        if pre_norms {
+            w.add_tensor(
+                n("attn_norm.weight"),
+                &[spec.dim as u64],
+                GgmlType::F32,
+                ones(spec.dim),
+            )?;
+        }
         matrix(&mut w, n("attn_q.weight"), q_dim, spec.dim, ty)?;
         matrix(&mut w, n("attn_k.weight"), kv_dim, spec.dim, ty)?;
         matrix(&mut w, n("attn_v.weight"), kv_dim, spec.dim, ty)?;
@@ -195,18 +210,29 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
                 w.add_tensor(n(t), &[head_dim as u64], GgmlType::F32, norm(head_dim))?;
             }
         }
+        if spec.arch == Arch::Olmo2 {
+            // Over the whole projections.
+            for (t, len) in [
+                ("attn_q_norm.weight", q_dim),
+                ("attn_k_norm.weight", kv_dim),
+            ] {
+                w.add_tensor(n(t), &[len as u64], GgmlType::F32, norm(len))?;
+            }
+        }
         matrix(&mut w, n("attn_output.weight"), spec.dim, q_dim, ty)?;
-        if spec.arch == Arch::Gemma3 {
+        if matches!(spec.arch, Arch::Gemma3 | Arch::Olmo2) {
             for t in ["post_attention_norm.weight", "post_ffw_norm.weight"] {
                 w.add_tensor(n(t), &[spec.dim as u64], GgmlType::F32, norm(spec.dim))?;
             }
         }
-        w.add_tensor(
-            n("ffn_norm.weight"),
-            &[spec.dim as u64],
-            GgmlType::F32,
-            ones(spec.dim),
-        )?;
+        if pre_norms {
+            w.add_tensor(
+                n("ffn_norm.weight"),
+                &[spec.dim as u64],
+                GgmlType::F32,
+                ones(spec.dim),
+            )?;
+        }
         matrix(&mut w, n("ffn_gate.weight"), spec.ffn_dim, spec.dim, ty)?;
         matrix(&mut w, n("ffn_up.weight"), spec.ffn_dim, spec.dim, ty)?;
         matrix(&mut w, n("ffn_down.weight"), spec.dim, spec.ffn_dim, ty)?;
@@ -217,7 +243,7 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
         GgmlType::F32,
         ones(spec.dim),
     )?;
-    if spec.arch == Arch::Qwen2 {
+    if matches!(spec.arch, Arch::Qwen2 | Arch::Olmo2) {
         matrix(&mut w, "output.weight".into(), spec.vocab, spec.dim, ty)?;
     }
     Ok(w.to_bytes())

@@ -361,6 +361,11 @@ impl Ops for CudaStep<'_> {
         )
     }
 
+    fn add(&mut self, x: Buf, delta: Buf) -> Result<(), CudaError> {
+        let total = self.n * self.m.widths.of(x);
+        self.m.gpu.add(self.p(x), self.p(delta), total)
+    }
+
     fn scale(&mut self, x: Buf, s: f32) -> Result<(), CudaError> {
         self.m.gpu.scale(self.p(x), s, self.n * self.m.widths.of(x))
     }

@@ -1,16 +1,29 @@
-//! `llama` (SmolLM2, Llama 2/3), `qwen2` (Q/K/V biases) and `qwen3` (per-head QK-norm):
-//! embed, then per layer norm → attention → residual → norm → SwiGLU → residual, then
-//! norm → logits.
-
-use tuili_backend::ops::RopeMode;
+//! The llama-shaped families: `llama` (SmolLM2, Llama 2/3), `qwen2` (Q/K/V biases),
+//! `qwen3` (per-head QK-norm), `smollm3` (no RoPE on every 4th layer) and `granite`
+//! (multipliers of the embedding, the residual branches, the attention scores and the
+//! logits): embed, then per layer norm → attention → residual → norm → SwiGLU → residual,
+//! then norm → logits.
 
 use super::Loader;
 use crate::ops::{AttnSpec, Glu, RopeId};
 use crate::spec::{FfnSpec, LayerSpec, ModelSpec, QkvSpec};
 use crate::{Arch, ModelError};
 
-/// Metadata keys beyond the common ones whose math this loader implements.
-pub(super) const HANDLED_KEYS: &[&str] = &[];
+/// Metadata keys beyond the common ones whose math this loader implements, per family.
+pub(super) fn handled_keys(arch: Arch) -> &'static [&'static str] {
+    match arch {
+        Arch::Granite => &[
+            "embedding_scale",
+            "residual_scale",
+            "logit_scale",
+            "attention.scale",
+        ],
+        _ => &[],
+    }
+}
+
+/// SmolLM3 leaves RoPE out of every 4th layer (llama.cpp's `n_no_rope_layer_step`).
+const SMOLLM3_NOPE_STEP: usize = 4;
 
 pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
     let cfg = ld.cfg;
@@ -21,11 +34,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         cfg.ffn_dim,
         cfg.head_dim,
     );
-    let mode = match cfg.arch {
-        Arch::Llama => RopeMode::Normal,
-        _ => RopeMode::Neox,
-    };
-    let mut rope = ld.rope(cfg.rope_base, mode, true)?;
+    let mut rope = ld.rope(cfg.rope_base, cfg.rope_mode, true)?;
     if cfg.arch == Arch::Llama && ld.has("rope_freqs.weight") {
         // Llama 3.x RoPE scaling: each pair's frequency is divided by its factor
         // (`[head_dim / 2]`), as llama.cpp's `rope_ext` does with `freq_factors`.
@@ -44,9 +53,27 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         }
     }
     let embed = ld.matrix("token_embd.weight", cfg.vocab, dim)?;
+    // Granite's multipliers (absent or 0: none), as llama.cpp's `granite.cpp` reads them.
+    let granite = |key: &str| {
+        Some(ld.num(key).unwrap_or(0.0))
+            .filter(|&v| cfg.arch == Arch::Granite && v != 0.0)
+            .map(|v| positive(cfg.arch, key, v))
+            .transpose()
+    };
     let attn = AttnSpec {
-        scale: 1.0 / (hd as f32).sqrt(),
+        scale: granite("attention.scale")?.unwrap_or(1.0 / (hd as f32).sqrt()),
         window: None,
+    };
+    let residual_scale = granite("residual_scale")?.unwrap_or(1.0);
+    let embed_scale = granite("embedding_scale")?.unwrap_or(1.0);
+    let logit_scale = match granite("logit_scale")? {
+        Some(s) => 1.0 / s,
+        None if cfg.arch == Arch::Granite => {
+            return Err(ModelError::BadConfig(
+                "granite.logit_scale is missing; granite files carry it".into(),
+            ))
+        }
+        None => 1.0,
     };
     let mut layers = Vec::with_capacity(cfg.n_layer);
     for i in 0..cfg.n_layer {
@@ -69,7 +96,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             None
         };
         layers.push(LayerSpec {
-            attn_norm: ld.vector(&n("attn_norm.weight"), dim)?,
+            attn_norm: Some(ld.vector(&n("attn_norm.weight"), dim)?),
             qkv: QkvSpec {
                 wq: ld.matrix(&n("attn_q.weight"), q_dim, dim)?,
                 wk: ld.matrix(&n("attn_k.weight"), kv_dim, dim)?,
@@ -77,11 +104,15 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
                 bias,
                 qk_norm,
             },
-            rope: Some(RopeId(0)),
+            rope: if cfg.arch == Arch::Smollm3 && (i + 1) % SMOLLM3_NOPE_STEP == 0 {
+                None
+            } else {
+                Some(RopeId(0))
+            },
             attn,
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
             post_attn_norm: None,
-            ffn_norm: ld.vector(&n("ffn_norm.weight"), dim)?,
+            ffn_norm: Some(ld.vector(&n("ffn_norm.weight"), dim)?),
             ffn: FfnSpec {
                 gate: ld.matrix(&n("ffn_gate.weight"), ffn, dim)?,
                 up: ld.matrix(&n("ffn_up.weight"), ffn, dim)?,
@@ -89,15 +120,29 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
                 act: Glu::Silu,
             },
             post_ffn_norm: None,
+            residual_scale,
         });
     }
     Ok(ModelSpec {
         embed,
-        embed_scale: 1.0,
+        embed_scale,
         layers,
         ropes: vec![rope],
         out_norm: ld.vector("output_norm.weight", dim)?,
         output: ld.output(embed)?,
+        logit_scale,
         eps: cfg.eps,
     })
+}
+
+/// `v` if it is a positive number, else an error naming `{arch}.{key}`.
+fn positive(arch: Arch, key: &str, v: f32) -> Result<f32, ModelError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(ModelError::BadConfig(format!(
+            "{}.{key} is {v}; it must be a positive number",
+            arch.name()
+        )))
+    }
 }

@@ -4,6 +4,7 @@
 
 mod gemma3;
 mod llama;
+mod olmo2;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -11,11 +12,18 @@ use std::sync::Arc;
 
 use tuili_backend::matmul::{ByteSource, Weight};
 use tuili_backend::ops::{rope_inv_freq, RopeMode};
-use tuili_gguf::GgufFile;
+use tuili_gguf::{GgufFile, Value};
 
 use crate::ops::{MatId, RopeSpec, VecId};
 use crate::spec::{ModelSpec, Weights};
 use crate::{unimplemented, Arch, Config, ModelError};
+
+/// The keys of local sliding-window layers, which the families with them implement.
+const SLIDING_WINDOW_KEYS: &[&str] = &[
+    "attention.sliding_window",
+    "attention.sliding_window_pattern",
+    "rope.freq_base_swa",
+];
 
 /// Reads `file`'s weights into the forward pass of its family, refusing tensors and
 /// metadata that change the math and that the family does not implement.
@@ -27,8 +35,11 @@ pub(crate) fn load(file: &Arc<GgufFile>, cfg: &Config) -> Result<(ModelSpec, Wei
         weights: RefCell::new(Weights::default()),
     };
     let (spec, handled) = match cfg.arch {
-        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => (llama::load(&ld)?, llama::HANDLED_KEYS),
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Smollm3 | Arch::Granite => {
+            (llama::load(&ld)?, llama::handled_keys(cfg.arch))
+        }
         Arch::Gemma3 => (gemma3::load(&ld)?, gemma3::HANDLED_KEYS),
+        Arch::Olmo2 => (olmo2::load(&ld)?, olmo2::HANDLED_KEYS),
     };
     unimplemented::refuse_unimplemented_metadata(file, cfg, handled)?;
     unimplemented::refuse_unused_tensors(file, &ld.used.borrow())?;
@@ -142,6 +153,72 @@ impl Loader<'_> {
                 "{}.rope.scaling.factor is {f}; it must be positive",
                 self.cfg.arch.name()
             ))),
+        }
+    }
+
+    /// The sliding window of local layers (`{arch}.attention.sliding_window`; 0 or absent:
+    /// none).
+    fn sliding_window(&self) -> Option<usize> {
+        let key = format!("{}.attention.sliding_window", self.cfg.arch.name());
+        match self.file.get(&key).and_then(|v| v.as_u64()) {
+            Some(0) | None => None,
+            Some(w) => Some(w as usize),
+        }
+    }
+
+    /// The RoPE base of local layers: `{arch}.rope.freq_base_swa`, else `default`.
+    fn local_rope_base(&self, default: f32) -> Result<f32, ModelError> {
+        let base = self.num("rope.freq_base_swa").unwrap_or(default);
+        if base.is_finite() && base > 0.0 {
+            Ok(base)
+        } else {
+            Err(ModelError::BadConfig(format!(
+                "{}.rope.freq_base_swa is {base}; it must be positive",
+                self.cfg.arch.name()
+            )))
+        }
+    }
+
+    /// Which layers are local (sliding window): `attention.sliding_window_pattern` as one
+    /// flag per layer, or as a period `p` (layer `i` is local unless `i % p == p - 1`;
+    /// 0 makes every layer local), `default_period` when absent.
+    fn local_layers(&self, default_period: usize) -> Result<Vec<bool>, ModelError> {
+        let n_layer = self.cfg.n_layer;
+        let key = &format!("{}.attention.sliding_window_pattern", self.cfg.arch.name());
+        match self.file.get(key) {
+            Some(Value::Array(flags)) => {
+                if flags.len() != n_layer {
+                    return Err(ModelError::BadConfig(format!(
+                        "{key} has {} flags for {n_layer} layers",
+                        flags.len()
+                    )));
+                }
+                flags
+                    .iter()
+                    .map(|f| {
+                        f.as_bool().ok_or_else(|| {
+                            ModelError::BadConfig(format!(
+                                "{key} holds a {}, not flags",
+                                f.type_name()
+                            ))
+                        })
+                    })
+                    .collect()
+            }
+            other => {
+                let p = match other {
+                    None => default_period,
+                    Some(v) => v.as_u64().ok_or_else(|| {
+                        ModelError::BadConfig(format!("{key} is a {}, not a number", v.type_name()))
+                    })? as usize,
+                };
+                if p > n_layer {
+                    return Err(ModelError::BadConfig(format!(
+                        "{key} = {p} is longer than the {n_layer} layers"
+                    )));
+                }
+                Ok((0..n_layer).map(|i| p == 0 || i % p < p - 1).collect())
+            }
         }
     }
 }
