@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tuili_backend::ops::{gelu_tanh_mul, rms_norm, rope, rope_inv_freq, silu_mul, RopeMode};
+use tuili_backend::ops::{axpy, gelu_tanh_mul, rms_norm, rope, rope_inv_freq, silu_mul, RopeMode};
 use tuili_backend::quant::{dequantize, quantize};
 use tuili_gguf::GgmlType;
 
@@ -201,6 +201,17 @@ int main(int argc, char** argv) {
         each(total, [&] { gelu_tanh_mul(ge.data(), u.data(), total); });
         each(total, [&] { scale(sc.data(), 25.298f, total); });
         save(argv[5], s); save(argv[6], a); save(argv[7], bo); save(argv[8], ge); save(argv[9], sc);
+    } else if (op == "rows") {  // rows DIM SRC IDX W GATHER_OUT SCATTER_OUT FILL_OUT
+        int dim = std::atoi(argv[2]);
+        auto src = load<float>(argv[3]);
+        auto idx = load<u32>(argv[4]);
+        auto w = load<float>(argv[5]);
+        int n = (int)idx.size(), total = n * dim;
+        std::vector<float> gathered((size_t)total, NAN), dst = src, filled = src;
+        each(total, [&] { gather_rows(src.data(), idx.data(), dim, total, gathered.data()); });
+        each(total, [&] { scatter_add_rows(gathered.data(), idx.data(), w.data(), dim, total, dst.data()); });
+        each(filled.size(), [&] { fill(filled.data(), 0.5f, (int)filled.size()); });
+        save(argv[6], gathered); save(argv[7], dst); save(argv[8], filled);
     } else if (op == "kv_write") {  // kv_write KV_DIM BLOCK N_BLOCKS K V POS TABLE KOUT VOUT
         int kv_dim = std::atoi(argv[2]), bs = std::atoi(argv[3]), nb = std::atoi(argv[4]);
         auto k = load<float>(argv[5]);
@@ -609,6 +620,41 @@ fn row_and_element_kernels_match_the_cpu_ops() {
     same_bits("silu_mul", seed, &read_f32(&so), &silu);
     same_bits("add", seed, &read_f32(&ao), &sum);
     same_bits("add_bias", seed, &read_f32(&bo), &biased);
+}
+
+/// The rows a mixture of experts moves: gathered by token, added back weighted (one fused
+/// multiply-add per element, as the CPU's `axpy`), and a fill.
+#[test]
+fn expert_rows_are_gathered_and_added_back_as_on_the_cpu() {
+    let Some(exe) = harness() else { return };
+    let (mut r, seed) = rng();
+    let (dim, n_src) = (96, 7);
+    let src = random(&mut r, n_src * dim, 2.0);
+    let idx: Vec<u32> = vec![5, 0, 3, 6];
+    let w = random(&mut r, idx.len(), 1.0);
+    let mut gathered = Vec::new();
+    for &i in &idx {
+        gathered.extend_from_slice(&src[i as usize * dim..(i as usize + 1) * dim]);
+    }
+    let mut dst = src.clone();
+    for (k, &i) in idx.iter().enumerate() {
+        let row = &gathered[k * dim..(k + 1) * dim];
+        axpy(
+            w[k],
+            row,
+            &mut dst[i as usize * dim..(i as usize + 1) * dim],
+        );
+    }
+    let (go, so, fo) = (tmp("rows.gather"), tmp("rows.scatter"), tmp("rows.fill"));
+    let (sf, xf, wf) = (
+        write_f32("rows.src", &src),
+        write_u32("rows.idx", &idx),
+        write_f32("rows.w", &w),
+    );
+    run(exe, &[&"rows", &"96", &sf, &xf, &wf, &go, &so, &fo]);
+    same_bits("gather_rows", seed, &read_f32(&go), &gathered);
+    same_bits("scatter_add_rows", seed, &read_f32(&so), &dst);
+    same_bits("fill", seed, &read_f32(&fo), &vec![0.5; src.len()]);
 }
 
 #[test]

@@ -459,6 +459,10 @@ fn cuda_model_logits_match_the_cpu_model() {
         (Arch::Qwen2, GgmlType::F16),
         (Arch::Qwen3, GgmlType::Q4_0),
         (Arch::Gemma3, GgmlType::Q8_0),
+        (Arch::Qwen3Moe, GgmlType::Q4_K),
+        (Arch::Smollm3, GgmlType::Q5_0),
+        (Arch::Granite, GgmlType::Q8_0),
+        (Arch::Olmo2, GgmlType::Q6_K),
     ] {
         let model = load(&SyntheticSpec::tiny(arch, ty));
         let kv = KvLayout::f32(32, 16);

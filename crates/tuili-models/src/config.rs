@@ -18,6 +18,8 @@ pub enum Arch {
     /// `gemma3` (Gemma 3 text): scaled embedding, QK-norm, post-norms, GeGLU, local
     /// sliding-window layers between global ones.
     Gemma3,
+    /// `qwen3moe` (Qwen3 MoE): qwen3 with a mixture of experts for feed-forward.
+    Qwen3Moe,
     /// `smollm3`: llama with no RoPE on every 4th layer.
     Smollm3,
     /// `granite` (IBM Granite 3): llama with multipliers.
@@ -28,10 +30,11 @@ pub enum Arch {
 
 impl Arch {
     /// Every architecture tuili runs.
-    pub const ALL: [Arch; 7] = [
+    pub const ALL: [Arch; 8] = [
         Arch::Llama,
         Arch::Qwen2,
         Arch::Qwen3,
+        Arch::Qwen3Moe,
         Arch::Gemma3,
         Arch::Smollm3,
         Arch::Granite,
@@ -44,6 +47,7 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Qwen3Moe => "qwen3moe",
             Arch::Gemma3 => "gemma3",
             Arch::Smollm3 => "smollm3",
             Arch::Granite => "granite",
@@ -147,7 +151,9 @@ impl Config {
             rope_base,
             rope_mode: match arch {
                 Arch::Llama | Arch::Smollm3 | Arch::Granite => RopeMode::Normal,
-                Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 | Arch::Olmo2 => RopeMode::Neox,
+                Arch::Qwen2 | Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3 | Arch::Olmo2 => {
+                    RopeMode::Neox
+                }
             },
             eps,
         };

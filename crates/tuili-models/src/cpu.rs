@@ -4,13 +4,14 @@
 use std::cell::RefCell;
 
 use tuili_backend::matmul::{matmul, matmul_glu, matmul_many, Weight};
-use tuili_backend::ops::{add, rms_norm, rms_norm_in_place, rope_angles, rope_rotate};
+use tuili_backend::ops::{add, axpy, rms_norm, rms_norm_in_place, rope_angles, rope_rotate};
 use tuili_backend::pool::{self, SyncPtr};
 
 use crate::attention::attention;
 use crate::batch::Batch;
+use crate::moe::{group_by_expert, route};
 use crate::ops::{AttnSpec, Buf, Glu, MatId, Ops, RopeId, RopeSpec, VecId, Widths};
-use crate::spec::Weights;
+use crate::spec::{MoeSpec, Weights};
 use crate::{KvPool, ModelError};
 
 /// Buffers of one forward pass, kept per thread between calls.
@@ -23,6 +24,10 @@ pub(crate) struct Scratch {
     angles: Vec<Vec<(f32, f32)>>,
     /// Which of `angles` this step has computed.
     angles_done: Vec<bool>,
+    /// A mixture of experts' input `[n, dim]` (a copy: the output may overwrite it),
+    /// router logits `[n, n_expert]`, and one expert's gathered tokens `[m, dim]`, gate
+    /// and up `[m, ffn]` and output `[m, dim]`.
+    moe: [Vec<f32>; 6],
 }
 
 thread_local! {
@@ -160,6 +165,45 @@ impl Ops for CpuStep<'_, '_> {
             .get_disjoint_mut([x as usize, gate as usize, up as usize])
             .expect("three different buffers");
         matmul_glu(wg, wu, act, xv, n, g, u);
+        Ok(())
+    }
+
+    fn moe(&mut self, x: Buf, moe: &MoeSpec, out: Buf) -> Result<(), ModelError> {
+        let n = self.batch.len();
+        let w = self.weights;
+        let router = w.mat(moe.router);
+        let (n_expert, dim) = (router.rows(), router.cols());
+        let [xb, logits, xs, g, u, ys] = &mut self.s.moe;
+        xb.clear();
+        xb.extend_from_slice(&self.s.bufs[x as usize]);
+        let ob = &mut self.s.bufs[out as usize];
+        logits.resize(n * n_expert, 0.0);
+        matmul(router, xb, n, logits);
+        let routes = route(logits, n_expert, moe);
+        let groups = group_by_expert(&routes, moe.top_k, n_expert);
+        ob.fill(0.0);
+        // Expert by expert, each over all of its tokens: its weights are read once. Each
+        // token's sum runs over its experts in expert order, whatever the batch.
+        for (e, f) in moe.experts.iter().enumerate() {
+            let mine = &groups.groups[groups.starts[e]..groups.starts[e + 1]];
+            if mine.is_empty() {
+                continue;
+            }
+            let m = mine.len();
+            let ffn = w.mat(f.gate).rows();
+            xs.clear();
+            for &(t, _) in mine {
+                xs.extend_from_slice(&xb[t as usize * dim..(t as usize + 1) * dim]);
+            }
+            g.resize(m * ffn, 0.0);
+            u.resize(m * ffn, 0.0);
+            ys.resize(m * dim, 0.0);
+            matmul_glu(w.mat(f.gate), w.mat(f.up), f.act, xs, m, g, u);
+            matmul(w.mat(f.down), g, m, ys);
+            for (&(t, wt), y) in mine.iter().zip(ys.chunks_exact(dim)) {
+                axpy(wt, y, &mut ob[t as usize * dim..(t as usize + 1) * dim]);
+            }
+        }
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 
 use crate::batch::Batch;
 use crate::ops::{Buf, Ops};
-use crate::spec::ModelSpec;
+use crate::spec::{Ffn, ModelSpec};
 
 /// Runs `batch` through the model described by `spec` on the device behind `ops` (a step
 /// made for this batch). Returns the logits of the rows that want them, `[m, vocab]`.
@@ -66,9 +66,13 @@ pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<V
                 Buf::X
             }
         };
-        let f = &l.ffn;
-        ops.matmul_glu(ffn_in, f.gate, f.up, f.act, Buf::Gate, Buf::Up)?;
-        ops.matmul(Buf::Gate, &[(f.down, Buf::Xn)])?;
+        match &l.ffn {
+            Ffn::Dense(f) => {
+                ops.matmul_glu(ffn_in, f.gate, f.up, f.act, Buf::Gate, Buf::Up)?;
+                ops.matmul(Buf::Gate, &[(f.down, Buf::Xn)])?;
+            }
+            Ffn::Moe(m) => ops.moe(ffn_in, m, Buf::Xn)?,
+        }
         if let Some(w) = l.post_ffn_norm {
             ops.norm(Buf::Xn, None, w, eps, Buf::Xn)?;
         }

@@ -10,6 +10,7 @@ mod families;
 pub mod forward;
 mod kv_cache;
 mod model;
+pub mod moe;
 pub mod ops;
 mod rng;
 pub mod spec;

@@ -93,6 +93,11 @@ pub trait Ops {
         up: Buf,
     ) -> Result<(), Self::Error>;
 
+    /// `out[t] = Σ weight · expert(x[t])` over the experts the router picks for token
+    /// `t` (see [`crate::moe::route`]); `out` may be `x`. A backend gathers each expert's
+    /// tokens so that a batch reads each expert's weights once.
+    fn moe(&mut self, x: Buf, moe: &crate::spec::MoeSpec, out: Buf) -> Result<(), Self::Error>;
+
     /// Adds `bias` to every row of `x`.
     fn add_bias(&mut self, x: Buf, bias: VecId) -> Result<(), Self::Error>;
 

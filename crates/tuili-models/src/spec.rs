@@ -69,6 +69,42 @@ pub struct FfnSpec {
     pub act: Glu,
 }
 
+/// A mixture of experts: a router picks `top_k` experts per token, whose outputs are
+/// summed with the router's weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MoeSpec {
+    /// Router: `[n_expert, dim]`.
+    pub router: MatId,
+    /// Each expert's gated feed-forward block (views into the file's stacked tensors).
+    pub experts: Vec<FfnSpec>,
+    /// Experts per token.
+    pub top_k: usize,
+    /// How the router's logits become weights.
+    pub gating: Gating,
+    /// Whether the chosen experts' weights are divided by their sum.
+    pub norm_weights: bool,
+    /// Multiplies the weights after that (1 for none).
+    pub weight_scale: f32,
+}
+
+/// The function from router logits to expert weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gating {
+    /// Softmax over all experts (Qwen3-MoE, Mixtral).
+    Softmax,
+    /// A sigmoid per expert.
+    Sigmoid,
+}
+
+/// The feed-forward block of a layer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ffn {
+    /// One gated block for every token.
+    Dense(FfnSpec),
+    /// A mixture of experts.
+    Moe(MoeSpec),
+}
+
 /// One transformer block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerSpec {
@@ -88,7 +124,7 @@ pub struct LayerSpec {
     /// Norm before the feed-forward block: `[dim]` (`None`: it reads the residual stream).
     pub ffn_norm: Option<VecId>,
     /// The feed-forward block.
-    pub ffn: FfnSpec,
+    pub ffn: Ffn,
     /// Norm of the feed-forward output before the residual add (gemma3): `[dim]`.
     pub post_ffn_norm: Option<VecId>,
     /// Multiplies each block's output before the residual add (granite).
@@ -118,8 +154,16 @@ pub struct ModelSpec {
 
 impl LayerSpec {
     /// The layer's matrices, in the order the forward pass reads them.
-    pub fn matrices(&self) -> [MatId; 7] {
-        let (q, f) = (&self.qkv, &self.ffn);
-        [q.wq, q.wk, q.wv, self.wo, f.gate, f.up, f.down]
+    pub fn matrices(&self) -> Vec<MatId> {
+        let q = &self.qkv;
+        let mut ids = vec![q.wq, q.wk, q.wv, self.wo];
+        match &self.ffn {
+            Ffn::Dense(f) => ids.extend([f.gate, f.up, f.down]),
+            Ffn::Moe(m) => {
+                ids.push(m.router);
+                ids.extend(m.experts.iter().flat_map(|f| [f.gate, f.up, f.down]));
+            }
+        }
+        ids
     }
 }

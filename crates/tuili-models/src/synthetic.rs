@@ -84,6 +84,12 @@ impl SyntheticSpec {
     }
 }
 
+/// Experts per layer of a synthetic `qwen3moe` model, of which 2 are used per token.
+pub const SYNTHETIC_EXPERTS: usize = 8;
+
+/// The feed-forward width of each synthetic expert.
+pub const SYNTHETIC_EXPERT_FFN: usize = 256;
+
 /// The sliding window of a synthetic `gemma3` model's local layers: short, so that tests'
 /// prompts run past it.
 pub const SYNTHETIC_WINDOW: usize = 5;
@@ -129,6 +135,14 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
         format!("{a}.attention.layer_norm_rms_epsilon"),
         Value::F32(1e-5),
     )?;
+    if spec.arch == Arch::Qwen3Moe {
+        w.add(format!("{a}.expert_count"), u32v(SYNTHETIC_EXPERTS))?;
+        w.add(format!("{a}.expert_used_count"), u32v(2))?;
+        w.add(
+            format!("{a}.expert_feed_forward_length"),
+            u32v(SYNTHETIC_EXPERT_FFN),
+        )?;
+    }
     if spec.arch == Arch::Granite {
         // Multipliers of IBM's Granite 3 2B, roughly.
         for (k, v) in [
@@ -151,13 +165,21 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
 
     let mut vals = Values::new(spec.seed);
     let ty = spec.weight_type;
-    let mut matrix = |w: &mut GgufWriter, name: String, rows: usize, cols: usize, ty: GgmlType| {
-        // Scaled like trained weights so activations stay in a sane range.
-        let data = vals.take(rows * cols, 1.0 / (cols as f32).sqrt());
-        let bytes = quantize(ty, &data)?;
-        w.add_tensor(name, &[cols as u64, rows as u64], ty, bytes)?;
-        Ok::<(), ModelError>(())
-    };
+    // `stack` matrices of [rows, cols] (GGUF dims [cols, rows] or [cols, rows, stack]).
+    let mut stacked =
+        |w: &mut GgufWriter, name: String, rows: usize, cols: usize, stack: usize, ty: GgmlType| {
+            // Scaled like trained weights so activations stay in a sane range.
+            let data = vals.take(stack * rows * cols, 1.0 / (cols as f32).sqrt());
+            let bytes = quantize(ty, &data)?;
+            let dims: &[u64] = if stack == 1 {
+                &[cols as u64, rows as u64]
+            } else {
+                &[cols as u64, rows as u64, stack as u64]
+            };
+            w.add_tensor(name, dims, ty, bytes)?;
+            Ok::<(), ModelError>(())
+        };
+
     let ones = |n: usize| -> Vec<u8> { (0..n).flat_map(|_| 1f32.to_le_bytes()).collect() };
     // Norm weights around 1, different per tensor (so that a norm applied to the wrong
     // tensor shows).
@@ -170,11 +192,12 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
             .flat_map(|v| (1.0 + v).to_le_bytes())
             .collect()
     };
-    matrix(
+    stacked(
         &mut w,
         "token_embd.weight".into(),
         spec.vocab,
         spec.dim,
+        1,
         GgmlType::Q8_0,
     )?;
     for i in 0..spec.n_layer {
@@ -188,9 +211,9 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
                 ones(spec.dim),
             )?;
         }
-        matrix(&mut w, n("attn_q.weight"), q_dim, spec.dim, ty)?;
-        matrix(&mut w, n("attn_k.weight"), kv_dim, spec.dim, ty)?;
-        matrix(&mut w, n("attn_v.weight"), kv_dim, spec.dim, ty)?;
+        stacked(&mut w, n("attn_q.weight"), q_dim, spec.dim, 1, ty)?;
+        stacked(&mut w, n("attn_k.weight"), kv_dim, spec.dim, 1, ty)?;
+        stacked(&mut w, n("attn_v.weight"), kv_dim, spec.dim, 1, ty)?;
         if spec.arch == Arch::Qwen2 {
             for (b, len) in [
                 ("attn_q.bias", q_dim),
@@ -205,7 +228,7 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
                 w.add_tensor(n(b), &[len as u64], GgmlType::F32, bias)?;
             }
         }
-        if matches!(spec.arch, Arch::Qwen3 | Arch::Gemma3) {
+        if matches!(spec.arch, Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3) {
             for t in ["attn_q_norm.weight", "attn_k_norm.weight"] {
                 w.add_tensor(n(t), &[head_dim as u64], GgmlType::F32, norm(head_dim))?;
             }
@@ -219,7 +242,7 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
                 w.add_tensor(n(t), &[len as u64], GgmlType::F32, norm(len))?;
             }
         }
-        matrix(&mut w, n("attn_output.weight"), spec.dim, q_dim, ty)?;
+        stacked(&mut w, n("attn_output.weight"), spec.dim, q_dim, 1, ty)?;
         if matches!(spec.arch, Arch::Gemma3 | Arch::Olmo2) {
             for t in ["post_attention_norm.weight", "post_ffw_norm.weight"] {
                 w.add_tensor(n(t), &[spec.dim as u64], GgmlType::F32, norm(spec.dim))?;
@@ -233,9 +256,17 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
                 ones(spec.dim),
             )?;
         }
-        matrix(&mut w, n("ffn_gate.weight"), spec.ffn_dim, spec.dim, ty)?;
-        matrix(&mut w, n("ffn_up.weight"), spec.ffn_dim, spec.dim, ty)?;
-        matrix(&mut w, n("ffn_down.weight"), spec.dim, spec.ffn_dim, ty)?;
+        if spec.arch == Arch::Qwen3Moe {
+            let (e, f, d) = (SYNTHETIC_EXPERTS, SYNTHETIC_EXPERT_FFN, spec.dim);
+            stacked(&mut w, n("ffn_gate_inp.weight"), e, d, 1, GgmlType::F32)?;
+            stacked(&mut w, n("ffn_gate_exps.weight"), f, d, e, ty)?;
+            stacked(&mut w, n("ffn_up_exps.weight"), f, d, e, ty)?;
+            stacked(&mut w, n("ffn_down_exps.weight"), d, f, e, ty)?;
+        } else {
+            stacked(&mut w, n("ffn_gate.weight"), spec.ffn_dim, spec.dim, 1, ty)?;
+            stacked(&mut w, n("ffn_up.weight"), spec.ffn_dim, spec.dim, 1, ty)?;
+            stacked(&mut w, n("ffn_down.weight"), spec.dim, spec.ffn_dim, 1, ty)?;
+        }
     }
     w.add_tensor(
         "output_norm.weight",
@@ -244,7 +275,7 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
         ones(spec.dim),
     )?;
     if matches!(spec.arch, Arch::Qwen2 | Arch::Olmo2) {
-        matrix(&mut w, "output.weight".into(), spec.vocab, spec.dim, ty)?;
+        stacked(&mut w, "output.weight".into(), spec.vocab, spec.dim, 1, ty)?;
     }
     Ok(w.to_bytes())
 }

@@ -106,6 +106,9 @@ struct Kernels {
     silu_mul: CudaFunction,
     gelu_tanh_mul: CudaFunction,
     scale: CudaFunction,
+    fill: CudaFunction,
+    gather_rows: CudaFunction,
+    scatter_add_rows: CudaFunction,
     rope: CudaFunction,
     kv_write: CudaFunction,
     attention_split: CudaFunction,
@@ -202,6 +205,9 @@ impl Gpu {
             silu_mul: f("silu_mul")?,
             gelu_tanh_mul: f("gelu_tanh_mul")?,
             scale: f("scale")?,
+            fill: f("fill")?,
+            gather_rows: f("gather_rows")?,
+            scatter_add_rows: f("scatter_add_rows")?,
             rope: f("rope")?,
             kv_write: f("kv_write")?,
             attention_split: f("attention_split")?,
@@ -450,6 +456,42 @@ impl Gpu {
     pub fn scale(&self, x: u64, s: f32, total: usize) -> Result<(), CudaError> {
         let t = i(total);
         launch!(self, &self.k.scale, ew_cfg(total), "scale"; &x, &s, &t)
+    }
+
+    /// `x = v` over `total` elements.
+    pub fn fill(&self, x: u64, v: f32, total: usize) -> Result<(), CudaError> {
+        let t = i(total);
+        launch!(self, &self.k.fill, ew_cfg(total), "fill"; &x, &v, &t)
+    }
+
+    /// `dst[r] = src[idx[r]]` for `n` rows of `dim` (`idx`: device `[n]` u32).
+    pub fn gather_rows(
+        &self,
+        src: u64,
+        idx: u64,
+        n: usize,
+        dim: usize,
+        dst: u64,
+    ) -> Result<(), CudaError> {
+        let (d, t) = (i(dim), i(n * dim));
+        launch!(self, &self.k.gather_rows, ew_cfg(n * dim), "gather_rows"; &src, &idx, &d, &t, &dst)
+    }
+
+    /// `dst[idx[r]] += w[r] · y[r]` for `n` rows of `dim` (distinct `idx`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn scatter_add_rows(
+        &self,
+        y: u64,
+        idx: u64,
+        w: u64,
+        n: usize,
+        dim: usize,
+        dst: u64,
+    ) -> Result<(), CudaError> {
+        let (d, t) = (i(dim), i(n * dim));
+        launch!(self, &self.k.scatter_add_rows, ew_cfg(n * dim), "scatter_add_rows";
+            &y, &idx, &w, &d, &t, &dst
+        )
     }
 
     /// RoPE in place on `x: [n, n_heads, head_dim]` at positions `pos: [n]` u32.

@@ -4,8 +4,9 @@
 use cudarc::driver::CudaSlice;
 use tuili_backend::ops::RopeMode;
 use tuili_models::batch::Batch;
+use tuili_models::moe::{group_by_expert, route};
 use tuili_models::ops::{AttnSpec, Buf, Glu, MatId, Ops, RopeId, VecId, Widths};
-use tuili_models::spec::ModelSpec;
+use tuili_models::spec::{ModelSpec, MoeSpec};
 use tuili_models::{Config, KvType, Model, SeqChunk};
 
 use super::gpu::{attention_scratch, attention_splits, AttnArgs, Gpu, GpuWeight, What};
@@ -315,6 +316,61 @@ impl Ops for CudaStep<'_> {
             Glu::Silu => self.m.gpu.silu_mul(gp, up_p, total),
             Glu::GeluTanh => self.m.gpu.gelu_tanh_mul(gp, up_p, total),
         }
+    }
+
+    fn moe(&mut self, x: Buf, moe: &MoeSpec, out: Buf) -> Result<(), CudaError> {
+        let g = &self.m.gpu;
+        let n = self.n;
+        let router = self.mat(moe.router);
+        let (n_expert, dim) = (router.rows, router.cols);
+        // The input, kept: `out` may be `x`.
+        let x_in = g.zeros::<f32>(n * dim)?;
+        g.add(g.ptr(&x_in, 0), self.p(x), n * dim)?;
+        // Routing on the host, as on the CPU (`tuili_models::moe`).
+        let logits = g.zeros::<f32>(n * n_expert)?;
+        self.mm(moe.router, g.ptr(&x_in, 0), n, g.ptr(&logits, 0))?;
+        let logits = g.download(g.ptr(&logits, 0), n * n_expert)?;
+        let routes = route(&logits, n_expert, moe);
+        let groups = group_by_expert(&routes, moe.top_k, n_expert);
+        let (tokens, weights): (Vec<u32>, Vec<f32>) = groups.groups.iter().copied().unzip();
+        let (d_tok, d_w) = (g.upload(&tokens)?, g.upload(&weights)?);
+        let most = (0..n_expert)
+            .map(|e| groups.starts[e + 1] - groups.starts[e])
+            .max()
+            .unwrap_or(0);
+        let ffn = moe
+            .experts
+            .iter()
+            .map(|f| self.mat(f.gate).rows)
+            .max()
+            .unwrap_or(1);
+        // One expert's tokens [m, dim], gate and up [m, ffn], output [m, dim].
+        let xs = g.zeros::<f32>(most * dim)?;
+        let (gs, us) = (g.zeros::<f32>(most * ffn)?, g.zeros::<f32>(most * ffn)?);
+        let ys = g.zeros::<f32>(most * dim)?;
+        let (xs_p, gs_p, us_p, ys_p) = (g.ptr(&xs, 0), g.ptr(&gs, 0), g.ptr(&us, 0), g.ptr(&ys, 0));
+        let out_p = self.p(out);
+        g.fill(out_p, 0.0, n * dim)?;
+        // Expert by expert, in order, as the CPU sums them.
+        for (e, f) in moe.experts.iter().enumerate() {
+            let (s, m) = (groups.starts[e], groups.starts[e + 1] - groups.starts[e]);
+            if m == 0 {
+                continue;
+            }
+            let (tok_p, w_p) = (g.ptr(&d_tok, s), g.ptr(&d_w, s));
+            g.gather_rows(g.ptr(&x_in, 0), tok_p, m, dim, xs_p)?;
+            self.mm(f.gate, xs_p, m, gs_p)?;
+            self.mm(f.up, xs_p, m, us_p)?;
+            let width = self.mat(f.gate).rows;
+            match f.act {
+                Glu::Silu => g.silu_mul(gs_p, us_p, m * width)?,
+                Glu::GeluTanh => g.gelu_tanh_mul(gs_p, us_p, m * width)?,
+            }
+            self.mm(f.down, gs_p, m, ys_p)?;
+            g.scatter_add_rows(ys_p, tok_p, w_p, m, dim, out_p)?;
+        }
+        // The scratch above is freed when this returns: finish with it first.
+        g.stream.synchronize().what("waiting for the GPU")
     }
 
     fn add_bias(&mut self, x: Buf, bias: VecId) -> Result<(), CudaError> {

@@ -93,6 +93,32 @@ extern "C" __global__ void scale(float* __restrict__ x, float s, int total) {
     if (i < total) x[i] *= s;
 }
 
+// x[i] = v.
+extern "C" __global__ void fill(float* __restrict__ x, float v, int total) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) x[i] = v;
+}
+
+// Rows of a mixture of experts' tokens. dst[r, :] = src[idx[r], :]; idx: [n];
+// total = n * dim.
+extern "C" __global__ void gather_rows(const float* __restrict__ src, const u32* __restrict__ idx,
+                                       int dim, int total, float* __restrict__ dst) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) dst[i] = src[(size_t)idx[i / dim] * dim + i % dim];
+}
+
+// dst[idx[r], :] += w[r] * y[r, :], one fused multiply-add per element as the CPU's `axpy`.
+// The rows of one launch are different tokens: no two threads write one element.
+extern "C" __global__ void scatter_add_rows(const float* __restrict__ y, const u32* __restrict__ idx,
+                                            const float* __restrict__ w, int dim, int total,
+                                            float* __restrict__ dst) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) {
+        float* d = dst + (size_t)idx[i / dim] * dim + i % dim;
+        *d = fmaf(w[i / dim], y[i], *d);
+    }
+}
+
 // RoPE in place. x: [n, n_heads, head_dim]; pos: [n]; inv_freq: [head_dim / 2].
 // neox = 0 rotates pairs (2i, 2i+1), neox = 1 pairs (i, i + head_dim/2). The angle in
 // f64 as on the CPU (positions reach 1e5). One thread per (token, head, pair).

@@ -7,7 +7,7 @@ use tuili_backend::ops::RopeMode;
 
 use super::Loader;
 use crate::ops::{AttnSpec, Glu, RopeId};
-use crate::spec::{FfnSpec, LayerSpec, ModelSpec, QkvSpec};
+use crate::spec::{Ffn, FfnSpec, LayerSpec, ModelSpec, QkvSpec};
 use crate::ModelError;
 
 /// Metadata keys beyond the common ones whose math this loader implements.
@@ -66,12 +66,12 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
             post_attn_norm: Some(ld.vector(&n("post_attention_norm.weight"), dim)?),
             ffn_norm: Some(ld.vector(&n("ffn_norm.weight"), dim)?),
-            ffn: FfnSpec {
+            ffn: Ffn::Dense(FfnSpec {
                 gate: ld.matrix(&n("ffn_gate.weight"), ffn, dim)?,
                 up: ld.matrix(&n("ffn_up.weight"), ffn, dim)?,
                 down: ld.matrix(&n("ffn_down.weight"), dim, ffn)?,
                 act: Glu::GeluTanh,
-            },
+            }),
             post_ffn_norm: Some(ld.vector(&n("post_ffw_norm.weight"), dim)?),
             residual_scale: 1.0,
         });

@@ -1,12 +1,13 @@
 //! The llama-shaped families: `llama` (SmolLM2, Llama 2/3), `qwen2` (Q/K/V biases),
-//! `qwen3` (per-head QK-norm), `smollm3` (no RoPE on every 4th layer) and `granite`
+//! `qwen3` (per-head QK-norm), `qwen3moe` (and a mixture of experts for feed-forward),
+//! `smollm3` (no RoPE on every 4th layer) and `granite`
 //! (multipliers of the embedding, the residual branches, the attention scores and the
 //! logits): embed, then per layer norm → attention → residual → norm → SwiGLU → residual,
 //! then norm → logits.
 
 use super::Loader;
 use crate::ops::{AttnSpec, Glu, RopeId};
-use crate::spec::{FfnSpec, LayerSpec, ModelSpec, QkvSpec};
+use crate::spec::{Ffn, FfnSpec, Gating, LayerSpec, ModelSpec, MoeSpec, QkvSpec};
 use crate::{Arch, ModelError};
 
 /// Metadata keys beyond the common ones whose math this loader implements, per family.
@@ -18,9 +19,17 @@ pub(super) fn handled_keys(arch: Arch) -> &'static [&'static str] {
             "logit_scale",
             "attention.scale",
         ],
+        Arch::Qwen3Moe => &[
+            "expert_count",
+            "expert_used_count",
+            "expert_feed_forward_length",
+        ],
         _ => &[],
     }
 }
+
+/// The most experts a layer may have (llama.cpp's limit).
+const MAX_EXPERTS: usize = 512;
 
 /// SmolLM3 leaves RoPE out of every 4th layer (llama.cpp's `n_no_rope_layer_step`).
 const SMOLLM3_NOPE_STEP: usize = 4;
@@ -87,7 +96,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         } else {
             None
         };
-        let qk_norm = if cfg.arch == Arch::Qwen3 {
+        let qk_norm = if matches!(cfg.arch, Arch::Qwen3 | Arch::Qwen3Moe) {
             Some([
                 ld.vector(&n("attn_q_norm.weight"), hd)?,
                 ld.vector(&n("attn_k_norm.weight"), hd)?,
@@ -113,11 +122,15 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
             post_attn_norm: None,
             ffn_norm: Some(ld.vector(&n("ffn_norm.weight"), dim)?),
-            ffn: FfnSpec {
-                gate: ld.matrix(&n("ffn_gate.weight"), ffn, dim)?,
-                up: ld.matrix(&n("ffn_up.weight"), ffn, dim)?,
-                down: ld.matrix(&n("ffn_down.weight"), dim, ffn)?,
-                act: Glu::Silu,
+            ffn: if cfg.arch == Arch::Qwen3Moe {
+                Ffn::Moe(moe(ld, i)?)
+            } else {
+                Ffn::Dense(FfnSpec {
+                    gate: ld.matrix(&n("ffn_gate.weight"), ffn, dim)?,
+                    up: ld.matrix(&n("ffn_up.weight"), ffn, dim)?,
+                    down: ld.matrix(&n("ffn_down.weight"), dim, ffn)?,
+                    act: Glu::Silu,
+                })
             },
             post_ffn_norm: None,
             residual_scale,
@@ -145,4 +158,32 @@ fn positive(arch: Arch, key: &str, v: f32) -> Result<f32, ModelError> {
             arch.name()
         )))
     }
+}
+
+/// Layer `i`'s mixture of experts (qwen3moe): softmax router, top-k, weights normalised.
+fn moe(ld: &Loader, i: usize) -> Result<MoeSpec, ModelError> {
+    let dim = ld.cfg.dim;
+    let n_expert = ld.count("expert_count", MAX_EXPERTS)?;
+    let top_k = ld.count("expert_used_count", n_expert)?;
+    let ffn = ld.count("expert_feed_forward_length", 1 << 20)?;
+    let n = |s: &str| format!("blk.{i}.{s}");
+    let gate = ld.experts(&n("ffn_gate_exps.weight"), ffn, dim, n_expert)?;
+    let up = ld.experts(&n("ffn_up_exps.weight"), ffn, dim, n_expert)?;
+    let down = ld.experts(&n("ffn_down_exps.weight"), dim, ffn, n_expert)?;
+    let experts = (0..n_expert)
+        .map(|e| FfnSpec {
+            gate: gate[e],
+            up: up[e],
+            down: down[e],
+            act: Glu::Silu,
+        })
+        .collect();
+    Ok(MoeSpec {
+        router: ld.matrix(&n("ffn_gate_inp.weight"), n_expert, dim)?,
+        experts,
+        top_k,
+        gating: Gating::Softmax,
+        norm_weights: true,
+        weight_scale: 1.0,
+    })
 }

@@ -35,9 +35,12 @@ pub(crate) fn load(file: &Arc<GgufFile>, cfg: &Config) -> Result<(ModelSpec, Wei
         weights: RefCell::new(Weights::default()),
     };
     let (spec, handled) = match cfg.arch {
-        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Smollm3 | Arch::Granite => {
-            (llama::load(&ld)?, llama::handled_keys(cfg.arch))
-        }
+        Arch::Llama
+        | Arch::Qwen2
+        | Arch::Qwen3
+        | Arch::Qwen3Moe
+        | Arch::Smollm3
+        | Arch::Granite => (llama::load(&ld)?, llama::handled_keys(cfg.arch)),
         Arch::Gemma3 => (gemma3::load(&ld)?, gemma3::HANDLED_KEYS),
         Arch::Olmo2 => (olmo2::load(&ld)?, olmo2::HANDLED_KEYS),
     };
@@ -82,6 +85,42 @@ impl Loader<'_> {
         Ok(self.weights.borrow_mut().add_mat(name, w))
     }
 
+    /// `n` stacked `[rows, cols]` matrices (GGUF dims `[cols, rows, n]`, one expert after
+    /// another), as one view each.
+    fn experts(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        n: usize,
+    ) -> Result<Vec<MatId>, ModelError> {
+        self.used.borrow_mut().insert(name.to_string());
+        let t = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let want = [cols as u64, rows as u64, n as u64];
+        if t.dims != want {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                found: t.dims.clone(),
+                expected: want.to_vec(),
+            });
+        }
+        let start = self.file.tensor_data(t).as_ptr() as usize - self.file.data().as_ptr() as usize;
+        let bytes = self.file.tensor_data(t).len() / n;
+        (0..n)
+            .map(|e| {
+                let src: Arc<dyn ByteSource> = self.file.clone();
+                let w = Weight::new(t.ty, rows, cols, src, start + e * bytes)?;
+                Ok(self
+                    .weights
+                    .borrow_mut()
+                    .add_mat(&format!("{name}[{e}]"), w))
+            })
+            .collect()
+    }
+
     /// A vector of `n` values, dequantized to f32.
     fn vector_values(&self, name: &str, n: usize) -> Result<Vec<f32>, ModelError> {
         self.used.borrow_mut().insert(name.to_string());
@@ -117,6 +156,18 @@ impl Loader<'_> {
         } else {
             Ok(embed)
         }
+    }
+
+    /// A required count of this architecture (`{arch}.{key}`), within `1..=max`.
+    fn count(&self, key: &str, max: usize) -> Result<usize, ModelError> {
+        let key = format!("{}.{key}", self.cfg.arch.name());
+        let v = self.file.get_u64(&key)?;
+        if v == 0 || v > max as u64 {
+            return Err(ModelError::BadConfig(format!(
+                "{key} = {v} is outside 1..={max}"
+            )));
+        }
+        Ok(v as usize)
     }
 
     /// A metadata number of this architecture (`{arch}.{key}`), if present.
