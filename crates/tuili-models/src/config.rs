@@ -26,11 +26,13 @@ pub enum Arch {
     Granite,
     /// `olmo2`: norms after attention and feed-forward only, full-width QK-norm.
     Olmo2,
+    /// `phi3` (Phi-3, Phi-4): fused Q/K/V and gate/up projections.
+    Phi3,
 }
 
 impl Arch {
     /// Every architecture tuili runs.
-    pub const ALL: [Arch; 8] = [
+    pub const ALL: [Arch; 9] = [
         Arch::Llama,
         Arch::Qwen2,
         Arch::Qwen3,
@@ -39,6 +41,7 @@ impl Arch {
         Arch::Smollm3,
         Arch::Granite,
         Arch::Olmo2,
+        Arch::Phi3,
     ];
 
     /// The `general.architecture` name.
@@ -52,6 +55,7 @@ impl Arch {
             Arch::Smollm3 => "smollm3",
             Arch::Granite => "granite",
             Arch::Olmo2 => "olmo2",
+            Arch::Phi3 => "phi3",
         }
     }
 
@@ -151,9 +155,12 @@ impl Config {
             rope_base,
             rope_mode: match arch {
                 Arch::Llama | Arch::Smollm3 | Arch::Granite => RopeMode::Normal,
-                Arch::Qwen2 | Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3 | Arch::Olmo2 => {
-                    RopeMode::Neox
-                }
+                Arch::Qwen2
+                | Arch::Qwen3
+                | Arch::Qwen3Moe
+                | Arch::Gemma3
+                | Arch::Olmo2
+                | Arch::Phi3 => RopeMode::Neox,
             },
             eps,
         };

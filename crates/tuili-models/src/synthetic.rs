@@ -28,7 +28,7 @@ pub struct SyntheticSpec {
     /// Any architecture: `qwen2` gets Q/K/V biases and an untied output, `qwen3` QK-norms,
     /// `gemma3` QK-norms, post-norms and a sliding window of [`SYNTHETIC_WINDOW`] on every
     /// other layer, `granite` its multipliers, `olmo2` post-norms only and full-width
-    /// QK-norms.
+    /// QK-norms, `qwen3moe` 8 experts (2 per token), `phi3` fused Q/K/V and gate/up.
     pub arch: Arch,
     /// Transformer blocks.
     pub n_layer: usize,
@@ -211,9 +211,14 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
                 ones(spec.dim),
             )?;
         }
-        stacked(&mut w, n("attn_q.weight"), q_dim, spec.dim, 1, ty)?;
-        stacked(&mut w, n("attn_k.weight"), kv_dim, spec.dim, 1, ty)?;
-        stacked(&mut w, n("attn_v.weight"), kv_dim, spec.dim, 1, ty)?;
+        if spec.arch == Arch::Phi3 {
+            let rows = q_dim + 2 * kv_dim;
+            stacked(&mut w, n("attn_qkv.weight"), rows, spec.dim, 1, ty)?;
+        } else {
+            stacked(&mut w, n("attn_q.weight"), q_dim, spec.dim, 1, ty)?;
+            stacked(&mut w, n("attn_k.weight"), kv_dim, spec.dim, 1, ty)?;
+            stacked(&mut w, n("attn_v.weight"), kv_dim, spec.dim, 1, ty)?;
+        }
         if spec.arch == Arch::Qwen2 {
             for (b, len) in [
                 ("attn_q.bias", q_dim),
@@ -262,6 +267,10 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
             stacked(&mut w, n("ffn_gate_exps.weight"), f, d, e, ty)?;
             stacked(&mut w, n("ffn_up_exps.weight"), f, d, e, ty)?;
             stacked(&mut w, n("ffn_down_exps.weight"), d, f, e, ty)?;
+        } else if spec.arch == Arch::Phi3 {
+            let (f, d) = (spec.ffn_dim, spec.dim);
+            stacked(&mut w, n("ffn_up.weight"), 2 * f, d, 1, ty)?;
+            stacked(&mut w, n("ffn_down.weight"), d, f, 1, ty)?;
         } else {
             stacked(&mut w, n("ffn_gate.weight"), spec.ffn_dim, spec.dim, 1, ty)?;
             stacked(&mut w, n("ffn_up.weight"), spec.ffn_dim, spec.dim, 1, ty)?;

@@ -5,6 +5,7 @@
 mod gemma3;
 mod llama;
 mod olmo2;
+mod phi3;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -43,6 +44,7 @@ pub(crate) fn load(file: &Arc<GgufFile>, cfg: &Config) -> Result<(ModelSpec, Wei
         | Arch::Granite => (llama::load(&ld)?, llama::handled_keys(cfg.arch)),
         Arch::Gemma3 => (gemma3::load(&ld)?, gemma3::HANDLED_KEYS),
         Arch::Olmo2 => (olmo2::load(&ld)?, olmo2::HANDLED_KEYS),
+        Arch::Phi3 => (phi3::load(&ld)?, phi3::HANDLED_KEYS),
     };
     unimplemented::refuse_unimplemented_metadata(file, cfg, handled)?;
     unimplemented::refuse_unused_tensors(file, &ld.used.borrow())?;
@@ -83,6 +85,44 @@ impl Loader<'_> {
         let src: Arc<dyn ByteSource> = self.file.clone();
         let w = Weight::new(t.ty, rows, cols, src, offset)?;
         Ok(self.weights.borrow_mut().add_mat(name, w))
+    }
+
+    /// A fused matrix (GGUF dims `[cols, Σ parts]`) as one view per part of `parts[i]`
+    /// consecutive rows: fused Q/K/V, or gate and up.
+    fn split_matrix(
+        &self,
+        name: &str,
+        cols: usize,
+        parts: &[usize],
+    ) -> Result<Vec<MatId>, ModelError> {
+        self.used.borrow_mut().insert(name.to_string());
+        let t = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let rows: usize = parts.iter().sum();
+        if t.dims != [cols as u64, rows as u64] {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                found: t.dims.clone(),
+                expected: vec![cols as u64, rows as u64],
+            });
+        }
+        let mut at =
+            self.file.tensor_data(t).as_ptr() as usize - self.file.data().as_ptr() as usize;
+        let row_bytes = self.file.tensor_data(t).len() / rows;
+        let mut ids = Vec::with_capacity(parts.len());
+        for (i, &r) in parts.iter().enumerate() {
+            let src: Arc<dyn ByteSource> = self.file.clone();
+            let w = Weight::new(t.ty, r, cols, src, at)?;
+            ids.push(
+                self.weights
+                    .borrow_mut()
+                    .add_mat(&format!("{name}[{i}]"), w),
+            );
+            at += r * row_bytes;
+        }
+        Ok(ids)
     }
 
     /// `n` stacked `[rows, cols]` matrices (GGUF dims `[cols, rows, n]`, one expert after
