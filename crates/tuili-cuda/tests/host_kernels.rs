@@ -144,11 +144,13 @@ int main(int argc, char** argv) {
         DISPATCH_MV(q4_k) DISPATCH_MV(q5_k) DISPATCH_MV(q6_k) DISPATCH_MV(f32) DISPATCH_MV(f16) DISPATCH_MV(bf16)
         save(argv[7], y);
     } else if (op == "attention") {
-        // attention N_HEAD N_KV_HEAD HEAD_DIM BLOCK SPLIT_LEN WINDOW Q K V POS TABLE OUT
+        // attention N_HEAD N_KV_HEAD HEAD_DIM BLOCK SPLIT_LEN WINDOW TEMP_SCALE TEMP_FLOOR
+        //           Q K V POS TABLE OUT
         // K, V: [n_pos, kv_dim] of one sequence; queries at positions POS.
         int nh = std::atoi(argv[2]), nkv = std::atoi(argv[3]), hd = std::atoi(argv[4]);
         int bs = std::atoi(argv[5]), split_len = std::atoi(argv[6]), window = std::atoi(argv[7]);
-        argv += 1;
+        float temp_scale = std::strtof(argv[8], nullptr), temp_floor = std::strtof(argv[9], nullptr);
+        argv += 3;
         auto q = load<float>(argv[7]);
         auto k = load<float>(argv[8]);
         auto v = load<float>(argv[9]);
@@ -167,7 +169,7 @@ int main(int argc, char** argv) {
         int pairs = n * nh;
         std::vector<float> po((size_t)pairs * splits * hd, NAN), pml((size_t)pairs * splits * 2, NAN);
         std::vector<float> out((size_t)pairs * hd, NAN);
-        launch(pairs, splits, 32 * ATT_WARPS, [&] { attention_split(q.data(), kp.data(), vp.data(), pos.data(), chunk.data(), table.data(), (int)table.size(), 0, nb, bs, nh, nkv, hd, 1.0f / std::sqrt((float)hd), window, split_len, po.data(), pml.data()); });
+        launch(pairs, splits, 32 * ATT_WARPS, [&] { attention_split(q.data(), kp.data(), vp.data(), pos.data(), chunk.data(), table.data(), (int)table.size(), 0, nb, bs, nh, nkv, hd, 1.0f / std::sqrt((float)hd), window, temp_scale, temp_floor, split_len, po.data(), pml.data()); });
         launch(pairs, 1, 64, [&] { attention_combine(po.data(), pml.data(), splits, hd, out.data()); });
         save(argv[12], out);
     } else if (op == "rms_norm") {  // rms_norm DIM EPS X W OUT IN_PLACE_OUT
@@ -187,7 +189,7 @@ int main(int argc, char** argv) {
         auto pos = load<u32>(argv[6]);
         auto inv = load<float>(argv[7]);
         int n = (int)pos.size();
-        each((size_t)n * heads * hd / 2, [&] { rope(x.data(), pos.data(), inv.data(), n, heads, hd, neox); });
+        each((size_t)n * heads * hd / 2, [&] { rope(x.data(), pos.data(), inv.data(), n, heads, hd, neox, 1.0f); });
         save(argv[8], x);
     } else if (op == "silu_add") {  // silu_add G U BIAS SILU_OUT ADD_OUT BIAS_OUT GELU_OUT SCALE_OUT
         auto g = load<float>(argv[2]);
@@ -425,6 +427,7 @@ fn attention_f64(
     pos: &[u32],
     (nh, nkv, hd): (usize, usize, usize),
     window: usize,
+    (temp_scale, temp_floor): (f64, f64),
 ) -> Vec<f64> {
     let kv_dim = nkv * hd;
     let mut out = vec![0f64; q.len()];
@@ -442,7 +445,13 @@ fn attention_f64(
                 .map(|j| {
                     let kj = &k[j * kv_dim + kvh..j * kv_dim + kvh + hd];
                     let d: f64 = qh.iter().zip(kj).map(|(&a, &b)| a as f64 * b as f64).sum();
-                    d / (hd as f64).sqrt()
+                    // Llama 4's temperature of the query's position (floor 0: none).
+                    let t = if temp_floor > 0.0 {
+                        1.0 + temp_scale * ((p as f64 / temp_floor).floor() + 1.0).ln()
+                    } else {
+                        1.0
+                    };
+                    d / (hd as f64).sqrt() * t
                 })
                 .collect();
             let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -465,17 +474,30 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
     let Some(exe) = harness() else { return };
     let (mut r, seed) = rng();
     // (heads, kv heads, head_dim, n_pos, query positions, block size, split length,
-    // sliding window or 0)
-    type Case = (usize, usize, usize, usize, Vec<u32>, usize, usize, usize);
-    let cases: [Case; 5] = [
-        (4, 2, 64, 300, vec![299], 16, 64, 0),
-        (3, 3, 80, 37, (0..37).collect(), 8, 16, 0),
-        (2, 1, 128, 90, vec![0, 45, 89], 32, 1000, 0),
+    // sliding window or 0, temperature (scale, floor) or floor 0)
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        Vec<u32>,
+        usize,
+        usize,
+        usize,
+        (f64, f64),
+    );
+    let none = (0.0, 0.0);
+    let cases: [Case; 6] = [
+        (4, 2, 64, 300, vec![299], 16, 64, 0, none),
+        (3, 3, 80, 37, (0..37).collect(), 8, 16, 0, none),
+        (2, 1, 128, 90, vec![0, 45, 89], 32, 1000, 0, none),
         // A window inside one split, across splits, and longer than the sequence.
-        (4, 1, 256, 300, vec![5, 150, 299], 16, 64, 40),
-        (2, 2, 64, 90, (0..90).collect(), 8, 16, 7),
+        (4, 1, 256, 300, vec![5, 150, 299], 16, 64, 40, none),
+        (2, 2, 64, 90, (0..90).collect(), 8, 16, 7, none),
+        // An attention temperature that changes every 16 positions.
+        (2, 1, 64, 90, vec![3, 20, 89], 16, 32, 0, (0.5, 16.0)),
     ];
-    for (nh, nkv, hd, n_pos, pos, bs, split, window) in cases {
+    for (nh, nkv, hd, n_pos, pos, bs, split, window, temp) in cases {
         let kv_dim = nkv * hd;
         let q = random(&mut r, pos.len() * nh * hd, 1.0);
         let k = random(&mut r, n_pos * kv_dim, 1.0);
@@ -483,7 +505,7 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
         // Blocks in a scrambled order with gaps: block b of the sequence is 2 * (n - 1 - b).
         let n_blk = n_pos.div_ceil(bs);
         let table: Vec<u32> = (0..n_blk).map(|b| 2 * (n_blk - 1 - b) as u32).collect();
-        let want = attention_f64(&q, &k, &v, &pos, (nh, nkv, hd), window);
+        let want = attention_f64(&q, &k, &v, &pos, (nh, nkv, hd), window, temp);
         let f = (
             write_f32("att.q", &q),
             write_f32("att.k", &k),
@@ -493,6 +515,7 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
         );
         let out = tmp("att.out");
         let a: [String; 6] = [nh, nkv, hd, bs, split, window].map(|x| x.to_string());
+        let (ts, tf) = (temp.0.to_string(), temp.1.to_string());
         run(
             exe,
             &[
@@ -503,6 +526,8 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
                 &a[3],
                 &a[4],
                 &a[5],
+                &ts,
+                &tf,
                 &f.0,
                 &f.1,
                 &f.2,

@@ -464,6 +464,7 @@ fn cuda_model_logits_match_the_cpu_model() {
         (Arch::Granite, GgmlType::Q8_0),
         (Arch::Olmo2, GgmlType::Q6_K),
         (Arch::Phi3, GgmlType::Q4_1),
+        (Arch::Mistral3, GgmlType::Q8_0),
     ] {
         let model = load(&SyntheticSpec::tiny(arch, ty));
         let kv = KvLayout::f32(32, 16);

@@ -36,7 +36,6 @@ pub(crate) fn attention(
     let k = kernels::select();
     let (hd, n_kv, n_head) = (widths.head_dim, widths.n_kv_head, widths.n_head);
     let group = n_head / n_kv;
-    let scale = spec.scale;
     let (chunks, where_) = (batch.chunks, &batch.place);
     // The first position a token at `pos` sees.
     let first = |pos: usize| match spec.window {
@@ -81,6 +80,7 @@ pub(crate) fn attention(
                     scores.resize(group * np, 0.0);
                     let (kt, vt) = (kv.k_type(), kv.v_type());
                     k.scores_kv(kt, qg, hd, &kv.keys()[kt.bytes(kvh)..], rows, scores);
+                    let scale = spec.scale_at(pos);
                     for row in scores.chunks_exact_mut(np) {
                         k.softmax(row, scale);
                     }

@@ -28,11 +28,14 @@ pub enum Arch {
     Olmo2,
     /// `phi3` (Phi-3, Phi-4): fused Q/K/V and gate/up projections.
     Phi3,
+    /// `mistral3` (Ministral 3, Mistral Small 3.x text): llama with YaRN and an attention
+    /// temperature.
+    Mistral3,
 }
 
 impl Arch {
     /// Every architecture tuili runs.
-    pub const ALL: [Arch; 9] = [
+    pub const ALL: [Arch; 10] = [
         Arch::Llama,
         Arch::Qwen2,
         Arch::Qwen3,
@@ -42,6 +45,7 @@ impl Arch {
         Arch::Granite,
         Arch::Olmo2,
         Arch::Phi3,
+        Arch::Mistral3,
     ];
 
     /// The `general.architecture` name.
@@ -56,6 +60,7 @@ impl Arch {
             Arch::Granite => "granite",
             Arch::Olmo2 => "olmo2",
             Arch::Phi3 => "phi3",
+            Arch::Mistral3 => "mistral3",
         }
     }
 
@@ -154,7 +159,7 @@ impl Config {
             ctx_len,
             rope_base,
             rope_mode: match arch {
-                Arch::Llama | Arch::Smollm3 | Arch::Granite => RopeMode::Normal,
+                Arch::Llama | Arch::Smollm3 | Arch::Granite | Arch::Mistral3 => RopeMode::Normal,
                 Arch::Qwen2
                 | Arch::Qwen3
                 | Arch::Qwen3Moe

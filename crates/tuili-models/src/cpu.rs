@@ -315,6 +315,10 @@ impl Ops for CpuStep<'_, '_> {
             a.resize(self.batch.len() * half, (0.0, 0.0));
             for (cs, &(_, pos)) in a.chunks_exact_mut(half).zip(self.batch.place.iter()) {
                 rope_angles(&spec.inv_freq, pos, cs);
+                if spec.mscale != 1.0 {
+                    cs.iter_mut()
+                        .for_each(|(c, s)| (*c, *s) = (*c * spec.mscale, *s * spec.mscale));
+                }
             }
             self.s.angles_done[r] = true;
         }

@@ -57,6 +57,23 @@ pub struct AttnSpec {
     /// A token at position `p` sees positions `p + 1 - window ..= p`; `None`: all of
     /// `0..=p`.
     pub window: Option<usize>,
+    /// Llama 4's attention temperature `(scale, floor)`: a token at position `p` multiplies
+    /// its scores by `1 + scale · ln(⌊p / floor⌋ + 1)` (mistral3).
+    pub temperature: Option<(f32, f32)>,
+}
+
+impl AttnSpec {
+    /// The factor of a token's scores at position `pos`: `scale`, times the temperature.
+    pub fn scale_at(&self, pos: usize) -> f32 {
+        match self.temperature {
+            None => self.scale,
+            // In f64, as llama.cpp computes it.
+            Some((s, floor)) => {
+                let t = 1.0 + s as f64 * ((pos as f64 / floor as f64).floor() + 1.0).ln();
+                self.scale * t as f32
+            }
+        }
+    }
 }
 
 /// How RoPE rotates: a table of inverse frequencies and the pairing of dimensions.
@@ -66,6 +83,8 @@ pub struct RopeSpec {
     pub inv_freq: Vec<f32>,
     /// Which dimensions pair.
     pub mode: RopeMode,
+    /// Multiplies cos and sin (YaRN's attention factor; 1 otherwise).
+    pub mscale: f32,
 }
 
 /// The ops a device runs over one step. A backend makes the step from a

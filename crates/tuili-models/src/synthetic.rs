@@ -28,7 +28,8 @@ pub struct SyntheticSpec {
     /// Any architecture: `qwen2` gets Q/K/V biases and an untied output, `qwen3` QK-norms,
     /// `gemma3` QK-norms, post-norms and a sliding window of [`SYNTHETIC_WINDOW`] on every
     /// other layer, `granite` its multipliers, `olmo2` post-norms only and full-width
-    /// QK-norms, `qwen3moe` 8 experts (2 per token), `phi3` fused Q/K/V and gate/up.
+    /// QK-norms, `qwen3moe` 8 experts (2 per token), `phi3` fused Q/K/V and gate/up,
+    /// `mistral3` YaRN and an attention temperature that changes every 4 positions.
     pub arch: Arch,
     /// Transformer blocks.
     pub n_layer: usize,
@@ -142,6 +143,16 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
             format!("{a}.expert_feed_forward_length"),
             u32v(SYNTHETIC_EXPERT_FFN),
         )?;
+    }
+    if spec.arch == Arch::Mistral3 {
+        // YaRN over a 4-position original context, and a temperature every 4 positions.
+        w.add(
+            format!("{a}.rope.scaling.type"),
+            Value::String("yarn".into()),
+        )?;
+        w.add(format!("{a}.rope.scaling.factor"), Value::F32(4.0))?;
+        w.add(format!("{a}.rope.scaling.original_context_length"), u32v(4))?;
+        w.add(format!("{a}.attention.temperature_scale"), Value::F32(0.1))?;
     }
     if spec.arch == Arch::Granite {
         // Multipliers of IBM's Granite 3 2B, roughly.

@@ -24,7 +24,7 @@ fn tensor_meaning(name: &str) -> &'static str {
         .rsplit_once("blk.")
         .map_or(name, |(_, s)| s.split_once('.').map_or(s, |(_, rest)| rest));
     match suffix {
-        "rope_freqs.weight" => "RoPE frequency factors, applied for `llama` only",
+        "rope_freqs.weight" => "RoPE frequency factors, applied for `llama` and `mistral3` only",
         "attn_qkv.weight" => "a fused Q/K/V projection",
         "attn_q_norm.weight" | "attn_k_norm.weight" => "QK-norm",
         "attn_post_norm.weight"
@@ -77,12 +77,18 @@ pub(crate) fn refuse_unimplemented_metadata(
     let refuse =
         |k: &str, what: String| Err(ModelError::Unimplemented(format!("{}: {what}", key(k))));
 
-    // Linear scaling (llama.cpp's default type) is applied by every loader.
+    // Linear scaling (llama.cpp's default type) and YaRN are applied by every loader.
     if let Some(v) = get("rope.scaling.type") {
         let t = v.as_str().unwrap_or("?");
-        if t != "none" && t != "linear" {
+        if !matches!(t, "none" | "linear" | "yarn") {
             return refuse("rope.scaling.type", format!("RoPE scaling '{t}'"));
         }
+    }
+    if num("attention.temperature_scale").is_some_and(|v| v != 0.0) {
+        return refuse(
+            "attention.temperature_scale",
+            "an attention temperature".to_string(),
+        );
     }
     if let Some(n) = get("rope.dimension_count").and_then(|v| v.as_u64()) {
         if n != cfg.head_dim as u64 {

@@ -154,9 +154,9 @@ fn unused_tensors_are_refused_by_name() {
 fn metadata_that_changes_the_math_is_refused_by_key() {
     let cases: [(&str, Value, &str); 8] = [
         (
-            "llama.rope.scaling.type",
-            Value::String("yarn".into()),
-            "RoPE scaling 'yarn'",
+            "llama.attention.temperature_scale",
+            Value::F32(0.1),
+            "attention temperature",
         ),
         (
             "llama.rope.scaling.type",

@@ -494,7 +494,8 @@ impl Gpu {
         )
     }
 
-    /// RoPE in place on `x: [n, n_heads, head_dim]` at positions `pos: [n]` u32.
+    /// RoPE in place on `x: [n, n_heads, head_dim]` at positions `pos: [n]` u32, cos and
+    /// sin multiplied by `mscale`.
     #[allow(clippy::too_many_arguments)]
     pub fn rope(
         &self,
@@ -505,10 +506,13 @@ impl Gpu {
         n_heads: usize,
         head_dim: usize,
         neox: bool,
+        mscale: f32,
     ) -> Result<(), CudaError> {
         let total = n * n_heads * head_dim / 2;
         let (n, nh, hd, nx) = (i(n), i(n_heads), i(head_dim), neox as i32);
-        launch!(self, &self.k.rope, ew_cfg(total), "rope"; &x, &pos, &inv_freq, &n, &nh, &hd, &nx)
+        launch!(self, &self.k.rope, ew_cfg(total), "rope";
+            &x, &pos, &inv_freq, &n, &nh, &hd, &nx, &mscale
+        )
     }
 
     /// Writes K and V of `n` tokens into layer `args.layer` of the pools.
@@ -529,9 +533,9 @@ impl Gpu {
     }
 
     /// Attention of `q: [n, n_head, head_dim]` over the pools into `out` (same shape),
-    /// scores multiplied by `scale`, each token seeing its last `window` positions (all
-    /// for `None`). `part`: scratch of at least `attention_scratch(n * n_head, n_splits,
-    /// head_dim)`.
+    /// scores multiplied by `scale` (and the temperature `(scale, floor)` of the token's
+    /// position), each token seeing its last `window` positions (all for `None`). `part`:
+    /// scratch of at least `attention_scratch(n * n_head, n_splits, head_dim)`.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -539,6 +543,7 @@ impl Gpu {
         a: &AttnArgs,
         scale: f32,
         window: Option<usize>,
+        temperature: Option<(f32, f32)>,
         split_len: usize,
         n_splits: usize,
         part: u64,
@@ -551,6 +556,7 @@ impl Gpu {
         let part_o = part;
         let part_ml = part + (pairs * n_splits * a.head_dim * 4) as u64;
         let window = i(window.unwrap_or(0));
+        let (temp_scale, temp_floor) = temperature.unwrap_or((0.0, 0.0));
         let (tab_stride, layer, n_blocks, bs, nh, nkv, hd, sl, ns) = (
             i(a.table_stride),
             i(a.layer),
@@ -569,7 +575,7 @@ impl Gpu {
         };
         launch!(self, &self.k.attention_split, cfg, "attention_split";
             &q, &a.k_pool, &a.v_pool, &a.pos, &a.chunk, &a.tables, &tab_stride, &layer, &n_blocks,
-            &bs, &nh, &nkv, &hd, &scale, &window, &sl, &part_o, &part_ml
+            &bs, &nh, &nkv, &hd, &scale, &window, &temp_scale, &temp_floor, &sl, &part_o, &part_ml
         )?;
         let cfg = LaunchConfig {
             grid_dim: (pairs as u32, 1, 1),

@@ -22,8 +22,9 @@ pub struct CudaModel {
     mats: Vec<Option<GpuWeight>>,
     /// The model's vectors by [`VecId`].
     vecs: Vec<CudaSlice<f32>>,
-    /// Per RoPE variant: inverse frequencies `[head_dim / 2]` and whether NEOX pairs.
-    ropes: Vec<(CudaSlice<f32>, bool)>,
+    /// Per RoPE variant: inverse frequencies `[head_dim / 2]`, whether NEOX pairs, and the
+    /// factor of cos and sin.
+    ropes: Vec<(CudaSlice<f32>, bool, f32)>,
     /// `[n_layer, n_blocks, block_size, kv_dim]` each.
     k_pool: CudaSlice<f32>,
     v_pool: CudaSlice<f32>,
@@ -84,7 +85,7 @@ impl CudaModel {
         let ropes = spec
             .ropes
             .iter()
-            .map(|r| Ok((gpu.upload(&r.inv_freq)?, r.mode == RopeMode::Neox)))
+            .map(|r| Ok((gpu.upload(&r.inv_freq)?, r.mode == RopeMode::Neox, r.mscale)))
             .collect::<Result<Vec<_>, CudaError>>()?;
         progress(total, total);
         let kv = KvLayout {
@@ -427,28 +428,12 @@ impl Ops for CudaStep<'_> {
     }
 
     fn rope(&mut self, rope: RopeId, q: Buf, k: Buf) -> Result<(), CudaError> {
-        let (inv_freq, neox) = &self.m.ropes[rope.0 as usize];
+        let (inv_freq, neox, ms) = &self.m.ropes[rope.0 as usize];
         let g = &self.m.gpu;
         let w = &self.m.widths;
-        let f = g.ptr(inv_freq, 0);
-        g.rope(
-            self.p(q),
-            self.attn.pos,
-            f,
-            self.n,
-            w.n_head,
-            w.head_dim,
-            *neox,
-        )?;
-        g.rope(
-            self.p(k),
-            self.attn.pos,
-            f,
-            self.n,
-            w.n_kv_head,
-            w.head_dim,
-            *neox,
-        )
+        let (f, pos, n) = (g.ptr(inv_freq, 0), self.attn.pos, self.n);
+        g.rope(self.p(q), pos, f, n, w.n_head, w.head_dim, *neox, *ms)?;
+        g.rope(self.p(k), pos, f, n, w.n_kv_head, w.head_dim, *neox, *ms)
     }
 
     fn kv_write(&mut self, layer: usize, k: Buf, v: Buf) -> Result<(), CudaError> {
@@ -470,6 +455,7 @@ impl Ops for CudaStep<'_> {
             &self.attn,
             spec.scale,
             spec.window,
+            spec.temperature,
             self.split_len,
             self.n_splits,
             part,

@@ -121,6 +121,7 @@ impl CudaOps {
             heads,
             head_dim,
             mode == RopeMode::Neox,
+            1.0,
         )?;
         g.download(g.ptr(&dx, 0), x.len())
     }
@@ -211,6 +212,7 @@ impl CudaOps {
             &a,
             1.0 / (hd as f32).sqrt(),
             c.window,
+            None,
             split_len,
             n_splits,
             g.ptr(&part, 0),

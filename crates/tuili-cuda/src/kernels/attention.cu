@@ -17,7 +17,8 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_pool,
                 const float* __restrict__ v_pool, const u32* __restrict__ pos,
                 const u32* __restrict__ chunk, const u32* __restrict__ tables, int table_stride,
                 int layer, int n_blocks, int block_size, int n_head, int n_kv_head, int head_dim,
-                float scale, int window, int split_len, float* __restrict__ part_o,
+                float scale, int window, float temp_scale, float temp_floor, int split_len,
+                float* __restrict__ part_o,
                 float* __restrict__ part_ml) {
     __shared__ float sm_m[ATT_WARPS], sm_l[ATT_WARPS];
     __shared__ float sm_o[ATT_WARPS][WARP * ATT_MAX_D];
@@ -27,6 +28,11 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_pool,
     const int kv_dim = n_kv_head * head_dim;
     const int kvh = h / (n_head / n_kv_head);
     const int p_end = min((int)pos[t] + 1, (split + 1) * split_len);
+    // Llama 4's attention temperature (temp_floor > 0): the token's scores times
+    // 1 + temp_scale * ln(floor(pos / temp_floor) + 1), in double as on the CPU.
+    if (temp_floor > 0.0f) {
+        scale *= (float)(1.0 + (double)temp_scale * log(floor((double)pos[t] / (double)temp_floor) + 1.0));
+    }
     const int p_first = window > 0 && (int)pos[t] + 1 > window ? (int)pos[t] + 1 - window : 0;
     const int p_start = split * split_len > p_first ? split * split_len : p_first;
 

@@ -119,12 +119,13 @@ extern "C" __global__ void scatter_add_rows(const float* __restrict__ y, const u
     }
 }
 
-// RoPE in place. x: [n, n_heads, head_dim]; pos: [n]; inv_freq: [head_dim / 2].
+// RoPE in place. x: [n, n_heads, head_dim]; pos: [n]; inv_freq: [head_dim / 2];
+// cos and sin multiplied by mscale.
 // neox = 0 rotates pairs (2i, 2i+1), neox = 1 pairs (i, i + head_dim/2). The angle in
 // f64 as on the CPU (positions reach 1e5). One thread per (token, head, pair).
 extern "C" __global__ void rope(float* __restrict__ x, const u32* __restrict__ pos,
                                 const float* __restrict__ inv_freq, int n, int n_heads,
-                                int head_dim, int neox) {
+                                int head_dim, int neox, float mscale) {
     const int half = head_dim / 2;
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n * n_heads * half) return;
@@ -132,7 +133,8 @@ extern "C" __global__ void rope(float* __restrict__ x, const u32* __restrict__ p
     const int th = i / half;  // token * n_heads + head
     const int t = th / n_heads;
     const double theta = (double)pos[t] * (double)inv_freq[p];
-    const float c = (float)cos(theta), s = (float)sin(theta);
+    // YaRN's attention factor multiplies both (1 otherwise), as on the CPU.
+    const float c = (float)cos(theta) * mscale, s = (float)sin(theta) * mscale;
     float* head = x + (size_t)th * head_dim;
     const int a = neox ? p : 2 * p;
     const int b = neox ? p + half : 2 * p + 1;

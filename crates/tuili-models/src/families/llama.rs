@@ -1,6 +1,6 @@
 //! The llama-shaped families: `llama` (SmolLM2, Llama 2/3), `qwen2` (Q/K/V biases),
 //! `qwen3` (per-head QK-norm), `qwen3moe` (and a mixture of experts for feed-forward),
-//! `smollm3` (no RoPE on every 4th layer) and `granite`
+//! `mistral3` (YaRN, attention temperature), `smollm3` (no RoPE on every 4th layer) and `granite`
 //! (multipliers of the embedding, the residual branches, the attention scores and the
 //! logits): embed, then per layer norm → attention → residual → norm → SwiGLU → residual,
 //! then norm → logits.
@@ -19,6 +19,7 @@ pub(super) fn handled_keys(arch: Arch) -> &'static [&'static str] {
             "logit_scale",
             "attention.scale",
         ],
+        Arch::Mistral3 => &["attention.scale", "attention.temperature_scale"],
         Arch::Qwen3Moe => &[
             "expert_count",
             "expert_used_count",
@@ -44,7 +45,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         cfg.head_dim,
     );
     let mut rope = ld.rope(cfg.rope_base, cfg.rope_mode, true)?;
-    if cfg.arch == Arch::Llama && ld.has("rope_freqs.weight") {
+    if matches!(cfg.arch, Arch::Llama | Arch::Mistral3) && ld.has("rope_freqs.weight") {
         // Llama 3.x RoPE scaling: each pair's frequency is divided by its factor
         // (`[head_dim / 2]`), as llama.cpp's `rope_ext` does with `freq_factors`.
         let factors = ld.vector_values("rope_freqs.weight", hd / 2)?;
@@ -62,16 +63,27 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         }
     }
     let embed = ld.matrix("token_embd.weight", cfg.vocab, dim)?;
-    // Granite's multipliers (absent or 0: none), as llama.cpp's `granite.cpp` reads them.
-    let granite = |key: &str| {
+    // Multipliers of the families that read them (absent or 0: none), as llama.cpp's
+    // `granite.cpp` and `mistral3.cpp` do.
+    let read = |key: &str, archs: &[Arch]| {
         Some(ld.num(key).unwrap_or(0.0))
-            .filter(|&v| cfg.arch == Arch::Granite && v != 0.0)
+            .filter(|&v| archs.contains(&cfg.arch) && v != 0.0)
             .map(|v| positive(cfg.arch, key, v))
             .transpose()
     };
+    let granite = |key: &str| read(key, &[Arch::Granite]);
+    // Llama 4's attention temperature: a floor of the original context (mistral3).
+    let temperature = read("attention.temperature_scale", &[Arch::Mistral3])?.map(|s| {
+        let floor = ld
+            .num("rope.scaling.original_context_length")
+            .unwrap_or(cfg.ctx_len as f32);
+        (s, floor)
+    });
     let attn = AttnSpec {
-        scale: granite("attention.scale")?.unwrap_or(1.0 / (hd as f32).sqrt()),
+        scale: read("attention.scale", &[Arch::Granite, Arch::Mistral3])?
+            .unwrap_or(1.0 / (hd as f32).sqrt()),
         window: None,
+        temperature,
     };
     let residual_scale = granite("residual_scale")?.unwrap_or(1.0);
     let embed_scale = granite("embedding_scale")?.unwrap_or(1.0);

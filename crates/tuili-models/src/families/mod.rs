@@ -6,16 +6,17 @@ mod gemma3;
 mod llama;
 mod olmo2;
 mod phi3;
+mod rope;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tuili_backend::matmul::{ByteSource, Weight};
-use tuili_backend::ops::{rope_inv_freq, RopeMode};
+
 use tuili_gguf::{GgufFile, Value};
 
-use crate::ops::{MatId, RopeSpec, VecId};
+use crate::ops::{MatId, VecId};
 use crate::spec::{ModelSpec, Weights};
 use crate::{unimplemented, Arch, Config, ModelError};
 
@@ -37,6 +38,7 @@ pub(crate) fn load(file: &Arc<GgufFile>, cfg: &Config) -> Result<(ModelSpec, Wei
     };
     let (spec, handled) = match cfg.arch {
         Arch::Llama
+        | Arch::Mistral3
         | Arch::Qwen2
         | Arch::Qwen3
         | Arch::Qwen3Moe
@@ -215,36 +217,6 @@ impl Loader<'_> {
         self.file
             .get(&format!("{}.{key}", self.cfg.arch.name()))
             .and_then(|v| v.as_f32())
-    }
-
-    /// RoPE of base `base` over the whole head, its frequencies divided by the linear
-    /// scaling factor of the file (`rope.scaling.factor`, llama.cpp's default scaling
-    /// type) when `scaled`.
-    fn rope(&self, base: f32, mode: RopeMode, scaled: bool) -> Result<RopeSpec, ModelError> {
-        let mut inv_freq = rope_inv_freq(self.cfg.head_dim, base);
-        if scaled {
-            if let Some(f) = self.linear_rope_factor()? {
-                inv_freq.iter_mut().for_each(|v| *v /= f);
-            }
-        }
-        Ok(RopeSpec { inv_freq, mode })
-    }
-
-    /// The factor of linear RoPE scaling (positions divided by it), if the file asks for
-    /// one. Other scaling types are refused by `unimplemented`.
-    fn linear_rope_factor(&self) -> Result<Option<f32>, ModelError> {
-        let f = self
-            .num("rope.scaling.factor")
-            .or_else(|| self.num("rope.scale_linear"));
-        match f {
-            None => Ok(None),
-            Some(f) if f == 0.0 || f == 1.0 => Ok(None),
-            Some(f) if f.is_finite() && f > 0.0 => Ok(Some(f)),
-            Some(f) => Err(ModelError::BadConfig(format!(
-                "{}.rope.scaling.factor is {f}; it must be positive",
-                self.cfg.arch.name()
-            ))),
-        }
     }
 
     /// The sliding window of local layers (`{arch}.attention.sliding_window`; 0 or absent:

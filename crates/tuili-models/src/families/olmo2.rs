@@ -56,6 +56,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             attn: AttnSpec {
                 scale: 1.0 / (hd as f32).sqrt(),
                 window: if is_local { window } else { None },
+                temperature: None,
             },
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
             post_attn_norm: Some(ld.vector(&n("post_attention_norm.weight"), dim)?),

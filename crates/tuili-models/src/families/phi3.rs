@@ -26,6 +26,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
     let attn = AttnSpec {
         scale: 1.0 / (hd as f32).sqrt(),
         window: ld.sliding_window(),
+        temperature: None,
     };
     let embed = ld.matrix("token_embd.weight", cfg.vocab, dim)?;
     let mut layers = Vec::with_capacity(cfg.n_layer);
