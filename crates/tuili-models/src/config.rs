@@ -136,7 +136,13 @@ impl Config {
         let ctx_len = dim_key("context_length")?;
         let head_dim = match file.get(&format!("{a}.attention.key_length")) {
             Some(_) => dim_key("attention.key_length")?,
-            None => dim / n_head,
+            None if dim.is_multiple_of(n_head) => dim / n_head,
+            None => {
+                return Err(ModelError::BadConfig(format!(
+                    "{a}.attention.head_count {n_head} does not divide {a}.embedding_length \
+                     {dim}, and no {a}.attention.key_length gives the head size"
+                )))
+            }
         };
         let rope_base = match file.get(&format!("{a}.rope.freq_base")) {
             Some(_) => file.get_f32(&format!("{a}.rope.freq_base"))?,

@@ -322,3 +322,20 @@ fn a_window_pattern_that_contradicts_the_layers_is_refused() {
         .to_string();
     assert!(err.contains(key) && err.contains("3 flags"), "{err}");
 }
+
+/// A head count that does not divide the width (with no explicit head size) is refused
+/// with both keys and values, never a panic.
+#[test]
+fn a_head_count_that_does_not_divide_the_width_is_refused() {
+    let bytes = write_synthetic(&SyntheticSpec::tiny(Arch::Qwen3, GgmlType::F32)).unwrap();
+    let file = with_key(
+        bytes,
+        "qwen3.attention.head_count",
+        tuili_gguf::Value::U32(3),
+    );
+    let err = Model::load(&file).err().expect("must fail").to_string();
+    assert!(
+        err.contains("qwen3.attention.head_count 3") && err.contains("256"),
+        "{err}"
+    );
+}
