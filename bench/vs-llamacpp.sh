@@ -19,6 +19,7 @@
 set -euo pipefail
 
 LLAMA_CPP_PYTHON_VERSION=0.3.36
+GGUF_VERSION=0.19.0
 VENV="${TUILI_BENCH_VENV:-$HOME/.cache/tuili/llamacpp-venv}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
@@ -44,10 +45,19 @@ cmake_args() {
     echo "$args"
 }
 
+# gguf-py writes the tiny per-family models that crates/tuili-models/tests/families.rs
+# compares with llama.cpp (scripts/families/tiny-gguf.py); numpy comes with llama-cpp-python.
+install_gguf() {
+    if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('gguf') != '$GGUF_VERSION')" 2>/dev/null; then
+        nice -n 19 "$VENV/bin/pip" install --no-cache-dir "gguf==$GGUF_VERSION"
+    fi
+}
+
 install_llamacpp() {
     if [[ -x "$VENV/bin/python" ]] &&
         "$VENV/bin/python" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_CPP_PYTHON_VERSION')" 2>/dev/null; then
         echo "llama-cpp-python $LLAMA_CPP_PYTHON_VERSION already in $VENV" >&2
+        install_gguf
         return
     fi
     case "$VENV" in
@@ -63,6 +73,7 @@ install_llamacpp() {
     # nice: the machine is shared; the build must not slow down everyone else's work.
     CMAKE_ARGS="$args" nice -n 19 "$VENV/bin/pip" install --no-cache-dir --no-binary llama-cpp-python \
         "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
+    install_gguf
 }
 
 if [[ "${1:-}" == "--install-only" ]]; then
