@@ -1,9 +1,10 @@
 //! `phi3` (Phi-3, Phi-4): llama's layer with Q/K/V in one fused matrix and gate/up in
 //! another (`ffn_up` of `2 · ffn` rows, the gate first), read as views of their rows. As
-//! llama.cpp's `phi3.cpp`, except the sliding window: the models were trained with one
-//! on every layer (Phi-3-mini: 2047 positions), which llama.cpp ignores and tuili applies,
-//! so the two agree up to the window's length. LongRoPE (`rope_factors_long/short`) is not
-//! implemented yet: such files are refused by tensor name.
+//! llama.cpp's `phi3.cpp`, which ignores `phi3.attention.sliding_window` (its converters do
+//! not write the window and pattern the models were trained with; Phi-3-mini's is 2047
+//! positions, on every layer): so does tuili, and the two agree at every length. LongRoPE
+//! (`rope_factors_long/short`) is not implemented yet: such files are refused by tensor
+//! name.
 
 use super::Loader;
 use crate::ops::{AttnSpec, Glu, RopeId};
@@ -25,7 +26,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
     let rope = ld.rope(cfg.rope_base, cfg.rope_mode, true)?;
     let attn = AttnSpec {
         scale: 1.0 / (hd as f32).sqrt(),
-        window: ld.sliding_window(),
+        window: None,
         temperature: None,
     };
     let embed = ld.matrix("token_embd.weight", cfg.vocab, dim)?;
