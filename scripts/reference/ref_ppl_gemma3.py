@@ -15,7 +15,8 @@ purpose: it is what fast code is measured against.
     greedy  MODEL PROMPT_IDS_JSON N OUT.json [--positions P]   greedy continuation of N
             tokens (with each step's top-2 margin), and the logits of the first P positions
             (top 40, a fixed set of ids, and summary statistics), dumped for the Rust
-            implementation's tests.
+            implementation's tests. scripts/reference/gemma3-270m-greedy.json is
+            `greedy gemma.gguf '[2, 14946, 3324, 496, 990]' 32 OUT.json` (BOS, "Once upon a time").
 
 Options for checking a convention rather than measuring: --norm-shift S adds S to every
 norm weight (S = 1 applies Gemma's `1 + w` a second time: the file already holds `1 + w`,
