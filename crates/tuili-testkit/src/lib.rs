@@ -26,7 +26,7 @@ pub fn flag(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
-/// The path of the test model `name` (`smol.gguf`, `qwen.gguf`), or `None` after a
+/// The path of the test model `name` (`smol.gguf`, `qwen.gguf`, `gemma.gguf`), or `None` after a
 /// visible skip line. Panics, naming the model, when models are required.
 pub fn model(name: &str) -> Option<PathBuf> {
     let missing = match std::env::var_os(MODELS_DIR_VAR).filter(|d| !d.is_empty()) {

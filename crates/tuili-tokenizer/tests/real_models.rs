@@ -1,4 +1,5 @@
-//! Tests on the real models (SmolLM2-135M, Qwen2.5-Coder-0.5B) from `$TUILI_TEST_MODELS_DIR`.
+//! Tests on the real models (SmolLM2-135M, Qwen2.5-Coder-0.5B, Gemma-3-270M) from
+//! `$TUILI_TEST_MODELS_DIR`.
 //! Each test prints "skipped: ..." and passes when the models are not there.
 
 mod common;
@@ -107,6 +108,115 @@ fn check_round_trip(file: &str, fixture_name: &str) {
     }
 }
 
+/// Gemma 3: SentencePiece, 262,144 tokens, BOS added, no space prefix. The fixture's ids are
+/// llama.cpp's own (scripts/gen_gemma_fixtures.py), with and without BOS.
+#[test]
+fn gemma_ids_match_llama_cpp() {
+    let Some(tok) = tokenizer("gemma.gguf") else {
+        return;
+    };
+    assert_eq!(tok.vocab_size(), 262_144);
+    assert_eq!((tok.bos(), tok.eos()), (Some(2), Some(1)));
+    assert!(tok.add_bos() && !tok.add_eos());
+    assert_eq!(
+        tok.encode("Once upon a time", true, true),
+        [2, 14946, 3324, 496, 990]
+    );
+    check_fixture("gemma.gguf", "tokenize_gemma.json");
+    let fx = fixture("tokenize_gemma.json");
+    for case in fx["cases"].as_array().expect("cases") {
+        let text = str_of(&case["text"]);
+        assert_eq!(
+            tok.encode(text, true, false),
+            ids_of(&case["ids_bos"]),
+            "{text:?}"
+        );
+    }
+}
+
+/// The whole GPL-3 text (what the perplexity figures are computed on) gives llama.cpp's ids.
+#[test]
+fn gemma_gpl3_ids_match_llama_cpp() {
+    let Some(tok) = tokenizer("gemma.gguf") else {
+        return;
+    };
+    let gpl = &fixture("tokenize_gemma.json")["gpl3"];
+    let Ok(text) = std::fs::read_to_string(str_of(&gpl["path"])) else {
+        tuili_testkit::skip("/usr/share/common-licenses/GPL-3 not found");
+        return;
+    };
+    let want = ids_of(&gpl["ids"]);
+    for parse_special in [false, true] {
+        let got = tok.encode(&text, true, parse_special);
+        let first_diff = got.iter().zip(&want).position(|(a, b)| a != b);
+        assert!(
+            got == want,
+            "{} ids, llama.cpp {}; first difference at {first_diff:?}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+/// Decoding gives llama.cpp's text (`llama_detokenize`, specials shown), which is the input
+/// itself except where the input spells SentencePiece's space mark `▁`; the stream decoder
+/// agrees piece by piece.
+#[test]
+fn gemma_decodes_like_llama_cpp_and_streams() {
+    let Some(tok) = tokenizer("gemma.gguf") else {
+        return;
+    };
+    for case in fixture("tokenize_gemma.json")["cases"]
+        .as_array()
+        .expect("cases")
+    {
+        let text = str_of(&case["text"]);
+        let ids = ids_of(&case["ids_special"]);
+        let decoded = tok.decode(&ids, false);
+        assert_eq!(decoded, str_of(&case["detok"]), "{text:?}");
+        if !text.contains('▁') {
+            assert_eq!(decoded, text);
+        }
+        let with_bos = ids_of(&case["ids_bos"]);
+        assert_eq!(
+            tok.decode(&with_bos, true),
+            tok.decode(&with_bos[1..], true)
+        );
+        for skip_special in [false, true] {
+            let mut stream = StreamDecoder::with_special(&tok, skip_special);
+            let mut streamed: String = ids.iter().map(|&id| stream.push(id)).collect();
+            streamed.push_str(&stream.finish());
+            assert_eq!(streamed, tok.decode(&ids, skip_special), "{text:?}");
+        }
+    }
+}
+
+#[test]
+fn gemma_turn_tokens_are_control_and_end_generation() {
+    let Some(tok) = tokenizer("gemma.gguf") else {
+        return;
+    };
+    let start = tok.token_id("<start_of_turn>").expect("<start_of_turn>");
+    let end = tok.token_id("<end_of_turn>").expect("<end_of_turn>");
+    assert_eq!((start, end), (105, 106));
+    assert!(tok.is_control(start) && tok.is_control(end));
+    // llama.cpp finds `<end_of_turn>` by name as the end-of-turn token.
+    assert_eq!(tok.eot(), Some(end));
+    assert!(tok.is_eog(end) && tok.is_eog(1) && !tok.is_eog(start));
+    // `</s>` is a user-defined token here (an HTML tag, like `<s>`), but llama.cpp makes any
+    // token of that name control and end-of-generation; so do we (llama_vocab_is_eog: true
+    // for 212, false for 203).
+    assert_eq!(
+        (tok.token_id("</s>"), tok.token_id("<s>")),
+        (Some(212), Some(203))
+    );
+    assert!(tok.is_eog(212) && tok.is_control(212));
+    assert!(!tok.is_eog(203) && !tok.is_control(203));
+    let ids = tok.encode("<start_of_turn>user\nhi<end_of_turn>", false, true);
+    assert_eq!(ids, [105, 2364, 107, 2202, 106]);
+    assert_eq!(tok.decode(&ids, true), "user\nhi");
+}
+
 #[test]
 fn smol_round_trips_and_streams() {
     check_round_trip("smol.gguf", "tokenize_smol.json");
@@ -158,6 +268,42 @@ fn special_tokens_decode_and_end_generation() {
             "{file}: {plain:?}"
         );
         assert_eq!(tok.decode(&plain, true), "<|im_start|>");
+    }
+}
+
+/// This Gemma 3 file carries no `tokenizer.chat_template` (the base model's conversion wrote
+/// none), so `tuili run --chat` refuses it and the server falls back to ChatML, as llama.cpp
+/// does. The instruction template of Gemma 3 renders as transformers renders it.
+#[test]
+fn gemma_has_no_template_and_its_instruct_template_renders_like_transformers() {
+    if let Some(gguf) = model("gemma.gguf") {
+        assert!(ChatTemplate::from_gguf(&gguf).expect("reads").is_none());
+    }
+    let fx = fixture("chat_gemma3.json");
+    let template = ChatTemplate::new(
+        str_of(&fx["template"]),
+        str_of(&fx["bos"]),
+        str_of(&fx["eos"]),
+    )
+    .expect("compiles");
+    for case in fx["cases"].as_array().expect("cases") {
+        let conv = str_of(&case["conversation"]);
+        let messages: Vec<ChatMessage> = fx["conversations"][conv]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| ChatMessage::new(str_of(&m["role"]), str_of(&m["content"])))
+            .collect();
+        let gen = case["add_generation_prompt"].as_bool().expect("bool");
+        let got = template.render(&messages, gen);
+        match (case.get("expected"), case.get("error")) {
+            (Some(want), _) => assert_eq!(got.expect("renders"), str_of(want), "{conv}/{gen}"),
+            (None, Some(want)) => {
+                let err = got.expect_err("raises").to_string();
+                assert!(err.contains(str_of(want)), "{conv}/{gen}: {err}");
+            }
+            _ => panic!("case without expected or error"),
+        }
     }
 }
 
