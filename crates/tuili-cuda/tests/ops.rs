@@ -484,6 +484,7 @@ fn cuda_model_logits_match_the_cpu_model() {
             tokens: &prompt,
             start: 0,
             blocks: &table,
+            local_blocks: &[],
             logits_from: 0,
         };
         let got = gpu.forward_batch(&[chunk]).expect("gpu prefill");
@@ -498,6 +499,7 @@ fn cuda_model_logits_match_the_cpu_model() {
                 tokens: &tok,
                 start,
                 blocks: &table,
+                local_blocks: &[],
                 logits_from: 0,
             };
             let got = gpu.forward_batch(&[chunk]).expect("gpu decode");

@@ -11,8 +11,22 @@
 //!   never-cached free blocks first, then evicts the least recently used cached block.
 //! - A sequence's blocks are released tail first, so the tail of a prefix (least likely to be
 //!   shared) is evicted before its head (without which the tail is useless anyway).
+//!
+//! Sliding-window layers (after vLLM v1's `SlidingWindowManager`): with a local region
+//! ([`KvBlockManager::with_local`]) each sequence has a second table, for the local layers,
+//! into a second pool of blocks. It grows with the first (same length) but, once the
+//! sequence has `len` positions computed, its blocks whose positions all lie before
+//! `len + 1 - window` (the first position the next token sees) are released
+//! ([`KvBlockManager::release_outside_window`]) and their entries become
+//! [`tuili_models::FREED_BLOCK`]. A sequence then holds at most
+//! `local_blocks_needed(window, chunk, block_size)` local blocks. Local blocks are never
+//! shared, so they have no ref counts and no cache entries; and prefix caching is off with
+//! a local region: a hit would need the hit's last `window` positions of local K/V too,
+//! which are gone by the time another sequence looks.
 
 use std::collections::{BTreeMap, HashMap};
+
+use tuili_models::FREED_BLOCK;
 
 /// Id of a sequence (the request id) in the block manager.
 pub type SeqId = u64;
@@ -106,6 +120,32 @@ struct SeqBlocks {
     num_hashed: usize,
     /// Chained hash of block `num_hashed - 1` (ROOT_HASH when none).
     last_hash: u64,
+    /// (table.len(),) the local layers' block ids with a local region (else empty); the
+    /// first `local_released` are [`FREED_BLOCK`].
+    local: Vec<u32>,
+    local_released: usize,
+}
+
+impl SeqBlocks {
+    fn empty() -> SeqBlocks {
+        SeqBlocks {
+            table: Vec::new(),
+            num_hashed: 0,
+            last_hash: ROOT_HASH,
+            local: Vec::new(),
+            local_released: 0,
+        }
+    }
+}
+
+/// The local layers' blocks: a second pool, no sharing, no cache.
+#[derive(Debug, Clone)]
+struct LocalRegion {
+    n_blocks: usize,
+    /// The widest window of the local layers.
+    window: usize,
+    /// Blocks no sequence holds; popped from the end.
+    free: Vec<u32>,
 }
 
 /// Fixed pool of KV blocks with per-sequence block tables and a prefix cache.
@@ -124,6 +164,7 @@ pub struct KvBlockManager {
     seqs: HashMap<SeqId, SeqBlocks>,
     stats: PrefixStats,
     evictions: u64,
+    local: Option<LocalRegion>,
 }
 
 /// FNV-1a over the parent hash and the block tokens, then a final mix so that nearby inputs
@@ -168,7 +209,70 @@ impl KvBlockManager {
             seqs: HashMap::new(),
             stats: PrefixStats::default(),
             evictions: 0,
+            local: None,
         })
+    }
+
+    /// As [`KvBlockManager::new`], plus a local region of `n_local` blocks for layers with
+    /// a sliding window of `window` positions (see the module docs).
+    pub fn with_local(
+        num_blocks: usize,
+        block_size: usize,
+        n_local: usize,
+        window: usize,
+    ) -> Result<Self, crate::EngineError> {
+        if n_local == 0 || n_local > u32::MAX as usize || window == 0 {
+            return Err(crate::EngineError::Invalid(format!(
+                "a local region needs 1 to {} blocks and a window of at least 1, got {n_local} \
+                 blocks and a window of {window}",
+                u32::MAX
+            )));
+        }
+        let mut m = Self::new(num_blocks, block_size)?;
+        m.local = Some(LocalRegion {
+            n_blocks: n_local,
+            window,
+            free: (0..n_local as u32).rev().collect(),
+        });
+        Ok(m)
+    }
+
+    /// Blocks of the local region (0 without one).
+    pub fn num_local_blocks(&self) -> usize {
+        self.local.as_ref().map_or(0, |l| l.n_blocks)
+    }
+
+    /// Local blocks no sequence holds (0 without a local region).
+    pub fn num_local_free(&self) -> usize {
+        self.local.as_ref().map_or(0, |l| l.free.len())
+    }
+
+    /// Local blocks held by sequences.
+    pub fn num_local_used(&self) -> usize {
+        self.num_local_blocks() - self.num_local_free()
+    }
+
+    /// The local layers' block table of `seq` (empty without a local region or table).
+    pub fn local_table(&self, seq: SeqId) -> &[u32] {
+        self.seqs.get(&seq).map_or(&[], |s| s.local.as_slice())
+    }
+
+    /// Releases the local blocks of `seq` that no token after its first `computed`
+    /// positions can see (all positions before `computed + 1 - window`); their entries
+    /// become [`FREED_BLOCK`]. Returns how many were released.
+    pub fn release_outside_window(&mut self, seq: SeqId, computed: usize) -> usize {
+        let (Some(local), Some(s)) = (self.local.as_mut(), self.seqs.get_mut(&seq)) else {
+            return 0;
+        };
+        let keep_from =
+            ((computed + 1).saturating_sub(local.window) / self.block_size).min(s.local.len());
+        let mut n = 0;
+        for e in &mut s.local[s.local_released..keep_from] {
+            local.free.push(std::mem::replace(e, FREED_BLOCK));
+            n += 1;
+        }
+        s.local_released = s.local_released.max(keep_from);
+        n
     }
 
     /// Token slots per block.
@@ -239,14 +343,20 @@ impl KvBlockManager {
 
     /// Whether `allocate_for(seq, total_tokens)` would succeed now.
     pub fn can_allocate(&self, seq: SeqId, total_tokens: usize) -> bool {
-        self.missing_blocks(seq, total_tokens) <= self.num_free()
+        let missing = self.missing_blocks(seq, total_tokens);
+        missing <= self.num_free() && (self.local.is_none() || missing <= self.num_local_free())
     }
 
     /// The longest run of cached full blocks that starts `tokens`. Never the whole sequence:
     /// the last token must be computed to get logits, so the hit is capped at
     /// `len - 1` tokens rounded down to whole blocks. Takes no references.
     pub fn lookup_prefix(&self, tokens: &[u32]) -> PrefixHit {
-        let max_blocks = tokens.len().saturating_sub(1) / self.block_size;
+        // No prefix caching with a local region (see the module docs).
+        let max_blocks = if self.local.is_some() {
+            0
+        } else {
+            tokens.len().saturating_sub(1) / self.block_size
+        };
         let mut hit = PrefixHit {
             query_tokens: tokens.len(),
             ..PrefixHit::default()
@@ -291,6 +401,12 @@ impl KvBlockManager {
         if self.seqs.contains_key(&seq) {
             // Not a new sequence: its own blocks already hold its prefix.
             self.allocate_for(seq, total_tokens)?;
+            return Ok(0);
+        }
+        if self.local.is_some() {
+            // No prefix caching with a local region: `hit` is empty.
+            self.allocate_for(seq, total_tokens)?;
+            self.stats.queries += hit.query_tokens as u64;
             return Ok(0);
         }
         let mut parent = ROOT_HASH;
@@ -340,6 +456,7 @@ impl KvBlockManager {
                 table,
                 num_hashed: valid,
                 last_hash: parent,
+                ..SeqBlocks::empty()
             },
         );
         self.stats.queries += hit.query_tokens as u64;
@@ -347,17 +464,27 @@ impl KvBlockManager {
         Ok(cached_tokens)
     }
 
-    /// Grows `seq`'s block table (creating it if needed) to hold `total_tokens` slots.
-    /// All-or-nothing: on error nothing changes.
+    /// Grows `seq`'s block table (creating it if needed) to hold `total_tokens` slots,
+    /// and its local table alike with a local region. All-or-nothing: on error nothing
+    /// changes.
     pub fn allocate_for(&mut self, seq: SeqId, total_tokens: usize) -> Result<(), OutOfBlocks> {
         let needed = self.missing_blocks(seq, total_tokens);
+        if let Some(local) = &self.local {
+            if needed > local.free.len() {
+                return Err(OutOfBlocks {
+                    needed,
+                    available: local.free.len(),
+                });
+            }
+        }
         let new_blocks = self.take_blocks(needed)?;
-        let entry = self.seqs.entry(seq).or_insert_with(|| SeqBlocks {
-            table: Vec::new(),
-            num_hashed: 0,
-            last_hash: ROOT_HASH,
-        });
+        let entry = self.seqs.entry(seq).or_insert_with(SeqBlocks::empty);
         entry.table.extend(new_blocks);
+        if let Some(local) = &mut self.local {
+            // Cannot run dry: checked above.
+            let at = local.free.len() - needed;
+            entry.local.extend(local.free.drain(at..).rev());
+        }
         Ok(())
     }
 
@@ -398,6 +525,9 @@ impl KvBlockManager {
     /// already registered are skipped. When an identical block is already cached (two
     /// sequences computed the same prefix at once) the existing one stays the cached copy.
     pub fn commit_full_blocks(&mut self, seq: SeqId, tokens: &[u32]) {
+        if self.local.is_some() {
+            return; // no prefix caching with a local region
+        }
         let Some(s) = self.seqs.get_mut(&seq) else {
             return;
         };
@@ -427,6 +557,9 @@ impl KvBlockManager {
         let Some(s) = self.seqs.remove(&seq) else {
             return false;
         };
+        if let Some(local) = &mut self.local {
+            local.free.extend(s.local[s.local_released..].iter().rev());
+        }
         for &b in s.table.iter().rev() {
             let meta = &mut self.blocks[b as usize];
             meta.ref_count -= 1;
@@ -505,6 +638,46 @@ impl KvBlockManager {
             != self.blocks.len()
         {
             return Err("used + free != num_blocks".to_string());
+        }
+        self.audit_local()
+    }
+
+    /// The local region's invariants: every block either free or held by one table entry;
+    /// tables as long as the main ones, [`FREED_BLOCK`] exactly before `local_released`.
+    fn audit_local(&self) -> Result<(), String> {
+        let Some(local) = &self.local else {
+            return match self.seqs.values().any(|s| !s.local.is_empty()) {
+                true => Err("a local table without a local region".to_string()),
+                false => Ok(()),
+            };
+        };
+        let mut held = vec![false; local.n_blocks];
+        let mut mark = |b: u32, what: &str| -> Result<(), String> {
+            let h = held
+                .get_mut(b as usize)
+                .ok_or_else(|| format!("local block {b} ({what}) out of range"))?;
+            if std::mem::replace(h, true) {
+                return Err(format!("local block {b} is held twice ({what})"));
+            }
+            Ok(())
+        };
+        for &b in &local.free {
+            mark(b, "free")?;
+        }
+        for (id, s) in &self.seqs {
+            if s.local.len() != s.table.len() {
+                return Err(format!("seq {id}: local table length differs"));
+            }
+            for (i, &b) in s.local.iter().enumerate() {
+                match (i < s.local_released, b == FREED_BLOCK) {
+                    (true, true) => {}
+                    (false, false) => mark(b, "held")?,
+                    _ => return Err(format!("seq {id}: local entry {i} released wrongly")),
+                }
+            }
+        }
+        if held.iter().any(|h| !h) {
+            return Err("a local block is neither free nor held".to_string());
         }
         Ok(())
     }

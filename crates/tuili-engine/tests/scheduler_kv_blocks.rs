@@ -356,3 +356,79 @@ fn random_operations_match_a_simple_model() {
         assert_eq!((kv.num_used(), kv.num_free()), (0, num_blocks));
     }
 }
+
+/// A local region: as a sequence grows, local blocks whose positions all lie before the
+/// window of the next token are released (entries `FREED_BLOCK`) and reused; a block any
+/// later token can still see is never released; the global table keeps everything.
+#[test]
+fn local_blocks_leave_with_the_window_and_never_before() {
+    use tuili_models::{local_blocks_needed, FREED_BLOCK};
+    let (bs, window, chunk) = (4, 6, 3);
+    let per_seq = local_blocks_needed(window, chunk, bs);
+    let mut kv = KvBlockManager::with_local(64, bs, 2 * per_seq, window).expect("valid");
+    assert!(KvBlockManager::with_local(64, bs, 0, window).is_err());
+    let mut computed = [0usize; 2];
+    let mut held_max = 0;
+    for step in 0..40 {
+        for (s, done) in computed.iter_mut().enumerate() {
+            let seq = s as u64;
+            // Chunks of 1 to `chunk` tokens, as a scheduler hands them out.
+            let n = 1 + (step + s) % chunk;
+            kv.allocate_for(seq, *done + n)
+                .expect("the region holds the windows");
+            let local = kv.local_table(seq).to_vec();
+            assert_eq!(local.len(), kv.block_table(seq).len());
+            // Every position this chunk's tokens see or write has a live local block.
+            let first_seen = (*done + 1).saturating_sub(window);
+            for p in first_seen..*done + n {
+                assert_ne!(
+                    local[p / bs],
+                    FREED_BLOCK,
+                    "step {step}: position {p} freed"
+                );
+            }
+            *done += n;
+            let released = kv.release_outside_window(seq, *done);
+            let after = kv.local_table(seq);
+            // Exactly the blocks wholly before the next token's window are gone.
+            let keep_from = (*done + 1).saturating_sub(window) / bs;
+            for (i, &b) in after.iter().enumerate() {
+                assert_eq!(b == FREED_BLOCK, i < keep_from, "step {step}: entry {i}");
+            }
+            assert!(released <= local.len());
+            assert!(kv.block_table(seq).iter().all(|&b| b != FREED_BLOCK));
+            kv.audit().expect("consistent");
+        }
+        held_max = held_max.max(kv.num_local_used());
+    }
+    // 40 steps of up to 3 tokens: far more positions than the local region has slots.
+    assert!(computed[0] > 2 * per_seq * bs);
+    assert!(held_max <= 2 * per_seq);
+    assert_eq!(
+        kv.num_used(),
+        kv.blocks_for(computed[0]) + kv.blocks_for(computed[1])
+    );
+    // Prefix caching is off with a local region; freeing returns every local block.
+    let toks: Vec<u32> = (0..16).collect();
+    assert_eq!(kv.lookup_prefix(&toks).num_tokens, 0);
+    assert!(kv.free(0) && kv.free(1));
+    assert_eq!(kv.num_local_free(), 2 * per_seq);
+    assert_eq!(kv.num_cached(), 0);
+    kv.audit().expect("consistent");
+}
+
+/// With a local region an allocation needs room in both pools, all or nothing.
+#[test]
+fn local_allocation_is_all_or_nothing() {
+    let mut kv = KvBlockManager::with_local(16, 4, 3, 4).expect("valid");
+    kv.allocate_for(1, 12).expect("3 blocks in each");
+    assert!(!kv.can_allocate(2, 1));
+    let e = kv.allocate_for(2, 1).expect_err("no local block left");
+    assert_eq!((e.needed, e.available), (1, 0));
+    assert_eq!((kv.num_used(), kv.block_table(2).len()), (3, 0));
+    // 12 positions computed: the next token sees 9..=12, so blocks 0 and 1 go.
+    assert_eq!(kv.release_outside_window(1, 12), 2);
+    assert!(kv.can_allocate(2, 8));
+    kv.allocate_for(2, 8).expect("the released blocks");
+    kv.audit().expect("consistent");
+}
