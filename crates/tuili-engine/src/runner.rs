@@ -1,6 +1,7 @@
 //! What generation, perplexity and the serving engine run a model on: a model with its
 //! own paged KV pool, on the CPU or on a GPU. Callers hand it ragged batches of sequence
-//! chunks whose block tables index that pool.
+//! chunks whose block tables index that pool (two tables per chunk when the pool keeps
+//! sliding-window layers apart: `KvLayout.n_local_blocks`).
 
 use std::ops::Deref;
 use std::str::FromStr;

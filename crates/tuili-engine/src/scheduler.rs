@@ -16,6 +16,10 @@
 //!    served, while `max_num_seqs` and the budget allow: each checks the prefix cache (cached
 //!    tokens are not recomputed) and gets a prefill chunk of at most the remaining budget.
 //!    When the head of the queue cannot get blocks, admission stops (no overtaking).
+//! 4. With a local region for sliding-window layers (`Scheduler::with_local`), each
+//!    scheduled sequence also carries its local table, an allocation needs room in both
+//!    regions, and `update` releases the local blocks that left the window (see
+//!    `kv_blocks`).
 
 use std::collections::{HashMap, VecDeque};
 

@@ -798,6 +798,7 @@ impl EngineCore {
             running: st.running,
             kv_blocks_used: st.blocks_used,
             kv_blocks_free: st.blocks_free,
+            kv_local_blocks_used: st.local_blocks_used,
             prefix_queries_tokens: st.prefix.queries,
             prefix_hit_tokens: st.prefix.hits,
             preemptions: st.preemptions,
