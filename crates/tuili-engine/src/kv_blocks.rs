@@ -264,8 +264,10 @@ impl KvBlockManager {
         let (Some(local), Some(s)) = (self.local.as_mut(), self.seqs.get_mut(&seq)) else {
             return 0;
         };
-        let keep_from =
-            ((computed + 1).saturating_sub(local.window) / self.block_size).min(s.local.len());
+        // Never below what is already released (a range start past its end).
+        let keep_from = ((computed + 1).saturating_sub(local.window) / self.block_size)
+            .min(s.local.len())
+            .max(s.local_released);
         let mut n = 0;
         for e in &mut s.local[s.local_released..keep_from] {
             local.free.push(std::mem::replace(e, FREED_BLOCK));

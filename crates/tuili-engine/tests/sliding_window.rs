@@ -116,13 +116,44 @@ fn run(
     out
 }
 
-/// Synthetic gemma3 (window 5 on every other layer): three sequences, prompts in
-/// chunks of up to 8 tokens beside each other's decodes; the split pool gives the logits
-/// of one region bit for bit and never holds more local blocks than the windows need.
+/// A synthetic model of `arch`; `window`: with `{arch}.attention.sliding_window` set
+/// (phi3 then has a window on every layer: no global layer at all).
+fn synthetic(arch: Arch, window: Option<u32>) -> Model {
+    let bytes = write_synthetic(&SyntheticSpec::tiny(arch, GgmlType::Q4_0)).unwrap();
+    let file = GgufFile::from_bytes(bytes).unwrap();
+    let Some(w) = window else {
+        return Model::load(&Arc::new(file)).unwrap();
+    };
+    let mut out = tuili_gguf::GgufWriter::new();
+    for (k, v) in file.metadata() {
+        out.add(k.clone(), v.clone()).unwrap();
+    }
+    let key = format!("{}.attention.sliding_window", arch.name());
+    out.add(key, tuili_gguf::Value::U32(w)).unwrap();
+    for t in file.tensors() {
+        out.add_tensor(t.name.clone(), &t.dims, t.ty, file.tensor_data(t).to_vec())
+            .unwrap();
+    }
+    let file = GgufFile::from_bytes(out.to_bytes()).unwrap();
+    Model::load(&Arc::new(file)).unwrap()
+}
+
+/// Synthetic gemma3 (window 5 on every other layer) and phi3 with a window of 5 on every
+/// layer: three sequences, prompts in chunks of up to 8 tokens beside each other's
+/// decodes; the split pool gives the logits of one region bit for bit and never holds
+/// more local blocks than the windows need.
 #[test]
 fn split_pool_through_the_scheduler_gives_bit_identical_logits() {
-    let bytes = write_synthetic(&SyntheticSpec::tiny(Arch::Gemma3, GgmlType::Q4_0)).unwrap();
-    let model = Model::load(&Arc::new(GgufFile::from_bytes(bytes).unwrap())).unwrap();
+    let gemma = synthetic(Arch::Gemma3, None);
+    let phi = synthetic(Arch::Phi3, Some(SYNTHETIC_WINDOW as u32));
+    assert_eq!(phi.config().n_local_layers(), phi.config().n_layer);
+    for model in [&gemma, &phi] {
+        check_split(model);
+    }
+}
+
+fn check_split(model: &Model) {
+    let arch = model.config().arch;
     let cfg = EngineConfig {
         n_ctx: 64,
         max_num_seqs: 3,
@@ -141,18 +172,18 @@ fn split_pool_through_the_scheduler_gives_bit_identical_logits() {
                 .collect()
         })
         .collect();
-    let split = run(&model, &cfg, &prompts, 12, true);
-    let whole = run(&model, &cfg, &prompts, 12, false);
+    let split = run(model, &cfg, &prompts, 12, true);
+    let whole = run(model, &cfg, &prompts, 12, false);
     assert!(split.layout.n_local_blocks > 0);
     for id in 0..3 {
         assert_eq!(split.tokens[&id].len(), 12);
         assert_eq!(
             split.tokens[&id], whole.tokens[&id],
-            "sequence {id}: tokens"
+            "{arch:?} {id}: tokens"
         );
         assert_eq!(
             split.logits[&id], whole.logits[&id],
-            "sequence {id}: logits"
+            "{arch:?} {id}: logits"
         );
     }
     let per_seq = local_blocks_needed(SYNTHETIC_WINDOW, cfg.max_batched_tokens, cfg.block_size);
