@@ -233,3 +233,33 @@ fn real_gemma3_holds_fewer_blocks_on_its_local_layers() {
     eprintln!("gemma3 KV pool at 2048: split {s} bytes, one region {w} bytes");
     assert!(s * 10 < w * 6, "split {s}, one region {w}");
 }
+
+/// Perplexity over a ring of local blocks (steps of what the ring holds, blocks reused
+/// many times over a context) equals perplexity over one region, exactly.
+#[test]
+fn perplexity_over_a_local_ring_equals_one_region() {
+    use tuili_engine::perplexity_with;
+    let model = synthetic(Arch::Gemma3, None);
+    let tokens: Vec<u32> = (0..150u32).map(|i| (i * 37 + 11) % 512).collect();
+    let n_ctx = 48;
+    let layout = |n_local_blocks| KvLayout {
+        n_blocks: n_ctx / 4,
+        block_size: 4,
+        n_local_blocks,
+        k_type: KvType::F16,
+        v_type: KvType::F16,
+    };
+    let ppl = |kv: KvLayout| {
+        let mut runner = CpuRunner::new(&model, kv).unwrap();
+        perplexity_with(&mut runner, &tokens, n_ctx, Some(1), |_, _| {}).unwrap()
+    };
+    let whole = ppl(layout(0));
+    // 4 local blocks of 4 with a window of 5: steps of 8 tokens, the ring wraps 3 times.
+    let ring = ppl(layout(4));
+    assert_eq!(whole.chunks, 3);
+    assert_eq!(ring, whole);
+    // A ring too small for the window is an error that says so.
+    let mut runner = CpuRunner::new(&model, layout(2)).unwrap();
+    let err = perplexity_with(&mut runner, &tokens, n_ctx, None, |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("does not hold a window"), "{err}");
+}
