@@ -18,6 +18,8 @@ struct Run {
     max_global: usize,
     max_local: usize,
     layout: KvLayout,
+    /// Prompt tokens taken from the prefix cache.
+    prefix_hits: u64,
 }
 
 /// Runs `prompts` greedily for `max_new` tokens each through a scheduler over a CPU
@@ -29,6 +31,19 @@ fn run(
     prompts: &[Vec<u32>],
     max_new: usize,
     split: bool,
+) -> Run {
+    run_with(model, cfg, prompts, max_new, split, false)
+}
+
+/// As [`run`]; `staged`: each prompt is submitted when the one before has finished (so a
+/// later prompt can hit the prefix cache).
+fn run_with(
+    model: &Model,
+    cfg: &EngineConfig,
+    prompts: &[Vec<u32>],
+    max_new: usize,
+    split: bool,
+    staged: bool,
 ) -> Run {
     let mcfg = model.config();
     let (n_blocks, n_local) = kv_pool_sizes(mcfg, cfg);
@@ -57,14 +72,14 @@ fn run(
         v_type: cfg.v_type,
     };
     let mut runner = CpuRunner::new(model, layout).unwrap();
-    for (i, p) in prompts.iter().enumerate() {
-        sched
-            .add(SeqRequest {
-                id: i as u64,
-                prompt: p.clone(),
-                max_new_tokens: max_new,
-            })
-            .unwrap();
+    let request = |i: usize| SeqRequest {
+        id: i as u64,
+        prompt: prompts[i].clone(),
+        max_new_tokens: max_new,
+    };
+    let mut submitted = if staged { 1 } else { prompts.len() };
+    for i in 0..submitted {
+        sched.add(request(i)).unwrap();
     }
     let vocab = mcfg.vocab;
     let mut out = Run {
@@ -73,8 +88,13 @@ fn run(
         max_global: 0,
         max_local: 0,
         layout,
+        prefix_hits: 0,
     };
-    while sched.has_unfinished() {
+    while sched.has_unfinished() || submitted < prompts.len() {
+        if !sched.has_unfinished() {
+            sched.add(request(submitted)).unwrap();
+            submitted += 1;
+        }
         let plan = sched.schedule();
         assert!(
             plan.preempted.is_empty(),
@@ -113,6 +133,7 @@ fn run(
         }
         sched.kv().audit().unwrap();
     }
+    out.prefix_hits = sched.stats().prefix.hits;
     out
 }
 
@@ -188,6 +209,18 @@ fn check_split(model: &Model) {
     }
     let per_seq = local_blocks_needed(SYNTHETIC_WINDOW, cfg.max_batched_tokens, cfg.block_size);
     assert!(split.max_local <= 3 * per_seq, "{}", split.max_local);
+    // A conversation's second turn: the first prompt, its answer and more, submitted
+    // after the first has finished, hits the prefix cache in both layouts (the split one
+    // only with the window's local blocks still cached) with the same logits.
+    let mut second = prompts[1].clone();
+    second.extend(&whole.tokens[&1]);
+    second.extend([5, 6, 7]);
+    let turns = [prompts[1].clone(), second];
+    let split = run_with(model, &cfg, &turns, 6, true, true);
+    let whole = run_with(model, &cfg, &turns, 6, false, true);
+    assert!(split.prefix_hits > 0 && whole.prefix_hits > 0);
+    assert_eq!(split.tokens, whole.tokens, "{arch:?}: turns");
+    assert_eq!(split.logits, whole.logits, "{arch:?}: turns");
     assert_eq!(whole.max_local, 0);
     // 49 positions of the longest sequence: 13 global blocks, at most `per_seq` local.
     assert!(split.max_local < split.max_global);
