@@ -135,6 +135,7 @@ fn run_once(
                 tokens: &tokens,
                 start: depth,
                 blocks: &tables[0],
+                local_blocks: &[],
                 logits_from: n - 1,
             };
             let logits = runner.forward_batch(&[chunk])?;
@@ -155,6 +156,7 @@ fn run_once(
                         tokens: t,
                         start: depth + pos,
                         blocks,
+                        local_blocks: &[],
                         logits_from: 0,
                     })
                     .collect();
@@ -216,6 +218,7 @@ pub fn run_model(path: &Path, tests: &[Test], run: &ModelRun, host: &dyn Host) -
     let kv = KvLayout {
         n_blocks: per_seq * streams,
         block_size: SEQ_BLOCK,
+        n_local_blocks: 0,
         k_type,
         v_type,
     };

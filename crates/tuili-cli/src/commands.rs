@@ -4,7 +4,6 @@ use std::io::{BufRead, Write};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use tuili_engine::runner::blocks_for;
 use tuili_engine::{KvType, SamplingParams, DEFAULT_KV_TYPE};
 use tuili_models::SEQ_BLOCK;
 use tuili_tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
@@ -332,16 +331,39 @@ pub fn info(a: ModelArgs, devices_only: bool) -> Result<()> {
     println!("tensor types:  {}", types.join(", "));
     println!("weights:       {:.1} MiB", bytes as f64 / (1 << 20) as f64);
     let t = DEFAULT_KV_TYPE;
+    // As the engine sizes one sequence: local layers hold their window plus one step.
+    let engine = tuili_engine::EngineConfig::default();
+    let (step, bs) = (engine.max_batched_tokens, engine.block_size);
+    let kv_bytes = |ctx: usize, t: KvType| match cfg.max_window() {
+        Some(_) => cfg.kv_cache_bytes_windowed(ctx, step, bs, t, t),
+        None => cfg.kv_cache_bytes(ctx, t, t),
+    };
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
     for ctx in [DEFAULT_CTX, cfg.ctx_len] {
-        let kv = cfg.kv_cache_bytes(ctx, t, t);
+        let kv = kv_bytes(ctx, t);
         println!(
             "memory @ {ctx:>6} ctx: {:.1} MiB (weights {:.1} + {t} KV cache {:.1})",
-            (bytes as usize + kv) as f64 / (1 << 20) as f64,
-            bytes as f64 / (1 << 20) as f64,
-            kv as f64 / (1 << 20) as f64
+            mib(bytes as usize + kv),
+            mib(bytes as usize),
+            mib(kv)
         );
     }
-    let mib = |t: KvType| cfg.kv_cache_bytes(DEFAULT_CTX, t, t) as f64 / (1 << 20) as f64;
+    if let Some(w) = cfg.max_window() {
+        let local = cfg.n_local_layers();
+        let held = tuili_models::local_blocks_needed(w, step, bs) * bs;
+        println!(
+            "sliding window: {local} of {} layers local (window {w}); their KV holds {held} \
+             positions (the window plus a step of {step}) at any context",
+            cfg.n_layer
+        );
+        println!(
+            "  (every layer at every position: {:.1} MiB @ {DEFAULT_CTX}, {:.1} MiB @ {})",
+            mib(cfg.kv_cache_bytes(DEFAULT_CTX, t, t)),
+            mib(cfg.kv_cache_bytes(cfg.ctx_len, t, t)),
+            cfg.ctx_len
+        );
+    }
+    let mib = |t: KvType| mib(kv_bytes(DEFAULT_CTX, t));
     let each: Vec<String> = KvType::ALL
         .iter()
         .filter(|t| t.check_head_dim(cfg.head_dim).is_ok())
@@ -399,12 +421,26 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         a.ctx
     ));
     let dev = a.device.resolve(&l.model, a.ctx);
-    let kv = a
-        .device
-        .kv_layout(dev, blocks_for(a.ctx, SEQ_BLOCK), SEQ_BLOCK);
+    let (k_type, v_type) = a.device.kv_types(dev);
+    let kv = tuili_engine::runner::seq_layout(
+        l.model.config(),
+        a.ctx,
+        tuili_engine::PPL_STEP,
+        SEQ_BLOCK,
+        k_type,
+        v_type,
+    );
     tracing_line(&format!(
-        "KV cache: K {}, V {} on {dev}",
-        kv.k_type, kv.v_type
+        "KV cache: K {}, V {} on {dev}{}",
+        kv.k_type,
+        kv.v_type,
+        match kv.n_local_blocks {
+            0 => String::new(),
+            n => format!(
+                ", sliding-window layers in {n} blocks of {} (their window)",
+                kv.block_size
+            ),
+        }
     ));
     let mut runner = device::runner(&l.model, dev, kv)?;
     let res = tuili_engine::perplexity_with(runner.as_mut(), &tokens, a.ctx, bos, |i, ppl| {

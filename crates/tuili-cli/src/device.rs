@@ -40,17 +40,6 @@ impl DeviceArgs {
         )
     }
 
-    /// A KV pool of `n_blocks` blocks of `block_size` positions on `dev`.
-    pub fn kv_layout(&self, dev: Device, n_blocks: usize, block_size: usize) -> KvLayout {
-        let (k_type, v_type) = self.kv_types(dev);
-        KvLayout {
-            n_blocks,
-            block_size,
-            k_type,
-            v_type,
-        }
-    }
-
     /// `--device`, with `auto` resolved for a KV cache of `n_ctx` positions (sized with
     /// the types a GPU would store).
     pub fn resolve(&self, model: &Model, n_ctx: usize) -> Device {

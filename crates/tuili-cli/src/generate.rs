@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
-use tuili_engine::runner::blocks_for;
 use tuili_engine::{
     start_engine_with, EngineConfig, EngineHandle, Event, FinishReason, GenerateRequest,
     SamplingParams, TokenLogprob, Usage,
 };
-use tuili_models::{KvPool, Model};
+use tuili_models::Model;
 use tuili_tokenizer::Tokenizer;
 
 use crate::device::{self, DeviceArgs};
@@ -33,18 +32,17 @@ pub fn start(
     let dev = device.resolve(&model, n_ctx);
     let (k_type, v_type) = device.kv_types(dev);
     let block_size = EngineConfig::default().block_size;
-    let kv_bytes =
-        KvPool::block_bytes(&mcfg, block_size, k_type, v_type) * blocks_for(n_ctx, block_size);
-    let cfg = EngineConfig {
+    let mut cfg = EngineConfig {
         n_ctx,
         max_num_seqs: 1,
         max_queue: 1,
-        kv_memory_bytes: Some(kv_bytes),
         block_size,
         k_type,
         v_type,
         ..EngineConfig::default()
     };
+    // Exactly one context (local layers: their window), even beyond the default cap.
+    cfg.kv_memory_bytes = Some(tuili_engine::kv_bytes_wanted(&mcfg, &cfg));
     let runner = device::engine_runner(Arc::new(model), dev);
     Ok(start_engine_with(&mcfg, runner, Arc::new(tokenizer), cfg)?)
 }

@@ -99,6 +99,9 @@ pub struct KvLayout {
     pub n_blocks: usize,
     /// Positions per block.
     pub block_size: usize,
+    /// Blocks of the local (sliding-window) layers' own region; 0: none, every layer in
+    /// the `n_blocks` region (see `tuili_models::KvPool::new_split`).
+    pub n_local_blocks: usize,
     /// How keys are stored.
     pub k_type: KvType,
     /// How values are stored.
@@ -111,6 +114,7 @@ impl KvLayout {
         KvLayout {
             n_blocks,
             block_size,
+            n_local_blocks: 0,
             k_type: KvType::F32,
             v_type: KvType::F32,
         }

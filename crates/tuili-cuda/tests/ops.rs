@@ -485,6 +485,7 @@ fn cuda_model_logits_match_the_cpu_model() {
             tokens: &prompt,
             start: 0,
             blocks: &table,
+            local_blocks: &[],
             logits_from: 0,
         };
         let got = gpu.forward_batch(&[chunk]).expect("gpu prefill");
@@ -499,6 +500,7 @@ fn cuda_model_logits_match_the_cpu_model() {
                 tokens: &tok,
                 start,
                 blocks: &table,
+                local_blocks: &[],
                 logits_from: 0,
             };
             let got = gpu.forward_batch(&[chunk]).expect("gpu decode");
@@ -510,4 +512,58 @@ fn cuda_model_logits_match_the_cpu_model() {
             );
         }
     }
+}
+
+/// A split pool on the GPU (gemma3's local layers in a region of their own, reused as a
+/// ring, entries before each window `FREED_BLOCK`): the logits of the CPU's one region.
+#[test]
+fn cuda_split_pool_matches_the_cpu_model() {
+    use tuili_models::synthetic::SYNTHETIC_WINDOW;
+    use tuili_models::{local_blocks_needed, FREED_BLOCK};
+    let model = load(&SyntheticSpec::tiny(Arch::Gemma3, GgmlType::Q8_0));
+    let (bs, step) = (4, 7);
+    let n_local = local_blocks_needed(SYNTHETIC_WINDOW, step, bs);
+    let kv = KvLayout {
+        n_local_blocks: n_local,
+        ..KvLayout::f32(16, bs)
+    };
+    let mut gpu = match CudaModel::new(&model, 0, kv, &mut |_, _| {}) {
+        Ok(g) => g,
+        Err(e @ (CudaError::NoDevice(_) | CudaError::NotCompiled)) => {
+            skip_note(&e);
+            return;
+        }
+        Err(e) => panic!("CudaModel::new: {e}"),
+    };
+    let vocab = model.config().vocab;
+    let prompt: Vec<u32> = (0..60).map(|i| (i * 37 + 5) % vocab as u32).collect();
+    let mut cache = model.new_cache(64);
+    let want = model.forward(&prompt, &mut cache, 0).expect("cpu");
+    let table: Vec<u32> = (0..16).collect();
+    let mut got = Vec::new();
+    for start in (0..prompt.len()).step_by(step) {
+        let end = (start + step).min(prompt.len());
+        // The ring, with the entries before the first token's window released.
+        let first = (start + 1).saturating_sub(SYNTHETIC_WINDOW) / bs;
+        let local: Vec<u32> = (0..16)
+            .map(|i| {
+                if i < first {
+                    FREED_BLOCK
+                } else {
+                    (i % n_local) as u32
+                }
+            })
+            .collect();
+        let chunk = tuili_models::SeqChunk {
+            tokens: &prompt[start..end],
+            start,
+            blocks: &table,
+            local_blocks: &local,
+            logits_from: 0,
+        };
+        got.extend(gpu.forward_batch(&[chunk]).expect("gpu step"));
+    }
+    let want64: Vec<f64> = want.iter().map(|&v| v as f64).collect();
+    let e = rel_err(&got, &want64);
+    assert!(e < 1e-4, "split pool: logits differ by {e:.3e}");
 }

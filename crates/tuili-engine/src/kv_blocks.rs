@@ -11,8 +11,28 @@
 //!   never-cached free blocks first, then evicts the least recently used cached block.
 //! - A sequence's blocks are released tail first, so the tail of a prefix (least likely to be
 //!   shared) is evicted before its head (without which the tail is useless anyway).
+//!
+//! Sliding-window layers (after vLLM v1's `SlidingWindowManager`): with a local region
+//! ([`KvBlockManager::with_local`]) each sequence has a second table, for the local layers,
+//! into a second pool of blocks. It grows with the first (same length) but, once the
+//! sequence has `len` positions computed, its blocks whose positions all lie before
+//! `len + 1 - window` (the first position the next token sees) are released
+//! ([`KvBlockManager::release_outside_window`]) and their entries become
+//! [`tuili_models::FREED_BLOCK`]. A sequence then holds at most
+//! `local_blocks_needed(window, chunk, block_size)` local blocks.
+//!
+//! Prefix caching with a local region: a computed full local block is registered under
+//! the chained hash of the global block at the same index, and once released (out of the
+//! window, or its sequence ended) it stays cached and evictable like a global one (the
+//! region is fixed in size, so this costs nothing; LRU eviction makes room). A hit of `k`
+//! global blocks is used only as far as the local blocks its next token sees, indices
+//! `(k * block_size + 1 - window) / block_size .. k`, are all still cached: the lookup
+//! shortens the hit, block by block, until they are (or it is empty). The new sequence's
+//! local table then starts with [`FREED_BLOCK`]s and those shared blocks.
 
 use std::collections::{BTreeMap, HashMap};
+
+use tuili_models::FREED_BLOCK;
 
 /// Id of a sequence (the request id) in the block manager.
 pub type SeqId = u64;
@@ -58,6 +78,10 @@ pub struct PrefixHit {
     pub query_tokens: usize,
     /// Chained hash of each block, in order (same length as `blocks`).
     hashes: Vec<u64>,
+    /// With a local region: the cached local blocks of indices `local_first..blocks.len()`
+    /// (what the next token's window needs).
+    local: Vec<u32>,
+    local_first: usize,
 }
 
 /// Prefix-cache counters, in tokens.
@@ -106,6 +130,121 @@ struct SeqBlocks {
     num_hashed: usize,
     /// Chained hash of block `num_hashed - 1` (ROOT_HASH when none).
     last_hash: u64,
+    /// (table.len(),) the local layers' block ids with a local region (else empty); the
+    /// first `local_released` are [`FREED_BLOCK`].
+    local: Vec<u32>,
+    local_released: usize,
+}
+
+impl SeqBlocks {
+    fn empty() -> SeqBlocks {
+        SeqBlocks {
+            table: Vec::new(),
+            num_hashed: 0,
+            last_hash: ROOT_HASH,
+            local: Vec::new(),
+            local_released: 0,
+        }
+    }
+}
+
+/// The local layers' blocks: a second pool with ref counts and a cache keyed by the
+/// global blocks' chained hashes (see the module docs).
+#[derive(Debug, Clone)]
+struct LocalRegion {
+    n_blocks: usize,
+    /// The widest window of the local layers.
+    window: usize,
+    /// (n_blocks,) holders of each block.
+    refs: Vec<u32>,
+    /// (n_blocks,) the chained hash each block is cached under.
+    key: Vec<Option<u64>>,
+    /// (n_blocks,) LRU stamp while cached with no holder (evictable).
+    lru: Vec<Option<u64>>,
+    /// Blocks with no holder and no cache entry; popped from the end.
+    free: Vec<u32>,
+    /// Cached blocks with no holder, oldest stamp first.
+    evictable: BTreeMap<u64, u32>,
+    next_stamp: u64,
+    /// Chained hash -> cached block.
+    cached: HashMap<u64, u32>,
+}
+
+impl LocalRegion {
+    fn new(n_blocks: usize, window: usize) -> LocalRegion {
+        LocalRegion {
+            n_blocks,
+            window,
+            refs: vec![0; n_blocks],
+            key: vec![None; n_blocks],
+            lru: vec![None; n_blocks],
+            free: (0..n_blocks as u32).rev().collect(),
+            evictable: BTreeMap::new(),
+            next_stamp: 0,
+            cached: HashMap::new(),
+        }
+    }
+
+    /// Blocks an allocation can take.
+    fn available(&self) -> usize {
+        self.free.len() + self.evictable.len()
+    }
+
+    /// `n` blocks (at most `available()`), never-cached first, then least recently used.
+    fn take(&mut self, n: usize) -> Vec<u32> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let b = if let Some(b) = self.free.pop() {
+                b
+            } else if let Some((_, b)) = self.evictable.pop_first() {
+                self.lru[b as usize] = None;
+                if let Some(h) = self.key[b as usize].take() {
+                    if self.cached.get(&h) == Some(&b) {
+                        self.cached.remove(&h);
+                    }
+                }
+                b
+            } else {
+                break; // unreachable: callers check `available()`
+            };
+            self.refs[b as usize] = 1;
+            out.push(b);
+        }
+        out
+    }
+
+    /// One more holder of a cached block (out of the LRU if it had none).
+    fn revive(&mut self, b: u32) {
+        if let Some(stamp) = self.lru[b as usize].take() {
+            self.evictable.remove(&stamp);
+        }
+        self.refs[b as usize] += 1;
+    }
+
+    /// One holder fewer; with none left the block is free, or evictable when cached.
+    fn release(&mut self, b: u32) {
+        let i = b as usize;
+        self.refs[i] -= 1;
+        if self.refs[i] > 0 {
+            return;
+        }
+        if self.key[i].is_some() {
+            let stamp = self.next_stamp;
+            self.next_stamp += 1;
+            self.lru[i] = Some(stamp);
+            self.evictable.insert(stamp, b);
+        } else {
+            self.free.push(b);
+        }
+    }
+
+    /// The cached block of chained hash `h`, if any.
+    fn lookup(&self, h: u64) -> Option<u32> {
+        self.cached
+            .get(&h)
+            .copied()
+            .filter(|&b| self.key[b as usize] == Some(h))
+    }
 }
 
 /// Fixed pool of KV blocks with per-sequence block tables and a prefix cache.
@@ -124,6 +263,7 @@ pub struct KvBlockManager {
     seqs: HashMap<SeqId, SeqBlocks>,
     stats: PrefixStats,
     evictions: u64,
+    local: Option<LocalRegion>,
 }
 
 /// FNV-1a over the parent hash and the block tokens, then a final mix so that nearby inputs
@@ -168,7 +308,68 @@ impl KvBlockManager {
             seqs: HashMap::new(),
             stats: PrefixStats::default(),
             evictions: 0,
+            local: None,
         })
+    }
+
+    /// As [`KvBlockManager::new`], plus a local region of `n_local` blocks for layers with
+    /// a sliding window of `window` positions (see the module docs).
+    pub fn with_local(
+        num_blocks: usize,
+        block_size: usize,
+        n_local: usize,
+        window: usize,
+    ) -> Result<Self, crate::EngineError> {
+        if n_local == 0 || n_local > u32::MAX as usize || window == 0 {
+            return Err(crate::EngineError::Invalid(format!(
+                "a local region needs 1 to {} blocks and a window of at least 1, got {n_local} \
+                 blocks and a window of {window}",
+                u32::MAX
+            )));
+        }
+        let mut m = Self::new(num_blocks, block_size)?;
+        m.local = Some(LocalRegion::new(n_local, window));
+        Ok(m)
+    }
+
+    /// Blocks of the local region (0 without one).
+    pub fn num_local_blocks(&self) -> usize {
+        self.local.as_ref().map_or(0, |l| l.n_blocks)
+    }
+
+    /// Local blocks no sequence holds, free or cached (0 without a local region).
+    pub fn num_local_free(&self) -> usize {
+        self.local.as_ref().map_or(0, |l| l.available())
+    }
+
+    /// Local blocks held by sequences.
+    pub fn num_local_used(&self) -> usize {
+        self.num_local_blocks() - self.num_local_free()
+    }
+
+    /// The local layers' block table of `seq` (empty without a local region or table).
+    pub fn local_table(&self, seq: SeqId) -> &[u32] {
+        self.seqs.get(&seq).map_or(&[], |s| s.local.as_slice())
+    }
+
+    /// Releases the local blocks of `seq` that no token after its first `computed`
+    /// positions can see (all positions before `computed + 1 - window`); their entries
+    /// become [`FREED_BLOCK`]. Returns how many were released.
+    pub fn release_outside_window(&mut self, seq: SeqId, computed: usize) -> usize {
+        let (Some(local), Some(s)) = (self.local.as_mut(), self.seqs.get_mut(&seq)) else {
+            return 0;
+        };
+        // Never below what is already released (a range start past its end).
+        let keep_from = ((computed + 1).saturating_sub(local.window) / self.block_size)
+            .min(s.local.len())
+            .max(s.local_released);
+        let mut n = 0;
+        for e in &mut s.local[s.local_released..keep_from] {
+            local.release(std::mem::replace(e, FREED_BLOCK));
+            n += 1;
+        }
+        s.local_released = s.local_released.max(keep_from);
+        n
     }
 
     /// Token slots per block.
@@ -239,12 +440,14 @@ impl KvBlockManager {
 
     /// Whether `allocate_for(seq, total_tokens)` would succeed now.
     pub fn can_allocate(&self, seq: SeqId, total_tokens: usize) -> bool {
-        self.missing_blocks(seq, total_tokens) <= self.num_free()
+        let missing = self.missing_blocks(seq, total_tokens);
+        missing <= self.num_free() && (self.local.is_none() || missing <= self.num_local_free())
     }
 
     /// The longest run of cached full blocks that starts `tokens`. Never the whole sequence:
     /// the last token must be computed to get logits, so the hit is capped at
-    /// `len - 1` tokens rounded down to whole blocks. Takes no references.
+    /// `len - 1` tokens rounded down to whole blocks. Takes no references. With a local
+    /// region, cut to where the local blocks of the window are cached (module docs).
     pub fn lookup_prefix(&self, tokens: &[u32]) -> PrefixHit {
         let max_blocks = tokens.len().saturating_sub(1) / self.block_size;
         let mut hit = PrefixHit {
@@ -263,6 +466,26 @@ impl KvBlockManager {
             hit.blocks.push(block);
             hit.hashes.push(hash);
             parent = hash;
+        }
+        if let Some(local) = &self.local {
+            // The longest hit whose next token finds its whole window of local K/V.
+            let bs = self.block_size;
+            let mut k = hit.blocks.len();
+            while k > 0 {
+                let first = (k * bs + 1).saturating_sub(local.window) / bs;
+                let blocks: Option<Vec<u32>> = hit.hashes[first..k]
+                    .iter()
+                    .map(|&h| local.lookup(h))
+                    .collect();
+                if let Some(b) = blocks {
+                    hit.local = b;
+                    hit.local_first = first;
+                    break;
+                }
+                k -= 1;
+            }
+            hit.blocks.truncate(k);
+            hit.hashes.truncate(k);
         }
         hit.num_tokens = hit.blocks.len() * self.block_size;
         hit
@@ -307,6 +530,20 @@ impl KvBlockManager {
             parent = hash;
             valid += 1;
         }
+        // With a local region the hit is all or nothing: its window's local blocks must
+        // still be the cached ones the lookup saw.
+        if let Some(local) = &self.local {
+            let k = hit.blocks.len();
+            let first = hit.local_first.min(k);
+            let local_ok = valid == k
+                && hit.local.len() == k - first
+                && (hit.local.iter().zip(&hit.hashes[first..]))
+                    .all(|(&b, &h)| local.key.get(b as usize) == Some(&Some(h)));
+            if !local_ok {
+                valid = 0;
+                parent = ROOT_HASH;
+            }
+        }
         let reuse = &hit.blocks[..valid];
         let cached_tokens = valid * self.block_size;
         let total_tokens = total_tokens.max(cached_tokens);
@@ -323,6 +560,20 @@ impl KvBlockManager {
                 available,
             });
         }
+        let local_reuse: &[u32] = if valid > 0 { &hit.local } else { &[] };
+        if let Some(local) = &self.local {
+            let revived = local_reuse
+                .iter()
+                .filter(|&&b| local.refs[b as usize] == 0)
+                .count();
+            let available = local.available() - revived;
+            if fresh > available {
+                return Err(OutOfBlocks {
+                    needed: fresh,
+                    available,
+                });
+            }
+        }
         let mut table = Vec::with_capacity(valid + fresh);
         for &b in reuse {
             let meta = &mut self.blocks[b as usize];
@@ -334,12 +585,25 @@ impl KvBlockManager {
         }
         // Cannot fail: `fresh <= available` and the revived blocks are out of the LRU now.
         table.extend(self.take_blocks(fresh)?);
+        // Local: released entries before the window, the window's cached blocks, fresh.
+        let (mut local_table, mut local_released) = (Vec::new(), 0);
+        if let Some(local) = &mut self.local {
+            local_released = if valid > 0 { hit.local_first } else { 0 };
+            local_table = vec![FREED_BLOCK; local_released];
+            for &b in local_reuse {
+                local.revive(b);
+                local_table.push(b);
+            }
+            local_table.extend(local.take(fresh));
+        }
         self.seqs.insert(
             seq,
             SeqBlocks {
                 table,
                 num_hashed: valid,
                 last_hash: parent,
+                local: local_table,
+                local_released,
             },
         );
         self.stats.queries += hit.query_tokens as u64;
@@ -347,17 +611,26 @@ impl KvBlockManager {
         Ok(cached_tokens)
     }
 
-    /// Grows `seq`'s block table (creating it if needed) to hold `total_tokens` slots.
-    /// All-or-nothing: on error nothing changes.
+    /// Grows `seq`'s block table (creating it if needed) to hold `total_tokens` slots,
+    /// and its local table alike with a local region. All-or-nothing: on error nothing
+    /// changes.
     pub fn allocate_for(&mut self, seq: SeqId, total_tokens: usize) -> Result<(), OutOfBlocks> {
         let needed = self.missing_blocks(seq, total_tokens);
+        if let Some(local) = &self.local {
+            if needed > local.available() {
+                return Err(OutOfBlocks {
+                    needed,
+                    available: local.available(),
+                });
+            }
+        }
         let new_blocks = self.take_blocks(needed)?;
-        let entry = self.seqs.entry(seq).or_insert_with(|| SeqBlocks {
-            table: Vec::new(),
-            num_hashed: 0,
-            last_hash: ROOT_HASH,
-        });
+        let entry = self.seqs.entry(seq).or_insert_with(SeqBlocks::empty);
         entry.table.extend(new_blocks);
+        if let Some(local) = &mut self.local {
+            // Cannot run dry: checked above.
+            entry.local.extend(local.take(needed));
+        }
         Ok(())
     }
 
@@ -416,6 +689,17 @@ impl KvBlockManager {
                 });
                 self.cached.insert(hash, block);
             }
+            // The local block at the same index, if still held, under the same hash.
+            if let Some(local) = &mut self.local {
+                let lb = s.local.get(i).copied().unwrap_or(FREED_BLOCK);
+                if lb != FREED_BLOCK
+                    && local.key[lb as usize].is_none()
+                    && !local.cached.contains_key(&hash)
+                {
+                    local.key[lb as usize] = Some(hash);
+                    local.cached.insert(hash, lb);
+                }
+            }
             s.last_hash = hash;
             s.num_hashed = i + 1;
         }
@@ -427,6 +711,11 @@ impl KvBlockManager {
         let Some(s) = self.seqs.remove(&seq) else {
             return false;
         };
+        if let Some(local) = &mut self.local {
+            for &b in s.local[s.local_released..].iter().rev() {
+                local.release(b);
+            }
+        }
         for &b in s.table.iter().rev() {
             let meta = &mut self.blocks[b as usize];
             meta.ref_count -= 1;
@@ -505,6 +794,73 @@ impl KvBlockManager {
             != self.blocks.len()
         {
             return Err("used + free != num_blocks".to_string());
+        }
+        self.audit_local()
+    }
+
+    /// The local region's invariants: ref counts match the tables' entries; a block with
+    /// no holder is free (uncached) or evictable (cached), never both; cache entries point
+    /// at blocks keyed so; tables as long as the main ones, [`FREED_BLOCK`] exactly before
+    /// `local_released`.
+    fn audit_local(&self) -> Result<(), String> {
+        let Some(local) = &self.local else {
+            return match self.seqs.values().any(|s| !s.local.is_empty()) {
+                true => Err("a local table without a local region".to_string()),
+                false => Ok(()),
+            };
+        };
+        let mut refs = vec![0u32; local.n_blocks];
+        for (id, s) in &self.seqs {
+            if s.local.len() != s.table.len() {
+                return Err(format!("seq {id}: local table length differs"));
+            }
+            for (i, &b) in s.local.iter().enumerate() {
+                match (i < s.local_released, b == FREED_BLOCK) {
+                    (true, true) => {}
+                    (false, false) => {
+                        *refs
+                            .get_mut(b as usize)
+                            .ok_or_else(|| format!("seq {id}: local block {b} out of range"))? += 1
+                    }
+                    _ => return Err(format!("seq {id}: local entry {i} released wrongly")),
+                }
+            }
+        }
+        let mut in_free = vec![false; local.n_blocks];
+        for &b in &local.free {
+            let f = in_free
+                .get_mut(b as usize)
+                .ok_or_else(|| format!("free local block {b} out of range"))?;
+            if std::mem::replace(f, true) {
+                return Err(format!("local block {b} is twice in the free list"));
+            }
+        }
+        for (&stamp, &b) in &local.evictable {
+            if local.lru[b as usize] != Some(stamp) {
+                return Err(format!("evictable local block {b} has a stale stamp"));
+            }
+        }
+        for (&h, &b) in &local.cached {
+            if local.key[b as usize] != Some(h) {
+                return Err(format!("local cache entry {h:#x} points at block {b}"));
+            }
+        }
+        for b in 0..local.n_blocks {
+            if local.refs[b] != refs[b] {
+                return Err(format!(
+                    "local block {b} has ref count {} but {} holders",
+                    local.refs[b], refs[b]
+                ));
+            }
+            let evictable = local.lru[b].is_some();
+            if (refs[b] == 0) != (in_free[b] || evictable) || (in_free[b] && evictable) {
+                return Err(format!("local block {b}: holders and lists disagree"));
+            }
+            if in_free[b] && local.key[b].is_some() || evictable && local.key[b].is_none() {
+                return Err(format!(
+                    "local block {b}: cache state disagrees with its list"
+                ));
+            }
         }
         Ok(())
     }

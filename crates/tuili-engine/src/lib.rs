@@ -14,14 +14,14 @@ pub mod serve;
 mod stop;
 
 pub use metrics::{EngineMetrics, Histogram};
-pub use perplexity::{perplexity, perplexity_with, Perplexity};
+pub use perplexity::{perplexity, perplexity_with, Perplexity, PPL_STEP};
 pub use request::{Event, FinishReason, GenerateRequest, SubmitError, TokenLogprob, Usage};
 pub use runner::{CpuRunner, Device, KvLayout, KvType, Runner, DEFAULT_KV_TYPE};
 pub use sampler::{argmax, Rng, Sampler, SamplingParams};
 pub use scheduler::Scheduler;
 pub use serve::{
-    panic_message, start_engine, start_engine_with, EngineConfig, EngineHandle, RequestStream,
-    MAX_CONSECUTIVE_PANICS,
+    kv_bytes_wanted, kv_pool_sizes, panic_message, start_engine, start_engine_with, EngineConfig,
+    EngineHandle, RequestStream, MAX_CONSECUTIVE_PANICS,
 };
 
 /// Errors from generation.

@@ -58,6 +58,8 @@ pub struct EngineMetrics {
     pub kv_blocks_used: usize,
     /// KV blocks free or evictable.
     pub kv_blocks_free: usize,
+    /// Blocks of the sliding-window layers' own region held by sequences (0 without one).
+    pub kv_local_blocks_used: usize,
     /// Prompt tokens looked up in the prefix cache.
     pub prefix_queries_tokens: u64,
     /// Of which found there.
@@ -85,6 +87,7 @@ impl Default for EngineMetrics {
             running: 0,
             kv_blocks_used: 0,
             kv_blocks_free: 0,
+            kv_local_blocks_used: 0,
             prefix_queries_tokens: 0,
             prefix_hit_tokens: 0,
             prompt_tokens_total: 0,

@@ -2,9 +2,9 @@
 //! directly: chunks of `n_ctx` tokens, a fresh context per chunk, BOS written over
 //! the first token when the model adds one, and the second half of each chunk scored.
 
-use tuili_models::{Model, SeqChunk};
+use tuili_models::{Model, SeqChunk, SEQ_BLOCK};
 
-use crate::runner::{blocks_for, CpuRunner, KvLayout, Runner, DEFAULT_KV_TYPE};
+use crate::runner::{seq_layout, seq_tables, CpuRunner, Runner, DEFAULT_KV_TYPE};
 use crate::EngineError;
 
 /// Result of a perplexity run.
@@ -73,12 +73,14 @@ pub fn perplexity(
     bos: Option<u32>,
     on_chunk: impl FnMut(usize, f64),
 ) -> Result<Perplexity, EngineError> {
-    let kv = KvLayout {
-        n_blocks: blocks_for(n_ctx, 64),
-        block_size: 64,
-        k_type: DEFAULT_KV_TYPE,
-        v_type: DEFAULT_KV_TYPE,
-    };
+    let kv = seq_layout(
+        model.config(),
+        n_ctx,
+        PPL_STEP,
+        SEQ_BLOCK,
+        DEFAULT_KV_TYPE,
+        DEFAULT_KV_TYPE,
+    );
     perplexity_with(
         &mut CpuRunner::new(model, kv)?,
         tokens,
@@ -88,7 +90,13 @@ pub fn perplexity(
     )
 }
 
-/// [`perplexity`] on any runner; its KV pool must hold `n_ctx` positions.
+/// Most tokens of a context run in one step: the logits of a step stay small (a 262k
+/// vocabulary makes 4096 rows 4 GiB), and a local region of the KV pool holds the
+/// window plus one step. Logits do not depend on the split (batch invariance).
+pub const PPL_STEP: usize = 512;
+
+/// [`perplexity`] on any runner; its KV pool must hold `n_ctx` positions (with a local
+/// region, one from [`seq_layout`]: a ring of blocks for the local layers).
 pub fn perplexity_with(
     runner: &mut dyn Runner,
     tokens: &[u32],
@@ -114,8 +122,22 @@ pub fn perplexity_with(
             kv.n_blocks * kv.block_size
         )));
     }
-    // Each chunk starts a fresh sequence over the same blocks.
-    let blocks: Vec<u32> = (0..kv.n_blocks as u32).collect();
+    // Each chunk starts a fresh sequence over the same blocks; the step is what the
+    // local ring holds (see `seq_tables`).
+    let (blocks, local) = seq_tables(&kv);
+    let step = match (kv.n_local_blocks, runner.config().max_window()) {
+        (0, _) | (_, None) => PPL_STEP,
+        (n, Some(w)) => {
+            let fits = ((n.saturating_sub(1)) * kv.block_size + 1).saturating_sub(w);
+            if fits == 0 {
+                return Err(EngineError::Invalid(format!(
+                    "the local KV region of {n} blocks of {} does not hold a window of {w}",
+                    kv.block_size
+                )));
+            }
+            fits.min(PPL_STEP)
+        }
+    };
     let n_chunk = tokens.len() / n_ctx;
     if n_chunk == 0 {
         return Err(EngineError::Invalid(format!(
@@ -132,17 +154,21 @@ pub fn perplexity_with(
         if let Some(b) = bos {
             ids[0] = b;
         }
-        // logits: [n_ctx - first, vocab]; row j predicts chunk[first + j + 1].
-        let seq = SeqChunk {
-            tokens: &ids,
-            start: 0,
-            blocks: &blocks,
-            logits_from: first,
-        };
-        let logits = runner.forward_batch(&[seq])?;
-        for j in 0..n_ctx - first - 1 {
-            let target = chunk[first + j + 1];
-            nll.push(nll_of(&logits[j * vocab..(j + 1) * vocab], target));
+        for start in (0..n_ctx).step_by(step) {
+            let end = (start + step).min(n_ctx);
+            let from = first.clamp(start, end);
+            let seq = SeqChunk {
+                tokens: &ids[start..end],
+                start,
+                blocks: &blocks,
+                local_blocks: &local,
+                logits_from: from - start,
+            };
+            // logits: [end - from, vocab]; the row of token t predicts chunk[t + 1].
+            let logits = runner.forward_batch(&[seq])?;
+            for (t, row) in (from..end.min(n_ctx - 1)).zip(logits.chunks_exact(vocab)) {
+                nll.push(nll_of(row, chunk[t + 1]));
+            }
         }
         on_chunk(i, nll.ppl());
     }

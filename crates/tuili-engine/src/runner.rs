@@ -1,6 +1,7 @@
 //! What generation, perplexity and the serving engine run a model on: a model with its
 //! own paged KV pool, on the CPU or on a GPU. Callers hand it ragged batches of sequence
-//! chunks whose block tables index that pool.
+//! chunks whose block tables index that pool (two tables per chunk when the pool keeps
+//! sliding-window layers apart: `KvLayout.n_local_blocks`).
 
 use std::ops::Deref;
 use std::str::FromStr;
@@ -8,7 +9,7 @@ use std::str::FromStr;
 pub use tuili_cuda::KvLayout;
 use tuili_cuda::{CudaError, CudaModel};
 pub use tuili_models::KvType;
-use tuili_models::{Config, KvPool, Model, SeqChunk};
+use tuili_models::{local_blocks_needed, Config, KvPool, Model, SeqChunk};
 
 use crate::EngineError;
 
@@ -44,6 +45,7 @@ pub trait Runner {
                 tokens: &tokens[..len],
                 start,
                 blocks,
+                local_blocks: &[],
                 logits_from: len - 1,
             };
             self.forward_batch(&[chunk])?;
@@ -122,6 +124,68 @@ pub fn blocks_for(n_ctx: usize, block_size: usize) -> usize {
     n_ctx.div_ceil(block_size.max(1)).max(1)
 }
 
+/// The local region (blocks) for sequences of `n_ctx` positions run `chunk` tokens a
+/// step in blocks of `block_size`, `n_seqs` of them side by side: 0 (no region) when the
+/// model has no local layers or their windows would not hold fewer blocks than `n_ctx`.
+pub fn local_blocks_for(
+    cfg: &Config,
+    n_ctx: usize,
+    chunk: usize,
+    block_size: usize,
+    n_seqs: usize,
+) -> usize {
+    // `TUILI_KV_WINDOWED=0` keeps every position of every layer (A/B measurements).
+    if std::env::var("TUILI_KV_WINDOWED").is_ok_and(|v| v == "0") {
+        return 0;
+    }
+    match cfg.max_window() {
+        Some(w) => {
+            let per_seq = local_blocks_needed(w, chunk, block_size);
+            if per_seq < blocks_for(n_ctx, block_size) {
+                per_seq * n_seqs
+            } else {
+                0
+            }
+        }
+        None => 0,
+    }
+}
+
+/// The KV layout of one sequence of `n_ctx` positions run at most `chunk` tokens a step
+/// (perplexity): local layers in a ring of blocks when that is smaller (see
+/// [`seq_tables`]).
+pub fn seq_layout(
+    cfg: &Config,
+    n_ctx: usize,
+    chunk: usize,
+    block_size: usize,
+    k_type: KvType,
+    v_type: KvType,
+) -> KvLayout {
+    KvLayout {
+        n_blocks: blocks_for(n_ctx, block_size),
+        block_size,
+        n_local_blocks: local_blocks_for(cfg, n_ctx, chunk, block_size, 1),
+        k_type,
+        v_type,
+    }
+}
+
+/// Block tables for one sequence that owns the pool of `kv`: every block in order, and
+/// for local layers the local region as a ring (entry `i` is block `i % n_local_blocks`;
+/// empty without one). A step of at most `chunk` tokens, with `kv` from [`seq_layout`]
+/// for that `chunk`, never writes a ring block that one of its tokens still sees: the
+/// ring has `local_blocks_needed(window, chunk, block_size)` blocks, as many as the
+/// step's window and tokens span.
+pub fn seq_tables(kv: &KvLayout) -> (Vec<u32>, Vec<u32>) {
+    let global: Vec<u32> = (0..kv.n_blocks as u32).collect();
+    let local = match kv.n_local_blocks {
+        0 => Vec::new(),
+        n => (0..kv.n_blocks).map(|i| (i % n) as u32).collect(),
+    };
+    (global, local)
+}
+
 /// A model on the CPU with a KV pool in host memory. `M` is `&Model` or `Arc<Model>`.
 pub struct CpuRunner<M> {
     model: M,
@@ -135,9 +199,10 @@ impl<M: Deref<Target = Model>> CpuRunner<M> {
     /// # Errors
     /// If a KV type cannot hold the model's heads (`q8_0` needs whole blocks of 32).
     pub fn new(model: M, kv: KvLayout) -> Result<CpuRunner<M>, EngineError> {
-        let pool = KvPool::new(
+        let pool = KvPool::new_split(
             model.config(),
             kv.n_blocks,
+            kv.n_local_blocks,
             kv.block_size,
             kv.k_type,
             kv.v_type,
@@ -160,6 +225,7 @@ impl<M: Deref<Target = Model>> Runner for CpuRunner<M> {
         KvLayout {
             n_blocks: self.pool.n_blocks(),
             block_size: self.pool.block_size(),
+            n_local_blocks: self.pool.n_local_blocks(),
             k_type: self.pool.k_type(),
             v_type: self.pool.v_type(),
         }

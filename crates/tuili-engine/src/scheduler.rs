@@ -16,6 +16,10 @@
 //!    served, while `max_num_seqs` and the budget allow: each checks the prefix cache (cached
 //!    tokens are not recomputed) and gets a prefill chunk of at most the remaining budget.
 //!    When the head of the queue cannot get blocks, admission stops (no overtaking).
+//! 4. With a local region for sliding-window layers (`Scheduler::with_local`), each
+//!    scheduled sequence also carries its local table, an allocation needs room in both
+//!    regions, and `update` releases the local blocks that left the window (see
+//!    `kv_blocks`).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -82,6 +86,9 @@ pub struct ScheduledSeq {
     pub tokens: Vec<u32>,
     /// KV block ids for positions `0..start_pos + tokens.len()` (and maybe a little more).
     pub block_table: Vec<u32>,
+    /// The local layers' block table with a local region (else empty): as long as
+    /// `block_table`, entries before the window of `tokens[0]` may be `FREED_BLOCK`.
+    pub local_table: Vec<u32>,
     /// Whether the logits of the last token must be sampled: this chunk reaches the end of
     /// the known tokens (a decode, or the final chunk of a prompt).
     pub sample: bool,
@@ -140,6 +147,8 @@ pub struct SchedulerStats {
     pub blocks_used: usize,
     /// KV blocks free or evictable.
     pub blocks_free: usize,
+    /// Local-region KV blocks held by sequences (0 without a local region).
+    pub local_blocks_used: usize,
     /// Prefix-cache counters (tokens).
     pub prefix: PrefixStats,
     /// Preemptions so far.
@@ -202,6 +211,34 @@ impl Scheduler {
         })
     }
 
+    /// As [`Scheduler::new`], with a local region of `n_local_blocks` KV blocks for the
+    /// sliding-window layers (widest window `window`): see `kv_blocks`'s module docs.
+    /// It must hold one sequence's local blocks for a step of `max_batched_tokens`.
+    pub fn with_local(
+        config: SchedulerConfig,
+        n_local_blocks: usize,
+        window: usize,
+    ) -> Result<Self, EngineError> {
+        let mut s = Scheduler::new(config)?;
+        let per_seq =
+            tuili_models::local_blocks_needed(window, config.max_batched_tokens, config.block_size)
+                .min(config.max_model_len.div_ceil(config.block_size.max(1)));
+        if n_local_blocks < per_seq {
+            return Err(EngineError::Invalid(format!(
+                "the local KV region has {n_local_blocks} blocks; one sequence's window of \
+                 {window} plus a step of {} tokens needs {per_seq}",
+                config.max_batched_tokens
+            )));
+        }
+        s.kv = KvBlockManager::with_local(
+            config.num_blocks,
+            config.block_size,
+            n_local_blocks,
+            window,
+        )?;
+        Ok(s)
+    }
+
     /// The limits this scheduler was built with.
     pub fn config(&self) -> &SchedulerConfig {
         &self.config
@@ -244,6 +281,7 @@ impl Scheduler {
             running: self.running.len(),
             blocks_used: self.kv.num_used(),
             blocks_free: self.kv.num_free(),
+            local_blocks_used: self.kv.num_local_used(),
             prefix: self.kv.prefix_stats(),
             preemptions: self.preemptions,
             steps: self.steps,
@@ -454,6 +492,7 @@ impl Scheduler {
             start_pos: start,
             tokens: seq.tokens[start..start + n].to_vec(),
             block_table: self.kv.block_table(id).to_vec(),
+            local_table: self.kv.local_table(id).to_vec(),
             sample: start + n == seq.tokens.len(),
             num_cached_tokens,
         });
@@ -509,6 +548,8 @@ impl Scheduler {
             }
             self.kv
                 .commit_full_blocks(id, &seq.tokens[..seq.num_computed]);
+            // Local blocks no later token can see go back to the pool.
+            self.kv.release_outside_window(id, seq.num_computed);
             let num_generated = seq.tokens.len() - seq.prompt_len;
             let reason = if num_generated >= seq.max_new_tokens {
                 Some(FinishReason::Length)

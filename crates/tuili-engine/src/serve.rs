@@ -260,6 +260,74 @@ pub fn start_engine(
     start_engine_with(&mcfg, cpu, tokenizer, cfg)
 }
 
+/// Bytes of one block of each region, (global, local), of a pool with `n_local` local
+/// blocks (0: one region, every layer in the first).
+fn region_bytes(mcfg: &Config, cfg: &EngineConfig, n_local: usize) -> (usize, usize) {
+    let (bs, kt, vt) = (cfg.block_size, cfg.k_type, cfg.v_type);
+    match n_local {
+        0 => (KvPool::block_bytes(mcfg, bs, kt, vt), 0),
+        _ => KvPool::region_block_bytes(mcfg, bs, kt, vt),
+    }
+}
+
+/// The engine's KV pool for `mcfg` under `cfg`: (blocks, local-region blocks). Without
+/// local layers (or with windows as long as the context), one region of
+/// `max_num_seqs` full contexts (at most `kv_memory_bytes`, default 2 GiB; all of it when
+/// given). With them, the local region holds every sequence slot's window plus one step
+/// (`local_blocks_needed`) and the global region the rest; if the memory cannot hold
+/// that, both get as many blocks (a sequence never holds more local blocks than global).
+pub fn kv_pool_sizes(mcfg: &Config, cfg: &EngineConfig) -> (usize, usize) {
+    let bs = cfg.block_size.max(1);
+    let n_seqs = cfg.max_num_seqs.max(1);
+    let want = n_seqs * cfg.n_ctx.div_ceil(bs);
+    let want_local = crate::runner::local_blocks_for(
+        mcfg,
+        cfg.n_ctx,
+        cfg.max_batched_tokens.max(n_seqs),
+        bs,
+        n_seqs,
+    );
+    let (gb, lb) = region_bytes(mcfg, cfg, want_local);
+    let mem = cfg.kv_memory_bytes.unwrap_or(2 << 30);
+    let capped = |n: usize| match cfg.kv_memory_bytes {
+        Some(_) => n,
+        None => n.min(want),
+    };
+    if want_local == 0 {
+        return (capped(mem / gb.max(1)), 0);
+    }
+    // All layers local (no global bytes): global block ids cost nothing.
+    let global = match gb {
+        0 => want,
+        _ => capped(mem.saturating_sub(want_local * lb) / gb),
+    };
+    if global >= want_local {
+        (global, want_local)
+    } else {
+        let n = mem / (gb + lb);
+        (n, n)
+    }
+}
+
+/// Bytes of the KV pool [`kv_pool_sizes`] gives `cfg` with unlimited memory:
+/// `max_num_seqs` full contexts, local layers holding their windows.
+pub fn kv_bytes_wanted(mcfg: &Config, cfg: &EngineConfig) -> usize {
+    let cfg = EngineConfig {
+        kv_memory_bytes: None,
+        ..cfg.clone()
+    };
+    let want = cfg.max_num_seqs.max(1) * cfg.n_ctx.div_ceil(cfg.block_size.max(1));
+    let local = crate::runner::local_blocks_for(
+        mcfg,
+        cfg.n_ctx,
+        cfg.max_batched_tokens.max(cfg.max_num_seqs),
+        cfg.block_size.max(1),
+        cfg.max_num_seqs.max(1),
+    );
+    let (gb, lb) = region_bytes(mcfg, &cfg, local);
+    want * gb + local * lb
+}
+
 /// Starts the engine thread on the runner that `make_runner` builds for the KV pool the
 /// configuration sizes (a GPU model allocates its pool on the device), and returns a
 /// handle to it. `mcfg` is the model's configuration.
@@ -279,30 +347,30 @@ pub fn start_engine_with(
     cfg.block_size = cfg.block_size.max(1);
     cfg.max_num_seqs = cfg.max_num_seqs.max(1);
     cfg.max_batched_tokens = cfg.max_batched_tokens.max(cfg.max_num_seqs);
-    let block_bytes = KvPool::block_bytes(mcfg, cfg.block_size, cfg.k_type, cfg.v_type);
-    let want = cfg.max_num_seqs * cfg.n_ctx.div_ceil(cfg.block_size);
-    let budget = cfg.kv_memory_bytes.unwrap_or(2 << 30) / block_bytes;
-    let num_blocks = match cfg.kv_memory_bytes {
-        Some(_) => budget,
-        None => want.min(budget),
-    };
+    let (num_blocks, n_local_blocks) = kv_pool_sizes(mcfg, &cfg);
     let one_seq = cfg.n_ctx.div_ceil(cfg.block_size);
     if num_blocks < one_seq {
+        let (gb, _) = region_bytes(mcfg, &cfg, n_local_blocks);
         return Err(EngineError::Invalid(format!(
-            "the KV memory holds {num_blocks} blocks of {} tokens ({} bytes each); one full context of {} tokens needs {one_seq}",
-            cfg.block_size, block_bytes, cfg.n_ctx
+            "the KV memory holds {num_blocks} blocks of {} tokens ({gb} bytes each); one full context of {} tokens needs {one_seq}",
+            cfg.block_size, cfg.n_ctx
         )));
     }
-    let scheduler = Scheduler::new(SchedulerConfig {
+    let sched_cfg = SchedulerConfig {
         max_num_seqs: cfg.max_num_seqs,
         max_batched_tokens: cfg.max_batched_tokens,
         block_size: cfg.block_size,
         num_blocks,
         max_model_len: cfg.n_ctx,
-    })?;
+    };
+    let scheduler = match (n_local_blocks, mcfg.max_window()) {
+        (n, Some(w)) if n > 0 => Scheduler::with_local(sched_cfg, n, w)?,
+        _ => Scheduler::new(sched_cfg)?,
+    };
     let runner = make_runner(KvLayout {
         n_blocks: num_blocks,
         block_size: cfg.block_size,
+        n_local_blocks,
         k_type: cfg.k_type,
         v_type: cfg.v_type,
     })?;
@@ -585,6 +653,7 @@ impl EngineCore {
                 tokens: &s.tokens,
                 start: s.start_pos,
                 blocks: &s.block_table,
+                local_blocks: &s.local_table,
                 logits_from: if s.sample {
                     s.tokens.len() - 1
                 } else {
@@ -729,6 +798,7 @@ impl EngineCore {
             running: st.running,
             kv_blocks_used: st.blocks_used,
             kv_blocks_free: st.blocks_free,
+            kv_local_blocks_used: st.local_blocks_used,
             prefix_queries_tokens: st.prefix.queries,
             prefix_hit_tokens: st.prefix.hits,
             preemptions: st.preemptions,

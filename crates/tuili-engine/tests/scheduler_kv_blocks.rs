@@ -356,3 +356,210 @@ fn random_operations_match_a_simple_model() {
         assert_eq!((kv.num_used(), kv.num_free()), (0, num_blocks));
     }
 }
+
+/// A local region: as a sequence grows, local blocks whose positions all lie before the
+/// window of the next token are released (entries `FREED_BLOCK`) and reused; a block any
+/// later token can still see is never released; the global table keeps everything.
+#[test]
+fn local_blocks_leave_with_the_window_and_never_before() {
+    use tuili_models::{local_blocks_needed, FREED_BLOCK};
+    let (bs, window, chunk) = (4, 6, 3);
+    let per_seq = local_blocks_needed(window, chunk, bs);
+    let mut kv = KvBlockManager::with_local(64, bs, 2 * per_seq, window).expect("valid");
+    assert!(KvBlockManager::with_local(64, bs, 0, window).is_err());
+    let mut computed = [0usize; 2];
+    let mut held_max = 0;
+    for step in 0..40 {
+        for (s, done) in computed.iter_mut().enumerate() {
+            let seq = s as u64;
+            // Chunks of 1 to `chunk` tokens, as a scheduler hands them out.
+            let n = 1 + (step + s) % chunk;
+            kv.allocate_for(seq, *done + n)
+                .expect("the region holds the windows");
+            let local = kv.local_table(seq).to_vec();
+            assert_eq!(local.len(), kv.block_table(seq).len());
+            // Every position this chunk's tokens see or write has a live local block.
+            let first_seen = (*done + 1).saturating_sub(window);
+            for p in first_seen..*done + n {
+                assert_ne!(
+                    local[p / bs],
+                    FREED_BLOCK,
+                    "step {step}: position {p} freed"
+                );
+            }
+            *done += n;
+            let released = kv.release_outside_window(seq, *done);
+            let after = kv.local_table(seq);
+            // Exactly the blocks wholly before the next token's window are gone.
+            let keep_from = (*done + 1).saturating_sub(window) / bs;
+            for (i, &b) in after.iter().enumerate() {
+                assert_eq!(b == FREED_BLOCK, i < keep_from, "step {step}: entry {i}");
+            }
+            assert!(released <= local.len());
+            assert!(kv.block_table(seq).iter().all(|&b| b != FREED_BLOCK));
+            kv.audit().expect("consistent");
+        }
+        held_max = held_max.max(kv.num_local_used());
+    }
+    // 40 steps of up to 3 tokens: far more positions than the local region has slots.
+    assert!(computed[0] > 2 * per_seq * bs);
+    assert!(held_max <= 2 * per_seq);
+    assert_eq!(
+        kv.num_used(),
+        kv.blocks_for(computed[0]) + kv.blocks_for(computed[1])
+    );
+    // Nothing was committed, so nothing is cached; freeing returns every local block.
+    let toks: Vec<u32> = (0..16).collect();
+    assert_eq!(kv.lookup_prefix(&toks).num_tokens, 0);
+    assert!(kv.free(0) && kv.free(1));
+    assert_eq!(kv.num_local_free(), 2 * per_seq);
+    assert_eq!(kv.num_cached(), 0);
+    kv.audit().expect("consistent");
+}
+
+/// With a local region an allocation needs room in both pools, all or nothing.
+#[test]
+fn local_allocation_is_all_or_nothing() {
+    let mut kv = KvBlockManager::with_local(16, 4, 3, 4).expect("valid");
+    kv.allocate_for(1, 12).expect("3 blocks in each");
+    assert!(!kv.can_allocate(2, 1));
+    let e = kv.allocate_for(2, 1).expect_err("no local block left");
+    assert_eq!((e.needed, e.available), (1, 0));
+    assert_eq!((kv.num_used(), kv.block_table(2).len()), (3, 0));
+    // 12 positions computed: the next token sees 9..=12, so blocks 0 and 1 go.
+    assert_eq!(kv.release_outside_window(1, 12), 2);
+    assert!(kv.can_allocate(2, 8));
+    kv.allocate_for(2, 8).expect("the released blocks");
+    kv.audit().expect("consistent");
+}
+
+/// Prefix caching with a local region: a finished sequence's local blocks stay cached
+/// (released ones too), a later sequence with the same prefix gets the hit with the
+/// window's local blocks shared and the entries before it `FREED_BLOCK`; once those
+/// local blocks are evicted, the hit shrinks to where they are still cached.
+#[test]
+fn a_prefix_hit_with_a_local_region_needs_the_windows_local_blocks() {
+    use tuili_models::FREED_BLOCK;
+    let (bs, window) = (4, 6);
+    let mut kv = KvBlockManager::with_local(64, bs, 16, window).expect("valid");
+    let tokens: Vec<u32> = (0..48).map(|i| i * 7 + 1).collect();
+    // Sequence 1 computes 40 tokens in steps of 8, the scheduler's way.
+    for end in (8..=40).step_by(8) {
+        kv.allocate_for(1, end).expect("fits");
+        kv.commit_full_blocks(1, &tokens[..end]);
+        kv.release_outside_window(1, end);
+        kv.audit().expect("consistent");
+    }
+    assert!(kv.free(1));
+    assert_eq!(kv.num_local_used(), 0);
+    // Sequence 2: the 40 tokens and 8 more. The next token (40) sees 35..=40: local
+    // blocks 8 and 9, both cached.
+    let hit = kv.lookup_prefix(&tokens);
+    assert_eq!(hit.num_tokens, 40);
+    assert_eq!(kv.allocate_with_prefix(2, &hit, 48), Ok(40));
+    let local = kv.local_table(2).to_vec();
+    assert_eq!(local.len(), 12);
+    assert!(local[..8].iter().all(|&b| b == FREED_BLOCK));
+    assert!(local[8..].iter().all(|&b| b != FREED_BLOCK));
+    kv.audit().expect("consistent");
+    assert!(kv.free(2));
+    // Another sequence takes every local block: the cached ones are evicted, and so the
+    // hit is gone although the global blocks are still cached.
+    kv.allocate_for(3, 64).expect("16 local blocks");
+    kv.audit().expect("consistent");
+    assert_eq!(kv.lookup_prefix(&tokens).num_tokens, 0);
+    assert!(kv.free(3));
+    // Cached local blocks count as free for allocations, as global ones do.
+    assert_eq!(kv.num_local_free(), 16);
+    kv.audit().expect("consistent");
+}
+
+/// Random operations on a manager with a local region, its local blocks' slots tracked
+/// as the real K/V would be (each slot: the identity of the prefix written there): every
+/// computed chunk finds its window's positions in its local blocks, holding its own
+/// prefix, whether they were computed by it or came from the prefix cache; every
+/// invariant holds after every operation.
+#[test]
+fn random_operations_with_a_local_region_keep_every_window() {
+    use tuili_models::FREED_BLOCK;
+    // Identity of `tokens[..=p]`.
+    let ident = |tokens: &[u32], p: usize| {
+        tokens[..=p]
+            .iter()
+            .fold(17u64, |h, &t| SplitMix64::mix(h ^ u64::from(t)))
+    };
+    for seed in [1u64, 2, 3] {
+        let mut rng = SplitMix64::new(seed);
+        let (bs, window, n_local) = (4usize, 7usize, 24usize);
+        let mut kv = KvBlockManager::with_local(64, bs, n_local, window).expect("valid");
+        let mut content: Vec<Vec<Option<u64>>> = vec![vec![None; bs]; n_local];
+        let mut seqs: HashMap<u64, (Vec<u32>, usize)> = HashMap::new();
+        let bases: Vec<Vec<u32>> = (0..3)
+            .map(|_| (0..40).map(|_| rng.below(5) as u32).collect())
+            .collect();
+        let (mut next_id, mut hits) = (0u64, 0);
+        for _ in 0..6000 {
+            match rng.below(10) {
+                0..=2 => {
+                    let base = &bases[rng.below(bases.len())];
+                    let mut tokens = base[..rng.below(base.len())].to_vec();
+                    tokens.extend((0..1 + rng.below(12)).map(|_| rng.below(5) as u32));
+                    let hit = kv.lookup_prefix(&tokens);
+                    let total = hit.num_tokens + 1 + rng.below(tokens.len() - hit.num_tokens);
+                    next_id += 1;
+                    if let Ok(cached) = kv.allocate_with_prefix(next_id, &hit, total) {
+                        hits += usize::from(cached > 0);
+                        let local = kv.local_table(next_id);
+                        // The cached window holds this sequence's prefix.
+                        for p in (cached + 1).saturating_sub(window)..cached {
+                            let b = local[p / bs];
+                            assert_ne!(b, FREED_BLOCK);
+                            assert_eq!(content[b as usize][p % bs], Some(ident(&tokens, p)));
+                        }
+                        seqs.insert(next_id, (tokens, cached));
+                    }
+                }
+                3..=6 if !seqs.is_empty() => {
+                    let mut ids: Vec<u64> = seqs.keys().copied().collect();
+                    ids.sort_unstable();
+                    let id = ids[rng.below(ids.len())];
+                    let (tokens, done) = seqs[&id].clone();
+                    if done == tokens.len() {
+                        continue;
+                    }
+                    let n = 1 + rng.below((tokens.len() - done).min(5));
+                    if kv.allocate_for(id, done + n).is_err() {
+                        continue;
+                    }
+                    let local = kv.local_table(id).to_vec();
+                    // Every position the chunk's tokens see is there, and is its own.
+                    for p in (done + 1).saturating_sub(window)..done {
+                        let b = local[p / bs];
+                        assert_ne!(b, FREED_BLOCK, "position {p} of {done} released");
+                        assert_eq!(content[b as usize][p % bs], Some(ident(&tokens, p)));
+                    }
+                    for p in done..done + n {
+                        let b = local[p / bs];
+                        content[b as usize][p % bs] = Some(ident(&tokens, p));
+                    }
+                    kv.commit_full_blocks(id, &tokens[..done + n]);
+                    kv.release_outside_window(id, done + n);
+                    seqs.insert(id, (tokens, done + n));
+                }
+                _ if !seqs.is_empty() => {
+                    let mut ids: Vec<u64> = seqs.keys().copied().collect();
+                    ids.sort_unstable();
+                    let id = ids[rng.below(ids.len())];
+                    seqs.remove(&id);
+                    assert!(kv.free(id));
+                }
+                _ => {}
+            }
+            kv.audit().expect("consistent");
+        }
+        assert!(
+            hits > 0,
+            "seed {seed}: no prefix hit exercised the local cache"
+        );
+    }
+}

@@ -64,6 +64,7 @@ fn greedy_alone(
     let layout = KvLayout {
         n_blocks: (prompt.len() + max_tokens).div_ceil(SEQ_BLOCK),
         block_size: SEQ_BLOCK,
+        n_local_blocks: 0,
         k_type: kv,
         v_type: kv,
     };
@@ -74,6 +75,7 @@ fn greedy_alone(
             tokens,
             start,
             blocks: &blocks,
+            local_blocks: &[],
             logits_from: tokens.len() - 1,
         };
         runner.forward_batch(&[chunk]).unwrap()

@@ -68,7 +68,7 @@ pub(crate) fn attention(
                     if rows_of != Some(t) {
                         // Element offsets of the token's K/V rows, positions p0..=pos (K and
                         // V alike); head g's slice starts g * hd values further on.
-                        let blocks = chunks[ci].blocks;
+                        let blocks = kv.table(layer, &chunks[ci]);
                         rows.clear();
                         rows.extend((p0..=pos).map(|p| kv.offset(layer, blocks, p)));
                         rows_of = Some(t);

@@ -3,7 +3,8 @@
 use crate::ModelError;
 
 /// One sequence's part of a batch: `tokens` at positions `start..`, its K/V behind
-/// `blocks`, logits wanted for `tokens[logits_from..]` (`tokens.len()` for none).
+/// `blocks` (and `local_blocks` for the local layers of a split pool), logits wanted for
+/// `tokens[logits_from..]` (`tokens.len()` for none).
 pub struct SeqChunk<'a> {
     /// New tokens of the sequence.
     pub tokens: &'a [u32],
@@ -11,6 +12,11 @@ pub struct SeqChunk<'a> {
     pub start: usize,
     /// Block table covering at least `start + tokens.len()` positions.
     pub blocks: &'a [u32],
+    /// Block table of the local (sliding-window) layers of a split pool (ignored, and
+    /// may be empty, otherwise): as long as `blocks` needs to be, but only the entries
+    /// of positions `start + 1 - window ..` (the window of the first token onward) are
+    /// read; earlier ones may be [`crate::FREED_BLOCK`].
+    pub local_blocks: &'a [u32],
     /// First token whose logits are returned.
     pub logits_from: usize,
 }
@@ -32,12 +38,14 @@ pub struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     /// Lays out `chunks`, checking every token id against `vocab` and every block table
-    /// against a pool of `n_blocks` blocks of `block_size` positions.
+    /// against a pool of `n_blocks` blocks of `block_size` positions, and, when `local`
+    /// is `(n_local_blocks, window)` (a split pool), every local table against its region.
     pub fn new(
         chunks: &'a [SeqChunk<'a>],
         vocab: usize,
         n_blocks: usize,
         block_size: usize,
+        local: Option<(usize, usize)>,
     ) -> Result<Batch<'a>, ModelError> {
         let mut b = Batch {
             chunks,
@@ -45,7 +53,11 @@ impl<'a> Batch<'a> {
         };
         for (ci, c) in chunks.iter().enumerate() {
             let end = c.start + c.tokens.len();
-            check_table(c.blocks, end, n_blocks, block_size)?;
+            check_table(c.blocks, 0, end, n_blocks, block_size)?;
+            if let Some((n_local, window)) = local {
+                let from = (c.start + 1).saturating_sub(window);
+                check_table(c.local_blocks, from, end, n_local, block_size)?;
+            }
             if let Some(&id) = c.tokens.iter().find(|&&t| t as usize >= vocab) {
                 return Err(ModelError::TokenOutOfRange { id, vocab });
             }
@@ -72,10 +84,11 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// Checks that `blocks` covers `n_pos` positions with block ids inside a pool of
-/// `n_blocks` blocks of `block_size` positions.
+/// Checks that `blocks` covers `n_pos` positions, those from `from` on with block ids
+/// inside a pool of `n_blocks` blocks of `block_size` positions.
 pub fn check_table(
     blocks: &[u32],
+    from: usize,
     n_pos: usize,
     n_blocks: usize,
     block_size: usize,
@@ -87,7 +100,11 @@ pub fn check_table(
             blocks.len()
         )));
     }
-    if let Some(&b) = blocks[..need].iter().find(|&&b| b as usize >= n_blocks) {
+    let first = (from / block_size).min(need);
+    if let Some(&b) = blocks[first..need]
+        .iter()
+        .find(|&&b| b as usize >= n_blocks)
+    {
         return Err(ModelError::BlockTable(format!(
             "block {b} is outside the pool of {n_blocks} blocks"
         )));

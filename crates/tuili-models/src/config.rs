@@ -102,6 +102,9 @@ pub struct Config {
     pub rope_mode: RopeMode,
     /// RMSNorm epsilon.
     pub eps: f32,
+    /// Per layer, its sliding window (`None`: a global layer), `[n_layer]`; filled by
+    /// `Model::load` from the layers' specs (the KV pool keeps local layers apart).
+    pub layer_windows: Vec<Option<usize>>,
 }
 
 /// Largest value accepted for any dimension read from a file; guards against
@@ -174,6 +177,7 @@ impl Config {
                 | Arch::Phi3 => RopeMode::Neox,
             },
             eps,
+            layer_windows: vec![None; n_layer],
         };
         cfg.check()?;
         Ok(cfg)
@@ -213,10 +217,46 @@ impl Config {
         self.n_head * self.head_dim
     }
 
-    /// Bytes of KV cache for `n_ctx` positions, keys stored as `k_type` and values as
-    /// `v_type`.
+    /// Bytes of KV cache for `n_ctx` positions in every layer, keys stored as `k_type`
+    /// and values as `v_type` (one region: local layers hold every position too).
     pub fn kv_cache_bytes(&self, n_ctx: usize, k_type: KvType, v_type: KvType) -> usize {
         let n = self.n_layer * n_ctx * self.kv_dim();
         k_type.bytes(n) + v_type.bytes(n)
+    }
+
+    /// Layers with a sliding window (local layers).
+    pub fn n_local_layers(&self) -> usize {
+        self.layer_windows.iter().filter(|w| w.is_some()).count()
+    }
+
+    /// The widest sliding window of the local layers; `None` when every layer is global.
+    pub fn max_window(&self) -> Option<usize> {
+        self.layer_windows.iter().flatten().copied().max()
+    }
+
+    /// Bytes of a sequence's KV cache at `n_ctx` positions when local layers keep only
+    /// their window (see [`crate::local_blocks_needed`]: `chunk` new tokens per step, in
+    /// blocks of `block_size`), keys as `k_type`, values as `v_type`.
+    pub fn kv_cache_bytes_windowed(
+        &self,
+        n_ctx: usize,
+        chunk: usize,
+        block_size: usize,
+        k_type: KvType,
+        v_type: KvType,
+    ) -> usize {
+        let local = self.n_local_layers();
+        let positions = |layers: usize, n: usize| {
+            let n = layers * n * self.kv_dim();
+            k_type.bytes(n) + v_type.bytes(n)
+        };
+        let n_ctx_blocks = n_ctx.div_ceil(block_size) * block_size;
+        let local_pos = match self.max_window() {
+            Some(w) => {
+                (crate::local_blocks_needed(w, chunk, block_size) * block_size).min(n_ctx_blocks)
+            }
+            None => 0,
+        };
+        positions(self.n_layer - local, n_ctx_blocks) + positions(local, local_pos)
     }
 }

@@ -342,8 +342,8 @@ impl Ops for CpuStep<'_, '_> {
         let (kb, vb) = (&self.s.bufs[k as usize], &self.s.bufs[v as usize]);
         for (t, &(ci, pos)) in batch.place.iter().enumerate() {
             let r = t * kv_dim..(t + 1) * kv_dim;
-            self.pool
-                .write(layer, batch.chunks[ci].blocks, pos, &kb[r.clone()], &vb[r]);
+            let blocks = self.pool.table(layer, &batch.chunks[ci]);
+            self.pool.write(layer, blocks, pos, &kb[r.clone()], &vb[r]);
         }
         Ok(())
     }

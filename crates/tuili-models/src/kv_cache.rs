@@ -5,29 +5,56 @@
 
 use tuili_backend::KvType;
 
-use crate::{Config, ModelError};
+use crate::{Config, ModelError, SeqChunk};
+
+/// Block-table entry of a block released from a local layer's table (its positions
+/// fell out of the window): no step reads or writes it.
+pub const FREED_BLOCK: u32 = u32::MAX;
+
+/// Blocks a sequence's table for local layers (sliding window `window`) must hold while
+/// a step runs `chunk` new tokens: the positions the chunk's first token sees onward,
+/// `[start + 1 - window, start + chunk)`, span at most this many blocks of `block_size`
+/// wherever they start.
+pub fn local_blocks_needed(window: usize, chunk: usize, block_size: usize) -> usize {
+    let bs = block_size.max(1);
+    (window.max(1) + chunk.max(1) - 2) / bs + 2
+}
 
 /// A pool of KV blocks for every layer, K and V each stored as its own [`KvType`].
+///
+/// Two regions when the pool is split ([`KvPool::new_split`]): global layers in
+/// `n_blocks` blocks addressed by a chunk's `blocks`, local (sliding-window) layers in
+/// `n_local_blocks` blocks of their own addressed by its `local_blocks`, so a local
+/// layer's table can drop the blocks that fell out of its window. Unsplit, every layer
+/// (local ones too) is in the first region behind `blocks`.
 ///
 /// Rows are addressed by element offset ([`KvPool::offset`]), as if the pool held f32;
 /// `KvType::bytes` turns an offset into bytes of the stored type.
 pub struct KvPool {
-    /// `[n_layer, n_blocks, block_size, kv_dim]` values of `k_type`, in 4-byte words so
-    /// that f32 rows are aligned.
+    /// `[n_global, n_blocks, block_size, kv_dim]` then `[n_local, n_local_blocks,
+    /// block_size, kv_dim]` values of `k_type`, in 4-byte words so that f32 rows are
+    /// aligned.
     k: Vec<u32>,
-    /// `[n_layer, n_blocks, block_size, kv_dim]` values of `v_type`.
+    /// The same for values, of `v_type`.
     v: Vec<u32>,
     k_type: KvType,
     v_type: KvType,
     n_layer: usize,
     n_blocks: usize,
+    /// Blocks of the local region (0: unsplit).
+    n_local_blocks: usize,
+    /// Widest window of the local layers (split pools only).
+    window: usize,
+    /// Per layer: whether it lives in the local region, and the element offset of its
+    /// first block.
+    slot: Vec<(bool, usize)>,
     block_size: usize,
     kv_dim: usize,
 }
 
 impl KvPool {
-    /// A pool of `n_blocks` blocks of `block_size` positions each, keys stored as
-    /// `k_type` and values as `v_type`.
+    /// A pool of `n_blocks` blocks of `block_size` positions each for every layer, keys
+    /// stored as `k_type` and values as `v_type`.
     ///
     /// # Errors
     /// If a type cannot hold the model's heads (`q8_0` needs heads of whole blocks of 32).
@@ -38,37 +65,87 @@ impl KvPool {
         k_type: KvType,
         v_type: KvType,
     ) -> Result<KvPool, ModelError> {
+        KvPool::new_split(cfg, n_blocks, 0, block_size, k_type, v_type)
+    }
+
+    /// A pool whose local layers (those with a window in `cfg.layer_windows`) keep their
+    /// K/V in a region of `n_local_blocks` blocks of their own (0, or a model without
+    /// local layers: one region, as [`KvPool::new`]).
+    ///
+    /// # Errors
+    /// As [`KvPool::new`].
+    pub fn new_split(
+        cfg: &Config,
+        n_blocks: usize,
+        n_local_blocks: usize,
+        block_size: usize,
+        k_type: KvType,
+        v_type: KvType,
+    ) -> Result<KvPool, ModelError> {
         for t in [k_type, v_type] {
             t.check_head_dim(cfg.head_dim)
                 .map_err(ModelError::BadConfig)?;
         }
+        Ok(KvPool::build(
+            cfg,
+            n_blocks,
+            n_local_blocks,
+            block_size,
+            k_type,
+            v_type,
+        ))
+    }
+
+    fn build(
+        cfg: &Config,
+        n_blocks: usize,
+        n_local_blocks: usize,
+        block_size: usize,
+        k_type: KvType,
+        v_type: KvType,
+    ) -> KvPool {
         let block_size = block_size.max(1);
-        let n = cfg.n_layer * n_blocks * block_size * cfg.kv_dim();
-        Ok(KvPool {
+        let window = cfg.max_window().unwrap_or(0);
+        let n_local_blocks = if window > 0 { n_local_blocks } else { 0 };
+        let local: Vec<bool> = (0..cfg.n_layer)
+            .map(|l| n_local_blocks > 0 && cfg.layer_windows.get(l).is_some_and(|w| w.is_some()))
+            .collect();
+        let n_local = local.iter().filter(|&&l| l).count();
+        // Elements of one block of one layer.
+        let row = block_size * cfg.kv_dim();
+        let local_base = (cfg.n_layer - n_local) * n_blocks * row;
+        let (mut gi, mut li) = (0, 0);
+        let slot = local
+            .iter()
+            .map(|&l| {
+                if l {
+                    li += 1;
+                    (true, local_base + (li - 1) * n_local_blocks * row)
+                } else {
+                    gi += 1;
+                    (false, (gi - 1) * n_blocks * row)
+                }
+            })
+            .collect();
+        let n = local_base + n_local * n_local_blocks * row;
+        KvPool {
             k: vec![0; k_type.bytes(n).div_ceil(4)],
             v: vec![0; v_type.bytes(n).div_ceil(4)],
             k_type,
             v_type,
             n_layer: cfg.n_layer,
             n_blocks,
+            n_local_blocks,
+            window,
+            slot,
             block_size,
             kv_dim: cfg.kv_dim(),
-        })
+        }
     }
 
-    /// An f32 pool (the type every head size allows).
+    /// An f32 pool (the type every head size allows), one region.
     fn new_f32(cfg: &Config, n_blocks: usize, block_size: usize) -> KvPool {
-        let n = cfg.n_layer * n_blocks * block_size.max(1) * cfg.kv_dim();
-        KvPool {
-            k: vec![0; n],
-            v: vec![0; n],
-            k_type: KvType::F32,
-            v_type: KvType::F32,
-            n_layer: cfg.n_layer,
-            n_blocks,
-            block_size: block_size.max(1),
-            kv_dim: cfg.kv_dim(),
-        }
+        KvPool::build(cfg, n_blocks, 0, block_size, KvType::F32, KvType::F32)
     }
 
     /// Bytes one block takes (K and V, all layers) for `cfg`, keys stored as `k_type`
@@ -76,6 +153,37 @@ impl KvPool {
     pub fn block_bytes(cfg: &Config, block_size: usize, k_type: KvType, v_type: KvType) -> usize {
         let n = cfg.n_layer * block_size * cfg.kv_dim();
         k_type.bytes(n) + v_type.bytes(n)
+    }
+
+    /// Bytes one block of each region of a split pool takes: (global layers, local
+    /// layers).
+    pub fn region_block_bytes(
+        cfg: &Config,
+        block_size: usize,
+        k_type: KvType,
+        v_type: KvType,
+    ) -> (usize, usize) {
+        let bytes = |layers: usize| {
+            let n = layers * block_size * cfg.kv_dim();
+            k_type.bytes(n) + v_type.bytes(n)
+        };
+        let local = cfg.n_local_layers();
+        (bytes(cfg.n_layer - local), bytes(local))
+    }
+
+    /// Blocks of the local region (0: unsplit).
+    pub fn n_local_blocks(&self) -> usize {
+        self.n_local_blocks
+    }
+
+    /// The local region's window when split (what a local table must cover), else `None`.
+    pub fn local_window(&self) -> Option<usize> {
+        (self.n_local_blocks > 0).then_some(self.window)
+    }
+
+    /// Bytes of K and V storage.
+    pub fn bytes(&self) -> usize {
+        (self.k.len() + self.v.len()) * 4
     }
 
     /// How keys are stored.
@@ -98,27 +206,38 @@ impl KvPool {
         self.block_size
     }
 
-    /// All keys: `[n_layer, n_blocks, block_size, kv_dim]` values of `k_type`.
+    /// All keys (both regions) as values of `k_type`.
     pub(crate) fn keys(&self) -> &[u8] {
         words_as_bytes(&self.k)
     }
 
-    /// All values: `[n_layer, n_blocks, block_size, kv_dim]` values of `v_type`.
+    /// All values (both regions) as values of `v_type`.
     pub(crate) fn values(&self) -> &[u8] {
         words_as_bytes(&self.v)
     }
 
+    /// The block table `layer` reads of `chunk`: its `local_blocks` for a local layer of
+    /// a split pool, else its `blocks`.
+    #[inline]
+    pub(crate) fn table<'c>(&self, layer: usize, chunk: &SeqChunk<'c>) -> &'c [u32] {
+        if self.slot[layer].0 {
+            chunk.local_blocks
+        } else {
+            chunk.blocks
+        }
+    }
+
     /// Element offset in [`KvPool::keys`] / [`KvPool::values`] of position `pos` of a
-    /// sequence with block table `blocks` in `layer`.
+    /// sequence in `layer`, whose table for that layer ([`KvPool::table`]) is `blocks`.
     #[inline]
     pub(crate) fn offset(&self, layer: usize, blocks: &[u32], pos: usize) -> usize {
         let block = blocks[pos / self.block_size] as usize;
-        ((layer * self.n_blocks + block) * self.block_size + pos % self.block_size) * self.kv_dim
+        self.slot[layer].1 + (block * self.block_size + pos % self.block_size) * self.kv_dim
     }
 
     /// Checks that `blocks` covers `n_pos` positions with valid block ids.
     pub(crate) fn check_table(&self, blocks: &[u32], n_pos: usize) -> Result<(), ModelError> {
-        crate::batch::check_table(blocks, n_pos, self.n_blocks, self.block_size)
+        crate::batch::check_table(blocks, 0, n_pos, self.n_blocks, self.block_size)
     }
 
     /// Fills positions `0..n` of every layer of the sequence with block table `blocks`
@@ -126,9 +245,14 @@ impl KvPool {
     /// later steps, whose speed does not depend on the values).
     ///
     /// # Errors
-    /// If `blocks` does not cover `n` positions of this pool.
+    /// If `blocks` does not cover `n` positions of this pool, or the pool is split.
     pub fn fill_random(&mut self, blocks: &[u32], n: usize) -> Result<(), ModelError> {
         self.check_table(blocks, n)?;
+        if self.n_local_blocks > 0 {
+            return Err(ModelError::BlockTable(
+                "fill_random takes one block table: a split pool needs two".into(),
+            ));
+        }
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut rows = vec![0f32; 2 * self.kv_dim];
         for layer in 0..self.n_layer {

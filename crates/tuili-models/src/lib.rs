@@ -19,7 +19,7 @@ mod unimplemented;
 
 pub use batch::SeqChunk;
 pub use config::{Arch, Config};
-pub use kv_cache::{KvCache, KvPool, SEQ_BLOCK};
+pub use kv_cache::{local_blocks_needed, KvCache, KvPool, FREED_BLOCK, SEQ_BLOCK};
 pub use model::Model;
 pub use rng::SplitMix64;
 pub use tuili_backend::KvType;

@@ -22,8 +22,9 @@ pub struct Model {
 impl Model {
     /// Loads a model from an opened GGUF file.
     pub fn load(file: &Arc<GgufFile>) -> Result<Model, ModelError> {
-        let cfg = Config::from_gguf(file)?;
+        let mut cfg = Config::from_gguf(file)?;
         let (spec, weights) = families::load(file, &cfg)?;
+        cfg.layer_windows = spec.layers.iter().map(|l| l.attn.window).collect();
         Ok(Model { cfg, spec, weights })
     }
 
@@ -119,6 +120,7 @@ impl Model {
             tokens,
             start,
             blocks,
+            local_blocks: &[],
             logits_from,
         };
         let logits = self.forward_batch(&[chunk], pool)?;
@@ -135,7 +137,14 @@ impl Model {
         chunks: &[SeqChunk],
         pool: &mut KvPool,
     ) -> Result<Vec<f32>, ModelError> {
-        let batch = Batch::new(chunks, self.cfg.vocab, pool.n_blocks(), pool.block_size())?;
+        let local = pool.local_window().map(|w| (pool.n_local_blocks(), w));
+        let batch = Batch::new(
+            chunks,
+            self.cfg.vocab,
+            pool.n_blocks(),
+            pool.block_size(),
+            local,
+        )?;
         with_scratch(|s| {
             let mut step = CpuStep::new(
                 &self.weights,

@@ -116,12 +116,14 @@ fn ragged_batch_over_scattered_blocks_equals_each_sequence_alone() {
             tokens: &a[..7],
             start: 0,
             blocks: &ta,
+            local_blocks: &[],
             logits_from: 0,
         },
         SeqChunk {
             tokens: &b[..4],
             start: 0,
             blocks: &tb,
+            local_blocks: &[],
             logits_from: 0,
         },
     ];
@@ -131,12 +133,14 @@ fn ragged_batch_over_scattered_blocks_equals_each_sequence_alone() {
             tokens: &b[4..],
             start: 4,
             blocks: &tb,
+            local_blocks: &[],
             logits_from: 0,
         },
         SeqChunk {
             tokens: &a[7..],
             start: 7,
             blocks: &ta,
+            local_blocks: &[],
             logits_from: 0,
         },
     ];
@@ -152,6 +156,7 @@ fn ragged_batch_over_scattered_blocks_equals_each_sequence_alone() {
         tokens: &a,
         start: 0,
         blocks: &[1, 2],
+        local_blocks: &[],
         logits_from: 0,
     }];
     let err = model.forward_batch(&bad, &mut pool).unwrap_err();
@@ -179,6 +184,7 @@ fn batch_invariance(model: &Model, arch: Arch) {
         tokens,
         start,
         blocks,
+        local_blocks: &[],
         logits_from: 0,
     };
     let bits = |l: &[f32]| l.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
@@ -338,4 +344,117 @@ fn a_head_count_that_does_not_divide_the_width_is_refused() {
         err.contains("qwen3.attention.head_count 3") && err.contains("256"),
         "{err}"
     );
+}
+
+/// A split pool whose local layers keep only their window gives the logits of the
+/// one-region pool bit for bit: two sequences side by side in chunks of every size,
+/// local blocks released (their entries `FREED_BLOCK`) as positions leave the window and
+/// handed out again, in scattered order, to whichever sequence needs one next.
+#[test]
+fn local_layers_keeping_only_their_window_give_bit_identical_logits() {
+    use tuili_models::synthetic::SYNTHETIC_WINDOW;
+    use tuili_models::{local_blocks_needed, KvPool, SeqChunk, FREED_BLOCK};
+    let bits = |l: &[f32]| l.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+    for (kt, vt) in [(KvType::F32, KvType::F32), (KvType::F16, KvType::Q8_0)] {
+        let model = load(&SyntheticSpec::tiny(Arch::Gemma3, GgmlType::Q4_0));
+        let cfg = model.config();
+        assert_eq!(cfg.max_window(), Some(SYNTHETIC_WINDOW));
+        assert!(cfg.n_local_layers() > 0 && cfg.n_local_layers() < cfg.n_layer);
+        let vocab = cfg.vocab;
+        let (bs, max_chunk) = (4, 7);
+        let seqs: [Vec<u32>; 2] = [
+            (0..41).map(|i| (i * 31 + 2) % 512).collect(),
+            (0..30).map(|i| (i * 17 + 9) % 512).collect(),
+        ];
+        // Reference: each sequence alone in a one-region pool, one call.
+        let alone: Vec<Vec<u32>> = seqs
+            .iter()
+            .map(|s| {
+                let table: Vec<u32> = (0..s.len().div_ceil(bs) as u32).collect();
+                let mut pool = KvPool::new(cfg, table.len(), bs, kt, vt).unwrap();
+                let c = SeqChunk {
+                    tokens: s,
+                    start: 0,
+                    blocks: &table,
+                    local_blocks: &[],
+                    logits_from: 0,
+                };
+                bits(&model.forward_batch(&[c], &mut pool).unwrap())
+            })
+            .collect();
+        // Split: the local region holds what two chunks in flight need, no more.
+        let n_local = 2 * local_blocks_needed(SYNTHETIC_WINDOW, max_chunk, bs);
+        let mut pool = KvPool::new_split(cfg, 32, n_local, bs, kt, vt).unwrap();
+        assert_eq!(pool.n_local_blocks(), n_local);
+        let one_region = KvPool::new(cfg, 32, bs, kt, vt).unwrap().bytes();
+        assert!(pool.bytes() < one_region);
+        // Global blocks interleaved; local blocks from a free list, released ones reused.
+        let global: [Vec<u32>; 2] = [
+            (0..16).map(|i| 2 * i).collect(),
+            (0..16).map(|i| 2 * i + 1).collect(),
+        ];
+        let mut free: Vec<u32> = (0..n_local as u32).rev().collect();
+        free.swap(0, 3);
+        let mut local: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+        let mut done = [0usize; 2];
+        let mut got: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+        let sizes = [7, 1, 3, 6, 2, 7, 5, 1, 4, 7, 2];
+        let mut step = 0;
+        while done[0] < seqs[0].len() || done[1] < seqs[1].len() {
+            let mut order = Vec::new();
+            for s in 0..2 {
+                let n = sizes[(step + 3 * s) % sizes.len()].min(seqs[s].len() - done[s]);
+                if n == 0 {
+                    continue;
+                }
+                // Release what the chunk's first token no longer sees, then grow.
+                let keep_from = (done[s] + 1).saturating_sub(SYNTHETIC_WINDOW) / bs;
+                for e in local[s][..keep_from].iter_mut() {
+                    if *e != FREED_BLOCK {
+                        free.push(std::mem::replace(e, FREED_BLOCK));
+                    }
+                }
+                while local[s].len() < (done[s] + n).div_ceil(bs) {
+                    local[s].push(free.pop().expect("the local region is large enough"));
+                }
+                order.push((s, n));
+            }
+            order.reverse(); // the second sequence first in this batch
+            let chunks: Vec<SeqChunk> = order
+                .iter()
+                .map(|&(s, n)| SeqChunk {
+                    tokens: &seqs[s][done[s]..done[s] + n],
+                    start: done[s],
+                    blocks: &global[s],
+                    local_blocks: &local[s],
+                    logits_from: 0,
+                })
+                .collect();
+            let logits = model.forward_batch(&chunks, &mut pool).unwrap();
+            let mut row = 0;
+            for &(s, n) in &order {
+                got[s].extend(bits(&logits[row * vocab..(row + n) * vocab]));
+                row += n;
+                done[s] += n;
+            }
+            step += 1;
+        }
+        assert_eq!(got[0], alone[0], "K {kt}, V {vt}: first sequence");
+        assert_eq!(got[1], alone[1], "K {kt}, V {vt}: second sequence");
+
+        // A released entry the window still needs is an error, not a read of garbage.
+        let toks = [1u32, 2];
+        let mut table = local[0].clone();
+        let last = table.len() - 1;
+        table[last] = FREED_BLOCK;
+        let bad = [SeqChunk {
+            tokens: &toks,
+            start: seqs[0].len() - 2,
+            blocks: &global[0],
+            local_blocks: &table,
+            logits_from: 0,
+        }];
+        let err = model.forward_batch(&bad, &mut pool).unwrap_err();
+        assert!(err.to_string().contains("outside the pool"), "{err}");
+    }
 }

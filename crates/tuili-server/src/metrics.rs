@@ -28,7 +28,7 @@ pub fn render(responses: &BTreeMap<u16, u64>, engine: Option<&EngineMetrics>) ->
     let Some(m) = engine else {
         return out;
     };
-    let gauges: [(&str, &str, f64); 5] = [
+    let gauges: [(&str, &str, f64); 6] = [
         (
             "tuili_queue_depth",
             "Requests waiting to start.",
@@ -48,6 +48,11 @@ pub fn render(responses: &BTreeMap<u16, u64>, engine: Option<&EngineMetrics>) ->
             "tuili_kv_blocks_free",
             "KV cache blocks free or evictable.",
             m.kv_blocks_free as f64,
+        ),
+        (
+            "tuili_kv_local_blocks_used",
+            "KV cache blocks of the sliding-window layers' own region held by sequences.",
+            m.kv_local_blocks_used as f64,
         ),
         (
             "tuili_prefix_cache_hit_rate",

@@ -409,6 +409,7 @@ async fn tokenize_detokenize_models_health_metrics() {
         "tuili_running_sequences 0",
         "tuili_kv_blocks_used",
         "tuili_kv_blocks_free",
+        "tuili_kv_local_blocks_used 0",
         "tuili_prefix_cache_hit_rate",
         "tuili_prompt_tokens_total",
         "tuili_generated_tokens_total",

@@ -605,6 +605,7 @@ pub(crate) fn attention_splits(pairs: usize, max_len: usize, sms: usize) -> (usi
 }
 
 /// Where the K/V of a batch live, for `kv_write` and `attention`.
+#[derive(Clone, Copy)]
 pub(crate) struct AttnArgs {
     /// Pools `[n_layer, n_blocks, block_size, kv_dim]`.
     pub k_pool: u64,

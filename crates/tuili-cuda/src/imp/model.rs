@@ -25,9 +25,17 @@ pub struct CudaModel {
     /// Per RoPE variant: inverse frequencies `[head_dim / 2]`, whether NEOX pairs, and the
     /// factor of cos and sin.
     ropes: Vec<(CudaSlice<f32>, bool, f32)>,
-    /// `[n_layer, n_blocks, block_size, kv_dim]` each.
+    /// Global layers' K and V: `[n_global, n_blocks, block_size, kv_dim]` each (every
+    /// layer when the pool is not split).
     k_pool: CudaSlice<f32>,
     v_pool: CudaSlice<f32>,
+    /// Local (sliding-window) layers' K and V when split: `[n_local, n_local_blocks,
+    /// block_size, kv_dim]` each, behind the chunks' `local_blocks` (see
+    /// `tuili_models::KvPool::new_split`).
+    k_local: CudaSlice<f32>,
+    v_local: CudaSlice<f32>,
+    /// Per layer: whether it is in the local region, and its index in its region.
+    slot: Vec<(bool, usize)>,
     kv: KvLayout,
     /// f32 buffer weights are dequantized into for cuBLAS.
     gemm_tile: CudaSlice<f32>,
@@ -91,9 +99,27 @@ impl CudaModel {
         let kv = KvLayout {
             n_blocks: kv.n_blocks.max(1),
             block_size: kv.block_size.max(1),
+            n_local_blocks: if cfg.max_window().is_some() {
+                kv.n_local_blocks
+            } else {
+                0
+            },
             ..kv
         };
-        let pool = cfg.n_layer * kv.n_blocks * kv.block_size * cfg.kv_dim();
+        let (mut n_global, mut n_local) = (0, 0);
+        let slot: Vec<(bool, usize)> = cfg
+            .layer_windows
+            .iter()
+            .map(|w| {
+                let local = kv.n_local_blocks > 0 && w.is_some();
+                let count = if local { &mut n_local } else { &mut n_global };
+                *count += 1;
+                (local, *count - 1)
+            })
+            .collect();
+        let row = kv.block_size * cfg.kv_dim();
+        let pool = (n_global * kv.n_blocks * row).max(1);
+        let local_pool = (n_local * kv.n_local_blocks * row).max(1);
         // Read from the host's weights, which have the same shapes as the uploads.
         let largest = model
             .matrices()
@@ -114,6 +140,9 @@ impl CudaModel {
         Ok(CudaModel {
             k_pool: gpu.zeros(pool)?,
             v_pool: gpu.zeros(pool)?,
+            k_local: gpu.zeros(local_pool)?,
+            v_local: gpu.zeros(local_pool)?,
+            slot,
             gemm_tile: gpu.zeros(largest.min(super::gpu::GEMM_TILE_ELEMS))?,
             gpu,
             cfg,
@@ -148,7 +177,17 @@ impl CudaModel {
     /// behind its block table. Returns the logits each chunk asked for, chunk after
     /// chunk: `[Σ (tokens.len() - logits_from), vocab]`.
     pub fn forward_batch(&mut self, chunks: &[SeqChunk]) -> Result<Vec<f32>, CudaError> {
-        let batch = Batch::new(chunks, self.cfg.vocab, self.kv.n_blocks, self.kv.block_size)?;
+        let local = match (self.kv.n_local_blocks, self.cfg.max_window()) {
+            (n, Some(w)) if n > 0 => Some((n, w)),
+            _ => None,
+        };
+        let batch = Batch::new(
+            chunks,
+            self.cfg.vocab,
+            self.kv.n_blocks,
+            self.kv.block_size,
+            local,
+        )?;
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -173,7 +212,10 @@ struct CudaStep<'a> {
     _d_pos: CudaSlice<u32>,
     _d_chunk: CudaSlice<u32>,
     _d_tables: CudaSlice<u32>,
+    _d_local_tables: CudaSlice<u32>,
+    /// The global region's arguments, and the local region's (the same when unsplit).
     attn: AttnArgs,
+    attn_local: AttnArgs,
     split_len: usize,
     n_splits: usize,
     /// Scratch of the attention splits.
@@ -202,9 +244,17 @@ impl<'a> CudaStep<'a> {
         // Block tables padded to the longest sequence's.
         let stride = batch.max_len.div_ceil(m.kv.block_size).max(1);
         let mut tables = vec![0u32; batch.chunks.len().max(1) * stride];
+        // Local tables alike; their entries before each window (maybe `FREED_BLOCK`)
+        // are never read.
+        let split = m.kv.n_local_blocks > 0;
+        let mut local_tables = vec![0u32; if split { tables.len() } else { 1 }];
         for (ci, c) in batch.chunks.iter().enumerate() {
             let need = (c.start + c.tokens.len()).div_ceil(m.kv.block_size);
             tables[ci * stride..ci * stride + need].copy_from_slice(&c.blocks[..need]);
+            if split {
+                local_tables[ci * stride..ci * stride + need]
+                    .copy_from_slice(&c.local_blocks[..need]);
+            }
         }
         let pos: Vec<u32> = batch.place.iter().map(|&(_, p)| p as u32).collect();
         let chunk: Vec<u32> = batch.place.iter().map(|&(c, _)| c as u32).collect();
@@ -212,6 +262,7 @@ impl<'a> CudaStep<'a> {
         let d_pos = g.upload(&pos)?;
         let d_chunk = g.upload(&chunk)?;
         let d_tables = g.upload(&tables)?;
+        let d_local_tables = g.upload(&local_tables)?;
         let mut bufs = Vec::with_capacity(BUFS.len());
         for b in BUFS {
             let rows = if b == Buf::Out { n_logits } else { n };
@@ -234,6 +285,17 @@ impl<'a> CudaStep<'a> {
             n_kv_head: w.n_kv_head,
             head_dim: w.head_dim,
         };
+        let attn_local = if split {
+            AttnArgs {
+                k_pool: g.ptr(&m.k_local, 0),
+                v_pool: g.ptr(&m.v_local, 0),
+                tables: g.ptr(&d_local_tables, 0),
+                n_blocks: m.kv.n_local_blocks,
+                ..attn
+            }
+        } else {
+            attn
+        };
         Ok(CudaStep {
             m,
             bufs,
@@ -242,13 +304,22 @@ impl<'a> CudaStep<'a> {
             _d_pos: d_pos,
             _d_chunk: d_chunk,
             _d_tables: d_tables,
+            _d_local_tables: d_local_tables,
             attn,
+            attn_local,
             split_len,
             n_splits,
             part: g.zeros(attention_scratch(n * w.n_head, n_splits, w.head_dim))?,
             n,
             n_logits,
         })
+    }
+
+    /// The pool arguments of `layer`: its region, its index there.
+    fn args(&self, layer: usize) -> AttnArgs {
+        let (local, i) = self.m.slot[layer];
+        let base = if local { &self.attn_local } else { &self.attn };
+        AttnArgs { layer: i, ..*base }
     }
 
     /// Device address of buffer `b`.
@@ -437,8 +508,8 @@ impl Ops for CudaStep<'_> {
     }
 
     fn kv_write(&mut self, layer: usize, k: Buf, v: Buf) -> Result<(), CudaError> {
-        self.attn.layer = layer;
-        self.m.gpu.kv_write(self.p(k), self.p(v), &self.attn)
+        let a = self.args(layer);
+        self.m.gpu.kv_write(self.p(k), self.p(v), &a)
     }
 
     fn attention(
@@ -448,11 +519,11 @@ impl Ops for CudaStep<'_> {
         spec: &AttnSpec,
         dst: Buf,
     ) -> Result<(), CudaError> {
-        self.attn.layer = layer;
+        let a = self.args(layer);
         let part = self.m.gpu.ptr(&self.part, 0);
         self.m.gpu.attention(
             self.p(q),
-            &self.attn,
+            &a,
             spec.scale,
             spec.window,
             spec.temperature,
