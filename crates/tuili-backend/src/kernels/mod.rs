@@ -121,6 +121,7 @@ macro_rules! grouped_attention_ops {
 }
 
 mod acts;
+mod blocksum;
 mod buffers;
 mod format;
 mod interleave;
@@ -185,3 +186,5 @@ pub(crate) fn row_f32<'a>(
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_interleaved;

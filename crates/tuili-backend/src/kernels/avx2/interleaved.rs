@@ -35,7 +35,8 @@ pub(super) unsafe fn interleaved(
             QFormat::Q4_0 | QFormat::Q4_1 => groups::<Q4>(p, rows, a, nt, out),
             QFormat::Q5_0 | QFormat::Q5_1 => groups::<Q5>(p, rows, a, nt, out),
             QFormat::Q8_0 => groups::<Q8>(p, rows, a, nt, out),
-            _ => {}
+            // The K-quants: the specification itself until they have their own.
+            _ => super::super::scalar::interleaved(p, rows, a, nt, out),
         }
     }
 }

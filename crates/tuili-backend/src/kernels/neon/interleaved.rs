@@ -39,7 +39,8 @@ pub(super) unsafe fn interleaved(
             QFormat::Q5_0 => tiles::<Q5, 0>(p, rows, a, nt, out),
             QFormat::Q5_1 => tiles::<Q5, 1>(p, rows, a, nt, out),
             QFormat::Q8_0 => tiles::<Q8, 0>(p, rows, a, nt, out),
-            _ => {}
+            // The K-quants: the specification itself until they have their own.
+            _ => super::super::scalar::interleaved(p, rows, a, nt, out),
         }
     }
 }
