@@ -31,6 +31,7 @@ use std::ops::Range;
 mod attention;
 mod float;
 mod interleaved;
+mod interleaved_k;
 
 use super::avx2::formats::{with_format, Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 use super::avx2::{gemm as gemm_avx2, gemv as gemv_avx2, hsum, AVX2};

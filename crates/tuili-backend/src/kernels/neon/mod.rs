@@ -12,6 +12,7 @@ use std::arch::aarch64::*;
 
 mod formats;
 mod interleaved;
+mod interleaved_k;
 
 use formats::{with_format, Fmt, Scales, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 

@@ -1,0 +1,230 @@
+//! The K-quants' tiles of the interleaved products (`interleaved`; layout in
+//! `kernels::interleave::kquants`): 16 rows per register, one lane per row.
+//!
+//! Q4_K and Q5_K read their codes as Q4_1 and Q5_1 do; each 32-element block's float
+//! scales come from the super-block's head: `d · float(sc)` and `(-dmin) · float(m)`,
+//! one exact multiply each (see `kernels::blocksum`), shared by the tile's tokens.
+//! Q6_K's blocks are two 16-element halves, each with its own integer sum (less 32
+//! times the half's activation sum) and float step; a code is a nibble and two high
+//! bits, `(v & 0x000f000f) | (h & 0x00300030)`, where `h` is the half's word of high
+//! bits shifted into place.
+
+use std::arch::x86_64::*;
+use std::marker::PhantomData;
+
+use super::super::interleave::{
+    code_bytes, Packed, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC6, PREFETCH_BYTES,
+};
+use super::super::{Out, QuantActs};
+use super::dot32;
+use super::interleaved::{store, Codes, Tile};
+
+/// Q4_K (`C` = Q4) and Q5_K (`C` = Q5): blocks with a scale and a minimum each.
+pub(super) struct KMin<C>(PhantomData<C>);
+/// Q6_K.
+pub(super) struct K6;
+
+/// Prefetches the code lines `PREFETCH_BYTES` ahead of block `b` of every group.
+#[inline(always)]
+unsafe fn prefetch<const G: usize>(codes: &[*const u8; G], b: usize, cb: usize) {
+    // SAFETY: prefetching an address (even past the buffer) reads nothing; the CPU has
+    // the instruction set of this table
+    unsafe {
+        for c in codes {
+            let ahead = c.wrapping_add(cb * b + PREFETCH_BYTES);
+            for line in 0..cb / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+            }
+        }
+    }
+}
+
+/// 16 bytes at `p` (one per row) as f32: unsigned, or signed when `SIGNED`.
+#[inline(always)]
+unsafe fn bytes_f32<const SIGNED: bool>(p: *const u8) -> __m512 {
+    // SAFETY: the caller keeps `p..p + 16` within the group; the CPU has the instruction
+    // set of this table
+    unsafe {
+        let v = _mm_loadu_si128(p as *const __m128i);
+        _mm512_cvtepi32_ps(if SIGNED {
+            _mm512_cvtepi8_epi32(v)
+        } else {
+            _mm512_cvtepu8_epi32(v)
+        })
+    }
+}
+
+/// 16 f16 at `p` (one per row) as f32.
+#[inline(always)]
+unsafe fn f16s(p: *const u8) -> __m512 {
+    // SAFETY: the caller keeps `p..p + 32` within the group; the CPU has the
+    // instruction set of this table
+    unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
+}
+
+impl<C: Codes> Tile for KMin<C> {
+    #[inline(always)]
+    unsafe fn tile<const G: usize, const T: usize>(
+        p: &Packed,
+        g: usize,
+        a: &QuantActs,
+        t0: usize,
+        valid: usize,
+        out: Out,
+    ) {
+        // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the
+        // instruction set of the table this fn belongs to (tables are built only after
+        // detection), and the pointers and lengths it is given lie within the buffers
+        // its safe caller checked
+        unsafe {
+            let nbp = a.nbp();
+            let base: [*const u8; G] =
+                std::array::from_fn(|i| p.bytes.as_ptr().add((g + i) * p.group_bytes));
+            let codes = base.map(|b| b.add(p.codes_at()));
+            let cb = code_bytes(p.fmt);
+            let xq: [*const i32; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr() as *const i32);
+            let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
+            let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
+            let sign = _mm512_set1_ps(-0.0);
+            let mut acc = [[_mm512_setzero_ps(); T]; G];
+            for s in 0..p.cols / 256 {
+                let head = base.map(|b| b.add(p.head_at(s)));
+                let d = head.map(|h| f16s(h.add(HEAD_D)));
+                let neg_dmin = head.map(|h| _mm512_xor_ps(f16s(h.add(HEAD_DMIN)), sign));
+                for j in 0..8 {
+                    let b = 8 * s + j;
+                    prefetch(&codes, b, cb);
+                    let mut sums = [[_mm512_setzero_si512(); T]; G];
+                    C::pairs::<G, T>(&codes, b, &xq, &mut sums);
+                    for i in 0..G {
+                        let w =
+                            _mm512_mul_ps(d[i], bytes_f32::<false>(head[i].add(HEAD_SC + 16 * j)));
+                        for t in 0..T {
+                            let pp = _mm512_mul_ps(w, _mm512_set1_ps(*xd[t].add(b)));
+                            acc[i][t] =
+                                _mm512_fmadd_ps(pp, _mm512_cvtepi32_ps(sums[i][t]), acc[i][t]);
+                        }
+                        let m = _mm512_mul_ps(
+                            neg_dmin[i],
+                            bytes_f32::<false>(head[i].add(HEAD_M + 16 * j)),
+                        );
+                        for t in 0..T {
+                            acc[i][t] =
+                                _mm512_fmadd_ps(m, _mm512_set1_ps(*xs[t].add(b)), acc[i][t]);
+                        }
+                    }
+                }
+            }
+            store(&acc, valid, out);
+        }
+    }
+}
+
+/// Adds half `h` of block `b` (pairs `8h..8h + 8`) of Q6_K codes into `s[g][t]`.
+#[inline(always)]
+unsafe fn q6_half<const G: usize, const T: usize>(
+    codes: &[*const u8; G],
+    b: usize,
+    h: usize,
+    xq: &[*const i32; T],
+    s: &mut [[__m512i; T]; G],
+) {
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
+    // set of the table this fn belongs to, and the pointers lie within the buffers its
+    // safe caller checked
+    unsafe {
+        let (m4, m30) = (
+            _mm512_set1_epi32(0x000f_000f),
+            _mm512_set1_epi32(0x0030_0030),
+        );
+        let blk = codes.map(|c| c.add(384 * b));
+        let hw: [__m512i; G] =
+            std::array::from_fn(|g| _mm512_load_si512(blk[g].add(256 + 64 * h) as *const __m512i));
+        let mut hs = hw;
+        for cc in 0..2 {
+            let mut v: [__m512i; G] = std::array::from_fn(|g| {
+                _mm512_load_si512(blk[g].add(64 * (2 * h + cc)) as *const __m512i)
+            });
+            for jj in 0..4 {
+                // Pair p' = 4 cc + jj of the half: its high bits at bits 2p' (and 16 +
+                // 2p'), brought to bits 4 and 20.
+                let pp = 4 * cc + jj;
+                hs = match pp {
+                    0 => hw.map(|v| _mm512_slli_epi32::<4>(v)),
+                    1 => hw.map(|v| _mm512_slli_epi32::<2>(v)),
+                    2 => hw,
+                    _ => hs.map(|v| _mm512_srli_epi32::<2>(v)),
+                };
+                let ck: [__m512i; G] = std::array::from_fn(|g| {
+                    _mm512_or_si512(_mm512_and_si512(v[g], m4), _mm512_and_si512(hs[g], m30))
+                });
+                for t in 0..T {
+                    let x = _mm512_set1_epi32(*xq[t].add(16 * b + 8 * h + pp));
+                    for g in 0..G {
+                        s[g][t] = dot32(s[g][t], ck[g], x);
+                    }
+                }
+                if jj < 3 {
+                    v = v.map(|v| _mm512_srli_epi32::<4>(v));
+                }
+            }
+        }
+    }
+}
+
+impl Tile for K6 {
+    #[inline(always)]
+    unsafe fn tile<const G: usize, const T: usize>(
+        p: &Packed,
+        g: usize,
+        a: &QuantActs,
+        t0: usize,
+        valid: usize,
+        out: Out,
+    ) {
+        // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the
+        // instruction set of the table this fn belongs to (tables are built only after
+        // detection), and the pointers and lengths it is given lie within the buffers
+        // its safe caller checked
+        unsafe {
+            let nbp = a.nbp();
+            let base: [*const u8; G] =
+                std::array::from_fn(|i| p.bytes.as_ptr().add((g + i) * p.group_bytes));
+            let codes = base.map(|b| b.add(p.codes_at()));
+            let xq: [*const i32; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr() as *const i32);
+            let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
+            let xsum: [*const i32; T] =
+                std::array::from_fn(|i| a.xsum16.as_ptr().add((t0 + i) * 2 * nbp));
+            let mut acc = [[_mm512_setzero_ps(); T]; G];
+            for s in 0..p.cols / 256 {
+                let head = base.map(|b| b.add(p.head_at(s)));
+                let d = head.map(|h| f16s(h.add(HEAD_D)));
+                for j in 0..8 {
+                    let b = 8 * s + j;
+                    prefetch(&codes, b, 384);
+                    for h in 0..2 {
+                        let mut sums = [[_mm512_setzero_si512(); T]; G];
+                        q6_half::<G, T>(&codes, b, h, &xq, &mut sums);
+                        for t in 0..T {
+                            // Σ (q - 32) x = Σ q x - 32 Σ x, exact.
+                            let o = _mm512_set1_epi32(32 * *xsum[t].add(2 * b + h));
+                            for i in 0..G {
+                                sums[i][t] = _mm512_sub_epi32(sums[i][t], o);
+                            }
+                        }
+                        for i in 0..G {
+                            let sc = bytes_f32::<true>(head[i].add(HEAD_SC6 + 16 * (2 * j + h)));
+                            let w = _mm512_mul_ps(d[i], sc);
+                            for t in 0..T {
+                                let pp = _mm512_mul_ps(w, _mm512_set1_ps(*xd[t].add(b)));
+                                acc[i][t] =
+                                    _mm512_fmadd_ps(pp, _mm512_cvtepi32_ps(sums[i][t]), acc[i][t]);
+                            }
+                        }
+                    }
+                }
+            }
+            store(&acc, valid, out);
+        }
+    }
+}
