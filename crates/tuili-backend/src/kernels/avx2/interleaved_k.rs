@@ -197,18 +197,19 @@ impl Tile for K6 {
                     let b = 8 * s + j;
                     prefetch(codes, b, 384);
                     for half in 0..2 {
-                        let mut sums = [[_mm256_setzero_si256(); T]; 2];
+                        // Σ (q - 32) x = Σ q x - 32 Σ x, exact: the sums start at -32 Σ x.
+                        let o: [__m256i; T] = std::array::from_fn(|t| {
+                            _mm256_set1_epi32(-32 * *xsum[t].add(2 * b + half))
+                        });
+                        let mut sums = [o; 2];
                         q6_half::<T>(codes, b, half, &xq, &mut sums);
                         for h in 0..2 {
                             let at = HEAD_SC6 + 16 * (2 * j + half) + HROWS * h;
                             let w = _mm256_mul_ps(d[h], bytes_f32::<true>(head.add(at)));
                             for t in 0..T {
-                                // Σ (q - 32) x = Σ q x - 32 Σ x, exact.
-                                let o = _mm256_set1_epi32(32 * *xsum[t].add(2 * b + half));
-                                let isum = _mm256_sub_epi32(sums[h][t], o);
                                 let pp = _mm256_mul_ps(w, _mm256_set1_ps(*xd[t].add(b)));
                                 acc[h][t] =
-                                    _mm256_fmadd_ps(pp, _mm256_cvtepi32_ps(isum), acc[h][t]);
+                                    _mm256_fmadd_ps(pp, _mm256_cvtepi32_ps(sums[h][t]), acc[h][t]);
                             }
                         }
                     }

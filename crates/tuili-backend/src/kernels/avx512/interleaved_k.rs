@@ -203,15 +203,12 @@ impl Tile for K6 {
                     let b = 8 * s + j;
                     prefetch(&codes, b, 384);
                     for h in 0..2 {
-                        let mut sums = [[_mm512_setzero_si512(); T]; G];
+                        // Σ (q - 32) x = Σ q x - 32 Σ x, exact: the sums start at -32 Σ x.
+                        let o: [__m512i; T] = std::array::from_fn(|t| {
+                            _mm512_set1_epi32(-32 * *xsum[t].add(2 * b + h))
+                        });
+                        let mut sums = [o; G];
                         q6_half::<G, T>(&codes, b, h, &xq, &mut sums);
-                        for t in 0..T {
-                            // Σ (q - 32) x = Σ q x - 32 Σ x, exact.
-                            let o = _mm512_set1_epi32(32 * *xsum[t].add(2 * b + h));
-                            for i in 0..G {
-                                sums[i][t] = _mm512_sub_epi32(sums[i][t], o);
-                            }
-                        }
                         for i in 0..G {
                             let sc = bytes_f32::<true>(head[i].add(HEAD_SC6 + 16 * (2 * j + h)));
                             let w = _mm512_mul_ps(d[i], sc);

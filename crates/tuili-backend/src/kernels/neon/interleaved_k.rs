@@ -180,18 +180,18 @@ impl Tile for K6 {
                 for j in 0..8 {
                     let b = 8 * s + j;
                     for half in 0..2 {
-                        let mut sums = [[vdupq_n_s32(0); 4]; T];
+                        // Σ (q - 32) x = Σ q x - 32 Σ x, exact: the sums start at -32 Σ x.
+                        let mut sums: Sums<T> = std::array::from_fn(|t| {
+                            [vdupq_n_s32(-32 * *xsum[t].add(2 * b + half)); 4]
+                        });
                         q6_half::<T>(codes, b, half, &xq, &mut sums);
                         let sc = bytes_f32::<true>(head.add(HEAD_SC6 + 16 * (2 * j + half)));
                         let w: [float32x4_t; 4] = std::array::from_fn(|q| vmulq_f32(d[q], sc[q]));
                         for t in 0..T {
-                            // Σ (q - 32) x = Σ q x - 32 Σ x, exact.
-                            let o = vdupq_n_s32(32 * *xsum[t].add(2 * b + half));
                             let dx = *xd[t].add(b);
                             for q in 0..4 {
-                                let isum = vsubq_s32(sums[t][q], o);
                                 let pp = vmulq_n_f32(w[q], dx);
-                                acc[t][q] = vfmaq_f32(acc[t][q], pp, vcvtq_f32_s32(isum));
+                                acc[t][q] = vfmaq_f32(acc[t][q], pp, vcvtq_f32_s32(sums[t][q]));
                             }
                         }
                     }
