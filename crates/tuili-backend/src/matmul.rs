@@ -626,6 +626,7 @@ mod tests {
             GgmlType::Q5_K,
             GgmlType::Q6_K,
             GgmlType::Q3_K,
+            GgmlType::Q2_K,
         ] {
             let cols = if ty.block_size() == 256 { 512 } else { 96 };
             let wf: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();

@@ -4,13 +4,14 @@
 //! table's interleaved product follows ([`blocksum`]).
 //!
 //! A block is 32 elements (one activation block). Its value is `ws · c (+ minv)` with
-//! small integer codes `c`, and one float scale `ws` for the block or, for Q6_K, one
-//! per 16-element half (so that the integer sums stay within 32 bits without folding
-//! the sub-block scale into the codes).
+//! small integer codes `c`, and one float scale `ws` for the block or, for the K-quants
+//! of 16-element sub-blocks (Q6_K, Q3_K, Q2_K), one per half: the sub-block scale
+//! stays out of the codes, so Q6_K's integer sums stay within 32 bits.
 //!
 //! The K-quants' float scales are products: `ws = d · sc` and `minv = -(dmin · m)`
 //! with `d`, `dmin` the super-block's f16 values and `sc`, `m` its sub-block integers
-//! (6 bits unsigned for Q4_K/Q5_K, 8 bits signed for Q6_K). They are exact in f32: an
+//! (6 bits unsigned for Q4_K/Q5_K, 8 bits signed for Q6_K, 6 bits signed for Q3_K, 4
+//! bits for Q2_K). They are exact in f32: an
 //! f16 has an 11-bit significand, so the product with an integer of at most 8 bits
 //! has at most 19 significant bits (f32 holds 24), and its exponent stays within f32's
 //! normal range (f16's smallest subnormal is 2^-24, the largest product 65504 · 128).
@@ -19,7 +20,10 @@
 //! instead of an f32 per sub-block (the copy keeps the file's size).
 
 #[cfg(test)]
-use super::{scalar::scale_min_k4, QFormat};
+use super::{
+    scalar::{scale_min_k4, scale_q3_k},
+    QFormat,
+};
 use super::{QuantActs, QB};
 #[cfg(test)]
 use crate::quant::f16_to_f32;
@@ -39,8 +43,9 @@ pub(crate) struct Block {
     /// Integer codes in element order (Q4_0's `q - 8`, Q6_K's `q - 32`, ...).
     pub(crate) codes: [i16; QB],
     pub(crate) ws: Scale,
-    /// The minimum term (Q4_1, Q5_1, Q4_K, Q5_K): element `i` is `ws · c[i] + minv`.
-    pub(crate) minv: Option<f32>,
+    /// The minimum term, of the block (Q4_1, Q5_1, Q4_K, Q5_K) or of each half (Q2_K,
+    /// whose scales are per half too): element `i` is `ws · c[i] + minv`.
+    pub(crate) minv: Option<Scale>,
 }
 
 impl Block {
@@ -48,11 +53,11 @@ impl Block {
     /// minimum added), for the tests that tie the specification to the format.
     #[cfg(test)]
     pub(crate) fn value(&self, i: usize) -> f32 {
-        let ws = match self.ws {
+        let at = |s: Scale| match s {
             Scale::Whole(w) => w,
             Scale::Halves(w) => w[i / 16],
         };
-        ws * self.codes[i] as f32 + self.minv.unwrap_or(0.0)
+        at(self.ws) * self.codes[i] as f32 + self.minv.map_or(0.0, at)
     }
 }
 
@@ -61,13 +66,16 @@ impl Block {
 /// integer sum whole:
 ///
 /// ```text
-/// acc = fma(ws[b] * d_x[b], float(Σ_i c[32b+i] x[32b+i]), acc)          (Whole)
-/// acc = fma(ws[b][h] * d_x[b], float(Σ_i c[32b+16h+i] x[32b+16h+i]), acc)  h = 0, 1 (Halves)
-/// acc = fma(minv[b], s_x[b], acc)                                          (with a minimum)
+/// acc = fma(ws[b] * d_x[b], float(Σ_i c[32b+i] x[32b+i]), acc)            (Whole)
+/// for h = 0, 1:                                                            (Halves)
+///     acc = fma(ws[b][h] * d_x[b], float(Σ_i c[32b+16h+i] x[32b+16h+i]), acc)
+///     acc = fma(minv[b][h], s16_x[2b+h], acc)                              (Halves minimum)
+/// acc = fma(minv[b], s_x[b], acc)                                          (Whole minimum)
 /// ```
 pub(crate) fn blocksum(block: impl Fn(usize) -> Block, a: &QuantActs, t: usize) -> f32 {
     let nbp = a.nbp();
     let (xq, xd, xs) = (a.q(t), &a.d[t * nbp..], &a.s[t * nbp..]);
+    let xs16 = &a.s16[t * 2 * nbp..];
     let isum = |c: &[i16], x: &[i16]| -> i32 {
         // Exact: |c| <= 128 and |x| <= 32767, at most 32 terms.
         c.iter().zip(x).map(|(&c, &x)| c as i32 * x as i32).sum()
@@ -83,10 +91,13 @@ pub(crate) fn blocksum(block: impl Fn(usize) -> Block, a: &QuantActs, t: usize) 
                 for h in 0..2 {
                     let s = isum(&blk.codes[16 * h..16 * h + 16], &x[16 * h..16 * h + 16]);
                     acc = (ws[h] * xd[b]).mul_add(s as f32, acc);
+                    if let Some(Scale::Halves(m)) = blk.minv {
+                        acc = m[h].mul_add(xs16[2 * b + h], acc);
+                    }
                 }
             }
         }
-        if let Some(m) = blk.minv {
+        if let Some(Scale::Whole(m)) = blk.minv {
             acc = m.mul_add(xs[b], acc);
         }
     }
@@ -99,7 +110,8 @@ fn f16_at(b: &[u8], at: usize) -> f32 {
 }
 
 /// Block `b` of a row in the file's layout (`row`: whole blocks or super-blocks of
-/// `fmt`), read as ggml defines the format. `fmt` has the interleaved layout.
+/// `fmt`), read as ggml defines the format (every integer format has the
+/// interleaved layout).
 #[cfg(test)]
 pub(crate) fn file_block(fmt: QFormat, row: &[u8], b: usize) -> Block {
     let ts = fmt.ty().type_size();
@@ -127,7 +139,8 @@ pub(crate) fn file_block(fmt: QFormat, row: &[u8], b: usize) -> Block {
                 let q = nib(&legacy[qs_at..], i) as i16 | (((qh >> i) & 1) << 4) as i16;
                 *c = q - offset;
             }
-            let minv = matches!(fmt, QFormat::Q4_1 | QFormat::Q5_1).then(|| f16_at(legacy, 2));
+            let minv = matches!(fmt, QFormat::Q4_1 | QFormat::Q5_1)
+                .then(|| Scale::Whole(f16_at(legacy, 2)));
             Block {
                 codes,
                 ws: Scale::Whole(f16_at(legacy, 0)),
@@ -167,7 +180,7 @@ pub(crate) fn file_block(fmt: QFormat, row: &[u8], b: usize) -> Block {
             Block {
                 codes,
                 ws: Scale::Whole(f16_at(sb, 0) * sc as f32),
-                minv: Some(-(f16_at(sb, 2) * m as f32)),
+                minv: Some(Scale::Whole(-(f16_at(sb, 2) * m as f32))),
             }
         }
         QFormat::Q6K => {
@@ -189,7 +202,40 @@ pub(crate) fn file_block(fmt: QFormat, row: &[u8], b: usize) -> Block {
                 minv: None,
             }
         }
-        _ => unreachable!("{fmt:?} has no interleaved layout"),
+        QFormat::Q3K => {
+            // Element 32j + l (j < 8): its low 2 bits are bits 2 (j % 4) of
+            // qs[32 (j / 4) + l], its third bit bit j of hmask[l], and its code is
+            // the 3 bits less 4; sub-block k has the 6-bit signed scale k.
+            let (sb, j) = (&row[b / 8 * ts..(b / 8 + 1) * ts], b % 8);
+            for (l, c) in codes.iter_mut().enumerate() {
+                let lo = (sb[32 + 32 * (j / 4) + l] >> (2 * (j % 4))) & 3;
+                let hi = (sb[l] >> j) & 1;
+                *c = (lo | (hi << 2)) as i16 - 4;
+            }
+            let d = f16_at(sb, 108);
+            let sc = |k: usize| scale_q3_k(k, &sb[96..108]) as f32;
+            Block {
+                codes,
+                ws: Scale::Halves([d * sc(2 * j), d * sc(2 * j + 1)]),
+                minv: None,
+            }
+        }
+        QFormat::Q2K => {
+            // Element 32j + l: bits 2 (j % 4) of qs[32 (j / 4) + l]; sub-block k's scale
+            // is the low nibble of scales[k], its minimum the high one.
+            let (sb, j) = (&row[b / 8 * ts..(b / 8 + 1) * ts], b % 8);
+            for (l, c) in codes.iter_mut().enumerate() {
+                *c = ((sb[16 + 32 * (j / 4) + l] >> (2 * (j % 4))) & 3) as i16;
+            }
+            let (d, dmin) = (f16_at(sb, 80), f16_at(sb, 82));
+            let sc = |k: usize| d * (sb[k] & 15) as f32;
+            let m = |k: usize| -(dmin * (sb[k] >> 4) as f32);
+            Block {
+                codes,
+                ws: Scale::Halves([sc(2 * j), sc(2 * j + 1)]),
+                minv: Some(Scale::Halves([m(2 * j), m(2 * j + 1)])),
+            }
+        }
     }
 }
 

@@ -163,17 +163,19 @@ fn kquant_extreme_block_sums_are_exact() {
     }
 }
 
-/// The Q6_K blocks of the specification have a scale per 16-element half, the others
-/// one per block.
+/// The blocks of the K-quants of 16-element sub-blocks (Q6_K, Q3_K, Q2_K) have a
+/// scale per half (and Q2_K a minimum per half), the others one per block.
 #[test]
-fn q6k_blocks_have_half_scales() {
+fn sixteen_element_sub_blocks_have_half_scales() {
     let mut rng = StdRng::seed_from_u64(11);
     for fmt in interleaved_formats() {
         let (w, _) = weights(&mut rng, fmt, 1, 256);
-        let Block { ws, .. } = file_block(fmt, &w, 3);
+        let Block { ws, minv, .. } = file_block(fmt, &w, 3);
+        let sixteen = matches!(fmt, QFormat::Q6K | QFormat::Q3K | QFormat::Q2K);
+        assert_eq!(matches!(ws, Scale::Halves(_)), sixteen, "{fmt:?}");
         assert_eq!(
-            matches!(ws, Scale::Halves(_)),
-            fmt == QFormat::Q6K,
+            matches!(minv, Some(Scale::Halves(_))),
+            fmt == QFormat::Q2K,
             "{fmt:?}"
         );
     }

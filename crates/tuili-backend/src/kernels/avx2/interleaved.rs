@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 
 use super::super::interleave::{code_bytes, code_offset, has_min, Packed, PREFETCH_BYTES};
 use super::super::{Out, QFormat, QuantActs};
-use super::interleaved_k::{KMin, K6};
+use super::interleaved_k::{KMin, K16, Q2, Q3, Q6};
 
 /// Rows per register: half a group.
 pub(super) const HROWS: usize = 8;
@@ -41,8 +41,9 @@ pub(super) unsafe fn interleaved(
             QFormat::Q8_0 => groups::<Legacy<Q8>>(p, rows, a, nt, out),
             QFormat::Q4K => groups::<KMin<Q4>>(p, rows, a, nt, out),
             QFormat::Q5K => groups::<KMin<Q5>>(p, rows, a, nt, out),
-            QFormat::Q6K => groups::<K6>(p, rows, a, nt, out),
-            _ => {}
+            QFormat::Q6K => groups::<K16<Q6>>(p, rows, a, nt, out),
+            QFormat::Q3K => groups::<K16<Q3>>(p, rows, a, nt, out),
+            QFormat::Q2K => groups::<K16<Q2>>(p, rows, a, nt, out),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 use super::super::interleave::{code_bytes, code_offset, Packed, IROWS, PREFETCH_BYTES};
 use super::super::{Out, QFormat, QuantActs};
 use super::dot32;
-use super::interleaved_k::{KMin, K6};
+use super::interleaved_k::{KMin, K16, Q2, Q3, Q6};
 
 /// Tokens per tile (a step of 8 decoding sequences is one tile).
 const TT: usize = 8;
@@ -40,8 +40,9 @@ pub(super) unsafe fn interleaved(
             QFormat::Q8_0 => tiles::<Legacy<Q8, 0>>(p, rows, a, nt, out),
             QFormat::Q4K => tiles::<KMin<Q4>>(p, rows, a, nt, out),
             QFormat::Q5K => tiles::<KMin<Q5>>(p, rows, a, nt, out),
-            QFormat::Q6K => tiles::<K6>(p, rows, a, nt, out),
-            _ => {}
+            QFormat::Q6K => tiles::<K16<Q6>>(p, rows, a, nt, out),
+            QFormat::Q3K => tiles::<K16<Q3>>(p, rows, a, nt, out),
+            QFormat::Q2K => tiles::<K16<Q2>>(p, rows, a, nt, out),
         }
     }
 }

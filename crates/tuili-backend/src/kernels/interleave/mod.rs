@@ -33,12 +33,12 @@
 //! 16 file blocks of 18; of Q5_0, 320 + 32 = 16 x 22), plus the padding of the last group
 //! and of each group's scales to a cache line.
 //!
-//! The K-quants (Q4_K, Q5_K, Q6_K; `kquants`) take the same codes per 32-element block
-//! (Q4_K as Q4_1, Q5_K as Q5_1; Q6_K's low nibbles as Q4 and two more chunks of high
-//! bits), and instead of the per-block f16 scales a *head* per 256-element super-block:
-//! the 16 rows' f16 `d` (and `dmin`) and their sub-block scales (and minimums) as bytes,
-//! from which a product forms the block-sum specification's float scales exactly
-//! (`blocksum`).
+//! The K-quants (`kquants`) take chunks of the same kinds per 32-element block (Q4_K as
+//! Q4_1, Q5_K as Q5_1; Q6_K's low nibbles as Q4 and two more chunks of high bits; Q3_K
+//! and Q2_K chunks of 2-bit values), and instead of the per-block f16 scales a *head*
+//! per 256-element super-block: the 16 rows' f16 `d` (and `dmin`) and their sub-block
+//! scales (and minimums) as bytes, from which a product forms the block-sum
+//! specification's float scales exactly (`blocksum`).
 
 mod kquants;
 
@@ -47,7 +47,7 @@ use super::{AlignedBuf, QFormat, QB};
 use crate::quant::f16_to_f32;
 
 #[cfg_attr(target_arch = "aarch64", allow(unused_imports))]
-pub(crate) use kquants::{is_k, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC6};
+pub(crate) use kquants::{is_k, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16};
 
 /// Rows per interleaved group (one per 32-bit lane of a 512-bit register).
 pub const IROWS: usize = 16;
@@ -76,6 +76,8 @@ pub(crate) fn code_bytes(fmt: QFormat) -> usize {
         QFormat::Q8_0 => 512,
         QFormat::Q6K => 384,
         QFormat::Q5_0 | QFormat::Q5_1 | QFormat::Q5K => 320,
+        QFormat::Q3K => 192,
+        QFormat::Q2K => 128,
         _ => 256,
     }
 }
@@ -94,13 +96,14 @@ pub(crate) fn has_min(fmt: QFormat) -> bool {
 }
 
 /// What the specification's codes are less than the stored unsigned ones (Q4_0's `q -
-/// 8`, Q5_0's `q - 16`, Q6_K's `q - 32`): the products subtract `offset * Σ x` from
-/// the block sum (from each 16-element half's sum for Q6_K).
+/// 8`, Q5_0's `q - 16`, Q6_K's `q - 32`, Q3_K's `q - 4`): the products subtract `offset
+/// * Σ x` from the block sum (from each 16-element half's sum for Q6_K and Q3_K).
 pub(crate) fn code_offset(fmt: QFormat) -> i32 {
     match fmt {
         QFormat::Q4_0 => 8,
         QFormat::Q5_0 => 16,
         QFormat::Q6K => 32,
+        QFormat::Q3K => 4,
         _ => 0,
     }
 }
@@ -140,6 +143,8 @@ pub(crate) fn interleavable(fmt: QFormat) -> bool {
             | QFormat::Q5_0
             | QFormat::Q5_1
             | QFormat::Q8_0
+            | QFormat::Q2K
+            | QFormat::Q3K
             | QFormat::Q4K
             | QFormat::Q5K
             | QFormat::Q6K
@@ -253,7 +258,8 @@ impl Packed {
         }
         let f16 = |v: [u8; 2]| f16_to_f32(u16::from_le_bytes(v));
         let ws = f16(self.f16_bytes(r, b, self.scales_at()));
-        let minv = has_min(self.fmt).then(|| f16(self.f16_bytes(r, b, self.mins_at())));
+        let minv =
+            has_min(self.fmt).then(|| Scale::Whole(f16(self.f16_bytes(r, b, self.mins_at()))));
         let codes = if self.fmt == QFormat::Q8_0 {
             self.byte_codes(r, b).map(|q| q as i16)
         } else {
