@@ -180,8 +180,8 @@ trait PairCodes: Fmt {
     }
 }
 
-// The interleaved formats (all but Q2_K and Q3_K) take the interleaved products in
-// `matmul`; their lane products here stay only as the twins the kernel tests check.
+// Every integer format takes the interleaved products in `matmul`; the lane products
+// here stay only as the twins the kernel tests check.
 impl PairCodes for Q40 {}
 impl PairCodes for Q41 {}
 impl PairCodes for Q50 {}

@@ -5,9 +5,8 @@
 //! 4..8 those of elements 8..16 and 24..32. A 32-element block of codes or activations
 //! is four `int16x8_t`: elements 0..8, 8..16, 16..24, 24..32.
 //!
-//! The formats that `interleave::interleavable` names (all but Q2_K and Q3_K) are
-//! repacked for the interleaved products (`interleaved`, `interleaved_k`) and follow the
-//! block-sum specification instead.
+//! `matmul` repacks every integer format for the interleaved products (`interleaved`,
+//! `interleaved_k`), which follow the block-sum specification instead.
 
 use std::arch::aarch64::*;
 
