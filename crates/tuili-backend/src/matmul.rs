@@ -618,8 +618,18 @@ mod tests {
     #[test]
     fn dequant_row_is_unchanged_by_repacking() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(10);
-        let (rows, cols) = (21, 96);
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        let rows = 21;
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
+            GgmlType::Q3_K,
+            GgmlType::Q2_K,
+        ] {
+            let cols = if ty.block_size() == 256 { 512 } else { 96 };
             let wf: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let w = Weight::from_vec(ty, rows, cols, quantize(ty, &wf).unwrap()).unwrap();
             let rows_of = |w: &Weight| -> Vec<Vec<f32>> {

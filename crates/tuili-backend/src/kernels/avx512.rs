@@ -31,6 +31,7 @@ use std::ops::Range;
 mod attention;
 mod float;
 mod interleaved;
+mod interleaved_k;
 
 use super::avx2::formats::{with_format, Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 use super::avx2::{gemm as gemm_avx2, gemv as gemv_avx2, hsum, AVX2};
@@ -179,8 +180,8 @@ trait PairCodes: Fmt {
     }
 }
 
-// The interleaved formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) take the interleaved products
-// in `matmul`; their lane products here stay only as the twins the kernel tests check.
+// Every integer format takes the interleaved products in `matmul`; the lane products
+// here stay only as the twins the kernel tests check.
 impl PairCodes for Q40 {}
 impl PairCodes for Q41 {}
 impl PairCodes for Q50 {}

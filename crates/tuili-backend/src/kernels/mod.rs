@@ -29,21 +29,28 @@
 //! # Interleaved rows: one block sum per output
 //!
 //! Every table has interleaved products (`interleave::interleavable`): the weights of
-//! Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 are repacked once, at load, in groups of 16 rows
-//! (`interleave`), and follow the *block-sum specification* instead: each output has one
-//! float accumulator and each block's integer sum stays whole,
+//! every integer format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q2_K to Q6_K)
+//! are repacked once, at load, in groups of 16 rows (`interleave`), and follow the
+//! *block-sum specification* instead (`blocksum`): each output has one float
+//! accumulator and each block's integer sum stays whole,
 //!
 //! ```text
 //! acc = fma(ws[j] * d_x[j], float(isum_j), acc)     isum_j = Σ_i c[32j+i] q_x[32j+i]
-//! acc = fma(minv[j], s_x[j], acc)                   (Q4_1, Q5_1)
+//! acc = fma(minv[j], s_x[j], acc)                   (Q4_1, Q5_1, Q4_K, Q5_K)
 //! ```
 //!
-//! blocks in order; the output is `acc`. A 512-bit register then holds one lane per row:
-//! `vpdpwssd` adds an element pair of 16 rows, and one float step serves 16 outputs per
-//! block instead of the 8 lanes of one (AVX2: 8 rows per register, NEON: 4). Batch
-//! invariance holds as before (the integer part is exact, the float part one fixed
-//! sequence per output), and every table, [`scalar`] included, gives the same bits. The
-//! other formats (K-quants) keep the lane specification until they are interleaved too.
+//! blocks in order; the output is `acc`. The K-quants' float scales are the products
+//! `ws = d · sc` and `minv = -(dmin · m)` of the super-block's f16 and the sub-block's
+//! integers, exact in f32. The K-quants of 16-element sub-blocks (Q6_K, Q3_K, Q2_K)
+//! take one scale per half of a block, with one integer sum and one fused step per
+//! half (and Q2_K its half's minimum times the half's `s16_x`), so that Q6_K's sums
+//! stay within 32 bits without the scale folded into the codes. A 512-bit register
+//! then holds one lane per row: `vpdpwssd` adds an element pair of 16 rows, and one
+//! float step serves 16 outputs per block instead of the 8 lanes of one (AVX2: 8 rows
+//! per register, NEON: 4). Batch invariance holds as before (the integer part is exact,
+//! the float part one fixed sequence per output), and every table, [`scalar`] included,
+//! gives the same bits. `matmul` runs only these products for integer weights; the
+//! lane-specification products stay as tested twins until they are removed.
 //!
 //! Float weights (F32, F16, BF16) keep f32 activations: `acc[i % 8] = fma(w[i], x[i],
 //! acc[i % 8])` in element order, then the same reduction.
@@ -121,6 +128,7 @@ macro_rules! grouped_attention_ops {
 }
 
 mod acts;
+mod blocksum;
 mod buffers;
 mod format;
 mod interleave;
@@ -185,3 +193,5 @@ pub(crate) fn row_f32<'a>(
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_interleaved;

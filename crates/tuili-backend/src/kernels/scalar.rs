@@ -291,52 +291,6 @@ fn dot_row(p: &Panel, r: usize, a: &QuantActs, t: usize) -> f32 {
     reduce8(&acc)
 }
 
-/// One block of a row as the block-sum specification sees it: its 32 codes, its float
-/// scale and, for formats with a minimum, the minimum.
-pub(crate) type Block = ([i16; QB], f32, Option<f32>);
-
-/// The block-sum specification (weights in the interleaved layout): one float
-/// accumulator per output, blocks in order, each block's integer sum whole:
-///
-/// ```text
-/// acc = fma(ws[b] * d_x[b], float(Σ_i c[32b+i] x[32b+i]), acc)
-/// acc = fma(minv[b], s_x[b], acc)            (formats with a minimum)
-/// ```
-///
-/// `block(b)` gives block `b` of the row (`b < cols / 32`).
-pub(crate) fn blocksum(block: impl Fn(usize) -> Block, a: &QuantActs, t: usize) -> f32 {
-    let nbp = a.nbp();
-    let (xq, xd, xs) = (a.q(t), &a.d[t * nbp..], &a.s[t * nbp..]);
-    let mut acc = 0f32;
-    for (b, x) in xq.chunks_exact(QB).enumerate() {
-        let (c, ws, minv) = block(b);
-        // Exact: |c| <= 128 and |x| <= 32767, 32 terms.
-        let isum: i32 = c.iter().zip(x).map(|(&c, &x)| c as i32 * x as i32).sum();
-        acc = (ws * xd[b]).mul_add(isum as f32, acc);
-        if let Some(m) = minv {
-            acc = m.mul_add(xs[b], acc);
-        }
-    }
-    acc
-}
-
-/// The block-sum specification of panel row `r` (decoded from the file's layout).
-#[cfg(test)]
-pub(crate) fn blocksum_row(p: &Panel, r: usize, a: &QuantActs, t: usize) -> f32 {
-    let (cols, ng) = (p.cols, p.ng);
-    let npg = p.min_kind().per_group();
-    let block = |b: usize| -> Block {
-        let c = &p.codes[r * cols + QB * b..r * cols + QB * (b + 1)];
-        let minv = (npg > 0).then(|| p.minv[r * ng * npg + b]);
-        (
-            std::array::from_fn(|i| c[i]),
-            p.ws[r * ng * GROUP + b],
-            minv,
-        )
-    };
-    blocksum(block, a, t)
-}
-
 /// `Kernels::interleaved`: the block-sum specification read from the interleaved layout.
 pub(super) unsafe fn interleaved(
     p: &Packed,
@@ -350,7 +304,8 @@ pub(super) unsafe fn interleaved(
     unsafe {
         for r in rows.clone() {
             for t in 0..nt {
-                *out.ptr.add(t * out.ldo + r - rows.start) = blocksum(|b| p.block(r, b), a, t);
+                *out.ptr.add(t * out.ldo + r - rows.start) =
+                    super::blocksum::blocksum(|b| p.block(r, b), a, t);
             }
         }
     }

@@ -181,6 +181,7 @@ impl Kernels {
         let (q, d) = (SyncPtr::new(&mut acts.q), SyncPtr::new(&mut acts.d));
         let (s, s16) = (SyncPtr::new(&mut acts.s), SyncPtr::new(&mut acts.s16));
         let xsum = SyncPtr::new(&mut acts.xsum);
+        let xsum16 = SyncPtr::new(&mut acts.xsum16);
         let view = pair_bufs.map(|(qp, dp, sp, s16p)| PackView {
             n,
             cols,
@@ -208,14 +209,18 @@ impl Kernels {
                         s.slice(t * nbp..(t + 1) * nbp),
                         s16.slice(t * 2 * nbp..(t + 1) * 2 * nbp),
                     );
-                    // The exact block sums of the interleaved products' offsets.
+                    // The exact (half-)block sums of the interleaved products' offsets.
                     let qt = q.slice(t * cols..(t + 1) * cols);
-                    for (o, qb) in xsum
+                    let halves = xsum16.slice(t * 2 * nbp..(t + 1) * 2 * nbp);
+                    for (o, qh) in halves.iter_mut().zip(qt.chunks_exact(QB / 2)) {
+                        *o = qh.iter().map(|&v| v as i32).sum();
+                    }
+                    for (o, h) in xsum
                         .slice(t * nbp..(t + 1) * nbp)
                         .iter_mut()
-                        .zip(qt.chunks_exact(QB))
+                        .zip(halves.chunks_exact(2).take(cols / QB))
                     {
-                        *o = qb.iter().map(|&v| v as i32).sum();
+                        *o = h[0] + h[1];
                     }
                 };
             }

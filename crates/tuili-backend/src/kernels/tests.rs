@@ -7,7 +7,7 @@ use crate::quant::{dequantize, quantize};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const FORMATS: [QFormat; 10] = [
+pub(super) const FORMATS: [QFormat; 10] = [
     QFormat::Q4_0,
     QFormat::Q4_1,
     QFormat::Q5_0,
@@ -22,7 +22,7 @@ const FORMATS: [QFormat; 10] = [
 
 /// The tables under test: every one this CPU runs, scalar first, or those named in
 /// `TUILI_TEST_KERNELS` (comma-separated; scalar always stays first).
-fn tables() -> impl Iterator<Item = &'static Kernels> {
+pub(super) fn tables() -> impl Iterator<Item = &'static Kernels> {
     let only = std::env::var("TUILI_TEST_KERNELS").ok();
     available().into_iter().filter(move |k| {
         k.name() == "scalar"
@@ -38,7 +38,7 @@ pub(crate) fn bits(v: &[f32]) -> Vec<u32> {
 }
 
 /// Row lengths to try for `fmt`: partial groups for the 32-element formats.
-fn col_choices(fmt: QFormat) -> &'static [usize] {
+pub(super) fn col_choices(fmt: QFormat) -> &'static [usize] {
     if fmt.ty().block_size() == 32 {
         &[32, 96, 224, 256, 288, 576, 800]
     } else {
@@ -47,7 +47,12 @@ fn col_choices(fmt: QFormat) -> &'static [usize] {
 }
 
 /// Random weights of `fmt` quantized with ggml's reference quantizer: `(bytes, row_bytes)`.
-fn weights(rng: &mut StdRng, fmt: QFormat, rows: usize, cols: usize) -> (Vec<u8>, usize) {
+pub(super) fn weights(
+    rng: &mut StdRng,
+    fmt: QFormat,
+    rows: usize,
+    cols: usize,
+) -> (Vec<u8>, usize) {
     // Scales vary per row so blocks see different magnitudes.
     let mut w = Vec::with_capacity(rows * cols);
     for _ in 0..rows {
@@ -59,7 +64,14 @@ fn weights(rng: &mut StdRng, fmt: QFormat, rows: usize, cols: usize) -> (Vec<u8>
     (bytes, rb)
 }
 
-fn decoded(k: &Kernels, fmt: QFormat, w: &[u8], rb: usize, rows: usize, cols: usize) -> Panel {
+pub(super) fn decoded(
+    k: &Kernels,
+    fmt: QFormat,
+    w: &[u8],
+    rb: usize,
+    rows: usize,
+    cols: usize,
+) -> Panel {
     let mut p = Panel::default();
     // Fill first with garbage so stale values would show.
     p.reset(fmt, rows, cols);
@@ -435,90 +447,6 @@ fn direct_products_match_scalar() {
                         k.name()
                     );
                     assert!(want.iter().all(|v| v.is_finite() && *v != 0.0));
-                }
-            }
-        }
-    }
-}
-
-/// The interleaved layout holds the file's bytes: every row comes back exactly, and
-/// every block gives the codes and scales of the file's decoding.
-#[test]
-fn interleaved_layout_round_trips() {
-    let mut rng = StdRng::seed_from_u64(10);
-    for fmt in FORMATS.into_iter().filter(|&f| interleavable(f)) {
-        for &cols in col_choices(fmt) {
-            let rows = 37;
-            let (w, rb) = weights(&mut rng, fmt, rows, cols);
-            let p = decoded(scalar(), fmt, &w, rb, rows, cols);
-            let packed = pack(fmt, &w, rows, cols);
-            let mut row = vec![0u8; rb];
-            for r in 0..rows {
-                packed.file_row(r, &mut row);
-                assert_eq!(row, w[r * rb..(r + 1) * rb], "{fmt:?} cols={cols} r={r}");
-                for b in 0..cols / QB {
-                    let (codes, ws, minv) = packed.block(r, b);
-                    let at = r * cols + QB * b;
-                    assert_eq!(codes[..], p.codes[at..at + QB], "{fmt:?} r={r} b={b}");
-                    assert_eq!(ws, p.ws[r * p.ng * GROUP + b], "{fmt:?} r={r} b={b}");
-                    let want_min =
-                        (fmt.min_kind() == MinKind::Per32).then(|| p.minv[r * p.ng * GROUP + b]);
-                    assert_eq!(minv, want_min, "{fmt:?} r={r} b={b}");
-                }
-            }
-        }
-    }
-}
-
-/// Tables with interleaved products give the bits of the block-sum specification
-/// (computed on rows decoded from the file's layout), for row counts around the 16-row
-/// groups, row ranges that start inside the matrix, and token counts around the
-/// 8-token tiles; rows outside the range are not written.
-#[test]
-fn interleaved_products_match_the_block_sum_specification() {
-    let mut rng = StdRng::seed_from_u64(9);
-    for k in tables() {
-        for fmt in FORMATS.into_iter().filter(|&f| interleavable(f)) {
-            for &cols in col_choices(fmt) {
-                for rows in [1, 16, 37, 64] {
-                    let (w, rb) = weights(&mut rng, fmt, rows, cols);
-                    let p = decoded(scalar(), fmt, &w, rb, rows, cols);
-                    let packed = pack(fmt, &w, rows, cols);
-                    for n in [1, 2, 7, 8, 9, 20] {
-                        let x: Vec<f32> =
-                            (0..n * cols).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
-                        let (mut want_a, mut got_a) = (QuantActs::new(), QuantActs::new());
-                        scalar().quantize_acts(&x, cols, &mut want_a);
-                        k.quantize_acts(&x, cols, &mut got_a);
-                        for start in [0, 16].into_iter().filter(|&s| s < rows) {
-                            let mut got = vec![f32::NAN; n * rows];
-                            // SAFETY: `got` holds n * rows values.
-                            unsafe {
-                                let o = Out {
-                                    ptr: got.as_mut_ptr().add(start),
-                                    ldo: rows,
-                                };
-                                k.interleaved(&packed, start..rows, &got_a, n, o);
-                            }
-                            for t in 0..n {
-                                for r in 0..rows {
-                                    let g = got[t * rows + r];
-                                    if r < start {
-                                        assert!(g.is_nan(), "{} wrote row {r}", k.name());
-                                        continue;
-                                    }
-                                    let want = scalar::blocksum_row(&p, r, &want_a, t);
-                                    assert!(want.is_finite() && want != 0.0);
-                                    assert_eq!(
-                                        want.to_bits(),
-                                        g.to_bits(),
-                                        "{} {fmt:?} {rows}x{cols} n={n} start={start} t={t} r={r}: {want} vs {g}",
-                                        k.name()
-                                    );
-                                }
-                            }
-                        }
-                    }
                 }
             }
         }

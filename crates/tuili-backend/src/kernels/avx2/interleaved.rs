@@ -2,16 +2,20 @@
 //! holds one half of a 16-row group (8 rows, one lane each), so `vpmaddwd` + `vpaddd`
 //! add an element pair of 8 rows, and one float step serves 8 outputs per block.
 //! Tiles of a whole group (both halves, so each cache line is read once) times up to 4
-//! tokens; the rows' codes are decoded in registers once per tile.
+//! tokens; the rows' codes are decoded in registers once per tile. The K-quants' tiles
+//! are in `interleaved_k`.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use std::marker::PhantomData;
+
 use super::super::interleave::{code_bytes, code_offset, has_min, Packed, PREFETCH_BYTES};
 use super::super::{Out, QFormat, QuantActs};
+use super::interleaved_k::{KMin, K16, Q2, Q3, Q6};
 
 /// Rows per register: half a group.
-const HROWS: usize = 8;
+pub(super) const HROWS: usize = 8;
 /// Rows per group.
 const GROWS: usize = 2 * HROWS;
 /// Tokens per tile.
@@ -32,10 +36,14 @@ pub(super) unsafe fn interleaved(
     // pointers and lengths it is given lie within the buffers its safe caller checked
     unsafe {
         match p.fmt {
-            QFormat::Q4_0 | QFormat::Q4_1 => groups::<Q4>(p, rows, a, nt, out),
-            QFormat::Q5_0 | QFormat::Q5_1 => groups::<Q5>(p, rows, a, nt, out),
-            QFormat::Q8_0 => groups::<Q8>(p, rows, a, nt, out),
-            _ => {}
+            QFormat::Q4_0 | QFormat::Q4_1 => groups::<Legacy<Q4>>(p, rows, a, nt, out),
+            QFormat::Q5_0 | QFormat::Q5_1 => groups::<Legacy<Q5>>(p, rows, a, nt, out),
+            QFormat::Q8_0 => groups::<Legacy<Q8>>(p, rows, a, nt, out),
+            QFormat::Q4K => groups::<KMin<Q4>>(p, rows, a, nt, out),
+            QFormat::Q5K => groups::<KMin<Q5>>(p, rows, a, nt, out),
+            QFormat::Q6K => groups::<K16<Q6>>(p, rows, a, nt, out),
+            QFormat::Q3K => groups::<K16<Q3>>(p, rows, a, nt, out),
+            QFormat::Q2K => groups::<K16<Q2>>(p, rows, a, nt, out),
         }
     }
 }
@@ -43,7 +51,7 @@ pub(super) unsafe fn interleaved(
 /// How a format's code bytes become element pairs: `pairs` adds the products of block
 /// `b` of the group whose codes start at `group` into `s[h][t]` (half `h`, token `t`;
 /// lane = row).
-trait Codes {
+pub(super) trait Codes {
     unsafe fn pairs<const T: usize>(
         group: *const u8,
         b: usize,
@@ -54,9 +62,9 @@ trait Codes {
 
 /// Q4_0, Q4_1 (`FIFTH` false) and Q5_0, Q5_1: four pairs per chunk, `(word >> 4j) &
 /// 0x000f000f`, plus for Q5 each pair's fifth bits from the fifth chunk.
-struct Small<const FIFTH: bool>;
-type Q4 = Small<false>;
-type Q5 = Small<true>;
+pub(super) struct Small<const FIFTH: bool>;
+pub(super) type Q4 = Small<false>;
+pub(super) type Q5 = Small<true>;
 /// Q8_0: two pairs per chunk, the low and the high bytes of each 16-bit half.
 struct Q8;
 
@@ -153,9 +161,40 @@ impl Codes for Q8 {
     }
 }
 
+/// One tile of a format: group `g` (rows `16g..16g + 16`) times tokens `t0..t0 + T`,
+/// writing the first `valid` rows.
+pub(super) trait Tile {
+    unsafe fn tile<const T: usize>(
+        p: &Packed,
+        g: usize,
+        a: &QuantActs,
+        t0: usize,
+        valid: usize,
+        out: Out,
+    );
+}
+
+/// The tiles of the legacy formats, codes read by `C`.
+struct Legacy<C>(PhantomData<C>);
+
+impl<C: Codes> Tile for Legacy<C> {
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(
+        p: &Packed,
+        g: usize,
+        a: &QuantActs,
+        t0: usize,
+        valid: usize,
+        out: Out,
+    ) {
+        // SAFETY: as for `tile`, whose contract is this one's
+        unsafe { tile::<C, T>(p, g, a, t0, valid, out) }
+    }
+}
+
 /// Runs the tiles: each group of the rows over the tokens in tiles of up to `TT`.
 #[inline(always)]
-unsafe fn groups<C: Codes>(p: &Packed, rows: Range<usize>, a: &QuantActs, nt: usize, out: Out) {
+unsafe fn groups<K: Tile>(p: &Packed, rows: Range<usize>, a: &QuantActs, nt: usize, out: Out) {
     // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
     // of the table this fn belongs to (tables are built only after detection), and the
     // pointers and lengths it is given lie within the buffers its safe caller checked
@@ -171,10 +210,10 @@ unsafe fn groups<C: Codes>(p: &Packed, rows: Range<usize>, a: &QuantActs, nt: us
                     ldo: out.ldo,
                 };
                 match n {
-                    1 => tile::<C, 1>(p, g, a, t, valid, o),
-                    2 => tile::<C, 2>(p, g, a, t, valid, o),
-                    3 => tile::<C, 3>(p, g, a, t, valid, o),
-                    _ => tile::<C, 4>(p, g, a, t, valid, o),
+                    1 => K::tile::<1>(p, g, a, t, valid, o),
+                    2 => K::tile::<2>(p, g, a, t, valid, o),
+                    3 => K::tile::<3>(p, g, a, t, valid, o),
+                    _ => K::tile::<4>(p, g, a, t, valid, o),
                 }
                 t += n;
             }
@@ -236,6 +275,18 @@ unsafe fn tile<C: Codes, const T: usize>(
                 }
             }
         }
+        store(&acc, valid, out);
+    }
+}
+
+/// Writes the first `valid` rows of a tile's outputs (`acc[h][t]`: rows `8h..8h + 8`
+/// times token `t`).
+#[inline(always)]
+pub(super) unsafe fn store<const T: usize>(acc: &[[__m256; T]; 2], valid: usize, out: Out) {
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to, and `out` is valid for the writes of these rows and
+    // tokens
+    unsafe {
         for h in 0..2 {
             let n = valid.saturating_sub(HROWS * h).min(HROWS);
             for t in 0..T {

@@ -17,6 +17,7 @@ mod attention;
 mod float;
 pub(super) mod formats;
 mod interleaved;
+mod interleaved_k;
 mod products;
 
 use attention::{axpy, dot, mix, scores, softmax};

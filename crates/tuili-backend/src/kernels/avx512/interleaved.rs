@@ -2,14 +2,18 @@
 //! register, one lane per row, so every `vpdpwssd` adds an element pair of 16 rows and
 //! one float step (convert, scale product, fused add) serves 16 outputs per block.
 //! Tiles of one or two 16-row groups times up to 8 tokens; the rows' codes are decoded
-//! in registers once per tile (a shift and a mask per element pair).
+//! in registers once per tile (a shift and a mask per element pair). The K-quants'
+//! tiles are in `interleaved_k`.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use std::marker::PhantomData;
+
 use super::super::interleave::{code_bytes, code_offset, Packed, IROWS, PREFETCH_BYTES};
 use super::super::{Out, QFormat, QuantActs};
 use super::dot32;
+use super::interleaved_k::{KMin, K16, Q2, Q3, Q6};
 
 /// Tokens per tile (a step of 8 decoding sequences is one tile).
 const TT: usize = 8;
@@ -29,12 +33,16 @@ pub(super) unsafe fn interleaved(
     // pointers and lengths it is given lie within the buffers its safe caller checked
     unsafe {
         match p.fmt {
-            QFormat::Q4_0 => tiles::<Q4, 0>(p, rows, a, nt, out),
-            QFormat::Q4_1 => tiles::<Q4, 1>(p, rows, a, nt, out),
-            QFormat::Q5_0 => tiles::<Q5, 0>(p, rows, a, nt, out),
-            QFormat::Q5_1 => tiles::<Q5, 1>(p, rows, a, nt, out),
-            QFormat::Q8_0 => tiles::<Q8, 0>(p, rows, a, nt, out),
-            _ => {}
+            QFormat::Q4_0 => tiles::<Legacy<Q4, 0>>(p, rows, a, nt, out),
+            QFormat::Q4_1 => tiles::<Legacy<Q4, 1>>(p, rows, a, nt, out),
+            QFormat::Q5_0 => tiles::<Legacy<Q5, 0>>(p, rows, a, nt, out),
+            QFormat::Q5_1 => tiles::<Legacy<Q5, 1>>(p, rows, a, nt, out),
+            QFormat::Q8_0 => tiles::<Legacy<Q8, 0>>(p, rows, a, nt, out),
+            QFormat::Q4K => tiles::<KMin<Q4>>(p, rows, a, nt, out),
+            QFormat::Q5K => tiles::<KMin<Q5>>(p, rows, a, nt, out),
+            QFormat::Q6K => tiles::<K16<Q6>>(p, rows, a, nt, out),
+            QFormat::Q3K => tiles::<K16<Q3>>(p, rows, a, nt, out),
+            QFormat::Q2K => tiles::<K16<Q2>>(p, rows, a, nt, out),
         }
     }
 }
@@ -42,7 +50,7 @@ pub(super) unsafe fn interleaved(
 /// How a format's code bytes become element pairs: `pairs` adds, for every group `g`
 /// (its codes at `base[g]`) and token `t` of the tile, the products of block `b` into
 /// `s[g][t]` (lane = row).
-trait Codes {
+pub(super) trait Codes {
     unsafe fn pairs<const G: usize, const T: usize>(
         base: &[*const u8; G],
         b: usize,
@@ -53,9 +61,9 @@ trait Codes {
 
 /// Q4_0, Q4_1 (`FIFTH` false) and Q5_0, Q5_1: four pairs per 64-byte chunk,
 /// `(word >> 4j) & 0x000f000f`, plus for Q5 each pair's fifth bits from the fifth chunk.
-struct Small<const FIFTH: bool>;
-type Q4 = Small<false>;
-type Q5 = Small<true>;
+pub(super) struct Small<const FIFTH: bool>;
+pub(super) type Q4 = Small<false>;
+pub(super) type Q5 = Small<true>;
 /// Q8_0: two pairs per chunk, the low and the high bytes of each 16-bit half.
 struct Q8;
 
@@ -158,16 +166,42 @@ impl Codes for Q8 {
     }
 }
 
+/// One tile of a format: groups `g..g + G` times tokens `t0..t0 + T`, writing the
+/// first `valid` rows.
+pub(super) trait Tile {
+    unsafe fn tile<const G: usize, const T: usize>(
+        p: &Packed,
+        g: usize,
+        a: &QuantActs,
+        t0: usize,
+        valid: usize,
+        out: Out,
+    );
+}
+
+/// The tiles of the legacy formats: codes read by `C`; `M == 1`: the format has
+/// minimums (Q4_1, Q5_1).
+struct Legacy<C, const M: u8>(PhantomData<C>);
+
+impl<C: Codes, const M: u8> Tile for Legacy<C, M> {
+    #[inline(always)]
+    unsafe fn tile<const G: usize, const T: usize>(
+        p: &Packed,
+        g: usize,
+        a: &QuantActs,
+        t0: usize,
+        valid: usize,
+        out: Out,
+    ) {
+        // SAFETY: as for `tile`, whose contract is this one's
+        unsafe { tile::<C, M, G, T>(p, g, a, t0, valid, out) }
+    }
+}
+
 /// Runs the tiles: pairs of groups (a single one at the end), each over the tokens in
-/// tiles of up to `TT`. `M == 1`: the format has minimums (Q4_1, Q5_1).
+/// tiles of up to `TT`.
 #[inline(always)]
-unsafe fn tiles<C: Codes, const M: u8>(
-    p: &Packed,
-    rows: Range<usize>,
-    a: &QuantActs,
-    nt: usize,
-    out: Out,
-) {
+unsafe fn tiles<K: Tile>(p: &Packed, rows: Range<usize>, a: &QuantActs, nt: usize, out: Out) {
     // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
     // of the table this fn belongs to (tables are built only after detection), and the
     // pointers and lengths it is given lie within the buffers its safe caller checked
@@ -192,14 +226,14 @@ unsafe fn tiles<C: Codes, const M: u8>(
                 macro_rules! by_tokens {
                     ($g:literal) => {
                         match n {
-                            1 => tile::<C, M, $g, 1>(p, g, a, t, valid, ot),
-                            2 => tile::<C, M, $g, 2>(p, g, a, t, valid, ot),
-                            3 => tile::<C, M, $g, 3>(p, g, a, t, valid, ot),
-                            4 => tile::<C, M, $g, 4>(p, g, a, t, valid, ot),
-                            5 => tile::<C, M, $g, 5>(p, g, a, t, valid, ot),
-                            6 => tile::<C, M, $g, 6>(p, g, a, t, valid, ot),
-                            7 => tile::<C, M, $g, 7>(p, g, a, t, valid, ot),
-                            _ => tile::<C, M, $g, 8>(p, g, a, t, valid, ot),
+                            1 => K::tile::<$g, 1>(p, g, a, t, valid, ot),
+                            2 => K::tile::<$g, 2>(p, g, a, t, valid, ot),
+                            3 => K::tile::<$g, 3>(p, g, a, t, valid, ot),
+                            4 => K::tile::<$g, 4>(p, g, a, t, valid, ot),
+                            5 => K::tile::<$g, 5>(p, g, a, t, valid, ot),
+                            6 => K::tile::<$g, 6>(p, g, a, t, valid, ot),
+                            7 => K::tile::<$g, 7>(p, g, a, t, valid, ot),
+                            _ => K::tile::<$g, 8>(p, g, a, t, valid, ot),
                         }
                     };
                 }
@@ -278,6 +312,22 @@ unsafe fn tile<C: Codes, const M: u8, const G: usize, const T: usize>(
                 }
             }
         }
+        store(&acc, valid, out);
+    }
+}
+
+/// Writes the first `valid` rows of the tile's outputs (`acc[g][t]`: group `g`'s 16
+/// rows times token `t`).
+#[inline(always)]
+pub(super) unsafe fn store<const G: usize, const T: usize>(
+    acc: &[[__m512; T]; G],
+    valid: usize,
+    out: Out,
+) {
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and `out`
+    // is valid for the writes of these rows and tokens
+    unsafe {
         for g in 0..G {
             let n = valid.saturating_sub(g * IROWS).min(IROWS);
             let mask: __mmask16 = if n == IROWS { 0xffff } else { (1u16 << n) - 1 };

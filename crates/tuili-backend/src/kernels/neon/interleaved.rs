@@ -6,20 +6,23 @@
 //! widened to two `int16x8_t` (rows 0..8, 8..16). `smlal` by the token's element
 //! broadcast then adds that element's products of 4 rows into one `int32x4_t`, lane `i`
 //! = row `4q + i`, so after the 32 elements of a block `s[t][q]` holds the exact integer
-//! block sums of rows `4q..4q + 4` and one float step serves 4 outputs.
+//! block sums of rows `4q..4q + 4` and one float step serves 4 outputs. The K-quants'
+//! tiles are in `interleaved_k`.
 
 use std::arch::aarch64::*;
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use super::super::interleave::{code_offset, Packed, IROWS};
 use super::super::{Out, QFormat, QuantActs, QB};
 use super::f16x4;
+use super::interleaved_k::{KMin, K16, Q2, Q3, Q6};
 
 /// Tokens per tile.
 const TT: usize = 4;
 
 /// Exact block sums of one tile: `[T][4]`, `s[t][q]` lane `i` = row `4q + i` times token `t`.
-type Sums<const T: usize> = [[int32x4_t; 4]; T];
+pub(super) type Sums<const T: usize> = [[int32x4_t; 4]; T];
 
 /// `out[t * ldo + r - rows.start] = row r · token t` for rows `rows` (`rows.start` a
 /// multiple of 16) and tokens `0..nt`.
@@ -34,12 +37,16 @@ pub(super) unsafe fn interleaved(
     // it gives within the buffers its safe caller checked
     unsafe {
         match p.fmt {
-            QFormat::Q4_0 => tiles::<Q4, 0>(p, rows, a, nt, out),
-            QFormat::Q4_1 => tiles::<Q4, 1>(p, rows, a, nt, out),
-            QFormat::Q5_0 => tiles::<Q5, 0>(p, rows, a, nt, out),
-            QFormat::Q5_1 => tiles::<Q5, 1>(p, rows, a, nt, out),
-            QFormat::Q8_0 => tiles::<Q8, 0>(p, rows, a, nt, out),
-            _ => {}
+            QFormat::Q4_0 => tiles::<Legacy<Q4, 0>>(p, rows, a, nt, out),
+            QFormat::Q4_1 => tiles::<Legacy<Q4, 1>>(p, rows, a, nt, out),
+            QFormat::Q5_0 => tiles::<Legacy<Q5, 0>>(p, rows, a, nt, out),
+            QFormat::Q5_1 => tiles::<Legacy<Q5, 1>>(p, rows, a, nt, out),
+            QFormat::Q8_0 => tiles::<Legacy<Q8, 0>>(p, rows, a, nt, out),
+            QFormat::Q4K => tiles::<KMin<Q4>>(p, rows, a, nt, out),
+            QFormat::Q5K => tiles::<KMin<Q5>>(p, rows, a, nt, out),
+            QFormat::Q6K => tiles::<K16<Q6>>(p, rows, a, nt, out),
+            QFormat::Q3K => tiles::<K16<Q3>>(p, rows, a, nt, out),
+            QFormat::Q2K => tiles::<K16<Q2>>(p, rows, a, nt, out),
         }
     }
 }
@@ -47,7 +54,7 @@ pub(super) unsafe fn interleaved(
 /// How a format's code bytes become elements: `block` adds the products of block `b`
 /// of the group whose codes start at `base` with each token's block `b` (`xq[t]`:
 /// `[cols]`) into `s`.
-trait Codes {
+pub(super) trait Codes {
     unsafe fn block<const T: usize>(
         base: *const u8,
         b: usize,
@@ -59,9 +66,9 @@ trait Codes {
 /// Q4_0, Q4_1 (`FIFTH` false) and Q5_0, Q5_1: a chunk `c` holds elements `8c..8c + 8`;
 /// bytes 0 and 1 of a word the even ones (low nibble first), bytes 2 and 3 the odd ones.
 /// Q5's fifth chunk holds pair `p`'s fifth bits at bit `p` (even) and `16 + p` (odd).
-struct Small<const FIFTH: bool>;
-type Q4 = Small<false>;
-type Q5 = Small<true>;
+pub(super) struct Small<const FIFTH: bool>;
+pub(super) type Q4 = Small<false>;
+pub(super) type Q5 = Small<true>;
 /// Q8_0: a chunk `c` holds elements `4c, 4c + 2, 4c + 1, 4c + 3`, one per byte.
 struct Q8;
 
@@ -135,7 +142,12 @@ impl Codes for Q8 {
 /// Adds element `e` of the 16 rows (`w`: rows 0..8, 8..16) times element `e` of each
 /// token into `s`.
 #[inline(always)]
-unsafe fn mac<const T: usize>(w: [int16x8_t; 2], xq: &[*const i16; T], e: usize, s: &mut Sums<T>) {
+pub(super) unsafe fn mac<const T: usize>(
+    w: [int16x8_t; 2],
+    xq: &[*const i16; T],
+    e: usize,
+    s: &mut Sums<T>,
+) {
     // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and lengths
     // it gives within the buffers its safe caller checked
     unsafe {
@@ -150,16 +162,41 @@ unsafe fn mac<const T: usize>(w: [int16x8_t; 2], xq: &[*const i16; T], e: usize,
     }
 }
 
+/// One tile of a format: group `g` times tokens `t0..t0 + T`, writing the first
+/// `valid` rows.
+pub(super) trait Tile {
+    unsafe fn tile<const T: usize>(
+        p: &Packed,
+        g: usize,
+        a: &QuantActs,
+        t0: usize,
+        valid: usize,
+        out: Out,
+    );
+}
+
+/// The tiles of the legacy formats: codes read by `C`; `M == 1`: the format has
+/// minimums (Q4_1, Q5_1).
+struct Legacy<C, const M: u8>(PhantomData<C>);
+
+impl<C: Codes, const M: u8> Tile for Legacy<C, M> {
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(
+        p: &Packed,
+        g: usize,
+        a: &QuantActs,
+        t0: usize,
+        valid: usize,
+        out: Out,
+    ) {
+        // SAFETY: as for `tile`, whose contract is this one's
+        unsafe { tile::<C, M, T>(p, g, a, t0, valid, out) }
+    }
+}
+
 /// Runs the tiles: each group of `rows` over the tokens in tiles of up to `TT`.
-/// `M == 1`: the format has minimums (Q4_1, Q5_1).
 #[inline(always)]
-unsafe fn tiles<C: Codes, const M: u8>(
-    p: &Packed,
-    rows: Range<usize>,
-    a: &QuantActs,
-    nt: usize,
-    out: Out,
-) {
+unsafe fn tiles<K: Tile>(p: &Packed, rows: Range<usize>, a: &QuantActs, nt: usize, out: Out) {
     // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and lengths
     // it gives within the buffers its safe caller checked
     unsafe {
@@ -175,10 +212,10 @@ unsafe fn tiles<C: Codes, const M: u8>(
                     ldo: out.ldo,
                 };
                 match n {
-                    1 => tile::<C, M, 1>(p, g, a, t, valid, o),
-                    2 => tile::<C, M, 2>(p, g, a, t, valid, o),
-                    3 => tile::<C, M, 3>(p, g, a, t, valid, o),
-                    _ => tile::<C, M, 4>(p, g, a, t, valid, o),
+                    1 => K::tile::<1>(p, g, a, t, valid, o),
+                    2 => K::tile::<2>(p, g, a, t, valid, o),
+                    3 => K::tile::<3>(p, g, a, t, valid, o),
+                    _ => K::tile::<4>(p, g, a, t, valid, o),
                 }
                 t += n;
             }
@@ -188,7 +225,7 @@ unsafe fn tiles<C: Codes, const M: u8>(
 
 /// 4 f16 values from `p` as f32.
 #[inline(always)]
-unsafe fn f16x4_at(p: *const u8) -> float32x4_t {
+pub(super) unsafe fn f16x4_at(p: *const u8) -> float32x4_t {
     // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and lengths
     // it gives within the buffers its safe caller checked
     unsafe { f16x4(vmovl_u16(vld1_u16(p as *const u16))) }
@@ -244,6 +281,17 @@ unsafe fn tile<C: Codes, const M: u8, const T: usize>(
                 }
             }
         }
+        store(&acc, valid, out);
+    }
+}
+
+/// Writes the first `valid` rows of a tile's outputs (`acc[t][q]`: rows `4q..4q + 4`
+/// times token `t`).
+#[inline(always)]
+pub(super) unsafe fn store<const T: usize>(acc: &[[float32x4_t; 4]; T], valid: usize, out: Out) {
+    // SAFETY: NEON is part of every aarch64 CPU; `out` is valid for the writes of these
+    // rows and tokens (the caller's contract)
+    unsafe {
         for t in 0..T {
             for q in 0..4 {
                 let dst = out.ptr.add(t * out.ldo + 4 * q);

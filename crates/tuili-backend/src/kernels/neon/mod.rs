@@ -5,13 +5,14 @@
 //! 4..8 those of elements 8..16 and 24..32. A 32-element block of codes or activations
 //! is four `int16x8_t`: elements 0..8, 8..16, 16..24, 24..32.
 //!
-//! Q4_0, Q4_1 and Q8_0 weights are repacked for the interleaved products
-//! (`interleaved`) and follow the block-sum specification instead.
+//! `matmul` repacks every integer format for the interleaved products (`interleaved`,
+//! `interleaved_k`), which follow the block-sum specification instead.
 
 use std::arch::aarch64::*;
 
 mod formats;
 mod interleaved;
+mod interleaved_k;
 
 use formats::{with_format, Fmt, Scales, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 

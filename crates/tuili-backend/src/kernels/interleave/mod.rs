@@ -32,10 +32,22 @@
 //! The same bytes as the file (a 16-row group of Q4_0 blocks: 256 + 32 = 288 bytes, as
 //! 16 file blocks of 18; of Q5_0, 320 + 32 = 16 x 22), plus the padding of the last group
 //! and of each group's scales to a cache line.
+//!
+//! The K-quants (`kquants`) take chunks of the same kinds per 32-element block (Q4_K as
+//! Q4_1, Q5_K as Q5_1; Q6_K's low nibbles as Q4 and two more chunks of high bits; Q3_K
+//! and Q2_K chunks of 2-bit values), and instead of the per-block f16 scales a *head*
+//! per 256-element super-block: the 16 rows' f16 `d` (and `dmin`) and their sub-block
+//! scales (and minimums) as bytes, from which a product forms the block-sum
+//! specification's float scales exactly (`blocksum`).
 
-use super::scalar::Block;
+mod kquants;
+
+use super::blocksum::{Block, Scale};
 use super::{AlignedBuf, QFormat, QB};
 use crate::quant::f16_to_f32;
+
+#[cfg_attr(target_arch = "aarch64", allow(unused_imports))]
+pub(crate) use kquants::{is_k, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16};
 
 /// Rows per interleaved group (one per 32-bit lane of a 512-bit register).
 pub const IROWS: usize = 16;
@@ -62,22 +74,36 @@ impl std::fmt::Debug for Packed {
 pub(crate) fn code_bytes(fmt: QFormat) -> usize {
     match fmt {
         QFormat::Q8_0 => 512,
-        QFormat::Q5_0 | QFormat::Q5_1 => 320,
+        QFormat::Q6K => 384,
+        QFormat::Q5_0 | QFormat::Q5_1 | QFormat::Q5K => 320,
+        QFormat::Q3K => 192,
+        QFormat::Q2K => 128,
         _ => 256,
     }
 }
 
+/// Whether `fmt`'s codes have a fifth bit (a fifth chunk per block).
+fn fifth_bit(fmt: QFormat) -> bool {
+    matches!(fmt, QFormat::Q5_0 | QFormat::Q5_1 | QFormat::Q5K)
+}
+
 /// Whether `fmt` stores a minimum per block (its products add `minv * s`).
 pub(crate) fn has_min(fmt: QFormat) -> bool {
-    matches!(fmt, QFormat::Q4_1 | QFormat::Q5_1)
+    matches!(
+        fmt,
+        QFormat::Q4_1 | QFormat::Q5_1 | QFormat::Q4K | QFormat::Q5K
+    )
 }
 
 /// What the specification's codes are less than the stored unsigned ones (Q4_0's `q -
-/// 8`, Q5_0's `q - 16`): the products subtract `offset * Σ x` from the block sum.
+/// 8`, Q5_0's `q - 16`, Q6_K's `q - 32`, Q3_K's `q - 4`): the products subtract `offset
+/// * Σ x` from the block sum (from each 16-element half's sum for Q6_K and Q3_K).
 pub(crate) fn code_offset(fmt: QFormat) -> i32 {
     match fmt {
         QFormat::Q4_0 => 8,
         QFormat::Q5_0 => 16,
+        QFormat::Q6K => 32,
+        QFormat::Q3K => 4,
         _ => 0,
     }
 }
@@ -92,9 +118,12 @@ fn qs_at(fmt: QFormat) -> usize {
     }
 }
 
-/// Offset of the codes in a group of `nb` blocks: after the scales (and minimums),
-/// rounded up to a cache line.
+/// Offset of the codes in a group of `nb` blocks: after the scales (and minimums), or
+/// the K-quants' heads, rounded up to a cache line.
 fn codes_at(fmt: QFormat, nb: usize) -> usize {
+    if is_k(fmt) {
+        return (nb / 8 * kquants::head_bytes(fmt)).next_multiple_of(64);
+    }
     let per_block = if has_min(fmt) { 2 } else { 1 };
     (nb * 2 * IROWS * per_block).next_multiple_of(64)
 }
@@ -109,7 +138,16 @@ pub(crate) const PREFETCH_BYTES: usize = 2048;
 pub(crate) fn interleavable(fmt: QFormat) -> bool {
     matches!(
         fmt,
-        QFormat::Q4_0 | QFormat::Q4_1 | QFormat::Q5_0 | QFormat::Q5_1 | QFormat::Q8_0
+        QFormat::Q4_0
+            | QFormat::Q4_1
+            | QFormat::Q5_0
+            | QFormat::Q5_1
+            | QFormat::Q8_0
+            | QFormat::Q2K
+            | QFormat::Q3K
+            | QFormat::Q4K
+            | QFormat::Q5K
+            | QFormat::Q6K
     )
 }
 
@@ -130,6 +168,10 @@ impl Packed {
     pub(crate) fn codes_at(&self) -> usize {
         codes_at(self.fmt, self.nb())
     }
+    /// Offset of super-block `s`'s head within a group (K-quants; `kquants`).
+    pub(crate) fn head_at(&self, s: usize) -> usize {
+        s * kquants::head_bytes(self.fmt)
+    }
 
     /// Row `r`'s word of chunk `chunk` of block `b` (its 4 bytes in the group).
     fn word(&self, r: usize, b: usize, chunk: usize) -> [u8; 4] {
@@ -145,7 +187,8 @@ impl Packed {
         [self.bytes[at], self.bytes[at + 1]]
     }
 
-    /// Row `r`'s unsigned 4/5-bit codes of block `b` (before any offset), element order.
+    /// Row `r`'s unsigned 4/5-bit codes of block `b` (before any offset), element order
+    /// (Q6_K: the low 4 bits).
     fn small_codes(&self, r: usize, b: usize) -> [u8; 32] {
         let mut q = [0u8; 32];
         for chunk in 0..4 {
@@ -156,7 +199,7 @@ impl Packed {
                 q[2 * p + 1] = ((word >> (16 + 4 * j)) & 15) as u8;
             }
         }
-        if code_bytes(self.fmt) == 320 {
+        if fifth_bit(self.fmt) {
             let hi = u32::from_le_bytes(self.word(r, b, 4));
             for p in 0..16 {
                 q[2 * p] |= (((hi >> p) & 1) << 4) as u8;
@@ -180,6 +223,9 @@ impl Packed {
     /// Row `r` in the file's layout (`row`: `[cols / 32 * type_size]`), the exact
     /// bytes `pack` took.
     pub(crate) fn file_row(&self, r: usize, row: &mut [u8]) {
+        if is_k(self.fmt) {
+            return self.file_row_k(r, row);
+        }
         let ts = self.fmt.ty().type_size();
         for (b, blk) in row.chunks_exact_mut(ts).enumerate().take(self.nb()) {
             blk[0..2].copy_from_slice(&self.f16_bytes(r, b, self.scales_at()));
@@ -197,7 +243,7 @@ impl Packed {
             for i in 0..16 {
                 blk[qs_at + i] = (q[i] & 15) | ((q[i + 16] & 15) << 4);
             }
-            if code_bytes(self.fmt) == 320 {
+            if fifth_bit(self.fmt) {
                 let qh = (0..32).fold(0u32, |h, i| h | (((q[i] >> 4) as u32) << i));
                 blk[qs_at - 4..qs_at].copy_from_slice(&qh.to_le_bytes());
             }
@@ -207,99 +253,127 @@ impl Packed {
     /// Block `b` of row `r` as the block-sum specification sees it: codes (less
     /// `code_offset`), scale, minimum.
     pub(crate) fn block(&self, r: usize, b: usize) -> Block {
+        if is_k(self.fmt) {
+            return self.block_k(r, b);
+        }
         let f16 = |v: [u8; 2]| f16_to_f32(u16::from_le_bytes(v));
         let ws = f16(self.f16_bytes(r, b, self.scales_at()));
-        let minv = has_min(self.fmt).then(|| f16(self.f16_bytes(r, b, self.mins_at())));
+        let minv =
+            has_min(self.fmt).then(|| Scale::Whole(f16(self.f16_bytes(r, b, self.mins_at()))));
         let codes = if self.fmt == QFormat::Q8_0 {
             self.byte_codes(r, b).map(|q| q as i16)
         } else {
             let off = code_offset(self.fmt) as i16;
             self.small_codes(r, b).map(|q| q as i16 - off)
         };
-        (codes, ws, minv)
+        Block {
+            codes,
+            ws: Scale::Whole(ws),
+            minv,
+        }
     }
 }
 
-/// Repacks `rows` rows of `cols` (a multiple of 32) of `fmt` (`interleavable`), `w`:
-/// `[rows, row_bytes]` as in the file.
+/// Repacks `rows` rows of `cols` (a multiple of 32; of 256 for the K-quants) of `fmt`
+/// (`interleavable`), `w`: `[rows, row_bytes]` as in the file.
 pub(crate) fn pack(fmt: QFormat, w: &[u8], rows: usize, cols: usize) -> Packed {
-    assert!(interleavable(fmt) && cols.is_multiple_of(QB));
+    assert!(interleavable(fmt) && cols.is_multiple_of(fmt.ty().block_size()));
     let ts = fmt.ty().type_size();
     let nb = cols / QB;
-    let row_bytes = nb * ts;
+    let row_bytes = cols / fmt.ty().block_size() * ts;
     assert_eq!(w.len(), rows * row_bytes, "pack: weight bytes");
     let cb = code_bytes(fmt);
-    let has_min = has_min(fmt);
     let group_bytes = codes_at(fmt, nb) + nb * cb;
-    let ng = rows.div_ceil(IROWS);
     let mut bytes = AlignedBuf::<u8>::default();
-    bytes.resize(ng * group_bytes, 0);
-    let (scales_at, mins_at, codes0) = (0, nb * 2 * IROWS, codes_at(fmt, nb));
-    for r in 0..rows {
-        let (g, lane) = (r / IROWS, r % IROWS);
-        let dst = &mut bytes[g * group_bytes..(g + 1) * group_bytes];
-        for b in 0..nb {
-            let blk = &w[r * row_bytes + b * ts..r * row_bytes + (b + 1) * ts];
-            // The f16 scale (and minimum) as stored in the file.
-            let sc = scales_at + (b * IROWS + lane) * 2;
-            dst[sc..sc + 2].copy_from_slice(&blk[0..2]);
-            if has_min {
-                let mn = mins_at + (b * IROWS + lane) * 2;
-                dst[mn..mn + 2].copy_from_slice(&blk[2..4]);
-            }
-            let codes = &mut dst[codes0 + b * cb..codes0 + (b + 1) * cb];
-            match fmt {
-                QFormat::Q8_0 => {
-                    let q = &blk[2..34];
-                    for c in 0..8 {
-                        let at = 64 * c + 4 * lane;
-                        let e = 4 * c;
-                        codes[at..at + 4].copy_from_slice(&[q[e], q[e + 2], q[e + 1], q[e + 3]]);
-                    }
-                }
-                _ => {
-                    let qs = &blk[qs_at(fmt)..qs_at(fmt) + 16];
-                    // File order: element i < 16 is the low nibble of qs[i], element
-                    // 16 + i the high nibble.
-                    let nib = |i: usize| -> u32 {
-                        if i < 16 {
-                            (qs[i] & 0x0f) as u32
-                        } else {
-                            (qs[i - 16] >> 4) as u32
-                        }
-                    };
-                    if cb == 320 {
-                        // Q5: bit i of the file's qh is element i's fifth bit.
-                        let at = qs_at(fmt) - 4;
-                        let qh =
-                            u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]]);
-                        let mut word = 0u32;
-                        for p in 0..16 {
-                            word |= ((qh >> (2 * p)) & 1) << p;
-                            word |= ((qh >> (2 * p + 1)) & 1) << (16 + p);
-                        }
-                        let at = 256 + 4 * lane;
-                        codes[at..at + 4].copy_from_slice(&word.to_le_bytes());
-                    }
-                    for c in 0..4 {
-                        let mut word = 0u32;
-                        for j in 0..4 {
-                            let p = 4 * c + j;
-                            word |= nib(2 * p) << (4 * j);
-                            word |= nib(2 * p + 1) << (16 + 4 * j);
-                        }
-                        let at = 64 * c + 4 * lane;
-                        codes[at..at + 4].copy_from_slice(&word.to_le_bytes());
-                    }
-                }
-            }
-        }
-    }
-    Packed {
+    bytes.resize(rows.div_ceil(IROWS) * group_bytes, 0);
+    let mut p = Packed {
         fmt,
         rows,
         cols,
         group_bytes,
         bytes,
+    };
+    for r in 0..rows {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        if is_k(fmt) {
+            p.put_row_k(r, row);
+        } else {
+            p.put_row(r, row);
+        }
+    }
+    p
+}
+
+impl Packed {
+    /// Row `r`'s bytes of block `b`'s codes: `code_bytes` bytes from which chunk `c`'s
+    /// word is at `64 c + 4 (r % 16)`.
+    fn codes_mut(&mut self, r: usize, b: usize) -> &mut [u8] {
+        let cb = code_bytes(self.fmt);
+        let at = (r / IROWS) * self.group_bytes + self.codes_at() + b * cb;
+        &mut self.bytes[at..at + cb]
+    }
+
+    /// Writes the unsigned codes `q` (element order, 4 or 5 bits; Q6_K's low 4) of row
+    /// `r`'s block `b`: the four nibble chunks, and the chunk of fifth bits if the
+    /// format has one.
+    fn put_small(&mut self, r: usize, b: usize, q: &[u8; QB]) {
+        let (lane, fifth) = (r % IROWS, fifth_bit(self.fmt));
+        let codes = self.codes_mut(r, b);
+        for c in 0..4 {
+            let mut word = 0u32;
+            for j in 0..4 {
+                let p = 4 * c + j;
+                word |= ((q[2 * p] & 15) as u32) << (4 * j);
+                word |= ((q[2 * p + 1] & 15) as u32) << (16 + 4 * j);
+            }
+            codes[64 * c + 4 * lane..64 * c + 4 * lane + 4].copy_from_slice(&word.to_le_bytes());
+        }
+        if fifth {
+            let mut word = 0u32;
+            for p in 0..16 {
+                word |= ((q[2 * p] >> 4) as u32 & 1) << p;
+                word |= ((q[2 * p + 1] >> 4) as u32 & 1) << (16 + p);
+            }
+            codes[256 + 4 * lane..256 + 4 * lane + 4].copy_from_slice(&word.to_le_bytes());
+        }
+    }
+
+    /// Writes row `r` of a legacy format (`row`: its blocks as in the file).
+    fn put_row(&mut self, r: usize, row: &[u8]) {
+        let fmt = self.fmt;
+        let (g, lane) = (r / IROWS, r % IROWS);
+        let (gb, mins_at) = (g * self.group_bytes, self.mins_at());
+        for (b, blk) in row.chunks_exact(fmt.ty().type_size()).enumerate() {
+            // The f16 scale (and minimum) as stored in the file.
+            let sc = gb + self.scales_at() + (b * IROWS + lane) * 2;
+            self.bytes[sc..sc + 2].copy_from_slice(&blk[0..2]);
+            if has_min(fmt) {
+                let mn = gb + mins_at + (b * IROWS + lane) * 2;
+                self.bytes[mn..mn + 2].copy_from_slice(&blk[2..4]);
+            }
+            if fmt == QFormat::Q8_0 {
+                let q = &blk[2..34];
+                let codes = self.codes_mut(r, b);
+                for c in 0..8 {
+                    let (at, e) = (64 * c + 4 * lane, 4 * c);
+                    codes[at..at + 4].copy_from_slice(&[q[e], q[e + 2], q[e + 1], q[e + 3]]);
+                }
+                continue;
+            }
+            // File order: element i < 16 is the low nibble of qs[i], element 16 + i the
+            // high nibble; Q5: bit i of the file's qh is element i's fifth bit.
+            let qs = &blk[qs_at(fmt)..qs_at(fmt) + 16];
+            let qh = if fifth_bit(fmt) {
+                let h = &blk[qs_at(fmt) - 4..qs_at(fmt)];
+                u32::from_le_bytes([h[0], h[1], h[2], h[3]])
+            } else {
+                0
+            };
+            let q: [u8; QB] = std::array::from_fn(|i| {
+                let nib = if i < 16 { qs[i] & 15 } else { qs[i - 16] >> 4 };
+                nib | (((qh >> i) & 1) << 4) as u8
+            });
+            self.put_small(r, b, &q);
+        }
     }
 }
