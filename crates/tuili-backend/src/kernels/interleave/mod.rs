@@ -46,7 +46,10 @@ use super::blocksum::{Block, Scale};
 use super::{AlignedBuf, QFormat, QB};
 use crate::quant::f16_to_f32;
 
-#[cfg_attr(target_arch = "aarch64", allow(unused_imports))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_imports)
+)]
 pub(crate) use kquants::{is_k, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16};
 
 /// Rows per interleaved group (one per 32-bit lane of a 512-bit register).
