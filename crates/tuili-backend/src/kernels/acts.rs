@@ -20,7 +20,8 @@ pub struct QuantActs {
     pub(super) s16: AlignedBuf<f32>,
     /// `[n, nbp]`: `Σ q` of each block (exact), for the interleaved products' offsets.
     pub(super) xsum: AlignedBuf<i32>,
-    /// `[n, 2 nbp]`: `Σ q` of each 16-element half-block (exact), for Q6_K's offsets.
+    /// `[n, 2 nbp]`: `Σ q` of each 16-element half-block (exact), for Q6_K's and Q3_K's
+    /// offsets.
     pub(super) xsum16: AlignedBuf<i32>,
     /// Whether the token-pair copies below match `q`, `d`, `s`, `s16` (set by the
     /// tables that read them; see `avx512`).

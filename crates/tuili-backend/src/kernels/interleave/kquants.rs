@@ -41,6 +41,7 @@
 //! (from `p' = 2` on `word >> (2p' - 4)`, so no bit is shifted out), a third bit as
 //! `(word << 2 >> p) & 0x00040004`.
 
+use super::write::GroupMut;
 use super::{fifth_bit, Packed, IROWS};
 use crate::kernels::blocksum::{Block, Scale};
 use crate::kernels::scalar::{scale_min_k4, scale_q3_k};
@@ -93,55 +94,40 @@ fn bits(v: &[u8; QB], shift: u32) -> u32 {
     })
 }
 
-impl Packed {
-    /// Byte `at` of super-block `s`'s head of row `r`'s group.
-    fn head_byte(&self, r: usize, s: usize, at: usize) -> usize {
-        (r / IROWS) * self.group_bytes + self.head_at(s) + at
-    }
-
-    /// Sets row `r`'s word of chunk `c` of block `b`.
-    fn put_word(&mut self, r: usize, b: usize, c: usize, w: u32) {
-        let at = 64 * c + 4 * (r % IROWS);
-        self.codes_mut(r, b)[at..at + 4].copy_from_slice(&w.to_le_bytes());
-    }
-
-    /// Writes row `r` (`row`: its super-blocks as in the file).
-    pub(super) fn put_row_k(&mut self, r: usize, row: &[u8]) {
+impl GroupMut<'_> {
+    /// Writes row `lane` (`row`: its super-blocks as in the file).
+    pub(super) fn put_row_k(&mut self, lane: usize, row: &[u8]) {
         let fmt = self.fmt;
-        let lane = r % IROWS;
         for (s, sb) in row.chunks_exact(fmt.ty().type_size()).enumerate() {
-            let put = |p: &mut Packed, off: usize, v: &[u8]| {
-                let at = p.head_byte(r, s, off);
-                p.bytes[at..at + v.len()].copy_from_slice(v);
-            };
+            let head = s * head_bytes(fmt);
             match fmt {
                 QFormat::Q6K => {
-                    put(self, HEAD_D + 2 * lane, &sb[208..210]);
+                    self.put(head + HEAD_D + 2 * lane, &sb[208..210]);
                     for k in 0..16 {
-                        put(self, HEAD_SC16 + 16 * k + lane, &sb[192 + k..193 + k]);
+                        self.bytes[head + HEAD_SC16 + 16 * k + lane] = sb[192 + k];
                     }
                 }
                 QFormat::Q3K => {
-                    put(self, HEAD_D + 2 * lane, &sb[108..110]);
+                    self.put(head + HEAD_D + 2 * lane, &sb[108..110]);
                     for k in 0..16 {
                         let sc = scale_q3_k(k, &sb[96..108]) as i8 as u8;
-                        put(self, HEAD_SC16 + 16 * k + lane, &[sc]);
+                        self.bytes[head + HEAD_SC16 + 16 * k + lane] = sc;
                     }
                 }
                 QFormat::Q2K => {
-                    put(self, HEAD_D + 2 * lane, &sb[80..82]);
-                    put(self, HEAD_DMIN + 2 * lane, &sb[82..84]);
+                    self.put(head + HEAD_D + 2 * lane, &sb[80..82]);
+                    self.put(head + HEAD_DMIN + 2 * lane, &sb[82..84]);
                     for k in 0..16 {
-                        put(self, HEAD_SC + 16 * k + lane, &sb[k..k + 1]);
+                        self.bytes[head + HEAD_SC + 16 * k + lane] = sb[k];
                     }
                 }
                 _ => {
-                    put(self, HEAD_D + 2 * lane, &sb[0..2]);
-                    put(self, HEAD_DMIN + 2 * lane, &sb[2..4]);
+                    self.put(head + HEAD_D + 2 * lane, &sb[0..2]);
+                    self.put(head + HEAD_DMIN + 2 * lane, &sb[2..4]);
                     for j in 0..8 {
                         let (sc, m) = scale_min_k4(j, &sb[4..16]);
-                        put(self, HEAD_SC + 16 * j + lane, &[sc]);
-                        put(self, HEAD_M + 16 * j + lane, &[m]);
+                        self.bytes[head + HEAD_SC + 16 * j + lane] = sc;
+                        self.bytes[head + HEAD_M + 16 * j + lane] = m;
                     }
                 }
             }
@@ -149,22 +135,29 @@ impl Packed {
                 let q = file_codes(fmt, sb, j);
                 let b = 8 * s + j;
                 match fmt {
-                    QFormat::Q4K | QFormat::Q5K => self.put_small(r, b, &q),
+                    QFormat::Q4K | QFormat::Q5K => self.put_small(lane, b, &q),
                     QFormat::Q6K => {
-                        self.put_small(r, b, &q);
-                        self.put_word(r, b, 4, crumbs(&q, 4, 0));
-                        self.put_word(r, b, 5, crumbs(&q, 4, 1));
+                        self.put_small(lane, b, &q);
+                        self.put_word(lane, b, 4, crumbs(&q, 4, 0));
+                        self.put_word(lane, b, 5, crumbs(&q, 4, 1));
                     }
                     _ => {
-                        self.put_word(r, b, 0, crumbs(&q, 0, 0));
-                        self.put_word(r, b, 1, crumbs(&q, 0, 1));
+                        self.put_word(lane, b, 0, crumbs(&q, 0, 0));
+                        self.put_word(lane, b, 1, crumbs(&q, 0, 1));
                         if fmt == QFormat::Q3K {
-                            self.put_word(r, b, 2, bits(&q, 2));
+                            self.put_word(lane, b, 2, bits(&q, 2));
                         }
                     }
                 }
             }
         }
+    }
+}
+
+impl Packed {
+    /// Byte `at` of super-block `s`'s head of row `r`'s group.
+    fn head_byte(&self, r: usize, s: usize, at: usize) -> usize {
+        (r / IROWS) * self.group_bytes + self.head_at(s) + at
     }
 
     /// Row `r`'s unsigned codes of block `b` (2 to 6 bits), element order.
@@ -318,25 +311,42 @@ impl Packed {
 /// The unsigned codes of sub-block `j` (32 elements) of a file super-block `sb`.
 fn file_codes(fmt: QFormat, sb: &[u8], j: usize) -> [u8; QB] {
     let (h, p) = (j / 4, j % 4);
-    std::array::from_fn(|l| match fmt {
+    let mut q = [0u8; QB];
+    match fmt {
         QFormat::Q6K => {
-            let lo = (sb[64 * h + 32 * (p % 2) + l] >> (4 * (p / 2))) & 15;
-            lo | (((sb[128 + 32 * h + l] >> (2 * p)) & 3) << 4)
+            let (ql, qh) = (
+                &sb[64 * h + 32 * (p % 2)..][..QB],
+                &sb[128 + 32 * h..][..QB],
+            );
+            for l in 0..QB {
+                q[l] = ((ql[l] >> (4 * (p / 2))) & 15) | (((qh[l] >> (2 * p)) & 3) << 4);
+            }
         }
         QFormat::Q3K => {
-            let lo = (sb[32 + 32 * h + l] >> (2 * p)) & 3;
-            lo | (((sb[l] >> j) & 1) << 2)
+            let (qs, hm) = (&sb[32 + 32 * h..][..QB], &sb[..QB]);
+            for l in 0..QB {
+                q[l] = ((qs[l] >> (2 * p)) & 3) | (((hm[l] >> j) & 1) << 2);
+            }
         }
-        QFormat::Q2K => (sb[16 + 32 * h + l] >> (2 * p)) & 3,
+        QFormat::Q2K => {
+            let qs = &sb[16 + 32 * h..][..QB];
+            for l in 0..QB {
+                q[l] = (qs[l] >> (2 * p)) & 3;
+            }
+        }
         _ => {
-            let qs = if fmt == QFormat::Q4K { 16 } else { 48 };
-            let lo = (sb[qs + 32 * (j / 2) + l] >> (4 * (j % 2))) & 15;
-            let hi = if fifth_bit(fmt) {
-                (sb[16 + l] >> j) & 1
-            } else {
-                0
-            };
-            lo | (hi << 4)
+            let at = if fmt == QFormat::Q4K { 16 } else { 48 };
+            let qs = &sb[at + 32 * (j / 2)..][..QB];
+            for l in 0..QB {
+                q[l] = (qs[l] >> (4 * (j % 2))) & 15;
+            }
+            if fifth_bit(fmt) {
+                let qh = &sb[16..16 + QB];
+                for l in 0..QB {
+                    q[l] |= ((qh[l] >> j) & 1) << 4;
+                }
+            }
         }
-    })
+    }
+    q
 }

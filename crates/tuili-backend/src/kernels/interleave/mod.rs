@@ -41,13 +41,18 @@
 //! specification's float scales exactly (`blocksum`).
 
 mod kquants;
+mod write;
 
 use super::blocksum::{Block, Scale};
 use super::{AlignedBuf, QFormat, QB};
 use crate::quant::f16_to_f32;
 
-#[cfg_attr(target_arch = "aarch64", allow(unused_imports))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_imports)
+)]
 pub(crate) use kquants::{is_k, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16};
+pub(crate) use write::pack;
 
 /// Rows per interleaved group (one per 32-bit lane of a 512-bit register).
 pub const IROWS: usize = 16;
@@ -270,110 +275,6 @@ impl Packed {
             codes,
             ws: Scale::Whole(ws),
             minv,
-        }
-    }
-}
-
-/// Repacks `rows` rows of `cols` (a multiple of 32; of 256 for the K-quants) of `fmt`
-/// (`interleavable`), `w`: `[rows, row_bytes]` as in the file.
-pub(crate) fn pack(fmt: QFormat, w: &[u8], rows: usize, cols: usize) -> Packed {
-    assert!(interleavable(fmt) && cols.is_multiple_of(fmt.ty().block_size()));
-    let ts = fmt.ty().type_size();
-    let nb = cols / QB;
-    let row_bytes = cols / fmt.ty().block_size() * ts;
-    assert_eq!(w.len(), rows * row_bytes, "pack: weight bytes");
-    let cb = code_bytes(fmt);
-    let group_bytes = codes_at(fmt, nb) + nb * cb;
-    let mut bytes = AlignedBuf::<u8>::default();
-    bytes.resize(rows.div_ceil(IROWS) * group_bytes, 0);
-    let mut p = Packed {
-        fmt,
-        rows,
-        cols,
-        group_bytes,
-        bytes,
-    };
-    for r in 0..rows {
-        let row = &w[r * row_bytes..(r + 1) * row_bytes];
-        if is_k(fmt) {
-            p.put_row_k(r, row);
-        } else {
-            p.put_row(r, row);
-        }
-    }
-    p
-}
-
-impl Packed {
-    /// Row `r`'s bytes of block `b`'s codes: `code_bytes` bytes from which chunk `c`'s
-    /// word is at `64 c + 4 (r % 16)`.
-    fn codes_mut(&mut self, r: usize, b: usize) -> &mut [u8] {
-        let cb = code_bytes(self.fmt);
-        let at = (r / IROWS) * self.group_bytes + self.codes_at() + b * cb;
-        &mut self.bytes[at..at + cb]
-    }
-
-    /// Writes the unsigned codes `q` (element order, 4 or 5 bits; Q6_K's low 4) of row
-    /// `r`'s block `b`: the four nibble chunks, and the chunk of fifth bits if the
-    /// format has one.
-    fn put_small(&mut self, r: usize, b: usize, q: &[u8; QB]) {
-        let (lane, fifth) = (r % IROWS, fifth_bit(self.fmt));
-        let codes = self.codes_mut(r, b);
-        for c in 0..4 {
-            let mut word = 0u32;
-            for j in 0..4 {
-                let p = 4 * c + j;
-                word |= ((q[2 * p] & 15) as u32) << (4 * j);
-                word |= ((q[2 * p + 1] & 15) as u32) << (16 + 4 * j);
-            }
-            codes[64 * c + 4 * lane..64 * c + 4 * lane + 4].copy_from_slice(&word.to_le_bytes());
-        }
-        if fifth {
-            let mut word = 0u32;
-            for p in 0..16 {
-                word |= ((q[2 * p] >> 4) as u32 & 1) << p;
-                word |= ((q[2 * p + 1] >> 4) as u32 & 1) << (16 + p);
-            }
-            codes[256 + 4 * lane..256 + 4 * lane + 4].copy_from_slice(&word.to_le_bytes());
-        }
-    }
-
-    /// Writes row `r` of a legacy format (`row`: its blocks as in the file).
-    fn put_row(&mut self, r: usize, row: &[u8]) {
-        let fmt = self.fmt;
-        let (g, lane) = (r / IROWS, r % IROWS);
-        let (gb, mins_at) = (g * self.group_bytes, self.mins_at());
-        for (b, blk) in row.chunks_exact(fmt.ty().type_size()).enumerate() {
-            // The f16 scale (and minimum) as stored in the file.
-            let sc = gb + self.scales_at() + (b * IROWS + lane) * 2;
-            self.bytes[sc..sc + 2].copy_from_slice(&blk[0..2]);
-            if has_min(fmt) {
-                let mn = gb + mins_at + (b * IROWS + lane) * 2;
-                self.bytes[mn..mn + 2].copy_from_slice(&blk[2..4]);
-            }
-            if fmt == QFormat::Q8_0 {
-                let q = &blk[2..34];
-                let codes = self.codes_mut(r, b);
-                for c in 0..8 {
-                    let (at, e) = (64 * c + 4 * lane, 4 * c);
-                    codes[at..at + 4].copy_from_slice(&[q[e], q[e + 2], q[e + 1], q[e + 3]]);
-                }
-                continue;
-            }
-            // File order: element i < 16 is the low nibble of qs[i], element 16 + i the
-            // high nibble; Q5: bit i of the file's qh is element i's fifth bit.
-            let qs = &blk[qs_at(fmt)..qs_at(fmt) + 16];
-            let qh = if fifth_bit(fmt) {
-                let h = &blk[qs_at(fmt) - 4..qs_at(fmt)];
-                u32::from_le_bytes([h[0], h[1], h[2], h[3]])
-            } else {
-                0
-            };
-            let q: [u8; QB] = std::array::from_fn(|i| {
-                let nib = if i < 16 { qs[i] & 15 } else { qs[i - 16] >> 4 };
-                nib | (((qh >> i) & 1) << 4) as u8
-            });
-            self.put_small(r, b, &q);
         }
     }
 }
