@@ -35,6 +35,9 @@ pub enum GgmlType {
     Q8_K,
     /// bfloat16.
     BF16,
+    /// OCP microscaling FP4: 32 per block, E2M1 values with one E8M0 (power-of-two)
+    /// scale (gpt-oss's experts).
+    MXFP4,
 }
 
 /// Elements per super-block of the K-quants.
@@ -42,7 +45,7 @@ pub const QK_K: usize = 256;
 
 impl GgmlType {
     /// Every type this crate knows, in GGUF id order.
-    pub const ALL: [GgmlType; 15] = [
+    pub const ALL: [GgmlType; 16] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -58,6 +61,7 @@ impl GgmlType {
         GgmlType::Q6_K,
         GgmlType::Q8_K,
         GgmlType::BF16,
+        GgmlType::MXFP4,
     ];
 
     /// The GGUF id of this type.
@@ -78,6 +82,7 @@ impl GgmlType {
             GgmlType::Q6_K => 14,
             GgmlType::Q8_K => 15,
             GgmlType::BF16 => 30,
+            GgmlType::MXFP4 => 39,
         }
     }
 
@@ -95,7 +100,8 @@ impl GgmlType {
             | GgmlType::Q5_0
             | GgmlType::Q5_1
             | GgmlType::Q8_0
-            | GgmlType::Q8_1 => 32,
+            | GgmlType::Q8_1
+            | GgmlType::MXFP4 => 32,
             GgmlType::Q2_K
             | GgmlType::Q3_K
             | GgmlType::Q4_K
@@ -122,6 +128,7 @@ impl GgmlType {
             GgmlType::Q5_K => 2 + 2 + 12 + QK_K / 8 + QK_K / 2,
             GgmlType::Q6_K => QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
             GgmlType::Q8_K => 4 + QK_K + QK_K / 16 * 2,
+            GgmlType::MXFP4 => 1 + 16,
         }
     }
 
@@ -158,6 +165,7 @@ impl GgmlType {
             GgmlType::Q6_K => "Q6_K",
             GgmlType::Q8_K => "Q8_K",
             GgmlType::BF16 => "BF16",
+            GgmlType::MXFP4 => "MXFP4",
         }
     }
 }
@@ -194,5 +202,6 @@ mod tests {
         assert_eq!(GgmlType::Q2_K.type_size(), 84);
         assert_eq!(GgmlType::Q3_K.type_size(), 110);
         assert_eq!(GgmlType::Q8_K.type_size(), 292);
+        assert_eq!(GgmlType::MXFP4.type_size(), 17);
     }
 }

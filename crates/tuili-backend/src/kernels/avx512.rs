@@ -33,7 +33,9 @@ mod float;
 mod interleaved;
 mod interleaved_k;
 
-use super::avx2::formats::{with_format, Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
+use super::avx2::formats::{
+    with_format, Fmt, Mx4, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80,
+};
 use super::avx2::{gemm as gemm_avx2, gemv as gemv_avx2, hsum, AVX2};
 use super::{Kernels, MinKind, Out, PackView, Panel, QFormat, QuantActs, GROUP, QB};
 
@@ -190,6 +192,7 @@ impl PairCodes for Q80 {}
 impl PairCodes for Q2K {}
 impl PairCodes for Q3K {}
 impl PairCodes for Q5K {}
+impl PairCodes for Mx4 {}
 
 impl PairCodes for Q4K {
     #[inline(always)]

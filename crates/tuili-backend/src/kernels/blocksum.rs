@@ -147,6 +147,17 @@ pub(crate) fn file_block(fmt: QFormat, row: &[u8], b: usize) -> Block {
                 minv,
             }
         }
+        QFormat::Mxfp4 => {
+            let blk = legacy();
+            for (i, c) in codes.iter_mut().enumerate() {
+                *c = crate::quant::mxfp4::KVALUES[nib(&blk[1..], i) as usize] as i16;
+            }
+            Block {
+                codes,
+                ws: Scale::Whole(crate::quant::mxfp4::e8m0_half(blk[0])),
+                minv: None,
+            }
+        }
         QFormat::Q8_0 => {
             let legacy = legacy();
             for (c, &q) in codes.iter_mut().zip(&legacy[2..34]) {

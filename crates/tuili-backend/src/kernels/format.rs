@@ -8,7 +8,7 @@ use super::GROUP;
 /// How a format's group ends: which minimum terms it adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MinKind {
-    /// No minimum (Q4_0, Q5_0, Q8_0, Q3_K, Q6_K).
+    /// No minimum (Q4_0, Q5_0, Q8_0, Q3_K, Q6_K, MXFP4).
     None,
     /// One per 32-element block, paired with `s` (Q4_1, Q5_1, Q4_K, Q5_K).
     Per32,
@@ -40,6 +40,8 @@ pub(crate) enum QFormat {
     Q4K,
     Q5K,
     Q6K,
+    /// MXFP4: codes are twice the E2M1 values, scales powers of two.
+    Mxfp4,
 }
 
 impl QFormat {
@@ -56,6 +58,7 @@ impl QFormat {
             GgmlType::Q4_K => QFormat::Q4K,
             GgmlType::Q5_K => QFormat::Q5K,
             GgmlType::Q6_K => QFormat::Q6K,
+            GgmlType::MXFP4 => QFormat::Mxfp4,
             _ => return None,
         })
     }
@@ -72,6 +75,7 @@ impl QFormat {
             QFormat::Q4K => GgmlType::Q4_K,
             QFormat::Q5K => GgmlType::Q5_K,
             QFormat::Q6K => GgmlType::Q6_K,
+            QFormat::Mxfp4 => GgmlType::MXFP4,
         }
     }
 

@@ -9,6 +9,7 @@
 use crate::kv::KvType;
 
 use super::{reduce8, FFormat, MinKind, Out, Packed, Panel, QFormat, QuantActs, GROUP, QB};
+use crate::quant::mxfp4::{e8m0_half, KVALUES};
 use crate::quant::{bf16_to_f32, f16_to_f32};
 
 /// Largest |q| of a quantized activation.
@@ -194,6 +195,20 @@ fn decode_group(
                     let low = ((b[32 + 32 * h + l] >> (2 * p)) & 3) as i16;
                     let off = if b[l] & (1 << (4 * h + p)) != 0 { 0 } else { 4 };
                     codes[QB * j + l] = (low - off) * scale_q3_k(2 * j + l / 16, &b[96..108]);
+                }
+            }
+        }
+        QFormat::Mxfp4 => {
+            for j in 0..nbj {
+                let blk = &b[17 * j..17 * (j + 1)];
+                ws[j] = e8m0_half(blk[0]);
+                for l in 0..QB {
+                    let nib = if l < 16 {
+                        blk[1 + l] & 0x0f
+                    } else {
+                        blk[1 + l - 16] >> 4
+                    };
+                    codes[QB * j + l] = KVALUES[nib as usize] as i16;
                 }
             }
         }

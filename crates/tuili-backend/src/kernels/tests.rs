@@ -7,7 +7,7 @@ use crate::quant::{dequantize, quantize};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub(super) const FORMATS: [QFormat; 10] = [
+pub(super) const FORMATS: [QFormat; 11] = [
     QFormat::Q4_0,
     QFormat::Q4_1,
     QFormat::Q5_0,
@@ -18,6 +18,7 @@ pub(super) const FORMATS: [QFormat; 10] = [
     QFormat::Q4K,
     QFormat::Q5K,
     QFormat::Q6K,
+    QFormat::Mxfp4,
 ];
 
 /// The tables under test: every one this CPU runs, scalar first, or those named in

@@ -24,6 +24,7 @@ mod float;
 mod kquantize;
 mod kquants;
 pub(crate) mod legacy;
+pub(crate) mod mxfp4;
 
 pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 
@@ -49,7 +50,7 @@ struct Kernels {
 /// The one place that maps a tensor type to its kernels; `None` for types without them
 /// (Q8_1 and Q8_K, which ggml uses only for quantized activations).
 fn kernels(ty: GgmlType) -> Option<Kernels> {
-    use {float as f, kquantize as kq, kquants as k, legacy as l};
+    use {float as f, kquantize as kq, kquants as k, legacy as l, mxfp4 as mx};
     let (dequant, dot, quantize): (DequantFn, DotFn, QuantizeFn) = match ty {
         GgmlType::F32 => (f::dequant_f32, f::dot_f32, f::quantize_f32),
         GgmlType::F16 => (f::dequant_f16, f::dot_f16, f::quantize_f16),
@@ -64,6 +65,7 @@ fn kernels(ty: GgmlType) -> Option<Kernels> {
         GgmlType::Q4_K => (k::dequant_q4_k, k::dot_q4_k, kq::quantize_q4_k),
         GgmlType::Q5_K => (k::dequant_q5_k, k::dot_q5_k, kq::quantize_q5_k),
         GgmlType::Q6_K => (k::dequant_q6_k, k::dot_q6_k, kq::quantize_q6_k),
+        GgmlType::MXFP4 => (mx::dequant_mxfp4, mx::dot_mxfp4, mx::quantize_mxfp4),
         GgmlType::Q8_1 | GgmlType::Q8_K => return None,
     };
     Some(Kernels {

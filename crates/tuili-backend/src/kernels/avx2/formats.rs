@@ -6,6 +6,7 @@ use std::arch::x86_64::*;
 
 use super::super::scalar::{scale_min_k4, scale_q3_k};
 use super::super::QFormat;
+use crate::quant::mxfp4::{e8m0_half, KVALUES};
 
 /// A group's scales: `ws` lane `j` = float scale of block `j` (0 past the blocks
 /// present); `m` = minimum terms, lane `j` of `m[0]` for block `j` (or half-blocks
@@ -39,6 +40,7 @@ macro_rules! with_format {
             QFormat::Q4K => $f::<Q4K, 1>($($arg),*),
             QFormat::Q5K => $f::<Q5K, 1>($($arg),*),
             QFormat::Q6K => $f::<Q6K, 0>($($arg),*),
+            QFormat::Mxfp4 => $f::<Mx4, 0>($($arg),*),
         }
     };
 }
@@ -359,6 +361,43 @@ impl Fmt for Q80 {
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(q as *const __m128i)),
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(q.add(16) as *const __m128i)),
             )
+        }
+    }
+}
+
+pub(in crate::kernels) struct Mx4;
+impl Fmt for Mx4 {
+    const FMT: QFormat = QFormat::Mxfp4;
+    #[inline(always)]
+    unsafe fn scales(b: *const u8, nbj: usize) -> Scales {
+        // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
+        // set of the table this fn belongs to (tables are built only after detection), and
+        // the pointers and lengths it is given lie within the buffers its safe caller
+        // checked
+        unsafe {
+            let mut ws = [0f32; 8];
+            for (j, w) in ws.iter_mut().enumerate().take(nbj) {
+                *w = e8m0_half(*b.add(17 * j));
+            }
+            no_min(_mm256_loadu_ps(ws.as_ptr()))
+        }
+    }
+    #[inline(always)]
+    unsafe fn codes(b: *const u8, j: usize) -> (__m256i, __m256i) {
+        // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
+        // set of the table this fn belongs to (tables are built only after detection), and
+        // the pointers and lengths it is given lie within the buffers its safe caller
+        // checked
+        unsafe {
+            let (lo, hi) = nibbles(b.add(17 * j + 1));
+            // Each i16 lane's nibble looks up its value in the low byte (its high byte,
+            // 0, looks up KVALUES[0] = 0); shifting up and back sign-extends it.
+            let k = KVALUES.map(|v| v as u8);
+            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(k.as_ptr() as *const __m128i));
+            let value = |n: __m256i| {
+                _mm256_srai_epi16(_mm256_slli_epi16(_mm256_shuffle_epi8(table, n), 8), 8)
+            };
+            (value(lo), value(hi))
         }
     }
 }

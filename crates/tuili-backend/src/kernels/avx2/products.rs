@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::formats::{with_format, Fmt, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
+use super::formats::{with_format, Fmt, Mx4, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 use super::{hsum, store2, A8};
 use crate::kernels::{MinKind, Out, Panel, QFormat, QuantActs, GROUP, QB};
 
@@ -27,6 +27,7 @@ pub(super) unsafe fn decode(fmt: QFormat, w: &[u8], row_bytes: usize, p: &mut Pa
             QFormat::Q4K => decode_rows::<Q4K>(w, row_bytes, p),
             QFormat::Q5K => decode_rows::<Q5K>(w, row_bytes, p),
             QFormat::Q6K => decode_rows::<Q6K>(w, row_bytes, p),
+            QFormat::Mxfp4 => decode_rows::<Mx4>(w, row_bytes, p),
         }
     }
 }

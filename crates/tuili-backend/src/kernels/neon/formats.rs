@@ -8,6 +8,7 @@ use super::super::scalar::{scale_min_k4, scale_q3_k};
 use super::super::{QFormat, GROUP};
 use super::Codes;
 use crate::quant::f16_to_f32;
+use crate::quant::mxfp4::{e8m0_half, KVALUES};
 
 /// A group's scales, as the scalar decoder computes them.
 pub(super) struct Scales {
@@ -91,6 +92,42 @@ unsafe fn nibbles(qs: *const u8) -> (uint8x16_t, uint8x16_t) {
     unsafe {
         let v = vld1q_u8(qs);
         (vandq_u8(v, vdupq_n_u8(0x0f)), vshrq_n_u8::<4>(v))
+    }
+}
+
+pub(super) struct Mx4;
+impl Fmt for Mx4 {
+    const FMT: QFormat = QFormat::Mxfp4;
+    #[inline(always)]
+    unsafe fn scales(b: *const u8, nbj: usize) -> Scales {
+        // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and
+        // lengths it gives within the buffers its safe caller checked
+        unsafe {
+            let mut sc = Scales {
+                ws: [0.0; 8],
+                m: [[0.0; 8]; 2],
+            };
+            for j in 0..nbj {
+                sc.ws[j] = e8m0_half(*b.add(17 * j));
+            }
+            sc
+        }
+    }
+    #[inline(always)]
+    unsafe fn codes(b: *const u8, j: usize) -> Codes {
+        // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and
+        // lengths it gives within the buffers its safe caller checked
+        unsafe {
+            let (lo, hi) = nibbles(b.add(17 * j + 1));
+            let table = vld1q_s8(KVALUES.as_ptr());
+            let (lo, hi) = (vqtbl1q_s8(table, lo), vqtbl1q_s8(table, hi));
+            [
+                vmovl_s8(vget_low_s8(lo)),
+                vmovl_high_s8(lo),
+                vmovl_s8(vget_low_s8(hi)),
+                vmovl_high_s8(hi),
+            ]
+        }
     }
 }
 
@@ -476,6 +513,11 @@ macro_rules! with_format {
             }
             QFormat::Q6K => {
                 type $F = Q6K;
+                const $M: u8 = 0;
+                $body
+            }
+            QFormat::Mxfp4 => {
+                type $F = Mx4;
                 const $M: u8 = 0;
                 $body
             }

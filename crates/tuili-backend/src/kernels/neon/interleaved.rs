@@ -47,6 +47,8 @@ pub(super) unsafe fn interleaved(
             QFormat::Q6K => tiles::<K16<Q6>>(p, rows, a, nt, out),
             QFormat::Q3K => tiles::<K16<Q3>>(p, rows, a, nt, out),
             QFormat::Q2K => tiles::<K16<Q2>>(p, rows, a, nt, out),
+            // `interleave::interleavable` leaves it out: never packed.
+            QFormat::Mxfp4 => unreachable!("MXFP4 weights are not interleaved"),
         }
     }
 }

@@ -14,7 +14,7 @@ mod formats;
 mod interleaved;
 mod interleaved_k;
 
-use formats::{with_format, Fmt, Scales, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
+use formats::{with_format, Fmt, Mx4, Scales, Q2K, Q3K, Q40, Q41, Q4K, Q50, Q51, Q5K, Q6K, Q80};
 
 use super::scalar::{float_at, QMAX, TINY};
 use super::{FFormat, Kernels, MinKind, Out, Panel, QFormat, QuantActs, GROUP, QB};
