@@ -92,6 +92,9 @@ class Model:
     # layers must outweigh it in the residual stream, else the logits mostly repeat the
     # current token (its own row scores highest) and greedy decoding locks onto one token.
     branch_scale: float = 1.0
+    # Write quantized expert stacks as F32 holding the dequantized values (the same numbers,
+    # so llama.cpp takes f32 products for them: `gpt-oss-f32`).
+    dequantized_experts: bool = False
 
     def key(self, what: str, call: Callable[[gguf.GGUFWriter], None]) -> None:
         self.kv.append((what, call))
@@ -119,6 +122,9 @@ class Model:
         w = (self.rng.standard_normal((n_expert, rows, cols)) / math.sqrt(cols)).astype(np.float32)
         if ty == GGMLQuantizationType.F32:
             self.put(name, w)
+        elif self.dequantized_experts:
+            q = gguf.quants.quantize(w, ty)
+            self.put(name, gguf.quants.dequantize(q, ty).reshape(w.shape).astype(np.float32))
         else:
             self.put(name, gguf.quants.quantize(w, ty), ty)
 
@@ -510,7 +516,15 @@ FAMILIES: dict[str, tuple[str, Callable[[Model], None], Shape]] = {
     "mistral3": ("mistral3", mistral3,
                  Shape(n_layer=3, dim=384, n_head=4, n_kv=2, head_dim=96, ffn=512, vocab=512)),
     "gpt-oss": ("gpt-oss", gpt_oss, Shape(n_layer=3, dim=256, n_head=4, n_kv=1, head_dim=64, ffn=192, vocab=304)),
+    # gpt-oss's twin: the same weights, its MXFP4 experts stored as the F32 values they
+    # decode to. llama.cpp quantizes activations to Q8_0 for MXFP4 products, which moves its
+    # logits by ~1e-2 (relative); on this file it takes exact f32 products, the oracle
+    # tuili's MXFP4 products are held to.
+    "gpt-oss-f32": ("gpt-oss", gpt_oss, Shape(n_layer=3, dim=256, n_head=4, n_kv=1, head_dim=64, ffn=192, vocab=304)),
 }
+
+# Families that are another's weights stored otherwise: same seed, same numbers.
+TWIN_OF: dict[str, str] = {"gpt-oss-f32": "gpt-oss"}
 
 
 # Added to a family's seed, chosen (among 0..39, measured with `--check`) for a wide least
@@ -536,8 +550,10 @@ SEED_SALT: dict[str, int] = {
 def build(family: str) -> Model:
     arch, fill, shape = FAMILIES[family]
     # A seed of the family's name: fixed, and different for two families of one arch.
-    seed = zlib.crc32(family.encode()) + SEED_SALT.get(family, 0)
-    m = Model(arch=arch, shape=shape, rng=np.random.default_rng(seed))
+    seeded = TWIN_OF.get(family, family)
+    seed = zlib.crc32(seeded.encode()) + SEED_SALT.get(seeded, 0)
+    m = Model(arch=arch, shape=shape, rng=np.random.default_rng(seed),
+              dequantized_experts=family in TWIN_OF)
     fill(m)
     return m
 

@@ -105,6 +105,8 @@ pub enum Glu {
     Silu,
     /// GeGLU with the tanh form of GELU (Gemma): [`gelu_tanh_mul`].
     GeluTanh,
+    /// gpt-oss's clamped SwiGLU: [`swiglu_oai_mul`].
+    SwigluOai,
 }
 
 impl Glu {
@@ -113,7 +115,24 @@ impl Glu {
         match self {
             Glu::Silu => silu_mul(gate, up),
             Glu::GeluTanh => gelu_tanh_mul(gate, up),
+            Glu::SwigluOai => swiglu_oai_mul(gate, up),
         }
+    }
+}
+
+/// gpt-oss's SwiGLU constants (llama.cpp's `LLM_FFN_SWIGLU_OAI_MOE` fixes them too).
+pub const SWIGLU_OAI_ALPHA: f32 = 1.702;
+/// The clamp of gate (above) and up (both sides).
+pub const SWIGLU_OAI_LIMIT: f32 = 7.0;
+
+/// gpt-oss's gate: `x = min(gate, 7)`, `y = clamp(up, -7, 7)`,
+/// `gate = x · sigmoid(1.702 x) · (y + 1)`, as ggml's `swiglu_oai`.
+pub fn swiglu_oai_mul(gate: &mut [f32], up: &[f32]) {
+    debug_assert_eq!(gate.len(), up.len());
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = g.min(SWIGLU_OAI_LIMIT);
+        let y = u.clamp(-SWIGLU_OAI_LIMIT, SWIGLU_OAI_LIMIT);
+        *g = x / (1.0 + (SWIGLU_OAI_ALPHA * -x).exp()) * (y + 1.0);
     }
 }
 
@@ -398,6 +417,19 @@ mod tests {
                 (*a as f64 - want).abs() <= 1e-6 * want + 1e-12,
                 "{a} vs {want}"
             );
+        }
+    }
+
+    #[test]
+    fn swiglu_oai_clamps_gate_above_and_up_both_ways() {
+        let mut g = [1.0, 9.0, -3.0, 2.0];
+        let u = [0.5, 0.0, 1.0, -9.0];
+        swiglu_oai_mul(&mut g, &u);
+        let f = |x: f32, y: f32| x / (1.0 + (-1.702 * x).exp()) * (y + 1.0);
+        // Gate 9 acts as 7; up -9 as -7; a negative gate is not clamped below.
+        let want = [f(1.0, 0.5), f(7.0, 0.0), f(-3.0, 1.0), f(2.0, -7.0)];
+        for (a, b) in g.iter().zip(want) {
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
         }
     }
 }

@@ -11,8 +11,20 @@ use crate::ops::{AttnSpec, Widths};
 use crate::KvPool;
 
 thread_local! {
-    /// Each thread's scores (`[group, positions]`) and the positions' offsets in the pool.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<usize>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Each thread's scores (`[group, positions]`), the positions' offsets in the pool, and
+    /// one row with its sink.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<usize>, Vec<f32>)> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// `row = softmax([row · scale, sink])` without the sink's own share: the sink joins the
+/// maximum and the denominator (ggml's `soft_max_ext` with sinks). `ext`: scratch.
+fn softmax_with_sink(row: &mut [f32], scale: f32, sink: f32, ext: &mut Vec<f32>) {
+    ext.clear();
+    ext.extend(row.iter().map(|s| s * scale));
+    ext.push(sink);
+    tuili_backend::ops::softmax_scaled(ext, 1.0);
+    row.copy_from_slice(&ext[..row.len()]);
 }
 
 /// Every new token's query heads over its own sequence's K/V, positions `0..=pos`, or the
@@ -24,9 +36,11 @@ thread_local! {
 /// their cost (positions), not their count, because causal rows grow along a prompt.
 /// Per query head the operations are those of one `dot` per position, a softmax and
 /// one `axpy` per position in order, whatever the batch (batch invariance).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     widths: &Widths,
     spec: &AttnSpec,
+    sinks: Option<&[f32]>,
     layer: usize,
     q: &[f32],
     batch: &Batch,
@@ -51,7 +65,7 @@ pub(crate) fn attention(
     pool::global().for_chunks(&|c, n_chunks| {
         let (lo, hi) = (total * c / n_chunks, total * (c + 1) / n_chunks);
         SCRATCH.with(|s| {
-            let (scores, rows) = &mut *s.borrow_mut();
+            let (scores, rows, ext) = &mut *s.borrow_mut();
             // The token whose row offsets `rows` holds (the same for all its K/V heads).
             let mut rows_of = None;
             let mut cost = 0;
@@ -81,8 +95,18 @@ pub(crate) fn attention(
                     let (kt, vt) = (kv.k_type(), kv.v_type());
                     k.scores_kv(kt, qg, hd, &kv.keys()[kt.bytes(kvh)..], rows, scores);
                     let scale = spec.scale_at(pos);
-                    for row in scores.chunks_exact_mut(np) {
-                        k.softmax(row, scale);
+                    match sinks {
+                        None => {
+                            for row in scores.chunks_exact_mut(np) {
+                                k.softmax(row, scale);
+                            }
+                        }
+                        Some(sinks) => {
+                            let heads = &sinks[g * group..(g + 1) * group];
+                            for (row, &sink) in scores.chunks_exact_mut(np).zip(heads) {
+                                softmax_with_sink(row, scale, sink, ext);
+                            }
+                        }
                     }
                     // SAFETY: the heads of unit (t, g) are written by this chunk alone.
                     let o = unsafe { out_ptr.slice(head0 * hd..(head0 + group) * hd) };

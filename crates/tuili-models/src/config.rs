@@ -31,11 +31,14 @@ pub enum Arch {
     /// `mistral3` (Ministral 3, Mistral Small 3.x text): llama with YaRN and an attention
     /// temperature.
     Mistral3,
+    /// `gpt-oss`: biases, attention sinks, alternating sliding windows, and a mixture of
+    /// MXFP4 experts with a clamped SwiGLU.
+    GptOss,
 }
 
 impl Arch {
     /// Every architecture tuili runs.
-    pub const ALL: [Arch; 10] = [
+    pub const ALL: [Arch; 11] = [
         Arch::Llama,
         Arch::Qwen2,
         Arch::Qwen3,
@@ -46,6 +49,7 @@ impl Arch {
         Arch::Olmo2,
         Arch::Phi3,
         Arch::Mistral3,
+        Arch::GptOss,
     ];
 
     /// The `general.architecture` name.
@@ -61,6 +65,7 @@ impl Arch {
             Arch::Olmo2 => "olmo2",
             Arch::Phi3 => "phi3",
             Arch::Mistral3 => "mistral3",
+            Arch::GptOss => "gpt-oss",
         }
     }
 
@@ -174,7 +179,8 @@ impl Config {
                 | Arch::Qwen3Moe
                 | Arch::Gemma3
                 | Arch::Olmo2
-                | Arch::Phi3 => RopeMode::Neox,
+                | Arch::Phi3
+                | Arch::GptOss => RopeMode::Neox,
             },
             eps,
             layer_windows: vec![None; n_layer],

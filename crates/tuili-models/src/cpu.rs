@@ -179,6 +179,12 @@ impl Ops for CpuStep<'_, '_> {
         let ob = &mut self.s.bufs[out as usize];
         logits.resize(n * n_expert, 0.0);
         matmul(router, xb, n, logits);
+        if let Some(b) = moe.router_bias {
+            let b = w.vec(b);
+            logits
+                .chunks_exact_mut(n_expert)
+                .for_each(|row| add(row, b));
+        }
         let routes = route(logits, n_expert, moe);
         let groups = group_by_expert(&routes, moe.top_k, n_expert);
         ob.fill(0.0);
@@ -198,8 +204,28 @@ impl Ops for CpuStep<'_, '_> {
             g.resize(m * ffn, 0.0);
             u.resize(m * ffn, 0.0);
             ys.resize(m * dim, 0.0);
-            matmul_glu(w.mat(f.gate), w.mat(f.up), f.act, xs, m, g, u);
+            match moe.expert_bias.get(e) {
+                None => matmul_glu(w.mat(f.gate), w.mat(f.up), f.act, xs, m, g, u),
+                // The biases go in before the activation: no fused product.
+                Some(&[bg, bu, _]) => {
+                    matmul_many(
+                        &mut [(w.mat(f.gate), &mut g[..]), (w.mat(f.up), &mut u[..])],
+                        xs,
+                        m,
+                    );
+                    let (bg, bu) = (w.vec(bg), w.vec(bu));
+                    for (gr, ur) in g.chunks_exact_mut(ffn).zip(u.chunks_exact_mut(ffn)) {
+                        add(gr, bg);
+                        add(ur, bu);
+                    }
+                    f.act.apply(g, u);
+                }
+            }
             matmul(w.mat(f.down), g, m, ys);
+            if let Some(&[_, _, bd]) = moe.expert_bias.get(e) {
+                let bd = w.vec(bd);
+                ys.chunks_exact_mut(dim).for_each(|y| add(y, bd));
+            }
             for (&(t, wt), y) in mine.iter().zip(ys.chunks_exact(dim)) {
                 axpy(wt, y, &mut ob[t as usize * dim..(t as usize + 1) * dim]);
             }
@@ -363,7 +389,17 @@ impl Ops for CpuStep<'_, '_> {
                 .expect("two different buffers");
             (&*qb, out)
         };
-        attention(&self.widths, spec, layer, qb, self.batch, self.pool, out);
+        let sinks = spec.sinks.map(|s| self.weights.vec(s));
+        attention(
+            &self.widths,
+            spec,
+            sinks,
+            layer,
+            qb,
+            self.batch,
+            self.pool,
+            out,
+        );
         Ok(())
     }
 

@@ -50,6 +50,9 @@ pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<V
         ops.kv_write(li, Buf::K, Buf::V)?;
         ops.attention(li, Buf::Q, &l.attn, Buf::Att)?;
         ops.matmul(Buf::Att, &[(l.wo, Buf::Xn)])?;
+        if let Some(b) = l.wo_bias {
+            ops.add_bias(Buf::Xn, b)?;
+        }
         if let Some(w) = l.post_attn_norm {
             ops.norm(Buf::Xn, None, w, eps, Buf::Xn)?;
         }

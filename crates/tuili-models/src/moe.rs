@@ -6,8 +6,9 @@ use crate::spec::{Gating, MoeSpec};
 /// Per token, its `top_k` experts and their weights, from the router logits
 /// `[n_tokens, n_expert]`: `[n_tokens * top_k]` pairs (expert, weight), each token's in
 /// order of decreasing probability (ties: the lower expert first), as llama.cpp's
-/// `build_moe_ffn` picks them: gate probabilities, top-k, weights divided by their sum
-/// (clamped below at 2^-14 as there) when asked, then scaled.
+/// `build_moe_ffn` picks them: gate probabilities (or the raw logits, whose chosen k get
+/// a softmax of their own), top-k, weights divided by their sum (clamped below at 2^-14
+/// as there) when asked, then scaled.
 pub fn route(logits: &[f32], n_expert: usize, moe: &MoeSpec) -> Vec<(u32, f32)> {
     let k = moe.top_k;
     let mut out = Vec::with_capacity(logits.len() / n_expert * k);
@@ -30,6 +31,7 @@ pub fn route(logits: &[f32], n_expert: usize, moe: &MoeSpec) -> Vec<(u32, f32)> 
                     *p = 1.0 / (1.0 + (-l).exp());
                 }
             }
+            Gating::SoftmaxWeight => probs.copy_from_slice(row),
         }
         order.clear();
         order.extend(0..n_expert as u32);
@@ -40,6 +42,19 @@ pub fn route(logits: &[f32], n_expert: usize, moe: &MoeSpec) -> Vec<(u32, f32)> 
                 .unwrap_or(std::cmp::Ordering::Less)
         });
         let chosen = &order[..k];
+        if moe.gating == Gating::SoftmaxWeight {
+            // A softmax over the chosen logits alone (in order, the largest first).
+            let max = probs[chosen[0] as usize];
+            let mut sum = 0f32;
+            for &e in chosen {
+                let p = &mut probs[e as usize];
+                *p = (*p - max).exp();
+                sum += *p;
+            }
+            for &e in chosen {
+                probs[e as usize] /= sum;
+            }
+        }
         let sum: f32 = chosen.iter().map(|&e| probs[e as usize]).sum();
         let norm = if moe.norm_weights {
             1.0 / sum.max(6.103_515_6e-5)
@@ -100,6 +115,8 @@ mod tests {
             gating,
             norm_weights,
             weight_scale: 1.0,
+            router_bias: None,
+            expert_bias: Vec::new(),
         }
     }
 
@@ -132,5 +149,22 @@ mod tests {
         let r = route(&[0.0, 0.0, 0.0, 9.0], 4, &spec(1, Gating::Sigmoid, false));
         assert_eq!(r[0].0, 3);
         assert!((r[0].1 - 1.0 / (1.0 + (-9f32).exp())).abs() < 1e-7);
+    }
+
+    #[test]
+    fn softmax_weight_is_a_softmax_over_the_chosen_logits() {
+        // Top 2 of 4 by raw logit (3.0 and 1.0), then a softmax over those two alone.
+        let r = route(
+            &[1.0, -2.0, 3.0, 0.5],
+            4,
+            &spec(2, Gating::SoftmaxWeight, false),
+        );
+        let (e, w): (Vec<u32>, Vec<f32>) = r.iter().copied().unzip();
+        assert_eq!(e, [2, 0]);
+        let p = 1.0 / (1.0 + (-2f32).exp());
+        assert!(
+            (w[0] - p).abs() < 1e-7 && (w[1] - (1.0 - p)).abs() < 1e-7,
+            "{w:?}"
+        );
     }
 }

@@ -60,6 +60,9 @@ pub struct AttnSpec {
     /// Llama 4's attention temperature `(scale, floor)`: a token at position `p` multiplies
     /// its scores by `1 + scale · ln(⌊p / floor⌋ + 1)` (mistral3).
     pub temperature: Option<(f32, f32)>,
+    /// Attention sinks (gpt-oss): one learned logit per query head, `[n_head]`, that
+    /// joins each softmax's denominator and attends to nothing.
+    pub sinks: Option<VecId>,
 }
 
 impl AttnSpec {

@@ -85,6 +85,11 @@ pub struct MoeSpec {
     pub norm_weights: bool,
     /// Multiplies the weights after that (1 for none).
     pub weight_scale: f32,
+    /// Added to the router's logits before routing (gpt-oss): `[n_expert]`.
+    pub router_bias: Option<VecId>,
+    /// Per expert, biases of its gate, up and down projections (gpt-oss):
+    /// `[ffn]`, `[ffn]`, `[dim]`; empty for none.
+    pub expert_bias: Vec<[VecId; 3]>,
 }
 
 /// The function from router logits to expert weights.
@@ -94,6 +99,8 @@ pub enum Gating {
     Softmax,
     /// A sigmoid per expert.
     Sigmoid,
+    /// The top-k by raw logit, then a softmax over those k alone (gpt-oss).
+    SoftmaxWeight,
 }
 
 /// The feed-forward block of a layer.
@@ -119,6 +126,8 @@ pub struct LayerSpec {
     pub attn: AttnSpec,
     /// Output projection: `[dim, q_dim]`.
     pub wo: MatId,
+    /// Its bias: `[dim]` (gpt-oss).
+    pub wo_bias: Option<VecId>,
     /// Norm of the attention output before the residual add (gemma3): `[dim]`.
     pub post_attn_norm: Option<VecId>,
     /// Norm before the feed-forward block: `[dim]` (`None`: it reads the residual stream).

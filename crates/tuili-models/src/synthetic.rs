@@ -29,7 +29,9 @@ pub struct SyntheticSpec {
     /// `gemma3` QK-norms, post-norms and a sliding window of [`SYNTHETIC_WINDOW`] on every
     /// other layer, `granite` its multipliers, `olmo2` post-norms only and full-width
     /// QK-norms, `qwen3moe` 8 experts (2 per token), `phi3` fused Q/K/V and gate/up,
-    /// `mistral3` YaRN and an attention temperature that changes every 4 positions.
+    /// `mistral3` YaRN and an attention temperature that changes every 4 positions,
+    /// `gpt-oss` biases, attention sinks, a window on every other layer and 8 biased
+    /// experts with its clamped SwiGLU.
     pub arch: Arch,
     /// Transformer blocks.
     pub n_layer: usize,
@@ -136,7 +138,7 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
         format!("{a}.attention.layer_norm_rms_epsilon"),
         Value::F32(1e-5),
     )?;
-    if spec.arch == Arch::Qwen3Moe {
+    if matches!(spec.arch, Arch::Qwen3Moe | Arch::GptOss) {
         w.add(format!("{a}.expert_count"), u32v(SYNTHETIC_EXPERTS))?;
         w.add(format!("{a}.expert_used_count"), u32v(2))?;
         w.add(
@@ -165,7 +167,7 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
             w.add(format!("{a}.{k}"), Value::F32(v))?;
         }
     }
-    if spec.arch == Arch::Gemma3 {
+    if matches!(spec.arch, Arch::Gemma3 | Arch::GptOss) {
         w.add(
             format!("{a}.attention.sliding_window"),
             u32v(SYNTHETIC_WINDOW),
@@ -192,6 +194,16 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
         };
 
     let ones = |n: usize| -> Vec<u8> { (0..n).flat_map(|_| 1f32.to_le_bytes()).collect() };
+    // Small values, different per tensor: biases and attention sinks.
+    let mut bias_seed = spec.seed ^ 0x5eed;
+    let mut small = |n: usize, scale: f32| -> Vec<u8> {
+        bias_seed = bias_seed.wrapping_add(7919);
+        Values::new(bias_seed)
+            .take(n, scale)
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    };
     // Norm weights around 1, different per tensor (so that a norm applied to the wrong
     // tensor shows).
     let mut norm_seed = spec.seed;
@@ -230,18 +242,13 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
             stacked(&mut w, n("attn_k.weight"), kv_dim, spec.dim, 1, ty)?;
             stacked(&mut w, n("attn_v.weight"), kv_dim, spec.dim, 1, ty)?;
         }
-        if spec.arch == Arch::Qwen2 {
+        if matches!(spec.arch, Arch::Qwen2 | Arch::GptOss) {
             for (b, len) in [
                 ("attn_q.bias", q_dim),
                 ("attn_k.bias", kv_dim),
                 ("attn_v.bias", kv_dim),
             ] {
-                let bias: Vec<u8> = Values::new(spec.seed ^ ((i as u64 + 1) * 7919))
-                    .take(len, 0.1)
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect();
-                w.add_tensor(n(b), &[len as u64], GgmlType::F32, bias)?;
+                w.add_tensor(n(b), &[len as u64], GgmlType::F32, small(len, 0.1))?;
             }
         }
         if matches!(spec.arch, Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3) {
@@ -259,25 +266,52 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
             }
         }
         stacked(&mut w, n("attn_output.weight"), spec.dim, q_dim, 1, ty)?;
+        if spec.arch == Arch::GptOss {
+            let (d, h) = (spec.dim as u64, spec.n_head as u64);
+            w.add_tensor(
+                n("attn_output.bias"),
+                &[d],
+                GgmlType::F32,
+                small(spec.dim, 0.1),
+            )?;
+            w.add_tensor(
+                n("attn_sinks.weight"),
+                &[h],
+                GgmlType::F32,
+                small(spec.n_head, 2.0),
+            )?;
+        }
         if matches!(spec.arch, Arch::Gemma3 | Arch::Olmo2) {
             for t in ["post_attention_norm.weight", "post_ffw_norm.weight"] {
                 w.add_tensor(n(t), &[spec.dim as u64], GgmlType::F32, norm(spec.dim))?;
             }
         }
         if pre_norms {
-            w.add_tensor(
-                n("ffn_norm.weight"),
-                &[spec.dim as u64],
-                GgmlType::F32,
-                ones(spec.dim),
-            )?;
+            // gpt-oss names its feed-forward pre-norm `post_attention_norm`.
+            let name = match spec.arch {
+                Arch::GptOss => "post_attention_norm.weight",
+                _ => "ffn_norm.weight",
+            };
+            w.add_tensor(n(name), &[spec.dim as u64], GgmlType::F32, ones(spec.dim))?;
         }
-        if spec.arch == Arch::Qwen3Moe {
+        if matches!(spec.arch, Arch::Qwen3Moe | Arch::GptOss) {
             let (e, f, d) = (SYNTHETIC_EXPERTS, SYNTHETIC_EXPERT_FFN, spec.dim);
             stacked(&mut w, n("ffn_gate_inp.weight"), e, d, 1, GgmlType::F32)?;
             stacked(&mut w, n("ffn_gate_exps.weight"), f, d, e, ty)?;
             stacked(&mut w, n("ffn_up_exps.weight"), f, d, e, ty)?;
             stacked(&mut w, n("ffn_down_exps.weight"), d, f, e, ty)?;
+            if spec.arch == Arch::GptOss {
+                let e64 = e as u64;
+                w.add_tensor(n("ffn_gate_inp.bias"), &[e64], GgmlType::F32, small(e, 0.5))?;
+                for (t, width) in [
+                    ("ffn_gate_exps.bias", f),
+                    ("ffn_up_exps.bias", f),
+                    ("ffn_down_exps.bias", d),
+                ] {
+                    let dims = [width as u64, e64];
+                    w.add_tensor(n(t), &dims, GgmlType::F32, small(width * e, 0.1))?;
+                }
+            }
         } else if spec.arch == Arch::Phi3 {
             let (f, d) = (spec.ffn_dim, spec.dim);
             stacked(&mut w, n("ffn_up.weight"), 2 * f, d, 1, ty)?;

@@ -6,7 +6,7 @@ use tuili_backend::ops::RopeMode;
 use tuili_models::batch::Batch;
 use tuili_models::moe::{group_by_expert, route};
 use tuili_models::ops::{AttnSpec, Buf, Glu, MatId, Ops, RopeId, VecId, Widths};
-use tuili_models::spec::{ModelSpec, MoeSpec};
+use tuili_models::spec::{Ffn, Gating, ModelSpec, MoeSpec};
 use tuili_models::{Config, KvType, Model, SeqChunk};
 
 use super::gpu::{attention_scratch, attention_splits, AttnArgs, Gpu, GpuWeight, What};
@@ -45,6 +45,35 @@ pub struct CudaModel {
     sms: usize,
 }
 
+const CLAMPED_SWIGLU: &str = "gpt-oss's clamped SwiGLU";
+
+/// What of `spec` the GPU does not run yet (gpt-oss's parts), if anything.
+fn cpu_only_feature(spec: &ModelSpec) -> Option<&'static str> {
+    spec.layers.iter().find_map(|l| {
+        if l.attn.sinks.is_some() {
+            return Some("attention sinks");
+        }
+        if l.wo_bias.is_some() {
+            return Some("a bias of the attention output");
+        }
+        match &l.ffn {
+            Ffn::Moe(m) if m.router_bias.is_some() || !m.expert_bias.is_empty() => {
+                Some("biases of a mixture of experts")
+            }
+            Ffn::Moe(m) if m.gating == Gating::SoftmaxWeight => {
+                Some("softmax over the chosen experts' logits")
+            }
+            Ffn::Moe(MoeSpec { experts, .. })
+                if experts.iter().any(|f| f.act == Glu::SwigluOai) =>
+            {
+                Some(CLAMPED_SWIGLU)
+            }
+            Ffn::Dense(f) if f.act == Glu::SwigluOai => Some(CLAMPED_SWIGLU),
+            _ => None,
+        }
+    })
+}
+
 impl CudaModel {
     /// Uploads `model`'s weights to device `ordinal` and allocates a KV pool of
     /// `kv.n_blocks` blocks of `kv.block_size` positions. `progress(done, total)` is
@@ -69,6 +98,9 @@ impl CudaModel {
                 cfg.head_dim,
                 super::gpu::ATT_MAX_HEAD_DIM
             )));
+        }
+        if let Some(what) = cpu_only_feature(model.spec()) {
+            return Err(CudaError::Unsupported(format!("{what} (use --device cpu)")));
         }
         let gpu = Gpu::open(ordinal)?;
         gpu.bind()?;
@@ -387,6 +419,7 @@ impl Ops for CudaStep<'_> {
         match act {
             Glu::Silu => self.m.gpu.silu_mul(gp, up_p, total),
             Glu::GeluTanh => self.m.gpu.gelu_tanh_mul(gp, up_p, total),
+            Glu::SwigluOai => Err(CudaError::Unsupported(CLAMPED_SWIGLU.into())),
         }
     }
 
@@ -437,6 +470,7 @@ impl Ops for CudaStep<'_> {
             match f.act {
                 Glu::Silu => g.silu_mul(gs_p, us_p, m * width)?,
                 Glu::GeluTanh => g.gelu_tanh_mul(gs_p, us_p, m * width)?,
+                Glu::SwigluOai => return Err(CudaError::Unsupported(CLAMPED_SWIGLU.into())),
             }
             self.mm(f.down, gs_p, m, ys_p)?;
             g.scatter_add_rows(ys_p, tok_p, w_p, m, dim, out_p)?;

@@ -63,8 +63,10 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
                 scale,
                 window: if is_local { window } else { None },
                 temperature: None,
+                sinks: None,
             },
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
+            wo_bias: None,
             post_attn_norm: Some(ld.vector(&n("post_attention_norm.weight"), dim)?),
             ffn_norm: Some(ld.vector(&n("ffn_norm.weight"), dim)?),
             ffn: Ffn::Dense(FfnSpec {

@@ -84,6 +84,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             .unwrap_or(1.0 / (hd as f32).sqrt()),
         window: None,
         temperature,
+        sinks: None,
     };
     let residual_scale = granite("residual_scale")?.unwrap_or(1.0);
     let embed_scale = granite("embedding_scale")?.unwrap_or(1.0);
@@ -132,6 +133,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             },
             attn,
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
+            wo_bias: None,
             post_attn_norm: None,
             ffn_norm: Some(ld.vector(&n("ffn_norm.weight"), dim)?),
             ffn: if cfg.arch == Arch::Qwen3Moe {
@@ -197,5 +199,7 @@ fn moe(ld: &Loader, i: usize) -> Result<MoeSpec, ModelError> {
         gating: Gating::Softmax,
         norm_weights: true,
         weight_scale: 1.0,
+        router_bias: None,
+        expert_bias: Vec::new(),
     })
 }

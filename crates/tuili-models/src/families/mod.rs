@@ -3,6 +3,7 @@
 //! of [`Arch`] and a line in [`load`].
 
 mod gemma3;
+mod gpt_oss;
 mod llama;
 mod olmo2;
 mod phi3;
@@ -47,6 +48,7 @@ pub(crate) fn load(file: &Arc<GgufFile>, cfg: &Config) -> Result<(ModelSpec, Wei
         Arch::Gemma3 => (gemma3::load(&ld)?, gemma3::HANDLED_KEYS),
         Arch::Olmo2 => (olmo2::load(&ld)?, olmo2::HANDLED_KEYS),
         Arch::Phi3 => (phi3::load(&ld)?, phi3::HANDLED_KEYS),
+        Arch::GptOss => (gpt_oss::load(&ld)?, gpt_oss::HANDLED_KEYS),
     };
     unimplemented::refuse_unimplemented_metadata(file, cfg, handled)?;
     unimplemented::refuse_unused_tensors(file, &ld.used.borrow())?;
@@ -182,6 +184,29 @@ impl Loader<'_> {
             self.file.tensor_data(t),
             n,
         )?)
+    }
+
+    /// `n` stacked vectors of `width` values (GGUF dims `[width, n]`: per-expert biases),
+    /// kept as weights of the model, one each.
+    fn expert_vectors(&self, name: &str, width: usize, n: usize) -> Result<Vec<VecId>, ModelError> {
+        self.used.borrow_mut().insert(name.to_string());
+        let t = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        if t.dims != [width as u64, n as u64] {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                found: t.dims.clone(),
+                expected: vec![width as u64, n as u64],
+            });
+        }
+        let all = tuili_backend::quant::dequantize(t.ty, self.file.tensor_data(t), width * n)?;
+        let mut weights = self.weights.borrow_mut();
+        Ok(all
+            .chunks_exact(width)
+            .map(|v| weights.add_vec(v.to_vec()))
+            .collect())
     }
 
     /// A vector of `n` values, kept as a weight of the model.

@@ -28,6 +28,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         scale: 1.0 / (hd as f32).sqrt(),
         window: None,
         temperature: None,
+        sinks: None,
     };
     let embed = ld.matrix("token_embd.weight", cfg.vocab, dim)?;
     let mut layers = Vec::with_capacity(cfg.n_layer);
@@ -56,6 +57,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             rope: Some(RopeId(0)),
             attn,
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
+            wo_bias: None,
             post_attn_norm: None,
             ffn_norm: Some(ld.vector(&n("ffn_norm.weight"), dim)?),
             ffn: Ffn::Dense(FfnSpec {
