@@ -154,4 +154,6 @@ pub struct AttentionCase<'a> {
     pub split_len: usize,
     /// A sliding window: each token sees its last `window` positions (`None`: all).
     pub window: Option<usize>,
+    /// Attention sinks, one logit per query head (`[n_head]`; gpt-oss).
+    pub sinks: Option<&'a [f32]>,
 }

@@ -15,7 +15,9 @@ use std::sync::OnceLock;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tuili_backend::ops::{axpy, gelu_tanh_mul, rms_norm, rope, rope_inv_freq, silu_mul, RopeMode};
+use tuili_backend::ops::{
+    axpy, gelu_tanh_mul, rms_norm, rope, rope_inv_freq, silu_mul, swiglu_oai_mul, RopeMode,
+};
 use tuili_backend::quant::{dequantize, quantize};
 use tuili_gguf::GgmlType;
 
@@ -130,7 +132,7 @@ int main(int argc, char** argv) {
         auto ids = load<u32>(argv[6]);
         int n = (int)ids.size();
         std::vector<float> out((size_t)n * cols, NAN);
-        DISPATCH(q4_0) DISPATCH(q4_1) DISPATCH(q5_0) DISPATCH(q5_1) DISPATCH(q8_0)
+        DISPATCH(q4_0) DISPATCH(q4_1) DISPATCH(q5_0) DISPATCH(q5_1) DISPATCH(q8_0) DISPATCH(mxfp4)
         DISPATCH(q4_k) DISPATCH(q5_k) DISPATCH(q6_k) DISPATCH(f32) DISPATCH(f16) DISPATCH(bf16)
         save(argv[7], out);
     } else if (op == "matvec") {  // matvec TYPE ROW_BYTES COLS W X OUT (x: [n, cols])
@@ -140,12 +142,12 @@ int main(int argc, char** argv) {
         auto x = load<float>(argv[6]);
         int rows = (int)(w.size() / row_bytes), n = (int)(x.size() / cols);
         std::vector<float> y((size_t)n * rows, NAN);
-        DISPATCH_MV(q4_0) DISPATCH_MV(q4_1) DISPATCH_MV(q5_0) DISPATCH_MV(q5_1) DISPATCH_MV(q8_0)
+        DISPATCH_MV(q4_0) DISPATCH_MV(q4_1) DISPATCH_MV(q5_0) DISPATCH_MV(q5_1) DISPATCH_MV(q8_0) DISPATCH_MV(mxfp4)
         DISPATCH_MV(q4_k) DISPATCH_MV(q5_k) DISPATCH_MV(q6_k) DISPATCH_MV(f32) DISPATCH_MV(f16) DISPATCH_MV(bf16)
         save(argv[7], y);
     } else if (op == "attention") {
         // attention N_HEAD N_KV_HEAD HEAD_DIM BLOCK SPLIT_LEN WINDOW TEMP_SCALE TEMP_FLOOR
-        //           Q K V POS TABLE OUT
+        //           Q K V POS TABLE OUT SINKS ("-": none)
         // K, V: [n_pos, kv_dim] of one sequence; queries at positions POS.
         int nh = std::atoi(argv[2]), nkv = std::atoi(argv[3]), hd = std::atoi(argv[4]);
         int bs = std::atoi(argv[5]), split_len = std::atoi(argv[6]), window = std::atoi(argv[7]);
@@ -170,7 +172,9 @@ int main(int argc, char** argv) {
         std::vector<float> po((size_t)pairs * splits * hd, NAN), pml((size_t)pairs * splits * 2, NAN);
         std::vector<float> out((size_t)pairs * hd, NAN);
         launch(pairs, splits, 32 * ATT_WARPS, [&] { attention_split(q.data(), kp.data(), vp.data(), pos.data(), chunk.data(), table.data(), (int)table.size(), 0, nb, bs, nh, nkv, hd, 1.0f / std::sqrt((float)hd), window, temp_scale, temp_floor, split_len, po.data(), pml.data()); });
-        launch(pairs, 1, 64, [&] { attention_combine(po.data(), pml.data(), splits, hd, out.data()); });
+        std::vector<float> sinks;
+        if (std::string(argv[13]) != "-") sinks = load<float>(argv[13]);
+        launch(pairs, 1, 64, [&] { attention_combine(po.data(), pml.data(), splits, hd, sinks.empty() ? nullptr : sinks.data(), nh, out.data()); });
         save(argv[12], out);
     } else if (op == "rms_norm") {  // rms_norm DIM EPS X W OUT IN_PLACE_OUT
         int dim = std::atoi(argv[2]);
@@ -191,17 +195,19 @@ int main(int argc, char** argv) {
         int n = (int)pos.size();
         each((size_t)n * heads * hd / 2, [&] { rope(x.data(), pos.data(), inv.data(), n, heads, hd, neox, 1.0f); });
         save(argv[8], x);
-    } else if (op == "silu_add") {  // silu_add G U BIAS SILU_OUT ADD_OUT BIAS_OUT GELU_OUT SCALE_OUT
+    } else if (op == "silu_add") {  // silu_add G U BIAS SILU_OUT ADD_OUT BIAS_OUT GELU_OUT SCALE_OUT SWIGLU_OAI_OUT
         auto g = load<float>(argv[2]);
         auto u = load<float>(argv[3]);
         auto b = load<float>(argv[4]);
         int total = (int)g.size(), d = (int)b.size();
-        auto s = g, a = g, bo = g, ge = g, sc = g;
+        auto s = g, a = g, bo = g, ge = g, sc = g, so = g;
         each(total, [&] { silu_mul(s.data(), u.data(), total); });
         each(total, [&] { add(a.data(), u.data(), total); });
         each(total, [&] { add_bias(bo.data(), b.data(), d, total); });
         each(total, [&] { gelu_tanh_mul(ge.data(), u.data(), total); });
         each(total, [&] { scale(sc.data(), 25.298f, total); });
+        each(total, [&] { swiglu_oai_mul(so.data(), u.data(), total); });
+        save(argv[10], so);
         save(argv[5], s); save(argv[6], a); save(argv[7], bo); save(argv[8], ge); save(argv[9], sc);
     } else if (op == "rows") {  // rows DIM SRC IDX W GATHER_OUT SCATTER_OUT FILL_OUT
         int dim = std::atoi(argv[2]);
@@ -369,12 +375,13 @@ fn close(what: &str, seed: u64, got: &[f32], want: &[f64], tol: f64) {
     );
 }
 
-const TYPES: [(GgmlType, &str); 11] = [
+const TYPES: [(GgmlType, &str); 12] = [
     (GgmlType::Q4_0, "q4_0"),
     (GgmlType::Q4_1, "q4_1"),
     (GgmlType::Q5_0, "q5_0"),
     (GgmlType::Q5_1, "q5_1"),
     (GgmlType::Q8_0, "q8_0"),
+    (GgmlType::MXFP4, "mxfp4"),
     (GgmlType::Q4_K, "q4_k"),
     (GgmlType::Q5_K, "q5_k"),
     (GgmlType::Q6_K, "q6_k"),
@@ -420,6 +427,7 @@ fn matvec_every_type_matches_an_f64_reference() {
 }
 
 /// Softmax attention in f64 of queries at `pos` over K/V `[n_pos, kv_dim]`.
+#[allow(clippy::too_many_arguments)]
 fn attention_f64(
     q: &[f32],
     k: &[f32],
@@ -428,6 +436,7 @@ fn attention_f64(
     (nh, nkv, hd): (usize, usize, usize),
     window: usize,
     (temp_scale, temp_floor): (f64, f64),
+    sinks: Option<&[f32]>,
 ) -> Vec<f64> {
     let kv_dim = nkv * hd;
     let mut out = vec![0f64; q.len()];
@@ -454,9 +463,15 @@ fn attention_f64(
                     d / (hd as f64).sqrt() * t
                 })
                 .collect();
-            let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            // A sink joins the maximum and the denominator, and attends to nothing.
+            let sink = sinks.map(|s| s[h] as f64);
+            let m = s
+                .iter()
+                .copied()
+                .chain(sink)
+                .fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-            let z: f64 = e.iter().sum();
+            let z: f64 = e.iter().sum::<f64>() + sink.map_or(0.0, |s| (s - m).exp());
             let o = &mut out[(t * nh + h) * hd..(t * nh + h + 1) * hd];
             for (j, ej) in (p0..).zip(&e) {
                 let vj = &v[j * kv_dim + kvh..j * kv_dim + kvh + hd];
@@ -474,7 +489,7 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
     let Some(exe) = harness() else { return };
     let (mut r, seed) = rng();
     // (heads, kv heads, head_dim, n_pos, query positions, block size, split length,
-    // sliding window or 0, temperature (scale, floor) or floor 0)
+    // sliding window or 0, temperature (scale, floor) or floor 0, sinks)
     type Case = (
         usize,
         usize,
@@ -485,19 +500,23 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
         usize,
         usize,
         (f64, f64),
+        bool,
     );
     let none = (0.0, 0.0);
-    let cases: [Case; 6] = [
-        (4, 2, 64, 300, vec![299], 16, 64, 0, none),
-        (3, 3, 80, 37, (0..37).collect(), 8, 16, 0, none),
-        (2, 1, 128, 90, vec![0, 45, 89], 32, 1000, 0, none),
+    let cases: [Case; 8] = [
+        (4, 2, 64, 300, vec![299], 16, 64, 0, none, false),
+        (3, 3, 80, 37, (0..37).collect(), 8, 16, 0, none, false),
+        (2, 1, 128, 90, vec![0, 45, 89], 32, 1000, 0, none, false),
         // A window inside one split, across splits, and longer than the sequence.
-        (4, 1, 256, 300, vec![5, 150, 299], 16, 64, 40, none),
-        (2, 2, 64, 90, (0..90).collect(), 8, 16, 7, none),
+        (4, 1, 256, 300, vec![5, 150, 299], 16, 64, 40, none, false),
+        (2, 2, 64, 90, (0..90).collect(), 8, 16, 7, none, false),
         // An attention temperature that changes every 16 positions.
-        (2, 1, 64, 90, vec![3, 20, 89], 16, 32, 0, (0.5, 16.0)),
+        (2, 1, 64, 90, vec![3, 20, 89], 16, 32, 0, (0.5, 16.0), false),
+        // Sinks (gpt-oss): across splits, and with a window from position 0.
+        (4, 1, 64, 300, vec![0, 150, 299], 16, 64, 0, none, true),
+        (4, 2, 64, 40, (0..40).collect(), 8, 16, 8, none, true),
     ];
-    for (nh, nkv, hd, n_pos, pos, bs, split, window, temp) in cases {
+    for (nh, nkv, hd, n_pos, pos, bs, split, window, temp, sinks) in cases {
         let kv_dim = nkv * hd;
         let q = random(&mut r, pos.len() * nh * hd, 1.0);
         let k = random(&mut r, n_pos * kv_dim, 1.0);
@@ -505,7 +524,20 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
         // Blocks in a scrambled order with gaps: block b of the sequence is 2 * (n - 1 - b).
         let n_blk = n_pos.div_ceil(bs);
         let table: Vec<u32> = (0..n_blk).map(|b| 2 * (n_blk - 1 - b) as u32).collect();
-        let want = attention_f64(&q, &k, &v, &pos, (nh, nkv, hd), window, temp);
+        let sinks = sinks.then(|| random(&mut r, nh, 3.0));
+        let want = attention_f64(
+            &q,
+            &k,
+            &v,
+            &pos,
+            (nh, nkv, hd),
+            window,
+            temp,
+            sinks.as_deref(),
+        );
+        let sinks_file = sinks
+            .as_ref()
+            .map_or_else(|| "-".into(), |s| write_f32("att.sinks", s));
         let f = (
             write_f32("att.q", &q),
             write_f32("att.k", &k),
@@ -534,9 +566,13 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
                 &f.3,
                 &f.4,
                 &out,
+                &sinks_file,
             ],
         );
-        let what = format!("attention {nh}/{nkv}x{hd} n_pos={n_pos} split={split} window={window}");
+        let what = format!(
+            "attention {nh}/{nkv}x{hd} n_pos={n_pos} split={split} window={window} sinks={}",
+            sinks.is_some()
+        );
         close(&what, seed, &read_f32(&out), &want, 1e-5);
     }
 }
@@ -634,9 +670,18 @@ fn row_and_element_kernels_match_the_cpu_ops() {
     gelu_tanh_mul(&mut gelu, &u);
     let scaled: Vec<f32> = g.iter().map(|v| v * 25.298).collect();
     let (so, ao, bo) = (tmp("silu.out"), tmp("add.out"), tmp("bias.out"));
-    let (go, sco) = (tmp("gelu.out"), tmp("scale.out"));
+    let (go, sco, oai) = (tmp("gelu.out"), tmp("scale.out"), tmp("swiglu_oai.out"));
     let (gf, uf, bf) = (write_f32("g", &g), write_f32("u", &u), write_f32("b", &b));
-    run(exe, &[&"silu_add", &gf, &uf, &bf, &so, &ao, &bo, &go, &sco]);
+    run(
+        exe,
+        &[&"silu_add", &gf, &uf, &bf, &so, &ao, &bo, &go, &sco, &oai],
+    );
+    // gpt-oss's clamped SwiGLU: `expf` of the C library against Rust's `exp`, within a
+    // tolerance (the inputs reach past the clamp at ±7).
+    let mut swiglu = g.clone();
+    swiglu_oai_mul(&mut swiglu, &u);
+    let swiglu: Vec<f64> = swiglu.iter().map(|&v| v as f64).collect();
+    close("swiglu_oai_mul", seed, &read_f32(&oai), &swiglu, 1e-6);
     // tanh from the C library on both sides here, but the GPU's `tanhf` differs from it
     // by an ulp or two: compared within a tolerance.
     let gelu: Vec<f64> = gelu.iter().map(|&v| v as f64).collect();

@@ -355,9 +355,15 @@ fn attention_reference(c: &AttentionCase) -> Vec<f64> {
                         / (hd as f64).sqrt()
                 })
                 .collect();
-            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            // A sink joins the maximum and the denominator, and attends to nothing.
+            let sink = c.sinks.map(|s| s[h] as f64);
+            let max = scores
+                .iter()
+                .copied()
+                .chain(sink)
+                .fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-            let z: f64 = e.iter().sum();
+            let z: f64 = e.iter().sum::<f64>() + sink.map_or(0.0, |s| (s - max).exp());
             let o = &mut out[(t * c.n_head + h) * hd..(t * c.n_head + h + 1) * hd];
             for (j, w) in (p0..).zip(&e) {
                 let v = &c.v[j * kv_dim + kvh..j * kv_dim + kvh + hd];
@@ -375,7 +381,7 @@ fn paged_attention_decode_and_prefill_match_the_reference() {
     let (mut r, seed) = rng("attention");
     let backends = backends();
     // (n_head, n_kv_head, head_dim, n_pos, query positions, block size, split length,
-    // sliding window)
+    // sliding window, sinks)
     type Case = (
         usize,
         usize,
@@ -385,23 +391,28 @@ fn paged_attention_decode_and_prefill_match_the_reference() {
         usize,
         usize,
         Option<usize>,
+        bool,
     );
-    let cases: [Case; 6] = [
+    let cases: [Case; 8] = [
         // Decode: one token at the end of a long context, cut into many splits.
-        (14, 2, 64, 1000, vec![999], 16, 64, None),
+        (14, 2, 64, 1000, vec![999], 16, 64, None, false),
         // Prefill: every position of a short prompt, one split.
-        (9, 3, 64, 40, (0..40).collect(), 16, 4096, None),
+        (9, 3, 64, 40, (0..40).collect(), 16, 4096, None, false),
         // Prefill in several splits, a head size that is not a multiple of 32.
-        (4, 4, 80, 70, (0..70).collect(), 7, 32, None),
+        (4, 4, 80, 70, (0..70).collect(), 7, 32, None, false),
         // A mixed batch: queries at scattered positions, head_dim 128.
-        (8, 2, 128, 300, vec![0, 5, 150, 299], 64, 100, None),
+        (8, 2, 128, 300, vec![0, 5, 150, 299], 64, 100, None, false),
         // Sliding windows (Gemma 3's local layers): decode across splits, and a prefill.
-        (4, 1, 256, 1000, vec![999], 16, 64, Some(512)),
-        (4, 2, 64, 70, (0..70).collect(), 8, 16, Some(9)),
+        (4, 1, 256, 1000, vec![999], 16, 64, Some(512), false),
+        (4, 2, 64, 70, (0..70).collect(), 8, 16, Some(9), false),
+        // Sinks (gpt-oss): decode across splits, and a windowed prefill.
+        (8, 1, 64, 500, vec![499], 16, 64, None, true),
+        (4, 2, 64, 40, (0..40).collect(), 8, 16, Some(8), true),
     ];
     let (n_cases, mut ran) = (cases.len(), 0);
-    for (n_head, n_kv_head, head_dim, n_pos, pos, block_size, split_len, window) in cases {
+    for (n_head, n_kv_head, head_dim, n_pos, pos, block_size, split_len, window, sinks) in cases {
         let kv_dim = n_kv_head * head_dim;
+        let sinks = sinks.then(|| random(&mut r, n_head, 3.0));
         let q = random(&mut r, pos.len() * n_head * head_dim, 1.0);
         let k = random(&mut r, n_pos * kv_dim, 1.0);
         let v = random(&mut r, n_pos * kv_dim, 1.0);
@@ -416,12 +427,17 @@ fn paged_attention_decode_and_prefill_match_the_reference() {
             block_size,
             split_len,
             window,
+            sinks: sinks.as_deref(),
         };
         let want = attention_reference(&case);
         for b in &backends {
             if let Some(got) = b.attention(&case) {
                 check(
-                    &format!("attention {n_head}/{n_kv_head}x{head_dim} n_pos={n_pos} {window:?}"),
+                    &format!(
+                        "attention {n_head}/{n_kv_head}x{head_dim} n_pos={n_pos} {window:?} \
+                         sinks {}",
+                        case.sinks.is_some()
+                    ),
                     b.as_ref(),
                     seed,
                     &got,
@@ -465,6 +481,7 @@ fn cuda_model_logits_match_the_cpu_model() {
         (Arch::Olmo2, GgmlType::Q6_K),
         (Arch::Phi3, GgmlType::Q4_1),
         (Arch::Mistral3, GgmlType::Q8_0),
+        (Arch::GptOss, GgmlType::MXFP4),
     ] {
         let model = load(&SyntheticSpec::tiny(arch, ty));
         let kv = KvLayout::f32(32, 16);

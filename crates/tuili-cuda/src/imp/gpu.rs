@@ -46,6 +46,7 @@ pub(crate) fn kernel_suffix(ty: GgmlType) -> Option<&'static str> {
         GgmlType::Q5_0 => "q5_0",
         GgmlType::Q5_1 => "q5_1",
         GgmlType::Q8_0 => "q8_0",
+        GgmlType::MXFP4 => "mxfp4",
         GgmlType::Q4_K => "q4_k",
         GgmlType::Q5_K => "q5_k",
         GgmlType::Q6_K => "q6_k",
@@ -104,6 +105,7 @@ struct Kernels {
     add_bias: CudaFunction,
     add: CudaFunction,
     silu_mul: CudaFunction,
+    swiglu_oai_mul: CudaFunction,
     gelu_tanh_mul: CudaFunction,
     scale: CudaFunction,
     fill: CudaFunction,
@@ -203,6 +205,7 @@ impl Gpu {
             add_bias: f("add_bias")?,
             add: f("add")?,
             silu_mul: f("silu_mul")?,
+            swiglu_oai_mul: f("swiglu_oai_mul")?,
             gelu_tanh_mul: f("gelu_tanh_mul")?,
             scale: f("scale")?,
             fill: f("fill")?,
@@ -281,7 +284,7 @@ impl Gpu {
     pub fn upload_weight(&self, w: &Weight) -> Result<GpuWeight, CudaError> {
         if kernel_suffix(w.ty()).is_none() {
             return Err(CudaError::Unsupported(format!(
-                "weights of type {} (supported: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, F32, F16, BF16)",
+                "weights of type {} (supported: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, MXFP4, Q4_K, Q5_K, Q6_K, F32, F16, BF16)",
                 w.ty()
             )));
         }
@@ -446,6 +449,12 @@ impl Gpu {
         launch!(self, &self.k.silu_mul, ew_cfg(total), "silu_mul"; &g, &u, &t)
     }
 
+    /// gpt-oss's clamped SwiGLU, `g = swiglu_oai(g, u)`, over `total` elements.
+    pub fn swiglu_oai_mul(&self, g: u64, u: u64, total: usize) -> Result<(), CudaError> {
+        let t = i(total);
+        launch!(self, &self.k.swiglu_oai_mul, ew_cfg(total), "swiglu_oai_mul"; &g, &u, &t)
+    }
+
     /// `g = gelu(g) * u` (tanh form) over `total` elements.
     pub fn gelu_tanh_mul(&self, g: u64, u: u64, total: usize) -> Result<(), CudaError> {
         let t = i(total);
@@ -544,6 +553,7 @@ impl Gpu {
         scale: f32,
         window: Option<usize>,
         temperature: Option<(f32, f32)>,
+        sinks: Option<u64>,
         split_len: usize,
         n_splits: usize,
         part: u64,
@@ -582,8 +592,10 @@ impl Gpu {
             block_dim: (a.head_dim.next_power_of_two().clamp(32, 256) as u32, 1, 1),
             shared_mem_bytes: 0,
         };
+        // A null pointer: no sinks.
+        let sinks = sinks.unwrap_or(0);
         launch!(self, &self.k.attention_combine, cfg, "attention_combine";
-            &part_o, &part_ml, &ns, &hd, &out
+            &part_o, &part_ml, &ns, &hd, &sinks, &nh, &out
         )
     }
 }

@@ -6,7 +6,7 @@ use tuili_backend::ops::RopeMode;
 use tuili_models::batch::Batch;
 use tuili_models::moe::{group_by_expert, route};
 use tuili_models::ops::{AttnSpec, Buf, Glu, MatId, Ops, RopeId, VecId, Widths};
-use tuili_models::spec::{Ffn, Gating, ModelSpec, MoeSpec};
+use tuili_models::spec::{ModelSpec, MoeSpec};
 use tuili_models::{Config, KvType, Model, SeqChunk};
 
 use super::gpu::{attention_scratch, attention_splits, AttnArgs, Gpu, GpuWeight, What};
@@ -45,35 +45,6 @@ pub struct CudaModel {
     sms: usize,
 }
 
-const CLAMPED_SWIGLU: &str = "gpt-oss's clamped SwiGLU";
-
-/// What of `spec` the GPU does not run yet (gpt-oss's parts), if anything.
-fn cpu_only_feature(spec: &ModelSpec) -> Option<&'static str> {
-    spec.layers.iter().find_map(|l| {
-        if l.attn.sinks.is_some() {
-            return Some("attention sinks");
-        }
-        if l.wo_bias.is_some() {
-            return Some("a bias of the attention output");
-        }
-        match &l.ffn {
-            Ffn::Moe(m) if m.router_bias.is_some() || !m.expert_bias.is_empty() => {
-                Some("biases of a mixture of experts")
-            }
-            Ffn::Moe(m) if m.gating == Gating::SoftmaxWeight => {
-                Some("softmax over the chosen experts' logits")
-            }
-            Ffn::Moe(MoeSpec { experts, .. })
-                if experts.iter().any(|f| f.act == Glu::SwigluOai) =>
-            {
-                Some(CLAMPED_SWIGLU)
-            }
-            Ffn::Dense(f) if f.act == Glu::SwigluOai => Some(CLAMPED_SWIGLU),
-            _ => None,
-        }
-    })
-}
-
 impl CudaModel {
     /// Uploads `model`'s weights to device `ordinal` and allocates a KV pool of
     /// `kv.n_blocks` blocks of `kv.block_size` positions. `progress(done, total)` is
@@ -98,9 +69,6 @@ impl CudaModel {
                 cfg.head_dim,
                 super::gpu::ATT_MAX_HEAD_DIM
             )));
-        }
-        if let Some(what) = cpu_only_feature(model.spec()) {
-            return Err(CudaError::Unsupported(format!("{what} (use --device cpu)")));
         }
         let gpu = Gpu::open(ordinal)?;
         gpu.bind()?;
@@ -419,7 +387,7 @@ impl Ops for CudaStep<'_> {
         match act {
             Glu::Silu => self.m.gpu.silu_mul(gp, up_p, total),
             Glu::GeluTanh => self.m.gpu.gelu_tanh_mul(gp, up_p, total),
-            Glu::SwigluOai => Err(CudaError::Unsupported(CLAMPED_SWIGLU.into())),
+            Glu::SwigluOai => self.m.gpu.swiglu_oai_mul(gp, up_p, total),
         }
     }
 
@@ -434,6 +402,10 @@ impl Ops for CudaStep<'_> {
         // Routing on the host, as on the CPU (`tuili_models::moe`).
         let logits = g.zeros::<f32>(n * n_expert)?;
         self.mm(moe.router, g.ptr(&x_in, 0), n, g.ptr(&logits, 0))?;
+        if let Some(b) = moe.router_bias {
+            let (bp, _) = self.vec(b);
+            g.add_bias(g.ptr(&logits, 0), bp, n_expert, n * n_expert)?;
+        }
         let logits = g.download(g.ptr(&logits, 0), n * n_expert)?;
         let routes = route(&logits, n_expert, moe);
         let groups = group_by_expert(&routes, moe.top_k, n_expert);
@@ -467,12 +439,20 @@ impl Ops for CudaStep<'_> {
             self.mm(f.gate, xs_p, m, gs_p)?;
             self.mm(f.up, xs_p, m, us_p)?;
             let width = self.mat(f.gate).rows;
+            let bias = moe.expert_bias.get(e).map(|b| b.map(|id| self.vec(id).0));
+            if let Some([bg, bu, _]) = bias {
+                g.add_bias(gs_p, bg, width, m * width)?;
+                g.add_bias(us_p, bu, width, m * width)?;
+            }
             match f.act {
                 Glu::Silu => g.silu_mul(gs_p, us_p, m * width)?,
                 Glu::GeluTanh => g.gelu_tanh_mul(gs_p, us_p, m * width)?,
-                Glu::SwigluOai => return Err(CudaError::Unsupported(CLAMPED_SWIGLU.into())),
+                Glu::SwigluOai => g.swiglu_oai_mul(gs_p, us_p, m * width)?,
             }
             self.mm(f.down, gs_p, m, ys_p)?;
+            if let Some([_, _, bd]) = bias {
+                g.add_bias(ys_p, bd, dim, m * dim)?;
+            }
             g.scatter_add_rows(ys_p, tok_p, w_p, m, dim, out_p)?;
         }
         // The scratch above is freed when this returns: finish with it first.
@@ -561,6 +541,7 @@ impl Ops for CudaStep<'_> {
             spec.scale,
             spec.window,
             spec.temperature,
+            spec.sinks.map(|s| self.vec(s).0),
             self.split_len,
             self.n_splits,
             part,

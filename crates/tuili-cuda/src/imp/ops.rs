@@ -207,12 +207,14 @@ impl CudaOps {
         let part = g.zeros::<f32>(attention_scratch(n * c.n_head, n_splits, hd))?;
         let dq = g.upload(c.q)?;
         let out = g.zeros::<f32>(c.q.len())?;
+        let sinks = c.sinks.map(|s| g.upload(s)).transpose()?;
         g.attention(
             g.ptr(&dq, 0),
             &a,
             1.0 / (hd as f32).sqrt(),
             c.window,
             None,
+            sinks.as_ref().map(|s| g.ptr(s, 0)),
             split_len,
             n_splits,
             g.ptr(&part, 0),

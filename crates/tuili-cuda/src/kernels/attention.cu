@@ -106,15 +106,22 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_pool,
 }
 
 // out[pair, :] = (sum_s o_s e^(m_s - M)) / (sum_s l_s e^(m_s - M)). out: [n, n_head, head_dim].
+// With sinks ([n_head], gpt-oss; NULL: none) the head's sink joins M and the denominator.
 // grid n * n_head, block: threads over head_dim.
 extern "C" __global__ void attention_combine(const float* __restrict__ part_o,
                                              const float* __restrict__ part_ml, int n_splits,
-                                             int head_dim, float* __restrict__ out) {
+                                             int head_dim, const float* __restrict__ sinks,
+                                             int n_head, float* __restrict__ out) {
     const int pair = blockIdx.x;
     const float* ml = part_ml + (size_t)pair * n_splits * 2;
     float mm = -INFINITY;
     for (int s = 0; s < n_splits; s++) mm = fmaxf(mm, ml[2 * s]);
     float ll = 0.0f;
+    if (sinks) {
+        const float sink = sinks[pair % n_head];
+        mm = fmaxf(mm, sink);
+        ll = expf(sink - mm);
+    }
     for (int s = 0; s < n_splits; s++) {
         if (ml[2 * s] != -INFINITY) ll += ml[2 * s + 1] * expf(ml[2 * s] - mm);
     }

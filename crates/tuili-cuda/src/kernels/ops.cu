@@ -87,6 +87,18 @@ extern "C" __global__ void gelu_tanh_mul(float* __restrict__ g, const float* __r
     }
 }
 
+// g[i] = gpt-oss's clamped SwiGLU of g[i] and u[i], as the CPU's `ops::swiglu_oai_mul`:
+// x = min(g, 7), y = clamp(u, -7, 7), x σ(1.702 x) (y + 1).
+extern "C" __global__ void swiglu_oai_mul(float* __restrict__ g, const float* __restrict__ u,
+                                          int total) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) {
+        const float x = fminf(g[i], 7.0f);
+        const float y = fminf(fmaxf(u[i], -7.0f), 7.0f);
+        g[i] = __fmul_rn(x / __fadd_rn(1.0f, expf(__fmul_rn(1.702f, -x))), __fadd_rn(y, 1.0f));
+    }
+}
+
 // x[i] *= s.
 extern "C" __global__ void scale(float* __restrict__ x, float s, int total) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;

@@ -78,6 +78,23 @@ __device__ __forceinline__ void decode8_q8_0(const u8* row, int s, float* v) {
     for (int k = 0; k < 8; k++) v[k] = (float)(i8)byte_of(q, k) * d;
 }
 
+// MXFP4 (mxfp4.rs): e (an E8M0 scale), qs[16], 17 bytes, so byte loads (no alignment).
+// Value: twice the E2M1 value of the nibble times 2^(e - 128).
+__device__ __forceinline__ void decode8_mxfp4(const u8* row, int s, float* v) {
+    const u8* b = row + (s >> 2) * 17;
+    const int sub = s & 3;
+    const float d = ldexpf(1.0f, (int)b[0] - 128);
+    const u8* q = b + 1 + 8 * (sub & 1);
+    const int shift = sub >= 2 ? 4 : 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const int n = (q[k] >> shift) & 15, m = n & 7;
+        // 0, 1, 2, 3, 4, 6, 8, 12 for m = 0..8.
+        const int mag = m < 4 ? m : (4 + 2 * (m & 1)) << ((m - 4) >> 1);
+        v[k] = (float)(n & 8 ? -mag : mag) * d;
+    }
+}
+
 // ---- 256-element super-blocks (kquants.rs) ----------------------------------------
 
 // Scale and min of sub-block j (0..8) of Q4_K/Q5_K from the 12 packed bytes.
@@ -243,6 +260,7 @@ DEFINE_TYPE(q4_1)
 DEFINE_TYPE(q5_0)
 DEFINE_TYPE(q5_1)
 DEFINE_TYPE(q8_0)
+DEFINE_TYPE(mxfp4)
 DEFINE_TYPE(q4_k)
 DEFINE_TYPE(q5_k)
 DEFINE_TYPE(q6_k)
