@@ -201,12 +201,29 @@ QWEN2 = (
     r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# llama.cpp's form of the o200k regex (gpt-oss, Llama 4): case runs by lookahead over
+# \p{L}, since llama.cpp matches \p{..} on a collapsed copy of the text.
+GPT4O = (
+    r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+"
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?"
+    r"|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*"
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 PRE_LISTS = {
     "gpt-2": [GPT2],
     "llama-bpe": [LLAMA3],
     "qwen2": [QWEN2],
     "smollm": [r"\p{N}", GPT2],
+    "gpt-4o": [GPT4O],
 }
+
+# Extra texts for the splits only: case changes inside words (the o200k regex cuts there).
+PRETOK_TEXTS = [
+    "HelloWorld camelCase XMLHttpRequest getHTTPResponse ABCdef abcDEF",
+    "ÉcoleNormale naïveÉtude ÀBC àbc ΑθήναΚαι ПриветМир",
+    "DON'T You'RE i'M x/y/z a//b path/to/file\r\n",
+]
 
 
 def split_words(patterns, text):
@@ -237,7 +254,7 @@ def pretok_fixture():
         "cases": [
             {"pre": pre, "text": text, "words": split_words(patterns, text)}
             for pre, patterns in PRE_LISTS.items()
-            for text in CORPUS
+            for text in CORPUS + PRETOK_TEXTS
         ],
     }
 

@@ -20,6 +20,11 @@ pub(crate) const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL]
 /// Qwen2's split regex: Llama 3's with single digits.
 pub(crate) const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// llama.cpp's form of the o200k split regex (gpt-oss, Llama 4): runs of upper then lower
+/// case letters by lookahead over `\p{L}`, numbers of 1 to 3 digits, `/` kept after
+/// punctuation.
+pub(crate) const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// How a `tokenizer.ggml.pre` value changes the BPE vocabulary's behaviour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PreOptions {
@@ -31,7 +36,7 @@ pub(crate) struct PreOptions {
 
 /// The `tokenizer.ggml.pre` values we accept, grouped by the regex list llama.cpp uses.
 pub(crate) const SUPPORTED_PRE: &str =
-    "default, gpt-2 (gpt2), llama-bpe (llama3), qwen2, smollm (starcoder) and their aliases";
+    "default, gpt-2 (gpt2), llama-bpe (llama3), qwen2, smollm (starcoder), gpt-4o (llama4) and their aliases";
 
 /// The regex list and options for one pre-tokenizer name (`None`: llama.cpp's default).
 pub(crate) fn regexes_for(pre: Option<&str>) -> Option<(Vec<&'static str>, PreOptions)> {
@@ -65,6 +70,7 @@ pub(crate) fn regexes_for(pre: Option<&str>) -> Option<(Vec<&'static str>, PreOp
         "gpt-2" | "gpt2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
         | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais"
         | "trillion" | "granite-docling" | "exaone4" => (vec![GPT2], PLAIN),
+        "gpt-4o" | "llama4" | "kanana2" | "talkie" => (vec![GPT4O], PLAIN),
         _ => return None,
     };
     Some(found)
@@ -605,7 +611,7 @@ mod tests {
     #[test]
     fn words_concatenate_back_to_the_text() {
         let text = "  x\u{3000}y 🎉🎉 e\u{301} ²³ \u{85}end  ";
-        for pre in ["default", "gpt-2", "llama-bpe", "qwen2", "smollm"] {
+        for pre in ["default", "gpt-2", "llama-bpe", "qwen2", "smollm", "gpt-4o"] {
             assert_eq!(split(pre, text).concat(), text, "{pre}");
         }
     }
