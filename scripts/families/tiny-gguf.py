@@ -375,6 +375,20 @@ def phi3(m: Model) -> None:
         m.matrix(tname(MODEL_TENSOR.FFN_DOWN, i), s.dim, s.ffn)
 
 
+def phi3_longrope(m: Model, original_ctx: int) -> None:
+    """phi3 with LongRoPE (Phi-3.5, Phi-4-mini): per-pair frequency factors for long and
+    short contexts (`rope_factors_long`, `rope_factors_short`, `[head_dim / 2]`) and an
+    attention factor on cos and sin. llama.cpp takes the long factors when its context
+    (256 in the tests) exceeds `original_ctx`, else the short ones."""
+    phi3(m)
+    half = m.shape.head_dim // 2
+    m.key("rope.scaling.attn_factor", lambda w: w.add_rope_scaling_attn_factors(1.19))
+    m.kv = [(k, f) for k, f in m.kv if k != "rope.scaling.original_context_length"]
+    m.key("rope.scaling.original_context_length", lambda w: w.add_rope_scaling_orig_ctx_len(original_ctx))
+    m.put("rope_factors_long.weight", np.linspace(1.0, 40.0, half, dtype=np.float32))
+    m.put("rope_factors_short.weight", (1.0 + 0.2 * m.rng.random(half)).astype(np.float32))
+
+
 GRANITE_SCALES = dict(embedding=12.0, residual=0.22, attention=0.015625, logit=8.0)
 
 
@@ -510,6 +524,12 @@ FAMILIES: dict[str, tuple[str, Callable[[Model], None], Shape]] = {
                  Shape(n_layer=2, dim=192, n_head=6, n_kv=2, head_dim=64, ffn=384, vocab=288)),
     "gemma3": ("gemma3", gemma3, Shape(n_layer=7, dim=320, n_head=3, n_kv=1, head_dim=96, ffn=384, vocab=400)),
     "phi3": ("phi3", phi3, Shape(n_layer=3, dim=256, n_head=4, n_kv=4, head_dim=64, ffn=384, vocab=416)),
+    # LongRoPE with the long factors (an original context of 64, under the tests' 256) and
+    # with the short ones (256, not under it).
+    "phi3-longrope": ("phi3", lambda m: phi3_longrope(m, 64),
+                      Shape(n_layer=3, dim=256, n_head=4, n_kv=4, head_dim=64, ffn=384, vocab=416)),
+    "phi3-longrope-short": ("phi3", lambda m: phi3_longrope(m, CONTEXT),
+                            Shape(n_layer=3, dim=256, n_head=4, n_kv=4, head_dim=64, ffn=384, vocab=416)),
     "granite": ("granite", granite, Shape(n_layer=3, dim=384, n_head=3, n_kv=1, head_dim=128, ffn=448, vocab=480)),
     "olmo2": ("olmo2", olmo2, Shape(n_layer=3, dim=320, n_head=5, n_kv=5, head_dim=64, ffn=448, vocab=336)),
     "smollm3": ("smollm3", smollm3, Shape(n_layer=5, dim=256, n_head=4, n_kv=1, head_dim=64, ffn=320, vocab=368)),
@@ -539,6 +559,7 @@ SEED_SALT: dict[str, int] = {
     "qwen3moe": 2,
     "gemma3": 12,
     "phi3": 8,
+    "phi3-longrope-short": 9,
     "granite": 0,
     "olmo2": 11,
     "smollm3": 7,

@@ -201,7 +201,7 @@ pub fn run_model(path: &Path, tests: &[Test], run: &ModelRun, host: &dyn Host) -
     init_pool(threads)?;
     let file = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
     let file = Arc::new(file);
-    let model = Model::load(&file).with_context(|| format!("loading {}", path.display()))?;
+    let mut model = Model::load(&file).with_context(|| format!("loading {}", path.display()))?;
     // One pool for the largest test: each sequence gets its own blocks (llama-bench sizes
     // its context to the test; a larger pool only costs memory that is never touched).
     let need = depth + tests.iter().map(|t| t.shape().0).max().unwrap_or(1).max(1);
@@ -214,6 +214,7 @@ pub fn run_model(path: &Path, tests: &[Test], run: &ModelRun, host: &dyn Host) -
             model.config().ctx_len
         );
     }
+    model.use_context(need);
     let per_seq = blocks_for(need, SEQ_BLOCK);
     let kv = KvLayout {
         n_blocks: per_seq * streams,

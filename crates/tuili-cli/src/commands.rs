@@ -401,7 +401,8 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
 /// `tuili perplexity`.
 pub fn perplexity(a: PerplexityArgs) -> Result<()> {
     a.device.device.check_early()?;
-    let l = load::load(&a.model)?;
+    let mut l = load::load(&a.model)?;
+    l.model.use_context(a.ctx);
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
     let mut tokens = l.tokenizer.encode(&text, true, false);

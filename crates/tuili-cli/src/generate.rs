@@ -22,13 +22,14 @@ use crate::device::{self, DeviceArgs};
 /// finished request stay in the engine's prefix cache, so the next turn of a
 /// conversation runs only the tokens it adds.
 pub fn start(
-    model: Model,
+    mut model: Model,
     tokenizer: Tokenizer,
     device: &DeviceArgs,
     n_ctx: usize,
 ) -> Result<EngineHandle> {
     let mcfg = model.config().clone();
     let n_ctx = n_ctx.min(mcfg.ctx_len);
+    model.use_context(n_ctx);
     let dev = device.resolve(&model, n_ctx);
     let (k_type, v_type) = device.kv_types(dev);
     let block_size = EngineConfig::default().block_size;

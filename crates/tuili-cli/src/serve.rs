@@ -101,7 +101,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let dev = a.device.device;
     dev.check_early()?;
     let loader = move || {
-        let loaded = load::load(&model_args).map_err(|e| format!("{e:#}"))?;
+        let mut loaded = load::load(&model_args).map_err(|e| format!("{e:#}"))?;
+        loaded.model.use_context(engine_cfg.n_ctx);
         let mcfg = loaded.model.config().clone();
         // The KV budget the engine will size its pool to (2 GiB unless --kv-memory).
         let kv_bytes = engine_cfg.kv_memory_bytes.unwrap_or(2 << 30);

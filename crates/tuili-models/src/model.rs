@@ -28,6 +28,20 @@ impl Model {
         Ok(Model { cfg, spec, weights })
     }
 
+    /// Sets up the forward pass for a context of `n_ctx` positions: phi3's LongRoPE takes
+    /// its long frequency factors beyond the original context, its short ones within it
+    /// (llama.cpp's rule, by the context size rather than a sequence's length). Call it
+    /// before the model serves; other models do not change.
+    pub fn use_context(&mut self, n_ctx: usize) {
+        if let Some(lr) = &self.spec.long_rope {
+            self.spec.ropes = if n_ctx > lr.original_ctx {
+                lr.long.clone()
+            } else {
+                lr.short.clone()
+            };
+        }
+    }
+
     /// The model's configuration.
     pub fn config(&self) -> &Config {
         &self.cfg

@@ -140,6 +140,19 @@ pub struct LayerSpec {
     pub residual_scale: f32,
 }
 
+/// RoPE variants chosen by the context a model is served with, as llama.cpp chooses phi3's
+/// LongRoPE frequency factors: `long` when the context exceeds `original_ctx`, else
+/// `short` (each indexed like [`ModelSpec::ropes`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LongRope {
+    /// The context the model was trained with before its extension.
+    pub original_ctx: usize,
+    /// For contexts up to `original_ctx`.
+    pub short: Vec<RopeSpec>,
+    /// For longer contexts.
+    pub long: Vec<RopeSpec>,
+}
+
 /// A whole model's forward pass.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
@@ -151,6 +164,9 @@ pub struct ModelSpec {
     pub layers: Vec<LayerSpec>,
     /// The RoPE variants the layers use.
     pub ropes: Vec<RopeSpec>,
+    /// Other RoPE variants for contexts longer than the model's original one (phi3's
+    /// LongRoPE): see [`LongRope`].
+    pub long_rope: Option<LongRope>,
     /// Final norm: `[dim]`.
     pub out_norm: VecId,
     /// Output projection: `[vocab, dim]` (the embedding itself when tied).

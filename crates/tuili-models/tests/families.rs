@@ -37,6 +37,8 @@ const FAMILIES: &[&str] = &[
     "qwen3moe",
     "gemma3",
     "phi3",
+    "phi3-longrope",
+    "phi3-longrope-short",
     "granite",
     "olmo2",
     "smollm3",
@@ -97,6 +99,9 @@ fn max_rel_diff(family: &str) -> f32 {
         _ => MAX_REL_DIFF,
     }
 }
+
+/// The context llama.cpp runs with in `tests/llamacpp/families.py`.
+const LLAMACPP_CTX: usize = 256;
 
 /// The environment variable naming the Python that has `llama_cpp` and `gguf`.
 const PYTHON_VAR: &str = "TUILI_LLAMACPP_PYTHON";
@@ -269,7 +274,9 @@ fn compare(family: &str, python: &Path) -> Outcome {
     let path = dir.join(format!("{family}.gguf"));
     let reference = llamacpp(python, &dir.join(format!("{}.gguf", oracle_of(family))));
     let file = Arc::new(GgufFile::open(&path).expect("open tiny model"));
-    let model = Model::load(&file).unwrap_or_else(|e| panic!("{family}: load: {e}"));
+    let mut model = Model::load(&file).unwrap_or_else(|e| panic!("{family}: load: {e}"));
+    // llama.cpp's context in families.py (LongRoPE's factors depend on it).
+    model.use_context(LLAMACPP_CTX);
     let vocab = model.config().vocab;
     assert_eq!(reference.n_vocab, vocab, "{family}: llama.cpp's vocabulary");
 
@@ -281,7 +288,7 @@ fn compare(family: &str, python: &Path) -> Outcome {
         min_margin: f32::INFINITY,
     };
     for (i, p) in reference.prompts.iter().enumerate() {
-        let mut cache = model.new_cache(256);
+        let mut cache = model.new_cache(LLAMACPP_CTX);
         let prompt = model
             .forward(&p.tokens, &mut cache, 0)
             .unwrap_or_else(|e| panic!("{family}: prompt {i}: {e}"));

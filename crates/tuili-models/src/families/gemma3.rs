@@ -84,6 +84,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         embed_scale: (dim as f32).sqrt(),
         layers,
         ropes,
+        long_rope: None,
         out_norm: ld.vector("output_norm.weight", dim)?,
         output: ld.output(embed)?,
         logit_scale: 1.0,

@@ -46,21 +46,8 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
     );
     let mut rope = ld.rope(cfg.rope_base, cfg.rope_mode, true)?;
     if matches!(cfg.arch, Arch::Llama | Arch::Mistral3) && ld.has("rope_freqs.weight") {
-        // Llama 3.x RoPE scaling: each pair's frequency is divided by its factor
-        // (`[head_dim / 2]`), as llama.cpp's `rope_ext` does with `freq_factors`.
-        let factors = ld.vector_values("rope_freqs.weight", hd / 2)?;
-        if let Some((i, f)) = factors
-            .iter()
-            .enumerate()
-            .find(|(_, f)| !(f.is_finite() && **f > 0.0))
-        {
-            return Err(ModelError::BadConfig(format!(
-                "rope_freqs.weight[{i}] is {f}; RoPE frequency factors must be positive"
-            )));
-        }
-        for (f, k) in rope.inv_freq.iter_mut().zip(&factors) {
-            *f /= k;
-        }
+        // Llama 3.x RoPE scaling.
+        rope = ld.with_factors(&rope, "rope_freqs.weight")?;
     }
     let embed = ld.matrix("token_embd.weight", cfg.vocab, dim)?;
     // Multipliers of the families that read them (absent or 0: none), as llama.cpp's
@@ -155,6 +142,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         embed_scale,
         layers,
         ropes: vec![rope],
+        long_rope: None,
         out_norm: ld.vector("output_norm.weight", dim)?,
         output: ld.output(embed)?,
         logit_scale,

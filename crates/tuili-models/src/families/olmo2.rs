@@ -78,6 +78,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         embed_scale: 1.0,
         layers,
         ropes,
+        long_rope: None,
         out_norm: ld.vector("output_norm.weight", dim)?,
         output: ld.matrix("output.weight", cfg.vocab, dim)?,
         logit_scale: 1.0,

@@ -3,12 +3,14 @@
 //! llama.cpp's `phi3.cpp`, which ignores `phi3.attention.sliding_window` (its converters do
 //! not write the window and pattern the models were trained with; Phi-3-mini's is 2047
 //! positions, on every layer): so does tuili, and the two agree at every length. LongRoPE
-//! (`rope_factors_long/short`) is not implemented yet: such files are refused by tensor
-//! name.
+//! (Phi-3.5, Phi-4-mini: `rope_factors_long` and `rope_factors_short`, and an attention
+//! factor) divides the frequencies by the long factors when the model is served with a
+//! context beyond `rope.scaling.original_context_length`, else by the short ones, as
+//! llama.cpp chooses them.
 
 use super::Loader;
 use crate::ops::{AttnSpec, Glu, RopeId};
-use crate::spec::{Ffn, FfnSpec, LayerSpec, ModelSpec, QkvSpec};
+use crate::spec::{Ffn, FfnSpec, LayerSpec, LongRope, ModelSpec, QkvSpec};
 use crate::ModelError;
 
 /// Metadata keys beyond the common ones whose math this loader implements.
@@ -24,6 +26,19 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         cfg.head_dim,
     );
     let rope = ld.rope(cfg.rope_base, cfg.rope_mode, true)?;
+    let long_rope = if ld.has("rope_factors_long.weight") {
+        let original_ctx = match ld.num("rope.scaling.original_context_length") {
+            Some(n) if n >= 1.0 => n as usize,
+            _ => cfg.ctx_len,
+        };
+        Some(LongRope {
+            original_ctx,
+            short: vec![ld.with_factors(&rope, "rope_factors_short.weight")?],
+            long: vec![ld.with_factors(&rope, "rope_factors_long.weight")?],
+        })
+    } else {
+        None
+    };
     let attn = AttnSpec {
         scale: 1.0 / (hd as f32).sqrt(),
         window: None,
@@ -74,7 +89,12 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         embed,
         embed_scale: 1.0,
         layers,
-        ropes: vec![rope],
+        // The short factors until `Model::use_context` says the context is longer.
+        ropes: match &long_rope {
+            Some(lr) => lr.short.clone(),
+            None => vec![rope],
+        },
+        long_rope,
         out_norm: ld.vector("output_norm.weight", dim)?,
         output: ld.output(embed)?,
         logit_scale: 1.0,

@@ -53,7 +53,7 @@ impl Loader<'_> {
                 }
                 // llama.cpp's attention factor: get_mscale(factor, 1) (over
                 // get_mscale(factor, log_mul) when the file gives one), times
-                // `rope.scaling.attn_factor`; ggml's `1 + 0.1 ln(factor)` inside the rotation
+                // `rope.scaling.attn_factor` (below); ggml's `1 + 0.1 ln(factor)` inside the rotation
                 // cancels the division llama.cpp makes for it.
                 let get_mscale = |m: f32| {
                     if factor <= 1.0 {
@@ -66,7 +66,6 @@ impl Loader<'_> {
                     Some(log_mul) if log_mul != 0.0 => get_mscale(1.0) / get_mscale(log_mul),
                     _ => get_mscale(1.0),
                 };
-                mscale *= self.num("rope.scaling.attn_factor").unwrap_or(1.0);
             }
             (true, "linear", Some(factor)) => inv_freq.iter_mut().for_each(|v| *v /= factor),
             (true, other, Some(_)) => {
@@ -76,11 +75,47 @@ impl Loader<'_> {
                 )))
             }
         }
+        // llama.cpp multiplies every rotation by `rope.scaling.attn_factor` (phi3's
+        // LongRoPE files carry one), whatever the scaling.
+        mscale *= self.attn_factor()?;
         Ok(RopeSpec {
             inv_freq,
             mode,
             mscale,
         })
+    }
+
+    /// `rope` with each pair's frequency divided by its factor in the tensor `name`
+    /// (`[head_dim / 2]`), as llama.cpp's `rope_ext` does with `freq_factors`: Llama 3.x's
+    /// `rope_freqs`, phi3's LongRoPE `rope_factors_long` and `rope_factors_short`.
+    pub(super) fn with_factors(&self, rope: &RopeSpec, name: &str) -> Result<RopeSpec, ModelError> {
+        let factors = self.vector_values(name, self.cfg.head_dim / 2)?;
+        if let Some((i, f)) = factors
+            .iter()
+            .enumerate()
+            .find(|(_, f)| !(f.is_finite() && **f > 0.0))
+        {
+            return Err(ModelError::BadConfig(format!(
+                "{name}[{i}] is {f}; RoPE frequency factors must be positive"
+            )));
+        }
+        let mut out = rope.clone();
+        for (f, k) in out.inv_freq.iter_mut().zip(&factors) {
+            *f /= k;
+        }
+        Ok(out)
+    }
+
+    /// `rope.scaling.attn_factor`: a factor of cos and sin (1 when absent).
+    fn attn_factor(&self) -> Result<f32, ModelError> {
+        match self.num("rope.scaling.attn_factor") {
+            None => Ok(1.0),
+            Some(f) if f.is_finite() && f > 0.0 => Ok(f),
+            Some(f) => Err(ModelError::BadConfig(format!(
+                "{}.rope.scaling.attn_factor is {f}; it must be positive",
+                self.cfg.arch.name()
+            ))),
+        }
     }
 
     /// The RoPE scaling factor (positions divided by it), if the file gives one other
