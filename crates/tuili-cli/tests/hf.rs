@@ -1,0 +1,206 @@
+//! Hugging Face model directories against their GGUF conversions.
+//!
+//! `scripts/families/tiny-hf.py` writes a tiny random HF directory per family (F32; BF16
+//! and F16 for some). For each, `tuili convert` writes a GGUF, and:
+//! - tuili's logits on the directory (converted in memory) and on the GGUF file must be
+//!   bit-identical, prompt and greedy decode steps alike;
+//! - llama.cpp must load the GGUF (`tests/llamacpp/families.py`), and on the F32 ones give
+//!   the logits tuili gives on the same token ids, within the float-order bounds of
+//!   `crates/tuili-models/tests/families.rs`. The greedy continuations of these random
+//!   weights are not compared (some of their margins are under float rounding); the decode
+//!   steps feed llama.cpp's own greedy tokens to both.
+//!
+//! The interpreter is `TUILI_LLAMACPP_PYTHON`, else `~/.cache/tuili/llamacpp-venv/bin/python`,
+//! with numpy, safetensors and llama_cpp; without them the test says it skipped, or fails under
+//! `TUILI_REQUIRE_LLAMACPP=1`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tuili_gguf::GgufFile;
+use tuili_models::Model;
+
+const F32_FAMILIES: &[&str] = &[
+    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "phi3", "granite", "olmo2", "smollm3",
+];
+/// Half-precision checkpoints: both dtypes run without conversion (matmul reads them).
+const HALF: &[(&str, &[&str])] = &[("bf16", &["llama", "qwen2", "gemma3"]), ("f16", &["qwen3"])];
+
+/// Bounds as in crates/tuili-models/tests/families.rs (gemma3: llama.cpp's f16 GELU table).
+fn max_rel_diff(family: &str) -> f32 {
+    if family == "gemma3" {
+        1.5e-3
+    } else {
+        4e-6
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn python() -> Option<PathBuf> {
+    let python = match std::env::var_os("TUILI_LLAMACPP_PYTHON").filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/tuili/llamacpp-venv/bin/python"),
+    };
+    let ok = Command::new(&python)
+        .args(["-c", "import numpy, safetensors, llama_cpp"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    let why = format!(
+        "{} cannot import numpy, safetensors, llama_cpp",
+        python.display()
+    );
+    if tuili_testkit::flag("TUILI_REQUIRE_LLAMACPP") {
+        panic!("required (TUILI_REQUIRE_LLAMACPP=1) but {why}");
+    }
+    tuili_testkit::skip(&why);
+    None
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Logits of `prompt` (every position) then of each of `decode` fed one at a time.
+fn logits(model: &Model, prompt: &[u32], decode: &[u32]) -> Vec<Vec<f32>> {
+    let vocab = model.config().vocab;
+    let mut cache = model.new_cache(256);
+    let p = model.forward(prompt, &mut cache, 0).expect("prompt");
+    let mut rows: Vec<Vec<f32>> = p.chunks(vocab).map(<[f32]>::to_vec).collect();
+    for &t in decode {
+        rows.push(model.forward(&[t], &mut cache, 0).expect("decode"));
+    }
+    rows
+}
+
+fn load(file: GgufFile) -> Model {
+    Model::load(&Arc::new(file)).expect("load")
+}
+
+/// Checks one directory; returns the largest relative difference from llama.cpp (F32 only).
+fn check(python: &Path, dir: &Path, family: &str, against_llamacpp: bool) -> Option<f32> {
+    let gguf = dir.with_extension("gguf");
+    run(
+        Command::new(env!("CARGO_BIN_EXE_tuili"))
+            .arg("convert")
+            .arg(dir)
+            .arg(&gguf),
+        "tuili convert",
+    );
+    let in_memory = tuili_models::hf::to_gguf(dir)
+        .expect("convert in memory")
+        .to_bytes();
+    let from_dir = load(GgufFile::from_bytes(in_memory).unwrap());
+    let from_file = load(GgufFile::open(&gguf).unwrap());
+
+    let json = dir.with_extension("llamacpp.json");
+    run(
+        Command::new(python)
+            .arg(repo().join("tests/llamacpp/families.py"))
+            .arg(&gguf)
+            .arg(&json),
+        &format!("llama.cpp on {}", gguf.display()),
+    );
+    let reference: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let ids = |v: &Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let mut worst = 0f32;
+    for p in reference["prompts"].as_array().unwrap() {
+        let prompt = ids(&p["tokens"]);
+        let generated = ids(&p["generated"]);
+        let decode = &generated[..generated.len() - 1];
+        let a = logits(&from_dir, &prompt, decode);
+        let b = logits(&from_file, &prompt, decode);
+        let same = a
+            .iter()
+            .flatten()
+            .map(|x| x.to_bits())
+            .eq(b.iter().flatten().map(|x| x.to_bits()));
+        assert!(
+            same,
+            "{family} ({}): directory and GGUF logits differ",
+            dir.display()
+        );
+        if against_llamacpp {
+            let theirs: Vec<f32> = p["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(p["decode_logits"].as_array().unwrap())
+                .flat_map(|r| {
+                    r.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap() as f32)
+                })
+                .collect();
+            let ours: Vec<f32> = a.concat();
+            assert_eq!(ours.len(), theirs.len(), "{family}: logit count");
+            let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = ours
+                .iter()
+                .zip(&theirs)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            worst = worst.max(diff / scale);
+        }
+    }
+    against_llamacpp.then_some(worst)
+}
+
+#[test]
+fn hf_directories_match_their_gguf_conversion_and_llama_cpp() {
+    let Some(python) = python() else {
+        return;
+    };
+    let root = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo().join("target"), PathBuf::from)
+        .join(format!("tiny-hf-{}", std::process::id()));
+    let generate = |dtype: &str, families: &[&str]| {
+        let out = root.join(dtype);
+        run(
+            Command::new(&python)
+                .arg(repo().join("scripts/families/tiny-hf.py"))
+                .arg(&out)
+                .args(["--dtype", dtype])
+                .args(families),
+            "tiny-hf.py",
+        );
+        out
+    };
+    let mut failures = Vec::new();
+    let f32_dir = generate("f32", F32_FAMILIES);
+    for family in F32_FAMILIES {
+        let rel = check(&python, &f32_dir.join(family), family, true).unwrap();
+        eprintln!("hf {family:10} f32: tuili dir == tuili gguf (bits); vs llama.cpp max |Δlogit| {rel:.2e} of the largest");
+        if rel.is_nan() || rel > max_rel_diff(family) {
+            failures.push(format!("{family}: {rel:.2e} from llama.cpp"));
+        }
+    }
+    for (dtype, families) in HALF {
+        let dir = generate(dtype, families);
+        for family in *families {
+            check(&python, &dir.join(family), family, false);
+            eprintln!("hf {family:10} {dtype}: tuili dir == tuili gguf (bits); llama.cpp loads it");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
