@@ -205,7 +205,8 @@ fn tensor(
             None
         };
         if let Some(h) = heads {
-            data = permute_rows(&data, rows, h, name)?;
+            let what = format!("tensor '{}' ({name})", t.name);
+            data = permute_rows(&data, rows, h, &what)?;
         }
     }
     Ok(GgufTensor {
