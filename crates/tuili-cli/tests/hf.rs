@@ -6,7 +6,11 @@
 //!   bit-identical, prompt and greedy decode steps alike;
 //! - llama.cpp must load the GGUF (`tests/llamacpp/families.py`), and on the F32 ones give
 //!   the logits tuili gives on the same token ids, within the float-order bounds of
-//!   `crates/tuili-models/tests/families.rs`. The greedy continuations of these random
+//!   `crates/tuili-models/tests/families.rs`;
+//! - on the F32 ones tuili's logits must equal, within f32 rounding, those of
+//!   `tests/hf/reference.py`: each family's forward pass written from transformers' modeling
+//!   code over the HF layout in numpy f64, sharing nothing with the conversion. (llama.cpp
+//!   reads the converted file, so it checks the GGUF's form; this checks its meaning.) The greedy continuations of these random
 //!   weights are not compared (some of their margins are under float rounding); the decode
 //!   steps feed llama.cpp's own greedy tokens to both.
 //!
@@ -90,8 +94,27 @@ fn load(file: GgufFile) -> Model {
     Model::load(&Arc::new(file)).expect("load")
 }
 
-/// Checks one directory; returns the largest relative difference from llama.cpp (F32 only).
-fn check(python: &Path, dir: &Path, family: &str, against_llamacpp: bool) -> Option<f32> {
+/// The largest |a − b| over the largest |b|.
+fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "logit count");
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// Bound against tests/hf/reference.py, which computes in f64 what transformers computes:
+/// tuili's f32 sums differ by rounding only, while a wrong layout (unpermuted Q/K, a norm
+/// without its `+ 1`, swapped gate/up halves) moves logits by whole units.
+const MAX_REL_DIFF_REFERENCE: f32 = 1e-5;
+
+/// The differences of one F32 directory: from llama.cpp on the GGUF, and from the numpy
+/// reference of the HF model on the directory itself.
+struct Diffs {
+    llamacpp: f32,
+    reference: f32,
+}
+
+/// Checks one directory; measures the differences for F32 ones.
+fn check(python: &Path, dir: &Path, family: &str, against_llamacpp: bool) -> Option<Diffs> {
     let gguf = dir.with_extension("gguf");
     run(
         Command::new(env!("CARGO_BIN_EXE_tuili"))
@@ -123,7 +146,8 @@ fn check(python: &Path, dir: &Path, family: &str, against_llamacpp: bool) -> Opt
             .collect()
     };
     let mut worst = 0f32;
-    for p in reference["prompts"].as_array().unwrap() {
+    let mut reference_diff = 0f32;
+    for (n, p) in reference["prompts"].as_array().unwrap().iter().enumerate() {
         let prompt = ids(&p["tokens"]);
         let generated = ids(&p["generated"]);
         let decode = &generated[..generated.len() - 1];
@@ -152,17 +176,52 @@ fn check(python: &Path, dir: &Path, family: &str, against_llamacpp: bool) -> Opt
                         .map(|x| x.as_f64().unwrap() as f32)
                 })
                 .collect();
-            let ours: Vec<f32> = a.concat();
-            assert_eq!(ours.len(), theirs.len(), "{family}: logit count");
-            let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let diff = ours
-                .iter()
-                .zip(&theirs)
-                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            worst = worst.max(diff / scale);
+            worst = worst.max(rel_diff(&a.concat(), &theirs));
+            if n == 0 {
+                reference_diff = against_reference(python, dir, &prompt, decode, &a);
+            }
         }
     }
-    against_llamacpp.then_some(worst)
+    against_llamacpp.then_some(Diffs {
+        llamacpp: worst,
+        reference: reference_diff,
+    })
+}
+
+/// tuili's logits `ours` (every position of `prompt` then `decode`) against
+/// tests/hf/reference.py on the same ids as one sequence.
+fn against_reference(
+    python: &Path,
+    dir: &Path,
+    prompt: &[u32],
+    decode: &[u32],
+    ours: &[Vec<f32>],
+) -> f32 {
+    let ids: Vec<u32> = prompt.iter().chain(decode).copied().collect();
+    let tokens = dir.with_extension("tokens.json");
+    let out = dir.with_extension("reference.json");
+    std::fs::write(&tokens, serde_json::to_vec(&ids).unwrap()).unwrap();
+    run(
+        Command::new(python)
+            .arg(repo().join("tests/hf/reference.py"))
+            .arg(dir)
+            .arg(&tokens)
+            .arg(&out),
+        "reference.py",
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let theirs: Vec<f32> = r["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
+        .collect();
+    rel_diff(&ours.concat(), &theirs)
 }
 
 #[test]
@@ -188,10 +247,21 @@ fn hf_directories_match_their_gguf_conversion_and_llama_cpp() {
     let mut failures = Vec::new();
     let f32_dir = generate("f32", F32_FAMILIES);
     for family in F32_FAMILIES {
-        let rel = check(&python, &f32_dir.join(family), family, true).unwrap();
-        eprintln!("hf {family:10} f32: tuili dir == tuili gguf (bits); vs llama.cpp max |Δlogit| {rel:.2e} of the largest");
-        if rel.is_nan() || rel > max_rel_diff(family) {
-            failures.push(format!("{family}: {rel:.2e} from llama.cpp"));
+        let d = check(&python, &f32_dir.join(family), family, true).unwrap();
+        eprintln!(
+            "hf {family:10} f32: tuili dir == tuili gguf (bits); max |Δlogit| / largest: {:.2e} \
+             from llama.cpp on the GGUF, {:.2e} from the f64 HF reference on the directory",
+            d.llamacpp, d.reference
+        );
+        // Written so that NaN fails too.
+        if d.llamacpp.is_nan() || d.llamacpp > max_rel_diff(family) {
+            failures.push(format!("{family}: {:.2e} from llama.cpp", d.llamacpp));
+        }
+        if d.reference.is_nan() || d.reference > MAX_REL_DIFF_REFERENCE {
+            failures.push(format!(
+                "{family}: {:.2e} from the HF reference",
+                d.reference
+            ));
         }
     }
     for (dtype, families) in HALF {
