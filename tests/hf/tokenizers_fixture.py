@@ -8,9 +8,11 @@ GGUF) and OUT_DIR/expected.json: {"texts": [...], "ids": [[...], ...]} with the 
 `Tokenizer.encode(text, add_special_tokens=False)`.
 
 The tokenizer.json is built with the `tokenizers` API from the GGUF's tokens, merges and
-token types, with the pipeline the real SmolLM2 and Qwen2.5 tokenizer.json files declare
-(SmolLM2: `Digits(individual_digits)` then `ByteLevel`; Qwen2.5: NFC, the Qwen2 `Split`
-regex, then `ByteLevel` without its own regex), and special tokens as added tokens. So HF's
+token types, with the pipeline the real SmolLM2, Qwen2.5 and Gemma 3 tokenizer.json files
+declare (SmolLM2: `Digits(individual_digits)` then `ByteLevel`; Qwen2.5: NFC, the Qwen2
+`Split` regex, then `ByteLevel` without its own regex; Gemma 3: spaces replaced by `▁`,
+byte fallback, merges derived from the SentencePiece scores the way transformers'
+`SentencePieceExtractor` derives them), and special tokens as added tokens. So HF's
 own code splits and merges the text, and tuili reads the same file through its own
 converter and BPE: ids equal on the corpus show the two pipelines agree.
 
@@ -37,6 +39,7 @@ TEXTS = [
     "numbers 1234567 3.14159 1,000,000 and x86_64",
     "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
     "<|endoftext|>text after a special token<|endoftext|>",
+    "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n",
     "I'm sure they'll've done it; DON'T WE'RE",
     "mixed 日本語のテキスト and 한국어 텍스트 with Ελληνικά",
     "code: def f(x):\n    return x**2  # comment\r\n",
@@ -56,11 +59,31 @@ def main(model: str, out: str) -> None:
     pre = field(r, "tokenizer.ggml.pre")
     tokens = field(r, "tokenizer.ggml.tokens")
     types = field(r, "tokenizer.ggml.token_type")
-    merges = field(r, "tokenizer.ggml.merges")
     vocab = {t: i for i, t in enumerate(tokens)}
-    bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], fuse_unk=False)
-    tok = Tokenizer(bpe)
-    if pre == "smollm":
+    if field(r, "tokenizer.ggml.model") == "llama":
+        # SentencePiece: merges as transformers' SentencePieceExtractor derives them from the
+        # scores (every split of a normal token into two tokens, by the token's score).
+        scores = field(r, "tokenizer.ggml.scores")
+        merges = []
+        for i, t in enumerate(tokens):
+            if types[i] != 1:
+                continue
+            local = [(t[:k], t[k:]) for k in range(1, len(t)) if t[:k] in vocab and t[k:] in vocab]
+            local.sort(key=lambda m: (vocab[m[0]], vocab[m[1]]))
+            merges.extend((a, b, scores[i]) for a, b in local)
+        merges.sort(key=lambda m: -m[2])
+        unk = tokens[int(field(r, "tokenizer.ggml.unknown_token_id"))]
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=[(a, b) for a, b, _ in merges], unk_token=unk,
+                                   byte_fallback=True, fuse_unk=True))
+        tok.normalizer = normalizers.Replace(" ", "\u2581")
+        tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+        pre = "spm"
+    else:
+        merges = field(r, "tokenizer.ggml.merges")
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], fuse_unk=False))
+    if pre == "spm":
+        pass
+    elif pre == "smollm":
         tok.pre_tokenizer = pre_tokenizers.Sequence([
             pre_tokenizers.Digits(individual_digits=True),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
@@ -73,7 +96,8 @@ def main(model: str, out: str) -> None:
         ])
     else:
         sys.exit(f"no fixture pipeline for pre-tokenizer {pre!r}")
-    tok.decoder = decoders.ByteLevel()
+    if pre != "spm":
+        tok.decoder = decoders.ByteLevel()
     # Control tokens (type 3) are special added tokens; user-defined ones (4) plain added ones.
     tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
                             for i, t in enumerate(types) if t == 3])

@@ -3,9 +3,13 @@
 //! llama.cpp's converter writes, so that [`crate::Tokenizer::from_gguf`] and
 //! [`crate::ChatTemplate::from_gguf`] serve both formats with one implementation.
 //!
-//! Byte-level BPE vocabularies (`model.type = "BPE"` with a `ByteLevel` pre-tokenizer:
-//! SmolLM2, Qwen2.5, Llama 3) are read; the pre-tokenizer is recognised from its regex
-//! (or, for SmolLM2's, its `Digits` + `ByteLevel` sequence) as llama.cpp's name for it.
+//! Two kinds of `tokenizer.json` are read:
+//! - byte-level BPE (`model.type = "BPE"` with a `ByteLevel` pre-tokenizer: SmolLM2, Qwen2.5,
+//!   Llama 3) as llama.cpp's `gpt2` model; the pre-tokenizer is recognised from its regex
+//!   (or, for SmolLM2's, its `Digits` + `ByteLevel` sequence) as llama.cpp's name for it;
+//! - SentencePiece-style BPE (`byte_fallback`, spaces as `▁`: Gemma 3) as llama.cpp's `llama`
+//!   model, each token scored by its first merge's rank (`-rank`: SentencePiece merges the
+//!   adjacent pair whose result scores highest, which is the pair of lowest rank).
 
 use std::path::Path;
 
@@ -70,10 +74,15 @@ pub fn hf_tokenizer_keys(dir: &Path) -> Result<Vec<(String, Value)>, TokenizerEr
         .get("model")
         .ok_or_else(|| bad(f, "has no \"model\"".into()))?;
     let ty = model.get("type").and_then(Json::as_str).unwrap_or("?");
-    if ty != "BPE" || !is_byte_level(&tok) {
+    let byte_fallback = model.get("byte_fallback").and_then(Json::as_bool) == Some(true);
+    let spm = !is_byte_level(&tok) && byte_fallback;
+    if ty != "BPE" || !(is_byte_level(&tok) || spm) {
         return Err(bad(
             f,
-            format!("a {ty} model without a ByteLevel pre-tokenizer; supported: byte-level BPE"),
+            format!(
+                "a {ty} model with neither a ByteLevel pre-tokenizer nor byte_fallback; \
+                 supported: byte-level BPE, SentencePiece-style BPE"
+            ),
         ));
     }
     let vocab = model
@@ -137,21 +146,121 @@ pub fn hf_tokenizer_keys(dir: &Path) -> Result<Vec<(String, Value)>, TokenizerEr
         })
         .collect::<Result<Vec<_>, _>>()?;
     let strings = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
-    let mut keys = vec![
-        ("tokenizer.ggml.model".to_string(), s("gpt2")),
-        ("tokenizer.ggml.pre".into(), s(pre_name(&tok)?)),
-        (
-            "tokenizer.ggml.token_type".into(),
-            Value::Array(types.into_iter().map(Value::I32).collect()),
-        ),
-        ("tokenizer.ggml.merges".into(), strings(merges)),
-    ];
+    let mut keys = if spm {
+        spm_keys(&tok, &tokens, &mut types, &merges)?
+    } else {
+        vec![
+            ("tokenizer.ggml.model".to_string(), s("gpt2")),
+            ("tokenizer.ggml.pre".into(), s(pre_name(&tok)?)),
+            ("tokenizer.ggml.merges".into(), strings(merges)),
+        ]
+    };
+    let types = Value::Array(types.into_iter().map(Value::I32).collect());
+    keys.push(("tokenizer.ggml.token_type".into(), types));
     special_keys(dir, &tokens, &mut keys)?;
     keys.insert(1, ("tokenizer.ggml.tokens".into(), strings(tokens)));
     if let Some(t) = chat_template(dir)? {
         keys.push(("tokenizer.chat_template".into(), Value::String(t)));
     }
     Ok(keys)
+}
+
+/// The keys of a SentencePiece-style vocabulary: scores from merge ranks, byte tokens
+/// (`<0xNN>`) typed 6 and the unknown token 2, as llama.cpp's SentencePiece converter types
+/// them; `add_space_prefix` when the normalizer prepends `▁`.
+fn spm_keys(
+    tok: &Json,
+    tokens: &[String],
+    types: &mut [i32],
+    merges: &[String],
+) -> Result<Vec<(String, Value)>, TokenizerError> {
+    let f = "tokenizer.json";
+    let normalizers: Vec<&Json> = match tok.get("normalizer") {
+        Some(n) if type_of(n) == "Sequence" => n
+            .get("normalizers")
+            .and_then(Json::as_array)
+            .map(|v| v.iter().collect())
+            .unwrap_or_default(),
+        Some(n) if !n.is_null() => vec![n],
+        _ => Vec::new(),
+    };
+    let mut prefix = false;
+    for n in &normalizers {
+        let is = |key: &str, want: &str| {
+            n.get(key)
+                .and_then(|p| p.get("String").or(Some(p)))
+                .and_then(Json::as_str)
+                == Some(want)
+        };
+        match type_of(n) {
+            "Replace" if is("pattern", " ") && n.get("content").and_then(Json::as_str) == Some("▁") => {}
+            "Prepend" if n.get("prepend").and_then(Json::as_str) == Some("▁") => prefix = true,
+            other => {
+                return Err(bad(f, format!("normalizer {other} is not one of SentencePiece's (Replace ' ' → '▁', Prepend '▁')")))
+            }
+        }
+    }
+    // A split on ' ' finds nothing once the normalizer has made every space '▁'.
+    for p in pre_tokenizers(tok) {
+        let on_space = p
+            .get("pattern")
+            .and_then(|p| p.get("String"))
+            .and_then(Json::as_str)
+            == Some(" ");
+        if !(type_of(p) == "Split" && on_space) {
+            return Err(bad(
+                f,
+                format!("pre_tokenizer {p} in a SentencePiece-style vocabulary"),
+            ));
+        }
+    }
+    if !normalizers.iter().any(|n| type_of(n) == "Replace") {
+        return Err(bad(
+            f,
+            "a byte_fallback vocabulary without the ' ' → '▁' normalizer".into(),
+        ));
+    }
+    let index: std::collections::HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
+    // Tokens no merge makes (single characters, specials) score below every merged one.
+    let mut scores = vec![-(merges.len() as f32) - 1.0; tokens.len()];
+    for (rank, m) in merges.iter().enumerate().rev() {
+        let joined: String = m.split(' ').collect();
+        if let Some(&i) = index.get(joined.as_str()) {
+            scores[i] = -(rank as f32);
+        }
+    }
+    for (i, t) in tokens.iter().enumerate() {
+        let byte = t.len() == 6 && t.starts_with("<0x") && t.ends_with('>');
+        if byte && types[i] == 1 {
+            types[i] = 6;
+        }
+    }
+    let unk = tok
+        .get("model")
+        .and_then(|m| m.get("unk_token"))
+        .and_then(Json::as_str)
+        .and_then(|u| index.get(u));
+    if let Some(&u) = unk {
+        types[u] = 2;
+    }
+    Ok(vec![
+        (
+            "tokenizer.ggml.model".to_string(),
+            Value::String("llama".into()),
+        ),
+        (
+            "tokenizer.ggml.scores".into(),
+            Value::Array(scores.into_iter().map(Value::F32).collect()),
+        ),
+        (
+            "tokenizer.ggml.add_space_prefix".into(),
+            Value::Bool(prefix),
+        ),
+    ])
 }
 
 fn pre_tokenizers(tok: &Json) -> Vec<&Json> {
