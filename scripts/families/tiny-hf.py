@@ -2,7 +2,7 @@
 """Tiny random-weight Hugging Face model directories, one per model family.
 
 Usage:
-    python scripts/families/tiny-hf.py OUT_DIR [--dtype f32|f16|bf16] [FAMILY ...]
+    python scripts/families/tiny-hf.py OUT_DIR [--dtype f32|f16|bf16] [--vocab N] [FAMILY ...]
     python scripts/families/tiny-hf.py --list
 
 Writes OUT_DIR/FAMILY/ with `config.json`, `generation_config.json` and the weights as
@@ -244,9 +244,12 @@ def save(tensors: dict[str, np.ndarray], path: pathlib.Path, dtype: str) -> None
                   str(path), metadata={"format": "pt"})
 
 
-def write(family: str, out: pathlib.Path, dtype: str) -> pathlib.Path:
+def write(family: str, out: pathlib.Path, dtype: str, vocab: int | None = None) -> pathlib.Path:
+    """`vocab` overrides the family's vocabulary size (to match a real tokenizer)."""
     fill, base = FAMILIES[family]
     cfg = json.loads(json.dumps(base))
+    if vocab is not None:
+        cfg["vocab_size"] = vocab
     cfg["torch_dtype"] = TORCH_DTYPE[dtype]
     m = Tiny(family, cfg, dtype)
     fill(m)
@@ -275,10 +278,14 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--list"]:
         print("\n".join(FAMILIES))
         return 0
-    dtype = "f32"
+    dtype, vocab = "f32", None
     if "--dtype" in argv:
         i = argv.index("--dtype")
         dtype = argv[i + 1]
+        del argv[i:i + 2]
+    if "--vocab" in argv:
+        i = argv.index("--vocab")
+        vocab = int(argv[i + 1])
         del argv[i:i + 2]
     if not argv or dtype not in TORCH_DTYPE:
         print(__doc__, file=sys.stderr)
@@ -288,7 +295,7 @@ def main(argv: list[str]) -> int:
         if n not in FAMILIES:
             print(f"unknown family {n}; known: {', '.join(FAMILIES)}", file=sys.stderr)
             return 2
-        print(f"{n}: {write(n, out, dtype)}", file=sys.stderr)
+        print(f"{n}: {write(n, out, dtype, vocab)}", file=sys.stderr)
     return 0
 
 

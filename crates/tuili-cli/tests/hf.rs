@@ -274,3 +274,99 @@ fn hf_directories_match_their_gguf_conversion_and_llama_cpp() {
     let _ = std::fs::remove_dir_all(&root);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A directory with a real tokenizer (SmolLM2's, as `tests/hf/tokenizers_fixture.py` writes
+/// it) and tiny BF16 weights: `tuili convert` keeps the tokenizer and template so that
+/// llama.cpp tokenizes the fixture corpus as the `tokenizers` package does, and `tuili run`
+/// gives the same text on the directory and on the GGUF.
+#[test]
+fn a_converted_tokenizer_works_in_llama_cpp_and_tuili_run() {
+    let Some(python) = python() else {
+        return;
+    };
+    let Some(smol) = tuili_testkit::model("smol.gguf") else {
+        return;
+    };
+    let root = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo().join("target"), PathBuf::from)
+        .join(format!("tiny-hf-tok-{}", std::process::id()));
+    let dir = root.join("llama");
+    run(
+        Command::new(&python)
+            .arg(repo().join("tests/hf/tokenizers_fixture.py"))
+            .arg(&smol)
+            .arg(&dir),
+        "tokenizers_fixture.py",
+    );
+    run(
+        Command::new(&python)
+            .arg(repo().join("scripts/families/tiny-hf.py"))
+            .arg(&root)
+            .args(["--dtype", "bf16", "--vocab", "49152", "llama"]),
+        "tiny-hf.py",
+    );
+    let gguf = root.join("llama.gguf");
+    run(
+        Command::new(env!("CARGO_BIN_EXE_tuili"))
+            .arg("convert")
+            .arg(&dir)
+            .arg(&gguf),
+        "tuili convert",
+    );
+    let script = r#"
+import json, sys
+from llama_cpp import Llama
+m = Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)
+texts = json.load(open(sys.argv[2]))["texts"]
+print(json.dumps({"ids": [m.tokenize(t.encode(), add_bos=False, special=True) for t in texts],
+                  "template": m.metadata.get("tokenizer.chat_template")}))
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .arg(&gguf)
+        .arg(dir.join("expected.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    assert_eq!(
+        got["ids"], expected["ids"],
+        "llama.cpp's ids on the converted tokenizer"
+    );
+    let smol_file = GgufFile::open(&smol).unwrap();
+    assert_eq!(
+        got["template"].as_str(),
+        smol_file
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str()),
+        "the chat template survives the conversion"
+    );
+
+    let generate = |model: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tuili"))
+            .args(["run", "-p", "Hello, 世界", "-n", "8", "--temp", "0", "-m"])
+            .arg(model)
+            .env("TUILI_QUIET", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = generate(&dir);
+    assert!(
+        text.starts_with("Hello, 世界") && text.len() > "Hello, 世界".len(),
+        "{text:?}"
+    );
+    assert_eq!(text, generate(&gguf));
+    let _ = std::fs::remove_dir_all(&root);
+}
