@@ -46,27 +46,7 @@ fn repo() -> PathBuf {
 }
 
 fn python() -> Option<PathBuf> {
-    let python = match std::env::var_os("TUILI_LLAMACPP_PYTHON").filter(|p| !p.is_empty()) {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/tuili/llamacpp-venv/bin/python"),
-    };
-    let ok = Command::new(&python)
-        .args(["-c", "import numpy, safetensors, llama_cpp"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    let why = format!(
-        "{} cannot import numpy, safetensors, llama_cpp",
-        python.display()
-    );
-    if tuili_testkit::flag("TUILI_REQUIRE_LLAMACPP") {
-        panic!("required (TUILI_REQUIRE_LLAMACPP=1) but {why}");
-    }
-    tuili_testkit::skip(&why);
-    None
+    tuili_testkit::llamacpp_python("numpy, safetensors, llama_cpp")
 }
 
 fn run(cmd: &mut Command, what: &str) {
@@ -281,7 +261,9 @@ fn hf_directories_match_their_gguf_conversion_and_llama_cpp() {
 /// gives the same text on the directory and on the GGUF.
 #[test]
 fn a_converted_tokenizer_works_in_llama_cpp_and_tuili_run() {
-    let Some(python) = python() else {
+    let Some(python) =
+        tuili_testkit::llamacpp_python("numpy, safetensors, llama_cpp, tokenizers, gguf")
+    else {
         return;
     };
     let Some(smol) = tuili_testkit::model("smol.gguf") else {

@@ -35,6 +35,14 @@ pub enum SafetensorsError {
         /// Its dtype.
         dtype: String,
     },
+    /// A JSON file of a model directory is too large or not JSON.
+    #[error("{path}: {problem}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     /// The sharded index is inconsistent with itself or with the shards.
     #[error("{index}: {problem}")]
     Index {

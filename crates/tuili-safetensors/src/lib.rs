@@ -11,15 +11,19 @@
 //!   byte span, every span lies inside the data, and the spans, sorted, do not overlap.
 //!
 //! Tensor data is never copied: [`SafeTensors::data`] borrows from the mapping.
+//! [`read_json`] reads the JSON files beside the weights (`config.json`, `tokenizer.json`,
+//! ...) with a size limit.
 #![deny(missing_docs)]
 
 mod checkpoint;
 mod error;
 mod file;
+mod json;
 
 pub use checkpoint::{Checkpoint, INDEX_FILE, SINGLE_FILE};
 pub use error::SafetensorsError;
 pub use file::{Dtype, SafeTensors, TensorInfo, MAX_DIMS, MAX_HEADER_BYTES, MAX_JSON_DEPTH};
+pub use json::read_json;
 
 /// Result with this crate's error.
 pub type Result<T, E = SafetensorsError> = std::result::Result<T, E>;

@@ -42,24 +42,8 @@ fn bad(file: &str, problem: String) -> TokenizerError {
 }
 
 fn read_json(dir: &Path, name: &str) -> Result<Option<Json>, TokenizerError> {
-    let path = dir.join(name);
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let err = |e: String| bad(&path.display().to_string(), e);
-    let len = std::fs::metadata(&path)
-        .map_err(|e| err(e.to_string()))?
-        .len();
-    if len > MAX_JSON_BYTES {
-        return Err(err(format!(
-            "{len} bytes, more than the limit of {MAX_JSON_BYTES}"
-        )));
-    }
-    let text = std::fs::read(&path).map_err(|e| err(e.to_string()))?;
-    // serde_json stops at 128 levels of nesting with an error, never a stack overflow.
-    serde_json::from_slice(&text)
-        .map(Some)
-        .map_err(|e| err(format!("not valid JSON: {e}")))
+    tuili_safetensors::read_json(&dir.join(name), MAX_JSON_BYTES)
+        .map_err(|e| TokenizerError::Hf(e.to_string()))
 }
 
 /// The `tokenizer.*` keys for the tokenizer files in `dir`. Without `tokenizer.json` the

@@ -16,25 +16,7 @@ use tuili_gguf::{GgufFile, GgufWriter};
 use tuili_tokenizer::{hf_tokenizer_keys, ChatTemplate, Tokenizer};
 
 fn python() -> Option<PathBuf> {
-    let python = match std::env::var_os("TUILI_LLAMACPP_PYTHON").filter(|p| !p.is_empty()) {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/tuili/llamacpp-venv/bin/python"),
-    };
-    let ok = Command::new(&python)
-        .args(["-c", "import tokenizers, gguf"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    let why = format!("{} cannot import tokenizers, gguf", python.display());
-    assert!(
-        !tuili_testkit::flag("TUILI_REQUIRE_LLAMACPP"),
-        "required but {why}"
-    );
-    tuili_testkit::skip(&why);
-    None
+    tuili_testkit::llamacpp_python("tokenizers, gguf")
 }
 
 fn open_dir(dir: &Path) -> GgufFile {

@@ -28,24 +28,10 @@ pub fn is_hf_dir(path: &Path) -> bool {
 
 /// Reads `dir/name` as JSON; `Ok(None)` when the file is absent.
 pub fn read_json(dir: &Path, name: &str) -> Result<Option<Json>, ModelError> {
-    let path = dir.join(name);
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let bad = |problem: String| ModelError::BadConfig(format!("{}: {problem}", path.display()));
-    let len = std::fs::metadata(&path)
-        .map_err(|e| bad(e.to_string()))?
-        .len();
-    if len > MAX_JSON_BYTES {
-        return Err(bad(format!(
-            "{len} bytes, more than the limit of {MAX_JSON_BYTES}"
-        )));
-    }
-    let text = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
-    // serde_json stops at 128 levels of nesting with an error, never a stack overflow.
-    serde_json::from_slice(&text)
-        .map(Some)
-        .map_err(|e| bad(format!("not valid JSON: {e}")))
+    Ok(tuili_safetensors::read_json(
+        &dir.join(name),
+        MAX_JSON_BYTES,
+    )?)
 }
 
 /// The architecture `dir`'s `config.json` names.
