@@ -191,6 +191,13 @@ def smollm3(m: Tiny) -> None:
     m.llama_layers()
 
 
+def mistral3(m: Tiny) -> None:
+    """Ministral 3: llama's layers with YaRN (factor 16 over an original context of 16) and the
+    Llama-4 attention temperature, which departs from 1 from position 16 on."""
+    m.embeddings(tied=False)
+    m.llama_layers()
+
+
 FAMILIES = {
     "llama": (llama, config("LlamaForCausalLM", "llama", 3, 256, 4, 4, 64, 512, 320, 10000.0, 1e-5)),
     "qwen2": (qwen2, config("Qwen2ForCausalLM", "qwen2", 2, 384, 6, 2, 64, 320, 448, 1e6, 1e-6)),
@@ -208,6 +215,11 @@ FAMILIES = {
                                 embedding_multiplier=12.0, residual_multiplier=0.22,
                                 attention_multiplier=0.015625, logits_scaling=8.0)),
     "olmo2": (olmo2, config("Olmo2ForCausalLM", "olmo2", 3, 320, 5, 5, 64, 448, 336, 500000.0, 1e-6)),
+    "mistral3": (mistral3, config("Ministral3ForCausalLM", "ministral3", 3, 384, 4, 2, 96, 512, 512, 1e6, 1e-5,
+                                  rope_parameters=dict(rope_type="yarn", rope_theta=1e6, factor=16.0,
+                                                       original_max_position_embeddings=16, beta_fast=32.0,
+                                                       beta_slow=1.0, mscale=1.0, mscale_all_dim=1.0,
+                                                       llama_4_scaling_beta=0.1))),
     "smollm3": (smollm3, config("SmolLM3ForCausalLM", "smollm3", 5, 256, 4, 1, 64, 320, 368, 5e6, 1e-6,
                                 no_rope_layers=[int((i + 1) % 4 != 0) for i in range(5)])),
 }

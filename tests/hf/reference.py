@@ -7,7 +7,7 @@ Usage: python tests/hf/reference.py MODEL_DIR TOKENS.json OUT.json
 
 TOKENS.json is a list of token ids (one sequence); OUT.json gets {"logits": [[V floats], ...]},
 one row per position. Covers the families of scripts/families/tiny-hf.py (llama, qwen2,
-qwen3, qwen3moe, gemma3, phi3, granite, olmo2, smollm3). Needs numpy and safetensors
+qwen3, qwen3moe, gemma3, phi3, granite, olmo2, smollm3, mistral3). Needs numpy and safetensors
 (F32 and F16 files; BF16 ones are not read here).
 """
 
@@ -36,14 +36,45 @@ def rms(x: np.ndarray, w: np.ndarray, eps: float, gemma: bool = False) -> np.nda
     return y * (1.0 + w) if gemma else y * w
 
 
-def rope(x: np.ndarray, pos: np.ndarray, base: float) -> np.ndarray:
-    """transformers' rotate_half RoPE: x [T, heads, hd]."""
+def yarn(hd: int, base: float, p: dict) -> tuple[np.ndarray, float]:
+    """transformers' `_compute_yarn_parameters`: inverse frequencies and attention factor."""
+    factor = p["factor"]
+    orig = p["original_max_position_embeddings"]
+
+    def get_mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    att = p.get("attention_factor")
+    if att is None:
+        if p.get("mscale") and p.get("mscale_all_dim"):
+            att = get_mscale(factor, p["mscale"]) / get_mscale(factor, p["mscale_all_dim"])
+        else:
+            att = get_mscale(factor)
+
+    def corr(rot):
+        return hd * math.log(orig / (rot * 2 * math.pi)) / (2 * math.log(base))
+
+    low = max(math.floor(corr(p.get("beta_fast", 32.0))), 0)
+    high = min(math.ceil(corr(p.get("beta_slow", 1.0))), hd - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(hd // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+    pos_freqs = base ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+    extra = 1 - ramp
+    inv = (1.0 / (factor * pos_freqs)) * (1 - extra) + (1.0 / pos_freqs) * extra
+    return inv, att
+
+
+def rope(x: np.ndarray, pos: np.ndarray, base: float, scaling: dict | None = None) -> np.ndarray:
+    """transformers' rotate_half RoPE: x [T, heads, hd]; YaRN when `scaling` says so."""
     hd = x.shape[-1]
-    inv = 1.0 / base ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+    inv, att = 1.0 / base ** (np.arange(0, hd, 2, dtype=np.float64) / hd), 1.0
+    if scaling and scaling.get("rope_type") == "yarn":
+        inv, att = yarn(hd, base, scaling)
     f = np.outer(pos, inv)
     emb = np.concatenate([f, f], axis=-1)[:, None, :]
     x1, x2 = x[..., : hd // 2], x[..., hd // 2:]
-    return x * np.cos(emb) + np.concatenate([-x2, x1], axis=-1) * np.sin(emb)
+    return x * np.cos(emb) * att + np.concatenate([-x2, x1], axis=-1) * np.sin(emb) * att
 
 
 def attention(q, k, v, scale: float, window: int | None) -> np.ndarray:
@@ -100,11 +131,15 @@ def forward(d: pathlib.Path, ids: list[int]) -> np.ndarray:
         q, k, v = q.reshape(t, nh, hd), k.reshape(t, nkv, hd), v.reshape(t, nkv, hd)
         if p + "self_attn.q_norm.weight" in w and not olmo:
             q, k = rms(q, g("self_attn.q_norm.weight"), eps, gemma), rms(k, g("self_attn.k_norm.weight"), eps, gemma)
-        window, base = None, c["rope_theta"]
+        rp = c.get("rope_parameters")
+        window, base = None, c.get("rope_theta") or rp["rope_theta"]
         if gemma and c["layer_types"][i] == "sliding_attention":
             window, base = c["sliding_window"], c["rope_local_base_freq"]
         if c.get("no_rope_layers", [1] * (i + 1))[i]:
-            q, k = rope(q, pos, base), rope(k, pos, base)
+            q, k = rope(q, pos, base, rp), rope(k, pos, base, rp)
+        if rp and "llama_4_scaling_beta" in rp:  # Ministral 3's attention temperature
+            orig = rp["original_max_position_embeddings"]
+            q = q * (1 + rp["llama_4_scaling_beta"] * np.log(1 + np.floor(pos / orig)))[:, None, None]
         a = attention(q, k, v, scale, window) @ g("self_attn.o_proj.weight").T
         if gemma:
             a = rms(a, g("post_attention_layernorm.weight"), eps, True)

@@ -28,6 +28,7 @@ use tuili_models::Model;
 
 const F32_FAMILIES: &[&str] = &[
     "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "phi3", "granite", "olmo2", "smollm3",
+    "mistral3",
 ];
 /// Half-precision checkpoints: both dtypes run without conversion (matmul reads them).
 const HALF: &[(&str, &[&str])] = &[("bf16", &["llama", "qwen2", "gemma3"]), ("f16", &["qwen3"])];

@@ -20,6 +20,8 @@ const ARCHITECTURES: &[(&str, Arch)] = &[
     ("GraniteForCausalLM", Arch::Granite),
     ("Olmo2ForCausalLM", Arch::Olmo2),
     ("Phi3ForCausalLM", Arch::Phi3),
+    ("Mistral3ForConditionalGeneration", Arch::Mistral3),
+    ("Ministral3ForCausalLM", Arch::Mistral3),
 ];
 
 /// What the tensor mapping needs from the configuration.
@@ -177,6 +179,9 @@ pub(crate) fn read(json: &Json, name: &str) -> Result<HfConfig, ModelError> {
         &mut rope_freqs,
     )?;
     family_keys(arch, &f, n_layer, &mut put)?;
+    if arch == Arch::Mistral3 {
+        ministral3_keys(&f, &rope, &mut put)?;
+    }
 
     let tied = Fields(top)
         .flag("tie_word_embeddings")?
@@ -253,6 +258,8 @@ fn rope_scaling(
             for (hf, key) in [
                 ("beta_fast", "rope.scaling.yarn_beta_fast"),
                 ("beta_slow", "rope.scaling.yarn_beta_slow"),
+                ("attention_factor", "rope.scaling.attn_factor"),
+                ("attn_factor", "rope.scaling.attn_factor"),
             ] {
                 if let Some(v) = r.num(hf)? {
                     put(key, Value::F32(v));
@@ -402,6 +409,38 @@ fn family_keys(
     if f.num("attn_logit_softcapping")?.is_some_and(|c| c != 0.0) {
         return Err(ModelError::Unimplemented(
             "config.json attn_logit_softcapping".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Ministral 3's YaRN (`ministral3` text model): the log multiplier `mscale_all_dim` and the
+/// Llama-4 attention temperature `llama_4_scaling_beta`, as llama.cpp's converter writes them.
+/// (Mistral Small 3.x's text model, `mistral`, has neither.)
+fn ministral3_keys(
+    f: &Fields,
+    rope: &Map<String, Json>,
+    put: &mut impl FnMut(&str, Value),
+) -> Result<(), ModelError> {
+    if f.get("model_type").and_then(Json::as_str) != Some("ministral3") {
+        return Ok(());
+    }
+    let r = Fields(rope);
+    if r.get("rope_type").and_then(Json::as_str) != Some("yarn") {
+        return Err(bad("a ministral3 model without YaRN rope_parameters".into()));
+    }
+    for (hf, key) in [
+        ("mscale_all_dim", "rope.scaling.yarn_log_multiplier"),
+        ("llama_4_scaling_beta", "attention.temperature_scale"),
+    ] {
+        let v = r
+            .num(hf)?
+            .ok_or_else(|| bad(format!("rope_parameters.{hf} is missing")))?;
+        put(key, Value::F32(v));
+    }
+    if r.num("mscale")?.is_some_and(|m| m != 1.0) {
+        return Err(ModelError::Unimplemented(
+            "config.json rope_parameters.mscale other than 1".into(),
         ));
     }
     Ok(())
