@@ -50,13 +50,15 @@ fn python() -> Option<PathBuf> {
     tuili_testkit::llamacpp_python("numpy, safetensors, llama_cpp")
 }
 
-fn run(cmd: &mut Command, what: &str) {
+/// Runs `cmd`, which must succeed; returns its stdout.
+fn run(cmd: &mut Command, what: &str) -> Vec<u8> {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
         "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
 }
 
 /// Logits of `prompt` (every position) then of each of `decode` fed one at a time.
@@ -304,18 +306,14 @@ texts = json.load(open(sys.argv[2]))["texts"]
 print(json.dumps({"ids": [m.tokenize(t.encode(), add_bos=False, special=True) for t in texts],
                   "template": m.metadata.get("tokenizer.chat_template")}))
 "#;
-    let out = Command::new(&python)
-        .args(["-c", script])
-        .arg(&gguf)
-        .arg(dir.join("expected.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run(
+        Command::new(&python)
+            .args(["-c", script])
+            .arg(&gguf)
+            .arg(dir.join("expected.json")),
+        "llama.cpp on the converted tokenizer",
     );
-    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Value = serde_json::from_slice(&out).unwrap();
     let expected: Value =
         serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
     assert_eq!(
@@ -332,18 +330,14 @@ print(json.dumps({"ids": [m.tokenize(t.encode(), add_bos=False, special=True) fo
     );
 
     let generate = |model: &Path| {
-        let out = Command::new(env!("CARGO_BIN_EXE_tuili"))
-            .args(["run", "-p", "Hello, 世界", "-n", "8", "--temp", "0", "-m"])
-            .arg(model)
-            .env("TUILI_QUIET", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run(
+            Command::new(env!("CARGO_BIN_EXE_tuili"))
+                .args(["run", "-p", "Hello, 世界", "-n", "8", "--temp", "0", "-m"])
+                .arg(model)
+                .env("TUILI_QUIET", "1"),
+            "tuili run",
         );
-        String::from_utf8(out.stdout).unwrap()
+        String::from_utf8(out).unwrap()
     };
     let text = generate(&dir);
     assert!(

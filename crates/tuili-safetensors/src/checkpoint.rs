@@ -87,21 +87,9 @@ fn open_sharded(dir: &Path, index: &Path) -> Result<Checkpoint> {
         index: shown.clone(),
         problem,
     };
-    let io = |source| SafetensorsError::Io {
-        action: "read",
-        path: index.to_path_buf(),
-        source,
-    };
-    let len = std::fs::metadata(index).map_err(io)?.len();
-    if len > MAX_INDEX_BYTES {
-        return Err(err(format!(
-            "{len} bytes, more than the limit of {MAX_INDEX_BYTES}"
-        )));
-    }
-    let text = std::fs::read(index).map_err(io)?;
     // A weight map is 2 deep; serde_json's own recursion limit (128) bounds the rest.
-    let json: Value =
-        serde_json::from_slice(&text).map_err(|e| err(format!("not valid JSON: {e}")))?;
+    let json = crate::read_json(index, MAX_INDEX_BYTES)?
+        .ok_or_else(|| err("is not a file".to_string()))?;
     let map = json
         .get("weight_map")
         .and_then(Value::as_object)
