@@ -20,6 +20,8 @@ set -euo pipefail
 
 LLAMA_CPP_PYTHON_VERSION=0.3.36
 GGUF_VERSION=0.19.0
+SAFETENSORS_VERSION=0.8.0
+TOKENIZERS_VERSION=0.23.3
 VENV="${TUILI_BENCH_VENV:-$HOME/.cache/tuili/llamacpp-venv}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
@@ -47,9 +49,18 @@ cmake_args() {
 
 # gguf-py writes the tiny per-family models that crates/tuili-models/tests/families.rs
 # compares with llama.cpp (scripts/families/tiny-gguf.py); numpy comes with llama-cpp-python.
+# safetensors writes the tiny HF directories of crates/tuili-cli/tests/hf.rs
+# (scripts/families/tiny-hf.py); tokenizers gives the reference ids of
+# crates/tuili-tokenizer/tests/hf.rs.
 install_gguf() {
     if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('gguf') != '$GGUF_VERSION')" 2>/dev/null; then
         nice -n 19 "$VENV/bin/pip" install --no-cache-dir "gguf==$GGUF_VERSION"
+    fi
+    if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('safetensors') != '$SAFETENSORS_VERSION')" 2>/dev/null; then
+        nice -n 19 "$VENV/bin/pip" install --no-cache-dir "safetensors==$SAFETENSORS_VERSION"
+    fi
+    if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('tokenizers') != '$TOKENIZERS_VERSION')" 2>/dev/null; then
+        nice -n 19 "$VENV/bin/pip" install --no-cache-dir "tokenizers==$TOKENIZERS_VERSION"
     fi
 }
 

@@ -29,10 +29,14 @@ pub fn init_threads(threads: Option<usize>) {
     }
 }
 
-/// Opens the GGUF file a model argument names (pulling it if it is a known name).
+/// Opens the GGUF file a model argument names (pulling it if it is a known name); a
+/// Hugging Face directory is converted in memory.
 pub fn open(args: &ModelArgs) -> Result<Arc<GgufFile>> {
     init_threads(args.threads);
     let path = registry::resolve(&args.model)?;
+    if tuili_models::hf::is_hf_dir(&path) {
+        return Ok(Arc::new(crate::convert::open_hf_dir(&path)?));
+    }
     let file = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
     Ok(Arc::new(file))
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod commands;
+mod convert;
 mod device;
 mod generate;
 mod load;
@@ -23,7 +24,8 @@ struct Cli {
 /// Options shared by the commands that load a model.
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// A GGUF file, or a known model name (pulled on first use).
+    /// A GGUF file, a Hugging Face model directory, or a known model name (pulled on
+    /// first use).
     #[arg(short = 'm', long = "model", default_value = registry::DEFAULT_MODEL)]
     pub model: String,
     /// Worker threads (default: all cores).
@@ -81,6 +83,8 @@ enum Command {
         #[arg(long = "devices")]
         devices: bool,
     },
+    /// Convert a Hugging Face model directory to a GGUF file.
+    Convert(convert::ConvertArgs),
     /// Print the tokens of a text.
     Tokenize(commands::TokenizeArgs),
     /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
@@ -103,6 +107,7 @@ fn main() {
         Command::Chat(a) => commands::chat(a),
         Command::Info { model, devices } => commands::info(model, devices),
         Command::Tokenize(a) => commands::tokenize(a),
+        Command::Convert(a) => convert::convert(a),
         Command::Perplexity(a) => commands::perplexity(a),
         Command::Serve(a) => serve::serve(a),
         Command::Bench(a) => bench::bench(a),

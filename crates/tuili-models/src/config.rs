@@ -80,6 +80,20 @@ impl Arch {
     }
 }
 
+/// How `arch` pairs dimensions for RoPE (llama.cpp's choice per architecture).
+pub(crate) fn rope_mode(arch: Arch) -> RopeMode {
+    match arch {
+        Arch::Llama | Arch::Smollm3 | Arch::Granite | Arch::Mistral3 => RopeMode::Normal,
+        Arch::Qwen2
+        | Arch::Qwen3
+        | Arch::Qwen3Moe
+        | Arch::Gemma3
+        | Arch::Olmo2
+        | Arch::Phi3
+        | Arch::GptOss => RopeMode::Neox,
+    }
+}
+
 /// Dimensions and constants of a decoder-only transformer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -172,16 +186,7 @@ impl Config {
             vocab,
             ctx_len,
             rope_base,
-            rope_mode: match arch {
-                Arch::Llama | Arch::Smollm3 | Arch::Granite | Arch::Mistral3 => RopeMode::Normal,
-                Arch::Qwen2
-                | Arch::Qwen3
-                | Arch::Qwen3Moe
-                | Arch::Gemma3
-                | Arch::Olmo2
-                | Arch::Phi3
-                | Arch::GptOss => RopeMode::Neox,
-            },
+            rope_mode: rope_mode(arch),
             eps,
             layer_windows: vec![None; n_layer],
         };

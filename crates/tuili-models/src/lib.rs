@@ -8,6 +8,7 @@ mod config;
 mod cpu;
 mod families;
 pub mod forward;
+pub mod hf;
 mod kv_cache;
 mod model;
 pub mod moe;
@@ -30,6 +31,9 @@ pub enum ModelError {
     /// The file's metadata is missing or malformed.
     #[error(transparent)]
     Gguf(#[from] tuili_gguf::GgufError),
+    /// A safetensors file of a Hugging Face directory is malformed.
+    #[error(transparent)]
+    Safetensors(#[from] tuili_safetensors::SafetensorsError),
     /// A weight cannot be used by the backend.
     #[error(transparent)]
     Backend(#[from] tuili_backend::BackendError),

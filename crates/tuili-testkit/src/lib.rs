@@ -55,3 +55,32 @@ pub fn skip(why: &str) {
     let test = thread.name().unwrap_or("a test");
     let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
 }
+
+/// The Python of the llama.cpp comparisons: `TUILI_LLAMACPP_PYTHON`, else
+/// `~/.cache/tuili/llamacpp-venv/bin/python` (which `bash bench/vs-llamacpp.sh --install-only`
+/// builds), when it can import `modules` (comma-separated); else `None` after a visible skip
+/// line, or a panic under `TUILI_REQUIRE_LLAMACPP=1`.
+pub fn llamacpp_python(modules: &str) -> Option<PathBuf> {
+    let python = match std::env::var_os("TUILI_LLAMACPP_PYTHON").filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/tuili/llamacpp-venv/bin/python"),
+    };
+    let importable = std::process::Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if importable {
+        return Some(python);
+    }
+    let why = format!(
+        "{} cannot import {modules} (set TUILI_LLAMACPP_PYTHON, or run `bash bench/vs-llamacpp.sh --install-only`)",
+        python.display()
+    );
+    assert!(
+        !flag("TUILI_REQUIRE_LLAMACPP"),
+        "required (TUILI_REQUIRE_LLAMACPP=1) but {why}"
+    );
+    skip(&why);
+    None
+}

@@ -17,6 +17,7 @@
 mod bpe;
 mod chat;
 mod gguf;
+mod hf;
 mod pretok;
 mod spm;
 mod stream;
@@ -25,6 +26,7 @@ mod unicode;
 mod vocab;
 
 pub use chat::{ChatMessage, ChatTemplate};
+pub use hf::hf_tokenizer_keys;
 pub use stream::StreamDecoder;
 pub use tokenizer::{Tokenizer, TokenizerConfig};
 
@@ -95,6 +97,9 @@ pub enum TokenizerError {
     /// Reading the GGUF metadata failed (wrong value type, ...).
     #[error(transparent)]
     Gguf(#[from] tuili_gguf::GgufError),
+    /// A Hugging Face tokenizer file is malformed or of a kind tuili does not read.
+    #[error("{0}")]
+    Hf(String),
     /// A chat template failed to compile or render (including `raise_exception`).
     #[error("chat template: {0}")]
     Template(String),

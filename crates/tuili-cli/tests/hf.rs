@@ -1,0 +1,349 @@
+//! Hugging Face model directories against their GGUF conversions.
+//!
+//! `scripts/families/tiny-hf.py` writes a tiny random HF directory per family (F32; BF16
+//! and F16 for some). For each, `tuili convert` writes a GGUF, and:
+//! - tuili's logits on the directory (converted in memory) and on the GGUF file must be
+//!   bit-identical, prompt and greedy decode steps alike;
+//! - llama.cpp must load the GGUF (`tests/llamacpp/families.py`), and on the F32 ones give
+//!   the logits tuili gives on the same token ids, within the float-order bounds of
+//!   `crates/tuili-models/tests/families.rs`;
+//! - on the F32 ones tuili's logits must equal, within f32 rounding, those of
+//!   `tests/hf/reference.py`: each family's forward pass written from transformers' modeling
+//!   code over the HF layout in numpy f64, sharing nothing with the conversion. (llama.cpp
+//!   reads the converted file, so it checks the GGUF's form; this checks its meaning.) The greedy continuations of these random
+//!   weights are not compared (some of their margins are under float rounding); the decode
+//!   steps feed llama.cpp's own greedy tokens to both.
+//!
+//! The interpreter is `TUILI_LLAMACPP_PYTHON`, else `~/.cache/tuili/llamacpp-venv/bin/python`,
+//! with numpy, safetensors and llama_cpp; without them the test says it skipped, or fails under
+//! `TUILI_REQUIRE_LLAMACPP=1`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tuili_gguf::GgufFile;
+use tuili_models::Model;
+
+const F32_FAMILIES: &[&str] = &[
+    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "phi3", "granite", "olmo2", "smollm3",
+    "mistral3",
+];
+/// Half-precision checkpoints: both dtypes run without conversion (matmul reads them).
+const HALF: &[(&str, &[&str])] = &[("bf16", &["llama", "qwen2", "gemma3"]), ("f16", &["qwen3"])];
+
+/// Bounds as in crates/tuili-models/tests/families.rs (gemma3: llama.cpp's f16 GELU table).
+fn max_rel_diff(family: &str) -> f32 {
+    if family == "gemma3" {
+        1.5e-3
+    } else {
+        4e-6
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn python() -> Option<PathBuf> {
+    tuili_testkit::llamacpp_python("numpy, safetensors, llama_cpp")
+}
+
+/// Runs `cmd`, which must succeed; returns its stdout.
+fn run(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Logits of `prompt` (every position) then of each of `decode` fed one at a time.
+fn logits(model: &Model, prompt: &[u32], decode: &[u32]) -> Vec<Vec<f32>> {
+    let vocab = model.config().vocab;
+    let mut cache = model.new_cache(256);
+    let p = model.forward(prompt, &mut cache, 0).expect("prompt");
+    let mut rows: Vec<Vec<f32>> = p.chunks(vocab).map(<[f32]>::to_vec).collect();
+    for &t in decode {
+        rows.push(model.forward(&[t], &mut cache, 0).expect("decode"));
+    }
+    rows
+}
+
+fn load(file: GgufFile) -> Model {
+    Model::load(&Arc::new(file)).expect("load")
+}
+
+/// The largest |a − b| over the largest |b|.
+fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "logit count");
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// Bound against tests/hf/reference.py, which computes in f64 what transformers computes:
+/// tuili's f32 sums differ by rounding only, while a wrong layout (unpermuted Q/K, a norm
+/// without its `+ 1`, swapped gate/up halves) moves logits by whole units.
+const MAX_REL_DIFF_REFERENCE: f32 = 1e-5;
+
+/// The differences of one F32 directory: from llama.cpp on the GGUF, and from the numpy
+/// reference of the HF model on the directory itself.
+struct Diffs {
+    llamacpp: f32,
+    reference: f32,
+}
+
+/// Checks one directory; measures the differences for F32 ones.
+fn check(python: &Path, dir: &Path, family: &str, against_llamacpp: bool) -> Option<Diffs> {
+    let gguf = dir.with_extension("gguf");
+    run(
+        Command::new(env!("CARGO_BIN_EXE_tuili"))
+            .arg("convert")
+            .arg(dir)
+            .arg(&gguf),
+        "tuili convert",
+    );
+    let in_memory = tuili_models::hf::to_gguf(dir)
+        .expect("convert in memory")
+        .to_bytes();
+    let from_dir = load(GgufFile::from_bytes(in_memory).unwrap());
+    let from_file = load(GgufFile::open(&gguf).unwrap());
+
+    let json = dir.with_extension("llamacpp.json");
+    run(
+        Command::new(python)
+            .arg(repo().join("tests/llamacpp/families.py"))
+            .arg(&gguf)
+            .arg(&json),
+        &format!("llama.cpp on {}", gguf.display()),
+    );
+    let reference: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let ids = |v: &Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let mut worst = 0f32;
+    let mut reference_diff = 0f32;
+    for (n, p) in reference["prompts"].as_array().unwrap().iter().enumerate() {
+        let prompt = ids(&p["tokens"]);
+        let generated = ids(&p["generated"]);
+        let decode = &generated[..generated.len() - 1];
+        let a = logits(&from_dir, &prompt, decode);
+        let b = logits(&from_file, &prompt, decode);
+        let same = a
+            .iter()
+            .flatten()
+            .map(|x| x.to_bits())
+            .eq(b.iter().flatten().map(|x| x.to_bits()));
+        assert!(
+            same,
+            "{family} ({}): directory and GGUF logits differ",
+            dir.display()
+        );
+        if against_llamacpp {
+            let theirs: Vec<f32> = p["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(p["decode_logits"].as_array().unwrap())
+                .flat_map(|r| {
+                    r.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap() as f32)
+                })
+                .collect();
+            worst = worst.max(rel_diff(&a.concat(), &theirs));
+            if n == 0 {
+                reference_diff = against_reference(python, dir, &prompt, decode, &a);
+            }
+        }
+    }
+    against_llamacpp.then_some(Diffs {
+        llamacpp: worst,
+        reference: reference_diff,
+    })
+}
+
+/// tuili's logits `ours` (every position of `prompt` then `decode`) against
+/// tests/hf/reference.py on the same ids as one sequence.
+fn against_reference(
+    python: &Path,
+    dir: &Path,
+    prompt: &[u32],
+    decode: &[u32],
+    ours: &[Vec<f32>],
+) -> f32 {
+    let ids: Vec<u32> = prompt.iter().chain(decode).copied().collect();
+    let tokens = dir.with_extension("tokens.json");
+    let out = dir.with_extension("reference.json");
+    std::fs::write(&tokens, serde_json::to_vec(&ids).unwrap()).unwrap();
+    run(
+        Command::new(python)
+            .arg(repo().join("tests/hf/reference.py"))
+            .arg(dir)
+            .arg(&tokens)
+            .arg(&out),
+        "reference.py",
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let theirs: Vec<f32> = r["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
+        .collect();
+    rel_diff(&ours.concat(), &theirs)
+}
+
+#[test]
+fn hf_directories_match_their_gguf_conversion_and_llama_cpp() {
+    let Some(python) = python() else {
+        return;
+    };
+    let root = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo().join("target"), PathBuf::from)
+        .join(format!("tiny-hf-{}", std::process::id()));
+    let generate = |dtype: &str, families: &[&str]| {
+        let out = root.join(dtype);
+        run(
+            Command::new(&python)
+                .arg(repo().join("scripts/families/tiny-hf.py"))
+                .arg(&out)
+                .args(["--dtype", dtype])
+                .args(families),
+            "tiny-hf.py",
+        );
+        out
+    };
+    let mut failures = Vec::new();
+    let f32_dir = generate("f32", F32_FAMILIES);
+    for family in F32_FAMILIES {
+        let d = check(&python, &f32_dir.join(family), family, true).unwrap();
+        eprintln!(
+            "hf {family:10} f32: tuili dir == tuili gguf (bits); max |Δlogit| / largest: {:.2e} \
+             from llama.cpp on the GGUF, {:.2e} from the f64 HF reference on the directory",
+            d.llamacpp, d.reference
+        );
+        // Written so that NaN fails too.
+        if d.llamacpp.is_nan() || d.llamacpp > max_rel_diff(family) {
+            failures.push(format!("{family}: {:.2e} from llama.cpp", d.llamacpp));
+        }
+        if d.reference.is_nan() || d.reference > MAX_REL_DIFF_REFERENCE {
+            failures.push(format!(
+                "{family}: {:.2e} from the HF reference",
+                d.reference
+            ));
+        }
+    }
+    for (dtype, families) in HALF {
+        let dir = generate(dtype, families);
+        for family in *families {
+            check(&python, &dir.join(family), family, false);
+            eprintln!("hf {family:10} {dtype}: tuili dir == tuili gguf (bits); llama.cpp loads it");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A directory with a real tokenizer (SmolLM2's, as `tests/hf/tokenizers_fixture.py` writes
+/// it) and tiny BF16 weights: `tuili convert` keeps the tokenizer and template so that
+/// llama.cpp tokenizes the fixture corpus as the `tokenizers` package does, and `tuili run`
+/// gives the same text on the directory and on the GGUF.
+#[test]
+fn a_converted_tokenizer_works_in_llama_cpp_and_tuili_run() {
+    let Some(python) =
+        tuili_testkit::llamacpp_python("numpy, safetensors, llama_cpp, tokenizers, gguf")
+    else {
+        return;
+    };
+    let Some(smol) = tuili_testkit::model("smol.gguf") else {
+        return;
+    };
+    let root = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo().join("target"), PathBuf::from)
+        .join(format!("tiny-hf-tok-{}", std::process::id()));
+    let dir = root.join("llama");
+    run(
+        Command::new(&python)
+            .arg(repo().join("tests/hf/tokenizers_fixture.py"))
+            .arg(&smol)
+            .arg(&dir),
+        "tokenizers_fixture.py",
+    );
+    run(
+        Command::new(&python)
+            .arg(repo().join("scripts/families/tiny-hf.py"))
+            .arg(&root)
+            .args(["--dtype", "bf16", "--vocab", "49152", "llama"]),
+        "tiny-hf.py",
+    );
+    let gguf = root.join("llama.gguf");
+    run(
+        Command::new(env!("CARGO_BIN_EXE_tuili"))
+            .arg("convert")
+            .arg(&dir)
+            .arg(&gguf),
+        "tuili convert",
+    );
+    let script = r#"
+import json, sys
+from llama_cpp import Llama
+m = Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)
+texts = json.load(open(sys.argv[2]))["texts"]
+print(json.dumps({"ids": [m.tokenize(t.encode(), add_bos=False, special=True) for t in texts],
+                  "template": m.metadata.get("tokenizer.chat_template")}))
+"#;
+    let out = run(
+        Command::new(&python)
+            .args(["-c", script])
+            .arg(&gguf)
+            .arg(dir.join("expected.json")),
+        "llama.cpp on the converted tokenizer",
+    );
+    let got: Value = serde_json::from_slice(&out).unwrap();
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    assert_eq!(
+        got["ids"], expected["ids"],
+        "llama.cpp's ids on the converted tokenizer"
+    );
+    let smol_file = GgufFile::open(&smol).unwrap();
+    assert_eq!(
+        got["template"].as_str(),
+        smol_file
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str()),
+        "the chat template survives the conversion"
+    );
+
+    let generate = |model: &Path| {
+        let out = run(
+            Command::new(env!("CARGO_BIN_EXE_tuili"))
+                .args(["run", "-p", "Hello, 世界", "-n", "8", "--temp", "0", "-m"])
+                .arg(model)
+                .env("TUILI_QUIET", "1"),
+            "tuili run",
+        );
+        String::from_utf8(out).unwrap()
+    };
+    let text = generate(&dir);
+    assert!(
+        text.starts_with("Hello, 世界") && text.len() > "Hello, 世界".len(),
+        "{text:?}"
+    );
+    assert_eq!(text, generate(&gguf));
+    let _ = std::fs::remove_dir_all(&root);
+}
