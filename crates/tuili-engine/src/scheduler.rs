@@ -141,6 +141,10 @@ pub enum SeqEvent {
 pub struct SchedulerStats {
     /// Sequences waiting for admission (new or preempted).
     pub waiting: usize,
+    /// Of those, the preempted ones.
+    pub preempted_waiting: usize,
+    /// Token slots per KV block.
+    pub block_size: usize,
     /// Sequences holding KV blocks.
     pub running: usize,
     /// KV blocks held by sequences.
@@ -174,6 +178,8 @@ struct Seq {
     /// Tokens handed out by `schedule` and not yet reported by `update` (0 = idle).
     in_flight: usize,
     status: Status,
+    /// Preempted at least once.
+    preempted: bool,
 }
 
 impl Seq {
@@ -278,6 +284,10 @@ impl Scheduler {
     pub fn stats(&self) -> SchedulerStats {
         SchedulerStats {
             waiting: self.waiting.len(),
+            preempted_waiting: (self.waiting.iter())
+                .filter(|id| self.seqs.get(id).is_some_and(|s| s.preempted))
+                .count(),
+            block_size: self.config.block_size,
             running: self.running.len(),
             blocks_used: self.kv.num_used(),
             blocks_free: self.kv.num_free(),
@@ -333,6 +343,7 @@ impl Scheduler {
                 num_computed: 0,
                 in_flight: 0,
                 status: Status::Waiting,
+                preempted: false,
             },
         );
         self.waiting.push_back(req.id);
@@ -440,6 +451,7 @@ impl Scheduler {
         if let Some(seq) = self.seqs.get_mut(&id) {
             seq.num_computed = 0;
             seq.status = Status::Waiting;
+            seq.preempted = true;
         }
         self.preemptions += 1;
         out.preempted.push(id);

@@ -378,7 +378,8 @@ pub fn start_engine_with(
         queued: AtomicUsize::new(0),
         active: AtomicUsize::new(0),
         shutting_down: AtomicBool::new(false),
-        metrics: Mutex::new(EngineMetrics::default()),
+        // Gauges are right from the start, before the engine thread publishes.
+        metrics: Mutex::new(EngineMetrics::default().with_scheduler(&scheduler.stats())),
         next_id: AtomicUsize::new(1),
         failed: Mutex::new(None),
     });
@@ -713,8 +714,10 @@ impl EngineCore {
         let Some(a) = active.get_mut(&id) else { return };
         self.metrics.generated_tokens_total += 1;
         match a.last_token {
-            None => self.metrics.ttft.observe((now - a.submitted).as_secs_f64()),
-            Some(t) => self.metrics.itl.observe((now - t).as_secs_f64()),
+            None => self
+                .metrics
+                .observe_first_token((now - a.submitted).as_secs_f64()),
+            Some(t) => self.metrics.observe_inter_token((now - t).as_secs_f64()),
         }
         a.last_token = Some(now);
         a.tokens.push(token);
@@ -761,6 +764,9 @@ impl EngineCore {
         let Some(mut a) = self.end(id, active) else {
             return;
         };
+        self.metrics
+            .e2e
+            .observe(a.submitted.elapsed().as_secs_f64());
         // Bytes of an unfinished UTF-8 character, then text held for stop strings;
         // after a stop string nothing more is sent.
         let mut rest = String::new();
@@ -793,17 +799,7 @@ impl EngineCore {
             .metrics
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        *m = EngineMetrics {
-            waiting: 0,
-            running: st.running,
-            kv_blocks_used: st.blocks_used,
-            kv_blocks_free: st.blocks_free,
-            kv_local_blocks_used: st.local_blocks_used,
-            prefix_queries_tokens: st.prefix.queries,
-            prefix_hit_tokens: st.prefix.hits,
-            preemptions: st.preemptions,
-            ..self.metrics.clone()
-        };
+        *m = self.metrics.with_scheduler(&st);
     }
 }
 

@@ -7,7 +7,9 @@
 //! - A response owns its engine streams: a client that disconnects drops them, which cancels
 //!   its requests in the engine.
 //! - Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
-//!   `GET /health`, `GET /metrics` (Prometheus text), `POST /tokenize`, `POST /detokenize`.
+//!   `GET /health`, `GET /metrics` (Prometheus text, tuili's and vLLM's names),
+//!   `POST /tokenize`, `POST /detokenize`, and vLLM's `POST /v1/completions/render` and
+//!   `POST /v1/chat/completions/render` (the token ids a request would run on).
 //!   With an API key, all but `/health` and `/metrics` need `Authorization: Bearer KEY`.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -16,6 +18,8 @@ pub mod api;
 mod error;
 mod generate;
 pub mod metrics;
+mod metrics_vllm;
+mod render;
 mod routes;
 mod serve;
 mod state;
