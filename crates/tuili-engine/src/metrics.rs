@@ -80,6 +80,8 @@ pub struct EngineMetrics {
     pub kv_blocks_used: usize,
     /// KV blocks free or evictable.
     pub kv_blocks_free: usize,
+    /// KV blocks registered in the prefix cache (held or evictable).
+    pub kv_blocks_cached: usize,
     /// Blocks of the sliding-window layers' own region held by sequences (0 without one).
     pub kv_local_blocks_used: usize,
     /// Prompt tokens looked up in the prefix cache.
@@ -117,6 +119,7 @@ impl Default for EngineMetrics {
             block_size: 0,
             kv_blocks_used: 0,
             kv_blocks_free: 0,
+            kv_blocks_cached: 0,
             kv_local_blocks_used: 0,
             prefix_queries_tokens: 0,
             prefix_hit_tokens: 0,
@@ -156,6 +159,7 @@ impl EngineMetrics {
             block_size: st.block_size,
             kv_blocks_used: st.blocks_used,
             kv_blocks_free: st.blocks_free,
+            kv_blocks_cached: st.blocks_cached,
             kv_local_blocks_used: st.local_blocks_used,
             prefix_queries_tokens: st.prefix.queries,
             prefix_hit_tokens: st.prefix.hits,

@@ -24,6 +24,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::kv_blocks::{KvBlockManager, PrefixStats, SeqId};
+use crate::kv_events::KvEventSender;
 use crate::{EngineError, FinishReason};
 
 /// Limits of one scheduler.
@@ -151,6 +152,8 @@ pub struct SchedulerStats {
     pub blocks_used: usize,
     /// KV blocks free or evictable.
     pub blocks_free: usize,
+    /// KV blocks registered in the prefix cache (held or evictable).
+    pub blocks_cached: usize,
     /// Local-region KV blocks held by sequences (0 without a local region).
     pub local_blocks_used: usize,
     /// Prefix-cache counters (tokens).
@@ -200,6 +203,8 @@ pub struct Scheduler {
     running: Vec<SeqId>,
     preemptions: u64,
     steps: u64,
+    /// Where each step's prefix-cache events go, once asked for.
+    kv_events: Option<KvEventSender>,
 }
 
 impl Scheduler {
@@ -214,6 +219,7 @@ impl Scheduler {
             running: Vec::new(),
             preemptions: 0,
             steps: 0,
+            kv_events: None,
         })
     }
 
@@ -243,6 +249,27 @@ impl Scheduler {
             window,
         )?;
         Ok(s)
+    }
+
+    /// Sends the prefix-cache events of every later step to `tx`, one batch per
+    /// `schedule` or `update` that changed the cache, starting with
+    /// [`crate::kv_events::KvEvent::AllBlocksCleared`]. Call it before the first request.
+    pub fn send_kv_events(&mut self, tx: KvEventSender) {
+        self.kv.record_events();
+        self.kv_events = Some(tx);
+        self.flush_kv_events();
+    }
+
+    fn flush_kv_events(&mut self) {
+        let Some(tx) = &self.kv_events else {
+            return;
+        };
+        let events = self.kv.take_events();
+        // A receiver gone (the publisher stopped) is no reason to stop serving.
+        if !events.is_empty() && tx.send(events).is_err() {
+            self.kv_events = None;
+            self.kv.stop_events();
+        }
     }
 
     /// The limits this scheduler was built with.
@@ -291,6 +318,7 @@ impl Scheduler {
             running: self.running.len(),
             blocks_used: self.kv.num_used(),
             blocks_free: self.kv.num_free(),
+            blocks_cached: self.kv.num_cached(),
             local_blocks_used: self.kv.num_local_used(),
             prefix: self.kv.prefix_stats(),
             preemptions: self.preemptions,
@@ -409,6 +437,7 @@ impl Scheduler {
             }
         }
         out.num_batched_tokens = self.config.max_batched_tokens - budget;
+        self.flush_kv_events();
         out
     }
 
@@ -579,6 +608,7 @@ impl Scheduler {
                 });
             }
         }
+        self.flush_kv_events();
         Ok(events)
     }
 }

@@ -20,6 +20,7 @@ use tuili_models::{Config, KvPool, Model, SeqChunk};
 use tuili_tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::kv_blocks::SeqId;
+use crate::kv_events::KvEventSender;
 use crate::metrics::EngineMetrics;
 use crate::request::{Event, GenerateRequest, SubmitError, TokenLogprob, Usage};
 use crate::runner::{CpuRunner, KvLayout, KvType, Runner, DEFAULT_KV_TYPE};
@@ -46,6 +47,8 @@ pub struct EngineConfig {
     pub k_type: KvType,
     /// How the KV pool stores values.
     pub v_type: KvType,
+    /// Where to send prefix-cache events (none: not recorded).
+    pub kv_events: Option<KvEventSender>,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +62,7 @@ impl Default for EngineConfig {
             max_batched_tokens: 512,
             k_type: DEFAULT_KV_TYPE,
             v_type: DEFAULT_KV_TYPE,
+            kv_events: None,
         }
     }
 }
@@ -363,10 +367,13 @@ pub fn start_engine_with(
         num_blocks,
         max_model_len: cfg.n_ctx,
     };
-    let scheduler = match (n_local_blocks, mcfg.max_window()) {
+    let mut scheduler = match (n_local_blocks, mcfg.max_window()) {
         (n, Some(w)) if n > 0 => Scheduler::with_local(sched_cfg, n, w)?,
         _ => Scheduler::new(sched_cfg)?,
     };
+    if let Some(tx) = cfg.kv_events.clone() {
+        scheduler.send_kv_events(tx);
+    }
     let runner = make_runner(KvLayout {
         n_blocks: num_blocks,
         block_size: cfg.block_size,
@@ -761,12 +768,15 @@ impl EngineCore {
         reason: FinishReason,
         active: &mut HashMap<SeqId, Active<'t>>,
     ) {
+        // Counted before `end` publishes, so a client that has its answer sees it counted.
+        if let Some(a) = active.get(&id) {
+            self.metrics
+                .e2e
+                .observe(a.submitted.elapsed().as_secs_f64());
+        }
         let Some(mut a) = self.end(id, active) else {
             return;
         };
-        self.metrics
-            .e2e
-            .observe(a.submitted.elapsed().as_secs_f64());
         // Bytes of an unfinished UTF-8 character, then text held for stop strings;
         // after a stop string nothing more is sent.
         let mut rest = String::new();

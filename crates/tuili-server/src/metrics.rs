@@ -33,7 +33,7 @@ pub fn render(
     let Some(m) = engine else {
         return out;
     };
-    let gauges: [(&str, &str, f64); 6] = [
+    let gauges: [(&str, &str, f64); 7] = [
         (
             "tuili_queue_depth",
             "Requests waiting to start.",
@@ -53,6 +53,11 @@ pub fn render(
             "tuili_kv_blocks_free",
             "KV cache blocks free or evictable.",
             m.kv_blocks_free as f64,
+        ),
+        (
+            "tuili_kv_blocks_cached",
+            "KV cache blocks registered in the prefix cache (held or evictable).",
+            m.kv_blocks_cached as f64,
         ),
         (
             "tuili_kv_local_blocks_used",
