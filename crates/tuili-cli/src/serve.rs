@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use tuili_engine::{kv_event_channel, start_engine_with, EngineConfig};
-use tuili_server::{start_kv_publisher, AppState, KvEventsOptions, ServeOptions, ServerConfig};
+use tuili_server::{
+    start_kv_publisher, AppState, KvEventsOptions, KvWireLayout, ServeOptions, ServerConfig,
+};
 
 use crate::device::{self, DeviceArgs};
 use crate::{load, registry, ModelArgs};
@@ -73,6 +75,14 @@ pub struct ServeArgs {
         requires = "kv_events_endpoint"
     )]
     kv_events_topic: String,
+    /// Events as tagged maps (map: vLLM now, vllm-router) or tagged arrays (array: vLLM's
+    /// earlier layout, which older decoders read).
+    #[arg(
+        long = "kv-events-layout",
+        default_value = "map",
+        requires = "kv_events_endpoint"
+    )]
+    kv_events_layout: KvWireLayout,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -111,6 +121,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 endpoint,
                 replay_endpoint: a.kv_events_replay_endpoint,
                 topic: a.kv_events_topic,
+                layout: a.kv_events_layout,
             };
             start_kv_publisher(opts, rx).map_err(anyhow::Error::msg)?;
             Some(tx)

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tuili_engine::KvEventReceiver;
 use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
 
-use crate::kv_wire::encode_batch;
+use crate::kv_wire::{encode_batch, KvWireLayout};
 
 /// Batches kept for replay (vLLM's `buffer_steps`).
 pub const REPLAY_BATCHES: usize = 10_000;
@@ -29,6 +29,8 @@ pub struct KvEventsOptions {
     pub replay_endpoint: Option<String>,
     /// First frame of every message (subscribers filter on it).
     pub topic: String,
+    /// How events are laid out in a batch.
+    pub layout: KvWireLayout,
 }
 
 /// Binds the sockets, then publishes what arrives on `rx` from a thread of its own until
@@ -56,7 +58,7 @@ pub fn start_kv_publisher(
                     return;
                 }
             };
-            rt.block_on(publish(endpoints, opts.topic, rx, bound_tx));
+            rt.block_on(publish(endpoints, opts.topic, opts.layout, rx, bound_tx));
         })
         .map_err(|e| format!("cannot start the KV-event thread: {e}"))?;
     match bound_rx.recv() {
@@ -88,6 +90,7 @@ fn bind_address(endpoint: &str) -> Result<String, String> {
 async fn publish(
     endpoints: Vec<String>,
     topic: String,
+    layout: KvWireLayout,
     mut rx: KvEventReceiver,
     bound_tx: std::sync::mpsc::Sender<Result<Vec<String>, String>>,
 ) {
@@ -131,7 +134,7 @@ async fn publish(
                 let ts = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0.0, |d| d.as_secs_f64());
-                let payload = Bytes::from(encode_batch(ts, &events, 0));
+                let payload = Bytes::from(encode_batch(ts, &events, 0, layout));
                 let frames = vec![
                     topic.clone(),
                     Bytes::copy_from_slice(&seq.to_be_bytes()),

@@ -18,7 +18,7 @@ pub mod api;
 mod error;
 mod generate;
 mod kv_publish;
-mod kv_wire;
+pub mod kv_wire;
 pub mod metrics;
 mod metrics_vllm;
 mod render;
@@ -29,6 +29,7 @@ pub mod validate;
 
 pub use error::{ErrorBody, ServerError};
 pub use kv_publish::{start_kv_publisher, KvEventsOptions, REPLAY_BATCHES};
+pub use kv_wire::KvWireLayout;
 pub use routes::{app, constant_time_eq};
 pub use serve::{init_logging, run_blocking, serve, shutdown_signal, Loaded, ServeOptions};
 pub use state::{AppState, Ready, ServerConfig, DEFAULT_MAX_BODY_BYTES};

@@ -218,3 +218,40 @@ async fn a_scrape_under_load_is_cheap() {
     // 1 ms is the budget; the machines tests share can stall a thread for longer.
     assert!(p99 < 0.005, "p99 {:.3} ms", p99 * 1e3);
 }
+
+/// What `vllm-router` forwards: vLLM's and SGLang's extension fields at their defaults are
+/// accepted (they match what tuili does); at other values they are refused by name.
+#[tokio::test]
+async fn vllm_extension_fields_at_tuilis_values_are_accepted() {
+    let Some(s) = ready("vllm_extension_fields_at_tuilis_values_are_accepted") else {
+        return;
+    };
+    let chat = json!({"model": "smol", "messages": [{"role": "user", "content": "hello"}],
+        "stream": false, "max_tokens": 2, "logprobs": false, "no_stop_trim": false,
+        "ignore_eos": false, "continue_final_message": false, "skip_special_tokens": true,
+        "separate_reasoning": true, "stream_reasoning": true, "return_hidden_states": false,
+        "include_reasoning": true});
+    for path in ["/v1/chat/completions", "/v1/chat/completions/render"] {
+        let r = post(&s, path, &chat).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+    }
+    let completion = json!({"model": "smol", "prompt": "hello world", "max_tokens": 2,
+        "stream": false, "echo": false, "no_stop_trim": false, "ignore_eos": false,
+        "skip_special_tokens": true, "return_hidden_states": false});
+    for path in ["/v1/completions", "/v1/completions/render"] {
+        let r = post(&s, path, &completion).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+    }
+    for (key, v) in [
+        ("continue_final_message", json!(true)),
+        ("skip_special_tokens", json!(false)),
+        ("add_generation_prompt", json!(false)),
+        ("include_reasoning", json!("yes")),
+    ] {
+        let mut body = chat.clone();
+        body[key] = v;
+        let r = post(&s, "/v1/chat/completions", &body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{key}: {}", r.body);
+        assert_eq!(r.error()["param"], key);
+    }
+}
