@@ -34,10 +34,7 @@ pub fn render(out: &mut String, m: &EngineMetrics, model_name: &str) {
             m.kv_usage(),
         ),
     ];
-    for (name, help, v) in gauges {
-        header(out, name, "gauge", help);
-        let _ = writeln!(out, "{name}{{{labels}}} {v}");
-    }
+    families(out, "gauge", &gauges, &labels);
     // An info metric as vLLM writes it: a gauge set to 1, the configuration in labels.
     header(
         out,
@@ -78,10 +75,7 @@ pub fn render(out: &mut String, m: &EngineMetrics, model_name: &str) {
             m.generated_tokens_total,
         ),
     ];
-    for (name, help, v) in counters {
-        header(out, name, "counter", help);
-        let _ = writeln!(out, "{name}{{{labels}}} {v}");
-    }
+    families(out, "counter", &counters, &labels);
     histogram(
         out,
         "vllm:time_to_first_token_seconds",
@@ -118,6 +112,19 @@ pub fn render(out: &mut String, m: &EngineMetrics, model_name: &str) {
         out,
         "vllm:lora_requests_info{{{labels},max_lora=\"0\",running_lora_adapters=\"\",waiting_lora_adapters=\"\"}} {now}"
     );
+}
+
+/// One family of `kind` per `(name, help, value)`, each a single series with `labels`.
+fn families<T: std::fmt::Display>(
+    out: &mut String,
+    kind: &str,
+    fs: &[(&str, &str, T)],
+    labels: &str,
+) {
+    for (name, help, v) in fs {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name}{{{labels}}} {v}");
+    }
 }
 
 /// A label value in the text format: backslash, double quote and newline escaped.
