@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tuili_engine::{start_engine_with, EngineConfig};
-use tuili_server::{AppState, ServeOptions, ServerConfig};
+use tuili_engine::{kv_event_channel, start_engine_with, EngineConfig};
+use tuili_server::{
+    start_kv_publisher, AppState, KvEventsOptions, KvWireLayout, ServeOptions, ServerConfig,
+};
 
 use crate::device::{self, DeviceArgs};
 use crate::{load, registry, ModelArgs};
@@ -58,6 +60,29 @@ pub struct ServeArgs {
     /// Seconds running requests get to finish after SIGINT/SIGTERM.
     #[arg(long = "grace", default_value_t = 30)]
     grace: u64,
+    /// Publish prefix-cache events in vLLM's format on a ZMQ PUB socket bound here,
+    /// e.g. tcp://*:5557 (default: none).
+    #[arg(long = "kv-events-endpoint")]
+    kv_events_endpoint: Option<String>,
+    /// Answer replay requests (resend events after a sequence number) on a ZMQ ROUTER
+    /// socket bound here, e.g. tcp://*:5558 (needs --kv-events-endpoint).
+    #[arg(long = "kv-events-replay-endpoint", requires = "kv_events_endpoint")]
+    kv_events_replay_endpoint: Option<String>,
+    /// Topic, the first frame of every KV-event message.
+    #[arg(
+        long = "kv-events-topic",
+        default_value = "",
+        requires = "kv_events_endpoint"
+    )]
+    kv_events_topic: String,
+    /// Events as tagged maps (map: vLLM now, vllm-router) or tagged arrays (array: vLLM's
+    /// earlier layout, which older decoders read).
+    #[arg(
+        long = "kv-events-layout",
+        default_value = "map",
+        requires = "kv_events_endpoint"
+    )]
+    kv_events_layout: KvWireLayout,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -88,7 +113,23 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .or_else(|| std::env::var("TUILI_API_KEY").ok())
         .filter(|k| !k.is_empty());
     config.max_body_bytes = a.max_body;
+    // Bound before the model loads, so that a bad endpoint fails at once.
+    let kv_events = match a.kv_events_endpoint {
+        Some(endpoint) => {
+            let (tx, rx) = kv_event_channel();
+            let opts = KvEventsOptions {
+                endpoint,
+                replay_endpoint: a.kv_events_replay_endpoint,
+                topic: a.kv_events_topic,
+                layout: a.kv_events_layout,
+            };
+            start_kv_publisher(opts, rx).map_err(anyhow::Error::msg)?;
+            Some(tx)
+        }
+        None => None,
+    };
     let engine_cfg = EngineConfig {
+        kv_events,
         n_ctx: a.ctx,
         max_num_seqs: a.parallel,
         max_queue: a.max_queue,

@@ -34,6 +34,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use tuili_models::FREED_BLOCK;
 
+use crate::kv_events::KvEvent;
+
 /// Id of a sequence (the request id) in the block manager.
 pub type SeqId = u64;
 
@@ -264,6 +266,8 @@ pub struct KvBlockManager {
     stats: PrefixStats,
     evictions: u64,
     local: Option<LocalRegion>,
+    /// Prefix-cache events not yet taken, while recording ([`KvBlockManager::record_events`]).
+    events: Option<Vec<KvEvent>>,
 }
 
 /// FNV-1a over the parent hash and the block tokens, then a final mix so that nearby inputs
@@ -309,6 +313,7 @@ impl KvBlockManager {
             stats: PrefixStats::default(),
             evictions: 0,
             local: None,
+            events: None,
         })
     }
 
@@ -330,6 +335,35 @@ impl KvBlockManager {
         let mut m = Self::new(num_blocks, block_size)?;
         m.local = Some(LocalRegion::new(n_local, window));
         Ok(m)
+    }
+
+    /// Starts recording prefix-cache events (see [`crate::kv_events`]), the first one
+    /// [`KvEvent::AllBlocksCleared`]: whatever a listener knew of this pool no longer holds.
+    /// The engine calls it on its fresh pool, before any block is cached.
+    pub fn record_events(&mut self) {
+        debug_assert!(self.cached.is_empty(), "record events from a fresh pool");
+        self.events = Some(vec![KvEvent::AllBlocksCleared]);
+    }
+
+    /// Stops recording prefix-cache events.
+    pub fn stop_events(&mut self) {
+        self.events = None;
+    }
+
+    /// The events recorded since the last call (none when not recording).
+    pub fn take_events(&mut self) -> Vec<KvEvent> {
+        self.events.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// One `BlockStored` for a chain of `(hash, parent, tokens)` blocks.
+    fn stored(&self, chain: &[(u64, u64, &Vec<u32>)]) -> KvEvent {
+        let parent = chain.first().map_or(ROOT_HASH, |c| c.1);
+        KvEvent::BlockStored {
+            block_hashes: chain.iter().map(|c| c.0).collect(),
+            parent_block_hash: (parent != ROOT_HASH).then_some(parent),
+            token_ids: chain.iter().flat_map(|c| c.2.iter().copied()).collect(),
+            block_size: self.block_size,
+        }
     }
 
     /// Blocks of the local region (0 without one).
@@ -395,6 +429,11 @@ impl KvBlockManager {
     /// Blocks registered in the prefix cache (in use or evictable).
     pub fn num_cached(&self) -> usize {
         self.cached.len()
+    }
+
+    /// Hashes of the blocks registered in the prefix cache, in no order.
+    pub fn cached_hashes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.cached.keys().copied()
     }
 
     /// Cached blocks evicted so far to make room.
@@ -644,6 +683,7 @@ impl KvBlockManager {
             });
         }
         let mut out = Vec::with_capacity(n);
+        let mut removed = Vec::new();
         while out.len() < n {
             let block = if let Some(b) = self.free.pop() {
                 b
@@ -653,6 +693,7 @@ impl KvBlockManager {
                 if let Some(key) = meta.key.take() {
                     if self.cached.get(&key.hash) == Some(&b) {
                         self.cached.remove(&key.hash);
+                        removed.push(key.hash);
                     }
                 }
                 self.evictions += 1;
@@ -662,6 +703,11 @@ impl KvBlockManager {
             };
             self.blocks[block as usize].ref_count = 1;
             out.push(block);
+        }
+        if let (Some(ev), false) = (&mut self.events, removed.is_empty()) {
+            ev.push(KvEvent::BlockRemoved {
+                block_hashes: removed,
+            });
         }
         Ok(out)
     }
@@ -675,6 +721,8 @@ impl KvBlockManager {
             return;
         };
         let full = (tokens.len() / self.block_size).min(s.table.len());
+        // Runs of blocks that entered the cache here: (first index, last index + 1).
+        let mut runs: Vec<(usize, usize)> = Vec::new();
         for i in s.num_hashed..full {
             let chunk = &tokens[i * self.block_size..(i + 1) * self.block_size];
             let parent = s.last_hash;
@@ -688,6 +736,10 @@ impl KvBlockManager {
                     tokens: chunk.to_vec(),
                 });
                 self.cached.insert(hash, block);
+                match runs.last_mut() {
+                    Some(r) if r.1 == i => r.1 = i + 1,
+                    _ => runs.push((i, i + 1)),
+                }
             }
             // The local block at the same index, if still held, under the same hash.
             if let Some(local) = &mut self.local {
@@ -702,6 +754,21 @@ impl KvBlockManager {
             }
             s.last_hash = hash;
             s.num_hashed = i + 1;
+        }
+        if self.events.is_some() && !runs.is_empty() {
+            let table = s.table.clone();
+            for (a, b) in runs {
+                let keys: Vec<&CachedKey> = table[a..b]
+                    .iter()
+                    .filter_map(|&blk| self.blocks[blk as usize].key.as_ref())
+                    .collect();
+                let chain: Vec<(u64, u64, &Vec<u32>)> =
+                    keys.iter().map(|k| (k.hash, k.parent, &k.tokens)).collect();
+                let ev = self.stored(&chain);
+                if let Some(v) = &mut self.events {
+                    v.push(ev);
+                }
+            }
         }
     }
 

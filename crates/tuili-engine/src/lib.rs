@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod kv_blocks;
+pub mod kv_events;
 pub mod metrics;
 mod perplexity;
 pub mod request;
@@ -13,6 +14,7 @@ pub mod scheduler;
 pub mod serve;
 mod stop;
 
+pub use kv_events::{kv_event_channel, KvEvent, KvEventReceiver, KvEventSender};
 pub use metrics::{EngineMetrics, Histogram};
 pub use perplexity::{perplexity, perplexity_with, Perplexity, PPL_STEP};
 pub use request::{Event, FinishReason, GenerateRequest, SubmitError, TokenLogprob, Usage};

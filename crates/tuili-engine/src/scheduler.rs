@@ -24,6 +24,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::kv_blocks::{KvBlockManager, PrefixStats, SeqId};
+use crate::kv_events::KvEventSender;
 use crate::{EngineError, FinishReason};
 
 /// Limits of one scheduler.
@@ -141,12 +142,18 @@ pub enum SeqEvent {
 pub struct SchedulerStats {
     /// Sequences waiting for admission (new or preempted).
     pub waiting: usize,
+    /// Of those, the preempted ones.
+    pub preempted_waiting: usize,
+    /// Token slots per KV block.
+    pub block_size: usize,
     /// Sequences holding KV blocks.
     pub running: usize,
     /// KV blocks held by sequences.
     pub blocks_used: usize,
     /// KV blocks free or evictable.
     pub blocks_free: usize,
+    /// KV blocks registered in the prefix cache (held or evictable).
+    pub blocks_cached: usize,
     /// Local-region KV blocks held by sequences (0 without a local region).
     pub local_blocks_used: usize,
     /// Prefix-cache counters (tokens).
@@ -174,6 +181,8 @@ struct Seq {
     /// Tokens handed out by `schedule` and not yet reported by `update` (0 = idle).
     in_flight: usize,
     status: Status,
+    /// Preempted at least once.
+    preempted: bool,
 }
 
 impl Seq {
@@ -194,6 +203,8 @@ pub struct Scheduler {
     running: Vec<SeqId>,
     preemptions: u64,
     steps: u64,
+    /// Where each step's prefix-cache events go, once asked for.
+    kv_events: Option<KvEventSender>,
 }
 
 impl Scheduler {
@@ -208,6 +219,7 @@ impl Scheduler {
             running: Vec::new(),
             preemptions: 0,
             steps: 0,
+            kv_events: None,
         })
     }
 
@@ -237,6 +249,27 @@ impl Scheduler {
             window,
         )?;
         Ok(s)
+    }
+
+    /// Sends the prefix-cache events of every later step to `tx`, one batch per
+    /// `schedule` or `update` that changed the cache, starting with
+    /// [`crate::kv_events::KvEvent::AllBlocksCleared`]. Call it before the first request.
+    pub fn send_kv_events(&mut self, tx: KvEventSender) {
+        self.kv.record_events();
+        self.kv_events = Some(tx);
+        self.flush_kv_events();
+    }
+
+    fn flush_kv_events(&mut self) {
+        let Some(tx) = &self.kv_events else {
+            return;
+        };
+        let events = self.kv.take_events();
+        // A receiver gone (the publisher stopped) is no reason to stop serving.
+        if !events.is_empty() && tx.send(events).is_err() {
+            self.kv_events = None;
+            self.kv.stop_events();
+        }
     }
 
     /// The limits this scheduler was built with.
@@ -278,9 +311,14 @@ impl Scheduler {
     pub fn stats(&self) -> SchedulerStats {
         SchedulerStats {
             waiting: self.waiting.len(),
+            preempted_waiting: (self.waiting.iter())
+                .filter(|id| self.seqs.get(id).is_some_and(|s| s.preempted))
+                .count(),
+            block_size: self.config.block_size,
             running: self.running.len(),
             blocks_used: self.kv.num_used(),
             blocks_free: self.kv.num_free(),
+            blocks_cached: self.kv.num_cached(),
             local_blocks_used: self.kv.num_local_used(),
             prefix: self.kv.prefix_stats(),
             preemptions: self.preemptions,
@@ -333,6 +371,7 @@ impl Scheduler {
                 num_computed: 0,
                 in_flight: 0,
                 status: Status::Waiting,
+                preempted: false,
             },
         );
         self.waiting.push_back(req.id);
@@ -398,6 +437,7 @@ impl Scheduler {
             }
         }
         out.num_batched_tokens = self.config.max_batched_tokens - budget;
+        self.flush_kv_events();
         out
     }
 
@@ -440,6 +480,7 @@ impl Scheduler {
         if let Some(seq) = self.seqs.get_mut(&id) {
             seq.num_computed = 0;
             seq.status = Status::Waiting;
+            seq.preempted = true;
         }
         self.preemptions += 1;
         out.preempted.push(id);
@@ -567,6 +608,7 @@ impl Scheduler {
                 });
             }
         }
+        self.flush_kv_events();
         Ok(events)
     }
 }

@@ -20,6 +20,7 @@ use tuili_models::{Config, KvPool, Model, SeqChunk};
 use tuili_tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::kv_blocks::SeqId;
+use crate::kv_events::KvEventSender;
 use crate::metrics::EngineMetrics;
 use crate::request::{Event, GenerateRequest, SubmitError, TokenLogprob, Usage};
 use crate::runner::{CpuRunner, KvLayout, KvType, Runner, DEFAULT_KV_TYPE};
@@ -46,6 +47,8 @@ pub struct EngineConfig {
     pub k_type: KvType,
     /// How the KV pool stores values.
     pub v_type: KvType,
+    /// Where to send prefix-cache events (none: not recorded).
+    pub kv_events: Option<KvEventSender>,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +62,7 @@ impl Default for EngineConfig {
             max_batched_tokens: 512,
             k_type: DEFAULT_KV_TYPE,
             v_type: DEFAULT_KV_TYPE,
+            kv_events: None,
         }
     }
 }
@@ -363,10 +367,13 @@ pub fn start_engine_with(
         num_blocks,
         max_model_len: cfg.n_ctx,
     };
-    let scheduler = match (n_local_blocks, mcfg.max_window()) {
+    let mut scheduler = match (n_local_blocks, mcfg.max_window()) {
         (n, Some(w)) if n > 0 => Scheduler::with_local(sched_cfg, n, w)?,
         _ => Scheduler::new(sched_cfg)?,
     };
+    if let Some(tx) = cfg.kv_events.clone() {
+        scheduler.send_kv_events(tx);
+    }
     let runner = make_runner(KvLayout {
         n_blocks: num_blocks,
         block_size: cfg.block_size,
@@ -378,7 +385,8 @@ pub fn start_engine_with(
         queued: AtomicUsize::new(0),
         active: AtomicUsize::new(0),
         shutting_down: AtomicBool::new(false),
-        metrics: Mutex::new(EngineMetrics::default()),
+        // Gauges are right from the start, before the engine thread publishes.
+        metrics: Mutex::new(EngineMetrics::default().with_scheduler(&scheduler.stats())),
         next_id: AtomicUsize::new(1),
         failed: Mutex::new(None),
     });
@@ -713,8 +721,10 @@ impl EngineCore {
         let Some(a) = active.get_mut(&id) else { return };
         self.metrics.generated_tokens_total += 1;
         match a.last_token {
-            None => self.metrics.ttft.observe((now - a.submitted).as_secs_f64()),
-            Some(t) => self.metrics.itl.observe((now - t).as_secs_f64()),
+            None => self
+                .metrics
+                .observe_first_token((now - a.submitted).as_secs_f64()),
+            Some(t) => self.metrics.observe_inter_token((now - t).as_secs_f64()),
         }
         a.last_token = Some(now);
         a.tokens.push(token);
@@ -758,6 +768,12 @@ impl EngineCore {
         reason: FinishReason,
         active: &mut HashMap<SeqId, Active<'t>>,
     ) {
+        // Counted before `end` publishes, so a client that has its answer sees it counted.
+        if let Some(a) = active.get(&id) {
+            self.metrics
+                .e2e
+                .observe(a.submitted.elapsed().as_secs_f64());
+        }
         let Some(mut a) = self.end(id, active) else {
             return;
         };
@@ -793,17 +809,7 @@ impl EngineCore {
             .metrics
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        *m = EngineMetrics {
-            waiting: 0,
-            running: st.running,
-            kv_blocks_used: st.blocks_used,
-            kv_blocks_free: st.blocks_free,
-            kv_local_blocks_used: st.local_blocks_used,
-            prefix_queries_tokens: st.prefix.queries,
-            prefix_hit_tokens: st.prefix.hits,
-            preemptions: st.preemptions,
-            ..self.metrics.clone()
-        };
+        *m = self.metrics.with_scheduler(&st);
     }
 }
 

@@ -108,6 +108,16 @@ pub const CHAT_KEYS: &[&str] = &[
     "store",
     "metadata",
     "service_tier",
+    // vLLM's and SGLang's extensions, which routers built for them forward (refused
+    // unless at a value that matches what tuili does).
+    "continue_final_message",
+    "add_generation_prompt",
+    "skip_special_tokens",
+    "no_stop_trim",
+    "return_hidden_states",
+    "separate_reasoning",
+    "stream_reasoning",
+    "include_reasoning",
 ];
 
 /// Keys `/v1/completions` understands.
@@ -134,6 +144,10 @@ pub const COMPLETION_KEYS: &[&str] = &[
     "suffix",
     "best_of",
     "logit_bias",
+    // vLLM's and SGLang's extensions (see CHAT_KEYS).
+    "skip_special_tokens",
+    "no_stop_trim",
+    "return_hidden_states",
 ];
 
 /// `usage` of a response.

@@ -53,22 +53,7 @@ pub async fn chat_completions(
     State(state): State<AppState>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ServerError> {
-    let b = body(b, &state)?;
-    let req = validate::chat_request(&b)?;
-    state.check_model(req.common.model.as_deref())?;
-    state.ready()?;
-    let st = state.clone();
-    let messages = req.messages;
-    // Rendering and tokenizing a large prompt is CPU work: keep it off the async workers.
-    let prompt = blocking(move || {
-        let ready = st.ready()?;
-        let text = ready
-            .template
-            .render(&messages, true)
-            .map_err(|e| ServerError::field("messages", e.to_string()))?;
-        Ok(ready.engine.tokenizer().encode(&text, false, true))
-    })
-    .await?;
+    let (req, prompt) = chat_prompt(&state, b).await?;
     let job = Job {
         kind: Kind::Chat,
         prompts: vec![prompt],
@@ -83,12 +68,53 @@ pub async fn completions(
     State(state): State<AppState>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ServerError> {
-    let b = body(b, &state)?;
+    let (req, prompts) = completion_prompts(&state, b).await?;
+    let job = Job {
+        kind: Kind::Completion,
+        prompts,
+        common: req.common,
+        logprobs: req.logprobs,
+    };
+    run(&state, job).await
+}
+
+/// A chat request, checked, and the token ids of its prompt (also what
+/// `/v1/chat/completions/render` answers).
+pub(crate) async fn chat_prompt(
+    state: &AppState,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<(validate::ValidChat, Vec<u32>), ServerError> {
+    let b = body(b, state)?;
+    let mut req = validate::chat_request(&b)?;
+    state.check_model(req.common.model.as_deref())?;
+    state.ready()?;
+    let st = state.clone();
+    let messages = std::mem::take(&mut req.messages);
+    // Rendering and tokenizing a large prompt is CPU work: keep it off the async workers.
+    let prompt = blocking(move || {
+        let ready = st.ready()?;
+        let text = ready
+            .template
+            .render(&messages, true)
+            .map_err(|e| ServerError::field("messages", e.to_string()))?;
+        Ok(ready.engine.tokenizer().encode(&text, false, true))
+    })
+    .await?;
+    Ok((req, prompt))
+}
+
+/// A completion request, checked, and the token ids of each of its prompts (also what
+/// `/v1/completions/render` answers).
+pub(crate) async fn completion_prompts(
+    state: &AppState,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<(validate::ValidCompletion, Vec<Vec<u32>>), ServerError> {
+    let b = body(b, state)?;
     let vocab = state.ready()?.engine.tokenizer().vocab_size();
-    let req = validate::completion_request(&b, vocab)?;
+    let mut req = validate::completion_request(&b, vocab)?;
     state.check_model(req.common.model.as_deref())?;
     let st = state.clone();
-    let prompts = req.prompts;
+    let prompts = std::mem::take(&mut req.prompts);
     let prompts = blocking(move || {
         let tok = st.ready()?.engine.tokenizer();
         Ok(prompts
@@ -100,13 +126,7 @@ pub async fn completions(
             .collect())
     })
     .await?;
-    let job = Job {
-        kind: Kind::Completion,
-        prompts,
-        common: req.common,
-        logprobs: req.logprobs,
-    };
-    run(&state, job).await
+    Ok((req, prompts))
 }
 
 async fn blocking<T: Send + 'static>(

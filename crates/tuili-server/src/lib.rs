@@ -7,7 +7,9 @@
 //! - A response owns its engine streams: a client that disconnects drops them, which cancels
 //!   its requests in the engine.
 //! - Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
-//!   `GET /health`, `GET /metrics` (Prometheus text), `POST /tokenize`, `POST /detokenize`.
+//!   `GET /health`, `GET /metrics` (Prometheus text, tuili's and vLLM's names),
+//!   `POST /tokenize`, `POST /detokenize`, and vLLM's `POST /v1/completions/render` and
+//!   `POST /v1/chat/completions/render` (the token ids a request would run on).
 //!   With an API key, all but `/health` and `/metrics` need `Authorization: Bearer KEY`.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -15,13 +17,19 @@
 pub mod api;
 mod error;
 mod generate;
+mod kv_publish;
+pub mod kv_wire;
 pub mod metrics;
+mod metrics_vllm;
+mod render;
 mod routes;
 mod serve;
 mod state;
 pub mod validate;
 
 pub use error::{ErrorBody, ServerError};
+pub use kv_publish::{start_kv_publisher, KvEventsOptions, REPLAY_BATCHES};
+pub use kv_wire::KvWireLayout;
 pub use routes::{app, constant_time_eq};
 pub use serve::{init_logging, run_blocking, serve, shutdown_signal, Loaded, ServeOptions};
 pub use state::{AppState, Ready, ServerConfig, DEFAULT_MAX_BODY_BYTES};

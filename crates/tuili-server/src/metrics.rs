@@ -1,4 +1,5 @@
-//! `/metrics` in the Prometheus text exposition format (version 0.0.4).
+//! `/metrics` in the Prometheus text exposition format (version 0.0.4): tuili's own series,
+//! then vLLM's ([`crate::metrics_vllm`]) for the tools built around vLLM.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -6,8 +7,12 @@ use std::fmt::Write as _;
 use tuili_engine::{EngineMetrics, Histogram};
 
 /// Renders the HTTP counters and, once the model is loaded, the engine's gauges, counters
-/// and latency histograms.
-pub fn render(responses: &BTreeMap<u16, u64>, engine: Option<&EngineMetrics>) -> String {
+/// and latency histograms, under tuili's names and vLLM's (labelled with `model_name`).
+pub fn render(
+    responses: &BTreeMap<u16, u64>,
+    engine: Option<&EngineMetrics>,
+    model_name: &str,
+) -> String {
     let mut out = String::new();
     header(
         &mut out,
@@ -28,7 +33,7 @@ pub fn render(responses: &BTreeMap<u16, u64>, engine: Option<&EngineMetrics>) ->
     let Some(m) = engine else {
         return out;
     };
-    let gauges: [(&str, &str, f64); 6] = [
+    let gauges: [(&str, &str, f64); 7] = [
         (
             "tuili_queue_depth",
             "Requests waiting to start.",
@@ -48,6 +53,11 @@ pub fn render(responses: &BTreeMap<u16, u64>, engine: Option<&EngineMetrics>) ->
             "tuili_kv_blocks_free",
             "KV cache blocks free or evictable.",
             m.kv_blocks_free as f64,
+        ),
+        (
+            "tuili_kv_blocks_cached",
+            "KV cache blocks registered in the prefix cache (held or evictable).",
+            m.kv_blocks_cached as f64,
         ),
         (
             "tuili_kv_local_blocks_used",
@@ -105,33 +115,43 @@ pub fn render(responses: &BTreeMap<u16, u64>, engine: Option<&EngineMetrics>) ->
         &mut out,
         "tuili_time_to_first_token_seconds",
         "Time from submission to the first generated token.",
+        "",
         &m.ttft,
     );
     histogram(
         &mut out,
         "tuili_inter_token_latency_seconds",
         "Time between consecutive tokens of one request.",
+        "",
         &m.itl,
     );
+    crate::metrics_vllm::render(&mut out, m, model_name);
     out
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Prometheus buckets are cumulative; the engine's counts are per bucket.
-fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+/// Prometheus buckets are cumulative; the engine's counts are per bucket. `labels` are
+/// `k="v"` pairs joined by commas (or empty), put before `le`.
+pub(crate) fn histogram(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogram) {
     header(out, name, "histogram", help);
+    let sep = if labels.is_empty() { "" } else { "," };
     let mut cum = 0u64;
     for (i, bound) in h.bounds.iter().enumerate() {
         cum += h.counts.get(i).copied().unwrap_or(0);
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cum}");
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cum}");
     }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-    let _ = writeln!(out, "{name}_sum {}", h.sum);
-    let _ = writeln!(out, "{name}_count {}", h.count);
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
+    let braced = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braced} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{braced} {}", h.count);
 }
 
 #[cfg(test)]
@@ -147,7 +167,7 @@ mod tests {
         for v in [0.05, 0.5, 0.7, 3.0] {
             m.ttft.observe(v);
         }
-        let text = render(&BTreeMap::new(), Some(&m));
+        let text = render(&BTreeMap::new(), Some(&m), "m");
         assert!(text.contains("tuili_time_to_first_token_seconds_bucket{le=\"0.1\"} 1\n"));
         assert!(text.contains("tuili_time_to_first_token_seconds_bucket{le=\"1\"} 3\n"));
         assert!(text.contains("tuili_time_to_first_token_seconds_bucket{le=\"+Inf\"} 4\n"));
@@ -162,7 +182,7 @@ mod tests {
             ..Default::default()
         };
         let responses = BTreeMap::from([(200, 7), (429, 2)]);
-        let text = render(&responses, Some(&m));
+        let text = render(&responses, Some(&m), "m");
         assert!(text.contains("tuili_requests_total{status=\"200\"} 7\n"));
         assert!(text.contains("tuili_requests_total{status=\"429\"} 2\n"));
         assert!(text.contains("tuili_prefix_cache_hit_rate 0.75\n"));
@@ -182,7 +202,7 @@ mod tests {
 
     #[test]
     fn loading_server_has_no_engine_metrics() {
-        let text = render(&BTreeMap::new(), None);
+        let text = render(&BTreeMap::new(), None, "m");
         assert!(text.contains("tuili_model_loaded 0"));
         assert!(!text.contains("tuili_running_sequences"));
     }

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::api::{DetokenizeRequest, ModelCard, TokenizeRequest};
 use crate::generate::{chat_completions, completions};
+use crate::render::{chat_render, completion_render};
 use crate::validate::{token_ids, typed};
 use crate::{metrics, AppState, ServerError};
 
@@ -21,6 +22,8 @@ pub fn app(state: AppState) -> Router {
     let protected = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions/render", post(chat_render))
+        .route("/v1/completions/render", post(completion_render))
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
         .route("/tokenize", post(tokenize))
@@ -112,7 +115,11 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::render(&state.responses(), engine.as_ref()),
+        metrics::render(
+            &state.responses(),
+            engine.as_ref(),
+            &state.config().model_name,
+        ),
     )
         .into_response()
 }

@@ -187,6 +187,18 @@ fn refuse_unsupported(map: &Map<String, Value>) -> Result<(), ServerError> {
             "audio" | "prediction" | "reasoning_effort" | "web_search_options" => v.is_null(),
             "parallel_tool_calls" => v.is_null() || v.is_boolean(),
             "user" => v.is_null() || v.is_string(),
+            // What tuili does: the generation prompt added, special tokens and stop strings
+            // left out of the text, no hidden states; no reasoning parser, so the reasoning
+            // switches change nothing.
+            "add_generation_prompt" | "skip_special_tokens" => {
+                v.is_null() || *v == Value::Bool(true)
+            }
+            "continue_final_message" | "no_stop_trim" | "return_hidden_states" => {
+                v.is_null() || *v == Value::Bool(false)
+            }
+            "separate_reasoning" | "stream_reasoning" | "include_reasoning" => {
+                v.is_null() || v.is_boolean()
+            }
             _ => true,
         }
     };
@@ -203,6 +215,13 @@ fn refuse_unsupported(map: &Map<String, Value>) -> Result<(), ServerError> {
                 "suffix" => "suffix (insertion) is not supported",
                 "store" | "metadata" => "storing completions is not supported",
                 "user" => "user must be a string",
+                "add_generation_prompt" | "skip_special_tokens" => "only true is supported",
+                "continue_final_message" | "no_stop_trim" | "return_hidden_states" => {
+                    "only false is supported"
+                }
+                "separate_reasoning" | "stream_reasoning" | "include_reasoning" => {
+                    "must be a boolean"
+                }
                 _ => "this parameter is not supported",
             };
             let err = format!("{key}: {what}, got {}", short(v));
