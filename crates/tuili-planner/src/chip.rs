@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use toml::{Table, Value};
+use tuili_gguf::GgmlType;
 
 use crate::step::Coeffs;
 use crate::PlanError;
@@ -143,6 +144,10 @@ pub struct ChipProfile {
     pub usd_per_hour: Sourced,
     /// CPU thread scaling (CPU profiles only).
     pub cpu: Option<CpuThreads>,
+    /// Measured matmul rate per GGUF weight type, TFLOPS (optional, written by
+    /// `--probe`): CPU kernels differ per type more than per precision. A weight type
+    /// listed here uses this rate instead of its precision's.
+    pub kernels: Vec<(GgmlType, Sourced)>,
     /// Coefficients fitted to measured runs on this chip, if any.
     pub calibration: Option<Calibration>,
 }
@@ -254,6 +259,7 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
             "interconnect",
             "price",
             "cpu",
+            "kernels",
             "calibration",
         ],
     )?;
@@ -324,6 +330,23 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
             "only a profile of kind = \"cpu\" has a [cpu] table".into(),
         ));
     }
+    let kernels = match root.get("kernels") {
+        None => Vec::new(),
+        Some(_) => {
+            let t = r.table(&root, "kernels")?;
+            let mut out = Vec::new();
+            for key in t.keys() {
+                let ty = GgmlType::ALL
+                    .into_iter()
+                    .find(|ty| ty.name().eq_ignore_ascii_case(key))
+                    .ok_or_else(|| {
+                        err(&format!("kernels.{key}"), "not a GGUF weight type".into())
+                    })?;
+                out.push((ty, r.sourced(t, &format!("kernels.{key}"), false)?));
+            }
+            out
+        }
+    };
     let calibration = match root.get("calibration") {
         None => None,
         Some(_) => Some(r.calibration(r.table(&root, "calibration")?)?),
@@ -340,6 +363,7 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
         interconnect_gbs: r.sourced(inter, "interconnect.bandwidth_gbs", false)?,
         usd_per_hour: r.sourced(price, "price.usd_per_hour", true)?,
         cpu,
+        kernels,
         calibration,
     })
 }
@@ -493,10 +517,23 @@ impl ChipProfile {
     /// Operations per second at `p` with `threads` threads (compute scales linearly
     /// with threads up to the profile's count on CPUs).
     pub fn ops_per_s(&self, p: Precision, threads: Option<usize>) -> f64 {
-        let full = self.compute.ops_per_s(p);
+        self.compute.ops_per_s(p) * self.thread_share(threads)
+    }
+
+    /// Operations per second of products with `ty` weights: the measured kernel rate
+    /// when the profile has one, else `p`'s (scaled to `threads` like
+    /// [`ChipProfile::ops_per_s`]).
+    pub fn kernel_ops_per_s(&self, ty: GgmlType, p: Precision, threads: Option<usize>) -> f64 {
+        match self.kernels.iter().find(|(t, _)| *t == ty) {
+            Some((_, s)) => s.value * 1e12 * self.thread_share(threads),
+            None => self.ops_per_s(p, threads),
+        }
+    }
+
+    fn thread_share(&self, threads: Option<usize>) -> f64 {
         match (&self.cpu, threads) {
-            (Some(c), Some(t)) => full * (t as f64 / c.threads.value).min(1.0),
-            _ => full,
+            (Some(c), Some(t)) => (t as f64 / c.threads.value).min(1.0),
+            _ => 1.0,
         }
     }
 
@@ -534,6 +571,12 @@ impl ChipProfile {
             out += "\n[cpu]\n";
             out += &pair("threads", &c.threads);
             out += &pair("bandwidth_per_thread_gbs", &c.bandwidth_per_thread_gbs);
+        }
+        if !self.kernels.is_empty() {
+            out += "\n[kernels]\n";
+            for (ty, s) in &self.kernels {
+                out += &pair(&ty.name().to_lowercase(), s);
+            }
         }
         if let Some(c) = &self.calibration {
             let k = &c.coeffs;

@@ -8,7 +8,8 @@
 //! - [`step`]: the time of one engine step, a roofline term per op plus overheads;
 //! - [`fit`]: the efficiencies and overheads fitted to `tuili bench` runs (robust least
 //!   squares);
-//! - [`plan`]: the answers a buyer asks for (tokens/s, TTFT, fit, energy and cost).
+//! - [`plan`]: the answers a buyer asks for (tokens/s, TTFT, fit, energy and cost);
+//! - [`probe`]: the profile of the machine it runs on, from measured rates.
 //!
 //! Everything here is arithmetic on integers and floats: no tensor is touched, so one
 //! query answers in milliseconds.
@@ -20,6 +21,7 @@ pub mod chip;
 pub mod cost;
 pub mod fit;
 pub mod plan;
+pub mod probe;
 pub mod step;
 
 /// Errors of the planner; each names the file or key and the value that was wrong.

@@ -104,7 +104,10 @@ pub fn coefficients(chip: &ChipProfile, all: &[ChipProfile]) -> (Coeffs, f64, Co
             )
         }
         None => {
-            let c = Coeffs::DATASHEET;
+            let c = match chip.kind {
+                ChipKind::Cpu => Coeffs::DATASHEET,
+                ChipKind::Accelerator => Coeffs::DATASHEET_ACCELERATOR,
+            };
             let text = "no chip of this kind is calibrated: default efficiencies".to_string();
             (c, DATASHEET_BAND, source("datasheet", None, text, &c))
         }

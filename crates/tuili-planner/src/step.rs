@@ -8,7 +8,9 @@
 //! [`crate::fit`]; a chip never measured borrows them.
 
 use crate::chip::{ChipKind, ChipProfile, Precision};
-use crate::cost::{attended_sum, KvFormat, ModelCost};
+use tuili_gguf::GgmlType;
+
+use crate::cost::{attended_sum, KvFormat, ModelCost, WeightFormat};
 
 /// Efficiencies and overheads of a chip, fitted to measured steps.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,8 +30,8 @@ pub struct Coeffs {
 }
 
 impl Coeffs {
-    /// What a chip never measured, with no measured chip to borrow from, assumes: the
-    /// efficiencies that well-tuned inference kernels commonly reach, and no overheads.
+    /// What a CPU never measured, with no measured CPU to borrow from, assumes: the
+    /// efficiencies that well-tuned kernels commonly reach, and no overheads.
     pub const DATASHEET: Coeffs = Coeffs {
         eta_mem: 0.75,
         eta_comp: 0.5,
@@ -37,6 +39,15 @@ impl Coeffs {
         step_s: 0.0,
         seq_s: 0.0,
         token_s: 0.0,
+    };
+
+    /// The same for an accelerator, plus the launch overheads of a runtime without
+    /// graph capture (a few kernels of about 5 µs per layer, and a host round trip per
+    /// step): without them a small model's decode would be predicted many times too fast.
+    pub const DATASHEET_ACCELERATOR: Coeffs = Coeffs {
+        layer_s: 25e-6,
+        step_s: 150e-6,
+        ..Coeffs::DATASHEET
     };
 }
 
@@ -99,6 +110,9 @@ pub struct Hardware {
     pub bandwidth: f64,
     /// Operations per second per precision, in [`Precision::ALL`] order.
     pub ops: [f64; 5],
+    /// Operations per second of products with weights of these GGUF types, where the
+    /// chip's profile measured them (they replace the precision's rate).
+    pub kernels: Vec<(GgmlType, f64)>,
     /// Bytes of an activation value (f32 on CPUs, 16-bit elsewhere).
     pub act_bytes: f64,
     /// The precision attention runs at.
@@ -114,6 +128,11 @@ impl Hardware {
         Hardware {
             bandwidth: chip.bandwidth(threads),
             ops: Precision::ALL.map(|p| chip.ops_per_s(p, threads)),
+            kernels: chip
+                .kernels
+                .iter()
+                .map(|(t, _)| (*t, chip.kernel_ops_per_s(*t, Precision::Bf16, threads)))
+                .collect(),
             act_bytes: if cpu { 4.0 } else { 2.0 },
             attention: if cpu {
                 Precision::Fp32
@@ -127,6 +146,15 @@ impl Hardware {
     fn ops_at(&self, p: Precision) -> f64 {
         let i = Precision::ALL.iter().position(|&q| q == p).unwrap_or(1);
         self.ops[i]
+    }
+
+    /// The rate of products with weights stored as `f`.
+    fn weight_ops(&self, f: WeightFormat) -> f64 {
+        let measured = match f {
+            WeightFormat::Ggml(ty) => self.kernels.iter().find(|(t, _)| *t == ty),
+            _ => None,
+        };
+        measured.map_or_else(|| self.ops_at(f.precision()), |&(_, r)| r)
     }
 }
 
@@ -184,22 +212,16 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
     let t = step.tokens() as f64;
     let logits = step.seqs() as f64;
     let mut ops = Vec::with_capacity(m.n_layer() * 10 + 2);
-    let mat = |bytes: f64, macs: f64, rows_in_out: f64, n: f64, p: Precision| OpTime {
+    let mat = |bytes: f64, macs: f64, rows_in_out: f64, n: f64, f: WeightFormat| OpTime {
         mem_s: (bytes + n * rows_in_out * hw.act_bytes) / hw.bandwidth,
-        comp_s: 2.0 * macs * n / hw.ops_at(p),
+        comp_s: 2.0 * macs * n / hw.weight_ops(f),
     };
     let kv_pos = m.kv_bytes_per_layer_position(hw.kv) as f64;
     let per_pos_flops = 4.0 * (m.n_head * m.head_dim) as f64;
     for l in &m.layers {
         for w in &l.dense {
             let io = (w.rows + w.cols) as f64;
-            ops.push(mat(
-                w.bytes as f64,
-                w.macs() as f64,
-                io,
-                t,
-                w.format.precision(),
-            ));
+            ops.push(mat(w.bytes as f64, w.macs() as f64, io, t, w.format));
         }
         if let Some(e) = &l.moe {
             // Experts a step touches: each token picks top_k of n_expert; the expected
@@ -207,17 +229,17 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
             let n = e.n_expert as f64;
             let touched = n * (1.0 - (1.0 - e.top_k as f64 / n).powf(t));
             let io: f64 = e.expert.iter().map(|w| (w.rows + w.cols) as f64).sum();
-            let p = e
+            let f = e
                 .expert
                 .first()
-                .map_or(Precision::Bf16, |w| w.format.precision());
+                .map_or(WeightFormat::Ggml(GgmlType::BF16), |w| w.format);
             let macs = e.expert_macs() as f64 * e.top_k as f64;
             ops.push(mat(
                 touched * e.expert_bytes() as f64,
                 macs,
                 io * e.top_k as f64,
                 t,
-                p,
+                f,
             ));
         }
         for c in step.chunks() {
@@ -234,13 +256,7 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
     }
     let o = &m.output;
     let io = (o.rows + o.cols) as f64;
-    ops.push(mat(
-        o.bytes as f64,
-        o.macs() as f64,
-        io,
-        logits,
-        o.format.precision(),
-    ));
+    ops.push(mat(o.bytes as f64, o.macs() as f64, io, logits, o.format));
     // Embedding lookups: one row per token.
     let row = m.embed.bytes as f64 / m.embed.rows.max(1) as f64;
     ops.push(OpTime {
@@ -299,6 +315,7 @@ mod tests {
         Hardware {
             bandwidth: bw,
             ops: [flops; 5],
+            kernels: Vec::new(),
             act_bytes: 2.0,
             attention: Precision::Bf16,
             kv: KvFormat {

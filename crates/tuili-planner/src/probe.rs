@@ -1,0 +1,167 @@
+//! The profile of the machine the planner runs on (`tuili plan --probe`): measured
+//! bandwidth (the caller measures it the way `tuili bench --membw` does) and a matmul
+//! per precision through the CPU backend's own kernels.
+
+use std::time::Instant;
+
+use tuili_backend::matmul::{matmul, Weight};
+use tuili_backend::quant::quantize;
+use tuili_gguf::GgmlType;
+
+use crate::chip::{ChipKind, ChipProfile, Compute, CpuThreads, Precision, Sourced};
+use crate::PlanError;
+
+/// Weight rows and columns of the probe's matmul: large enough to leave the caches
+/// behind per call, small enough to run in tens of milliseconds.
+const ROWS: usize = 2048;
+const COLS: usize = 2048;
+/// Tokens per product: enough that compute, not weight reads, bounds it.
+const TOKENS: usize = 64;
+/// Seconds spent per precision.
+const SECONDS: f64 = 0.3;
+
+/// The weight types whose kernels the probe times one by one.
+const KERNEL_TYPES: [GgmlType; 12] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// The weight type the CPU backend runs each precision with (`None`: no such type).
+fn probe_type(p: Precision) -> Option<GgmlType> {
+    match p {
+        Precision::Fp32 => Some(GgmlType::F32),
+        Precision::Bf16 => Some(GgmlType::BF16),
+        Precision::Fp8 => None,
+        Precision::Int8 => Some(GgmlType::Q8_0),
+        Precision::Int4 => Some(GgmlType::Q4_0),
+    }
+}
+
+/// FLOPs per second of the backend's matmul with weights of type `ty`, on the global
+/// thread pool: the best of repeated `[TOKENS, COLS] × [ROWS, COLS]ᵀ` products.
+pub fn matmul_rate(ty: GgmlType) -> Result<f64, PlanError> {
+    // Deterministic, non-trivial weights (the rate does not depend on the values).
+    let vals: Vec<f32> = (0..ROWS * COLS)
+        .map(|i| ((i * 7919 % 1013) as f32 / 1013.0) - 0.5)
+        .collect();
+    let bytes = quantize(ty, &vals)
+        .map_err(|e| PlanError::BadOption(format!("probe: {} weights: {e}", ty.name())))?;
+    let w = Weight::from_vec(ty, ROWS, COLS, bytes)
+        .map_err(|e| PlanError::BadOption(format!("probe: {} weights: {e}", ty.name())))?;
+    w.prepare();
+    let x: Vec<f32> = (0..TOKENS * COLS).map(|i| (i % 17) as f32 / 17.0).collect();
+    let mut out = vec![0f32; TOKENS * ROWS];
+    let flops = 2.0 * (ROWS * COLS * TOKENS) as f64;
+    matmul(&w, &x, TOKENS, &mut out);
+    let start = Instant::now();
+    let mut best = f64::INFINITY;
+    while start.elapsed().as_secs_f64() < SECONDS {
+        let t0 = Instant::now();
+        matmul(&w, &x, TOKENS, &mut out);
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&out);
+    Ok(flops / best.max(1e-9))
+}
+
+/// What `--probe` measured and knows of this machine.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// The CPU's name (`/proc/cpuinfo`).
+    pub cpu_name: String,
+    /// Threads of the global pool (the compute figures are for all of them).
+    pub threads: usize,
+    /// Read bandwidth with all threads, bytes/s.
+    pub bandwidth_all: f64,
+    /// Read bandwidth with one thread, bytes/s.
+    pub bandwidth_one: f64,
+    /// Memory capacity, bytes.
+    pub capacity: u64,
+    /// Thermal design power the user gave, W (software cannot measure it).
+    pub tdp_w: Sourced,
+    /// Idle power the user gave, W.
+    pub idle_w: Sourced,
+    /// Price per hour the user gave.
+    pub usd_per_hour: Sourced,
+}
+
+/// Measures the matmul rates and makes the profile `local` of this machine.
+pub fn local_profile(m: Measured) -> Result<ChipProfile, PlanError> {
+    let when = "measured by tuili plan --probe";
+    let mut tflops = Vec::new();
+    for p in Precision::ALL {
+        let s = match probe_type(p) {
+            Some(ty) => Sourced {
+                value: matmul_rate(ty)? / 1e12,
+                source: format!(
+                    "{when}: {} matmul [{TOKENS}x{COLS}] x [{ROWS}x{COLS}], {} threads",
+                    ty.name(),
+                    m.threads
+                ),
+            },
+            None => Sourced {
+                value: 0.0,
+                source: format!("{when}: the CPU backend has no FP8 weights; runs at BF16"),
+            },
+        };
+        tflops.push(s);
+    }
+    let [a, b, c, d, e]: [Sourced; 5] = tflops
+        .try_into()
+        .map_err(|_| PlanError::BadOption("probe: wrong number of precisions".into()))?;
+    let sourced = |value: f64, source: String| Sourced { value, source };
+    Ok(ChipProfile {
+        name: "local".into(),
+        title: format!("{} ({} threads)", m.cpu_name, m.threads),
+        kind: ChipKind::Cpu,
+        capacity_gb: sourced(m.capacity as f64 / 1e9, format!("{when}: MemTotal")),
+        bandwidth_gbs: sourced(
+            m.bandwidth_all / 1e9,
+            format!(
+                "{when}: read bandwidth as tuili bench --membw, {} threads",
+                m.threads
+            ),
+        ),
+        compute: Compute {
+            tflops: [a, b, c, d, e],
+        },
+        tdp_w: m.tdp_w,
+        idle_w: m.idle_w,
+        interconnect_gbs: sourced(1.25, "assumed: 10 GbE between machines".into()),
+        usd_per_hour: m.usd_per_hour,
+        kernels: KERNEL_TYPES
+            .iter()
+            .map(|&ty| {
+                Ok((
+                    ty,
+                    Sourced {
+                        value: matmul_rate(ty)? / 1e12,
+                        source: format!(
+                            "{when}: {} matmul [{TOKENS}x{COLS}] x [{ROWS}x{COLS}], {} threads",
+                            ty.name(),
+                            m.threads
+                        ),
+                    },
+                ))
+            })
+            .collect::<Result<_, PlanError>>()?,
+        cpu: Some(CpuThreads {
+            threads: sourced(m.threads as f64, format!("{when}: threads of the pool")),
+            bandwidth_per_thread_gbs: sourced(
+                m.bandwidth_one / 1e9,
+                format!("{when}: read bandwidth with one thread"),
+            ),
+        }),
+        calibration: None,
+    })
+}
