@@ -9,14 +9,16 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use tuili_backend::pool::ThreadPool;
 use tuili_bench::membw;
+use tuili_engine::serve::EngineConfig;
 use tuili_gguf::GgufFile;
-use tuili_models::{KvType, Model};
+use tuili_models::{Config, KvType, Model};
 use tuili_planner::bench::BenchRun;
 use tuili_planner::chip::{self, Calibration, ChipProfile, Sourced};
 use tuili_planner::cost::{KvFormat, ModelCost, WeightFormat};
 use tuili_planner::fit::{self, Obs};
 use tuili_planner::plan::{self, Plan, PlanOptions};
 use tuili_planner::probe;
+use tuili_planner::sim;
 use tuili_planner::step::{step_ops, Hardware};
 
 use crate::registry;
@@ -80,6 +82,28 @@ pub struct PlanArgs {
     /// Predict the runs of these `tuili bench -o json` files and print the errors.
     #[arg(long = "check", value_delimiter = ',')]
     check: Vec<PathBuf>,
+    /// Simulate serving: the engine's scheduler and KV block manager with predicted
+    /// step times, Poisson arrivals at each --rate.
+    #[arg(long = "simulate")]
+    simulate: bool,
+    /// Mean request arrivals per second for --simulate, comma-separated.
+    #[arg(long = "rate", value_delimiter = ',', default_value = "1")]
+    rate: Vec<f64>,
+    /// Requests per simulated rate.
+    #[arg(long = "requests", default_value_t = 200)]
+    requests: usize,
+    /// Prompt tokens per simulated request.
+    #[arg(long = "prompt-len", default_value_t = 512)]
+    prompt_len: usize,
+    /// Generated tokens per simulated request.
+    #[arg(long = "output-len", default_value_t = 128)]
+    output_len: usize,
+    /// Most sequences the simulated engine runs together (as `tuili serve`).
+    #[arg(long = "max-num-seqs", default_value_t = EngineConfig::default().max_num_seqs)]
+    max_num_seqs: usize,
+    /// Seed of the simulated arrivals.
+    #[arg(long = "seed", default_value_t = 1)]
+    seed: u64,
 }
 
 /// Where user profiles (probed, calibrated) live.
@@ -117,7 +141,7 @@ pub fn plan(a: PlanArgs) -> Result<()> {
         bail!("tuili plan needs -m MODEL (or --list-chips, --probe, --calibrate, --check)");
     };
     let path = registry::resolve(name)?;
-    let mut cost = model_cost(&path)?;
+    let (mcfg, mut cost) = model_cost(&path)?;
     if let Some(q) = &a.quant {
         cost = cost.requantized(WeightFormat::parse(q)?);
     }
@@ -128,6 +152,9 @@ pub fn plan(a: PlanArgs) -> Result<()> {
         kv: kv_format(&a.cache_type, &a.cache_type)?,
         usd_per_hour: a.price,
     };
+    if a.simulate {
+        return simulate(&a, chip, &all, &mcfg, &cost, &opts);
+    }
     let p = plan::plan(
         &cost,
         &path.display().to_string(),
@@ -143,12 +170,88 @@ pub fn plan(a: PlanArgs) -> Result<()> {
     Ok(())
 }
 
-/// The planner's view of the model at `path` (no tensor data is read).
-fn model_cost(path: &Path) -> Result<ModelCost> {
+/// The configuration and the planner's view of the model at `path` (no tensor data is
+/// read).
+fn model_cost(path: &Path) -> Result<(Config, ModelCost)> {
     let file =
         Arc::new(GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?);
     let model = Model::load(&file).with_context(|| format!("loading {}", path.display()))?;
-    Ok(ModelCost::of(&model, &file))
+    Ok((model.config().clone(), ModelCost::of(&model, &file)))
+}
+
+/// `--simulate`: one serving simulation per rate.
+fn simulate(
+    a: &PlanArgs,
+    chip: &ChipProfile,
+    all: &[ChipProfile],
+    mcfg: &Config,
+    cost: &ModelCost,
+    o: &PlanOptions,
+) -> Result<()> {
+    let engine = EngineConfig {
+        n_ctx: o.ctx,
+        max_num_seqs: a.max_num_seqs,
+        k_type: o.kv.k,
+        v_type: o.kv.v,
+        ..EngineConfig::default()
+    };
+    let threads = chip.cpu.as_ref().and(o.threads);
+    let hw = Hardware::of(chip, threads, o.kv);
+    let (coeffs, band, source) = plan::coefficients(chip, all);
+    let mut results = Vec::new();
+    for &rate in &a.rate {
+        let w = sim::Workload {
+            rate,
+            requests: a.requests,
+            prompt_len: a.prompt_len,
+            output_len: a.output_len,
+            seed: a.seed,
+        };
+        results.push(sim::simulate(mcfg, &engine, cost, &hw, &coeffs, &w)?);
+    }
+    if a.output == PlanFormat::Json {
+        let v = serde_json::json!({
+            "chip": chip.name,
+            "error_band": band,
+            "calibration": source,
+            "max_num_seqs": a.max_num_seqs,
+            "prompt_len": a.prompt_len,
+            "output_len": a.output_len,
+            "runs": results,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{} on {} ({}): {} requests of {} + {} tokens per rate, at most {} together; ±{:.0}%",
+        cost.arch,
+        chip.name,
+        source.kind,
+        a.requests,
+        a.prompt_len,
+        a.output_len,
+        a.max_num_seqs,
+        100.0 * band
+    );
+    println!("| req/s | out tok/s | TTFT p50 / p90 / p99 ms     | TPOT p50 / p90 / p99 ms | preempt | KV use mean / max |");
+    println!("| ----: | --------: | :-------------------------- | :---------------------- | ------: | :---------------- |");
+    for r in &results {
+        println!(
+            "| {:>5} | {:>9.1} | {:>8.1} / {:>7.1} / {:>7.1} | {:>6.1} / {:>6.1} / {:>6.1} | {:>7} | {:>7.0}% / {:>5.0}% |",
+            r.rate,
+            r.output_tokens_per_s,
+            r.ttft_ms[0],
+            r.ttft_ms[1],
+            r.ttft_ms[2],
+            r.tpot_ms[0],
+            r.tpot_ms[1],
+            r.tpot_ms[2],
+            r.preemptions,
+            100.0 * r.kv_use[0],
+            100.0 * r.kv_use[1]
+        );
+    }
+    Ok(())
 }
 
 fn kv_format(k: &str, v: &str) -> Result<KvFormat> {
@@ -325,7 +428,7 @@ fn observations(files: &[PathBuf], chip: &ChipProfile) -> Result<Vec<(BenchRun, 
     let mut out = Vec::new();
     for run in read_runs(files)? {
         if !costs.iter().any(|(p, _)| *p == run.model) {
-            costs.push((run.model.clone(), model_cost(&run.model)?));
+            costs.push((run.model.clone(), model_cost(&run.model)?.1));
         }
         let Some((_, cost)) = costs.iter().find(|(p, _)| *p == run.model) else {
             bail!("{}: the model was not read", run.model.display());

@@ -9,7 +9,9 @@
 //! - [`fit`]: the efficiencies and overheads fitted to `tuili bench` runs (robust least
 //!   squares);
 //! - [`plan`]: the answers a buyer asks for (tokens/s, TTFT, fit, energy and cost);
-//! - [`probe`]: the profile of the machine it runs on, from measured rates.
+//! - [`probe`]: the profile of the machine it runs on, from measured rates;
+//! - [`sim`]: a serving simulator: the engine's real scheduler and KV block manager with
+//!   predicted step times in place of the model.
 //!
 //! Everything here is arithmetic on integers and floats: no tensor is touched, so one
 //! query answers in milliseconds.
@@ -22,6 +24,7 @@ pub mod cost;
 pub mod fit;
 pub mod plan;
 pub mod probe;
+pub mod sim;
 pub mod step;
 
 /// Errors of the planner; each names the file or key and the value that was wrong.

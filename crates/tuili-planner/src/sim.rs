@@ -1,0 +1,221 @@
+//! A serving simulator: the engine's own [`Scheduler`] (and its KV block manager), sized
+//! as the engine sizes them, driven by a clock that advances by each step's predicted
+//! time instead of running the model. Requests arrive as a Poisson process; the result
+//! is the latency distribution a server would show at that load.
+
+use tuili_engine::kv_pool_sizes;
+use tuili_engine::scheduler::{SchedulerConfig, SeqEvent, SeqRequest};
+use tuili_engine::serve::EngineConfig;
+use tuili_engine::Scheduler;
+use tuili_models::{Config, SplitMix64};
+
+use serde::Serialize;
+
+use crate::cost::ModelCost;
+use crate::step::{step_ops, Chunk, Coeffs, Hardware, StepShape};
+use crate::PlanError;
+
+/// Most requests one simulation runs.
+pub const MAX_REQUESTS: usize = 100_000;
+
+/// The load: how many requests, how fast, how long.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Mean arrivals per second (Poisson).
+    pub rate: f64,
+    /// Requests in all.
+    pub requests: usize,
+    /// Prompt tokens of each request.
+    pub prompt_len: usize,
+    /// Generated tokens of each request.
+    pub output_len: usize,
+    /// Seed of the arrival times and prompt tokens.
+    pub seed: u64,
+}
+
+/// What the simulated server showed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimResult {
+    /// Mean arrivals per second.
+    pub rate: f64,
+    /// Requests completed.
+    pub requests: usize,
+    /// Seconds from the first arrival to the last completion.
+    pub duration_s: f64,
+    /// Generated tokens per second over that time.
+    pub output_tokens_per_s: f64,
+    /// Time to first token, ms: p50, p90, p99.
+    pub ttft_ms: [f64; 3],
+    /// Time per output token after the first, ms: p50, p90, p99.
+    pub tpot_ms: [f64; 3],
+    /// Engine steps.
+    pub steps: u64,
+    /// Sequences preempted (their KV freed, recomputed later).
+    pub preemptions: u64,
+    /// Mean and largest share of KV blocks in use over the steps.
+    pub kv_use: [f64; 2],
+}
+
+/// Runs `w` through a scheduler configured as the engine would be under `engine` for
+/// `mcfg`, each step taking the time [`step_ops`] predicts on `hw` under `coeffs`.
+pub fn simulate(
+    mcfg: &Config,
+    engine: &EngineConfig,
+    cost: &ModelCost,
+    hw: &Hardware,
+    coeffs: &Coeffs,
+    w: &Workload,
+) -> Result<SimResult, PlanError> {
+    check(engine, w)?;
+    let (blocks, local) = kv_pool_sizes(mcfg, engine);
+    let sc = SchedulerConfig {
+        max_num_seqs: engine.max_num_seqs,
+        max_batched_tokens: engine.max_batched_tokens.max(engine.max_num_seqs),
+        block_size: engine.block_size,
+        num_blocks: blocks,
+        max_model_len: engine.n_ctx,
+    };
+    let engine_err = |e: tuili_engine::EngineError| PlanError::BadOption(e.to_string());
+    let mut s = match (local, mcfg.max_window()) {
+        (n, Some(window)) if n > 0 => Scheduler::with_local(sc, n, window),
+        _ => Scheduler::new(sc),
+    }
+    .map_err(engine_err)?;
+
+    let mut rng = SplitMix64::new(w.seed);
+    let mut t = 0.0;
+    let arrivals: Vec<f64> = (0..w.requests)
+        .map(|_| {
+            // Exponential gaps; 1 - u keeps ln away from 0.
+            t += -(1.0 - rng.next_f64()).ln() / w.rate;
+            t
+        })
+        .collect();
+    let mut first = vec![f64::NAN; w.requests];
+    let mut finish = vec![f64::NAN; w.requests];
+    let (mut clock, mut next, mut done) = (arrivals[0], 0, 0);
+    let (mut kv_sum, mut kv_max, mut steps) = (0.0, 0.0f64, 0u64);
+    while done < w.requests {
+        while next < w.requests && arrivals[next] <= clock {
+            // Random prompts: no two share a prefix, as in a load test.
+            let prompt = (0..w.prompt_len)
+                .map(|_| (rng.next_u64() % 30_000) as u32 + 10)
+                .collect();
+            let req = SeqRequest {
+                id: next as u64,
+                prompt,
+                max_new_tokens: w.output_len,
+            };
+            s.add(req).map_err(engine_err)?;
+            next += 1;
+        }
+        let out = s.schedule();
+        if out.is_empty() {
+            if s.has_unfinished() && next == w.requests {
+                return Err(PlanError::BadOption(format!(
+                    "the KV pool of {blocks} blocks cannot hold one request of {} tokens",
+                    w.prompt_len + w.output_len
+                )));
+            }
+            clock = clock.max(arrivals[next.min(w.requests - 1)]);
+            continue;
+        }
+        let mut shape = StepShape::default();
+        for x in &out.scheduled {
+            match x.tokens.len() {
+                1 => shape.decode.push(x.start_pos),
+                n => shape.prefill.push(Chunk {
+                    start: x.start_pos,
+                    n,
+                }),
+            }
+        }
+        clock += step_ops(cost, hw, &shape).seconds(coeffs);
+        steps += 1;
+        let used = s.stats().blocks_used as f64 / blocks.max(1) as f64;
+        kv_sum += used;
+        kv_max = kv_max.max(used);
+        let outputs: Vec<(u64, Option<u32>)> = out
+            .scheduled
+            .iter()
+            .map(|x| (x.id, x.sample.then_some(1)))
+            .collect();
+        for ev in s.update(&outputs).map_err(engine_err)? {
+            match ev {
+                SeqEvent::Token { id, .. } => {
+                    let f = &mut first[id as usize];
+                    if f.is_nan() {
+                        *f = clock;
+                    }
+                }
+                SeqEvent::Finished { id, .. } => {
+                    finish[id as usize] = clock;
+                    done += 1;
+                }
+            }
+        }
+    }
+    let ttft: Vec<f64> = (0..w.requests).map(|i| first[i] - arrivals[i]).collect();
+    let tpot: Vec<f64> = (0..w.requests)
+        .filter(|_| w.output_len > 1)
+        .map(|i| (finish[i] - first[i]) / (w.output_len - 1) as f64)
+        .collect();
+    let duration = finish.iter().copied().fold(0.0, f64::max) - arrivals[0];
+    Ok(SimResult {
+        rate: w.rate,
+        requests: w.requests,
+        duration_s: duration,
+        output_tokens_per_s: (w.requests * w.output_len) as f64 / duration.max(1e-12),
+        ttft_ms: percentiles(ttft).map(|v| v * 1e3),
+        tpot_ms: percentiles(tpot).map(|v| v * 1e3),
+        steps,
+        preemptions: s.stats().preemptions,
+        kv_use: [kv_sum / steps.max(1) as f64, kv_max],
+    })
+}
+
+/// p50, p90, p99 by nearest rank (0 for none).
+fn percentiles(mut v: Vec<f64>) -> [f64; 3] {
+    if v.is_empty() {
+        return [0.0; 3];
+    }
+    v.sort_by(f64::total_cmp);
+    [0.50, 0.90, 0.99].map(|q| {
+        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        v[rank - 1]
+    })
+}
+
+fn check(engine: &EngineConfig, w: &Workload) -> Result<(), PlanError> {
+    let bad = |m: String| Err(PlanError::BadOption(m));
+    if !(w.rate > 0.0 && w.rate.is_finite()) {
+        return bad(format!("--rate must be positive, got {}", w.rate));
+    }
+    if w.requests == 0 || w.requests > MAX_REQUESTS {
+        return bad(format!(
+            "--requests must be between 1 and {MAX_REQUESTS}, got {}",
+            w.requests
+        ));
+    }
+    if w.prompt_len == 0 || w.output_len == 0 || w.prompt_len + w.output_len > engine.n_ctx {
+        return bad(format!(
+            "--prompt-len ({}) and --output-len ({}) must be at least 1 and fit the context \
+             of {} together",
+            w.prompt_len, w.output_len, engine.n_ctx
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentiles(v), [50.0, 90.0, 99.0]);
+        assert_eq!(percentiles(vec![3.0]), [3.0; 3]);
+        assert_eq!(percentiles(Vec::new()), [0.0; 3]);
+    }
+}

@@ -1,0 +1,105 @@
+//! The serving simulator on a random model: an idle server answers in one prefill
+//! step, a loaded one queues, and a small KV pool preempts.
+
+use std::sync::Arc;
+
+use tuili_engine::serve::EngineConfig;
+use tuili_gguf::{GgmlType, GgufFile};
+use tuili_models::synthetic::{write_synthetic, SyntheticSpec};
+use tuili_models::{Arch, Config, KvType, Model};
+use tuili_planner::chip::{self, Precision};
+use tuili_planner::cost::{KvFormat, ModelCost};
+use tuili_planner::sim::{simulate, Workload};
+use tuili_planner::step::{step_ops, Coeffs, Hardware, StepShape};
+
+fn setup(arch: Arch) -> (Config, ModelCost, Hardware) {
+    let spec = SyntheticSpec::smollm2_135m(GgmlType::Q8_0);
+    let spec = SyntheticSpec { arch, ..spec };
+    let file = Arc::new(GgufFile::from_bytes(write_synthetic(&spec).unwrap()).unwrap());
+    let model = Model::load(&file).expect("loads");
+    let cost = ModelCost::of(&model, &file);
+    let chips = chip::load_all(None).unwrap();
+    let kv = KvFormat {
+        k: KvType::F16,
+        v: KvType::F16,
+    };
+    let hw = Hardware::of(chip::find(&chips, "l4").unwrap(), None, kv);
+    assert!(hw.ops[1] > 0.0 && Precision::ALL.len() == 5);
+    (model.config().clone(), cost, hw)
+}
+
+const C: Coeffs = Coeffs::DATASHEET_ACCELERATOR;
+
+fn load(rate: f64) -> Workload {
+    Workload {
+        rate,
+        requests: 60,
+        prompt_len: 256,
+        output_len: 32,
+        seed: 7,
+    }
+}
+
+#[test]
+fn an_idle_server_answers_in_one_prefill() {
+    let (mcfg, cost, hw) = setup(Arch::Llama);
+    let engine = EngineConfig::default();
+    let r = simulate(&mcfg, &engine, &cost, &hw, &C, &load(0.01)).expect("runs");
+    let prefill = step_ops(&cost, &hw, &StepShape::prefill(0, 256)).seconds(&C) * 1e3;
+    let decode = step_ops(&cost, &hw, &StepShape::decode(1, 270)).seconds(&C) * 1e3;
+    // One request at a time: TTFT is the prefill, TPOT one decode step.
+    assert!(
+        (r.ttft_ms[0] / prefill - 1.0).abs() < 0.01,
+        "{r:?} vs {prefill}"
+    );
+    assert!(
+        (r.tpot_ms[0] / decode - 1.0).abs() < 0.05,
+        "{r:?} vs {decode}"
+    );
+    assert_eq!(r.preemptions, 0);
+    assert_eq!(r.requests, 60);
+}
+
+#[test]
+fn load_queues_and_a_small_pool_preempts() {
+    let (mcfg, cost, hw) = setup(Arch::Llama);
+    let engine = EngineConfig::default();
+    let idle = simulate(&mcfg, &engine, &cost, &hw, &C, &load(0.01)).expect("runs");
+    let busy = simulate(&mcfg, &engine, &cost, &hw, &C, &load(1e4)).expect("runs");
+    assert!(busy.ttft_ms[2] > 5.0 * idle.ttft_ms[2], "{busy:?}");
+    assert!(
+        busy.tpot_ms[0] > idle.tpot_ms[0],
+        "batched steps are longer"
+    );
+    assert!(busy.output_tokens_per_s > 3.0 * idle.output_tokens_per_s);
+    // 50 blocks of 16 positions: three 256-token prompts (16 blocks each) are admitted,
+    // their growth to 288 tokens (18 blocks each) does not fit: the scheduler preempts.
+    let tight = EngineConfig {
+        kv_memory_bytes: Some(50 * 16 * 23_040),
+        ..EngineConfig::default()
+    };
+    let r = simulate(&mcfg, &tight, &cost, &hw, &C, &load(1e4)).expect("runs");
+    assert!(r.preemptions > 0, "{r:?}");
+    assert!(r.kv_use[1] > 0.9, "{r:?}");
+}
+
+#[test]
+fn sliding_window_models_use_the_local_region() {
+    let (mcfg, cost, hw) = setup(Arch::Gemma3);
+    let r = simulate(
+        &mcfg,
+        &EngineConfig::default(),
+        &cost,
+        &hw,
+        &C,
+        &load(100.0),
+    )
+    .expect("runs");
+    assert_eq!(r.requests, 60);
+    let bad = Workload {
+        prompt_len: 5000,
+        ..load(1.0)
+    };
+    let e = simulate(&mcfg, &EngineConfig::default(), &cost, &hw, &C, &bad).unwrap_err();
+    assert!(e.to_string().contains("fit the context of 4096"), "{e}");
+}
