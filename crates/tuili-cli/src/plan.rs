@@ -342,14 +342,14 @@ fn probe(a: &PlanArgs) -> Result<()> {
     crate::load::init_threads(a.threads);
     let threads = tuili_backend::pool::global().n_threads();
     eprintln!("probe: read bandwidth with {threads} and 1 threads");
-    // The best of three measurements: on a shared machine the others are disturbed.
-    let best = |pool: &ThreadPool| {
-        (0..3)
-            .map(|_| membw::measure(pool, membw::DEFAULT_BYTES, membw::DEFAULT_PASSES).mean())
-            .fold(0.0, f64::max)
-    };
-    let all = best(tuili_backend::pool::global());
-    let one = best(&ThreadPool::new(1));
+    // Alternating rounds, the best of each: on a shared machine most are disturbed.
+    let (global, one) = (tuili_backend::pool::global(), ThreadPool::new(1));
+    let (mut all, mut single) = (0.0f64, 0.0f64);
+    for _ in 0..5 {
+        let bw = |pool| membw::measure(pool, membw::DEFAULT_BYTES, 3).mean();
+        all = all.max(bw(global));
+        single = single.max(bw(&one));
+    }
     eprintln!("probe: matmul rate per precision");
     let given = |v: f64, what: &str, flag: &str| Sourced {
         value: v,
@@ -361,7 +361,7 @@ fn probe(a: &PlanArgs) -> Result<()> {
         cpu_name: cpu_name(),
         threads,
         bandwidth_all: all,
-        bandwidth_one: one,
+        bandwidth_one: single,
         capacity: mem_total()?,
         tdp_w: given(a.tdp, "TDP", "--tdp"),
         idle_w: given(a.idle_power, "idle power", "--idle-power"),
@@ -407,7 +407,7 @@ fn mem_total() -> Result<u64> {
 fn read_runs(files: &[PathBuf]) -> Result<Vec<BenchRun>> {
     let mut runs: Vec<BenchRun> = Vec::new();
     for f in files {
-        for run in tuili_planner::bench::read(f)? {
+        for run in tuili_planner::bench::read(f)?.runs {
             let same = |r: &BenchRun| {
                 (&r.model, r.threads, &r.test, r.n_depth)
                     == (&run.model, run.threads, &run.test, run.n_depth)
@@ -448,8 +448,38 @@ fn observations(files: &[PathBuf], chip: &ChipProfile) -> Result<Vec<(BenchRun, 
     Ok(out)
 }
 
+/// A CPU profile with the bandwidth `tuili bench --membw` measured in `files` (the best
+/// of each thread count: the least disturbed), at all of the profile's threads and at
+/// one; other profiles unchanged.
+fn with_bench_bandwidth(chip: &ChipProfile, files: &[PathBuf]) -> Result<ChipProfile> {
+    let mut out = chip.clone();
+    let Some(cpu) = &mut out.cpu else {
+        return Ok(out);
+    };
+    let all_threads = cpu.threads.value as usize;
+    for f in files {
+        let name = f.display();
+        for (threads, bw) in tuili_planner::bench::read(f)?.membw {
+            let gbs = bw / 1e9;
+            let source = format!("measured by tuili bench --membw, {threads} threads ({name})");
+            let slot = if threads == all_threads {
+                &mut out.bandwidth_gbs
+            } else if threads == 1 {
+                &mut cpu.bandwidth_per_thread_gbs
+            } else {
+                continue;
+            };
+            if gbs > slot.value || slot.source.starts_with("measured by tuili plan --probe") {
+                *slot = Sourced { value: gbs, source };
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `--calibrate`: fit and save.
 fn calibrate(a: &PlanArgs, chip: &ChipProfile) -> Result<()> {
+    let chip = &with_bench_bandwidth(chip, &a.calibrate)?;
     let runs = observations(&a.calibrate, chip)?;
     let obs: Vec<Obs> = runs.iter().map(|(_, o)| o.clone()).collect();
     let r = fit::fit(&obs)?;

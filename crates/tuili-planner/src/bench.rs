@@ -102,15 +102,24 @@ impl BenchRun {
     }
 }
 
-/// Reads the test rows of a `tuili bench -o json` file, each with the bandwidth its
-/// thread count measured in the same file (when `--membw` was given).
-pub fn read(path: &Path) -> Result<Vec<BenchRun>, PlanError> {
+/// What one `tuili bench -o json` file measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchFile {
+    /// The pp and tg tests.
+    pub runs: Vec<BenchRun>,
+    /// Read bandwidth per thread count (`--membw`), bytes/s.
+    pub membw: Vec<(usize, f64)>,
+}
+
+/// Reads a `tuili bench -o json` file: its test rows, each with the bandwidth its thread
+/// count measured in the same file, and its bandwidth rows.
+pub fn read(path: &Path) -> Result<BenchFile, PlanError> {
     let text = std::fs::read_to_string(path).map_err(|e| crate::chip::io_err(path, e))?;
     parse(&path.display().to_string(), &text)
 }
 
 /// Parses the text of a bench JSON file; `file` names it in errors.
-pub fn parse(file: &str, text: &str) -> Result<Vec<BenchRun>, PlanError> {
+pub fn parse(file: &str, text: &str) -> Result<BenchFile, PlanError> {
     let err = |msg: String| PlanError::Bench {
         file: file.to_string(),
         msg,
@@ -158,10 +167,10 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<BenchRun>, PlanError> {
                 .map(|&(_, b)| b),
         });
     }
-    if runs.is_empty() {
-        return Err(err("no pp or tg test rows".into()));
+    if runs.is_empty() && membw.is_empty() {
+        return Err(err("no pp, tg or membw rows".into()));
     }
-    Ok(runs)
+    Ok(BenchFile { runs, membw })
 }
 
 #[cfg(test)]
@@ -180,7 +189,9 @@ mod tests {
 
     #[test]
     fn rows_become_steps() {
-        let runs = parse("s.json", SAMPLE).expect("parses");
+        let f = parse("s.json", SAMPLE).expect("parses");
+        assert_eq!(f.membw, vec![(2, 3.0e10)]);
+        let runs = f.runs;
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].step(), StepShape::prefill(0, 512));
         assert_eq!(runs[0].step_seconds(), 0.5);
@@ -197,7 +208,7 @@ mod tests {
         let e = parse("x.json", "{}").unwrap_err().to_string();
         assert!(e.contains("x.json") && e.contains("JSON array"), "{e}");
         let e = parse("x.json", "[]").unwrap_err().to_string();
-        assert!(e.contains("no pp or tg"), "{e}");
+        assert!(e.contains("no pp, tg or membw"), "{e}");
         let bad = SAMPLE.replace("\"avg_ns\": 500000000", "\"avg_ns\": 0");
         let e = parse("x.json", &bad).unwrap_err().to_string();
         assert!(e.contains("row 1 (pp512)"), "{e}");

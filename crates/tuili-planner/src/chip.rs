@@ -484,9 +484,9 @@ impl Reader<'_> {
         };
         let etas_ok = [coeffs.eta_mem, coeffs.eta_comp]
             .iter()
-            .all(|&e| e > 0.0 && e <= 2.0);
+            .all(|&e| e > 0.0 && e <= 4.0);
         if !etas_ok {
-            return Err(self.err("calibration.eta_mem", "efficiencies must be in (0, 2]"));
+            return Err(self.err("calibration.eta_mem", "efficiencies must be in (0, 4]"));
         }
         if [coeffs.layer_s, coeffs.step_s, coeffs.seq_s, coeffs.token_s]
             .iter()

@@ -57,18 +57,26 @@ pub fn fit(obs: &[Obs]) -> Result<FitResult, PlanError> {
             }
         }
     };
+    // Efficiencies above 1 are allowed: a profile's rates may have been measured on a
+    // disturbed machine, or a datasheet may understate a chip.
+    const MEM: (f64, f64, usize) = (0.02, 4.0, 44);
+    const COMP: (f64, f64, usize) = (0.005, 4.0, 48);
     search(
-        &geomspace(0.02, 1.5, 40),
-        &geomspace(0.005, 1.5, 40),
+        &geomspace(MEM.0, MEM.1, MEM.2),
+        &geomspace(COMP.0, COMP.1, COMP.2),
         &mut best,
     );
     let Some((_, coarse)) = best else {
         return Err(PlanError::Fit("empty search grid".into()));
     };
     // A finer grid around the coarse optimum (one coarse step either side).
-    let step = (1.5f64 / 0.02).ln() / 39.0;
-    let around = |x: f64| geomspace(x * (-step).exp(), x * step.exp(), 21);
-    search(&around(coarse.eta_mem), &around(coarse.eta_comp), &mut best);
+    let step = |(lo, hi, n): (f64, f64, usize)| (hi / lo).ln() / (n - 1) as f64;
+    let around = |x: f64, s: f64| geomspace(x * (-s).exp(), x * s.exp(), 21);
+    search(
+        &around(coarse.eta_mem, step(MEM)),
+        &around(coarse.eta_comp, step(COMP)),
+        &mut best,
+    );
     let (_, coeffs) = best.ok_or_else(|| PlanError::Fit("empty search grid".into()))?;
     let residuals: Vec<f64> = obs.iter().map(|o| rel(o, &coeffs)).collect();
     let rms = (residuals.iter().map(|r| r * r).sum::<f64>() / residuals.len() as f64).sqrt();

@@ -17,8 +17,11 @@ const ROWS: usize = 2048;
 const COLS: usize = 2048;
 /// Tokens per product: enough that compute, not weight reads, bounds it.
 const TOKENS: usize = 64;
-/// Seconds spent per precision.
-const SECONDS: f64 = 0.3;
+/// Seconds spent per weight type: the best product of this long a run is taken, so a
+/// machine shared with other work still shows its undisturbed rate.
+const SECONDS: f64 = 1.5;
+/// Turns each type takes.
+const ROUNDS: usize = 10;
 
 /// The weight types whose kernels the probe times one by one.
 const KERNEL_TYPES: [GgmlType; 12] = [
@@ -47,31 +50,44 @@ fn probe_type(p: Precision) -> Option<GgmlType> {
     }
 }
 
-/// FLOPs per second of the backend's matmul with weights of type `ty`, on the global
-/// thread pool: the best of repeated `[TOKENS, COLS] × [ROWS, COLS]ᵀ` products.
-pub fn matmul_rate(ty: GgmlType) -> Result<f64, PlanError> {
+/// FLOPs per second of the backend's matmul with weights of each type in `types`, on
+/// the global thread pool: the best of repeated `[TOKENS, COLS] × [ROWS, COLS]ᵀ`
+/// products. The types take turns in short rounds, so that other work on a shared
+/// machine disturbs them all alike and each type's best comes from a quiet moment.
+pub fn matmul_rates(types: &[GgmlType]) -> Result<Vec<f64>, PlanError> {
     // Deterministic, non-trivial weights (the rate does not depend on the values).
     let vals: Vec<f32> = (0..ROWS * COLS)
         .map(|i| ((i * 7919 % 1013) as f32 / 1013.0) - 0.5)
         .collect();
-    let bytes = quantize(ty, &vals)
-        .map_err(|e| PlanError::BadOption(format!("probe: {} weights: {e}", ty.name())))?;
-    let w = Weight::from_vec(ty, ROWS, COLS, bytes)
-        .map_err(|e| PlanError::BadOption(format!("probe: {} weights: {e}", ty.name())))?;
-    w.prepare();
+    let mut weights = Vec::new();
+    for &ty in types {
+        let err = |e: tuili_backend::BackendError| {
+            PlanError::BadOption(format!("probe: {} weights: {e}", ty.name()))
+        };
+        let w = Weight::from_vec(ty, ROWS, COLS, quantize(ty, &vals).map_err(err)?).map_err(err)?;
+        w.prepare();
+        weights.push(w);
+    }
     let x: Vec<f32> = (0..TOKENS * COLS).map(|i| (i % 17) as f32 / 17.0).collect();
     let mut out = vec![0f32; TOKENS * ROWS];
-    let flops = 2.0 * (ROWS * COLS * TOKENS) as f64;
-    matmul(&w, &x, TOKENS, &mut out);
-    let start = Instant::now();
-    let mut best = f64::INFINITY;
-    while start.elapsed().as_secs_f64() < SECONDS {
-        let t0 = Instant::now();
-        matmul(&w, &x, TOKENS, &mut out);
-        best = best.min(t0.elapsed().as_secs_f64());
+    let mut best = vec![f64::INFINITY; types.len()];
+    for w in &weights {
+        matmul(w, &x, TOKENS, &mut out);
+    }
+    let per_round = SECONDS / ROUNDS as f64;
+    for _ in 0..ROUNDS {
+        for (w, b) in weights.iter().zip(&mut best) {
+            let start = Instant::now();
+            while start.elapsed().as_secs_f64() < per_round {
+                let t0 = Instant::now();
+                matmul(w, &x, TOKENS, &mut out);
+                *b = b.min(t0.elapsed().as_secs_f64());
+            }
+        }
     }
     std::hint::black_box(&out);
-    Ok(flops / best.max(1e-9))
+    let flops = 2.0 * (ROWS * COLS * TOKENS) as f64;
+    Ok(best.iter().map(|b| flops / b.max(1e-9)).collect())
 }
 
 /// What `--probe` measured and knows of this machine.
@@ -98,27 +114,37 @@ pub struct Measured {
 /// Measures the matmul rates and makes the profile `local` of this machine.
 pub fn local_profile(m: Measured) -> Result<ChipProfile, PlanError> {
     let when = "measured by tuili plan --probe";
-    let mut tflops = Vec::new();
-    for p in Precision::ALL {
-        let s = match probe_type(p) {
-            Some(ty) => Sourced {
-                value: matmul_rate(ty)? / 1e12,
-                source: format!(
-                    "{when}: {} matmul [{TOKENS}x{COLS}] x [{ROWS}x{COLS}], {} threads",
-                    ty.name(),
-                    m.threads
-                ),
-            },
+    let rates = matmul_rates(&KERNEL_TYPES)?;
+    let kernels: Vec<(GgmlType, Sourced)> = KERNEL_TYPES
+        .iter()
+        .zip(rates)
+        .map(|(&ty, r)| {
+            let source = format!(
+                "{when}: {} matmul [{TOKENS}x{COLS}] x [{ROWS}x{COLS}], {} threads, best of \
+                 {ROUNDS} rounds",
+                ty.name(),
+                m.threads
+            );
+            (
+                ty,
+                Sourced {
+                    value: r / 1e12,
+                    source,
+                },
+            )
+        })
+        .collect();
+    // Each precision at the rate of the type the CPU backend runs it with.
+    let tflops = Precision::ALL.map(|p| {
+        let measured = probe_type(p).and_then(|ty| kernels.iter().find(|(t, _)| *t == ty));
+        match measured {
+            Some((_, s)) => s.clone(),
             None => Sourced {
                 value: 0.0,
                 source: format!("{when}: the CPU backend has no FP8 weights; runs at BF16"),
             },
-        };
-        tflops.push(s);
-    }
-    let [a, b, c, d, e]: [Sourced; 5] = tflops
-        .try_into()
-        .map_err(|_| PlanError::BadOption("probe: wrong number of precisions".into()))?;
+        }
+    });
     let sourced = |value: f64, source: String| Sourced { value, source };
     Ok(ChipProfile {
         name: "local".into(),
@@ -132,29 +158,12 @@ pub fn local_profile(m: Measured) -> Result<ChipProfile, PlanError> {
                 m.threads
             ),
         ),
-        compute: Compute {
-            tflops: [a, b, c, d, e],
-        },
+        compute: Compute { tflops },
         tdp_w: m.tdp_w,
         idle_w: m.idle_w,
         interconnect_gbs: sourced(1.25, "assumed: 10 GbE between machines".into()),
         usd_per_hour: m.usd_per_hour,
-        kernels: KERNEL_TYPES
-            .iter()
-            .map(|&ty| {
-                Ok((
-                    ty,
-                    Sourced {
-                        value: matmul_rate(ty)? / 1e12,
-                        source: format!(
-                            "{when}: {} matmul [{TOKENS}x{COLS}] x [{ROWS}x{COLS}], {} threads",
-                            ty.name(),
-                            m.threads
-                        ),
-                    },
-                ))
-            })
-            .collect::<Result<_, PlanError>>()?,
+        kernels,
         cpu: Some(CpuThreads {
             threads: sourced(m.threads as f64, format!("{when}: threads of the pool")),
             bandwidth_per_thread_gbs: sourced(
