@@ -104,6 +104,13 @@ pub struct PlanArgs {
     /// Seed of the simulated arrivals.
     #[arg(long = "seed", default_value_t = 1)]
     seed: u64,
+    /// Latency objectives, e.g. "ttft_p99<2s,tpot_p99<100ms": find the highest request
+    /// rate one chip sustains under them (simulated, from --rate upwards).
+    #[arg(long = "slo")]
+    slo: Option<String>,
+    /// Requests per second to serve in all, for --slo: how many chips that takes.
+    #[arg(long = "target-rate")]
+    target_rate: Option<f64>,
 }
 
 /// Where user profiles (probed, calibrated) live.
@@ -152,7 +159,7 @@ pub fn plan(a: PlanArgs) -> Result<()> {
         kv: kv_format(&a.cache_type, &a.cache_type)?,
         usd_per_hour: a.price,
     };
-    if a.simulate {
+    if a.simulate || a.slo.is_some() {
         return simulate(&a, chip, &all, &mcfg, &cost, &opts);
     }
     let p = plan::plan(
@@ -198,16 +205,22 @@ fn simulate(
     let threads = chip.cpu.as_ref().and(o.threads);
     let hw = Hardware::of(chip, threads, o.kv);
     let (coeffs, band, source) = plan::coefficients(chip, all);
+    if let Some(text) = &a.slo {
+        let slo = sim::Slo::parse(text)?;
+        let w = workload(a, a.rate.first().copied().unwrap_or(1.0));
+        let best = sim::max_rate(mcfg, &engine, cost, &hw, &coeffs, &w, &slo)?;
+        return print_slo(a, chip, text, band, best);
+    }
     let mut results = Vec::new();
     for &rate in &a.rate {
-        let w = sim::Workload {
-            rate,
-            requests: a.requests,
-            prompt_len: a.prompt_len,
-            output_len: a.output_len,
-            seed: a.seed,
-        };
-        results.push(sim::simulate(mcfg, &engine, cost, &hw, &coeffs, &w)?);
+        results.push(sim::simulate(
+            mcfg,
+            &engine,
+            cost,
+            &hw,
+            &coeffs,
+            &workload(a, rate),
+        )?);
     }
     if a.output == PlanFormat::Json {
         let v = serde_json::json!({
@@ -446,6 +459,74 @@ fn observations(files: &[PathBuf], chip: &ChipProfile) -> Result<Vec<(BenchRun, 
         out.push((run, obs));
     }
     Ok(out)
+}
+
+fn workload(a: &PlanArgs, rate: f64) -> sim::Workload {
+    sim::Workload {
+        rate,
+        requests: a.requests,
+        prompt_len: a.prompt_len,
+        output_len: a.output_len,
+        seed: a.seed,
+    }
+}
+
+/// The result of an SLO search: the load one chip sustains, the chips a target needs,
+/// cost and energy per million generated tokens at that load.
+fn print_slo(
+    a: &PlanArgs,
+    chip: &ChipProfile,
+    slo: &str,
+    band: f64,
+    best: Option<sim::SimResult>,
+) -> Result<()> {
+    let Some(r) = best else {
+        bail!(
+            "{} cannot meet {slo} even at {} requests/s: one request alone is too slow",
+            chip.name,
+            a.rate.first().copied().unwrap_or(1.0)
+        );
+    };
+    let price = a.price.unwrap_or(chip.usd_per_hour.value);
+    let per_token_s = 1.0 / r.output_tokens_per_s;
+    let watts = chip.idle_w.value + (chip.tdp_w.value - chip.idle_w.value) * r.utilization;
+    let chips = a.target_rate.map(|t| (t / r.rate).ceil() as u64);
+    let v = serde_json::json!({
+        "chip": chip.name,
+        "slo": slo,
+        "max_rate": r.rate,
+        "chips_for_target": chips,
+        "target_rate": a.target_rate,
+        "usd_per_million_tokens": price / 3600.0 * per_token_s * 1e6,
+        "joules_per_token": watts * per_token_s,
+        "error_band": band,
+        "at_max_rate": r,
+    });
+    match a.output {
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+        PlanFormat::Table => {
+            println!(
+                "{}: {:.2} requests/s ({:.1} generated tokens/s) under {slo}   ±{:.0}%",
+                chip.name,
+                r.rate,
+                r.output_tokens_per_s,
+                100.0 * band
+            );
+            println!(
+                "  TTFT p50/p99 {:.1}/{:.1} ms, TPOT p50/p99 {:.1}/{:.1} ms, {} preemptions",
+                r.ttft_ms[0], r.ttft_ms[2], r.tpot_ms[0], r.tpot_ms[2], r.preemptions
+            );
+            if let (Some(t), Some(n)) = (a.target_rate, chips) {
+                println!("  {t} requests/s need {n} chips");
+            }
+            println!(
+                "  ${:.3} per million generated tokens, {:.4} J per token (at ${price}/h)",
+                price / 3600.0 * per_token_s * 1e6,
+                watts * per_token_s
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A CPU profile with the bandwidth `tuili bench --membw` measured in `files` (the best

@@ -46,18 +46,9 @@ pub struct CoeffSource {
     pub from: Option<String>,
     /// What they were fitted to.
     pub source: String,
-    /// Fraction of bandwidth reached.
-    pub eta_mem: f64,
-    /// Fraction of peak compute reached.
-    pub eta_comp: f64,
-    /// Seconds per layer per step.
-    pub layer_s: f64,
-    /// Seconds per step.
-    pub step_s: f64,
-    /// Seconds per sequence per step.
-    pub seq_s: f64,
-    /// Seconds per token per step.
-    pub token_s: f64,
+    /// The coefficients, as keys of this object.
+    #[serde(flatten)]
+    pub coeffs: Coeffs,
 }
 
 /// The coefficients for `chip`: its own calibration, else the nearest calibrated chip
@@ -68,12 +59,7 @@ pub fn coefficients(chip: &ChipProfile, all: &[ChipProfile]) -> (Coeffs, f64, Co
         kind,
         from: from.map(|f| f.name.clone()),
         source: text,
-        eta_mem: c.eta_mem,
-        eta_comp: c.eta_comp,
-        layer_s: c.layer_s,
-        step_s: c.step_s,
-        seq_s: c.seq_s,
-        token_s: c.token_s,
+        coeffs: *c,
     };
     if let Some(cal) = &chip.calibration {
         let s = source("measured", Some(chip), cal.source.clone(), &cal.coeffs);

@@ -7,6 +7,7 @@ use std::time::Instant;
 use tuili_backend::matmul::{matmul, Weight};
 use tuili_backend::quant::quantize;
 use tuili_gguf::GgmlType;
+use tuili_models::synthetic::WEIGHT_TYPES;
 
 use crate::chip::{ChipKind, ChipProfile, Compute, CpuThreads, Precision, Sourced};
 use crate::PlanError;
@@ -22,22 +23,6 @@ const TOKENS: usize = 64;
 const SECONDS: f64 = 1.5;
 /// Turns each type takes.
 const ROUNDS: usize = 10;
-
-/// The weight types whose kernels the probe times one by one.
-const KERNEL_TYPES: [GgmlType; 12] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
 
 /// The weight type the CPU backend runs each precision with (`None`: no such type).
 fn probe_type(p: Precision) -> Option<GgmlType> {
@@ -114,8 +99,9 @@ pub struct Measured {
 /// Measures the matmul rates and makes the profile `local` of this machine.
 pub fn local_profile(m: Measured) -> Result<ChipProfile, PlanError> {
     let when = "measured by tuili plan --probe";
-    let rates = matmul_rates(&KERNEL_TYPES)?;
-    let kernels: Vec<(GgmlType, Sourced)> = KERNEL_TYPES
+    // Every weight type the forward pass runs.
+    let rates = matmul_rates(&WEIGHT_TYPES)?;
+    let kernels: Vec<(GgmlType, Sourced)> = WEIGHT_TYPES
         .iter()
         .zip(rates)
         .map(|(&ty, r)| {

@@ -54,6 +54,9 @@ pub struct SimResult {
     pub preemptions: u64,
     /// Mean and largest share of KV blocks in use over the steps.
     pub kv_use: [f64; 2],
+    /// Share of the time the bottleneck worked at its peak rate (sets the power drawn
+    /// between idle and TDP).
+    pub utilization: f64,
 }
 
 /// Runs `w` through a scheduler configured as the engine would be under `engine` for
@@ -94,7 +97,7 @@ pub fn simulate(
     let mut first = vec![f64::NAN; w.requests];
     let mut finish = vec![f64::NAN; w.requests];
     let (mut clock, mut next, mut done) = (arrivals[0], 0, 0);
-    let (mut kv_sum, mut kv_max, mut steps) = (0.0, 0.0f64, 0u64);
+    let (mut kv_sum, mut kv_max, mut steps, mut busy) = (0.0, 0.0f64, 0u64, 0.0);
     while done < w.requests {
         while next < w.requests && arrivals[next] <= clock {
             // Random prompts: no two share a prefix, as in a load test.
@@ -130,7 +133,9 @@ pub fn simulate(
                 }),
             }
         }
-        clock += step_ops(cost, hw, &shape).seconds(coeffs);
+        let ops = step_ops(cost, hw, &shape);
+        clock += ops.seconds(coeffs);
+        busy += ops.peak_seconds();
         steps += 1;
         let used = s.stats().blocks_used as f64 / blocks.max(1) as f64;
         kv_sum += used;
@@ -171,6 +176,7 @@ pub fn simulate(
         steps,
         preemptions: s.stats().preemptions,
         kv_use: [kv_sum / steps.max(1) as f64, kv_max],
+        utilization: (busy / duration.max(1e-12)).min(1.0),
     })
 }
 
@@ -217,5 +223,143 @@ mod tests {
         assert_eq!(percentiles(v), [50.0, 90.0, 99.0]);
         assert_eq!(percentiles(vec![3.0]), [3.0; 3]);
         assert_eq!(percentiles(Vec::new()), [0.0; 3]);
+    }
+}
+
+/// Latency objectives: each a percentile of TTFT or TPOT under a limit, in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slo {
+    /// (metric, percentile index into [p50, p90, p99], limit in seconds).
+    pub limits: Vec<(Metric, usize, f64)>,
+}
+
+/// What an objective limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Time to first token.
+    Ttft,
+    /// Time per output token.
+    Tpot,
+}
+
+impl Slo {
+    /// Reads `ttft_p99<2s,tpot_p99<100ms` (metrics `ttft`/`tpot`, percentiles `p50`,
+    /// `p90`, `p99`, limits in `s` or `ms`).
+    pub fn parse(text: &str) -> Result<Slo, PlanError> {
+        let bad = |part: &str| {
+            PlanError::BadOption(format!(
+                "--slo: '{part}' is not METRIC_PCT<LIMIT (e.g. ttft_p99<2s, tpot_p50<80ms)"
+            ))
+        };
+        let mut limits = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (lhs, rhs) = part.split_once('<').ok_or_else(|| bad(part))?;
+            let (metric, pct) = lhs.trim().split_once('_').ok_or_else(|| bad(part))?;
+            let metric = match metric {
+                "ttft" => Metric::Ttft,
+                "tpot" => Metric::Tpot,
+                _ => return Err(bad(part)),
+            };
+            let pct = ["p50", "p90", "p99"]
+                .iter()
+                .position(|p| *p == pct)
+                .ok_or_else(|| bad(part))?;
+            let rhs = rhs.trim();
+            let (num, scale) = match rhs.strip_suffix("ms") {
+                Some(n) => (n, 1e-3),
+                None => (rhs.strip_suffix('s').ok_or_else(|| bad(part))?, 1.0),
+            };
+            let v: f64 = num.trim().parse().map_err(|_| bad(part))?;
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(bad(part));
+            }
+            limits.push((metric, pct, v * scale));
+        }
+        if limits.is_empty() {
+            return Err(bad(text));
+        }
+        Ok(Slo { limits })
+    }
+
+    /// Whether `r` meets every objective.
+    pub fn met(&self, r: &SimResult) -> bool {
+        self.limits.iter().all(|&(m, i, limit)| {
+            let v = match m {
+                Metric::Ttft => r.ttft_ms[i],
+                Metric::Tpot => r.tpot_ms[i],
+            };
+            v / 1e3 <= limit
+        })
+    }
+}
+
+/// The highest arrival rate at which the simulated server meets `slo`, and its result:
+/// doubling from `w.rate` until the objectives fail, then bisection to 2%. `None` when
+/// even `w.rate` fails.
+pub fn max_rate(
+    mcfg: &Config,
+    engine: &EngineConfig,
+    cost: &ModelCost,
+    hw: &Hardware,
+    coeffs: &Coeffs,
+    w: &Workload,
+    slo: &Slo,
+) -> Result<Option<SimResult>, PlanError> {
+    let run = |rate: f64| {
+        let w = Workload { rate, ..w.clone() };
+        simulate(mcfg, engine, cost, hw, coeffs, &w)
+    };
+    let first = run(w.rate)?;
+    if !slo.met(&first) {
+        return Ok(None);
+    }
+    let (mut good, mut bad) = (first, None::<f64>);
+    // Past the server's capacity the queue grows without bound: 40 doublings is far.
+    for _ in 0..40 {
+        let r = run(good.rate * 2.0)?;
+        if slo.met(&r) {
+            good = r;
+        } else {
+            bad = Some(r.rate);
+            break;
+        }
+    }
+    let Some(mut hi) = bad else {
+        return Ok(Some(good));
+    };
+    while hi / good.rate > 1.02 {
+        let mid = (good.rate * hi).sqrt();
+        let r = run(mid)?;
+        if slo.met(&r) {
+            good = r;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(Some(good))
+}
+
+#[cfg(test)]
+mod slo_tests {
+    use super::*;
+
+    #[test]
+    fn objectives_parse_and_refuse_garbage() {
+        let s = Slo::parse("ttft_p99<2s, tpot_p50<100ms").expect("parses");
+        assert_eq!(
+            s.limits,
+            vec![(Metric::Ttft, 2, 2.0), (Metric::Tpot, 0, 0.1)]
+        );
+        for bad in [
+            "",
+            "ttft<2s",
+            "ttft_p95<2s",
+            "itl_p99<2s",
+            "ttft_p99<2",
+            "ttft_p99<-1s",
+        ] {
+            let e = Slo::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("--slo"), "{bad}: {e}");
+        }
     }
 }

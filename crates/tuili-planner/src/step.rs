@@ -8,12 +8,13 @@
 //! [`crate::fit`]; a chip never measured borrows them.
 
 use crate::chip::{ChipKind, ChipProfile, Precision};
+use serde::Serialize;
 use tuili_gguf::GgmlType;
 
 use crate::cost::{attended_sum, KvFormat, ModelCost, WeightFormat};
 
 /// Efficiencies and overheads of a chip, fitted to measured steps.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Coeffs {
     /// Fraction of the memory bandwidth the weight and KV reads reach.
     pub eta_mem: f64,
@@ -202,8 +203,12 @@ impl StepOps {
     /// How busy the chip is: the share of the step its bottleneck resource works at
     /// full rate (1 = at the datasheet's peak the whole step).
     pub fn utilization(&self, c: &Coeffs) -> f64 {
-        let peak: f64 = self.ops.iter().map(|o| o.mem_s.max(o.comp_s)).sum();
-        (peak / self.seconds(c).max(f64::MIN_POSITIVE)).min(1.0)
+        (self.peak_seconds() / self.seconds(c).max(f64::MIN_POSITIVE)).min(1.0)
+    }
+
+    /// Seconds the step would take at the datasheet's peak rates, without overheads.
+    pub fn peak_seconds(&self) -> f64 {
+        self.ops.iter().map(|o| o.mem_s.max(o.comp_s)).sum()
     }
 }
 

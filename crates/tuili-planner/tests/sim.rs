@@ -9,7 +9,7 @@ use tuili_models::synthetic::{write_synthetic, SyntheticSpec};
 use tuili_models::{Arch, Config, KvType, Model};
 use tuili_planner::chip::{self, Precision};
 use tuili_planner::cost::{KvFormat, ModelCost};
-use tuili_planner::sim::{simulate, Workload};
+use tuili_planner::sim::{max_rate, simulate, Slo, Workload};
 use tuili_planner::step::{step_ops, Coeffs, Hardware, StepShape};
 
 fn setup(arch: Arch) -> (Config, ModelCost, Hardware) {
@@ -102,4 +102,31 @@ fn sliding_window_models_use_the_local_region() {
     };
     let e = simulate(&mcfg, &EngineConfig::default(), &cost, &hw, &C, &bad).unwrap_err();
     assert!(e.to_string().contains("fit the context of 4096"), "{e}");
+}
+
+#[test]
+fn the_slo_search_finds_the_edge() {
+    let (mcfg, cost, hw) = setup(Arch::Llama);
+    let engine = EngineConfig::default();
+    let idle = simulate(&mcfg, &engine, &cost, &hw, &C, &load(0.01)).expect("runs");
+    // TTFT p99 within three idle prefills.
+    let limit = 3.0 * idle.ttft_ms[2];
+    let slo = Slo::parse(&format!("ttft_p99<{limit}ms")).expect("parses");
+    let best = max_rate(&mcfg, &engine, &cost, &hw, &C, &load(0.01), &slo)
+        .expect("runs")
+        .expect("an idle server meets it");
+    assert!(slo.met(&best) && best.rate > 0.01, "{best:?}");
+    let over = simulate(&mcfg, &engine, &cost, &hw, &C, &load(4.0 * best.rate)).expect("runs");
+    assert!(
+        !slo.met(&over),
+        "four times the load still meets it: {over:?}"
+    );
+    assert!(best.utilization > idle.utilization);
+    // An objective below one prefill cannot be met at any rate.
+    let never = Slo::parse(&format!("ttft_p50<{}ms", idle.ttft_ms[0] / 2.0)).unwrap();
+    assert!(
+        max_rate(&mcfg, &engine, &cost, &hw, &C, &load(0.01), &never)
+            .expect("runs")
+            .is_none()
+    );
 }
