@@ -148,8 +148,39 @@ pub struct ChipProfile {
     /// `--probe`): CPU kernels differ per type more than per precision. A weight type
     /// listed here uses this rate instead of its precision's.
     pub kernels: Vec<(GgmlType, Sourced)>,
+    /// Measured rates of the per-token vector ops (optional, written by `--probe`).
+    pub elementwise: Option<Elementwise>,
     /// Coefficients fitted to measured runs on this chip, if any.
     pub calibration: Option<Calibration>,
+}
+
+/// Rates of the vector ops between the products, 10⁹ values per second on one thread:
+/// on a CPU they take a measurable share of a step, and differ by family (GeGLU's tanh
+/// costs more than SwiGLU's exp).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Elementwise {
+    /// RMS norm, per normalised value.
+    pub rms_norm: Sourced,
+    /// SwiGLU gate, per value of the feed-forward width.
+    pub silu_mul: Sourced,
+    /// GeGLU gate (tanh form), per value.
+    pub gelu_tanh_mul: Sourced,
+    /// RoPE rotation, per rotated value.
+    pub rope: Sourced,
+}
+
+impl Elementwise {
+    /// The keys of the `[elementwise]` table, in field order.
+    pub const KEYS: [&'static str; 4] = ["rms_norm", "silu_mul", "gelu_tanh_mul", "rope"];
+
+    fn fields(&self) -> [&Sourced; 4] {
+        [
+            &self.rms_norm,
+            &self.silu_mul,
+            &self.gelu_tanh_mul,
+            &self.rope,
+        ]
+    }
 }
 
 /// Coefficients fitted by `tuili plan --calibrate`, saved with the profile.
@@ -260,6 +291,7 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
             "price",
             "cpu",
             "kernels",
+            "elementwise",
             "calibration",
         ],
     )?;
@@ -347,6 +379,27 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
             out
         }
     };
+    let elementwise = match root.get("elementwise") {
+        None => None,
+        Some(_) => {
+            let t = r.table(&root, "elementwise")?;
+            r.only("elementwise", t, &Elementwise::KEYS)?;
+            let [a, b, c, d] =
+                Elementwise::KEYS.map(|k| r.sourced(t, &format!("elementwise.{k}"), false));
+            Some(Elementwise {
+                rms_norm: a?,
+                silu_mul: b?,
+                gelu_tanh_mul: c?,
+                rope: d?,
+            })
+        }
+    };
+    if (elementwise.is_some() || !kernels.is_empty()) && kind != ChipKind::Cpu {
+        return Err(err(
+            "kernels",
+            "[kernels] and [elementwise] are measured CPU rates: kind must be \"cpu\"".into(),
+        ));
+    }
     let calibration = match root.get("calibration") {
         None => None,
         Some(_) => Some(r.calibration(r.table(&root, "calibration")?)?),
@@ -364,6 +417,7 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
         usd_per_hour: r.sourced(price, "price.usd_per_hour", true)?,
         cpu,
         kernels,
+        elementwise,
         calibration,
     })
 }
@@ -530,6 +584,15 @@ impl ChipProfile {
         }
     }
 
+    /// Threads the CPU figures are for with `threads` asked (1 for accelerators).
+    pub fn threads_used(&self, threads: Option<usize>) -> f64 {
+        match (&self.cpu, threads) {
+            (Some(c), Some(t)) => (t as f64).min(c.threads.value),
+            (Some(c), None) => c.threads.value,
+            _ => 1.0,
+        }
+    }
+
     fn thread_share(&self, threads: Option<usize>) -> f64 {
         match (&self.cpu, threads) {
             (Some(c), Some(t)) => (t as f64 / c.threads.value).min(1.0),
@@ -576,6 +639,12 @@ impl ChipProfile {
             out += "\n[kernels]\n";
             for (ty, s) in &self.kernels {
                 out += &pair(&ty.name().to_lowercase(), s);
+            }
+        }
+        if let Some(e) = &self.elementwise {
+            out += "\n[elementwise]\n";
+            for (k, s) in Elementwise::KEYS.iter().zip(e.fields()) {
+                out += &pair(k, s);
             }
         }
         if let Some(c) = &self.calibration {

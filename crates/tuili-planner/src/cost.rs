@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use tuili_gguf::{GgmlType, GgufFile};
-use tuili_models::spec::{Ffn, FfnSpec};
+use tuili_models::ops::{Glu, MatId};
+use tuili_models::spec::{Ffn, FfnSpec, LayerSpec};
 use tuili_models::{KvType, Model};
 
 use crate::chip::Precision;
@@ -132,6 +133,19 @@ impl ExpertsCost {
     }
 }
 
+/// Values one token passes through the vector ops of a layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VectorOps {
+    /// Values normalised (block norms, post-norms, QK-norms).
+    pub norm: usize,
+    /// Values through the feed-forward gate (`top_k` experts' widths for a mixture).
+    pub glu: usize,
+    /// The gate's activation.
+    pub act: Glu,
+    /// Values rotated by RoPE (queries and keys; 0 for a layer without positions).
+    pub rope: usize,
+}
+
 /// One transformer block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerCost {
@@ -142,6 +156,8 @@ pub struct LayerCost {
     pub moe: Option<ExpertsCost>,
     /// The sliding window of a local layer (`None`: global).
     pub window: Option<usize>,
+    /// The vector ops between the products.
+    pub vector: VectorOps,
 }
 
 /// What the planner needs of a model.
@@ -223,6 +239,9 @@ impl ModelCost {
                     dense,
                     moe,
                     window: l.attn.window,
+                    vector: vector_ops(l, cfg.dim, cfg.q_dim() + cfg.kv_dim(), |id| {
+                        w.mat(id).rows()
+                    }),
                 }
             })
             .collect();
@@ -398,6 +417,26 @@ impl ModelCost {
     /// Multiply-adds of the matrices one token goes through, output included.
     fn matrix_macs_per_token(&self) -> u64 {
         self.active_params() - self.vector_params
+    }
+}
+
+/// The vector ops of layer `l`: `dim`-wide norms, QK-norms and RoPE over the `qk`
+/// values of Q and K, the gate over the feed-forward width (`rows` of its gate matrix).
+fn vector_ops(l: &LayerSpec, dim: usize, qk: usize, rows: impl Fn(MatId) -> usize) -> VectorOps {
+    let block_norms = [l.attn_norm, l.post_attn_norm, l.ffn_norm, l.post_ffn_norm];
+    let norm = dim * block_norms.iter().flatten().count() + l.qkv.qk_norm.map_or(0, |_| qk);
+    let (glu, act) = match &l.ffn {
+        Ffn::Dense(f) => (rows(f.gate), f.act),
+        Ffn::Moe(m) => match m.experts.first() {
+            Some(f) => (m.top_k * rows(f.gate), f.act),
+            None => (0, Glu::Silu),
+        },
+    };
+    VectorOps {
+        norm,
+        glu,
+        act,
+        rope: l.rope.map_or(0, |_| qk),
     }
 }
 

@@ -9,7 +9,11 @@ use tuili_backend::quant::quantize;
 use tuili_gguf::GgmlType;
 use tuili_models::synthetic::WEIGHT_TYPES;
 
-use crate::chip::{ChipKind, ChipProfile, Compute, CpuThreads, Precision, Sourced};
+use tuili_backend::ops::{
+    gelu_tanh_mul, rms_norm, rope_angles, rope_inv_freq, rope_rotate, silu_mul, RopeMode,
+};
+
+use crate::chip::{ChipKind, ChipProfile, Compute, CpuThreads, Elementwise, Precision, Sourced};
 use crate::PlanError;
 
 /// Weight rows and columns of the probe's matmul: large enough to leave the caches
@@ -73,6 +77,54 @@ pub fn matmul_rates(types: &[GgmlType]) -> Result<Vec<f64>, PlanError> {
     std::hint::black_box(&out);
     let flops = 2.0 * (ROWS * COLS * TOKENS) as f64;
     Ok(best.iter().map(|b| flops / b.max(1e-9)).collect())
+}
+
+/// One vector op of the probe: (gate, out).
+type VectorOp<'a> = dyn Fn(&mut Vec<f32>, &mut Vec<f32>) + 'a;
+
+/// Values per second of each vector op the forward pass runs per token, on one
+/// thread (the forward pass splits them over threads by token): the best of
+/// alternating rounds over a 4096-wide row.
+fn elementwise_rates(when: &str) -> Elementwise {
+    const N: usize = 4096;
+    const HEAD: usize = 64;
+    let x: Vec<f32> = (0..N).map(|i| (i % 29) as f32 / 29.0 - 0.5).collect();
+    let weight = vec![1.0f32; N];
+    let inv_freq = rope_inv_freq(HEAD, 10000.0);
+    let mut cos_sin = vec![(0f32, 0f32); HEAD / 2];
+    rope_angles(&inv_freq, 17, &mut cos_sin);
+    let mut out = vec![0f32; N];
+    let mut gate = x.clone();
+    let ops: [&VectorOp; 4] = [
+        &|_, out| rms_norm(&x, &weight, 1e-6, out),
+        &|gate, _| silu_mul(gate, &x),
+        &|gate, _| gelu_tanh_mul(gate, &x),
+        &|gate, _| rope_rotate(gate, HEAD, &cos_sin, RopeMode::Neox),
+    ];
+    let mut best = [f64::INFINITY; 4];
+    for _ in 0..ROUNDS {
+        for (op, b) in ops.iter().zip(&mut best) {
+            let start = Instant::now();
+            while start.elapsed().as_secs_f64() < 0.02 {
+                // The gate is refreshed so values stay in range.
+                gate.copy_from_slice(&x);
+                let t0 = Instant::now();
+                op(&mut gate, &mut out);
+                *b = b.min(t0.elapsed().as_secs_f64());
+            }
+        }
+    }
+    std::hint::black_box((&gate, &out));
+    let [a, b, c, d] = best.map(|secs| Sourced {
+        value: N as f64 / secs.max(1e-12) / 1e9,
+        source: format!("{when}: one thread over {N} values, best of {ROUNDS} rounds"),
+    });
+    Elementwise {
+        rms_norm: a,
+        silu_mul: b,
+        gelu_tanh_mul: c,
+        rope: d,
+    }
 }
 
 /// What `--probe` measured and knows of this machine.
@@ -150,6 +202,7 @@ pub fn local_profile(m: Measured) -> Result<ChipProfile, PlanError> {
         interconnect_gbs: sourced(1.25, "assumed: 10 GbE between machines".into()),
         usd_per_hour: m.usd_per_hour,
         kernels,
+        elementwise: Some(elementwise_rates(when)),
         cpu: Some(CpuThreads {
             threads: sourced(m.threads as f64, format!("{when}: threads of the pool")),
             bandwidth_per_thread_gbs: sourced(

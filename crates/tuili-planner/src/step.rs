@@ -11,6 +11,8 @@ use crate::chip::{ChipKind, ChipProfile, Precision};
 use serde::Serialize;
 use tuili_gguf::GgmlType;
 
+use tuili_models::ops::Glu;
+
 use crate::cost::{attended_sum, KvFormat, ModelCost, WeightFormat};
 
 /// Efficiencies and overheads of a chip, fitted to measured steps.
@@ -120,6 +122,9 @@ pub struct Hardware {
     pub attention: Precision,
     /// How the KV cache stores keys and values.
     pub kv: KvFormat,
+    /// Values per second of the vector ops (RMS norm, SwiGLU, GeGLU, RoPE) with the
+    /// step's threads, where the profile measured them.
+    pub vector: Option<[f64; 4]>,
 }
 
 impl Hardware {
@@ -141,6 +146,10 @@ impl Hardware {
                 Precision::Bf16
             },
             kv,
+            vector: chip.elementwise.as_ref().map(|e| {
+                let t = chip.threads_used(threads);
+                [&e.rms_norm, &e.silu_mul, &e.gelu_tanh_mul, &e.rope].map(|r| r.value * 1e9 * t)
+            }),
         }
     }
 
@@ -179,12 +188,14 @@ pub struct StepOps {
     pub seqs: f64,
     /// Tokens.
     pub tokens: f64,
+    /// Seconds of the vector ops at their measured rates (0 where not measured).
+    pub vector_s: f64,
 }
 
 impl StepOps {
     /// Seconds of the step under `c`.
     pub fn seconds(&self, c: &Coeffs) -> f64 {
-        self.roofline(c) + self.overhead(c)
+        self.roofline(c) + self.overhead(c) + self.vector_s
     }
 
     /// The roofline part: `Σ max(mem / η_mem, comp / η_comp)`.
@@ -268,18 +279,34 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
         mem_s: t * row / hw.bandwidth,
         comp_s: 0.0,
     });
+    let vector_s = hw.vector.map_or(0.0, |[norm, silu, gelu, rope]| {
+        let per_token: f64 = m
+            .layers
+            .iter()
+            .map(|l| {
+                let v = &l.vector;
+                let act = match v.act {
+                    Glu::Silu => silu,
+                    Glu::GeluTanh => gelu,
+                };
+                v.norm as f64 / norm + v.glu as f64 / act + v.rope as f64 / rope
+            })
+            .sum();
+        per_token * t
+    });
     StepOps {
         ops,
         layers: m.n_layer() as f64,
         seqs: step.seqs() as f64,
         tokens: t,
+        vector_s,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cost::{LayerCost, MatCost, WeightFormat};
+    use crate::cost::{LayerCost, MatCost, VectorOps, WeightFormat};
     use tuili_gguf::GgmlType;
     use tuili_models::KvType;
 
@@ -299,6 +326,12 @@ mod tests {
             dense: vec![mat(1024, 1024); 7],
             moe: None,
             window: None,
+            vector: VectorOps {
+                norm: 2048,
+                glu: 1024,
+                act: Glu::Silu,
+                rope: 2048,
+            },
         };
         ModelCost {
             arch: "llama".into(),
@@ -321,6 +354,7 @@ mod tests {
             bandwidth: bw,
             ops: [flops; 5],
             kernels: Vec::new(),
+            vector: None,
             act_bytes: 2.0,
             attention: Precision::Bf16,
             kv: KvFormat {
