@@ -148,6 +148,10 @@ pub struct ChipProfile {
     /// `--probe`): CPU kernels differ per type more than per precision. A weight type
     /// listed here uses this rate instead of its precision's.
     pub kernels: Vec<(GgmlType, Sourced)>,
+    /// Measured rate of products of one token (matrix-vector) per GGUF weight type,
+    /// TFLOPS, with the weights in cache (optional, written by `--probe`): what
+    /// unpacking the weights costs before any memory wait.
+    pub matvec: Vec<(GgmlType, Sourced)>,
     /// Measured rates of the per-token vector ops (optional, written by `--probe`).
     pub elementwise: Option<Elementwise>,
     /// Coefficients fitted to measured runs on this chip, if any.
@@ -291,6 +295,7 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
             "price",
             "cpu",
             "kernels",
+            "matvec",
             "elementwise",
             "calibration",
         ],
@@ -362,23 +367,8 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
             "only a profile of kind = \"cpu\" has a [cpu] table".into(),
         ));
     }
-    let kernels = match root.get("kernels") {
-        None => Vec::new(),
-        Some(_) => {
-            let t = r.table(&root, "kernels")?;
-            let mut out = Vec::new();
-            for key in t.keys() {
-                let ty = GgmlType::ALL
-                    .into_iter()
-                    .find(|ty| ty.name().eq_ignore_ascii_case(key))
-                    .ok_or_else(|| {
-                        err(&format!("kernels.{key}"), "not a GGUF weight type".into())
-                    })?;
-                out.push((ty, r.sourced(t, &format!("kernels.{key}"), false)?));
-            }
-            out
-        }
-    };
+    let kernels = r.type_rates(&root, "kernels")?;
+    let matvec = r.type_rates(&root, "matvec")?;
     let elementwise = match root.get("elementwise") {
         None => None,
         Some(_) => {
@@ -394,10 +384,12 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
             })
         }
     };
-    if (elementwise.is_some() || !kernels.is_empty()) && kind != ChipKind::Cpu {
+    let measured = elementwise.is_some() || !kernels.is_empty() || !matvec.is_empty();
+    if measured && kind != ChipKind::Cpu {
         return Err(err(
             "kernels",
-            "[kernels] and [elementwise] are measured CPU rates: kind must be \"cpu\"".into(),
+            "[kernels], [matvec] and [elementwise] are measured CPU rates: kind must be \"cpu\""
+                .into(),
         ));
     }
     let calibration = match root.get("calibration") {
@@ -417,6 +409,7 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
         usd_per_hour: r.sourced(price, "price.usd_per_hour", true)?,
         cpu,
         kernels,
+        matvec,
         elementwise,
         calibration,
     })
@@ -514,6 +507,24 @@ impl Reader<'_> {
         Ok(Sourced { value, source })
     }
 
+    /// An optional table of rates per GGUF weight type (`[kernels]`, `[matvec]`).
+    fn type_rates(&self, root: &Table, name: &str) -> Result<Vec<(GgmlType, Sourced)>, PlanError> {
+        if root.get(name).is_none() {
+            return Ok(Vec::new());
+        }
+        let t = self.table(root, name)?;
+        let mut out = Vec::new();
+        for key in t.keys() {
+            let at = format!("{name}.{key}");
+            let ty = GgmlType::ALL
+                .into_iter()
+                .find(|ty| ty.name().eq_ignore_ascii_case(key))
+                .ok_or_else(|| self.err(&at, "not a GGUF weight type"))?;
+            out.push((ty, self.sourced(t, &at, false)?));
+        }
+        Ok(out)
+    }
+
     fn calibration(&self, t: &Table) -> Result<Calibration, PlanError> {
         let keys = [
             "eta_mem",
@@ -584,6 +595,12 @@ impl ChipProfile {
         }
     }
 
+    /// Operations per second of one-token products with `ty` weights, where measured.
+    pub fn matvec_ops_per_s(&self, ty: GgmlType, threads: Option<usize>) -> Option<f64> {
+        let (_, s) = self.matvec.iter().find(|(t, _)| *t == ty)?;
+        Some(s.value * 1e12 * self.thread_share(threads))
+    }
+
     /// Threads the CPU figures are for with `threads` asked (1 for accelerators).
     pub fn threads_used(&self, threads: Option<usize>) -> f64 {
         match (&self.cpu, threads) {
@@ -635,10 +652,12 @@ impl ChipProfile {
             out += &pair("threads", &c.threads);
             out += &pair("bandwidth_per_thread_gbs", &c.bandwidth_per_thread_gbs);
         }
-        if !self.kernels.is_empty() {
-            out += "\n[kernels]\n";
-            for (ty, s) in &self.kernels {
-                out += &pair(&ty.name().to_lowercase(), s);
+        for (name, rates) in [("kernels", &self.kernels), ("matvec", &self.matvec)] {
+            if !rates.is_empty() {
+                out += &format!("\n[{name}]\n");
+                for (ty, s) in rates {
+                    out += &pair(&ty.name().to_lowercase(), s);
+                }
             }
         }
         if let Some(e) = &self.elementwise {

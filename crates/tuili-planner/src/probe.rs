@@ -40,10 +40,10 @@ fn probe_type(p: Precision) -> Option<GgmlType> {
 }
 
 /// FLOPs per second of the backend's matmul with weights of each type in `types`, on
-/// the global thread pool: the best of repeated `[TOKENS, COLS] × [ROWS, COLS]ᵀ`
+/// the global thread pool: the best of repeated `[tokens, COLS] × [ROWS, COLS]ᵀ`
 /// products. The types take turns in short rounds, so that other work on a shared
 /// machine disturbs them all alike and each type's best comes from a quiet moment.
-pub fn matmul_rates(types: &[GgmlType]) -> Result<Vec<f64>, PlanError> {
+pub fn matmul_rates(types: &[GgmlType], tokens: usize) -> Result<Vec<f64>, PlanError> {
     // Deterministic, non-trivial weights (the rate does not depend on the values).
     let vals: Vec<f32> = (0..ROWS * COLS)
         .map(|i| ((i * 7919 % 1013) as f32 / 1013.0) - 0.5)
@@ -57,11 +57,11 @@ pub fn matmul_rates(types: &[GgmlType]) -> Result<Vec<f64>, PlanError> {
         w.prepare();
         weights.push(w);
     }
-    let x: Vec<f32> = (0..TOKENS * COLS).map(|i| (i % 17) as f32 / 17.0).collect();
-    let mut out = vec![0f32; TOKENS * ROWS];
+    let x: Vec<f32> = (0..tokens * COLS).map(|i| (i % 17) as f32 / 17.0).collect();
+    let mut out = vec![0f32; tokens * ROWS];
     let mut best = vec![f64::INFINITY; types.len()];
     for w in &weights {
-        matmul(w, &x, TOKENS, &mut out);
+        matmul(w, &x, tokens, &mut out);
     }
     let per_round = SECONDS / ROUNDS as f64;
     for _ in 0..ROUNDS {
@@ -69,13 +69,13 @@ pub fn matmul_rates(types: &[GgmlType]) -> Result<Vec<f64>, PlanError> {
             let start = Instant::now();
             while start.elapsed().as_secs_f64() < per_round {
                 let t0 = Instant::now();
-                matmul(w, &x, TOKENS, &mut out);
+                matmul(w, &x, tokens, &mut out);
                 *b = b.min(t0.elapsed().as_secs_f64());
             }
         }
     }
     std::hint::black_box(&out);
-    let flops = 2.0 * (ROWS * COLS * TOKENS) as f64;
+    let flops = 2.0 * (ROWS * COLS * tokens) as f64;
     Ok(best.iter().map(|b| flops / b.max(1e-9)).collect())
 }
 
@@ -152,7 +152,27 @@ pub struct Measured {
 pub fn local_profile(m: Measured) -> Result<ChipProfile, PlanError> {
     let when = "measured by tuili plan --probe";
     // Every weight type the forward pass runs.
-    let rates = matmul_rates(&WEIGHT_TYPES)?;
+    let rates = matmul_rates(&WEIGHT_TYPES, TOKENS)?;
+    // One token: the weights stay in cache, so this is the cost of unpacking them.
+    let matvec: Vec<(GgmlType, Sourced)> = WEIGHT_TYPES
+        .iter()
+        .zip(matmul_rates(&WEIGHT_TYPES, 1)?)
+        .map(|(&ty, r)| {
+            let source = format!(
+                "{when}: {} matmul [1x{COLS}] x [{ROWS}x{COLS}] (in cache), {} threads, best \
+                 of {ROUNDS} rounds",
+                ty.name(),
+                m.threads
+            );
+            (
+                ty,
+                Sourced {
+                    value: r / 1e12,
+                    source,
+                },
+            )
+        })
+        .collect();
     let kernels: Vec<(GgmlType, Sourced)> = WEIGHT_TYPES
         .iter()
         .zip(rates)
@@ -202,6 +222,7 @@ pub fn local_profile(m: Measured) -> Result<ChipProfile, PlanError> {
         interconnect_gbs: sourced(1.25, "assumed: 10 GbE between machines".into()),
         usd_per_hour: m.usd_per_hour,
         kernels,
+        matvec,
         elementwise: Some(elementwise_rates(when)),
         cpu: Some(CpuThreads {
             threads: sourced(m.threads as f64, format!("{when}: threads of the pool")),

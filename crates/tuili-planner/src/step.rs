@@ -116,6 +116,9 @@ pub struct Hardware {
     /// Operations per second of products with weights of these GGUF types, where the
     /// chip's profile measured them (they replace the precision's rate).
     pub kernels: Vec<(GgmlType, f64)>,
+    /// Operations per second of one-token products per GGUF type, where measured: the
+    /// first token of a product pays this rate, the others the batched one.
+    pub matvec: Vec<(GgmlType, f64)>,
     /// Bytes of an activation value (f32 on CPUs, 16-bit elsewhere).
     pub act_bytes: f64,
     /// The precision attention runs at.
@@ -139,6 +142,11 @@ impl Hardware {
                 .iter()
                 .map(|(t, _)| (*t, chip.kernel_ops_per_s(*t, Precision::Bf16, threads)))
                 .collect(),
+            matvec: chip
+                .matvec
+                .iter()
+                .filter_map(|(t, _)| Some((*t, chip.matvec_ops_per_s(*t, threads)?)))
+                .collect(),
             act_bytes: if cpu { 4.0 } else { 2.0 },
             attention: if cpu {
                 Precision::Fp32
@@ -156,6 +164,20 @@ impl Hardware {
     fn ops_at(&self, p: Precision) -> f64 {
         let i = Precision::ALL.iter().position(|&q| q == p).unwrap_or(1);
         self.ops[i]
+    }
+
+    /// Seconds of the products of `macs` multiply-adds per token over `n` tokens with
+    /// weights stored as `f`: the first token at the one-token rate where measured.
+    fn product_s(&self, f: WeightFormat, macs: f64, n: f64) -> f64 {
+        let batched = self.weight_ops(f);
+        let first = match f {
+            WeightFormat::Ggml(ty) => self.matvec.iter().find(|(t, _)| *t == ty),
+            _ => None,
+        };
+        match first {
+            Some(&(_, one)) if n >= 1.0 => 2.0 * macs * (1.0 / one + (n - 1.0) / batched),
+            _ => 2.0 * macs * n / batched,
+        }
     }
 
     /// The rate of products with weights stored as `f`.
@@ -230,7 +252,7 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
     let mut ops = Vec::with_capacity(m.n_layer() * 10 + 2);
     let mat = |bytes: f64, macs: f64, rows_in_out: f64, n: f64, f: WeightFormat| OpTime {
         mem_s: (bytes + n * rows_in_out * hw.act_bytes) / hw.bandwidth,
-        comp_s: 2.0 * macs * n / hw.weight_ops(f),
+        comp_s: hw.product_s(f, macs, n),
     };
     let kv_pos = m.kv_bytes_per_layer_position(hw.kv) as f64;
     let per_pos_flops = 4.0 * (m.n_head * m.head_dim) as f64;
@@ -354,6 +376,7 @@ mod tests {
             bandwidth: bw,
             ops: [flops; 5],
             kernels: Vec::new(),
+            matvec: Vec::new(),
             vector: None,
             act_bytes: 2.0,
             attention: Precision::Bf16,
