@@ -132,6 +132,10 @@ fn bad_options_name_the_limit() {
     );
     let e = err(&["-m", m, "--chip", "h100-sxm", "--quant", "q9"]);
     assert!(e.contains("--quant 'q9'"), "{e}");
+    let e = err(&["-m", m, "--chip", "l4", "-t", "4"]);
+    assert!(e.contains("--threads applies to CPU chips"), "{e}");
+    let e = err(&["-m", m, "--chip", "ryzen-7840u", "-t", "9"]);
+    assert!(e.contains("--threads must be between 1 and 8"), "{e}");
     let e = err(&["-m", m]);
     assert!(e.contains("--probe"), "no local profile yet: {e}");
 }

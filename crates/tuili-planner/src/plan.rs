@@ -266,14 +266,23 @@ fn check(model: &ModelCost, chip: &ChipProfile, o: &PlanOptions) -> Result<(), P
             model.ctx_len, o.ctx
         )));
     }
-    if let (Some(t), Some(cpu)) = (o.threads, &chip.cpu) {
-        let max = cpu.threads.value as usize;
-        if t == 0 || t > max {
-            return Err(PlanError::BadOption(format!(
-                "--threads must be between 1 and {max} (the threads of {}), got {t}",
-                chip.name
-            )));
+    match (o.threads, &chip.cpu) {
+        (Some(t), Some(cpu)) => {
+            let max = cpu.threads.value as usize;
+            if t == 0 || t > max {
+                return Err(PlanError::BadOption(format!(
+                    "--threads must be between 1 and {max} (the threads of {}), got {t}",
+                    chip.name
+                )));
+            }
         }
+        (Some(_), None) => {
+            return Err(PlanError::BadOption(format!(
+                "--threads applies to CPU chips; {} is not one",
+                chip.name
+            )))
+        }
+        _ => {}
     }
     if let Some(p) = o.usd_per_hour {
         if !(p >= 0.0 && p.is_finite()) {
