@@ -6,6 +6,9 @@ use std::process::{Command, Output};
 use std::time::Instant;
 
 use serde_json::Value;
+use tuili_gguf::GgmlType;
+use tuili_models::synthetic::{write_synthetic, SyntheticSpec};
+use tuili_models::Arch;
 
 fn tuili(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tuili"))
@@ -217,4 +220,104 @@ fn simulation_and_slo_search_answer_in_json() {
     assert!(ttft_p99(&slo["at_max_rate"]) <= 500.0, "{slo}");
     let chips = slo["chips_for_target"].as_u64().expect("chips");
     assert_eq!(chips, (10_000.0 / rate).ceil() as u64);
+}
+
+/// A CPU profile written by hand, as a user may.
+const TEST_CPU: &str = r#"
+name = "test-cpu"
+title = "a CPU for the tests"
+kind = "cpu"
+[memory]
+capacity_gb = { value = 8, source = "test" }
+bandwidth_gbs = { value = 20, source = "test" }
+[compute]
+fp32 = { value = 0.1, source = "test" }
+bf16 = { value = 0.1, source = "test" }
+fp8 = { value = 0, source = "test" }
+int8 = { value = 0.2, source = "test" }
+int4 = { value = 0.2, source = "test" }
+[power]
+tdp_w = { value = 65, source = "test" }
+idle_w = { value = 10, source = "test" }
+[interconnect]
+bandwidth_gbs = { value = 1, source = "test" }
+[price]
+usd_per_hour = { value = 0.01, source = "test" }
+[cpu]
+threads = { value = 2, source = "test" }
+bandwidth_per_thread_gbs = { value = 12, source = "test" }
+"#;
+
+#[test]
+fn bench_results_calibrate_a_profile_that_plans_and_lends() {
+    let dir = std::env::temp_dir().join(format!("tuili-plan-cal-{}", std::process::id()));
+    let chips = dir.join("planner").join("chips");
+    std::fs::create_dir_all(&chips).expect("home");
+    std::fs::write(chips.join("test-cpu.toml"), TEST_CPU).expect("profile");
+    let model = dir.join("tiny.gguf");
+    let spec = SyntheticSpec::tiny(Arch::Llama, GgmlType::Q8_0);
+    std::fs::write(&model, write_synthetic(&spec).expect("model")).expect("write");
+    let m = model.to_str().expect("utf-8");
+    let run = |sub: &str, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tuili"))
+            .arg(sub)
+            .args(args)
+            .env("TUILI_HOME", &dir)
+            .output()
+            .expect("run tuili");
+        assert!(
+            out.status.success(),
+            "tuili {sub} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let bench = run(
+        "bench",
+        &[
+            "-m",
+            m,
+            "-t",
+            "1",
+            "-p",
+            "8,32,128",
+            "-n",
+            "4,8",
+            "--streams",
+            "2,4",
+            "-r",
+            "1",
+            "-o",
+            "json",
+        ],
+    );
+    let file = dir.join("bench.json");
+    std::fs::write(&file, bench).expect("bench json");
+    let f = file.to_str().expect("utf-8");
+    let out = run("plan", &["--calibrate", f, "--chip", "test-cpu"]);
+    assert!(out.contains("saved"), "{out}");
+    let saved = std::fs::read_to_string(chips.join("test-cpu.toml")).expect("saved profile");
+    assert!(
+        saved.contains("[calibration]") && saved.contains("bench.json"),
+        "{saved}"
+    );
+    let p: Value = serde_json::from_str(&run(
+        "plan",
+        &["-m", m, "--chip", "test-cpu", "-t", "1", "-o", "json"],
+    ))
+    .expect("json");
+    assert_eq!(p["calibration"]["kind"], "measured", "{p}");
+    // The fit is close on the runs it was fitted to.
+    let check = run("plan", &["--check", f, "--chip", "test-cpu"]);
+    assert!(check.contains("median |error|"), "{check}");
+    // Another CPU borrows the coefficients, with a wider band.
+    let lent: Value = serde_json::from_str(&run(
+        "plan",
+        &["-m", m, "--chip", "ryzen-7840u", "-o", "json"],
+    ))
+    .expect("json");
+    assert_eq!(lent["calibration"]["kind"], "borrowed", "{lent}");
+    assert_eq!(lent["calibration"]["from"], "test-cpu");
+    assert!(num(&lent, "error_band") >= 0.25);
+    std::fs::remove_dir_all(&dir).ok();
 }

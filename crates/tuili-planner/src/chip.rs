@@ -10,6 +10,7 @@ use std::path::Path;
 use toml::{Table, Value};
 use tuili_gguf::GgmlType;
 
+use crate::fit::MAX_ETA;
 use crate::step::Coeffs;
 use crate::PlanError;
 
@@ -549,9 +550,12 @@ impl Reader<'_> {
         };
         let etas_ok = [coeffs.eta_mem, coeffs.eta_comp]
             .iter()
-            .all(|&e| e > 0.0 && e <= 4.0);
+            .all(|&e| e > 0.0 && e <= MAX_ETA);
         if !etas_ok {
-            return Err(self.err("calibration.eta_mem", "efficiencies must be in (0, 4]"));
+            return Err(self.err(
+                "calibration.eta_mem",
+                format!("efficiencies must be in (0, {MAX_ETA}]"),
+            ));
         }
         if [coeffs.layer_s, coeffs.step_s, coeffs.seq_s, coeffs.token_s]
             .iter()

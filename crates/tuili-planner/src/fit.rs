@@ -15,6 +15,11 @@ use crate::PlanError;
 /// further off than this (a disturbed measurement) weigh less.
 const HUBER_DELTA: f64 = 0.05;
 
+/// The largest efficiency a fit returns and a profile accepts: a profile's rates may
+/// have been measured on a disturbed machine, a datasheet may understate a chip, and a
+/// model small enough to stay in cache beats the memory bandwidth.
+pub const MAX_ETA: f64 = 4.0;
+
 /// Runs a fit needs at least: more than the six unknowns.
 pub const MIN_RUNS: usize = 7;
 
@@ -57,10 +62,9 @@ pub fn fit(obs: &[Obs]) -> Result<FitResult, PlanError> {
             }
         }
     };
-    // Efficiencies above 1 are allowed: a profile's rates may have been measured on a
-    // disturbed machine, or a datasheet may understate a chip.
-    const MEM: (f64, f64, usize) = (0.02, 4.0, 44);
-    const COMP: (f64, f64, usize) = (0.005, 4.0, 48);
+    // Efficiencies above 1 are allowed (see `MAX_ETA`).
+    const MEM: (f64, f64, usize) = (0.02, MAX_ETA, 44);
+    const COMP: (f64, f64, usize) = (0.005, MAX_ETA, 48);
     search(
         &geomspace(MEM.0, MEM.1, MEM.2),
         &geomspace(COMP.0, COMP.1, COMP.2),
@@ -71,10 +75,14 @@ pub fn fit(obs: &[Obs]) -> Result<FitResult, PlanError> {
     };
     // A finer grid around the coarse optimum (one coarse step either side).
     let step = |(lo, hi, n): (f64, f64, usize)| (hi / lo).ln() / (n - 1) as f64;
-    let around = |x: f64, s: f64| geomspace(x * (-s).exp(), x * s.exp(), 21);
+    // Within the coarse range: profiles accept efficiencies up to its top.
+    let around = |x: f64, (lo, hi, n): (f64, f64, usize)| {
+        let s = step((lo, hi, n));
+        geomspace((x * (-s).exp()).max(lo), (x * s.exp()).min(hi), 21)
+    };
     search(
-        &around(coarse.eta_mem, step(MEM)),
-        &around(coarse.eta_comp, step(COMP)),
+        &around(coarse.eta_mem, MEM),
+        &around(coarse.eta_comp, COMP),
         &mut best,
     );
     let (_, coeffs) = best.ok_or_else(|| PlanError::Fit("empty search grid".into()))?;
