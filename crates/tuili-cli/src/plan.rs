@@ -60,6 +60,9 @@ pub struct PlanArgs {
     /// Price per chip-hour in USD, replacing the profile's.
     #[arg(long = "price")]
     price: Option<f64>,
+    /// Split the model over this many chips (tensor parallelism).
+    #[arg(long = "tp", default_value_t = 1)]
+    tp: usize,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = PlanFormat::Table)]
     output: PlanFormat,
@@ -158,6 +161,7 @@ pub fn plan(a: PlanArgs) -> Result<()> {
         threads: a.threads,
         kv: kv_format(&a.cache_type, &a.cache_type)?,
         usd_per_hour: a.price,
+        tp: a.tp,
     };
     if a.simulate || a.slo.is_some() {
         return simulate(&a, chip, &all, &mcfg, &cost, &opts);
@@ -203,7 +207,10 @@ fn simulate(
         ..EngineConfig::default()
     };
     let threads = chip.cpu.as_ref().and(o.threads);
-    let hw = Hardware::of(chip, threads, o.kv);
+    let hw = Hardware {
+        tp: o.tp,
+        ..Hardware::of(chip, threads, o.kv)
+    };
     let (coeffs, band, source) = plan::coefficients(chip, all);
     if let Some(text) = &a.slo {
         let slo = sim::Slo::parse(text)?;

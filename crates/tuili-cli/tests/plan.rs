@@ -108,6 +108,18 @@ fn json_fields_are_present_and_consistent() {
         "-m", m, "--chip", "h100-sxm", "--quant", "q8_0", "-o", "json",
     ]);
     assert!(q8["weight_bytes"].as_u64() > Some(bytes));
+    // Split over two chips: twice the memory, twice the price per hour, an all-reduce.
+    let one = json(&["-m", m, "--chip", "h100-sxm", "--ctx", "2048", "-o", "json"]);
+    let two = json(&[
+        "-m", m, "--chip", "h100-sxm", "--ctx", "2048", "--tp", "2", "-o", "json",
+    ]);
+    assert_eq!(two["tp"], 2);
+    assert_eq!(
+        num(&two, "memory_usable_bytes"),
+        2.0 * num(&one, "memory_usable_bytes")
+    );
+    assert_eq!(num(&two, "usd_per_hour"), 2.0 * num(&one, "usd_per_hour"));
+    assert!(num(&two, "max_sequences") > 2.0 * num(&one, "max_sequences"));
     let l4 = json(&["-m", m, "--chip", "l4", "-o", "json"]);
     let h100 = json(&["-m", m, "--chip", "h100-sxm", "-o", "json"]);
     assert!(num(&l4, "decode_tokens_per_s") < num(&h100, "decode_tokens_per_s"));
@@ -135,6 +147,8 @@ fn bad_options_name_the_limit() {
     );
     let e = err(&["-m", m, "--chip", "h100-sxm", "--quant", "q9"]);
     assert!(e.contains("--quant 'q9'"), "{e}");
+    let e = err(&["-m", m, "--chip", "l4", "--tp", "0"]);
+    assert!(e.contains("--tp must be between 1 and 64"), "{e}");
     let e = err(&["-m", m, "--chip", "l4", "-t", "4"]);
     assert!(e.contains("--threads applies to CPU chips"), "{e}");
     let e = err(&["-m", m, "--chip", "ryzen-7840u", "-t", "9"]);

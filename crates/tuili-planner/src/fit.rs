@@ -132,7 +132,7 @@ fn overheads_at(obs: &[Obs], eta_mem: f64, eta_comp: f64) -> (f64, Coeffs) {
         .map(|o| {
             let s = o.seconds;
             let x = [o.ops.layers / s, 1.0 / s, o.ops.seqs / s, o.ops.tokens / s];
-            (x, 1.0 - (o.ops.roofline(&c) + o.ops.vector_s) / s)
+            (x, 1.0 - (o.ops.roofline(&c) + o.ops.fixed_s) / s)
         })
         .collect();
     let mut weights = vec![1.0; rows.len()];
@@ -256,7 +256,7 @@ mod tests {
                 layers: [24.0, 30.0, 18.0][i % 3],
                 seqs: (1 + i % 4) as f64,
                 tokens: (1 + (i * 37) % 200) as f64,
-                vector_s: 1e-5 * (i % 5) as f64,
+                fixed_s: 1e-5 * (i % 5) as f64,
             };
             let seconds = ops.seconds(truth);
             obs.push(Obs { ops, seconds });

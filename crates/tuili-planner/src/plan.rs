@@ -34,6 +34,8 @@ pub struct PlanOptions {
     pub kv: KvFormat,
     /// Price per chip-hour replacing the profile's.
     pub usd_per_hour: Option<f64>,
+    /// Chips the model is split over (tensor parallelism; 1: one chip).
+    pub tp: usize,
 }
 
 /// Where a plan's coefficients come from.
@@ -119,6 +121,9 @@ pub struct Plan {
     pub ctx: usize,
     /// CPU threads, for CPU chips.
     pub threads: Option<usize>,
+    /// Chips the model is split over by tensor parallelism; speeds, memory, energy and
+    /// cost are those of the group.
+    pub tp: usize,
     /// KV cache storage of keys and values.
     pub kv_type: String,
     /// Bytes of all weights.
@@ -159,7 +164,7 @@ pub struct Plan {
     pub joules_per_token: f64,
     /// Cost per million tokens of the batched decode.
     pub usd_per_million_tokens: f64,
-    /// The price per chip-hour used.
+    /// The price per hour used (of all `tp` chips).
     pub usd_per_hour: f64,
     /// Relative uncertainty of the speeds (from calibration).
     pub error_band: f64,
@@ -179,7 +184,10 @@ pub fn plan(
 ) -> Result<Plan, PlanError> {
     check(model, chip, o)?;
     let threads = (chip.kind == ChipKind::Cpu).then_some(o.threads).flatten();
-    let hw = Hardware::of(chip, threads, o.kv);
+    let hw = Hardware {
+        tp: o.tp,
+        ..Hardware::of(chip, threads, o.kv)
+    };
     let (coeffs, band, source) = coefficients(chip, all);
     let pos = o.ctx / 2;
     let single = step_ops(model, &hw, &StepShape::decode(1, pos));
@@ -189,7 +197,7 @@ pub fn plan(
     let batch_s = batch.seconds(&coeffs);
     let prefill_s = prefill.seconds(&coeffs);
 
-    let usable = (chip.capacity_gb.value * 1e9 * (1.0 - MEMORY_RESERVE)) as u64;
+    let usable = (chip.capacity_gb.value * 1e9 * (1.0 - MEMORY_RESERVE)) as u64 * o.tp as u64;
     let weights = model.weight_bytes();
     let per_seq = model.kv_bytes(o.ctx, o.kv).max(1);
     let needed = weights + o.batch as u64 * per_seq;
@@ -197,9 +205,9 @@ pub fn plan(
 
     // Power between idle and TDP in proportion to how busy the bottleneck is.
     let util = batch.utilization(&coeffs);
-    let watts = chip.idle_w.value + (chip.tdp_w.value - chip.idle_w.value) * util;
+    let watts = (chip.idle_w.value + (chip.tdp_w.value - chip.idle_w.value) * util) * o.tp as f64;
     let per_token_s = batch_s / o.batch as f64;
-    let price = o.usd_per_hour.unwrap_or(chip.usd_per_hour.value);
+    let price = o.usd_per_hour.unwrap_or(chip.usd_per_hour.value) * o.tp as f64;
     let (mem, comp): (f64, f64) = batch.ops.iter().fold((0.0, 0.0), |(m, c), op| {
         let (em, ec) = (op.mem_s / coeffs.eta_mem, op.comp_s / coeffs.eta_comp);
         if em >= ec {
@@ -225,6 +233,7 @@ pub fn plan(
         batch: o.batch,
         ctx: o.ctx,
         threads,
+        tp: o.tp,
         kv_type: format!("{}/{}", o.kv.k.name(), o.kv.v.name()),
         weight_bytes: weights,
         weight_bytes_by_format: model.bytes_by_format(),
@@ -254,6 +263,13 @@ pub fn plan(
 /// Refuses options out of range, naming the limit.
 fn check(model: &ModelCost, chip: &ChipProfile, o: &PlanOptions) -> Result<(), PlanError> {
     const MAX_BATCH: usize = 1 << 20;
+    const MAX_TP: usize = 64;
+    if o.tp == 0 || o.tp > MAX_TP {
+        return Err(PlanError::BadOption(format!(
+            "--tp must be between 1 and {MAX_TP} chips, got {}",
+            o.tp
+        )));
+    }
     if o.batch == 0 || o.batch > MAX_BATCH {
         return Err(PlanError::BadOption(format!(
             "--batch must be between 1 and {MAX_BATCH}, got {}",

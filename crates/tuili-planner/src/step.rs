@@ -128,6 +128,10 @@ pub struct Hardware {
     /// Values per second of the vector ops (RMS norm, SwiGLU, GeGLU, RoPE) with the
     /// step's threads, where the profile measured them.
     pub vector: Option<[f64; 4]>,
+    /// Chips the model is split over by tensor parallelism (1: one chip).
+    pub tp: usize,
+    /// Chip-to-chip bandwidth in each direction, bytes/s.
+    pub interconnect: f64,
 }
 
 impl Hardware {
@@ -158,6 +162,9 @@ impl Hardware {
                 let t = chip.threads_used(threads);
                 [&e.rms_norm, &e.silu_mul, &e.gelu_tanh_mul, &e.rope].map(|r| r.value * 1e9 * t)
             }),
+            tp: 1,
+            // Vendors quote both directions together.
+            interconnect: chip.interconnect_gbs.value * 1e9 / 2.0,
         }
     }
 
@@ -210,14 +217,15 @@ pub struct StepOps {
     pub seqs: f64,
     /// Tokens.
     pub tokens: f64,
-    /// Seconds of the vector ops at their measured rates (0 where not measured).
-    pub vector_s: f64,
+    /// Seconds outside the efficiencies: the vector ops at their measured rates (0 where
+    /// not measured) and tensor-parallel all-reduces at the interconnect's rate.
+    pub fixed_s: f64,
 }
 
 impl StepOps {
     /// Seconds of the step under `c`.
     pub fn seconds(&self, c: &Coeffs) -> f64 {
-        self.roofline(c) + self.overhead(c) + self.vector_s
+        self.roofline(c) + self.overhead(c) + self.fixed_s
     }
 
     /// The roofline part: `Σ max(mem / η_mem, comp / η_comp)`.
@@ -250,9 +258,11 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
     let t = step.tokens() as f64;
     let logits = step.seqs() as f64;
     let mut ops = Vec::with_capacity(m.n_layer() * 10 + 2);
+    // Tensor parallelism splits every matrix, and attention by heads, over `tp` chips.
+    let tp = hw.tp.max(1) as f64;
     let mat = |bytes: f64, macs: f64, rows_in_out: f64, n: f64, f: WeightFormat| OpTime {
-        mem_s: (bytes + n * rows_in_out * hw.act_bytes) / hw.bandwidth,
-        comp_s: hw.product_s(f, macs, n),
+        mem_s: (bytes / tp + n * rows_in_out * hw.act_bytes) / hw.bandwidth,
+        comp_s: hw.product_s(f, macs / tp, n),
     };
     let kv_pos = m.kv_bytes_per_layer_position(hw.kv) as f64;
     let per_pos_flops = 4.0 * (m.n_head * m.head_dim) as f64;
@@ -287,8 +297,8 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
             let bytes = (seen + c.n as f64) * kv_pos;
             let flops = attended_sum(c.start, c.n, l.window) as f64 * per_pos_flops;
             ops.push(OpTime {
-                mem_s: bytes / hw.bandwidth,
-                comp_s: flops / hw.ops_at(hw.attention),
+                mem_s: bytes / tp / hw.bandwidth,
+                comp_s: flops / tp / hw.ops_at(hw.attention),
             });
         }
     }
@@ -301,6 +311,14 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
         mem_s: t * row / hw.bandwidth,
         comp_s: 0.0,
     });
+    // Two all-reduces of the step's hidden states per layer (after attention and after
+    // the feed-forward block), each moving 2 (tp - 1) / tp of them per chip (a ring).
+    let comm_s = if hw.tp > 1 {
+        let bytes = t * m.dim as f64 * hw.act_bytes * 2.0 * (tp - 1.0) / tp;
+        2.0 * m.n_layer() as f64 * bytes / hw.interconnect
+    } else {
+        0.0
+    };
     let vector_s = hw.vector.map_or(0.0, |[norm, silu, gelu, rope]| {
         let per_token: f64 = m
             .layers
@@ -321,7 +339,7 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
         layers: m.n_layer() as f64,
         seqs: step.seqs() as f64,
         tokens: t,
-        vector_s,
+        fixed_s: vector_s + comm_s,
     }
 }
 
@@ -378,6 +396,8 @@ mod tests {
             kernels: Vec::new(),
             matvec: Vec::new(),
             vector: None,
+            tp: 1,
+            interconnect: 1e11,
             act_bytes: 2.0,
             attention: Precision::Bf16,
             kv: KvFormat {
@@ -435,6 +455,34 @@ mod tests {
         };
         let ops = step_ops(&m, &hw(1e12, 1e15), &StepShape::decode(3, 5));
         assert_eq!(ops.overhead(&c), 2.0 + 10.0 + 300.0 + 3000.0);
+    }
+
+    #[test]
+    fn tensor_parallelism_splits_the_weights_and_pays_the_all_reduces() {
+        let m = tiny();
+        let c = Coeffs {
+            eta_mem: 1.0,
+            eta_comp: 1.0,
+            layer_s: 0.0,
+            step_s: 0.0,
+            seq_s: 0.0,
+            token_s: 0.0,
+        };
+        let one = hw(1e12, 1e15);
+        let two = Hardware {
+            tp: 2,
+            ..one.clone()
+        };
+        let step = StepShape::decode(1, 0);
+        let (a, b) = (step_ops(&m, &one, &step), step_ops(&m, &two, &step));
+        assert_eq!(a.fixed_s, 0.0);
+        // 2 layers × 2 all-reduces × 1 token × 1024 × 2 bytes × 2·(1/2), at 100 GB/s.
+        assert!(
+            (b.fixed_s - 4.0 * 2048.0 / 1e11).abs() < 1e-15,
+            "{}",
+            b.fixed_s
+        );
+        assert!(b.roofline(&c) < 0.6 * a.roofline(&c));
     }
 
     #[test]
