@@ -189,46 +189,30 @@ fn simulation_and_slo_search_answer_in_json() {
         return;
     };
     let m = path.to_str().expect("utf-8 path");
-    let sim = json(&[
-        "-m",
-        m,
+    // 50 requests of 128 + 16 tokens on an L4.
+    let load = [
         "--chip",
         "l4",
-        "--simulate",
-        "--rate",
-        "1,1000",
         "--requests",
         "50",
         "--prompt-len",
         "128",
         "--output-len",
         "16",
-        "-o",
-        "json",
-    ]);
+    ];
+    let with = |extra: &[&str]| {
+        let mut args = vec!["-m", m, "-o", "json"];
+        args.extend(load);
+        args.extend(extra);
+        json(&args)
+    };
+    let sim = with(&["--simulate", "--rate", "1,1000"]);
     let runs = sim["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 2);
     let ttft_p99 = |r: &Value| r["ttft_ms"][2].as_f64().expect("ttft");
     // A thousand requests a second queue; one a second does not.
     assert!(ttft_p99(&runs[1]) > 2.0 * ttft_p99(&runs[0]), "{sim}");
-    let slo = json(&[
-        "-m",
-        m,
-        "--chip",
-        "l4",
-        "--slo",
-        "ttft_p99<500ms",
-        "--target-rate",
-        "10000",
-        "--requests",
-        "50",
-        "--prompt-len",
-        "128",
-        "--output-len",
-        "16",
-        "-o",
-        "json",
-    ]);
+    let slo = with(&["--slo", "ttft_p99<500ms", "--target-rate", "10000"]);
     let rate = num(&slo, "max_rate");
     assert!(rate >= 1.0, "{slo}");
     assert!(ttft_p99(&slo["at_max_rate"]) <= 500.0, "{slo}");

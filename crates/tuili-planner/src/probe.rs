@@ -151,47 +151,27 @@ pub struct Measured {
 /// Measures the matmul rates and makes the profile `local` of this machine.
 pub fn local_profile(m: Measured) -> Result<ChipProfile, PlanError> {
     let when = "measured by tuili plan --probe";
-    // Every weight type the forward pass runs.
-    let rates = matmul_rates(&WEIGHT_TYPES, TOKENS)?;
-    // One token: the weights stay in cache, so this is the cost of unpacking them.
-    let matvec: Vec<(GgmlType, Sourced)> = WEIGHT_TYPES
-        .iter()
-        .zip(matmul_rates(&WEIGHT_TYPES, 1)?)
-        .map(|(&ty, r)| {
-            let source = format!(
-                "{when}: {} matmul [1x{COLS}] x [{ROWS}x{COLS}] (in cache), {} threads, best \
-                 of {ROUNDS} rounds",
-                ty.name(),
-                m.threads
-            );
-            (
-                ty,
-                Sourced {
-                    value: r / 1e12,
-                    source,
-                },
-            )
-        })
-        .collect();
-    let kernels: Vec<(GgmlType, Sourced)> = WEIGHT_TYPES
-        .iter()
-        .zip(rates)
-        .map(|(&ty, r)| {
-            let source = format!(
-                "{when}: {} matmul [{TOKENS}x{COLS}] x [{ROWS}x{COLS}], {} threads, best of \
-                 {ROUNDS} rounds",
-                ty.name(),
-                m.threads
-            );
-            (
-                ty,
-                Sourced {
-                    value: r / 1e12,
-                    source,
-                },
-            )
-        })
-        .collect();
+    // Every weight type the forward pass runs, over 64 tokens and over one (whose
+    // weights stay in cache: the cost of unpacking them).
+    let per_type = |tokens: usize, note: &str| -> Result<Vec<(GgmlType, Sourced)>, PlanError> {
+        let rates = matmul_rates(&WEIGHT_TYPES, tokens)?;
+        Ok(WEIGHT_TYPES
+            .iter()
+            .zip(rates)
+            .map(|(&ty, r)| {
+                let source = format!(
+                    "{when}: {} matmul [{tokens}x{COLS}] x [{ROWS}x{COLS}]{note}, {} threads, \
+                     best of {ROUNDS} rounds",
+                    ty.name(),
+                    m.threads
+                );
+                let value = r / 1e12;
+                (ty, Sourced { value, source })
+            })
+            .collect())
+    };
+    let kernels = per_type(TOKENS, "")?;
+    let matvec = per_type(1, " (in cache)")?;
     // Each precision at the rate of the type the CPU backend runs it with.
     let tflops = Precision::ALL.map(|p| {
         let measured = probe_type(p).and_then(|ty| kernels.iter().find(|(t, _)| *t == ty));

@@ -360,6 +360,16 @@ mod tests {
         }
     }
 
+    /// The datasheet's rates reached, no overheads.
+    const FULL_RATE: Coeffs = Coeffs {
+        eta_mem: 1.0,
+        eta_comp: 1.0,
+        layer_s: 0.0,
+        step_s: 0.0,
+        seq_s: 0.0,
+        token_s: 0.0,
+    };
+
     /// A 2-layer model of 1M-parameter matrices.
     fn tiny() -> ModelCost {
         let layer = LayerCost {
@@ -410,14 +420,7 @@ mod tests {
     #[test]
     fn decode_is_bound_by_bytes_and_prefill_by_flops() {
         let m = tiny();
-        let c = Coeffs {
-            eta_mem: 1.0,
-            eta_comp: 1.0,
-            layer_s: 0.0,
-            step_s: 0.0,
-            seq_s: 0.0,
-            token_s: 0.0,
-        };
+        let c = FULL_RATE;
         let h = hw(1e12, 1e15);
         let decode = step_ops(&m, &h, &StepShape::decode(1, 0)).seconds(&c);
         // 14 matrices of 2 MiB + the output's 2 MB, at 1 TB/s: about 31 µs.
@@ -446,12 +449,11 @@ mod tests {
     fn overheads_scale_with_their_counts() {
         let m = tiny();
         let c = Coeffs {
-            eta_mem: 1.0,
-            eta_comp: 1.0,
             layer_s: 1.0,
             step_s: 10.0,
             seq_s: 100.0,
             token_s: 1000.0,
+            ..FULL_RATE
         };
         let ops = step_ops(&m, &hw(1e12, 1e15), &StepShape::decode(3, 5));
         assert_eq!(ops.overhead(&c), 2.0 + 10.0 + 300.0 + 3000.0);
@@ -460,14 +462,7 @@ mod tests {
     #[test]
     fn tensor_parallelism_splits_the_weights_and_pays_the_all_reduces() {
         let m = tiny();
-        let c = Coeffs {
-            eta_mem: 1.0,
-            eta_comp: 1.0,
-            layer_s: 0.0,
-            step_s: 0.0,
-            seq_s: 0.0,
-            token_s: 0.0,
-        };
+        let c = FULL_RATE;
         let one = hw(1e12, 1e15);
         let two = Hardware {
             tp: 2,
