@@ -212,22 +212,22 @@ fn simulate(
         ..Hardware::of(chip, threads, o.kv)
     };
     let (coeffs, band, source) = plan::coefficients(chip, all);
+    let server = sim::Server {
+        mcfg,
+        engine: &engine,
+        cost,
+        hw: &hw,
+        coeffs: &coeffs,
+    };
     if let Some(text) = &a.slo {
         let slo = sim::Slo::parse(text)?;
         let w = workload(a, a.rate.first().copied().unwrap_or(1.0));
-        let best = sim::max_rate(mcfg, &engine, cost, &hw, &coeffs, &w, &slo)?;
+        let best = sim::max_rate(&server, &w, &slo)?;
         return print_slo(a, chip, text, band, best);
     }
     let mut results = Vec::new();
     for &rate in &a.rate {
-        results.push(sim::simulate(
-            mcfg,
-            &engine,
-            cost,
-            &hw,
-            &coeffs,
-            &workload(a, rate),
-        )?);
+        results.push(sim::simulate(&server, &workload(a, rate))?);
     }
     if a.output == PlanFormat::Json {
         let v = serde_json::json!({

@@ -59,16 +59,32 @@ pub struct SimResult {
     pub utilization: f64,
 }
 
-/// Runs `w` through a scheduler configured as the engine would be under `engine` for
-/// `mcfg`, each step taking the time [`step_ops`] predicts on `hw` under `coeffs`.
-pub fn simulate(
-    mcfg: &Config,
-    engine: &EngineConfig,
-    cost: &ModelCost,
-    hw: &Hardware,
-    coeffs: &Coeffs,
-    w: &Workload,
-) -> Result<SimResult, PlanError> {
+/// What is served, and on what: the model (its configuration and cost), the engine's
+/// limits, the chip's rates and coefficients.
+#[derive(Debug, Clone, Copy)]
+pub struct Server<'a> {
+    /// The model's configuration (sizes the engine's KV pool).
+    pub mcfg: &'a Config,
+    /// The engine's limits.
+    pub engine: &'a EngineConfig,
+    /// The model's cost.
+    pub cost: &'a ModelCost,
+    /// The chip's rates.
+    pub hw: &'a Hardware,
+    /// The chip's coefficients.
+    pub coeffs: &'a Coeffs,
+}
+
+/// Runs `w` through a scheduler configured as the engine would be under `s.engine` for
+/// `s.mcfg`, each step taking the time [`step_ops`] predicts on `s.hw` under `s.coeffs`.
+pub fn simulate(s: &Server, w: &Workload) -> Result<SimResult, PlanError> {
+    let Server {
+        mcfg,
+        engine,
+        cost,
+        hw,
+        coeffs,
+    } = *s;
     check(engine, w)?;
     let (blocks, local) = kv_pool_sizes(mcfg, engine);
     let sc = SchedulerConfig {
@@ -79,7 +95,7 @@ pub fn simulate(
         max_model_len: engine.n_ctx,
     };
     let engine_err = |e: tuili_engine::EngineError| PlanError::BadOption(e.to_string());
-    let mut s = match (local, mcfg.max_window()) {
+    let mut sched = match (local, mcfg.max_window()) {
         (n, Some(window)) if n > 0 => Scheduler::with_local(sc, n, window),
         _ => Scheduler::new(sc),
     }
@@ -109,12 +125,12 @@ pub fn simulate(
                 prompt,
                 max_new_tokens: w.output_len,
             };
-            s.add(req).map_err(engine_err)?;
+            sched.add(req).map_err(engine_err)?;
             next += 1;
         }
-        let out = s.schedule();
+        let out = sched.schedule();
         if out.is_empty() {
-            if s.has_unfinished() && next == w.requests {
+            if sched.has_unfinished() && next == w.requests {
                 return Err(PlanError::BadOption(format!(
                     "the KV pool of {blocks} blocks cannot hold one request of {} tokens",
                     w.prompt_len + w.output_len
@@ -137,7 +153,7 @@ pub fn simulate(
         clock += ops.seconds(coeffs);
         busy += ops.peak_seconds();
         steps += 1;
-        let used = s.stats().blocks_used as f64 / blocks.max(1) as f64;
+        let used = sched.stats().blocks_used as f64 / blocks.max(1) as f64;
         kv_sum += used;
         kv_max = kv_max.max(used);
         let outputs: Vec<(u64, Option<u32>)> = out
@@ -145,7 +161,7 @@ pub fn simulate(
             .iter()
             .map(|x| (x.id, x.sample.then_some(1)))
             .collect();
-        for ev in s.update(&outputs).map_err(engine_err)? {
+        for ev in sched.update(&outputs).map_err(engine_err)? {
             match ev {
                 SeqEvent::Token { id, .. } => {
                     let f = &mut first[id as usize];
@@ -174,7 +190,7 @@ pub fn simulate(
         ttft_ms: percentiles(ttft).map(|v| v * 1e3),
         tpot_ms: percentiles(tpot).map(|v| v * 1e3),
         steps,
-        preemptions: s.stats().preemptions,
+        preemptions: sched.stats().preemptions,
         kv_use: [kv_sum / steps.max(1) as f64, kv_max],
         utilization: (busy / duration.max(1e-12)).min(1.0),
     })
@@ -296,19 +312,8 @@ impl Slo {
 /// The highest arrival rate at which the simulated server meets `slo`, and its result:
 /// doubling from `w.rate` until the objectives fail, then bisection to 2%. `None` when
 /// even `w.rate` fails.
-pub fn max_rate(
-    mcfg: &Config,
-    engine: &EngineConfig,
-    cost: &ModelCost,
-    hw: &Hardware,
-    coeffs: &Coeffs,
-    w: &Workload,
-    slo: &Slo,
-) -> Result<Option<SimResult>, PlanError> {
-    let run = |rate: f64| {
-        let w = Workload { rate, ..w.clone() };
-        simulate(mcfg, engine, cost, hw, coeffs, &w)
-    };
+pub fn max_rate(s: &Server, w: &Workload, slo: &Slo) -> Result<Option<SimResult>, PlanError> {
+    let run = |rate: f64| simulate(s, &Workload { rate, ..w.clone() });
     let first = run(w.rate)?;
     if !slo.met(&first) {
         return Ok(None);
