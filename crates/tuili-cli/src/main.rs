@@ -7,6 +7,7 @@ mod convert;
 mod device;
 mod generate;
 mod load;
+mod plan;
 mod progress;
 mod registry;
 mod serve;
@@ -95,6 +96,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Prompt and generation speed (llama-bench's pp/tg), and memory bandwidth.
     Bench(bench::BenchArgs),
+    /// What a model will do on a chip: tokens/s, time to first token, memory fit,
+    /// energy and cost, predicted from the chip's datasheet and calibrated runs.
+    Plan(plan::PlanArgs),
 }
 
 fn main() {
@@ -111,6 +115,7 @@ fn main() {
         Command::Perplexity(a) => commands::perplexity(a),
         Command::Serve(a) => serve::serve(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Plan(a) => plan::plan(a),
         Command::Models => {
             for m in registry::KNOWN_MODELS {
                 println!("{:<22} {:>12} bytes  {}", m.name, m.size, m.file);

@@ -1,0 +1,321 @@
+//! `tuili plan` end to end on SmolLM2: the stable JSON's fields, their consistency with
+//! each other and with the model file, errors that name the limit, and the time a query
+//! takes.
+
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use serde_json::Value;
+use tuili_gguf::GgmlType;
+use tuili_models::synthetic::{write_synthetic, SyntheticSpec};
+use tuili_models::Arch;
+
+fn tuili(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tuili"))
+        .arg("plan")
+        .args(args)
+        // A fresh home: no probed or calibrated profile, so datasheet coefficients.
+        .env(
+            "TUILI_HOME",
+            std::env::temp_dir().join(format!("tuili-plan-test-home-{}", std::process::id())),
+        )
+        .output()
+        .expect("run tuili")
+}
+
+fn json(args: &[&str]) -> Value {
+    let out = tuili(args);
+    assert!(
+        out.status.success(),
+        "tuili plan {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number in {v}"))
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * a.abs().max(b.abs())
+}
+
+#[test]
+fn json_fields_are_present_and_consistent() {
+    let Some(path) = tuili_testkit::model("smol.gguf") else {
+        return;
+    };
+    let m = path.to_str().expect("utf-8 path");
+    let t0 = Instant::now();
+    let p = json(&[
+        "-m", m, "--chip", "h100-sxm", "--batch", "8", "--ctx", "2048", "-o", "json",
+    ]);
+    // The query must answer in under 2 s on 2 cores (process start and model mapping
+    // included).
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(secs < 2.0, "tuili plan took {secs:.2} s");
+
+    for key in [
+        "decode_tokens_per_s",
+        "decode_tokens_per_s_batch",
+        "prefill_tokens_per_s",
+        "ttft_ms",
+        "max_sequences",
+        "joules_per_token",
+        "usd_per_million_tokens",
+        "error_band",
+    ] {
+        assert!(num(&p, key) > 0.0, "{key} in {p}");
+    }
+    assert_eq!(p["fits"], Value::Bool(true), "{p}");
+    assert_eq!(p["batch"], 8);
+    assert_eq!(p["chip"], "h100-sxm");
+    // Never measured, no H100 calibration: datasheet coefficients and the widest band.
+    assert_eq!(p["calibration"]["kind"], "datasheet");
+
+    // Eight sequences together beat one, but not eight times over.
+    let one = num(&p, "decode_tokens_per_s");
+    let batch = num(&p, "decode_tokens_per_s_batch");
+    assert!(batch > one && batch <= 8.0 * one, "{one} vs {batch}");
+    // TTFT is the time of the 512-token prefill.
+    assert!(close(
+        num(&p, "ttft_ms"),
+        512.0 / num(&p, "prefill_tokens_per_s") * 1e3
+    ));
+    // Cost follows the price and the batched speed.
+    let usd = num(&p, "usd_per_hour") / 3600.0 / batch * 1e6;
+    assert!(close(num(&p, "usd_per_million_tokens"), usd));
+    // Energy per token lies between idle and TDP (700 W) for the batch's time per token.
+    let j = num(&p, "joules_per_token");
+    assert!(j > 70.0 / batch && j < 700.0 / batch, "{j}");
+    // Every byte of the file is a weight byte.
+    let file = tuili_gguf::GgufFile::open(&path).expect("opens");
+    let bytes: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
+    assert_eq!(p["weight_bytes"].as_u64(), Some(bytes));
+    // KV: 30 layers × (K + V) × 192 × 2 bytes per position.
+    assert_eq!(p["kv_bytes_per_token"].as_u64(), Some(23_040));
+    assert_eq!(p["kv_bytes_per_sequence"].as_u64(), Some(23_040 * 2048));
+    let usable = num(&p, "memory_usable_bytes");
+    let max = ((usable - bytes as f64) / (23_040.0 * 2048.0)).floor();
+    assert_eq!(num(&p, "max_sequences"), max);
+
+    // Twice the context: twice the KV per sequence; 8-bit weights: more bytes, slower
+    // single-sequence decode on a memory-bound chip.
+    let q8 = json(&[
+        "-m", m, "--chip", "h100-sxm", "--quant", "q8_0", "-o", "json",
+    ]);
+    assert!(q8["weight_bytes"].as_u64() > Some(bytes));
+    // Split over two chips: twice the memory, twice the price per hour, an all-reduce.
+    let one = json(&["-m", m, "--chip", "h100-sxm", "--ctx", "2048", "-o", "json"]);
+    let two = json(&[
+        "-m", m, "--chip", "h100-sxm", "--ctx", "2048", "--tp", "2", "-o", "json",
+    ]);
+    assert_eq!(two["tp"], 2);
+    assert_eq!(
+        num(&two, "memory_usable_bytes"),
+        2.0 * num(&one, "memory_usable_bytes")
+    );
+    assert_eq!(num(&two, "usd_per_hour"), 2.0 * num(&one, "usd_per_hour"));
+    assert!(num(&two, "max_sequences") > 2.0 * num(&one, "max_sequences"));
+    let l4 = json(&["-m", m, "--chip", "l4", "-o", "json"]);
+    let h100 = json(&["-m", m, "--chip", "h100-sxm", "-o", "json"]);
+    assert!(num(&l4, "decode_tokens_per_s") < num(&h100, "decode_tokens_per_s"));
+}
+
+#[test]
+fn bad_options_name_the_limit() {
+    let Some(path) = tuili_testkit::model("smol.gguf") else {
+        return;
+    };
+    let m = path.to_str().expect("utf-8 path");
+    let err = |args: &[&str]| {
+        let out = tuili(args);
+        assert!(!out.status.success(), "tuili plan {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = err(&["-m", m, "--chip", "h100-sxm", "--batch", "0"]);
+    assert!(e.contains("--batch must be between 1 and"), "{e}");
+    let e = err(&["-m", m, "--chip", "h100-sxm", "--ctx", "100000"]);
+    assert!(e.contains("trained context 8192, got 100000"), "{e}");
+    let e = err(&["-m", m, "--chip", "nope"]);
+    assert!(
+        e.contains("no chip named 'nope'") && e.contains("mi300x"),
+        "{e}"
+    );
+    let e = err(&["-m", m, "--chip", "h100-sxm", "--quant", "q9"]);
+    assert!(e.contains("--quant 'q9'"), "{e}");
+    let e = err(&["-m", m, "--chip", "l4", "--tp", "0"]);
+    assert!(e.contains("--tp must be between 1 and 64"), "{e}");
+    let e = err(&["-m", m, "--chip", "l4", "-t", "4"]);
+    assert!(e.contains("--threads applies to CPU chips"), "{e}");
+    let e = err(&["-m", m, "--chip", "ryzen-7840u", "-t", "9"]);
+    assert!(e.contains("--threads must be between 1 and 8"), "{e}");
+    let e = err(&["-m", m]);
+    assert!(e.contains("--probe"), "no local profile yet: {e}");
+}
+
+#[test]
+fn every_chip_is_listed() {
+    let out = tuili(&["--list-chips"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for chip in [
+        "h100-sxm",
+        "h200",
+        "b200",
+        "a100-80gb",
+        "l4",
+        "rtx-4090",
+        "mi300x",
+        "gaudi3",
+        "tpu-v5e",
+        "inferentia2",
+        "groq-lpu",
+        "m4-max",
+        "jetson-agx-orin",
+        "raspberry-pi-5",
+        "ryzen-7840u",
+    ] {
+        assert!(text.contains(chip), "{chip} missing from {text}");
+    }
+}
+
+#[test]
+fn simulation_and_slo_search_answer_in_json() {
+    let Some(path) = tuili_testkit::model("smol.gguf") else {
+        return;
+    };
+    let m = path.to_str().expect("utf-8 path");
+    // 50 requests of 128 + 16 tokens on an L4.
+    let load = [
+        "--chip",
+        "l4",
+        "--requests",
+        "50",
+        "--prompt-len",
+        "128",
+        "--output-len",
+        "16",
+    ];
+    let with = |extra: &[&str]| {
+        let mut args = vec!["-m", m, "-o", "json"];
+        args.extend(load);
+        args.extend(extra);
+        json(&args)
+    };
+    let sim = with(&["--simulate", "--rate", "1,1000"]);
+    let runs = sim["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    let ttft_p99 = |r: &Value| r["ttft_ms"][2].as_f64().expect("ttft");
+    // A thousand requests a second queue; one a second does not.
+    assert!(ttft_p99(&runs[1]) > 2.0 * ttft_p99(&runs[0]), "{sim}");
+    let slo = with(&["--slo", "ttft_p99<500ms", "--target-rate", "10000"]);
+    let rate = num(&slo, "max_rate");
+    assert!(rate >= 1.0, "{slo}");
+    assert!(ttft_p99(&slo["at_max_rate"]) <= 500.0, "{slo}");
+    let chips = slo["chips_for_target"].as_u64().expect("chips");
+    assert_eq!(chips, (10_000.0 / rate).ceil() as u64);
+}
+
+/// A CPU profile written by hand, as a user may.
+const TEST_CPU: &str = r#"
+name = "test-cpu"
+title = "a CPU for the tests"
+kind = "cpu"
+[memory]
+capacity_gb = { value = 8, source = "test" }
+bandwidth_gbs = { value = 20, source = "test" }
+[compute]
+fp32 = { value = 0.1, source = "test" }
+bf16 = { value = 0.1, source = "test" }
+fp8 = { value = 0, source = "test" }
+int8 = { value = 0.2, source = "test" }
+int4 = { value = 0.2, source = "test" }
+[power]
+tdp_w = { value = 65, source = "test" }
+idle_w = { value = 10, source = "test" }
+[interconnect]
+bandwidth_gbs = { value = 1, source = "test" }
+[price]
+usd_per_hour = { value = 0.01, source = "test" }
+[cpu]
+threads = { value = 2, source = "test" }
+bandwidth_per_thread_gbs = { value = 12, source = "test" }
+"#;
+
+#[test]
+fn bench_results_calibrate_a_profile_that_plans_and_lends() {
+    let dir = std::env::temp_dir().join(format!("tuili-plan-cal-{}", std::process::id()));
+    let chips = dir.join("planner").join("chips");
+    std::fs::create_dir_all(&chips).expect("home");
+    std::fs::write(chips.join("test-cpu.toml"), TEST_CPU).expect("profile");
+    let model = dir.join("tiny.gguf");
+    let spec = SyntheticSpec::tiny(Arch::Llama, GgmlType::Q8_0);
+    std::fs::write(&model, write_synthetic(&spec).expect("model")).expect("write");
+    let m = model.to_str().expect("utf-8");
+    let run = |sub: &str, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tuili"))
+            .arg(sub)
+            .args(args)
+            .env("TUILI_HOME", &dir)
+            .output()
+            .expect("run tuili");
+        assert!(
+            out.status.success(),
+            "tuili {sub} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let bench = run(
+        "bench",
+        &[
+            "-m",
+            m,
+            "-t",
+            "1",
+            "-p",
+            "8,32,128",
+            "-n",
+            "4,8",
+            "--streams",
+            "2,4",
+            "-r",
+            "1",
+            "-o",
+            "json",
+        ],
+    );
+    let file = dir.join("bench.json");
+    std::fs::write(&file, bench).expect("bench json");
+    let f = file.to_str().expect("utf-8");
+    let out = run("plan", &["--calibrate", f, "--chip", "test-cpu"]);
+    assert!(out.contains("saved"), "{out}");
+    let saved = std::fs::read_to_string(chips.join("test-cpu.toml")).expect("saved profile");
+    assert!(
+        saved.contains("[calibration]") && saved.contains("bench.json"),
+        "{saved}"
+    );
+    let p: Value = serde_json::from_str(&run(
+        "plan",
+        &["-m", m, "--chip", "test-cpu", "-t", "1", "-o", "json"],
+    ))
+    .expect("json");
+    assert_eq!(p["calibration"]["kind"], "measured", "{p}");
+    // The fit is close on the runs it was fitted to.
+    let check = run("plan", &["--check", f, "--chip", "test-cpu"]);
+    assert!(check.contains("median |error|"), "{check}");
+    // Another CPU borrows the coefficients, with a wider band.
+    let lent: Value = serde_json::from_str(&run(
+        "plan",
+        &["-m", m, "--chip", "ryzen-7840u", "-o", "json"],
+    ))
+    .expect("json");
+    assert_eq!(lent["calibration"]["kind"], "borrowed", "{lent}");
+    assert_eq!(lent["calibration"]["from"], "test-cpu");
+    assert!(num(&lent, "error_band") >= 0.25);
+    std::fs::remove_dir_all(&dir).ok();
+}

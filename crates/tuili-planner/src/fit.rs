@@ -1,0 +1,320 @@
+//! Fitting a chip's efficiencies and overheads to measured steps, by robust least
+//! squares on relative errors.
+//!
+//! The step time is `Σ max(mem / η_mem, comp / η_comp) + L·layer + step + S·seq +
+//! T·token`. For fixed η's it is linear in the four overheads, so the fit searches the
+//! η's on a logarithmic grid (then a finer one around the best point) and, at each,
+//! solves for non-negative overheads by Huber-weighted iteratively reweighted least
+//! squares. Residuals are relative (`predicted / measured - 1`): the runs span
+//! milliseconds to seconds and each should count the same.
+
+use crate::step::{Coeffs, StepOps};
+use crate::PlanError;
+
+/// Relative residual at which the Huber loss turns from quadratic to linear: runs
+/// further off than this (a disturbed measurement) weigh less.
+const HUBER_DELTA: f64 = 0.05;
+
+/// The largest efficiency a fit returns and a profile accepts: a profile's rates may
+/// have been measured on a disturbed machine, a datasheet may understate a chip, and a
+/// model small enough to stay in cache beats the memory bandwidth.
+pub const MAX_ETA: f64 = 4.0;
+
+/// Runs a fit needs at least: more than the six unknowns.
+pub const MIN_RUNS: usize = 7;
+
+/// One measured step.
+#[derive(Debug, Clone)]
+pub struct Obs {
+    /// Roofline inputs and counts of the step.
+    pub ops: StepOps,
+    /// Measured seconds.
+    pub seconds: f64,
+}
+
+/// The fitted coefficients and how well they fit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitResult {
+    /// The coefficients.
+    pub coeffs: Coeffs,
+    /// Relative residual of each run, in input order.
+    pub residuals: Vec<f64>,
+    /// Root mean square of the residuals.
+    pub rms: f64,
+}
+
+/// Fits `obs`.
+pub fn fit(obs: &[Obs]) -> Result<FitResult, PlanError> {
+    if obs.len() < MIN_RUNS {
+        return Err(PlanError::Fit(format!(
+            "{} runs, at least {MIN_RUNS} are needed (pp and tg tests of two or more models)",
+            obs.len()
+        )));
+    }
+    let mut best: Option<(f64, Coeffs)> = None;
+    let search = |etas_m: &[f64], etas_c: &[f64], best: &mut Option<(f64, Coeffs)>| {
+        for &em in etas_m {
+            for &ec in etas_c {
+                let (loss, c) = overheads_at(obs, em, ec);
+                if best.as_ref().is_none_or(|(l, _)| loss < *l) {
+                    *best = Some((loss, c));
+                }
+            }
+        }
+    };
+    // Efficiencies above 1 are allowed (see `MAX_ETA`).
+    const MEM: (f64, f64, usize) = (0.02, MAX_ETA, 44);
+    const COMP: (f64, f64, usize) = (0.005, MAX_ETA, 48);
+    search(
+        &geomspace(MEM.0, MEM.1, MEM.2),
+        &geomspace(COMP.0, COMP.1, COMP.2),
+        &mut best,
+    );
+    let Some((_, coarse)) = best else {
+        return Err(PlanError::Fit("empty search grid".into()));
+    };
+    // A finer grid around the coarse optimum (one coarse step either side).
+    let step = |(lo, hi, n): (f64, f64, usize)| (hi / lo).ln() / (n - 1) as f64;
+    // Within the coarse range: profiles accept efficiencies up to its top.
+    let around = |x: f64, (lo, hi, n): (f64, f64, usize)| {
+        let s = step((lo, hi, n));
+        geomspace((x * (-s).exp()).max(lo), (x * s.exp()).min(hi), 21)
+    };
+    search(
+        &around(coarse.eta_mem, MEM),
+        &around(coarse.eta_comp, COMP),
+        &mut best,
+    );
+    let (_, coeffs) = best.ok_or_else(|| PlanError::Fit("empty search grid".into()))?;
+    let residuals: Vec<f64> = obs.iter().map(|o| rel(o, &coeffs)).collect();
+    let rms = (residuals.iter().map(|r| r * r).sum::<f64>() / residuals.len() as f64).sqrt();
+    Ok(FitResult {
+        coeffs,
+        residuals,
+        rms,
+    })
+}
+
+/// `predicted / measured - 1`.
+pub fn rel(o: &Obs, c: &Coeffs) -> f64 {
+    o.ops.seconds(c) / o.seconds - 1.0
+}
+
+fn geomspace(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    let (a, b) = (lo.ln(), hi.ln());
+    (0..n)
+        .map(|i| (a + (b - a) * i as f64 / (n - 1) as f64).exp())
+        .collect()
+}
+
+fn huber(r: f64) -> f64 {
+    let a = r.abs();
+    if a <= HUBER_DELTA {
+        0.5 * r * r
+    } else {
+        HUBER_DELTA * (a - 0.5 * HUBER_DELTA)
+    }
+}
+
+/// The best non-negative overheads with the η's fixed, and the Huber loss there.
+fn overheads_at(obs: &[Obs], eta_mem: f64, eta_comp: f64) -> (f64, Coeffs) {
+    let mut c = Coeffs {
+        eta_mem,
+        eta_comp,
+        layer_s: 0.0,
+        step_s: 0.0,
+        seq_s: 0.0,
+        token_s: 0.0,
+    };
+    // Each row: (features, target), divided by the measured time (relative residuals).
+    let rows: Vec<([f64; 4], f64)> = obs
+        .iter()
+        .map(|o| {
+            let s = o.seconds;
+            let x = [o.ops.layers / s, 1.0 / s, o.ops.seqs / s, o.ops.tokens / s];
+            (x, 1.0 - (o.ops.roofline(&c) + o.ops.fixed_s) / s)
+        })
+        .collect();
+    let mut weights = vec![1.0; rows.len()];
+    let mut x = [0.0; 4];
+    for _ in 0..8 {
+        x = nonneg_wls(&rows, &weights);
+        for (w, (f, y)) in weights.iter_mut().zip(&rows) {
+            let r = (dot(f, &x) - y).abs();
+            // Huber's IRLS weight: 1 inside δ, δ/|r| outside.
+            *w = if r <= HUBER_DELTA {
+                1.0
+            } else {
+                HUBER_DELTA / r
+            };
+        }
+    }
+    [c.layer_s, c.step_s, c.seq_s, c.token_s] = x;
+    let loss = obs.iter().map(|o| huber(rel(o, &c))).sum();
+    (loss, c)
+}
+
+fn dot(a: &[f64; 4], b: &[f64; 4]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Weighted least squares `min Σ w (f·x - y)²` with `x ≥ 0`: solve on the free
+/// variables, drop the most negative one, repeat (an active set of at most four).
+fn nonneg_wls(rows: &[([f64; 4], f64)], w: &[f64]) -> [f64; 4] {
+    let mut free = [true; 4];
+    loop {
+        let idx: Vec<usize> = (0..4).filter(|&i| free[i]).collect();
+        let mut x = [0.0; 4];
+        if idx.is_empty() {
+            return x;
+        }
+        let n = idx.len();
+        let mut a = vec![vec![0.0; n + 1]; n];
+        for ((f, y), &wi) in rows.iter().zip(w) {
+            for (r, &i) in idx.iter().enumerate() {
+                for (c, &j) in idx.iter().enumerate() {
+                    a[r][c] += wi * f[i] * f[j];
+                }
+                a[r][n] += wi * f[i] * y;
+            }
+        }
+        // A tiny ridge keeps collinear features (one model size only) solvable.
+        for (r, row) in a.iter_mut().enumerate() {
+            row[r] += 1e-12 * (1.0 + row[r].abs());
+        }
+        let sol = solve(a);
+        for (k, &i) in idx.iter().enumerate() {
+            x[i] = sol[k];
+        }
+        match idx
+            .iter()
+            .copied()
+            .filter(|&i| x[i] < 0.0)
+            .min_by(|&a, &b| x[a].total_cmp(&x[b]))
+        {
+            Some(i) => free[i] = false,
+            None => return x,
+        }
+    }
+}
+
+/// Gaussian elimination with partial pivoting on an augmented `[n, n + 1]` matrix; a
+/// singular column yields 0 for its variable.
+fn solve(mut a: Vec<Vec<f64>>) -> Vec<f64> {
+    let n = a.len();
+    for col in 0..n {
+        let piv = (col..n)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .unwrap_or(col);
+        a.swap(col, piv);
+        if a[col][col].abs() < 1e-300 {
+            continue;
+        }
+        for r in 0..n {
+            if r != col {
+                let f = a[r][col] / a[col][col];
+                let pivot_row = a[col].clone();
+                for (v, p) in a[r].iter_mut().zip(&pivot_row).skip(col) {
+                    *v -= f * p;
+                }
+            }
+        }
+    }
+    (0..n)
+        .map(|i| {
+            if a[i][i].abs() < 1e-300 {
+                0.0
+            } else {
+                a[i][n] / a[i][i]
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::step::OpTime;
+
+    /// Steps whose times come from known coefficients: a memory-bound op and a
+    /// compute-bound op in varying proportions, varying counts.
+    fn synthetic(truth: &Coeffs) -> Vec<Obs> {
+        let mut obs = Vec::new();
+        for i in 0..12 {
+            let f = i as f64;
+            let ops = StepOps {
+                ops: vec![
+                    OpTime {
+                        mem_s: 1e-3 * (1.0 + f),
+                        comp_s: 1e-5 * (1.0 + f * f),
+                    },
+                    OpTime {
+                        mem_s: 1e-5,
+                        comp_s: 2e-4 * (1.0 + (i % 4) as f64 * f),
+                    },
+                ],
+                layers: [24.0, 30.0, 18.0][i % 3],
+                seqs: (1 + i % 4) as f64,
+                tokens: (1 + (i * 37) % 200) as f64,
+                fixed_s: 1e-5 * (i % 5) as f64,
+            };
+            let seconds = ops.seconds(truth);
+            obs.push(Obs { ops, seconds });
+        }
+        obs
+    }
+
+    #[test]
+    fn recovers_known_coefficients() {
+        let truth = Coeffs {
+            eta_mem: 0.6,
+            eta_comp: 0.3,
+            layer_s: 2e-5,
+            step_s: 1e-4,
+            seq_s: 5e-5,
+            token_s: 1e-6,
+        };
+        let obs = synthetic(&truth);
+        let r = fit(&obs).expect("fits");
+        assert!(r.rms < 0.01, "rms {}", r.rms);
+        assert!(
+            (r.coeffs.eta_mem / truth.eta_mem - 1.0).abs() < 0.05,
+            "{:?}",
+            r.coeffs
+        );
+        assert!(
+            (r.coeffs.eta_comp / truth.eta_comp - 1.0).abs() < 0.05,
+            "{:?}",
+            r.coeffs
+        );
+    }
+
+    #[test]
+    fn one_disturbed_run_does_not_move_the_fit() {
+        let truth = Coeffs {
+            eta_mem: 0.5,
+            eta_comp: 0.4,
+            layer_s: 1e-5,
+            step_s: 2e-4,
+            seq_s: 0.0,
+            token_s: 0.0,
+        };
+        let mut obs = synthetic(&truth);
+        obs[3].seconds *= 3.0;
+        let r = fit(&obs).expect("fits");
+        let others: Vec<f64> = (0..obs.len())
+            .filter(|&i| i != 3)
+            .map(|i| r.residuals[i])
+            .collect();
+        assert!(others.iter().all(|e| e.abs() < 0.03), "{others:?}");
+        assert!(r.residuals[3] < -0.5, "the outlier stays an outlier");
+    }
+
+    #[test]
+    fn too_few_runs_is_an_error() {
+        let truth = Coeffs::DATASHEET;
+        let obs = synthetic(&truth);
+        let e = fit(&obs[..3]).unwrap_err().to_string();
+        assert!(e.contains("3 runs") && e.contains("at least 7"), "{e}");
+    }
+}

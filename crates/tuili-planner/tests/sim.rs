@@ -1,0 +1,149 @@
+//! The serving simulator on a random model: an idle server answers in one prefill
+//! step, a loaded one queues, a small KV pool preempts, and the SLO search finds the
+//! edge.
+
+use std::sync::Arc;
+
+use tuili_engine::serve::EngineConfig;
+use tuili_gguf::{GgmlType, GgufFile};
+use tuili_models::synthetic::{write_synthetic, SyntheticSpec};
+use tuili_models::{Arch, Config, KvType, Model};
+use tuili_planner::chip;
+use tuili_planner::cost::{KvFormat, ModelCost};
+use tuili_planner::sim::{max_rate, simulate, Server, SimResult, Slo, Workload};
+use tuili_planner::step::{step_ops, Coeffs, Hardware, StepShape};
+use tuili_planner::PlanError;
+
+const C: Coeffs = Coeffs::DATASHEET_ACCELERATOR;
+
+/// A SmolLM2-shaped random model of `arch` on an L4.
+struct Fixture {
+    mcfg: Config,
+    cost: ModelCost,
+    hw: Hardware,
+}
+
+impl Fixture {
+    fn new(arch: Arch) -> Fixture {
+        let spec = SyntheticSpec {
+            arch,
+            ..SyntheticSpec::smollm2_135m(GgmlType::Q8_0)
+        };
+        let file = Arc::new(GgufFile::from_bytes(write_synthetic(&spec).unwrap()).unwrap());
+        let model = Model::load(&file).expect("loads");
+        let chips = chip::load_all(None).unwrap();
+        let kv = KvFormat {
+            k: KvType::F16,
+            v: KvType::F16,
+        };
+        Fixture {
+            mcfg: model.config().clone(),
+            cost: ModelCost::of(&model, &file),
+            hw: Hardware::of(chip::find(&chips, "l4").unwrap(), None, kv),
+        }
+    }
+
+    fn server<'a>(&'a self, engine: &'a EngineConfig) -> Server<'a> {
+        Server {
+            mcfg: &self.mcfg,
+            engine,
+            cost: &self.cost,
+            hw: &self.hw,
+            coeffs: &C,
+        }
+    }
+
+    fn run(&self, engine: &EngineConfig, w: &Workload) -> Result<SimResult, PlanError> {
+        simulate(&self.server(engine), w)
+    }
+}
+
+fn load(rate: f64) -> Workload {
+    Workload {
+        rate,
+        requests: 60,
+        prompt_len: 256,
+        output_len: 32,
+        seed: 7,
+    }
+}
+
+#[test]
+fn an_idle_server_answers_in_one_prefill() {
+    let f = Fixture::new(Arch::Llama);
+    let r = f.run(&EngineConfig::default(), &load(0.01)).expect("runs");
+    let prefill = step_ops(&f.cost, &f.hw, &StepShape::prefill(0, 256)).seconds(&C) * 1e3;
+    let decode = step_ops(&f.cost, &f.hw, &StepShape::decode(1, 270)).seconds(&C) * 1e3;
+    // One request at a time: TTFT is the prefill, TPOT one decode step.
+    assert!(
+        (r.ttft_ms[0] / prefill - 1.0).abs() < 0.01,
+        "{r:?} vs {prefill}"
+    );
+    assert!(
+        (r.tpot_ms[0] / decode - 1.0).abs() < 0.05,
+        "{r:?} vs {decode}"
+    );
+    assert_eq!(r.preemptions, 0);
+    assert_eq!(r.requests, 60);
+}
+
+#[test]
+fn load_queues_and_a_small_pool_preempts() {
+    let f = Fixture::new(Arch::Llama);
+    let engine = EngineConfig::default();
+    let idle = f.run(&engine, &load(0.01)).expect("runs");
+    let busy = f.run(&engine, &load(1e4)).expect("runs");
+    assert!(busy.ttft_ms[2] > 5.0 * idle.ttft_ms[2], "{busy:?}");
+    assert!(
+        busy.tpot_ms[0] > idle.tpot_ms[0],
+        "batched steps are longer"
+    );
+    assert!(busy.output_tokens_per_s > 3.0 * idle.output_tokens_per_s);
+    // 50 blocks of 16 positions: three 256-token prompts (16 blocks each) are admitted,
+    // their growth to 288 tokens (18 blocks each) does not fit: the scheduler preempts.
+    let tight = EngineConfig {
+        kv_memory_bytes: Some(50 * 16 * 23_040),
+        ..EngineConfig::default()
+    };
+    let r = f.run(&tight, &load(1e4)).expect("runs");
+    assert!(r.preemptions > 0, "{r:?}");
+    assert!(r.kv_use[1] > 0.9, "{r:?}");
+}
+
+#[test]
+fn sliding_window_models_use_the_local_region() {
+    let f = Fixture::new(Arch::Gemma3);
+    let engine = EngineConfig::default();
+    let r = f.run(&engine, &load(100.0)).expect("runs");
+    assert_eq!(r.requests, 60);
+    let bad = Workload {
+        prompt_len: 5000,
+        ..load(1.0)
+    };
+    let e = f.run(&engine, &bad).unwrap_err();
+    assert!(e.to_string().contains("fit the context of 4096"), "{e}");
+}
+
+#[test]
+fn the_slo_search_finds_the_edge() {
+    let f = Fixture::new(Arch::Llama);
+    let engine = EngineConfig::default();
+    let idle = f.run(&engine, &load(0.01)).expect("runs");
+    // TTFT p99 within three idle prefills.
+    let limit = 3.0 * idle.ttft_ms[2];
+    let slo = Slo::parse(&format!("ttft_p99<{limit}ms")).expect("parses");
+    let best = max_rate(&f.server(&engine), &load(0.01), &slo)
+        .expect("runs")
+        .expect("an idle server meets it");
+    assert!(slo.met(&best) && best.rate > 0.01, "{best:?}");
+    let over = f.run(&engine, &load(4.0 * best.rate)).expect("runs");
+    assert!(
+        !slo.met(&over),
+        "four times the load still meets it: {over:?}"
+    );
+    assert!(best.utilization > idle.utilization);
+    // An objective below one prefill cannot be met at any rate.
+    let never = Slo::parse(&format!("ttft_p50<{}ms", idle.ttft_ms[0] / 2.0)).unwrap();
+    let none = max_rate(&f.server(&engine), &load(0.01), &never).expect("runs");
+    assert!(none.is_none());
+}
