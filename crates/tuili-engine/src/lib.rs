@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod constraint;
 pub mod kv_blocks;
 pub mod metrics;
 mod perplexity;
@@ -13,6 +14,7 @@ pub mod scheduler;
 pub mod serve;
 mod stop;
 
+pub use constraint::{Constraint, ConstraintSpec, GrammarCompiler};
 pub use metrics::{EngineMetrics, Histogram};
 pub use perplexity::{perplexity, perplexity_with, Perplexity, PPL_STEP};
 pub use request::{Event, FinishReason, GenerateRequest, SubmitError, TokenLogprob, Usage};

@@ -15,6 +15,23 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// The `q` quantile (0..=1) as the upper bound of the bucket holding it (the last
+    /// finite bound for the +Inf bucket); `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return self.bounds.get(i).or(self.bounds.last()).copied();
+            }
+        }
+        self.bounds.last().copied()
+    }
+
     /// An empty histogram over `bounds`.
     pub fn new(bounds: &[f64]) -> Histogram {
         Histogram {
@@ -45,6 +62,13 @@ pub const TTFT_BOUNDS: &[f64] = &[
 /// Bucket bounds of inter-token latency (seconds).
 pub const ITL_BOUNDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Bucket bounds of grammar mask times (seconds): tens of microseconds to tens of
+/// milliseconds.
+pub const MASK_BOUNDS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1,
 ];
 
 /// A snapshot of the engine's state and counters.
@@ -78,6 +102,11 @@ pub struct EngineMetrics {
     pub ttft: Histogram,
     /// Time between consecutive tokens of one request.
     pub itl: Histogram,
+    /// Time to compute one sequence's grammar mask (one per constrained token).
+    pub grammar_mask: Histogram,
+    /// Time a step's sampling waited for its grammar masks after the forward pass (the
+    /// masks are computed while the forward pass runs; this is what is left).
+    pub grammar_mask_wait: Histogram,
 }
 
 impl Default for EngineMetrics {
@@ -97,6 +126,8 @@ impl Default for EngineMetrics {
             step_panics: 0,
             ttft: Histogram::new(TTFT_BOUNDS),
             itl: Histogram::new(ITL_BOUNDS),
+            grammar_mask: Histogram::new(MASK_BOUNDS),
+            grammar_mask_wait: Histogram::new(MASK_BOUNDS),
         }
     }
 }
@@ -125,5 +156,9 @@ mod tests {
         assert_eq!(h.counts, vec![2, 1, 1]);
         assert_eq!(h.count, 4);
         assert!((h.sum - 3.65).abs() < 1e-12);
+        assert_eq!(h.quantile(0.5), Some(0.1));
+        assert_eq!(h.quantile(0.75), Some(1.0));
+        assert_eq!(h.quantile(0.99), Some(1.0));
+        assert_eq!(Histogram::new(&[1.0]).quantile(0.5), None);
     }
 }

@@ -71,7 +71,8 @@ pub struct CompletionOnly {
 }
 
 /// Keys `/v1/chat/completions` understands. `store`, `metadata`, `tools`, ... are listed so
-/// that `validate` can refuse them by value rather than call them unknown.
+/// that `validate` can refuse them by value rather than call them unknown; the grammar
+/// forms of vLLM and llama.cpp are read by `structured`.
 pub const CHAT_KEYS: &[&str] = &[
     "model",
     "messages",
@@ -108,6 +109,13 @@ pub const CHAT_KEYS: &[&str] = &[
     "store",
     "metadata",
     "service_tier",
+    "structured_outputs",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "json_schema",
+    "grammar",
 ];
 
 /// Keys `/v1/completions` understands.
@@ -134,6 +142,14 @@ pub const COMPLETION_KEYS: &[&str] = &[
     "suffix",
     "best_of",
     "logit_bias",
+    "response_format",
+    "structured_outputs",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "json_schema",
+    "grammar",
 ];
 
 /// `usage` of a response.

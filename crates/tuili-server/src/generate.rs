@@ -18,13 +18,15 @@ use axum::Json;
 use futures_util::stream::{self, BoxStream, SelectAll, StreamExt};
 use serde::Serialize;
 use tuili_engine::{
-    EngineHandle, Event, FinishReason, GenerateRequest, RequestStream, TokenLogprob, Usage,
+    Constraint, EngineHandle, Event, FinishReason, GenerateRequest, RequestStream, TokenLogprob,
+    Usage,
 };
 use tuili_tokenizer::Tokenizer;
 
 use crate::api::*;
 use crate::routes::body;
 use crate::state::unix_now;
+use crate::structured::{self, Guidance};
 use crate::validate::{self, PromptIn, ValidCommon};
 use crate::{AppState, ServerError};
 
@@ -117,12 +119,32 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ServerError::Engine(format!("tokenizing task failed: {e}")))?
 }
 
+/// The request's grammar compiled over the served vocabulary (off the async workers:
+/// the first one builds the token trie), after its `logit_bias` ids are checked.
+async fn constraint(
+    engine: &EngineHandle,
+    g: &Guidance,
+) -> Result<Option<Constraint>, ServerError> {
+    structured::check_bias_ids(&g.logit_bias, engine.tokenizer().vocab_size())?;
+    let Some((param, spec)) = g.grammar.clone() else {
+        return Ok(None);
+    };
+    let grammars = engine.grammars().clone();
+    blocking(move || {
+        grammars.compile(&spec).map(Some).map_err(|e| {
+            ServerError::field(param.clone(), format!("{param} does not compile: {e}"))
+        })
+    })
+    .await
+}
+
 /// Submits every choice, then answers as the request asked.
 async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
     let ready = state.ready()?;
     let engine = &ready.engine;
     let n_ctx = engine.n_ctx();
     let c = &job.common;
+    let constraint = constraint(engine, &c.guidance).await?;
     let mut streams = Vec::with_capacity(job.prompts.len() * c.n);
     for prompt in &job.prompts {
         if prompt.len() >= n_ctx {
@@ -151,6 +173,9 @@ async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
                 stop: c.stop.clone(),
                 ignore_eos: c.ignore_eos,
                 logprobs: job.logprobs,
+                // Each choice has its own grammar state.
+                constraint: constraint.clone(),
+                logit_bias: c.guidance.logit_bias.clone(),
             })?);
         }
     }

@@ -14,11 +14,13 @@
 
 pub mod api;
 mod error;
+mod gbnf;
 mod generate;
 pub mod metrics;
 mod routes;
 mod serve;
 mod state;
+mod structured;
 pub mod validate;
 
 pub use error::{ErrorBody, ServerError};

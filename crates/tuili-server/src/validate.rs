@@ -8,6 +8,7 @@ use tuili_engine::SamplingParams;
 use tuili_tokenizer::ChatMessage;
 
 use crate::api::{ChatOnly, CommonRequest, CompletionOnly, CHAT_KEYS, COMPLETION_KEYS};
+use crate::structured::{self, Guidance};
 use crate::ServerError;
 
 /// Most choices one request may ask for (prompts × `n`).
@@ -38,6 +39,8 @@ pub struct ValidCommon {
     pub include_usage: bool,
     /// Keep generating past end-of-generation tokens.
     pub ignore_eos: bool,
+    /// The output's grammar and `logit_bias`.
+    pub guidance: Guidance,
 }
 
 /// A checked `/v1/chat/completions` request.
@@ -178,8 +181,7 @@ fn refuse_unsupported(map: &Map<String, Value>) -> Result<(), ServerError> {
         match key {
             "tools" | "functions" => v.is_null() || v.as_array().is_some_and(|a| a.is_empty()),
             "tool_choice" | "function_call" => v.is_null() || v == "none",
-            "response_format" => v.is_null() || v.get("type").is_some_and(|t| t == "text"),
-            "logit_bias" | "metadata" => v.is_null() || v.as_object().is_some_and(|o| o.is_empty()),
+            "metadata" => v.is_null() || v.as_object().is_some_and(|o| o.is_empty()),
             "modalities" => v.is_null() || *v == serde_json::json!(["text"]),
             "store" | "echo" => v.is_null() || *v == Value::Bool(false),
             "suffix" => v.is_null() || v == "",
@@ -196,8 +198,6 @@ fn refuse_unsupported(map: &Map<String, Value>) -> Result<(), ServerError> {
                 "tools" | "tool_choice" | "functions" | "function_call" => {
                     "tool calling is not supported"
                 }
-                "response_format" => "only response_format {\"type\": \"text\"} is supported",
-                "logit_bias" => "logit_bias is not supported",
                 "audio" | "modalities" => "only text output is supported",
                 "echo" => "echo is not supported",
                 "suffix" => "suffix (insertion) is not supported",
@@ -282,6 +282,11 @@ fn common(value: &Value) -> Result<ValidCommon, ServerError> {
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         ignore_eos: c.ignore_eos.unwrap_or(false),
+        guidance: value
+            .as_object()
+            .map(structured::guidance)
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 
@@ -566,7 +571,7 @@ pub fn token_ids(at: &str, items: &[Value], vocab: usize) -> Result<Vec<u32>, Se
         .collect()
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
