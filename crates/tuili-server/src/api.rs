@@ -116,6 +116,7 @@ pub const CHAT_KEYS: &[&str] = &[
     "guided_grammar",
     "json_schema",
     "grammar",
+    "chat_template_kwargs",
 ];
 
 /// Keys `/v1/completions` understands.
@@ -221,8 +222,52 @@ pub struct CompletionLogprobs {
 pub struct AssistantMessage {
     /// Always `assistant`.
     pub role: &'static str,
-    /// The generated text.
-    pub content: String,
+    /// The generated text (null when the answer is only tool calls).
+    pub content: Option<String>,
+    /// The thought of a reasoning model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// Tool calls, when the model made any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallOut>>,
+}
+
+/// One tool call of an answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallOut {
+    /// `call_...`.
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The call.
+    pub function: FunctionCall,
+}
+
+/// A function call: name and arguments (a JSON string).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct FunctionCall {
+    /// Function name (streams: on the call's first fragment only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Arguments as JSON text (streams: fragments to concatenate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+/// One tool call fragment in a stream's `delta.tool_calls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallDelta {
+    /// Which call of the choice.
+    pub index: usize,
+    /// On the call's first fragment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function`, on the call's first fragment.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    /// Name first, then argument fragments.
+    pub function: FunctionCall,
 }
 
 /// A non-streaming chat choice.
@@ -264,6 +309,12 @@ pub struct ChatDelta {
     /// Text to append.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// Thought to append.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// Tool call fragments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 /// A streaming chat choice.

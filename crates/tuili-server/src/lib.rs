@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod chat_output;
 mod error;
 mod gbnf;
 mod generate;
@@ -20,7 +21,8 @@ pub mod metrics;
 mod routes;
 mod serve;
 mod state;
-mod structured;
+pub mod structured;
+pub mod tools;
 pub mod validate;
 
 pub use error::{ErrorBody, ServerError};

@@ -113,6 +113,18 @@ pub fn render(responses: &BTreeMap<u16, u64>, engine: Option<&EngineMetrics>) ->
         "Time between consecutive tokens of one request.",
         &m.itl,
     );
+    histogram(
+        &mut out,
+        "tuili_grammar_mask_seconds",
+        "Time to compute one constrained sequence's token mask.",
+        &m.grammar_mask,
+    );
+    histogram(
+        &mut out,
+        "tuili_grammar_mask_wait_seconds",
+        "Time a step's sampling waited for grammar masks after the forward pass.",
+        &m.grammar_mask_wait,
+    );
     out
 }
 

@@ -1,0 +1,321 @@
+//! A chat answer split as it streams: the thought (`<think>…</think>`) into
+//! `reasoning_content`, tool calls (in the model's format) into `tool_calls`, the rest into
+//! `content`. Text that might begin a marker is held back until it is known not to, so a
+//! marker is never split across deltas and never shown as content.
+
+use serde_json::Value;
+
+use crate::tools::ToolFormat;
+
+const THINK_OPEN: &str = "<think>";
+const THINK_CLOSE: &str = "</think>";
+const CALL_OPEN: &str = "<tool_call>";
+const CALL_CLOSE: &str = "</tool_call>";
+
+/// One piece of a parsed answer, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    /// Visible text.
+    Content(String),
+    /// Thought.
+    Reasoning(String),
+    /// A complete tool call.
+    ToolCall {
+        /// Position among this answer's calls.
+        index: usize,
+        /// Function name.
+        name: String,
+        /// Arguments as a JSON string (OpenAI's layout).
+        arguments: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Content,
+    Reasoning,
+    Call,
+}
+
+/// Splits one choice's text; feed it deltas with [`push`](Self::push), then
+/// [`finish`](Self::finish).
+#[derive(Debug)]
+pub struct OutputParser {
+    tools: Option<ToolFormat>,
+    reasoning: bool,
+    state: State,
+    /// Text not yet given out (a possible marker start, or a call's body).
+    held: String,
+    calls: usize,
+    /// Markers that end plain content.
+    open: Vec<&'static str>,
+    /// Whitespace right after a thought or a call is the template's layout, not content.
+    skip_space: bool,
+}
+
+impl OutputParser {
+    /// A parser for `tools` calls (none: no parsing of calls) that splits out
+    /// `<think>` blocks when `reasoning`; `in_thought` when the prompt already opened one.
+    pub fn new(tools: Option<ToolFormat>, reasoning: bool, in_thought: bool) -> OutputParser {
+        OutputParser {
+            tools,
+            reasoning,
+            state: if in_thought {
+                State::Reasoning
+            } else {
+                State::Content
+            },
+            held: String::new(),
+            calls: 0,
+            open: [(reasoning, THINK_OPEN), (tools.is_some(), CALL_OPEN)]
+                .into_iter()
+                .filter_map(|(on, m)| on.then_some(m))
+                .collect(),
+            skip_space: false,
+        }
+    }
+
+    /// Whether this parser changes anything (else the text passes through as content).
+    pub fn is_active(&self) -> bool {
+        self.tools.is_some() || self.reasoning
+    }
+
+    /// Tool calls parsed so far.
+    pub fn calls(&self) -> usize {
+        self.calls
+    }
+
+    /// The pieces `text` completes.
+    pub fn push(&mut self, text: &str) -> Vec<Piece> {
+        self.held.push_str(text);
+        let mut out = Vec::new();
+        loop {
+            let close = if self.state == State::Reasoning {
+                THINK_CLOSE
+            } else {
+                CALL_CLOSE
+            };
+            let open = &self.open;
+            if self.skip_space && self.state == State::Content {
+                let rest = self.held.trim_start_matches(['\n', ' ']).len();
+                self.held.drain(..self.held.len() - rest);
+                if self.held.is_empty() {
+                    return out;
+                }
+                self.skip_space = false;
+            }
+            match self.state {
+                State::Content => {
+                    let hit = open
+                        .iter()
+                        .filter_map(|m| self.held.find(m).map(|at| (at, *m)))
+                        .min();
+                    match hit {
+                        Some((at, marker)) => {
+                            push_text(&mut out, State::Content, &self.held[..at]);
+                            self.held.drain(..at + marker.len());
+                            self.state = if marker == THINK_OPEN {
+                                State::Reasoning
+                            } else {
+                                State::Call
+                            };
+                        }
+                        None => {
+                            let keep = partial_suffix(&self.held, open);
+                            let cut = self.held.len() - keep;
+                            push_text(&mut out, State::Content, &self.held[..cut]);
+                            self.held.drain(..cut);
+                            return out;
+                        }
+                    }
+                }
+                State::Reasoning => match self.held.find(close) {
+                    Some(at) => {
+                        push_text(&mut out, State::Reasoning, &self.held[..at]);
+                        self.held.drain(..at + close.len());
+                        self.skip_space = true;
+                        self.state = State::Content;
+                    }
+                    None => {
+                        let keep = partial_suffix(&self.held, &[close]);
+                        let cut = self.held.len() - keep;
+                        push_text(&mut out, State::Reasoning, &self.held[..cut]);
+                        self.held.drain(..cut);
+                        return out;
+                    }
+                },
+                State::Call => match self.held.find(close) {
+                    Some(at) => {
+                        let body = self.held[..at].to_string();
+                        self.held.drain(..at + close.len());
+                        self.skip_space = true;
+                        self.state = State::Content;
+                        out.push(self.call(&body));
+                    }
+                    None => return out,
+                },
+            }
+        }
+    }
+
+    /// Whatever is held at the end: a call whose closing tag never came is a call if its
+    /// body is whole, else shown as the text it was.
+    pub fn finish(&mut self) -> Vec<Piece> {
+        let held = std::mem::take(&mut self.held);
+        let mut out = Vec::new();
+        match self.state {
+            State::Call => match self.call(&held) {
+                Piece::Content(_) => {
+                    push_text(&mut out, State::Content, &format!("{CALL_OPEN}{held}"))
+                }
+                call => out.push(call),
+            },
+            s => push_text(&mut out, s, &held),
+        }
+        self.state = State::Content;
+        out
+    }
+
+    /// A call's body as a tool call, or as plain text when it is not `{"name", "arguments"}`.
+    fn call(&mut self, body: &str) -> Piece {
+        let parsed: Option<(String, String)> = serde_json::from_str::<Value>(body.trim())
+            .ok()
+            .and_then(|v| {
+                let name = v.get("name")?.as_str()?.to_string();
+                let args = match v.get("arguments").or(v.get("parameters")) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(a) => a.to_string(),
+                    None => "{}".to_string(),
+                };
+                Some((name, args))
+            });
+        match parsed {
+            Some((name, arguments)) => {
+                self.calls += 1;
+                Piece::ToolCall {
+                    index: self.calls - 1,
+                    name,
+                    arguments,
+                }
+            }
+            None => Piece::Content(format!("{CALL_OPEN}{body}{CALL_CLOSE}")),
+        }
+    }
+}
+
+fn push_text(out: &mut Vec<Piece>, state: State, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    out.push(match state {
+        State::Reasoning => Piece::Reasoning(text.to_string()),
+        _ => Piece::Content(text.to_string()),
+    });
+}
+
+/// Length of the longest end of `text` that begins one of `markers` (and could complete
+/// it with more text).
+fn partial_suffix(text: &str, markers: &[&str]) -> usize {
+    let mut best = 0;
+    for m in markers {
+        for n in (1..m.len()).rev() {
+            if n > best && text.ends_with(&m[..n]) {
+                best = n;
+                break;
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `text` in chunks of `step` characters; returns the merged pieces.
+    fn run(p: &mut OutputParser, text: &str, step: usize) -> Vec<Piece> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut pieces = Vec::new();
+        for c in chars.chunks(step) {
+            pieces.extend(p.push(&c.iter().collect::<String>()));
+        }
+        pieces.extend(p.finish());
+        // Merge neighbouring text of one kind, as a client would.
+        let mut merged: Vec<Piece> = Vec::new();
+        for piece in pieces {
+            match (merged.last_mut(), piece) {
+                (Some(Piece::Content(a)), Piece::Content(b)) => a.push_str(&b),
+                (Some(Piece::Reasoning(a)), Piece::Reasoning(b)) => a.push_str(&b),
+                (_, p) => merged.push(p),
+            }
+        }
+        merged
+    }
+
+    #[test]
+    fn calls_thoughts_and_content_split_alike_at_any_chunking() {
+        let text = "<think>\nweigh it</think>\n\nLet me look.\n<tool_call>\n{\"name\": \"weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"time\", \"arguments\": {}}\n</tool_call>";
+        for step in [1, 2, 3, 7, 1000] {
+            let mut p = OutputParser::new(Some(ToolFormat::Hermes), true, false);
+            let got = run(&mut p, text, step);
+            assert_eq!(
+                got,
+                vec![
+                    Piece::Reasoning("\nweigh it".into()),
+                    Piece::Content("Let me look.\n".into()),
+                    Piece::ToolCall {
+                        index: 0,
+                        name: "weather".into(),
+                        arguments: "{\"city\":\"Paris\"}".into()
+                    },
+                    Piece::ToolCall {
+                        index: 1,
+                        name: "time".into(),
+                        arguments: "{}".into()
+                    },
+                ],
+                "step {step}"
+            );
+            assert_eq!(p.calls(), 2);
+        }
+    }
+
+    #[test]
+    fn unfinished_or_broken_calls_stay_text_and_plain_text_passes() {
+        let mut p = OutputParser::new(Some(ToolFormat::Hermes), false, false);
+        let got = run(&mut p, "a <tool_call>{\"nam", 2);
+        assert_eq!(got, vec![Piece::Content("a <tool_call>{\"nam".into())]);
+        let mut p = OutputParser::new(Some(ToolFormat::Hermes), false, false);
+        let got = run(
+            &mut p,
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}",
+            5,
+        );
+        assert_eq!(
+            got,
+            vec![Piece::ToolCall {
+                index: 0,
+                name: "f".into(),
+                arguments: "{}".into()
+            }]
+        );
+        let mut p = OutputParser::new(Some(ToolFormat::Hermes), false, false);
+        let got = run(&mut p, "<tool_call>oops</tool_call> x < y", 3);
+        assert_eq!(
+            got,
+            vec![Piece::Content("<tool_call>oops</tool_call>x < y".into())]
+        );
+        assert_eq!(p.calls(), 0);
+        // Without reasoning, <think> is text; a prompt that opened a thought starts in it.
+        let mut p = OutputParser::new(None, false, false);
+        assert_eq!(
+            run(&mut p, "<think>x", 1),
+            vec![Piece::Content("<think>x".into())]
+        );
+        let mut p = OutputParser::new(None, true, true);
+        assert_eq!(
+            run(&mut p, "hmm</think>ok", 4),
+            vec![Piece::Reasoning("hmm".into()), Piece::Content("ok".into())]
+        );
+    }
+}
