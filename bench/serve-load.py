@@ -19,6 +19,9 @@ Modes:
               leave mid-stream. Judged on: no error, server RSS after the warm-up (the first
               sixth, at most 5 minutes) within 5% of its first sample, and every KV block
               free at the end.
+  structured  rounds of 8 unconstrained streams, then the same 8 under a JSON schema
+              (response_format json_schema): ratio of aggregate generated tokens/s (goal
+              >= 0.9) and the grammar mask time per token (p50/p99) from /metrics.
   all         every check above but soak, each on a fresh server started with --tuili/--model.
 
 Either point it at a running server (--url) or let it start one (--tuili target/release/tuili
@@ -156,7 +159,23 @@ def chat_body(model, messages, max_tokens, ignore_eos=True):
             "ignore_eos": ignore_eos}
 
 
-async def run_clients(args, clients, requests, max_tokens, leave_after=None, messages_for=None):
+# A schema with room for long answers, so that constrained streams run as long as free ones.
+BENCH_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string"},
+        "items": {"type": "array", "items": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "qty": {"type": "integer"},
+                           "kind": {"enum": ["fruit", "tool", "book", "other"]}},
+            "required": ["name", "qty", "kind"]}},
+    },
+    "required": ["title", "items"],
+}
+
+
+async def run_clients(args, clients, requests, max_tokens, leave_after=None, messages_for=None,
+                      schema=None):
     """`clients` workers share a pool of `requests` requests."""
     queue = list(range(requests))
     results = []
@@ -167,6 +186,9 @@ async def run_clients(args, clients, requests, max_tokens, leave_after=None, mes
             msgs = (messages_for(i) if messages_for else
                     [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}])
             body = chat_body(args.model_name, msgs, max_tokens)
+            if schema is not None:
+                body["response_format"] = {"type": "json_schema",
+                                           "json_schema": {"name": "bench", "schema": schema}}
             results.append(await stream_request(args.host, args.port, body, args.api_key,
                                                 leave_after, args.timeout))
 
@@ -216,6 +238,19 @@ def metrics(args):
     return out
 
 
+def histogram_quantiles(args, name, qs=(50, 99)):
+    """Quantiles (upper bucket bounds) of a Prometheus histogram on /metrics."""
+    buckets = []
+    for line in get(args, "/metrics").splitlines():
+        m = re.match(rf'^{name}_bucket{{le="([^"]+)"}} ([0-9.eE+-]+)$', line)
+        if m:
+            buckets.append((float(m.group(1)), float(m.group(2))))
+    if not buckets or buckets[-1][1] == 0:
+        return {q: float("nan") for q in qs}
+    total = buckets[-1][1]
+    return {q: next(le for le, c in buckets if c >= q / 100 * total) for q in qs}
+
+
 def rss_kib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -258,6 +293,36 @@ def check_scale(args):
     print(f"scale: ratios {', '.join(f'{x:.2f}' for x in ratios)}; median {median:.2f}x "
           f"(goal >= 3x, zero errors: {errors} errors): {'PASS' if ok else 'FAIL'}")
     return {"scale": {"rounds": rounds, "ratio": median, "errors": errors, "pass": ok}}
+
+
+def check_structured(args):
+    """Rounds of (8 free streams, then 8 under BENCH_SCHEMA), each round's ratio from two
+    phases seconds apart (the shared machine drifts); judged on the median round."""
+    per_client = args.requests_per_client
+    rounds = []
+    for r in range(args.rounds):
+        free, wf = asyncio.run(run_clients(args, 8, 8 * per_client, args.max_tokens))
+        json_, wj = asyncio.run(run_clients(args, 8, 8 * per_client, args.max_tokens,
+                                            schema=BENCH_SCHEMA))
+        sf, sj = summary(free, wf), summary(json_, wj)
+        ratio = sj["tokens_per_s"] / sf["tokens_per_s"] if sf["tokens_per_s"] else float("nan")
+        print(f"structured: round {r + 1}: free: {fmt(sf)}")
+        print(f"structured: round {r + 1}: json: {fmt(sj)}")
+        print(f"structured: round {r + 1}: ratio {ratio:.3f}")
+        rounds.append({"free": sf, "json": sj, "ratio": ratio})
+    median = statistics.median(x["ratio"] for x in rounds)
+    errors = sum(x["free"]["errors"] + x["json"]["errors"] for x in rounds)
+    mask = histogram_quantiles(args, "tuili_grammar_mask_seconds")
+    wait = histogram_quantiles(args, "tuili_grammar_mask_wait_seconds")
+    ok = median >= 0.9 and errors == 0
+    ratios = ", ".join(f"{x['ratio']:.3f}" for x in rounds)
+    print(f"structured: ratios {ratios}; median {median:.3f} "
+          f"(goal >= 0.9, zero errors: {errors} errors): {'PASS' if ok else 'FAIL'}")
+    print(f"structured: mask time per token p50 <= {1e3 * mask[50]:.3f} ms, p99 <= {1e3 * mask[99]:.3f} ms; "
+          f"wait after the forward pass p50 <= {1e3 * wait[50]:.3f} ms, p99 <= {1e3 * wait[99]:.3f} ms")
+    return {"structured": {"rounds": rounds, "ratio": median, "errors": errors, "pass": ok,
+                           "mask_p50_s": mask[50], "mask_p99_s": mask[99],
+                           "wait_p50_s": wait[50], "wait_p99_s": wait[99]}}
 
 
 def check_prefix(args):
@@ -450,6 +515,7 @@ class Server:
 CHECKS = {
     "load": (check_load, []),
     "scale": (check_scale, ["--parallel", "8"]),
+    "structured": (check_structured, ["--parallel", "8"]),
     "prefix": (check_prefix, []),
     "overload": (check_overload, ["--max-queue", "8", "--parallel", "8"]),
     "disconnect": (check_disconnect, ["--parallel", "16", "--max-queue", "64"]),

@@ -28,9 +28,7 @@ pub struct Guidance {
 pub fn guidance(map: &Map<String, Value>) -> Result<Guidance, ServerError> {
     let mut found: Vec<(String, ConstraintSpec)> = Vec::new();
     if let Some(v) = map.get("response_format").filter(|v| !v.is_null()) {
-        if let Some(spec) = response_format(v)? {
-            found.push(("response_format".into(), spec));
-        }
+        found.extend(response_format(v)?);
     }
     if let Some(v) = map.get("structured_outputs").filter(|v| !v.is_null()) {
         found.extend(structured_outputs(v)?);
@@ -71,8 +69,8 @@ pub fn guidance(map: &Map<String, Value>) -> Result<Guidance, ServerError> {
 }
 
 /// OpenAI `response_format`: `text` (no grammar), `json_object`, or `json_schema` with
-/// `json_schema.schema`.
-fn response_format(v: &Value) -> Result<Option<ConstraintSpec>, ServerError> {
+/// `json_schema.schema`; with the path of what holds the grammar.
+fn response_format(v: &Value) -> Result<Option<(String, ConstraintSpec)>, ServerError> {
     let p = "response_format";
     let Some(obj) = v.as_object() else {
         return Err(ServerError::field(
@@ -82,7 +80,7 @@ fn response_format(v: &Value) -> Result<Option<ConstraintSpec>, ServerError> {
     };
     match obj.get("type").and_then(Value::as_str) {
         Some("text") => Ok(None),
-        Some("json_object") => Ok(Some(ConstraintSpec::JsonObject)),
+        Some("json_object") => Ok(Some((p.into(), ConstraintSpec::JsonObject))),
         Some("json_schema") => {
             let Some(js) = obj.get("json_schema").and_then(Value::as_object) else {
                 return Err(ServerError::field(
@@ -90,10 +88,11 @@ fn response_format(v: &Value) -> Result<Option<ConstraintSpec>, ServerError> {
                     "response_format of type json_schema needs a json_schema object with a schema",
                 ));
             };
+            let at = "response_format.json_schema.schema";
             match js.get("schema") {
                 // OpenAI allows leaving the schema out: any JSON object then.
-                None | Some(Value::Null) => Ok(Some(ConstraintSpec::JsonObject)),
-                Some(s) => json_schema("response_format.json_schema.schema", s).map(Some),
+                None | Some(Value::Null) => Ok(Some((at.into(), ConstraintSpec::JsonObject))),
+                Some(s) => Ok(Some((at.into(), json_schema(at, s)?))),
             }
         }
         other => Err(ServerError::field(
