@@ -271,51 +271,47 @@ def check_load(args):
     return {"load": s}
 
 
-def check_scale(args):
-    """Rounds of (1 client, then 8): on a shared machine the speed drifts by tens of percent
-    within minutes, so each round's ratio compares two phases seconds apart, and the check
-    is judged on the median round."""
+def paired_rounds(args, check, first, second):
+    """`args.rounds` rounds of two phases, each (label, clients, extra run_clients kwargs),
+    seconds apart: on a shared machine the speed drifts by tens of percent within minutes,
+    so each round's ratio (second's tokens/s over first's) compares like with like, and a
+    check is judged on the median round."""
     per_client = args.requests_per_client
     rounds = []
     for r in range(args.rounds):
-        one, w1 = asyncio.run(run_clients(args, 1, per_client, args.max_tokens))
-        eight, w8 = asyncio.run(run_clients(args, 8, 8 * per_client, args.max_tokens))
-        s1, s8 = summary(one, w1), summary(eight, w8)
-        ratio = s8["tokens_per_s"] / s1["tokens_per_s"] if s1["tokens_per_s"] else float("nan")
-        print(f"scale: round {r + 1}: 1 client: {fmt(s1)}")
-        print(f"scale: round {r + 1}: 8 clients: {fmt(s8)}")
-        print(f"scale: round {r + 1}: ratio {ratio:.2f}x")
-        rounds.append({"one": s1, "eight": s8, "ratio": ratio})
-    ratios = sorted(x["ratio"] for x in rounds)
-    median = statistics.median(ratios)
-    errors = sum(x["one"]["errors"] + x["eight"]["errors"] for x in rounds)
+        round_ = {}
+        for label, clients, kw in (first, second):
+            res, wall = asyncio.run(run_clients(args, clients, clients * per_client,
+                                                args.max_tokens, **kw))
+            round_[label] = summary(res, wall)
+            print(f"{check}: round {r + 1}: {label}: {fmt(round_[label])}")
+        a, b = round_[first[0]]["tokens_per_s"], round_[second[0]]["tokens_per_s"]
+        round_["ratio"] = b / a if a else float("nan")
+        print(f"{check}: round {r + 1}: ratio {round_['ratio']:.3f}")
+        rounds.append(round_)
+    median = statistics.median(x["ratio"] for x in rounds)
+    errors = sum(x[label]["errors"] for x in rounds for label in (first[0], second[0]))
+    ratios = ", ".join(f"{x['ratio']:.3f}" for x in rounds)
+    return rounds, median, errors, ratios
+
+
+def check_scale(args):
+    rounds, median, errors, ratios = paired_rounds(
+        args, "scale", ("one", 1, {}), ("eight", 8, {}))
     ok = median >= 3.0 and errors == 0
-    print(f"scale: ratios {', '.join(f'{x:.2f}' for x in ratios)}; median {median:.2f}x "
+    print(f"scale: ratios {ratios}; median {median:.2f}x "
           f"(goal >= 3x, zero errors: {errors} errors): {'PASS' if ok else 'FAIL'}")
     return {"scale": {"rounds": rounds, "ratio": median, "errors": errors, "pass": ok}}
 
 
 def check_structured(args):
-    """Rounds of (8 free streams, then 8 under BENCH_SCHEMA), each round's ratio from two
-    phases seconds apart (the shared machine drifts); judged on the median round."""
-    per_client = args.requests_per_client
-    rounds = []
-    for r in range(args.rounds):
-        free, wf = asyncio.run(run_clients(args, 8, 8 * per_client, args.max_tokens))
-        json_, wj = asyncio.run(run_clients(args, 8, 8 * per_client, args.max_tokens,
-                                            schema=BENCH_SCHEMA))
-        sf, sj = summary(free, wf), summary(json_, wj)
-        ratio = sj["tokens_per_s"] / sf["tokens_per_s"] if sf["tokens_per_s"] else float("nan")
-        print(f"structured: round {r + 1}: free: {fmt(sf)}")
-        print(f"structured: round {r + 1}: json: {fmt(sj)}")
-        print(f"structured: round {r + 1}: ratio {ratio:.3f}")
-        rounds.append({"free": sf, "json": sj, "ratio": ratio})
-    median = statistics.median(x["ratio"] for x in rounds)
-    errors = sum(x["free"]["errors"] + x["json"]["errors"] for x in rounds)
+    """8 free streams, then the same 8 under BENCH_SCHEMA; the grammar's mask time from
+    /metrics."""
+    rounds, median, errors, ratios = paired_rounds(
+        args, "structured", ("free", 8, {}), ("json", 8, {"schema": BENCH_SCHEMA}))
     mask = histogram_quantiles(args, "tuili_grammar_mask_seconds")
     wait = histogram_quantiles(args, "tuili_grammar_mask_wait_seconds")
     ok = median >= 0.9 and errors == 0
-    ratios = ", ".join(f"{x['ratio']:.3f}" for x in rounds)
     print(f"structured: ratios {ratios}; median {median:.3f} "
           f"(goal >= 0.9, zero errors: {errors} errors): {'PASS' if ok else 'FAIL'}")
     print(f"structured: mask time per token p50 <= {1e3 * mask[50]:.3f} ms, p99 <= {1e3 * mask[99]:.3f} ms; "

@@ -51,6 +51,9 @@ pub struct OutputParser {
     open: Vec<&'static str>,
     /// Whitespace right after a thought or a call is the template's layout, not content.
     skip_space: bool,
+    /// Formats whose calls are the whole answer (Llama 3.x, Mistral): `None` until the
+    /// first visible character says whether the answer is calls (held to the end) or text.
+    whole: Option<bool>,
 }
 
 impl OutputParser {
@@ -67,11 +70,15 @@ impl OutputParser {
             },
             held: String::new(),
             calls: 0,
-            open: [(reasoning, THINK_OPEN), (tools.is_some(), CALL_OPEN)]
-                .into_iter()
-                .filter_map(|(on, m)| on.then_some(m))
-                .collect(),
+            open: [
+                (reasoning, THINK_OPEN),
+                (tools == Some(ToolFormat::Hermes), CALL_OPEN),
+            ]
+            .into_iter()
+            .filter_map(|(on, m)| on.then_some(m))
+            .collect(),
             skip_space: false,
+            whole: None,
         }
     }
 
@@ -87,6 +94,23 @@ impl OutputParser {
 
     /// The pieces `text` completes.
     pub fn push(&mut self, text: &str) -> Vec<Piece> {
+        if let Some(opener) = self.whole_answer_opener() {
+            if self.whole != Some(false) {
+                self.held.push_str(text);
+                match self.held.trim_start().chars().next() {
+                    None => return Vec::new(),
+                    Some(c) if c == opener => {
+                        self.whole = Some(true);
+                        return Vec::new();
+                    }
+                    Some(_) => {
+                        self.whole = Some(false);
+                        let held = std::mem::take(&mut self.held);
+                        return self.push(&held);
+                    }
+                }
+            }
+        }
         self.held.push_str(text);
         let mut out = Vec::new();
         loop {
@@ -121,10 +145,8 @@ impl OutputParser {
                             };
                         }
                         None => {
-                            let keep = partial_suffix(&self.held, open);
-                            let cut = self.held.len() - keep;
-                            push_text(&mut out, State::Content, &self.held[..cut]);
-                            self.held.drain(..cut);
+                            let open = open.clone();
+                            self.give_out_all_but_marker_starts(&mut out, &open);
                             return out;
                         }
                     }
@@ -137,10 +159,7 @@ impl OutputParser {
                         self.state = State::Content;
                     }
                     None => {
-                        let keep = partial_suffix(&self.held, &[close]);
-                        let cut = self.held.len() - keep;
-                        push_text(&mut out, State::Reasoning, &self.held[..cut]);
-                        self.held.drain(..cut);
+                        self.give_out_all_but_marker_starts(&mut out, &[close]);
                         return out;
                     }
                 },
@@ -158,11 +177,26 @@ impl OutputParser {
         }
     }
 
+    /// Gives out the held text as the current state's kind, but for an end that might
+    /// begin one of `markers`.
+    fn give_out_all_but_marker_starts(&mut self, out: &mut Vec<Piece>, markers: &[&str]) {
+        let cut = self.held.len() - partial_suffix(&self.held, markers);
+        push_text(out, self.state, &self.held[..cut]);
+        self.held.drain(..cut);
+    }
+
     /// Whatever is held at the end: a call whose closing tag never came is a call if its
     /// body is whole, else shown as the text it was.
     pub fn finish(&mut self) -> Vec<Piece> {
         let held = std::mem::take(&mut self.held);
         let mut out = Vec::new();
+        if self.whole == Some(true) {
+            match self.whole_calls(&held) {
+                Some(calls) => out.extend(calls),
+                None => push_text(&mut out, State::Content, &held),
+            }
+            return out;
+        }
         match self.state {
             State::Call => match self.call(&held) {
                 Piece::Content(_) => {
@@ -176,31 +210,69 @@ impl OutputParser {
         out
     }
 
+    /// The character that opens an answer made of calls, for formats where the calls
+    /// are the whole answer.
+    fn whole_answer_opener(&self) -> Option<char> {
+        match self.tools {
+            Some(ToolFormat::Llama3) => Some('{'),
+            Some(ToolFormat::Mistral) => Some('['),
+            Some(ToolFormat::Hermes) | None => None,
+        }
+    }
+
+    /// An answer of calls: Llama 3.x's objects joined by `;`, or Mistral's list. `None`
+    /// when any part is not a call (then it is text).
+    fn whole_calls(&mut self, text: &str) -> Option<Vec<Piece>> {
+        let values: Vec<Value> = match self.tools {
+            Some(ToolFormat::Mistral) => match serde_json::from_str(text.trim()).ok()? {
+                Value::Array(items) => items,
+                _ => return None,
+            },
+            _ => text
+                .split(';')
+                .map(|part| serde_json::from_str(part.trim()).ok())
+                .collect::<Option<Vec<Value>>>()?,
+        };
+        let calls: Vec<(String, String)> = values.iter().map(call_of).collect::<Option<_>>()?;
+        Some(
+            calls
+                .into_iter()
+                .map(|(n, a)| self.next_call(n, a))
+                .collect(),
+        )
+    }
+
+    fn next_call(&mut self, name: String, arguments: String) -> Piece {
+        self.calls += 1;
+        Piece::ToolCall {
+            index: self.calls - 1,
+            name,
+            arguments,
+        }
+    }
+
     /// A call's body as a tool call, or as plain text when it is not `{"name", "arguments"}`.
     fn call(&mut self, body: &str) -> Piece {
-        let parsed: Option<(String, String)> = serde_json::from_str::<Value>(body.trim())
+        match serde_json::from_str::<Value>(body.trim())
             .ok()
-            .and_then(|v| {
-                let name = v.get("name")?.as_str()?.to_string();
-                let args = match v.get("arguments").or(v.get("parameters")) {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(a) => a.to_string(),
-                    None => "{}".to_string(),
-                };
-                Some((name, args))
-            });
-        match parsed {
-            Some((name, arguments)) => {
-                self.calls += 1;
-                Piece::ToolCall {
-                    index: self.calls - 1,
-                    name,
-                    arguments,
-                }
-            }
+            .as_ref()
+            .and_then(call_of)
+        {
+            Some((name, arguments)) => self.next_call(name, arguments),
             None => Piece::Content(format!("{CALL_OPEN}{body}{CALL_CLOSE}")),
         }
     }
+}
+
+/// `{"name", "arguments"}` (or Llama's `"parameters"`) as (name, arguments JSON text).
+fn call_of(v: &Value) -> Option<(String, String)> {
+    let name = v.get("name")?.as_str()?.to_string();
+    let args = match v.get("arguments").or(v.get("parameters")) {
+        Some(Value::String(s)) => s.clone(),
+        Some(a) => a.to_string(),
+        None => "{}".to_string(),
+    };
+    Some((name, args))
 }
 
 fn push_text(out: &mut Vec<Piece>, state: State, text: &str) {
@@ -277,6 +349,38 @@ mod tests {
                 "step {step}"
             );
             assert_eq!(p.calls(), 2);
+        }
+    }
+
+    #[test]
+    fn llama_and_mistral_answers_of_calls_are_held_and_parsed() {
+        let call = |i: usize, n: &str, a: &str| Piece::ToolCall {
+            index: i,
+            name: n.into(),
+            arguments: a.into(),
+        };
+        for step in [1, 4, 100] {
+            let mut p = OutputParser::new(Some(ToolFormat::Llama3), false, false);
+            let got = run(
+                &mut p,
+                " {\"name\": \"f\", \"parameters\": {\"x\": 1}}; {\"name\": \"g\", \"parameters\": {}}",
+                step,
+            );
+            assert_eq!(got, vec![call(0, "f", "{\"x\":1}"), call(1, "g", "{}")]);
+            let mut p = OutputParser::new(Some(ToolFormat::Mistral), false, false);
+            let got = run(&mut p, "[{\"name\": \"f\", \"arguments\": {}}]", step);
+            assert_eq!(got, vec![call(0, "f", "{}")]);
+            // Text stays text: at once when it does not open like calls, else at the end.
+            let mut p = OutputParser::new(Some(ToolFormat::Llama3), false, false);
+            assert_eq!(
+                run(&mut p, "Hi {x}", step),
+                vec![Piece::Content("Hi {x}".into())]
+            );
+            let mut p = OutputParser::new(Some(ToolFormat::Mistral), false, false);
+            assert_eq!(
+                run(&mut p, "[1, 2]", step),
+                vec![Piece::Content("[1, 2]".into())]
+            );
         }
     }
 

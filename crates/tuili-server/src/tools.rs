@@ -41,12 +41,34 @@ pub struct ToolSpec {
 pub enum ToolFormat {
     /// Hermes, Qwen2.5, Qwen3: `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`.
     Hermes,
+    /// Llama 3.x: the whole answer is `{"name": ..., "parameters": {...}}` (after the
+    /// `<|python_tag|>` special token, which decoding hides), several joined by `;`.
+    Llama3,
+    /// Mistral: `[TOOL_CALLS]` (a special token, hidden) then a JSON list of
+    /// `{"name", "arguments"}`.
+    Mistral,
 }
 
 impl ToolFormat {
     /// The format a chat template asks its model to use, if it knows one.
     pub fn of_template(source: &str) -> Option<ToolFormat> {
-        source.contains("<tool_call>").then_some(ToolFormat::Hermes)
+        if source.contains("<tool_call>") {
+            Some(ToolFormat::Hermes)
+        } else if source.contains("[TOOL_CALLS]") {
+            Some(ToolFormat::Mistral)
+        } else if source.contains("<|python_tag|>") || source.contains("\"parameters\": ") {
+            Some(ToolFormat::Llama3)
+        } else {
+            None
+        }
+    }
+
+    /// The key a call's arguments go under.
+    fn arguments_key(self) -> &'static str {
+        match self {
+            ToolFormat::Llama3 => "parameters",
+            ToolFormat::Hermes | ToolFormat::Mistral => "arguments",
+        }
     }
 }
 
@@ -237,10 +259,11 @@ impl ToolSpec {
                     Some(p) if p.is_object() => p.clone(),
                     _ => json!({"type": "object"}),
                 };
+                let key = format.arguments_key();
                 json!({
                     "type": "object",
-                    "properties": {"name": {"const": f["name"]}, "arguments": params},
-                    "required": ["name", "arguments"],
+                    "properties": {"name": {"const": f["name"]}, key: params},
+                    "required": ["name", key],
                     "additionalProperties": false,
                 })
             })
@@ -250,14 +273,29 @@ impl ToolSpec {
         } else {
             json!({"anyOf": calls})
         };
-        schema["x-guidance"] = json!({
+        let layout = json!({
             "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "
         });
-        let ToolFormat::Hermes = format;
         let repeat = if self.parallel { "+" } else { "" };
-        Some(ConstraintSpec::Lark(format!(
-            "start: call{repeat}\ncall: \"<tool_call>\\n\" body \"\\n</tool_call>\" \"\\n\"?\nbody: %json {schema}\n"
-        )))
+        Some(ConstraintSpec::Lark(match format {
+            ToolFormat::Hermes => {
+                schema["x-guidance"] = layout;
+                format!("start: call{repeat}\ncall: \"<tool_call>\\n\" body \"\\n</tool_call>\" \"\\n\"?\nbody: %json {schema}\n")
+            }
+            ToolFormat::Llama3 => {
+                schema["x-guidance"] = layout;
+                let more = if self.parallel { " (\"; \" body)*" } else { "" };
+                format!("start: body{more}\nbody: %json {schema}\n")
+            }
+            ToolFormat::Mistral => {
+                let mut list = json!({"type": "array", "items": schema, "minItems": 1});
+                if !self.parallel {
+                    list["maxItems"] = json!(1);
+                }
+                list["x-guidance"] = layout;
+                format!("start: %json {list}\n")
+            }
+        }))
     }
 }
 
@@ -324,6 +362,38 @@ mod tests {
             match spec(body.clone()) {
                 Err(ServerError::InvalidField { param: p, .. }) => assert_eq!(p, param, "{body}"),
                 other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn formats_come_from_templates_and_their_grammars_compile() {
+        assert_eq!(
+            ToolFormat::of_template("x <tool_call> y"),
+            Some(ToolFormat::Hermes)
+        );
+        assert_eq!(
+            ToolFormat::of_template("{{ '[TOOL_CALLS]' }}"),
+            Some(ToolFormat::Mistral)
+        );
+        assert_eq!(
+            ToolFormat::of_template("<|python_tag|>"),
+            Some(ToolFormat::Llama3)
+        );
+        assert_eq!(ToolFormat::of_template("{{ messages }}"), None);
+        let s = spec(json!({"tools": [weather()], "tool_choice": "required"}))
+            .unwrap()
+            .unwrap();
+        let Some(path) = tuili_testkit::model("smol.gguf") else {
+            return;
+        };
+        let file = tuili_gguf::GgufFile::open(&path).unwrap();
+        let tok = tuili_tokenizer::Tokenizer::from_gguf(&file).unwrap();
+        let g = tuili_engine::GrammarCompiler::new(std::sync::Arc::new(tok));
+        for f in [ToolFormat::Hermes, ToolFormat::Llama3, ToolFormat::Mistral] {
+            let lark = s.grammar(f).unwrap();
+            if let Err(e) = g.compile(&lark) {
+                panic!("{f:?}: {e}: {lark:?}");
             }
         }
     }
