@@ -102,8 +102,10 @@ def test_parallel_tool_calls(client):
         model=MODEL, tools=TOOLS, max_tokens=160, temperature=0, tool_choice="required",
         messages=[{"role": "user", "content": "What is the weather in Paris and what time is it in Tokyo?"}])
     calls = r.choices[0].message.tool_calls
-    check(calls)
-    assert len(calls) >= 2, r
+    # A call that max_tokens cut short has cut arguments, as OpenAI's.
+    cut = r.choices[0].finish_reason == "length"
+    check(calls[:len(calls) - cut])
+    assert len(calls) - cut >= 2, r
 
 
 def test_no_tools_means_no_calls(client):

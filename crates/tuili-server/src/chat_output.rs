@@ -19,6 +19,20 @@ pub enum Piece {
     Content(String),
     /// Thought.
     Reasoning(String),
+    /// A tool call's start: its name (its arguments follow as [`Piece::CallArgs`]).
+    CallStart {
+        /// Position among this answer's calls.
+        index: usize,
+        /// Function name.
+        name: String,
+    },
+    /// More of a started call's arguments (JSON text, to concatenate).
+    CallArgs {
+        /// Which call.
+        index: usize,
+        /// The fragment.
+        text: String,
+    },
     /// A complete tool call.
     ToolCall {
         /// Position among this answer's calls.
@@ -51,6 +65,8 @@ pub struct OutputParser {
     open: Vec<&'static str>,
     /// Whitespace right after a thought or a call is the template's layout, not content.
     skip_space: bool,
+    /// The Hermes call whose arguments are streaming (its header parsed).
+    streaming_call: Option<usize>,
     /// Formats whose calls are the whole answer (Llama 3.x, Mistral): `None` until the
     /// first visible character says whether the answer is calls (held to the end) or text.
     whole: Option<bool>,
@@ -78,6 +94,7 @@ impl OutputParser {
             .filter_map(|(on, m)| on.then_some(m))
             .collect(),
             skip_space: false,
+            streaming_call: None,
             whole: None,
         }
     }
@@ -163,16 +180,41 @@ impl OutputParser {
                         return out;
                     }
                 },
-                State::Call => match self.held.find(close) {
-                    Some(at) => {
-                        let body = self.held[..at].to_string();
-                        self.held.drain(..at + close.len());
-                        self.skip_space = true;
-                        self.state = State::Content;
-                        out.push(self.call(&body));
+                State::Call => {
+                    if self.streaming_call.is_none() {
+                        if let Header::Done { name, len } = header(&self.held) {
+                            // `{"name": ..., "arguments": ` seen: the name goes out now,
+                            // the arguments as they come.
+                            self.held.drain(..len);
+                            let index = self.calls;
+                            self.calls += 1;
+                            self.streaming_call = Some(index);
+                            out.push(Piece::CallStart { index, name });
+                            continue;
+                        }
                     }
-                    None => return out,
-                },
+                    match (self.held.find(close), self.streaming_call) {
+                        (Some(at), Some(index)) => {
+                            push_args(&mut out, index, without_outer_close(&self.held[..at]));
+                            self.held.drain(..at + close.len());
+                            self.end_call();
+                        }
+                        (Some(at), None) => {
+                            // A call of another layout: parsed whole.
+                            let body = self.held[..at].to_string();
+                            self.held.drain(..at + close.len());
+                            self.end_call();
+                            out.push(self.call(&body));
+                        }
+                        (None, Some(index)) => {
+                            let cut = args_ready(&self.held);
+                            push_args(&mut out, index, &self.held[..cut]);
+                            self.held.drain(..cut);
+                            return out;
+                        }
+                        (None, None) => return out,
+                    }
+                }
             }
         }
     }
@@ -197,17 +239,24 @@ impl OutputParser {
             }
             return out;
         }
-        match self.state {
-            State::Call => match self.call(&held) {
+        match (self.state, self.streaming_call) {
+            (State::Call, Some(index)) => push_args(&mut out, index, without_outer_close(&held)),
+            (State::Call, None) => match self.call(&held) {
                 Piece::Content(_) => {
                     push_text(&mut out, State::Content, &format!("{CALL_OPEN}{held}"))
                 }
                 call => out.push(call),
             },
-            s => push_text(&mut out, s, &held),
+            (s, _) => push_text(&mut out, s, &held),
         }
-        self.state = State::Content;
+        self.end_call();
         out
+    }
+
+    fn end_call(&mut self) {
+        self.streaming_call = None;
+        self.skip_space = true;
+        self.state = State::Content;
     }
 
     /// The character that opens an answer made of calls, for formats where the calls
@@ -261,6 +310,107 @@ impl OutputParser {
             Some((name, arguments)) => self.next_call(name, arguments),
             None => Piece::Content(format!("{CALL_OPEN}{body}{CALL_CLOSE}")),
         }
+    }
+}
+
+/// How far a Hermes call body is into `{"name": "...", "arguments": `.
+#[derive(Debug, PartialEq)]
+enum Header {
+    /// Could still become it.
+    Partial,
+    /// Cannot.
+    NoMatch,
+    /// Complete, with the first character of the arguments after it.
+    Done {
+        /// The function name.
+        name: String,
+        /// Bytes of the header.
+        len: usize,
+    },
+}
+
+fn header(s: &str) -> Header {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    // One of `lits` at `i`: advances past it; `Err` is the verdict when it is not there.
+    let expect = |i: &mut usize, lits: &[&str]| -> Result<(), Header> {
+        let rest = &s[*i..];
+        if let Some(l) = lits.iter().find(|l| rest.starts_with(**l)) {
+            *i += l.len();
+            return Ok(());
+        }
+        Err(if lits.iter().any(|l| l.starts_with(rest)) {
+            Header::Partial
+        } else {
+            Header::NoMatch
+        })
+    };
+    let steps = |i: &mut usize| -> Result<String, Header> {
+        skip_ws(i);
+        expect(i, &["{"])?;
+        skip_ws(i);
+        expect(i, &["\"name\""])?;
+        skip_ws(i);
+        expect(i, &[":"])?;
+        skip_ws(i);
+        match b.get(*i) {
+            None => return Err(Header::Partial),
+            Some(b'"') => {}
+            Some(_) => return Err(Header::NoMatch),
+        }
+        let mut j = *i + 1;
+        while j < b.len() && b[j] != b'"' {
+            j += if b[j] == b'\\' { 2 } else { 1 };
+        }
+        if j >= b.len() {
+            return Err(Header::Partial);
+        }
+        let name: String = serde_json::from_str(&s[*i..=j]).map_err(|_| Header::NoMatch)?;
+        *i = j + 1;
+        skip_ws(i);
+        expect(i, &[","])?;
+        skip_ws(i);
+        expect(i, &["\"arguments\"", "\"parameters\""])?;
+        skip_ws(i);
+        expect(i, &[":"])?;
+        skip_ws(i);
+        if *i >= b.len() {
+            return Err(Header::Partial);
+        }
+        Ok(name)
+    };
+    match steps(&mut i) {
+        Ok(name) => Header::Done { name, len: i },
+        Err(verdict) => verdict,
+    }
+}
+
+/// The arguments text of what ends a call body: without the call object's closing brace
+/// and the whitespace around it.
+fn without_outer_close(body: &str) -> &str {
+    let t = body.trim_end();
+    t.strip_suffix('}').unwrap_or(t).trim_end()
+}
+
+/// How much of a streaming call's held arguments can go out: all but what might be the
+/// call object's closing brace, whitespace, or the start of `</tool_call>`.
+fn args_ready(held: &str) -> usize {
+    let tag = partial_suffix(held, &[CALL_CLOSE]);
+    let before = held[..held.len() - tag].trim_end();
+    before.strip_suffix('}').unwrap_or(before).len()
+}
+
+fn push_args(out: &mut Vec<Piece>, index: usize, text: &str) {
+    if !text.is_empty() {
+        out.push(Piece::CallArgs {
+            index,
+            text: text.to_string(),
+        });
     }
 }
 
@@ -318,10 +468,52 @@ mod tests {
             match (merged.last_mut(), piece) {
                 (Some(Piece::Content(a)), Piece::Content(b)) => a.push_str(&b),
                 (Some(Piece::Reasoning(a)), Piece::Reasoning(b)) => a.push_str(&b),
+                (
+                    Some(Piece::CallArgs { index: i, text: a }),
+                    Piece::CallArgs { index: j, text: b },
+                ) if *i == j => a.push_str(&b),
                 (_, p) => merged.push(p),
             }
         }
         merged
+    }
+
+    fn start(index: usize, name: &str) -> Piece {
+        Piece::CallStart {
+            index,
+            name: name.into(),
+        }
+    }
+
+    fn args(index: usize, text: &str) -> Piece {
+        Piece::CallArgs {
+            index,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn arguments_stream_before_the_call_ends() {
+        let mut p = OutputParser::new(Some(ToolFormat::Hermes), false, false);
+        assert_eq!(p.push("<tool_call>\n{\"name\": \"f\", \"argu"), vec![]);
+        assert_eq!(
+            p.push("ments\": {\"a\": "),
+            vec![start(0, "f"), args(0, "{\"a\":")]
+        );
+        // Whitespace waits: it might come before the closing tag.
+        assert_eq!(p.push("[1, 2]}"), vec![args(0, " [1, 2]")]);
+        assert_eq!(p.push("}\n</tool_"), vec![args(0, "}")]);
+        assert_eq!(p.push("call>"), vec![]);
+        assert_eq!(p.finish(), vec![]);
+        assert_eq!(
+            header("{\"name\": \"x\", \"parameters\": {"),
+            Header::Done {
+                name: "x".into(),
+                len: 28
+            }
+        );
+        assert_eq!(header(" {\"na"), Header::Partial);
+        assert_eq!(header("{\"arguments\": {}"), Header::NoMatch);
     }
 
     #[test]
@@ -335,16 +527,10 @@ mod tests {
                 vec![
                     Piece::Reasoning("\nweigh it".into()),
                     Piece::Content("Let me look.\n".into()),
-                    Piece::ToolCall {
-                        index: 0,
-                        name: "weather".into(),
-                        arguments: "{\"city\":\"Paris\"}".into()
-                    },
-                    Piece::ToolCall {
-                        index: 1,
-                        name: "time".into(),
-                        arguments: "{}".into()
-                    },
+                    start(0, "weather"),
+                    args(0, "{\"city\": \"Paris\"}"),
+                    start(1, "time"),
+                    args(1, "{}"),
                 ],
                 "step {step}"
             );
@@ -395,14 +581,7 @@ mod tests {
             "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}",
             5,
         );
-        assert_eq!(
-            got,
-            vec![Piece::ToolCall {
-                index: 0,
-                name: "f".into(),
-                arguments: "{}".into()
-            }]
-        );
+        assert_eq!(got, vec![start(0, "f"), args(0, "{}")]);
         let mut p = OutputParser::new(Some(ToolFormat::Hermes), false, false);
         let got = run(&mut p, "<tool_call>oops</tool_call> x < y", 3);
         assert_eq!(

@@ -394,21 +394,36 @@ fn assistant_message(shape: ChatShape, text: &str) -> (AssistantMessage, usize) 
     let mut p = shape.parser();
     let mut pieces = p.push(text);
     pieces.extend(p.finish());
-    let (mut content, mut reasoning, mut calls) = (String::new(), String::new(), Vec::new());
+    let (mut content, mut reasoning) = (String::new(), String::new());
+    let mut calls: Vec<ToolCallOut> = Vec::new();
+    let new_call = |name| ToolCallOut {
+        id: call_id(),
+        kind: "function",
+        function: FunctionCall {
+            name: Some(name),
+            arguments: Some(String::new()),
+        },
+    };
     for piece in pieces {
         match piece {
             Piece::Content(t) => content.push_str(&t),
             Piece::Reasoning(t) => reasoning.push_str(&t),
+            Piece::CallStart { name, .. } => calls.push(new_call(name)),
+            Piece::CallArgs { index, text } => {
+                if let Some(args) = calls
+                    .get_mut(index)
+                    .and_then(|c| c.function.arguments.as_mut())
+                {
+                    args.push_str(&text);
+                }
+            }
             Piece::ToolCall {
                 name, arguments, ..
-            } => calls.push(ToolCallOut {
-                id: call_id(),
-                kind: "function",
-                function: FunctionCall {
-                    name: Some(name),
-                    arguments: Some(arguments),
-                },
-            }),
+            } => {
+                let mut c = new_call(name);
+                c.function.arguments = Some(arguments);
+                calls.push(c);
+            }
         }
     }
     let n = calls.len();
@@ -420,6 +435,39 @@ fn assistant_message(shape: ChatShape, text: &str) -> (AssistantMessage, usize) 
         tool_calls: (n > 0).then_some(calls),
     };
     (message, n)
+}
+
+/// A stream's first fragment of call `index`: its id, type and name.
+fn call_start(index: usize, name: String) -> ChatDelta {
+    call_fragment(ToolCallDelta {
+        index,
+        id: Some(call_id()),
+        kind: Some("function"),
+        function: FunctionCall {
+            name: Some(name),
+            arguments: Some(String::new()),
+        },
+    })
+}
+
+/// A stream's fragment of call `index`'s arguments.
+fn call_args(index: usize, text: String) -> ChatDelta {
+    call_fragment(ToolCallDelta {
+        index,
+        id: None,
+        kind: None,
+        function: FunctionCall {
+            name: None,
+            arguments: Some(text),
+        },
+    })
+}
+
+fn call_fragment(d: ToolCallDelta) -> ChatDelta {
+    ChatDelta {
+        tool_calls: Some(vec![d]),
+        ..Default::default()
+    }
 }
 
 /// `tool_calls` when the answer ended by itself after calling tools.
@@ -701,29 +749,14 @@ impl SseState {
                     reasoning_content: Some(t),
                     ..Default::default()
                 }],
+                Piece::CallStart { index, name } => vec![call_start(index, name)],
+                Piece::CallArgs { index, text } => vec![call_args(index, text)],
                 Piece::ToolCall {
-                    index: call,
+                    index,
                     name,
                     arguments,
                 } => {
-                    let frag = |id, kind, name, arguments| ChatDelta {
-                        tool_calls: Some(vec![ToolCallDelta {
-                            index: call,
-                            id,
-                            kind,
-                            function: FunctionCall { name, arguments },
-                        }]),
-                        ..Default::default()
-                    };
-                    vec![
-                        frag(
-                            Some(call_id()),
-                            Some("function"),
-                            Some(name),
-                            Some(String::new()),
-                        ),
-                        frag(None, None, None, Some(arguments)),
-                    ]
+                    vec![call_start(index, name), call_args(index, arguments)]
                 }
             };
             for d in deltas {

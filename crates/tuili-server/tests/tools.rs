@@ -96,7 +96,10 @@ async fn required_and_named_calls_parse_and_fit_their_schemas() {
         let calls = c["message"]["tool_calls"].as_array().expect("tool_calls");
         if parallel {
             // A small model may go on calling until max_tokens; every whole call counts.
-            assert!(calls.len() >= 2, "{v}");
+            assert!(
+                calls.len() >= 2 + (c["finish_reason"] == "length") as usize,
+                "{v}"
+            );
             assert!(["tool_calls", "length"].contains(&c["finish_reason"].as_str().unwrap()));
         } else {
             assert_eq!(c["finish_reason"], "tool_calls", "{v}");
@@ -106,7 +109,9 @@ async fn required_and_named_calls_parse_and_fit_their_schemas() {
         if choice["function"]["name"] == "get_time" {
             assert_eq!(calls[0]["function"]["name"], "get_time");
         }
-        for call in calls {
+        // A call that max_tokens cut short has cut arguments, as OpenAI's.
+        let cut = c["finish_reason"] == "length";
+        for call in &calls[..calls.len() - cut as usize] {
             assert!(call["id"].as_str().unwrap().starts_with("call_"));
             assert_eq!(call["type"], "function");
             let f = &call["function"];
