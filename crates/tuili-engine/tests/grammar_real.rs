@@ -6,11 +6,11 @@ mod common;
 
 use common::greedy;
 use tuili_engine::{
-    ConstraintSpec, Event, FinishReason, GrammarCompiler, RequestStream, SamplingParams,
+    ConstraintSpec, Event, FinishReason, GrammarCompiler, RequestStream, SamplingParams, Usage,
 };
 
-/// Text, finish reason and every logprob entry's alternatives of one request.
-fn collect(mut s: RequestStream) -> (String, FinishReason, Vec<Vec<u32>>) {
+/// Text, finish reason, every logprob entry's alternatives and the usage of one request.
+fn collect(mut s: RequestStream) -> (String, FinishReason, Vec<Vec<u32>>, Usage) {
     let (mut text, mut alts) = (String::new(), Vec::new());
     while let Some(ev) = s.next_blocking() {
         match ev {
@@ -23,7 +23,7 @@ fn collect(mut s: RequestStream) -> (String, FinishReason, Vec<Vec<u32>>) {
                     l.top.iter().map(|t| t.0).collect()
                 }));
             }
-            Event::Finished { reason, .. } => return (text, reason, alts),
+            Event::Finished { reason, usage } => return (text, reason, alts, usage),
             Event::Error(e) => panic!("request failed: {e}"),
         }
     }
@@ -50,7 +50,15 @@ fn json_schema_requests_batched_with_free_ones_give_valid_json() {
     let constraint = grammars
         .compile(&ConstraintSpec::JsonSchema(schema))
         .unwrap();
-    let prompt = tok.encode("Describe a person as JSON:", true, false);
+    // Longer than two KV blocks, so that a repeat finds it in the prefix cache.
+    let prompt = tok.encode(
+        "You are a careful assistant that writes data records. Each record describes one \
+         person: their name, their age in years and a few colour tags. Describe a person \
+         as JSON:",
+        true,
+        false,
+    );
+    assert!(prompt.len() > 32, "{}", prompt.len());
     let mut streams = Vec::new();
     for k in 0..3u64 {
         let mut req = greedy(prompt.clone(), 120);
@@ -68,7 +76,7 @@ fn json_schema_requests_batched_with_free_ones_give_valid_json() {
     }
     let free = engine.submit(greedy(prompt.clone(), 16)).unwrap();
     for s in streams {
-        let (text, reason, alts) = collect(s);
+        let (text, reason, alts, _) = collect(s);
         assert_eq!(reason, FinishReason::Stop, "{text}");
         let v: serde_json::Value = serde_json::from_str(&text).expect(&text);
         assert!(v["name"].is_string() && v["name"].as_str().unwrap().chars().count() <= 12);
@@ -87,6 +95,13 @@ fn json_schema_requests_batched_with_free_ones_give_valid_json() {
         }
     }
     let _ = common::drain(free).unwrap();
+    // Again, now from the prefix cache: the grammar starts afresh all the same.
+    let mut again = greedy(prompt.clone(), 120);
+    again.constraint = Some(constraint.clone());
+    let (text, reason, _, usage) = collect(engine.submit(again).unwrap());
+    assert!(usage.cached_tokens > 0, "{usage:?}");
+    assert_eq!(reason, FinishReason::Stop);
+    serde_json::from_str::<serde_json::Value>(&text).expect(&text);
     let m = engine.metrics();
     assert!(m.grammar_mask.count >= 3, "{:?}", m.grammar_mask);
     assert!(m.grammar_mask_wait.count >= 1);
