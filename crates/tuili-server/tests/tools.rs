@@ -5,37 +5,14 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
-
 use axum::http::StatusCode;
 use common::*;
 use serde_json::{json, Value};
-use tuili_engine::start_engine;
-use tuili_gguf::GgufFile;
-use tuili_models::Model;
 use tuili_server::AppState;
-use tuili_tokenizer::{ChatTemplate, Tokenizer};
-
-/// The loaded Qwen file, model and tokenizer.
-type Qwen = (Arc<GgufFile>, Arc<Model>, Arc<Tokenizer>);
 
 /// A server over qwen.gguf, or `None` after a visible skip line.
 fn qwen(test: &str) -> Option<AppState> {
-    static QWEN: OnceLock<Option<Qwen>> = OnceLock::new();
-    let q = QWEN.get_or_init(|| {
-        let path = tuili_testkit::model("qwen.gguf")?;
-        let file = Arc::new(GgufFile::open(&path).expect("open qwen.gguf"));
-        let model = Arc::new(Model::load(&file).expect("load qwen.gguf"));
-        let tok = Arc::new(Tokenizer::from_gguf(&file).expect("qwen tokenizer"));
-        Some((file, model, tok))
-    });
-    let Some((file, model, tok)) = q else {
-        tuili_testkit::skip(&format!("{test}: qwen.gguf not found"));
-        return None;
-    };
-    let engine = start_engine(model.clone(), tok.clone(), engine_config()).expect("engine");
-    let template = ChatTemplate::from_gguf(file).expect("template");
-    Some(AppState::with_engine(server_config(), engine, template).expect("state"))
+    common::qwen(test).map(|q| state(q, engine_config(), server_config()))
 }
 
 fn tools() -> Value {
