@@ -19,6 +19,9 @@ Modes:
               leave mid-stream. Judged on: no error, server RSS after the warm-up (the first
               sixth, at most 5 minutes) within 5% of its first sample, and every KV block
               free at the end.
+  structured  rounds of 8 unconstrained streams, then the same 8 under a JSON schema
+              (response_format json_schema): ratio of aggregate generated tokens/s (goal
+              >= 0.9) and the grammar mask time per token (p50/p99) from /metrics.
   all         every check above but soak, each on a fresh server started with --tuili/--model.
 
 Either point it at a running server (--url) or let it start one (--tuili target/release/tuili
@@ -156,7 +159,23 @@ def chat_body(model, messages, max_tokens, ignore_eos=True):
             "ignore_eos": ignore_eos}
 
 
-async def run_clients(args, clients, requests, max_tokens, leave_after=None, messages_for=None):
+# A schema with room for long answers, so that constrained streams run as long as free ones.
+BENCH_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string"},
+        "items": {"type": "array", "items": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "qty": {"type": "integer"},
+                           "kind": {"enum": ["fruit", "tool", "book", "other"]}},
+            "required": ["name", "qty", "kind"]}},
+    },
+    "required": ["title", "items"],
+}
+
+
+async def run_clients(args, clients, requests, max_tokens, leave_after=None, messages_for=None,
+                      schema=None):
     """`clients` workers share a pool of `requests` requests."""
     queue = list(range(requests))
     results = []
@@ -167,6 +186,9 @@ async def run_clients(args, clients, requests, max_tokens, leave_after=None, mes
             msgs = (messages_for(i) if messages_for else
                     [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}])
             body = chat_body(args.model_name, msgs, max_tokens)
+            if schema is not None:
+                body["response_format"] = {"type": "json_schema",
+                                           "json_schema": {"name": "bench", "schema": schema}}
             results.append(await stream_request(args.host, args.port, body, args.api_key,
                                                 leave_after, args.timeout))
 
@@ -216,6 +238,19 @@ def metrics(args):
     return out
 
 
+def histogram_quantiles(args, name, qs=(50, 99)):
+    """Quantiles (upper bucket bounds) of a Prometheus histogram on /metrics."""
+    buckets = []
+    for line in get(args, "/metrics").splitlines():
+        m = re.match(rf'^{name}_bucket{{le="([^"]+)"}} ([0-9.eE+-]+)$', line)
+        if m:
+            buckets.append((float(m.group(1)), float(m.group(2))))
+    if not buckets or buckets[-1][1] == 0:
+        return {q: float("nan") for q in qs}
+    total = buckets[-1][1]
+    return {q: next(le for le, c in buckets if c >= q / 100 * total) for q in qs}
+
+
 def rss_kib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -236,28 +271,54 @@ def check_load(args):
     return {"load": s}
 
 
-def check_scale(args):
-    """Rounds of (1 client, then 8): on a shared machine the speed drifts by tens of percent
-    within minutes, so each round's ratio compares two phases seconds apart, and the check
-    is judged on the median round."""
+def paired_rounds(args, check, first, second):
+    """`args.rounds` rounds of two phases, each (label, clients, extra run_clients kwargs),
+    seconds apart: on a shared machine the speed drifts by tens of percent within minutes,
+    so each round's ratio (second's tokens/s over first's) compares like with like, and a
+    check is judged on the median round."""
     per_client = args.requests_per_client
     rounds = []
     for r in range(args.rounds):
-        one, w1 = asyncio.run(run_clients(args, 1, per_client, args.max_tokens))
-        eight, w8 = asyncio.run(run_clients(args, 8, 8 * per_client, args.max_tokens))
-        s1, s8 = summary(one, w1), summary(eight, w8)
-        ratio = s8["tokens_per_s"] / s1["tokens_per_s"] if s1["tokens_per_s"] else float("nan")
-        print(f"scale: round {r + 1}: 1 client: {fmt(s1)}")
-        print(f"scale: round {r + 1}: 8 clients: {fmt(s8)}")
-        print(f"scale: round {r + 1}: ratio {ratio:.2f}x")
-        rounds.append({"one": s1, "eight": s8, "ratio": ratio})
-    ratios = sorted(x["ratio"] for x in rounds)
-    median = statistics.median(ratios)
-    errors = sum(x["one"]["errors"] + x["eight"]["errors"] for x in rounds)
+        round_ = {}
+        for label, clients, kw in (first, second):
+            res, wall = asyncio.run(run_clients(args, clients, clients * per_client,
+                                                args.max_tokens, **kw))
+            round_[label] = summary(res, wall)
+            print(f"{check}: round {r + 1}: {label}: {fmt(round_[label])}")
+        a, b = round_[first[0]]["tokens_per_s"], round_[second[0]]["tokens_per_s"]
+        round_["ratio"] = b / a if a else float("nan")
+        print(f"{check}: round {r + 1}: ratio {round_['ratio']:.3f}")
+        rounds.append(round_)
+    median = statistics.median(x["ratio"] for x in rounds)
+    errors = sum(x[label]["errors"] for x in rounds for label in (first[0], second[0]))
+    ratios = ", ".join(f"{x['ratio']:.3f}" for x in rounds)
+    return rounds, median, errors, ratios
+
+
+def check_scale(args):
+    rounds, median, errors, ratios = paired_rounds(
+        args, "scale", ("one", 1, {}), ("eight", 8, {}))
     ok = median >= 3.0 and errors == 0
-    print(f"scale: ratios {', '.join(f'{x:.2f}' for x in ratios)}; median {median:.2f}x "
+    print(f"scale: ratios {ratios}; median {median:.2f}x "
           f"(goal >= 3x, zero errors: {errors} errors): {'PASS' if ok else 'FAIL'}")
     return {"scale": {"rounds": rounds, "ratio": median, "errors": errors, "pass": ok}}
+
+
+def check_structured(args):
+    """8 free streams, then the same 8 under BENCH_SCHEMA; the grammar's mask time from
+    /metrics."""
+    rounds, median, errors, ratios = paired_rounds(
+        args, "structured", ("free", 8, {}), ("json", 8, {"schema": BENCH_SCHEMA}))
+    mask = histogram_quantiles(args, "tuili_grammar_mask_seconds")
+    wait = histogram_quantiles(args, "tuili_grammar_mask_wait_seconds")
+    ok = median >= 0.9 and errors == 0
+    print(f"structured: ratios {ratios}; median {median:.3f} "
+          f"(goal >= 0.9, zero errors: {errors} errors): {'PASS' if ok else 'FAIL'}")
+    print(f"structured: mask time per token p50 <= {1e3 * mask[50]:.3f} ms, p99 <= {1e3 * mask[99]:.3f} ms; "
+          f"wait after the forward pass p50 <= {1e3 * wait[50]:.3f} ms, p99 <= {1e3 * wait[99]:.3f} ms")
+    return {"structured": {"rounds": rounds, "ratio": median, "errors": errors, "pass": ok,
+                           "mask_p50_s": mask[50], "mask_p99_s": mask[99],
+                           "wait_p50_s": wait[50], "wait_p99_s": wait[99]}}
 
 
 def check_prefix(args):
@@ -450,6 +511,7 @@ class Server:
 CHECKS = {
     "load": (check_load, []),
     "scale": (check_scale, ["--parallel", "8"]),
+    "structured": (check_structured, ["--parallel", "8"]),
     "prefix": (check_prefix, []),
     "overload": (check_overload, ["--max-queue", "8", "--parallel", "8"]),
     "disconnect": (check_disconnect, ["--parallel", "16", "--max-queue", "64"]),

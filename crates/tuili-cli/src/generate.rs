@@ -94,6 +94,8 @@ pub fn request(h: &EngineHandle, prompt: Vec<u32>, opts: &Options) -> Result<Req
             stop: opts.stop.clone(),
             ignore_eos: false,
             logprobs: opts.logprobs,
+            constraint: None,
+            logit_bias: Vec::new(),
         },
     })
 }

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod constraint;
 pub mod kv_blocks;
 pub mod kv_events;
 pub mod metrics;
@@ -14,6 +15,7 @@ pub mod scheduler;
 pub mod serve;
 mod stop;
 
+pub use constraint::{Constraint, ConstraintSpec, GrammarCompiler};
 pub use kv_events::{kv_event_channel, KvEvent, KvEventReceiver, KvEventSender};
 pub use metrics::{EngineMetrics, Histogram};
 pub use perplexity::{perplexity, perplexity_with, Perplexity, PPL_STEP};

@@ -17,6 +17,23 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// The `q` quantile (0..=1) as the upper bound of the bucket holding it (the last
+    /// finite bound for the +Inf bucket); `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return self.bounds.get(i).or(self.bounds.last()).copied();
+            }
+        }
+        self.bounds.last().copied()
+    }
+
     /// An empty histogram over `bounds`.
     pub fn new(bounds: &[f64]) -> Histogram {
         Histogram {
@@ -64,6 +81,12 @@ pub const VLLM_E2E_BOUNDS: &[f64] = &[
     0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
     480.0, 960.0, 1920.0, 7680.0,
 ];
+/// Bucket bounds of grammar mask times (seconds): tens of microseconds to tens of
+/// milliseconds.
+pub const MASK_BOUNDS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1,
+];
 
 /// A snapshot of the engine's state and counters.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +131,11 @@ pub struct EngineMetrics {
     pub vllm_itl: Histogram,
     /// Time from submission to the last token of requests that finished (vLLM's buckets).
     pub e2e: Histogram,
+    /// Time to compute one sequence's grammar mask (one per constrained token).
+    pub grammar_mask: Histogram,
+    /// Time a step's sampling waited for its grammar masks after the forward pass (the
+    /// masks are computed while the forward pass runs; this is what is left).
+    pub grammar_mask_wait: Histogram,
 }
 
 impl Default for EngineMetrics {
@@ -133,6 +161,8 @@ impl Default for EngineMetrics {
             vllm_ttft: Histogram::new(VLLM_TTFT_BOUNDS),
             vllm_itl: Histogram::new(VLLM_ITL_BOUNDS),
             e2e: Histogram::new(VLLM_E2E_BOUNDS),
+            grammar_mask: Histogram::new(MASK_BOUNDS),
+            grammar_mask_wait: Histogram::new(MASK_BOUNDS),
         }
     }
 }
@@ -204,5 +234,9 @@ mod tests {
         assert_eq!(h.counts, vec![2, 1, 1]);
         assert_eq!(h.count, 4);
         assert!((h.sum - 3.65).abs() < 1e-12);
+        assert_eq!(h.quantile(0.5), Some(0.1));
+        assert_eq!(h.quantile(0.75), Some(1.0));
+        assert_eq!(h.quantile(0.99), Some(1.0));
+        assert_eq!(Histogram::new(&[1.0]).quantile(0.5), None);
     }
 }

@@ -1,6 +1,6 @@
 //! What a client hands the serving engine, and what comes back on the request's stream.
 
-use crate::SamplingParams;
+use crate::{Constraint, SamplingParams};
 
 /// Why generation stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,13 +33,21 @@ pub struct GenerateRequest {
     /// `Some(k)`: report the chosen token's log-probability and the `k` most likely
     /// alternatives (k may be 0) for every generated token.
     pub logprobs: Option<usize>,
+    /// A grammar the output must match (JSON schema, regex, choice, Lark), compiled by
+    /// [`GrammarCompiler`](crate::GrammarCompiler). Tokens it forbids are never sampled,
+    /// and generation stops with [`FinishReason::Stop`] once it is complete.
+    pub constraint: Option<Constraint>,
+    /// Added to the logits of these token ids before sampling (OpenAI `logit_bias`),
+    /// after the penalties and before the grammar's mask.
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 /// Log-probability of one generated token.
 ///
 /// Every figure here (the chosen token's and the top alternatives') comes from one
 /// distribution: the softmax of the model's logits after the repetition, presence and
-/// frequency penalties, before temperature and top-k/top-p/min-p. So the chosen token's
+/// frequency penalties, `logit_bias` and the grammar's mask (forbidden tokens never
+/// appear), before temperature and top-k/top-p/min-p. So the chosen token's
 /// log-probability is never above 0 and equals its own entry in `top`; with greedy
 /// decoding it is `top[0]`.
 #[derive(Debug, Clone, PartialEq)]

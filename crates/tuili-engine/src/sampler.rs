@@ -93,12 +93,17 @@ impl Sampler {
         if p.temperature <= 0.0 {
             return argmax(logits);
         }
-        // Candidates sorted by logit, descending.
+        // Candidates sorted by logit, descending; tokens masked to −∞ (a grammar, a
+        // bias of −100 does not) are never candidates.
         let mut cand: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
+            .filter(|(_, &l)| l > f32::NEG_INFINITY)
             .map(|(i, &l)| (i as u32, l))
             .collect();
+        if cand.is_empty() {
+            return argmax(logits);
+        }
         let k = if p.top_k == 0 {
             cand.len()
         } else {
@@ -320,6 +325,29 @@ mod tests {
         for _ in 0..50 {
             assert!([1, 2, 5].contains(&s.sample(&mut logits(), &[])));
         }
+    }
+
+    #[test]
+    fn masked_tokens_are_never_drawn() {
+        // Only tokens 0 and 3 allowed: even at a high temperature with no filters the
+        // draw stays among them.
+        let mut l = logits();
+        for i in [1, 2, 4, 5] {
+            l[i] = f32::NEG_INFINITY;
+        }
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 5.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 7,
+            ..Default::default()
+        });
+        let mut seen = [false; 6];
+        for _ in 0..200 {
+            seen[s.sample(&mut l.clone(), &[]) as usize] = true;
+        }
+        assert_eq!(seen, [true, false, false, true, false, false]);
     }
 
     #[test]

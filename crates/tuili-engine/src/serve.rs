@@ -8,7 +8,7 @@
 //! thread itself ends, the engine is failed: [`EngineHandle::health`] says why, every
 //! request still open gets an error event and new ones are refused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tuili_models::{Config, KvPool, Model, SeqChunk};
 use tuili_tokenizer::{StreamDecoder, Tokenizer};
 
+use crate::constraint::{Constraint, GrammarCompiler, TokenMask};
 use crate::kv_blocks::SeqId;
 use crate::kv_events::KvEventSender;
 use crate::metrics::EngineMetrics;
@@ -130,6 +131,7 @@ pub struct EngineHandle {
     shared: Arc<Shared>,
     tokenizer: Arc<Tokenizer>,
     cfg: Arc<EngineConfig>,
+    grammars: Arc<GrammarCompiler>,
 }
 
 /// The events of one request. Dropping it cancels the request: the engine frees its
@@ -229,6 +231,12 @@ impl EngineHandle {
     /// The tokenizer of the served model.
     pub fn tokenizer(&self) -> &Arc<Tokenizer> {
         &self.tokenizer
+    }
+
+    /// Compiles grammars over the served model's vocabulary (for
+    /// [`GenerateRequest::constraint`]).
+    pub fn grammars(&self) -> &Arc<GrammarCompiler> {
+        &self.grammars
     }
 
     /// `Ok` while the engine serves; once it has failed, why.
@@ -416,6 +424,7 @@ pub fn start_engine_with(
     Ok(EngineHandle {
         inbox,
         shared,
+        grammars: Arc::new(GrammarCompiler::new(tokenizer.clone())),
         tokenizer,
         cfg: Arc::new(cfg),
     })
@@ -617,7 +626,16 @@ impl EngineCore {
             }
         }
         let outputs = match self.execute(&plan.scheduled, active) {
-            Ok(o) => o,
+            Ok(o) => {
+                // A grammar that cannot go on fails its request only.
+                for (id, why) in o.failed {
+                    if let Some(a) = active.get(&id) {
+                        let _ = a.tx.send(Event::Error(why));
+                    }
+                    self.end(id, active);
+                }
+                o.tokens
+            }
             Err(e) => {
                 // A model error fails the requests of this step, never the engine.
                 for s in &plan.scheduled {
@@ -654,7 +672,7 @@ impl EngineCore {
         &mut self,
         plan: &[ScheduledSeq],
         active: &mut HashMap<SeqId, Active>,
-    ) -> Result<Vec<(SeqId, Option<u32>)>, EngineError> {
+    ) -> Result<Outputs, EngineError> {
         let chunks: Vec<SeqChunk> = plan
             .iter()
             .map(|s| SeqChunk {
@@ -669,11 +687,13 @@ impl EngineCore {
                 },
             })
             .collect();
-        let mut logits = self.runner.forward_batch(&chunks)?;
+        let (logits, mut masks) = self.forward_with_masks(&chunks, plan, active);
+        let mut logits = logits?;
         self.metrics.steps += 1;
         let vocab = self.runner.config().vocab;
         let mut row = 0;
         let mut outputs = Vec::with_capacity(plan.len());
+        let mut failed = Vec::new();
         for s in plan {
             if !s.sample {
                 outputs.push((s.id, None));
@@ -685,9 +705,26 @@ impl EngineCore {
                 outputs.push((s.id, Some(0)));
                 continue;
             };
-            // Log-probabilities describe the penalised distribution, the one the
-            // sampler draws from (before temperature and truncation): see `TokenLogprob`.
+            // Log-probabilities describe the penalised, biased and masked distribution,
+            // the one the sampler draws from (before temperature and truncation): see
+            // `TokenLogprob`.
             a.sampler.penalize(l, &a.tokens);
+            for &(id, bias) in &a.req.logit_bias {
+                if let Some(x) = l.get_mut(id as usize) {
+                    *x += bias;
+                }
+            }
+            match masks.remove(&s.id) {
+                Some(Ok(mask)) => {
+                    self.metrics.grammar_mask.observe(mask.took.as_secs_f64());
+                    mask.apply(l);
+                }
+                Some(Err(e)) => {
+                    failed.push((s.id, e));
+                    continue;
+                }
+                None => {}
+            }
             let lp = a.req.logprobs.map(|k| log_softmax_top(l, k));
             let token = a.sampler.sample_penalized(l);
             if let Some((lse, top)) = lp {
@@ -696,7 +733,50 @@ impl EngineCore {
             }
             outputs.push((s.id, Some(token)));
         }
-        Ok(outputs)
+        Ok(Outputs {
+            tokens: outputs,
+            failed,
+        })
+    }
+
+    /// Runs the forward pass while another thread computes the grammar masks of the
+    /// constrained sequences that sample this step (their last token is already
+    /// accepted), so that a mask costs the step only what outlasts the forward pass.
+    fn forward_with_masks(
+        &mut self,
+        chunks: &[SeqChunk],
+        plan: &[ScheduledSeq],
+        active: &mut HashMap<SeqId, Active>,
+    ) -> (Result<Vec<f32>, EngineError>, MaskResults) {
+        let sampling: HashSet<SeqId> = plan.iter().filter(|s| s.sample).map(|s| s.id).collect();
+        let constrained: Vec<(SeqId, &mut Constraint)> = active
+            .iter_mut()
+            .filter(|(id, _)| sampling.contains(id))
+            .filter_map(|(&id, a)| a.req.constraint.as_mut().map(|c| (id, c)))
+            .collect();
+        if constrained.is_empty() {
+            return (self.runner.forward_batch(chunks), HashMap::new());
+        }
+        let runner = &mut self.runner;
+        let (logits, masks, waited) = std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name("tuili-grammar".into())
+                .spawn_scoped(scope, move || {
+                    constrained
+                        .into_iter()
+                        .map(|(id, c)| (id, c.mask()))
+                        .collect::<MaskResults>()
+                });
+            let logits = runner.forward_batch(chunks);
+            let t = Instant::now();
+            let masks = match worker {
+                Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                Err(e) => panic!("cannot start the grammar thread: {e}"),
+            };
+            (logits, masks, t.elapsed())
+        });
+        self.metrics.grammar_mask_wait.observe(waited.as_secs_f64());
+        (logits, masks)
     }
 
     fn logprob_entry(
@@ -734,6 +814,13 @@ impl EngineCore {
             self.finish(id, FinishReason::Stop, active);
             return;
         }
+        if let Some(c) = a.req.constraint.as_mut() {
+            if let Err(e) = c.accept(token) {
+                let _ = a.tx.send(Event::Error(e));
+                self.end(id, active);
+                return;
+            }
+        }
         a.pending_tokens.push(token);
         let text = a.decoder.push(token);
         match a.stop.push(&text) {
@@ -757,7 +844,15 @@ impl EngineCore {
                 a.stop = StopMatcher::new(&[]);
                 a.stopped_by_string = true;
                 self.finish(id, FinishReason::Stop, active);
+                return;
             }
+        }
+        if a.req
+            .constraint
+            .as_ref()
+            .is_some_and(Constraint::is_finished)
+        {
+            self.finish(id, FinishReason::Stop, active);
         }
     }
 
@@ -813,6 +908,16 @@ impl EngineCore {
     }
 }
 
+/// What one step's sampling gives: a token (or none, mid-prompt) per sequence, and the
+/// sequences whose grammar failed, with why.
+struct Outputs {
+    tokens: Vec<(SeqId, Option<u32>)>,
+    failed: Vec<(SeqId, String)>,
+}
+
+/// Each constrained sequence's mask for this step, or why its grammar cannot go on.
+type MaskResults = HashMap<SeqId, Result<TokenMask, String>>;
+
 /// Log-sum-exp of `logits` and the `k` most likely tokens with their log-probabilities.
 fn log_softmax_top(logits: &[f32], k: usize) -> (f32, Vec<(u32, f32)>) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -831,9 +936,11 @@ fn log_softmax_top(logits: &[f32], k: usize) -> (f32, Vec<(u32, f32)>) {
             .total_cmp(&logits[a as usize])
             .then(a.cmp(&b))
     });
+    // Tokens a grammar forbids (−∞) are never alternatives.
     (
         lse,
         idx.into_iter()
+            .filter(|&i| logits[i as usize] > f32::NEG_INFINITY)
             .map(|i| (i, logits[i as usize] - lse))
             .collect(),
     )

@@ -326,7 +326,9 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
             .map(|l| {
                 let v = &l.vector;
                 let act = match v.act {
-                    Glu::Silu => silu,
+                    // gpt-oss's clamped SwiGLU: one exponential per element, as SiLU
+                    // (not measured on its own).
+                    Glu::Silu | Glu::SwigluOai => silu,
                     Glu::GeluTanh => gelu,
                 };
                 v.norm as f64 / norm + v.glu as f64 / act + v.rope as f64 / rope

@@ -71,7 +71,8 @@ pub struct CompletionOnly {
 }
 
 /// Keys `/v1/chat/completions` understands. `store`, `metadata`, `tools`, ... are listed so
-/// that `validate` can refuse them by value rather than call them unknown.
+/// that `validate` can refuse them by value rather than call them unknown; the grammar
+/// forms of vLLM and llama.cpp are read by `structured`.
 pub const CHAT_KEYS: &[&str] = &[
     "model",
     "messages",
@@ -108,6 +109,14 @@ pub const CHAT_KEYS: &[&str] = &[
     "store",
     "metadata",
     "service_tier",
+    "structured_outputs",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "json_schema",
+    "grammar",
+    "chat_template_kwargs",
     // vLLM's and SGLang's extensions, which routers built for them forward (refused
     // unless at a value that matches what tuili does).
     "continue_final_message",
@@ -144,6 +153,14 @@ pub const COMPLETION_KEYS: &[&str] = &[
     "suffix",
     "best_of",
     "logit_bias",
+    "response_format",
+    "structured_outputs",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "json_schema",
+    "grammar",
     // vLLM's and SGLang's extensions (see CHAT_KEYS).
     "skip_special_tokens",
     "no_stop_trim",
@@ -219,8 +236,52 @@ pub struct CompletionLogprobs {
 pub struct AssistantMessage {
     /// Always `assistant`.
     pub role: &'static str,
-    /// The generated text.
-    pub content: String,
+    /// The generated text (null when the answer is only tool calls).
+    pub content: Option<String>,
+    /// The thought of a reasoning model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// Tool calls, when the model made any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallOut>>,
+}
+
+/// One tool call of an answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallOut {
+    /// `call_...`.
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The call.
+    pub function: FunctionCall,
+}
+
+/// A function call: name and arguments (a JSON string).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct FunctionCall {
+    /// Function name (streams: on the call's first fragment only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Arguments as JSON text (streams: fragments to concatenate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+/// One tool call fragment in a stream's `delta.tool_calls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallDelta {
+    /// Which call of the choice.
+    pub index: usize,
+    /// On the call's first fragment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function`, on the call's first fragment.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    /// Name first, then argument fragments.
+    pub function: FunctionCall,
 }
 
 /// A non-streaming chat choice.
@@ -262,6 +323,12 @@ pub struct ChatDelta {
     /// Text to append.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// Thought to append.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// Tool call fragments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 /// A streaming chat choice.

@@ -18,13 +18,17 @@ use axum::Json;
 use futures_util::stream::{self, BoxStream, SelectAll, StreamExt};
 use serde::Serialize;
 use tuili_engine::{
-    EngineHandle, Event, FinishReason, GenerateRequest, RequestStream, TokenLogprob, Usage,
+    Constraint, EngineHandle, Event, FinishReason, GenerateRequest, RequestStream, TokenLogprob,
+    Usage,
 };
 use tuili_tokenizer::Tokenizer;
 
 use crate::api::*;
+use crate::chat_output::{OutputParser, Piece};
 use crate::routes::body;
 use crate::state::unix_now;
+use crate::structured::{self, Guidance};
+use crate::tools::{ToolFormat, ToolSpec};
 use crate::validate::{self, PromptIn, ValidCommon};
 use crate::{AppState, ServerError};
 
@@ -46,6 +50,24 @@ struct Job {
     prompts: Vec<Vec<u32>>,
     common: ValidCommon,
     logprobs: Option<usize>,
+    shape: ChatShape,
+}
+
+/// How a chat answer's text splits into content, thought and tool calls.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ChatShape {
+    /// The tool-call format to parse (tools were shown to the model).
+    tools: Option<ToolFormat>,
+    /// The template thinks in `<think>` blocks.
+    reasoning: bool,
+    /// The prompt ends inside an opened thought.
+    in_thought: bool,
+}
+
+impl ChatShape {
+    fn parser(&self) -> OutputParser {
+        OutputParser::new(self.tools, self.reasoning, self.in_thought)
+    }
 }
 
 /// `POST /v1/chat/completions`.
@@ -53,12 +75,27 @@ pub async fn chat_completions(
     State(state): State<AppState>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ServerError> {
-    let (req, prompt) = chat_prompt(&state, b).await?;
+    let (req, prompt, shape) = chat_prompt(&state, b).await?;
+    let mut common = req.common;
+    if let (Some(spec), Some(format)) = (&req.tools, shape.tools) {
+        if let Some(g) = spec.grammar(format) {
+            if let Some((other, _)) = &common.guidance.grammar {
+                return Err(ServerError::field(
+                    other.clone(),
+                    format!(
+                        "{other} cannot be combined with tool_choice required or a named function"
+                    ),
+                ));
+            }
+            common.guidance.grammar = Some(("tool_choice".to_string(), g));
+        }
+    }
     let job = Job {
         kind: Kind::Chat,
         prompts: vec![prompt],
-        common: req.common,
+        common,
         logprobs: req.logprobs,
+        shape,
     };
     run(&state, job).await
 }
@@ -74,6 +111,7 @@ pub async fn completions(
         prompts,
         common: req.common,
         logprobs: req.logprobs,
+        shape: ChatShape::default(),
     };
     run(&state, job).await
 }
@@ -83,24 +121,42 @@ pub async fn completions(
 pub(crate) async fn chat_prompt(
     state: &AppState,
     b: Result<Bytes, BytesRejection>,
-) -> Result<(validate::ValidChat, Vec<u32>), ServerError> {
+) -> Result<(validate::ValidChat, Vec<u32>, ChatShape), ServerError> {
     let b = body(b, state)?;
     let mut req = validate::chat_request(&b)?;
     state.check_model(req.common.model.as_deref())?;
     state.ready()?;
     let st = state.clone();
     let messages = std::mem::take(&mut req.messages);
+    let tools = req.tools.clone();
+    let kwargs = req.template_kwargs.clone();
     // Rendering and tokenizing a large prompt is CPU work: keep it off the async workers.
-    let prompt = blocking(move || {
+    let (prompt, shape) = blocking(move || {
         let ready = st.ready()?;
+        let source = ready.template.source();
+        let shown = tools.as_ref().and_then(ToolSpec::shown);
+        let format = match (&shown, ToolFormat::of_template(source)) {
+            (None, _) => None,
+            (Some(_), Some(f)) => Some(f),
+            (Some(_), None) => return Err(ServerError::unsupported(
+                "tools",
+                "tools: the model's chat template has no tool-call format this server can parse",
+            )),
+        };
         let text = ready
             .template
-            .render(&messages, true)
+            .render_with(&messages, true, shown.as_ref(), kwargs.as_ref())
             .map_err(|e| ServerError::field("messages", e.to_string()))?;
-        Ok(ready.engine.tokenizer().encode(&text, false, true))
+        let reasoning = source.contains("<think>");
+        let shape = ChatShape {
+            tools: format,
+            reasoning,
+            in_thought: reasoning && text.trim_end().ends_with("<think>"),
+        };
+        Ok((ready.engine.tokenizer().encode(&text, false, true), shape))
     })
     .await?;
-    Ok((req, prompt))
+    Ok((req, prompt, shape))
 }
 
 /// A completion request, checked, and the token ids of each of its prompts (also what
@@ -137,12 +193,32 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ServerError::Engine(format!("tokenizing task failed: {e}")))?
 }
 
+/// The request's grammar compiled over the served vocabulary (off the async workers:
+/// the first one builds the token trie), after its `logit_bias` ids are checked.
+async fn constraint(
+    engine: &EngineHandle,
+    g: &Guidance,
+) -> Result<Option<Constraint>, ServerError> {
+    structured::check_bias_ids(&g.logit_bias, engine.tokenizer().vocab_size())?;
+    let Some((param, spec)) = g.grammar.clone() else {
+        return Ok(None);
+    };
+    let grammars = engine.grammars().clone();
+    blocking(move || {
+        grammars.compile(&spec).map(Some).map_err(|e| {
+            ServerError::field(param.clone(), format!("{param} does not compile: {e}"))
+        })
+    })
+    .await
+}
+
 /// Submits every choice, then answers as the request asked.
 async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
     let ready = state.ready()?;
     let engine = &ready.engine;
     let n_ctx = engine.n_ctx();
     let c = &job.common;
+    let constraint = constraint(engine, &c.guidance).await?;
     let mut streams = Vec::with_capacity(job.prompts.len() * c.n);
     for prompt in &job.prompts {
         if prompt.len() >= n_ctx {
@@ -171,6 +247,9 @@ async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
                 stop: c.stop.clone(),
                 ignore_eos: c.ignore_eos,
                 logprobs: job.logprobs,
+                // Each choice has its own grammar state.
+                constraint: constraint.clone(),
+                logit_bias: c.guidance.logit_bias.clone(),
             })?);
         }
     }
@@ -182,6 +261,7 @@ async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
         n: c.n,
         logprobs: job.logprobs.is_some(),
         include_usage: c.include_usage,
+        shape: job.shape,
         tokenizer: engine.tokenizer().clone(),
         engine: engine.clone(),
     };
@@ -202,6 +282,7 @@ struct Answer {
     n: usize,
     logprobs: bool,
     include_usage: bool,
+    shape: ChatShape,
     tokenizer: std::sync::Arc<Tokenizer>,
     engine: EngineHandle,
 }
@@ -277,14 +358,14 @@ async fn whole(a: Answer, streams: Vec<RequestStream>) -> Result<Response, Serve
             choices: done
                 .into_iter()
                 .enumerate()
-                .map(|(index, d)| ChatChoice {
-                    index,
-                    logprobs: a.logprobs.then(|| chat_logprobs(&a.tokenizer, &d.logprobs)),
-                    message: AssistantMessage {
-                        role: "assistant",
-                        content: d.text,
-                    },
-                    finish_reason: finish_reason(d.reason),
+                .map(|(index, d)| {
+                    let (message, calls) = assistant_message(a.shape, &d.text);
+                    ChatChoice {
+                        index,
+                        logprobs: a.logprobs.then(|| chat_logprobs(&a.tokenizer, &d.logprobs)),
+                        message,
+                        finish_reason: chat_finish(d.reason, calls),
+                    }
                 })
                 .collect(),
             usage,
@@ -326,6 +407,99 @@ fn total_usage(per_choice: &[Usage], n: usize) -> UsageOut {
             cached_tokens: cached,
         },
     }
+}
+
+/// A whole answer split into content, thought and tool calls; also the number of calls.
+fn assistant_message(shape: ChatShape, text: &str) -> (AssistantMessage, usize) {
+    let mut p = shape.parser();
+    let mut pieces = p.push(text);
+    pieces.extend(p.finish());
+    let (mut content, mut reasoning) = (String::new(), String::new());
+    let mut calls: Vec<ToolCallOut> = Vec::new();
+    let new_call = |name| ToolCallOut {
+        id: call_id(),
+        kind: "function",
+        function: FunctionCall {
+            name: Some(name),
+            arguments: Some(String::new()),
+        },
+    };
+    for piece in pieces {
+        match piece {
+            Piece::Content(t) => content.push_str(&t),
+            Piece::Reasoning(t) => reasoning.push_str(&t),
+            Piece::CallStart { name, .. } => calls.push(new_call(name)),
+            Piece::CallArgs { index, text } => {
+                if let Some(args) = calls
+                    .get_mut(index)
+                    .and_then(|c| c.function.arguments.as_mut())
+                {
+                    args.push_str(&text);
+                }
+            }
+            Piece::ToolCall {
+                name, arguments, ..
+            } => {
+                let mut c = new_call(name);
+                c.function.arguments = Some(arguments);
+                calls.push(c);
+            }
+        }
+    }
+    let n = calls.len();
+    let message = AssistantMessage {
+        role: "assistant",
+        // An answer of tool calls alone has null content, as OpenAI's.
+        content: (!(n > 0 && content.trim().is_empty())).then_some(content),
+        reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+        tool_calls: (n > 0).then_some(calls),
+    };
+    (message, n)
+}
+
+/// A stream's first fragment of call `index`: its id, type and name.
+fn call_start(index: usize, name: String) -> ChatDelta {
+    call_fragment(ToolCallDelta {
+        index,
+        id: Some(call_id()),
+        kind: Some("function"),
+        function: FunctionCall {
+            name: Some(name),
+            arguments: Some(String::new()),
+        },
+    })
+}
+
+/// A stream's fragment of call `index`'s arguments.
+fn call_args(index: usize, text: String) -> ChatDelta {
+    call_fragment(ToolCallDelta {
+        index,
+        id: None,
+        kind: None,
+        function: FunctionCall {
+            name: None,
+            arguments: Some(text),
+        },
+    })
+}
+
+fn call_fragment(d: ToolCallDelta) -> ChatDelta {
+    ChatDelta {
+        tool_calls: Some(vec![d]),
+        ..Default::default()
+    }
+}
+
+/// `tool_calls` when the answer ended by itself after calling tools.
+fn chat_finish(r: FinishReason, calls: usize) -> &'static str {
+    match r {
+        FinishReason::Stop if calls > 0 => "tool_calls",
+        r => finish_reason(r),
+    }
+}
+
+fn call_id() -> String {
+    format!("call_{:016x}", validate::random_u64())
 }
 
 fn finish_reason(r: FinishReason) -> &'static str {
@@ -402,6 +576,7 @@ fn sse(a: Answer, streams: Vec<RequestStream>) -> Response {
     }
     let choices = merged.len();
     let mut st = SseState {
+        parsers: (0..choices).map(|_| a.shape.parser()).collect(),
         pending: VecDeque::new(),
         merged: Some(merged),
         finished: vec![false; choices],
@@ -415,6 +590,7 @@ fn sse(a: Answer, streams: Vec<RequestStream>) -> Response {
             let delta = ChatDelta {
                 role: Some("assistant"),
                 content: Some(String::new()),
+                ..Default::default()
             };
             let frame = st.chat_chunk(index, delta, None, None);
             st.pending.push_back(frame);
@@ -452,6 +628,8 @@ struct SseState {
     usages: Vec<Usage>,
     /// Completions: character offset of the next token in each choice's text.
     offsets: Vec<usize>,
+    /// Chat: each choice's split into content, thought and tool calls.
+    parsers: Vec<OutputParser>,
     a: Answer,
 }
 
@@ -516,9 +694,13 @@ impl SseState {
                             .a
                             .logprobs
                             .then(|| chat_logprobs(&self.a.tokenizer, &logprobs));
+                        if self.parsers[index].is_active() {
+                            let pieces = self.parsers[index].push(&text);
+                            return self.send_pieces(index, pieces, lp);
+                        }
                         let delta = ChatDelta {
-                            role: None,
                             content: Some(text),
+                            ..Default::default()
                         };
                         self.chat_chunk(index, delta, lp, None)
                     }
@@ -543,7 +725,14 @@ impl SseState {
             Event::Finished { reason, usage } => {
                 self.finished[index] = true;
                 self.usages[index] = usage;
-                let reason = Some(finish_reason(reason));
+                let reason = Some(match self.a.kind {
+                    Kind::Chat => {
+                        let pieces = self.parsers[index].finish();
+                        self.send_pieces(index, pieces, None);
+                        chat_finish(reason, self.parsers[index].calls())
+                    }
+                    Kind::Completion => finish_reason(reason),
+                });
                 let f = match self.a.kind {
                     Kind::Chat => self.chat_chunk(index, ChatDelta::default(), None, reason),
                     Kind::Completion => self.completion_chunk(CompletionChoice {
@@ -556,6 +745,44 @@ impl SseState {
                 self.pending.push_back(f);
             }
             Event::Error(e) => self.fail(e),
+        }
+    }
+
+    /// Chat chunks for a delta's parsed pieces: text as `content` or `reasoning_content`;
+    /// a tool call as its id, type and name, then its arguments. Logprobs go with the
+    /// first chunk (alone, if the text is all held back).
+    fn send_pieces(&mut self, index: usize, pieces: Vec<Piece>, mut lp: Option<ChatLogprobs>) {
+        if pieces.is_empty() {
+            if let Some(lp) = lp.filter(|l| !l.content.is_empty()) {
+                let f = self.chat_chunk(index, ChatDelta::default(), Some(lp), None);
+                self.pending.push_back(f);
+            }
+            return;
+        }
+        for piece in pieces {
+            let deltas = match piece {
+                Piece::Content(t) => vec![ChatDelta {
+                    content: Some(t),
+                    ..Default::default()
+                }],
+                Piece::Reasoning(t) => vec![ChatDelta {
+                    reasoning_content: Some(t),
+                    ..Default::default()
+                }],
+                Piece::CallStart { index, name } => vec![call_start(index, name)],
+                Piece::CallArgs { index, text } => vec![call_args(index, text)],
+                Piece::ToolCall {
+                    index,
+                    name,
+                    arguments,
+                } => {
+                    vec![call_start(index, name), call_args(index, arguments)]
+                }
+            };
+            for d in deltas {
+                let f = self.chat_chunk(index, d, lp.take(), None);
+                self.pending.push_back(f);
+            }
         }
     }
 

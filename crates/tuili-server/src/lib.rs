@@ -15,7 +15,9 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod chat_output;
 mod error;
+mod gbnf;
 mod generate;
 mod kv_publish;
 pub mod kv_wire;
@@ -25,6 +27,8 @@ mod render;
 mod routes;
 mod serve;
 mod state;
+pub mod structured;
+pub mod tools;
 pub mod validate;
 
 pub use error::{ErrorBody, ServerError};

@@ -125,6 +125,20 @@ pub fn render(
         "",
         &m.itl,
     );
+    histogram(
+        &mut out,
+        "tuili_grammar_mask_seconds",
+        "Time to compute one constrained sequence's token mask.",
+        "",
+        &m.grammar_mask,
+    );
+    histogram(
+        &mut out,
+        "tuili_grammar_mask_wait_seconds",
+        "Time a step's sampling waited for grammar masks after the forward pass.",
+        "",
+        &m.grammar_mask_wait,
+    );
     crate::metrics_vllm::render(&mut out, m, model_name);
     out
 }

@@ -21,7 +21,7 @@ pub async fn chat_render(
     State(state): State<AppState>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ServerError> {
-    let (_, prompt) = chat_prompt(&state, b).await?;
+    let (_, prompt, _) = chat_prompt(&state, b).await?;
     check_len(&state, &prompt)?;
     Ok(Json(rendered(&state, prompt, 0)).into_response())
 }

@@ -8,6 +8,8 @@ use tuili_engine::SamplingParams;
 use tuili_tokenizer::ChatMessage;
 
 use crate::api::{ChatOnly, CommonRequest, CompletionOnly, CHAT_KEYS, COMPLETION_KEYS};
+use crate::structured::{self, Guidance};
+use crate::tools::{self, ToolSpec};
 use crate::ServerError;
 
 /// Most choices one request may ask for (prompts × `n`).
@@ -38,6 +40,8 @@ pub struct ValidCommon {
     pub include_usage: bool,
     /// Keep generating past end-of-generation tokens.
     pub ignore_eos: bool,
+    /// The output's grammar and `logit_bias`.
+    pub guidance: Guidance,
 }
 
 /// A checked `/v1/chat/completions` request.
@@ -49,6 +53,10 @@ pub struct ValidChat {
     pub messages: Vec<ChatMessage>,
     /// `Some(k)`: log-probabilities with `k` alternatives.
     pub logprobs: Option<usize>,
+    /// `tools`, `tool_choice`, `parallel_tool_calls`; `None` without tools.
+    pub tools: Option<ToolSpec>,
+    /// `chat_template_kwargs`: extra variables for the chat template.
+    pub template_kwargs: Option<Map<String, Value>>,
 }
 
 /// One prompt of a completions request.
@@ -90,10 +98,26 @@ pub fn chat_request(body: &[u8]) -> Result<ValidChat, ServerError> {
         (true, k) => Some(at_most("top_logprobs", k.unwrap_or(0), MAX_TOP_LOGPROBS)?),
     };
     choices_limit(1, common.n)?;
+    let map = value.as_object().expect("parse_object gives an object");
+    let template_kwargs = match map.get("chat_template_kwargs") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(o)) => Some(o.clone()),
+        Some(other) => {
+            return Err(ServerError::field(
+                "chat_template_kwargs",
+                format!(
+                    "chat_template_kwargs must be an object, got {}",
+                    kind(other)
+                ),
+            ))
+        }
+    };
     Ok(ValidChat {
         messages: messages(&chat.messages)?,
+        tools: tools::tool_spec(map)?,
         common,
         logprobs,
+        template_kwargs,
     })
 }
 
@@ -176,16 +200,15 @@ pub fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ServerError> {
 fn refuse_unsupported(map: &Map<String, Value>) -> Result<(), ServerError> {
     let neutral = |key: &str, v: &Value| -> bool {
         match key {
-            "tools" | "functions" => v.is_null() || v.as_array().is_some_and(|a| a.is_empty()),
-            "tool_choice" | "function_call" => v.is_null() || v == "none",
-            "response_format" => v.is_null() || v.get("type").is_some_and(|t| t == "text"),
-            "logit_bias" | "metadata" => v.is_null() || v.as_object().is_some_and(|o| o.is_empty()),
+            // `tools`, `tool_choice` and `parallel_tool_calls` are read by `tools`.
+            "functions" => v.is_null() || v.as_array().is_some_and(|a| a.is_empty()),
+            "function_call" => v.is_null() || v == "none",
+            "metadata" => v.is_null() || v.as_object().is_some_and(|o| o.is_empty()),
             "modalities" => v.is_null() || *v == serde_json::json!(["text"]),
             "store" | "echo" => v.is_null() || *v == Value::Bool(false),
             "suffix" => v.is_null() || v == "",
             "service_tier" => v.is_null() || v == "auto" || v == "default",
             "audio" | "prediction" | "reasoning_effort" | "web_search_options" => v.is_null(),
-            "parallel_tool_calls" => v.is_null() || v.is_boolean(),
             "user" => v.is_null() || v.is_string(),
             // What tuili does: the generation prompt added, special tokens and stop strings
             // left out of the text, no hidden states; no reasoning parser, so the reasoning
@@ -205,11 +228,9 @@ fn refuse_unsupported(map: &Map<String, Value>) -> Result<(), ServerError> {
     for (key, v) in map {
         if !neutral(key, v) {
             let what = match key.as_str() {
-                "tools" | "tool_choice" | "functions" | "function_call" => {
-                    "tool calling is not supported"
+                "functions" | "function_call" => {
+                    "the legacy functions API is not supported; use tools"
                 }
-                "response_format" => "only response_format {\"type\": \"text\"} is supported",
-                "logit_bias" => "logit_bias is not supported",
                 "audio" | "modalities" => "only text output is supported",
                 "echo" => "echo is not supported",
                 "suffix" => "suffix (insertion) is not supported",
@@ -301,6 +322,11 @@ fn common(value: &Value) -> Result<ValidCommon, ServerError> {
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         ignore_eos: c.ignore_eos.unwrap_or(false),
+        guidance: value
+            .as_object()
+            .map(structured::guidance)
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 
@@ -442,20 +468,12 @@ fn message(i: usize, m: &Value) -> Result<ChatMessage, ServerError> {
         "system" | "user" | "assistant" => role,
         // OpenAI's newer name for system instructions.
         "developer" => "system",
-        "tool" | "function" => {
-            return Err(ServerError::unsupported(
-                at("role"),
-                format!(
-                    "{} '{role}' is not supported: tool calling is not implemented",
-                    at("role")
-                ),
-            ))
-        }
+        "tool" => "tool",
         other => {
             return Err(ServerError::field(
                 at("role"),
                 format!(
-                    "{} must be one of system, developer, user, assistant, got '{other}'",
+                    "{} must be one of system, developer, user, assistant, tool, got '{other}'",
                     at("role")
                 ),
             ))
@@ -466,6 +484,8 @@ fn message(i: usize, m: &Value) -> Result<ChatMessage, ServerError> {
             "role" | "content" | "name" => {}
             "refusal" | "tool_calls" | "function_call" | "audio" if v.is_null() => {}
             "tool_calls" if v.as_array().is_some_and(|a| a.is_empty()) => {}
+            "tool_calls" if role == "assistant" => {}
+            "tool_call_id" if role == "tool" => {}
             _ => {
                 return Err(ServerError::unsupported(
                     at(key),
@@ -484,6 +504,10 @@ fn message(i: usize, m: &Value) -> Result<ChatMessage, ServerError> {
             // vLLM joins text parts with newlines.
             texts.join("\n")
         }
+        // An assistant turn that only calls tools has no text.
+        None | Some(Value::Null) if role == "assistant" && obj.contains_key("tool_calls") => {
+            String::new()
+        }
         None | Some(Value::Null) => {
             return Err(ServerError::field(
                 at("content"),
@@ -501,7 +525,23 @@ fn message(i: usize, m: &Value) -> Result<ChatMessage, ServerError> {
             ))
         }
     };
-    Ok(ChatMessage::new(role, content))
+    let mut msg = ChatMessage::new(role, content);
+    msg.name = obj.get("name").and_then(Value::as_str).map(String::from);
+    if let Some(calls) = obj.get("tool_calls").filter(|v| !v.is_null()) {
+        msg.tool_calls = Some(tools::history_calls(&at("tool_calls"), calls)?);
+    }
+    if role == "tool" {
+        msg.tool_call_id = match obj.get("tool_call_id") {
+            Some(Value::String(id)) => Some(id.clone()),
+            _ => {
+                return Err(ServerError::field(
+                    at("tool_call_id"),
+                    format!("'{}' is required and must be a string", at("tool_call_id")),
+                ))
+            }
+        };
+    }
+    Ok(msg)
 }
 
 fn text_part(at: &str, p: &Value) -> Result<String, ServerError> {
@@ -585,7 +625,7 @@ pub fn token_ids(at: &str, items: &[Value], vocab: usize) -> Result<Vec<u32>, Se
         .collect()
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

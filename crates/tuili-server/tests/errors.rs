@@ -185,9 +185,9 @@ async fn messages_are_checked_one_by_one() {
         e["message"].as_str().unwrap().contains("got 'wizard'"),
         "{e}"
     );
-    let body = json!({"messages": [{"role": "tool", "content": "42", "tool_call_id": "c1"}]});
+    let body = json!({"messages": [{"role": "tool", "content": "42"}]});
     let e = bad(&s, &body.to_string(), StatusCode::BAD_REQUEST).await;
-    assert_eq!(e["param"], "messages[0].role");
+    assert_eq!(e["param"], "messages[0].tool_call_id");
     let body = json!({"messages": [{"role": "user"}]});
     let e = bad(&s, &body.to_string(), StatusCode::BAD_REQUEST).await;
     assert_eq!(e["param"], "messages[0].content");
@@ -197,10 +197,8 @@ async fn messages_are_checked_one_by_one() {
 async fn unsupported_features_are_refused_by_name() {
     let s = loading();
     let cases = [
-        json!({"tools": [{"type": "function", "function": {"name": "f"}}]}),
-        json!({"tool_choice": "required"}),
-        json!({"response_format": {"type": "json_object"}}),
-        json!({"logit_bias": {"50256": -100}}),
+        json!({"functions": [{"name": "f"}]}),
+        json!({"function_call": "auto"}),
         json!({"audio": {"voice": "alloy", "format": "wav"}}),
         json!({"modalities": ["text", "audio"]}),
         json!({"frobnicate": 1}),
@@ -220,7 +218,9 @@ async fn unsupported_features_are_refused_by_name() {
     // Their neutral values are accepted (the server then answers 503: still loading).
     for extra in [
         json!({"tools": [], "tool_choice": "none"}),
+        json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}),
         json!({"response_format": {"type": "text"}, "logit_bias": {}, "user": "u1"}),
+        json!({"response_format": {"type": "json_object"}, "logit_bias": {"5": -100}}),
     ] {
         let r = call(
             &s,

@@ -20,6 +20,14 @@ pub struct ChatMessage {
     pub role: String,
     /// The message text.
     pub content: String,
+    /// An assistant's tool calls, as HF templates read them: a list of
+    /// `{"type": "function", "id", "function": {"name", "arguments": {...}}}` with the
+    /// arguments as an object.
+    pub tool_calls: Option<serde_json::Value>,
+    /// A tool result's `tool_call_id`.
+    pub tool_call_id: Option<String>,
+    /// The message's `name` (a tool result's function name).
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
@@ -28,7 +36,48 @@ impl ChatMessage {
         ChatMessage {
             role: role.into(),
             content: content.into(),
+            tool_calls: None,
+            tool_call_id: None,
+            name: None,
         }
+    }
+
+    fn to_value(&self) -> Value {
+        let mut pairs = vec![
+            ("role", Value::from(self.role.as_str())),
+            ("content", Value::from(self.content.as_str())),
+        ];
+        if let Some(calls) = &self.tool_calls {
+            pairs.push(("tool_calls", json_value(calls)));
+        }
+        if let Some(id) = &self.tool_call_id {
+            pairs.push(("tool_call_id", Value::from(id.as_str())));
+        }
+        if let Some(name) = &self.name {
+            pairs.push(("name", Value::from(name.as_str())));
+        }
+        Value::from_pairs(pairs)
+    }
+}
+
+/// A JSON value as the template sees it (key order kept, as Python's dicts).
+fn json_value(v: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Value::from(()),
+        J::Bool(b) => Value::from(*b),
+        J::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::from(i),
+            (_, Some(u)) => Value::from(u),
+            _ => Value::from(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        J::String(s) => Value::from(s.as_str()),
+        J::Array(a) => Value::from(a.iter().map(json_value).collect::<Vec<_>>()),
+        J::Object(o) => Value::from_pairs(
+            o.iter()
+                .map(|(k, v)| (Value::from(k.as_str()), json_value(v)))
+                .collect::<Vec<_>>(),
+        ),
     }
 }
 
@@ -36,6 +85,7 @@ impl ChatMessage {
 #[derive(Debug)]
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
 }
 
 const NAME: &str = "chat_template";
@@ -56,7 +106,15 @@ impl ChatTemplate {
         env.add_global("eos_token", eos.to_string());
         env.add_template_owned(NAME, without_generation_tags(source))
             .map_err(template_error)?;
-        Ok(ChatTemplate { env })
+        Ok(ChatTemplate {
+            env,
+            source: source.to_string(),
+        })
+    }
+
+    /// The template's Jinja source (what tells a tool-call or reasoning format apart).
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Render `messages`; with `add_generation_prompt`, end with the header of an assistant
@@ -66,24 +124,42 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
-        let messages: Vec<Value> = messages
-            .iter()
-            .map(|m| {
-                Value::from_pairs([
-                    ("role", Value::from(m.role.as_str())),
-                    ("content", Value::from(m.content.as_str())),
-                ])
-            })
-            .collect();
+        self.render_with(messages, add_generation_prompt, None, None)
+    }
+
+    /// Render as HF `apply_chat_template(messages, tools=tools, **kwargs)` does: `tools`
+    /// (OpenAI's list of `{"type": "function", "function": {...}}`) is visible to the
+    /// template, and each of `kwargs` (e.g. `enable_thinking`) is a template variable.
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+        kwargs: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<String, TokenizerError> {
+        let messages: Vec<Value> = messages.iter().map(ChatMessage::to_value).collect();
         // transformers always passes `tools` and `documents`, as None when unused.
-        let ctx = Value::from_pairs([
-            ("messages", Value::from(messages)),
-            ("add_generation_prompt", Value::from(add_generation_prompt)),
-            ("tools", Value::from(())),
-            ("documents", Value::from(())),
+        let mut pairs: Vec<(String, Value)> = kwargs
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), json_value(v)))
+            .collect();
+        pairs.extend([
+            ("messages".to_string(), Value::from(messages)),
+            (
+                "add_generation_prompt".to_string(),
+                Value::from(add_generation_prompt),
+            ),
+            (
+                "tools".to_string(),
+                tools.map_or(Value::from(()), json_value),
+            ),
+            ("documents".to_string(), Value::from(())),
         ]);
         let template = self.env.get_template(NAME).map_err(template_error)?;
-        template.render(ctx).map_err(template_error)
+        template
+            .render(Value::from_pairs(pairs))
+            .map_err(template_error)
     }
 }
 
@@ -497,5 +573,38 @@ mod tests {
                 "{odd:?} -> {out:?}"
             );
         }
+    }
+
+    #[test]
+    fn tools_tool_calls_and_kwargs_reach_the_template() {
+        let src = "{% if tools %}T:{% for t in tools %}{{ t.function.name }};{% endfor %}{% endif %}\
+{% for m in messages %}[{{ m.role }}|{{ m.content }}\
+{% for c in m.tool_calls or [] %}<{{ c.function.name }} {{ c.function.arguments | tojson }}>{% endfor %}\
+{% if m.tool_call_id %}#{{ m.tool_call_id }}{% endif %}]{% endfor %}\
+{% if enable_thinking is defined and not enable_thinking %}nothink{% endif %}";
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        let mut call = ChatMessage::new("assistant", "");
+        call.tool_calls = Some(serde_json::json!([
+            {"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}
+        ]));
+        let mut result = ChatMessage::new("tool", "42");
+        result.tool_call_id = Some("c1".into());
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "f"}}]);
+        let kwargs = serde_json::json!({"enable_thinking": false});
+        let out = t
+            .render_with(
+                &[ChatMessage::new("user", "hi"), call, result],
+                false,
+                Some(&tools),
+                kwargs.as_object(),
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            "T:f;[user|hi][assistant|<f {\"x\": 1}>][tool|42#c1]nothink"
+        );
+        // Without tools or kwargs, the same as before.
+        let plain = t.render(&[ChatMessage::new("user", "hi")], false).unwrap();
+        assert_eq!(plain, "[user|hi]");
     }
 }

@@ -29,6 +29,8 @@ pub fn greedy(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
         stop: Vec::new(),
         ignore_eos: false,
         logprobs: None,
+        constraint: None,
+        logit_bias: Vec::new(),
     }
 }
 

@@ -21,7 +21,8 @@ use tuili_tokenizer::{ChatTemplate, Tokenizer};
 /// The name tests serve the model under.
 pub const MODEL: &str = "smol-test";
 
-/// The loaded default model, shared by all tests of one binary.
+/// A loaded test model (the default one, SmolLM2, or another), shared by all tests of one
+/// binary.
 pub struct Smol {
     pub file: Arc<GgufFile>,
     pub model: Arc<Model>,
@@ -32,11 +33,25 @@ pub struct Smol {
 /// `TUILI_REQUIRE_MODELS=1`).
 pub fn smol(test: &str) -> Option<&'static Smol> {
     static SMOL: OnceLock<Option<Smol>> = OnceLock::new();
-    let s = SMOL.get_or_init(|| {
-        let path = tuili_testkit::model("smol.gguf")?;
-        let file = Arc::new(GgufFile::open(&path).expect("open smol.gguf"));
-        let model = Arc::new(Model::load(&file).expect("load smol.gguf"));
-        let tokenizer = Arc::new(Tokenizer::from_gguf(&file).expect("smol tokenizer"));
+    load_once(&SMOL, "smol.gguf", test)
+}
+
+/// Qwen2.5-Coder (the tool-calling model), or `None` after a visible skip line.
+pub fn qwen(test: &str) -> Option<&'static Smol> {
+    static QWEN: OnceLock<Option<Smol>> = OnceLock::new();
+    load_once(&QWEN, "qwen.gguf", test)
+}
+
+fn load_once(
+    slot: &'static OnceLock<Option<Smol>>,
+    name: &str,
+    test: &str,
+) -> Option<&'static Smol> {
+    let s = slot.get_or_init(|| {
+        let path = tuili_testkit::model(name)?;
+        let file = Arc::new(GgufFile::open(&path).expect("open the model"));
+        let model = Arc::new(Model::load(&file).expect("load the model"));
+        let tokenizer = Arc::new(Tokenizer::from_gguf(&file).expect("its tokenizer"));
         Some(Smol {
             file,
             model,
@@ -44,7 +59,7 @@ pub fn smol(test: &str) -> Option<&'static Smol> {
         })
     });
     if s.is_none() {
-        tuili_testkit::skip(&format!("{test}: smol.gguf not found"));
+        tuili_testkit::skip(&format!("{test}: {name} not found"));
     }
     s.as_ref()
 }

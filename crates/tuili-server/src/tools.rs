@@ -1,0 +1,411 @@
+//! Tool calling: `tools`, `tool_choice` and `parallel_tool_calls` checked; the tool calls
+//! of earlier assistant turns made ready for the chat template; the model's call format
+//! told from its template; and the grammar that makes `required` or a named function
+//! always produce calls whose arguments fit the tool's schema.
+
+use serde_json::{json, Map, Value};
+use tuili_engine::ConstraintSpec;
+
+use crate::validate::kind;
+use crate::ServerError;
+
+/// Most tools one request may declare.
+pub const MAX_TOOLS: usize = 128;
+
+/// Which tool the model may or must call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolChoice {
+    /// Never: the tools are not shown to the model.
+    None,
+    /// The model decides.
+    Auto,
+    /// At least one call.
+    Required,
+    /// A call of this function.
+    Named(String),
+}
+
+/// The tools of a chat request, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    /// OpenAI's `{"type": "function", "function": {"name", "description", "parameters"}}`.
+    pub tools: Vec<Value>,
+    /// `tool_choice` (default `auto`).
+    pub choice: ToolChoice,
+    /// `parallel_tool_calls` (default true): more than one call per turn.
+    pub parallel: bool,
+}
+
+/// How a model writes tool calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolFormat {
+    /// Hermes, Qwen2.5, Qwen3: `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`.
+    Hermes,
+    /// Llama 3.x: the whole answer is `{"name": ..., "parameters": {...}}` (after the
+    /// `<|python_tag|>` special token, which decoding hides), several joined by `;`.
+    Llama3,
+    /// Mistral: `[TOOL_CALLS]` (a special token, hidden) then a JSON list of
+    /// `{"name", "arguments"}`.
+    Mistral,
+}
+
+impl ToolFormat {
+    /// The format a chat template asks its model to use, if it knows one.
+    pub fn of_template(source: &str) -> Option<ToolFormat> {
+        if source.contains("<tool_call>") {
+            Some(ToolFormat::Hermes)
+        } else if source.contains("[TOOL_CALLS]") {
+            Some(ToolFormat::Mistral)
+        } else if source.contains("<|python_tag|>") || source.contains("\"parameters\": ") {
+            Some(ToolFormat::Llama3)
+        } else {
+            None
+        }
+    }
+
+    /// The key a call's arguments go under.
+    fn arguments_key(self) -> &'static str {
+        match self {
+            ToolFormat::Llama3 => "parameters",
+            ToolFormat::Hermes | ToolFormat::Mistral => "arguments",
+        }
+    }
+}
+
+/// Reads `tools`, `tool_choice` and `parallel_tool_calls`; `None` without tools.
+pub fn tool_spec(map: &Map<String, Value>) -> Result<Option<ToolSpec>, ServerError> {
+    let tools = match map.get("tools") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a.clone(),
+        Some(other) => {
+            return Err(ServerError::field(
+                "tools",
+                format!("tools must be a list of tools, got {}", kind(other)),
+            ))
+        }
+    };
+    if tools.len() > MAX_TOOLS {
+        return Err(ServerError::field(
+            "tools",
+            format!(
+                "tools may hold at most {MAX_TOOLS} tools, got {}",
+                tools.len()
+            ),
+        ));
+    }
+    let mut names = Vec::with_capacity(tools.len());
+    for (i, t) in tools.iter().enumerate() {
+        names.push(tool(i, t)?);
+    }
+    let choice = match map.get("tool_choice") {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "none" => ToolChoice::None,
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => {
+                return Err(ServerError::field(
+                    "tool_choice",
+                    format!("tool_choice must be none, auto, required or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, got '{other}'"),
+                ))
+            }
+        },
+        Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) if v.get("type").is_some_and(|t| t == "function") => {
+                if !names.iter().any(|n| n == name) {
+                    return Err(ServerError::field(
+                        "tool_choice.function.name",
+                        format!("tool_choice.function.name '{name}' is not one of the tools"),
+                    ));
+                }
+                ToolChoice::Named(name.to_string())
+            }
+            _ => {
+                return Err(ServerError::field(
+                    "tool_choice",
+                    format!(
+                        "tool_choice must be a string or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, got {}",
+                        kind(v)
+                    ),
+                ))
+            }
+        },
+    };
+    let parallel = match map.get("parallel_tool_calls") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(ServerError::field(
+                "parallel_tool_calls",
+                format!("parallel_tool_calls must be a boolean, got {}", kind(other)),
+            ))
+        }
+    };
+    if tools.is_empty() {
+        return match choice {
+            ToolChoice::None | ToolChoice::Auto => Ok(None),
+            _ => Err(ServerError::field(
+                "tool_choice",
+                "tool_choice requires tools, but none were given",
+            )),
+        };
+    }
+    Ok(Some(ToolSpec {
+        tools,
+        choice,
+        parallel,
+    }))
+}
+
+/// Checks tool `i`; returns its function name.
+fn tool(i: usize, t: &Value) -> Result<String, ServerError> {
+    let at = format!("tools[{i}]");
+    if t.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(ServerError::field(
+            format!("{at}.type"),
+            format!("{at}.type must be 'function'"),
+        ));
+    }
+    let name = t.pointer("/function/name").and_then(Value::as_str);
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return Err(ServerError::field(
+            format!("{at}.function.name"),
+            format!("'{at}.function.name' is required and must be a non-empty string"),
+        ));
+    };
+    if let Some(p) = t.pointer("/function/parameters") {
+        if !p.is_object() {
+            return Err(ServerError::field(
+                format!("{at}.function.parameters"),
+                format!(
+                    "{at}.function.parameters must be a JSON schema object, got {}",
+                    kind(p)
+                ),
+            ));
+        }
+    }
+    Ok(name.to_string())
+}
+
+/// An assistant message's `tool_calls` as chat templates read them (HF's layout): each
+/// call's `arguments` parsed from OpenAI's JSON string into an object.
+pub fn history_calls(at: &str, v: &Value) -> Result<Value, ServerError> {
+    let Some(calls) = v.as_array() else {
+        return Err(ServerError::field(
+            at,
+            format!("{at} must be a list, got {}", kind(v)),
+        ));
+    };
+    let mut out = Vec::with_capacity(calls.len());
+    for (i, c) in calls.iter().enumerate() {
+        let at = format!("{at}[{i}]");
+        let Some(name) = c.pointer("/function/name").and_then(Value::as_str) else {
+            return Err(ServerError::field(
+                format!("{at}.function.name"),
+                format!("'{at}.function.name' is required"),
+            ));
+        };
+        let args = match c.pointer("/function/arguments") {
+            Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| {
+                ServerError::field(
+                    format!("{at}.function.arguments"),
+                    format!("{at}.function.arguments is not JSON: {e}"),
+                )
+            })?,
+            Some(v @ Value::Object(_)) => v.clone(),
+            None | Some(Value::Null) => json!({}),
+            Some(other) => {
+                return Err(ServerError::field(
+                    format!("{at}.function.arguments"),
+                    format!(
+                        "{at}.function.arguments must be a JSON string, got {}",
+                        kind(other)
+                    ),
+                ))
+            }
+        };
+        out.push(json!({
+            "id": c.get("id").cloned().unwrap_or(Value::Null),
+            "type": "function",
+            "function": {"name": name, "arguments": args},
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+impl ToolSpec {
+    /// The tools the template shows the model (none with `tool_choice: none`).
+    pub fn shown(&self) -> Option<Value> {
+        (self.choice != ToolChoice::None).then(|| Value::Array(self.tools.clone()))
+    }
+
+    /// For `required` and a named function: the grammar of one call (or several with
+    /// `parallel_tool_calls`) in `format`, each `{"name", "arguments"}` fitting its tool.
+    pub fn grammar(&self, format: ToolFormat) -> Option<ConstraintSpec> {
+        let wanted: Vec<&Value> = match &self.choice {
+            ToolChoice::None | ToolChoice::Auto => return None,
+            ToolChoice::Required => self.tools.iter().collect(),
+            ToolChoice::Named(n) => self
+                .tools
+                .iter()
+                .filter(|t| t.pointer("/function/name").and_then(Value::as_str) == Some(n))
+                .collect(),
+        };
+        let calls: Vec<Value> = wanted
+            .iter()
+            .map(|t| {
+                let f = &t["function"];
+                let params = match f.get("parameters") {
+                    Some(p) if p.is_object() => p.clone(),
+                    _ => json!({"type": "object"}),
+                };
+                let key = format.arguments_key();
+                json!({
+                    "type": "object",
+                    "properties": {"name": {"const": f["name"]}, key: params},
+                    "required": ["name", key],
+                    "additionalProperties": false,
+                })
+            })
+            .collect();
+        let mut schema = if calls.len() == 1 {
+            calls.into_iter().next().expect("one call")
+        } else {
+            json!({"anyOf": calls})
+        };
+        let layout = json!({
+            "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "
+        });
+        let repeat = if self.parallel { "+" } else { "" };
+        Some(ConstraintSpec::Lark(match format {
+            ToolFormat::Hermes => {
+                schema["x-guidance"] = layout;
+                format!("start: call{repeat}\ncall: \"<tool_call>\\n\" body \"\\n</tool_call>\" \"\\n\"?\nbody: %json {schema}\n")
+            }
+            ToolFormat::Llama3 => {
+                schema["x-guidance"] = layout;
+                let more = if self.parallel { " (\"; \" body)*" } else { "" };
+                format!("start: body{more}\nbody: %json {schema}\n")
+            }
+            ToolFormat::Mistral => {
+                let mut list = json!({"type": "array", "items": schema, "minItems": 1});
+                if !self.parallel {
+                    list["maxItems"] = json!(1);
+                }
+                list["x-guidance"] = layout;
+                format!("start: %json {list}\n")
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v: Value) -> Result<Option<ToolSpec>, ServerError> {
+        tool_spec(v.as_object().unwrap())
+    }
+
+    fn weather() -> Value {
+        json!({"type": "function", "function": {"name": "weather",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                              "required": ["city"]}}})
+    }
+
+    #[test]
+    fn tools_and_choices_are_read() {
+        assert_eq!(spec(json!({})).unwrap(), None);
+        let s = spec(json!({"tools": [weather()], "tool_choice": "required",
+                            "parallel_tool_calls": false}))
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.choice, ToolChoice::Required);
+        assert!(!s.parallel);
+        let s = spec(json!({"tools": [weather()],
+                            "tool_choice": {"type": "function", "function": {"name": "weather"}}}))
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.choice, ToolChoice::Named("weather".into()));
+        assert!(s.shown().is_some());
+        let none = spec(json!({"tools": [weather()], "tool_choice": "none"}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(none.shown(), None);
+        assert_eq!(none.grammar(ToolFormat::Hermes), None);
+    }
+
+    #[test]
+    fn bad_tools_name_the_field() {
+        let cases = [
+            (json!({"tools": {}}), "tools"),
+            (
+                json!({"tools": [{"type": "function", "function": {}}]}),
+                "tools[0].function.name",
+            ),
+            (json!({"tools": [{"type": "retrieval"}]}), "tools[0].type"),
+            (
+                json!({"tools": [weather()], "tool_choice": "always"}),
+                "tool_choice",
+            ),
+            (
+                json!({"tools": [weather()], "tool_choice": {"type": "function", "function": {"name": "f"}}}),
+                "tool_choice.function.name",
+            ),
+            (json!({"tool_choice": "required"}), "tool_choice"),
+            (
+                json!({"tools": [weather()], "parallel_tool_calls": 1}),
+                "parallel_tool_calls",
+            ),
+        ];
+        for (body, param) in cases {
+            match spec(body.clone()) {
+                Err(ServerError::InvalidField { param: p, .. }) => assert_eq!(p, param, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn formats_come_from_templates_and_their_grammars_compile() {
+        assert_eq!(
+            ToolFormat::of_template("x <tool_call> y"),
+            Some(ToolFormat::Hermes)
+        );
+        assert_eq!(
+            ToolFormat::of_template("{{ '[TOOL_CALLS]' }}"),
+            Some(ToolFormat::Mistral)
+        );
+        assert_eq!(
+            ToolFormat::of_template("<|python_tag|>"),
+            Some(ToolFormat::Llama3)
+        );
+        assert_eq!(ToolFormat::of_template("{{ messages }}"), None);
+        let s = spec(json!({"tools": [weather()], "tool_choice": "required"}))
+            .unwrap()
+            .unwrap();
+        let Some(path) = tuili_testkit::model("smol.gguf") else {
+            return;
+        };
+        let file = tuili_gguf::GgufFile::open(&path).unwrap();
+        let tok = tuili_tokenizer::Tokenizer::from_gguf(&file).unwrap();
+        let g = tuili_engine::GrammarCompiler::new(std::sync::Arc::new(tok));
+        for f in [ToolFormat::Hermes, ToolFormat::Llama3, ToolFormat::Mistral] {
+            let lark = s.grammar(f).unwrap();
+            if let Err(e) = g.compile(&lark) {
+                panic!("{f:?}: {e}: {lark:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn history_arguments_become_objects() {
+        let calls = json!([{"id": "c1", "type": "function",
+                            "function": {"name": "weather", "arguments": "{\"city\": \"Paris\"}"}}]);
+        let v = history_calls("messages[1].tool_calls", &calls).unwrap();
+        assert_eq!(v[0]["function"]["arguments"]["city"], "Paris");
+        assert_eq!(v[0]["id"], "c1");
+        let bad = json!([{"function": {"name": "w", "arguments": "{oops"}}]);
+        assert!(history_calls("m", &bad).is_err());
+    }
+}
