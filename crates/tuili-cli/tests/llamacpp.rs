@@ -24,11 +24,6 @@ use tuili_gguf::GgufFile;
 use tuili_models::Model;
 use tuili_tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 
-/// The environment variable naming the Python that has `llama_cpp`.
-const PYTHON_VAR: &str = "TUILI_LLAMACPP_PYTHON";
-/// The environment variable that turns a missing llama-cpp-python into a failure.
-const REQUIRE_VAR: &str = "TUILI_REQUIRE_LLAMACPP";
-
 /// What the comparison of one model must satisfy.
 struct Bounds {
     /// The largest |tuili − llama.cpp| over every logit of every position.
@@ -81,32 +76,6 @@ fn bounds(model: &str) -> Bounds {
         },
         _ => unreachable!("no bounds for {model}"),
     }
-}
-
-/// The Python with `llama_cpp`, or `None` after a visible skip line (a failure under
-/// `TUILI_REQUIRE_LLAMACPP=1`).
-fn llamacpp_python() -> Option<PathBuf> {
-    let python = match std::env::var_os(PYTHON_VAR).filter(|p| !p.is_empty()) {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/tuili/llamacpp-venv/bin/python"),
-    };
-    let importable = Command::new(&python)
-        .args(["-c", "import llama_cpp"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if importable {
-        return Some(python);
-    }
-    let why = format!(
-        "{} cannot import llama_cpp (set {PYTHON_VAR}, or run `bash bench/vs-llamacpp.sh --install-only`)",
-        python.display()
-    );
-    if tuili_testkit::flag(REQUIRE_VAR) {
-        panic!("llama-cpp-python is required ({REQUIRE_VAR}=1) but {why}");
-    }
-    tuili_testkit::skip(&why);
-    None
 }
 
 /// The prompts, as token ids: raw text (special tokens as the model's metadata says), and a
@@ -328,7 +297,7 @@ fn compare(name: &str, python: &Path) {
 
 #[test]
 fn logits_match_llama_cpp_smollm2() {
-    let Some(python) = llamacpp_python() else {
+    let Some(python) = tuili_testkit::llamacpp_python("llama_cpp") else {
         return;
     };
     compare("smol.gguf", &python);
@@ -336,7 +305,7 @@ fn logits_match_llama_cpp_smollm2() {
 
 #[test]
 fn logits_match_llama_cpp_qwen() {
-    let Some(python) = llamacpp_python() else {
+    let Some(python) = tuili_testkit::llamacpp_python("llama_cpp") else {
         return;
     };
     compare("qwen.gguf", &python);
@@ -344,7 +313,7 @@ fn logits_match_llama_cpp_qwen() {
 
 #[test]
 fn logits_match_llama_cpp_gemma3() {
-    let Some(python) = llamacpp_python() else {
+    let Some(python) = tuili_testkit::llamacpp_python("llama_cpp") else {
         return;
     };
     compare("gemma.gguf", &python);

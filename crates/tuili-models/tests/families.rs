@@ -103,11 +103,6 @@ fn max_rel_diff(family: &str) -> f32 {
 /// The context llama.cpp runs with in `tests/llamacpp/families.py`.
 const LLAMACPP_CTX: usize = 256;
 
-/// The environment variable naming the Python that has `llama_cpp` and `gguf`.
-const PYTHON_VAR: &str = "TUILI_LLAMACPP_PYTHON";
-/// The environment variable that turns a missing llama-cpp-python into a failure.
-const REQUIRE_VAR: &str = "TUILI_REQUIRE_LLAMACPP";
-
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -118,32 +113,6 @@ fn generator() -> PathBuf {
 
 fn runner() -> PathBuf {
     repo().join("tests/llamacpp/families.py")
-}
-
-/// The Python with `modules` importable, or `None` after a visible skip line (a failure
-/// under `TUILI_REQUIRE_LLAMACPP=1`).
-fn python(modules: &str) -> Option<PathBuf> {
-    let python = match std::env::var_os(PYTHON_VAR).filter(|p| !p.is_empty()) {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-            .join(".cache/tuili/llamacpp-venv/bin/python"),
-    };
-    let importable = Command::new(&python)
-        .args(["-c", &format!("import {modules}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if importable {
-        return Some(python);
-    }
-    let why = format!(
-        "{} cannot import {modules} (set {PYTHON_VAR}, or run `bash bench/vs-llamacpp.sh --install-only`)",
-        python.display()
-    );
-    if tuili_testkit::flag(REQUIRE_VAR) {
-        panic!("llama-cpp-python and gguf are required ({REQUIRE_VAR}=1) but {why}");
-    }
-    tuili_testkit::skip(&why);
-    None
 }
 
 /// FNV-1a, 64 bits: a cache key that changes with the bytes (no collision resistance needed).
@@ -333,7 +302,7 @@ fn selected() -> Vec<&'static str> {
 
 #[test]
 fn families_match_llama_cpp() {
-    let Some(python) = python("llama_cpp, gguf, numpy") else {
+    let Some(python) = tuili_testkit::llamacpp_python("llama_cpp, gguf, numpy") else {
         return;
     };
     let table = tuili_backend::kernels::select().name();
@@ -369,7 +338,7 @@ fn families_match_llama_cpp() {
 /// `Model::load`: one that loads belongs in `FAMILIES`, so that it is checked.
 #[test]
 fn unlisted_families_are_refused() {
-    let Some(python) = python("gguf, numpy") else {
+    let Some(python) = tuili_testkit::llamacpp_python("gguf, numpy") else {
         return;
     };
     let dir = tiny_dir(&python);
