@@ -353,7 +353,7 @@ def gemma3(m: Model) -> None:
         m.norm(tname(MODEL_TENSOR.FFN_POST_NORM, i), s.dim, centre=GEMMA3_POST_NORM)
 
 
-def phi3(m: Model) -> None:
+def phi3(m: Model, original_ctx: int = CONTEXT) -> None:
     """phi3: fused `attn_qkv` ([dim + 2 kv_dim] rows: Q, then K, then V) and fused
     `ffn_up` (2 ffn rows: the gate half first, SiLU(gate) * up), NEOX RoPE, untied, MHA,
     head 64. Real Phi-3-mini-4k files carry `attention.sliding_window` (2047), which
@@ -362,7 +362,7 @@ def phi3(m: Model) -> None:
     s = m.shape
     assert s.q_dim == s.dim, "phi3's Q width is the hidden size"
     m.common(rope_base=10000.0, eps=1e-5, rope_dims=True)
-    m.key("rope.scaling.original_context_length", lambda w: w.add_rope_scaling_orig_ctx_len(CONTEXT))
+    m.key("rope.scaling.original_context_length", lambda w: w.add_rope_scaling_orig_ctx_len(original_ctx))
     m.key("attention.sliding_window", lambda w: w.add_sliding_window(16))
     f32_file(m)
     m.embeddings(tied=False)
@@ -380,11 +380,9 @@ def phi3_longrope(m: Model, original_ctx: int) -> None:
     short contexts (`rope_factors_long`, `rope_factors_short`, `[head_dim / 2]`) and an
     attention factor on cos and sin. llama.cpp takes the long factors when its context
     (256 in the tests) exceeds `original_ctx`, else the short ones."""
-    phi3(m)
+    phi3(m, original_ctx)
     half = m.shape.head_dim // 2
     m.key("rope.scaling.attn_factor", lambda w: w.add_rope_scaling_attn_factors(1.19))
-    m.kv = [(k, f) for k, f in m.kv if k != "rope.scaling.original_context_length"]
-    m.key("rope.scaling.original_context_length", lambda w: w.add_rope_scaling_orig_ctx_len(original_ctx))
     m.put("rope_factors_long.weight", np.linspace(1.0, 40.0, half, dtype=np.float32))
     m.put("rope_factors_short.weight", (1.0 + 0.2 * m.rng.random(half)).astype(np.float32))
 

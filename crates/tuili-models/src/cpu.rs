@@ -93,6 +93,13 @@ impl<'a, 'b> CpuStep<'a, 'b> {
     }
 }
 
+/// `b` added to each row of `x` (rows of `b.len()` values): a bias.
+fn add_rows(x: &mut [f32], b: &[f32]) {
+    for row in x.chunks_exact_mut(b.len()) {
+        add(row, b);
+    }
+}
+
 /// Every buffer, in `Buf as usize` order.
 const BUFS: [Buf; 9] = [
     Buf::X,
@@ -180,10 +187,7 @@ impl Ops for CpuStep<'_, '_> {
         logits.resize(n * n_expert, 0.0);
         matmul(router, xb, n, logits);
         if let Some(b) = moe.router_bias {
-            let b = w.vec(b);
-            logits
-                .chunks_exact_mut(n_expert)
-                .for_each(|row| add(row, b));
+            add_rows(logits, w.vec(b));
         }
         let routes = route(logits, n_expert, moe);
         let groups = group_by_expert(&routes, moe.top_k, n_expert);
@@ -204,7 +208,8 @@ impl Ops for CpuStep<'_, '_> {
             g.resize(m * ffn, 0.0);
             u.resize(m * ffn, 0.0);
             ys.resize(m * dim, 0.0);
-            match moe.expert_bias.get(e) {
+            let bias = moe.expert_bias.get(e);
+            match bias {
                 None => matmul_glu(w.mat(f.gate), w.mat(f.up), f.act, xs, m, g, u),
                 // The biases go in before the activation: no fused product.
                 Some(&[bg, bu, _]) => {
@@ -213,18 +218,14 @@ impl Ops for CpuStep<'_, '_> {
                         xs,
                         m,
                     );
-                    let (bg, bu) = (w.vec(bg), w.vec(bu));
-                    for (gr, ur) in g.chunks_exact_mut(ffn).zip(u.chunks_exact_mut(ffn)) {
-                        add(gr, bg);
-                        add(ur, bu);
-                    }
+                    add_rows(g, w.vec(bg));
+                    add_rows(u, w.vec(bu));
                     f.act.apply(g, u);
                 }
             }
             matmul(w.mat(f.down), g, m, ys);
-            if let Some(&[_, _, bd]) = moe.expert_bias.get(e) {
-                let bd = w.vec(bd);
-                ys.chunks_exact_mut(dim).for_each(|y| add(y, bd));
+            if let Some(&[_, _, bd]) = bias {
+                add_rows(ys, w.vec(bd));
             }
             for (&(t, wt), y) in mine.iter().zip(ys.chunks_exact(dim)) {
                 axpy(wt, y, &mut ob[t as usize * dim..(t as usize + 1) * dim]);
@@ -234,10 +235,7 @@ impl Ops for CpuStep<'_, '_> {
     }
 
     fn add_bias(&mut self, x: Buf, bias: VecId) -> Result<(), ModelError> {
-        let b = self.weights.vec(bias);
-        for row in self.s.bufs[x as usize].chunks_exact_mut(b.len()) {
-            add(row, b);
-        }
+        add_rows(&mut self.s.bufs[x as usize], self.weights.vec(bias));
         Ok(())
     }
 
