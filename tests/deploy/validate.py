@@ -1,12 +1,13 @@
 """Validates deploy/ offline: every Kubernetes object against Kubernetes' own schemas
 (kubernetes-validate, strict: an unknown field fails), the custom resources against the
-schemas in tests/deploy/schemas (the pod template of the KServe resource against
-Kubernetes' PodSpec), the objects against each other (selectors, ports, probes, the
+schemas their projects publish (vendored in tests/deploy/crds, see SOURCES.md; the pod
+template of the KServe resource also against Kubernetes' PodSpec), the objects against each other (selectors, ports, probes, the
 arguments `tuili serve` takes), and the Containerfile's shape (multi-stage, non-root).
 
 `python validate.py TUILI_BINARY`; exits non-zero naming every problem.
 """
 
+import gzip
 import json
 import pathlib
 import shlex
@@ -19,13 +20,13 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-SCHEMAS = pathlib.Path(__file__).resolve().parent / "schemas"
+CRDS = pathlib.Path(__file__).resolve().parent / "crds"
 K8S_VERSION = "1.34.0"
 TUILI = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "target/release/tuili")
-CUSTOM = {
-    ("inference.networking.k8s.io/v1", "InferencePool"): "inferencepool-v1.json",
-    ("serving.kserve.io/v1alpha1", "LLMInferenceService"): "llminferenceservice-v1alpha1.json",
-}
+CRD_FILES = [
+    "inference.networking.k8s.io_inferencepools.yaml",
+    "serving.kserve.io_llminferenceservices.yaml.gz",
+]
 
 problems: list[str] = []
 
@@ -44,10 +45,53 @@ def load_all() -> list[tuple[str, dict]]:
     return out
 
 
+def structural_to_json_schema(node):
+    """A CRD's structural OpenAPI v3 schema as a JSON Schema. The API server's strict field
+    validation rejects a field the schema does not declare unless the node preserves unknown
+    fields; `additionalProperties: false` says the same to jsonschema. `int-or-string` and
+    `nullable` have no JSON Schema keyword of their own."""
+    if isinstance(node, list):
+        return [structural_to_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: structural_to_json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if out.pop("nullable", False) and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if (
+        "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def load_crds() -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> JSON Schema, for every served version of the vendored CRDs."""
+    schemas = {}
+    for name in CRD_FILES:
+        raw = (CRDS / name).read_bytes()
+        crd = yaml.safe_load(gzip.decompress(raw) if name.endswith(".gz") else raw)
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            if version.get("served"):
+                schema = structural_to_json_schema(version["schema"]["openAPIV3Schema"])
+                # metadata is checked by the API server itself, not by the CRD's schema.
+                schema["properties"]["metadata"] = {"type": "object"}
+                schemas[(f"{group}/{version['name']}", kind)] = schema
+    return schemas
+
+
+CUSTOM = load_crds()
+
+
 def validate_schema(where: str, obj: dict) -> None:
     key = (obj.get("apiVersion"), obj.get("kind"))
     if key in CUSTOM:
-        schema = json.loads((SCHEMAS / CUSTOM[key]).read_text())
+        schema = CUSTOM[key]
         errors = list(jsonschema.Draft202012Validator(schema).iter_errors(obj))
         for e in errors:
             path = "/".join(str(p) for p in e.absolute_path)
