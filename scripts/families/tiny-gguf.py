@@ -130,7 +130,7 @@ class Model:
 
     # --- metadata shared by every family --------------------------------------------------
     def common(self, *, rope_base: float, eps: float, ffn: int | None = None,
-               head_dim_keys: bool = False, rope_dims: bool = False) -> None:
+               head_dim_keys: bool = False, rope_dims: bool | int = False) -> None:
         s = self.shape
         self.key("general.name", lambda w: w.add_name(f"tiny-{self.arch}"))
         self.key("context_length", lambda w: w.add_context_length(CONTEXT))
@@ -145,7 +145,8 @@ class Model:
             self.key("attention.key_length", lambda w: w.add_key_length(s.head_dim))
             self.key("attention.value_length", lambda w: w.add_value_length(s.head_dim))
         if rope_dims:  # LlamaModel-derived converters and Phi-3 write the rotary width
-            self.key("rope.dimension_count", lambda w: w.add_rope_dimension_count(s.head_dim))
+            rot = s.head_dim if rope_dims is True else rope_dims
+            self.key("rope.dimension_count", lambda w: w.add_rope_dimension_count(rot))
         # The dummy vocabulary's size: llama.cpp makes this many tokens for model "none".
         self.key("vocab_size", lambda w: w.add_vocab_size(s.vocab))
 
@@ -353,15 +354,16 @@ def gemma3(m: Model) -> None:
         m.norm(tname(MODEL_TENSOR.FFN_POST_NORM, i), s.dim, centre=GEMMA3_POST_NORM)
 
 
-def phi3(m: Model, original_ctx: int = CONTEXT) -> None:
+def phi3(m: Model, original_ctx: int = CONTEXT, rot_dims: int | None = None) -> None:
     """phi3: fused `attn_qkv` ([dim + 2 kv_dim] rows: Q, then K, then V) and fused
     `ffn_up` (2 ffn rows: the gate half first, SiLU(gate) * up), NEOX RoPE, untied, MHA,
     head 64. Real Phi-3-mini-4k files carry `attention.sliding_window` (2047), which
     llama.cpp ignores for phi3; here it is 16, inside the tests' sequences, so an engine
-    that applies it gives different logits."""
+    that applies it gives different logits. `rot_dims`: RoPE over that many dimensions of
+    each head only (Phi-4-mini: 96 of 128)."""
     s = m.shape
     assert s.q_dim == s.dim, "phi3's Q width is the hidden size"
-    m.common(rope_base=10000.0, eps=1e-5, rope_dims=True)
+    m.common(rope_base=10000.0, eps=1e-5, rope_dims=rot_dims or True)
     m.key("rope.scaling.original_context_length", lambda w: w.add_rope_scaling_orig_ctx_len(original_ctx))
     m.key("attention.sliding_window", lambda w: w.add_sliding_window(16))
     f32_file(m)
@@ -375,16 +377,45 @@ def phi3(m: Model, original_ctx: int = CONTEXT) -> None:
         m.matrix(tname(MODEL_TENSOR.FFN_DOWN, i), s.dim, s.ffn)
 
 
-def phi3_longrope(m: Model, original_ctx: int) -> None:
+def phi3_longrope(m: Model, original_ctx: int, rot_dims: int | None = None) -> None:
     """phi3 with LongRoPE (Phi-3.5, Phi-4-mini): per-pair frequency factors for long and
-    short contexts (`rope_factors_long`, `rope_factors_short`, `[head_dim / 2]`) and an
+    short contexts (`rope_factors_long`, `rope_factors_short`, `[rot_dims / 2]`) and an
     attention factor on cos and sin. llama.cpp takes the long factors when its context
     (256 in the tests) exceeds `original_ctx`, else the short ones."""
-    phi3(m, original_ctx)
-    half = m.shape.head_dim // 2
+    phi3(m, original_ctx, rot_dims)
+    half = (rot_dims or m.shape.head_dim) // 2
     m.key("rope.scaling.attn_factor", lambda w: w.add_rope_scaling_attn_factors(1.19))
     m.put("rope_factors_long.weight", np.linspace(1.0, 40.0, half, dtype=np.float32))
     m.put("rope_factors_short.weight", (1.0 + 0.2 * m.rng.random(half)).astype(np.float32))
+
+
+GEMMA2 = dict(window=8, attn_softcap=6.0, final_softcap=64.0)
+
+
+def gemma2(m: Model) -> None:
+    """gemma2: gemma3's graph without QK-norm, a sliding window of 8 positions on even
+    layers (llama.cpp's pattern 2, no key), one RoPE base for every layer, attention scores
+    soft-capped (`attn_logit_softcapping`, 6 here: 50 in the real models, whose scores
+    rarely reach it; random weights give scores of a few units) and logits soft-capped
+    (`final_logit_softcapping`, 64 here against a logit spread of 16, so that the top
+    logits, 2 to 3 spreads up, are compressed but keep their order; 30 in the real
+    models); GELU (tanh) gating; post-norms of ~64 as in `gemma3`; tied, GQA 3, head 128
+    with Q wider than the hidden size. llama.cpp's CPU GELU rounds as for gemma3."""
+    s = m.shape
+    g = GEMMA2
+    m.common(rope_base=10000.0, eps=1e-6, head_dim_keys=True)
+    m.key("attention.sliding_window", lambda w: w.add_sliding_window(g["window"]))
+    m.key("attn_logit_softcapping", lambda w: w.add_attn_logit_softcapping(g["attn_softcap"]))
+    m.key("final_logit_softcapping", lambda w: w.add_final_logit_softcapping(g["final_softcap"]))
+    f32_file(m)
+    m.embeddings(tied=True)  # llama.cpp's gemma2 always reads the output from token_embd
+    for i in range(s.n_layer):
+        m.norm(tname(MODEL_TENSOR.ATTN_NORM, i), s.dim)
+        m.attention(i)
+        m.norm(tname(MODEL_TENSOR.ATTN_POST_NORM, i), s.dim, centre=GEMMA3_POST_NORM)
+        m.norm(tname(MODEL_TENSOR.FFN_NORM, i), s.dim)
+        m.mlp(i)
+        m.norm(tname(MODEL_TENSOR.FFN_POST_NORM, i), s.dim, centre=GEMMA3_POST_NORM)
 
 
 GRANITE_SCALES = dict(embedding=12.0, residual=0.22, attention=0.015625, logit=8.0)
@@ -520,6 +551,7 @@ FAMILIES: dict[str, tuple[str, Callable[[Model], None], Shape]] = {
     "qwen3": ("qwen3", qwen3, Shape(n_layer=3, dim=256, n_head=4, n_kv=2, head_dim=128, ffn=384, vocab=352)),
     "qwen3moe": ("qwen3moe", qwen3moe,
                  Shape(n_layer=2, dim=192, n_head=6, n_kv=2, head_dim=64, ffn=384, vocab=288)),
+    "gemma2": ("gemma2", gemma2, Shape(n_layer=4, dim=256, n_head=3, n_kv=1, head_dim=128, ffn=384, vocab=368)),
     "gemma3": ("gemma3", gemma3, Shape(n_layer=7, dim=320, n_head=3, n_kv=1, head_dim=96, ffn=384, vocab=400)),
     "phi3": ("phi3", phi3, Shape(n_layer=3, dim=256, n_head=4, n_kv=4, head_dim=64, ffn=384, vocab=416)),
     # LongRoPE with the long factors (an original context of 64, under the tests' 256) and
@@ -528,6 +560,10 @@ FAMILIES: dict[str, tuple[str, Callable[[Model], None], Shape]] = {
                       Shape(n_layer=3, dim=256, n_head=4, n_kv=4, head_dim=64, ffn=384, vocab=416)),
     "phi3-longrope-short": ("phi3", lambda m: phi3_longrope(m, CONTEXT),
                             Shape(n_layer=3, dim=256, n_head=4, n_kv=4, head_dim=64, ffn=384, vocab=416)),
+    # Phi-4-mini's shape of RoPE: 3/4 of each head turns (96 of 128), with LongRoPE
+    # factors for those 48 pairs.
+    "phi3-partial": ("phi3", lambda m: phi3_longrope(m, 64, rot_dims=96),
+                     Shape(n_layer=3, dim=384, n_head=3, n_kv=1, head_dim=128, ffn=320, vocab=352)),
     "granite": ("granite", granite, Shape(n_layer=3, dim=384, n_head=3, n_kv=1, head_dim=128, ffn=448, vocab=480)),
     "olmo2": ("olmo2", olmo2, Shape(n_layer=3, dim=320, n_head=5, n_kv=5, head_dim=64, ffn=448, vocab=336)),
     "smollm3": ("smollm3", smollm3, Shape(n_layer=5, dim=256, n_head=4, n_kv=1, head_dim=64, ffn=320, vocab=368)),
@@ -555,9 +591,11 @@ SEED_SALT: dict[str, int] = {
     "qwen2": 11,
     "qwen3": 7,
     "qwen3moe": 2,
+    "gemma2": 9,
     "gemma3": 12,
     "phi3": 8,
     "phi3-longrope-short": 9,
+    "phi3-partial": 2,
     "granite": 0,
     "olmo2": 11,
     "smollm3": 7,

@@ -37,19 +37,22 @@ pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
     }
 }
 
-/// Inverse frequencies of RoPE for one head: `[head_dim / 2]`, `base^(-2i/head_dim)`.
-pub fn rope_inv_freq(head_dim: usize, base: f32) -> Vec<f32> {
-    (0..head_dim / 2)
-        .map(|i| (base as f64).powf(-2.0 * i as f64 / head_dim as f64) as f32)
+/// Inverse frequencies of RoPE over the first `rot_dims` dimensions of a head (all of
+/// them, or fewer for partial rotary embeddings): `[rot_dims / 2]`,
+/// `base^(-2i/rot_dims)`.
+pub fn rope_inv_freq(rot_dims: usize, base: f32) -> Vec<f32> {
+    (0..rot_dims / 2)
+        .map(|i| (base as f64).powf(-2.0 * i as f64 / rot_dims as f64) as f32)
         .collect()
 }
 
 /// Rotates every head of one token's Q or K in place.
 ///
-/// `x`: `[n_heads, head_dim]`; `inv_freq`: `[head_dim / 2]`; `pos`: the token's position.
+/// `x`: `[n_heads, head_dim]`; `inv_freq`: `[rot_dims / 2]` (see [`rope_rotate`]); `pos`:
+/// the token's position.
 pub fn rope(x: &mut [f32], head_dim: usize, inv_freq: &[f32], pos: usize, mode: RopeMode) {
     let mut cos_sin = [(0f32, 0f32); 256];
-    let cs = &mut cos_sin[..head_dim / 2];
+    let cs = &mut cos_sin[..inv_freq.len()];
     rope_angles(inv_freq, pos, cs);
     rope_rotate(x, head_dim, cs, mode);
 }
@@ -65,10 +68,13 @@ pub fn rope_angles(inv_freq: &[f32], pos: usize, out: &mut [(f32, f32)]) {
     }
 }
 
-/// Rotates every head of `x` (`[n_heads, head_dim]`) by the angles of [`rope_angles`].
+/// Rotates every head of `x` (`[n_heads, head_dim]`) by the angles of [`rope_angles`],
+/// `cos_sin`: `[rot_dims / 2]`. Only the first `rot_dims` dimensions of a head turn (as
+/// ggml's partial rotary embeddings: Phi-4-mini turns 3/4 of each head); NEOX mode pairs
+/// `i` with `i + rot_dims / 2`.
 pub fn rope_rotate(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)], mode: RopeMode) {
-    let half = head_dim / 2;
-    debug_assert_eq!(cos_sin.len(), half);
+    let half = cos_sin.len();
+    debug_assert!(2 * half <= head_dim);
     debug_assert_eq!(x.len() % head_dim, 0);
     for head in x.chunks_exact_mut(head_dim) {
         for (i, &(cos, sin)) in cos_sin.iter().enumerate() {
@@ -304,6 +310,33 @@ mod tests {
         let mut x = vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
         rope(&mut x, head_dim, &inv, 1, RopeMode::Neox);
         assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[4] - 1f32.sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn partial_rope_turns_the_first_dims_only() {
+        // Head of 8, rotary over 4 (Phi-4-mini turns 96 of 128): pairs (0,2) and (1,3) in
+        // NEOX mode, (0,1) and (2,3) in normal mode; dimensions 4..8 stay as they are.
+        let (head_dim, rot) = (8, 4);
+        let inv = rope_inv_freq(rot, 10000.0);
+        assert_eq!(inv, [1.0, 0.01]);
+        let orig: Vec<f32> = (0..16).map(|i| i as f32 * 0.37 - 2.0).collect();
+        for (mode, pairs) in [
+            (RopeMode::Neox, [(0, 2), (1, 3)]),
+            (RopeMode::Normal, [(0, 1), (2, 3)]),
+        ] {
+            let mut x = orig.clone();
+            rope(&mut x, head_dim, &inv, 5, mode);
+            for (h0, h1) in orig.chunks(head_dim).zip(x.chunks(head_dim)) {
+                assert_eq!(h0[rot..], h1[rot..]);
+                for (i, &(a, b)) in pairs.iter().enumerate() {
+                    let (c, s) = ((5.0 * inv[i] as f64).cos(), (5.0 * inv[i] as f64).sin());
+                    let want_a = h0[a] as f64 * c - h0[b] as f64 * s;
+                    let want_b = h0[a] as f64 * s + h0[b] as f64 * c;
+                    assert!((h1[a] as f64 - want_a).abs() < 1e-5, "{mode:?} pair {i}");
+                    assert!((h1[b] as f64 - want_b).abs() < 1e-5, "{mode:?} pair {i}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -156,4 +156,6 @@ pub struct AttentionCase<'a> {
     pub window: Option<usize>,
     /// Attention sinks, one logit per query head (`[n_head]`; gpt-oss).
     pub sinks: Option<&'a [f32]>,
+    /// Logit soft-capping: scores become `cap · tanh(score / cap)` (Gemma 2).
+    pub softcap: Option<f32>,
 }

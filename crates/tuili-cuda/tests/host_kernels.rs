@@ -147,12 +147,13 @@ int main(int argc, char** argv) {
         save(argv[7], y);
     } else if (op == "attention") {
         // attention N_HEAD N_KV_HEAD HEAD_DIM BLOCK SPLIT_LEN WINDOW TEMP_SCALE TEMP_FLOOR
-        //           Q K V POS TABLE OUT SINKS ("-": none)
+        //           SOFTCAP Q K V POS TABLE OUT SINKS ("-": none)
         // K, V: [n_pos, kv_dim] of one sequence; queries at positions POS.
         int nh = std::atoi(argv[2]), nkv = std::atoi(argv[3]), hd = std::atoi(argv[4]);
         int bs = std::atoi(argv[5]), split_len = std::atoi(argv[6]), window = std::atoi(argv[7]);
         float temp_scale = std::strtof(argv[8], nullptr), temp_floor = std::strtof(argv[9], nullptr);
-        argv += 3;
+        float softcap = std::strtof(argv[10], nullptr);
+        argv += 4;
         auto q = load<float>(argv[7]);
         auto k = load<float>(argv[8]);
         auto v = load<float>(argv[9]);
@@ -171,7 +172,7 @@ int main(int argc, char** argv) {
         int pairs = n * nh;
         std::vector<float> po((size_t)pairs * splits * hd, NAN), pml((size_t)pairs * splits * 2, NAN);
         std::vector<float> out((size_t)pairs * hd, NAN);
-        launch(pairs, splits, 32 * ATT_WARPS, [&] { attention_split(q.data(), kp.data(), vp.data(), pos.data(), chunk.data(), table.data(), (int)table.size(), 0, nb, bs, nh, nkv, hd, 1.0f / std::sqrt((float)hd), window, temp_scale, temp_floor, split_len, po.data(), pml.data()); });
+        launch(pairs, splits, 32 * ATT_WARPS, [&] { attention_split(q.data(), kp.data(), vp.data(), pos.data(), chunk.data(), table.data(), (int)table.size(), 0, nb, bs, nh, nkv, hd, 1.0f / std::sqrt((float)hd), window, temp_scale, temp_floor, softcap, split_len, po.data(), pml.data()); });
         std::vector<float> sinks;
         if (std::string(argv[13]) != "-") sinks = load<float>(argv[13]);
         launch(pairs, 1, 64, [&] { attention_combine(po.data(), pml.data(), splits, hd, sinks.empty() ? nullptr : sinks.data(), nh, out.data()); });
@@ -192,8 +193,8 @@ int main(int argc, char** argv) {
         auto x = load<float>(argv[5]);
         auto pos = load<u32>(argv[6]);
         auto inv = load<float>(argv[7]);
-        int n = (int)pos.size();
-        each((size_t)n * heads * hd / 2, [&] { rope(x.data(), pos.data(), inv.data(), n, heads, hd, neox, 1.0f); });
+        int n = (int)pos.size(), pairs = (int)inv.size();
+        each((size_t)n * heads * pairs, [&] { rope(x.data(), pos.data(), inv.data(), n, heads, hd, pairs, neox, 1.0f); });
         save(argv[8], x);
     } else if (op == "silu_add") {  // silu_add G U BIAS SILU_OUT ADD_OUT BIAS_OUT GELU_OUT SCALE_OUT SWIGLU_OAI_OUT
         auto g = load<float>(argv[2]);
@@ -436,6 +437,7 @@ fn attention_f64(
     (nh, nkv, hd): (usize, usize, usize),
     window: usize,
     (temp_scale, temp_floor): (f64, f64),
+    softcap: f64,
     sinks: Option<&[f32]>,
 ) -> Vec<f64> {
     let kv_dim = nkv * hd;
@@ -460,7 +462,13 @@ fn attention_f64(
                     } else {
                         1.0
                     };
-                    d / (hd as f64).sqrt() * t
+                    let s = d / (hd as f64).sqrt() * t;
+                    // Logit soft-capping (0: none).
+                    if softcap > 0.0 {
+                        softcap * (s / softcap).tanh()
+                    } else {
+                        s
+                    }
                 })
                 .collect();
             // A sink joins the maximum and the denominator, and attends to nothing.
@@ -489,7 +497,7 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
     let Some(exe) = harness() else { return };
     let (mut r, seed) = rng();
     // (heads, kv heads, head_dim, n_pos, query positions, block size, split length,
-    // sliding window or 0, temperature (scale, floor) or floor 0, sinks)
+    // sliding window or 0, temperature (scale, floor) or floor 0, sinks, soft-cap or 0)
     type Case = (
         usize,
         usize,
@@ -501,22 +509,74 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
         usize,
         (f64, f64),
         bool,
+        f64,
     );
     let none = (0.0, 0.0);
-    let cases: [Case; 8] = [
-        (4, 2, 64, 300, vec![299], 16, 64, 0, none, false),
-        (3, 3, 80, 37, (0..37).collect(), 8, 16, 0, none, false),
-        (2, 1, 128, 90, vec![0, 45, 89], 32, 1000, 0, none, false),
+    let cases: [Case; 10] = [
+        (4, 2, 64, 300, vec![299], 16, 64, 0, none, false, 0.0),
+        (3, 3, 80, 37, (0..37).collect(), 8, 16, 0, none, false, 0.0),
+        (
+            2,
+            1,
+            128,
+            90,
+            vec![0, 45, 89],
+            32,
+            1000,
+            0,
+            none,
+            false,
+            0.0,
+        ),
         // A window inside one split, across splits, and longer than the sequence.
-        (4, 1, 256, 300, vec![5, 150, 299], 16, 64, 40, none, false),
-        (2, 2, 64, 90, (0..90).collect(), 8, 16, 7, none, false),
+        (
+            4,
+            1,
+            256,
+            300,
+            vec![5, 150, 299],
+            16,
+            64,
+            40,
+            none,
+            false,
+            0.0,
+        ),
+        (2, 2, 64, 90, (0..90).collect(), 8, 16, 7, none, false, 0.0),
         // An attention temperature that changes every 16 positions.
-        (2, 1, 64, 90, vec![3, 20, 89], 16, 32, 0, (0.5, 16.0), false),
+        (
+            2,
+            1,
+            64,
+            90,
+            vec![3, 20, 89],
+            16,
+            32,
+            0,
+            (0.5, 16.0),
+            false,
+            0.0,
+        ),
         // Sinks (gpt-oss): across splits, and with a window from position 0.
-        (4, 1, 64, 300, vec![0, 150, 299], 16, 64, 0, none, true),
-        (4, 2, 64, 40, (0..40).collect(), 8, 16, 8, none, true),
+        (4, 1, 64, 300, vec![0, 150, 299], 16, 64, 0, none, true, 0.0),
+        (4, 2, 64, 40, (0..40).collect(), 8, 16, 8, none, true, 0.0),
+        // Soft-capped scores (Gemma 2): across splits, and with a window.
+        (
+            4,
+            2,
+            128,
+            300,
+            vec![0, 150, 299],
+            16,
+            64,
+            0,
+            none,
+            false,
+            0.5,
+        ),
+        (2, 1, 64, 40, (0..40).collect(), 8, 16, 8, none, false, 0.3),
     ];
-    for (nh, nkv, hd, n_pos, pos, bs, split, window, temp, sinks) in cases {
+    for (nh, nkv, hd, n_pos, pos, bs, split, window, temp, sinks, softcap) in cases {
         let kv_dim = nkv * hd;
         let q = random(&mut r, pos.len() * nh * hd, 1.0);
         let k = random(&mut r, n_pos * kv_dim, 1.0);
@@ -533,6 +593,7 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
             (nh, nkv, hd),
             window,
             temp,
+            softcap,
             sinks.as_deref(),
         );
         let sinks_file = sinks
@@ -547,7 +608,7 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
         );
         let out = tmp("att.out");
         let a: [String; 6] = [nh, nkv, hd, bs, split, window].map(|x| x.to_string());
-        let (ts, tf) = (temp.0.to_string(), temp.1.to_string());
+        let (ts, tf, sc) = (temp.0.to_string(), temp.1.to_string(), softcap.to_string());
         run(
             exe,
             &[
@@ -560,6 +621,7 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
                 &a[5],
                 &ts,
                 &tf,
+                &sc,
                 &f.0,
                 &f.1,
                 &f.2,
@@ -570,7 +632,8 @@ fn split_attention_over_paged_kv_matches_an_f64_reference() {
             ],
         );
         let what = format!(
-            "attention {nh}/{nkv}x{hd} n_pos={n_pos} split={split} window={window} sinks={}",
+            "attention {nh}/{nkv}x{hd} n_pos={n_pos} split={split} window={window} sinks={} \
+             softcap={softcap}",
             sinks.is_some()
         );
         close(&what, seed, &read_f32(&out), &want, 1e-5);
@@ -638,12 +701,18 @@ fn row_and_element_kernels_match_the_cpu_ops() {
         &read_f32(&out),
     );
 
-    // RoPE in both layouts: 4 tokens of 3 heads of 64.
+    // RoPE in both layouts, over the whole head and over 48 of its dimensions (partial
+    // rotary embeddings): 4 tokens of 3 heads of 64.
     let (heads, hd) = (3, 64);
-    let inv = rope_inv_freq(hd, 1_000_000.0);
     let pos: Vec<u32> = vec![0, 7, 511, 32_767];
     let x = random(&mut r, pos.len() * heads * hd, 1.0);
-    for (mode, neox) in [(RopeMode::Normal, "0"), (RopeMode::Neox, "1")] {
+    for (mode, neox, rot) in [
+        (RopeMode::Normal, "0", hd),
+        (RopeMode::Neox, "1", hd),
+        (RopeMode::Normal, "0", 48),
+        (RopeMode::Neox, "1", 48),
+    ] {
+        let inv = rope_inv_freq(rot, 1_000_000.0);
         let mut want = x.clone();
         for (t, &p) in want.chunks_exact_mut(heads * hd).zip(&pos) {
             rope(t, hd, &inv, p as usize, mode);
@@ -655,7 +724,12 @@ fn row_and_element_kernels_match_the_cpu_ops() {
             write_f32("rope.inv", &inv),
         );
         run(exe, &[&"rope", &"3", &"64", &neox, &xf, &pf, &ff, &out]);
-        same_bits(&format!("rope {mode:?}"), seed, &read_f32(&out), &want);
+        same_bits(
+            &format!("rope {mode:?} over {rot}"),
+            seed,
+            &read_f32(&out),
+            &want,
+        );
     }
 
     // SiLU×up, add, bias add over [5, 300].

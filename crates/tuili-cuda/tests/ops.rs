@@ -354,6 +354,10 @@ fn attention_reference(c: &AttentionCase) -> Vec<f64> {
                         .sum::<f64>()
                         / (hd as f64).sqrt()
                 })
+                .map(|s| {
+                    c.softcap
+                        .map_or(s, |cap| cap as f64 * (s / cap as f64).tanh())
+                })
                 .collect();
             // A sink joins the maximum and the denominator, and attends to nothing.
             let sink = c.sinks.map(|s| s[h] as f64);
@@ -381,7 +385,7 @@ fn paged_attention_decode_and_prefill_match_the_reference() {
     let (mut r, seed) = rng("attention");
     let backends = backends();
     // (n_head, n_kv_head, head_dim, n_pos, query positions, block size, split length,
-    // sliding window, sinks)
+    // sliding window, sinks, soft-cap)
     type Case = (
         usize,
         usize,
@@ -392,25 +396,53 @@ fn paged_attention_decode_and_prefill_match_the_reference() {
         usize,
         Option<usize>,
         bool,
+        Option<f32>,
     );
-    let cases: [Case; 8] = [
+    let cases: [Case; 10] = [
         // Decode: one token at the end of a long context, cut into many splits.
-        (14, 2, 64, 1000, vec![999], 16, 64, None, false),
+        (14, 2, 64, 1000, vec![999], 16, 64, None, false, None),
         // Prefill: every position of a short prompt, one split.
-        (9, 3, 64, 40, (0..40).collect(), 16, 4096, None, false),
+        (9, 3, 64, 40, (0..40).collect(), 16, 4096, None, false, None),
         // Prefill in several splits, a head size that is not a multiple of 32.
-        (4, 4, 80, 70, (0..70).collect(), 7, 32, None, false),
+        (4, 4, 80, 70, (0..70).collect(), 7, 32, None, false, None),
         // A mixed batch: queries at scattered positions, head_dim 128.
-        (8, 2, 128, 300, vec![0, 5, 150, 299], 64, 100, None, false),
+        (
+            8,
+            2,
+            128,
+            300,
+            vec![0, 5, 150, 299],
+            64,
+            100,
+            None,
+            false,
+            None,
+        ),
         // Sliding windows (Gemma 3's local layers): decode across splits, and a prefill.
-        (4, 1, 256, 1000, vec![999], 16, 64, Some(512), false),
-        (4, 2, 64, 70, (0..70).collect(), 8, 16, Some(9), false),
+        (4, 1, 256, 1000, vec![999], 16, 64, Some(512), false, None),
+        (4, 2, 64, 70, (0..70).collect(), 8, 16, Some(9), false, None),
         // Sinks (gpt-oss): decode across splits, and a windowed prefill.
-        (8, 1, 64, 500, vec![499], 16, 64, None, true),
-        (4, 2, 64, 40, (0..40).collect(), 8, 16, Some(8), true),
+        (8, 1, 64, 500, vec![499], 16, 64, None, true, None),
+        (4, 2, 64, 40, (0..40).collect(), 8, 16, Some(8), true, None),
+        // Soft-capped scores (Gemma 2): decode across splits, and a windowed prefill.
+        (8, 4, 128, 500, vec![499], 16, 64, None, false, Some(0.5)),
+        (
+            4,
+            2,
+            64,
+            40,
+            (0..40).collect(),
+            8,
+            16,
+            Some(8),
+            false,
+            Some(0.3),
+        ),
     ];
     let (n_cases, mut ran) = (cases.len(), 0);
-    for (n_head, n_kv_head, head_dim, n_pos, pos, block_size, split_len, window, sinks) in cases {
+    for (n_head, n_kv_head, head_dim, n_pos, pos, block_size, split_len, window, sinks, softcap) in
+        cases
+    {
         let kv_dim = n_kv_head * head_dim;
         let sinks = sinks.then(|| random(&mut r, n_head, 3.0));
         let q = random(&mut r, pos.len() * n_head * head_dim, 1.0);
@@ -428,6 +460,7 @@ fn paged_attention_decode_and_prefill_match_the_reference() {
             split_len,
             window,
             sinks: sinks.as_deref(),
+            softcap,
         };
         let want = attention_reference(&case);
         for b in &backends {

@@ -17,6 +17,13 @@ thread_local! {
         const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
+/// `row = cap · tanh(row · scale / cap)`: logit soft-capping (Gemma 2), after which the
+/// softmax takes a scale of 1.
+fn softcap(row: &mut [f32], scale: f32, cap: f32) {
+    let k = scale / cap;
+    row.iter_mut().for_each(|s| *s = cap * (*s * k).tanh());
+}
+
 /// `row = softmax([row · scale, sink])` without the sink's own share: the sink joins the
 /// maximum and the denominator (ggml's `soft_max_ext` with sinks). `ext`: scratch.
 fn softmax_with_sink(row: &mut [f32], scale: f32, sink: f32, ext: &mut Vec<f32>) {
@@ -94,7 +101,11 @@ pub(crate) fn attention(
                     scores.resize(group * np, 0.0);
                     let (kt, vt) = (kv.k_type(), kv.v_type());
                     k.scores_kv(kt, qg, hd, &kv.keys()[kt.bytes(kvh)..], rows, scores);
-                    let scale = spec.scale_at(pos);
+                    let mut scale = spec.scale_at(pos);
+                    if let Some(cap) = spec.softcap {
+                        softcap(scores, scale, cap);
+                        scale = 1.0;
+                    }
                     match sinks {
                         None => {
                             for row in scores.chunks_exact_mut(np) {

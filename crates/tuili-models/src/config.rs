@@ -15,6 +15,9 @@ pub enum Arch {
     Qwen2,
     /// `qwen3` (Qwen3 dense): per-head QK-norm, NEOX RoPE.
     Qwen3,
+    /// `gemma2` (Gemma 2): scaled embedding, post-norms, GeGLU, a sliding window on every
+    /// other layer, and soft-capped attention scores and logits.
+    Gemma2,
     /// `gemma3` (Gemma 3 text): scaled embedding, QK-norm, post-norms, GeGLU, local
     /// sliding-window layers between global ones.
     Gemma3,
@@ -38,11 +41,12 @@ pub enum Arch {
 
 impl Arch {
     /// Every architecture tuili runs.
-    pub const ALL: [Arch; 11] = [
+    pub const ALL: [Arch; 12] = [
         Arch::Llama,
         Arch::Qwen2,
         Arch::Qwen3,
         Arch::Qwen3Moe,
+        Arch::Gemma2,
         Arch::Gemma3,
         Arch::Smollm3,
         Arch::Granite,
@@ -59,6 +63,7 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Qwen3Moe => "qwen3moe",
+            Arch::Gemma2 => "gemma2",
             Arch::Gemma3 => "gemma3",
             Arch::Smollm3 => "smollm3",
             Arch::Granite => "granite",
@@ -87,6 +92,7 @@ pub(crate) fn rope_mode(arch: Arch) -> RopeMode {
         Arch::Qwen2
         | Arch::Qwen3
         | Arch::Qwen3Moe
+        | Arch::Gemma2
         | Arch::Gemma3
         | Arch::Olmo2
         | Arch::Phi3

@@ -99,5 +99,8 @@ pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<V
     if spec.logit_scale != 1.0 {
         logits.iter_mut().for_each(|v| *v *= spec.logit_scale);
     }
+    if let Some(cap) = spec.final_softcap {
+        logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+    }
     Ok(logits)
 }

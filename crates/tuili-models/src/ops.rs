@@ -63,6 +63,9 @@ pub struct AttnSpec {
     /// Attention sinks (gpt-oss): one learned logit per query head, `[n_head]`, that
     /// joins each softmax's denominator and attends to nothing.
     pub sinks: Option<VecId>,
+    /// Logit soft-capping (Gemma 2): the scaled scores become `cap · tanh(s / cap)`
+    /// before the softmax.
+    pub softcap: Option<f32>,
 }
 
 impl AttnSpec {

@@ -173,6 +173,8 @@ pub struct ModelSpec {
     pub output: MatId,
     /// Multiplies the logits (granite: `1 / logit_scale`).
     pub logit_scale: f32,
+    /// Final logit soft-capping (Gemma 2): logits become `cap · tanh(l / cap)`.
+    pub final_softcap: Option<f32>,
     /// RMS norm epsilon.
     pub eps: f32,
 }

@@ -27,7 +27,8 @@ pub const WEIGHT_TYPES: [GgmlType; 11] = [
 pub struct SyntheticSpec {
     /// Any architecture: `qwen2` gets Q/K/V biases and an untied output, `qwen3` QK-norms,
     /// `gemma3` QK-norms, post-norms and a sliding window of [`SYNTHETIC_WINDOW`] on every
-    /// other layer, `granite` its multipliers, `olmo2` post-norms only and full-width
+    /// other layer, `gemma2` the same without QK-norms and with soft-capped scores and
+    /// logits, `granite` its multipliers, `olmo2` post-norms only and full-width
     /// QK-norms, `qwen3moe` 8 experts (2 per token), `phi3` fused Q/K/V and gate/up,
     /// `mistral3` YaRN and an attention temperature that changes every 4 positions,
     /// `gpt-oss` biases, attention sinks, a window on every other layer and 8 biased
@@ -167,7 +168,12 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
             w.add(format!("{a}.{k}"), Value::F32(v))?;
         }
     }
-    if matches!(spec.arch, Arch::Gemma3 | Arch::GptOss) {
+    if spec.arch == Arch::Gemma2 {
+        // Caps near the scores' and logits' own size, so that they change them.
+        w.add(format!("{a}.attn_logit_softcapping"), Value::F32(2.0))?;
+        w.add(format!("{a}.final_logit_softcapping"), Value::F32(5.0))?;
+    }
+    if matches!(spec.arch, Arch::Gemma2 | Arch::Gemma3 | Arch::GptOss) {
         w.add(
             format!("{a}.attention.sliding_window"),
             u32v(SYNTHETIC_WINDOW),
@@ -281,7 +287,7 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
                 small(spec.n_head, 2.0),
             )?;
         }
-        if matches!(spec.arch, Arch::Gemma3 | Arch::Olmo2) {
+        if matches!(spec.arch, Arch::Gemma2 | Arch::Gemma3 | Arch::Olmo2) {
             for t in ["post_attention_norm.weight", "post_ffw_norm.weight"] {
                 w.add_tensor(n(t), &[spec.dim as u64], GgmlType::F32, norm(spec.dim))?;
             }

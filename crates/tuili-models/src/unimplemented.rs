@@ -90,14 +90,6 @@ pub(crate) fn refuse_unimplemented_metadata(
             "an attention temperature".to_string(),
         );
     }
-    if let Some(n) = get("rope.dimension_count").and_then(|v| v.as_u64()) {
-        if n != cfg.head_dim as u64 {
-            return refuse(
-                "rope.dimension_count",
-                format!("partial RoPE over {n} of {} head dimensions", cfg.head_dim),
-            );
-        }
-    }
     if let Some(n) = get("attention.value_length").and_then(|v| v.as_u64()) {
         if n != cfg.head_dim as u64 {
             return refuse(

@@ -151,8 +151,34 @@ fn unused_tensors_are_refused_by_name() {
 }
 
 #[test]
+fn partial_rotary_dims_are_applied_and_checked() {
+    // RoPE over 32 of the 64 dimensions of each head: positions still matter, but the
+    // logits differ from RoPE over the whole head.
+    let full = logits(&tiny_llama_with(&[], &[]));
+    let partial = logits(&tiny_llama_with(
+        &[("llama.rope.dimension_count", Value::U32(32))],
+        &[],
+    ));
+    assert!(full.iter().zip(&partial).any(|(a, b)| (a - b).abs() > 1e-3));
+    for bad in [0, 33, 66] {
+        let file = tiny_llama_with(&[("llama.rope.dimension_count", Value::U32(bad))], &[]);
+        match Model::load(&file) {
+            Err(e @ ModelError::BadConfig(_)) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("llama.rope.dimension_count") && msg.contains("2..=64"),
+                    "{msg}"
+                );
+            }
+            Err(e) => panic!("{bad}: another error: {e}"),
+            Ok(_) => panic!("{bad}: the file loaded"),
+        }
+    }
+}
+
+#[test]
 fn metadata_that_changes_the_math_is_refused_by_key() {
-    let cases: [(&str, Value, &str); 8] = [
+    let cases: [(&str, Value, &str); 7] = [
         (
             "llama.attention.temperature_scale",
             Value::F32(0.1),
@@ -162,11 +188,6 @@ fn metadata_that_changes_the_math_is_refused_by_key() {
             "llama.rope.scaling.type",
             Value::String("longrope".into()),
             "RoPE scaling 'longrope'",
-        ),
-        (
-            "llama.rope.dimension_count",
-            Value::U32(32),
-            "partial RoPE over 32 of 64",
         ),
         (
             "llama.attention.sliding_window",

@@ -503,24 +503,26 @@ impl Gpu {
         )
     }
 
-    /// RoPE in place on `x: [n, n_heads, head_dim]` at positions `pos: [n]` u32, cos and
-    /// sin multiplied by `mscale`.
+    /// RoPE in place on `x: [n, n_heads, head_dim]` at positions `pos: [n]` u32, turning
+    /// the first `2 * n_pairs` dimensions of each head (`inv_freq: [n_pairs]`), cos and sin
+    /// multiplied by `mscale`.
     #[allow(clippy::too_many_arguments)]
     pub fn rope(
         &self,
         x: u64,
         pos: u64,
         inv_freq: u64,
+        n_pairs: usize,
         n: usize,
         n_heads: usize,
         head_dim: usize,
         neox: bool,
         mscale: f32,
     ) -> Result<(), CudaError> {
-        let total = n * n_heads * head_dim / 2;
-        let (n, nh, hd, nx) = (i(n), i(n_heads), i(head_dim), neox as i32);
+        let total = n * n_heads * n_pairs;
+        let (n, nh, hd, np, nx) = (i(n), i(n_heads), i(head_dim), i(n_pairs), neox as i32);
         launch!(self, &self.k.rope, ew_cfg(total), "rope";
-            &x, &pos, &inv_freq, &n, &nh, &hd, &nx, &mscale
+            &x, &pos, &inv_freq, &n, &nh, &hd, &np, &nx, &mscale
         )
     }
 
@@ -553,6 +555,7 @@ impl Gpu {
         scale: f32,
         window: Option<usize>,
         temperature: Option<(f32, f32)>,
+        softcap: Option<f32>,
         sinks: Option<u64>,
         split_len: usize,
         n_splits: usize,
@@ -567,6 +570,7 @@ impl Gpu {
         let part_ml = part + (pairs * n_splits * a.head_dim * 4) as u64;
         let window = i(window.unwrap_or(0));
         let (temp_scale, temp_floor) = temperature.unwrap_or((0.0, 0.0));
+        let softcap = softcap.unwrap_or(0.0);
         let (tab_stride, layer, n_blocks, bs, nh, nkv, hd, sl, ns) = (
             i(a.table_stride),
             i(a.layer),
@@ -585,7 +589,8 @@ impl Gpu {
         };
         launch!(self, &self.k.attention_split, cfg, "attention_split";
             &q, &a.k_pool, &a.v_pool, &a.pos, &a.chunk, &a.tables, &tab_stride, &layer, &n_blocks,
-            &bs, &nh, &nkv, &hd, &scale, &window, &temp_scale, &temp_floor, &sl, &part_o, &part_ml
+            &bs, &nh, &nkv, &hd, &scale, &window, &temp_scale, &temp_floor, &softcap, &sl, &part_o,
+            &part_ml
         )?;
         let cfg = LaunchConfig {
             grid_dim: (pairs as u32, 1, 1),

@@ -516,9 +516,19 @@ impl Ops for CudaStep<'_> {
         let (inv_freq, neox, ms) = &self.m.ropes[rope.0 as usize];
         let g = &self.m.gpu;
         let w = &self.m.widths;
-        let (f, pos, n) = (g.ptr(inv_freq, 0), self.attn.pos, self.n);
-        g.rope(self.p(q), pos, f, n, w.n_head, w.head_dim, *neox, *ms)?;
-        g.rope(self.p(k), pos, f, n, w.n_kv_head, w.head_dim, *neox, *ms)
+        let (f, np, pos, n) = (g.ptr(inv_freq, 0), inv_freq.len(), self.attn.pos, self.n);
+        g.rope(self.p(q), pos, f, np, n, w.n_head, w.head_dim, *neox, *ms)?;
+        g.rope(
+            self.p(k),
+            pos,
+            f,
+            np,
+            n,
+            w.n_kv_head,
+            w.head_dim,
+            *neox,
+            *ms,
+        )
     }
 
     fn kv_write(&mut self, layer: usize, k: Buf, v: Buf) -> Result<(), CudaError> {
@@ -541,6 +551,7 @@ impl Ops for CudaStep<'_> {
             spec.scale,
             spec.window,
             spec.temperature,
+            spec.softcap,
             spec.sinks.map(|s| self.vec(s).0),
             self.split_len,
             self.n_splits,

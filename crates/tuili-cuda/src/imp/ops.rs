@@ -96,7 +96,8 @@ impl CudaOps {
         g.download(g.ptr(&out, 0), x.len())
     }
 
-    /// RoPE of `x: [n, heads, head_dim]`, token `t` at position `pos[t]`.
+    /// RoPE of `x: [n, heads, head_dim]`, token `t` at position `pos[t]`, over the first
+    /// `2 * inv_freq.len()` dimensions of each head.
     pub fn rope(
         &self,
         x: &[f32],
@@ -110,13 +111,16 @@ impl CudaOps {
         let n = pos.len();
         let heads = x.len() / (n * head_dim).max(1);
         check_len("x", x.len(), n * heads * head_dim)?;
-        check_len("inv_freq", inv_freq.len(), head_dim / 2)?;
+        if inv_freq.len() > head_dim / 2 {
+            check_len("inv_freq", inv_freq.len(), head_dim / 2)?;
+        }
         let pos: Vec<u32> = pos.iter().map(|&p| p as u32).collect();
         let (dx, dp, df) = (g.upload(x)?, g.upload(&pos)?, g.upload(inv_freq)?);
         g.rope(
             g.ptr(&dx, 0),
             g.ptr(&dp, 0),
             g.ptr(&df, 0),
+            inv_freq.len(),
             n,
             heads,
             head_dim,
@@ -214,6 +218,7 @@ impl CudaOps {
             1.0 / (hd as f32).sqrt(),
             c.window,
             None,
+            c.softcap,
             sinks.as_ref().map(|s| g.ptr(s, 0)),
             split_len,
             n_splits,

@@ -17,7 +17,8 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_pool,
                 const float* __restrict__ v_pool, const u32* __restrict__ pos,
                 const u32* __restrict__ chunk, const u32* __restrict__ tables, int table_stride,
                 int layer, int n_blocks, int block_size, int n_head, int n_kv_head, int head_dim,
-                float scale, int window, float temp_scale, float temp_floor, int split_len,
+                float scale, int window, float temp_scale, float temp_floor, float softcap,
+                int split_len,
                 float* __restrict__ part_o,
                 float* __restrict__ part_ml) {
     __shared__ float sm_m[ATT_WARPS], sm_l[ATT_WARPS];
@@ -56,6 +57,8 @@ attention_split(const float* __restrict__ q, const float* __restrict__ k_pool,
             if (d < head_dim) s = fmaf(qv[i], kr[d], s);
         }
         s = warp_sum(s) * scale;
+        // Logit soft-capping (Gemma 2; softcap 0: none): cap * tanh(s / cap).
+        if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
         const float m_new = fmaxf(m, s);
         const float corr = expf(m - m_new);
         const float e = expf(s - m_new);

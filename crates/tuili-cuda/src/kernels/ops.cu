@@ -135,10 +135,12 @@ extern "C" __global__ void scatter_add_rows(const float* __restrict__ y, const u
 // cos and sin multiplied by mscale.
 // neox = 0 rotates pairs (2i, 2i+1), neox = 1 pairs (i, i + head_dim/2). The angle in
 // f64 as on the CPU (positions reach 1e5). One thread per (token, head, pair).
+// Turns the first 2 * n_pairs dimensions of each head (fewer than head_dim for partial
+// rotary embeddings); NEOX mode pairs p with p + n_pairs.
 extern "C" __global__ void rope(float* __restrict__ x, const u32* __restrict__ pos,
                                 const float* __restrict__ inv_freq, int n, int n_heads,
-                                int head_dim, int neox, float mscale) {
-    const int half = head_dim / 2;
+                                int head_dim, int n_pairs, int neox, float mscale) {
+    const int half = n_pairs;
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n * n_heads * half) return;
     const int p = i % half;

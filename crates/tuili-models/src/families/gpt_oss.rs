@@ -89,6 +89,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
                 window: if is_local { window } else { None },
                 temperature: None,
                 sinks: Some(ld.vector(&n("attn_sinks.weight"), cfg.n_head)?),
+                softcap: None,
             },
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
             wo_bias: Some(ld.vector(&n("attn_output.bias"), dim)?),
@@ -109,6 +110,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         out_norm: ld.vector("output_norm.weight", dim)?,
         output: ld.output(embed)?,
         logit_scale: 1.0,
+        final_softcap: None,
         eps: cfg.eps,
     })
 }

@@ -72,6 +72,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         window: None,
         temperature,
         sinks: None,
+        softcap: None,
     };
     let residual_scale = granite("residual_scale")?.unwrap_or(1.0);
     let embed_scale = granite("embedding_scale")?.unwrap_or(1.0);
@@ -146,6 +147,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         out_norm: ld.vector("output_norm.weight", dim)?,
         output: ld.output(embed)?,
         logit_scale,
+        final_softcap: None,
         eps: cfg.eps,
     })
 }

@@ -2,7 +2,7 @@
 //! forward pass and the backends are shared. Adding a family means a file here, a variant
 //! of [`Arch`] and a line in [`load`].
 
-mod gemma3;
+mod gemma;
 mod gpt_oss;
 mod llama;
 mod olmo2;
@@ -45,7 +45,8 @@ pub(crate) fn load(file: &Arc<GgufFile>, cfg: &Config) -> Result<(ModelSpec, Wei
         | Arch::Qwen3Moe
         | Arch::Smollm3
         | Arch::Granite => (llama::load(&ld)?, llama::handled_keys(cfg.arch)),
-        Arch::Gemma3 => (gemma3::load(&ld)?, gemma3::HANDLED_KEYS),
+        Arch::Gemma2 => (gemma::load(&ld)?, gemma::GEMMA2_HANDLED_KEYS),
+        Arch::Gemma3 => (gemma::load(&ld)?, gemma::GEMMA3_HANDLED_KEYS),
         Arch::Olmo2 => (olmo2::load(&ld)?, olmo2::HANDLED_KEYS),
         Arch::Phi3 => (phi3::load(&ld)?, phi3::HANDLED_KEYS),
         Arch::GptOss => (gpt_oss::load(&ld)?, gpt_oss::HANDLED_KEYS),
@@ -242,6 +243,20 @@ impl Loader<'_> {
         self.file
             .get(&format!("{}.{key}", self.cfg.arch.name()))
             .and_then(|v| v.as_f32())
+    }
+
+    /// A soft-cap (`{arch}.{key}`, e.g. `attn_logit_softcapping`), `default` when the file
+    /// names none; 0 is none.
+    fn softcap(&self, key: &str, default: Option<f32>) -> Result<Option<f32>, ModelError> {
+        match self.num(key) {
+            None => Ok(default),
+            Some(0.0) => Ok(None),
+            Some(c) if c.is_finite() && c > 0.0 => Ok(Some(c)),
+            Some(c) => Err(ModelError::BadConfig(format!(
+                "{}.{key} is {c}; a soft-cap must be a positive number",
+                self.cfg.arch.name()
+            ))),
+        }
     }
 
     /// The sliding window of local layers (`{arch}.attention.sliding_window`; 0 or absent:

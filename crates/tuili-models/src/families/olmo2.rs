@@ -58,6 +58,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
                 window: if is_local { window } else { None },
                 temperature: None,
                 sinks: None,
+                softcap: None,
             },
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
             wo_bias: None,
@@ -82,6 +83,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         out_norm: ld.vector("output_norm.weight", dim)?,
         output: ld.matrix("output.weight", cfg.vocab, dim)?,
         logit_scale: 1.0,
+        final_softcap: None,
         eps: cfg.eps,
     })
 }

@@ -44,6 +44,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         window: None,
         temperature: None,
         sinks: None,
+        softcap: None,
     };
     let embed = ld.matrix("token_embd.weight", cfg.vocab, dim)?;
     let mut layers = Vec::with_capacity(cfg.n_layer);
@@ -98,6 +99,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         out_norm: ld.vector("output_norm.weight", dim)?,
         output: ld.output(embed)?,
         logit_scale: 1.0,
+        final_softcap: None,
         eps: cfg.eps,
     })
 }

@@ -12,17 +12,17 @@ const YARN_BETA_FAST: f32 = 32.0;
 const YARN_BETA_SLOW: f32 = 1.0;
 
 impl Loader<'_> {
-    /// RoPE of base `base` over the whole head, scaled as the file's `rope.scaling.*`
-    /// keys say when `scaled` (local sliding-window layers are not). Linear scaling divides
-    /// every frequency by the factor; YaRN mixes the scaled and unscaled frequency per
-    /// pair and multiplies cos and sin by its attention factor.
+    /// RoPE of base `base` over the head's first [`Self::rot_dims`] dimensions, scaled as
+    /// the file's `rope.scaling.*` keys say when `scaled` (local sliding-window layers are
+    /// not). Linear scaling divides every frequency by the factor; YaRN mixes the scaled
+    /// and unscaled frequency per pair and multiplies cos and sin by its attention factor.
     pub(super) fn rope(
         &self,
         base: f32,
         mode: RopeMode,
         scaled: bool,
     ) -> Result<RopeSpec, ModelError> {
-        let hd = self.cfg.head_dim;
+        let hd = self.rot_dims()?;
         let mut inv_freq = rope_inv_freq(hd, base);
         let mut mscale = 1.0;
         let ty = self
@@ -85,11 +85,26 @@ impl Loader<'_> {
         })
     }
 
+    /// The dimensions of a head that RoPE turns: `{arch}.rope.dimension_count` (partial
+    /// rotary embeddings: Phi-4-mini turns 96 of 128), else the whole head.
+    pub(super) fn rot_dims(&self) -> Result<usize, ModelError> {
+        let hd = self.cfg.head_dim;
+        let key = format!("{}.rope.dimension_count", self.cfg.arch.name());
+        match self.file.get(&key).map(|v| v.as_u64()) {
+            None => Ok(hd),
+            Some(Some(n)) if n >= 2 && n <= hd as u64 && n % 2 == 0 => Ok(n as usize),
+            Some(Some(n)) => Err(ModelError::BadConfig(format!(
+                "{key} = {n}; RoPE turns an even number of dimensions, 2..={hd} (the head size)"
+            ))),
+            Some(None) => Err(ModelError::BadConfig(format!("{key} is not a number"))),
+        }
+    }
+
     /// `rope` with each pair's frequency divided by its factor in the tensor `name`
-    /// (`[head_dim / 2]`), as llama.cpp's `rope_ext` does with `freq_factors`: Llama 3.x's
+    /// (`[rot_dims / 2]`), as llama.cpp's `rope_ext` does with `freq_factors`: Llama 3.x's
     /// `rope_freqs`, phi3's LongRoPE `rope_factors_long` and `rope_factors_short`.
     pub(super) fn with_factors(&self, rope: &RopeSpec, name: &str) -> Result<RopeSpec, ModelError> {
-        let factors = self.vector_values(name, self.cfg.head_dim / 2)?;
+        let factors = self.vector_values(name, rope.inv_freq.len())?;
         if let Some((i, f)) = factors
             .iter()
             .enumerate()
@@ -136,7 +151,8 @@ impl Loader<'_> {
     }
 }
 
-/// ggml's `ggml_rope_yarn_corr_dims`: the pair indices where YaRN's ramp starts and ends.
+/// ggml's `ggml_rope_yarn_corr_dims`: the pair indices where YaRN's ramp starts and ends
+/// (`head_dim`: the rotated dimensions).
 fn yarn_corr_dims(head_dim: usize, orig_ctx: f32, base: f32, fast: f32, slow: f32) -> [f32; 2] {
     let n = head_dim as f32;
     let dim =

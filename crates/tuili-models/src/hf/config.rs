@@ -164,7 +164,12 @@ pub(crate) fn read(json: &Json, name: &str) -> Result<HfConfig, ModelError> {
         arch,
         Arch::Llama | Arch::Smollm3 | Arch::Granite | Arch::Phi3
     ) {
-        put("rope.dimension_count", u32v(hd));
+        // Partial rotary embeddings (Phi-4-mini: 0.75), as llama.cpp's converter rounds them.
+        let rot = match f.num("partial_rotary_factor")? {
+            Some(p) if p != 1.0 => (p as f64 * dim as f64) as u64 / n_head,
+            _ => hd,
+        };
+        put("rope.dimension_count", u32v(rot));
     }
     if let Some(v) = f.count("vocab_size")? {
         put("vocab_size", u32v(v));
@@ -384,11 +389,6 @@ fn family_keys(
             }
             if let Some(w) = f.count("sliding_window")? {
                 put("attention.sliding_window", Value::U32(w as u32));
-            }
-            if f.num("partial_rotary_factor")?.is_some_and(|p| p != 1.0) {
-                return Err(ModelError::Unimplemented(
-                    "config.json partial_rotary_factor (partial RoPE)".into(),
-                ));
             }
         }
         Arch::Smollm3 => {
