@@ -500,6 +500,32 @@ def mistral3(m: Model) -> None:
         m.mlp(i)
 
 
+def starcoder2(m: Model) -> None:
+    """starcoder2: LayerNorms (`attention.layer_norm_epsilon`) with biases before attention,
+    before the FFN and at the end; Q/K/V, output, up and down projections with biases; an
+    ungated FFN, down(gelu(up(x))); NEOX RoPE; Q as wide as the hidden size (llama.cpp
+    requires it); untied, GQA 3, head 96. llama.cpp's CPU GELU rounds as for gemma3."""
+    s = m.shape
+    assert s.q_dim == s.dim, "starcoder2's Q width is the hidden size"
+    m.common(rope_base=100000.0, eps=1e-5)
+    # LayerNorm's epsilon instead of RMSNorm's: replace the key `common` wrote.
+    m.kv = [(k, c) for k, c in m.kv if k != "attention.layer_norm_rms_epsilon"]
+    m.key("attention.layer_norm_epsilon", lambda w: w.add_layer_norm_eps(1e-5))
+    f32_file(m)
+    m.embeddings(tied=False)
+    m.vector(tname(MODEL_TENSOR.OUTPUT_NORM, suffix="bias"), s.dim, 0.1)
+    for i in range(s.n_layer):
+        m.norm(tname(MODEL_TENSOR.ATTN_NORM, i), s.dim)
+        m.vector(tname(MODEL_TENSOR.ATTN_NORM, i, "bias"), s.dim, 0.1)
+        m.attention(i, bias=True, out_bias=True)
+        m.norm(tname(MODEL_TENSOR.FFN_NORM, i), s.dim)
+        m.vector(tname(MODEL_TENSOR.FFN_NORM, i, "bias"), s.dim, 0.1)
+        m.matrix(tname(MODEL_TENSOR.FFN_UP, i), s.ffn, s.dim)
+        m.vector(tname(MODEL_TENSOR.FFN_UP, i, "bias"), s.ffn, 0.1)
+        m.matrix(tname(MODEL_TENSOR.FFN_DOWN, i), s.dim, s.ffn, scale=m.branch_scale)
+        m.vector(tname(MODEL_TENSOR.FFN_DOWN, i, "bias"), s.dim, 0.1)
+
+
 GPTOSS = dict(experts=4, used=2, expert_ffn=192, window=8, factor=4.0, orig_ctx=64)
 
 
@@ -569,6 +595,8 @@ FAMILIES: dict[str, tuple[str, Callable[[Model], None], Shape]] = {
     "smollm3": ("smollm3", smollm3, Shape(n_layer=5, dim=256, n_head=4, n_kv=1, head_dim=64, ffn=320, vocab=368)),
     "mistral3": ("mistral3", mistral3,
                  Shape(n_layer=3, dim=384, n_head=4, n_kv=2, head_dim=96, ffn=512, vocab=512)),
+    "starcoder2": ("starcoder2", starcoder2,
+                   Shape(n_layer=3, dim=288, n_head=3, n_kv=1, head_dim=96, ffn=448, vocab=400)),
     "gpt-oss": ("gpt-oss", gpt_oss, Shape(n_layer=3, dim=256, n_head=4, n_kv=1, head_dim=64, ffn=192, vocab=304)),
     # gpt-oss's twin: the same weights, its MXFP4 experts stored as the F32 values they
     # decode to. llama.cpp quantizes activations to Q8_0 for MXFP4 products, which moves its
@@ -600,6 +628,7 @@ SEED_SALT: dict[str, int] = {
     "olmo2": 11,
     "smollm3": 7,
     "mistral3": 16,
+    "starcoder2": 5,
     "gpt-oss": 10,
 }
 

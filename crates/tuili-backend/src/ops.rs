@@ -37,6 +37,73 @@ pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
     }
 }
 
+/// How a norm scales a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormKind {
+    /// RMSNorm: [`rms_norm`].
+    Rms,
+    /// LayerNorm: [`layer_norm_in_place`] (the mean removed first).
+    Layer,
+}
+
+/// LayerNorm of one row in place: `x[i] = (x[i] - mean) / sqrt(var + eps) * weight[i]`, as
+/// ggml's `norm` computes it (sums in f64, the mean and the scale in f32), before any bias.
+///
+/// `x`, `weight`: `[dim]`.
+pub fn layer_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    debug_assert_eq!(x.len(), weight.len());
+    let n = x.len() as f64;
+    let mean = (x.iter().map(|&v| v as f64).sum::<f64>() / n) as f32;
+    let mut sum_sq = 0f64;
+    for v in x.iter_mut() {
+        *v -= mean;
+        sum_sq += (*v * *v) as f64;
+    }
+    let scale = 1.0 / ((sum_sq / n) as f32 + eps).sqrt();
+    for (v, &w) in x.iter_mut().zip(weight) {
+        *v = *v * scale * w;
+    }
+}
+
+/// A norm of kind `kind` of the row `x` written over itself, then `bias` added (LayerNorm's;
+/// `None`: none). The row's width is the weight's.
+pub fn norm_in_place(
+    kind: NormKind,
+    x: &mut [f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    eps: f32,
+) {
+    match kind {
+        NormKind::Rms => rms_norm_in_place(x, weight, eps),
+        NormKind::Layer => layer_norm_in_place(x, weight, eps),
+    }
+    if let Some(b) = bias {
+        add(x, b);
+    }
+}
+
+/// [`norm_in_place`] of `x` written to `out` (the same bits).
+pub fn norm_into(
+    kind: NormKind,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    eps: f32,
+    out: &mut [f32],
+) {
+    match kind {
+        NormKind::Rms => rms_norm(x, weight, eps, out),
+        NormKind::Layer => {
+            out.copy_from_slice(x);
+            layer_norm_in_place(out, weight, eps);
+        }
+    }
+    if let Some(b) = bias {
+        add(out, b);
+    }
+}
+
 /// Inverse frequencies of RoPE over the first `rot_dims` dimensions of a head (all of
 /// them, or fewer for partial rotary embeddings): `[rot_dims / 2]`,
 /// `base^(-2i/rot_dims)`.
@@ -142,17 +209,27 @@ pub fn swiglu_oai_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// GeGLU gate: `gate[i] = gelu(gate[i]) * up[i]`, with GELU's tanh form
-/// `0.5 g (1 + tanh(√(2/π) (g + 0.044715 g³)))`, in f32 (llama.cpp looks it up in an f16
-/// table, which rounds it to about 3 decimal digits).
+/// GELU's tanh form `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, in f32 (llama.cpp looks
+/// it up in an f16 table, which rounds it to about 3 decimal digits).
+#[inline(always)]
+fn gelu_tanh_of(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let t = (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh();
+    0.5 * x * (1.0 + t)
+}
+
+/// GeGLU gate: `gate[i] = gelu(gate[i]) * up[i]`, GELU's tanh form ([`gelu_tanh`]).
 pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
     debug_assert_eq!(gate.len(), up.len());
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     for (g, &u) in gate.iter_mut().zip(up) {
-        let x = *g;
-        let t = (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh();
-        *g = 0.5 * x * (1.0 + t) * u;
+        *g = gelu_tanh_of(*g) * u;
     }
+}
+
+/// GELU in place, tanh form (the activation of an ungated feed-forward block:
+/// StarCoder2, Phi-2).
+pub fn gelu_tanh(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = gelu_tanh_of(*v));
 }
 
 /// Residual add: `x[i] += y[i]`.
@@ -310,6 +387,38 @@ mod tests {
         let mut x = vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
         rope(&mut x, head_dim, &inv, 1, RopeMode::Neox);
         assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[4] - 1f32.sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn layer_norm_centres_and_scales_then_adds_the_bias() {
+        let x = [3.0f32, -4.0, 0.0, 5.0, 1.0];
+        let (w, b) = ([2.0f32; 5], [0.5f32; 5]);
+        let mut y = x;
+        norm_in_place(NormKind::Layer, &mut y, &w, Some(&b), 1e-5);
+        let mean = x.iter().sum::<f32>() as f64 / 5.0;
+        let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 5.0;
+        for (yi, &xi) in y.iter().zip(&x) {
+            let want = (xi as f64 - mean) / (var + 1e-5).sqrt() * 2.0 + 0.5;
+            assert!((*yi as f64 - want).abs() < 1e-5, "{yi} {want}");
+        }
+        let mut out = [0f32; 5];
+        norm_into(NormKind::Layer, &x, &w, Some(&b), 1e-5, &mut out);
+        assert_eq!(out, y);
+        // RMS without a bias is rms_norm itself.
+        let (mut a, mut c) = (x, [0f32; 5]);
+        norm_in_place(NormKind::Rms, &mut a, &w, None, 1e-5);
+        rms_norm(&x, &w, 1e-5, &mut c);
+        assert_eq!(a, c);
+    }
+
+    #[test]
+    fn gelu_is_the_gated_form_with_a_unit_gate() {
+        let x: Vec<f32> = (0..40).map(|i| i as f32 * 0.3 - 6.0).collect();
+        let (mut a, mut b) = (x.clone(), x.clone());
+        gelu_tanh(&mut a);
+        gelu_tanh_mul(&mut b, &[1.0; 40]);
+        assert_eq!(a, b);
+        assert!(a[0].abs() < 1e-6 && (a[39] - x[39]).abs() < 1e-4);
     }
 
     #[test]

@@ -16,7 +16,8 @@ use std::sync::OnceLock;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tuili_backend::ops::{
-    axpy, gelu_tanh_mul, rms_norm, rope, rope_inv_freq, silu_mul, swiglu_oai_mul, RopeMode,
+    axpy, gelu_tanh, gelu_tanh_mul, norm_in_place, rms_norm, rope, rope_inv_freq, silu_mul,
+    swiglu_oai_mul, NormKind, RopeMode,
 };
 use tuili_backend::quant::{dequantize, quantize};
 use tuili_gguf::GgmlType;
@@ -196,16 +197,30 @@ int main(int argc, char** argv) {
         int n = (int)pos.size(), pairs = (int)inv.size();
         each((size_t)n * heads * pairs, [&] { rope(x.data(), pos.data(), inv.data(), n, heads, hd, pairs, neox, 1.0f); });
         save(argv[8], x);
-    } else if (op == "silu_add") {  // silu_add G U BIAS SILU_OUT ADD_OUT BIAS_OUT GELU_OUT SCALE_OUT SWIGLU_OAI_OUT
+    } else if (op == "layer_norm") {  // layer_norm DIM EPS X W B OUT IN_PLACE_OUT
+        int dim = std::atoi(argv[2]);
+        float eps = std::strtof(argv[3], nullptr);
+        auto x = load<float>(argv[4]);
+        auto w = load<float>(argv[5]);
+        auto b = load<float>(argv[6]);
+        int n = (int)(x.size() / dim);
+        std::vector<float> out(x.size(), NAN);
+        launch(n, 1, 256, [&] { layer_norm(x.data(), w.data(), b.data(), nullptr, dim, eps, out.data()); });
+        save(argv[7], out);
+        launch(n, 1, 256, [&] { layer_norm(x.data(), w.data(), b.data(), nullptr, dim, eps, x.data()); });
+        save(argv[8], x);
+    } else if (op == "silu_add") {  // silu_add G U BIAS SILU_OUT ADD_OUT BIAS_OUT GELU_OUT SCALE_OUT SWIGLU_OAI_OUT GELU_ALONE_OUT
         auto g = load<float>(argv[2]);
         auto u = load<float>(argv[3]);
         auto b = load<float>(argv[4]);
         int total = (int)g.size(), d = (int)b.size();
-        auto s = g, a = g, bo = g, ge = g, sc = g, so = g;
+        auto s = g, a = g, bo = g, ge = g, sc = g, so = g, gl = g;
         each(total, [&] { silu_mul(s.data(), u.data(), total); });
         each(total, [&] { add(a.data(), u.data(), total); });
         each(total, [&] { add_bias(bo.data(), b.data(), d, total); });
         each(total, [&] { gelu_tanh_mul(ge.data(), u.data(), total); });
+        each(total, [&] { gelu_tanh_mul(gl.data(), nullptr, total); });
+        save(argv[11], gl);
         each(total, [&] { scale(sc.data(), 25.298f, total); });
         each(total, [&] { swiglu_oai_mul(so.data(), u.data(), total); });
         save(argv[10], so);
@@ -701,6 +716,37 @@ fn row_and_element_kernels_match_the_cpu_ops() {
         &read_f32(&out),
     );
 
+    // LayerNorm with a bias (StarCoder2): [3, 896].
+    let b = random(&mut r, dim, 0.5);
+    let mut want = x.clone();
+    for xr in want.chunks_exact_mut(dim) {
+        norm_in_place(NormKind::Layer, xr, &w, Some(&b), 1e-5);
+    }
+    let (out, in_place) = (tmp("ln.out"), tmp("ln.inplace"));
+    let bf = write_f32("ln.b", &b);
+    run(
+        exe,
+        &[
+            &"layer_norm",
+            &"896",
+            &"1e-5",
+            &xf,
+            &wf,
+            &bf,
+            &out,
+            &in_place,
+        ],
+    );
+    // Sums in f64 in another order than the CPU's; the mean and the scale rounded to f32.
+    let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
+    close("layer_norm", seed, &read_f32(&out), &want, 1e-6);
+    same_bits(
+        "layer_norm in place",
+        seed,
+        &read_f32(&in_place),
+        &read_f32(&out),
+    );
+
     // RoPE in both layouts, over the whole head and over 48 of its dimensions (partial
     // rotary embeddings): 4 tokens of 3 heads of 64.
     let (heads, hd) = (3, 64);
@@ -745,10 +791,23 @@ fn row_and_element_kernels_match_the_cpu_ops() {
     let scaled: Vec<f32> = g.iter().map(|v| v * 25.298).collect();
     let (so, ao, bo) = (tmp("silu.out"), tmp("add.out"), tmp("bias.out"));
     let (go, sco, oai) = (tmp("gelu.out"), tmp("scale.out"), tmp("swiglu_oai.out"));
+    let gelu_alone_out = tmp("gelu_alone.out");
     let (gf, uf, bf) = (write_f32("g", &g), write_f32("u", &u), write_f32("b", &b));
     run(
         exe,
-        &[&"silu_add", &gf, &uf, &bf, &so, &ao, &bo, &go, &sco, &oai],
+        &[
+            &"silu_add",
+            &gf,
+            &uf,
+            &bf,
+            &so,
+            &ao,
+            &bo,
+            &go,
+            &sco,
+            &oai,
+            &gelu_alone_out,
+        ],
     );
     // gpt-oss's clamped SwiGLU: `expf` of the C library against Rust's `exp`, within a
     // tolerance (the inputs reach past the clamp at ±7).
@@ -760,6 +819,10 @@ fn row_and_element_kernels_match_the_cpu_ops() {
     // by an ulp or two: compared within a tolerance.
     let gelu: Vec<f64> = gelu.iter().map(|&v| v as f64).collect();
     close("gelu_tanh_mul", seed, &read_f32(&go), &gelu, 1e-6);
+    let mut gelu_alone = g.clone();
+    gelu_tanh(&mut gelu_alone);
+    let gelu_alone: Vec<f64> = gelu_alone.iter().map(|&v| v as f64).collect();
+    close("gelu", seed, &read_f32(&gelu_alone_out), &gelu_alone, 1e-6);
     same_bits("scale", seed, &read_f32(&sco), &scaled);
     same_bits("silu_mul", seed, &read_f32(&so), &silu);
     same_bits("add", seed, &read_f32(&ao), &sum);

@@ -37,11 +37,14 @@ pub enum Arch {
     /// `gpt-oss`: biases, attention sinks, alternating sliding windows, and a mixture of
     /// MXFP4 experts with a clamped SwiGLU.
     GptOss,
+    /// `starcoder2` (StarCoder2, Granite Code 20B/34B): LayerNorms, biases, an ungated
+    /// GELU feed-forward block.
+    Starcoder2,
 }
 
 impl Arch {
     /// Every architecture tuili runs.
-    pub const ALL: [Arch; 12] = [
+    pub const ALL: [Arch; 13] = [
         Arch::Llama,
         Arch::Qwen2,
         Arch::Qwen3,
@@ -54,6 +57,7 @@ impl Arch {
         Arch::Phi3,
         Arch::Mistral3,
         Arch::GptOss,
+        Arch::Starcoder2,
     ];
 
     /// The `general.architecture` name.
@@ -71,6 +75,7 @@ impl Arch {
             Arch::Phi3 => "phi3",
             Arch::Mistral3 => "mistral3",
             Arch::GptOss => "gpt-oss",
+            Arch::Starcoder2 => "starcoder2",
         }
     }
 
@@ -96,7 +101,8 @@ pub(crate) fn rope_mode(arch: Arch) -> RopeMode {
         | Arch::Gemma3
         | Arch::Olmo2
         | Arch::Phi3
-        | Arch::GptOss => RopeMode::Neox,
+        | Arch::GptOss
+        | Arch::Starcoder2 => RopeMode::Neox,
     }
 }
 
@@ -125,7 +131,7 @@ pub struct Config {
     pub rope_base: f32,
     /// How RoPE pairs dimensions.
     pub rope_mode: RopeMode,
-    /// RMSNorm epsilon.
+    /// The norms' epsilon (RMSNorm's, or LayerNorm's in the families that have it).
     pub eps: f32,
     /// Per layer, its sliding window (`None`: a global layer), `[n_layer]`; filled by
     /// `Model::load` from the layers' specs (the KV pool keeps local layers apart).
@@ -176,7 +182,13 @@ impl Config {
             Some(_) => file.get_f32(&format!("{a}.rope.freq_base"))?,
             None => 10000.0,
         };
-        let eps = file.get_f32(&format!("{a}.attention.layer_norm_rms_epsilon"))?;
+        // RMSNorm's epsilon, else LayerNorm's (starcoder2).
+        let rms_eps = format!("{a}.attention.layer_norm_rms_epsilon");
+        let ln_eps = format!("{a}.attention.layer_norm_epsilon");
+        let eps = match (file.get(&rms_eps), file.get(&ln_eps)) {
+            (None, Some(_)) => file.get_f32(&ln_eps)?,
+            _ => file.get_f32(&rms_eps)?,
+        };
         let vocab = file
             .tensor("token_embd.weight")
             .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?

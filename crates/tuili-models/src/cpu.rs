@@ -4,13 +4,15 @@
 use std::cell::RefCell;
 
 use tuili_backend::matmul::{matmul, matmul_glu, matmul_many, Weight};
-use tuili_backend::ops::{add, axpy, rms_norm, rms_norm_in_place, rope_angles, rope_rotate};
+use tuili_backend::ops::{
+    add, axpy, gelu_tanh, norm_in_place, norm_into, rope_angles, rope_rotate,
+};
 use tuili_backend::pool::{self, SyncPtr};
 
 use crate::attention::attention;
 use crate::batch::Batch;
 use crate::moe::{group_by_expert, route};
-use crate::ops::{AttnSpec, Buf, Glu, MatId, Ops, RopeId, RopeSpec, VecId, Widths};
+use crate::ops::{AttnSpec, Buf, Glu, MatId, Norm, Ops, RopeId, RopeSpec, VecId, Widths};
 use crate::spec::{MoeSpec, Weights};
 use crate::{KvPool, ModelError};
 
@@ -243,11 +245,13 @@ impl Ops for CpuStep<'_, '_> {
         &mut self,
         x: Buf,
         delta: Option<Buf>,
-        w: VecId,
+        norm: &Norm,
         eps: f32,
         dst: Buf,
     ) -> Result<(), ModelError> {
-        let wv = self.weights.vec(w);
+        let wv = self.weights.vec(norm.w);
+        let bv = norm.b.map(|b| self.weights.vec(b));
+        let kind = norm.kind;
         let width = wv.len();
         if dst == Buf::Out {
             // The last residual add and the final norm, for the rows that want logits.
@@ -273,7 +277,7 @@ impl Ops for CpuStep<'_, '_> {
                 if let Some(d) = db {
                     add(xr, &d[r * dim..(r + 1) * dim]);
                 }
-                rms_norm(xr, wv, eps, o);
+                norm_into(kind, xr, wv, bv, eps, o);
             }
             return Ok(());
         }
@@ -294,12 +298,12 @@ impl Ops for CpuStep<'_, '_> {
                 }
                 if dst == x {
                     for xh in xr.chunks_exact_mut(width) {
-                        rms_norm_in_place(xh, wv, eps);
+                        norm_in_place(kind, xh, wv, bv, eps);
                     }
                 } else {
                     let out = pdst.slice(r);
                     for (xh, oh) in xr.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-                        rms_norm(xh, wv, eps, oh);
+                        norm_into(kind, xh, wv, bv, eps, oh);
                     }
                 }
             }
@@ -319,6 +323,11 @@ impl Ops for CpuStep<'_, '_> {
             .get_disjoint_mut([x as usize, delta as usize])
             .expect("two different buffers");
         add(xb, db);
+        Ok(())
+    }
+
+    fn gelu(&mut self, x: Buf) -> Result<(), ModelError> {
+        gelu_tanh(self.buf_mut(x));
         Ok(())
     }
 

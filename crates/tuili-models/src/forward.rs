@@ -23,7 +23,7 @@ pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<V
         // The attention input: the normalised residual stream in Xn, or the stream itself.
         let attn_in = match l.attn_norm {
             Some(w) => {
-                ops.norm(Buf::X, pending.then_some(Buf::Xn), w, eps, Buf::Xn)?;
+                ops.norm(Buf::X, pending.then_some(Buf::Xn), &w, eps, Buf::Xn)?;
                 Buf::Xn
             }
             None => {
@@ -41,8 +41,8 @@ pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<V
             ops.add_bias(Buf::V, bv)?;
         }
         if let Some([nq, nk]) = q.qk_norm {
-            ops.norm(Buf::Q, None, nq, eps, Buf::Q)?;
-            ops.norm(Buf::K, None, nk, eps, Buf::K)?;
+            ops.norm(Buf::Q, None, &nq, eps, Buf::Q)?;
+            ops.norm(Buf::K, None, &nk, eps, Buf::K)?;
         }
         if let Some(rope) = l.rope {
             ops.rope(rope, Buf::Q, Buf::K)?;
@@ -54,14 +54,14 @@ pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<V
             ops.add_bias(Buf::Xn, b)?;
         }
         if let Some(w) = l.post_attn_norm {
-            ops.norm(Buf::Xn, None, w, eps, Buf::Xn)?;
+            ops.norm(Buf::Xn, None, &w, eps, Buf::Xn)?;
         }
         if l.residual_scale != 1.0 {
             ops.scale(Buf::Xn, l.residual_scale)?;
         }
         let ffn_in = match l.ffn_norm {
             Some(w) => {
-                ops.norm(Buf::X, Some(Buf::Xn), w, eps, Buf::Xn)?;
+                ops.norm(Buf::X, Some(Buf::Xn), &w, eps, Buf::Xn)?;
                 Buf::Xn
             }
             None => {
@@ -74,10 +74,21 @@ pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<V
                 ops.matmul_glu(ffn_in, f.gate, f.up, f.act, Buf::Gate, Buf::Up)?;
                 ops.matmul(Buf::Gate, &[(f.down, Buf::Xn)])?;
             }
+            Ffn::Plain(f) => {
+                ops.matmul(ffn_in, &[(f.up, Buf::Up)])?;
+                if let Some(b) = f.up_bias {
+                    ops.add_bias(Buf::Up, b)?;
+                }
+                ops.gelu(Buf::Up)?;
+                ops.matmul(Buf::Up, &[(f.down, Buf::Xn)])?;
+                if let Some(b) = f.down_bias {
+                    ops.add_bias(Buf::Xn, b)?;
+                }
+            }
             Ffn::Moe(m) => ops.moe(ffn_in, m, Buf::Xn)?,
         }
         if let Some(w) = l.post_ffn_norm {
-            ops.norm(Buf::Xn, None, w, eps, Buf::Xn)?;
+            ops.norm(Buf::Xn, None, &w, eps, Buf::Xn)?;
         }
         if l.residual_scale != 1.0 {
             ops.scale(Buf::Xn, l.residual_scale)?;
@@ -91,7 +102,7 @@ pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<V
     ops.norm(
         Buf::X,
         pending.then_some(Buf::Xn),
-        spec.out_norm,
+        &spec.out_norm,
         eps,
         Buf::Out,
     )?;

@@ -9,8 +9,8 @@
 //! Every buffer has one row per token of the step, except [`Buf::Out`], which has one row
 //! per token whose logits were asked for.
 
-pub use tuili_backend::ops::Glu;
 use tuili_backend::ops::RopeMode;
+pub use tuili_backend::ops::{Glu, NormKind};
 
 /// A weight matrix of the model: `[rows, cols]`, possibly quantized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,6 +19,29 @@ pub struct MatId(pub u32);
 /// An f32 vector of the model (a norm weight, a bias).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct VecId(pub u32);
+
+/// A norm: its kind, weight and optional bias (LayerNorm's), each `[width]`; the width of
+/// the weight is the width of the rows it normalises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Norm {
+    /// RMSNorm or LayerNorm.
+    pub kind: NormKind,
+    /// Multiplies the normalised row.
+    pub w: VecId,
+    /// Added after that.
+    pub b: Option<VecId>,
+}
+
+impl From<VecId> for Norm {
+    /// An RMSNorm of weight `w`, without a bias.
+    fn from(w: VecId) -> Norm {
+        Norm {
+            kind: NormKind::Rms,
+            w,
+            b: None,
+        }
+    }
+}
 
 /// One of the model's RoPE variants (base, frequency factors, mode): an index into
 /// [`crate::spec::ModelSpec::ropes`].
@@ -126,18 +149,21 @@ pub trait Ops {
     /// Adds `bias` to every row of `x`.
     fn add_bias(&mut self, x: Buf, bias: VecId) -> Result<(), Self::Error>;
 
-    /// Per row: `x += delta` (when given), then `dst = rms_norm(x) · w`. The norm is over
-    /// the width of `w`, so a weight of `head_dim` values normalises every head of a row
-    /// on its own (per-head QK-norm). `dst` may be `x` or `delta`. When `dst` is
-    /// [`Buf::Out`], only the rows that want logits are added and normalised.
+    /// Per row: `x += delta` (when given), then `dst = norm(x) · w + b` (see [`Norm`]).
+    /// The norm is over the width of `w`, so a weight of `head_dim` values normalises every
+    /// head of a row on its own (per-head QK-norm). `dst` may be `x` or `delta`. When `dst`
+    /// is [`Buf::Out`], only the rows that want logits are added and normalised.
     fn norm(
         &mut self,
         x: Buf,
         delta: Option<Buf>,
-        w: VecId,
+        n: &Norm,
         eps: f32,
         dst: Buf,
     ) -> Result<(), Self::Error>;
+
+    /// `x = gelu(x)` element-wise (GELU's tanh form: an ungated feed-forward block).
+    fn gelu(&mut self, x: Buf) -> Result<(), Self::Error>;
 
     /// `x += delta` (a residual add without a norm after it).
     fn add(&mut self, x: Buf, delta: Buf) -> Result<(), Self::Error>;

@@ -3,7 +3,7 @@
 
 use tuili_backend::matmul::Weight;
 
-use crate::ops::{AttnSpec, Glu, MatId, RopeId, RopeSpec, VecId};
+use crate::ops::{AttnSpec, Glu, MatId, Norm, RopeId, RopeSpec, VecId};
 
 /// The weights of a model, named by id (what [`MatId`] and [`VecId`] index).
 #[derive(Default)]
@@ -52,8 +52,9 @@ pub struct QkvSpec {
     pub wv: MatId,
     /// Biases `[q_dim]`, `[kv_dim]`, `[kv_dim]` (qwen2).
     pub bias: Option<[VecId; 3]>,
-    /// RMS norms of Q and K after projection: `[head_dim]` per head (qwen3, gemma3).
-    pub qk_norm: Option<[VecId; 2]>,
+    /// Norms of Q and K after projection: `[head_dim]` per head (qwen3, gemma3), or over
+    /// the whole projection (olmo2).
+    pub qk_norm: Option<[Norm; 2]>,
 }
 
 /// The feed-forward block: `down(act(x · gate) · (x · up))`.
@@ -67,6 +68,19 @@ pub struct FfnSpec {
     pub down: MatId,
     /// The activation of the gate.
     pub act: Glu,
+}
+
+/// An ungated feed-forward block: `down(gelu(x · up + up_bias)) + down_bias` (StarCoder2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlainFfnSpec {
+    /// `[ffn_dim, dim]`
+    pub up: MatId,
+    /// `[ffn_dim]`
+    pub up_bias: Option<VecId>,
+    /// `[dim, ffn_dim]`
+    pub down: MatId,
+    /// `[dim]`
+    pub down_bias: Option<VecId>,
 }
 
 /// A mixture of experts: a router picks `top_k` experts per token, whose outputs are
@@ -108,6 +122,8 @@ pub enum Gating {
 pub enum Ffn {
     /// One gated block for every token.
     Dense(FfnSpec),
+    /// One ungated block (GELU) for every token.
+    Plain(PlainFfnSpec),
     /// A mixture of experts.
     Moe(MoeSpec),
 }
@@ -117,7 +133,7 @@ pub enum Ffn {
 pub struct LayerSpec {
     /// Norm before attention: `[dim]` (`None`: attention reads the residual stream, as in
     /// olmo2).
-    pub attn_norm: Option<VecId>,
+    pub attn_norm: Option<Norm>,
     /// Q/K/V projections.
     pub qkv: QkvSpec,
     /// RoPE of this layer; `None` for a layer without positions (NoPE).
@@ -129,13 +145,13 @@ pub struct LayerSpec {
     /// Its bias: `[dim]` (gpt-oss).
     pub wo_bias: Option<VecId>,
     /// Norm of the attention output before the residual add (gemma3): `[dim]`.
-    pub post_attn_norm: Option<VecId>,
+    pub post_attn_norm: Option<Norm>,
     /// Norm before the feed-forward block: `[dim]` (`None`: it reads the residual stream).
-    pub ffn_norm: Option<VecId>,
+    pub ffn_norm: Option<Norm>,
     /// The feed-forward block.
     pub ffn: Ffn,
     /// Norm of the feed-forward output before the residual add (gemma3): `[dim]`.
-    pub post_ffn_norm: Option<VecId>,
+    pub post_ffn_norm: Option<Norm>,
     /// Multiplies each block's output before the residual add (granite).
     pub residual_scale: f32,
 }
@@ -168,7 +184,7 @@ pub struct ModelSpec {
     /// LongRoPE): see [`LongRope`].
     pub long_rope: Option<LongRope>,
     /// Final norm: `[dim]`.
-    pub out_norm: VecId,
+    pub out_norm: Norm,
     /// Output projection: `[vocab, dim]` (the embedding itself when tied).
     pub output: MatId,
     /// Multiplies the logits (granite: `1 / logit_scale`).
@@ -186,6 +202,7 @@ impl LayerSpec {
         let mut ids = vec![q.wq, q.wk, q.wv, self.wo];
         match &self.ffn {
             Ffn::Dense(f) => ids.extend([f.gate, f.up, f.down]),
+            Ffn::Plain(f) => ids.extend([f.up, f.down]),
             Ffn::Moe(m) => {
                 ids.push(m.router);
                 ids.extend(m.experts.iter().flat_map(|f| [f.gate, f.up, f.down]));

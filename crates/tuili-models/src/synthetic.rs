@@ -32,7 +32,8 @@ pub struct SyntheticSpec {
     /// QK-norms, `qwen3moe` 8 experts (2 per token), `phi3` fused Q/K/V and gate/up,
     /// `mistral3` YaRN and an attention temperature that changes every 4 positions,
     /// `gpt-oss` biases, attention sinks, a window on every other layer and 8 biased
-    /// experts with its clamped SwiGLU.
+    /// experts with its clamped SwiGLU, `starcoder2` LayerNorms with biases, biases on every
+    /// projection and an ungated GELU block.
     pub arch: Arch,
     /// Transformer blocks.
     pub n_layer: usize,
@@ -135,10 +136,11 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
     w.add(format!("{a}.feed_forward_length"), u32v(spec.ffn_dim))?;
     w.add(format!("{a}.context_length"), u32v(spec.ctx_len))?;
     w.add(format!("{a}.rope.freq_base"), Value::F32(10000.0))?;
-    w.add(
-        format!("{a}.attention.layer_norm_rms_epsilon"),
-        Value::F32(1e-5),
-    )?;
+    let eps_key = match spec.arch {
+        Arch::Starcoder2 => "attention.layer_norm_epsilon",
+        _ => "attention.layer_norm_rms_epsilon",
+    };
+    w.add(format!("{a}.{eps_key}"), Value::F32(1e-5))?;
     if matches!(spec.arch, Arch::Qwen3Moe | Arch::GptOss) {
         w.add(format!("{a}.expert_count"), u32v(SYNTHETIC_EXPERTS))?;
         w.add(format!("{a}.expert_used_count"), u32v(2))?;
@@ -240,6 +242,7 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
                 ones(spec.dim),
             )?;
         }
+
         if spec.arch == Arch::Phi3 {
             let rows = q_dim + 2 * kv_dim;
             stacked(&mut w, n("attn_qkv.weight"), rows, spec.dim, 1, ty)?;
@@ -248,7 +251,20 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
             stacked(&mut w, n("attn_k.weight"), kv_dim, spec.dim, 1, ty)?;
             stacked(&mut w, n("attn_v.weight"), kv_dim, spec.dim, 1, ty)?;
         }
-        if matches!(spec.arch, Arch::Qwen2 | Arch::GptOss) {
+        if spec.arch == Arch::Starcoder2 {
+            // LayerNorms' biases, and those of every projection but Q/K/V's (below).
+            let (d, f) = (spec.dim, spec.ffn_dim);
+            for (t, len) in [
+                ("attn_norm.bias", d),
+                ("attn_output.bias", d),
+                ("ffn_norm.bias", d),
+                ("ffn_up.bias", f),
+                ("ffn_down.bias", d),
+            ] {
+                w.add_tensor(n(t), &[len as u64], GgmlType::F32, small(len, 0.1))?;
+            }
+        }
+        if matches!(spec.arch, Arch::Qwen2 | Arch::GptOss | Arch::Starcoder2) {
             for (b, len) in [
                 ("attn_q.bias", q_dim),
                 ("attn_k.bias", kv_dim),
@@ -322,6 +338,9 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
             let (f, d) = (spec.ffn_dim, spec.dim);
             stacked(&mut w, n("ffn_up.weight"), 2 * f, d, 1, ty)?;
             stacked(&mut w, n("ffn_down.weight"), d, f, 1, ty)?;
+        } else if spec.arch == Arch::Starcoder2 {
+            stacked(&mut w, n("ffn_up.weight"), spec.ffn_dim, spec.dim, 1, ty)?;
+            stacked(&mut w, n("ffn_down.weight"), spec.dim, spec.ffn_dim, 1, ty)?;
         } else {
             stacked(&mut w, n("ffn_gate.weight"), spec.ffn_dim, spec.dim, 1, ty)?;
             stacked(&mut w, n("ffn_up.weight"), spec.ffn_dim, spec.dim, 1, ty)?;
@@ -334,6 +353,15 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
         GgmlType::F32,
         ones(spec.dim),
     )?;
+    if spec.arch == Arch::Starcoder2 {
+        let d = spec.dim;
+        w.add_tensor(
+            "output_norm.bias",
+            &[d as u64],
+            GgmlType::F32,
+            small(d, 0.1),
+        )?;
+    }
     if matches!(spec.arch, Arch::Qwen2 | Arch::Olmo2) {
         stacked(&mut w, "output.weight".into(), spec.vocab, spec.dim, 1, ty)?;
     }

@@ -45,6 +45,7 @@ const FAMILIES: &[&str] = &[
     "olmo2",
     "smollm3",
     "mistral3",
+    "starcoder2",
     "gpt-oss",
     "gpt-oss-f32",
 ];
@@ -79,7 +80,7 @@ const FAMILIES: &[&str] = &[
 /// other orders) and still catches the epsilon mistake.
 const MAX_REL_DIFF: f32 = 4e-6;
 
-/// gemma2's and gemma3's bound. llama.cpp's CPU GELU (`GGML_GELU_FP16`) rounds each input to f16 and
+/// gemma2's, gemma3's and starcoder2's bound. llama.cpp's CPU GELU (`GGML_GELU_FP16`) rounds each input to f16 and
 /// reads the result from an f16 table: every activation of the feed-forward block moves by
 /// up to half an f16 step (2^-11 ≈ 4.9e-4 relative), and an input near a rounding boundary
 /// jumps a whole step on a float-order difference. tuili computes GELU in f32. Measured
@@ -96,7 +97,7 @@ const GPT_OSS_MXFP4_MAX_REL_DIFF: f32 = 2e-4;
 /// The bound of `family`.
 fn max_rel_diff(family: &str) -> f32 {
     match family {
-        "gemma2" | "gemma3" => GEMMA3_MAX_REL_DIFF,
+        "gemma2" | "gemma3" | "starcoder2" => GEMMA3_MAX_REL_DIFF,
         "gpt-oss" => GPT_OSS_MXFP4_MAX_REL_DIFF,
         _ => MAX_REL_DIFF,
     }

@@ -226,6 +226,10 @@ impl ModelCost {
                         dense.extend(ffn_mats(f));
                         None
                     }
+                    Ffn::Plain(f) => {
+                        dense.extend([mat(f.up), mat(f.down)]);
+                        None
+                    }
                     Ffn::Moe(m) => {
                         dense.push(mat(m.router));
                         Some(ExpertsCost {
@@ -427,6 +431,8 @@ fn vector_ops(l: &LayerSpec, dim: usize, qk: usize, rows: impl Fn(MatId) -> usiz
     let norm = dim * block_norms.iter().flatten().count() + l.qkv.qk_norm.map_or(0, |_| qk);
     let (glu, act) = match &l.ffn {
         Ffn::Dense(f) => (rows(f.gate), f.act),
+        // An ungated block: GELU over the up projection's rows (the cost of a GeGLU's).
+        Ffn::Plain(f) => (rows(f.up), Glu::GeluTanh),
         Ffn::Moe(m) => match m.experts.first() {
             Some(f) => (m.top_k * rows(f.gate), f.act),
             None => (0, Glu::Silu),

@@ -13,6 +13,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use tuili_backend::matmul::Weight;
+use tuili_backend::ops::NormKind;
 use tuili_gguf::GgmlType;
 
 use super::{guard, DriverResult};
@@ -102,6 +103,7 @@ struct Kernels {
     matvec: HashMap<GgmlType, CudaFunction>,
     dequant: HashMap<GgmlType, CudaFunction>,
     rms_norm: CudaFunction,
+    layer_norm: CudaFunction,
     add_bias: CudaFunction,
     add: CudaFunction,
     silu_mul: CudaFunction,
@@ -202,6 +204,7 @@ impl Gpu {
             matvec,
             dequant,
             rms_norm: f("rms_norm")?,
+            layer_norm: f("layer_norm")?,
             add_bias: f("add_bias")?,
             add: f("add")?,
             silu_mul: f("silu_mul")?,
@@ -406,12 +409,15 @@ impl Gpu {
         )
     }
 
-    /// RMSNorm of `n` rows of `[dim]`, rows taken at `rows` (device `[n]` u32) or in order.
+    /// A norm of `kind` (weight `w`, bias `b` added after it) of `n` rows of `[dim]`, rows
+    /// taken at `rows` (device `[n]` u32) or in order.
     #[allow(clippy::too_many_arguments)]
-    pub fn rms_norm(
+    pub fn norm(
         &self,
+        kind: NormKind,
         x: u64,
         w: u64,
+        b: Option<u64>,
         rows: Option<u64>,
         n: usize,
         dim: usize,
@@ -428,7 +434,21 @@ impl Gpu {
         };
         let rows = rows.unwrap_or(0);
         let dim = i(dim);
-        launch!(self, &self.k.rms_norm, cfg, "rms_norm"; &x, &w, &rows, &dim, &eps, &out)
+        match (kind, b) {
+            (NormKind::Rms, None) => {
+                launch!(self, &self.k.rms_norm, cfg, "rms_norm"; &x, &w, &rows, &dim, &eps, &out)
+            }
+            (NormKind::Rms, Some(_)) => Err(CudaError::Unsupported(
+                "an RMSNorm with a bias (no family has one)".into(),
+            )),
+            (NormKind::Layer, b) => {
+                // A null pointer: no bias.
+                let b = b.unwrap_or(0);
+                launch!(self, &self.k.layer_norm, cfg, "layer_norm";
+                    &x, &w, &b, &rows, &dim, &eps, &out
+                )
+            }
+        }
     }
 
     /// `x[n, d] += bias[d]` on every row.
@@ -453,6 +473,12 @@ impl Gpu {
     pub fn swiglu_oai_mul(&self, g: u64, u: u64, total: usize) -> Result<(), CudaError> {
         let t = i(total);
         launch!(self, &self.k.swiglu_oai_mul, ew_cfg(total), "swiglu_oai_mul"; &g, &u, &t)
+    }
+
+    /// `g = gelu(g)` (tanh form) over `total` elements.
+    pub fn gelu(&self, g: u64, total: usize) -> Result<(), CudaError> {
+        // A null pointer for `u`: no gate.
+        self.gelu_tanh_mul(g, 0, total)
     }
 
     /// `g = gelu(g) * u` (tanh form) over `total` elements.

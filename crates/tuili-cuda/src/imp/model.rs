@@ -5,7 +5,7 @@ use cudarc::driver::CudaSlice;
 use tuili_backend::ops::RopeMode;
 use tuili_models::batch::Batch;
 use tuili_models::moe::{group_by_expert, route};
-use tuili_models::ops::{AttnSpec, Buf, Glu, MatId, Ops, RopeId, VecId, Widths};
+use tuili_models::ops::{AttnSpec, Buf, Glu, MatId, Norm, Ops, RopeId, VecId, Widths};
 use tuili_models::spec::{ModelSpec, MoeSpec};
 use tuili_models::{Config, KvType, Model, SeqChunk};
 
@@ -469,21 +469,24 @@ impl Ops for CudaStep<'_> {
         &mut self,
         x: Buf,
         delta: Option<Buf>,
-        w: VecId,
+        norm: &Norm,
         eps: f32,
         dst: Buf,
     ) -> Result<(), CudaError> {
         let g = &self.m.gpu;
-        let (wp, width) = self.vec(w);
+        let (wp, width) = self.vec(norm.w);
+        let bp = norm.b.map(|b| self.vec(b).0);
         let row = self.m.widths.of(x);
         if let Some(d) = delta {
             g.add(self.p(x), self.p(d), self.n * row)?;
         }
         if dst == Buf::Out {
             let rows = g.ptr(&self.d_rows, 0);
-            return g.rms_norm(
+            return g.norm(
+                norm.kind,
                 self.p(x),
                 wp,
+                bp,
                 Some(rows),
                 self.n_logits,
                 width,
@@ -492,9 +495,11 @@ impl Ops for CudaStep<'_> {
             );
         }
         // Rows of the weight's width: a `[head_dim]` weight normalises each head.
-        g.rms_norm(
+        g.norm(
+            norm.kind,
             self.p(x),
             wp,
+            bp,
             None,
             self.n * row / width,
             width,
@@ -506,6 +511,10 @@ impl Ops for CudaStep<'_> {
     fn add(&mut self, x: Buf, delta: Buf) -> Result<(), CudaError> {
         let total = self.n * self.m.widths.of(x);
         self.m.gpu.add(self.p(x), self.p(delta), total)
+    }
+
+    fn gelu(&mut self, x: Buf) -> Result<(), CudaError> {
+        self.m.gpu.gelu(self.p(x), self.n * self.m.widths.of(x))
     }
 
     fn scale(&mut self, x: Buf, s: f32) -> Result<(), CudaError> {

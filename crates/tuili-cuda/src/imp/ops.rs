@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use tuili_backend::matmul::Weight;
-use tuili_backend::ops::RopeMode;
+use tuili_backend::ops::{NormKind, RopeMode};
 
 use super::gpu::{attention_scratch, AttnArgs, Gpu, What, GEMM_TILE_ELEMS};
 use crate::{AttentionCase, CudaError, DeviceInfo};
@@ -84,9 +84,11 @@ impl CudaOps {
         let n = x.len() / dim;
         check_len("x", x.len(), n * dim)?;
         let (dx, dw, out) = (g.upload(x)?, g.upload(w)?, g.zeros::<f32>(x.len())?);
-        g.rms_norm(
+        g.norm(
+            NormKind::Rms,
             g.ptr(&dx, 0),
             g.ptr(&dw, 0),
+            None,
             None,
             n,
             dim,

@@ -1,5 +1,24 @@
 // Row and element-wise ops of a layer (tuili_backend::ops is the specification).
 
+// The sum of every thread's `v` over the block, in every thread. `partial`: 32 doubles of
+// shared memory, free again when this returns.
+__device__ double block_sum_f64(double v, double* partial) {
+    v = warp_sum_f64(v);
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        const int n_warps = (blockDim.x + WARP - 1) / WARP;
+        double t = lane < n_warps ? partial[lane] : 0.0;
+        t = warp_sum_f64(t);
+        if (lane == 0) partial[0] = t;
+    }
+    __syncthreads();
+    const double sum = partial[0];
+    __syncthreads();
+    return sum;
+}
+
 // RMSNorm of rows: out[i, :] = x[src, :] / sqrt(mean(x[src, :]^2) + eps) * w, with
 // src = rows ? rows[i] : i. x: [*, dim]; w: [dim]; out: [n, dim]. One block per row;
 // the sum of squares in f64 as on the CPU. `out` may be `x` (rows in order): every read
@@ -12,20 +31,36 @@ extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __
     const float* xr = x + src * dim;
     double ss = 0.0;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (double)xr[i] * (double)xr[i];
-    ss = warp_sum_f64(ss);
-    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
-    if (lane == 0) partial[warp] = ss;
-    __syncthreads();
-    if (warp == 0) {
-        const int n_warps = (blockDim.x + WARP - 1) / WARP;
-        double t = lane < n_warps ? partial[lane] : 0.0;
-        t = warp_sum_f64(t);
-        if (lane == 0) partial[0] = t;
-    }
-    __syncthreads();
-    const float scale = (float)(1.0 / sqrt(partial[0] / dim + (double)eps));
+    ss = block_sum_f64(ss, partial);
+    const float scale = (float)(1.0 / sqrt(ss / dim + (double)eps));
     float* o = out + (size_t)blockIdx.x * dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = xr[i] * scale * w[i];
+}
+
+// LayerNorm of rows, as the CPU's `ops::layer_norm_in_place` then the bias:
+// out[i, :] = (x[src, :] - mean) / sqrt(var + eps) * w + b (b NULL: none), sums in f64,
+// the mean and the scale in f32. Shapes and `rows` as rms_norm; `out` may be `x`.
+extern "C" __global__ void layer_norm(const float* __restrict__ x, const float* __restrict__ w,
+                                      const float* __restrict__ b,
+                                      const u32* __restrict__ rows, int dim, float eps,
+                                      float* __restrict__ out) {
+    __shared__ double partial[32];
+    const size_t src = rows ? rows[blockIdx.x] : blockIdx.x;
+    const float* xr = x + src * dim;
+    double s = 0.0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) s += (double)xr[i];
+    const float mean = (float)(block_sum_f64(s, partial) / dim);
+    double ss = 0.0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float v = xr[i] - mean;
+        ss += (double)(v * v);
+    }
+    const float scale = 1.0f / sqrtf((float)(block_sum_f64(ss, partial) / dim) + eps);
+    float* o = out + (size_t)blockIdx.x * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        const float y = (xr[i] - mean) * scale * w[i];
+        o[i] = b ? y + b[i] : y;
+    }
 }
 
 // x[i] += bias[i % d] for x: [n, d].
@@ -76,14 +111,16 @@ extern "C" __global__ void silu_mul(float* __restrict__ g, const float* __restri
     }
 }
 
-// g[i] = gelu(g[i]) * u[i], GELU's tanh form as the CPU's `ops::gelu_tanh_mul`.
+// g[i] = gelu(g[i]) * u[i], GELU's tanh form as the CPU's `ops::gelu_tanh_mul`; u NULL:
+// gelu(g[i]) alone (`ops::gelu_tanh`: an ungated feed-forward block).
 extern "C" __global__ void gelu_tanh_mul(float* __restrict__ g, const float* __restrict__ u,
                                          int total) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < total) {
         const float x = g[i];
         const float t = tanhf(0.7978846f * x * (1.0f + 0.044715f * x * x));
-        g[i] = 0.5f * x * (1.0f + t) * u[i];
+        const float y = 0.5f * x * (1.0f + t);
+        g[i] = u ? y * u[i] : y;
     }
 }
 

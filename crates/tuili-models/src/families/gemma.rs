@@ -108,7 +108,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
     for (i, &is_local) in local.iter().enumerate() {
         let n = |s: &str| format!("blk.{i}.{s}");
         layers.push(LayerSpec {
-            attn_norm: Some(ld.vector(&n("attn_norm.weight"), dim)?),
+            attn_norm: Some(ld.rms(&n("attn_norm.weight"), dim)?),
             qkv: QkvSpec {
                 wq: ld.matrix(&n("attn_q.weight"), q_dim, dim)?,
                 wk: ld.matrix(&n("attn_k.weight"), kv_dim, dim)?,
@@ -116,8 +116,8 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
                 bias: None,
                 qk_norm: match g.qk_norm {
                     true => Some([
-                        ld.vector(&n("attn_q_norm.weight"), hd)?,
-                        ld.vector(&n("attn_k_norm.weight"), hd)?,
+                        ld.rms(&n("attn_q_norm.weight"), hd)?,
+                        ld.rms(&n("attn_k_norm.weight"), hd)?,
                     ]),
                     false => None,
                 },
@@ -132,15 +132,15 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             },
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
             wo_bias: None,
-            post_attn_norm: Some(ld.vector(&n("post_attention_norm.weight"), dim)?),
-            ffn_norm: Some(ld.vector(&n("ffn_norm.weight"), dim)?),
+            post_attn_norm: Some(ld.rms(&n("post_attention_norm.weight"), dim)?),
+            ffn_norm: Some(ld.rms(&n("ffn_norm.weight"), dim)?),
             ffn: Ffn::Dense(FfnSpec {
                 gate: ld.matrix(&n("ffn_gate.weight"), ffn, dim)?,
                 up: ld.matrix(&n("ffn_up.weight"), ffn, dim)?,
                 down: ld.matrix(&n("ffn_down.weight"), dim, ffn)?,
                 act: Glu::GeluTanh,
             }),
-            post_ffn_norm: Some(ld.vector(&n("post_ffw_norm.weight"), dim)?),
+            post_ffn_norm: Some(ld.rms(&n("post_ffw_norm.weight"), dim)?),
             residual_scale: 1.0,
         });
     }
@@ -150,7 +150,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         layers,
         ropes,
         long_rope: None,
-        out_norm: ld.vector("output_norm.weight", dim)?,
+        out_norm: ld.rms("output_norm.weight", dim)?,
         output: ld.output(embed)?,
         logit_scale: 1.0,
         final_softcap,

@@ -71,7 +71,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
                 .collect(),
         };
         layers.push(LayerSpec {
-            attn_norm: Some(ld.vector(&n("attn_norm.weight"), dim)?),
+            attn_norm: Some(ld.rms(&n("attn_norm.weight"), dim)?),
             qkv: QkvSpec {
                 wq: ld.matrix(&n("attn_q.weight"), q_dim, dim)?,
                 wk: ld.matrix(&n("attn_k.weight"), kv_dim, dim)?,
@@ -95,7 +95,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             wo_bias: Some(ld.vector(&n("attn_output.bias"), dim)?),
             post_attn_norm: None,
             // gpt-oss names its feed-forward pre-norm `post_attention_norm`.
-            ffn_norm: Some(ld.vector(&n("post_attention_norm.weight"), dim)?),
+            ffn_norm: Some(ld.rms(&n("post_attention_norm.weight"), dim)?),
             ffn: Ffn::Moe(moe),
             post_ffn_norm: None,
             residual_scale: 1.0,
@@ -107,7 +107,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         layers,
         ropes,
         long_rope: None,
-        out_norm: ld.vector("output_norm.weight", dim)?,
+        out_norm: ld.rms("output_norm.weight", dim)?,
         output: ld.output(embed)?,
         logit_scale: 1.0,
         final_softcap: None,

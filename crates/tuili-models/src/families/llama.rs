@@ -99,14 +99,14 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         };
         let qk_norm = if matches!(cfg.arch, Arch::Qwen3 | Arch::Qwen3Moe) {
             Some([
-                ld.vector(&n("attn_q_norm.weight"), hd)?,
-                ld.vector(&n("attn_k_norm.weight"), hd)?,
+                ld.rms(&n("attn_q_norm.weight"), hd)?,
+                ld.rms(&n("attn_k_norm.weight"), hd)?,
             ])
         } else {
             None
         };
         layers.push(LayerSpec {
-            attn_norm: Some(ld.vector(&n("attn_norm.weight"), dim)?),
+            attn_norm: Some(ld.rms(&n("attn_norm.weight"), dim)?),
             qkv: QkvSpec {
                 wq: ld.matrix(&n("attn_q.weight"), q_dim, dim)?,
                 wk: ld.matrix(&n("attn_k.weight"), kv_dim, dim)?,
@@ -123,7 +123,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
             wo_bias: None,
             post_attn_norm: None,
-            ffn_norm: Some(ld.vector(&n("ffn_norm.weight"), dim)?),
+            ffn_norm: Some(ld.rms(&n("ffn_norm.weight"), dim)?),
             ffn: if cfg.arch == Arch::Qwen3Moe {
                 Ffn::Moe(moe(ld, i)?)
             } else {
@@ -144,7 +144,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         layers,
         ropes: vec![rope],
         long_rope: None,
-        out_norm: ld.vector("output_norm.weight", dim)?,
+        out_norm: ld.rms("output_norm.weight", dim)?,
         output: ld.output(embed)?,
         logit_scale,
         final_softcap: None,

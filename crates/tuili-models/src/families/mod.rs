@@ -8,6 +8,7 @@ mod llama;
 mod olmo2;
 mod phi3;
 mod rope;
+mod starcoder2;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -17,7 +18,7 @@ use tuili_backend::matmul::{ByteSource, Weight};
 
 use tuili_gguf::{GgufFile, Value};
 
-use crate::ops::{MatId, VecId};
+use crate::ops::{MatId, Norm, NormKind, VecId};
 use crate::spec::{ModelSpec, Weights};
 use crate::{unimplemented, Arch, Config, ModelError};
 
@@ -50,6 +51,7 @@ pub(crate) fn load(file: &Arc<GgufFile>, cfg: &Config) -> Result<(ModelSpec, Wei
         Arch::Olmo2 => (olmo2::load(&ld)?, olmo2::HANDLED_KEYS),
         Arch::Phi3 => (phi3::load(&ld)?, phi3::HANDLED_KEYS),
         Arch::GptOss => (gpt_oss::load(&ld)?, gpt_oss::HANDLED_KEYS),
+        Arch::Starcoder2 => (starcoder2::load(&ld)?, starcoder2::HANDLED_KEYS),
     };
     unimplemented::refuse_unimplemented_metadata(file, cfg, handled)?;
     unimplemented::refuse_unused_tensors(file, &ld.used.borrow())?;
@@ -214,6 +216,20 @@ impl Loader<'_> {
     fn vector(&self, name: &str, n: usize) -> Result<VecId, ModelError> {
         let v = self.vector_values(name, n)?;
         Ok(self.weights.borrow_mut().add_vec(v))
+    }
+
+    /// An RMSNorm of weight `name` (`[n]`).
+    fn rms(&self, name: &str, n: usize) -> Result<Norm, ModelError> {
+        Ok(self.vector(name, n)?.into())
+    }
+
+    /// A LayerNorm of weight `{name}.weight` and bias `{name}.bias` (`[n]` each).
+    fn layer_norm(&self, name: &str, n: usize) -> Result<Norm, ModelError> {
+        Ok(Norm {
+            kind: NormKind::Layer,
+            w: self.vector(&format!("{name}.weight"), n)?,
+            b: Some(self.vector(&format!("{name}.bias"), n)?),
+        })
     }
 
     /// The output projection: `output.weight`, else the embedding (tied).

@@ -48,8 +48,8 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
                 bias: None,
                 // Over the whole projection: `[q_dim]` and `[kv_dim]`.
                 qk_norm: Some([
-                    ld.vector(&n("attn_q_norm.weight"), q_dim)?,
-                    ld.vector(&n("attn_k_norm.weight"), kv_dim)?,
+                    ld.rms(&n("attn_q_norm.weight"), q_dim)?,
+                    ld.rms(&n("attn_k_norm.weight"), kv_dim)?,
                 ]),
             },
             rope: Some(RopeId(is_local as u32)),
@@ -62,7 +62,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             },
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
             wo_bias: None,
-            post_attn_norm: Some(ld.vector(&n("post_attention_norm.weight"), dim)?),
+            post_attn_norm: Some(ld.rms(&n("post_attention_norm.weight"), dim)?),
             ffn_norm: None,
             ffn: Ffn::Dense(FfnSpec {
                 gate: ld.matrix(&n("ffn_gate.weight"), ffn, dim)?,
@@ -70,7 +70,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
                 down: ld.matrix(&n("ffn_down.weight"), dim, ffn)?,
                 act: Glu::Silu,
             }),
-            post_ffn_norm: Some(ld.vector(&n("post_ffw_norm.weight"), dim)?),
+            post_ffn_norm: Some(ld.rms(&n("post_ffw_norm.weight"), dim)?),
             residual_scale: 1.0,
         });
     }
@@ -80,7 +80,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         layers,
         ropes,
         long_rope: None,
-        out_norm: ld.vector("output_norm.weight", dim)?,
+        out_norm: ld.rms("output_norm.weight", dim)?,
         output: ld.matrix("output.weight", cfg.vocab, dim)?,
         logit_scale: 1.0,
         final_softcap: None,

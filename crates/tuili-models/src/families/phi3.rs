@@ -62,7 +62,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         };
         let gate_up = ld.split_matrix(&n("ffn_up.weight"), dim, &[ffn, ffn])?;
         layers.push(LayerSpec {
-            attn_norm: Some(ld.vector(&n("attn_norm.weight"), dim)?),
+            attn_norm: Some(ld.rms(&n("attn_norm.weight"), dim)?),
             qkv: QkvSpec {
                 wq,
                 wk,
@@ -75,7 +75,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
             wo_bias: None,
             post_attn_norm: None,
-            ffn_norm: Some(ld.vector(&n("ffn_norm.weight"), dim)?),
+            ffn_norm: Some(ld.rms(&n("ffn_norm.weight"), dim)?),
             ffn: Ffn::Dense(FfnSpec {
                 gate: gate_up[0],
                 up: gate_up[1],
@@ -96,7 +96,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             None => vec![rope],
         },
         long_rope,
-        out_norm: ld.vector("output_norm.weight", dim)?,
+        out_norm: ld.rms("output_norm.weight", dim)?,
         output: ld.output(embed)?,
         logit_scale: 1.0,
         final_softcap: None,
