@@ -158,9 +158,42 @@ def gemma3(m: Tiny) -> None:
     m.norm("model.norm.weight", m.dim, 0.0)
 
 
+def gemma2(m: Tiny) -> None:
+    """Gemma 3's layers without QK-norms (norm weights stored as `w`, used as `1 + w`)."""
+    m.embeddings(tied=True)
+    for i in range(m.cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        m.norm(p + "input_layernorm.weight", m.dim, 0.0)
+        m.attention(i)
+        m.norm(p + "post_attention_layernorm.weight", m.dim, 63.0)
+        m.norm(p + "pre_feedforward_layernorm.weight", m.dim, 0.0)
+        m.mlp(i)
+        m.norm(p + "post_feedforward_layernorm.weight", m.dim, 63.0)
+    m.norm("model.norm.weight", m.dim, 0.0)
+
+
+def starcoder2(m: Tiny) -> None:
+    """LayerNorms with biases, biased projections, and the ungated `c_fc`/`c_proj` block."""
+    c = m.cfg
+    m.embeddings(tied=False)
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        for n in ("input_layernorm", "post_attention_layernorm"):
+            m.norm(p + n + ".weight", m.dim)
+            m.put(p + n + ".bias", 0.1 * m.rng.standard_normal(m.dim))
+        m.attention(i, bias=True)
+        m.put(p + "self_attn.o_proj.bias", 0.1 * m.rng.standard_normal(m.dim))
+        m.matrix(p + "mlp.c_fc.weight", c["intermediate_size"], m.dim)
+        m.put(p + "mlp.c_fc.bias", 0.1 * m.rng.standard_normal(c["intermediate_size"]))
+        m.matrix(p + "mlp.c_proj.weight", m.dim, c["intermediate_size"])
+        m.put(p + "mlp.c_proj.bias", 0.1 * m.rng.standard_normal(m.dim))
+    m.norm("model.norm.weight", m.dim)
+    m.put("model.norm.bias", 0.1 * m.rng.standard_normal(m.dim))
+
+
 def phi3(m: Tiny) -> None:
     c = m.cfg
-    q = kv = c["num_attention_heads"] * m.hd
+    q, kv = c["num_attention_heads"] * m.hd, c["num_key_value_heads"] * m.hd
     m.embeddings(tied=False)
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
@@ -211,6 +244,15 @@ FAMILIES = {
                                            for i in range(7)])),
     "phi3": (phi3, config("Phi3ForCausalLM", "phi3", 3, 256, 4, 4, 64, 384, 416, 10000.0, 1e-5,
                           original_max_position_embeddings=CONTEXT)),
+    # Phi-4-mini's partial rotary embeddings: 3/4 of each head (96 of 128) turns.
+    "phi3-partial": (phi3, config("Phi3ForCausalLM", "phi3", 3, 384, 3, 1, 128, 320, 352, 10000.0, 1e-5,
+                                  original_max_position_embeddings=CONTEXT, partial_rotary_factor=0.75)),
+    "gemma2": (gemma2, config("Gemma2ForCausalLM", "gemma2", 4, 256, 3, 1, 128, 384, 368, 10000.0, 1e-6,
+                              sliding_window=8, query_pre_attn_scalar=128, attn_logit_softcapping=6.0,
+                              final_logit_softcapping=64.0, hidden_activation="gelu_pytorch_tanh")),
+    "starcoder2": (starcoder2, config("Starcoder2ForCausalLM", "starcoder2", 3, 288, 3, 1, 96, 448, 400,
+                                      100000.0, 1e-5, norm_epsilon=1e-5, use_bias=True,
+                                      hidden_act="gelu_pytorch_tanh")),
     "granite": (granite, config("GraniteForCausalLM", "granite", 3, 384, 3, 1, 128, 448, 480, 10000.0, 1e-5,
                                 embedding_multiplier=12.0, residual_multiplier=0.22,
                                 attention_multiplier=0.015625, logits_scaling=8.0)),

@@ -7,7 +7,8 @@ Usage: python tests/hf/reference.py MODEL_DIR TOKENS.json OUT.json
 
 TOKENS.json is a list of token ids (one sequence); OUT.json gets {"logits": [[V floats], ...]},
 one row per position. Covers the families of scripts/families/tiny-hf.py (llama, qwen2,
-qwen3, qwen3moe, gemma3, phi3, granite, olmo2, smollm3, mistral3). Needs numpy and safetensors
+qwen3, qwen3moe, gemma2, gemma3, phi3 with and without partial RoPE, granite, olmo2, smollm3,
+mistral3, starcoder2). Needs numpy and safetensors
 (F32 and F16 files; BF16 ones are not read here).
 """
 
@@ -29,6 +30,11 @@ def load(d: pathlib.Path) -> dict[str, np.ndarray]:
     for f in files:
         w.update({k: v.astype(np.float64) for k, v in load_file(str(d / f)).items()})
     return w
+
+
+def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    m = x.mean(-1, keepdims=True)
+    return (x - m) / np.sqrt(((x - m) ** 2).mean(-1, keepdims=True) + eps) * w + b
 
 
 def rms(x: np.ndarray, w: np.ndarray, eps: float, gemma: bool = False) -> np.ndarray:
@@ -65,8 +71,12 @@ def yarn(hd: int, base: float, p: dict) -> tuple[np.ndarray, float]:
     return inv, att
 
 
-def rope(x: np.ndarray, pos: np.ndarray, base: float, scaling: dict | None = None) -> np.ndarray:
-    """transformers' rotate_half RoPE: x [T, heads, hd]; YaRN when `scaling` says so."""
+def rope(x: np.ndarray, pos: np.ndarray, base: float, scaling: dict | None = None,
+         rot: int | None = None) -> np.ndarray:
+    """transformers' rotate_half RoPE: x [T, heads, hd]; YaRN when `scaling` says so; over
+    the first `rot` dimensions only when given (partial rotary embeddings)."""
+    if rot is not None and rot < x.shape[-1]:
+        return np.concatenate([rope(x[..., :rot], pos, base, scaling), x[..., rot:]], axis=-1)
     hd = x.shape[-1]
     inv, att = 1.0 / base ** (np.arange(0, hd, 2, dtype=np.float64) / hd), 1.0
     if scaling and scaling.get("rope_type") == "yarn":
@@ -77,11 +87,13 @@ def rope(x: np.ndarray, pos: np.ndarray, base: float, scaling: dict | None = Non
     return x * np.cos(emb) * att + np.concatenate([-x2, x1], axis=-1) * np.sin(emb) * att
 
 
-def attention(q, k, v, scale: float, window: int | None) -> np.ndarray:
+def attention(q, k, v, scale: float, window: int | None, softcap: float | None = None) -> np.ndarray:
     t, nh, hd = q.shape
     rep = nh // k.shape[1]
     k, v = np.repeat(k, rep, axis=1), np.repeat(v, rep, axis=1)
     s = np.einsum("ihd,jhd->hij", q, k) * scale
+    if softcap:
+        s = softcap * np.tanh(s / softcap)
     i, j = np.arange(t)[:, None], np.arange(t)[None, :]
     mask = j > i
     if window is not None:
@@ -104,8 +116,15 @@ def forward(d: pathlib.Path, ids: list[int]) -> np.ndarray:
     c = json.loads((d / "config.json").read_text())
     w = load(d)
     arch = c["architectures"][0]
-    gemma, olmo, phi, granite = arch.startswith("Gemma3"), arch.startswith("Olmo2"), arch.startswith("Phi3"), arch.startswith("Granite")
-    nh, nkv, hd, eps = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"], c["rms_norm_eps"]
+    gemma2, starcoder = arch.startswith("Gemma2"), arch.startswith("Starcoder2")
+    gemma = arch.startswith("Gemma3") or gemma2
+    olmo, phi, granite = arch.startswith("Olmo2"), arch.startswith("Phi3"), arch.startswith("Granite")
+    nh, nkv, hd = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
+    eps = c["norm_epsilon"] if starcoder else c["rms_norm_eps"]
+    rot = int(hd * c.get("partial_rotary_factor", 1.0))
+    # StarCoder2's LayerNorms (weight and bias) where the others have RMSNorms.
+    norm = (lambda x, n: layer_norm(x, w[n + ".weight"], w[n + ".bias"], eps)) if starcoder else (  # noqa: E731
+        lambda x, n: rms(x, w[n + ".weight"], eps, gemma))
     t = len(ids)
     pos = np.arange(t, dtype=np.float64)
     x = w["model.embed_tokens.weight"][ids]
@@ -118,7 +137,7 @@ def forward(d: pathlib.Path, ids: list[int]) -> np.ndarray:
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
         g = lambda n: w[p + n]  # noqa: E731
-        h = x if olmo else rms(x, g("input_layernorm.weight"), eps, gemma)
+        h = x if olmo else norm(x, p + "input_layernorm")
         if phi:
             qkv = h @ g("self_attn.qkv_proj.weight").T
             q, k, v = np.split(qkv, [nh * hd, nh * hd + nkv * hd], axis=-1)
@@ -133,14 +152,18 @@ def forward(d: pathlib.Path, ids: list[int]) -> np.ndarray:
             q, k = rms(q, g("self_attn.q_norm.weight"), eps, gemma), rms(k, g("self_attn.k_norm.weight"), eps, gemma)
         rp = c.get("rope_parameters")
         window, base = None, c.get("rope_theta") or rp["rope_theta"]
-        if gemma and c["layer_types"][i] == "sliding_attention":
+        if gemma2 and i % 2 == 0:  # transformers' default layer_types: sliding, full, ...
+            window = c["sliding_window"]
+        elif gemma and not gemma2 and c["layer_types"][i] == "sliding_attention":
             window, base = c["sliding_window"], c["rope_local_base_freq"]
         if c.get("no_rope_layers", [1] * (i + 1))[i]:
-            q, k = rope(q, pos, base, rp), rope(k, pos, base, rp)
+            q, k = rope(q, pos, base, rp, rot), rope(k, pos, base, rp, rot)
         if rp and "llama_4_scaling_beta" in rp:  # Ministral 3's attention temperature
             orig = rp["original_max_position_embeddings"]
             q = q * (1 + rp["llama_4_scaling_beta"] * np.log(1 + np.floor(pos / orig)))[:, None, None]
-        a = attention(q, k, v, scale, window) @ g("self_attn.o_proj.weight").T
+        a = attention(q, k, v, scale, window, c.get("attn_logit_softcapping")) @ g("self_attn.o_proj.weight").T
+        if starcoder:
+            a = a + g("self_attn.o_proj.bias")
         if gemma:
             a = rms(a, g("post_attention_layernorm.weight"), eps, True)
         if olmo:
@@ -151,7 +174,7 @@ def forward(d: pathlib.Path, ids: list[int]) -> np.ndarray:
         elif gemma:
             h = rms(x, g("pre_feedforward_layernorm.weight"), eps, True)
         else:
-            h = rms(x, g("post_attention_layernorm.weight"), eps)
+            h = norm(x, p + "post_attention_layernorm")
         if p + "mlp.gate.weight" in w:  # Qwen3-MoE: softmax router, top-k renormalised
             logits = h @ g("mlp.gate.weight").T
             probs = np.exp(logits - logits.max(-1, keepdims=True))
@@ -164,6 +187,9 @@ def forward(d: pathlib.Path, ids: list[int]) -> np.ndarray:
                     ep = f"mlp.experts.{e}."
                     y = silu(h[r] @ g(ep + "gate_proj.weight").T) * (h[r] @ g(ep + "up_proj.weight").T)
                     m[r] += we * (y @ g(ep + "down_proj.weight").T)
+        elif starcoder:
+            m = gelu_tanh(h @ g("mlp.c_fc.weight").T + g("mlp.c_fc.bias")) @ g("mlp.c_proj.weight").T
+            m = m + g("mlp.c_proj.bias")
         else:
             if phi:
                 gate, up = np.split(h @ g("mlp.gate_up_proj.weight").T, 2, axis=-1)
@@ -175,9 +201,12 @@ def forward(d: pathlib.Path, ids: list[int]) -> np.ndarray:
         if olmo:
             m = rms(m, g("post_feedforward_layernorm.weight"), eps)
         x = x + m * res_mul
-    x = rms(x, w["model.norm.weight"], eps, gemma)
+    x = norm(x, "model.norm")
     out = w["lm_head.weight"] if "lm_head.weight" in w else w["model.embed_tokens.weight"]
     logits = x @ out.T
+    if c.get("final_logit_softcapping"):
+        cap = c["final_logit_softcapping"]
+        logits = cap * np.tanh(logits / cap)
     return logits / c["logits_scaling"] if granite else logits
 
 

@@ -27,15 +27,27 @@ use tuili_gguf::GgufFile;
 use tuili_models::Model;
 
 const F32_FAMILIES: &[&str] = &[
-    "llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "phi3", "granite", "olmo2", "smollm3",
+    "llama",
+    "qwen2",
+    "qwen3",
+    "qwen3moe",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "phi3-partial",
+    "granite",
+    "olmo2",
+    "smollm3",
     "mistral3",
+    "starcoder2",
 ];
 /// Half-precision checkpoints: both dtypes run without conversion (matmul reads them).
 const HALF: &[(&str, &[&str])] = &[("bf16", &["llama", "qwen2", "gemma3"]), ("f16", &["qwen3"])];
 
-/// Bounds as in crates/tuili-models/tests/families.rs (gemma3: llama.cpp's f16 GELU table).
+/// Bounds as in crates/tuili-models/tests/families.rs (the GELU families: llama.cpp's f16
+/// GELU table).
 fn max_rel_diff(family: &str) -> f32 {
-    if family == "gemma3" {
+    if matches!(family, "gemma2" | "gemma3" | "starcoder2") {
         1.5e-3
     } else {
         4e-6

@@ -14,6 +14,7 @@ const ARCHITECTURES: &[(&str, Arch)] = &[
     ("Qwen2ForCausalLM", Arch::Qwen2),
     ("Qwen3ForCausalLM", Arch::Qwen3),
     ("Qwen3MoeForCausalLM", Arch::Qwen3Moe),
+    ("Gemma2ForCausalLM", Arch::Gemma2),
     ("Gemma3ForCausalLM", Arch::Gemma3),
     ("Gemma3ForConditionalGeneration", Arch::Gemma3),
     ("SmolLM3ForCausalLM", Arch::Smollm3),
@@ -22,6 +23,7 @@ const ARCHITECTURES: &[(&str, Arch)] = &[
     ("Phi3ForCausalLM", Arch::Phi3),
     ("Mistral3ForConditionalGeneration", Arch::Mistral3),
     ("Ministral3ForCausalLM", Arch::Mistral3),
+    ("Starcoder2ForCausalLM", Arch::Starcoder2),
 ];
 
 /// What the tensor mapping needs from the configuration.
@@ -151,10 +153,18 @@ pub(crate) fn read(json: &Json, name: &str) -> Result<HfConfig, ModelError> {
     if let Some(t) = theta {
         put("rope.freq_base", Value::F32(t));
     }
-    let eps = f
-        .num("rms_norm_eps")?
-        .ok_or_else(|| bad("rms_norm_eps is missing".into()))?;
-    put("attention.layer_norm_rms_epsilon", Value::F32(eps));
+    if arch == Arch::Starcoder2 {
+        // LayerNorms: their epsilon, under the key llama.cpp's converter finds it by.
+        let eps = f
+            .num("norm_epsilon")?
+            .ok_or_else(|| bad("norm_epsilon is missing".into()))?;
+        put("attention.layer_norm_epsilon", Value::F32(eps));
+    } else {
+        let eps = f
+            .num("rms_norm_eps")?
+            .ok_or_else(|| bad("rms_norm_eps is missing".into()))?;
+        put("attention.layer_norm_rms_epsilon", Value::F32(eps));
+    }
     if let Some(hd) = head_dim {
         put("attention.key_length", u32v(hd));
         put("attention.value_length", u32v(hd));
@@ -191,7 +201,10 @@ pub(crate) fn read(json: &Json, name: &str) -> Result<HfConfig, ModelError> {
     let tied = Fields(top)
         .flag("tie_word_embeddings")?
         .or(f.flag("tie_word_embeddings")?)
-        .unwrap_or(matches!(arch, Arch::Gemma3));
+        .unwrap_or(matches!(
+            arch,
+            Arch::Gemma2 | Arch::Gemma3 | Arch::Starcoder2
+        ));
     let dtype = match f
         .get("torch_dtype")
         .or(f.get("dtype"))
@@ -371,6 +384,62 @@ fn family_keys(
                 }
             }
         }
+        Arch::Gemma2 => {
+            // The converter writes all three; transformers' defaults when a config omits one.
+            put(
+                "attention.sliding_window",
+                Value::U32(f.count("sliding_window")?.unwrap_or(4096) as u32),
+            );
+            for (k, default) in [
+                ("attn_logit_softcapping", 50.0),
+                ("final_logit_softcapping", 30.0),
+            ] {
+                put(k, Value::F32(f.num(k)?.unwrap_or(default)));
+            }
+            // llama.cpp's 1/sqrt of the head size (of dim / heads for the 27B model).
+            let hd = f.count("head_dim")?.unwrap_or(256);
+            let dim = f.need_count("hidden_size")?;
+            let n_head = f.need_count("num_attention_heads")?;
+            let want = if n_layer == 46 { dim / n_head } else { hd };
+            if let Some(q) = f.count("query_pre_attn_scalar")? {
+                if q != want {
+                    return Err(ModelError::Unimplemented(format!(
+                        "config.json query_pre_attn_scalar {q} other than {want}"
+                    )));
+                }
+            }
+            if let Some(types) = f.get("layer_types").and_then(Json::as_array) {
+                // llama.cpp's pattern: even layers sliding.
+                let alternating = types.len() as u64 == n_layer
+                    && types.iter().enumerate().all(|(i, t)| {
+                        t.as_str()
+                            == Some(if i % 2 == 0 {
+                                "sliding_attention"
+                            } else {
+                                "full_attention"
+                            })
+                    });
+                if !alternating {
+                    return Err(ModelError::Unimplemented(
+                        "config.json layer_types other than sliding and full layers in turn".into(),
+                    ));
+                }
+            }
+        }
+        Arch::Starcoder2 => {
+            if f.flag("use_bias")? == Some(false) {
+                return Err(ModelError::Unimplemented(
+                    "config.json use_bias = false (starcoder2 without biases)".into(),
+                ));
+            }
+            if let Some(a) = f.get("hidden_act").and_then(Json::as_str) {
+                if a != "gelu_pytorch_tanh" {
+                    return Err(ModelError::Unimplemented(format!(
+                        "config.json hidden_act {a} (starcoder2's is gelu_pytorch_tanh)"
+                    )));
+                }
+            }
+        }
         Arch::Granite => {
             for (hf, key) in [
                 ("embedding_multiplier", "embedding_scale"),
@@ -406,7 +475,7 @@ fn family_keys(
         }
         _ => {}
     }
-    if f.num("attn_logit_softcapping")?.is_some_and(|c| c != 0.0) {
+    if arch != Arch::Gemma2 && f.num("attn_logit_softcapping")?.is_some_and(|c| c != 0.0) {
         return Err(ModelError::Unimplemented(
             "config.json attn_logit_softcapping".into(),
         ));

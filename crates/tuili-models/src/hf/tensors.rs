@@ -48,6 +48,7 @@ fn target(arch: Arch, hf: &str) -> Option<Target> {
     match rest {
         "embed_tokens.weight" => return Some(Target::Tensor("token_embd.weight".into())),
         "norm.weight" => return Some(Target::Tensor("output_norm.weight".into())),
+        "norm.bias" => return Some(Target::Tensor("output_norm.bias".into())),
         _ => {}
     }
     let (layer, inner) = rest.strip_prefix("layers.")?.split_once('.')?;
@@ -63,7 +64,7 @@ fn target(arch: Arch, hf: &str) -> Option<Target> {
         let name = format!("blk.{layer}.ffn_{which}_exps.weight");
         return Some(Target::Expert(name, e.parse().ok()?));
     }
-    let post_norms = matches!(arch, Arch::Gemma3 | Arch::Olmo2);
+    let post_norms = matches!(arch, Arch::Gemma2 | Arch::Gemma3 | Arch::Olmo2);
     let (stem, suffix) = inner.rsplit_once('.')?;
     let gguf = match stem {
         "input_layernorm" => "attn_norm",
@@ -82,6 +83,9 @@ fn target(arch: Arch, hf: &str) -> Option<Target> {
         "mlp.up_proj" => "ffn_up",
         "mlp.gate_up_proj" => "ffn_up",
         "mlp.down_proj" => "ffn_down",
+        // StarCoder2's ungated block.
+        "mlp.c_fc" => "ffn_up",
+        "mlp.c_proj" => "ffn_down",
         "mlp.gate" => "ffn_gate_inp",
         _ => return None,
     };
@@ -189,7 +193,7 @@ fn tensor(
         // Vectors (norms, biases) are F32 in GGUF files; Gemma's norms store `w + 1`.
         let n = dims[0] as usize;
         let mut v = tuili_backend::quant::dequantize(ty, &data, n)?;
-        if cfg.arch == Arch::Gemma3 && name.ends_with("norm.weight") {
+        if matches!(cfg.arch, Arch::Gemma2 | Arch::Gemma3) && name.ends_with("norm.weight") {
             v.iter_mut().for_each(|x| *x += 1.0);
         }
         ty = GgmlType::F32;
