@@ -76,11 +76,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
                 wq: ld.matrix(&n("attn_q.weight"), q_dim, dim)?,
                 wk: ld.matrix(&n("attn_k.weight"), kv_dim, dim)?,
                 wv: ld.matrix(&n("attn_v.weight"), kv_dim, dim)?,
-                bias: Some([
-                    ld.vector(&n("attn_q.bias"), q_dim)?,
-                    ld.vector(&n("attn_k.bias"), kv_dim)?,
-                    ld.vector(&n("attn_v.bias"), kv_dim)?,
-                ]),
+                bias: ld.qkv_biases(i, true)?,
                 qk_norm: None,
             },
             rope: Some(RopeId((is_local && ropes.len() > 1) as u32)),

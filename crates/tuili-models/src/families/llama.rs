@@ -88,15 +88,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
     let mut layers = Vec::with_capacity(cfg.n_layer);
     for i in 0..cfg.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}");
-        let bias = if cfg.arch == Arch::Qwen2 || ld.has(&n("attn_q.bias")) {
-            Some([
-                ld.vector(&n("attn_q.bias"), q_dim)?,
-                ld.vector(&n("attn_k.bias"), kv_dim)?,
-                ld.vector(&n("attn_v.bias"), kv_dim)?,
-            ])
-        } else {
-            None
-        };
+        let bias = ld.qkv_biases(i, cfg.arch == Arch::Qwen2)?;
         let qk_norm = if matches!(cfg.arch, Arch::Qwen3 | Arch::Qwen3Moe) {
             Some([
                 ld.rms(&n("attn_q_norm.weight"), hd)?,

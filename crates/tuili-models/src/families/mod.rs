@@ -218,6 +218,21 @@ impl Loader<'_> {
         Ok(self.weights.borrow_mut().add_vec(v))
     }
 
+    /// Layer `i`'s Q, K and V biases (`[q_dim]`, `[kv_dim]`, `[kv_dim]`): required when
+    /// `required`, else read when the file has them.
+    fn qkv_biases(&self, i: usize, required: bool) -> Result<Option<[VecId; 3]>, ModelError> {
+        let n = |s: &str| format!("blk.{i}.{s}.bias");
+        if !required && !self.has(&n("attn_q")) {
+            return Ok(None);
+        }
+        let (q_dim, kv_dim) = (self.cfg.q_dim(), self.cfg.kv_dim());
+        Ok(Some([
+            self.vector(&n("attn_q"), q_dim)?,
+            self.vector(&n("attn_k"), kv_dim)?,
+            self.vector(&n("attn_v"), kv_dim)?,
+        ]))
+    }
+
     /// An RMSNorm of weight `name` (`[n]`).
     fn rms(&self, name: &str, n: usize) -> Result<Norm, ModelError> {
         Ok(self.vector(name, n)?.into())

@@ -32,16 +32,8 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
     let mut layers = Vec::with_capacity(cfg.n_layer);
     for i in 0..cfg.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}");
-        // Q/K/V biases come together or not at all (the models have them).
-        let bias = if ld.has(&n("attn_q.bias")) {
-            Some([
-                ld.vector(&n("attn_q.bias"), q_dim)?,
-                ld.vector(&n("attn_k.bias"), kv_dim)?,
-                ld.vector(&n("attn_v.bias"), kv_dim)?,
-            ])
-        } else {
-            None
-        };
+        // Q/K/V biases: llama.cpp reads them when present (the models have them).
+        let bias = ld.qkv_biases(i, false)?;
         layers.push(LayerSpec {
             attn_norm: Some(ld.layer_norm(&n("attn_norm"), dim)?),
             qkv: QkvSpec {
