@@ -251,7 +251,7 @@ unsafe fn tile<C: Codes, const T: usize>(
         for b in 0..p.nb() {
             let ahead = codes.wrapping_add(cb * b + PREFETCH_BYTES);
             for line in 0..cb / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line) as *const i8);
             }
             let mut s = [[_mm256_setzero_si256(); T]; 2];
             C::pairs::<T>(codes, b, &xq, &mut s);

@@ -19,7 +19,7 @@ use super::interleaved::{store, Codes, Tile, HROWS};
 /// Q4_K (`C` = Q4) and Q5_K (`C` = Q5): blocks with a scale and a minimum each.
 pub(super) struct KMin<C>(PhantomData<C>);
 
-/// Prefetches the code lines `PREFETCH_BYTES` ahead of block `b`.
+/// Prefetches the code lines `PREFETCH_BYTES` ahead of block `b`, into L2.
 #[inline(always)]
 unsafe fn prefetch(codes: *const u8, b: usize, cb: usize) {
     // SAFETY: prefetching an address (even past the buffer) reads nothing; the CPU has
@@ -27,7 +27,7 @@ unsafe fn prefetch(codes: *const u8, b: usize, cb: usize) {
     unsafe {
         let ahead = codes.wrapping_add(cb * b + PREFETCH_BYTES);
         for line in 0..cb / 64 {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line) as *const i8);
         }
     }
 }

@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use std::marker::PhantomData;
 
-use super::super::interleave::{code_bytes, code_offset, Packed, IROWS, PREFETCH_L2_BYTES};
+use super::super::interleave::{code_bytes, code_offset, Packed, IROWS, PREFETCH_BYTES};
 use super::super::{Out, QFormat, QuantActs};
 use super::dot32;
 use super::interleaved_k::{KMin, K16, Q2, Q3, Q6};
@@ -280,7 +280,7 @@ unsafe fn tile<C: Codes, const M: u8, const G: usize, const T: usize>(
         let mut acc = [[_mm512_setzero_ps(); T]; G];
         for b in 0..nb {
             for c in codes {
-                let ahead = c.wrapping_add(cb * b + PREFETCH_L2_BYTES);
+                let ahead = c.wrapping_add(cb * b + PREFETCH_BYTES);
                 for line in 0..cb / 64 {
                     _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line) as *const i8);
                 }

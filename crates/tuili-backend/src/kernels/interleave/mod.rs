@@ -133,18 +133,15 @@ fn codes_at(fmt: QFormat, nb: usize) -> usize {
     (nb * 2 * IROWS * per_block).next_multiple_of(64)
 }
 
-/// How far ahead of the codes being read the products prefetch: about 2 KiB, a few
-/// blocks of a group (the next group's scales and codes near its end). x86 only: the
-/// NEON prefetch intrinsic is not stable Rust.
+/// How far ahead of the codes being read the products prefetch, into L2 (`prefetcht1`):
+/// 4 KiB, several blocks of a group (the next group's scales and codes near its end). On
+/// Zen 4 (one thread, a Q8_0 matrix streamed from DRAM, 131072 x 640, CPU time of
+/// `examples/matmul_bench`) this took the one-token product from 10.4-11.0 to 14.0-16.2
+/// GB/s with the AVX-512 table and from 8.0-9.1 to 14.5-14.9 with the AVX2 one, against
+/// 2 KiB into L1; Q4_0 gained less, the K-quants and products from L3 did not move. x86
+/// only: the NEON prefetch intrinsic is not stable Rust.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) const PREFETCH_BYTES: usize = 2048;
-
-/// How far ahead the AVX-512 products prefetch, into L2 (`prefetcht1`) rather than L1: 4
-/// KiB. On Zen 4 (one thread, a Q8_0 matrix streamed from DRAM, 131072 x 640) this took a
-/// one-token product from 10.4-11.0 to 14.0-16.2 GB/s; Q4_0 9.2-11.1 to 11.0-12.5; the
-/// K-quants and products from L3 did not move (`examples/matmul_bench`, CPU time).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) const PREFETCH_L2_BYTES: usize = 4096;
+pub(crate) const PREFETCH_BYTES: usize = 4096;
 
 /// Whether `fmt` has the interleaved layout.
 pub(crate) fn interleavable(fmt: QFormat) -> bool {
