@@ -9,6 +9,8 @@ mod generate;
 mod load;
 mod plan;
 mod progress;
+mod quant_mix;
+mod quantize;
 mod registry;
 mod serve;
 
@@ -32,6 +34,10 @@ pub struct ModelArgs {
     /// Worker threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Quantize the weights while loading, to llama.cpp's type `QUANT` (Q8_0, Q6_K,
+    /// Q4_K_M, ...): for Hugging Face directories and F32/F16/BF16 GGUF files.
+    #[arg(long = "quant", value_name = "QUANT")]
+    pub quant: Option<String>,
 }
 
 /// Sampling options.
@@ -86,6 +92,9 @@ enum Command {
     },
     /// Convert a Hugging Face model directory to a GGUF file.
     Convert(convert::ConvertArgs),
+    /// Quantize a GGUF file or a Hugging Face directory to a GGUF of llama.cpp's type
+    /// (Q8_0, Q4_K_M, ...), with llama.cpp's per-tensor mixture rules.
+    Quantize(quantize::QuantizeArgs),
     /// Print the tokens of a text.
     Tokenize(commands::TokenizeArgs),
     /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
@@ -112,6 +121,7 @@ fn main() {
         Command::Info { model, devices } => commands::info(model, devices),
         Command::Tokenize(a) => commands::tokenize(a),
         Command::Convert(a) => convert::convert(a),
+        Command::Quantize(a) => quantize::quantize(a),
         Command::Perplexity(a) => commands::perplexity(a),
         Command::Serve(a) => serve::serve(a),
         Command::Bench(a) => bench::bench(a),
