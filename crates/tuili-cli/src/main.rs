@@ -5,10 +5,14 @@ mod bench;
 mod commands;
 mod convert;
 mod device;
+mod download;
 mod generate;
+mod hub;
 mod load;
+mod ollama;
 mod plan;
 mod progress;
+mod pull;
 mod quant_mix;
 mod quantize;
 mod registry;
@@ -71,10 +75,20 @@ pub struct SamplingArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Fetch a known model into the cache ($TUILI_HOME, default ~/.cache/tuili).
+    /// Fetch a model into the cache: a known name (into $TUILI_HOME, default
+    /// ~/.cache/tuili), a Hugging Face hub model (into the hub's cache, $HF_HOME) or an
+    /// Ollama tag; prints the path to load.
     Pull {
-        /// Model name (e.g. smollm2-135m, qwen2.5-coder-0.5b).
+        /// smollm2-135m, hf.co/OWNER/REPO[:QUANT], hf.co/OWNER/REPO/FILE.gguf,
+        /// OWNER/REPO (safetensors), ollama:NAME[:TAG], ollama.com/library/NAME:TAG.
         #[arg(default_value = registry::DEFAULT_MODEL)]
+        name: String,
+    },
+    /// List the pulled models with their sizes.
+    List,
+    /// Remove a pulled model from its cache.
+    Rm {
+        /// The name it was pulled by.
         name: String,
     },
     /// Generate text from a prompt, streaming it to stdout.
@@ -113,9 +127,9 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Pull { name } => {
-            registry::pull_by_name(&name).map(|p| println!("{}", p.display()))
-        }
+        Command::Pull { name } => pull::pull(&name).map(|p| println!("{}", p.display())),
+        Command::List => pull::list(),
+        Command::Rm { name } => pull::rm(&name),
         Command::Run(a) => commands::run(a),
         Command::Chat(a) => commands::chat(a),
         Command::Info { model, devices } => commands::info(model, devices),

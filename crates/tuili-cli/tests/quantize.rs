@@ -1,0 +1,216 @@
+//! `tuili quantize` against llama.cpp's own quantizer, and quantize-on-load.
+//!
+//! llama.cpp's side is `llama_model_quantize` (the engine of `llama-quantize`) through
+//! llama-cpp-python (`tests/quant/llamacpp_quantize.py`); the files are compared tensor by
+//! tensor with the `gguf` package (`tests/quant/compare_gguf.py`). The interpreter is
+//! `TUILI_LLAMACPP_PYTHON`, else `~/.cache/tuili/llamacpp-venv/bin/python`; without it the
+//! llama.cpp test says it skipped, or fails under `TUILI_REQUIRE_LLAMACPP=1`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use tuili_gguf::{GgufFile, Value};
+use tuili_models::Model;
+use tuili_tokenizer::Tokenizer;
+
+fn tuili(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tuili"))
+        .args(args)
+        .env("TUILI_QUIET", "1")
+        .output()
+        .expect("run tuili")
+}
+
+fn ok(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tuili-quantize-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Runs a script of `tests/quant/` or `tests/llamacpp/` with `python`; returns stdout.
+fn python_script(python: &Path, script: &str, args: &[&str]) -> String {
+    let out = Command::new(python)
+        .arg(repo().join(script))
+        .args(args)
+        .output()
+        .expect("run python");
+    let out = ok(out, script);
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Every metadata key of `src` is in `out` with the same value, but the two that
+/// quantization sets.
+fn same_metadata(src: &GgufFile, out: &GgufFile, file_type: u32) {
+    for (k, v) in src.metadata() {
+        if k == "general.file_type" || k == "general.quantization_version" {
+            continue;
+        }
+        assert_eq!(out.get(k), Some(v), "metadata {k}");
+    }
+    assert_eq!(out.get("general.file_type"), Some(&Value::U32(file_type)));
+    assert_eq!(
+        out.get("general.quantization_version"),
+        Some(&Value::U32(2))
+    );
+}
+
+#[test]
+fn quantized_files_equal_llama_cpps_and_llama_cpp_runs_them() {
+    let Some(smol) = tuili_testkit::model("smol.gguf") else {
+        return;
+    };
+    let Some(python) = tuili_testkit::llamacpp_python("llama_cpp, gguf, numpy") else {
+        return;
+    };
+    let dir = scratch("vs-llamacpp");
+    let out = dir.join("q4km.gguf");
+
+    // The test model is Q4_1: requantizing needs the flag, and a refusal leaves no file.
+    let refused = tuili(&["quantize", s(&smol), s(&out), "Q4_K_M"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("--allow-requantize") && err.contains("Q4_1"),
+        "{err}"
+    );
+    assert!(!out.exists() && !dir.join("q4km.gguf.partial").exists());
+
+    let src = GgufFile::open(&smol).expect("open smol");
+    for (ty, id) in [("Q4_K_M", 15), ("Q8_0", 7), ("Q5_K_S", 16)] {
+        let ours = dir.join(format!("tuili-{ty}.gguf"));
+        let theirs = dir.join(format!("llama-{ty}.gguf"));
+        let args = ["quantize", s(&smol), s(&ours), ty, "--allow-requantize"];
+        ok(tuili(&args), "tuili quantize");
+        python_script(
+            &python,
+            "tests/quant/llamacpp_quantize.py",
+            &[
+                s(&smol),
+                s(&theirs),
+                ty,
+                "--allow-requantize",
+                "--threads",
+                "2",
+            ],
+        );
+        let report = python_script(
+            &python,
+            "tests/quant/compare_gguf.py",
+            &[s(&ours), s(&theirs)],
+        );
+        let r: serde_json::Value = serde_json::from_str(&report).expect("compare json");
+        eprintln!("{ty}: {report}");
+        assert_eq!(r["tensors"], src.tensors().len(), "{ty}: {report}");
+        assert_eq!(r["same_bytes"], r["tensors"], "{ty}: {report}");
+        same_metadata(&src, &GgufFile::open(&ours).expect("open ours"), id);
+    }
+
+    // llama.cpp loads the file tuili wrote and gives the logits tuili gives on it, within
+    // llama.cpp's activation rounding (the bounds of tests/llamacpp.rs for this model).
+    let path = dir.join("tuili-Q4_K_M.gguf");
+    let file = Arc::new(GgufFile::open(&path).expect("open"));
+    let model = Model::load(&file).expect("load");
+    let vocab = model.config().vocab;
+    let tok = Tokenizer::from_gguf(&file).expect("tokenizer");
+    let text = "The GNU General Public License is a free, copyleft license for software \
+                and other kinds of works.";
+    let ids = tok.encode(text, false, false);
+    let prompts = dir.join("prompts.json");
+    std::fs::write(&prompts, serde_json::to_vec(&[&ids]).unwrap()).unwrap();
+    let n_vocab = python_script(
+        &python,
+        "tests/llamacpp/logits.py",
+        &[s(&path), s(&prompts), s(&dir)],
+    );
+    assert_eq!(n_vocab.trim(), vocab.to_string());
+    let theirs: Vec<f32> = std::fs::read(dir.join("0.f32"))
+        .expect("logits")
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let mut cache = model.new_cache(ids.len());
+    let ours = model.forward(&ids, &mut cache, 0).expect("forward");
+    assert_eq!(ours.len(), theirs.len());
+    let diffs: Vec<f32> = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .collect();
+    let max = diffs.iter().copied().fold(0f32, f32::max);
+    let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+    eprintln!("tuili vs llama.cpp on tuili's Q4_K_M file: max |Δ| {max:.4}, mean {mean:.5}");
+    assert!(max <= 4.0 && mean <= 0.35, "max {max}, mean {mean}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn quantize_on_load_equals_the_quantized_file() {
+    let Some(smol) = tuili_testkit::model("smol.gguf") else {
+        return;
+    };
+    let dir = scratch("on-load");
+    let f16 = dir.join("f16.gguf");
+    let q8 = dir.join("q8.gguf");
+    let args = ["quantize", s(&smol), s(&f16), "F16", "--allow-requantize"];
+    ok(tuili(&args), "to F16");
+    ok(tuili(&["quantize", s(&f16), s(&q8), "q8_0"]), "to Q8_0");
+    let gen = |model: &Path, quant: Option<&str>| -> String {
+        let mut args = vec!["run", "-m", s(model), "-p", "The capital of France is"];
+        args.extend(["-n", "12", "--temp", "0", "-t", "2"]);
+        if let Some(q) = quant {
+            args.extend(["--quant", q]);
+        }
+        String::from_utf8(ok(tuili(&args), "tuili run").stdout).expect("utf-8")
+    };
+    let from_file = gen(&q8, None);
+    assert!(!from_file.trim().is_empty());
+    assert_eq!(gen(&f16, Some("Q8_0")), from_file);
+
+    // Every tensor type but the kept 1-D ones is Q8_0 (576 is whole blocks of 32).
+    let file = GgufFile::open(&q8).expect("open q8");
+    let kinds: HashSet<String> = file.tensors().iter().map(|t| t.ty.to_string()).collect();
+    assert_eq!(
+        kinds,
+        HashSet::from(["Q8_0".to_string(), "F32".to_string()])
+    );
+
+    // Quantizing on load refuses an already quantized file, and an unknown type is named.
+    let out = tuili(&[
+        "run",
+        "-m",
+        s(&smol),
+        "-p",
+        "x",
+        "-n",
+        "1",
+        "--quant",
+        "Q8_0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Q4_1"), "{err}");
+    let out = tuili(&["quantize", s(&f16), s(&dir.join("x.gguf")), "Q7_X"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown quantization type 'Q7_X'"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
