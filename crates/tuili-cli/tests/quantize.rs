@@ -235,3 +235,47 @@ fn quantize_on_load_equals_the_quantized_file() {
     assert!(err.contains("unknown quantization type 'Q7_X'"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn hf_directory_quantizes_as_its_conversion_and_as_llama_cpp() {
+    let Some(python) = tuili_testkit::llamacpp_python("llama_cpp, gguf, numpy, safetensors") else {
+        return;
+    };
+    let dir = scratch("hf-dir");
+    python_script(
+        &python,
+        "scripts/families/tiny-hf.py",
+        &[s(&dir), "--dtype", "bf16", "llama"],
+    );
+    let hf = dir.join("llama");
+    let converted = dir.join("converted.gguf");
+    ok(tuili(&["convert", s(&hf), s(&converted)]), "tuili convert");
+    for ty in ["Q8_0", "Q4_0"] {
+        let from_dir = dir.join(format!("dir-{ty}.gguf"));
+        let from_file = dir.join(format!("file-{ty}.gguf"));
+        let theirs = dir.join(format!("llama-{ty}.gguf"));
+        ok(
+            tuili(&["quantize", s(&hf), s(&from_dir), ty]),
+            "from the dir",
+        );
+        ok(
+            tuili(&["quantize", s(&converted), s(&from_file), ty]),
+            "from the file",
+        );
+        assert_eq!(
+            std::fs::read(&from_dir).unwrap(),
+            std::fs::read(&from_file).unwrap(),
+            "{ty}"
+        );
+        let script = "tests/quant/llamacpp_quantize.py";
+        python_script(&python, script, &[s(&converted), s(&theirs), ty]);
+        let report = python_script(
+            &python,
+            "tests/quant/compare_gguf.py",
+            &[s(&from_dir), s(&theirs)],
+        );
+        let r: serde_json::Value = serde_json::from_str(&report).expect("compare json");
+        assert_eq!(r["same_bytes"], r["tensors"], "{ty}: {report}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
