@@ -196,6 +196,16 @@ pub fn fetch(agent: &ureq::Agent, req: &Request, dest: &Path, expect: &Expect) -
     Ok(())
 }
 
+/// A base URL from the environment variable `var`, else `default`; no trailing slash.
+pub fn base_url(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.into())
+        .trim_end_matches('/')
+        .to_string()
+}
+
 /// Whether `s` is a lowercase hex sha256.
 pub fn is_sha256(s: &str) -> bool {
     s.len() == 64

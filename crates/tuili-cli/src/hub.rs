@@ -97,16 +97,6 @@ impl HubRef {
     }
 }
 
-/// `HF_ENDPOINT`, default `https://huggingface.co`.
-fn endpoint() -> String {
-    std::env::var("HF_ENDPOINT")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "https://huggingface.co".into())
-        .trim_end_matches('/')
-        .to_string()
-}
-
 /// `HF_TOKEN`, if set.
 fn token() -> Option<String> {
     std::env::var("HF_TOKEN").ok().filter(|s| !s.is_empty())
@@ -157,7 +147,7 @@ struct Hub {
 impl Hub {
     fn new() -> Hub {
         Hub {
-            endpoint: endpoint(),
+            endpoint: download::base_url("HF_ENDPOINT", "https://huggingface.co"),
             token: token(),
             follow: download::agent(10),
             stay: download::agent(0),

@@ -53,16 +53,6 @@ impl OllamaRef {
     }
 }
 
-/// `TUILI_OLLAMA_REGISTRY`, default `https://registry.ollama.ai`.
-fn registry() -> String {
-    std::env::var("TUILI_OLLAMA_REGISTRY")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "https://registry.ollama.ai".into())
-        .trim_end_matches('/')
-        .to_string()
-}
-
 /// The registry's host (and port): the directory its manifests are kept under.
 fn registry_host(base: &str) -> String {
     let host = base.split("://").nth(1).unwrap_or(base);
@@ -105,7 +95,7 @@ pub fn layers(manifest: &serde_json::Value) -> Result<Vec<(String, String, u64)>
 
 /// Pulls `r`: its manifest and its model layer; returns the GGUF's path.
 pub fn pull(r: &OllamaRef) -> Result<PathBuf> {
-    let base = registry();
+    let base = download::base_url("TUILI_OLLAMA_REGISTRY", "https://registry.ollama.ai");
     let agent = download::agent(10);
     let repo = format!("{}/{}", r.namespace, r.name);
     let url = format!("{base}/v2/{repo}/manifests/{}", r.tag);
