@@ -3,6 +3,8 @@
 //! (`models--OWNER--REPO/{blobs/ETAG, snapshots/COMMIT/FILE -> ../../blobs/ETAG,
 //! refs/REVISION}`), so files Python tools downloaded are found and reused.
 //!
+//! With `HF_HUB_OFFLINE=1` only the cache is read.
+//!
 //! The hub's routes: `GET /api/models/{repo}/revision/{rev}` lists the files
 //! (`siblings[].rfilename`); `HEAD /{repo}/resolve/{rev}/{file}` answers, before any redirect
 //! to a CDN, with `X-Repo-Commit`, `X-Linked-Etag` (an LFS file's sha256) and `X-Linked-Size`;
@@ -137,6 +139,8 @@ fn etag_value(v: &str) -> String {
 }
 
 struct Hub {
+    /// `HF_HUB_OFFLINE`: answer from the cache only, as `huggingface_hub` does.
+    offline: bool,
     endpoint: String,
     token: Option<String>,
     /// Follows redirects (downloads) and does not (metadata, as `huggingface_hub`).
@@ -146,7 +150,10 @@ struct Hub {
 
 impl Hub {
     fn new() -> Hub {
+        let offline = std::env::var("HF_HUB_OFFLINE")
+            .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
         Hub {
+            offline,
             endpoint: download::base_url("HF_ENDPOINT", "https://huggingface.co"),
             token: token(),
             follow: download::agent(10),
@@ -162,8 +169,30 @@ impl Hub {
         }
     }
 
-    /// The files of `repo` at `rev`.
+    /// The cached snapshot of `repo` at `rev` (offline only).
+    fn cached_snapshot(&self, repo: &str, rev: &str) -> Result<PathBuf> {
+        let dir = repo_dir(repo);
+        let commit = std::fs::read_to_string(dir.join("refs").join(rev)).with_context(|| {
+            format!(
+                "{repo} is not in the hub cache {} and HF_HUB_OFFLINE is set",
+                cache_dir().display()
+            )
+        })?;
+        check_component("the cached commit", commit.trim())?;
+        Ok(dir.join("snapshots").join(commit.trim()))
+    }
+
+    /// The files of `repo` at `rev` (offline: those of the cached snapshot).
     fn list_files(&self, repo: &str, rev: &str) -> Result<Vec<String>> {
+        if self.offline {
+            let snap = self.cached_snapshot(repo, rev)?;
+            let rd =
+                std::fs::read_dir(&snap).with_context(|| format!("reading {}", snap.display()))?;
+            return Ok(rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect());
+        }
         let url = format!("{}/api/models/{repo}/revision/{rev}", self.endpoint);
         let body = self.req(&url).send(&self.follow, "GET")?.into_string()?;
         let v: serde_json::Value =
@@ -206,6 +235,13 @@ impl Hub {
 
     /// Fetches `file` into the cache (reusing it when there) and returns its snapshot path.
     fn fetch_file(&self, repo: &str, rev: &str, file: &str) -> Result<PathBuf> {
+        if self.offline {
+            let p = self.cached_snapshot(repo, rev)?.join(file);
+            if !p.exists() {
+                bail!("{repo}/{file} is not in the hub cache and HF_HUB_OFFLINE is set");
+            }
+            return Ok(p);
+        }
         let meta = self.file_meta(repo, rev, file)?;
         let dir = repo_dir(repo);
         let snapshot = dir.join("snapshots").join(&meta.commit).join(file);

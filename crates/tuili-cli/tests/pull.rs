@@ -405,6 +405,26 @@ fn hub_gguf_pull_resumes_reuses_lists_and_removes() {
     let o = env.tuili(&["pull", "hf://org/gguf:tiny-Q8_0.gguf"], &vars);
     assert_eq!(stdout_path(&o), q8);
 
+    // Offline (huggingface_hub's HF_HUB_OFFLINE), the cache answers without the hub.
+    let offline = [
+        ("HF_ENDPOINT", "http://127.0.0.1:9"),
+        ("HF_HUB_OFFLINE", "1"),
+    ];
+    let before = server.seen().len();
+    assert_eq!(
+        stdout_path(&env.tuili(&["pull", "org/gguf"], &offline)),
+        path
+    );
+    assert_eq!(server.seen().len(), before);
+    let o = env.tuili(&["pull", "hf.co/org/gguf:Q2_K"], &offline);
+    assert!(
+        stderr(&o).contains("no GGUF file for Q2_K"),
+        "{}",
+        stderr(&o)
+    );
+    let o = env.tuili(&["pull", "hf.co/org/other"], &offline);
+    assert!(stderr(&o).contains("HF_HUB_OFFLINE"), "{}", stderr(&o));
+
     let list = env.tuili(&["list"], &vars);
     assert!(String::from_utf8_lossy(&list.stdout).contains("hf.co/org/gguf"));
     assert!(env.tuili(&["rm", "hf.co/org/gguf"], &vars).status.success());
