@@ -151,7 +151,7 @@ pub fn resolve(arg: &str) -> Result<PathBuf> {
     }
     if crate::pull::source(arg).is_none() {
         bail!(
-            "'{arg}' is neither a file nor a model name (known: {}; or hf.co/OWNER/REPO, ollama:NAME:TAG)",
+            "'{arg}' is neither a file nor a known model (known: {}; or hf.co/OWNER/REPO[:QUANT], OWNER/REPO, ollama:NAME[:TAG])",
             known_names()
         );
     }
