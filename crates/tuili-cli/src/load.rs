@@ -30,15 +30,19 @@ pub fn init_threads(threads: Option<usize>) {
 }
 
 /// Opens the GGUF file a model argument names (pulling it if it is a known name); a
-/// Hugging Face directory is converted in memory.
+/// Hugging Face directory is converted in memory; `--quant` quantizes it in memory.
 pub fn open(args: &ModelArgs) -> Result<Arc<GgufFile>> {
     init_threads(args.threads);
     let path = registry::resolve(&args.model)?;
-    if tuili_models::hf::is_hf_dir(&path) {
-        return Ok(Arc::new(crate::convert::open_hf_dir(&path)?));
+    let file = if tuili_models::hf::is_hf_dir(&path) {
+        crate::convert::open_hf_dir(&path)?
+    } else {
+        GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?
+    };
+    match &args.quant {
+        Some(q) => crate::quantize::quantize_loaded(Arc::new(file), q),
+        None => Ok(Arc::new(file)),
     }
-    let file = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    Ok(Arc::new(file))
 }
 
 /// Loads model, tokenizer and template.

@@ -5,10 +5,16 @@ mod bench;
 mod commands;
 mod convert;
 mod device;
+mod download;
 mod generate;
+mod hub;
 mod load;
+mod ollama;
 mod plan;
 mod progress;
+mod pull;
+mod quant_mix;
+mod quantize;
 mod registry;
 mod serve;
 
@@ -32,6 +38,10 @@ pub struct ModelArgs {
     /// Worker threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Quantize the weights while loading, to llama.cpp's type `QUANT` (Q8_0, Q6_K,
+    /// Q4_K_M, ...): for Hugging Face directories and F32/F16/BF16 GGUF files.
+    #[arg(long = "quant", value_name = "QUANT")]
+    pub quant: Option<String>,
 }
 
 /// Sampling options.
@@ -65,10 +75,20 @@ pub struct SamplingArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Fetch a known model into the cache ($TUILI_HOME, default ~/.cache/tuili).
+    /// Fetch a model into the cache: a known name (into $TUILI_HOME, default
+    /// ~/.cache/tuili), a Hugging Face hub model (into the hub's cache, $HF_HOME) or an
+    /// Ollama tag; prints the path to load.
     Pull {
-        /// Model name (e.g. smollm2-135m, qwen2.5-coder-0.5b).
+        /// smollm2-135m, hf.co/OWNER/REPO[:QUANT], hf.co/OWNER/REPO/FILE.gguf,
+        /// OWNER/REPO (safetensors), ollama:NAME[:TAG], ollama.com/library/NAME:TAG.
         #[arg(default_value = registry::DEFAULT_MODEL)]
+        name: String,
+    },
+    /// List the pulled models with their sizes.
+    List,
+    /// Remove a pulled model from its cache.
+    Rm {
+        /// The name it was pulled by.
         name: String,
     },
     /// Generate text from a prompt, streaming it to stdout.
@@ -86,6 +106,9 @@ enum Command {
     },
     /// Convert a Hugging Face model directory to a GGUF file.
     Convert(convert::ConvertArgs),
+    /// Quantize a GGUF file or a Hugging Face directory to a GGUF of llama.cpp's type
+    /// (Q8_0, Q4_K_M, ...), with llama.cpp's per-tensor mixture rules.
+    Quantize(quantize::QuantizeArgs),
     /// Print the tokens of a text.
     Tokenize(commands::TokenizeArgs),
     /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
@@ -104,14 +127,15 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Pull { name } => {
-            registry::pull_by_name(&name).map(|p| println!("{}", p.display()))
-        }
+        Command::Pull { name } => pull::pull(&name).map(|p| println!("{}", p.display())),
+        Command::List => pull::list(),
+        Command::Rm { name } => pull::rm(&name),
         Command::Run(a) => commands::run(a),
         Command::Chat(a) => commands::chat(a),
         Command::Info { model, devices } => commands::info(model, devices),
         Command::Tokenize(a) => commands::tokenize(a),
         Command::Convert(a) => convert::convert(a),
+        Command::Quantize(a) => quantize::quantize(a),
         Command::Perplexity(a) => commands::perplexity(a),
         Command::Serve(a) => serve::serve(a),
         Command::Bench(a) => bench::bench(a),

@@ -42,6 +42,28 @@ impl Bar {
         let _ = e.flush();
     }
 
+    /// Redraws at `done` bytes, with the rate and the time left.
+    pub fn set_bytes(&self, done: u64) {
+        if !self.tty {
+            return;
+        }
+        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
+        let rate = done as f64 / secs;
+        let left = self.total.saturating_sub(done) as f64 / rate.max(1.0);
+        let mut e = std::io::stderr().lock();
+        let _ = write!(
+            e,
+            "\r{} {:.1}/{:.1} MB {:5.1}% {:.1} MB/s {:.0}s left   ",
+            self.label,
+            done as f64 / 1e6,
+            self.total as f64 / 1e6,
+            done.min(self.total) as f64 * 100.0 / self.total as f64,
+            rate / 1e6,
+            left
+        );
+        let _ = e.flush();
+    }
+
     /// Ends the line.
     pub fn finish(&self) {
         if self.tty {

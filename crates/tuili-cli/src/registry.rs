@@ -131,38 +131,35 @@ pub fn home() -> PathBuf {
     base.join("tuili")
 }
 
-fn find(name: &str) -> Option<&'static KnownModel> {
+/// The known model called `name`.
+pub fn find(name: &str) -> Option<&'static KnownModel> {
     KNOWN_MODELS.iter().find(|m| m.name == name)
 }
 
-/// Resolves a model argument: an existing path, or a known name (pulled on first use).
+/// The known names, comma-separated (for error messages).
+pub fn known_names() -> String {
+    let names: Vec<&str> = KNOWN_MODELS.iter().map(|m| m.name).collect();
+    names.join(", ")
+}
+
+/// Resolves a model argument: an existing path, or a name `tuili pull` fetches (a known
+/// name, a Hugging Face hub reference, an Ollama tag), pulled on first use.
 pub fn resolve(arg: &str) -> Result<PathBuf> {
     let p = Path::new(arg);
     if p.exists() {
         return Ok(p.to_path_buf());
     }
-    match find(arg) {
-        Some(m) => pull(m),
-        None => {
-            let names: Vec<&str> = KNOWN_MODELS.iter().map(|m| m.name).collect();
-            bail!(
-                "'{arg}' is neither a file nor a known model (known: {})",
-                names.join(", ")
-            )
-        }
+    if crate::pull::source(arg).is_none() {
+        bail!(
+            "'{arg}' is neither a file nor a known model (known: {}; or hf.co/OWNER/REPO[:QUANT], OWNER/REPO, ollama:NAME[:TAG])",
+            known_names()
+        );
     }
+    crate::pull::pull(arg)
 }
 
-/// Fetches `name` into the cache if it is not there yet, and returns its path.
-pub fn pull_by_name(name: &str) -> Result<PathBuf> {
-    let m = find(name).with_context(|| {
-        let names: Vec<&str> = KNOWN_MODELS.iter().map(|m| m.name).collect();
-        format!("unknown model '{name}' (known: {})", names.join(", "))
-    })?;
-    pull(m)
-}
-
-fn pull(m: &KnownModel) -> Result<PathBuf> {
+/// Fetches a known model into the cache if it is not there yet, and returns its path.
+pub fn pull(m: &KnownModel) -> Result<PathBuf> {
     let dir = home().join("models");
     let dest = dir.join(m.file);
     if dest.exists() {

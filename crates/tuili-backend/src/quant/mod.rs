@@ -20,12 +20,14 @@
 //! assertions only); [`dequantize`], [`dequant_rows`] and [`quantize`] check them and
 //! return a [`BackendError`] naming the type and the limit.
 
+mod convert;
 mod float;
 mod kquantize;
 mod kquants;
 pub(crate) mod legacy;
 pub(crate) mod mxfp4;
 
+pub use convert::convert_rows;
 pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 
 use crate::BackendError;
