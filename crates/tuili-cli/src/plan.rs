@@ -104,6 +104,14 @@ pub struct PlanArgs {
     /// Most sequences the simulated engine runs together (as `tuili serve`).
     #[arg(long = "max-num-seqs", default_value_t = EngineConfig::default().max_num_seqs)]
     max_num_seqs: usize,
+    /// Shape of the gamma distribution of the gaps between simulated arrivals: 1 is
+    /// Poisson, below 1 burstier, above 1 more regular.
+    #[arg(long = "burstiness", default_value_t = 1.0)]
+    burstiness: f64,
+    /// Replay this recorded load instead of drawing one (JSON: a list of
+    /// {arrival_s, prompt_tokens, output_tokens}).
+    #[arg(long = "trace")]
+    trace: Option<PathBuf>,
     /// Seed of the simulated arrivals.
     #[arg(long = "seed", default_value_t = 1)]
     seed: u64,
@@ -226,8 +234,13 @@ fn simulate(
         return print_slo(a, chip, text, band, best);
     }
     let mut results = Vec::new();
-    for &rate in &a.rate {
-        results.push(sim::simulate(&server, &workload(a, rate))?);
+    if let Some(path) = &a.trace {
+        let reqs = tuili_planner::load::read_trace(path)?;
+        results.push(sim::simulate_requests(&server, &reqs, a.seed)?);
+    } else {
+        for &rate in &a.rate {
+            results.push(sim::simulate(&server, &workload(a, rate))?);
+        }
     }
     if a.output == PlanFormat::Json {
         let v = serde_json::json!({
@@ -242,14 +255,22 @@ fn simulate(
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
+    let load = match &a.trace {
+        Some(p) => format!(
+            "{} requests of the trace {}",
+            results[0].requests,
+            p.display()
+        ),
+        None => format!(
+            "{} requests of {} + {} tokens per rate",
+            a.requests, a.prompt_len, a.output_len
+        ),
+    };
     println!(
-        "{} on {} ({}): {} requests of {} + {} tokens per rate, at most {} together; ±{:.0}%",
+        "{} on {} ({}): {load}, at most {} together; ±{:.0}%",
         cost.arch,
         chip.name,
         source.kind,
-        a.requests,
-        a.prompt_len,
-        a.output_len,
         a.max_num_seqs,
         100.0 * band
     );
@@ -475,6 +496,7 @@ fn workload(a: &PlanArgs, rate: f64) -> sim::Workload {
         prompt_len: a.prompt_len,
         output_len: a.output_len,
         seed: a.seed,
+        burstiness: a.burstiness,
     }
 }
 

@@ -33,6 +33,13 @@ fn json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
+/// The error of a command that must fail.
+fn err(args: &[&str]) -> String {
+    let out = tuili(args);
+    assert!(!out.status.success(), "tuili plan {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn num(v: &Value, key: &str) -> f64 {
     v[key]
         .as_f64()
@@ -131,11 +138,6 @@ fn bad_options_name_the_limit() {
         return;
     };
     let m = path.to_str().expect("utf-8 path");
-    let err = |args: &[&str]| {
-        let out = tuili(args);
-        assert!(!out.status.success(), "tuili plan {args:?} succeeded");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
     let e = err(&["-m", m, "--chip", "h100-sxm", "--batch", "0"]);
     assert!(e.contains("--batch must be between 1 and"), "{e}");
     let e = err(&["-m", m, "--chip", "h100-sxm", "--ctx", "100000"]);
@@ -175,6 +177,8 @@ fn every_chip_is_listed() {
         "inferentia2",
         "groq-lpu",
         "m4-max",
+        "m3-max",
+        "h100-pcie",
         "jetson-agx-orin",
         "raspberry-pi-5",
         "ryzen-7840u",
@@ -218,6 +222,39 @@ fn simulation_and_slo_search_answer_in_json() {
     assert!(ttft_p99(&slo["at_max_rate"]) <= 500.0, "{slo}");
     let chips = slo["chips_for_target"].as_u64().expect("chips");
     assert_eq!(chips, (10_000.0 / rate).ceil() as u64);
+    // A recorded load replays as recorded: two requests together, then one alone.
+    let trace = std::env::temp_dir().join(format!("tuili-plan-trace-{}.json", std::process::id()));
+    std::fs::write(
+        &trace,
+        r#"[{"arrival_s": 0, "prompt_tokens": 64, "output_tokens": 8},
+            {"arrival_s": 0, "prompt_tokens": 64, "output_tokens": 8},
+            {"arrival_s": 100, "prompt_tokens": 32, "output_tokens": 4}]"#,
+    )
+    .expect("trace");
+    let t = trace.to_str().expect("utf-8");
+    let replay = with(&["--simulate", "--trace", t]);
+    let run = &replay["runs"][0];
+    assert_eq!(run["requests"].as_u64(), Some(3), "{replay}");
+    assert!((num(run, "rate") - 0.02).abs() < 1e-9, "{replay}");
+    let bursty = with(&["--simulate", "--rate", "50", "--burstiness", "0.1"]);
+    let even = with(&["--simulate", "--rate", "50", "--burstiness", "10"]);
+    assert!(
+        ttft_p99(&bursty["runs"][0]) > ttft_p99(&even["runs"][0]),
+        "bursts queue: {bursty} vs {even}"
+    );
+    std::fs::write(
+        &trace,
+        r#"[{"arrival_s": -1, "prompt_tokens": 1, "output_tokens": 1}]"#,
+    )
+    .expect("trace");
+    let e = err(&["-m", m, "--chip", "l4", "--simulate", "--trace", t]);
+    assert!(
+        e.contains("trace") && e.contains("request 0: arrival_s -1"),
+        "{e}"
+    );
+    let e = err(&["-m", m, "--chip", "l4", "--simulate", "--burstiness", "0"]);
+    assert!(e.contains("--burstiness must be positive"), "{e}");
+    std::fs::remove_file(&trace).ok();
 }
 
 /// A CPU profile written by hand, as a user may.

@@ -65,6 +65,7 @@ fn load(rate: f64) -> Workload {
         prompt_len: 256,
         output_len: 32,
         seed: 7,
+        burstiness: 1.0,
     }
 }
 
