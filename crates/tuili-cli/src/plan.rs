@@ -18,6 +18,7 @@ use tuili_planner::cost::{KvFormat, ModelCost, WeightFormat};
 use tuili_planner::fit::{self, Obs};
 use tuili_planner::plan::{self, Plan, PlanOptions};
 use tuili_planner::probe;
+use tuili_planner::report;
 use tuili_planner::sim;
 use tuili_planner::step::{step_ops, Hardware};
 
@@ -30,6 +31,8 @@ pub enum PlanFormat {
     Table,
     /// The stable JSON object (see docs/PLANNER.md).
     Json,
+    /// A self-contained HTML page with charts; --chip may list several chips.
+    Html,
 }
 
 /// `tuili plan`.
@@ -39,6 +42,7 @@ pub struct PlanArgs {
     #[arg(short = 'm', long = "model")]
     model: Option<String>,
     /// Chip profile name (see --list-chips); `local` is the profile --probe writes.
+    /// With `-o html`, a comma-separated list.
     #[arg(long = "chip", default_value = "local")]
     chip: String,
     /// Plan as if every matrix were stored as this (q4_k, q8_0, f16, bf16, fp8, int4...).
@@ -142,6 +146,15 @@ pub fn plan(a: PlanArgs) -> Result<()> {
     if a.list_chips {
         return list(&all);
     }
+    if a.output == PlanFormat::Html {
+        return html(&a, &all);
+    }
+    if a.chip.contains(',') {
+        bail!(
+            "--chip lists several chips only with -o html: got '{}'",
+            a.chip
+        );
+    }
     let chip = chip::find(&all, &a.chip).map_err(|e| {
         if a.chip == "local" {
             anyhow::anyhow!("{e}; run `tuili plan --probe` first to measure this machine")
@@ -163,14 +176,7 @@ pub fn plan(a: PlanArgs) -> Result<()> {
     if let Some(q) = &a.quant {
         cost = cost.requantized(WeightFormat::parse(q)?);
     }
-    let opts = PlanOptions {
-        batch: a.batch,
-        ctx: a.ctx.unwrap_or(4096.min(cost.ctx_len)),
-        threads: a.threads,
-        kv: kv_format(&a.cache_type, &a.cache_type)?,
-        usd_per_hour: a.price,
-        tp: a.tp,
-    };
+    let opts = plan_options(&a, &cost)?;
     if a.simulate || a.slo.is_some() {
         return simulate(&a, chip, &all, &mcfg, &cost, &opts);
     }
@@ -184,8 +190,98 @@ pub fn plan(a: PlanArgs) -> Result<()> {
     )?;
     match a.output {
         PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&p)?),
-        PlanFormat::Table => print_plan(&p),
+        PlanFormat::Table | PlanFormat::Html => print_plan(&p),
     }
+    Ok(())
+}
+
+/// The options of a plan from the command line.
+fn plan_options(a: &PlanArgs, cost: &ModelCost) -> Result<PlanOptions> {
+    Ok(PlanOptions {
+        batch: a.batch,
+        ctx: a.ctx.unwrap_or(4096.min(cost.ctx_len)),
+        threads: a.threads,
+        kv: kv_format(&a.cache_type, &a.cache_type)?,
+        usd_per_hour: a.price,
+        tp: a.tp,
+    })
+}
+
+/// The engine a simulation sizes its scheduler and KV pool as.
+fn engine_config(a: &PlanArgs, o: &PlanOptions) -> EngineConfig {
+    EngineConfig {
+        n_ctx: o.ctx,
+        max_num_seqs: a.max_num_seqs,
+        k_type: o.kv.k,
+        v_type: o.kv.v,
+        ..EngineConfig::default()
+    }
+}
+
+/// `-o html`: for each chip of --chip, the plan, plans at batches 1, 2, 4, ... up to
+/// what fits (at most 256), and simulated serving at rates up to what the decode
+/// sustains; one HTML page of them.
+fn html(a: &PlanArgs, all: &[ChipProfile]) -> Result<()> {
+    let Some(name) = &a.model else {
+        bail!("tuili plan -o html needs -m MODEL");
+    };
+    let path = registry::resolve(name)?;
+    let (mcfg, mut cost) = model_cost(&path)?;
+    if let Some(q) = &a.quant {
+        cost = cost.requantized(WeightFormat::parse(q)?);
+    }
+    let o = plan_options(a, &cost)?;
+    let model = path.display().to_string();
+    let mut chips = Vec::new();
+    for chip_name in a.chip.split(',').map(str::trim) {
+        let chip = chip::find(all, chip_name)?;
+        let at = |batch: usize| {
+            let o = PlanOptions { batch, ..o.clone() };
+            plan::plan(&cost, &model, a.quant.as_deref(), chip, all, &o)
+        };
+        let p = at(a.batch)?;
+        let most = (p.max_sequences as usize).clamp(1, 256);
+        let batches = std::iter::successors(Some(1usize), |b| Some(b * 2))
+            .take_while(|&b| b <= most)
+            .map(at)
+            .collect::<Result<Vec<_>, _>>()?;
+        // Requests/s the decode of --max-num-seqs sequences sustains.
+        let cap = at(a.max_num_seqs.min(most))?.decode_tokens_per_s_batch / a.output_len as f64;
+        let engine = engine_config(a, &o);
+        let threads = chip.cpu.as_ref().and(o.threads);
+        let hw = Hardware {
+            tp: o.tp,
+            ..Hardware::of(chip, threads, o.kv)
+        };
+        let (coeffs, _, _) = plan::coefficients(chip, all);
+        let server = sim::Server {
+            mcfg: &mcfg,
+            engine: &engine,
+            cost: &cost,
+            hw: &hw,
+            coeffs: &coeffs,
+        };
+        let load = [0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0]
+            .iter()
+            .map(|f| sim::simulate(&server, &workload(a, f * cap)))
+            .collect::<Result<Vec<_>, _>>()?;
+        chips.push(report::ChipReport {
+            plan: p,
+            batches,
+            load,
+        });
+    }
+    let r = report::Report {
+        model,
+        workload: format!(
+            "{} requests of {} prompt + {} generated tokens per rate, Poisson arrivals \
+             (burstiness {}), at most {} sequences together, rates up to what that decode \
+             sustains",
+            a.requests, a.prompt_len, a.output_len, a.burstiness, a.max_num_seqs
+        ),
+        chips,
+    };
+    print!("{}", report::html(&r));
     Ok(())
 }
 
@@ -207,13 +303,7 @@ fn simulate(
     cost: &ModelCost,
     o: &PlanOptions,
 ) -> Result<()> {
-    let engine = EngineConfig {
-        n_ctx: o.ctx,
-        max_num_seqs: a.max_num_seqs,
-        k_type: o.kv.k,
-        v_type: o.kv.v,
-        ..EngineConfig::default()
-    };
+    let engine = engine_config(a, o);
     let threads = chip.cpu.as_ref().and(o.threads);
     let hw = Hardware {
         tp: o.tp,
@@ -533,7 +623,7 @@ fn print_slo(
     });
     match a.output {
         PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&v)?),
-        PlanFormat::Table => {
+        PlanFormat::Table | PlanFormat::Html => {
             println!(
                 "{}: {:.2} requests/s ({:.1} generated tokens/s) under {slo}   ±{:.0}%",
                 chip.name,

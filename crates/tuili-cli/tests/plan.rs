@@ -356,3 +356,51 @@ fn bench_results_calibrate_a_profile_that_plans_and_lends() {
     assert!(num(&lent, "error_band") >= 0.25);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn html_report_is_one_self_contained_page_per_chip_list() {
+    let Some(path) = tuili_testkit::model("smol.gguf") else {
+        return;
+    };
+    let m = path.to_str().expect("utf-8 path");
+    let args = [
+        "-m",
+        m,
+        "--chip",
+        "h100-sxm,l4",
+        "--requests",
+        "40",
+        "--prompt-len",
+        "128",
+        "--output-len",
+        "16",
+        "-o",
+        "html",
+    ];
+    let t = Instant::now();
+    let out = tuili(&args);
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(page.starts_with("<!DOCTYPE html>"), "{}", &page[..100]);
+    assert!(page.trim_end().ends_with("</html>"));
+    // Four charts, each with both chips' lines.
+    assert_eq!(page.matches("<svg").count(), 4, "{page}");
+    assert_eq!(page.matches("<polyline").count(), 8, "{page}");
+    for title in ["NVIDIA H100 SXM5 80 GB", "NVIDIA L4 24 GB"] {
+        assert!(page.contains(title), "{title}");
+    }
+    // Self-contained: nothing fetched, no script; every number finite.
+    for bad in ["<script", "src=", "href=", "NaN", "inf"] {
+        assert!(!page.contains(bad), "{bad} in the page");
+    }
+    assert!(took.as_secs_f64() < 10.0, "{took:?}");
+    let e = err(&["-m", m, "--chip", "h100-sxm,l4"]);
+    assert!(e.contains("only with -o html"), "{e}");
+    let e = err(&["-m", m, "--chip", "h100-sxm,nope", "-o", "html"]);
+    assert!(e.contains("nope"), "{e}");
+}

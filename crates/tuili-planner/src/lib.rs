@@ -11,6 +11,7 @@
 //! - [`plan`]: the answers a buyer asks for (tokens/s, TTFT, fit, energy and cost);
 //! - [`shape`]: the model side of a model known only by its published shape;
 //! - [`published`]: published measurements of other chips, and their predictions;
+//! - [`report`]: a plan as a self-contained HTML page with SVG charts;
 //! - [`probe`]: the profile of the machine it runs on, from measured rates;
 //! - [`load`]: the requests a simulated server meets: Poisson or gamma arrivals, or a
 //!   recorded trace;
@@ -30,6 +31,7 @@ pub mod load;
 pub mod plan;
 pub mod probe;
 pub mod published;
+pub mod report;
 pub mod shape;
 pub mod sim;
 pub mod step;
