@@ -38,7 +38,7 @@ pub enum PlanFormat {
 /// `tuili plan`.
 #[derive(Args, Debug)]
 pub struct PlanArgs {
-    /// A GGUF file or a known model name.
+    /// A GGUF file, a Hugging Face model directory or a known model name.
     #[arg(short = 'm', long = "model")]
     model: Option<String>,
     /// Chip profile name (see --list-chips); `local` is the profile --probe writes.
@@ -285,11 +285,16 @@ fn html(a: &PlanArgs, all: &[ChipProfile]) -> Result<()> {
     Ok(())
 }
 
-/// The configuration and the planner's view of the model at `path` (no tensor data is
-/// read).
+/// The configuration and the planner's view of the model at `path`, a GGUF file (no
+/// tensor data is read) or a Hugging Face directory.
 fn model_cost(path: &Path) -> Result<(Config, ModelCost)> {
-    let file =
-        Arc::new(GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?);
+    let file = if tuili_models::hf::is_hf_dir(path) {
+        // Converted in memory as `tuili run` converts it (the weights are copied once).
+        crate::convert::open_hf_dir(path)?
+    } else {
+        GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?
+    };
+    let file = Arc::new(file);
     let model = Model::load(&file).with_context(|| format!("loading {}", path.display()))?;
     Ok((model.config().clone(), ModelCost::of(&model, &file)))
 }

@@ -404,3 +404,53 @@ fn html_report_is_one_self_contained_page_per_chip_list() {
     let e = err(&["-m", m, "--chip", "h100-sxm,nope", "-o", "html"]);
     assert!(e.contains("nope"), "{e}");
 }
+
+#[test]
+fn a_hugging_face_directory_plans_as_its_conversion() {
+    let Some(python) = tuili_testkit::llamacpp_python("numpy, safetensors") else {
+        eprintln!("skipped: no Python with numpy and safetensors");
+        return;
+    };
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = std::env::temp_dir().join(format!("tuili-plan-hf-{}", std::process::id()));
+    let made = Command::new(python)
+        .arg(repo.join("scripts/families/tiny-hf.py"))
+        .arg(&dir)
+        .arg("qwen2")
+        .output()
+        .expect("tiny-hf.py");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let hf = dir.join("qwen2");
+    let gguf = dir.join("qwen2.gguf");
+    let conv = Command::new(env!("CARGO_BIN_EXE_tuili"))
+        .arg("convert")
+        .arg(&hf)
+        .arg(&gguf)
+        .output()
+        .expect("tuili convert");
+    assert!(
+        conv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&conv.stderr)
+    );
+    let plan = |m: &std::path::Path| {
+        let mut v = json(&[
+            "-m",
+            m.to_str().expect("utf-8"),
+            "--chip",
+            "l4",
+            "-o",
+            "json",
+        ]);
+        v.as_object_mut().expect("object").remove("model");
+        v
+    };
+    let (a, b) = (plan(&hf), plan(&gguf));
+    assert!(num(&a, "weight_bytes") > 0.0, "{a}");
+    assert_eq!(a, b, "the directory and its conversion plan alike");
+    std::fs::remove_dir_all(&dir).ok();
+}
