@@ -6,8 +6,13 @@ For each --parallel P (the server's most sequences together) and each --rates R,
 Poisson process of rate R (gamma with --burstiness), each a prompt of --prompt-len random
 token ids and --output-len generated tokens (ignore_eos), and records what happened: when
 each request was sent, its first token and its last, and how much of the CPUs other
-processes took meanwhile (the machine may be shared: each load is tried up to --repeat
-times after waiting for a quiet moment, and the least disturbed try is kept). The trace of the sent requests is
+processes took meanwhile. The machine may be shared, so each try is bracketed by a short
+reference `tuili bench` of the same model, threads and concurrency, which `tuili plan
+--check` predicts: the geometric mean of predicted over measured time is the share of its
+calibrated speed the machine gave ("speed"). Each load is tried up to --repeat times
+after waiting for a quiet moment, and the try with the highest speed is kept. The trace
+is simulated twice: as calibrated (speed 1) and at the measured speed (`--speed`), which
+separates what the model gets wrong from what the neighbours took. The trace of the sent requests is
 then replayed by `tuili plan --simulate --trace` on the same engine limits, and the
 measured and predicted throughput, TTFT p50/p99 and TPOT p50/p99 are compared
 (error = predicted / measured - 1).
@@ -25,6 +30,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import math
 import os
 import random
 import subprocess
@@ -172,12 +178,42 @@ def wait_for_quiet(args):
     return time.monotonic() - t0
 
 
-def simulate(args, parallel, trace_path):
+def plan_env(args):
+    return dict(os.environ, TUILI_HOME=args.home) if args.home else None
+
+
+def reference_speed(args, parallel):
+    """The share of its calibrated speed the machine gives now: a short `tuili bench` of
+    the same model and threads (a prompt, one decoding sequence, --parallel of them),
+    predicted by `tuili plan --check`; the geometric mean of predicted / measured time."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        path = f.name
+    try:
+        bench = [args.tuili, "bench", "-m", args.model, "-t", str(args.threads), "-p",
+                 str(args.prompt_len), "-n", "32", "--streams", str(parallel), "-r", "1",
+                 "-o", "json"]
+        with open(path, "w") as out:
+            subprocess.run(bench, check=True, stdout=out, stderr=subprocess.DEVNULL)
+        check = subprocess.run([args.tuili, "plan", "--check", path, "--chip", args.chip],
+                               check=True, capture_output=True, text=True, env=plan_env(args))
+    finally:
+        os.unlink(path)
+    # Rows `| model | threads | test | measured | predicted | +e% |`, e = predicted time /
+    # measured time - 1: the machine ran at 1 + e of the predicted speed.
+    logs = [math.log(1 + float(line.split("|")[6].strip().rstrip("%")) / 100)
+            for line in check.stdout.splitlines()
+            if line.startswith("|") and line.split("|")[6].strip().rstrip("%")
+            .lstrip("+-").replace(".", "").isdigit()]
+    if not logs:
+        raise SystemExit(f"no runs in tuili plan --check output:\n{check.stdout}")
+    return math.exp(sum(logs) / len(logs))
+
+
+def simulate(args, parallel, trace_path, speed=1.0):
     cmd = [args.tuili, "plan", "-m", args.model, "--chip", args.chip, "-t", str(args.threads),
            "--simulate", "--trace", trace_path, "--max-num-seqs", str(parallel),
-           "--ctx", str(args.ctx), "-o", "json"]
-    env = dict(os.environ, TUILI_HOME=args.home) if args.home else None
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+           "--ctx", str(args.ctx), "--speed", str(speed), "-o", "json"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=plan_env(args))
     return json.loads(out.stdout)["runs"][0]
 
 
@@ -209,7 +245,7 @@ def main():
     p.add_argument("--repeat", type=int, default=3,
                    help="tries per load; the one others disturbed least is kept")
     p.add_argument("--quiet", type=float, default=0.05,
-                   help="a try in which others used less of the CPUs than this is kept at once")
+                   help="a try whose reference speed is within this of 1 is kept at once")
     p.add_argument("--quiet-wait", type=float, default=120.0,
                    help="seconds to wait for a quiet moment before each try")
     p.add_argument("--json", default=None)
@@ -226,25 +262,29 @@ def main():
                 best = None
                 for attempt in range(args.repeat):
                     waited = wait_for_quiet(args)
+                    speed = reference_speed(args, parallel)
                     before = snapshot(args)
                     # A new seed per try: a prompt sent before would hit the prefix cache.
                     seed = hash((args.seed, parallel, rate, attempt)) & 0xFFFFFFFF
                     records = asyncio.run(play(args, rate, seed))
                     foreign = foreign_share(before, snapshot(args))
+                    speed = math.sqrt(speed * reference_speed(args, parallel))
                     errors = [r for r in records if isinstance(r, str)]
                     print(f"P={parallel} rate={rate:g}/s: try {attempt + 1}: waited "
                           f"{waited:.0f} s for quiet; others used {100 * foreign:.0f}% of "
-                          f"the CPUs; {len(errors)} failed {errors[:2]}", flush=True)
+                          f"the CPUs; reference speed {speed:.2f}; {len(errors)} failed "
+                          f"{errors[:2]}", flush=True)
                     if errors:
                         continue
-                    if best is None or foreign < best[1]:
-                        best = (records, foreign)
-                    if foreign < args.quiet:
+                    # The try closest to the calibrated speed is the least disturbed.
+                    if best is None or speed > best[2]:
+                        best = (records, foreign, speed)
+                    if speed > 1 - args.quiet:
                         break
                 if best is None:
                     print(f"P={parallel} rate={rate:g}/s: no try completed", flush=True)
                     continue
-                records, foreign = best
+                records, foreign, speed = best
                 trace = [{"arrival_s": r[0] - records[0][0],
                           "prompt_tokens": r[3]["prompt_tokens"],
                           "output_tokens": r[3]["completion_tokens"]}
@@ -253,25 +293,31 @@ def main():
                     json.dump(trace, f)
                 try:
                     pred = simulate(args, parallel, f.name)
+                    pred_at = simulate(args, parallel, f.name, speed)
                 finally:
                     os.unlink(f.name)
                 meas = measured(records, args.output_len)
                 rows = compare(meas, pred)
+                for r, c in zip(rows, compare(meas, pred_at)):
+                    r["predicted_at_speed"], r["error_at_speed"] = c["predicted"], c["error"]
                 report.append({"parallel": parallel, "rate": rate, "measured": meas,
-                               "predicted": pred, "rows": rows,
-                               "foreign_cpu_share": foreign})
+                               "predicted": pred, "predicted_at_speed": pred_at, "rows": rows,
+                               "foreign_cpu_share": foreign, "reference_speed": speed})
                 line = "; ".join(f"{r['metric']} {r['measured']:.1f} vs {r['predicted']:.1f} "
-                                 f"({100 * r['error']:+.0f}%)" for r in rows)
-                print(f"P={parallel} rate={rate:g}/s (others {100 * foreign:.0f}%): {line}",
-                      flush=True)
+                                 f"({100 * r['error']:+.0f}%) / {r['predicted_at_speed']:.1f} "
+                                 f"({100 * r['error_at_speed']:+.0f}%)" for r in rows)
+                print(f"P={parallel} rate={rate:g}/s (others {100 * foreign:.0f}%, speed "
+                      f"{speed:.2f}): {line}", flush=True)
     print()
-    print("| P | req/s | others' CPU | metric | measured | predicted | error |")
-    print("| --: | --: | --: | :-- | --: | --: | --: |")
+    print("| P | req/s | others' CPU | speed | metric | measured | predicted | error "
+          "| at speed | error |")
+    print("| --: | --: | --: | --: | :-- | --: | --: | --: | --: | --: |")
     for x in report:
         for r in x["rows"]:
             print(f"| {x['parallel']} | {x['rate']:g} | {100 * x['foreign_cpu_share']:.0f}% | "
-                  f"{r['metric']} | {r['measured']:.1f} | {r['predicted']:.1f} | "
-                  f"{100 * r['error']:+.1f}% |")
+                  f"{x['reference_speed']:.2f} | {r['metric']} | {r['measured']:.1f} | "
+                  f"{r['predicted']:.1f} | {100 * r['error']:+.1f}% | "
+                  f"{r['predicted_at_speed']:.1f} | {100 * r['error_at_speed']:+.1f}% |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

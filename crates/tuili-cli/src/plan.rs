@@ -116,6 +116,10 @@ pub struct PlanArgs {
     /// {arrival_s, prompt_tokens, output_tokens}).
     #[arg(long = "trace")]
     trace: Option<PathBuf>,
+    /// The share of its predicted speed the chip runs at in the simulation (below 1 on
+    /// a machine shared with other work, as a reference `tuili bench` run measures it).
+    #[arg(long = "speed", default_value_t = 1.0)]
+    speed: f64,
     /// Seed of the simulated arrivals.
     #[arg(long = "seed", default_value_t = 1)]
     seed: u64,
@@ -260,6 +264,7 @@ fn html(a: &PlanArgs, all: &[ChipProfile]) -> Result<()> {
             cost: &cost,
             hw: &hw,
             coeffs: &coeffs,
+            speed: a.speed,
         };
         let load = [0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0]
             .iter()
@@ -321,6 +326,7 @@ fn simulate(
         cost,
         hw: &hw,
         coeffs: &coeffs,
+        speed: a.speed,
     };
     if let Some(text) = &a.slo {
         let slo = sim::Slo::parse(text)?;

@@ -254,6 +254,16 @@ fn simulation_and_slo_search_answer_in_json() {
     );
     let e = err(&["-m", m, "--chip", "l4", "--simulate", "--burstiness", "0"]);
     assert!(e.contains("--burstiness must be positive"), "{e}");
+    // A chip at half its predicted speed takes twice as long per token.
+    let half = with(&["--simulate", "--rate", "0.01", "--speed", "0.5"]);
+    let tpot = |v: &Value| v["runs"][0]["tpot_ms"][0].as_f64().expect("tpot");
+    let full = with(&["--simulate", "--rate", "0.01"]);
+    assert!(
+        (tpot(&half) / tpot(&full) - 2.0).abs() < 1e-6,
+        "{half} {full}"
+    );
+    let e = err(&["-m", m, "--chip", "l4", "--simulate", "--speed=-1"]);
+    assert!(e.contains("--speed must be positive"), "{e}");
     std::fs::remove_file(&trace).ok();
 }
 

@@ -57,6 +57,9 @@ pub struct Server<'a> {
     pub hw: &'a Hardware,
     /// The chip's coefficients.
     pub coeffs: &'a Coeffs,
+    /// The share of its predicted speed the chip runs at (1: as predicted; below 1 on a
+    /// machine shared with other work, as a reference run measures it).
+    pub speed: f64,
 }
 
 /// Runs the load `w` draws through [`simulate_requests`].
@@ -77,8 +80,14 @@ pub fn simulate_requests(s: &Server, reqs: &[Request], seed: u64) -> Result<SimR
         cost,
         hw,
         coeffs,
+        speed,
     } = *s;
     check(engine, reqs)?;
+    if !(speed > 0.0 && speed.is_finite()) {
+        return Err(PlanError::BadOption(format!(
+            "--speed must be positive, got {speed}"
+        )));
+    }
     let (blocks, local) = kv_pool_sizes(mcfg, engine);
     let sc = SchedulerConfig {
         max_num_seqs: engine.max_num_seqs,
@@ -138,7 +147,7 @@ pub fn simulate_requests(s: &Server, reqs: &[Request], seed: u64) -> Result<SimR
             }
         }
         let ops = step_ops(cost, hw, &shape);
-        clock += ops.seconds(coeffs);
+        clock += ops.seconds(coeffs) / speed;
         busy += ops.peak_seconds();
         steps += 1;
         let used = sched.stats().blocks_used as f64 / blocks.max(1) as f64;

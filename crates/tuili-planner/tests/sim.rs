@@ -50,6 +50,7 @@ impl Fixture {
             cost: &self.cost,
             hw: &self.hw,
             coeffs: &C,
+            speed: 1.0,
         }
     }
 
