@@ -225,6 +225,38 @@ def compare(meas, pred):
     return [{"metric": m, "measured": a, "predicted": b, "error": b / a - 1} for m, a, b in rows]
 
 
+def resimulate(args, path):
+    """Simulates the traces of an earlier --json report again (after a change to the
+    model) and prints the comparison with what was measured then."""
+    with open(path) as f:
+        report = json.load(f)
+    for x in report:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(x["trace"], f)
+        try:
+            pred = simulate(args, x["parallel"], f.name)
+            pred_at = simulate(args, x["parallel"], f.name, x["reference_speed"])
+        finally:
+            os.unlink(f.name)
+        x["predicted"], x["predicted_at_speed"] = pred, pred_at
+        x["rows"] = compare(x["measured"], pred)
+        for r, c in zip(x["rows"], compare(x["measured"], pred_at)):
+            r["predicted_at_speed"], r["error_at_speed"] = c["predicted"], c["error"]
+    return report
+
+
+def print_table(report):
+    print("| P | req/s | others' CPU | speed | metric | measured | predicted | error "
+          "| at speed | error |")
+    print("| --: | --: | --: | --: | :-- | --: | --: | --: | --: | --: |")
+    for x in report:
+        for r in x["rows"]:
+            print(f"| {x['parallel']} | {x['rate']:g} | {100 * x['foreign_cpu_share']:.0f}% | "
+                  f"{x['reference_speed']:.2f} | {r['metric']} | {r['measured']:.1f} | "
+                  f"{r['predicted']:.1f} | {100 * r['error']:+.1f}% | "
+                  f"{r['predicted_at_speed']:.1f} | {100 * r['error_at_speed']:+.1f}% |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -249,8 +281,17 @@ def main():
     p.add_argument("--quiet-wait", type=float, default=120.0,
                    help="seconds to wait for a quiet moment before each try")
     p.add_argument("--json", default=None)
+    p.add_argument("--resimulate", default=None,
+                   help="simulate the traces of this earlier --json report again; no load")
     args = p.parse_args()
     args.model_name, args.api_key = "bench", None
+    if args.resimulate:
+        report = resimulate(args, args.resimulate)
+        print_table(report)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+        return
     report = []
     for parallel in [int(x) for x in args.parallel.split(",")]:
         flags = ["-t", str(args.threads), "--parallel", str(parallel), "--ctx", str(args.ctx),
@@ -300,7 +341,8 @@ def main():
                 rows = compare(meas, pred)
                 for r, c in zip(rows, compare(meas, pred_at)):
                     r["predicted_at_speed"], r["error_at_speed"] = c["predicted"], c["error"]
-                report.append({"parallel": parallel, "rate": rate, "measured": meas,
+                report.append({"parallel": parallel, "rate": rate, "trace": trace,
+                               "measured": meas,
                                "predicted": pred, "predicted_at_speed": pred_at, "rows": rows,
                                "foreign_cpu_share": foreign, "reference_speed": speed})
                 line = "; ".join(f"{r['metric']} {r['measured']:.1f} vs {r['predicted']:.1f} "
@@ -309,15 +351,7 @@ def main():
                 print(f"P={parallel} rate={rate:g}/s (others {100 * foreign:.0f}%, speed "
                       f"{speed:.2f}): {line}", flush=True)
     print()
-    print("| P | req/s | others' CPU | speed | metric | measured | predicted | error "
-          "| at speed | error |")
-    print("| --: | --: | --: | --: | :-- | --: | --: | --: | --: | --: |")
-    for x in report:
-        for r in x["rows"]:
-            print(f"| {x['parallel']} | {x['rate']:g} | {100 * x['foreign_cpu_share']:.0f}% | "
-                  f"{x['reference_speed']:.2f} | {r['metric']} | {r['measured']:.1f} | "
-                  f"{r['predicted']:.1f} | {100 * r['error']:+.1f}% | "
-                  f"{r['predicted_at_speed']:.1f} | {100 * r['error_at_speed']:+.1f}% |")
+    print_table(report)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
