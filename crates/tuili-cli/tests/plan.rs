@@ -222,6 +222,22 @@ fn simulation_and_slo_search_answer_in_json() {
     assert!(ttft_p99(&slo["at_max_rate"]) <= 500.0, "{slo}");
     let chips = slo["chips_for_target"].as_u64().expect("chips");
     assert_eq!(chips, (10_000.0 / rate).ceil() as u64);
+    // A full-size SLO search (200 requests of 512 + 128 tokens per simulated rate)
+    // answers in under 2 s on 2 cores, process start included.
+    let t0 = Instant::now();
+    let full = json(&[
+        "-m",
+        m,
+        "--chip",
+        "h100-sxm",
+        "--slo",
+        "ttft_p99<2s,tpot_p99<100ms",
+        "-o",
+        "json",
+    ]);
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(num(&full, "max_rate") > 0.0, "{full}");
+    assert!(secs < 2.0, "the SLO search took {secs:.2} s");
     // A recorded load replays as recorded: two requests together, then one alone.
     let trace = std::env::temp_dir().join(format!("tuili-plan-trace-{}.json", std::process::id()));
     std::fs::write(

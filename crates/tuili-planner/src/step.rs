@@ -55,7 +55,7 @@ impl Coeffs {
 }
 
 /// A prefill chunk: `n` tokens at positions `start..start + n` of one sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Chunk {
     /// Positions already in the sequence's cache.
     pub start: usize,
@@ -64,7 +64,7 @@ pub struct Chunk {
 }
 
 /// What one engine step runs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct StepShape {
     /// Prefill chunks (the last token of each gives logits).
     pub prefill: Vec<Chunk>,
