@@ -18,6 +18,7 @@ use tuili_planner::cost::{KvFormat, ModelCost, WeightFormat};
 use tuili_planner::fit::{self, Obs};
 use tuili_planner::plan::{self, Plan, PlanOptions};
 use tuili_planner::probe;
+use tuili_planner::report;
 use tuili_planner::sim;
 use tuili_planner::step::{step_ops, Hardware};
 
@@ -30,15 +31,18 @@ pub enum PlanFormat {
     Table,
     /// The stable JSON object (see docs/PLANNER.md).
     Json,
+    /// A self-contained HTML page with charts; --chip may list several chips.
+    Html,
 }
 
 /// `tuili plan`.
 #[derive(Args, Debug)]
 pub struct PlanArgs {
-    /// A GGUF file or a known model name.
+    /// A GGUF file, a Hugging Face model directory or a known model name.
     #[arg(short = 'm', long = "model")]
     model: Option<String>,
     /// Chip profile name (see --list-chips); `local` is the profile --probe writes.
+    /// With `-o html`, a comma-separated list.
     #[arg(long = "chip", default_value = "local")]
     chip: String,
     /// Plan as if every matrix were stored as this (q4_k, q8_0, f16, bf16, fp8, int4...).
@@ -104,6 +108,18 @@ pub struct PlanArgs {
     /// Most sequences the simulated engine runs together (as `tuili serve`).
     #[arg(long = "max-num-seqs", default_value_t = EngineConfig::default().max_num_seqs)]
     max_num_seqs: usize,
+    /// Shape of the gamma distribution of the gaps between simulated arrivals: 1 is
+    /// Poisson, below 1 burstier, above 1 more regular.
+    #[arg(long = "burstiness", default_value_t = 1.0)]
+    burstiness: f64,
+    /// Replay this recorded load instead of drawing one (JSON: a list of
+    /// {arrival_s, prompt_tokens, output_tokens}).
+    #[arg(long = "trace")]
+    trace: Option<PathBuf>,
+    /// The share of its predicted speed the chip runs at in the simulation (below 1 on
+    /// a machine shared with other work, as a reference `tuili bench` run measures it).
+    #[arg(long = "speed", default_value_t = 1.0)]
+    speed: f64,
     /// Seed of the simulated arrivals.
     #[arg(long = "seed", default_value_t = 1)]
     seed: u64,
@@ -134,6 +150,15 @@ pub fn plan(a: PlanArgs) -> Result<()> {
     if a.list_chips {
         return list(&all);
     }
+    if a.output == PlanFormat::Html {
+        return html(&a, &all);
+    }
+    if a.chip.contains(',') {
+        bail!(
+            "--chip lists several chips only with -o html: got '{}'",
+            a.chip
+        );
+    }
     let chip = chip::find(&all, &a.chip).map_err(|e| {
         if a.chip == "local" {
             anyhow::anyhow!("{e}; run `tuili plan --probe` first to measure this machine")
@@ -155,14 +180,7 @@ pub fn plan(a: PlanArgs) -> Result<()> {
     if let Some(q) = &a.quant {
         cost = cost.requantized(WeightFormat::parse(q)?);
     }
-    let opts = PlanOptions {
-        batch: a.batch,
-        ctx: a.ctx.unwrap_or(4096.min(cost.ctx_len)),
-        threads: a.threads,
-        kv: kv_format(&a.cache_type, &a.cache_type)?,
-        usd_per_hour: a.price,
-        tp: a.tp,
-    };
+    let opts = plan_options(&a, &cost)?;
     if a.simulate || a.slo.is_some() {
         return simulate(&a, chip, &all, &mcfg, &cost, &opts);
     }
@@ -176,16 +194,112 @@ pub fn plan(a: PlanArgs) -> Result<()> {
     )?;
     match a.output {
         PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&p)?),
-        PlanFormat::Table => print_plan(&p),
+        PlanFormat::Table | PlanFormat::Html => print_plan(&p),
     }
     Ok(())
 }
 
-/// The configuration and the planner's view of the model at `path` (no tensor data is
-/// read).
+/// The options of a plan from the command line.
+fn plan_options(a: &PlanArgs, cost: &ModelCost) -> Result<PlanOptions> {
+    Ok(PlanOptions {
+        batch: a.batch,
+        ctx: a.ctx.unwrap_or(4096.min(cost.ctx_len)),
+        threads: a.threads,
+        kv: kv_format(&a.cache_type, &a.cache_type)?,
+        usd_per_hour: a.price,
+        tp: a.tp,
+    })
+}
+
+/// The engine a simulation sizes its scheduler and KV pool as.
+fn engine_config(a: &PlanArgs, o: &PlanOptions) -> EngineConfig {
+    EngineConfig {
+        n_ctx: o.ctx,
+        max_num_seqs: a.max_num_seqs,
+        k_type: o.kv.k,
+        v_type: o.kv.v,
+        ..EngineConfig::default()
+    }
+}
+
+/// `-o html`: for each chip of --chip, the plan, plans at batches 1, 2, 4, ... up to
+/// what fits (at most 256), and simulated serving at rates up to what the decode
+/// sustains; one HTML page of them.
+fn html(a: &PlanArgs, all: &[ChipProfile]) -> Result<()> {
+    let Some(name) = &a.model else {
+        bail!("tuili plan -o html needs -m MODEL");
+    };
+    let path = registry::resolve(name)?;
+    let (mcfg, mut cost) = model_cost(&path)?;
+    if let Some(q) = &a.quant {
+        cost = cost.requantized(WeightFormat::parse(q)?);
+    }
+    let o = plan_options(a, &cost)?;
+    let model = path.display().to_string();
+    let mut chips = Vec::new();
+    for chip_name in a.chip.split(',').map(str::trim) {
+        let chip = chip::find(all, chip_name)?;
+        let at = |batch: usize| {
+            let o = PlanOptions { batch, ..o.clone() };
+            plan::plan(&cost, &model, a.quant.as_deref(), chip, all, &o)
+        };
+        let p = at(a.batch)?;
+        let most = (p.max_sequences as usize).clamp(1, 256);
+        let batches = std::iter::successors(Some(1usize), |b| Some(b * 2))
+            .take_while(|&b| b <= most)
+            .map(at)
+            .collect::<Result<Vec<_>, _>>()?;
+        // Requests/s the decode of --max-num-seqs sequences sustains.
+        let cap = at(a.max_num_seqs.min(most))?.decode_tokens_per_s_batch / a.output_len as f64;
+        let engine = engine_config(a, &o);
+        let threads = chip.cpu.as_ref().and(o.threads);
+        let hw = Hardware {
+            tp: o.tp,
+            ..Hardware::of(chip, threads, o.kv)
+        };
+        let (coeffs, _, _) = plan::coefficients(chip, all);
+        let server = sim::Server {
+            mcfg: &mcfg,
+            engine: &engine,
+            cost: &cost,
+            hw: &hw,
+            coeffs: &coeffs,
+            speed: a.speed,
+        };
+        let load = [0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0]
+            .iter()
+            .map(|f| sim::simulate(&server, &workload(a, f * cap)))
+            .collect::<Result<Vec<_>, _>>()?;
+        chips.push(report::ChipReport {
+            plan: p,
+            batches,
+            load,
+        });
+    }
+    let r = report::Report {
+        model,
+        workload: format!(
+            "{} requests of {} prompt + {} generated tokens per rate, Poisson arrivals \
+             (burstiness {}), at most {} sequences together, rates up to what that decode \
+             sustains",
+            a.requests, a.prompt_len, a.output_len, a.burstiness, a.max_num_seqs
+        ),
+        chips,
+    };
+    print!("{}", report::html(&r));
+    Ok(())
+}
+
+/// The configuration and the planner's view of the model at `path`, a GGUF file (no
+/// tensor data is read) or a Hugging Face directory.
 fn model_cost(path: &Path) -> Result<(Config, ModelCost)> {
-    let file =
-        Arc::new(GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?);
+    let file = if tuili_models::hf::is_hf_dir(path) {
+        // Converted in memory as `tuili run` converts it (the weights are copied once).
+        crate::convert::open_hf_dir(path)?
+    } else {
+        GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?
+    };
+    let file = Arc::new(file);
     let model = Model::load(&file).with_context(|| format!("loading {}", path.display()))?;
     Ok((model.config().clone(), ModelCost::of(&model, &file)))
 }
@@ -199,13 +313,7 @@ fn simulate(
     cost: &ModelCost,
     o: &PlanOptions,
 ) -> Result<()> {
-    let engine = EngineConfig {
-        n_ctx: o.ctx,
-        max_num_seqs: a.max_num_seqs,
-        k_type: o.kv.k,
-        v_type: o.kv.v,
-        ..EngineConfig::default()
-    };
+    let engine = engine_config(a, o);
     let threads = chip.cpu.as_ref().and(o.threads);
     let hw = Hardware {
         tp: o.tp,
@@ -218,6 +326,7 @@ fn simulate(
         cost,
         hw: &hw,
         coeffs: &coeffs,
+        speed: a.speed,
     };
     if let Some(text) = &a.slo {
         let slo = sim::Slo::parse(text)?;
@@ -226,8 +335,13 @@ fn simulate(
         return print_slo(a, chip, text, band, best);
     }
     let mut results = Vec::new();
-    for &rate in &a.rate {
-        results.push(sim::simulate(&server, &workload(a, rate))?);
+    if let Some(path) = &a.trace {
+        let reqs = tuili_planner::load::read_trace(path)?;
+        results.push(sim::simulate_requests(&server, &reqs, a.seed)?);
+    } else {
+        for &rate in &a.rate {
+            results.push(sim::simulate(&server, &workload(a, rate))?);
+        }
     }
     if a.output == PlanFormat::Json {
         let v = serde_json::json!({
@@ -242,14 +356,22 @@ fn simulate(
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
+    let load = match &a.trace {
+        Some(p) => format!(
+            "{} requests of the trace {}",
+            results[0].requests,
+            p.display()
+        ),
+        None => format!(
+            "{} requests of {} + {} tokens per rate",
+            a.requests, a.prompt_len, a.output_len
+        ),
+    };
     println!(
-        "{} on {} ({}): {} requests of {} + {} tokens per rate, at most {} together; ±{:.0}%",
+        "{} on {} ({}): {load}, at most {} together; ±{:.0}%",
         cost.arch,
         chip.name,
         source.kind,
-        a.requests,
-        a.prompt_len,
-        a.output_len,
         a.max_num_seqs,
         100.0 * band
     );
@@ -475,6 +597,7 @@ fn workload(a: &PlanArgs, rate: f64) -> sim::Workload {
         prompt_len: a.prompt_len,
         output_len: a.output_len,
         seed: a.seed,
+        burstiness: a.burstiness,
     }
 }
 
@@ -511,7 +634,7 @@ fn print_slo(
     });
     match a.output {
         PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&v)?),
-        PlanFormat::Table => {
+        PlanFormat::Table | PlanFormat::Html => {
             println!(
                 "{}: {:.2} requests/s ({:.1} generated tokens/s) under {slo}   ±{:.0}%",
                 chip.name,

@@ -33,6 +33,13 @@ fn json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
+/// The error of a command that must fail.
+fn err(args: &[&str]) -> String {
+    let out = tuili(args);
+    assert!(!out.status.success(), "tuili plan {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn num(v: &Value, key: &str) -> f64 {
     v[key]
         .as_f64()
@@ -131,11 +138,6 @@ fn bad_options_name_the_limit() {
         return;
     };
     let m = path.to_str().expect("utf-8 path");
-    let err = |args: &[&str]| {
-        let out = tuili(args);
-        assert!(!out.status.success(), "tuili plan {args:?} succeeded");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
     let e = err(&["-m", m, "--chip", "h100-sxm", "--batch", "0"]);
     assert!(e.contains("--batch must be between 1 and"), "{e}");
     let e = err(&["-m", m, "--chip", "h100-sxm", "--ctx", "100000"]);
@@ -175,6 +177,8 @@ fn every_chip_is_listed() {
         "inferentia2",
         "groq-lpu",
         "m4-max",
+        "m3-max",
+        "h100-pcie",
         "jetson-agx-orin",
         "raspberry-pi-5",
         "ryzen-7840u",
@@ -218,6 +222,65 @@ fn simulation_and_slo_search_answer_in_json() {
     assert!(ttft_p99(&slo["at_max_rate"]) <= 500.0, "{slo}");
     let chips = slo["chips_for_target"].as_u64().expect("chips");
     assert_eq!(chips, (10_000.0 / rate).ceil() as u64);
+    // A full-size SLO search (200 requests of 512 + 128 tokens per simulated rate)
+    // answers in under 2 s on 2 cores, process start included.
+    let t0 = Instant::now();
+    let full = json(&[
+        "-m",
+        m,
+        "--chip",
+        "h100-sxm",
+        "--slo",
+        "ttft_p99<2s,tpot_p99<100ms",
+        "-o",
+        "json",
+    ]);
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(num(&full, "max_rate") > 0.0, "{full}");
+    assert!(secs < 2.0, "the SLO search took {secs:.2} s");
+    // A recorded load replays as recorded: two requests together, then one alone.
+    let trace = std::env::temp_dir().join(format!("tuili-plan-trace-{}.json", std::process::id()));
+    std::fs::write(
+        &trace,
+        r#"[{"arrival_s": 0, "prompt_tokens": 64, "output_tokens": 8},
+            {"arrival_s": 0, "prompt_tokens": 64, "output_tokens": 8},
+            {"arrival_s": 100, "prompt_tokens": 32, "output_tokens": 4}]"#,
+    )
+    .expect("trace");
+    let t = trace.to_str().expect("utf-8");
+    let replay = with(&["--simulate", "--trace", t]);
+    let run = &replay["runs"][0];
+    assert_eq!(run["requests"].as_u64(), Some(3), "{replay}");
+    assert!((num(run, "rate") - 0.02).abs() < 1e-9, "{replay}");
+    let bursty = with(&["--simulate", "--rate", "50", "--burstiness", "0.1"]);
+    let even = with(&["--simulate", "--rate", "50", "--burstiness", "10"]);
+    assert!(
+        ttft_p99(&bursty["runs"][0]) > ttft_p99(&even["runs"][0]),
+        "bursts queue: {bursty} vs {even}"
+    );
+    std::fs::write(
+        &trace,
+        r#"[{"arrival_s": -1, "prompt_tokens": 1, "output_tokens": 1}]"#,
+    )
+    .expect("trace");
+    let e = err(&["-m", m, "--chip", "l4", "--simulate", "--trace", t]);
+    assert!(
+        e.contains("trace") && e.contains("request 0: arrival_s -1"),
+        "{e}"
+    );
+    let e = err(&["-m", m, "--chip", "l4", "--simulate", "--burstiness", "0"]);
+    assert!(e.contains("--burstiness must be positive"), "{e}");
+    // A chip at half its predicted speed takes twice as long per token.
+    let half = with(&["--simulate", "--rate", "0.01", "--speed", "0.5"]);
+    let tpot = |v: &Value| v["runs"][0]["tpot_ms"][0].as_f64().expect("tpot");
+    let full = with(&["--simulate", "--rate", "0.01"]);
+    assert!(
+        (tpot(&half) / tpot(&full) - 2.0).abs() < 1e-6,
+        "{half} {full}"
+    );
+    let e = err(&["-m", m, "--chip", "l4", "--simulate", "--speed=-1"]);
+    assert!(e.contains("--speed must be positive"), "{e}");
+    std::fs::remove_file(&trace).ok();
 }
 
 /// A CPU profile written by hand, as a user may.
@@ -317,5 +380,103 @@ fn bench_results_calibrate_a_profile_that_plans_and_lends() {
     assert_eq!(lent["calibration"]["kind"], "borrowed", "{lent}");
     assert_eq!(lent["calibration"]["from"], "test-cpu");
     assert!(num(&lent, "error_band") >= 0.25);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn html_report_is_one_self_contained_page_per_chip_list() {
+    let Some(path) = tuili_testkit::model("smol.gguf") else {
+        return;
+    };
+    let m = path.to_str().expect("utf-8 path");
+    let args = [
+        "-m",
+        m,
+        "--chip",
+        "h100-sxm,l4",
+        "--requests",
+        "40",
+        "--prompt-len",
+        "128",
+        "--output-len",
+        "16",
+        "-o",
+        "html",
+    ];
+    let t = Instant::now();
+    let out = tuili(&args);
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(page.starts_with("<!DOCTYPE html>"), "{}", &page[..100]);
+    assert!(page.trim_end().ends_with("</html>"));
+    // Four charts, each with both chips' lines.
+    assert_eq!(page.matches("<svg").count(), 4, "{page}");
+    assert_eq!(page.matches("<polyline").count(), 8, "{page}");
+    for title in ["NVIDIA H100 SXM5 80 GB", "NVIDIA L4 24 GB"] {
+        assert!(page.contains(title), "{title}");
+    }
+    // Self-contained: nothing fetched, no script; every number finite.
+    for bad in ["<script", "src=", "href=", "NaN", "inf"] {
+        assert!(!page.contains(bad), "{bad} in the page");
+    }
+    assert!(took.as_secs_f64() < 10.0, "{took:?}");
+    let e = err(&["-m", m, "--chip", "h100-sxm,l4"]);
+    assert!(e.contains("only with -o html"), "{e}");
+    let e = err(&["-m", m, "--chip", "h100-sxm,nope", "-o", "html"]);
+    assert!(e.contains("nope"), "{e}");
+}
+
+#[test]
+fn a_hugging_face_directory_plans_as_its_conversion() {
+    let Some(python) = tuili_testkit::llamacpp_python("numpy, safetensors") else {
+        eprintln!("skipped: no Python with numpy and safetensors");
+        return;
+    };
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = std::env::temp_dir().join(format!("tuili-plan-hf-{}", std::process::id()));
+    let made = Command::new(python)
+        .arg(repo.join("scripts/families/tiny-hf.py"))
+        .arg(&dir)
+        .arg("qwen2")
+        .output()
+        .expect("tiny-hf.py");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let hf = dir.join("qwen2");
+    let gguf = dir.join("qwen2.gguf");
+    let conv = Command::new(env!("CARGO_BIN_EXE_tuili"))
+        .arg("convert")
+        .arg(&hf)
+        .arg(&gguf)
+        .output()
+        .expect("tuili convert");
+    assert!(
+        conv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&conv.stderr)
+    );
+    let plan = |m: &std::path::Path| {
+        let mut v = json(&[
+            "-m",
+            m.to_str().expect("utf-8"),
+            "--chip",
+            "l4",
+            "-o",
+            "json",
+        ]);
+        v.as_object_mut().expect("object").remove("model");
+        v
+    };
+    let (a, b) = (plan(&hf), plan(&gguf));
+    assert!(num(&a, "weight_bytes") > 0.0, "{a}");
+    assert_eq!(a, b, "the directory and its conversion plan alike");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -204,6 +204,7 @@ pub struct Calibration {
 /// The built-in profiles: (file name, text).
 pub const BUILTIN: &[(&str, &str)] = &[
     ("h100-sxm.toml", include_str!("../chips/h100-sxm.toml")),
+    ("h100-pcie.toml", include_str!("../chips/h100-pcie.toml")),
     ("h200.toml", include_str!("../chips/h200.toml")),
     ("b200.toml", include_str!("../chips/b200.toml")),
     ("a100-80gb.toml", include_str!("../chips/a100-80gb.toml")),
@@ -218,6 +219,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     ("groq-lpu.toml", include_str!("../chips/groq-lpu.toml")),
     ("m4-max.toml", include_str!("../chips/m4-max.toml")),
+    ("m3-max.toml", include_str!("../chips/m3-max.toml")),
     (
         "jetson-agx-orin.toml",
         include_str!("../chips/jetson-agx-orin.toml"),

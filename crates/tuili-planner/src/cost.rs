@@ -67,15 +67,18 @@ impl WeightFormat {
         }
     }
 
-    /// The precision a product with these weights runs at: activations meet 4- to
-    /// 6-bit weights in 8-bit integer units where 4-bit ones are missing (see
+    /// The precision a product with these weights runs at. A product is as narrow as
+    /// the wider of its operands: GGUF engines quantize the activations of a product
+    /// with quantized weights to 8 bits (Q8_0, Q8_1, Q8_K), so 2- to 8-bit GGUF types
+    /// run in 8-bit integer units, whatever their weights' width; only `int4` (4-bit
+    /// weights and activations) uses 4-bit units where the chip has them (see
     /// [`crate::chip::Compute::ops_per_s`]).
     pub fn precision(self) -> Precision {
         match self {
             WeightFormat::Ggml(GgmlType::F32) => Precision::Fp32,
             WeightFormat::Ggml(GgmlType::F16 | GgmlType::BF16) => Precision::Bf16,
-            WeightFormat::Ggml(GgmlType::Q8_0 | GgmlType::Q8_1 | GgmlType::Q8_K) => Precision::Int8,
-            WeightFormat::Ggml(_) | WeightFormat::Int4 => Precision::Int4,
+            WeightFormat::Ggml(_) => Precision::Int8,
+            WeightFormat::Int4 => Precision::Int4,
             WeightFormat::Fp8 => Precision::Fp8,
         }
     }
@@ -510,7 +513,8 @@ mod tests {
         let e = WeightFormat::parse("q9").unwrap_err().to_string();
         assert!(e.contains("q9") && e.contains("q4_k"), "{e}");
         assert!(WeightFormat::parse("q8_k").is_err(), "activation-only");
-        assert_eq!(q4.precision(), Precision::Int4);
+        assert_eq!(q4.precision(), Precision::Int8);
+        assert_eq!(WeightFormat::Int4.precision(), Precision::Int4);
         assert_eq!(
             WeightFormat::parse("bf16").unwrap().precision(),
             Precision::Bf16

@@ -9,7 +9,12 @@
 //! - [`fit`]: the efficiencies and overheads fitted to `tuili bench` runs (robust least
 //!   squares);
 //! - [`plan`]: the answers a buyer asks for (tokens/s, TTFT, fit, energy and cost);
+//! - [`shape`]: the model side of a model known only by its published shape;
+//! - [`published`]: published measurements of other chips, and their predictions;
+//! - [`report`]: a plan as a self-contained HTML page with SVG charts;
 //! - [`probe`]: the profile of the machine it runs on, from measured rates;
+//! - [`load`]: the requests a simulated server meets: Poisson or gamma arrivals, or a
+//!   recorded trace;
 //! - [`sim`]: a serving simulator: the engine's real scheduler and KV block manager with
 //!   predicted step times in place of the model.
 //!
@@ -22,8 +27,12 @@ pub mod bench;
 pub mod chip;
 pub mod cost;
 pub mod fit;
+pub mod load;
 pub mod plan;
 pub mod probe;
+pub mod published;
+pub mod report;
+pub mod shape;
 pub mod sim;
 pub mod step;
 

@@ -1,7 +1,10 @@
 //! A serving simulator: the engine's own [`Scheduler`] (and its KV block manager), sized
 //! as the engine sizes them, driven by a clock that advances by each step's predicted
-//! time instead of running the model. Requests arrive as a Poisson process; the result
-//! is the latency distribution a server would show at that load.
+//! time instead of running the model. Requests arrive as [`crate::load`] draws or
+//! replays them; the result is the latency distribution a server would show at that
+//! load.
+
+use std::collections::HashMap;
 
 use tuili_engine::kv_pool_sizes;
 use tuili_engine::scheduler::{SchedulerConfig, SeqEvent, SeqRequest};
@@ -12,31 +15,14 @@ use tuili_models::{Config, SplitMix64};
 use serde::Serialize;
 
 use crate::cost::ModelCost;
+pub use crate::load::{Request, Workload, MAX_REQUESTS};
 use crate::step::{step_ops, Chunk, Coeffs, Hardware, StepShape};
 use crate::PlanError;
-
-/// Most requests one simulation runs.
-pub const MAX_REQUESTS: usize = 100_000;
-
-/// The load: how many requests, how fast, how long.
-#[derive(Debug, Clone)]
-pub struct Workload {
-    /// Mean arrivals per second (Poisson).
-    pub rate: f64,
-    /// Requests in all.
-    pub requests: usize,
-    /// Prompt tokens of each request.
-    pub prompt_len: usize,
-    /// Generated tokens of each request.
-    pub output_len: usize,
-    /// Seed of the arrival times and prompt tokens.
-    pub seed: u64,
-}
 
 /// What the simulated server showed.
 #[derive(Debug, Clone, Serialize)]
 pub struct SimResult {
-    /// Mean arrivals per second.
+    /// Mean arrivals per second (of a trace: requests over the span of its arrivals).
     pub rate: f64,
     /// Requests completed.
     pub requests: usize,
@@ -73,19 +59,37 @@ pub struct Server<'a> {
     pub hw: &'a Hardware,
     /// The chip's coefficients.
     pub coeffs: &'a Coeffs,
+    /// The share of its predicted speed the chip runs at (1: as predicted; below 1 on a
+    /// machine shared with other work, as a reference run measures it).
+    pub speed: f64,
 }
 
-/// Runs `w` through a scheduler configured as the engine would be under `s.engine` for
-/// `s.mcfg`, each step taking the time [`step_ops`] predicts on `s.hw` under `s.coeffs`.
+/// Runs the load `w` draws through [`simulate_requests`].
 pub fn simulate(s: &Server, w: &Workload) -> Result<SimResult, PlanError> {
+    let reqs = w.draw()?;
+    let mut r = simulate_requests(s, &reqs, w.seed)?;
+    r.rate = w.rate;
+    Ok(r)
+}
+
+/// Runs `reqs` through a scheduler configured as the engine would be under `s.engine`
+/// for `s.mcfg`, each step taking the time [`step_ops`] predicts on `s.hw` under
+/// `s.coeffs`. `seed` draws the prompts' tokens.
+pub fn simulate_requests(s: &Server, reqs: &[Request], seed: u64) -> Result<SimResult, PlanError> {
     let Server {
         mcfg,
         engine,
         cost,
         hw,
         coeffs,
+        speed,
     } = *s;
-    check(engine, w)?;
+    check(engine, reqs)?;
+    if !(speed > 0.0 && speed.is_finite()) {
+        return Err(PlanError::BadOption(format!(
+            "--speed must be positive, got {speed}"
+        )));
+    }
     let (blocks, local) = kv_pool_sizes(mcfg, engine);
     let sc = SchedulerConfig {
         max_num_seqs: engine.max_num_seqs,
@@ -101,42 +105,38 @@ pub fn simulate(s: &Server, w: &Workload) -> Result<SimResult, PlanError> {
     }
     .map_err(engine_err)?;
 
-    let mut rng = SplitMix64::new(w.seed);
-    let mut t = 0.0;
-    let arrivals: Vec<f64> = (0..w.requests)
-        .map(|_| {
-            // Exponential gaps; 1 - u keeps ln away from 0.
-            t += -(1.0 - rng.next_f64()).ln() / w.rate;
-            t
-        })
-        .collect();
-    let mut first = vec![f64::NAN; w.requests];
-    let mut finish = vec![f64::NAN; w.requests];
+    let mut rng = SplitMix64::new(seed ^ 0x5EED);
+    let n = reqs.len();
+    let arrivals: Vec<f64> = reqs.iter().map(|r| r.arrival_s).collect();
+    let mut times: HashMap<StepShape, (f64, f64)> = HashMap::new();
+    let mut first = vec![f64::NAN; n];
+    let mut finish = vec![f64::NAN; n];
     let (mut clock, mut next, mut done) = (arrivals[0], 0, 0);
     let (mut kv_sum, mut kv_max, mut steps, mut busy) = (0.0, 0.0f64, 0u64, 0.0);
-    while done < w.requests {
-        while next < w.requests && arrivals[next] <= clock {
+    while done < n {
+        while next < n && arrivals[next] <= clock {
             // Random prompts: no two share a prefix, as in a load test.
-            let prompt = (0..w.prompt_len)
+            let prompt = (0..reqs[next].prompt_tokens)
                 .map(|_| (rng.next_u64() % 30_000) as u32 + 10)
                 .collect();
             let req = SeqRequest {
                 id: next as u64,
                 prompt,
-                max_new_tokens: w.output_len,
+                max_new_tokens: reqs[next].output_tokens,
             };
             sched.add(req).map_err(engine_err)?;
             next += 1;
         }
         let out = sched.schedule();
         if out.is_empty() {
-            if sched.has_unfinished() && next == w.requests {
+            if sched.has_unfinished() && next == n {
                 return Err(PlanError::BadOption(format!(
-                    "the KV pool of {blocks} blocks cannot hold one request of {} tokens",
-                    w.prompt_len + w.output_len
+                    "the KV pool of {blocks} blocks of {} tokens cannot hold one of the \
+                     requests left",
+                    engine.block_size
                 )));
             }
-            clock = clock.max(arrivals[next.min(w.requests - 1)]);
+            clock = clock.max(arrivals[next.min(n - 1)]);
             continue;
         }
         let mut shape = StepShape::default();
@@ -149,9 +149,14 @@ pub fn simulate(s: &Server, w: &Workload) -> Result<SimResult, PlanError> {
                 }),
             }
         }
-        let ops = step_ops(cost, hw, &shape);
-        clock += ops.seconds(coeffs);
-        busy += ops.peak_seconds();
+        // Equal prompts make equal steps over and over (a lone sequence decoding the
+        // same positions request after request): each shape is costed once.
+        let (secs, peak) = *times.entry(shape).or_insert_with_key(|shape| {
+            let ops = step_ops(cost, hw, shape);
+            (ops.seconds(coeffs), ops.peak_seconds())
+        });
+        clock += secs / speed;
+        busy += peak;
         steps += 1;
         let used = sched.stats().blocks_used as f64 / blocks.max(1) as f64;
         kv_sum += used;
@@ -176,17 +181,23 @@ pub fn simulate(s: &Server, w: &Workload) -> Result<SimResult, PlanError> {
             }
         }
     }
-    let ttft: Vec<f64> = (0..w.requests).map(|i| first[i] - arrivals[i]).collect();
-    let tpot: Vec<f64> = (0..w.requests)
-        .filter(|_| w.output_len > 1)
-        .map(|i| (finish[i] - first[i]) / (w.output_len - 1) as f64)
+    let ttft: Vec<f64> = (0..n).map(|i| first[i] - arrivals[i]).collect();
+    let tpot: Vec<f64> = (0..n)
+        .filter(|&i| reqs[i].output_tokens > 1)
+        .map(|i| (finish[i] - first[i]) / (reqs[i].output_tokens - 1) as f64)
         .collect();
     let duration = finish.iter().copied().fold(0.0, f64::max) - arrivals[0];
+    let generated: usize = reqs.iter().map(|r| r.output_tokens).sum();
+    let span = arrivals[n - 1] - arrivals[0];
     Ok(SimResult {
-        rate: w.rate,
-        requests: w.requests,
+        rate: if span > 0.0 {
+            (n - 1) as f64 / span
+        } else {
+            0.0
+        },
+        requests: n,
         duration_s: duration,
-        output_tokens_per_s: (w.requests * w.output_len) as f64 / duration.max(1e-12),
+        output_tokens_per_s: generated as f64 / duration.max(1e-12),
         ttft_ms: percentiles(ttft).map(|v| v * 1e3),
         tpot_ms: percentiles(tpot).map(|v| v * 1e3),
         steps,
@@ -208,23 +219,21 @@ fn percentiles(mut v: Vec<f64>) -> [f64; 3] {
     })
 }
 
-fn check(engine: &EngineConfig, w: &Workload) -> Result<(), PlanError> {
-    let bad = |m: String| Err(PlanError::BadOption(m));
-    if !(w.rate > 0.0 && w.rate.is_finite()) {
-        return bad(format!("--rate must be positive, got {}", w.rate));
+fn check(engine: &EngineConfig, reqs: &[Request]) -> Result<(), PlanError> {
+    for (i, r) in reqs.iter().enumerate() {
+        if r.prompt_tokens == 0
+            || r.output_tokens == 0
+            || r.prompt_tokens + r.output_tokens > engine.n_ctx
+        {
+            return Err(PlanError::BadOption(format!(
+                "request {i}: its prompt ({}) and output ({} tokens) must be at least 1 \
+                 and fit the context of {} together",
+                r.prompt_tokens, r.output_tokens, engine.n_ctx
+            )));
+        }
     }
-    if w.requests == 0 || w.requests > MAX_REQUESTS {
-        return bad(format!(
-            "--requests must be between 1 and {MAX_REQUESTS}, got {}",
-            w.requests
-        ));
-    }
-    if w.prompt_len == 0 || w.output_len == 0 || w.prompt_len + w.output_len > engine.n_ctx {
-        return bad(format!(
-            "--prompt-len ({}) and --output-len ({}) must be at least 1 and fit the context \
-             of {} together",
-            w.prompt_len, w.output_len, engine.n_ctx
-        ));
+    if reqs.is_empty() {
+        return Err(PlanError::BadOption("no requests to simulate".into()));
     }
     Ok(())
 }
@@ -310,7 +319,8 @@ impl Slo {
 }
 
 /// The highest arrival rate at which the simulated server meets `slo`, and its result:
-/// doubling from `w.rate` until the objectives fail, then bisection to 2%. `None` when
+/// quadrupling from `w.rate` until the objectives fail, then bisection (in log space) to
+/// 2%: fewer simulations than doubling for the same bracket. `None` when
 /// even `w.rate` fails.
 pub fn max_rate(s: &Server, w: &Workload, slo: &Slo) -> Result<Option<SimResult>, PlanError> {
     let run = |rate: f64| simulate(s, &Workload { rate, ..w.clone() });
@@ -319,9 +329,9 @@ pub fn max_rate(s: &Server, w: &Workload, slo: &Slo) -> Result<Option<SimResult>
         return Ok(None);
     }
     let (mut good, mut bad) = (first, None::<f64>);
-    // Past the server's capacity the queue grows without bound: 40 doublings is far.
+    // Past the server's capacity the queue grows without bound: 40 steps is far.
     for _ in 0..40 {
-        let r = run(good.rate * 2.0)?;
+        let r = run(good.rate * 4.0)?;
         if slo.met(&r) {
             good = r;
         } else {

@@ -55,7 +55,7 @@ impl Coeffs {
 }
 
 /// A prefill chunk: `n` tokens at positions `start..start + n` of one sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Chunk {
     /// Positions already in the sequence's cache.
     pub start: usize,
@@ -64,7 +64,7 @@ pub struct Chunk {
 }
 
 /// What one engine step runs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct StepShape {
     /// Prefill chunks (the last token of each gives logits).
     pub prefill: Vec<Chunk>,
@@ -132,6 +132,9 @@ pub struct Hardware {
     pub tp: usize,
     /// Chip-to-chip bandwidth in each direction, bytes/s.
     pub interconnect: f64,
+    /// Whether the step's work is handed between threads or kernels layer by layer,
+    /// which the per-layer overhead prices: not on a CPU running one thread.
+    pub handoffs: bool,
 }
 
 impl Hardware {
@@ -165,6 +168,7 @@ impl Hardware {
             tp: 1,
             // Vendors quote both directions together.
             interconnect: chip.interconnect_gbs.value * 1e9 / 2.0,
+            handoffs: !cpu || chip.threads_used(threads) > 1.0,
         }
     }
 
@@ -338,7 +342,9 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
     });
     StepOps {
         ops,
-        layers: m.n_layer() as f64,
+        // One CPU thread hands nothing off between layers (see the 1-thread decodes in
+        // docs/PLANNER.md, predicted 21-29% slow while this overhead was paid).
+        layers: if hw.handoffs { m.n_layer() as f64 } else { 0.0 },
         seqs: step.seqs() as f64,
         tokens: t,
         fixed_s: vector_s + comm_s,
@@ -410,6 +416,7 @@ mod tests {
             vector: None,
             tp: 1,
             interconnect: 1e11,
+            handoffs: true,
             act_bytes: 2.0,
             attention: Precision::Bf16,
             kv: KvFormat {
@@ -417,6 +424,23 @@ mod tests {
                 v: KvType::F16,
             },
         }
+    }
+
+    #[test]
+    fn one_cpu_thread_hands_nothing_off() {
+        let chips = crate::chip::load_all(None).expect("profiles");
+        let kv = KvFormat {
+            k: KvType::F16,
+            v: KvType::F16,
+        };
+        let m = tiny();
+        let layers = |chip: &str, threads: Option<usize>| {
+            let c = crate::chip::find(&chips, chip).expect("a profile");
+            step_ops(&m, &Hardware::of(c, threads, kv), &StepShape::decode(1, 8)).layers
+        };
+        assert_eq!(layers("ryzen-7840u", Some(1)), 0.0);
+        assert_eq!(layers("ryzen-7840u", Some(2)), m.n_layer() as f64);
+        assert_eq!(layers("l4", None), m.n_layer() as f64);
     }
 
     #[test]

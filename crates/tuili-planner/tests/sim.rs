@@ -50,6 +50,7 @@ impl Fixture {
             cost: &self.cost,
             hw: &self.hw,
             coeffs: &C,
+            speed: 1.0,
         }
     }
 
@@ -65,6 +66,7 @@ fn load(rate: f64) -> Workload {
         prompt_len: 256,
         output_len: 32,
         seed: 7,
+        burstiness: 1.0,
     }
 }
 

@@ -1,0 +1,152 @@
+//! The planner against published measurements of chips we cannot reach
+//! (`data/published.toml`): the prediction of each figure from the chip's datasheet,
+//! with the error bounds docs/PLANNER.md states. A change to the model that worsens a
+//! prediction past its bound fails here.
+
+use tuili_planner::chip;
+use tuili_planner::published::{check, parse, Checked, BUILTIN};
+use tuili_planner::shape::Mix;
+
+/// The bounds docs/PLANNER.md states, on |error|: of token generation (`tg`, one
+/// sequence: memory-bound) from the datasheet, the median; with coefficients fitted to
+/// the other figures, the median and the worst; of prompts (`pp`) held out, the median.
+const TG_DATASHEET_MEDIAN: f64 = 0.25;
+const TG_HELD_OUT_MEDIAN: f64 = 0.20;
+const TG_HELD_OUT_WORST: f64 = 0.35;
+const PP_HELD_OUT_MEDIAN: f64 = 0.50;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn checked() -> Vec<Checked> {
+    let (shapes, figures) = parse(BUILTIN, "published.toml").expect("the data parses");
+    let all = chip::load_all(None).expect("built-in profiles");
+    check(&shapes, &figures, &all).expect("every figure predicts")
+}
+
+#[test]
+fn published_figures_are_predicted_within_the_documented_bounds() {
+    let rows = checked();
+    assert!(rows.len() >= 12, "at least 12 figures, got {}", rows.len());
+    println!(
+        "| chip | model | weights | test | published t/s | datasheet t/s | error | held out t/s | error |"
+    );
+    println!("| --- | --- | --- | --- | --: | --: | --: | --: | --: |");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:+.1}% | {:.1} | {:+.1}% |",
+            r.chip,
+            r.model,
+            r.quant,
+            r.test,
+            r.published,
+            r.predicted,
+            100.0 * r.error,
+            r.held_out,
+            100.0 * r.held_out_error
+        );
+    }
+    let tg: Vec<&Checked> = rows.iter().filter(|r| r.test.starts_with("tg")).collect();
+    let pp: Vec<&Checked> = rows.iter().filter(|r| r.test.starts_with("pp")).collect();
+    let abs = |v: &[&Checked], f: fn(&Checked) -> f64| v.iter().map(|r| f(r).abs()).collect();
+    let tg_sheet = median(abs(&tg, |r| r.error));
+    let tg_held: Vec<f64> = abs(&tg, |r| r.held_out_error);
+    let tg_worst = tg_held.iter().copied().fold(0.0, f64::max);
+    let tg_held = median(tg_held);
+    let pp_held = median(abs(&pp, |r| r.held_out_error));
+    println!(
+        "tg: datasheet median |error| {:.1}%; held out median {:.1}%, worst {:.1}%; \
+         pp held out median {:.1}%",
+        100.0 * tg_sheet,
+        100.0 * tg_held,
+        100.0 * tg_worst,
+        100.0 * pp_held
+    );
+    assert!(
+        tg_sheet < TG_DATASHEET_MEDIAN,
+        "tg datasheet median {tg_sheet}"
+    );
+    assert!(tg_held < TG_HELD_OUT_MEDIAN, "tg held-out median {tg_held}");
+    assert!(tg_worst < TG_HELD_OUT_WORST, "tg held-out worst {tg_worst}");
+    assert!(pp_held < PP_HELD_OUT_MEDIAN, "pp held-out median {pp_held}");
+    for r in &rows {
+        assert!(r.source.starts_with("https://"), "{r:?}");
+    }
+}
+
+#[test]
+fn model_shapes_weigh_what_their_files_weigh() {
+    let (shapes, _) = parse(BUILTIN, "published.toml").expect("the data parses");
+    let shape = |n: &str| shapes.iter().find(|s| s.name == n).expect(n);
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    // File sizes as llama-bench prints them (GiB) and the README of the figures' source
+    // lists them (Llama 3 Q4_K_M 8B 4.58, 70B 39.59; Llama 2 7B Q4_0 3.56 in
+    // https://github.com/ggml-org/llama.cpp/pull/4812).
+    for (name, mix, want) in [
+        ("llama-3-8b", Mix::Q4KM, 4.58),
+        ("llama-3-70b", Mix::Q4KM, 39.59),
+        ("llama-2-7b", Mix::Q4_0, 3.56),
+    ] {
+        let got = gib(shape(name).cost(mix).weight_bytes());
+        assert!(
+            (got / want - 1.0).abs() < 0.01,
+            "{name}: {got:.3} GiB, want {want}"
+        );
+    }
+}
+
+#[test]
+fn bad_figures_are_refused_by_name() {
+    let all = chip::load_all(None).unwrap();
+    let base = r#"
+[[model]]
+name = "m"
+source = "https://example.org/config.json"
+layers = 2
+dim = 64
+ffn = 128
+heads = 4
+kv_heads = 2
+vocab = 100
+ctx = 256
+tied = true
+
+[[figure]]
+chip = "CHIP"
+model = "MODEL"
+quant = "QUANT"
+test = "TEST"
+value = VALUE
+engine = "e"
+source = "https://example.org"
+"#;
+    let run = |chip: &str, model: &str, quant: &str, test: &str, value: &str| {
+        let text = base
+            .replace("CHIP", chip)
+            .replace("MODEL", model)
+            .replace("QUANT", quant)
+            .replace("TEST", test)
+            .replace("VALUE", value);
+        let (s, f) = parse(&text, "t.toml")?;
+        check(&s, &f, &all)
+    };
+    assert!(run("l4", "m", "q4_0", "tg128", "10").is_ok());
+    for (args, says) in [
+        (("nope", "m", "q4_0", "tg128", "10"), "nope"),
+        (("l4", "x", "q4_0", "tg128", "10"), "no model named 'x'"),
+        (("l4", "m", "q3", "tg128", "10"), "'q3'"),
+        (("l4", "m", "q4_0", "tg0", "10"), "not ppN or tgN"),
+        (("l4", "m", "q4_0", "tg8", "-1"), "positive"),
+    ] {
+        let e = run(args.0, args.1, args.2, args.3, args.4)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
+    let e = parse("[[figure]]\nchip = 1", "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("t.toml"), "{e}");
+}
