@@ -235,3 +235,127 @@ pub fn plan(
         excluded,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use crate::RouterState;
+
+    const CFG: &str = r#"
+[[upstream]]
+name = "phone"
+tier = "device"
+url = "http://127.0.0.1:1/v1"
+models = ["small"]
+privacy = ["private", "public"]
+[[upstream]]
+name = "edge"
+tier = "edge"
+url = "http://127.0.0.1:2/v1"
+models = ["small"]
+price_out = 0.1
+[[upstream]]
+name = "cloud"
+tier = "cloud"
+url = "http://127.0.0.1:3/v1"
+models = ["large"]
+price_out = 1.0
+[[route]]
+name = "auto"
+models = ["small", "large"]
+escalation = true
+[aliases]
+tiny = "small"
+"#;
+
+    fn state() -> RouterState {
+        RouterState::new(parse(CFG, &|_| None).unwrap(), Default::default(), None).unwrap()
+    }
+
+    fn req(text: &str) -> Map<String, Value> {
+        serde_json::from_value(serde_json::json!({"messages": [{"role": "user", "content": text}]}))
+            .unwrap()
+    }
+
+    fn names(p: &Plan) -> Vec<Vec<&str>> {
+        p.groups
+            .iter()
+            .map(|g| g.iter().map(|c| c.name.as_str()).collect())
+            .collect()
+    }
+
+    const NO_HINTS: Hints = Hints {
+        privacy: None,
+        ttft_target_ms: None,
+    };
+
+    #[test]
+    fn private_prompts_keep_to_their_tiers_and_are_refused_when_those_are_down() {
+        let st = state();
+        let p = plan(
+            &st.table(),
+            "auto",
+            &req("mail me at a@b.org"),
+            Api::Chat,
+            &NO_HINTS,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.class.as_str(), p.class_why.as_str()),
+            ("private", "detected email")
+        );
+        assert_eq!(names(&p), [vec!["phone"], vec![]]);
+        let p = plan(&st.table(), "tiny", &req("hello"), Api::Chat, &NO_HINTS).unwrap();
+        assert_eq!(p.groups.len(), 1, "no escalation outside routes");
+        assert_eq!(p.groups[0].len(), 2);
+        st.table().slots[0].live().up = false;
+        let e = plan(
+            &st.table(),
+            "auto",
+            &req("hello"),
+            Api::Chat,
+            &Hints {
+                privacy: Some("private"),
+                ttft_target_ms: None,
+            },
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.status.as_u16(), 403);
+        assert!(
+            e.message
+                .contains("class 'private' (x-tuili-privacy header)")
+                && e.message.contains("tiers [device]")
+                && e.message.contains("phone: down"),
+            "{}",
+            e.message
+        );
+        // Public traffic still flows.
+        assert!(plan(&st.table(), "auto", &req("hello"), Api::Chat, &NO_HINTS).is_ok());
+    }
+
+    #[test]
+    fn routes_group_by_escalation_level_and_unknown_models_are_named() {
+        let st = state();
+        let p = plan(&st.table(), "auto", &req("hello"), Api::Chat, &NO_HINTS).unwrap();
+        assert!(p.escalate);
+        assert_eq!(p.groups.len(), 2);
+        assert_eq!(
+            p.groups[1]
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["cloud"]
+        );
+        let e = plan(&st.table(), "gpt-9", &req("x"), Api::Chat, &NO_HINTS)
+            .err()
+            .unwrap();
+        assert_eq!(e.status.as_u16(), 404);
+        assert!(
+            e.message.contains("auto, large, small, tiny"),
+            "{}",
+            e.message
+        );
+    }
+}

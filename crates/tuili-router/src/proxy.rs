@@ -711,14 +711,25 @@ async fn run_stream(mut ctx: Ctx) -> Response {
             .unwrap_or_else(|p| p.into_inner())
             .obs
             .observe_ttft(ttft.as_secs_f64() * 1e3);
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
-        let first = Bytes::from(held);
         let resp_c = c.clone();
-        tokio::spawn(forward(
-            ctx, c, guard, data, scan, first, tx, ttft, escalated,
-        ));
-        let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+        let limit = Duration::from_millis(up.timeout_ms);
+        let fwd = Forward {
+            ctx: Some(ctx),
+            c,
+            guard,
+            data: Some(data),
+            scan,
+            first: Some(Bytes::from(held)),
+            ttft,
+            escalated,
+            limit,
+            broke: None,
+            complete: false,
+        };
+        // The body is read from the upstream as the client reads: no task, no channel, and
+        // the first chunk goes out with the head.
+        let body = Body::from_stream(futures_util::stream::unfold(fwd, |mut f| async move {
+            f.next().await.map(|b| (Ok::<_, Infallible>(b), f))
         }));
         let mut r = answer(
             StatusCode::OK,
@@ -741,103 +752,132 @@ async fn run_stream(mut ctx: Ctx) -> Response {
     e.into_response()
 }
 
-/// Sends a committed stream on to the client; a break ends it with an error event.
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    mut ctx: Ctx,
+/// A committed stream on its way to the client: a break ends it with an error event; its
+/// accounting and decision line happen when it is dropped (ended, or the client left).
+struct Forward {
+    ctx: Option<Ctx>,
     c: Candidate,
-    mut guard: InFlight,
-    mut data: DataStream,
-    mut scan: SseScan,
-    first: Bytes,
-    tx: tokio::sync::mpsc::Sender<Bytes>,
+    guard: InFlight,
+    data: Option<DataStream>,
+    scan: SseScan,
+    first: Option<Bytes>,
     ttft: Duration,
     escalated: bool,
-) {
-    let limit = Duration::from_millis(ctx.slot(&c).cfg.timeout_ms);
-    let mut gone = tx.send(first).await.is_err();
-    let mut broke = None;
-    while !gone && !scan.done && !scan.errored {
-        match next_chunk(&mut data, limit).await {
-            Ok(Some(b)) => {
-                let out = scan.feed(&b);
-                if !out.is_empty() {
-                    gone = tx.send(Bytes::from(out)).await.is_err();
+    limit: Duration,
+    broke: Option<String>,
+    complete: bool,
+}
+
+impl Forward {
+    /// The next bytes for the client, or `None` at the end.
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        if self.complete || self.broke.is_some() {
+            return None;
+        }
+        let data = self.data.as_mut()?;
+        loop {
+            match next_chunk(data, self.limit).await {
+                Ok(Some(b)) => {
+                    let out = self.scan.feed(&b);
+                    self.complete = self.scan.done || self.scan.errored;
+                    if !out.is_empty() {
+                        return Some(Bytes::from(out));
+                    }
+                    if self.complete {
+                        return None;
+                    }
                 }
-            }
-            Ok(None) if scan.done || scan.errored => break,
-            Ok(None) => {
-                broke = Some("the stream ended before its end marker".to_string());
-                break;
-            }
-            Err(e) => {
-                broke = Some(e);
-                break;
+                Ok(None) if self.scan.done || self.scan.errored => {
+                    self.complete = true;
+                    return None;
+                }
+                Ok(None) => {
+                    return Some(self.broken("the stream ended before its end marker".into()))
+                }
+                Err(e) => return Some(self.broken(e)),
             }
         }
     }
-    let broken_event = broke.as_ref().map(|msg| ApiError {
-        status: StatusCode::BAD_GATEWAY,
-        kind: "server_error",
-        code: "upstream_stream_broken",
-        message: format!(
-            "upstream {} broke the stream after {} chunks: {msg}",
-            c.name, scan.tokens
-        ),
-    });
-    if let Some(e) = &broken_event {
-        let _ = tx
-            .send(Bytes::from(format!("data: {}\n\n", e.to_json())))
-            .await;
+
+    fn broken(&mut self, msg: String) -> Bytes {
+        let e = ApiError {
+            status: StatusCode::BAD_GATEWAY,
+            kind: "server_error",
+            code: "upstream_stream_broken",
+            message: format!(
+                "upstream {} broke the stream after {} chunks: {msg}",
+                self.c.name, self.scan.tokens
+            ),
+        };
+        self.broke = Some(msg);
+        Bytes::from(format!("data: {}\n\n", e.to_json()))
     }
-    // The client has its whole answer; reading the upstream body to its end returns the
-    // connection to the pool instead of closing it.
-    drop(tx);
-    if broke.is_none() && !gone {
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while let Some(Ok(_)) = data.next().await {}
-        })
-        .await;
-    }
-    let tier = c.tier.as_str();
-    let e2e = ctx.t0.elapsed();
-    let (_, out) = ctx.account(&c, scan.usage, scan.tokens);
-    let m = ctx.st.metrics();
-    m.e2e(tier, e2e.as_secs_f64());
-    let outcome = if let Some(msg) = broke {
-        guard.settle(Some(false), Some(msg.clone()));
-        m.error(&c.name, tier, "stream");
-        m.request(&c.name, tier, "error");
-        m.count("stream_breaks");
-        ctx.log.push(format!(
-            "{} broke mid-stream ({msg}); error event sent",
-            c.name
-        ));
-        "stream broken"
-    } else if gone {
-        guard.settle(None, None);
-        m.request(&c.name, tier, "ok");
-        ctx.log
-            .push(format!("{} streaming; the client left", c.name));
-        "client left"
-    } else {
-        guard.settle(Some(true), None);
-        m.request(&c.name, tier, "ok");
-        if out > 1 {
-            let tpot = (e2e - ttft).as_secs_f64() * 1e3 / (out - 1) as f64;
-            ctx.slot(&c).live().obs.observe_tpot(tpot);
-        }
-        ctx.log.push(format!(
-            "{} streamed, TTFT {:.1} ms, {:.1} ms in all",
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let Some(mut ctx) = self.ctx.take() else {
+            return;
+        };
+        let c = &self.c;
+        let tier = c.tier.as_str();
+        let e2e = ctx.t0.elapsed();
+        let (_, out) = ctx.account(c, self.scan.usage, self.scan.tokens);
+        let m = ctx.st.metrics();
+        m.e2e(tier, e2e.as_secs_f64());
+        let outcome = if let Some(msg) = self.broke.take() {
+            self.guard.settle(Some(false), Some(msg.clone()));
+            m.error(&c.name, tier, "stream");
+            m.request(&c.name, tier, "error");
+            m.count("stream_breaks");
+            ctx.log.push(format!(
+                "{} broke mid-stream ({msg}); error event sent",
+                c.name
+            ));
+            "stream broken"
+        } else if !self.complete {
+            self.guard.settle(None, None);
+            m.request(&c.name, tier, "ok");
+            ctx.log
+                .push(format!("{} streaming; the client left", c.name));
+            "client left"
+        } else {
+            self.guard.settle(Some(true), None);
+            m.request(&c.name, tier, "ok");
+            if out > 1 {
+                let tpot = (e2e - self.ttft).as_secs_f64() * 1e3 / (out - 1) as f64;
+                ctx.slot(c).live().obs.observe_tpot(tpot);
+            }
+            ctx.log.push(format!(
+                "{} streamed, TTFT {:.1} ms, {:.1} ms in all",
+                c.name,
+                self.ttft.as_secs_f64() * 1e3,
+                e2e.as_secs_f64() * 1e3
+            ));
+            // Reading the upstream body to its end returns the connection to the pool.
+            if let (Some(mut data), Ok(rt)) =
+                (self.data.take(), tokio::runtime::Handle::try_current())
+            {
+                rt.spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        while let Some(Ok(_)) = data.next().await {}
+                    })
+                    .await;
+                });
+            }
+            "ok"
+        };
+        ctx.decision(&format!(
+            "{} ({tier}){} stream {outcome}",
             c.name,
-            ttft.as_secs_f64() * 1e3,
-            e2e.as_secs_f64() * 1e3
+            if self.escalated {
+                " after escalation"
+            } else {
+                ""
+            }
         ));
-        "ok"
-    };
-    ctx.decision(&format!(
-        "{} ({tier}){} stream {outcome}",
-        c.name,
-        if escalated { " after escalation" } else { "" }
-    ));
+    }
 }
