@@ -208,7 +208,7 @@ def ttfts(port, body, n, conn_holder):
 
 def t_latency(edge_port, other_port):
     cloud_link, _ = slowlink("link-slow", other_port, "--delay-ms", "50", "--loss", "0.01")
-    cfg = ('listen = "LISTEN"\n[probe]\ninterval_ms = 200\n' + upstream("edge", "edge", edge_port, ["smollm2-135m"])
+    cfg = ('listen = "LISTEN"\n[probe]\ninterval_ms = 500\n' + upstream("edge", "edge", edge_port, ["smollm2-135m"])
            + upstream("cloud", "cloud", cloud_link, ["smollm2-135m"], price_in=0.1, price_out=0.4))
     port, router, _ = route(cfg)
     # A prompt of about 150 tokens: TTFT is prefill plus queueing, as in real traffic.
@@ -216,15 +216,19 @@ def t_latency(edge_port, other_port):
     body = chat(text, max_tokens=2)
     conns = {}
     direct_edge, direct_cloud, routed = [], [], []
-    for _ in range(15 * N + 15):
+    # The p50 of ~70 ms TTFTs on a shared machine moves by several percent between runs of
+    # 30: 90 interleaved pairs keep the comparison's own noise well under the 10% asked.
+    for k in range(45 * N + 45):
         direct_edge += ttfts(edge_port, body, 1, conns)
-        direct_cloud += ttfts(cloud_link, body, 1, conns)
+        if k % 3 == 0:
+            direct_cloud += ttfts(cloud_link, body, 1, conns)
         routed += ttfts(port, body, 1, conns)
     best = min(pct(direct_edge, 50), pct(direct_cloud, 50))
     r50 = pct(routed, 50)
+    went = [ln.split(" -> ")[1].split(" ")[0] for ln in router.text().splitlines() if "decision id=" in ln and " -> " in ln]
     check(r50 <= best * 1.10, f"routed p50 TTFT {r50*1e3:.1f} ms within 10% of the best single upstream {best*1e3:.1f} ms")
     report("latency", edge_p50_ms=round(pct(direct_edge, 50) * 1e3, 2), cloud_p50_ms=round(pct(direct_cloud, 50) * 1e3, 2),
-           routed_p50_ms=round(r50 * 1e3, 2), ratio=round(r50 / best, 3), n=len(routed))
+           routed_p50_ms=round(r50 * 1e3, 2), ratio=round(r50 / best, 3), n=len(routed), to_edge=went.count("edge"), to_cloud=went.count("cloud"))
     router.kill(signal.SIGTERM)
 
 

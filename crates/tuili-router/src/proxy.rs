@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use crate::plan::{plan, Api, Hints, Plan};
 use crate::policy::Candidate;
 use crate::sse::{logprobs_of, strip_logprobs, usage_of, SseScan};
-use crate::state::{Live, RouterState, Table};
+use crate::state::{Live, RouterState, Slot, Table};
 use crate::upstream::{call, CallError};
 use crate::ApiError;
 
@@ -331,15 +331,15 @@ fn prepare(
     Ok((ctx, stream, deadline))
 }
 
-/// One whole (non-streaming) attempt: the status and the whole body, or why not.
-async fn attempt_whole(
-    table: Arc<Table>,
-    slot: usize,
-    path: &'static str,
+/// Sends `body` to `slot`. A transport failure, a 5xx or a 429 is a [`Fail`] and the
+/// breaker is told (a 429 is load, not a fault, and leaves it alone); any other status comes
+/// back with its body unread.
+async fn open(
+    slot: &Slot,
+    guard: &mut InFlight,
+    path: &str,
     body: Bytes,
-) -> Result<(StatusCode, Bytes), Fail> {
-    let slot = &table.slots[slot];
-    let mut guard = InFlight::new(&slot.live);
+) -> Result<Response, Fail> {
     let resp = match call(&slot.cfg, &slot.transport, Method::POST, path, true, body).await {
         Ok(r) => r,
         Err(e) => {
@@ -356,35 +356,49 @@ async fn attempt_whole(
         }
     };
     let status = resp.status();
-    let bytes = match resp.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
+    if !(status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) {
+        return Ok(resp);
+    }
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let msg = format!(
+        "HTTP {status}: {}",
+        String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+    );
+    let fault = status != StatusCode::TOO_MANY_REQUESTS;
+    guard.settle(fault.then_some(false), Some(msg.clone()));
+    Err(Fail {
+        kind: if fault { "status_5xx" } else { "status_429" },
+        msg,
+    })
+}
+
+/// One whole (non-streaming) attempt: the status and the whole body, or why not.
+async fn attempt_whole(
+    table: Arc<Table>,
+    slot: usize,
+    path: &'static str,
+    body: Bytes,
+) -> Result<(StatusCode, Bytes), Fail> {
+    let slot = &table.slots[slot];
+    let mut guard = InFlight::new(&slot.live);
+    let resp = open(slot, &mut guard, path, body).await?;
+    let status = resp.status();
+    match resp.into_body().collect().await {
+        Ok(b) => {
+            guard.settle(Some(true), None);
+            Ok((status, b.to_bytes()))
+        }
         Err(e) => {
             let msg = format!("the body broke: {e}");
             guard.settle(Some(false), Some(msg.clone()));
-            return Err(Fail { kind: "body", msg });
+            Err(Fail { kind: "body", msg })
         }
-    };
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        let msg = format!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-        );
-        // A full queue is load, not a fault: the breaker is left alone.
-        guard.settle(
-            (status != StatusCode::TOO_MANY_REQUESTS).then_some(false),
-            Some(msg.clone()),
-        );
-        return Err(Fail {
-            kind: if status.is_server_error() {
-                "status_5xx"
-            } else {
-                "status_429"
-            },
-            msg,
-        });
     }
-    guard.settle(Some(true), None);
-    Ok((status, bytes))
 }
 
 type Attempt = futures_util::future::BoxFuture<'static, (usize, Result<(StatusCode, Bytes), Fail>)>;
@@ -482,10 +496,32 @@ fn answer(
 async fn run_whole(mut ctx: Ctx) -> Response {
     let mut pos = 0usize;
     let mut escalated = false;
+    // The unsure answer, kept in case no larger model answers.
+    let mut fallback: Option<(Candidate, Value)> = None;
     loop {
         let (i, status, bytes) = match race(&mut ctx, &mut pos).await {
             Ok(r) => r,
             Err(e) => {
+                if let Some((c, mut v)) = fallback.take() {
+                    if !ctx.client_logprobs {
+                        strip_logprobs(&mut v);
+                    }
+                    ctx.log.push(format!(
+                        "no larger model answered; kept {}'s answer",
+                        c.name
+                    ));
+                    ctx.decision(&format!(
+                        "{} ({}) after a failed escalation",
+                        c.name, c.tier
+                    ));
+                    return answer(
+                        StatusCode::OK,
+                        v.to_string().into_bytes(),
+                        &c,
+                        false,
+                        "application/json",
+                    );
+                }
                 ctx.decision(&format!("failed {}", e.status.as_u16()));
                 return e.into_response();
             }
@@ -542,6 +578,7 @@ async fn run_whole(mut ctx: Ctx) -> Response {
                     .iter()
                     .position(|(l, _)| *l > level)
                     .unwrap_or(ctx.list.len());
+                fallback = Some((c, v));
                 continue;
             }
         }
@@ -593,70 +630,32 @@ async fn run_stream(mut ctx: Ctx) -> Response {
         attempts += 1;
         let (level, c) = ctx.list[pos].clone();
         pos += 1;
-        let slot = ctx.slot(&c);
-        let (up, transport, live) = (slot.cfg.clone(), slot.transport.clone(), slot.live.clone());
-        let mut guard = InFlight::new(&live);
-        let resp = match call(
-            &up,
-            &transport,
-            Method::POST,
-            ctx.api.path(),
-            true,
-            ctx.wire_body(level, &c),
-        )
-        .await
-        {
+        let table = ctx.table.clone();
+        let slot = &table.slots[c.slot];
+        let mut guard = InFlight::new(&slot.live);
+        let resp = match open(slot, &mut guard, ctx.api.path(), ctx.wire_body(level, &c)).await {
             Ok(r) => r,
-            Err(e) => {
-                let kind = if matches!(e, CallError::Timeout(_)) {
-                    "timeout"
-                } else {
-                    "transport"
-                };
-                guard.settle(Some(false), Some(e.to_string()));
-                ctx.failed(
-                    &c,
-                    &Fail {
-                        kind,
-                        msg: e.to_string(),
-                    },
-                );
+            Err(f) => {
+                ctx.failed(&c, &f);
                 continue;
             }
         };
         let status = resp.status();
         if !status.is_success() {
+            // The upstream's own 4xx: the request is at fault, not the upstream.
             let bytes = resp
                 .into_body()
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                let msg = format!(
-                    "HTTP {status}: {}",
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-                );
-                guard.settle(
-                    (status != StatusCode::TOO_MANY_REQUESTS).then_some(false),
-                    Some(msg.clone()),
-                );
-                ctx.failed(
-                    &c,
-                    &Fail {
-                        kind: "status_5xx",
-                        msg,
-                    },
-                );
-                continue;
-            }
             guard.settle(Some(true), None);
             ctx.st.metrics().request(&c.name, c.tier.as_str(), "ok");
             ctx.decision(&format!("{} ({}) client error {status}", c.name, c.tier));
             return answer(status, bytes.to_vec(), &c, escalated, "application/json");
         }
         let mut data: DataStream = StreamExt::boxed(resp.into_body().into_data_stream());
-        let limit = Duration::from_millis(up.timeout_ms);
+        let limit = Duration::from_millis(slot.cfg.timeout_ms);
         let escalating = ctx.may_escalate(level);
         let mut scan = SseScan::new(escalating && !ctx.client_logprobs);
         // Nothing leaves before the first chunk (and, when escalating, the window).
@@ -707,12 +706,8 @@ async fn run_stream(mut ctx: Ctx) -> Response {
         }
         let ttft = ttft.unwrap_or_default();
         ctx.st.metrics().ttft(c.tier.as_str(), ttft.as_secs_f64());
-        live.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .obs
-            .observe_ttft(ttft.as_secs_f64() * 1e3);
+        slot.live().obs.observe_ttft(ttft.as_secs_f64() * 1e3);
         let resp_c = c.clone();
-        let limit = Duration::from_millis(up.timeout_ms);
         let fwd = Forward {
             ctx: Some(ctx),
             c,

@@ -319,6 +319,27 @@ async fn unsure_answers_escalate_and_sure_ones_do_not() {
         "{body}"
     );
     assert_eq!(n(&sure, "cloud"), 0);
+    // A larger model that fails leaves the unsure answer standing, answered once.
+    let down = setup(
+        &[
+            (
+                "dev",
+                "device",
+                "small",
+                PUB,
+                Fake::Answers { mean_logprob: -2.0 },
+            ),
+            ("cloud", "cloud", "large", PUB, Fake::Fails),
+        ],
+        route,
+    );
+    let (st, h, body) = send(&down.app, chat("auto", "hi", false), &[]).await;
+    assert_eq!(
+        (st, h["x-tuili-upstream"].as_str()),
+        (StatusCode::OK, "dev"),
+        "{body}"
+    );
+    assert_eq!((n(&down, "dev"), n(&down, "cloud")), (1, 1));
 }
 
 #[tokio::test]
