@@ -13,6 +13,7 @@ Checks (each prints one `router:` line with its numbers):
   overhead   TTFT through the router against calling the upstream directly
   stream     a link cut mid-stream ends the stream with an error event; a whole request
              cut the same way is retried on another upstream
+  affinity   conversations stay on one replica; the replicas' prefix-cache hits show it
   failover   16 clients, one of two edges killed mid-load: none failed, none duplicated
   cost       escalation SmolLM2 -> Qwen2.5 on a graded exact-answer set
   llamacpp   llama.cpp's server (llama-cpp-python) as an upstream
@@ -218,11 +219,16 @@ def t_latency(edge_port, other_port):
     direct_edge, direct_cloud, routed = [], [], []
     # The p50 of ~70 ms TTFTs on a shared machine moves by several percent between runs of
     # 30: 90 interleaved pairs keep the comparison's own noise well under the 10% asked.
+    # The order within a pair alternates, so neither side always follows the other.
     for k in range(45 * N + 45):
-        direct_edge += ttfts(edge_port, body, 1, conns)
         if k % 3 == 0:
             direct_cloud += ttfts(cloud_link, body, 1, conns)
-        routed += ttfts(port, body, 1, conns)
+        if k % 2:
+            direct_edge += ttfts(edge_port, body, 1, conns)
+            routed += ttfts(port, body, 1, conns)
+        else:
+            routed += ttfts(port, body, 1, conns)
+            direct_edge += ttfts(edge_port, body, 1, conns)
     best = min(pct(direct_edge, 50), pct(direct_cloud, 50))
     r50 = pct(routed, 50)
     went = [ln.split(" -> ")[1].split(" ")[0] for ln in router.text().splitlines() if "decision id=" in ln and " -> " in ln]
@@ -279,6 +285,35 @@ def t_stream_break(edge_port, other_port):
     check(st == 200 and h.get("x-tuili-upstream") == "edge", f"a whole request cut mid-body is retried elsewhere: {st} {h.get('x-tuili-upstream')} {body}")
     report("stream", events_before_break=len(events) - 1, error_event=bool(isinstance(last, dict) and "error" in last), stream_breaks=breaks,
            whole_retried_to=h.get("x-tuili-upstream"), failovers=int(metric(port, "tuili_router_failovers_total")))
+    router.kill(signal.SIGTERM)
+
+
+# ---- prefix affinity ---------------------------------------------------------------------------
+
+def t_affinity(a_port, b_port):
+    cfg = ('listen = "LISTEN"\n[affinity]\nblock_chars = 128\nblocks = 4\n'
+           + upstream("edge-a", "edge", a_port, ["smollm2-135m"]) + upstream("edge-b", "edge", b_port, ["smollm2-135m"]))
+    port, router, _ = route(cfg)
+    hits = lambda: sum(metric(p, "vllm:prefix_cache_hits_total") for p in (a_port, b_port))  # noqa: E731
+    before = hits()
+    placed = {}
+    for conv in range(4):
+        system = f"Conversation {conv}. " + f"You are assistant number {conv}, terse and exact. " * 12
+        msgs = [{"role": "system", "content": system}]
+        for turn in range(3):
+            msgs.append({"role": "user", "content": f"Turn {turn}: name a number."})
+            st, h, body = post(port, "/v1/chat/completions", {"model": "smollm2-135m", "messages": msgs, "max_tokens": 4, "temperature": 0})
+            check(st == 200, f"affinity request: {st} {body}")
+            placed.setdefault(conv, set()).add(h.get("x-tuili-upstream"))
+            msgs.append({"role": "assistant", "content": body["choices"][0]["message"]["content"]})
+    check(all(len(v) == 1 for v in placed.values()), f"each conversation stays on one replica: {placed}")
+    # Placement is a pure function of the prompts and the replica names: these four spread
+    # over both (a latency-only choice would put them all on whichever was faster).
+    check(len(set().union(*placed.values())) == 2, f"conversations spread over both replicas: {placed}")
+    gained = hits() - before
+    check(gained > 0, "the replicas' own metrics show prefix-cache hits")
+    report("affinity", conversations=len(placed), replicas_used=len(set().union(*placed.values())),
+           prefix_hit_tokens=int(gained))
     router.kill(signal.SIGTERM)
 
 
@@ -440,6 +475,8 @@ def main():
             t_cost(a_port, qwen_port, float(os.environ.get("ROUTER_ESCALATE_BELOW", "-0.35")))
         if want("llamacpp"):
             t_llamacpp()
+        if want("affinity"):
+            t_affinity(a_port, b_port)
         if want("failover"):
             t_failover(a_port, b_port, b_proc)
     finally:

@@ -220,7 +220,7 @@ pub async fn handle(st: RouterState, headers: HeaderMap, body: Bytes, api: Api) 
     if !authorized(&table, &headers) {
         return ApiError::unauthorized().into_response();
     }
-    match prepare(st, table, &headers, &body, api, t0) {
+    match prepare(st.clone(), table, &headers, &body, api, t0) {
         Ok((ctx, stream, deadline)) => {
             let id = ctx.id;
             let fut = async move {
@@ -235,6 +235,7 @@ pub async fn handle(st: RouterState, headers: HeaderMap, body: Bytes, api: Api) 
                 Some(d) => match tokio::time::timeout(d, fut).await {
                     Ok(r) => r,
                     Err(_) => {
+                        st.metrics().count("deadline_exceeded");
                         tracing::info!(
                             "decision id={id} -> deadline of {} ms passed",
                             d.as_millis()

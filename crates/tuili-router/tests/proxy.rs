@@ -407,3 +407,36 @@ async fn a_private_request_with_its_tier_down_is_refused_and_nothing_is_sent() {
         .render_metrics()
         .contains("tuili_router_privacy_refusals_total{class=\"private\"} 2"));
 }
+
+#[tokio::test]
+async fn a_deadline_ends_a_slow_request_with_504() {
+    let s = setup(&[("slow", "edge", "m", PUB, Fake::Slow(2_000))], "");
+    let t0 = Instant::now();
+    let (st, _, body) = send(
+        &s.app,
+        chat("m", "hi", false),
+        &[("x-tuili-deadline-ms", "100")],
+    )
+    .await;
+    assert_eq!(st, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(
+        body.contains("deadline_exceeded") && body.contains("100 ms"),
+        "{body}"
+    );
+    assert!(t0.elapsed() < Duration::from_millis(1_000));
+    assert!(s
+        .state
+        .render_metrics()
+        .contains("tuili_router_deadline_exceeded_total 1"));
+    let (st, _, body) = send(
+        &s.app,
+        chat("m", "hi", false),
+        &[("x-tuili-deadline-ms", "soon")],
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("x-tuili-deadline-ms must be a positive number of milliseconds, got 'soon'"),
+        "{body}"
+    );
+}
