@@ -21,16 +21,21 @@ use tuili_router::{app, config, RouterState};
 #[derive(Clone, Copy)]
 enum Fake {
     Fails,
-    Answers { mean_logprob: f64 },
+    Answers {
+        mean_logprob: f64,
+    },
     Slow(u64),
     BreaksStream,
+    /// Answers only with `Authorization: Bearer sk-test`.
+    NeedsKey,
 }
 
 fn fake(kind: Fake, hits: Arc<AtomicUsize>) -> Router {
-    let handler = move |body: Bytes| {
+    let handler = move |headers: axum::http::HeaderMap, body: Bytes| {
         let hits = hits.clone();
         async move {
             hits.fetch_add(1, Ordering::SeqCst);
+            let key = headers.get("authorization").and_then(|v| v.to_str().ok());
             let req: Value = serde_json::from_slice(&body).unwrap();
             let stream = req["stream"].as_bool().unwrap_or(false);
             let lp = |m: f64| json!({"content": [{"token": "a", "logprob": m}, {"token": "b", "logprob": m}]});
@@ -50,6 +55,8 @@ fn fake(kind: Fake, hits: Arc<AtomicUsize>) -> Router {
                     };
                     sse(format!("{}{}data: [DONE]\n\n", ev("Hel"), ev("lo")))
                 }
+                Fake::NeedsKey if key == Some("Bearer sk-test") => answer(&req, lp(-0.1)),
+                Fake::NeedsKey => (StatusCode::UNAUTHORIZED, "no key").into_response(),
                 Fake::BreaksStream => sse(format!(
                     "data: {}\n\n",
                     json!({"choices": [{"index": 0, "delta": {"content": "Hi"}}]})
@@ -90,11 +97,17 @@ fn setup(ups: &[(&'static str, &str, &str, &str, Fake)], extra: &str) -> Setup {
         text += &format!(
             "\n[[upstream]]\nname = \"{name}\"\ntier = \"{tier}\"\nurl = \"local\"\nlocal_args = [\"-m\", \"x\"]\nmodels = [\"{model}\"]\nprivacy = {privacy}\nprice_in = 1.0\nprice_out = 2.0\n"
         );
+        if matches!(kind, Fake::NeedsKey) {
+            text += "api_key_env = \"UPSTREAM_KEY\"\n";
+        }
         let h = Arc::new(AtomicUsize::new(0));
         locals.insert(name.to_string(), fake(*kind, h.clone()));
         hits.insert(*name, h);
     }
-    let cfg = config::parse(&text, &|_| None).unwrap();
+    let cfg = config::parse(&text, &|v| {
+        (v == "UPSTREAM_KEY").then(|| "sk-test".to_string())
+    })
+    .unwrap();
     let state = RouterState::new(cfg, locals, None).unwrap();
     Setup {
         app: app(state.clone()),
@@ -437,6 +450,17 @@ async fn a_deadline_ends_a_slow_request_with_504() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(
         body.contains("x-tuili-deadline-ms must be a positive number of milliseconds, got 'soon'"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_upstream_key_comes_from_its_environment_variable() {
+    let s = setup(&[("cloud", "cloud", "m", PUB, Fake::NeedsKey)], "");
+    let (st, h, body) = send(&s.app, chat("m", "hi", false), &[]).await;
+    assert_eq!(
+        (st, h["x-tuili-upstream"].as_str()),
+        (StatusCode::OK, "cloud"),
         "{body}"
     );
 }
