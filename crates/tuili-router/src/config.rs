@@ -36,7 +36,7 @@ impl Tier {
 
 impl fmt::Display for Tier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -821,6 +821,10 @@ private_detectors = ["email", "phone", "card", "secret"]
         assert_eq!(c.reference_price, (0.5, 1.5));
         assert!(c.route("auto").unwrap().escalation);
         let t = c.table();
+        assert!(
+            t.contains("  edge-a       edge   http://127.0.0.1:8081/v1"),
+            "columns align: {t}"
+        );
         assert!(
             t.contains("auto (route: smollm2-135m -> qwen2.5-coder-0.5b) -> laptop, edge-a, cloud"),
             "{t}"
