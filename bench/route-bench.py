@@ -41,7 +41,7 @@ def main():
         a_port, _ = harness.serve("edge-a")
         b_port, b_proc = harness.serve("edge-b")
         qwen_port, _ = harness.serve("qwen", "qwen.gguf")
-        t.t_overhead(a_port)
+        t.t_overhead(a_port, limit50=1.0, limit99=3.0)
         t.t_latency(a_port, b_port)
         sweep = []
         for th in [float(x) for x in a.thresholds.split(",")]:
