@@ -332,6 +332,15 @@ fn prepare(
     Ok((ctx, stream, deadline))
 }
 
+/// A short body (an error, a refusal); empty when it broke.
+async fn read_all(resp: Response) -> Bytes {
+    resp.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 /// Sends `body` to `slot`. A transport failure, a 5xx or a 429 is a [`Fail`] and the
 /// breaker is told (a 429 is load, not a fault, and leaves it alone); any other status comes
 /// back with its body unread.
@@ -360,12 +369,7 @@ async fn open(
     if !(status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) {
         return Ok(resp);
     }
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let bytes = read_all(resp).await;
     let msg = format!(
         "HTTP {status}: {}",
         String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
@@ -644,12 +648,7 @@ async fn run_stream(mut ctx: Ctx) -> Response {
         let status = resp.status();
         if !status.is_success() {
             // The upstream's own 4xx: the request is at fault, not the upstream.
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let bytes = read_all(resp).await;
             guard.settle(Some(true), None);
             ctx.st.metrics().request(&c.name, c.tier.as_str(), "ok");
             ctx.decision(&format!("{} ({}) client error {status}", c.name, c.tier));
