@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--json")
     a = ap.parse_args()
     os.environ["ROUTER_N"] = str(a.scale)
+    sys.dont_write_bytecode = True  # no __pycache__ in the tree
     sys.path.insert(0, os.path.join(ROOT, "tests", "router"))
     import harness
     import test_router as t

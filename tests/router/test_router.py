@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import (LLAMACPP_PY, MODELS, TUILI, Proc, chat, free_port, get, metric, pct,  # noqa: E402
