@@ -16,6 +16,7 @@ mod pull;
 mod quant_mix;
 mod quantize;
 mod registry;
+mod route;
 mod serve;
 
 use clap::{Args, Parser, Subcommand};
@@ -122,6 +123,8 @@ enum Command {
     /// What a model will do on a chip: tokens/s, time to first token, memory fit,
     /// energy and cost, predicted from the chip's datasheet and calibrated runs.
     Plan(plan::PlanArgs),
+    /// One OpenAI endpoint over device, edge and cloud upstreams (route.toml).
+    Route(route::RouteArgs),
 }
 
 fn main() {
@@ -140,6 +143,7 @@ fn main() {
         Command::Serve(a) => serve::serve(a),
         Command::Bench(a) => bench::bench(a),
         Command::Plan(a) => plan::plan(a),
+        Command::Route(a) => route::route(a),
         Command::Models => {
             for m in registry::KNOWN_MODELS {
                 println!("{:<22} {:>12} bytes  {}", m.name, m.size, m.file);

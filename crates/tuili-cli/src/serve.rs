@@ -90,6 +90,19 @@ pub struct ServeArgs {
 /// Runs the server until SIGINT/SIGTERM.
 pub fn serve(a: ServeArgs) -> Result<()> {
     tuili_server::init_logging();
+    let (opts, state, loader) = prepare(a)?;
+    tuili_server::run_blocking(opts, state, loader).context("tuili serve")
+}
+
+/// Everything `tuili serve` runs, not yet running: where to listen, the app state, and the
+/// model loader (`tuili route` serves a `url = "local"` upstream in-process from these).
+pub fn prepare(
+    a: ServeArgs,
+) -> Result<(
+    ServeOptions,
+    AppState,
+    impl FnOnce() -> Result<tuili_server::Loaded, String> + Send + 'static,
+)> {
     let stem = |s: &str| {
         Path::new(s)
             .file_stem()
@@ -164,5 +177,5 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         port: a.port,
         grace: Duration::from_secs(a.grace),
     };
-    tuili_server::run_blocking(opts, AppState::new(config), loader).context("tuili serve")
+    Ok((opts, AppState::new(config), loader))
 }

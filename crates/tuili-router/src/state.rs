@@ -1,0 +1,234 @@
+//! The router's shared state: the current table (config plus upstream handles) behind a
+//! lock that is held only to clone an `Arc`, so a reload swaps tables while requests in
+//! flight keep the one they started with; what is learned about each upstream (breaker,
+//! latency, load) lives by name and survives reloads.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::breaker::{Breaker, BreakerState, RetryBudget};
+use crate::config::{self, Endpoint, RouteConfig, Upstream};
+use crate::metrics::{Metrics, UpstreamGauge};
+use crate::predict::Observed;
+use crate::upstream::{http_client, HttpClient, Transport};
+use crate::RouterError;
+
+/// What the router has learned about one upstream.
+#[derive(Debug)]
+pub struct Live {
+    /// Its circuit breaker.
+    pub breaker: Breaker,
+    /// Latency and load.
+    pub obs: Observed,
+    /// Whether the last health probe succeeded (true until a probe says otherwise).
+    pub up: bool,
+    /// Why the last probe or request failed.
+    pub last_error: Option<String>,
+}
+
+/// One upstream in a table.
+pub struct Slot {
+    /// Its config.
+    pub cfg: Upstream,
+    /// How to reach it.
+    pub transport: Transport,
+    /// Its shared live state.
+    pub live: Arc<Mutex<Live>>,
+}
+
+impl Slot {
+    /// Locks the live state (a poisoned lock is still usable: it holds plain numbers).
+    pub fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A config with its upstreams ready to call.
+pub struct Table {
+    /// The config.
+    pub config: RouteConfig,
+    /// Upstreams in config order.
+    pub slots: Vec<Slot>,
+}
+
+struct Inner {
+    table: RwLock<Arc<Table>>,
+    lives: Mutex<HashMap<String, Arc<Mutex<Live>>>>,
+    locals: HashMap<String, axum::Router>,
+    http: HttpClient,
+    budget: Mutex<RetryBudget>,
+    metrics: Metrics,
+    config_path: Option<PathBuf>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// A cheap handle on the router's state.
+#[derive(Clone)]
+pub struct RouterState(Arc<Inner>);
+
+impl RouterState {
+    /// State over `config`; `locals` holds the in-process app of each `url = "local"`
+    /// upstream by name; `config_path` is what a reload reads again.
+    pub fn new(
+        config: RouteConfig,
+        locals: HashMap<String, axum::Router>,
+        config_path: Option<PathBuf>,
+    ) -> Result<Self, RouterError> {
+        let r = &config.resilience;
+        let budget = RetryBudget::new(r.retry_ratio, r.retry_min_per_s, Instant::now());
+        let st = RouterState(Arc::new(Inner {
+            table: RwLock::new(Arc::new(Table {
+                config: config.clone(),
+                slots: Vec::new(),
+            })),
+            lives: Mutex::new(HashMap::new()),
+            locals,
+            http: http_client(),
+            budget: Mutex::new(budget),
+            metrics: Metrics::default(),
+            config_path,
+            next_id: Default::default(),
+        }));
+        let table = st.build(config)?;
+        *st.0.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        Ok(st)
+    }
+
+    fn build(&self, config: RouteConfig) -> Result<Table, RouterError> {
+        let mut lives = self.0.lives.lock().unwrap_or_else(|p| p.into_inner());
+        let r = &config.resilience;
+        let open = Duration::from_millis(r.breaker_open_ms);
+        let mut slots = Vec::new();
+        for (i, u) in config.upstreams.iter().enumerate() {
+            let transport = match u.endpoint {
+                Endpoint::Http { .. } => Transport::Http(self.0.http.clone()),
+                Endpoint::Local => Transport::Local(self.0.locals.get(&u.name).cloned().ok_or_else(|| RouterError::Config {
+                    key: format!("upstream[{i}].url"),
+                    why: format!("'{}' is a local upstream that was not started at launch; restart the router to add one", u.name),
+                })?),
+            };
+            let live = lives
+                .entry(u.name.clone())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(Live {
+                        breaker: Breaker::new(r.breaker_failures, open),
+                        obs: Observed::default(),
+                        up: true,
+                        last_error: None,
+                    }))
+                })
+                .clone();
+            live.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .breaker
+                .retune(r.breaker_failures, open);
+            slots.push(Slot {
+                cfg: u.clone(),
+                transport,
+                live,
+            });
+        }
+        self.0
+            .budget
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retune(r.retry_ratio, r.retry_min_per_s);
+        Ok(Table { config, slots })
+    }
+
+    /// The current table; requests keep theirs for their whole life.
+    pub fn table(&self) -> Arc<Table> {
+        self.0
+            .table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reads the config file again and swaps it in; on error the old one stays.
+    pub fn reload(&self) -> Result<(), RouterError> {
+        let result = (|| {
+            let path = self
+                .0
+                .config_path
+                .as_ref()
+                .ok_or_else(|| RouterError::Config {
+                    key: "reload".into(),
+                    why: "the router was started without a config file".into(),
+                })?;
+            let text = std::fs::read_to_string(path).map_err(|source| RouterError::Io {
+                context: format!("reading {}", path.display()),
+                source,
+            })?;
+            let config = config::parse(&text, &|v| std::env::var(v).ok())?;
+            let old = self.table();
+            if config.listen != old.config.listen {
+                tracing::warn!(
+                    "reload: listen changed to {} but the socket stays on {} until a restart",
+                    config.listen,
+                    old.config.listen
+                );
+            }
+            let table = self.build(config)?;
+            *self.0.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+            Ok(())
+        })();
+        match &result {
+            Ok(()) => {
+                self.0.metrics.count("reloads");
+                tracing::info!("config reloaded");
+            }
+            Err(e) => {
+                self.0.metrics.count("reload_failures");
+                tracing::error!("reload refused, the old config stays: {e}");
+            }
+        }
+        result
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// The retry budget.
+    pub fn budget(&self) -> MutexGuard<'_, RetryBudget> {
+        self.0.budget.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new request id for the decision log.
+    pub fn next_id(&self) -> u64 {
+        self.0
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
+    /// The `/metrics` text, upstream gauges included.
+    pub fn render_metrics(&self) -> String {
+        let table = self.table();
+        let now = Instant::now();
+        let gauges: Vec<UpstreamGauge> = table
+            .slots
+            .iter()
+            .map(|s| {
+                let l = s.live();
+                UpstreamGauge {
+                    name: s.cfg.name.clone(),
+                    tier: s.cfg.tier.as_str(),
+                    in_flight: l.obs.in_flight,
+                    breaker: match l.breaker.state(now) {
+                        BreakerState::Closed => 0,
+                        BreakerState::HalfOpen => 1,
+                        BreakerState::Open => 2,
+                    },
+                    up: l.up,
+                    ttft_ms: l.obs.predict_ttft(s.cfg.ttft_prior_ms),
+                }
+            })
+            .collect();
+        self.0.metrics.render(&gauges)
+    }
+}
