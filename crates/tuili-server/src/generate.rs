@@ -28,7 +28,7 @@ use crate::chat_output::{OutputParser, Piece};
 use crate::routes::body;
 use crate::state::unix_now;
 use crate::structured::{self, Guidance};
-use crate::tools::{ToolFormat, ToolSpec};
+use crate::tools::{ToolChoice, ToolFormat, ToolSpec};
 use crate::validate::{self, PromptIn, ValidCommon};
 use crate::{AppState, ServerError};
 
@@ -79,7 +79,9 @@ pub async fn chat_completions(
     let mut common = req.common;
     if let (Some(spec), Some(format)) = (&req.tools, shape.tools) {
         if let Some(g) = spec.grammar(format) {
-            if let Some((other, _)) = &common.guidance.grammar {
+            // Under `auto` the request's own grammar wins over the lazy tool grammar.
+            let auto = spec.choice == ToolChoice::Auto;
+            if let Some((other, _)) = common.guidance.grammar.as_ref().filter(|_| !auto) {
                 return Err(ServerError::field(
                     other.clone(),
                     format!(
@@ -87,7 +89,9 @@ pub async fn chat_completions(
                     ),
                 ));
             }
-            common.guidance.grammar = Some(("tool_choice".to_string(), g));
+            if common.guidance.grammar.is_none() {
+                common.guidance.grammar = Some(("tool_choice".to_string(), g));
+            }
         }
     }
     let job = Job {
