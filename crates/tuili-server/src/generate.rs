@@ -65,7 +65,7 @@ pub(crate) struct ChatShape {
 }
 
 impl ChatShape {
-    fn parser(&self) -> OutputParser {
+    pub(crate) fn parser(&self) -> OutputParser {
         OutputParser::new(self.tools, self.reasoning, self.in_thought)
     }
 }
@@ -77,23 +77,7 @@ pub async fn chat_completions(
 ) -> Result<Response, ServerError> {
     let (req, prompt, shape) = chat_prompt(&state, b).await?;
     let mut common = req.common;
-    if let (Some(spec), Some(format)) = (&req.tools, shape.tools) {
-        if let Some(g) = spec.grammar(format) {
-            // Under `auto` the request's own grammar wins over the lazy tool grammar.
-            let auto = spec.choice == ToolChoice::Auto;
-            if let Some((other, _)) = common.guidance.grammar.as_ref().filter(|_| !auto) {
-                return Err(ServerError::field(
-                    other.clone(),
-                    format!(
-                        "{other} cannot be combined with tool_choice required or a named function"
-                    ),
-                ));
-            }
-            if common.guidance.grammar.is_none() {
-                common.guidance.grammar = Some(("tool_choice".to_string(), g));
-            }
-        }
-    }
+    add_tool_grammar(&mut common, req.tools.as_ref(), shape)?;
     let job = Job {
         kind: Kind::Chat,
         prompts: vec![prompt],
@@ -102,6 +86,32 @@ pub async fn chat_completions(
         shape,
     };
     run(&state, job).await
+}
+
+/// The grammar that `tool_choice` asks for, unless the request has its own: `required` and
+/// a named function cannot be combined with one; under `auto` the request's grammar wins.
+pub(crate) fn add_tool_grammar(
+    common: &mut ValidCommon,
+    tools: Option<&ToolSpec>,
+    shape: ChatShape,
+) -> Result<(), ServerError> {
+    let (Some(spec), Some(format)) = (tools, shape.tools) else {
+        return Ok(());
+    };
+    let Some(g) = spec.grammar(format) else {
+        return Ok(());
+    };
+    match &common.guidance.grammar {
+        None => common.guidance.grammar = Some(("tool_choice".to_string(), g)),
+        Some(_) if spec.choice == ToolChoice::Auto => {}
+        Some((other, _)) => {
+            return Err(ServerError::field(
+                other.clone(),
+                format!("{other} cannot be combined with tool_choice required or a named function"),
+            ))
+        }
+    }
+    Ok(())
 }
 
 /// `POST /v1/completions`.
@@ -216,15 +226,18 @@ async fn constraint(
     .await
 }
 
-/// Submits every choice, then answers as the request asked.
-async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
-    let ready = state.ready()?;
-    let engine = &ready.engine;
+/// Compiles the request's grammar and submits `n` choices of each prompt; dropping the
+/// streams cancels them.
+pub(crate) async fn submit(
+    engine: &EngineHandle,
+    prompts: &[Vec<u32>],
+    c: &ValidCommon,
+    logprobs: Option<usize>,
+) -> Result<Vec<RequestStream>, ServerError> {
     let n_ctx = engine.n_ctx();
-    let c = &job.common;
     let constraint = constraint(engine, &c.guidance).await?;
-    let mut streams = Vec::with_capacity(job.prompts.len() * c.n);
-    for prompt in &job.prompts {
+    let mut streams = Vec::with_capacity(prompts.len() * c.n);
+    for prompt in prompts {
         if prompt.len() >= n_ctx {
             return Err(ServerError::PromptTooLong {
                 prompt: prompt.len(),
@@ -250,13 +263,22 @@ async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
                 sampling,
                 stop: c.stop.clone(),
                 ignore_eos: c.ignore_eos,
-                logprobs: job.logprobs,
+                logprobs,
                 // Each choice has its own grammar state.
                 constraint: constraint.clone(),
                 logit_bias: c.guidance.logit_bias.clone(),
             })?);
         }
     }
+    Ok(streams)
+}
+
+/// Submits every choice, then answers as the request asked.
+async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
+    let ready = state.ready()?;
+    let engine = &ready.engine;
+    let c = &job.common;
+    let streams = submit(engine, &job.prompts, c, job.logprobs).await?;
     let ctx = Answer {
         kind: job.kind,
         id: new_id(job.kind),

@@ -10,12 +10,16 @@
 //!   `GET /health`, `GET /metrics` (Prometheus text, tuili's and vLLM's names),
 //!   `POST /tokenize`, `POST /detokenize`, and vLLM's `POST /v1/completions/render` and
 //!   `POST /v1/chat/completions/render` (the token ids a request would run on).
-//!   With an API key, all but `/health` and `/metrics` need `Authorization: Bearer KEY`.
+//! - Other APIs over the same engine: Anthropic's `POST /v1/messages`.
+//!   With an API key, all but `/health` and `/metrics` need `Authorization: Bearer KEY`
+//!   (or Anthropic's `x-api-key: KEY`).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod anthropic;
 pub mod api;
 mod chat_output;
+mod chat_run;
 mod error;
 mod gbnf;
 mod generate;
