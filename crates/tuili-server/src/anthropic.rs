@@ -277,12 +277,14 @@ fn text_of(at: &str, v: &Value) -> Result<String, ServerError> {
             for (i, b) in blocks.iter().enumerate() {
                 match (b.get("type").and_then(Value::as_str), b.get("text")) {
                     (Some("text"), Some(Value::String(t))) => out.push_str(t),
-                    _ => return Err(field(
-                        &format!("{at}[{i}]"),
-                        format!(
+                    _ => {
+                        return Err(field(
+                            &format!("{at}[{i}]"),
+                            format!(
                             "{at}[{i}] must be a text block {{\"type\": \"text\", \"text\": ...}}"
                         ),
-                    )),
+                        ))
+                    }
                 }
             }
             Ok(out)

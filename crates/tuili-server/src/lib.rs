@@ -10,7 +10,8 @@
 //!   `GET /health`, `GET /metrics` (Prometheus text, tuili's and vLLM's names),
 //!   `POST /tokenize`, `POST /detokenize`, and vLLM's `POST /v1/completions/render` and
 //!   `POST /v1/chat/completions/render` (the token ids a request would run on).
-//! - Other APIs over the same engine: Anthropic's `POST /v1/messages`.
+//! - Other APIs over the same engine: Anthropic's `POST /v1/messages`, OpenAI's
+//!   `POST /v1/responses`.
 //!   With an API key, all but `/health` and `/metrics` need `Authorization: Bearer KEY`
 //!   (or Anthropic's `x-api-key: KEY`).
 #![deny(missing_docs)]
@@ -28,6 +29,9 @@ pub mod kv_wire;
 pub mod metrics;
 mod metrics_vllm;
 mod render;
+mod response_store;
+mod responses;
+mod responses_stream;
 mod routes;
 mod serve;
 mod state;

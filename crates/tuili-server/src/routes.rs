@@ -25,6 +25,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/chat/completions/render", post(chat_render))
         .route("/v1/completions/render", post(completion_render))
         .route("/v1/messages", post(crate::anthropic::messages))
+        .route("/v1/responses", post(crate::responses::responses))
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
         .route("/tokenize", post(tokenize))
