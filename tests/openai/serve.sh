@@ -1,4 +1,4 @@
-# Sourced by the client suites (tests/openai/run.sh, tests/anthropic/run.sh): a venv with
+# Sourced by the client suites (tests/{openai,anthropic,ollama}/run.sh): a venv with
 # pinned packages, `tuili serve` on a free loopback port, and pytest against it.
 # Needs: $venv, $tuili; sets TUILI_BASE_URL, TUILI_MODEL, TUILI_API_KEY_TEST and $status.
 

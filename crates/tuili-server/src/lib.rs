@@ -11,8 +11,9 @@
 //!   `POST /tokenize`, `POST /detokenize`, and vLLM's `POST /v1/completions/render` and
 //!   `POST /v1/chat/completions/render` (the token ids a request would run on).
 //! - Other APIs over the same engine: Anthropic's `POST /v1/messages`, OpenAI's
-//!   `POST /v1/responses`.
-//!   With an API key, all but `/health` and `/metrics` need `Authorization: Bearer KEY`
+//!   `POST /v1/responses`; Ollama's `/api/chat`, `/api/generate`, `/api/tags`, `/api/show`
+//!   and `/api/version`.
+//!   With an API key, all but `/health`, `/metrics` and `/api/version` need `Authorization: Bearer KEY`
 //!   (or Anthropic's `x-api-key: KEY`).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ mod kv_publish;
 pub mod kv_wire;
 pub mod metrics;
 mod metrics_vllm;
+mod ollama;
 mod render;
 mod response_store;
 mod responses;

@@ -26,6 +26,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/completions/render", post(completion_render))
         .route("/v1/messages", post(crate::anthropic::messages))
         .route("/v1/responses", post(crate::responses::responses))
+        .route("/api/chat", post(crate::ollama::chat))
+        .route("/api/generate", post(crate::ollama::generate))
+        .route("/api/tags", get(crate::ollama::tags))
+        .route("/api/show", post(crate::ollama::show))
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
         .route("/tokenize", post(tokenize))
@@ -34,6 +38,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
+        .route("/api/version", get(crate::ollama::version))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -87,8 +92,12 @@ async fn require_key(
             .map(str::trim)
             .unwrap_or("");
         if !constant_time_eq(given.as_bytes(), key.as_bytes()) {
-            if req.uri().path().starts_with("/v1/messages") {
+            let path = req.uri().path();
+            if path.starts_with("/v1/messages") {
                 return crate::anthropic::AnthropicError(ServerError::Unauthorized).into_response();
+            }
+            if path.starts_with("/api/") {
+                return crate::ollama::OllamaError(ServerError::Unauthorized).into_response();
             }
             return ServerError::Unauthorized.into_response();
         }
