@@ -142,6 +142,46 @@ impl Model {
         Ok(logits)
     }
 
+    /// The final hidden state of `tokens` as a new sequence (after the output norm, before
+    /// the output projection: what llama.cpp's `--embeddings` pools for a causal model),
+    /// `[tokens.len(), embedding width]`, on a cache of its own.
+    pub fn hidden_states(&self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let mut cache = self.new_cache(tokens.len());
+        cache.reserve(tokens.len())?;
+        let (pool, blocks) = cache.parts();
+        let chunk = SeqChunk {
+            tokens,
+            start: 0,
+            blocks,
+            local_blocks: &[],
+            logits_from: 0,
+        };
+        let local = pool.local_window().map(|w| (pool.n_local_blocks(), w));
+        let chunks = [chunk];
+        let batch = Batch::new(
+            &chunks,
+            self.cfg.vocab,
+            pool.n_blocks(),
+            pool.block_size(),
+            local,
+        )?;
+        with_scratch(|s| {
+            let mut step = CpuStep::new(
+                &self.weights,
+                &self.spec.ropes,
+                self.widths(),
+                pool,
+                &batch,
+                s,
+            );
+            if crate::forward::final_hidden(&self.spec, &batch, &mut step)? {
+                Ok(step.out_rows())
+            } else {
+                Ok(Vec::new())
+            }
+        })
+    }
+
     /// Runs a ragged batch on the CPU: each chunk's tokens continue its own sequence,
     /// whose K/V live in `pool` behind its block table. Every weight is read once for the
     /// whole batch. Returns the logits each chunk asked for, chunk after chunk:
