@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The OpenAI-client suite: installs the official `openai` package (pinned) and `jsonschema`
 # in a venv, starts `tuili serve` on a free loopback port and runs pytest against it, once
-# per model: SmolLM2 (smol.gguf) runs the whole API suite, the structured-output and the
-# Responses API tests; Qwen2.5-Coder (qwen.gguf, when present) the structured-output,
-# tool-call and Responses API tests (with function calls). Needs
+# per model: SmolLM2 (smol.gguf) runs the whole API suite, the structured-output, Responses
+# API and embeddings tests (the last against llama-cpp-python when it is installed, see
+# tuili_testkit::llamacpp_python); Qwen2.5-Coder (qwen.gguf, when present) the
+# structured-output, tool-call and Responses API tests (with function calls). Needs
 # TUILI_TEST_MODELS_DIR (scripts/test.sh sets it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +29,8 @@ make_venv "import openai, pytest, jsonschema, sys; sys.exit(openai.__version__ !
     "openai==$OPENAI_VERSION" "pytest==$PYTEST_VERSION" "jsonschema==$JSONSCHEMA_VERSION"
 
 serve "$TUILI_TEST_MODELS_DIR/smol.gguf" smol
-run tests/openai/test_openai.py tests/openai/test_structured.py tests/openai/test_responses.py
+run tests/openai/test_openai.py tests/openai/test_structured.py tests/openai/test_responses.py \
+    tests/openai/test_embeddings.py
 stop
 
 if [[ -f "$TUILI_TEST_MODELS_DIR/qwen.gguf" ]]; then

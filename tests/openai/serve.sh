@@ -28,7 +28,7 @@ serve() {
     local port
     port="$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     export TUILI_BASE_URL="http://127.0.0.1:$port/v1"
-    export TUILI_MODEL="$2"
+    export TUILI_MODEL="$2" TUILI_MODEL_FILE="$1"
     # Small limits so that the suite can provoke 429 with a handful of clients.
     "$tuili" serve -m "$1" --host 127.0.0.1 --port "$port" --api-key "$TUILI_API_KEY_TEST" \
         --model-name "$2" --parallel 4 --max-queue 2 --ctx 2048 >"$log" 2>&1 &

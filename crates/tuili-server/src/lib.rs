@@ -11,7 +11,7 @@
 //!   `POST /tokenize`, `POST /detokenize`, and vLLM's `POST /v1/completions/render` and
 //!   `POST /v1/chat/completions/render` (the token ids a request would run on).
 //! - Other APIs over the same engine: Anthropic's `POST /v1/messages`, OpenAI's
-//!   `POST /v1/responses`; Ollama's `/api/chat`, `/api/generate`, `/api/tags`, `/api/show`
+//!   `POST /v1/responses`, `POST /v1/embeddings`; Ollama's `/api/chat`, `/api/generate`, `/api/tags`, `/api/show`
 //!   and `/api/version`.
 //!   With an API key, all but `/health`, `/metrics` and `/api/version` need `Authorization: Bearer KEY`
 //!   (or Anthropic's `x-api-key: KEY`).
@@ -22,6 +22,7 @@ mod anthropic;
 pub mod api;
 mod chat_output;
 mod chat_run;
+mod embeddings;
 mod error;
 mod gbnf;
 mod generate;

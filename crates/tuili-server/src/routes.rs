@@ -26,6 +26,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/completions/render", post(completion_render))
         .route("/v1/messages", post(crate::anthropic::messages))
         .route("/v1/responses", post(crate::responses::responses))
+        .route("/v1/embeddings", post(crate::embeddings::embeddings))
         .route("/api/chat", post(crate::ollama::chat))
         .route("/api/generate", post(crate::ollama::generate))
         .route("/api/tags", get(crate::ollama::tags))
