@@ -98,6 +98,13 @@ pub(crate) fn add_tool_grammar(
     let (Some(spec), Some(format)) = (tools, shape.tools) else {
         return Ok(());
     };
+    let forced = matches!(spec.choice, ToolChoice::Required | ToolChoice::Named(_));
+    if format == ToolFormat::QwenXml && forced {
+        return Err(ServerError::unsupported(
+            "tool_choice",
+            "tool_choice required or a named function is not enforced for this model's XML tool-call format (Qwen3-Coder) yet; use auto",
+        ));
+    }
     let Some(g) = spec.grammar(format) else {
         return Ok(());
     };

@@ -39,6 +39,7 @@ mod routes;
 mod serve;
 mod state;
 pub mod structured;
+mod tool_xml;
 pub mod tools;
 pub mod validate;
 

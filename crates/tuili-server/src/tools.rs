@@ -41,6 +41,9 @@ pub struct ToolSpec {
 pub enum ToolFormat {
     /// Hermes, Qwen2.5, Qwen3: `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`.
     Hermes,
+    /// Qwen3-Coder: `<tool_call>\n<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>\n
+    /// </function>\n</tool_call>` (parsed; no grammar yet).
+    QwenXml,
     /// Llama 3.x: the whole answer is `{"name": ..., "parameters": {...}}` (after the
     /// `<|python_tag|>` special token, which decoding hides), several joined by `;`.
     Llama3,
@@ -52,7 +55,9 @@ pub enum ToolFormat {
 impl ToolFormat {
     /// The format a chat template asks its model to use, if it knows one.
     pub fn of_template(source: &str) -> Option<ToolFormat> {
-        if source.contains("<tool_call>") {
+        if source.contains("<tool_call>") && source.contains("<function=") {
+            Some(ToolFormat::QwenXml)
+        } else if source.contains("<tool_call>") {
             Some(ToolFormat::Hermes)
         } else if source.contains("[TOOL_CALLS]") {
             Some(ToolFormat::Mistral)
@@ -67,7 +72,7 @@ impl ToolFormat {
     fn arguments_key(self) -> &'static str {
         match self {
             ToolFormat::Llama3 => "parameters",
-            ToolFormat::Hermes | ToolFormat::Mistral => "arguments",
+            ToolFormat::Hermes | ToolFormat::QwenXml | ToolFormat::Mistral => "arguments",
         }
     }
 }
@@ -249,6 +254,8 @@ impl ToolSpec {
         let wanted: Vec<&Value> = match &self.choice {
             ToolChoice::None => return None,
             ToolChoice::Auto if format != ToolFormat::Hermes => return None,
+            // Refused before: see `add_tool_grammar`.
+            _ if format == ToolFormat::QwenXml => return None,
             ToolChoice::Auto | ToolChoice::Required => self.tools.iter().collect(),
             ToolChoice::Named(n) => self
                 .tools
@@ -302,6 +309,7 @@ impl ToolSpec {
                     format!("start: \"<tool_call>\\n\" {tail}")
                 }
             }
+            ToolFormat::QwenXml => unreachable!("no grammar for the XML format"),
             ToolFormat::Llama3 => {
                 schema["x-guidance"] = layout;
                 let more = if self.parallel { " (\"; \" body)*" } else { "" };
@@ -399,6 +407,10 @@ mod tests {
         assert_eq!(
             ToolFormat::of_template("<|python_tag|>"),
             Some(ToolFormat::Llama3)
+        );
+        assert_eq!(
+            ToolFormat::of_template("<tool_call>\n<function=example_function_name>"),
+            Some(ToolFormat::QwenXml)
         );
         assert_eq!(ToolFormat::of_template("{{ messages }}"), None);
         let s = spec(json!({"tools": [weather()], "tool_choice": "required"}))
