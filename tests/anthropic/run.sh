@@ -10,30 +10,12 @@ ANTHROPIC_VERSION=2.17.0
 PYTEST_VERSION=9.0.3
 JSONSCHEMA_VERSION=4.25.1
 
-if [[ -z "${TUILI_TEST_MODELS_DIR:-}" || ! -f "$TUILI_TEST_MODELS_DIR/smol.gguf" ]]; then
-    echo "skipped: tests/anthropic: TUILI_TEST_MODELS_DIR/smol.gguf not found"
-    exit 0
-fi
-
-tuili="${TUILI_BIN:-${CARGO_TARGET_DIR:-target}/release/tuili}"
-if [[ ! -x "$tuili" ]]; then
-    cargo build --release --bin tuili
-fi
-
+suite=tests/anthropic
 venv="${TUILI_ANTHROPIC_VENV:-target/anthropic-venv}"
 source tests/openai/serve.sh
 make_venv "import anthropic, pytest, jsonschema, sys; sys.exit(anthropic.__version__ != '$ANTHROPIC_VERSION')" \
     "anthropic==$ANTHROPIC_VERSION" "pytest==$PYTEST_VERSION" "jsonschema==$JSONSCHEMA_VERSION"
 
-serve "$TUILI_TEST_MODELS_DIR/smol.gguf" smol
-run tests/anthropic/test_anthropic.py
-stop
-
-if [[ -f "$TUILI_TEST_MODELS_DIR/qwen.gguf" ]]; then
-    serve "$TUILI_TEST_MODELS_DIR/qwen.gguf" qwen
-    run tests/anthropic/test_anthropic.py
-    stop
-else
-    echo "skipped: tests/anthropic on Qwen2.5-Coder: TUILI_TEST_MODELS_DIR/qwen.gguf not found"
-fi
+on_models "tests/anthropic/test_anthropic.py" \
+    "tests/anthropic/test_anthropic.py"
 exit $status

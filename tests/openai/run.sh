@@ -13,31 +13,12 @@ OPENAI_VERSION=3.51.0
 PYTEST_VERSION=9.0.3
 JSONSCHEMA_VERSION=4.25.1
 
-if [[ -z "${TUILI_TEST_MODELS_DIR:-}" || ! -f "$TUILI_TEST_MODELS_DIR/smol.gguf" ]]; then
-    echo "skipped: tests/openai: TUILI_TEST_MODELS_DIR/smol.gguf not found"
-    exit 0
-fi
-
-tuili="${TUILI_BIN:-${CARGO_TARGET_DIR:-target}/release/tuili}"
-if [[ ! -x "$tuili" ]]; then
-    cargo build --release --bin tuili
-fi
-
+suite=tests/openai
 venv="${TUILI_OPENAI_VENV:-target/openai-venv}"
 source tests/openai/serve.sh
 make_venv "import openai, pytest, jsonschema, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" \
     "openai==$OPENAI_VERSION" "pytest==$PYTEST_VERSION" "jsonschema==$JSONSCHEMA_VERSION"
 
-serve "$TUILI_TEST_MODELS_DIR/smol.gguf" smol
-run tests/openai/test_openai.py tests/openai/test_structured.py tests/openai/test_responses.py \
-    tests/openai/test_embeddings.py
-stop
-
-if [[ -f "$TUILI_TEST_MODELS_DIR/qwen.gguf" ]]; then
-    serve "$TUILI_TEST_MODELS_DIR/qwen.gguf" qwen
-    run tests/openai/test_structured.py tests/openai/test_tools.py tests/openai/test_responses.py
-    stop
-else
-    echo "skipped: tests/openai on Qwen2.5-Coder: TUILI_TEST_MODELS_DIR/qwen.gguf not found"
-fi
+on_models "tests/openai/test_openai.py tests/openai/test_structured.py tests/openai/test_responses.py tests/openai/test_embeddings.py" \
+    "tests/openai/test_structured.py tests/openai/test_tools.py tests/openai/test_responses.py"
 exit $status

@@ -1,6 +1,17 @@
 # Sourced by the client suites (tests/{openai,anthropic,ollama}/run.sh): a venv with
-# pinned packages, `tuili serve` on a free loopback port, and pytest against it.
-# Needs: $venv, $tuili; sets TUILI_BASE_URL, TUILI_MODEL, TUILI_API_KEY_TEST and $status.
+# pinned packages, `tuili serve` on a free loopback port, and pytest against it, once per
+# test model. Needs: $suite (its name) and $venv; sets TUILI_BASE_URL, TUILI_MODEL,
+# TUILI_MODEL_FILE, TUILI_API_KEY_TEST and $status.
+
+if [[ -z "${TUILI_TEST_MODELS_DIR:-}" || ! -f "$TUILI_TEST_MODELS_DIR/smol.gguf" ]]; then
+    echo "skipped: $suite: TUILI_TEST_MODELS_DIR/smol.gguf not found"
+    exit 0
+fi
+
+tuili="${TUILI_BIN:-${CARGO_TARGET_DIR:-target}/release/tuili}"
+if [[ ! -x "$tuili" ]]; then
+    cargo build --release --bin tuili
+fi
 
 # make_venv CHECK PACKAGES...: (re)creates $venv unless python -c CHECK succeeds in it.
 make_venv() {
@@ -58,4 +69,19 @@ run() {
         status=$?
         echo "--- tuili serve log ---"; cat "$log"
     }
+}
+
+# on_models SMOL_TESTS QWEN_TESTS: the first test files (space-separated) against SmolLM2,
+# the second against Qwen2.5-Coder when qwen.gguf is there.
+on_models() {
+    serve "$TUILI_TEST_MODELS_DIR/smol.gguf" smol
+    run $1
+    stop
+    if [[ -f "$TUILI_TEST_MODELS_DIR/qwen.gguf" ]]; then
+        serve "$TUILI_TEST_MODELS_DIR/qwen.gguf" qwen
+        run $2
+        stop
+    else
+        echo "skipped: $suite on Qwen2.5-Coder: TUILI_TEST_MODELS_DIR/qwen.gguf not found"
+    fi
 }

@@ -156,29 +156,9 @@ impl Model {
             local_blocks: &[],
             logits_from: 0,
         };
-        let local = pool.local_window().map(|w| (pool.n_local_blocks(), w));
-        let chunks = [chunk];
-        let batch = Batch::new(
-            &chunks,
-            self.cfg.vocab,
-            pool.n_blocks(),
-            pool.block_size(),
-            local,
-        )?;
-        with_scratch(|s| {
-            let mut step = CpuStep::new(
-                &self.weights,
-                &self.spec.ropes,
-                self.widths(),
-                pool,
-                &batch,
-                s,
-            );
-            if crate::forward::final_hidden(&self.spec, &batch, &mut step)? {
-                Ok(step.out_rows())
-            } else {
-                Ok(Vec::new())
-            }
+        self.on_cpu(&[chunk], pool, |spec, batch, step| {
+            let any = crate::forward::final_hidden(spec, batch, step)?;
+            Ok(if any { step.out_rows() } else { Vec::new() })
         })
     }
 
@@ -190,6 +170,18 @@ impl Model {
         &self,
         chunks: &[SeqChunk],
         pool: &mut KvPool,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.on_cpu(chunks, pool, |spec, batch, step| {
+            crate::forward::forward(spec, batch, step)
+        })
+    }
+
+    /// Runs `f` on a CPU step made for `chunks`.
+    fn on_cpu(
+        &self,
+        chunks: &[SeqChunk],
+        pool: &mut KvPool,
+        f: impl FnOnce(&ModelSpec, &Batch, &mut CpuStep) -> Result<Vec<f32>, ModelError>,
     ) -> Result<Vec<f32>, ModelError> {
         let local = pool.local_window().map(|w| (pool.n_local_blocks(), w));
         let batch = Batch::new(
@@ -208,7 +200,7 @@ impl Model {
                 &batch,
                 s,
             );
-            crate::forward::forward(&self.spec, &batch, &mut step)
+            f(&self.spec, &batch, &mut step)
         })
     }
 }

@@ -5,22 +5,20 @@
 //! `message_stop`). Errors use Anthropic's body, `{"type": "error", "error": {...}}`.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::sse::{self, KeepAlive, Sse};
+use axum::response::sse;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::stream;
 use serde_json::{json, Map, Value};
 use tuili_engine::{FinishReason, Usage};
 
-use crate::chat_run::{self, arguments_value, ChatRun, Step};
+use crate::chat_run::{self, arguments_value, sse_answer, ChatRun, EventLayout, Step};
 use crate::routes::body;
-use crate::validate::{kind, random_u64};
+use crate::validate::{kind, known_object, random_u64};
 use crate::{AppState, ServerError};
 
 /// Fields of a Messages request; others are refused by name.
@@ -152,18 +150,7 @@ fn field(param: &str, message: String) -> ServerError {
 
 /// The chat-completions body of a Messages request.
 pub(crate) fn to_chat(req: &Value) -> Result<Value, ServerError> {
-    let Some(map) = req.as_object() else {
-        return Err(ServerError::InvalidJson(format!(
-            "the body must be a JSON object, got {}",
-            kind(req)
-        )));
-    };
-    if let Some(k) = map.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(ServerError::unsupported(
-            k.clone(),
-            format!("unknown or unsupported field '{k}'"),
-        ));
-    }
+    let map = known_object(req, KNOWN)?;
     let max_tokens = match map.get("max_tokens") {
         Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => n.clone(),
         Some(other) => {
@@ -388,7 +375,6 @@ fn events(run: ChatRun, id: String, model: String) -> Response {
         "stop_reason": null, "stop_sequence": null,
         "usage": {"input_tokens": run.prompt_tokens, "output_tokens": 0}}});
     let mut st = Blocks {
-        run: Some(run),
         pending: VecDeque::from([event("message_start", &start)]),
         open: None,
         index: 0,
@@ -396,25 +382,7 @@ fn events(run: ChatRun, id: String, model: String) -> Response {
     };
     st.pending
         .push_back(event("ping", &json!({"type": "ping"})));
-    let events = stream::unfold(st, |mut st| async move {
-        loop {
-            if let Some(e) = st.pending.pop_front() {
-                return Some((Ok::<_, Infallible>(e), st));
-            }
-            let run = st.run.as_mut()?;
-            match run.next().await {
-                Some(Ok(steps)) => steps.into_iter().for_each(|s| st.step(s)),
-                Some(Err(e)) => {
-                    st.pending.push_back(event("error", &error_json(&e)));
-                    st.run = None;
-                }
-                None => st.run = None,
-            }
-        }
-    });
-    Sse::new(events)
-        .keep_alive(KeepAlive::new().text("keep-alive"))
-        .into_response()
+    sse_answer(run, st)
 }
 
 fn event(name: &str, v: &Value) -> sse::Event {
@@ -430,12 +398,25 @@ enum Open {
 }
 
 struct Blocks {
-    run: Option<ChatRun>,
     pending: VecDeque<sse::Event>,
     open: Option<Open>,
     /// Index of the open block (or of the next one).
     index: usize,
     calls: usize,
+}
+
+impl EventLayout for Blocks {
+    fn queue(&mut self) -> &mut VecDeque<sse::Event> {
+        &mut self.pending
+    }
+
+    fn step(&mut self, s: Step) {
+        self.on_step(s)
+    }
+
+    fn error(&mut self, e: ServerError) {
+        self.pending.push_back(event("error", &error_json(&e)));
+    }
 }
 
 impl Blocks {
@@ -463,7 +444,7 @@ impl Blocks {
         self.pending.push_back(event("content_block_delta", &e));
     }
 
-    fn step(&mut self, s: Step) {
+    fn on_step(&mut self, s: Step) {
         match s {
             Step::Text(t) => {
                 if t.is_empty() {

@@ -3,7 +3,13 @@
 //! code checks, renders and constrains them; their answers come out of the same output
 //! parser as [`Step`]s, which each API lays out in its own shape.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
 use axum::body::Bytes;
+use axum::response::sse::{self, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
 use serde_json::Value;
 use tuili_engine::{EngineHandle, Event, FinishReason, RequestStream, Usage};
 
@@ -177,6 +183,40 @@ impl ChatRun {
         }
         Ok(w)
     }
+}
+
+/// How an API lays a streamed answer out as server-sent events.
+pub(crate) trait EventLayout: Send + 'static {
+    /// The events ready to send.
+    fn queue(&mut self) -> &mut VecDeque<sse::Event>;
+    /// Queues the events of the next step.
+    fn step(&mut self, s: Step);
+    /// Queues the event of an engine failure; nothing follows it.
+    fn error(&mut self, e: ServerError);
+}
+
+/// `run` streamed as server-sent events laid out by `layout` (with what it has queued
+/// already first).
+pub(crate) fn sse_answer<L: EventLayout>(run: ChatRun, layout: L) -> Response {
+    let events = stream::unfold((Some(run), layout), |(mut run, mut l)| async move {
+        loop {
+            if let Some(e) = l.queue().pop_front() {
+                return Some((Ok::<_, Infallible>(e), (run, l)));
+            }
+            match run.as_mut()?.next().await {
+                Some(Ok(steps)) => steps.into_iter().for_each(|s| l.step(s)),
+                Some(Err(e)) => {
+                    tracing::error!("engine error on a streamed answer: {e:?}");
+                    l.error(e);
+                    run = None;
+                }
+                None => run = None,
+            }
+        }
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().text("keep-alive"))
+        .into_response()
 }
 
 /// The parser's pieces as steps; a whole call becomes its start and its arguments.

@@ -15,7 +15,7 @@ use tuili_engine::{FinishReason, Usage};
 use crate::chat_run;
 use crate::routes::body;
 use crate::state::unix_now;
-use crate::validate::{kind, random_u64};
+use crate::validate::{kind, known_object, random_u64};
 use crate::{AppState, ServerError};
 
 /// Fields of a Responses request; others are refused by name.
@@ -266,18 +266,7 @@ pub(crate) fn to_chat(
     req: &Value,
     stored: impl Fn(&str) -> Option<Vec<Value>>,
 ) -> Result<ResponsesJob, ServerError> {
-    let Some(map) = req.as_object() else {
-        return Err(ServerError::InvalidJson(format!(
-            "the body must be a JSON object, got {}",
-            kind(req)
-        )));
-    };
-    if let Some(k) = map.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(ServerError::unsupported(
-            k.clone(),
-            format!("unknown or unsupported parameter '{k}'"),
-        ));
-    }
+    let map = known_object(req, KNOWN)?;
     let get = |k: &str| map.get(k).filter(|v| !v.is_null());
     let mut history = match get("previous_response_id") {
         None => Vec::new(),

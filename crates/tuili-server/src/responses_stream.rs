@@ -5,19 +5,17 @@
 //! `response.incomplete`). Every event carries its `sequence_number`.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 
-use axum::response::sse::{self, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use futures_util::stream;
+use axum::response::sse;
+use axum::response::Response;
 use serde_json::{json, Value};
 use tuili_engine::FinishReason;
 
-use crate::chat_run::{ChatRun, Step};
+use crate::chat_run::{sse_answer, ChatRun, EventLayout, Step};
 use crate::responses::{
     call_item, message_item, new_id, reasoning_item, text_part, Call, Head, Output, ResponsesJob,
 };
-use crate::AppState;
+use crate::{AppState, ServerError};
 
 /// The item being streamed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,7 +27,6 @@ enum Open {
 }
 
 struct Streamer {
-    run: Option<ChatRun>,
     pending: VecDeque<sse::Event>,
     seq: u64,
     head: Head,
@@ -46,7 +43,6 @@ struct Streamer {
 /// The answer as the Responses event stream.
 pub(crate) fn events(run: ChatRun, head: Head, job: ResponsesJob, state: AppState) -> Response {
     let mut st = Streamer {
-        run: Some(run),
         pending: VecDeque::new(),
         seq: 0,
         head,
@@ -59,30 +55,22 @@ pub(crate) fn events(run: ChatRun, head: Head, job: ResponsesJob, state: AppStat
     let created = st.head.object(&Output::default(), None);
     st.send(json!({"type": "response.created", "response": created}));
     st.send(json!({"type": "response.in_progress", "response": created}));
-    let events = stream::unfold(st, |mut st| async move {
-        loop {
-            if let Some(e) = st.pending.pop_front() {
-                return Some((Ok::<_, Infallible>(e), st));
-            }
-            let run = st.run.as_mut()?;
-            match run.next().await {
-                Some(Ok(steps)) => steps.into_iter().for_each(|s| st.step(s)),
-                Some(Err(e)) => {
-                    tracing::error!("engine error on a streamed response: {e}");
-                    let b = e.body();
-                    st.send(
-                        json!({"type": "error", "code": b.code, "message": b.message,
-                                   "param": b.param}),
-                    );
-                    st.run = None;
-                }
-                None => st.run = None,
-            }
-        }
-    });
-    Sse::new(events)
-        .keep_alive(KeepAlive::new().text("keep-alive"))
-        .into_response()
+    sse_answer(run, st)
+}
+
+impl EventLayout for Streamer {
+    fn queue(&mut self) -> &mut VecDeque<sse::Event> {
+        &mut self.pending
+    }
+
+    fn step(&mut self, s: Step) {
+        self.on_step(s)
+    }
+
+    fn error(&mut self, e: ServerError) {
+        let b = e.body();
+        self.send(json!({"type": "error", "code": b.code, "message": b.message, "param": b.param}));
+    }
 }
 
 impl Streamer {
@@ -175,7 +163,7 @@ impl Streamer {
         }
     }
 
-    fn step(&mut self, s: Step) {
+    fn on_step(&mut self, s: Step) {
         let i = self.output_index();
         match s {
             Step::Text(t) => {
