@@ -22,6 +22,8 @@ export TUILI_REQUIRE_MODELS=1
 
 cargo test --release --workspace "$@"
 bash tests/openai/run.sh  # the official openai client against `tuili serve`
+bash tests/anthropic/run.sh  # the official anthropic client against /v1/messages
+bash tests/ollama/run.sh  # the official ollama client against /api/*
 bash tests/cluster/run.sh  # vLLM's metrics and KV events, read by their Python consumers
 bash tests/deploy/run.sh   # deploy/'s manifests and Containerfile against their schemas
 bash tests/router/run.sh   # `tuili route` over real upstreams: privacy, failover, latency, escalation, llama.cpp

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The OpenAI-client suite: installs the official `openai` package (pinned) and `jsonschema`
 # in a venv, starts `tuili serve` on a free loopback port and runs pytest against it, once
-# per model: SmolLM2 (smol.gguf) runs the whole API suite and the structured-output tests;
-# Qwen2.5-Coder (qwen.gguf, when present) the structured-output and tool-call tests. Needs
+# per model: SmolLM2 (smol.gguf) runs the whole API suite, the structured-output, Responses
+# API and embeddings tests (the last against llama-cpp-python when it is installed, see
+# tuili_testkit::llamacpp_python); Qwen2.5-Coder (qwen.gguf, when present) the
+# structured-output, tool-call and Responses API tests (with function calls). Needs
 # TUILI_TEST_MODELS_DIR (scripts/test.sh sets it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,81 +13,12 @@ OPENAI_VERSION=3.51.0
 PYTEST_VERSION=9.0.3
 JSONSCHEMA_VERSION=4.25.1
 
-if [[ -z "${TUILI_TEST_MODELS_DIR:-}" || ! -f "$TUILI_TEST_MODELS_DIR/smol.gguf" ]]; then
-    echo "skipped: tests/openai: TUILI_TEST_MODELS_DIR/smol.gguf not found"
-    exit 0
-fi
-
-tuili="${TUILI_BIN:-${CARGO_TARGET_DIR:-target}/release/tuili}"
-if [[ ! -x "$tuili" ]]; then
-    cargo build --release --bin tuili
-fi
-
+suite=tests/openai
 venv="${TUILI_OPENAI_VENV:-target/openai-venv}"
-if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import openai, pytest, jsonschema, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check "openai==$OPENAI_VERSION" \
-        "pytest==$PYTEST_VERSION" "jsonschema==$JSONSCHEMA_VERSION"
-fi
+source tests/openai/serve.sh
+make_venv "import openai, pytest, jsonschema, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" \
+    "openai==$OPENAI_VERSION" "pytest==$PYTEST_VERSION" "jsonschema==$JSONSCHEMA_VERSION"
 
-export TUILI_API_KEY_TEST="sk-tuili-test"
-server=""
-log="$(mktemp)"
-cleanup() {
-    if [[ -n "$server" ]]; then
-        kill -TERM "$server" 2>/dev/null || true
-        wait "$server" 2>/dev/null || true
-    fi
-    rm -f "$log"
-}
-trap cleanup EXIT
-
-# serve MODEL_FILE NAME: starts the server and waits for /health to answer 200.
-serve() {
-    local port
-    port="$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    export TUILI_BASE_URL="http://127.0.0.1:$port/v1"
-    export TUILI_MODEL="$2"
-    # Small limits so that the suite can provoke 429 with a handful of clients.
-    "$tuili" serve -m "$1" --host 127.0.0.1 --port "$port" --api-key "$TUILI_API_KEY_TEST" \
-        --model-name "$2" --parallel 4 --max-queue 2 --ctx 2048 >"$log" 2>&1 &
-    server=$!
-    ready() {
-        "$venv/bin/python" -c "import sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:$port/health', timeout=2).status != 200)" 2>/dev/null
-    }
-    for _ in $(seq 1 900); do
-        if ready; then return 0; fi
-        if ! kill -0 "$server" 2>/dev/null; then
-            echo "tuili serve exited:"; cat "$log"; exit 1
-        fi
-        sleep 0.1
-    done
-    ready || { echo "server not ready:"; cat "$log"; exit 1; }
-}
-
-stop() {
-    kill -TERM "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-    server=""
-}
-
-status=0
-run() {
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@" || {
-        status=$?
-        echo "--- tuili serve log ---"; cat "$log"
-    }
-}
-
-serve "$TUILI_TEST_MODELS_DIR/smol.gguf" smol
-run tests/openai/test_openai.py tests/openai/test_structured.py
-stop
-
-if [[ -f "$TUILI_TEST_MODELS_DIR/qwen.gguf" ]]; then
-    serve "$TUILI_TEST_MODELS_DIR/qwen.gguf" qwen
-    run tests/openai/test_structured.py tests/openai/test_tools.py
-    stop
-else
-    echo "skipped: tests/openai on Qwen2.5-Coder: TUILI_TEST_MODELS_DIR/qwen.gguf not found"
-fi
+on_models "tests/openai/test_openai.py tests/openai/test_structured.py tests/openai/test_responses.py tests/openai/test_embeddings.py" \
+    "tests/openai/test_structured.py tests/openai/test_tools.py tests/openai/test_responses.py"
 exit $status

@@ -235,8 +235,8 @@ impl Constraint {
         })
     }
 
-    /// Advances past the sampled `token`.
-    pub(crate) fn accept(&mut self, token: u32) -> Result<(), String> {
+    /// Advances past the sampled `token`; an error when the grammar does not allow it.
+    pub fn accept(&mut self, token: u32) -> Result<(), String> {
         self.matcher
             .consume_token(token)
             .map_err(|e| format!("grammar error: {e}"))

@@ -33,6 +33,16 @@ pub trait Runner {
     /// Where it runs, for people: `cpu`, `cuda:0 (NVIDIA H200)`.
     fn device(&self) -> String;
 
+    /// The final hidden states of `tokens` as a new sequence, `[tokens, width]` (see
+    /// `Model::hidden_states`), for embeddings. Only the CPU runner has them so far.
+    fn hidden_states(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        let _ = tokens;
+        Err(EngineError::Invalid(format!(
+            "embeddings are not supported on {} yet",
+            self.device()
+        )))
+    }
+
     /// Fills positions `0..n` of the sequence with block table `blocks` with some K/V,
     /// as fast as the runner can, for benchmarks of the steps after them (whose speed
     /// does not depend on the values). By default a prefill of token 0, 512 at a time.
@@ -233,6 +243,10 @@ impl<M: Deref<Target = Model>> Runner for CpuRunner<M> {
 
     fn device(&self) -> String {
         "cpu".into()
+    }
+
+    fn hidden_states(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        Ok(self.model.hidden_states(tokens)?)
     }
 
     /// Writes pseudo-random K/V rows straight into the pool (no forward pass).

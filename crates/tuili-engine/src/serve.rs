@@ -15,7 +15,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tuili_models::{Config, KvPool, Model, SeqChunk};
 use tuili_tokenizer::{StreamDecoder, Tokenizer};
 
@@ -76,6 +76,13 @@ struct Submission {
     at: Instant,
 }
 
+/// What the engine thread receives.
+enum Inbox {
+    Generate(Box<Submission>),
+    /// Final hidden states of a text, `[tokens, width]`, run between steps.
+    Hidden(Vec<u32>, oneshot::Sender<Result<Vec<f32>, String>>),
+}
+
 /// State shared by the handles and the engine thread.
 struct Shared {
     /// Requests submitted and not yet scheduled once.
@@ -127,7 +134,7 @@ fn tracing_stderr(line: &str) {
 /// A cheap, cloneable handle to the engine thread.
 #[derive(Clone)]
 pub struct EngineHandle {
-    inbox: std_mpsc::Sender<Submission>,
+    inbox: std_mpsc::Sender<Inbox>,
     shared: Arc<Shared>,
     tokenizer: Arc<Tokenizer>,
     cfg: Arc<EngineConfig>,
@@ -193,7 +200,7 @@ impl EngineHandle {
             tx,
             at: Instant::now(),
         };
-        if self.inbox.send(sub).is_err() {
+        if self.inbox.send(Inbox::Generate(Box::new(sub))).is_err() {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(match self.shared.failure() {
                 Some(why) => SubmitError::Failed(why),
@@ -201,6 +208,27 @@ impl EngineHandle {
             });
         }
         Ok(RequestStream { rx })
+    }
+
+    /// The final hidden states of `tokens` as a new sequence (`[tokens, width]`, see
+    /// `Model::hidden_states`), computed on the engine thread between two steps.
+    pub async fn hidden_states(&self, tokens: Vec<u32>) -> Result<Vec<f32>, String> {
+        if let Some(why) = self.shared.failure() {
+            return Err(why);
+        }
+        if tokens.is_empty() || tokens.len() > self.cfg.n_ctx {
+            return Err(format!(
+                "the text has {} tokens; it must have 1 to {} (the context length)",
+                tokens.len(),
+                self.cfg.n_ctx
+            ));
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.inbox.send(Inbox::Hidden(tokens, tx)).is_err() {
+            return Err("the engine thread ended".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the engine thread ended".into()))
     }
 
     /// Free decode slots: a request that fits one starts at the next step, so it is
@@ -457,7 +485,7 @@ struct EngineCore {
     tokenizer: Arc<Tokenizer>,
     scheduler: Scheduler,
     shared: Arc<Shared>,
-    inbox: std_mpsc::Receiver<Submission>,
+    inbox: std_mpsc::Receiver<Inbox>,
     metrics: EngineMetrics,
     /// The sequences of the step being run (what a panic in it fails).
     in_step: Vec<SeqId>,
@@ -474,13 +502,13 @@ impl EngineCore {
             // Idle: block until a request arrives (or every handle is gone).
             if active.is_empty() {
                 match self.inbox.recv_timeout(Duration::from_millis(200)) {
-                    Ok(sub) => self.admit(sub, &tokenizer, &mut active),
+                    Ok(msg) => self.receive(msg, &tokenizer, &mut active),
                     Err(std_mpsc::RecvTimeoutError::Timeout) => continue,
                     Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
                 }
             }
-            while let Ok(sub) = self.inbox.try_recv() {
-                self.admit(sub, &tokenizer, &mut active);
+            while let Ok(msg) = self.inbox.try_recv() {
+                self.receive(msg, &tokenizer, &mut active);
             }
             tuili_backend::fault::hit(tuili_backend::fault::Site::EngineLoop);
             match catch_unwind(AssertUnwindSafe(|| self.step(&mut active))) {
@@ -530,6 +558,29 @@ impl EngineCore {
                 let _ = a.tx.send(Event::Error(why.to_string()));
             }
             self.end(id, active);
+        }
+    }
+
+    fn receive<'t>(
+        &mut self,
+        msg: Inbox,
+        tok: &'t Tokenizer,
+        active: &mut HashMap<SeqId, Active<'t>>,
+    ) {
+        match msg {
+            Inbox::Generate(sub) => self.admit(*sub, tok, active),
+            Inbox::Hidden(tokens, reply) => {
+                // On its own scratch cache: the pool and the running sequences are untouched.
+                let r = catch_unwind(AssertUnwindSafe(|| self.runner.hidden_states(&tokens)));
+                let r = match r {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(p) => Err(format!(
+                        "the engine panicked: {}",
+                        panic_message(p.as_ref())
+                    )),
+                };
+                let _ = reply.send(r);
+            }
         }
     }
 

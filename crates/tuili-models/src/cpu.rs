@@ -90,6 +90,11 @@ impl<'a, 'b> CpuStep<'a, 'b> {
         &self.s.bufs[b as usize]
     }
 
+    /// The final hidden states the last step left in `Buf::Out`.
+    pub(crate) fn out_rows(&self) -> Vec<f32> {
+        self.buf(Buf::Out).to_vec()
+    }
+
     fn buf_mut(&mut self, b: Buf) -> &mut [f32] {
         &mut self.s.bufs[b as usize]
     }

@@ -12,8 +12,29 @@ use crate::spec::{Ffn, ModelSpec};
 /// feed-forward norm → gated feed-forward (+ post-norm, residual scale). A block's output
 /// stays in `Xn` and is added to the residual `X` by the next norm, which fuses the two.
 pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<Vec<f32>, O::Error> {
-    if batch.is_empty() {
+    if !final_hidden(spec, batch, ops)? {
         return Ok(Vec::new());
+    }
+    let mut logits = ops.logits(Buf::Out, spec.output)?;
+    if spec.logit_scale != 1.0 {
+        logits.iter_mut().for_each(|v| *v *= spec.logit_scale);
+    }
+    if let Some(cap) = spec.final_softcap {
+        logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+    }
+    Ok(logits)
+}
+
+/// Runs `batch` through the layers and the final norm: `Buf::Out` then holds the final
+/// hidden state of the rows that want logits (what llama.cpp's embeddings pool). `false`
+/// when no row wants one.
+pub fn final_hidden<O: Ops>(
+    spec: &ModelSpec,
+    batch: &Batch,
+    ops: &mut O,
+) -> Result<bool, O::Error> {
+    if batch.is_empty() {
+        return Ok(false);
     }
     let eps = spec.eps;
     ops.embed(spec.embed, spec.embed_scale, Buf::X)?;
@@ -96,7 +117,7 @@ pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<V
         pending = true;
     }
     if batch.logit_rows.is_empty() {
-        return Ok(Vec::new());
+        return Ok(false);
     }
     // The last residual add and the final norm, for the rows that want logits only.
     ops.norm(
@@ -106,12 +127,5 @@ pub fn forward<O: Ops>(spec: &ModelSpec, batch: &Batch, ops: &mut O) -> Result<V
         eps,
         Buf::Out,
     )?;
-    let mut logits = ops.logits(Buf::Out, spec.output)?;
-    if spec.logit_scale != 1.0 {
-        logits.iter_mut().for_each(|v| *v *= spec.logit_scale);
-    }
-    if let Some(cap) = spec.final_softcap {
-        logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
-    }
-    Ok(logits)
+    Ok(true)
 }

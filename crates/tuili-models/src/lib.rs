@@ -6,6 +6,7 @@ mod attention;
 pub mod batch;
 mod config;
 mod cpu;
+pub mod embedding;
 mod families;
 pub mod forward;
 pub mod hf;

@@ -142,6 +142,26 @@ impl Model {
         Ok(logits)
     }
 
+    /// The final hidden state of `tokens` as a new sequence (after the output norm, before
+    /// the output projection: what llama.cpp's `--embeddings` pools for a causal model),
+    /// `[tokens.len(), embedding width]`, on a cache of its own.
+    pub fn hidden_states(&self, tokens: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let mut cache = self.new_cache(tokens.len());
+        cache.reserve(tokens.len())?;
+        let (pool, blocks) = cache.parts();
+        let chunk = SeqChunk {
+            tokens,
+            start: 0,
+            blocks,
+            local_blocks: &[],
+            logits_from: 0,
+        };
+        self.on_cpu(&[chunk], pool, |spec, batch, step| {
+            let any = crate::forward::final_hidden(spec, batch, step)?;
+            Ok(if any { step.out_rows() } else { Vec::new() })
+        })
+    }
+
     /// Runs a ragged batch on the CPU: each chunk's tokens continue its own sequence,
     /// whose K/V live in `pool` behind its block table. Every weight is read once for the
     /// whole batch. Returns the logits each chunk asked for, chunk after chunk:
@@ -150,6 +170,18 @@ impl Model {
         &self,
         chunks: &[SeqChunk],
         pool: &mut KvPool,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.on_cpu(chunks, pool, |spec, batch, step| {
+            crate::forward::forward(spec, batch, step)
+        })
+    }
+
+    /// Runs `f` on a CPU step made for `chunks`.
+    fn on_cpu(
+        &self,
+        chunks: &[SeqChunk],
+        pool: &mut KvPool,
+        f: impl FnOnce(&ModelSpec, &Batch, &mut CpuStep) -> Result<Vec<f32>, ModelError>,
     ) -> Result<Vec<f32>, ModelError> {
         let local = pool.local_window().map(|w| (pool.n_local_blocks(), w));
         let batch = Batch::new(
@@ -168,7 +200,7 @@ impl Model {
                 &batch,
                 s,
             );
-            crate::forward::forward(&self.spec, &batch, &mut step)
+            f(&self.spec, &batch, &mut step)
         })
     }
 }

@@ -88,7 +88,10 @@ impl OutputParser {
             calls: 0,
             open: [
                 (reasoning, THINK_OPEN),
-                (tools == Some(ToolFormat::Hermes), CALL_OPEN),
+                (
+                    matches!(tools, Some(ToolFormat::Hermes | ToolFormat::QwenXml)),
+                    CALL_OPEN,
+                ),
             ]
             .into_iter()
             .filter_map(|(on, m)| on.then_some(m))
@@ -181,7 +184,9 @@ impl OutputParser {
                     }
                 },
                 State::Call => {
-                    if self.streaming_call.is_none() {
+                    // XML calls go out whole at their closing tag.
+                    let json = self.tools != Some(ToolFormat::QwenXml);
+                    if json && self.streaming_call.is_none() {
                         if let Header::Done { name, len } = header(&self.held) {
                             // `{"name": ..., "arguments": ` seen: the name goes out now,
                             // the arguments as they come.
@@ -265,7 +270,7 @@ impl OutputParser {
         match self.tools {
             Some(ToolFormat::Llama3) => Some('{'),
             Some(ToolFormat::Mistral) => Some('['),
-            Some(ToolFormat::Hermes) | None => None,
+            Some(ToolFormat::Hermes | ToolFormat::QwenXml) | None => None,
         }
     }
 
@@ -302,11 +307,15 @@ impl OutputParser {
 
     /// A call's body as a tool call, or as plain text when it is not `{"name", "arguments"}`.
     fn call(&mut self, body: &str) -> Piece {
-        match serde_json::from_str::<Value>(body.trim())
-            .ok()
-            .as_ref()
-            .and_then(call_of)
-        {
+        let parsed = if self.tools == Some(ToolFormat::QwenXml) {
+            crate::tool_xml::parse_call(body)
+        } else {
+            serde_json::from_str::<Value>(body.trim())
+                .ok()
+                .as_ref()
+                .and_then(call_of)
+        };
+        match parsed {
             Some((name, arguments)) => self.next_call(name, arguments),
             None => Piece::Content(format!("{CALL_OPEN}{body}{CALL_CLOSE}")),
         }
@@ -599,6 +608,42 @@ mod tests {
         assert_eq!(
             run(&mut p, "hmm</think>ok", 4),
             vec![Piece::Reasoning("hmm".into()), Piece::Content("ok".into())]
+        );
+    }
+
+    #[test]
+    fn qwen3_coder_xml_calls_stream_whole() {
+        let text = "Let me check.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n<parameter=days>\n2\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=get_time>\n</function>\n</tool_call>";
+        for step in [1, 3, 7, 1000] {
+            let mut p = OutputParser::new(Some(ToolFormat::QwenXml), false, false);
+            let pieces = run(&mut p, text, step);
+            assert_eq!(
+                pieces,
+                vec![
+                    Piece::Content("Let me check.\n".into()),
+                    Piece::ToolCall {
+                        index: 0,
+                        name: "get_weather".into(),
+                        arguments: "{\"city\":\"Paris\",\"days\":2}".into()
+                    },
+                    Piece::ToolCall {
+                        index: 1,
+                        name: "get_time".into(),
+                        arguments: "{}".into()
+                    },
+                ],
+                "step {step}"
+            );
+            assert_eq!(p.calls(), 2);
+        }
+        // A body that is not a call is shown as the text it was.
+        let mut p = OutputParser::new(Some(ToolFormat::QwenXml), false, false);
+        let pieces = run(&mut p, "<tool_call>\n{\"name\": \"f\"}\n</tool_call>", 4);
+        assert_eq!(
+            pieces,
+            vec![Piece::Content(
+                "<tool_call>\n{\"name\": \"f\"}\n</tool_call>".into()
+            )]
         );
     }
 }

@@ -28,7 +28,7 @@ use crate::chat_output::{OutputParser, Piece};
 use crate::routes::body;
 use crate::state::unix_now;
 use crate::structured::{self, Guidance};
-use crate::tools::{ToolFormat, ToolSpec};
+use crate::tools::{ToolChoice, ToolFormat, ToolSpec};
 use crate::validate::{self, PromptIn, ValidCommon};
 use crate::{AppState, ServerError};
 
@@ -65,7 +65,7 @@ pub(crate) struct ChatShape {
 }
 
 impl ChatShape {
-    fn parser(&self) -> OutputParser {
+    pub(crate) fn parser(&self) -> OutputParser {
         OutputParser::new(self.tools, self.reasoning, self.in_thought)
     }
 }
@@ -77,19 +77,7 @@ pub async fn chat_completions(
 ) -> Result<Response, ServerError> {
     let (req, prompt, shape) = chat_prompt(&state, b).await?;
     let mut common = req.common;
-    if let (Some(spec), Some(format)) = (&req.tools, shape.tools) {
-        if let Some(g) = spec.grammar(format) {
-            if let Some((other, _)) = &common.guidance.grammar {
-                return Err(ServerError::field(
-                    other.clone(),
-                    format!(
-                        "{other} cannot be combined with tool_choice required or a named function"
-                    ),
-                ));
-            }
-            common.guidance.grammar = Some(("tool_choice".to_string(), g));
-        }
-    }
+    add_tool_grammar(&mut common, req.tools.as_ref(), shape)?;
     let job = Job {
         kind: Kind::Chat,
         prompts: vec![prompt],
@@ -98,6 +86,39 @@ pub async fn chat_completions(
         shape,
     };
     run(&state, job).await
+}
+
+/// The grammar that `tool_choice` asks for, unless the request has its own: `required` and
+/// a named function cannot be combined with one; under `auto` the request's grammar wins.
+pub(crate) fn add_tool_grammar(
+    common: &mut ValidCommon,
+    tools: Option<&ToolSpec>,
+    shape: ChatShape,
+) -> Result<(), ServerError> {
+    let (Some(spec), Some(format)) = (tools, shape.tools) else {
+        return Ok(());
+    };
+    let forced = matches!(spec.choice, ToolChoice::Required | ToolChoice::Named(_));
+    if format == ToolFormat::QwenXml && forced {
+        return Err(ServerError::unsupported(
+            "tool_choice",
+            "tool_choice required or a named function is not enforced for this model's XML tool-call format (Qwen3-Coder) yet; use auto",
+        ));
+    }
+    let Some(g) = spec.grammar(format) else {
+        return Ok(());
+    };
+    match &common.guidance.grammar {
+        None => common.guidance.grammar = Some(("tool_choice".to_string(), g)),
+        Some(_) if spec.choice == ToolChoice::Auto => {}
+        Some((other, _)) => {
+            return Err(ServerError::field(
+                other.clone(),
+                format!("{other} cannot be combined with tool_choice required or a named function"),
+            ))
+        }
+    }
+    Ok(())
 }
 
 /// `POST /v1/completions`.
@@ -212,15 +233,18 @@ async fn constraint(
     .await
 }
 
-/// Submits every choice, then answers as the request asked.
-async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
-    let ready = state.ready()?;
-    let engine = &ready.engine;
+/// Compiles the request's grammar and submits `n` choices of each prompt; dropping the
+/// streams cancels them.
+pub(crate) async fn submit(
+    engine: &EngineHandle,
+    prompts: &[Vec<u32>],
+    c: &ValidCommon,
+    logprobs: Option<usize>,
+) -> Result<Vec<RequestStream>, ServerError> {
     let n_ctx = engine.n_ctx();
-    let c = &job.common;
     let constraint = constraint(engine, &c.guidance).await?;
-    let mut streams = Vec::with_capacity(job.prompts.len() * c.n);
-    for prompt in &job.prompts {
+    let mut streams = Vec::with_capacity(prompts.len() * c.n);
+    for prompt in prompts {
         if prompt.len() >= n_ctx {
             return Err(ServerError::PromptTooLong {
                 prompt: prompt.len(),
@@ -246,13 +270,22 @@ async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
                 sampling,
                 stop: c.stop.clone(),
                 ignore_eos: c.ignore_eos,
-                logprobs: job.logprobs,
+                logprobs,
                 // Each choice has its own grammar state.
                 constraint: constraint.clone(),
                 logit_bias: c.guidance.logit_bias.clone(),
             })?);
         }
     }
+    Ok(streams)
+}
+
+/// Submits every choice, then answers as the request asked.
+async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
+    let ready = state.ready()?;
+    let engine = &ready.engine;
+    let c = &job.common;
+    let streams = submit(engine, &job.prompts, c, job.logprobs).await?;
     let ctx = Answer {
         kind: job.kind,
         id: new_id(job.kind),

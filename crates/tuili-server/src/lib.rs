@@ -10,12 +10,19 @@
 //!   `GET /health`, `GET /metrics` (Prometheus text, tuili's and vLLM's names),
 //!   `POST /tokenize`, `POST /detokenize`, and vLLM's `POST /v1/completions/render` and
 //!   `POST /v1/chat/completions/render` (the token ids a request would run on).
-//!   With an API key, all but `/health` and `/metrics` need `Authorization: Bearer KEY`.
+//! - Other APIs over the same engine: Anthropic's `POST /v1/messages`, OpenAI's
+//!   `POST /v1/responses`, `POST /v1/embeddings`; Ollama's `/api/chat`, `/api/generate`, `/api/tags`, `/api/show`
+//!   and `/api/version`.
+//!   With an API key, all but `/health`, `/metrics` and `/api/version` need `Authorization: Bearer KEY`
+//!   (or Anthropic's `x-api-key: KEY`).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod anthropic;
 pub mod api;
 mod chat_output;
+mod chat_run;
+mod embeddings;
 mod error;
 mod gbnf;
 mod generate;
@@ -23,11 +30,16 @@ mod kv_publish;
 pub mod kv_wire;
 pub mod metrics;
 mod metrics_vllm;
+mod ollama;
 mod render;
+mod response_store;
+mod responses;
+mod responses_stream;
 mod routes;
 mod serve;
 mod state;
 pub mod structured;
+mod tool_xml;
 pub mod tools;
 pub mod validate;
 

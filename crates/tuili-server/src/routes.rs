@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,6 +24,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions/render", post(chat_render))
         .route("/v1/completions/render", post(completion_render))
+        .route("/v1/messages", post(crate::anthropic::messages))
+        .route("/v1/responses", post(crate::responses::responses))
+        .route("/v1/embeddings", post(crate::embeddings::embeddings))
+        .route("/api/chat", post(crate::ollama::chat))
+        .route("/api/generate", post(crate::ollama::generate))
+        .route("/api/tags", get(crate::ollama::tags))
+        .route("/api/show", post(crate::ollama::show))
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
         .route("/tokenize", post(tokenize))
@@ -32,6 +39,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
+        .route("/api/version", get(crate::ollama::version))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -69,7 +77,8 @@ async fn count(State(state): State<AppState>, req: Request, next: Next) -> Respo
     resp
 }
 
-/// Bearer-token check on the API routes, in constant time.
+/// API-key check on the API routes, in constant time: `Authorization: Bearer KEY`, or
+/// Anthropic's `x-api-key: KEY`.
 async fn require_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -77,13 +86,20 @@ async fn require_key(
     next: Next,
 ) -> Response {
     if let Some(key) = &state.config().api_key {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let given = header(header::AUTHORIZATION)
             .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| header(HeaderName::from_static("x-api-key")))
             .map(str::trim)
             .unwrap_or("");
         if !constant_time_eq(given.as_bytes(), key.as_bytes()) {
+            let path = req.uri().path();
+            if path.starts_with("/v1/messages") {
+                return crate::anthropic::AnthropicError(ServerError::Unauthorized).into_response();
+            }
+            if path.starts_with("/api/") {
+                return crate::ollama::OllamaError(ServerError::Unauthorized).into_response();
+            }
             return ServerError::Unauthorized.into_response();
         }
     }

@@ -64,11 +64,18 @@ struct Inner {
     /// Responses sent, by status code.
     responses: Mutex<BTreeMap<u16, u64>>,
     shutting_down: AtomicBool,
+    /// Responses API conversations kept for `previous_response_id`.
+    stored: crate::response_store::ResponseStore,
     /// Unix seconds at start (`created` of `/v1/models`).
     started: u64,
 }
 
 impl AppState {
+    /// The Responses API's stored conversations.
+    pub(crate) fn stored(&self) -> &crate::response_store::ResponseStore {
+        &self.inner.stored
+    }
+
     /// State of a server whose model is still loading: `/health` answers 503 and the API
     /// routes 503 until [`AppState::set_ready`].
     pub fn new(config: ServerConfig) -> Self {
@@ -78,6 +85,7 @@ impl AppState {
                 ready: OnceLock::new(),
                 load_failed: OnceLock::new(),
                 responses: Mutex::new(BTreeMap::new()),
+                stored: Default::default(),
                 shutting_down: AtomicBool::new(false),
                 started: unix_now(),
             }),

@@ -41,6 +41,9 @@ pub struct ToolSpec {
 pub enum ToolFormat {
     /// Hermes, Qwen2.5, Qwen3: `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`.
     Hermes,
+    /// Qwen3-Coder: `<tool_call>\n<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>\n
+    /// </function>\n</tool_call>` (parsed; no grammar yet).
+    QwenXml,
     /// Llama 3.x: the whole answer is `{"name": ..., "parameters": {...}}` (after the
     /// `<|python_tag|>` special token, which decoding hides), several joined by `;`.
     Llama3,
@@ -52,7 +55,9 @@ pub enum ToolFormat {
 impl ToolFormat {
     /// The format a chat template asks its model to use, if it knows one.
     pub fn of_template(source: &str) -> Option<ToolFormat> {
-        if source.contains("<tool_call>") {
+        if source.contains("<tool_call>") && source.contains("<function=") {
+            Some(ToolFormat::QwenXml)
+        } else if source.contains("<tool_call>") {
             Some(ToolFormat::Hermes)
         } else if source.contains("[TOOL_CALLS]") {
             Some(ToolFormat::Mistral)
@@ -67,7 +72,7 @@ impl ToolFormat {
     fn arguments_key(self) -> &'static str {
         match self {
             ToolFormat::Llama3 => "parameters",
-            ToolFormat::Hermes | ToolFormat::Mistral => "arguments",
+            ToolFormat::Hermes | ToolFormat::QwenXml | ToolFormat::Mistral => "arguments",
         }
     }
 }
@@ -239,12 +244,19 @@ impl ToolSpec {
         (self.choice != ToolChoice::None).then(|| Value::Array(self.tools.clone()))
     }
 
-    /// For `required` and a named function: the grammar of one call (or several with
-    /// `parallel_tool_calls`) in `format`, each `{"name", "arguments"}` fitting its tool.
+    /// The grammar of the answer: for `required` and a named function, one call (or
+    /// several with `parallel_tool_calls`) in `format`, each `{"name", "arguments"}`
+    /// fitting its tool; for `auto` in the Hermes format, a lazy grammar: free text
+    /// until the model writes `<tool_call>`, then calls only, as llama.cpp's lazy
+    /// grammars do. `auto` in the other formats is parsed but not constrained (their
+    /// triggers are hidden control tokens or a bare `{`).
     pub fn grammar(&self, format: ToolFormat) -> Option<ConstraintSpec> {
         let wanted: Vec<&Value> = match &self.choice {
-            ToolChoice::None | ToolChoice::Auto => return None,
-            ToolChoice::Required => self.tools.iter().collect(),
+            ToolChoice::None => return None,
+            ToolChoice::Auto if format != ToolFormat::Hermes => return None,
+            // Refused before: see `add_tool_grammar`.
+            _ if format == ToolFormat::QwenXml => return None,
+            ToolChoice::Auto | ToolChoice::Required => self.tools.iter().collect(),
             ToolChoice::Named(n) => self
                 .tools
                 .iter()
@@ -276,12 +288,28 @@ impl ToolSpec {
         let layout = json!({
             "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "
         });
-        let repeat = if self.parallel { "+" } else { "" };
         Some(ConstraintSpec::Lark(match format {
             ToolFormat::Hermes => {
                 schema["x-guidance"] = layout;
-                format!("start: call{repeat}\ncall: \"<tool_call>\\n\" body \"\\n</tool_call>\" \"\\n\"?\nbody: %json {schema}\n")
+                // Further calls, each on its own line, with parallel_tool_calls.
+                let more = if self.parallel {
+                    " (\"\\n\"? \"<tool_call>\\n\" body \"\\n</tool_call>\")*"
+                } else {
+                    ""
+                };
+                let tail =
+                    format!("body \"\\n</tool_call>\"{more} \"\\n\"?\nbody: %json {schema}\n");
+                if self.choice == ToolChoice::Auto {
+                    // FREE is text without the trigger; CALL is such text then the
+                    // trigger, so the lexer sees which one it is at the trigger's end.
+                    format!(
+                        "start: FREE | CALL \"\\n\" {tail}FREE: /(?s:.*)/ & ~/(?s:.*<tool_call>.*)/\nCALL: FREE \"<tool_call>\"\n"
+                    )
+                } else {
+                    format!("start: \"<tool_call>\\n\" {tail}")
+                }
             }
+            ToolFormat::QwenXml => unreachable!("no grammar for the XML format"),
             ToolFormat::Llama3 => {
                 schema["x-guidance"] = layout;
                 let more = if self.parallel { " (\"; \" body)*" } else { "" };
@@ -380,6 +408,10 @@ mod tests {
             ToolFormat::of_template("<|python_tag|>"),
             Some(ToolFormat::Llama3)
         );
+        assert_eq!(
+            ToolFormat::of_template("<tool_call>\n<function=example_function_name>"),
+            Some(ToolFormat::QwenXml)
+        );
         assert_eq!(ToolFormat::of_template("{{ messages }}"), None);
         let s = spec(json!({"tools": [weather()], "tool_choice": "required"}))
             .unwrap()
@@ -396,6 +428,54 @@ mod tests {
                 panic!("{f:?}: {e}: {lark:?}");
             }
         }
+    }
+
+    /// Whether `text`, tokenized as the model would write it, fits the constraint to its end.
+    fn fits(tok: &tuili_tokenizer::Tokenizer, mut c: tuili_engine::Constraint, text: &str) -> bool {
+        tok.encode(text, false, true)
+            .into_iter()
+            .all(|t| c.accept(t).is_ok())
+    }
+
+    #[test]
+    fn auto_is_free_text_until_the_trigger_then_only_valid_calls() {
+        let auto = spec(json!({"tools": [weather()]})).unwrap().unwrap();
+        assert_eq!(auto.choice, ToolChoice::Auto);
+        // The lazy grammar is Hermes-only; the other formats stay unconstrained.
+        assert_eq!(auto.grammar(ToolFormat::Llama3), None);
+        assert_eq!(auto.grammar(ToolFormat::Mistral), None);
+        let Some(path) = tuili_testkit::model("qwen.gguf") else {
+            return;
+        };
+        let file = tuili_gguf::GgufFile::open(&path).unwrap();
+        let tok = std::sync::Arc::new(tuili_tokenizer::Tokenizer::from_gguf(&file).unwrap());
+        let g = tuili_engine::GrammarCompiler::new(tok.clone());
+        let c = g
+            .compile(&auto.grammar(ToolFormat::Hermes).unwrap())
+            .unwrap();
+        let call = "<tool_call>\n{\"name\": \"weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+        assert!(fits(
+            &tok,
+            c.clone(),
+            "It is sunny, <b>really</b> {not json}."
+        ));
+        assert!(fits(&tok, c.clone(), ""));
+        assert!(fits(&tok, c.clone(), &format!("Let me look.\n{call}")));
+        assert!(fits(&tok, c.clone(), &format!("{call}\n{call}\n")));
+        // After the trigger: the arguments must fit the schema and the name must exist.
+        let bad_args = "<tool_call>\n{\"name\": \"weather\", \"arguments\": {\"town\": 1}}";
+        assert!(!fits(&tok, c.clone(), bad_args));
+        assert!(!fits(&tok, c.clone(), "<tool_call>\n{\"name\": \"stocks\""));
+        // Nothing but calls after the first one.
+        assert!(!fits(&tok, c.clone(), &format!("{call}\nDone.")));
+        let single = spec(json!({"tools": [weather()], "parallel_tool_calls": false}))
+            .unwrap()
+            .unwrap();
+        let c = g
+            .compile(&single.grammar(ToolFormat::Hermes).unwrap())
+            .unwrap();
+        assert!(fits(&tok, c.clone(), call));
+        assert!(!fits(&tok, c, &format!("{call}\n{call}")));
     }
 
     #[test]

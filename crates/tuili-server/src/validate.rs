@@ -159,22 +159,28 @@ pub fn completion_request(body: &[u8], vocab: usize) -> Result<ValidCompletion, 
 pub fn parse_object(body: &[u8], known: &[&str]) -> Result<Value, ServerError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ServerError::InvalidJson(e.to_string()))?;
+    refuse_unsupported(known_object(&value, known)?)?;
+    Ok(value)
+}
+
+/// `value` as an object whose keys are all `known`; else the error naming the first other.
+pub(crate) fn known_object<'v>(
+    value: &'v Value,
+    known: &[&str],
+) -> Result<&'v Map<String, Value>, ServerError> {
     let Some(map) = value.as_object() else {
         return Err(ServerError::InvalidJson(format!(
             "expected a JSON object, got {}",
-            kind(&value)
+            kind(value)
         )));
     };
-    for key in map.keys() {
-        if !known.contains(&key.as_str()) {
-            return Err(ServerError::unsupported(
-                key.clone(),
-                format!("{key}: unrecognized request argument"),
-            ));
-        }
+    if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ServerError::unsupported(
+            key.clone(),
+            format!("{key}: unrecognized request argument"),
+        ));
     }
-    refuse_unsupported(map)?;
-    Ok(value)
+    Ok(map)
 }
 
 /// Deserializes `value` into `T`, naming the JSON path of the first field that does not fit.

@@ -269,7 +269,7 @@ const WEEKDAYS: [&str; 7] = [
 
 /// Format Unix time `secs` (UTC) with the common `strftime` directives; `%-d` style (no
 /// padding) is accepted as glibc does. Unknown directives are copied as written.
-pub(crate) fn strftime(format: &str, secs: i64) -> String {
+pub fn strftime(format: &str, secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let tod = secs.rem_euclid(86_400);
     let (hour, minute, second) = (tod / 3600, tod % 3600 / 60, tod % 60);

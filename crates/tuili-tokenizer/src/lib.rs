@@ -25,7 +25,7 @@ mod tokenizer;
 mod unicode;
 mod vocab;
 
-pub use chat::{ChatMessage, ChatTemplate};
+pub use chat::{strftime, ChatMessage, ChatTemplate};
 pub use hf::hf_tokenizer_keys;
 pub use stream::StreamDecoder;
 pub use tokenizer::{Tokenizer, TokenizerConfig};

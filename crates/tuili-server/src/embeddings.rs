@@ -1,0 +1,161 @@
+//! `POST /v1/embeddings`: each input's final hidden states (the served causal model's, after
+//! its output norm), mean-pooled as llama.cpp's `--embeddings --pooling mean` and scaled to
+//! unit length; `encoding_format` `float` or `base64` (little-endian f32).
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use tuili_models::embedding::{pool, Pooling};
+
+use crate::routes::body;
+use crate::validate::{kind, parse_object, token_ids};
+use crate::{AppState, ServerError};
+
+/// Most inputs one request may embed.
+pub const MAX_INPUTS: usize = 256;
+
+const KNOWN: &[&str] = &["model", "input", "encoding_format", "dimensions", "user"];
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings(
+    State(state): State<AppState>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Response, ServerError> {
+    let b = body(b, &state)?;
+    let req = parse_object(&b, KNOWN)?;
+    state.check_model(req.get("model").and_then(Value::as_str))?;
+    let base64 = match req.get("encoding_format") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s == "float" => false,
+        Some(Value::String(s)) if s == "base64" => true,
+        Some(other) => {
+            return Err(ServerError::field(
+                "encoding_format",
+                format!("encoding_format must be 'float' or 'base64', got {other}"),
+            ))
+        }
+    };
+    if req.get("dimensions").is_some_and(|d| !d.is_null()) {
+        return Err(ServerError::unsupported(
+            "dimensions",
+            "dimensions is not supported: the embedding has the model's hidden size",
+        ));
+    }
+    let ready = state.ready()?;
+    let engine = ready.engine.clone();
+    let tok = engine.tokenizer().clone();
+    let vocab = tok.vocab_size();
+    let inputs: Vec<Vec<u32>> = match req.get("input") {
+        Some(Value::String(s)) => vec![tok.encode(s, true, false)],
+        Some(Value::Array(items)) if !items.is_empty() => {
+            if items.len() > MAX_INPUTS {
+                return Err(ServerError::field(
+                    "input",
+                    format!(
+                        "input may hold at most {MAX_INPUTS} items, got {}",
+                        items.len()
+                    ),
+                ));
+            }
+            if items.iter().all(Value::is_number) {
+                vec![token_ids("input", items, vocab)?]
+            } else {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, it) in items.iter().enumerate() {
+                    out.push(match it {
+                        Value::String(s) => tok.encode(s, true, false),
+                        Value::Array(ids) => token_ids(&format!("input[{i}]"), ids, vocab)?,
+                        other => {
+                            return Err(ServerError::field(
+                                format!("input[{i}]"),
+                                format!(
+                                    "input[{i}] must be a string or a list of token ids, got {}",
+                                    kind(other)
+                                ),
+                            ))
+                        }
+                    });
+                }
+                out
+            }
+        }
+        _ => {
+            return Err(ServerError::field(
+                "input",
+                "input must be a string, a list of strings, or token ids (one list or a list of lists), and not empty",
+            ))
+        }
+    };
+    let n_ctx = engine.n_ctx();
+    for (i, ids) in inputs.iter().enumerate() {
+        if ids.is_empty() || ids.len() > n_ctx {
+            return Err(ServerError::field(
+                format!("input[{i}]"),
+                format!(
+                    "input[{i}] has {} tokens; it must have 1 to {n_ctx} (the context length)",
+                    ids.len()
+                ),
+            ));
+        }
+    }
+    let mut data = Vec::with_capacity(inputs.len());
+    let mut tokens = 0;
+    for (index, ids) in inputs.into_iter().enumerate() {
+        let n = ids.len();
+        tokens += n;
+        let hidden = engine
+            .hidden_states(ids)
+            .await
+            .map_err(ServerError::Engine)?;
+        let v = pool(&hidden, hidden.len() / n, Pooling::Mean);
+        let embedding = if base64 {
+            json!(encode_base64(
+                &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()
+            ))
+        } else {
+            json!(v)
+        };
+        data.push(json!({"object": "embedding", "index": index, "embedding": embedding}));
+    }
+    Ok(Json(json!({
+        "object": "list", "data": data, "model": state.config().model_name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+    .into_response())
+}
+
+/// Standard base64 with padding.
+fn encode_base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for k in 0..4 {
+            if k <= c.len() {
+                out.push(ABC[(n >> (18 - 6 * k) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_base64;
+
+    #[test]
+    fn base64_is_standard() {
+        assert_eq!(encode_base64(b""), "");
+        assert_eq!(encode_base64(b"f"), "Zg==");
+        assert_eq!(encode_base64(b"fo"), "Zm8=");
+        assert_eq!(encode_base64(b"foo"), "Zm9v");
+        assert_eq!(encode_base64(&[0xff, 0xfe, 0x00, 0x01]), "//4AAQ==");
+    }
+}
