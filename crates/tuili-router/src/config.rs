@@ -66,13 +66,15 @@ impl PolicyKind {
 /// An upstream's address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `http://host:port/prefix` (the prefix is what comes before `/chat/completions`,
-    /// usually `/v1`).
+    /// `http://host:port/prefix` or `https://...` (the prefix is what comes before
+    /// `/chat/completions`, usually `/v1`).
     Http {
         /// `host:port`.
         authority: String,
         /// Path prefix without a trailing slash, e.g. `/v1`.
         prefix: String,
+        /// Over TLS (`https://`).
+        tls: bool,
     },
     /// A model served in this process (`url = "local"`).
     Local,
@@ -91,6 +93,11 @@ pub struct Upstream {
     pub api_key: Option<String>,
     /// The environment variable named by `api_key_env`, for the routing table.
     pub api_key_env: Option<String>,
+    /// `ca_file`: a PEM file of certificates trusted for this upstream's TLS beside the
+    /// public roots (a private CA, a self-signed server).
+    pub ca_file: Option<String>,
+    /// Its certificates, read at load.
+    pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Model names it serves (the router's names).
     pub models: Vec<String>,
     /// The router's model name -> the name this upstream expects in the body.
@@ -243,6 +250,7 @@ struct RawUpstream {
     tier: Tier,
     url: String,
     api_key_env: Option<String>,
+    ca_file: Option<String>,
     model: Option<String>,
     #[serde(default)]
     models: Vec<String>,
@@ -373,6 +381,15 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<RouteCo
             return Err(bad(k("name"), format!("'{}' is used twice", u.name)));
         }
         let endpoint = parse_url(&u.url).map_err(|why| bad(k("url"), why))?;
+        let ca_certs = match &u.ca_file {
+            None => Vec::new(),
+            Some(_) if !matches!(endpoint, Endpoint::Http { tls: true, .. }) => {
+                return Err(bad(k("ca_file"), "only an https:// upstream uses one"))
+            }
+            Some(path) => {
+                crate::upstream::read_pem_certs(path).map_err(|why| bad(k("ca_file"), why))?
+            }
+        };
         if endpoint == Endpoint::Local && u.local_args.is_empty() {
             return Err(bad(
                 k("local_args"),
@@ -430,6 +447,8 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<RouteCo
             endpoint,
             api_key,
             api_key_env: u.api_key_env,
+            ca_file: u.ca_file,
+            ca_certs,
             models,
             model_map: u.model_map,
             price_in: non_negative(&k("price_in"), u.price_in)?,
@@ -609,19 +628,20 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<RouteCo
     })
 }
 
-/// `http://host:port[/prefix]` or `local`; https needs a TLS-terminating proxy in front.
+/// `http[s]://host[:port][/prefix]` or `local`.
 fn parse_url(url: &str) -> Result<Endpoint, String> {
     if url == "local" {
         return Ok(Endpoint::Local);
     }
-    if url.starts_with("https://") {
-        return Err(format!(
-            "'{url}': https is not built in; put a TLS-terminating proxy on loopback and give its http:// address"
-        ));
-    }
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("'{url}' must start with http:// or be \"local\""))?;
+    let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => (r, false),
+        (_, Some(r)) => (r, true),
+        _ => {
+            return Err(format!(
+                "'{url}' must start with http:// or https://, or be \"local\""
+            ))
+        }
+    };
     let (authority, prefix) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
@@ -632,11 +652,12 @@ fn parse_url(url: &str) -> Result<Endpoint, String> {
     let authority = if authority.contains(':') && !authority.ends_with(']') {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{}", if tls { 443 } else { 80 })
     };
     Ok(Endpoint::Http {
         authority,
         prefix: prefix.to_string(),
+        tls,
     })
 }
 
@@ -675,7 +696,14 @@ impl RouteConfig {
         for u in &self.upstreams {
             let url = match &u.endpoint {
                 Endpoint::Local => format!("local ({})", u.local_args.join(" ")),
-                Endpoint::Http { authority, prefix } => format!("http://{authority}{prefix}"),
+                Endpoint::Http {
+                    authority,
+                    prefix,
+                    tls,
+                } => format!(
+                    "{}://{authority}{prefix}",
+                    if *tls { "https" } else { "http" }
+                ),
             };
             let key = u
                 .api_key_env
@@ -813,7 +841,8 @@ private_detectors = ["email", "phone", "card", "secret"]
             c.upstreams[1].endpoint,
             Endpoint::Http {
                 authority: "127.0.0.1:8081".into(),
-                prefix: "/v1".into()
+                prefix: "/v1".into(),
+                tls: false,
             }
         );
         assert_eq!(c.upstreams[2].api_key.as_deref(), Some("sk-test"));

@@ -85,7 +85,10 @@ impl RouterState {
             })),
             lives: Mutex::new(HashMap::new()),
             locals,
-            http: http_client(),
+            http: http_client(&[]).map_err(|why| RouterError::Config {
+                key: "upstream".into(),
+                why,
+            })?,
             budget: Mutex::new(budget),
             metrics: Metrics::default(),
             config_path,
@@ -103,6 +106,15 @@ impl RouterState {
         let mut slots = Vec::new();
         for (i, u) in config.upstreams.iter().enumerate() {
             let transport = match u.endpoint {
+                // An upstream with its own trust roots gets a client (and pool) of its own.
+                Endpoint::Http { .. } if !u.ca_certs.is_empty() => {
+                    Transport::Http(http_client(&u.ca_certs).map_err(|why| {
+                        RouterError::Config {
+                            key: format!("upstream[{i}].ca_file"),
+                            why,
+                        }
+                    })?)
+                }
                 Endpoint::Http { .. } => Transport::Http(self.0.http.clone()),
                 Endpoint::Local => Transport::Local(self.0.locals.get(&u.name).cloned().ok_or_else(|| RouterError::Config {
                     key: format!("upstream[{i}].url"),

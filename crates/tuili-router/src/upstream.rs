@@ -1,29 +1,70 @@
-//! Talking to one upstream: over HTTP/1.1 with a pooled keep-alive client, or in-process to
-//! a `tuili serve` app (`url = "local"`) through its axum router, with no socket at all.
+//! Talking to one upstream: over HTTP/1.1 (plain or TLS) with a pooled keep-alive client,
+//! or in-process to a `tuili serve` app (`url = "local"`) through its axum router, with no
+//! socket at all.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Method, Request, Response};
 use bytes::Bytes;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use tower::ServiceExt;
 
 use crate::config::{Endpoint, Upstream};
 
-/// The shared HTTP client (one connection pool for every upstream).
-pub type HttpClient = Client<HttpConnector, Body>;
+/// An HTTP client for http:// and https:// upstreams (one connection pool per client).
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-/// A new pooled client; Nagle is off so that small SSE chunks are not held back.
-pub fn http_client() -> HttpClient {
+/// A new pooled client; Nagle is off so that small SSE chunks are not held back. TLS
+/// (rustls, TLS 1.2 and 1.3) trusts the public roots of `webpki-roots` and `extra_roots`
+/// (an upstream's `ca_file`).
+pub fn http_client(extra_roots: &[CertificateDer<'static>]) -> Result<HttpClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra_roots {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("a certificate cannot be a trust root: {e}"))?;
+    }
+    // ring, which the workspace already builds (for `tuili pull`), rather than aws-lc-rs
+    // and its CMake build; rustls deprecates the ring provider only for lacking
+    // post-quantum key exchange.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let mut c = HttpConnector::new();
     c.set_nodelay(true);
     c.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
+    c.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(c);
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .build(c)
+        .build(connector))
+}
+
+/// The certificates of a PEM file (at least one).
+pub fn read_pem_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("'{path}': {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("'{path}' holds no PEM certificate"));
+    }
+    Ok(certs)
 }
 
 /// How an upstream is reached.
@@ -64,9 +105,14 @@ pub async fn call(
     body: Bytes,
 ) -> Result<Response<Body>, CallError> {
     let uri = match &up.endpoint {
-        Endpoint::Http { authority, prefix } => {
+        Endpoint::Http {
+            authority,
+            prefix,
+            tls,
+        } => {
             format!(
-                "http://{authority}{}{path}",
+                "{}://{authority}{}{path}",
+                if *tls { "https" } else { "http" },
                 if api { prefix.as_str() } else { "" }
             )
         }
