@@ -92,6 +92,18 @@ pub struct AttnSpec {
 }
 
 impl AttnSpec {
+    /// Plain causal attention scaled by `scale`: no window, temperature, sinks or soft-cap
+    /// (the options a family sets on top of it).
+    pub fn causal(scale: f32) -> AttnSpec {
+        AttnSpec {
+            scale,
+            window: None,
+            temperature: None,
+            sinks: None,
+            softcap: None,
+        }
+    }
+
     /// The factor of a token's scores at position `pos`: `scale`, times the temperature.
     pub fn scale_at(&self, pos: usize) -> f32 {
         match self.temperature {

@@ -124,11 +124,9 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             },
             rope: Some(RopeId(is_local as u32)),
             attn: AttnSpec {
-                scale,
                 window: if is_local { window } else { None },
-                temperature: None,
-                sinks: None,
                 softcap: attn_softcap,
+                ..AttnSpec::causal(scale)
             },
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
             wo_bias: None,

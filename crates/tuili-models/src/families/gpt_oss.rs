@@ -81,11 +81,9 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             },
             rope: Some(RopeId((is_local && ropes.len() > 1) as u32)),
             attn: AttnSpec {
-                scale: 1.0 / (hd as f32).sqrt(),
                 window: if is_local { window } else { None },
-                temperature: None,
                 sinks: Some(ld.vector(&n("attn_sinks.weight"), cfg.n_head)?),
-                softcap: None,
+                ..AttnSpec::causal(1.0 / (hd as f32).sqrt())
             },
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
             wo_bias: Some(ld.vector(&n("attn_output.bias"), dim)?),

@@ -67,12 +67,11 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         (s, floor)
     });
     let attn = AttnSpec {
-        scale: read("attention.scale", &[Arch::Granite, Arch::Mistral3])?
-            .unwrap_or(1.0 / (hd as f32).sqrt()),
-        window: None,
         temperature,
-        sinks: None,
-        softcap: None,
+        ..AttnSpec::causal(
+            read("attention.scale", &[Arch::Granite, Arch::Mistral3])?
+                .unwrap_or(1.0 / (hd as f32).sqrt()),
+        )
     };
     let residual_scale = granite("residual_scale")?.unwrap_or(1.0);
     let embed_scale = granite("embedding_scale")?.unwrap_or(1.0);

@@ -54,11 +54,8 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
             },
             rope: Some(RopeId(is_local as u32)),
             attn: AttnSpec {
-                scale: 1.0 / (hd as f32).sqrt(),
                 window: if is_local { window } else { None },
-                temperature: None,
-                sinks: None,
-                softcap: None,
+                ..AttnSpec::causal(1.0 / (hd as f32).sqrt())
             },
             wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
             wo_bias: None,

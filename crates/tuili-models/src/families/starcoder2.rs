@@ -21,13 +21,7 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         cfg.head_dim,
     );
     let rope = ld.rope(cfg.rope_base, cfg.rope_mode, true)?;
-    let attn = AttnSpec {
-        scale: 1.0 / (hd as f32).sqrt(),
-        window: None,
-        temperature: None,
-        sinks: None,
-        softcap: None,
-    };
+    let attn = AttnSpec::causal(1.0 / (hd as f32).sqrt());
     let embed = ld.matrix("token_embd.weight", cfg.vocab, dim)?;
     let mut layers = Vec::with_capacity(cfg.n_layer);
     for i in 0..cfg.n_layer {
