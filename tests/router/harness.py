@@ -183,6 +183,28 @@ def stream(port, body, headers=None, conn=None):
     return r.status, ttft, events, dict(r.getheaders())
 
 
+def post_sse(port, path, body, headers=None):
+    """A streaming POST on any SSE API: (status, headers, [(event name or None, parsed data
+    or '[DONE]')]); a non-200 answer gives its parsed body as the one item."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    c.request("POST", path, json.dumps({**body, "stream": True}), {"content-type": "application/json", **(headers or {})})
+    r = c.getresponse()
+    raw = r.read()
+    if r.status != 200:
+        return r.status, dict(r.getheaders()), [json.loads(raw)]
+    events = []
+    for block in raw.decode(errors="replace").replace("\r", "").split("\n\n"):
+        name, data = None, None
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data = line[6:] if line[6:] == "[DONE]" else json.loads(line[6:])
+        if data is not None:
+            events.append((name, data))
+    return r.status, dict(r.getheaders()), events
+
+
 def metric(port, name, **labels):
     """Sum of the samples of `name` whose labels include `labels`."""
     _, text = get(port, "/metrics")

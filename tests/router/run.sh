@@ -2,7 +2,8 @@
 # `tuili route` with real processes on loopback (tests/router/test_router.py): config checks,
 # privacy from the upstreams' ingress logs, reload under load, the latency policy over a slow
 # link (userspace: this kernel has no netem), router overhead, a stream cut mid-way,
-# escalation SmolLM2 -> Qwen2.5, llama.cpp's server as an upstream, failover under load.
+# escalation SmolLM2 -> Qwen2.5, llama.cpp's server as an upstream, failover under load,
+# `tuili serve --route` (one process) with embeddings, Responses and Messages routed.
 # Needs TUILI_TEST_MODELS_DIR with smol.gguf and qwen.gguf (scripts/test.sh sets it); only
 # the Python standard library (llama.cpp's check uses the llama-cpp-python venv).
 set -euo pipefail

@@ -17,6 +17,9 @@ Checks (each prints one `router:` line with its numbers):
   failover   16 clients, one of two edges killed mid-load: none failed, none duplicated
   cost       escalation SmolLM2 -> Qwen2.5 on a graded exact-answer set
   llamacpp   llama.cpp's server (llama-cpp-python) as an upstream
+  serve      `tuili serve -m MODEL --route FILE`: one process, its model the local
+             upstream; embeddings, Responses and Messages routed (streams too), a Messages
+             stream cut mid-way ends with Anthropic's error event; --api-key guards it
 
 Environment: TUILI_TEST_MODELS_DIR (smol.gguf, qwen.gguf), TUILI_BIN, ROUTER_N (scale of
 the measured loops; the CI default is small), ROUTER_ONLY (comma list of checks).
@@ -36,7 +39,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import (LLAMACPP_PY, MODELS, TUILI, Proc, chat, free_port, get, metric, pct,  # noqa: E402
-                     post, route, serve, slowlink, stream, wait_ok, wait_upstream)
+                     post, post_sse, route, serve, slowlink, stream, wait_ok, wait_upstream)
 
 N = int(os.environ.get("ROUTER_N", "1"))
 ONLY = set(filter(None, os.environ.get("ROUTER_ONLY", "").split(",")))
@@ -461,6 +464,69 @@ def t_llamacpp():
     lp.kill(signal.SIGTERM)
 
 
+# ---- tuili serve --route: one process; the other APIs -------------------------------------------
+
+def t_serve_route(edge_port):
+    cut_link, _ = slowlink("link-cut-msg", edge_port, "--cut", "900")
+    # Cost policy, the device dearer: public traffic goes to the edge, private to the device.
+    cfg = ('listen = "127.0.0.1:1"\n[policy]\ndefault = "cost"\n[breaker]\nfailures = 100\n'
+           '[[upstream]]\nname = "laptop"\ntier = "device"\nurl = "local"\nmodel = "smollm2-135m"\nprivacy = ["private", "public"]\n'
+           'price_in = 5.0\nprice_out = 5.0\n'
+           + upstream("edge", "edge", edge_port, ["smollm2-135m"], privacy=["public"])
+           + upstream("flaky", "edge", cut_link, ["smol-cut"], privacy=["public"])
+           + 'model_map = { "smol-cut" = "smollm2-135m" }\n')
+    with tempfile.NamedTemporaryFile("w", prefix="route-", suffix=".toml", delete=False) as f:
+        f.write(cfg)
+    # The same file under `tuili route` lacks the local model's arguments, and says so.
+    bad = subprocess.run([TUILI, "route", "--config", f.name, "--check"], capture_output=True, text=True)
+    check(bad.returncode != 0 and "upstream[0].local_args" in bad.stderr and "tuili serve" in bad.stderr,
+          f"tuili route names the local upstream without local_args: {bad.stderr}")
+    port = free_port()
+    key = "k-serve-route"
+    p = Proc("router-serve", [TUILI, "serve", "-m", os.path.join(MODELS, "smol.gguf"), "--route", f.name, "--port", str(port),
+                              "--api-key", key, "--ctx", "1024", "-t", "1"])
+    wait_ok(port, p)  # --port overrides the config's listen
+    wait_upstream(port, "laptop")
+    auth = {"authorization": f"Bearer {key}"}
+    st, _, _ = post(port, "/v1/chat/completions", chat("Hi"))
+    check(st == 401, f"--api-key guards the gateway: {st}")
+    st, h, body = post(port, "/v1/chat/completions", chat("Mail jane.doe@example.com a hello."), auth)
+    check(st == 200 and h.get("x-tuili-upstream") == "laptop", f"the command's own model answers the private request: {st} {h.get('x-tuili-upstream')} {body}")
+    st, h, body = post(port, "/v1/embeddings", {"model": "smollm2-135m", "input": ["a cat", "a dog"]}, auth)
+    check(st == 200 and len(body["data"]) == 2 and len(body["data"][0]["embedding"]) == 576, f"embeddings routed: {st} {str(body)[:200]}")
+    st, h, ev = post_sse(port, "/v1/responses", {"model": "smollm2-135m", "input": "Name a color.", "max_output_tokens": 8}, auth)
+    names = [n for n, _ in ev]
+    check(st == 200 and names[-1] in ("response.completed", "response.incomplete") and "response.output_text.delta" in names, f"a Responses stream routed to its end: {st} {names}")
+    # A conversation started on the device (private) and continued with a public turn
+    # stays where the first response is stored; the edge would answer 404.
+    first = {"model": "smollm2-135m", "input": "My name is Ada.", "max_output_tokens": 4}
+    st, h, body = post(port, "/v1/responses", first, {**auth, "x-tuili-privacy": "private"})
+    check(st == 200 and h.get("x-tuili-upstream") == "laptop", f"the first turn on the device: {st} {h.get('x-tuili-upstream')}")
+    st, h, ev = post_sse(port, "/v1/responses", {**first, "input": "What is my name?", "previous_response_id": body["id"]}, auth)
+    check(st == 200 and h.get("x-tuili-upstream") == "laptop", f"previous_response_id keeps the stream on the device: {st} {h.get('x-tuili-upstream')} {ev[:1]}")
+    third_id = next(d["response"]["id"] for n, d in ev if n == "response.created")
+    st, h, body = post(port, "/v1/responses", {**first, "input": "And again?", "previous_response_id": third_id}, auth)
+    check(st == 200 and h.get("x-tuili-upstream") == "laptop", f"a streamed response's id pins too: {st} {h.get('x-tuili-upstream')} {body}")
+    st, h, _ = post(port, "/v1/responses", {**first, "input": "A new talk."}, auth)
+    check(st == 200 and h.get("x-tuili-upstream") == "edge", f"a new public conversation goes to the cheaper edge: {st} {h.get('x-tuili-upstream')}")
+    anth = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    msg = {"model": "smollm2-135m", "max_tokens": 8, "messages": [{"role": "user", "content": [{"type": "text", "text": "Say hello."}]}]}
+    st, h, body = post(port, "/v1/messages", msg, anth)
+    check(st == 200 and body.get("type") == "message" and body["content"][0]["text"], f"a Messages request routed (x-api-key accepted): {st} {body}")
+    st, h, ev = post_sse(port, "/v1/messages", msg, anth)
+    check(st == 200 and ev[-1][0] == "message_stop", f"a Messages stream routed to its end: {st} {[n for n, _ in ev]}")
+    # The flaky link dies after 900 bytes: the client gets Anthropic's error event.
+    long = {**msg, "model": "smol-cut", "max_tokens": 64, "messages": [{"role": "user", "content": "Count from one to fifty."}]}
+    st, h, ev = post_sse(port, "/v1/messages", long, anth)
+    last = ev[-1] if ev else (None, None)
+    check(st == 200 and h.get("x-tuili-upstream") == "flaky" and last[0] == "error" and last[1].get("error", {}).get("type") == "api_error"
+          and "upstream_stream_broken" not in str([n for n, _ in ev[:-1]]) and ev[-2][0] != "message_stop",
+          f"a Messages stream cut mid-way ends with an error event: {st} {ev[-3:]}")
+    report("serve", embeddings=2, responses_events=len(names), messages_events_before_break=len(ev) - 1)
+    p.kill(signal.SIGTERM)
+    os.unlink(f.name)
+
+
 def want(name):
     return not ONLY or name in ONLY
 
@@ -488,6 +554,8 @@ def main():
             t_llamacpp()
         if want("affinity"):
             t_affinity(a_port, b_port)
+        if want("serve"):
+            t_serve_route(a_port)
         if want("failover"):
             t_failover(a_port, b_port, b_proc)
     finally:

@@ -1,13 +1,16 @@
 //! `tuili route`: the device/edge/cloud gateway (crate `tuili-router`). An upstream with
 //! `url = "local"` is a `tuili serve` app built from its `local_args` and called in this
-//! process, so a laptop runs the gateway and its own model as one process.
+//! process, so a laptop runs the gateway and its own model as one process;
+//! `tuili serve -m MODEL --route route.toml` is the same with MODEL as the local upstream
+//! that has no `local_args`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser};
 use tuili_router::config::{self, Endpoint, RouteConfig};
+use tuili_router::state::Overrides;
 use tuili_router::RouterState;
 use tuili_server::AppState;
 
@@ -35,46 +38,60 @@ struct LocalServe {
     serve: ServeArgs,
 }
 
-/// The `tuili serve` arguments of a local upstream, serving under its first model name
-/// unless `--model-name` is given.
-fn local_args(u: &config::Upstream) -> Vec<String> {
-    let mut args = u.local_args.clone();
-    if !args
-        .iter()
-        .any(|a| a == "--model-name" || a.starts_with("--model-name="))
-    {
-        args.extend([
-            "--model-name".to_string(),
-            u.wire_model(&u.models[0]).to_string(),
-        ]);
-    }
-    args
+/// The `tuili serve` arguments of a local upstream with `local_args`, served under its
+/// first model name unless `--model-name` is given.
+fn parse_local(u: &config::Upstream) -> Result<ServeArgs> {
+    let named = |e: String| anyhow::anyhow!("upstream '{}': local_args: {e}", u.name);
+    let args = LocalServe::try_parse_from(&u.local_args)
+        .map_err(|e| named(e.render().to_string().trim().to_string()))?
+        .serve;
+    args.in_process(u.wire_model(&u.models[0])).map_err(named)
 }
 
-fn parse_local(u: &config::Upstream) -> Result<ServeArgs> {
-    LocalServe::try_parse_from(local_args(u))
-        .map(|l| l.serve)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "upstream '{}': local_args: {}",
+/// The in-process arguments of every local upstream, by name: from its `local_args`, or
+/// for the one without (`tuili serve --route`), the command's own (`own`).
+fn local_serve_args(cfg: &RouteConfig, own: Option<ServeArgs>) -> Result<Vec<(String, ServeArgs)>> {
+    let own_at = cfg.check_locals(own.is_some())?;
+    let mut own = own;
+    let mut out = Vec::new();
+    for (i, u) in cfg.upstreams.iter().enumerate() {
+        if u.endpoint != Endpoint::Local {
+            continue;
+        }
+        let args = match (own_at == Some(i), own.take()) {
+            (true, Some(a)) => own_model(u, a)?,
+            (_, o) => {
+                own = o;
+                parse_local(u)?
+            }
+        };
+        out.push((u.name.clone(), args));
+    }
+    Ok(out)
+}
+
+/// `tuili serve --route`'s own arguments as upstream `u`: its model name is one `u` offers.
+fn own_model(u: &config::Upstream, a: ServeArgs) -> Result<ServeArgs> {
+    if let Some(n) = a.model_name() {
+        if !u.models.iter().any(|m| u.wire_model(m) == n) {
+            bail!(
+                "--model-name {n} is not a model of upstream '{}' (its models: {}); name it there or drop --model-name",
                 u.name,
-                e.render().to_string().trim()
-            )
-        })
+                u.models.join(", ")
+            );
+        }
+    }
+    a.in_process(u.wire_model(&u.models[0]))
+        .map_err(anyhow::Error::msg)
 }
 
 /// Starts the in-process app of every local upstream; the models load in the background
 /// (their `/health` answers 503 meanwhile, so the probe keeps them out until ready).
-fn start_locals(cfg: &RouteConfig) -> Result<HashMap<String, axum::Router>> {
+fn start_locals(locals: Vec<(String, ServeArgs)>) -> Result<HashMap<String, axum::Router>> {
     let mut apps = HashMap::new();
-    for u in cfg
-        .upstreams
-        .iter()
-        .filter(|u| u.endpoint == Endpoint::Local)
-    {
-        let (_, state, loader) = serve::prepare(parse_local(u)?)?;
-        apps.insert(u.name.clone(), tuili_server::app(state.clone()));
-        let name = u.name.clone();
+    for (name, args) in locals {
+        let (_, state, loader) = serve::prepare(args)?;
+        apps.insert(name.clone(), tuili_server::app(state.clone()));
         tokio::task::spawn_blocking(move || load_local(&name, state, loader));
     }
     Ok(apps)
@@ -103,37 +120,53 @@ fn load_local(
     state.set_load_failed(failure);
 }
 
+fn read_config(path: &Path) -> Result<RouteConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    config::parse(&text, &|v| std::env::var(v).ok()).with_context(|| format!("{}", path.display()))
+}
+
 /// Runs the gateway until SIGINT/SIGTERM (SIGHUP reloads the config).
 pub fn route(a: RouteArgs) -> Result<()> {
     tuili_server::init_logging();
-    let text = std::fs::read_to_string(&a.config)
-        .with_context(|| format!("reading {}", a.config.display()))?;
-    let mut cfg = config::parse(&text, &|v| std::env::var(v).ok())
-        .with_context(|| format!("{}", a.config.display()))?;
-    for u in cfg
-        .upstreams
-        .iter()
-        .filter(|u| u.endpoint == Endpoint::Local)
-    {
-        parse_local(u)?;
-    }
+    let cfg = read_config(&a.config)?;
+    let locals = local_serve_args(&cfg, None).with_context(|| format!("{}", a.config.display()))?;
     if a.check {
         print!("{}", cfg.table());
         return Ok(());
     }
-    if let Some(l) = a.listen {
-        cfg.listen = l;
-    }
+    let overrides = Overrides {
+        listen: a.listen,
+        api_key: None,
+    };
+    gateway(cfg, &a.config, locals, overrides)
+}
+
+/// `tuili serve --route`: the gateway of `config` with `own` (the command's model) as its
+/// local upstream without `local_args`, in one process.
+pub fn serve_routed(config: &Path, own: ServeArgs, overrides: Overrides) -> Result<()> {
+    let cfg = read_config(config)?;
+    let locals =
+        local_serve_args(&cfg, Some(own)).with_context(|| format!("{}", config.display()))?;
+    gateway(cfg, config, locals, overrides)
+}
+
+fn gateway(
+    cfg: RouteConfig,
+    path: &Path,
+    locals: Vec<(String, ServeArgs)>,
+    overrides: Overrides,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let path = a.config.clone();
+    let path = path.to_path_buf();
     rt.block_on(async move {
-        let locals = start_locals(&cfg)?;
-        let listen = cfg.listen.clone();
-        let state = RouterState::new(cfg, locals, Some(path))?;
+        let locals = start_locals(locals)?;
+        let state = RouterState::with_overrides(cfg, locals, Some(path), overrides)?;
+        let listen = state.table().config.listen.clone();
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("binding {listen}"))?;

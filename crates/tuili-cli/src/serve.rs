@@ -2,7 +2,7 @@
 //! serving engine. Binds first and loads the model in the background, so `/health`
 //! answers 503 until the model is ready.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,19 +14,19 @@ use tuili_server::{
 };
 
 use crate::device::{self, DeviceArgs};
-use crate::{load, registry, ModelArgs};
+use crate::{load, registry, route, ModelArgs};
 
 /// `tuili serve`.
 #[derive(Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Address to listen on (loopback unless told otherwise).
-    #[arg(long = "host", default_value = "127.0.0.1")]
-    host: String,
-    /// TCP port.
-    #[arg(long = "port", default_value_t = 8080)]
-    port: u16,
+    /// Address to listen on [default: 127.0.0.1, loopback unless told otherwise].
+    #[arg(long = "host")]
+    host: Option<String>,
+    /// TCP port [default: 8080].
+    #[arg(long = "port")]
+    port: Option<u16>,
     /// Require `Authorization: Bearer KEY` on the API (default: $TUILI_API_KEY, else none).
     #[arg(long = "api-key")]
     api_key: Option<String>,
@@ -83,15 +83,67 @@ pub struct ServeArgs {
         requires = "kv_events_endpoint"
     )]
     kv_events_layout: KvWireLayout,
+    /// Serve behind the device/edge/cloud gateway of this routing config (route.toml, keys in
+    /// docs/ROUTER.md), one process: this model is the config's `url = "local"` upstream
+    /// without `local_args`. Listens on --host/--port when given, else on the config's
+    /// `listen`; --api-key guards the gateway when the config names no key.
+    #[arg(long = "route", value_name = "ROUTE_TOML")]
+    route: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
+    /// Served inside the router's process, behind its authentication.
+    #[arg(skip)]
+    in_process: bool,
+}
+
+impl ServeArgs {
+    /// These arguments for an in-process upstream of `tuili route`: no `--route`, no key
+    /// of its own (the gateway in front checks the client's), served under `model_name`
+    /// unless a name was given. Errors when `--route` was given (a local upstream does
+    /// not route again).
+    pub fn in_process(mut self, model_name: &str) -> Result<Self, String> {
+        if self.route.is_some() {
+            return Err("--route cannot be given to a local upstream".into());
+        }
+        self.in_process = true;
+        self.model_name
+            .get_or_insert_with(|| model_name.to_string());
+        Ok(self)
+    }
+
+    /// The name given with `--model-name`, if any.
+    pub fn model_name(&self) -> Option<&str> {
+        self.model_name.as_deref()
+    }
 }
 
 /// Runs the server until SIGINT/SIGTERM.
-pub fn serve(a: ServeArgs) -> Result<()> {
+pub fn serve(mut a: ServeArgs) -> Result<()> {
     tuili_server::init_logging();
+    if let Some(config) = a.route.take() {
+        let defaults = ServeOptions::default();
+        let listen = (a.host.is_some() || a.port.is_some()).then(|| {
+            let host = a.host.clone().unwrap_or(defaults.host);
+            let port = a.port.unwrap_or(defaults.port);
+            match host.contains(':') {
+                true => format!("[{host}]:{port}"),
+                false => format!("{host}:{port}"),
+            }
+        });
+        let overrides = tuili_router::state::Overrides {
+            listen,
+            api_key: api_key(a.api_key.take()),
+        };
+        return route::serve_routed(&config, a, overrides);
+    }
     let (opts, state, loader) = prepare(a)?;
     tuili_server::run_blocking(opts, state, loader).context("tuili serve")
+}
+
+/// The API key clients must send: `--api-key`, else `$TUILI_API_KEY`; none when empty.
+fn api_key(flag: Option<String>) -> Option<String> {
+    flag.or_else(|| std::env::var("TUILI_API_KEY").ok())
+        .filter(|k| !k.is_empty())
 }
 
 /// Everything `tuili serve` runs, not yet running: where to listen, the app state, and the
@@ -121,10 +173,10 @@ pub fn prepare(
     if let Some(m) = known {
         config.model_aliases.extend(stem(m.file));
     }
-    config.api_key = a
-        .api_key
-        .or_else(|| std::env::var("TUILI_API_KEY").ok())
-        .filter(|k| !k.is_empty());
+    config.api_key = match a.in_process {
+        true => None,
+        false => api_key(a.api_key),
+    };
     config.max_body_bytes = a.max_body;
     // Bound before the model loads, so that a bad endpoint fails at once.
     let kv_events = match a.kv_events_endpoint {
@@ -172,9 +224,10 @@ pub fn prepare(
             .map_err(|e| format!("starting the engine: {e}"))?;
         Ok((engine, loaded.template))
     };
+    let defaults = ServeOptions::default();
     let opts = ServeOptions {
-        host: a.host,
-        port: a.port,
+        host: a.host.unwrap_or(defaults.host),
+        port: a.port.unwrap_or(defaults.port),
         grace: Duration::from_secs(a.grace),
     };
     Ok((opts, AppState::new(config), loader))

@@ -114,7 +114,8 @@ pub struct Upstream {
     pub scrape_metrics: bool,
     /// A prior for its TTFT in ms until observations come.
     pub ttft_prior_ms: f64,
-    /// For `url = "local"`: the `tuili serve` arguments of the in-process model.
+    /// For `url = "local"`: the `tuili serve` arguments of the in-process model; empty for
+    /// the model of `tuili serve --route` itself (see [`RouteConfig::check_locals`]).
     pub local_args: Vec<String>,
     /// Path the health probe GETs (from the host root; `/health` unless set).
     pub health_path: String,
@@ -390,12 +391,6 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<RouteCo
                 crate::upstream::read_pem_certs(path).map_err(|why| bad(k("ca_file"), why))?
             }
         };
-        if endpoint == Endpoint::Local && u.local_args.is_empty() {
-            return Err(bad(
-                k("local_args"),
-                "url = \"local\" needs local_args, the `tuili serve` arguments (e.g. [\"-m\", \"model.gguf\"])",
-            ));
-        }
         if endpoint != Endpoint::Local && !u.local_args.is_empty() {
             return Err(bad(
                 k("local_args"),
@@ -686,6 +681,40 @@ impl RouteConfig {
         out
     }
 
+    /// Checks the `url = "local"` upstreams against how the router was started: under
+    /// `tuili route` (`host_model` false) each needs `local_args`; under
+    /// `tuili serve --route` exactly one has none, and it serves that command's model.
+    /// Returns the index of that one.
+    pub fn check_locals(&self, host_model: bool) -> Result<Option<usize>, RouterError> {
+        let mut own = None;
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if u.endpoint != Endpoint::Local || !u.local_args.is_empty() {
+                continue;
+            }
+            let key = format!("upstream[{i}].local_args");
+            if !host_model {
+                return Err(bad(
+                    key,
+                    "url = \"local\" needs local_args, the `tuili serve` arguments (e.g. [\"-m\", \"model.gguf\"]), unless the config is run by `tuili serve -m MODEL --route FILE`, whose model it then serves",
+                ));
+            }
+            if let Some(j) = own {
+                return Err(bad(
+                    key,
+                    format!("upstream[{j}] already serves the model of `tuili serve --route`; give '{}' local_args of its own", u.name),
+                ));
+            }
+            own = Some(i);
+        }
+        if host_model && own.is_none() {
+            return Err(bad(
+                "upstream",
+                "`tuili serve --route` needs one upstream with url = \"local\" and no local_args to serve its model; add one, or run the config with `tuili route`",
+            ));
+        }
+        Ok(own)
+    }
+
     /// The resolved routing table `--check` prints.
     pub fn table(&self) -> String {
         let mut s = format!("listen {}\n\nupstreams:\n", self.listen);
@@ -695,6 +724,7 @@ impl RouteConfig {
         );
         for u in &self.upstreams {
             let url = match &u.endpoint {
+                Endpoint::Local if u.local_args.is_empty() => "local (serve's own model)".into(),
                 Endpoint::Local => format!("local ({})", u.local_args.join(" ")),
                 Endpoint::Http {
                     authority,
@@ -889,8 +919,22 @@ private_detectors = ["email", "phone", "card", "secret"]
         assert!(e.contains("aliases.smol"), "{e}");
         let e = err(&format!("{ISSUE}\nfoo = 1"));
         assert!(e.contains("foo"), "{e}");
-        let e = err(&ISSUE.replace("local_args = [\"-m\", \"smol.gguf\"]", ""));
-        assert!(e.contains("upstream[0].local_args"), "{e}");
         assert!(err("listen = \"x\"").contains("config key upstream"));
+        // A local upstream without local_args is the model of `tuili serve --route`.
+        let own = parse(
+            &ISSUE.replace("local_args = [\"-m\", \"smol.gguf\"]", ""),
+            &env,
+        )
+        .unwrap();
+        let e = own.check_locals(false).unwrap_err().to_string();
+        assert!(e.contains("upstream[0].local_args"), "{e}");
+        assert_eq!(own.check_locals(true).unwrap(), Some(0));
+        let both = parse(ISSUE, &env).unwrap();
+        assert_eq!(both.check_locals(false).unwrap(), None);
+        let e = both.check_locals(true).unwrap_err().to_string();
+        assert!(
+            e.contains("config key upstream:") && e.contains("no local_args"),
+            "{e}"
+        );
     }
 }

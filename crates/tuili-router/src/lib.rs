@@ -54,6 +54,9 @@ pub fn app(state: RouterState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/responses", post(responses))
+        .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -76,6 +79,18 @@ async fn chat(State(st): State<RouterState>, headers: HeaderMap, body: Bytes) ->
 
 async fn completions(State(st): State<RouterState>, headers: HeaderMap, body: Bytes) -> Response {
     proxy::handle(st, headers, body, Api::Completions).await
+}
+
+async fn embeddings(State(st): State<RouterState>, headers: HeaderMap, body: Bytes) -> Response {
+    proxy::handle(st, headers, body, Api::Embeddings).await
+}
+
+async fn responses(State(st): State<RouterState>, headers: HeaderMap, body: Bytes) -> Response {
+    proxy::handle(st, headers, body, Api::Responses).await
+}
+
+async fn messages(State(st): State<RouterState>, headers: HeaderMap, body: Bytes) -> Response {
+    proxy::handle(st, headers, body, Api::Messages).await
 }
 
 /// The union of the upstreams' models, the aliases and the routes.

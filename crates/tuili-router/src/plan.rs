@@ -19,6 +19,12 @@ pub enum Api {
     Chat,
     /// `/v1/completions`.
     Completions,
+    /// `/v1/embeddings`.
+    Embeddings,
+    /// `/v1/responses` (OpenAI's Responses API).
+    Responses,
+    /// `/v1/messages` (Anthropic's Messages API).
+    Messages,
 }
 
 impl Api {
@@ -27,6 +33,24 @@ impl Api {
         match self {
             Api::Chat => "/chat/completions",
             Api::Completions => "/completions",
+            Api::Embeddings => "/embeddings",
+            Api::Responses => "/responses",
+            Api::Messages => "/messages",
+        }
+    }
+
+    /// Whether answers carry token logprobs the router can judge (escalation).
+    pub fn has_logprobs(self) -> bool {
+        matches!(self, Api::Chat | Api::Completions)
+    }
+
+    /// The request fields that hold what the user sent.
+    fn text_fields(self) -> &'static [&'static str] {
+        match self {
+            Api::Chat | Api::Messages => &["system", "messages"],
+            Api::Completions => &["prompt"],
+            Api::Embeddings => &["input"],
+            Api::Responses => &["instructions", "input"],
         }
     }
 }
@@ -50,37 +74,40 @@ pub struct Plan {
     pub excluded: Vec<String>,
 }
 
-/// The text of a request that detectors read and affinity hashes: the messages' contents
-/// in order (chat) or the prompt(s) (completions).
+/// The text of a request that detectors read and affinity hashes: every string under the
+/// API's input fields in order (message contents and their parts, tool results, tool-call
+/// arguments, instructions, prompts), less the labels around them (roles, types, ids, names).
 pub fn prompt_text(req: &Map<String, Value>, api: Api) -> String {
+    const LABELS: &[&str] = &[
+        "role",
+        "type",
+        "id",
+        "call_id",
+        "tool_call_id",
+        "tool_use_id",
+        "name",
+        "cache_control",
+        "status",
+    ];
+    fn walk(v: &Value, out: &mut String) {
+        match v {
+            Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Object(m) => m
+                .iter()
+                .filter(|(k, _)| !LABELS.contains(&k.as_str()))
+                .for_each(|(_, v)| walk(v, out)),
+            _ => {}
+        }
+    }
     let mut out = String::new();
-    let mut push = |v: &Value| match v {
-        Value::String(s) => {
-            out.push_str(s);
-            out.push('\n');
+    for f in api.text_fields() {
+        if let Some(v) = req.get(*f) {
+            walk(v, &mut out);
         }
-        Value::Array(parts) => {
-            for p in parts {
-                if let Some(t) = p["text"].as_str().or(p.as_str()) {
-                    out.push_str(t);
-                    out.push('\n');
-                }
-            }
-        }
-        _ => {}
-    };
-    match api {
-        Api::Chat => {
-            for m in req
-                .get("messages")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                push(&m["content"]);
-            }
-        }
-        Api::Completions => push(req.get("prompt").unwrap_or(&Value::Null)),
     }
     out
 }
@@ -91,6 +118,9 @@ pub struct Hints<'a> {
     pub privacy: Option<&'a str>,
     /// `x-tuili-ttft-ms`.
     pub ttft_target_ms: Option<f64>,
+    /// The one upstream that may answer: it stores the conversation the request continues
+    /// (`previous_response_id`).
+    pub pin: Option<&'a str>,
 }
 
 /// Plans `req` (whose `model` is `model`) against `table`.
@@ -107,7 +137,7 @@ pub fn plan(
             r.models.clone(),
             r.policy,
             &r.detectors,
-            r.escalation && r.models.len() > 1,
+            r.escalation && r.models.len() > 1 && api.has_logprobs(),
         ),
         None => {
             let m = cfg.resolve(model);
@@ -148,6 +178,7 @@ pub fn plan(
     let max_tokens = req
         .get("max_completion_tokens")
         .or(req.get("max_tokens"))
+        .or(req.get("max_output_tokens"))
         .and_then(Value::as_u64)
         .unwrap_or(256) as f64;
     // About four characters a token: only the cost estimate uses it.
@@ -166,6 +197,14 @@ pub fn plan(
         else {
             continue;
         };
+        if hints.pin.is_some_and(|p| p != s.cfg.name) {
+            excluded.push(format!(
+                "{}: the conversation continued is stored on {}",
+                s.cfg.name,
+                hints.pin.unwrap_or_default()
+            ));
+            continue;
+        }
         let live = s.live();
         let available = live.up && live.breaker.allows(now);
         if available {
@@ -288,6 +327,7 @@ tiny = "small"
     const NO_HINTS: Hints = Hints {
         privacy: None,
         ttft_target_ms: None,
+        pin: None,
     };
 
     #[test]
@@ -318,6 +358,7 @@ tiny = "small"
             &Hints {
                 privacy: Some("private"),
                 ttft_target_ms: None,
+                pin: None,
             },
         )
         .err()
@@ -333,6 +374,69 @@ tiny = "small"
         );
         // Public traffic still flows.
         assert!(plan(&st.table(), "auto", &req("hello"), Api::Chat, &NO_HINTS).is_ok());
+    }
+
+    #[test]
+    fn a_continued_conversation_goes_only_where_it_is_stored() {
+        let st = state();
+        let pinned = |pin| Hints {
+            privacy: None,
+            ttft_target_ms: None,
+            pin,
+        };
+        let p = plan(
+            &st.table(),
+            "tiny",
+            &req("hi"),
+            Api::Responses,
+            &pinned(Some("edge")),
+        )
+        .unwrap();
+        assert_eq!(names(&p), [vec!["edge"]]);
+        st.table().slots[1].live().up = false;
+        let e = plan(
+            &st.table(),
+            "tiny",
+            &req("hi"),
+            Api::Responses,
+            &pinned(Some("edge")),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.message.contains("edge: down") && e.message.contains("stored on edge"),
+            "{}",
+            e.message
+        );
+        st.remember_response("resp_1", "edge");
+        assert_eq!(st.response_owner("resp_1").as_deref(), Some("edge"));
+        assert_eq!(st.response_owner("resp_2"), None);
+    }
+
+    #[test]
+    fn responses_and_messages_text_includes_nested_parts_but_not_labels() {
+        let r: Map<String, Value> = serde_json::from_str(
+            r#"{"instructions":"be brief","input":[{"role":"user","type":"message","content":[{"type":"input_text","text":"mail a@b.org"}]},{"type":"function_call_output","call_id":"c1","output":"42"}]}"#,
+        )
+        .unwrap();
+        let t = prompt_text(&r, Api::Responses);
+        assert!(
+            t.contains("be brief") && t.contains("mail a@b.org") && t.contains("42"),
+            "{t}"
+        );
+        assert!(
+            !t.contains("user") && !t.contains("input_text") && !t.contains("c1"),
+            "{t}"
+        );
+        let m: Map<String, Value> = serde_json::from_str(
+            r#"{"system":[{"type":"text","text":"sys"}],"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":"card 4111"}]}]}"#,
+        )
+        .unwrap();
+        let t = prompt_text(&m, Api::Messages);
+        assert!(
+            t.contains("sys") && t.contains("card 4111") && !t.contains("t1"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::plan::{plan, Api, Hints, Plan};
 use crate::policy::Candidate;
-use crate::sse::{logprobs_of, strip_logprobs, usage_of, SseScan};
+use crate::sse::{error_event, logprobs_of, strip_logprobs, usage_of, SseScan};
 use crate::state::{Live, RouterState, Slot, Table};
 use crate::upstream::{call, CallError};
 use crate::ApiError;
@@ -106,6 +106,8 @@ impl Ctx {
             match self.api {
                 Api::Chat => req.insert("logprobs".into(), Value::Bool(true)),
                 Api::Completions => req.insert("logprobs".into(), Value::from(1)),
+                // Never escalated: see `Api::has_logprobs`.
+                Api::Embeddings | Api::Responses | Api::Messages => None,
             };
         }
         Bytes::from(serde_json::to_vec(&Value::Object(req)).unwrap_or_default())
@@ -202,8 +204,10 @@ pub fn authorized(table: &Table, headers: &HeaderMap) -> bool {
     let Some(key) = &table.config.api_key else {
         return true;
     };
+    // `Authorization: Bearer` (OpenAI's clients) or `x-api-key` (Anthropic's).
     let given = header_str(headers, "authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| header_str(headers, "x-api-key"))
         .unwrap_or("");
     given.len() == key.len()
         && given
@@ -213,7 +217,8 @@ pub fn authorized(table: &Table, headers: &HeaderMap) -> bool {
             == 0
 }
 
-/// `POST /v1/chat/completions` and `POST /v1/completions`.
+/// `POST` on any of the routed APIs (`/v1/chat/completions`, `/v1/completions`,
+/// `/v1/embeddings`, `/v1/responses`, `/v1/messages`).
 pub async fn handle(st: RouterState, headers: HeaderMap, body: Bytes, api: Api) -> Response {
     let t0 = Instant::now();
     let table = st.table();
@@ -278,10 +283,17 @@ fn prepare(
             .and_then(Value::as_bool)
             .unwrap_or(false),
         Api::Completions => req.get("logprobs").is_some_and(|v| !v.is_null()),
+        // Passed through untouched: the router adds and strips nothing.
+        Api::Embeddings | Api::Responses | Api::Messages => true,
+    };
+    let owner = match (api, req.get("previous_response_id").and_then(Value::as_str)) {
+        (Api::Responses, Some(id)) => st.response_owner(id),
+        _ => None,
     };
     let hints = Hints {
         privacy: header_str(headers, "x-tuili-privacy"),
         ttft_target_ms: header_ms(headers, "x-tuili-ttft-ms")?,
+        pin: owner.as_deref(),
     };
     let deadline = header_ms(headers, "x-tuili-deadline-ms")?
         .map(|ms| Duration::from_secs_f64(ms / 1e3))
@@ -590,6 +602,9 @@ async fn run_whole(mut ctx: Ctx) -> Response {
         if !ctx.client_logprobs {
             strip_logprobs(&mut v);
         }
+        if let (Api::Responses, Some(id)) = (ctx.api, v["id"].as_str()) {
+            ctx.st.remember_response(id, &c.name);
+        }
         ctx.log
             .push(format!("{} ok in {:.1} ms", c.name, e2e * 1e3));
         ctx.decision(&format!(
@@ -808,7 +823,8 @@ impl Forward {
             ),
         };
         self.broke = Some(msg);
-        Bytes::from(format!("data: {}\n\n", e.to_json()))
+        let api = self.ctx.as_ref().map_or(Api::Chat, |c| c.api);
+        Bytes::from(error_event(api, &e))
     }
 }
 
@@ -820,6 +836,9 @@ impl Drop for Forward {
         let c = &self.c;
         let tier = c.tier.as_str();
         let e2e = ctx.t0.elapsed();
+        if let Some(id) = &self.scan.response_id {
+            ctx.st.remember_response(id, &c.name);
+        }
         let (_, out) = ctx.account(c, self.scan.usage, self.scan.tokens);
         let m = ctx.st.metrics();
         m.e2e(tier, e2e.as_secs_f64());

@@ -1,8 +1,11 @@
-//! Reading the OpenAI response shapes on the way through: SSE events of a stream (counting
-//! tokens, finding the usage, the `[DONE]` marker and error events, collecting logprobs,
-//! and stripping logprobs the client did not ask for) and the same facts of a JSON body.
+//! Reading the response shapes on the way through: SSE events of a stream (counting tokens,
+//! finding the usage, the end marker and error events, collecting logprobs, and stripping
+//! logprobs the client did not ask for) and the same facts of a JSON body. Chat and
+//! completions, OpenAI's Responses API and Anthropic's Messages API are all read.
 
-use serde_json::Value;
+use serde_json::{json, Value};
+
+use crate::plan::Api;
 
 /// The token logprobs of one choice, chat (`logprobs.content[].logprob`) or completions
 /// (`logprobs.token_logprobs[]`).
@@ -20,13 +23,71 @@ pub fn logprobs_of(choice: &Value) -> Vec<f64> {
         .unwrap_or_default()
 }
 
-/// `(prompt_tokens, completion_tokens)` of a `usage` object.
+/// `(prompt_tokens, completion_tokens)` of `v`'s `usage` (OpenAI's names, or the
+/// Responses and Messages APIs' `input_tokens`/`output_tokens`).
 pub fn usage_of(v: &Value) -> Option<(u64, u64)> {
-    let u = v.get("usage")?;
-    Some((
-        u["prompt_tokens"].as_u64()?,
-        u["completion_tokens"].as_u64().unwrap_or(0),
-    ))
+    match usage_parts(v) {
+        (Some(i), o) => Some((i, o.unwrap_or(0))),
+        (None, _) => None,
+    }
+}
+
+/// The input and output token counts of `v`'s `usage`, each when present (an Anthropic
+/// stream sends them in different events).
+fn usage_parts(v: &Value) -> (Option<u64>, Option<u64>) {
+    let Some(u) = v.get("usage") else {
+        return (None, None);
+    };
+    let get = |a: &str, b: &str| u[a].as_u64().or(u[b].as_u64());
+    (
+        get("prompt_tokens", "input_tokens"),
+        get("completion_tokens", "output_tokens"),
+    )
+}
+
+/// The text an event of any of the streaming APIs adds: chat and completions chunks,
+/// `response.output_text.delta`, Anthropic's `content_block_delta`.
+fn text_of_event(v: &Value) -> &str {
+    let c = &v["choices"][0];
+    let openai = c["delta"]["content"].as_str().or(c["text"].as_str());
+    let other = match v["type"].as_str() {
+        Some("response.output_text.delta") => v["delta"].as_str(),
+        Some("content_block_delta") => {
+            let d = &v["delta"];
+            d["text"].as_str().or(d["partial_json"].as_str())
+        }
+        _ => None,
+    };
+    openai.or(other).unwrap_or("")
+}
+
+/// How an event of any of the streaming APIs ends the stream: `Some(true)` on an error,
+/// `Some(false)` at a normal end (Responses' `response.completed`/`.incomplete`,
+/// Anthropic's `message_stop`; chat's `[DONE]` is not JSON and is found before).
+fn end_of_event(v: &Value) -> Option<bool> {
+    if v.get("error").is_some_and(|e| !e.is_null()) {
+        return Some(true);
+    }
+    match v["type"].as_str() {
+        Some("error" | "response.failed") => Some(true),
+        Some("response.completed" | "response.incomplete" | "message_stop") => Some(false),
+        _ => None,
+    }
+}
+
+/// The SSE event that ends a broken stream, in `api`'s own error shape.
+pub fn error_event(api: Api, e: &crate::ApiError) -> String {
+    match api {
+        Api::Responses => format!(
+            "event: error\ndata: {}\n\n",
+            json!({"type": "error", "code": e.code, "message": e.message, "param": null})
+        ),
+        Api::Messages => format!(
+            "event: error\ndata: {}\n\n",
+            json!({"type": "error", "error": {"type": "api_error", "message": e.message}})
+        ),
+        Api::Chat | Api::Completions | Api::Embeddings => format!("data: {}\n\n", e.to_json()),
+    }
 }
 
 /// Sets every choice's `logprobs` to null.
@@ -60,6 +121,8 @@ pub struct SseScan {
     pub logprobs: Vec<f64>,
     /// Rewrite events without logprobs (the output of [`SseScan::feed`] then differs).
     pub strip: bool,
+    /// The Responses API's response id (from `response.created`).
+    pub response_id: Option<String>,
 }
 
 impl SseScan {
@@ -134,20 +197,28 @@ impl SseScan {
             }
             return;
         };
-        if v.get("error").is_some() {
-            self.errored = true;
+        match end_of_event(&v) {
+            Some(true) => self.errored = true,
+            Some(false) => self.done = true,
+            None => {}
         }
-        let c = &v["choices"][0];
-        let text_piece = c["delta"]["content"]
-            .as_str()
-            .or(c["text"].as_str())
-            .unwrap_or("");
-        if !text_piece.is_empty() {
+        if let (Some("response.created"), Some(id)) =
+            (v["type"].as_str(), v["response"]["id"].as_str())
+        {
+            self.response_id = Some(id.to_string());
+        }
+        if !text_of_event(&v).is_empty() {
             self.tokens += 1;
         }
-        self.logprobs.extend(logprobs_of(c));
-        if let Some(u) = usage_of(&v) {
-            self.usage = Some(u);
+        self.logprobs.extend(logprobs_of(&v["choices"][0]));
+        // The usage: at the top (OpenAI, Anthropic's message_delta), in Responses'
+        // `response` or in Anthropic's message_start `message`.
+        for holder in [&v, &v["response"], &v["message"]] {
+            let (i, o) = usage_parts(holder);
+            if i.is_some() || o.is_some() {
+                let (pi, po) = self.usage.unwrap_or((0, 0));
+                self.usage = Some((i.unwrap_or(pi), o.unwrap_or(po)));
+            }
         }
         if self.strip {
             strip_logprobs(&mut v);
@@ -181,6 +252,31 @@ mod tests {
             (s.tokens, s.usage, s.logprobs.clone()),
             (2, Some((3, 2)), vec![-0.5])
         );
+    }
+
+    #[test]
+    fn responses_and_messages_streams_end_and_count() {
+        let mut r = SseScan::default();
+        r.feed(b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\"}}\n\n");
+        assert_eq!(r.response_id.as_deref(), Some("resp_1"));
+        r.feed(b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n");
+        assert!(!r.done);
+        r.feed(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n");
+        assert!(r.done && !r.errored);
+        assert_eq!((r.tokens, r.usage), (1, Some((5, 1))));
+
+        let mut m = SseScan::default();
+        m.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\n");
+        m.feed(b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Yo\"}}\n\n");
+        m.feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":3}}\n\n");
+        assert!(!m.done);
+        m.feed(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        assert!(m.done);
+        assert_eq!((m.tokens, m.usage), (1, Some((7, 3))));
+
+        let mut e = SseScan::default();
+        e.feed(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n");
+        assert!(e.errored && !e.done);
     }
 
     #[test]

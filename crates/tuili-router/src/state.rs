@@ -53,7 +53,42 @@ pub struct Table {
     pub slots: Vec<Slot>,
 }
 
+/// What the command line sets over the config file, at launch and on every reload.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Listen here instead of the config's `listen`.
+    pub listen: Option<String>,
+    /// The client key when the config names none (`tuili serve --route`'s `--api-key`).
+    pub api_key: Option<String>,
+}
+
+impl Overrides {
+    /// `config` with these applied.
+    pub fn apply(&self, mut config: RouteConfig) -> RouteConfig {
+        if let Some(l) = &self.listen {
+            config.listen = l.clone();
+        }
+        if config.api_key.is_none() {
+            config.api_key = self.api_key.clone();
+        }
+        config
+    }
+}
+
+/// Which upstream stores each Responses-API response the router passed on, so that a
+/// request continuing one (`previous_response_id`) goes where its conversation is. Bounded:
+/// the oldest entries go first.
+#[derive(Default)]
+struct Owners {
+    by_id: HashMap<String, String>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// Responses remembered for `previous_response_id`.
+const MAX_OWNERS: usize = 1 << 16;
+
 struct Inner {
+    owners: Mutex<Owners>,
     table: RwLock<Arc<Table>>,
     lives: Mutex<HashMap<String, Arc<Mutex<Live>>>>,
     locals: HashMap<String, axum::Router>,
@@ -61,6 +96,7 @@ struct Inner {
     budget: Mutex<RetryBudget>,
     metrics: Metrics,
     config_path: Option<PathBuf>,
+    overrides: Overrides,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -76,9 +112,21 @@ impl RouterState {
         locals: HashMap<String, axum::Router>,
         config_path: Option<PathBuf>,
     ) -> Result<Self, RouterError> {
+        Self::with_overrides(config, locals, config_path, Overrides::default())
+    }
+
+    /// [`RouterState::new`] with command-line `overrides` over the file, kept on reload.
+    pub fn with_overrides(
+        config: RouteConfig,
+        locals: HashMap<String, axum::Router>,
+        config_path: Option<PathBuf>,
+        overrides: Overrides,
+    ) -> Result<Self, RouterError> {
+        let config = overrides.apply(config);
         let r = &config.resilience;
         let budget = RetryBudget::new(r.retry_ratio, r.retry_min_per_s, Instant::now());
         let st = RouterState(Arc::new(Inner {
+            owners: Mutex::default(),
             table: RwLock::new(Arc::new(Table {
                 config: config.clone(),
                 slots: Vec::new(),
@@ -92,6 +140,7 @@ impl RouterState {
             budget: Mutex::new(budget),
             metrics: Metrics::default(),
             config_path,
+            overrides,
             next_id: Default::default(),
         }));
         let table = st.build(config)?;
@@ -174,7 +223,10 @@ impl RouterState {
                 context: format!("reading {}", path.display()),
                 source,
             })?;
-            let config = config::parse(&text, &|v| std::env::var(v).ok())?;
+            let config = self
+                .0
+                .overrides
+                .apply(config::parse(&text, &|v| std::env::var(v).ok())?);
             let old = self.table();
             if config.listen != old.config.listen {
                 tracing::warn!(
@@ -198,6 +250,28 @@ impl RouterState {
             }
         }
         result
+    }
+
+    /// Remembers that `upstream` stores the response `id`.
+    pub fn remember_response(&self, id: &str, upstream: &str) {
+        let mut o = self.0.owners.lock().unwrap_or_else(|p| p.into_inner());
+        if o.by_id
+            .insert(id.to_string(), upstream.to_string())
+            .is_none()
+        {
+            o.order.push_back(id.to_string());
+        }
+        while o.order.len() > MAX_OWNERS {
+            if let Some(old) = o.order.pop_front() {
+                o.by_id.remove(&old);
+            }
+        }
+    }
+
+    /// The upstream that stores the response `id`, if the router passed it on.
+    pub fn response_owner(&self, id: &str) -> Option<String> {
+        let o = self.0.owners.lock().unwrap_or_else(|p| p.into_inner());
+        o.by_id.get(id).cloned()
     }
 
     /// The metrics.
