@@ -418,10 +418,21 @@ async fn attempt_whole(
     }
 }
 
-type Attempt = futures_util::future::BoxFuture<'static, (usize, Result<(StatusCode, Bytes), Fail>)>;
+/// One attempt in flight: its index in `ctx.list` and what it came to.
+type Attempt<T> = futures_util::future::BoxFuture<'static, (usize, Result<T, Fail>)>;
+
+/// Builds the attempt on candidate `c` (at escalation `level`) from the request.
+type Start<T> =
+    fn(&Ctx, usize, &Candidate) -> futures_util::future::BoxFuture<'static, Result<T, Fail>>;
 
 /// Starts the attempt at `ctx.list[*pos]` if the attempt limit and the budget allow.
-fn launch(ctx: &mut Ctx, pos: &mut usize, attempts: &mut usize, first: bool) -> Option<Attempt> {
+fn launch<T: 'static>(
+    ctx: &mut Ctx,
+    pos: &mut usize,
+    attempts: &mut usize,
+    first: bool,
+    start: Start<T>,
+) -> Option<Attempt<T>> {
     if *pos >= ctx.list.len() || !ctx.may_try(*attempts, first) {
         return None;
     }
@@ -429,22 +440,23 @@ fn launch(ctx: &mut Ctx, pos: &mut usize, attempts: &mut usize, first: bool) -> 
     *pos += 1;
     *attempts += 1;
     let (level, c) = ctx.list[i].clone();
-    let body = ctx.wire_body(level, &c);
-    let (table, path) = (ctx.table.clone(), ctx.api.path());
-    Some(Box::pin(async move {
-        (i, attempt_whole(table, c.slot, path, body).await)
-    }))
+    let fut = start(ctx, level, &c);
+    Some(Box::pin(async move { (i, fut.await) }))
 }
 
-/// Tries candidates from `pos` until one answers: failures move on (within the budget), a
-/// slow attempt is hedged once. Returns the index in `ctx.list` that answered; the other
-/// attempt of a hedge is dropped, which cancels it.
-async fn race(ctx: &mut Ctx, pos: &mut usize) -> Result<(usize, StatusCode, Bytes), ApiError> {
+/// Tries candidates from `pos` until one succeeds: failures move on (within the budget), a
+/// slow attempt is hedged once. Returns the index in `ctx.list` that succeeded and what it
+/// gave; the other attempt of a hedge is dropped, which cancels it.
+async fn race<T: 'static>(
+    ctx: &mut Ctx,
+    pos: &mut usize,
+    start: Start<T>,
+) -> Result<(usize, T), ApiError> {
     let hedge = ctx.table.config.resilience.hedge_after_ms;
-    let mut pending: FuturesUnordered<Attempt> = FuturesUnordered::new();
+    let mut pending: FuturesUnordered<Attempt<T>> = FuturesUnordered::new();
     let mut attempts = 0usize;
     let mut hedged = false;
-    pending.extend(launch(ctx, pos, &mut attempts, true));
+    pending.extend(launch(ctx, pos, &mut attempts, true, start));
     let result = loop {
         if pending.is_empty() {
             break None;
@@ -458,12 +470,12 @@ async fn race(ctx: &mut Ctx, pos: &mut usize) -> Result<(usize, StatusCode, Byte
         };
         tokio::select! {
             Some((i, r)) = pending.next() => match r {
-                Ok((status, bytes)) => break Some((i, status, bytes)),
+                Ok(t) => break Some((i, t)),
                 Err(f) => {
                     let c = ctx.list[i].1.clone();
                     ctx.failed(&c, &f);
                     if pending.is_empty() {
-                        if let Some(a) = launch(ctx, pos, &mut attempts, false) {
+                        if let Some(a) = launch(ctx, pos, &mut attempts, false, start) {
                             ctx.st.metrics().count("failovers");
                             pending.push(a);
                         }
@@ -472,7 +484,7 @@ async fn race(ctx: &mut Ctx, pos: &mut usize) -> Result<(usize, StatusCode, Byte
             },
             _ = timer => {
                 hedged = true;
-                if let Some(a) = launch(ctx, pos, &mut attempts, false) {
+                if let Some(a) = launch(ctx, pos, &mut attempts, false, start) {
                     ctx.st.metrics().count("hedges");
                     ctx.log.push(format!("hedged after {hedge} ms"));
                     pending.push(a);
@@ -487,6 +499,21 @@ async fn race(ctx: &mut Ctx, pos: &mut usize) -> Result<(usize, StatusCode, Byte
             ctx.log.join(", ")
         ))
     })
+}
+
+/// A whole (non-streaming) attempt from the request.
+fn start_whole(
+    ctx: &Ctx,
+    level: usize,
+    c: &Candidate,
+) -> futures_util::future::BoxFuture<'static, Result<(StatusCode, Bytes), Fail>> {
+    let body = ctx.wire_body(level, c);
+    Box::pin(attempt_whole(
+        ctx.table.clone(),
+        c.slot,
+        ctx.api.path(),
+        body,
+    ))
 }
 
 fn answer(
@@ -516,7 +543,7 @@ async fn run_whole(mut ctx: Ctx) -> Response {
     // The unsure answer, kept in case no larger model answers.
     let mut fallback: Option<(Candidate, Value)> = None;
     loop {
-        let (i, status, bytes) = match race(&mut ctx, &mut pos).await {
+        let (i, (status, bytes)) = match race(&mut ctx, &mut pos, start_whole).await {
             Ok(r) => r,
             Err(e) => {
                 if let Some((c, mut v)) = fallback.take() {
@@ -634,53 +661,55 @@ async fn next_chunk(s: &mut DataStream, limit: Duration) -> Result<Option<Bytes>
     }
 }
 
-async fn run_stream(mut ctx: Ctx) -> Response {
-    let mut pos = 0usize;
-    let mut attempts = 0usize;
-    let mut escalated = false;
-    let mut round_start = true;
-    while pos < ctx.list.len() {
-        if !ctx.may_try(attempts, round_start) {
-            break;
-        }
-        if !round_start {
-            ctx.st.metrics().count("failovers");
-        }
-        round_start = false;
-        attempts += 1;
-        let (level, c) = ctx.list[pos].clone();
-        pos += 1;
-        let table = ctx.table.clone();
-        let slot = &table.slots[c.slot];
+/// A stream attempt that got as far as it must before anything may leave: the first chunk,
+/// or, when the answer may be escalated, the judging window.
+enum Opened {
+    /// The upstream's own 4xx: the request is at fault, not the upstream; answered as is.
+    Refused(StatusCode, Bytes),
+    /// The stream, with what was read of it.
+    Stream(Box<Started>),
+}
+
+struct Started {
+    guard: InFlight,
+    data: DataStream,
+    scan: SseScan,
+    held: Vec<u8>,
+    ttft: Duration,
+    limit: Duration,
+}
+
+/// A streaming attempt from the request.
+fn start_stream(
+    ctx: &Ctx,
+    level: usize,
+    c: &Candidate,
+) -> futures_util::future::BoxFuture<'static, Result<Opened, Fail>> {
+    let body = ctx.wire_body(level, c);
+    let (table, slot, path, t0) = (ctx.table.clone(), c.slot, ctx.api.path(), ctx.t0);
+    let escalating = ctx.may_escalate(level);
+    let strip = escalating && !ctx.client_logprobs;
+    let window = ctx.table.config.escalation.stream_window as u64;
+    Box::pin(async move {
+        let slot = &table.slots[slot];
         let mut guard = InFlight::new(&slot.live);
-        let resp = match open(slot, &mut guard, ctx.api.path(), ctx.wire_body(level, &c)).await {
-            Ok(r) => r,
-            Err(f) => {
-                ctx.failed(&c, &f);
-                continue;
-            }
-        };
+        let resp = open(slot, &mut guard, path, body).await?;
         let status = resp.status();
         if !status.is_success() {
-            // The upstream's own 4xx: the request is at fault, not the upstream.
             let bytes = read_all(resp).await;
             guard.settle(Some(true), None);
-            ctx.st.metrics().request(&c.name, c.tier.as_str(), "ok");
-            ctx.decision(&format!("{} ({}) client error {status}", c.name, c.tier));
-            return answer(status, bytes.to_vec(), &c, escalated, "application/json");
+            return Ok(Opened::Refused(status, bytes));
         }
         let mut data: DataStream = StreamExt::boxed(resp.into_body().into_data_stream());
         let limit = Duration::from_millis(slot.cfg.timeout_ms);
-        let escalating = ctx.may_escalate(level);
-        let mut scan = SseScan::new(escalating && !ctx.client_logprobs);
+        let mut scan = SseScan::new(strip);
         // Nothing leaves before the first chunk (and, when escalating, the window).
         let mut held: Vec<u8> = Vec::new();
         let mut ttft = None;
-        let window = ctx.table.config.escalation.stream_window as u64;
         let broke = loop {
             match next_chunk(&mut data, limit).await {
                 Ok(Some(b)) => {
-                    ttft.get_or_insert_with(|| ctx.t0.elapsed());
+                    ttft.get_or_insert_with(|| t0.elapsed());
                     held.extend(scan.feed(&b));
                     if !escalating || scan.done || scan.errored || scan.tokens >= window {
                         break None;
@@ -693,35 +722,70 @@ async fn run_stream(mut ctx: Ctx) -> Response {
         };
         if let Some(msg) = broke {
             guard.settle(Some(false), Some(msg.clone()));
-            ctx.failed(
-                &c,
-                &Fail {
-                    kind: "stream_before_first_byte",
-                    msg,
-                },
-            );
-            continue;
+            return Err(Fail {
+                kind: "stream_before_first_byte",
+                msg,
+            });
         }
-        if escalating {
-            if let Some(mean) = ctx.unsure(&scan.logprobs) {
-                guard.settle(Some(true), None);
-                ctx.account(&c, scan.usage, scan.tokens);
+        Ok(Opened::Stream(Box::new(Started {
+            guard,
+            data,
+            scan,
+            held,
+            ttft: ttft.unwrap_or_default(),
+            limit,
+        })))
+    })
+}
+
+async fn run_stream(mut ctx: Ctx) -> Response {
+    let mut pos = 0usize;
+    let mut escalated = false;
+    loop {
+        let (i, opened) = match race(&mut ctx, &mut pos, start_stream).await {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.decision("failed 503");
+                return e.into_response();
+            }
+        };
+        let (level, c) = ctx.list[i].clone();
+        let mut s = match opened {
+            Opened::Refused(status, bytes) => {
+                ctx.st.metrics().request(&c.name, c.tier.as_str(), "ok");
+                ctx.decision(&format!("{} ({}) client error {status}", c.name, c.tier));
+                return answer(status, bytes.to_vec(), &c, escalated, "application/json");
+            }
+            Opened::Stream(s) => s,
+        };
+        if ctx.may_escalate(level) {
+            if let Some(mean) = ctx.unsure(&s.scan.logprobs) {
+                s.guard.settle(Some(true), None);
+                ctx.account(&c, s.scan.usage, s.scan.tokens);
                 ctx.st.metrics().count("escalations");
-                ctx.log.push(format!("{} streamed mean logprob {mean:.3} over {} tokens < {}: escalating before the first byte", c.name, scan.tokens, ctx.table.config.escalation.min_mean_logprob));
+                ctx.log.push(format!("{} streamed mean logprob {mean:.3} over {} tokens < {}: escalating before the first byte", c.name, s.scan.tokens, ctx.table.config.escalation.min_mean_logprob));
                 escalated = true;
                 pos = ctx
                     .list
                     .iter()
                     .position(|(l, _)| *l > level)
                     .unwrap_or(ctx.list.len());
-                attempts = 0;
-                round_start = true;
                 continue;
             }
         }
-        let ttft = ttft.unwrap_or_default();
+        let Started {
+            guard,
+            data,
+            scan,
+            held,
+            ttft,
+            limit,
+        } = *s;
         ctx.st.metrics().ttft(c.tier.as_str(), ttft.as_secs_f64());
-        slot.live().obs.observe_ttft(ttft.as_secs_f64() * 1e3);
+        ctx.slot(&c)
+            .live()
+            .obs
+            .observe_ttft(ttft.as_secs_f64() * 1e3);
         let resp_c = c.clone();
         let fwd = Forward {
             ctx: Some(ctx),
@@ -753,13 +817,6 @@ async fn run_stream(mut ctx: Ctx) -> Response {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         return r;
     }
-    ctx.st.metrics().count("unavailable");
-    let e = ApiError::unavailable(format!(
-        "every upstream tried failed: {}",
-        ctx.log.join(", ")
-    ));
-    ctx.decision("failed 503");
-    e.into_response()
 }
 
 /// A committed stream on its way to the client: a break ends it with an error event; its

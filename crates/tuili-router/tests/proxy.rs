@@ -232,20 +232,24 @@ async fn a_slow_upstream_is_hedged_and_only_one_answer_returns() {
         ],
         "[policy]\ndefault = \"local-first\"\n[hedge]\nafter_ms = 50",
     );
-    let t0 = Instant::now();
-    let (st, h, _) = send(&s.app, chat("m", "hi", false), &[]).await;
-    assert_eq!(st, StatusCode::OK);
-    assert_eq!(h["x-tuili-upstream"], "fast");
-    assert!(
-        t0.elapsed() < Duration::from_millis(1_000),
-        "{:?}",
-        t0.elapsed()
-    );
-    assert_eq!((n(&s, "slow"), n(&s, "fast")), (1, 1));
-    assert!(s
-        .state
-        .render_metrics()
-        .contains("tuili_router_hedges_total 1"));
+    // A whole request, then a stream (hedged while no first byte has come).
+    for (i, stream) in [false, true].into_iter().enumerate() {
+        let t0 = Instant::now();
+        let (st, h, body) = send(&s.app, chat("m", "hi", stream), &[]).await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(h["x-tuili-upstream"], "fast");
+        assert!(
+            t0.elapsed() < Duration::from_millis(1_000),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!((n(&s, "slow"), n(&s, "fast")), (i + 1, i + 1));
+        assert_eq!(body.contains("data: [DONE]"), stream, "{body}");
+        assert!(s
+            .state
+            .render_metrics()
+            .contains(&format!("tuili_router_hedges_total {}", i + 1)));
+    }
 }
 
 #[tokio::test]
