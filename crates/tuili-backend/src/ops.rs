@@ -211,11 +211,17 @@ pub fn swiglu_oai_mul(gate: &mut [f32], up: &[f32]) {
 
 /// GELU's tanh form `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, in f32 (llama.cpp looks
 /// it up in an f16 table, which rounds it to about 3 decimal digits).
+///
+/// Computed as `x σ(z)` with `z = 2√(2/π) (x + 0.044715 x³)`, since `(1 + tanh u) / 2 =
+/// σ(2u)`, and `σ` from `e^-|z|` as in [`silu_mul`]: branch-free, so the loops vectorize (a
+/// library `tanh` per element cost a fifth of a Gemma prefill).
 #[inline(always)]
 fn gelu_tanh_of(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    let t = (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh();
-    0.5 * x * (1.0 + t)
+    const TWO_SQRT_2_OVER_PI: f32 = 1.595_769_2;
+    let z = TWO_SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x);
+    let e = exp_nonpositive(-z.abs());
+    let num = if z >= 0.0 { 1.0 } else { e };
+    x * num / (1.0 + e)
 }
 
 /// GeGLU gate: `gate[i] = gelu(gate[i]) * up[i]`, GELU's tanh form ([`gelu_tanh`]).

@@ -111,16 +111,20 @@ extern "C" __global__ void silu_mul(float* __restrict__ g, const float* __restri
     }
 }
 
-// g[i] = gelu(g[i]) * u[i], GELU's tanh form as the CPU's `ops::gelu_tanh_mul`; u NULL:
+// g[i] = gelu(g[i]) * u[i], GELU's tanh form as the CPU's `ops::gelu_tanh_mul` bit for bit; u NULL:
 // gelu(g[i]) alone (`ops::gelu_tanh`: an ungated feed-forward block).
 extern "C" __global__ void gelu_tanh_mul(float* __restrict__ g, const float* __restrict__ u,
                                          int total) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < total) {
+        // x σ(z), z = 2√(2/π) (x + 0.044715 x³): the CPU's operations in its order.
         const float x = g[i];
-        const float t = tanhf(0.7978846f * x * (1.0f + 0.044715f * x * x));
-        const float y = 0.5f * x * (1.0f + t);
-        g[i] = u ? y * u[i] : y;
+        const float z = __fmul_rn(__fmul_rn(1.5957692f, x),
+                                  __fadd_rn(1.0f, __fmul_rn(__fmul_rn(0.044715f, x), x)));
+        const float e = exp_nonpositive(-fabsf(z));
+        const float num = z >= 0.0f ? 1.0f : e;
+        const float y = __fmul_rn(x, num) / __fadd_rn(1.0f, e);
+        g[i] = u ? __fmul_rn(y, u[i]) : y;
     }
 }
 
