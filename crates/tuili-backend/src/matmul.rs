@@ -164,7 +164,15 @@ impl Weight {
         self.owned.get_or_init(|| {
             let file = self.bytes();
             let owned = match QFormat::of(self.ty).filter(|&f| kernels::interleavable(f)) {
-                Some(fmt) => Owned::Packed(kernels::pack(fmt, file, self.rows, self.cols)),
+                // The file's pages go as the rows are packed, not at the end: a large
+                // matrix (a tied embedding) is never resident twice.
+                Some(fmt) => Owned::Packed(kernels::pack_releasing(
+                    fmt,
+                    file,
+                    self.rows,
+                    self.cols,
+                    &|r| self.src.release(self.offset + r.start..self.offset + r.end),
+                )),
                 None if self.src.mapped() => {
                     let mut b = AlignedBuf::default();
                     b.resize(file.len(), 0);

@@ -148,7 +148,9 @@ pub(crate) use acts::PackView;
 pub use acts::QuantActs;
 pub(crate) use buffers::{AlignedBuf, Out, Panel};
 pub(crate) use format::{FFormat, MinKind, QFormat};
-pub(crate) use interleave::{interleavable, pack, Packed, IROWS};
+#[cfg(test)]
+pub(crate) use interleave::pack;
+pub(crate) use interleave::{interleavable, pack_releasing, Packed, IROWS};
 pub use table::{available, scalar, select, Kernels};
 
 /// From this many tokens on (batched decode, prefill), activations are quantized by all

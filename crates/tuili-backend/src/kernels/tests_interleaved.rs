@@ -14,6 +14,27 @@ fn interleaved_formats() -> impl Iterator<Item = QFormat> {
     FORMATS.into_iter().filter(|&f| interleavable(f))
 }
 
+/// Packing a matrix larger than one release chunk hands back the file's bytes in order,
+/// each byte once, and the layout still holds every row.
+#[test]
+fn packing_releases_the_file_chunk_by_chunk() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let (fmt, cols) = (QFormat::Q8_0, 64);
+    let rows = 2 * 1024 * IROWS + 21;
+    let (w, rb) = weights(&mut rng, fmt, rows, cols);
+    let seen = std::sync::Mutex::new(Vec::new());
+    let packed = pack_releasing(fmt, &w, rows, cols, &|r| seen.lock().unwrap().push(r));
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.windows(2).all(|p| p[0].end == p[1].start) && seen[0].start == 0);
+    assert_eq!(seen[2].end, w.len());
+    let mut row = vec![0u8; rb];
+    for r in [0, 1024 * IROWS - 1, 1024 * IROWS, rows - 1] {
+        packed.file_row(r, &mut row);
+        assert_eq!(row, &w[r * rb..(r + 1) * rb], "r={r}");
+    }
+}
+
 /// The interleaved layout holds the file's bytes: every row comes back exactly, every
 /// block gives the codes and scales of the file's own reading (`file_block`), and
 /// those give back ggml's dequantized values exactly.

@@ -9,7 +9,26 @@ use crate::pool::{self, SyncPtr};
 
 /// Repacks `rows` rows of `cols` (a multiple of 32; of 256 for the K-quants) of `fmt`
 /// (`interleavable`), `w`: `[rows, row_bytes]` as in the file.
+#[cfg(test)]
 pub(crate) fn pack(fmt: QFormat, w: &[u8], rows: usize, cols: usize) -> Packed {
+    pack_releasing(fmt, w, rows, cols, &|_| {})
+}
+
+/// Groups packed between two calls of `release` in [`pack_releasing`]: 16 Mi rows' worth
+/// of bytes at most (10 MiB of a 640-wide Q8_0 matrix), so a weight read from a mapped
+/// file never has much more than its packed copy resident.
+const RELEASE_GROUPS: usize = 1024;
+
+/// [`pack`], calling `release(range)` with the byte range of `w` it has finished reading,
+/// in order, chunk by chunk: a mapped file drops those pages at once instead of holding a
+/// second copy of the whole matrix until the end.
+pub(crate) fn pack_releasing(
+    fmt: QFormat,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    release: &dyn Fn(std::ops::Range<usize>),
+) -> Packed {
     assert!(interleavable(fmt) && cols.is_multiple_of(fmt.ty().block_size()));
     let nb = cols / QB;
     let row_bytes = cols / fmt.ty().block_size() * fmt.ty().type_size();
@@ -19,28 +38,35 @@ pub(crate) fn pack(fmt: QFormat, w: &[u8], rows: usize, cols: usize) -> Packed {
     let mut bytes = AlignedBuf::<u8>::default();
     bytes.resize(ng * group_bytes, 0);
     let out = SyncPtr::new(&mut bytes);
-    pool::global().for_ranges(ng, 1, &|groups| {
-        for g in groups {
-            // SAFETY: the chunks' group ranges are disjoint, so each group's bytes are
-            // written by one caller only, and they lie within `bytes` (`ng` groups).
-            let dst = unsafe { out.slice(g * group_bytes..(g + 1) * group_bytes) };
-            let mut group = GroupMut {
-                fmt,
-                nb,
-                codes_at: codes_at(fmt, nb),
-                bytes: dst,
-            };
-            for lane in 0..IROWS.min(rows - g * IROWS) {
-                let r = g * IROWS + lane;
-                let row = &w[r * row_bytes..(r + 1) * row_bytes];
-                if is_k(fmt) {
-                    group.put_row_k(lane, row);
-                } else {
-                    group.put_row(lane, row);
+    let mut first = 0;
+    while first < ng {
+        let chunk = first..(first + RELEASE_GROUPS).min(ng);
+        pool::global().for_ranges(chunk.len(), 1, &|groups| {
+            for g in groups.start + chunk.start..groups.end + chunk.start {
+                // SAFETY: the chunks' group ranges are disjoint, so each group's bytes are
+                // written by one caller only, and they lie within `bytes` (`ng` groups).
+                let dst = unsafe { out.slice(g * group_bytes..(g + 1) * group_bytes) };
+                let mut group = GroupMut {
+                    fmt,
+                    nb,
+                    codes_at: codes_at(fmt, nb),
+                    bytes: dst,
+                };
+                for lane in 0..IROWS.min(rows - g * IROWS) {
+                    let r = g * IROWS + lane;
+                    let row = &w[r * row_bytes..(r + 1) * row_bytes];
+                    if is_k(fmt) {
+                        group.put_row_k(lane, row);
+                    } else {
+                        group.put_row(lane, row);
+                    }
                 }
             }
-        }
-    });
+        });
+        let end_row = (chunk.end * IROWS).min(rows);
+        release(chunk.start * IROWS * row_bytes..end_row * row_bytes);
+        first = chunk.end;
+    }
     Packed {
         fmt,
         rows,
