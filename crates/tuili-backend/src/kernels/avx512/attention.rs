@@ -14,23 +14,29 @@ use super::super::avx2::{
 };
 use crate::kv::KvType;
 
-/// `dot_lanes` two chunks per register; query heads of 64 or 128 elements stay in
-/// registers across rows, other lengths that are multiples of 32 are loaded per row,
-/// and the rest take the 256-bit path.
+/// `dot_lanes` two chunks per register; query heads of 64, 128 or 256 elements stay in
+/// registers across rows (16 of the 32), other lengths that are multiples of 32 are
+/// loaded per row, and the rest take the 256-bit path.
 struct Zmm;
 
+/// Whether a query head of `n` elements is kept in registers.
+#[inline(always)]
+fn in_registers(n: usize) -> bool {
+    n == 64 || n == 128 || n == 256
+}
+
 impl DotLanes for Zmm {
-    type Query = [__m512; 8];
+    type Query = [__m512; 16];
 
     #[inline(always)]
-    unsafe fn prepare(a: &[f32]) -> [__m512; 8] {
+    unsafe fn prepare(a: &[f32]) -> [__m512; 16] {
         // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
         // set of the table this fn belongs to (tables are built only after detection), and
         // the pointers and lengths it is given lie within the buffers its safe caller
         // checked
         unsafe {
-            let mut q = [_mm512_setzero_ps(); 8];
-            if a.len() == 64 || a.len() == 128 {
+            let mut q = [_mm512_setzero_ps(); 16];
+            if in_registers(a.len()) {
                 for (k, qk) in q.iter_mut().enumerate().take(a.len() / 16) {
                     *qk = _mm512_loadu_ps(a.as_ptr().add(16 * k));
                 }
@@ -40,7 +46,7 @@ impl DotLanes for Zmm {
     }
 
     #[inline(always)]
-    unsafe fn lanes<K: KvRow>(q: &[__m512; 8], a: &[f32], pb: *const u8, r: usize) -> __m256 {
+    unsafe fn lanes<K: KvRow>(q: &[__m512; 16], a: &[f32], pb: *const u8, r: usize) -> __m256 {
         // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
         // set of the table this fn belongs to (tables are built only after detection), and
         // the pointers and lengths it is given lie within the buffers its safe caller
@@ -51,19 +57,12 @@ impl DotLanes for Zmm {
                 return dot_lanes::<K>(a, pb, r);
             }
             // x: [a0 | a1] (elements 32k..32k + 16), y: [a2 | a3] (32k + 16..32k + 32).
-            let (x, y) = if n == 64 || n == 128 {
-                let zero = _mm512_setzero_ps();
-                let mut x = _mm512_fmadd_ps(q[0], K::load16(pb, r), zero);
-                let mut y = _mm512_fmadd_ps(q[1], K::load16(pb, r + 16), zero);
-                x = _mm512_fmadd_ps(q[2], K::load16(pb, r + 32), x);
-                y = _mm512_fmadd_ps(q[3], K::load16(pb, r + 48), y);
-                if n == 128 {
-                    x = _mm512_fmadd_ps(q[4], K::load16(pb, r + 64), x);
-                    y = _mm512_fmadd_ps(q[5], K::load16(pb, r + 80), y);
-                    x = _mm512_fmadd_ps(q[6], K::load16(pb, r + 96), x);
-                    y = _mm512_fmadd_ps(q[7], K::load16(pb, r + 112), y);
-                }
-                (x, y)
+            let (x, y) = if n == 64 {
+                held::<K, 4>(q, pb, r)
+            } else if n == 128 {
+                held::<K, 8>(q, pb, r)
+            } else if n == 256 {
+                held::<K, 16>(q, pb, r)
             } else {
                 let pa = a.as_ptr();
                 let (mut x, mut y) = (_mm512_setzero_ps(), _mm512_setzero_ps());
@@ -83,6 +82,28 @@ impl DotLanes for Zmm {
             let a23 = _mm256_add_ps(_mm512_castps512_ps256(y), _mm512_extractf32x8_ps::<1>(y));
             _mm256_add_ps(a01, a23)
         }
+    }
+}
+
+/// The two accumulators of a dot with a query of `N` registers held in `q`: chunk
+/// pairs in order, `x` the even registers, `y` the odd ones (`N` a constant, so the
+/// loop unrolls and `q` stays in registers).
+#[inline(always)]
+unsafe fn held<K: KvRow, const N: usize>(
+    q: &[__m512; 16],
+    pb: *const u8,
+    r: usize,
+) -> (__m512, __m512) {
+    // SAFETY: as `Zmm::lanes`, whose contract this is: row `r` holds `16 N` values.
+    unsafe {
+        let zero = _mm512_setzero_ps();
+        let mut x = _mm512_fmadd_ps(q[0], K::load16(pb, r), zero);
+        let mut y = _mm512_fmadd_ps(q[1], K::load16(pb, r + 16), zero);
+        for k in (2..N).step_by(2) {
+            x = _mm512_fmadd_ps(q[k], K::load16(pb, r + 16 * k), x);
+            y = _mm512_fmadd_ps(q[k + 1], K::load16(pb, r + 16 * k + 16), y);
+        }
+        (x, y)
     }
 }
 
