@@ -15,7 +15,8 @@ Checks (each prints one `router:` line with its numbers):
              cut the same way is retried on another upstream
   affinity   conversations stay on one replica; the replicas' prefix-cache hits show it
   failover   16 clients, one of two edges killed mid-load: none failed, none duplicated
-  cost       escalation SmolLM2 -> Qwen2.5 on a graded exact-answer set
+  cost       escalation SmolLM2 -> Qwen2.5 on a graded exact-answer set, by logprob and
+             by a verifier (Qwen2.5 judging SmolLM2's answers)
   llamacpp   llama.cpp's server (llama-cpp-python) as an upstream
   serve      `tuili serve -m MODEL --route FILE`: one process, its model the local
              upstream; embeddings, Responses and Messages routed (streams too), a Messages
@@ -428,6 +429,24 @@ def t_cost(smol_port, qwen_port, threshold):
     report("cost", threshold=threshold, questions=n, escalated=f"{escalated}/{n}", routed_correct=f"{routed_ok}/{n}",
            always_large_correct=f"{large_ok}/{n}", spent_usd=f"{spent:.8f}", always_large_usd=f"{large_cost:.8f}",
            all_cloud_usd=f"{metric(port, 'tuili_router_all_cloud_dollars_total'):.8f}")
+    router.kill(signal.SIGTERM)
+
+    # The same set judged by a verifier (Qwen2.5 asked "is this answer correct?") instead
+    # of the logprob: every answer judged once, escalated when P(yes) < 0.5.
+    vcfg = cfg.replace("min_mean_logprob = " + str(threshold), 'min_mean_logprob = -100\nverifier = "qwen2.5-coder-0.5b"\nverifier_min = 0.5')
+    port, router, _ = route(vcfg, name="router-verifier")
+    v_ok = v_esc = 0
+    for q, exp in GRADED:
+        st, h, body = post(port, "/v1/chat/completions", chat(q, max_tokens=16, model="auto"))
+        check(st == 200, f"verified {q}: {st} {body}")
+        if st != 200:
+            continue
+        v_esc += h.get("x-tuili-escalated") == "1"
+        v_ok += graded(body["choices"][0]["message"]["content"], exp)
+    check(int(metric(port, "tuili_router_verifications_total")) == n, "every answer went to the verifier once")
+    check(int(metric(port, "tuili_router_escalations_total")) == v_esc, "verifier escalations counted once each")
+    report("verifier", questions=n, escalated=f"{v_esc}/{n}", routed_correct=f"{v_ok}/{n}",
+           spent_usd=f"{metric(port, 'tuili_router_spent_dollars_total'):.8f}")
     router.kill(signal.SIGTERM)
 
 

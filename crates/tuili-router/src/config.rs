@@ -172,7 +172,24 @@ pub struct Escalation {
     pub min_mean_logprob: f64,
     /// Streaming: completion tokens held back (not sent) while deciding.
     pub stream_window: usize,
+    /// A model that judges whole answers; escalation also when it doubts one.
+    pub verifier: Option<Verifier>,
 }
+
+/// A verifier: a model asked whether an answer is right, its confidence read from the
+/// probabilities of "yes" and "no" as its first token.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    /// The model (or alias) asked; some upstream serves it.
+    pub model: String,
+    /// Escalate when `P(yes) / (P(yes) + P(no))` is under this.
+    pub min_yes: f64,
+    /// What the verifier is told before the question and the answer.
+    pub instruction: String,
+}
+
+/// The verifier's instruction unless `escalation.verifier_prompt` sets one.
+pub const DEFAULT_VERIFIER_PROMPT: &str = "You check answers. Read the question and the proposed answer, then reply with one word: yes if the answer is correct and complete, no otherwise.";
 
 /// The whole checked config.
 #[derive(Debug, Clone)]
@@ -325,6 +342,9 @@ struct RawEscalation {
     enabled: Option<bool>,
     min_mean_logprob: Option<f64>,
     stream_window: Option<usize>,
+    verifier: Option<String>,
+    verifier_min: Option<f64>,
+    verifier_prompt: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -486,10 +506,45 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<RouteCo
     });
     let default_detectors = detectors("policy.private_detectors", &default_names)?;
     let esc = raw.escalation;
+    let verifier = match esc.verifier {
+        None => {
+            if esc.verifier_min.is_some() || esc.verifier_prompt.is_some() {
+                return Err(bad(
+                    "escalation.verifier",
+                    "verifier_min and verifier_prompt need a verifier model",
+                ));
+            }
+            None
+        }
+        Some(m) => {
+            let target = raw.aliases.get(&m).unwrap_or(&m);
+            if !served(target) {
+                return Err(bad(
+                    "escalation.verifier",
+                    format!("'{m}' is served by no upstream"),
+                ));
+            }
+            let min_yes = esc.verifier_min.unwrap_or(0.5);
+            if !(min_yes > 0.0 && min_yes <= 1.0) {
+                return Err(bad(
+                    "escalation.verifier_min",
+                    format!("must be in (0, 1] (a probability), got {min_yes}"),
+                ));
+            }
+            Some(Verifier {
+                model: target.clone(),
+                min_yes,
+                instruction: esc
+                    .verifier_prompt
+                    .unwrap_or_else(|| DEFAULT_VERIFIER_PROMPT.to_string()),
+            })
+        }
+    };
     let escalation = Escalation {
         enabled: esc.enabled.unwrap_or(false),
         min_mean_logprob: esc.min_mean_logprob.unwrap_or(-1.0),
         stream_window: esc.stream_window.unwrap_or(16),
+        verifier,
     };
     if !escalation.min_mean_logprob.is_finite() || escalation.min_mean_logprob > 0.0 {
         return Err(bad(
@@ -785,7 +840,14 @@ impl RouteConfig {
                 r.policy.as_str(),
                 r.detectors.names().join(", "),
                 if r.escalation {
-                    format!("on (mean logprob < {})", self.escalation.min_mean_logprob)
+                    let by = match &self.escalation.verifier {
+                        Some(v) => format!(", or P(yes) < {} from verifier {}", v.min_yes, v.model),
+                        None => String::new(),
+                    };
+                    format!(
+                        "on (mean logprob < {}{by})",
+                        self.escalation.min_mean_logprob
+                    )
                 } else {
                     "off".into()
                 }
@@ -920,6 +982,21 @@ private_detectors = ["email", "phone", "card", "secret"]
         let e = err(&format!("{ISSUE}\nfoo = 1"));
         assert!(e.contains("foo"), "{e}");
         assert!(err("listen = \"x\"").contains("config key upstream"));
+        let e = err(&format!("{ISSUE}\n[escalation]\nverifier = \"gpt-9\""));
+        assert!(
+            e.contains("escalation.verifier") && e.contains("gpt-9"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{ISSUE}\n[escalation]\nverifier = \"smol\"\nverifier_min = 1.5"
+        ));
+        assert!(e.contains("escalation.verifier_min"), "{e}");
+        let v = parse(&format!("{ISSUE}\n[escalation]\nverifier = \"smol\""), &env)
+            .unwrap()
+            .escalation
+            .verifier
+            .unwrap();
+        assert_eq!((v.model.as_str(), v.min_yes), ("smollm2-135m", 0.5));
         // A local upstream without local_args is the model of `tuili serve --route`.
         let own = parse(
             &ISSUE.replace("local_args = [\"-m\", \"smol.gguf\"]", ""),

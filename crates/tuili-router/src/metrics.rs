@@ -211,6 +211,10 @@ impl Metrics {
             ),
             ("hedges", "Second requests sent because the first was slow."),
             (
+                "verifications",
+                "Answers the escalation verifier was asked to judge.",
+            ),
+            (
                 "unavailable",
                 "Requests failed because every candidate failed or none was up.",
             ),

@@ -146,6 +146,17 @@ impl Ctx {
         (p, o)
     }
 
+    /// Counts tokens and money the router spent on its own behalf (a verifier's
+    /// question): nothing of it would have gone to the cloud in the reference.
+    fn account_extra(&self, c: &Candidate, usage: Option<(u64, u64)>) {
+        let (p, o) = usage.unwrap_or((self.prompt_est, 1));
+        let slot = self.slot(c);
+        let spent = (slot.cfg.price_in * p as f64 + slot.cfg.price_out * o as f64) / 1e6;
+        self.st
+            .metrics()
+            .tokens(&c.name, c.tier.as_str(), p, o, spent, 0.0);
+    }
+
     fn decision(&self, outcome: &str) {
         let excluded = if self.plan.excluded.is_empty() {
             String::new()
@@ -610,12 +621,17 @@ async fn run_whole(mut ctx: Ctx) -> Response {
         }
         if ctx.may_escalate(level) {
             let lp = logprobs_of(&v["choices"][0]);
-            if let Some(mean) = ctx.unsure(&lp) {
+            let doubt = match ctx.unsure(&lp) {
+                Some(mean) => Some(format!(
+                    "mean logprob {mean:.3} < {}",
+                    ctx.table.config.escalation.min_mean_logprob
+                )),
+                None => verify(&mut ctx, &v).await,
+            };
+            if let Some(doubt) = doubt {
                 ctx.st.metrics().count("escalations");
-                ctx.log.push(format!(
-                    "{} answered with mean logprob {mean:.3} < {}: escalating",
-                    c.name, ctx.table.config.escalation.min_mean_logprob
-                ));
+                ctx.log
+                    .push(format!("{} answered with {doubt}: escalating", c.name));
                 escalated = true;
                 pos = ctx
                     .list
@@ -647,6 +663,119 @@ async fn run_whole(mut ctx: Ctx) -> Response {
             "application/json",
         );
     }
+}
+
+/// Asks the configured verifier whether `answer` (a whole chat or completions answer)
+/// answers the request; `Some(why)` when its confidence is under `verifier_min`. The
+/// verifier sees the prompt, so it is planned with the request's privacy class: only
+/// upstreams allowed for it are asked. A verifier that cannot be reached, or whose first
+/// token is neither yes nor no, leaves the answer standing (the log says so).
+async fn verify(ctx: &mut Ctx, answer: &Value) -> Option<String> {
+    let vf = ctx.table.config.escalation.verifier.clone()?;
+    let c0 = &answer["choices"][0];
+    let text = c0["message"]["content"]
+        .as_str()
+        .or(c0["text"].as_str())
+        .unwrap_or("");
+    let question = crate::plan::prompt_text(&ctx.req, ctx.api);
+    let content = format!(
+        "{}\n\nQuestion:\n{}\n\nProposed answer:\n{}\n\nIs the proposed answer correct? Reply yes or no.",
+        vf.instruction,
+        question.trim_end(),
+        text.trim()
+    );
+    let mut req = serde_json::Map::new();
+    req.insert("model".into(), Value::String(vf.model.clone()));
+    req.insert(
+        "messages".into(),
+        serde_json::json!([{"role": "user", "content": content}]),
+    );
+    for (k, v) in [
+        ("max_tokens", Value::from(1)),
+        ("temperature", Value::from(0)),
+        ("logprobs", Value::Bool(true)),
+        ("top_logprobs", Value::from(10)),
+    ] {
+        req.insert(k.into(), v);
+    }
+    let hints = Hints {
+        privacy: Some(&ctx.plan.class),
+        ttft_target_ms: None,
+        pin: None,
+    };
+    let vplan = match plan(&ctx.table, &vf.model, &req, Api::Chat, &hints) {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.log.push(format!("verifier not asked: {}", e.message));
+            return None;
+        }
+    };
+    ctx.st.metrics().count("verifications");
+    let max = ctx.table.config.resilience.max_attempts;
+    for c in vplan.groups.into_iter().flatten().take(max) {
+        let slot = &ctx.table.slots[c.slot];
+        req.insert(
+            "model".into(),
+            Value::String(slot.cfg.wire_model(&c.model).to_string()),
+        );
+        let body = Bytes::from(serde_json::to_vec(&Value::Object(req.clone())).unwrap_or_default());
+        let (status, bytes) =
+            match attempt_whole(ctx.table.clone(), c.slot, Api::Chat.path(), body).await {
+                Ok(r) => r,
+                Err(f) => {
+                    ctx.failed(&c, &f);
+                    continue;
+                }
+            };
+        let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+            ctx.log
+                .push(format!("verifier {} answered no JSON", c.name));
+            return None;
+        };
+        if !status.is_success() {
+            ctx.log
+                .push(format!("verifier {} refused with {status}", c.name));
+            return None;
+        }
+        ctx.account_extra(&c, usage_of(&v));
+        let Some(yes) = yes_share(&v) else {
+            ctx.log
+                .push(format!("verifier {} said neither yes nor no", c.name));
+            return None;
+        };
+        ctx.log
+            .push(format!("verifier {}: P(yes) {yes:.2}", c.name));
+        return (yes < vf.min_yes)
+            .then(|| format!("verifier {} P(yes) {yes:.2} < {}", c.name, vf.min_yes));
+    }
+    ctx.log.push("verifier unreachable".into());
+    None
+}
+
+/// `P(yes) / (P(yes) + P(no))` from the first token's top logprobs of a chat answer
+/// (tokens compared trimmed and lowercased: "Yes", " yes", "YES" count); `None` when
+/// neither appears.
+pub fn yes_share(v: &Value) -> Option<f64> {
+    let first = &v["choices"][0]["logprobs"]["content"][0];
+    let mut top: Vec<&Value> = first["top_logprobs"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    if top.is_empty() {
+        top.push(first);
+    }
+    let (mut yes, mut no) = (0.0, 0.0);
+    for t in top {
+        let (Some(tok), Some(lp)) = (t["token"].as_str(), t["logprob"].as_f64()) else {
+            continue;
+        };
+        match tok.trim().to_lowercase().as_str() {
+            w if w.starts_with("yes") => yes += lp.exp(),
+            w if w.starts_with("no") => no += lp.exp(),
+            _ => {}
+        }
+    }
+    (yes + no > 0.0).then(|| yes / (yes + no))
 }
 
 type DataStream = futures_util::stream::BoxStream<'static, Result<Bytes, axum::Error>>;

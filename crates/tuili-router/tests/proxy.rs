@@ -28,6 +28,10 @@ enum Fake {
     BreaksStream,
     /// Answers only with `Authorization: Bearer sk-test`.
     NeedsKey,
+    /// A verifier: its first token is "Yes" with probability `yes`, " no" otherwise.
+    Judge {
+        yes: f64,
+    },
 }
 
 fn fake(kind: Fake, hits: Arc<AtomicUsize>) -> Router {
@@ -57,6 +61,14 @@ fn fake(kind: Fake, hits: Arc<AtomicUsize>) -> Router {
                 }
                 Fake::NeedsKey if key == Some("Bearer sk-test") => answer(&req, lp(-0.1)),
                 Fake::NeedsKey => (StatusCode::UNAUTHORIZED, "no key").into_response(),
+                Fake::Judge { yes } => {
+                    let top = json!([
+                        {"token": "Yes", "logprob": yes.ln()},
+                        {"token": " no", "logprob": (1.0 - yes).ln()},
+                    ]);
+                    let lp = json!({"content": [{"token": "Yes", "logprob": yes.ln(), "top_logprobs": top}]});
+                    answer(&req, lp)
+                }
                 Fake::BreaksStream => sse(format!(
                     "data: {}\n\n",
                     json!({"choices": [{"index": 0, "delta": {"content": "Hi"}}]})
@@ -357,6 +369,76 @@ async fn unsure_answers_escalate_and_sure_ones_do_not() {
         "{body}"
     );
     assert_eq!((n(&down, "dev"), n(&down, "cloud")), (1, 1));
+}
+
+#[tokio::test]
+async fn a_doubting_verifier_escalates_a_confident_answer() {
+    let cfg = "[escalation]\nmin_mean_logprob = -1.0\nverifier = \"judge\"\nverifier_min = 0.5\n[[route]]\nname = \"auto\"\nmodels = [\"small\", \"large\"]\nescalation = true\npolicy = \"cost\"";
+    let with = |yes: f64| {
+        setup(
+            &[
+                (
+                    "dev",
+                    "device",
+                    "small",
+                    ALL,
+                    Fake::Answers { mean_logprob: -0.1 },
+                ),
+                (
+                    "cloud",
+                    "cloud",
+                    "large",
+                    ALL,
+                    Fake::Answers { mean_logprob: -0.1 },
+                ),
+                ("judge", "edge", "judge", PUB, Fake::Judge { yes }),
+            ],
+            cfg,
+        )
+    };
+    let doubts = with(0.2);
+    let (st, h, _) = send(&doubts.app, chat("auto", "hi", false), &[]).await;
+    assert_eq!(
+        (
+            st,
+            h["x-tuili-upstream"].as_str(),
+            h["x-tuili-escalated"].as_str()
+        ),
+        (StatusCode::OK, "cloud", "1")
+    );
+    assert_eq!(n(&doubts, "judge"), 1);
+    let m = doubts.state.render_metrics();
+    assert!(
+        m.contains("tuili_router_verifications_total 1")
+            && m.contains("tuili_router_escalations_total 1"),
+        "{m}"
+    );
+    let trusts = with(0.9);
+    let (_, h, _) = send(&trusts.app, chat("auto", "hi", false), &[]).await;
+    assert_eq!(
+        (
+            h["x-tuili-upstream"].as_str(),
+            h["x-tuili-escalated"].as_str()
+        ),
+        ("dev", "0")
+    );
+    assert_eq!((n(&trusts, "judge"), n(&trusts, "cloud")), (1, 0));
+    // A private prompt is never shown to a verifier its class may not reach.
+    let (st, h, _) = send(
+        &trusts.app,
+        chat("auto", "hi", false),
+        &[("x-tuili-privacy", "private")],
+    )
+    .await;
+    assert_eq!(
+        (st, h["x-tuili-upstream"].as_str()),
+        (StatusCode::OK, "dev")
+    );
+    assert_eq!(
+        (n(&trusts, "judge"), n(&trusts, "cloud")),
+        (1, 0),
+        "the verifier got nothing more, and the answer stands"
+    );
 }
 
 #[tokio::test]
