@@ -39,6 +39,13 @@ pub struct ModelArgs {
     /// Worker threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub quant: QuantArgs,
+}
+
+/// Quantize-on-load, shared by every command that loads a model (`bench` included).
+#[derive(Args, Clone, Debug)]
+pub struct QuantArgs {
     /// Quantize the weights while loading, to llama.cpp's type `QUANT` (Q8_0, Q6_K,
     /// Q4_K_M, ...): for Hugging Face directories and F32/F16/BF16 GGUF files.
     #[arg(long = "quant", value_name = "QUANT")]
