@@ -13,6 +13,7 @@ mod ollama;
 mod plan;
 mod progress;
 mod pull;
+mod pypi;
 mod quant_mix;
 mod quantize;
 mod registry;
