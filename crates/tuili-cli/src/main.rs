@@ -53,24 +53,26 @@ pub struct QuantArgs {
     pub quant: Option<String>,
 }
 
-/// Sampling options.
+/// Sampling options. A flag left out takes the model file's recommendation
+/// (`general.sampling.*`, from `generation_config.json` for a Hugging Face directory),
+/// else the default shown.
 #[derive(Args, Clone)]
 pub struct SamplingArgs {
-    /// Temperature; 0 is greedy.
-    #[arg(long = "temp", default_value_t = 0.8)]
-    pub temp: f32,
-    /// Top-k (0 = off).
-    #[arg(long = "top-k", default_value_t = 40)]
-    pub top_k: usize,
-    /// Top-p (1 = off).
-    #[arg(long = "top-p", default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Min-p (0 = off).
-    #[arg(long = "min-p", default_value_t = 0.05)]
-    pub min_p: f32,
-    /// Repetition penalty over the last 64 tokens (1 = off).
-    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
-    pub repeat_penalty: f32,
+    /// Temperature; 0 is greedy [default: the model's, else 0.8].
+    #[arg(long = "temp")]
+    pub temp: Option<f32>,
+    /// Top-k (0 = off) [default: the model's, else 40].
+    #[arg(long = "top-k")]
+    pub top_k: Option<usize>,
+    /// Top-p (1 = off) [default: the model's, else 0.95].
+    #[arg(long = "top-p")]
+    pub top_p: Option<f32>,
+    /// Min-p (0 = off) [default: the model's, else 0.05].
+    #[arg(long = "min-p")]
+    pub min_p: Option<f32>,
+    /// Repetition penalty over recent tokens (1 = off) [default: the model's, else 1].
+    #[arg(long = "repeat-penalty")]
+    pub repeat_penalty: Option<f32>,
     /// Presence penalty (0 = off).
     #[arg(long = "presence-penalty", default_value_t = 0.0)]
     pub presence_penalty: f32,
