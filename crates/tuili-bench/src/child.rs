@@ -5,14 +5,12 @@
 //! everything meant for people goes to stderr.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tuili_backend::pool;
 use tuili_engine::runner::blocks_for;
 use tuili_engine::{Device, KvLayout, KvType, Runner};
-use tuili_gguf::GgufFile;
 use tuili_models::{KvPool, Model, SeqChunk, SplitMix64, SEQ_BLOCK};
 
 use crate::{membw, Host};
@@ -186,11 +184,18 @@ pub struct ModelRun {
     pub depth: usize,
 }
 
-/// Loads `path` with a pool of `run.threads`, prefills `run.depth` positions of every
-/// sequence, runs each test once to warm up and then `run.reps` times from there, and
-/// prints `sample TEST SECS...` per test, then `threads N` (the pool size), `depth N`,
-/// `kv_types K V`, `kv_cache_bytes BYTES` and `peak_rss BYTES`.
-pub fn run_model(path: &Path, tests: &[Test], run: &ModelRun, host: &dyn Host) -> Result<()> {
+/// Loads `path` (quantized to `quant` if given) with a pool of `run.threads`, prefills
+/// `run.depth` positions of every sequence, runs each test once to warm up and then
+/// `run.reps` times from there, and prints `sample TEST SECS...` per test, then
+/// `threads N` (the pool size), `depth N`, `kv_types K V`, `kv_cache_bytes BYTES` and
+/// `peak_rss BYTES`.
+pub fn run_model(
+    path: &Path,
+    quant: Option<&str>,
+    tests: &[Test],
+    run: &ModelRun,
+    host: &dyn Host,
+) -> Result<()> {
     let ModelRun {
         threads,
         reps,
@@ -199,8 +204,7 @@ pub fn run_model(path: &Path, tests: &[Test], run: &ModelRun, host: &dyn Host) -
         depth,
     } = *run;
     init_pool(threads)?;
-    let file = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let file = Arc::new(file);
+    let file = host.open(path, quant)?;
     let mut model = Model::load(&file).with_context(|| format!("loading {}", path.display()))?;
     // One pool for the largest test: each sequence gets its own blocks (llama-bench sizes
     // its context to the test; a larger pool only costs memory that is never touched).

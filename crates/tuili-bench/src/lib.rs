@@ -32,6 +32,7 @@ pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
@@ -66,12 +67,16 @@ pub enum ChildKind {
     Membw,
 }
 
-/// What the host binary supplies: the models it knows by name, and how it puts a model
-/// on a device.
+/// What the host binary supplies: the models it knows by name, how it opens one, and how
+/// it puts a model on a device.
 pub trait Host {
-    /// The GGUF file a `-m` entry names: a path, or a known model name (pulled on
-    /// first use).
+    /// The model a `-m` entry names: a path, or a known model name (pulled on first use).
     fn model_path(&self, name: &str) -> Result<PathBuf>;
+
+    /// The model at `path` as the host loads it for every command: a GGUF file, or
+    /// whatever else the host converts (a Hugging Face directory), quantized on load
+    /// when `quant` names a type.
+    fn open(&self, path: &Path, quant: Option<&str>) -> Result<Arc<GgufFile>>;
 
     /// `model` on `device` (resolved: not `auto`) with a KV pool of `kv`.
     fn runner<'m>(
@@ -124,6 +129,8 @@ pub struct Options {
     pub synthetic_dir: PathBuf,
     /// Only write the synthetic models and print their paths.
     pub write_only: bool,
+    /// Quantize each model on load to this type (llama.cpp's name) before it is benched.
+    pub quant: Option<String>,
     /// Internal: measure in this process (one model, one thread count).
     pub child: Option<ChildKind>,
 }
@@ -142,17 +149,14 @@ pub struct ModelInfo {
     /// Weight bytes one decode step reads: every tensor except the embedding table, of
     /// which one row is read, unless the output is tied to it (then all of it is read).
     pub bytes_per_token: u64,
-    /// Length of the file.
+    /// Length of the file as loaded (after conversion or `--quant`: the bytes in memory).
     pub file_len: u64,
 }
 
 impl ModelInfo {
-    /// Reads the tensor table of `path` (no tensor data is touched).
-    pub fn read(path: &Path) -> Result<ModelInfo> {
-        let file = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let file_len = std::fs::metadata(path)
-            .with_context(|| format!("reading the size of {}", path.display()))?
-            .len();
+    /// Reads the tensor table of `file`, loaded from `path` (no tensor data is touched).
+    pub fn of(path: &Path, file: &GgufFile) -> Result<ModelInfo> {
+        let file_len = file.data().len() as u64;
         let size: u64 = file.tensors().iter().map(|t| t.n_bytes).sum();
         let params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
         let embd = file
@@ -165,7 +169,7 @@ impl ModelInfo {
             size - embd.n_bytes + embd.n_bytes / embd.rows().max(1)
         };
         let arch = file.get_str("general.architecture").unwrap_or("?");
-        let desc = format!("{arch} {} {}", size_class(params), file_type_name(&file));
+        let desc = format!("{arch} {} {}", size_class(params), file_type_name(file));
         Ok(ModelInfo {
             path: path.to_path_buf(),
             desc,
@@ -309,7 +313,7 @@ pub fn bench(a: &Options, host: &dyn Host) -> Result<()> {
                     ),
                     depth: a.depth,
                 };
-                child::run_model(Path::new(m), &tests, &run, host)
+                child::run_model(Path::new(m), a.quant.as_deref(), &tests, &run, host)
             }
         };
     }
@@ -356,7 +360,8 @@ pub fn bench(a: &Options, host: &dyn Host) -> Result<()> {
         }
     }
     for path in &paths {
-        let info = ModelInfo::read(path)?;
+        // Opened here only for its tensor table; each child loads its own copy.
+        let info = ModelInfo::of(path, &*host.open(path, a.quant.as_deref())?)?;
         for &t in &threads {
             let out = spawn_model(&info.path, t, a)?;
             let bw = bandwidth.iter().find(|b| b.threads == t);
@@ -498,6 +503,9 @@ fn spawn_model(path: &Path, threads: usize, a: &Options) -> Result<ChildOutput> 
     }
     if !a.streams.is_empty() {
         args.extend(["--streams".into(), join(&a.streams)]);
+    }
+    if let Some(q) = &a.quant {
+        args.extend(["--quant".into(), q.clone()]);
     }
     let what = format!("the benchmark of {} with {threads} threads", path.display());
     let out = parse_child(&spawn(&args, &what)?)?;

@@ -1,16 +1,18 @@
 //! `tuili bench`: the command line of the benchmark harness (`tuili-bench`), and what
 //! only this binary knows (model names, devices, status lines).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Args;
 use tuili_bench::{membw, ChildKind, Format, Host, Options};
 use tuili_engine::{Device, KvLayout, Runner};
+use tuili_gguf::GgufFile;
 use tuili_models::Model;
 
 use crate::device::{self, DeviceArgs};
-use crate::{load, registry};
+use crate::{load, registry, QuantArgs};
 
 /// `tuili bench`.
 #[derive(Args, Debug)]
@@ -47,6 +49,8 @@ pub struct BenchArgs {
     depth: usize,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    quant: QuantArgs,
     /// Thread counts, comma-separated (default: all cores).
     #[arg(short = 't', long = "threads", value_delimiter = ',')]
     threads: Vec<usize>,
@@ -86,6 +90,13 @@ impl Host for Tuili {
         registry::resolve(name)
     }
 
+    fn open(&self, path: &Path, quant: Option<&str>) -> Result<Arc<GgufFile>> {
+        let quant = QuantArgs {
+            quant: quant.map(str::to_string),
+        };
+        load::open_path(path, &quant)
+    }
+
     fn runner<'m>(
         &self,
         model: &'m Model,
@@ -121,6 +132,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             .synthetic_dir
             .unwrap_or_else(|| registry::home().join("bench")),
         write_only: a.write_only,
+        quant: a.quant.quant,
         child: a.child,
     };
     tuili_bench::bench(&options, &Tuili)

@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use tuili_engine::{KvType, SamplingParams, DEFAULT_KV_TYPE};
-use tuili_models::SEQ_BLOCK;
+use tuili_models::{SamplingDefaults, SEQ_BLOCK};
 use tuili_tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 
 use crate::device::{self, DeviceArgs};
@@ -123,24 +123,50 @@ pub struct PerplexityArgs {
     device: DeviceArgs,
 }
 
-fn sampling_params(s: &SamplingArgs) -> SamplingParams {
+/// The sampling settings of a run: each flag given, else what the model file recommends
+/// (`general.sampling.*`), else llama.cpp's command-line default.
+fn sampling_params(s: &SamplingArgs, model: &SamplingDefaults) -> SamplingParams {
     let seed = s.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
     });
+    if *model != SamplingDefaults::default() {
+        tracing_line(&format!(
+            "sampling defaults from the model file: {}",
+            describe(model)
+        ));
+    }
+    let base = SamplingParams::default().with_model_defaults(model);
     SamplingParams {
-        temperature: s.temp,
-        top_k: s.top_k,
-        top_p: s.top_p,
-        min_p: s.min_p,
-        repeat_penalty: s.repeat_penalty,
+        temperature: s.temp.unwrap_or(base.temperature),
+        top_k: s.top_k.unwrap_or(base.top_k),
+        top_p: s.top_p.unwrap_or(base.top_p),
+        min_p: s.min_p.unwrap_or(base.min_p),
+        repeat_penalty: s.repeat_penalty.unwrap_or(base.repeat_penalty),
         presence_penalty: s.presence_penalty,
         frequency_penalty: s.frequency_penalty,
-        penalty_last_n: 64,
         seed,
+        ..base
     }
+}
+
+/// `temp 0.6, top_k 20`: the settings a model file recommends.
+fn describe(m: &SamplingDefaults) -> String {
+    let mut out = Vec::new();
+    let mut f = |name: &str, v: Option<String>| {
+        if let Some(v) = v {
+            out.push(format!("{name} {v}"));
+        }
+    };
+    f("temp", m.temperature.map(|v| v.to_string()));
+    f("top_k", m.top_k.map(|v| v.to_string()));
+    f("top_p", m.top_p.map(|v| v.to_string()));
+    f("min_p", m.min_p.map(|v| v.to_string()));
+    f("repeat_penalty", m.repeat_penalty.map(|v| v.to_string()));
+    f("penalty_last_n", m.penalty_last_n.map(|v| v.to_string()));
+    out.join(", ")
 }
 
 /// Renders `messages` through the model's template, ready for the assistant's turn.
@@ -174,10 +200,11 @@ pub fn run(a: RunArgs) -> Result<()> {
     } else {
         tokenizer.encode(&a.prompt, true, false)
     };
+    let sampling = sampling_params(&a.sampling, &model.config().sampling);
     let engine = generate::start(model, tokenizer, &a.device, a.ctx)?;
     let opts = Options {
         max_tokens: a.n_predict,
-        sampling: sampling_params(&a.sampling),
+        sampling,
         stop: a.stop,
         logprobs: a.logprobs,
     };
@@ -227,9 +254,9 @@ pub fn chat(a: ChatArgs) -> Result<()> {
     if template.is_none() {
         bail!("this model has no chat template (tokenizer.chat_template)");
     }
+    let sampling = sampling_params(&a.sampling, &model.config().sampling);
     let engine = generate::start(model, tokenizer, &a.device, a.ctx)?;
     let tokenizer = engine.tokenizer().clone();
-    let sampling = sampling_params(&a.sampling);
     let mut messages = Vec::new();
     if let Some(s) = &a.system {
         messages.push(ChatMessage::new("system", s));

@@ -27,6 +27,9 @@ pub fn agent(redirects: u32) -> ureq::Agent {
 pub struct Request<'a> {
     pub url: &'a str,
     pub token: Option<&'a str>,
+    /// The environment variable a token for this server comes from, named when the
+    /// server asks for one and none was sent.
+    pub token_var: Option<&'a str>,
     pub headers: &'a [(&'a str, &'a str)],
 }
 
@@ -43,10 +46,10 @@ impl Request<'_> {
         match req.call() {
             Ok(r) => Ok(r),
             Err(ureq::Error::Status(code @ (401 | 403), _)) => {
-                let hint = if self.token.is_some() {
-                    "the token was refused"
-                } else {
-                    "it needs a token: set HF_TOKEN"
+                let hint = match (self.token, self.token_var) {
+                    (Some(_), _) => "the token was refused".to_string(),
+                    (None, Some(var)) => format!("it needs a token: set {var}"),
+                    (None, None) => "it needs credentials tuili does not send".to_string(),
                 };
                 bail!("{}: HTTP {code}, access denied ({hint})", self.url)
             }
@@ -74,7 +77,14 @@ pub fn incomplete_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// sha256 of the first bytes already in `f` (to continue hashing a resumed download).
+/// The sha256 of a file, in lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut hasher = Sha256::new();
+    hash_prefix(path, &mut hasher)?;
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// Feeds the bytes of `path` to `hasher` (to continue hashing a resumed download); their count.
 fn hash_prefix(path: &Path, hasher: &mut Sha256) -> Result<u64> {
     let mut f = File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut buf = vec![0u8; 1 << 20];
@@ -128,9 +138,8 @@ pub fn fetch(agent: &ureq::Agent, req: &Request, dest: &Path, expect: &Expect) -
             eprintln!("resuming {} at byte {have}", dest.display());
         }
         let resp = Request {
-            url: req.url,
-            token: req.token,
             headers: &headers,
+            ..*req
         }
         .send(agent, "GET")?;
         let resumed = resp.status() == 206 && range_start(&resp) == Some(have);

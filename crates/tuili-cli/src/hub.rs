@@ -165,6 +165,7 @@ impl Hub {
         Request {
             url,
             token: self.token.as_deref(),
+            token_var: Some("HF_TOKEN"),
             headers: &[],
         }
     }

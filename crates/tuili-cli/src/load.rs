@@ -1,5 +1,6 @@
 //! Loading a model, its tokenizer and chat template from a model argument.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,7 +9,7 @@ use tuili_gguf::GgufFile;
 use tuili_models::Model;
 use tuili_tokenizer::{ChatTemplate, Tokenizer};
 
-use crate::{registry, ModelArgs};
+use crate::{registry, ModelArgs, QuantArgs};
 
 /// Everything needed to run a model.
 pub struct Loaded {
@@ -34,14 +35,23 @@ pub fn init_threads(threads: Option<usize>) {
 pub fn open(args: &ModelArgs) -> Result<Arc<GgufFile>> {
     init_threads(args.threads);
     let path = registry::resolve(&args.model)?;
-    let file = if tuili_models::hf::is_hf_dir(&path) {
-        crate::convert::open_hf_dir(&path)?
-    } else {
-        GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?
-    };
-    match &args.quant {
-        Some(q) => crate::quantize::quantize_loaded(Arc::new(file), q),
-        None => Ok(Arc::new(file)),
+    open_path(&path, &args.quant)
+}
+
+/// A GGUF file, or a Hugging Face directory converted in memory.
+pub fn open_file(path: &Path) -> Result<GgufFile> {
+    if tuili_models::hf::is_hf_dir(path) {
+        return crate::convert::open_hf_dir(path);
+    }
+    GgufFile::open(path).with_context(|| format!("opening {}", path.display()))
+}
+
+/// [`open_file`], then quantized in memory when `--quant` asks for it.
+pub fn open_path(path: &Path, quant: &QuantArgs) -> Result<Arc<GgufFile>> {
+    let file = Arc::new(open_file(path)?);
+    match &quant.quant {
+        Some(q) => crate::quantize::quantize_loaded(file, q),
+        None => Ok(file),
     }
 }
 

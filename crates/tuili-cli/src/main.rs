@@ -13,6 +13,7 @@ mod ollama;
 mod plan;
 mod progress;
 mod pull;
+mod pypi;
 mod quant_mix;
 mod quantize;
 mod registry;
@@ -39,30 +40,39 @@ pub struct ModelArgs {
     /// Worker threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub quant: QuantArgs,
+}
+
+/// Quantize-on-load, shared by every command that loads a model (`bench` included).
+#[derive(Args, Clone, Debug)]
+pub struct QuantArgs {
     /// Quantize the weights while loading, to llama.cpp's type `QUANT` (Q8_0, Q6_K,
     /// Q4_K_M, ...): for Hugging Face directories and F32/F16/BF16 GGUF files.
     #[arg(long = "quant", value_name = "QUANT")]
     pub quant: Option<String>,
 }
 
-/// Sampling options.
+/// Sampling options. A flag left out takes the model file's recommendation
+/// (`general.sampling.*`, from `generation_config.json` for a Hugging Face directory),
+/// else the default shown.
 #[derive(Args, Clone)]
 pub struct SamplingArgs {
-    /// Temperature; 0 is greedy.
-    #[arg(long = "temp", default_value_t = 0.8)]
-    pub temp: f32,
-    /// Top-k (0 = off).
-    #[arg(long = "top-k", default_value_t = 40)]
-    pub top_k: usize,
-    /// Top-p (1 = off).
-    #[arg(long = "top-p", default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Min-p (0 = off).
-    #[arg(long = "min-p", default_value_t = 0.05)]
-    pub min_p: f32,
-    /// Repetition penalty over the last 64 tokens (1 = off).
-    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
-    pub repeat_penalty: f32,
+    /// Temperature; 0 is greedy [default: the model's, else 0.8].
+    #[arg(long = "temp")]
+    pub temp: Option<f32>,
+    /// Top-k (0 = off) [default: the model's, else 40].
+    #[arg(long = "top-k")]
+    pub top_k: Option<usize>,
+    /// Top-p (1 = off) [default: the model's, else 0.95].
+    #[arg(long = "top-p")]
+    pub top_p: Option<f32>,
+    /// Min-p (0 = off) [default: the model's, else 0.05].
+    #[arg(long = "min-p")]
+    pub min_p: Option<f32>,
+    /// Repetition penalty over recent tokens (1 = off) [default: the model's, else 1].
+    #[arg(long = "repeat-penalty")]
+    pub repeat_penalty: Option<f32>,
     /// Presence penalty (0 = off).
     #[arg(long = "presence-penalty", default_value_t = 0.0)]
     pub presence_penalty: f32,

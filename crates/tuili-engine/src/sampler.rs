@@ -1,6 +1,8 @@
 //! Turning logits into the next token: penalties, then top-k → top-p → min-p →
 //! temperature → a seeded draw (llama.cpp's default chain), or greedy.
 
+use tuili_models::SamplingDefaults;
+
 /// Sampling settings. `temperature <= 0` means greedy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -46,6 +48,35 @@ impl SamplingParams {
         SamplingParams {
             temperature: 0.0,
             ..Default::default()
+        }
+    }
+
+    /// OpenAI's documented defaults (temperature 1, top_p 1, no penalties), with no other
+    /// truncation: what a server request gets for a setting it leaves out when the model
+    /// recommends nothing. (`Default` is the command line's, llama.cpp's.)
+    pub fn openai() -> Self {
+        SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..Default::default()
+        }
+    }
+
+    /// The effective defaults: `self` (the caller's own defaults) with every setting the
+    /// model file recommends (`general.sampling.*`) in its place, as llama.cpp applies
+    /// them. The one place the CLI and the server compute them; a setting the user or the
+    /// request gives then overrides the result.
+    pub fn with_model_defaults(self, model: &SamplingDefaults) -> Self {
+        SamplingParams {
+            temperature: model.temperature.unwrap_or(self.temperature),
+            top_k: model.top_k.unwrap_or(self.top_k),
+            top_p: model.top_p.unwrap_or(self.top_p),
+            min_p: model.min_p.unwrap_or(self.min_p),
+            repeat_penalty: model.repeat_penalty.unwrap_or(self.repeat_penalty),
+            penalty_last_n: model.penalty_last_n.unwrap_or(self.penalty_last_n),
+            ..self
         }
     }
 }
@@ -227,6 +258,31 @@ mod tests {
 
     fn logits() -> Vec<f32> {
         vec![1.0, 3.0, 2.5, -1.0, 0.5, 2.9]
+    }
+
+    #[test]
+    fn the_model_recommends_and_the_rest_stays() {
+        let model = SamplingDefaults {
+            temperature: Some(0.6),
+            top_k: Some(20),
+            repeat_penalty: Some(1.1),
+            ..Default::default()
+        };
+        let got = SamplingParams::openai().with_model_defaults(&model);
+        let want = SamplingParams {
+            temperature: 0.6,
+            top_k: 20,
+            repeat_penalty: 1.1,
+            ..SamplingParams::openai()
+        };
+        assert_eq!(got, want);
+        // Nothing recommended: the caller's defaults, unchanged.
+        let cli = SamplingParams::default();
+        assert_eq!(
+            cli.clone()
+                .with_model_defaults(&SamplingDefaults::default()),
+            cli
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use tuili_models::{Config, KvPool, Model, SeqChunk};
+use tuili_models::{Config, KvPool, Model, SamplingDefaults, SeqChunk};
 use tuili_tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::constraint::{Constraint, GrammarCompiler, TokenMask};
@@ -137,6 +137,8 @@ pub struct EngineHandle {
     inbox: std_mpsc::Sender<Inbox>,
     shared: Arc<Shared>,
     tokenizer: Arc<Tokenizer>,
+    /// What the model file recommends for sampling (`general.sampling.*`).
+    model_sampling: SamplingDefaults,
     cfg: Arc<EngineConfig>,
     grammars: Arc<GrammarCompiler>,
 }
@@ -259,6 +261,11 @@ impl EngineHandle {
     /// The tokenizer of the served model.
     pub fn tokenizer(&self) -> &Arc<Tokenizer> {
         &self.tokenizer
+    }
+
+    /// The sampling settings the served model's file recommends.
+    pub fn model_sampling(&self) -> &SamplingDefaults {
+        &self.model_sampling
     }
 
     /// Compiles grammars over the served model's vocabulary (for
@@ -454,6 +461,7 @@ pub fn start_engine_with(
         shared,
         grammars: Arc::new(GrammarCompiler::new(tokenizer.clone())),
         tokenizer,
+        model_sampling: mcfg.sampling,
         cfg: Arc::new(cfg),
     })
 }

@@ -4,7 +4,7 @@ use tuili_backend::ops::RopeMode;
 use tuili_backend::KvType;
 use tuili_gguf::GgufFile;
 
-use crate::ModelError;
+use crate::{ModelError, SamplingDefaults};
 
 /// The architectures tuili runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +136,9 @@ pub struct Config {
     /// Per layer, its sliding window (`None`: a global layer), `[n_layer]`; filled by
     /// `Model::load` from the layers' specs (the KV pool keeps local layers apart).
     pub layer_windows: Vec<Option<usize>>,
+    /// The sampling settings the file recommends (`general.sampling.*`): the defaults of
+    /// whatever a request or the command line leaves out.
+    pub sampling: SamplingDefaults,
 }
 
 /// Largest value accepted for any dimension read from a file; guards against
@@ -207,6 +210,7 @@ impl Config {
             rope_mode: rope_mode(arch),
             eps,
             layer_windows: vec![None; n_layer],
+            sampling: SamplingDefaults::from_gguf(file)?,
         };
         cfg.check()?;
         Ok(cfg)

@@ -15,6 +15,7 @@ mod model;
 pub mod moe;
 pub mod ops;
 mod rng;
+mod sampling;
 pub mod spec;
 pub mod synthetic;
 mod unimplemented;
@@ -24,6 +25,7 @@ pub use config::{Arch, Config};
 pub use kv_cache::{local_blocks_needed, KvCache, KvPool, FREED_BLOCK, SEQ_BLOCK};
 pub use model::Model;
 pub use rng::SplitMix64;
+pub use sampling::SamplingDefaults;
 pub use tuili_backend::KvType;
 
 /// Errors from loading or running a model.

@@ -18,8 +18,8 @@ use axum::Json;
 use futures_util::stream::{self, BoxStream, SelectAll, StreamExt};
 use serde::Serialize;
 use tuili_engine::{
-    Constraint, EngineHandle, Event, FinishReason, GenerateRequest, RequestStream, TokenLogprob,
-    Usage,
+    Constraint, EngineHandle, Event, FinishReason, GenerateRequest, RequestStream, SamplingParams,
+    TokenLogprob, Usage,
 };
 use tuili_tokenizer::Tokenizer;
 
@@ -144,7 +144,7 @@ pub(crate) async fn chat_prompt(
     b: Result<Bytes, BytesRejection>,
 ) -> Result<(validate::ValidChat, Vec<u32>, ChatShape), ServerError> {
     let b = body(b, state)?;
-    let mut req = validate::chat_request(&b)?;
+    let mut req = validate::chat_request(&b, &sampling_base(state))?;
     state.check_model(req.common.model.as_deref())?;
     state.ready()?;
     let st = state.clone();
@@ -188,7 +188,7 @@ pub(crate) async fn completion_prompts(
 ) -> Result<(validate::ValidCompletion, Vec<Vec<u32>>), ServerError> {
     let b = body(b, state)?;
     let vocab = state.ready()?.engine.tokenizer().vocab_size();
-    let mut req = validate::completion_request(&b, vocab)?;
+    let mut req = validate::completion_request(&b, vocab, &sampling_base(state))?;
     state.check_model(req.common.model.as_deref())?;
     let st = state.clone();
     let prompts = std::mem::take(&mut req.prompts);
@@ -204,6 +204,17 @@ pub(crate) async fn completion_prompts(
     })
     .await?;
     Ok((req, prompts))
+}
+
+/// What a request's sampling settings default to: OpenAI's, with the served model's
+/// recommendations (`general.sampling.*`) in their place. While the model loads, OpenAI's
+/// (the request is refused as not ready right after it is checked).
+fn sampling_base(state: &AppState) -> SamplingParams {
+    let base = SamplingParams::openai();
+    match state.ready() {
+        Ok(r) => base.with_model_defaults(r.engine.model_sampling()),
+        Err(_) => base,
+    }
 }
 
 async fn blocking<T: Send + 'static>(

@@ -79,11 +79,12 @@ pub struct ValidCompletion {
     pub logprobs: Option<usize>,
 }
 
-/// Parses a chat completions body.
-pub fn chat_request(body: &[u8]) -> Result<ValidChat, ServerError> {
+/// Parses a chat completions body; a sampling setting it leaves out is `base`'s (the
+/// effective defaults: OpenAI's with the model's recommendations in their place).
+pub fn chat_request(body: &[u8], base: &SamplingParams) -> Result<ValidChat, ServerError> {
     let value = parse_object(body, CHAT_KEYS)?;
     let chat: ChatOnly = typed(&value)?;
-    let mut common = common(&value)?;
+    let mut common = common(&value, base)?;
     if let Some(m) = chat.max_completion_tokens {
         common.max_tokens = Some(positive("max_completion_tokens", m)?);
     }
@@ -121,11 +122,16 @@ pub fn chat_request(body: &[u8]) -> Result<ValidChat, ServerError> {
     })
 }
 
-/// Parses a completions body; token-id prompts must lie below `vocab`.
-pub fn completion_request(body: &[u8], vocab: usize) -> Result<ValidCompletion, ServerError> {
+/// Parses a completions body; token-id prompts must lie below `vocab`; sampling
+/// settings left out are `base`'s, as in [`chat_request`].
+pub fn completion_request(
+    body: &[u8],
+    vocab: usize,
+    base: &SamplingParams,
+) -> Result<ValidCompletion, ServerError> {
     let value = parse_object(body, COMPLETION_KEYS)?;
     let only: CompletionOnly = typed(&value)?;
-    let common = common(&value)?;
+    let common = common(&value, base)?;
     let logprobs = match only.logprobs {
         None => None,
         Some(k) => Some(at_most("logprobs", k, MAX_COMPLETION_LOGPROBS)?),
@@ -262,11 +268,11 @@ fn refuse_unsupported(map: &Map<String, Value>) -> Result<(), ServerError> {
     Ok(())
 }
 
-fn common(value: &Value) -> Result<ValidCommon, ServerError> {
+fn common(value: &Value, base: &SamplingParams) -> Result<ValidCommon, ServerError> {
     let c: CommonRequest = typed(value)?;
-    let d = SamplingParams::default();
     let top_k = match c.top_k {
-        None | Some(-1) => 0,
+        None => base.top_k,
+        Some(-1) => 0,
         Some(k) if k >= 0 => k as usize,
         Some(k) => {
             return Err(ServerError::field(
@@ -283,11 +289,11 @@ fn common(value: &Value) -> Result<ValidCommon, ServerError> {
         ));
     }
     let sampling = SamplingParams {
-        // OpenAI's defaults, not the CLI's: clients expect temperature 1 and no truncation.
-        temperature: range("temperature", c.temperature, 0.0, 2.0, 1.0)?,
+        // The request's own value always wins over `base`.
+        temperature: range("temperature", c.temperature, 0.0, 2.0, base.temperature)?,
         top_k,
-        top_p: range("top_p", c.top_p, 0.0, 1.0, 1.0)?,
-        min_p: range("min_p", c.min_p, 0.0, 1.0, 0.0)?,
+        top_p: range("top_p", c.top_p, 0.0, 1.0, base.top_p)?,
+        min_p: range("min_p", c.min_p, 0.0, 1.0, base.min_p)?,
         repeat_penalty: match c.repetition_penalty {
             Some(r) if !(r > 0.0 && r <= 10.0) => {
                 return Err(ServerError::field(
@@ -296,11 +302,23 @@ fn common(value: &Value) -> Result<ValidCommon, ServerError> {
                 ))
             }
             Some(r) => r as f32,
-            None => 1.0,
+            None => base.repeat_penalty,
         },
-        presence_penalty: range("presence_penalty", c.presence_penalty, -2.0, 2.0, 0.0)?,
-        frequency_penalty: range("frequency_penalty", c.frequency_penalty, -2.0, 2.0, 0.0)?,
-        penalty_last_n: d.penalty_last_n,
+        presence_penalty: range(
+            "presence_penalty",
+            c.presence_penalty,
+            -2.0,
+            2.0,
+            base.presence_penalty,
+        )?,
+        frequency_penalty: range(
+            "frequency_penalty",
+            c.frequency_penalty,
+            -2.0,
+            2.0,
+            base.frequency_penalty,
+        )?,
+        penalty_last_n: base.penalty_last_n,
         // Negative seeds are valid OpenAI seeds; keep their bits.
         seed: c.seed.map(|s| s as u64).unwrap_or_else(random_u64),
     };
@@ -670,7 +688,7 @@ mod tests {
     use serde_json::json;
 
     fn completion(v: Value) -> Result<ValidCompletion, ServerError> {
-        completion_request(v.to_string().as_bytes(), 100)
+        completion_request(v.to_string().as_bytes(), 100, &SamplingParams::openai())
     }
 
     fn param(e: ServerError) -> String {
@@ -734,9 +752,44 @@ mod tests {
         );
     }
 
+    fn chat(body: &[u8]) -> Result<ValidChat, ServerError> {
+        chat_request(body, &SamplingParams::openai())
+    }
+
+    /// A setting the request leaves out is the base's (the model's recommendation); one it
+    /// gives is its own, top_k -1 included.
+    #[test]
+    fn left_out_settings_come_from_the_base() {
+        let base = SamplingParams {
+            temperature: 0.25,
+            top_k: 20,
+            top_p: 0.8,
+            min_p: 0.1,
+            repeat_penalty: 1.1,
+            ..SamplingParams::openai()
+        };
+        let body = br#"{"messages":[{"role":"user","content":"a"}]}"#;
+        let s = chat_request(body, &base).unwrap().common.sampling;
+        assert_eq!(
+            (s.temperature, s.top_k, s.top_p, s.min_p, s.repeat_penalty),
+            (0.25, 20, 0.8, 0.1, 1.1)
+        );
+        let body = br#"{"messages":[{"role":"user","content":"a"}],"temperature":1.5,"top_k":-1,"top_p":1,"min_p":0,"repetition_penalty":1}"#;
+        let s = chat_request(body, &base).unwrap().common.sampling;
+        assert_eq!(
+            (s.temperature, s.top_k, s.top_p, s.min_p, s.repeat_penalty),
+            (1.5, 0, 1.0, 0.0, 1.0)
+        );
+        let s = completion_request(br#"{"prompt":"a","temperature":0}"#, 100, &base)
+            .unwrap()
+            .common
+            .sampling;
+        assert_eq!((s.temperature, s.top_k), (0.0, 20));
+    }
+
     #[test]
     fn defaults_follow_openai() {
-        let c = chat_request(br#"{"messages":[{"role":"developer","content":"be brief"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}"#).unwrap();
+        let c = chat(br#"{"messages":[{"role":"developer","content":"be brief"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}"#).unwrap();
         assert_eq!(c.messages[0], ChatMessage::new("system", "be brief"));
         assert_eq!(c.messages[1], ChatMessage::new("user", "a\nb"));
         let s = &c.common.sampling;
@@ -750,7 +803,7 @@ mod tests {
         );
         assert_eq!(c.logprobs, None);
         // max_completion_tokens wins over max_tokens; an explicit seed is kept bit for bit.
-        let c = chat_request(br#"{"messages":[{"role":"user","content":"a"}],"max_tokens":5,"max_completion_tokens":7,"seed":-1,"logprobs":true,"stop":"x"}"#).unwrap();
+        let c = chat(br#"{"messages":[{"role":"user","content":"a"}],"max_tokens":5,"max_completion_tokens":7,"seed":-1,"logprobs":true,"stop":"x"}"#).unwrap();
         assert_eq!(c.common.max_tokens, Some(7));
         assert_eq!(c.common.sampling.seed, u64::MAX);
         assert_eq!(c.logprobs, Some(0));

@@ -1,4 +1,5 @@
-//! What the test suites share: the real test models, and skips that cannot pass unseen.
+//! What the test suites share: the real test models, skips that cannot pass unseen, and a
+//! loopback HTTP server ([`http`]) for the clients that fetch models.
 //!
 //! Tests that need a real model find it in `TUILI_TEST_MODELS_DIR` (set by
 //! `scripts/test.sh`). Where it is missing they skip, and say so on the process's real
@@ -6,6 +7,8 @@
 //! `scripts/test.sh` sets it) a missing model fails the test instead, naming the model.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod http;
 
 use std::io::Write;
 use std::path::PathBuf;
