@@ -613,7 +613,7 @@ impl EngineCore {
             Active {
                 sampler: Sampler::new(sub.req.sampling.clone()),
                 tokens: sub.req.prompt.clone(),
-                decoder: StreamDecoder::new(tok),
+                decoder: StreamDecoder::with_special(tok, !sub.req.render_special),
                 stop: StopMatcher::new(&sub.req.stop),
                 submitted: sub.at,
                 last_token: None,

@@ -29,6 +29,7 @@ mod embeddings;
 mod error;
 mod gbnf;
 mod generate;
+mod harmony;
 mod kv_publish;
 pub mod kv_wire;
 pub mod metrics;
