@@ -1,6 +1,8 @@
-"""`/v1/embeddings` with the official `openai` client: mean-pooled, normalized final hidden
-states, held to llama.cpp's embeddings (llama-cpp-python, `pooling_type` mean) at cosine
->= 0.999; base64 and float agree; token-id input equals text input; bad requests are 400s.
+"""`/v1/embeddings` with the official `openai` client: mean-pooled (asked for with `pooling`,
+as the test models' files name no pooling), normalized final hidden states, held to
+llama.cpp's embeddings (llama-cpp-python, `pooling_type` mean) at cosine >= 0.999; base64
+and float agree; token-id input equals text input; bad requests are 400s, and so is a
+request that names no pooling for a file that names none (llama.cpp's `none`).
 """
 
 import base64
@@ -18,6 +20,9 @@ MODEL = os.environ.get("TUILI_MODEL", "smol")
 MODEL_FILE = os.environ.get("TUILI_MODEL_FILE", "")
 LLAMACPP_PYTHON = os.environ.get("TUILI_LLAMACPP_PYTHON") or os.path.expanduser(
     "~/.cache/tuili/llamacpp-venv/bin/python")
+# The test models' files set no pooling_type: llama.cpp's default is then none (no
+# sentence vector), so the request names one.
+MEAN = {"pooling": "mean"}
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Embeddings turn text into vectors.",
          "def add(a, b):\n    return a + b\n"]
 
@@ -40,7 +45,7 @@ def cosine(a, b):
 
 
 def test_matches_llama_cpp(client):
-    r = client.embeddings.create(model=MODEL, input=TEXTS)
+    r = client.embeddings.create(model=MODEL, input=TEXTS, extra_body=MEAN)
     assert [d.index for d in r.data] == [0, 1, 2] and r.usage.prompt_tokens > 20
     for d in r.data:
         assert abs(sum(x * x for x in d.embedding) - 1) < 1e-4
@@ -59,14 +64,16 @@ def test_matches_llama_cpp(client):
 
 
 def test_base64_tokens_and_float_agree(client):
-    f = client.embeddings.create(model=MODEL, input=TEXTS[0], encoding_format="float").data[0].embedding
-    raw = client.with_raw_response.embeddings.create(model=MODEL, input=TEXTS[0], encoding_format="base64")
+    f = client.embeddings.create(model=MODEL, input=TEXTS[0], encoding_format="float",
+                                extra_body=MEAN).data[0].embedding
+    raw = client.with_raw_response.embeddings.create(model=MODEL, input=TEXTS[0], encoding_format="base64",
+                                                     extra_body=MEAN)
     b64 = json.loads(raw.text)["data"][0]["embedding"]
     decoded = struct.unpack(f"<{len(f)}f", base64.b64decode(b64))
     assert list(decoded) == f
     ids = client.post(BASE_URL.removesuffix("/v1") + "/tokenize", cast_to=object,
                       body={"content": TEXTS[0], "add_special": True})["tokens"]
-    t = client.embeddings.create(model=MODEL, input=ids).data[0].embedding
+    t = client.embeddings.create(model=MODEL, input=ids, extra_body=MEAN).data[0].embedding
     assert t == f
 
 
@@ -75,5 +82,8 @@ def test_bad_requests(client):
                       (dict(input=[[10**9]]), "input[0]"), (dict(input=TEXTS[0], encoding_format="int8"),
                                                           "encoding_format")]:
         with pytest.raises(openai.BadRequestError) as e:
-            client.embeddings.create(model=MODEL, **kw)
+            client.embeddings.create(model=MODEL, extra_body=MEAN, **kw)
         assert e.value.body["param"].startswith(param), (kw, e.value.body)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.embeddings.create(model=MODEL, input=TEXTS[0])
+    assert e.value.body["param"] == "pooling" and "'none'" in e.value.body["message"], e.value.body

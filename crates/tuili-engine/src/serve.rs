@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
+use tuili_models::embedding::PoolingType;
 use tuili_models::{Config, KvPool, Model, SeqChunk};
 use tuili_tokenizer::{StreamDecoder, Tokenizer};
 
@@ -139,6 +140,8 @@ pub struct EngineHandle {
     tokenizer: Arc<Tokenizer>,
     cfg: Arc<EngineConfig>,
     grammars: Arc<GrammarCompiler>,
+    /// The model's embedding pooling, from its file (`None`: unspecified).
+    pooling: Option<PoolingType>,
 }
 
 /// The events of one request. Dropping it cancels the request: the engine frees its
@@ -254,6 +257,12 @@ impl EngineHandle {
     /// Most tokens per sequence.
     pub fn n_ctx(&self) -> usize {
         self.cfg.n_ctx
+    }
+
+    /// The pooling the served model's file asks embeddings for (`{arch}.pooling_type`);
+    /// `None` when the file does not say.
+    pub fn pooling(&self) -> Option<PoolingType> {
+        self.pooling
     }
 
     /// The tokenizer of the served model.
@@ -455,6 +464,7 @@ pub fn start_engine_with(
         grammars: Arc::new(GrammarCompiler::new(tokenizer.clone())),
         tokenizer,
         cfg: Arc::new(cfg),
+        pooling: mcfg.pooling,
     })
 }
 

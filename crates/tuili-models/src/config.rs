@@ -136,6 +136,9 @@ pub struct Config {
     /// Per layer, its sliding window (`None`: a global layer), `[n_layer]`; filled by
     /// `Model::load` from the layers' specs (the KV pool keeps local layers apart).
     pub layer_windows: Vec<Option<usize>>,
+    /// The pooling the file asks embeddings for (`{arch}.pooling_type`); `None` when
+    /// unspecified.
+    pub pooling: Option<crate::embedding::PoolingType>,
 }
 
 /// Largest value accepted for any dimension read from a file; guards against
@@ -207,6 +210,7 @@ impl Config {
             rope_mode: rope_mode(arch),
             eps,
             layer_windows: vec![None; n_layer],
+            pooling: crate::embedding::PoolingType::from_gguf(file)?,
         };
         cfg.check()?;
         Ok(cfg)
