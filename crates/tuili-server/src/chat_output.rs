@@ -480,6 +480,24 @@ pub(crate) fn partial_suffix(text: &str, markers: &[&str]) -> usize {
     best
 }
 
+/// `pieces` with neighbouring text of one kind joined, as a client joins deltas.
+#[cfg(test)]
+pub(crate) fn merged(pieces: Vec<Piece>) -> Vec<Piece> {
+    let mut out: Vec<Piece> = Vec::new();
+    for piece in pieces {
+        match (out.last_mut(), piece) {
+            (Some(Piece::Content(a)), Piece::Content(b)) => a.push_str(&b),
+            (Some(Piece::Reasoning(a)), Piece::Reasoning(b)) => a.push_str(&b),
+            (
+                Some(Piece::CallArgs { index: i, text: a }),
+                Piece::CallArgs { index: j, text: b },
+            ) if *i == j => a.push_str(&b),
+            (_, p) => out.push(p),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,20 +510,7 @@ mod tests {
             pieces.extend(p.push(&c.iter().collect::<String>()));
         }
         pieces.extend(p.finish());
-        // Merge neighbouring text of one kind, as a client would.
-        let mut merged: Vec<Piece> = Vec::new();
-        for piece in pieces {
-            match (merged.last_mut(), piece) {
-                (Some(Piece::Content(a)), Piece::Content(b)) => a.push_str(&b),
-                (Some(Piece::Reasoning(a)), Piece::Reasoning(b)) => a.push_str(&b),
-                (
-                    Some(Piece::CallArgs { index: i, text: a }),
-                    Piece::CallArgs { index: j, text: b },
-                ) if *i == j => a.push_str(&b),
-                (_, p) => merged.push(p),
-            }
-        }
-        merged
+        merged(pieces)
     }
 
     fn start(index: usize, name: &str) -> Piece {

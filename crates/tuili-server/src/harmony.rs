@@ -223,19 +223,7 @@ mod tests {
             pieces.extend(p.push(&c.iter().collect::<String>()));
         }
         pieces.extend(p.finish());
-        let mut merged: Vec<Piece> = Vec::new();
-        for piece in pieces {
-            match (merged.last_mut(), piece) {
-                (Some(Piece::Content(a)), Piece::Content(b)) => a.push_str(&b),
-                (Some(Piece::Reasoning(a)), Piece::Reasoning(b)) => a.push_str(&b),
-                (
-                    Some(Piece::CallArgs { index: i, text: a }),
-                    Piece::CallArgs { index: j, text: b },
-                ) if *i == j => a.push_str(&b),
-                (_, p) => merged.push(p),
-            }
-        }
-        (merged, p.calls())
+        (crate::chat_output::merged(pieces), p.calls())
     }
 
     fn at_every_step(text: &str, want: &[Piece], calls: usize) {

@@ -36,17 +36,8 @@ print(json.dumps([m.embed(t, normalize=True) for t in json.loads(sys.argv[2])]))
 
 /// A copy of `file` with `key` set to `value`.
 fn with_key(file: &GgufFile, key: &str, value: tuili_gguf::Value) -> GgufWriter {
-    let mut out = GgufWriter::new();
-    for (k, v) in file.metadata() {
-        if k != key {
-            out.add(k.clone(), v.clone()).unwrap();
-        }
-    }
-    out.add(key.to_string(), value).unwrap();
-    for t in file.tensors() {
-        out.add_tensor(t.name.clone(), &t.dims, t.ty, file.tensor_data(t).to_vec())
-            .unwrap();
-    }
+    let mut out = GgufWriter::copy_of(file).unwrap();
+    out.add(key, value).unwrap();
     out
 }
 
