@@ -27,3 +27,4 @@ bash tests/ollama/run.sh  # the official ollama client against /api/*
 bash tests/cluster/run.sh  # vLLM's metrics and KV events, read by their Python consumers
 bash tests/deploy/run.sh   # deploy/'s manifests and Containerfile against their schemas
 bash tests/router/run.sh   # `tuili route` over real upstreams: privacy, failover, latency, escalation, llama.cpp
+bash tests/chatpage/run.sh # the chat page at / in headless Chromium (SKIPPED without Chromium)

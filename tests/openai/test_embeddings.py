@@ -1,6 +1,8 @@
 """`/v1/embeddings` with the official `openai` client: mean-pooled, normalized final hidden
 states, held to llama.cpp's embeddings (llama-cpp-python, `pooling_type` mean) at cosine
->= 0.999; base64 and float agree; token-id input equals text input; bad requests are 400s.
+>= 0.999 (the test models' files name no pooling_type: tuili's default, mean); base64 and
+float agree; token-id input equals text input; bad requests, and a pooling tuili cannot make
+a sentence vector with, are 400s.
 """
 
 import base64
@@ -77,3 +79,7 @@ def test_bad_requests(client):
         with pytest.raises(openai.BadRequestError) as e:
             client.embeddings.create(model=MODEL, **kw)
         assert e.value.body["param"].startswith(param), (kw, e.value.body)
+    for bad in ["bogus", "none"]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.embeddings.create(model=MODEL, input=TEXTS[0], extra_body={"pooling": bad})
+        assert e.value.body["param"] == "pooling", e.value.body

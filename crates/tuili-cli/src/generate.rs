@@ -96,6 +96,7 @@ pub fn request(h: &EngineHandle, prompt: Vec<u32>, opts: &Options) -> Result<Req
             logprobs: opts.logprobs,
             constraint: None,
             logit_bias: Vec::new(),
+            render_special: false,
         },
     })
 }

@@ -40,6 +40,10 @@ pub struct GenerateRequest {
     /// Added to the logits of these token ids before sampling (OpenAI `logit_bias`),
     /// after the penalties and before the grammar's mask.
     pub logit_bias: Vec<(u32, f32)>,
+    /// Control tokens appear in the text (as `<|channel|>`, say) instead of being hidden:
+    /// formats such as gpt-oss's harmony mark their channels with them, and stop strings
+    /// then see them too. End-of-generation tokens still end the output unseen.
+    pub render_special: bool,
 }
 
 /// Log-probability of one generated token.

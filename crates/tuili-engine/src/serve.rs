@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
+use tuili_models::embedding::PoolingType;
 use tuili_models::{Config, KvPool, Model, SamplingDefaults, SeqChunk};
 use tuili_tokenizer::{StreamDecoder, Tokenizer};
 
@@ -141,6 +142,8 @@ pub struct EngineHandle {
     model_sampling: SamplingDefaults,
     cfg: Arc<EngineConfig>,
     grammars: Arc<GrammarCompiler>,
+    /// The model's embedding pooling, from its file (`None`: unspecified).
+    pooling: Option<PoolingType>,
 }
 
 /// The events of one request. Dropping it cancels the request: the engine frees its
@@ -256,6 +259,12 @@ impl EngineHandle {
     /// Most tokens per sequence.
     pub fn n_ctx(&self) -> usize {
         self.cfg.n_ctx
+    }
+
+    /// The pooling the served model's file asks embeddings for (`{arch}.pooling_type`);
+    /// `None` when the file does not say.
+    pub fn pooling(&self) -> Option<PoolingType> {
+        self.pooling
     }
 
     /// The tokenizer of the served model.
@@ -463,6 +472,7 @@ pub fn start_engine_with(
         tokenizer,
         model_sampling: mcfg.sampling,
         cfg: Arc::new(cfg),
+        pooling: mcfg.pooling,
     })
 }
 
@@ -621,7 +631,7 @@ impl EngineCore {
             Active {
                 sampler: Sampler::new(sub.req.sampling.clone()),
                 tokens: sub.req.prompt.clone(),
-                decoder: StreamDecoder::new(tok),
+                decoder: StreamDecoder::with_special(tok, !sub.req.render_special),
                 stop: StopMatcher::new(&sub.req.stop),
                 submitted: sub.at,
                 last_token: None,

@@ -191,6 +191,29 @@ fn stop_strings_end_generation_and_are_not_emitted() {
     assert_eq!(reason, FinishReason::Stop);
 }
 
+/// Control tokens are hidden from the text unless the request renders them (harmony's
+/// channel markers are such tokens); the token ids are the same either way.
+#[test]
+fn control_tokens_show_only_when_rendered() {
+    let (model, tok) = need_model!();
+    let h = one_slot_engine(model, tok.clone(), 4);
+    let start = tok.encode("<|im_start|>", false, true);
+    assert_eq!(start.len(), 1, "SmolLM2 has <|im_start|> as one token");
+    assert!(tok.is_control(start[0]) && !tok.is_eog(start[0]));
+    let forced = |render_special| GenerateRequest {
+        // The bias makes it the only likely token.
+        logit_bias: vec![(start[0], 100.0)],
+        render_special,
+        ..greedy(tok.encode("Hi", true, false), 3)
+    };
+    let (hidden, ids, _) = collect(&h, forced(false));
+    assert_eq!(ids, vec![start[0]; 3]);
+    assert_eq!(hidden, "");
+    let (shown, ids, _) = collect(&h, forced(true));
+    assert_eq!(ids, vec![start[0]; 3]);
+    assert_eq!(shown, "<|im_start|>".repeat(3));
+}
+
 #[test]
 fn dropped_stream_frees_its_blocks_and_full_queue_refuses() {
     let (model, tok) = need_model!();

@@ -144,17 +144,8 @@ fn synthetic(arch: Arch, key_value: Option<(&str, tuili_gguf::Value)>) -> Model 
     let Some((key, value)) = key_value else {
         return Model::load(&Arc::new(file)).unwrap();
     };
-    let mut out = tuili_gguf::GgufWriter::new();
-    for (k, v) in file.metadata() {
-        if k != key {
-            out.add(k.clone(), v.clone()).unwrap();
-        }
-    }
-    out.add(key.to_string(), value).unwrap();
-    for t in file.tensors() {
-        out.add_tensor(t.name.clone(), &t.dims, t.ty, file.tensor_data(t).to_vec())
-            .unwrap();
-    }
+    let mut out = tuili_gguf::GgufWriter::copy_of(&file).unwrap();
+    out.add(key, value).unwrap();
     let file = GgufFile::from_bytes(out.to_bytes()).unwrap();
     Model::load(&Arc::new(file)).unwrap()
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::reader::{check_shape, DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT, MAX_ARRAY_DEPTH};
 use crate::value::type_id;
-use crate::{GgmlType, GgufError, Value};
+use crate::{GgmlType, GgufError, GgufFile, Value};
 
 /// The version written.
 pub const WRITE_VERSION: u32 = 3;
@@ -144,6 +144,19 @@ impl GgufWriter {
                 })?;
         self.add("general.alignment", value)?;
         Ok(self)
+    }
+
+    /// A writer holding everything `file` holds (metadata in order, tensors and their
+    /// data), to change a key or two and write again.
+    pub fn copy_of(file: &GgufFile) -> Result<GgufWriter, GgufError> {
+        let mut w = GgufWriter::new();
+        for (k, v) in file.metadata() {
+            w.add(k.clone(), v.clone())?;
+        }
+        for t in file.tensors() {
+            w.add_tensor(t.name.clone(), &t.dims, t.ty, file.tensor_data(t).to_vec())?;
+        }
+        Ok(w)
     }
 
     /// The alignment that will be written.

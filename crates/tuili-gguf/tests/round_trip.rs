@@ -185,6 +185,26 @@ fn write_file_then_open_maps_the_same_file() {
 }
 
 #[test]
+fn a_copy_writes_the_same_file_and_takes_changes() {
+    let mut w = metadata_writer();
+    w.add_tensor("t", &[4, 2], GgmlType::F32, pattern(32, 7))
+        .unwrap();
+    let bytes = w.to_bytes();
+    let file = GgufFile::from_bytes(bytes.clone()).unwrap();
+    assert_eq!(GgufWriter::copy_of(&file).unwrap().to_bytes(), bytes);
+    let mut changed = GgufWriter::copy_of(&file).unwrap();
+    changed.add("u8", Value::U8(1)).unwrap();
+    let copy = GgufFile::from_bytes(changed.to_bytes()).unwrap();
+    assert_eq!(copy.get("u8"), Some(&Value::U8(1)));
+    assert_eq!(copy.metadata().len(), file.metadata().len());
+    let t = copy.tensor("t").unwrap();
+    assert_eq!(
+        copy.tensor_data(t),
+        file.tensor_data(file.tensor("t").unwrap())
+    );
+}
+
+#[test]
 fn add_replaces_a_key_in_place() {
     let mut w = GgufWriter::new();
     w.add("a", Value::U32(1)).expect("a");

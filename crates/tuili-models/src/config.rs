@@ -139,6 +139,9 @@ pub struct Config {
     /// The sampling settings the file recommends (`general.sampling.*`): the defaults of
     /// whatever a request or the command line leaves out.
     pub sampling: SamplingDefaults,
+    /// The pooling the file asks embeddings for (`{arch}.pooling_type`); `None` when
+    /// unspecified.
+    pub pooling: Option<crate::embedding::PoolingType>,
 }
 
 /// Largest value accepted for any dimension read from a file; guards against
@@ -211,6 +214,7 @@ impl Config {
             eps,
             layer_windows: vec![None; n_layer],
             sampling: SamplingDefaults::from_gguf(file)?,
+            pooling: crate::embedding::PoolingType::from_gguf(file)?,
         };
         cfg.check()?;
         Ok(cfg)

@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use crate::harmony::HarmonyParser;
 use crate::tools::ToolFormat;
 
 const THINK_OPEN: &str = "<think>";
@@ -70,6 +71,8 @@ pub struct OutputParser {
     /// Formats whose calls are the whole answer (Llama 3.x, Mistral): `None` until the
     /// first visible character says whether the answer is calls (held to the end) or text.
     whole: Option<bool>,
+    /// gpt-oss: the answer is harmony messages, split by their channels instead.
+    harmony: Option<HarmonyParser>,
 }
 
 impl OutputParser {
@@ -99,21 +102,36 @@ impl OutputParser {
             skip_space: false,
             streaming_call: None,
             whole: None,
+            harmony: None,
+        }
+    }
+
+    /// A parser for gpt-oss's harmony messages (thought, calls and answer by channel).
+    pub fn harmony() -> OutputParser {
+        OutputParser {
+            harmony: Some(HarmonyParser::default()),
+            ..OutputParser::new(None, false, false)
         }
     }
 
     /// Whether this parser changes anything (else the text passes through as content).
     pub fn is_active(&self) -> bool {
-        self.tools.is_some() || self.reasoning
+        self.tools.is_some() || self.reasoning || self.harmony.is_some()
     }
 
     /// Tool calls parsed so far.
     pub fn calls(&self) -> usize {
-        self.calls
+        match &self.harmony {
+            Some(h) => h.calls(),
+            None => self.calls,
+        }
     }
 
     /// The pieces `text` completes.
     pub fn push(&mut self, text: &str) -> Vec<Piece> {
+        if let Some(h) = self.harmony.as_mut() {
+            return h.push(text);
+        }
         if let Some(opener) = self.whole_answer_opener() {
             if self.whole != Some(false) {
                 self.held.push_str(text);
@@ -235,6 +253,9 @@ impl OutputParser {
     /// Whatever is held at the end: a call whose closing tag never came is a call if its
     /// body is whole, else shown as the text it was.
     pub fn finish(&mut self) -> Vec<Piece> {
+        if let Some(h) = self.harmony.as_mut() {
+            return h.finish();
+        }
         let held = std::mem::take(&mut self.held);
         let mut out = Vec::new();
         if self.whole == Some(true) {
@@ -270,7 +291,7 @@ impl OutputParser {
         match self.tools {
             Some(ToolFormat::Llama3) => Some('{'),
             Some(ToolFormat::Mistral) => Some('['),
-            Some(ToolFormat::Hermes | ToolFormat::QwenXml) | None => None,
+            Some(ToolFormat::Hermes | ToolFormat::QwenXml | ToolFormat::Harmony) | None => None,
         }
     }
 
@@ -446,7 +467,7 @@ fn push_text(out: &mut Vec<Piece>, state: State, text: &str) {
 
 /// Length of the longest end of `text` that begins one of `markers` (and could complete
 /// it with more text).
-fn partial_suffix(text: &str, markers: &[&str]) -> usize {
+pub(crate) fn partial_suffix(text: &str, markers: &[&str]) -> usize {
     let mut best = 0;
     for m in markers {
         for n in (1..m.len()).rev() {
@@ -457,6 +478,24 @@ fn partial_suffix(text: &str, markers: &[&str]) -> usize {
         }
     }
     best
+}
+
+/// `pieces` with neighbouring text of one kind joined, as a client joins deltas.
+#[cfg(test)]
+pub(crate) fn merged(pieces: Vec<Piece>) -> Vec<Piece> {
+    let mut out: Vec<Piece> = Vec::new();
+    for piece in pieces {
+        match (out.last_mut(), piece) {
+            (Some(Piece::Content(a)), Piece::Content(b)) => a.push_str(&b),
+            (Some(Piece::Reasoning(a)), Piece::Reasoning(b)) => a.push_str(&b),
+            (
+                Some(Piece::CallArgs { index: i, text: a }),
+                Piece::CallArgs { index: j, text: b },
+            ) if *i == j => a.push_str(&b),
+            (_, p) => out.push(p),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -471,20 +510,7 @@ mod tests {
             pieces.extend(p.push(&c.iter().collect::<String>()));
         }
         pieces.extend(p.finish());
-        // Merge neighbouring text of one kind, as a client would.
-        let mut merged: Vec<Piece> = Vec::new();
-        for piece in pieces {
-            match (merged.last_mut(), piece) {
-                (Some(Piece::Content(a)), Piece::Content(b)) => a.push_str(&b),
-                (Some(Piece::Reasoning(a)), Piece::Reasoning(b)) => a.push_str(&b),
-                (
-                    Some(Piece::CallArgs { index: i, text: a }),
-                    Piece::CallArgs { index: j, text: b },
-                ) if *i == j => a.push_str(&b),
-                (_, p) => merged.push(p),
-            }
-        }
-        merged
+        merged(pieces)
     }
 
     fn start(index: usize, name: &str) -> Piece {

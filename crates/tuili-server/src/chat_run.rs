@@ -58,7 +58,7 @@ pub(crate) async fn start(state: &AppState, body: &Value) -> Result<ChatRun, Ser
     add_tool_grammar(&mut common, req.tools.as_ref(), shape)?;
     let ready = state.ready()?;
     let prompt_tokens = prompt.len();
-    let mut streams = submit(&ready.engine, &[prompt], &common, None).await?;
+    let mut streams = submit(&ready.engine, &[prompt], &common, None, shape.harmony).await?;
     Ok(ChatRun {
         stream: streams.pop().expect("one choice"),
         parser: shape.parser(),

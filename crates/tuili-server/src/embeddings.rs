@@ -1,6 +1,11 @@
-//! `POST /v1/embeddings`: each input's final hidden states (the served causal model's, after
-//! its output norm), mean-pooled as llama.cpp's `--embeddings --pooling mean` and scaled to
-//! unit length; `encoding_format` `float` or `base64` (little-endian f32).
+//! `POST /v1/embeddings`: each input's final hidden states (the served model's, after its
+//! output norm), pooled as llama.cpp pools them and scaled to unit length;
+//! `encoding_format` `float` or `base64` (little-endian f32).
+//!
+//! The pooling is the model file's `{arch}.pooling_type`, as llama.cpp reads it. A file
+//! without one gets llama.cpp's default, `none` (a vector per token), which an OpenAI
+//! embedding cannot be: like llama.cpp's server, that is a 400, unless the request names a
+//! pooling itself (`"pooling": "mean"`, tuili's per-request `--pooling`).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -8,7 +13,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use tuili_models::embedding::{pool, Pooling};
+use tuili_models::embedding::{pool, Pooling, PoolingType};
 
 use crate::routes::body;
 use crate::validate::{kind, parse_object, token_ids};
@@ -17,7 +22,14 @@ use crate::{AppState, ServerError};
 /// Most inputs one request may embed.
 pub const MAX_INPUTS: usize = 256;
 
-const KNOWN: &[&str] = &["model", "input", "encoding_format", "dimensions", "user"];
+const KNOWN: &[&str] = &[
+    "model",
+    "input",
+    "encoding_format",
+    "dimensions",
+    "user",
+    "pooling",
+];
 
 /// `POST /v1/embeddings`.
 pub async fn embeddings(
@@ -46,6 +58,7 @@ pub async fn embeddings(
     }
     let ready = state.ready()?;
     let engine = ready.engine.clone();
+    let pooling = pooling(req.get("pooling"), engine.pooling())?;
     let tok = engine.tokenizer().clone();
     let vocab = tok.vocab_size();
     let inputs: Vec<Vec<u32>> = match req.get("input") {
@@ -110,7 +123,7 @@ pub async fn embeddings(
             .hidden_states(ids)
             .await
             .map_err(ServerError::Engine)?;
-        let v = pool(&hidden, hidden.len() / n, Pooling::Mean);
+        let v = pool(&hidden, hidden.len() / n, pooling);
         let embedding = if base64 {
             json!(encode_base64(
                 &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()
@@ -125,6 +138,52 @@ pub async fn embeddings(
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }))
     .into_response())
+}
+
+/// The pooling to use: the request's `pooling`, else the model's (`from_file`), else mean
+/// for a file that names none (a decoder's file usually does not; llama.cpp then defaults
+/// to `none` and its server refuses `/v1/embeddings`, which would leave every OpenAI client
+/// of a chat model without embeddings); `none` and `rank` make no sentence vector and are a
+/// 400 saying what to send instead.
+fn pooling(asked: Option<&Value>, from_file: Option<PoolingType>) -> Result<Pooling, ServerError> {
+    const USABLE: &str = "'mean', 'last' or 'cls'";
+    let (kind, source) = match asked {
+        None | Some(Value::Null) => match from_file {
+            Some(t) => (t, "the model's file sets pooling_type"),
+            None => (
+                PoolingType::Mean,
+                "the model's file sets no pooling_type, so it is",
+            ),
+        },
+        Some(Value::String(name)) => match PoolingType::from_name(name) {
+            Some(t) => (t, "pooling is"),
+            None => {
+                return Err(ServerError::field(
+                    "pooling",
+                    format!("pooling must be {USABLE}, got '{name}'"),
+                ))
+            }
+        },
+        Some(other) => {
+            return Err(ServerError::field(
+                "pooling",
+                format!("pooling must be a string ({USABLE}), got {}", kind(other)),
+            ))
+        }
+    };
+    kind.pooling().ok_or_else(|| {
+        let why = match kind {
+            PoolingType::Rank => "a reranker's scores, not a sentence vector",
+            _ => "a vector per token, not one per input as /v1/embeddings returns",
+        };
+        ServerError::field(
+            "pooling",
+            format!(
+                "{source} '{}': {why}; send \"pooling\": {USABLE} to pool the final hidden states",
+                kind.name()
+            ),
+        )
+    })
 }
 
 /// Standard base64 with padding.
@@ -148,7 +207,46 @@ fn encode_base64(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::encode_base64;
+    use super::*;
+
+    #[test]
+    fn pooling_comes_from_the_request_then_the_file_then_none() {
+        let name = |v: Value| Some(v);
+        // The file decides, unless the request names one.
+        assert_eq!(
+            pooling(None, Some(PoolingType::Last)).unwrap(),
+            Pooling::Last
+        );
+        assert_eq!(pooling(None, Some(PoolingType::Cls)).unwrap(), Pooling::Cls);
+        assert_eq!(
+            pooling(name(json!("mean")).as_ref(), Some(PoolingType::Last)).unwrap(),
+            Pooling::Mean
+        );
+        assert_eq!(
+            pooling(name(json!(null)).as_ref(), Some(PoolingType::Mean)).unwrap(),
+            Pooling::Mean
+        );
+        // No pooling_type: mean, as before files named one.
+        assert_eq!(pooling(None, None).unwrap(), Pooling::Mean);
+        // A file asking for none (a vector per token) is refused, saying what to send.
+        let e = pooling(None, Some(PoolingType::None)).unwrap_err();
+        assert_eq!(e.body().param.as_deref(), Some("pooling"));
+        assert_eq!(
+            e.to_string(),
+            "the model's file sets pooling_type 'none': a vector per token, not one per input as /v1/embeddings returns; send \"pooling\": 'mean', 'last' or 'cls' to pool the final hidden states"
+        );
+        let e = pooling(None, Some(PoolingType::Rank)).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("sets pooling_type 'rank': a reranker's scores"));
+        let e = pooling(name(json!("max")).as_ref(), None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "pooling must be 'mean', 'last' or 'cls', got 'max'"
+        );
+        assert!(pooling(name(json!(1)).as_ref(), None).is_err());
+        assert!(pooling(name(json!("none")).as_ref(), Some(PoolingType::Mean)).is_err());
+    }
 
     #[test]
     fn base64_is_standard() {

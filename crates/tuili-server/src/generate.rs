@@ -62,10 +62,16 @@ pub(crate) struct ChatShape {
     reasoning: bool,
     /// The prompt ends inside an opened thought.
     in_thought: bool,
+    /// The template is gpt-oss's harmony: the answer's channel markers (control tokens)
+    /// are rendered into its text and split by [`crate::harmony`].
+    pub(crate) harmony: bool,
 }
 
 impl ChatShape {
     pub(crate) fn parser(&self) -> OutputParser {
+        if self.harmony {
+            return OutputParser::harmony();
+        }
         OutputParser::new(self.tools, self.reasoning, self.in_thought)
     }
 }
@@ -99,10 +105,15 @@ pub(crate) fn add_tool_grammar(
         return Ok(());
     };
     let forced = matches!(spec.choice, ToolChoice::Required | ToolChoice::Named(_));
-    if format == ToolFormat::QwenXml && forced {
+    let unenforced = match format {
+        ToolFormat::QwenXml => Some("XML tool-call format (Qwen3-Coder)"),
+        ToolFormat::Harmony => Some("harmony tool-call format (gpt-oss)"),
+        _ => None,
+    };
+    if let (Some(what), true) = (unenforced, forced) {
         return Err(ServerError::unsupported(
             "tool_choice",
-            "tool_choice required or a named function is not enforced for this model's XML tool-call format (Qwen3-Coder) yet; use auto",
+            format!("tool_choice required or a named function is not enforced for this model's {what} yet; use auto"),
         ));
     }
     let Some(g) = spec.grammar(format) else {
@@ -173,6 +184,7 @@ pub(crate) async fn chat_prompt(
             tools: format,
             reasoning,
             in_thought: reasoning && text.trim_end().ends_with("<think>"),
+            harmony: ToolFormat::of_template(source) == Some(ToolFormat::Harmony),
         };
         Ok((ready.engine.tokenizer().encode(&text, false, true), shape))
     })
@@ -245,12 +257,13 @@ async fn constraint(
 }
 
 /// Compiles the request's grammar and submits `n` choices of each prompt; dropping the
-/// streams cancels them.
+/// streams cancels them. `render_special`: control tokens are part of the text (harmony).
 pub(crate) async fn submit(
     engine: &EngineHandle,
     prompts: &[Vec<u32>],
     c: &ValidCommon,
     logprobs: Option<usize>,
+    render_special: bool,
 ) -> Result<Vec<RequestStream>, ServerError> {
     let n_ctx = engine.n_ctx();
     let constraint = constraint(engine, &c.guidance).await?;
@@ -285,6 +298,7 @@ pub(crate) async fn submit(
                 // Each choice has its own grammar state.
                 constraint: constraint.clone(),
                 logit_bias: c.guidance.logit_bias.clone(),
+                render_special,
             })?);
         }
     }
@@ -296,7 +310,7 @@ async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
     let ready = state.ready()?;
     let engine = &ready.engine;
     let c = &job.common;
-    let streams = submit(engine, &job.prompts, c, job.logprobs).await?;
+    let streams = submit(engine, &job.prompts, c, job.logprobs, job.shape.harmony).await?;
     let ctx = Answer {
         kind: job.kind,
         id: new_id(job.kind),

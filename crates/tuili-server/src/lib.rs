@@ -15,6 +15,8 @@
 //!   and `/api/version`.
 //!   With an API key, all but `/health`, `/metrics` and `/api/version` need `Authorization: Bearer KEY`
 //!   (or Anthropic's `x-api-key: KEY`).
+//! - `GET /`: a chat page for a person trying the model (`assets/`, compiled in; public, as
+//!   it asks for the key itself).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -22,10 +24,12 @@ mod anthropic;
 pub mod api;
 mod chat_output;
 mod chat_run;
+mod chatpage;
 mod embeddings;
 mod error;
 mod gbnf;
 mod generate;
+mod harmony;
 mod kv_publish;
 pub mod kv_wire;
 pub mod metrics;

@@ -50,12 +50,17 @@ pub enum ToolFormat {
     /// Mistral: `[TOOL_CALLS]` (a special token, hidden) then a JSON list of
     /// `{"name", "arguments"}`.
     Mistral,
+    /// gpt-oss's harmony: a message `<|channel|>commentary to=functions.NAME
+    /// <|constrain|>json<|message|>{...}` per call (parsed; no grammar yet).
+    Harmony,
 }
 
 impl ToolFormat {
     /// The format a chat template asks its model to use, if it knows one.
     pub fn of_template(source: &str) -> Option<ToolFormat> {
-        if source.contains("<tool_call>") && source.contains("<function=") {
+        if source.contains("<|channel|>") {
+            Some(ToolFormat::Harmony)
+        } else if source.contains("<tool_call>") && source.contains("<function=") {
             Some(ToolFormat::QwenXml)
         } else if source.contains("<tool_call>") {
             Some(ToolFormat::Hermes)
@@ -72,7 +77,10 @@ impl ToolFormat {
     fn arguments_key(self) -> &'static str {
         match self {
             ToolFormat::Llama3 => "parameters",
-            ToolFormat::Hermes | ToolFormat::QwenXml | ToolFormat::Mistral => "arguments",
+            ToolFormat::Hermes
+            | ToolFormat::QwenXml
+            | ToolFormat::Mistral
+            | ToolFormat::Harmony => "arguments",
         }
     }
 }
@@ -255,7 +263,7 @@ impl ToolSpec {
             ToolChoice::None => return None,
             ToolChoice::Auto if format != ToolFormat::Hermes => return None,
             // Refused before: see `add_tool_grammar`.
-            _ if format == ToolFormat::QwenXml => return None,
+            _ if matches!(format, ToolFormat::QwenXml | ToolFormat::Harmony) => return None,
             ToolChoice::Auto | ToolChoice::Required => self.tools.iter().collect(),
             ToolChoice::Named(n) => self
                 .tools
@@ -309,7 +317,9 @@ impl ToolSpec {
                     format!("start: \"<tool_call>\\n\" {tail}")
                 }
             }
-            ToolFormat::QwenXml => unreachable!("no grammar for the XML format"),
+            ToolFormat::QwenXml | ToolFormat::Harmony => {
+                unreachable!("no grammar for the XML and harmony formats")
+            }
             ToolFormat::Llama3 => {
                 schema["x-guidance"] = layout;
                 let more = if self.parallel { " (\"; \" body)*" } else { "" };
@@ -411,6 +421,10 @@ mod tests {
         assert_eq!(
             ToolFormat::of_template("<tool_call>\n<function=example_function_name>"),
             Some(ToolFormat::QwenXml)
+        );
+        assert_eq!(
+            ToolFormat::of_template("{{- \"<|start|>assistant<|channel|>final<|message|>\" }}"),
+            Some(ToolFormat::Harmony)
         );
         assert_eq!(ToolFormat::of_template("{{ messages }}"), None);
         let s = spec(json!({"tools": [weather()], "tool_choice": "required"}))

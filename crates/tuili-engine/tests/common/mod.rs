@@ -31,6 +31,7 @@ pub fn greedy(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
         logprobs: None,
         constraint: None,
         logit_bias: Vec::new(),
+        render_special: false,
     }
 }
 
