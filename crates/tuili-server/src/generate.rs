@@ -106,7 +106,6 @@ pub(crate) fn add_tool_grammar(
     };
     let forced = matches!(spec.choice, ToolChoice::Required | ToolChoice::Named(_));
     let unenforced = match format {
-        ToolFormat::QwenXml => Some("XML tool-call format (Qwen3-Coder)"),
         ToolFormat::Harmony => Some("harmony tool-call format (gpt-oss)"),
         _ => None,
     };

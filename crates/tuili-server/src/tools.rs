@@ -261,9 +261,17 @@ impl ToolSpec {
     pub fn grammar(&self, format: ToolFormat) -> Option<ConstraintSpec> {
         let wanted: Vec<&Value> = match &self.choice {
             ToolChoice::None => return None,
-            ToolChoice::Auto if format != ToolFormat::Hermes => return None,
+            // Lazy grammars where the trigger is text the model writes.
+            ToolChoice::Auto
+                if !matches!(
+                    format,
+                    ToolFormat::Hermes | ToolFormat::QwenXml | ToolFormat::Llama3
+                ) =>
+            {
+                return None
+            }
             // Refused before: see `add_tool_grammar`.
-            _ if matches!(format, ToolFormat::QwenXml | ToolFormat::Harmony) => return None,
+            _ if format == ToolFormat::Harmony => return None,
             ToolChoice::Auto | ToolChoice::Required => self.tools.iter().collect(),
             ToolChoice::Named(n) => self
                 .tools
@@ -271,6 +279,9 @@ impl ToolSpec {
                 .filter(|t| t.pointer("/function/name").and_then(Value::as_str) == Some(n))
                 .collect(),
         };
+        if format == ToolFormat::QwenXml {
+            return Some(ConstraintSpec::Lark(self.xml_grammar(&wanted)));
+        }
         let calls: Vec<Value> = wanted
             .iter()
             .map(|t| {
@@ -307,23 +318,21 @@ impl ToolSpec {
                 };
                 let tail =
                     format!("body \"\\n</tool_call>\"{more} \"\\n\"?\nbody: %json {schema}\n");
-                if self.choice == ToolChoice::Auto {
-                    // FREE is text without the trigger; CALL is such text then the
-                    // trigger, so the lexer sees which one it is at the trigger's end.
-                    format!(
-                        "start: FREE | CALL \"\\n\" {tail}FREE: /(?s:.*)/ & ~/(?s:.*<tool_call>.*)/\nCALL: FREE \"<tool_call>\"\n"
-                    )
-                } else {
-                    format!("start: \"<tool_call>\\n\" {tail}")
-                }
+                self.tagged(&tail)
             }
             ToolFormat::QwenXml | ToolFormat::Harmony => {
-                unreachable!("no grammar for the XML and harmony formats")
+                unreachable!("the XML grammar is built above; harmony has none")
             }
             ToolFormat::Llama3 => {
                 schema["x-guidance"] = layout;
                 let more = if self.parallel { " (\"; \" body)*" } else { "" };
-                format!("start: body{more}\nbody: %json {schema}\n")
+                let calls = format!("body{more}\nbody: %json {schema}\n");
+                if self.choice == ToolChoice::Auto {
+                    // The whole answer is the calls, or text that does not open with `{`.
+                    format!("start: FREE | {calls}FREE: /(?s:([^{{].*)?)/\n")
+                } else {
+                    format!("start: {calls}")
+                }
             }
             ToolFormat::Mistral => {
                 let mut list = json!({"type": "array", "items": schema, "minItems": 1});
@@ -334,6 +343,90 @@ impl ToolSpec {
                 format!("start: %json {list}\n")
             }
         }))
+    }
+}
+
+impl ToolSpec {
+    /// The start of a grammar whose calls open with `<tool_call>` (then `tail`): only
+    /// calls, or for `auto` free text until the model writes `<tool_call>` (FREE is text
+    /// without the trigger; CALL is such text then the trigger, so the lexer sees which
+    /// one it is at the trigger's end).
+    fn tagged(&self, tail: &str) -> String {
+        if self.choice == ToolChoice::Auto {
+            format!(
+                "start: FREE | CALL \"\\n\" {tail}FREE: /(?s:.*)/ & ~/(?s:.*<tool_call>.*)/\nCALL: FREE \"<tool_call>\"\n"
+            )
+        } else {
+            format!("start: \"<tool_call>\\n\" {tail}")
+        }
+    }
+
+    /// Qwen3-Coder's XML calls: `<function=NAME>` then each parameter of the tool's
+    /// schema in its order (the required ones always, the others optionally) as
+    /// `<parameter=KEY>\nVALUE\n</parameter>\n`, then `</function>`. A string value is
+    /// text without `</parameter>` (one of an `enum`'s strings when it has one); any other
+    /// is JSON fitting the parameter's schema.
+    fn xml_grammar(&self, wanted: &[&Value]) -> String {
+        let lit = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let mut rules = String::new();
+        let mut calls = Vec::new();
+        for (i, t) in wanted.iter().enumerate() {
+            let f = &t["function"];
+            let name = f["name"].as_str().unwrap_or_default();
+            let params = &f["parameters"];
+            let required: Vec<&str> = params["required"]
+                .as_array()
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let mut seq = String::new();
+            if let Some(props) = params["properties"].as_object() {
+                for (j, (key, schema)) in props.iter().enumerate() {
+                    const END: &str = "\"\\n</parameter>\\n\"";
+                    let choices: Option<Vec<String>> = schema["enum"]
+                        .as_array()
+                        .map(|e| e.iter().filter_map(Value::as_str).map(lit).collect());
+                    let value = match choices {
+                        Some(c) if schema["type"] == "string" && !c.is_empty() => {
+                            format!("({}) {END}", c.join(" | "))
+                        }
+                        // Text and its end in one lexeme, so the lexer needs no lookahead.
+                        _ if schema["type"] == "string" => "XML_TEXT_END".to_string(),
+                        _ => {
+                            let mut s = schema.clone();
+                            if s.is_object() {
+                                s["x-guidance"] = json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "});
+                            }
+                            format!("%json {s} {END}")
+                        }
+                    };
+                    rules += &format!(
+                        "p{i}_{j}: {} {value}\n",
+                        lit(&format!("<parameter={key}>\n"))
+                    );
+                    let opt = if required.contains(&key.as_str()) {
+                        ""
+                    } else {
+                        "?"
+                    };
+                    seq += &format!(" p{i}_{j}{opt}");
+                }
+            }
+            rules += &format!(
+                "c{i}: {}{seq} \"</function>\"\n",
+                lit(&format!("<function={name}>\n"))
+            );
+            calls.push(format!("c{i}"));
+        }
+        let more = if self.parallel {
+            " (\"\\n\"? \"<tool_call>\\n\" body \"\\n</tool_call>\")*"
+        } else {
+            ""
+        };
+        let tail = format!(
+            "body \"\\n</tool_call>\"{more} \"\\n\"?\nbody: {}\n{rules}XML_TEXT_END: /(?s:.*\\n<\\/parameter>\\n)/ & ~/(?s:.*<\\/parameter>..+)/\n",
+            calls.join(" | ")
+        );
+        self.tagged(&tail)
     }
 }
 
@@ -436,7 +529,12 @@ mod tests {
         let file = tuili_gguf::GgufFile::open(&path).unwrap();
         let tok = tuili_tokenizer::Tokenizer::from_gguf(&file).unwrap();
         let g = tuili_engine::GrammarCompiler::new(std::sync::Arc::new(tok));
-        for f in [ToolFormat::Hermes, ToolFormat::Llama3, ToolFormat::Mistral] {
+        for f in [
+            ToolFormat::Hermes,
+            ToolFormat::Llama3,
+            ToolFormat::Mistral,
+            ToolFormat::QwenXml,
+        ] {
             let lark = s.grammar(f).unwrap();
             if let Err(e) = g.compile(&lark) {
                 panic!("{f:?}: {e}: {lark:?}");
@@ -455,9 +553,9 @@ mod tests {
     fn auto_is_free_text_until_the_trigger_then_only_valid_calls() {
         let auto = spec(json!({"tools": [weather()]})).unwrap().unwrap();
         assert_eq!(auto.choice, ToolChoice::Auto);
-        // The lazy grammar is Hermes-only; the other formats stay unconstrained.
-        assert_eq!(auto.grammar(ToolFormat::Llama3), None);
+        // Mistral's trigger is a hidden control token: unconstrained.
         assert_eq!(auto.grammar(ToolFormat::Mistral), None);
+        assert_eq!(auto.grammar(ToolFormat::Harmony), None);
         let Some(path) = tuili_testkit::model("qwen.gguf") else {
             return;
         };
@@ -490,6 +588,85 @@ mod tests {
             .unwrap();
         assert!(fits(&tok, c.clone(), call));
         assert!(!fits(&tok, c, &format!("{call}\n{call}")));
+    }
+
+    /// A tool with a required string, an optional bounded integer and an enum.
+    fn booking() -> Value {
+        json!({"type": "function", "function": {"name": "book", "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "nights": {"type": "integer", "minimum": 1, "maximum": 9},
+                "room": {"type": "string", "enum": ["single", "double"]},
+            },
+            "required": ["city"]}}})
+    }
+
+    #[test]
+    fn qwen_xml_calls_follow_the_tools_schemas() {
+        let Some(path) = tuili_testkit::model("qwen.gguf") else {
+            return;
+        };
+        let file = tuili_gguf::GgufFile::open(&path).unwrap();
+        let tok = std::sync::Arc::new(tuili_tokenizer::Tokenizer::from_gguf(&file).unwrap());
+        let g = tuili_engine::GrammarCompiler::new(tok.clone());
+        let required = spec(json!({"tools": [weather(), booking()], "tool_choice": "required"}))
+            .unwrap()
+            .unwrap();
+        let c = g
+            .compile(&required.grammar(ToolFormat::QwenXml).unwrap())
+            .unwrap();
+        let call = "<tool_call>\n<function=book>\n<parameter=city>\nSão Paulo, \"centro\"\n</parameter>\n<parameter=nights>\n3\n</parameter>\n</function>\n</tool_call>";
+        assert!(fits(&tok, c.clone(), call));
+        // The parser reads back what the grammar lets through.
+        let body = call
+            .strip_prefix("<tool_call>\n")
+            .and_then(|b| b.strip_suffix("\n</tool_call>"))
+            .unwrap();
+        let (name, args) = crate::tool_xml::parse_call(body).unwrap();
+        assert_eq!(name, "book");
+        let args: Value = serde_json::from_str(&args).unwrap();
+        assert_eq!(args["nights"], 3);
+        assert_eq!(args["city"], "São Paulo, \"centro\"");
+        // Each rule: a known function, its required parameter, values that fit.
+        for bad in [
+            "Sure.",
+            "<tool_call>\n<function=hotel>",
+            "<tool_call>\n<function=book>\n<parameter=nights>",
+            "<tool_call>\n<function=book>\n<parameter=city>\nRome\n</parameter>\n<parameter=nights>\n12\n",
+            "<tool_call>\n<function=book>\n<parameter=city>\nRome\n</parameter>\n<parameter=room>\nsuite",
+        ] {
+            assert!(!fits(&tok, c.clone(), bad), "{bad:?}");
+        }
+        // auto: free text, then calls only once `<tool_call>` is written.
+        let auto = spec(json!({"tools": [booking()]})).unwrap().unwrap();
+        let c = g
+            .compile(&auto.grammar(ToolFormat::QwenXml).unwrap())
+            .unwrap();
+        assert!(fits(&tok, c.clone(), "No call needed, <b>thanks</b>."));
+        assert!(fits(&tok, c.clone(), &format!("Booking now.\n{call}")));
+        assert!(!fits(&tok, c, "<tool_call>\n<function=weather>"));
+    }
+
+    #[test]
+    fn llama_auto_is_text_or_calls_from_the_first_character() {
+        let Some(path) = tuili_testkit::model("smol.gguf") else {
+            return;
+        };
+        let file = tuili_gguf::GgufFile::open(&path).unwrap();
+        let tok = std::sync::Arc::new(tuili_tokenizer::Tokenizer::from_gguf(&file).unwrap());
+        let g = tuili_engine::GrammarCompiler::new(tok.clone());
+        let auto = spec(json!({"tools": [weather()]})).unwrap().unwrap();
+        let c = g
+            .compile(&auto.grammar(ToolFormat::Llama3).unwrap())
+            .unwrap();
+        let call = "{\"name\": \"weather\", \"parameters\": {\"city\": \"Paris\"}}";
+        assert!(fits(&tok, c.clone(), call));
+        assert!(fits(&tok, c.clone(), &format!("{call}; {call}")));
+        assert!(fits(&tok, c.clone(), "It is sunny {maybe}."));
+        assert!(fits(&tok, c.clone(), ""));
+        assert!(!fits(&tok, c.clone(), "{\"name\": \"stocks\""));
+        assert!(!fits(&tok, c, &format!("{call} done")));
     }
 
     #[test]
