@@ -137,7 +137,7 @@ source = "https://example.org"
         (("nope", "m", "q4_0", "tg128", "10"), "nope"),
         (("l4", "x", "q4_0", "tg128", "10"), "no model named 'x'"),
         (("l4", "m", "q3", "tg128", "10"), "'q3'"),
-        (("l4", "m", "q4_0", "tg0", "10"), "not ppN or tgN"),
+        (("l4", "m", "q4_0", "tg0", "10"), "not ppN, tgN or e2e"),
         (("l4", "m", "q4_0", "tg8", "-1"), "positive"),
     ] {
         let e = run(args.0, args.1, args.2, args.3, args.4)
@@ -149,4 +149,92 @@ source = "https://example.org"
         .unwrap_err()
         .to_string();
     assert!(e.contains("t.toml"), "{e}");
+}
+
+/// A file of one small model and one figure of `fields` (TOML lines).
+fn one_figure(fields: &str) -> String {
+    format!(
+        r#"
+[[model]]
+name = "m"
+source = "https://example.org/config.json"
+layers = 2
+dim = 64
+ffn = 128
+heads = 4
+kv_heads = 2
+vocab = 100
+ctx = 256
+tied = true
+
+[[figure]]
+chip = "h100-sxm"
+model = "m"
+engine = "e"
+source = "https://example.org"
+value = 100.0
+{fields}
+"#
+    )
+}
+
+fn run_one(fields: &str) -> Result<Vec<Checked>, String> {
+    let all = chip::load_all(None).unwrap();
+    let (s, f) = parse(&one_figure(fields), "t.toml").map_err(|e| e.to_string())?;
+    check(&s, &f, &all).map_err(|e| e.to_string())
+}
+
+#[test]
+fn e2e_figures_read_their_batch_and_lengths() {
+    let ok = |fields: &str| run_one(fields).unwrap_or_else(|e| panic!("{fields}: {e}"));
+    let one = ok("quant = \"bf16\"\ntest = \"e2e\"\ninput = 16\noutput = 64");
+    let eight = ok("quant = \"bf16\"\ntest = \"e2e\"\nbatch = 8\ninput = 16\noutput = 64");
+    let fill = ok("quant = \"fp8\"\ntest = \"e2e\"\nbatch = \"fill\"\ninput = 16\noutput = 64");
+    assert_eq!(one[0].test, "e2e 16/64 x1");
+    assert_eq!(eight[0].test, "e2e 16/64 x8");
+    // Eight sequences share each weight read: more tokens/s than one, less than 8x.
+    let (p1, p8) = (one[0].predicted, eight[0].predicted);
+    assert!(p8 > 2.0 * p1 && p8 < 8.0 * p1, "{p1} {p8}");
+    // A model this small leaves room for the most sequences a figure may run.
+    assert!(fill[0]
+        .test
+        .ends_with(&format!("x{}", tuili_planner::published::MAX_BATCH)));
+}
+
+#[test]
+fn bad_e2e_fields_are_refused_by_name() {
+    for (fields, says) in [
+        (
+            "quant = \"bf16\"\ntest = \"e2e\"\noutput = 8",
+            "needs input and output",
+        ),
+        (
+            "quant = \"bf16\"\ntest = \"e2e\"\ninput = 0\noutput = 8",
+            "needs input and output",
+        ),
+        (
+            "quant = \"bf16\"\ntest = \"e2e\"\nbatch = 0\ninput = 8\noutput = 8",
+            "batch must be between 1 and",
+        ),
+        (
+            "quant = \"bf16\"\ntest = \"e2e\"\nbatch = \"full\"\ninput = 8\noutput = 8",
+            "count or \"fill\", got \"full\"",
+        ),
+        (
+            "quant = \"bf16\"\ntest = \"e2e\"\ninput = 200\noutput = 100",
+            "over the model's context of 256",
+        ),
+        (
+            "quant = \"bf16\"\ntest = \"tg128\"\nbatch = 4",
+            "apply to test e2e only",
+        ),
+        ("quant = \"fp4\"\ntest = \"tg128\"", "'fp4'"),
+        (
+            "quant = \"bf16\"\ntest = \"e2e\"\nconcurrency = 4",
+            "concurrency",
+        ),
+    ] {
+        let e = run_one(fields).unwrap_err();
+        assert!(e.contains(says), "{fields}: {e}");
+    }
 }
