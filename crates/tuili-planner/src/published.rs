@@ -40,6 +40,10 @@ pub struct Figure {
     /// Of `e2e`: generated tokens per request.
     #[serde(default)]
     pub output: Option<usize>,
+    /// How the engine stored the KV cache, where the source says (`f16`, `bf16`,
+    /// `q8_0`, `f32`; 8-bit float caches weigh as `q8_0` within 6%); `f16` if absent.
+    #[serde(default)]
+    pub kv: Option<String>,
     /// The measured tokens per second.
     pub value: f64,
     /// The engine and how it was run.
@@ -198,6 +202,20 @@ fn figure_ops(
     Ok((step_ops(cost, &hw, &step), tokens, f.test.clone()))
 }
 
+/// The KV cache format of figure `f`.
+fn kv_of(f: &Figure) -> Result<KvFormat, String> {
+    use tuili_models::KvType;
+    let name = f.kv.as_deref().unwrap_or("f16");
+    let t = KvType::ALL
+        .into_iter()
+        .find(|t| t.name().eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            let names: Vec<&str> = KvType::ALL.iter().map(|t| t.name()).collect();
+            format!("kv '{name}' is not one of {}", names.join(", "))
+        })?;
+    Ok(KvFormat { k: t, v: t })
+}
+
 /// The engine a figure was measured with: the first word of its `engine` line.
 pub fn engine_of(f: &Figure) -> &str {
     f.engine.split_whitespace().next().unwrap_or("")
@@ -205,16 +223,12 @@ pub fn engine_of(f: &Figure) -> &str {
 
 /// Predicts every figure on the chips `all`: from the datasheet (with the coefficients
 /// `tuili plan` would use: the chip's own, borrowed, or the defaults), and with
-/// coefficients fitted to the other figures. KV is f16, as llama.cpp stores it.
+/// coefficients fitted to the other figures of the same engine.
 pub fn check(
     shapes: &[Shape],
     figures: &[Figure],
     all: &[ChipProfile],
 ) -> Result<Vec<Checked>, PlanError> {
-    let kv = KvFormat {
-        k: tuili_models::KvType::F16,
-        v: tuili_models::KvType::F16,
-    };
     let mut rows = Vec::new();
     let mut obs = Vec::new();
     for f in figures {
@@ -225,6 +239,7 @@ pub fn check(
             .ok_or_else(|| bad(format!("no model named '{}'", f.model)))?;
         let chip = chip::find(all, &f.chip)?;
         let cost = shape.cost(Mix::parse(&f.quant)?);
+        let kv = kv_of(f).map_err(bad)?;
         if !(f.value > 0.0 && f.value.is_finite()) {
             return Err(bad(format!("value must be positive, got {}", f.value)));
         }
