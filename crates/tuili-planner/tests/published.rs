@@ -156,35 +156,10 @@ fn model_shapes_weigh_what_their_files_weigh() {
 #[test]
 fn bad_figures_are_refused_by_name() {
     let all = chip::load_all(None).unwrap();
-    let base = r#"
-[[model]]
-name = "m"
-source = "https://example.org/config.json"
-layers = 2
-dim = 64
-ffn = 128
-heads = 4
-kv_heads = 2
-vocab = 100
-ctx = 256
-tied = true
-
-[[figure]]
-chip = "CHIP"
-model = "MODEL"
-quant = "QUANT"
-test = "TEST"
-value = VALUE
-engine = "e"
-source = "https://example.org"
-"#;
     let run = |chip: &str, model: &str, quant: &str, test: &str, value: &str| {
-        let text = base
-            .replace("CHIP", chip)
-            .replace("MODEL", model)
-            .replace("QUANT", quant)
-            .replace("TEST", test)
-            .replace("VALUE", value);
+        let text = one_figure(&format!(
+            "chip = \"{chip}\"\nmodel = \"{model}\"\nquant = \"{quant}\"\ntest = \"{test}\"\nvalue = {value}"
+        ));
         let (s, f) = parse(&text, "t.toml")?;
         check(&s, &f, &all)
     };
@@ -207,7 +182,8 @@ source = "https://example.org"
     assert!(e.contains("t.toml"), "{e}");
 }
 
-/// A file of one small model and one figure of `fields` (TOML lines).
+/// A file of one small model and one figure of `fields` (TOML lines) beside its engine
+/// and source.
 fn one_figure(fields: &str) -> String {
     format!(
         r#"
@@ -224,11 +200,8 @@ ctx = 256
 tied = true
 
 [[figure]]
-chip = "h100-sxm"
-model = "m"
 engine = "e"
 source = "https://example.org"
-value = 100.0
 {fields}
 "#
     )
@@ -236,7 +209,8 @@ value = 100.0
 
 fn run_one(fields: &str) -> Result<Vec<Checked>, String> {
     let all = chip::load_all(None).unwrap();
-    let (s, f) = parse(&one_figure(fields), "t.toml").map_err(|e| e.to_string())?;
+    let fields = format!("chip = \"h100-sxm\"\nmodel = \"m\"\nvalue = 100.0\n{fields}");
+    let (s, f) = parse(&one_figure(&fields), "t.toml").map_err(|e| e.to_string())?;
     check(&s, &f, &all).map_err(|e| e.to_string())
 }
 
