@@ -40,6 +40,9 @@ pub struct Figure {
     /// Of `e2e`: generated tokens per request.
     #[serde(default)]
     pub output: Option<usize>,
+    /// Chips the model was split over by tensor parallelism (1 if absent).
+    #[serde(default)]
+    pub tp: Option<usize>,
     /// How the engine stored the KV cache, where the source says (`f16`, `bf16`,
     /// `q8_0`, `f32`; 8-bit float caches weigh as `q8_0` within 6%); `f16` if absent.
     #[serde(default)]
@@ -142,7 +145,7 @@ fn e2e_ops(
 
 /// The requests of figure `f` (an `e2e` one) in flight together: its count, or as many
 /// sequences of `input + output` tokens as fit beside the weights in the memory
-/// `tuili plan` counts usable.
+/// `tuili plan` counts usable, on all `tp` chips.
 fn batch_of(
     f: &Figure,
     cost: &ModelCost,
@@ -155,7 +158,8 @@ fn batch_of(
         Some(Batch::Count(n)) if (1..=MAX_BATCH).contains(n) => Ok(*n),
         Some(Batch::Count(n)) => Err(format!("batch must be between 1 and {MAX_BATCH}, got {n}")),
         Some(Batch::Word(w)) if w == "fill" => {
-            let usable = chip.capacity_gb.value * 1e9 * (1.0 - plan::MEMORY_RESERVE);
+            let chips = f.tp.unwrap_or(1) as f64;
+            let usable = chips * chip.capacity_gb.value * 1e9 * (1.0 - plan::MEMORY_RESERVE);
             let free = usable - cost.weight_bytes() as f64;
             let n = (free / cost.kv_bytes(len, kv).max(1) as f64).floor();
             if n < 1.0 {
@@ -178,7 +182,19 @@ fn figure_ops(
     chip: &ChipProfile,
     kv: KvFormat,
 ) -> Result<(StepOps, f64, String), String> {
-    let hw = Hardware::of(chip, None, kv);
+    let tp = match f.tp.unwrap_or(1) {
+        n @ 1..=plan::MAX_TP => n,
+        n => {
+            return Err(format!(
+                "tp must be between 1 and {} chips, got {n}",
+                plan::MAX_TP
+            ))
+        }
+    };
+    let hw = Hardware {
+        tp,
+        ..Hardware::of(chip, None, kv)
+    };
     if f.test == "e2e" {
         let (input, output) = match (f.input, f.output) {
             (Some(i), Some(o)) if i > 0 && o > 0 => (i, o),
@@ -193,7 +209,13 @@ fn figure_ops(
         }
         let batch = batch_of(f, cost, chip, kv, input + output)?;
         let (ops, tokens) = e2e_ops(cost, &hw, batch, input, output);
-        return Ok((ops, tokens, format!("e2e {input}/{output} x{batch}")));
+        let split = if tp > 1 {
+            format!(" tp{tp}")
+        } else {
+            String::new()
+        };
+        let label = format!("e2e {input}/{output} x{batch}{split}");
+        return Ok((ops, tokens, label));
     }
     if f.batch.is_some() || f.input.is_some() || f.output.is_some() {
         return Err("batch, input and output apply to test e2e only".into());

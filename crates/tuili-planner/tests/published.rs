@@ -260,6 +260,10 @@ fn bad_e2e_fields_are_refused_by_name() {
         ),
         ("quant = \"fp4\"\ntest = \"tg128\"", "'fp4'"),
         (
+            "quant = \"bf16\"\ntest = \"tg128\"\ntp = 0",
+            "tp must be between 1 and 64 chips, got 0",
+        ),
+        (
             "quant = \"bf16\"\ntest = \"tg128\"\nkv = \"fp4\"",
             "kv 'fp4' is not one of",
         ),
