@@ -131,7 +131,12 @@ fn overheads_at(obs: &[Obs], eta_mem: f64, eta_comp: f64) -> (f64, Coeffs) {
         .iter()
         .map(|o| {
             let s = o.seconds;
-            let x = [o.ops.layers / s, 1.0 / s, o.ops.seqs / s, o.ops.tokens / s];
+            let x = [
+                o.ops.layers / s,
+                o.ops.steps / s,
+                o.ops.seqs / s,
+                o.ops.tokens / s,
+            ];
             (x, 1.0 - (o.ops.roofline(&c) + o.ops.fixed_s) / s)
         })
         .collect();
@@ -256,6 +261,7 @@ mod tests {
                 layers: [24.0, 30.0, 18.0][i % 3],
                 seqs: (1 + i % 4) as f64,
                 tokens: (1 + (i * 37) % 200) as f64,
+                steps: 1.0,
                 fixed_s: 1e-5 * (i % 5) as f64,
             };
             let seconds = ops.seconds(truth);

@@ -260,10 +260,12 @@ pub fn plan(
     })
 }
 
+/// The most chips a model may be split over.
+pub const MAX_TP: usize = 64;
+
 /// Refuses options out of range, naming the limit.
 fn check(model: &ModelCost, chip: &ChipProfile, o: &PlanOptions) -> Result<(), PlanError> {
     const MAX_BATCH: usize = 1 << 20;
-    const MAX_TP: usize = 64;
     if o.tp == 0 || o.tp > MAX_TP {
         return Err(PlanError::BadOption(format!(
             "--tp must be between 1 and {MAX_TP} chips, got {}",

@@ -36,11 +36,18 @@ pub struct Shape {
     pub tied: bool,
 }
 
-/// How a file's matrices are stored: one type everywhere, or one of llama.cpp's mixes.
+/// How a file's matrices are stored: one type everywhere, one of llama.cpp's mixes, or
+/// a server engine's checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mix {
     /// `F16`: every matrix in f16.
     F16,
+    /// `BF16`: every matrix in bf16 (a Hugging Face checkpoint as vLLM runs it).
+    Bf16,
+    /// `FP8`: the layers' matrices in 8-bit floats with 8-bit activations, embeddings
+    /// and the output projection in bf16 (NVIDIA's ModelOpt and AMD's Quark FP8
+    /// checkpoints, as TensorRT-LLM and vLLM run them).
+    Fp8,
     /// `Q8_0`: every matrix in Q8_0.
     Q8_0,
     /// `Q4_0`: Q4_0, the output projection Q6_K.
@@ -52,15 +59,17 @@ pub enum Mix {
 }
 
 impl Mix {
-    /// Reads `f16`, `q8_0`, `q4_0`, `q4_k_m`.
+    /// Reads `f16`, `bf16`, `fp8`, `q8_0`, `q4_0`, `q4_k_m`.
     pub fn parse(name: &str) -> Result<Mix, PlanError> {
         match name.to_ascii_lowercase().as_str() {
             "f16" => Ok(Mix::F16),
+            "bf16" => Ok(Mix::Bf16),
+            "fp8" => Ok(Mix::Fp8),
             "q8_0" => Ok(Mix::Q8_0),
             "q4_0" => Ok(Mix::Q4_0),
             "q4_k_m" => Ok(Mix::Q4KM),
             _ => Err(PlanError::BadOption(format!(
-                "quantization '{name}' is not one of f16, q8_0, q4_0, q4_k_m"
+                "quantization '{name}' is not one of f16, bf16, fp8, q8_0, q4_0, q4_k_m"
             ))),
         }
     }
@@ -77,31 +86,31 @@ impl Shape {
         use GgmlType as T;
         let head_dim = self.dim / self.heads;
         let (q, kv) = (self.heads * head_dim, self.kv_heads * head_dim);
-        let mat = |rows: usize, cols: usize, t: GgmlType| {
-            let format = WeightFormat::Ggml(t);
-            MatCost {
-                rows,
-                cols,
-                format,
-                bytes: format.bytes(rows, cols),
-            }
+        let mat = |rows: usize, cols: usize, format: WeightFormat| MatCost {
+            rows,
+            cols,
+            format,
+            bytes: format.bytes(rows, cols),
         };
+        let g = WeightFormat::Ggml;
         let base = match mix {
-            Mix::F16 => T::F16,
-            Mix::Q8_0 => T::Q8_0,
-            Mix::Q4_0 => T::Q4_0,
-            Mix::Q4KM => T::Q4_K,
+            Mix::F16 => g(T::F16),
+            Mix::Bf16 => g(T::BF16),
+            Mix::Fp8 => WeightFormat::Fp8,
+            Mix::Q8_0 => g(T::Q8_0),
+            Mix::Q4_0 => g(T::Q4_0),
+            Mix::Q4KM => g(T::Q4_K),
         };
         let n = self.layers;
         let layers = (0..n)
             .map(|i| {
                 let more = mix == Mix::Q4KM && more_bits(i, n);
                 let v = match mix {
-                    _ if more => T::Q6_K,
-                    Mix::Q4KM if n == 80 => T::Q5_K,
+                    _ if more => g(T::Q6_K),
+                    Mix::Q4KM if n == 80 => g(T::Q5_K),
                     _ => base,
                 };
-                let down = if more { T::Q6_K } else { base };
+                let down = if more { g(T::Q6_K) } else { base };
                 LayerCost {
                     dense: vec![
                         mat(q, self.dim, base),
@@ -123,9 +132,10 @@ impl Shape {
                 }
             })
             .collect();
-        let output = match mix {
-            Mix::F16 | Mix::Q8_0 => base,
-            Mix::Q4_0 | Mix::Q4KM => T::Q6_K,
+        let (embed, output) = match mix {
+            Mix::F16 | Mix::Bf16 | Mix::Q8_0 => (base, base),
+            Mix::Fp8 => (g(T::BF16), g(T::BF16)),
+            Mix::Q4_0 | Mix::Q4KM => (base, g(T::Q6_K)),
         };
         // Two norms per layer and the final one, f32.
         let norms = (2 * n + 1) * self.dim;
@@ -137,7 +147,7 @@ impl Shape {
             dim: self.dim,
             ctx_len: self.ctx,
             layers,
-            embed: mat(self.vocab, self.dim, base),
+            embed: mat(self.vocab, self.dim, embed),
             output: mat(self.vocab, self.dim, output),
             tied: self.tied,
             vector_bytes: 4 * norms as u64,

@@ -221,6 +221,9 @@ pub struct StepOps {
     pub seqs: f64,
     /// Tokens.
     pub tokens: f64,
+    /// Engine steps (1 for one step; more where a whole run is summed, see
+    /// [`StepOps::then`]).
+    pub steps: f64,
     /// Seconds outside the efficiencies: the vector ops at their measured rates (0 where
     /// not measured) and tensor-parallel all-reduces at the interconnect's rate.
     pub fixed_s: f64,
@@ -242,7 +245,66 @@ impl StepOps {
 
     /// The overhead part.
     pub fn overhead(&self, c: &Coeffs) -> f64 {
-        self.layers * c.layer_s + c.step_s + self.seqs * c.seq_s + self.tokens * c.token_s
+        self.layers * c.layer_s
+            + self.steps * c.step_s
+            + self.seqs * c.seq_s
+            + self.tokens * c.token_s
+    }
+
+    /// These ops run `k` times (the same step repeated).
+    pub fn times(mut self, k: f64) -> StepOps {
+        for o in &mut self.ops {
+            o.mem_s *= k;
+            o.comp_s *= k;
+        }
+        self.layers *= k;
+        self.seqs *= k;
+        self.tokens *= k;
+        self.steps *= k;
+        self.fixed_s *= k;
+        self
+    }
+
+    /// The same seconds under any coefficients, in fewer ops: equal ops summed into one
+    /// (`max(k·m/η_m, k·c/η_c) = k·max(m/η_m, c/η_c)`), so that a run of many
+    /// identical sequences is as cheap to evaluate as one.
+    pub fn merged(mut self) -> StepOps {
+        let key = |o: &OpTime| (o.mem_s.to_bits(), o.comp_s.to_bits());
+        self.ops.sort_by_key(key);
+        let mut out: Vec<OpTime> = Vec::new();
+        let mut last = None;
+        let mut count = 0.0;
+        for o in self.ops {
+            if last == Some(key(&o)) {
+                count += 1.0;
+                continue;
+            }
+            if let Some(p) = out.last_mut() {
+                p.mem_s *= count;
+                p.comp_s *= count;
+            }
+            out.push(o);
+            last = Some(key(&o));
+            count = 1.0;
+        }
+        if let Some(p) = out.last_mut() {
+            p.mem_s *= count;
+            p.comp_s *= count;
+        }
+        self.ops = out;
+        self
+    }
+
+    /// These steps followed by `next`: a run's ops, whose seconds are the sum of its
+    /// steps'.
+    pub fn then(mut self, next: StepOps) -> StepOps {
+        self.ops.extend(next.ops);
+        self.layers += next.layers;
+        self.seqs += next.seqs;
+        self.tokens += next.tokens;
+        self.steps += next.steps;
+        self.fixed_s += next.fixed_s;
+        self
     }
 
     /// How busy the chip is: the share of the step its bottleneck resource works at
@@ -347,6 +409,7 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
         layers: if hw.handoffs { m.n_layer() as f64 } else { 0.0 },
         seqs: step.seqs() as f64,
         tokens: t,
+        steps: 1.0,
         fixed_s: vector_s + comm_s,
     }
 }
@@ -357,6 +420,41 @@ mod tests {
     use crate::cost::{LayerCost, MatCost, VectorOps, WeightFormat};
     use tuili_gguf::GgmlType;
     use tuili_models::KvType;
+
+    #[test]
+    fn runs_cost_the_sum_of_their_steps() {
+        let op = |m: f64, c: f64| OpTime {
+            mem_s: m,
+            comp_s: c,
+        };
+        let step = |ops: Vec<OpTime>| StepOps {
+            ops,
+            layers: 4.0,
+            seqs: 2.0,
+            tokens: 3.0,
+            steps: 1.0,
+            fixed_s: 1e-6,
+        };
+        let a = step(vec![op(1e-3, 2e-4), op(1e-4, 3e-3)]);
+        let b = step(vec![op(2e-4, 1e-4), op(2e-4, 1e-4), op(5e-5, 1e-3)]);
+        let run = a.clone().then(b.clone().times(3.0));
+        for c in [
+            Coeffs::DATASHEET_ACCELERATOR,
+            Coeffs {
+                eta_mem: 0.3,
+                eta_comp: 0.9,
+                seq_s: 1e-5,
+                token_s: 2e-6,
+                ..Coeffs::DATASHEET
+            },
+        ] {
+            let want = a.seconds(&c) + 3.0 * b.seconds(&c);
+            assert!((run.seconds(&c) / want - 1.0).abs() < 1e-12);
+            let merged = run.clone().merged();
+            assert!((merged.seconds(&c) / want - 1.0).abs() < 1e-12);
+            assert_eq!(merged.ops.len(), 4, "the two equal ops of b are one");
+        }
+    }
 
     fn mat(rows: usize, cols: usize) -> MatCost {
         let format = WeightFormat::Ggml(GgmlType::F16);
