@@ -542,6 +542,21 @@ mod tests {
         }
     }
 
+    /// The tokenizer of the real model `name` and a grammar compiler over it; `None` (the
+    /// test skips) without test models.
+    fn compiler(
+        name: &str,
+    ) -> Option<(
+        std::sync::Arc<tuili_tokenizer::Tokenizer>,
+        tuili_engine::GrammarCompiler,
+    )> {
+        let path = tuili_testkit::model(name)?;
+        let file = tuili_gguf::GgufFile::open(&path).unwrap();
+        let tok = std::sync::Arc::new(tuili_tokenizer::Tokenizer::from_gguf(&file).unwrap());
+        let g = tuili_engine::GrammarCompiler::new(tok.clone());
+        Some((tok, g))
+    }
+
     /// Whether `text`, tokenized as the model would write it, fits the constraint to its end.
     fn fits(tok: &tuili_tokenizer::Tokenizer, mut c: tuili_engine::Constraint, text: &str) -> bool {
         tok.encode(text, false, true)
@@ -556,12 +571,9 @@ mod tests {
         // Mistral's trigger is a hidden control token: unconstrained.
         assert_eq!(auto.grammar(ToolFormat::Mistral), None);
         assert_eq!(auto.grammar(ToolFormat::Harmony), None);
-        let Some(path) = tuili_testkit::model("qwen.gguf") else {
+        let Some((tok, g)) = compiler("qwen.gguf") else {
             return;
         };
-        let file = tuili_gguf::GgufFile::open(&path).unwrap();
-        let tok = std::sync::Arc::new(tuili_tokenizer::Tokenizer::from_gguf(&file).unwrap());
-        let g = tuili_engine::GrammarCompiler::new(tok.clone());
         let c = g
             .compile(&auto.grammar(ToolFormat::Hermes).unwrap())
             .unwrap();
@@ -604,12 +616,9 @@ mod tests {
 
     #[test]
     fn qwen_xml_calls_follow_the_tools_schemas() {
-        let Some(path) = tuili_testkit::model("qwen.gguf") else {
+        let Some((tok, g)) = compiler("qwen.gguf") else {
             return;
         };
-        let file = tuili_gguf::GgufFile::open(&path).unwrap();
-        let tok = std::sync::Arc::new(tuili_tokenizer::Tokenizer::from_gguf(&file).unwrap());
-        let g = tuili_engine::GrammarCompiler::new(tok.clone());
         let required = spec(json!({"tools": [weather(), booking()], "tool_choice": "required"}))
             .unwrap()
             .unwrap();
@@ -650,12 +659,9 @@ mod tests {
 
     #[test]
     fn llama_auto_is_text_or_calls_from_the_first_character() {
-        let Some(path) = tuili_testkit::model("smol.gguf") else {
+        let Some((tok, g)) = compiler("smol.gguf") else {
             return;
         };
-        let file = tuili_gguf::GgufFile::open(&path).unwrap();
-        let tok = std::sync::Arc::new(tuili_tokenizer::Tokenizer::from_gguf(&file).unwrap());
-        let g = tuili_engine::GrammarCompiler::new(tok.clone());
         let auto = spec(json!({"tools": [weather()]})).unwrap().unwrap();
         let c = g
             .compile(&auto.grammar(ToolFormat::Llama3).unwrap())
