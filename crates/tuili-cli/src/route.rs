@@ -50,20 +50,19 @@ fn parse_local(u: &config::Upstream) -> Result<ServeArgs> {
 
 /// The in-process arguments of every local upstream, by name: from its `local_args`, or
 /// for the one without (`tuili serve --route`), the command's own (`own`).
-fn local_serve_args(cfg: &RouteConfig, own: Option<ServeArgs>) -> Result<Vec<(String, ServeArgs)>> {
+fn local_serve_args(
+    cfg: &RouteConfig,
+    mut own: Option<ServeArgs>,
+) -> Result<Vec<(String, ServeArgs)>> {
     let own_at = cfg.check_locals(own.is_some())?;
-    let mut own = own;
     let mut out = Vec::new();
     for (i, u) in cfg.upstreams.iter().enumerate() {
         if u.endpoint != Endpoint::Local {
             continue;
         }
-        let args = match (own_at == Some(i), own.take()) {
-            (true, Some(a)) => own_model(u, a)?,
-            (_, o) => {
-                own = o;
-                parse_local(u)?
-            }
+        let args = match own.take_if(|_| own_at == Some(i)) {
+            Some(a) => own_model(u, a)?,
+            None => parse_local(u)?,
         };
         out.push((u.name.clone(), args));
     }

@@ -72,6 +72,8 @@ pub struct Plan {
     pub why: String,
     /// Upstreams left out and why (for the decision log).
     pub excluded: Vec<String>,
+    /// Prompt tokens, estimated as characters / 4 (costs before an upstream counts them).
+    pub prompt_tokens: u64,
 }
 
 /// The text of a request that detectors read and affinity hashes: every string under the
@@ -182,7 +184,7 @@ pub fn plan(
         .and_then(Value::as_u64)
         .unwrap_or(256) as f64;
     // About four characters a token: only the cost estimate uses it.
-    let prompt_tokens = (text.len() / 4) as f64;
+    let prompt_tokens = (text.len() / 4) as u64;
     let target = hints.ttft_target_ms.unwrap_or(cfg.ttft_target_ms);
     let now = Instant::now();
     let mut excluded = Vec::new();
@@ -197,11 +199,10 @@ pub fn plan(
         else {
             continue;
         };
-        if hints.pin.is_some_and(|p| p != s.cfg.name) {
+        if let Some(pin) = hints.pin.filter(|p| *p != s.cfg.name) {
             excluded.push(format!(
-                "{}: the conversation continued is stored on {}",
-                s.cfg.name,
-                hints.pin.unwrap_or_default()
+                "{}: the conversation continued is stored on {pin}",
+                s.cfg.name
             ));
             continue;
         }
@@ -230,7 +231,7 @@ pub fn plan(
             excluded.push(format!("{}: {why}{last}", s.cfg.name));
             continue;
         }
-        let cost = (s.cfg.price_in * prompt_tokens + s.cfg.price_out * max_tokens) / 1e6;
+        let cost = (s.cfg.price_in * prompt_tokens as f64 + s.cfg.price_out * max_tokens) / 1e6;
         groups[if escalate { level } else { 0 }].push(Candidate {
             slot: i,
             name: s.cfg.name.clone(),
@@ -272,6 +273,7 @@ pub fn plan(
         policy,
         why,
         excluded,
+        prompt_tokens,
     })
 }
 

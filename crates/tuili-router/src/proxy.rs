@@ -136,13 +136,7 @@ impl Ctx {
     /// Counts tokens and money for an answer (or a discarded, escalated one).
     fn account(&self, c: &Candidate, usage: Option<(u64, u64)>, counted: u64) -> (u64, u64) {
         let (p, o) = usage.unwrap_or((self.prompt_est, counted));
-        let slot = self.slot(c);
-        let (ri, ro) = self.table.config.reference_price;
-        let spent = (slot.cfg.price_in * p as f64 + slot.cfg.price_out * o as f64) / 1e6;
-        let cloud = (ri * p as f64 + ro * o as f64) / 1e6;
-        self.st
-            .metrics()
-            .tokens(&c.name, c.tier.as_str(), p, o, spent, cloud);
+        self.count(c, p, o, true);
         (p, o)
     }
 
@@ -150,11 +144,22 @@ impl Ctx {
     /// question): nothing of it would have gone to the cloud in the reference.
     fn account_extra(&self, c: &Candidate, usage: Option<(u64, u64)>) {
         let (p, o) = usage.unwrap_or((self.prompt_est, 1));
+        self.count(c, p, o, false);
+    }
+
+    /// `p` prompt and `o` completion tokens on `c`, at its prices; with `reference`, also
+    /// what the same tokens would have cost all-cloud.
+    fn count(&self, c: &Candidate, p: u64, o: u64, reference: bool) {
         let slot = self.slot(c);
         let spent = (slot.cfg.price_in * p as f64 + slot.cfg.price_out * o as f64) / 1e6;
+        let (ri, ro) = self.table.config.reference_price;
+        let cloud = match reference {
+            true => (ri * p as f64 + ro * o as f64) / 1e6,
+            false => 0.0,
+        };
         self.st
             .metrics()
-            .tokens(&c.name, c.tier.as_str(), p, o, spent, 0.0);
+            .tokens(&c.name, c.tier.as_str(), p, o, spent, cloud);
     }
 
     fn decision(&self, outcome: &str) {
@@ -337,7 +342,7 @@ fn prepare(
         .enumerate()
         .flat_map(|(l, g)| g.iter().map(move |c| (l, c.clone())))
         .collect();
-    let prompt_est = (crate::plan::prompt_text(&req, api).len() / 4) as u64;
+    let prompt_est = plan.prompt_tokens;
     let ctx = Ctx {
         id: st.next_id(),
         st,

@@ -304,9 +304,7 @@ impl ToolSpec {
         } else {
             json!({"anyOf": calls})
         };
-        let layout = json!({
-            "whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "
-        });
+        let layout = json_layout();
         Some(ConstraintSpec::Lark(match format {
             ToolFormat::Hermes => {
                 schema["x-guidance"] = layout;
@@ -344,6 +342,12 @@ impl ToolSpec {
             }
         }))
     }
+}
+
+/// How a call's JSON is written: no free whitespace, `", "` and `": "` as the templates
+/// write it.
+fn json_layout() -> Value {
+    json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
 }
 
 impl ToolSpec {
@@ -394,7 +398,7 @@ impl ToolSpec {
                         _ => {
                             let mut s = schema.clone();
                             if s.is_object() {
-                                s["x-guidance"] = json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "});
+                                s["x-guidance"] = json_layout();
                             }
                             format!("%json {s} {END}")
                         }
