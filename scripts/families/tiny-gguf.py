@@ -233,6 +233,45 @@ def llama(m: Model) -> None:
         m.mlp(i)
 
 
+# deci: per layer (query heads, K/V heads, feed-forward width). Layer 2 has no attention,
+# layer 3 a linear one (`attn_output` [dim, dim] alone), the others GQA 2, 4 and 1.
+DECI_LAYERS = [(4, 2, 384), (4, 1, 256), (0, 0, 448), (4, 0, 320), (4, 4, 384)]
+
+
+def deci(m: Model) -> None:
+    """deci (Llama-3.1-Nemotron-51B-like): llama whose layers differ in shape, given as
+    per-layer arrays of `attention.head_count`, `attention.head_count_kv` and
+    `feed_forward_length` (conversion/deci.py); Llama 3 `rope_freqs`; untied output."""
+    s = m.shape
+    assert len(DECI_LAYERS) == s.n_layer and s.n_head * s.head_dim == s.dim
+    base = 500000.0
+    m.common(rope_base=base, eps=1e-5, head_dim_keys=True, rope_dims=True)
+    heads, kv_heads, ffns = (list(c) for c in zip(*DECI_LAYERS))
+    # The per-layer arrays replace the scalars `common` wrote (the last write of a key wins
+    # nothing in gguf-py: drop them first).
+    m.kv = [(k, c) for k, c in m.kv
+            if k not in ("attention.head_count", "attention.head_count_kv", "feed_forward_length")]
+    m.key("attention.head_count", lambda w: w.add_head_count(heads))
+    m.key("attention.head_count_kv", lambda w: w.add_head_count_kv(kv_heads))
+    m.key("feed_forward_length", lambda w: w.add_feed_forward_length(ffns))
+    f32_file(m)
+    m.embeddings(tied=False)
+    m.put(tname(MODEL_TENSOR.ROPE_FREQS), llama3_rope_factors(s.head_dim, base))
+    for i, (n_head, n_kv, ffn) in enumerate(DECI_LAYERS):
+        if n_head > 0:
+            m.norm(tname(MODEL_TENSOR.ATTN_NORM, i), s.dim)
+        if n_kv > 0:
+            m.matrix(tname(MODEL_TENSOR.ATTN_Q, i), n_head * s.head_dim, s.dim)
+            m.matrix(tname(MODEL_TENSOR.ATTN_K, i), n_kv * s.head_dim, s.dim)
+            m.matrix(tname(MODEL_TENSOR.ATTN_V, i), n_kv * s.head_dim, s.dim)
+        if n_head > 0:
+            m.matrix(tname(MODEL_TENSOR.ATTN_OUT, i), s.dim, n_head * s.head_dim, scale=m.branch_scale)
+        m.norm(tname(MODEL_TENSOR.FFN_NORM, i), s.dim)
+        m.matrix(tname(MODEL_TENSOR.FFN_GATE, i), ffn, s.dim)
+        m.matrix(tname(MODEL_TENSOR.FFN_UP, i), ffn, s.dim)
+        m.matrix(tname(MODEL_TENSOR.FFN_DOWN, i), s.dim, ffn, scale=m.branch_scale)
+
+
 def llama3_rope_factors(head_dim: int, base: float, factor: float = 8.0, low: float = 1.0,
                         high: float = 4.0, old_ctx: int = 8192) -> np.ndarray:
     """Llama 3.1's per-pair frequency divisors, as conversion/llama.py computes them."""
@@ -598,6 +637,8 @@ FAMILIES: dict[str, tuple[str, Callable[[Model], None], Shape]] = {
     "starcoder2": ("starcoder2", starcoder2,
                    Shape(n_layer=3, dim=288, n_head=3, n_kv=1, head_dim=96, ffn=448, vocab=400)),
     "gpt-oss": ("gpt-oss", gpt_oss, Shape(n_layer=3, dim=256, n_head=4, n_kv=1, head_dim=64, ffn=192, vocab=304)),
+    # n_head, n_kv and ffn are per layer: DECI_LAYERS.
+    "deci": ("deci", deci, Shape(n_layer=5, dim=256, n_head=4, n_kv=2, head_dim=64, ffn=384, vocab=336)),
     # gpt-oss's twin: the same weights, its MXFP4 experts stored as the F32 values they
     # decode to. llama.cpp quantizes activations to Q8_0 for MXFP4 products, which moves its
     # logits by ~1e-2 (relative); on this file it takes exact f32 products, the oracle

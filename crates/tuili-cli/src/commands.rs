@@ -332,10 +332,24 @@ pub fn info(a: ModelArgs, devices_only: bool) -> Result<()> {
     println!("name:          {name}");
     println!("architecture:  {}", cfg.arch.name());
     println!("parameters:    {:.1} M", n_params as f64 / 1e6);
-    println!(
-        "layers:        {} (dim {}, heads {} / kv {} of {}, ffn {})",
-        cfg.n_layer, cfg.dim, cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.ffn_dim
-    );
+    if cfg.uniform_layers() {
+        println!(
+            "layers:        {} (dim {}, heads {} / kv {} of {}, ffn {})",
+            cfg.n_layer, cfg.dim, cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.ffn_dim
+        );
+    } else {
+        // One "heads/kv:ffn" per layer (deci); 0/0 is a layer without attention.
+        let shapes: Vec<String> = (cfg.layers.iter())
+            .map(|s| format!("{}/{}:{}", s.n_head, s.n_kv_head, s.ffn_dim))
+            .collect();
+        println!(
+            "layers:        {} (dim {}, heads of {}; per layer heads/kv:ffn {})",
+            cfg.n_layer,
+            cfg.dim,
+            cfg.head_dim,
+            shapes.join(" ")
+        );
+    }
     println!("vocabulary:    {} tokens", cfg.vocab);
     println!(
         "context:       {} tokens (rope base {})",

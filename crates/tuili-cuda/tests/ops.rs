@@ -515,6 +515,7 @@ fn cuda_model_logits_match_the_cpu_model() {
         (Arch::Phi3, GgmlType::Q4_1),
         (Arch::Mistral3, GgmlType::Q8_0),
         (Arch::GptOss, GgmlType::MXFP4),
+        (Arch::Deci, GgmlType::Q4_K),
     ] {
         let model = load(&SyntheticSpec::tiny(arch, ty));
         let kv = KvLayout::f32(32, 16);

@@ -40,11 +40,15 @@ pub enum Arch {
     /// `starcoder2` (StarCoder2, Granite Code 20B/34B): LayerNorms, biases, an ungated
     /// GELU feed-forward block.
     Starcoder2,
+    /// `deci` (Llama-3.1/3.3-Nemotron 49B/51B): llama whose layers differ in shape: their
+    /// own K/V head count and feed-forward width, attention-free layers and layers whose
+    /// attention is one linear map.
+    Deci,
 }
 
 impl Arch {
     /// Every architecture tuili runs.
-    pub const ALL: [Arch; 13] = [
+    pub const ALL: [Arch; 14] = [
         Arch::Llama,
         Arch::Qwen2,
         Arch::Qwen3,
@@ -58,6 +62,7 @@ impl Arch {
         Arch::Mistral3,
         Arch::GptOss,
         Arch::Starcoder2,
+        Arch::Deci,
     ];
 
     /// The `general.architecture` name.
@@ -76,6 +81,7 @@ impl Arch {
             Arch::Mistral3 => "mistral3",
             Arch::GptOss => "gpt-oss",
             Arch::Starcoder2 => "starcoder2",
+            Arch::Deci => "deci",
         }
     }
 
@@ -93,7 +99,9 @@ impl Arch {
 /// How `arch` pairs dimensions for RoPE (llama.cpp's choice per architecture).
 pub(crate) fn rope_mode(arch: Arch) -> RopeMode {
     match arch {
-        Arch::Llama | Arch::Smollm3 | Arch::Granite | Arch::Mistral3 => RopeMode::Normal,
+        Arch::Llama | Arch::Smollm3 | Arch::Granite | Arch::Mistral3 | Arch::Deci => {
+            RopeMode::Normal
+        }
         Arch::Qwen2
         | Arch::Qwen3
         | Arch::Qwen3Moe
@@ -115,14 +123,17 @@ pub struct Config {
     pub n_layer: usize,
     /// Hidden size (`embedding_length`).
     pub dim: usize,
-    /// Query heads.
+    /// Query heads (the most of any layer: see `layers`).
     pub n_head: usize,
-    /// Key/value heads (GQA when fewer than `n_head`).
+    /// Key/value heads (GQA when fewer than `n_head`; the most of any layer).
     pub n_kv_head: usize,
     /// Size of one head.
     pub head_dim: usize,
-    /// Hidden size of the feed-forward block.
+    /// Hidden size of the feed-forward block (the widest of any layer).
     pub ffn_dim: usize,
+    /// Each layer's head counts and feed-forward width, `[n_layer]`: the same for every
+    /// layer but in `deci`, whose files give them as per-layer arrays.
+    pub layers: Vec<LayerShape>,
     /// Tokens in the vocabulary (rows of `token_embd`).
     pub vocab: usize,
     /// Context length the model was trained for.
@@ -142,6 +153,31 @@ pub struct Config {
     /// The pooling the file asks embeddings for (`{arch}.pooling_type`); `None` when
     /// unspecified.
     pub pooling: Option<crate::embedding::PoolingType>,
+}
+
+/// The shape of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerShape {
+    /// Query heads (0: no attention; deci).
+    pub n_head: usize,
+    /// Key/value heads (0 with query heads: the attention is one linear map; deci).
+    pub n_kv_head: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+    /// Hidden size of the feed-forward block.
+    pub ffn_dim: usize,
+}
+
+impl LayerShape {
+    /// Width of the Q projection.
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    /// Width of the K (and V) projection; 0 for a layer without a KV cache.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_head * self.head_dim
+    }
 }
 
 /// Largest value accepted for any dimension read from a file; guards against
@@ -167,12 +203,44 @@ impl Config {
         };
         let n_layer = dim_key("block_count")?;
         let dim = dim_key("embedding_length")?;
-        let n_head = dim_key("attention.head_count")?;
-        let n_kv_head = match file.get(&format!("{a}.attention.head_count_kv")) {
-            Some(_) => dim_key("attention.head_count_kv")?,
-            None => n_head,
+        // Head counts and feed-forward widths: one number, or one per layer (deci, where 0
+        // marks a layer without attention or K/V heads).
+        let per_layer = |k: &str, default: Option<&[usize]>| -> Result<Vec<usize>, ModelError> {
+            let key = format!("{a}.{k}");
+            match (file.get(&key), default) {
+                (None, Some(d)) => Ok(d.to_vec()),
+                (Some(tuili_gguf::Value::Array(items)), _) => {
+                    if items.len() != n_layer {
+                        return Err(ModelError::BadConfig(format!(
+                            "{key} has {} values for {n_layer} layers",
+                            items.len()
+                        )));
+                    }
+                    let least = u64::from(arch != Arch::Deci);
+                    items
+                        .iter()
+                        .map(|v| match v.as_u64() {
+                            Some(n) if (least..=MAX_DIM).contains(&n) => Ok(n as usize),
+                            _ => Err(ModelError::BadConfig(format!(
+                                "{key} holds {}, outside {least}..={MAX_DIM}",
+                                v.describe()
+                            ))),
+                        })
+                        .collect()
+                }
+                _ => Ok(vec![dim_key(k)?; n_layer]),
+            }
         };
-        let ffn_dim = dim_key("feed_forward_length")?;
+        let heads = per_layer("attention.head_count", None)?;
+        let kv_heads = per_layer("attention.head_count_kv", Some(&heads))?;
+        let ffn_dims = per_layer("feed_forward_length", None)?;
+        let most = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
+        let (n_head, n_kv_head, ffn_dim) = (most(&heads), most(&kv_heads), most(&ffn_dims));
+        if n_head == 0 {
+            return Err(ModelError::BadConfig(format!(
+                "{a}.attention.head_count is 0 in every layer"
+            )));
+        }
         let ctx_len = dim_key("context_length")?;
         let head_dim = match file.get(&format!("{a}.attention.key_length")) {
             Some(_) => dim_key("attention.key_length")?,
@@ -184,6 +252,14 @@ impl Config {
                 )))
             }
         };
+        let layers = (0..n_layer)
+            .map(|l| LayerShape {
+                n_head: heads[l],
+                n_kv_head: kv_heads[l],
+                head_dim,
+                ffn_dim: ffn_dims[l],
+            })
+            .collect();
         let rope_base = match file.get(&format!("{a}.rope.freq_base")) {
             Some(_) => file.get_f32(&format!("{a}.rope.freq_base"))?,
             None => 10000.0,
@@ -207,6 +283,7 @@ impl Config {
             n_kv_head,
             head_dim,
             ffn_dim,
+            layers,
             vocab,
             ctx_len,
             rope_base,
@@ -221,11 +298,16 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ModelError> {
-        if !self.n_head.is_multiple_of(self.n_kv_head) {
-            return Err(ModelError::BadConfig(format!(
-                "head_count {} is not a multiple of head_count_kv {}",
-                self.n_head, self.n_kv_head
-            )));
+        let a = self.arch.name();
+        for (l, s) in self.layers.iter().enumerate() {
+            let grouped = s.n_kv_head == 0 || s.n_head.is_multiple_of(s.n_kv_head);
+            if !grouped || (s.n_kv_head > 0 && s.n_head == 0) {
+                return Err(ModelError::BadConfig(format!(
+                    "layer {l}: {a}.attention.head_count {} is not a multiple of \
+                     {a}.attention.head_count_kv {}",
+                    s.n_head, s.n_kv_head
+                )));
+            }
         }
         if !self.head_dim.is_multiple_of(2) || self.head_dim > 512 {
             return Err(ModelError::BadConfig(format!(
@@ -244,9 +326,20 @@ impl Config {
         Ok(())
     }
 
-    /// Width of the K (and V) projection: `n_kv_head * head_dim`.
+    /// Width of the K (and V) projection: `n_kv_head * head_dim` (the widest layer's).
     pub fn kv_dim(&self) -> usize {
         self.n_kv_head * self.head_dim
+    }
+
+    /// Whether every layer has the same shape (`n_head`, `n_kv_head`, `ffn_dim`).
+    pub fn uniform_layers(&self) -> bool {
+        let first = self.layers.first();
+        self.layers.iter().all(|s| Some(s) == first)
+    }
+
+    /// K/V values per position summed over the layers: `Σ n_kv_head · head_dim`.
+    pub fn kv_values_per_position(&self) -> usize {
+        self.layers.iter().map(LayerShape::kv_dim).sum()
     }
 
     /// Width of the Q projection: `n_head * head_dim`.
@@ -257,7 +350,7 @@ impl Config {
     /// Bytes of KV cache for `n_ctx` positions in every layer, keys stored as `k_type`
     /// and values as `v_type` (one region: local layers hold every position too).
     pub fn kv_cache_bytes(&self, n_ctx: usize, k_type: KvType, v_type: KvType) -> usize {
-        let n = self.n_layer * n_ctx * self.kv_dim();
+        let n = n_ctx * self.kv_values_per_position();
         k_type.bytes(n) + v_type.bytes(n)
     }
 
@@ -282,9 +375,16 @@ impl Config {
         k_type: KvType,
         v_type: KvType,
     ) -> usize {
-        let local = self.n_local_layers();
-        let positions = |layers: usize, n: usize| {
-            let n = layers * n * self.kv_dim();
+        // K/V values per position of the global and of the local layers.
+        let (mut global, mut local) = (0, 0);
+        for (s, w) in self.layers.iter().zip(&self.layer_windows) {
+            match w {
+                Some(_) => local += s.kv_dim(),
+                None => global += s.kv_dim(),
+            }
+        }
+        let positions = |per_position: usize, n: usize| {
+            let n = per_position * n;
             k_type.bytes(n) + v_type.bytes(n)
         };
         let n_ctx_blocks = n_ctx.div_ceil(block_size) * block_size;
@@ -294,6 +394,6 @@ impl Config {
             }
             None => 0,
         };
-        positions(self.n_layer - local, n_ctx_blocks) + positions(local, local_pos)
+        positions(global, n_ctx_blocks) + positions(local, local_pos)
     }
 }

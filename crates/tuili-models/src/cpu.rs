@@ -45,7 +45,9 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 pub(crate) struct CpuStep<'a, 'b> {
     weights: &'a Weights,
     ropes: &'a [RopeSpec],
+    /// The current layer's widths; the buffers are sized for `max`.
     widths: Widths,
+    max: Widths,
     pool: &'a mut KvPool,
     batch: &'a Batch<'b>,
     s: &'a mut Scratch,
@@ -80,14 +82,25 @@ impl<'a, 'b> CpuStep<'a, 'b> {
             weights,
             ropes,
             widths,
+            max: widths,
             pool,
             batch,
             s,
         }
     }
 
+    /// Rows of buffer `b` at the current layer's width.
+    fn len_of(&self, b: Buf) -> usize {
+        let rows = if b == Buf::Out {
+            self.batch.logit_rows.len()
+        } else {
+            self.batch.len()
+        };
+        rows * self.widths.of(b)
+    }
+
     fn buf(&self, b: Buf) -> &[f32] {
-        &self.s.bufs[b as usize]
+        &self.s.bufs[b as usize][..self.len_of(b)]
     }
 
     /// The final hidden states the last step left in `Buf::Out`.
@@ -96,7 +109,8 @@ impl<'a, 'b> CpuStep<'a, 'b> {
     }
 
     fn buf_mut(&mut self, b: Buf) -> &mut [f32] {
-        &mut self.s.bufs[b as usize]
+        let n = self.len_of(b);
+        &mut self.s.bufs[b as usize][..n]
     }
 }
 
@@ -123,6 +137,17 @@ const BUFS: [Buf; 9] = [
 impl Ops for CpuStep<'_, '_> {
     type Error = ModelError;
 
+    fn layer(&mut self, widths: &Widths) -> Result<(), ModelError> {
+        if !widths.fits_in(&self.max) {
+            return Err(ModelError::BadConfig(format!(
+                "a layer's widths {widths:?} exceed the step's {:?}",
+                self.max
+            )));
+        }
+        self.widths = *widths;
+        Ok(())
+    }
+
     fn embed(&mut self, table: MatId, scale: f32, dst: Buf) -> Result<(), ModelError> {
         let w = self.weights.mat(table);
         let dim = w.cols();
@@ -140,6 +165,7 @@ impl Ops for CpuStep<'_, '_> {
     fn matmul(&mut self, x: Buf, outs: &[(MatId, Buf)]) -> Result<(), ModelError> {
         let n = self.batch.len();
         let w = self.weights;
+        let lens: Vec<usize> = BUFS.iter().map(|&b| self.len_of(b)).collect();
         // The input taken out while the outputs are borrowed, each once.
         let bufs = &mut self.s.bufs;
         let xv = std::mem::take(&mut bufs[x as usize]);
@@ -150,12 +176,13 @@ impl Ops for CpuStep<'_, '_> {
                 let out = slots[b as usize]
                     .take()
                     .expect("outputs are different buffers");
-                (w.mat(m), out.as_mut_slice())
+                (w.mat(m), &mut out[..lens[b as usize]])
             })
             .collect();
+        let xs = &xv[..lens[x as usize]];
         match parts.as_mut_slice() {
-            [(wm, out)] => matmul(wm, &xv, n, out),
-            parts => matmul_many(parts, &xv, n),
+            [(wm, out)] => matmul(wm, xs, n, out),
+            parts => matmul_many(parts, xs, n),
         }
         drop(slots);
         self.s.bufs[x as usize] = xv;
@@ -173,12 +200,13 @@ impl Ops for CpuStep<'_, '_> {
     ) -> Result<(), ModelError> {
         let n = self.batch.len();
         let (wg, wu) = (self.weights.mat(w_gate), self.weights.mat(w_up));
+        let (nx, ng, nu) = (self.len_of(x), self.len_of(gate), self.len_of(up));
         let [xv, g, u] = self
             .s
             .bufs
             .get_disjoint_mut([x as usize, gate as usize, up as usize])
             .expect("three different buffers");
-        matmul_glu(wg, wu, act, xv, n, g, u);
+        matmul_glu(wg, wu, act, &xv[..nx], n, &mut g[..ng], &mut u[..nu]);
         Ok(())
     }
 
@@ -187,10 +215,11 @@ impl Ops for CpuStep<'_, '_> {
         let w = self.weights;
         let router = w.mat(moe.router);
         let (n_expert, dim) = (router.rows(), router.cols());
+        let (nx, no) = (self.len_of(x), self.len_of(out));
         let [xb, logits, xs, g, u, ys] = &mut self.s.moe;
         xb.clear();
-        xb.extend_from_slice(&self.s.bufs[x as usize]);
-        let ob = &mut self.s.bufs[out as usize];
+        xb.extend_from_slice(&self.s.bufs[x as usize][..nx]);
+        let ob = &mut self.s.bufs[out as usize][..no];
         logits.resize(n * n_expert, 0.0);
         matmul(router, xb, n, logits);
         if let Some(b) = moe.router_bias {
@@ -242,7 +271,8 @@ impl Ops for CpuStep<'_, '_> {
     }
 
     fn add_bias(&mut self, x: Buf, bias: VecId) -> Result<(), ModelError> {
-        add_rows(&mut self.s.bufs[x as usize], self.weights.vec(bias));
+        let bias = self.weights.vec(bias);
+        add_rows(self.buf_mut(x), bias);
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 
 use crate::batch::Batch;
 use crate::ops::{Buf, Ops};
-use crate::spec::{Ffn, ModelSpec};
+use crate::spec::{Ffn, LayerSpec, ModelSpec};
 
 /// Runs `batch` through the model described by `spec` on the device behind `ops` (a step
 /// made for this batch). Returns the logits of the rows that want them, `[m, vocab]`.
@@ -41,8 +41,12 @@ pub fn final_hidden<O: Ops>(
     // Whether Xn holds a block output not yet added to X.
     let mut pending = false;
     for (li, l) in spec.layers.iter().enumerate() {
-        // The attention input: the normalised residual stream in Xn, or the stream itself.
-        let attn_in = match l.attn_norm {
+        ops.layer(&l.widths)?;
+        if l.qkv.is_some() || l.wo.is_some() {
+            attention_block(l, li, pending, eps, ops)?;
+            pending = true;
+        }
+        let ffn_in = match l.ffn_norm {
             Some(w) => {
                 ops.norm(Buf::X, pending.then_some(Buf::Xn), &w, eps, Buf::Xn)?;
                 Buf::Xn
@@ -51,42 +55,6 @@ pub fn final_hidden<O: Ops>(
                 if pending {
                     ops.add(Buf::X, Buf::Xn)?;
                 }
-                Buf::X
-            }
-        };
-        let q = &l.qkv;
-        ops.matmul(attn_in, &[(q.wq, Buf::Q), (q.wk, Buf::K), (q.wv, Buf::V)])?;
-        if let Some([bq, bk, bv]) = q.bias {
-            ops.add_bias(Buf::Q, bq)?;
-            ops.add_bias(Buf::K, bk)?;
-            ops.add_bias(Buf::V, bv)?;
-        }
-        if let Some([nq, nk]) = q.qk_norm {
-            ops.norm(Buf::Q, None, &nq, eps, Buf::Q)?;
-            ops.norm(Buf::K, None, &nk, eps, Buf::K)?;
-        }
-        if let Some(rope) = l.rope {
-            ops.rope(rope, Buf::Q, Buf::K)?;
-        }
-        ops.kv_write(li, Buf::K, Buf::V)?;
-        ops.attention(li, Buf::Q, &l.attn, Buf::Att)?;
-        ops.matmul(Buf::Att, &[(l.wo, Buf::Xn)])?;
-        if let Some(b) = l.wo_bias {
-            ops.add_bias(Buf::Xn, b)?;
-        }
-        if let Some(w) = l.post_attn_norm {
-            ops.norm(Buf::Xn, None, &w, eps, Buf::Xn)?;
-        }
-        if l.residual_scale != 1.0 {
-            ops.scale(Buf::Xn, l.residual_scale)?;
-        }
-        let ffn_in = match l.ffn_norm {
-            Some(w) => {
-                ops.norm(Buf::X, Some(Buf::Xn), &w, eps, Buf::Xn)?;
-                Buf::Xn
-            }
-            None => {
-                ops.add(Buf::X, Buf::Xn)?;
                 Buf::X
             }
         };
@@ -128,4 +96,63 @@ pub fn final_hidden<O: Ops>(
         Buf::Out,
     )?;
     Ok(true)
+}
+
+/// Layer `li`'s attention block: its output is left in `Xn`, not yet added to `X`.
+/// `pending`: whether `Xn` holds the previous block's output, still to be added.
+fn attention_block<O: Ops>(
+    l: &LayerSpec,
+    li: usize,
+    pending: bool,
+    eps: f32,
+    ops: &mut O,
+) -> Result<(), O::Error> {
+    // The attention input: the normalised residual stream in Xn (in Att for linear
+    // attention, whose output goes to Xn; Att is `dim` wide there), or the stream itself.
+    let normed = if l.qkv.is_some() { Buf::Xn } else { Buf::Att };
+    let attn_in = match l.attn_norm {
+        Some(w) => {
+            ops.norm(Buf::X, pending.then_some(Buf::Xn), &w, eps, normed)?;
+            normed
+        }
+        None => {
+            if pending {
+                ops.add(Buf::X, Buf::Xn)?;
+            }
+            Buf::X
+        }
+    };
+    match (&l.qkv, l.wo) {
+        (Some(q), Some(wo)) => {
+            ops.matmul(attn_in, &[(q.wq, Buf::Q), (q.wk, Buf::K), (q.wv, Buf::V)])?;
+            if let Some([bq, bk, bv]) = q.bias {
+                ops.add_bias(Buf::Q, bq)?;
+                ops.add_bias(Buf::K, bk)?;
+                ops.add_bias(Buf::V, bv)?;
+            }
+            if let Some([nq, nk]) = q.qk_norm {
+                ops.norm(Buf::Q, None, &nq, eps, Buf::Q)?;
+                ops.norm(Buf::K, None, &nk, eps, Buf::K)?;
+            }
+            if let Some(rope) = l.rope {
+                ops.rope(rope, Buf::Q, Buf::K)?;
+            }
+            ops.kv_write(li, Buf::K, Buf::V)?;
+            ops.attention(li, Buf::Q, &l.attn, Buf::Att)?;
+            ops.matmul(Buf::Att, &[(wo, Buf::Xn)])?;
+        }
+        // Linear attention (deci): `wo` maps the input on its own.
+        (None, Some(wo)) => ops.matmul(attn_in, &[(wo, Buf::Xn)])?,
+        _ => unreachable!("a layer without attention has no attention block"),
+    }
+    if let Some(b) = l.wo_bias {
+        ops.add_bias(Buf::Xn, b)?;
+    }
+    if let Some(w) = l.post_attn_norm {
+        ops.norm(Buf::Xn, None, &w, eps, Buf::Xn)?;
+    }
+    if l.residual_scale != 1.0 {
+        ops.scale(Buf::Xn, l.residual_scale)?;
+    }
+    Ok(())
 }

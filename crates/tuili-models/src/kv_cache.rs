@@ -31,9 +31,9 @@ pub fn local_blocks_needed(window: usize, chunk: usize, block_size: usize) -> us
 /// Rows are addressed by element offset ([`KvPool::offset`]), as if the pool held f32;
 /// `KvType::bytes` turns an offset into bytes of the stored type.
 pub struct KvPool {
-    /// `[n_global, n_blocks, block_size, kv_dim]` then `[n_local, n_local_blocks,
-    /// block_size, kv_dim]` values of `k_type`, in 4-byte words so that f32 rows are
-    /// aligned.
+    /// Per global layer `[n_blocks, block_size, kv_dim(layer)]`, then per local layer
+    /// `[n_local_blocks, block_size, kv_dim(layer)]`, values of `k_type`, in 4-byte words
+    /// so that f32 rows are aligned. A layer without K/V heads (deci) takes no room.
     k: Vec<u32>,
     /// The same for values, of `v_type`.
     v: Vec<u32>,
@@ -49,7 +49,8 @@ pub struct KvPool {
     /// first block.
     slot: Vec<(bool, usize)>,
     block_size: usize,
-    kv_dim: usize,
+    /// Per layer: values of one position (`n_kv_head · head_dim`).
+    kv_dim: Vec<usize>,
 }
 
 impl KvPool {
@@ -110,27 +111,22 @@ impl KvPool {
         let local: Vec<bool> = (0..cfg.n_layer)
             .map(|l| n_local_blocks > 0 && cfg.layer_windows.get(l).is_some_and(|w| w.is_some()))
             .collect();
-        let n_local = local.iter().filter(|&&l| l).count();
-        // Elements of one block of one layer.
-        let row = block_size * cfg.kv_dim();
-        let local_base = (cfg.n_layer - n_local) * n_blocks * row;
-        let (mut gi, mut li) = (0, 0);
-        let slot = local
-            .iter()
-            .map(|&l| {
-                if l {
-                    li += 1;
-                    (true, local_base + (li - 1) * n_local_blocks * row)
-                } else {
-                    gi += 1;
-                    (false, (gi - 1) * n_blocks * row)
+        // Elements of one block of layer `l`.
+        let row = |l: usize| block_size * cfg.layers[l].kv_dim();
+        // Global layers first, then local ones, each layer's blocks together.
+        let mut at = 0;
+        let mut slot = vec![(false, 0); cfg.n_layer];
+        for pass_local in [false, true] {
+            for (l, &is_local) in local.iter().enumerate() {
+                if is_local == pass_local {
+                    slot[l] = (is_local, at);
+                    at += row(l) * if is_local { n_local_blocks } else { n_blocks };
                 }
-            })
-            .collect();
-        let n = local_base + n_local * n_local_blocks * row;
+            }
+        }
         KvPool {
-            k: vec![0; k_type.bytes(n).div_ceil(4)],
-            v: vec![0; v_type.bytes(n).div_ceil(4)],
+            k: vec![0; k_type.bytes(at).div_ceil(4)],
+            v: vec![0; v_type.bytes(at).div_ceil(4)],
             k_type,
             v_type,
             n_layer: cfg.n_layer,
@@ -139,7 +135,7 @@ impl KvPool {
             window,
             slot,
             block_size,
-            kv_dim: cfg.kv_dim(),
+            kv_dim: cfg.layers.iter().map(|s| s.kv_dim()).collect(),
         }
     }
 
@@ -151,7 +147,7 @@ impl KvPool {
     /// Bytes one block takes (K and V, all layers) for `cfg`, keys stored as `k_type`
     /// and values as `v_type`.
     pub fn block_bytes(cfg: &Config, block_size: usize, k_type: KvType, v_type: KvType) -> usize {
-        let n = cfg.n_layer * block_size * cfg.kv_dim();
+        let n = block_size * cfg.kv_values_per_position();
         k_type.bytes(n) + v_type.bytes(n)
     }
 
@@ -163,12 +159,15 @@ impl KvPool {
         k_type: KvType,
         v_type: KvType,
     ) -> (usize, usize) {
-        let bytes = |layers: usize| {
-            let n = layers * block_size * cfg.kv_dim();
+        let bytes = |local: bool| {
+            let per_position: usize = (cfg.layers.iter().zip(&cfg.layer_windows))
+                .filter(|(_, w)| w.is_some() == local)
+                .map(|(s, _)| s.kv_dim())
+                .sum();
+            let n = block_size * per_position;
             k_type.bytes(n) + v_type.bytes(n)
         };
-        let local = cfg.n_local_layers();
-        (bytes(cfg.n_layer - local), bytes(local))
+        (bytes(false), bytes(true))
     }
 
     /// Blocks of the local region (0: unsplit).
@@ -232,7 +231,7 @@ impl KvPool {
     #[inline]
     pub(crate) fn offset(&self, layer: usize, blocks: &[u32], pos: usize) -> usize {
         let block = blocks[pos / self.block_size] as usize;
-        self.slot[layer].1 + (block * self.block_size + pos % self.block_size) * self.kv_dim
+        self.slot[layer].1 + (block * self.block_size + pos % self.block_size) * self.kv_dim[layer]
     }
 
     /// Checks that `blocks` covers `n_pos` positions with valid block ids.
@@ -254,8 +253,8 @@ impl KvPool {
             ));
         }
         let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut rows = vec![0f32; 2 * self.kv_dim];
         for layer in 0..self.n_layer {
+            let mut rows = vec![0f32; 2 * self.kv_dim[layer]];
             for pos in 0..n {
                 for v in rows.iter_mut() {
                     // A linear congruential step; the top 24 bits give the value.
@@ -264,7 +263,7 @@ impl KvPool {
                         .wrapping_add(1_442_695_040_888_963_407);
                     *v = (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
                 }
-                let (k, v) = rows.split_at(self.kv_dim);
+                let (k, v) = rows.split_at(self.kv_dim[layer]);
                 self.write(layer, blocks, pos, k, v);
             }
         }
@@ -275,7 +274,7 @@ impl KvPool {
     pub(crate) fn write(&mut self, layer: usize, blocks: &[u32], pos: usize, k: &[f32], v: &[f32]) {
         let at = self.offset(layer, blocks, pos);
         let (kt, vt) = (self.k_type, self.v_type);
-        let n = self.kv_dim;
+        let n = self.kv_dim[layer];
         kt.encode(
             k,
             &mut words_as_bytes_mut(&mut self.k)[kt.bytes(at)..kt.bytes(at + n)],

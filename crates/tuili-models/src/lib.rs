@@ -21,7 +21,7 @@ pub mod synthetic;
 mod unimplemented;
 
 pub use batch::SeqChunk;
-pub use config::{Arch, Config};
+pub use config::{Arch, Config, LayerShape};
 pub use kv_cache::{local_blocks_needed, KvCache, KvPool, FREED_BLOCK, SEQ_BLOCK};
 pub use model::Model;
 pub use rng::SplitMix64;

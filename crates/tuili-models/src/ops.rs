@@ -139,6 +139,11 @@ pub trait Ops {
     /// `dst[t] = table[token t] · scale`.
     fn embed(&mut self, table: MatId, scale: f32, dst: Buf) -> Result<(), Self::Error>;
 
+    /// The widths of the next layer's buffers (every width at most those the step was
+    /// made with): head counts and the feed-forward width may change from layer to
+    /// layer. Rows stay packed at the current widths.
+    fn layer(&mut self, widths: &Widths) -> Result<(), Self::Error>;
+
     /// `outs[i] = x · wᵢᵀ` for every pair, reading `x` once (Q/K/V from one input).
     fn matmul(&mut self, x: Buf, outs: &[(MatId, Buf)]) -> Result<(), Self::Error>;
 
@@ -222,6 +227,23 @@ pub struct Widths {
 }
 
 impl Widths {
+    /// The widths of a layer of shape `s` in a model `dim` wide.
+    pub fn of_layer(dim: usize, s: &crate::LayerShape) -> Widths {
+        Widths {
+            dim,
+            n_head: s.n_head,
+            n_kv_head: s.n_kv_head,
+            head_dim: s.head_dim,
+            ffn_dim: s.ffn_dim,
+        }
+    }
+
+    /// Whether every buffer of `self` fits in the buffers of `max`.
+    pub fn fits_in(&self, max: &Widths) -> bool {
+        let bufs = [Buf::X, Buf::Q, Buf::K, Buf::Gate];
+        bufs.iter().all(|&b| self.of(b) <= max.of(b)) && self.head_dim <= max.head_dim
+    }
+
     /// The width of buffer `b`.
     pub fn of(&self, b: Buf) -> usize {
         match b {

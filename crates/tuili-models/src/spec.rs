@@ -3,7 +3,7 @@
 
 use tuili_backend::matmul::Weight;
 
-use crate::ops::{AttnSpec, Glu, MatId, Norm, RopeId, RopeSpec, VecId};
+use crate::ops::{AttnSpec, Glu, MatId, Norm, RopeId, RopeSpec, VecId, Widths};
 
 /// The weights of a model, named by id (what [`MatId`] and [`VecId`] index).
 #[derive(Default)]
@@ -131,17 +131,22 @@ pub enum Ffn {
 /// One transformer block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerSpec {
+    /// The widths of this layer's buffers (head counts and feed-forward width may differ
+    /// per layer: deci).
+    pub widths: Widths,
     /// Norm before attention: `[dim]` (`None`: attention reads the residual stream, as in
     /// olmo2).
     pub attn_norm: Option<Norm>,
-    /// Q/K/V projections.
-    pub qkv: QkvSpec,
+    /// Q/K/V projections; `None` for a layer without self-attention (deci): then `wo`,
+    /// when present, maps the normalised input on its own ("linear attention"), and
+    /// without it the layer is its feed-forward block alone.
+    pub qkv: Option<QkvSpec>,
     /// RoPE of this layer; `None` for a layer without positions (NoPE).
     pub rope: Option<RopeId>,
     /// Scale and window of the attention.
     pub attn: AttnSpec,
-    /// Output projection: `[dim, q_dim]`.
-    pub wo: MatId,
+    /// Output projection: `[dim, q_dim]` (`[dim, dim]` for linear attention).
+    pub wo: Option<MatId>,
     /// Its bias: `[dim]` (gpt-oss).
     pub wo_bias: Option<VecId>,
     /// Norm of the attention output before the residual add (gemma3): `[dim]`.
@@ -198,8 +203,8 @@ pub struct ModelSpec {
 impl LayerSpec {
     /// The layer's matrices, in the order the forward pass reads them.
     pub fn matrices(&self) -> Vec<MatId> {
-        let q = &self.qkv;
-        let mut ids = vec![q.wq, q.wk, q.wv, self.wo];
+        let mut ids: Vec<MatId> = self.qkv.iter().flat_map(|q| [q.wq, q.wk, q.wv]).collect();
+        ids.extend(self.wo);
         match &self.ffn {
             Ffn::Dense(f) => ids.extend([f.gate, f.up, f.down]),
             Ffn::Plain(f) => ids.extend([f.up, f.down]),

@@ -33,7 +33,8 @@ pub struct SyntheticSpec {
     /// `mistral3` YaRN and an attention temperature that changes every 4 positions,
     /// `gpt-oss` biases, attention sinks, a window on every other layer and 8 biased
     /// experts with its clamped SwiGLU, `starcoder2` LayerNorms with biases, biases on every
-    /// projection and an ungated GELU block.
+    /// projection and an ungated GELU block, `deci` layers of four shapes (see
+    /// [`deci_layer`]).
     pub arch: Arch,
     /// Transformer blocks.
     pub n_layer: usize,
@@ -56,11 +57,12 @@ pub struct SyntheticSpec {
 }
 
 impl SyntheticSpec {
-    /// A tiny model for unit tests.
+    /// A tiny model for unit tests (4 layers for `deci`, one of each shape of
+    /// [`deci_layer`], else 2).
     pub fn tiny(arch: Arch, weight_type: GgmlType) -> SyntheticSpec {
         SyntheticSpec {
             arch,
-            n_layer: 2,
+            n_layer: if arch == Arch::Deci { 4 } else { 2 },
             dim: 256,
             n_head: 4,
             n_kv_head: 2,
@@ -99,6 +101,19 @@ pub const SYNTHETIC_EXPERT_FFN: usize = 256;
 /// prompts run past it.
 pub const SYNTHETIC_WINDOW: usize = 5;
 
+/// Layer `i`'s (query heads, K/V heads, feed-forward width) in a synthetic `deci` model,
+/// in turns: grouped attention, none, linear attention (no K/V heads), multi-head
+/// attention with a narrower feed-forward block. Other families: `spec`'s own.
+pub fn deci_layer(spec: &SyntheticSpec, i: usize) -> (usize, usize, usize) {
+    let (h, kv, f) = (spec.n_head, spec.n_kv_head, spec.ffn_dim);
+    match (spec.arch, i % 4) {
+        (Arch::Deci, 1) => (0, 0, f / 2),
+        (Arch::Deci, 2) => (h, 0, f),
+        (Arch::Deci, 3) => (h, h, f / 2),
+        _ => (h, kv, f),
+    }
+}
+
 /// Uniform values in [-scale, scale) from a SplitMix64 stream.
 struct Values(SplitMix64);
 
@@ -131,9 +146,20 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
     )?;
     w.add(format!("{a}.block_count"), u32v(spec.n_layer))?;
     w.add(format!("{a}.embedding_length"), u32v(spec.dim))?;
-    w.add(format!("{a}.attention.head_count"), u32v(spec.n_head))?;
-    w.add(format!("{a}.attention.head_count_kv"), u32v(spec.n_kv_head))?;
-    w.add(format!("{a}.feed_forward_length"), u32v(spec.ffn_dim))?;
+    if spec.arch == Arch::Deci {
+        // One value per layer.
+        let shapes: Vec<_> = (0..spec.n_layer).map(|i| deci_layer(spec, i)).collect();
+        let per_layer = |f: fn(&(usize, usize, usize)) -> usize| {
+            Value::Array(shapes.iter().map(|s| u32v(f(s))).collect())
+        };
+        w.add(format!("{a}.attention.head_count"), per_layer(|s| s.0))?;
+        w.add(format!("{a}.attention.head_count_kv"), per_layer(|s| s.1))?;
+        w.add(format!("{a}.feed_forward_length"), per_layer(|s| s.2))?;
+    } else {
+        w.add(format!("{a}.attention.head_count"), u32v(spec.n_head))?;
+        w.add(format!("{a}.attention.head_count_kv"), u32v(spec.n_kv_head))?;
+        w.add(format!("{a}.feed_forward_length"), u32v(spec.ffn_dim))?;
+    }
     w.add(format!("{a}.context_length"), u32v(spec.ctx_len))?;
     w.add(format!("{a}.rope.freq_base"), Value::F32(10000.0))?;
     let eps_key = match spec.arch {
@@ -234,6 +260,24 @@ pub fn write_synthetic(spec: &SyntheticSpec) -> Result<Vec<u8>, ModelError> {
     for i in 0..spec.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}");
         let pre_norms = spec.arch != Arch::Olmo2;
+        if spec.arch == Arch::Deci {
+            let (heads, kv_heads, ffn) = deci_layer(spec, i);
+            let d = spec.dim;
+            if heads > 0 {
+                w.add_tensor(n("attn_norm.weight"), &[d as u64], GgmlType::F32, norm(d))?;
+                stacked(&mut w, n("attn_output.weight"), d, heads * head_dim, 1, ty)?;
+            }
+            if kv_heads > 0 {
+                stacked(&mut w, n("attn_q.weight"), heads * head_dim, d, 1, ty)?;
+                stacked(&mut w, n("attn_k.weight"), kv_heads * head_dim, d, 1, ty)?;
+                stacked(&mut w, n("attn_v.weight"), kv_heads * head_dim, d, 1, ty)?;
+            }
+            w.add_tensor(n("ffn_norm.weight"), &[d as u64], GgmlType::F32, norm(d))?;
+            stacked(&mut w, n("ffn_gate.weight"), ffn, d, 1, ty)?;
+            stacked(&mut w, n("ffn_up.weight"), ffn, d, 1, ty)?;
+            stacked(&mut w, n("ffn_down.weight"), d, ffn, 1, ty)?;
+            continue;
+        }
         if pre_norms {
             w.add_tensor(
                 n("attn_norm.weight"),

@@ -98,6 +98,26 @@ pub(crate) fn refuse_unimplemented_metadata(
             );
         }
     }
+    // A head size of their own on sliding-window layers (Gemma 4).
+    for k in ["attention.key_length_swa", "attention.value_length_swa"] {
+        if let Some(n) = get(k).and_then(|v| v.as_u64()) {
+            if n != cfg.head_dim as u64 {
+                return refuse(
+                    k,
+                    format!("local layers' heads of {n} against {}", cfg.head_dim),
+                );
+            }
+        }
+    }
+    if let Some(n) = get("rope.dimension_count_swa").and_then(|v| v.as_u64()) {
+        let global = get("rope.dimension_count").and_then(|v| v.as_u64());
+        if n != global.unwrap_or(cfg.head_dim as u64) {
+            return refuse(
+                "rope.dimension_count_swa",
+                format!("local layers rotating {n} dimensions"),
+            );
+        }
+    }
     if let Some(w) = get("attention.sliding_window").and_then(|v| v.as_u64()) {
         if w > 0 && w < cfg.ctx_len as u64 {
             return refuse(

@@ -48,6 +48,7 @@ const FAMILIES: &[&str] = &[
     "starcoder2",
     "gpt-oss",
     "gpt-oss-f32",
+    "deci",
 ];
 
 /// The largest |tuili − llama.cpp| accepted over every logit (prompt and decode positions),

@@ -178,7 +178,7 @@ fn partial_rotary_dims_are_applied_and_checked() {
 
 #[test]
 fn metadata_that_changes_the_math_is_refused_by_key() {
-    let cases: [(&str, Value, &str); 7] = [
+    let cases: [(&str, Value, &str); 10] = [
         (
             "llama.attention.temperature_scale",
             Value::F32(0.1),
@@ -209,6 +209,21 @@ fn metadata_that_changes_the_math_is_refused_by_key() {
             "llama.embedding_scale",
             Value::F32(12.0),
             "multiplier of 12",
+        ),
+        (
+            "llama.attention.key_length_swa",
+            Value::U32(128),
+            "heads of 128",
+        ),
+        (
+            "llama.attention.value_length_swa",
+            Value::U32(32),
+            "heads of 32",
+        ),
+        (
+            "llama.rope.dimension_count_swa",
+            Value::U32(32),
+            "rotating 32",
         ),
     ];
     for (key, value, what) in cases {

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use tuili_gguf::{GgmlType, GgufFile};
-use tuili_models::ops::{Glu, MatId};
+use tuili_models::ops::{Buf, Glu, MatId};
 use tuili_models::spec::{Ffn, FfnSpec, LayerSpec};
 use tuili_models::{KvType, Model};
 
@@ -222,8 +222,13 @@ impl ModelCost {
             .layers
             .iter()
             .map(|l| {
-                let q = &l.qkv;
-                let mut dense = vec![mat(q.wq), mat(q.wk), mat(q.wv), mat(l.wo)];
+                let mut dense: Vec<MatCost> = l
+                    .qkv
+                    .iter()
+                    .flat_map(|q| [q.wq, q.wk, q.wv])
+                    .map(mat)
+                    .collect();
+                dense.extend(l.wo.map(mat));
                 let moe = match &l.ffn {
                     Ffn::Dense(f) => {
                         dense.extend(ffn_mats(f));
@@ -246,9 +251,12 @@ impl ModelCost {
                     dense,
                     moe,
                     window: l.attn.window,
-                    vector: vector_ops(l, cfg.dim, cfg.q_dim() + cfg.kv_dim(), |id| {
-                        w.mat(id).rows()
-                    }),
+                    vector: vector_ops(
+                        l,
+                        cfg.dim,
+                        l.widths.of(Buf::Q) + l.widths.of(Buf::K),
+                        |id| w.mat(id).rows(),
+                    ),
                 }
             })
             .collect();
@@ -431,7 +439,8 @@ impl ModelCost {
 /// values of Q and K, the gate over the feed-forward width (`rows` of its gate matrix).
 fn vector_ops(l: &LayerSpec, dim: usize, qk: usize, rows: impl Fn(MatId) -> usize) -> VectorOps {
     let block_norms = [l.attn_norm, l.post_attn_norm, l.ffn_norm, l.post_ffn_norm];
-    let norm = dim * block_norms.iter().flatten().count() + l.qkv.qk_norm.map_or(0, |_| qk);
+    let norm = dim * block_norms.iter().flatten().count()
+        + l.qkv.and_then(|q| q.qk_norm).map_or(0, |_| qk);
     let (glu, act) = match &l.ffn {
         Ffn::Dense(f) => (rows(f.gate), f.act),
         // An ungated block: GELU over the up projection's rows (the cost of a GeGLU's).

@@ -25,16 +25,17 @@ pub struct CudaModel {
     /// Per RoPE variant: inverse frequencies `[head_dim / 2]`, whether NEOX pairs, and the
     /// factor of cos and sin.
     ropes: Vec<(CudaSlice<f32>, bool, f32)>,
-    /// Global layers' K and V: `[n_global, n_blocks, block_size, kv_dim]` each (every
-    /// layer when the pool is not split).
+    /// Global layers' K and V: per layer `[n_blocks, block_size, kv_dim(layer)]` each
+    /// (every layer when the pool is not split; a layer without K/V heads takes none).
     k_pool: CudaSlice<f32>,
     v_pool: CudaSlice<f32>,
-    /// Local (sliding-window) layers' K and V when split: `[n_local, n_local_blocks,
-    /// block_size, kv_dim]` each, behind the chunks' `local_blocks` (see
+    /// Local (sliding-window) layers' K and V when split: per layer `[n_local_blocks,
+    /// block_size, kv_dim(layer)]` each, behind the chunks' `local_blocks` (see
     /// `tuili_models::KvPool::new_split`).
     k_local: CudaSlice<f32>,
     v_local: CudaSlice<f32>,
-    /// Per layer: whether it is in the local region, and its index in its region.
+    /// Per layer: whether it is in the local region, and the element offset of its
+    /// first block there.
     slot: Vec<(bool, usize)>,
     kv: KvLayout,
     /// f32 buffer weights are dequantized into for cuBLAS.
@@ -106,20 +107,25 @@ impl CudaModel {
             },
             ..kv
         };
-        let (mut n_global, mut n_local) = (0, 0);
+        // Each region holds its layers one after another, each `[blocks, block_size,
+        // kv_dim(layer)]`: the kernels address layer 0 of a pool that starts at the layer.
+        let (mut pool, mut local_pool) = (0, 0);
         let slot: Vec<(bool, usize)> = cfg
             .layer_windows
             .iter()
-            .map(|w| {
+            .zip(&cfg.layers)
+            .map(|(w, shape)| {
                 let local = kv.n_local_blocks > 0 && w.is_some();
-                let count = if local { &mut n_local } else { &mut n_global };
-                *count += 1;
-                (local, *count - 1)
+                let (end, blocks) = match local {
+                    true => (&mut local_pool, kv.n_local_blocks),
+                    false => (&mut pool, kv.n_blocks),
+                };
+                let at = *end;
+                *end += blocks * kv.block_size * shape.kv_dim();
+                (local, at)
             })
             .collect();
-        let row = kv.block_size * cfg.kv_dim();
-        let pool = (n_global * kv.n_blocks * row).max(1);
-        let local_pool = (n_local * kv.n_local_blocks * row).max(1);
+        let (pool, local_pool) = (pool.max(1), local_pool.max(1));
         // Read from the host's weights, which have the same shapes as the uploads.
         let largest = model
             .matrices()
@@ -220,6 +226,8 @@ struct CudaStep<'a> {
     n_splits: usize,
     /// Scratch of the attention splits.
     part: CudaSlice<f32>,
+    /// The current layer's widths (the buffers are sized for the model's widest).
+    widths: Widths,
     n: usize,
     n_logits: usize,
 }
@@ -310,16 +318,27 @@ impl<'a> CudaStep<'a> {
             split_len,
             n_splits,
             part: g.zeros(attention_scratch(n * w.n_head, n_splits, w.head_dim))?,
+            widths: m.widths,
             n,
             n_logits,
         })
     }
 
-    /// The pool arguments of `layer`: its region, its index there.
+    /// The pool arguments of `layer`: its region, pools that start at its first block,
+    /// and the current layer's heads.
     fn args(&self, layer: usize) -> AttnArgs {
-        let (local, i) = self.m.slot[layer];
+        let (local, at) = self.m.slot[layer];
         let base = if local { &self.attn_local } else { &self.attn };
-        AttnArgs { layer: i, ..*base }
+        let bytes = (at * std::mem::size_of::<f32>()) as u64;
+        AttnArgs {
+            k_pool: base.k_pool + bytes,
+            v_pool: base.v_pool + bytes,
+            layer: 0,
+            n_head: self.widths.n_head,
+            n_kv_head: self.widths.n_kv_head,
+            head_dim: self.widths.head_dim,
+            ..*base
+        }
     }
 
     /// Device address of buffer `b`.
@@ -348,6 +367,17 @@ impl<'a> CudaStep<'a> {
 impl Ops for CudaStep<'_> {
     type Error = CudaError;
 
+    fn layer(&mut self, widths: &Widths) -> Result<(), CudaError> {
+        if !widths.fits_in(&self.m.widths) {
+            return Err(CudaError::Unsupported(format!(
+                "a layer's widths {widths:?} exceed the model's {:?}",
+                self.m.widths
+            )));
+        }
+        self.widths = *widths;
+        Ok(())
+    }
+
     fn embed(&mut self, table: MatId, scale: f32, dst: Buf) -> Result<(), CudaError> {
         let g = &self.m.gpu;
         let out = self.p(dst);
@@ -359,7 +389,7 @@ impl Ops for CudaStep<'_> {
             out,
         )?;
         if scale != 1.0 {
-            g.scale(out, scale, self.n * self.m.widths.of(dst))?;
+            g.scale(out, scale, self.n * self.widths.of(dst))?;
         }
         Ok(())
     }
@@ -383,7 +413,7 @@ impl Ops for CudaStep<'_> {
         let (xp, gp, up_p) = (self.p(x), self.p(gate), self.p(up));
         self.mm(w_gate, xp, self.n, gp)?;
         self.mm(w_up, xp, self.n, up_p)?;
-        let total = self.n * self.m.widths.of(gate);
+        let total = self.n * self.widths.of(gate);
         match act {
             Glu::Silu => self.m.gpu.silu_mul(gp, up_p, total),
             Glu::GeluTanh => self.m.gpu.gelu_tanh_mul(gp, up_p, total),
@@ -461,7 +491,7 @@ impl Ops for CudaStep<'_> {
 
     fn add_bias(&mut self, x: Buf, bias: VecId) -> Result<(), CudaError> {
         let (b, d) = self.vec(bias);
-        let total = self.n * self.m.widths.of(x);
+        let total = self.n * self.widths.of(x);
         self.m.gpu.add_bias(self.p(x), b, d, total)
     }
 
@@ -476,7 +506,7 @@ impl Ops for CudaStep<'_> {
         let g = &self.m.gpu;
         let (wp, width) = self.vec(norm.w);
         let bp = norm.b.map(|b| self.vec(b).0);
-        let row = self.m.widths.of(x);
+        let row = self.widths.of(x);
         if let Some(d) = delta {
             g.add(self.p(x), self.p(d), self.n * row)?;
         }
@@ -509,22 +539,22 @@ impl Ops for CudaStep<'_> {
     }
 
     fn add(&mut self, x: Buf, delta: Buf) -> Result<(), CudaError> {
-        let total = self.n * self.m.widths.of(x);
+        let total = self.n * self.widths.of(x);
         self.m.gpu.add(self.p(x), self.p(delta), total)
     }
 
     fn gelu(&mut self, x: Buf) -> Result<(), CudaError> {
-        self.m.gpu.gelu(self.p(x), self.n * self.m.widths.of(x))
+        self.m.gpu.gelu(self.p(x), self.n * self.widths.of(x))
     }
 
     fn scale(&mut self, x: Buf, s: f32) -> Result<(), CudaError> {
-        self.m.gpu.scale(self.p(x), s, self.n * self.m.widths.of(x))
+        self.m.gpu.scale(self.p(x), s, self.n * self.widths.of(x))
     }
 
     fn rope(&mut self, rope: RopeId, q: Buf, k: Buf) -> Result<(), CudaError> {
         let (inv_freq, neox, ms) = &self.m.ropes[rope.0 as usize];
         let g = &self.m.gpu;
-        let w = &self.m.widths;
+        let w = &self.widths;
         let (f, np, pos, n) = (g.ptr(inv_freq, 0), inv_freq.len(), self.attn.pos, self.n);
         g.rope(self.p(q), pos, f, np, n, w.n_head, w.head_dim, *neox, *ms)?;
         g.rope(

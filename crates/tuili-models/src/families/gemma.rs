@@ -108,8 +108,9 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
     for (i, &is_local) in local.iter().enumerate() {
         let n = |s: &str| format!("blk.{i}.{s}");
         layers.push(LayerSpec {
+            widths: ld.layer_widths(i),
             attn_norm: Some(ld.rms(&n("attn_norm.weight"), dim)?),
-            qkv: QkvSpec {
+            qkv: Some(QkvSpec {
                 wq: ld.matrix(&n("attn_q.weight"), q_dim, dim)?,
                 wk: ld.matrix(&n("attn_k.weight"), kv_dim, dim)?,
                 wv: ld.matrix(&n("attn_v.weight"), kv_dim, dim)?,
@@ -121,14 +122,14 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
                     ]),
                     false => None,
                 },
-            },
+            }),
             rope: Some(RopeId(is_local as u32)),
             attn: AttnSpec {
                 window: if is_local { window } else { None },
                 softcap: attn_softcap,
                 ..AttnSpec::causal(scale)
             },
-            wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
+            wo: Some(ld.matrix(&n("attn_output.weight"), dim, q_dim)?),
             wo_bias: None,
             post_attn_norm: Some(ld.rms(&n("post_attention_norm.weight"), dim)?),
             ffn_norm: Some(ld.rms(&n("ffn_norm.weight"), dim)?),

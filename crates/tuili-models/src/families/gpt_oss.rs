@@ -71,21 +71,22 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
                 .collect(),
         };
         layers.push(LayerSpec {
+            widths: ld.layer_widths(i),
             attn_norm: Some(ld.rms(&n("attn_norm.weight"), dim)?),
-            qkv: QkvSpec {
+            qkv: Some(QkvSpec {
                 wq: ld.matrix(&n("attn_q.weight"), q_dim, dim)?,
                 wk: ld.matrix(&n("attn_k.weight"), kv_dim, dim)?,
                 wv: ld.matrix(&n("attn_v.weight"), kv_dim, dim)?,
                 bias: ld.qkv_biases(i, true)?,
                 qk_norm: None,
-            },
+            }),
             rope: Some(RopeId((is_local && ropes.len() > 1) as u32)),
             attn: AttnSpec {
                 window: if is_local { window } else { None },
                 sinks: Some(ld.vector(&n("attn_sinks.weight"), cfg.n_head)?),
                 ..AttnSpec::causal(1.0 / (hd as f32).sqrt())
             },
-            wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
+            wo: Some(ld.matrix(&n("attn_output.weight"), dim, q_dim)?),
             wo_bias: Some(ld.vector(&n("attn_output.bias"), dim)?),
             post_attn_norm: None,
             // gpt-oss names its feed-forward pre-norm `post_attention_norm`.

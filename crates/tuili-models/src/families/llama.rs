@@ -1,5 +1,6 @@
 //! The llama-shaped families: `llama` (SmolLM2, Llama 2/3), `qwen2` (Q/K/V biases),
 //! `qwen3` (per-head QK-norm), `qwen3moe` (and a mixture of experts for feed-forward),
+//! `deci` (layers of their own shapes, some without attention or with a linear one),
 //! `mistral3` (YaRN, attention temperature), `smollm3` (no RoPE on every 4th layer) and `granite`
 //! (multipliers of the embedding, the residual branches, the attention scores and the
 //! logits): embed, then per layer norm → attention → residual → norm → SwiGLU → residual,
@@ -37,15 +38,10 @@ const SMOLLM3_NOPE_STEP: usize = 4;
 
 pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
     let cfg = ld.cfg;
-    let (dim, q_dim, kv_dim, ffn, hd) = (
-        cfg.dim,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-        cfg.ffn_dim,
-        cfg.head_dim,
-    );
+    let (dim, hd) = (cfg.dim, cfg.head_dim);
     let mut rope = ld.rope(cfg.rope_base, cfg.rope_mode, true)?;
-    if matches!(cfg.arch, Arch::Llama | Arch::Mistral3) && ld.has("rope_freqs.weight") {
+    if matches!(cfg.arch, Arch::Llama | Arch::Mistral3 | Arch::Deci) && ld.has("rope_freqs.weight")
+    {
         // Llama 3.x RoPE scaling.
         rope = ld.with_factors(&rope, "rope_freqs.weight")?;
     }
@@ -87,6 +83,22 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
     let mut layers = Vec::with_capacity(cfg.n_layer);
     for i in 0..cfg.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}");
+        let shape = cfg.layers[i];
+        let (q_dim, kv_dim, ffn) = (shape.q_dim(), shape.kv_dim(), shape.ffn_dim);
+        if ffn == 0 {
+            // llama.cpp's deci graph drops such a layer's attention output too.
+            return Err(ModelError::Unimplemented(format!(
+                "layer {i} without a feed-forward block ({}.feed_forward_length 0)",
+                cfg.arch.name()
+            )));
+        }
+        if shape.n_head > 0 && kv_dim == 0 && q_dim != dim {
+            return Err(ModelError::BadConfig(format!(
+                "layer {i}: linear attention maps the {dim}-wide input on its own, but its \
+                 {} heads of {hd} are {q_dim} wide",
+                shape.n_head
+            )));
+        }
         let bias = ld.qkv_biases(i, cfg.arch == Arch::Qwen2)?;
         let qk_norm = if matches!(cfg.arch, Arch::Qwen3 | Arch::Qwen3Moe) {
             Some([
@@ -96,22 +108,32 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         } else {
             None
         };
-        layers.push(LayerSpec {
-            attn_norm: Some(ld.rms(&n("attn_norm.weight"), dim)?),
-            qkv: QkvSpec {
+        // deci: a layer without query heads has no attention block; one without K/V heads
+        // maps its normalised input by `attn_output` alone ([dim, dim]).
+        let attends = shape.n_head > 0;
+        let qkv = if kv_dim > 0 {
+            Some(QkvSpec {
                 wq: ld.matrix(&n("attn_q.weight"), q_dim, dim)?,
                 wk: ld.matrix(&n("attn_k.weight"), kv_dim, dim)?,
                 wv: ld.matrix(&n("attn_v.weight"), kv_dim, dim)?,
                 bias,
                 qk_norm,
-            },
-            rope: if cfg.arch == Arch::Smollm3 && (i + 1) % SMOLLM3_NOPE_STEP == 0 {
-                None
-            } else {
-                Some(RopeId(0))
-            },
+            })
+        } else {
+            None
+        };
+        let no_rope = cfg.arch == Arch::Smollm3 && (i + 1) % SMOLLM3_NOPE_STEP == 0;
+        layers.push(LayerSpec {
+            widths: ld.layer_widths(i),
+            attn_norm: attends
+                .then(|| ld.rms(&n("attn_norm.weight"), dim))
+                .transpose()?,
+            rope: (qkv.is_some() && !no_rope).then_some(RopeId(0)),
+            qkv,
             attn,
-            wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
+            wo: attends
+                .then(|| ld.matrix(&n("attn_output.weight"), dim, q_dim))
+                .transpose()?,
             wo_bias: None,
             post_attn_norm: None,
             ffn_norm: Some(ld.rms(&n("ffn_norm.weight"), dim)?),

@@ -18,7 +18,7 @@ use tuili_backend::matmul::{ByteSource, Weight};
 
 use tuili_gguf::{GgufFile, Value};
 
-use crate::ops::{MatId, Norm, NormKind, VecId};
+use crate::ops::{MatId, Norm, NormKind, VecId, Widths};
 use crate::spec::{ModelSpec, Weights};
 use crate::{unimplemented, Arch, Config, ModelError};
 
@@ -38,6 +38,14 @@ pub(crate) fn load(file: &Arc<GgufFile>, cfg: &Config) -> Result<(ModelSpec, Wei
         used: RefCell::new(BTreeSet::new()),
         weights: RefCell::new(Weights::default()),
     };
+    if cfg.arch != Arch::Deci && !cfg.uniform_layers() {
+        return Err(ModelError::Unimplemented(format!(
+            "layers of different shapes in a {} file (per-layer {}.attention.head_count, \
+             head_count_kv or feed_forward_length): only deci's loader reads them",
+            cfg.arch.name(),
+            cfg.arch.name()
+        )));
+    }
     let (spec, handled) = match cfg.arch {
         Arch::Llama
         | Arch::Mistral3
@@ -45,7 +53,8 @@ pub(crate) fn load(file: &Arc<GgufFile>, cfg: &Config) -> Result<(ModelSpec, Wei
         | Arch::Qwen3
         | Arch::Qwen3Moe
         | Arch::Smollm3
-        | Arch::Granite => (llama::load(&ld)?, llama::handled_keys(cfg.arch)),
+        | Arch::Granite
+        | Arch::Deci => (llama::load(&ld)?, llama::handled_keys(cfg.arch)),
         Arch::Gemma2 => (gemma::load(&ld)?, gemma::GEMMA2_HANDLED_KEYS),
         Arch::Gemma3 => (gemma::load(&ld)?, gemma::GEMMA3_HANDLED_KEYS),
         Arch::Olmo2 => (olmo2::load(&ld)?, olmo2::HANDLED_KEYS),
@@ -166,6 +175,11 @@ impl Loader<'_> {
                     .add_mat(&format!("{name}[{e}]"), w))
             })
             .collect()
+    }
+
+    /// The widths of layer `i`'s buffers.
+    fn layer_widths(&self, i: usize) -> Widths {
+        Widths::of_layer(self.cfg.dim, &self.cfg.layers[i])
     }
 
     /// A vector of `n` values, dequantized to f32.

@@ -40,8 +40,9 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
     for (i, &is_local) in local.iter().enumerate() {
         let n = |s: &str| format!("blk.{i}.{s}");
         layers.push(LayerSpec {
+            widths: ld.layer_widths(i),
             attn_norm: None,
-            qkv: QkvSpec {
+            qkv: Some(QkvSpec {
                 wq: ld.matrix(&n("attn_q.weight"), q_dim, dim)?,
                 wk: ld.matrix(&n("attn_k.weight"), kv_dim, dim)?,
                 wv: ld.matrix(&n("attn_v.weight"), kv_dim, dim)?,
@@ -51,13 +52,13 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
                     ld.rms(&n("attn_q_norm.weight"), q_dim)?,
                     ld.rms(&n("attn_k_norm.weight"), kv_dim)?,
                 ]),
-            },
+            }),
             rope: Some(RopeId(is_local as u32)),
             attn: AttnSpec {
                 window: if is_local { window } else { None },
                 ..AttnSpec::causal(1.0 / (hd as f32).sqrt())
             },
-            wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
+            wo: Some(ld.matrix(&n("attn_output.weight"), dim, q_dim)?),
             wo_bias: None,
             post_attn_norm: Some(ld.rms(&n("post_attention_norm.weight"), dim)?),
             ffn_norm: None,

@@ -56,17 +56,18 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         };
         let gate_up = ld.split_matrix(&n("ffn_up.weight"), dim, &[ffn, ffn])?;
         layers.push(LayerSpec {
+            widths: ld.layer_widths(i),
             attn_norm: Some(ld.rms(&n("attn_norm.weight"), dim)?),
-            qkv: QkvSpec {
+            qkv: Some(QkvSpec {
                 wq,
                 wk,
                 wv,
                 bias: None,
                 qk_norm: None,
-            },
+            }),
             rope: Some(RopeId(0)),
             attn,
-            wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
+            wo: Some(ld.matrix(&n("attn_output.weight"), dim, q_dim)?),
             wo_bias: None,
             post_attn_norm: None,
             ffn_norm: Some(ld.rms(&n("ffn_norm.weight"), dim)?),

@@ -29,17 +29,18 @@ pub(super) fn load(ld: &Loader) -> Result<ModelSpec, ModelError> {
         // Q/K/V biases: llama.cpp reads them when present (the models have them).
         let bias = ld.qkv_biases(i, false)?;
         layers.push(LayerSpec {
+            widths: ld.layer_widths(i),
             attn_norm: Some(ld.layer_norm(&n("attn_norm"), dim)?),
-            qkv: QkvSpec {
+            qkv: Some(QkvSpec {
                 wq: ld.matrix(&n("attn_q.weight"), q_dim, dim)?,
                 wk: ld.matrix(&n("attn_k.weight"), kv_dim, dim)?,
                 wv: ld.matrix(&n("attn_v.weight"), kv_dim, dim)?,
                 bias,
                 qk_norm: None,
-            },
+            }),
             rope: Some(RopeId(0)),
             attn,
-            wo: ld.matrix(&n("attn_output.weight"), dim, q_dim)?,
+            wo: Some(ld.matrix(&n("attn_output.weight"), dim, q_dim)?),
             wo_bias: Some(ld.vector(&n("attn_output.bias"), dim)?),
             post_attn_norm: None,
             ffn_norm: Some(ld.layer_norm(&n("ffn_norm"), dim)?),
