@@ -74,6 +74,7 @@ const FAMILIES: &[&str] = &[
 /// | mistral3 | 3.4e-5 | 6.9e-7 |
 /// | gpt-oss-f32 | 5.5e-5 | 9.9e-7 |
 /// | gpt-oss (MXFP4) | 3.9e-3 | 6.8e-5 (see [`GPT_OSS_MXFP4_MAX_REL_DIFF`]) |
+/// | deci (AMD EPYC Zen 3, avx2 and scalar) | 3.2e-5 | 5.8e-7 |
 ///
 /// For scale, llama.cpp's own logits on `llama-ropefreqs` move by 1.6e-3 (relative) when
 /// `rope_freqs.weight` is ignored and by 7.8e-6 when the RMS epsilon is 1e-6 instead of
