@@ -183,6 +183,32 @@ mod tests {
         refused_at(&tok, &c, CALL, at(CALL, "weather") + 1);
     }
 
+    /// What gpt-oss's own template writes for a thought and a call (the recipient before
+    /// the channel, the bare content type), and for an answer, fits the grammars.
+    #[test]
+    fn what_the_gpt_oss_template_writes_fits() {
+        let Some((tok, g)) = marked_compiler() else {
+            return;
+        };
+        let (tools, call_turn, answer_turn) = crate::harmony::tests::gpt_oss_turns();
+        // `<|call|>` ends the generation: the grammar is complete before it.
+        let call_turn = call_turn.strip_suffix("<|call|>").expect("a call's end");
+        assert!(call_turn.contains(" to=functions.get_weather<|channel|>commentary json"));
+        for choice in ["required", "auto"] {
+            let s = spec(json!({"tools": tools, "tool_choice": choice}))
+                .unwrap()
+                .unwrap();
+            let c = g
+                .compile(&s.grammar(ToolFormat::Harmony, &tok).unwrap())
+                .unwrap();
+            assert!(ends(&tok, c.clone(), call_turn), "{choice}: {call_turn}");
+            let answer = answer_turn
+                .strip_suffix("<|return|>")
+                .expect("an answer's end");
+            assert_eq!(fits(&tok, c, answer), choice == "auto", "{answer}");
+        }
+    }
+
     #[test]
     fn auto_leaves_thought_and_answer_free_and_constrains_calls() {
         let Some((tok, g)) = marked_compiler() else {
