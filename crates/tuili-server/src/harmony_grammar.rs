@@ -86,7 +86,7 @@ mod tests {
     use crate::chat_output::Piece;
     use crate::harmony::HarmonyParser;
     use crate::tools::tests::{
-        booking, compiler, fits, marked_compiler, refused_at, spec, weather,
+        booking, compiler, constraint, fits, marked_compiler, refused_at, weather,
     };
     use crate::tools::ToolFormat;
 
@@ -116,12 +116,8 @@ mod tests {
         let Some((tok, g)) = marked_compiler() else {
             return;
         };
-        let required = spec(json!({"tools": [weather(), booking()], "tool_choice": "required"}))
-            .unwrap()
-            .unwrap();
-        let c = g
-            .compile(&required.grammar(ToolFormat::Harmony, &tok).unwrap())
-            .unwrap();
+        let body = json!({"tools": [weather(), booking()], "tool_choice": "required"});
+        let c = constraint(&g, &tok, body, ToolFormat::Harmony);
         let book = " to=functions.book<|channel|>commentary json<|message|>{\"city\": \"Rome\", \"nights\": 3, \"room\": \"double\"}";
         let preamble = "<|channel|>commentary<|message|>Checking.<|end|><|start|>assistant";
         for good in [
@@ -172,13 +168,9 @@ mod tests {
         assert!(c.clone().accept(spelled[0]).is_err());
 
         // A named function: only it.
-        let named = spec(json!({"tools": [weather(), booking()],
-                                "tool_choice": {"type": "function", "function": {"name": "book"}}}))
-        .unwrap()
-        .unwrap();
-        let c = g
-            .compile(&named.grammar(ToolFormat::Harmony, &tok).unwrap())
-            .unwrap();
+        let body = json!({"tools": [weather(), booking()],
+                          "tool_choice": {"type": "function", "function": {"name": "book"}}});
+        let c = constraint(&g, &tok, body, ToolFormat::Harmony);
         assert!(ends(&tok, c.clone(), &format!("{THOUGHT}{book}")));
         refused_at(&tok, &c, CALL, at(CALL, "weather") + 1);
     }
@@ -195,12 +187,8 @@ mod tests {
         let call_turn = call_turn.strip_suffix("<|call|>").expect("a call's end");
         assert!(call_turn.contains(" to=functions.get_weather<|channel|>commentary json"));
         for choice in ["required", "auto"] {
-            let s = spec(json!({"tools": tools, "tool_choice": choice}))
-                .unwrap()
-                .unwrap();
-            let c = g
-                .compile(&s.grammar(ToolFormat::Harmony, &tok).unwrap())
-                .unwrap();
+            let body = json!({"tools": tools, "tool_choice": choice});
+            let c = constraint(&g, &tok, body, ToolFormat::Harmony);
             assert!(ends(&tok, c.clone(), call_turn), "{choice}: {call_turn}");
             let answer = answer_turn
                 .strip_suffix("<|return|>")
@@ -214,10 +202,7 @@ mod tests {
         let Some((tok, g)) = marked_compiler() else {
             return;
         };
-        let auto = spec(json!({"tools": [weather()]})).unwrap().unwrap();
-        let c = g
-            .compile(&auto.grammar(ToolFormat::Harmony, &tok).unwrap())
-            .unwrap();
+        let c = constraint(&g, &tok, json!({"tools": [weather()]}), ToolFormat::Harmony);
         let answer =
             format!("{THOUGHT}<|channel|>final<|message|>It is <b>sunny</b> {{\"not\": json}}.");
         assert!(fits(&tok, c.clone(), &format!("{answer}<|return|>")));
@@ -241,12 +226,8 @@ mod tests {
         let Some((tok, g)) = compiler("smol.gguf") else {
             return;
         };
-        let required = spec(json!({"tools": [weather()], "tool_choice": "required"}))
-            .unwrap()
-            .unwrap();
-        let c = g
-            .compile(&required.grammar(ToolFormat::Harmony, &tok).unwrap())
-            .unwrap();
+        let body = json!({"tools": [weather()], "tool_choice": "required"});
+        let c = constraint(&g, &tok, body, ToolFormat::Harmony);
         assert!(ends(&tok, c.clone(), &format!("{THOUGHT}{CALL}")));
         let town = CALL.replace("city", "town");
         refused_at(&tok, &c, &town, town.find("town").unwrap());

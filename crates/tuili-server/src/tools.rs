@@ -568,9 +568,30 @@ pub(crate) mod tests {
     )> {
         let path = tuili_testkit::model(name)?;
         let file = tuili_gguf::GgufFile::open(&path).unwrap();
-        let tok = std::sync::Arc::new(tuili_tokenizer::Tokenizer::from_gguf(&file).unwrap());
+        let cfg = tuili_tokenizer::TokenizerConfig::from_gguf(&file).unwrap();
+        Some(compiler_of(cfg))
+    }
+
+    fn compiler_of(
+        cfg: tuili_tokenizer::TokenizerConfig,
+    ) -> (
+        std::sync::Arc<tuili_tokenizer::Tokenizer>,
+        tuili_engine::GrammarCompiler,
+    ) {
+        let tok = std::sync::Arc::new(tuili_tokenizer::Tokenizer::new(cfg).unwrap());
         let g = tuili_engine::GrammarCompiler::new(tok.clone());
-        Some((tok, g))
+        (tok, g)
+    }
+
+    /// The constraint of the tool grammar that request `body` asks for in `format`.
+    pub(crate) fn constraint(
+        g: &tuili_engine::GrammarCompiler,
+        tok: &tuili_tokenizer::Tokenizer,
+        body: Value,
+        format: ToolFormat,
+    ) -> tuili_engine::Constraint {
+        let s = spec(body).unwrap().unwrap();
+        g.compile(&s.grammar(format, tok).unwrap()).unwrap()
     }
 
     /// Whether `text`, tokenized as the model would write it, fits the constraint to its end.
@@ -725,11 +746,10 @@ pub(crate) mod tests {
         if let Some(scores) = cfg.scores.as_mut() {
             scores.extend([0.0; MARKERS.len()]);
         }
-        let tok = std::sync::Arc::new(tuili_tokenizer::Tokenizer::new(cfg).unwrap());
+        let (tok, g) = compiler_of(cfg);
         for m in MARKERS {
             assert_eq!(tok.encode(m, false, true).len(), 1, "{m}");
         }
-        let g = tuili_engine::GrammarCompiler::new(tok.clone());
         Some((tok, g))
     }
 
@@ -771,12 +791,8 @@ pub(crate) mod tests {
             return;
         };
         let call = "[{\"name\": \"weather\", \"arguments\": {\"city\": \"Paris\"}}]";
-        let required = spec(json!({"tools": [weather(), booking()], "tool_choice": "required"}))
-            .unwrap()
-            .unwrap();
-        let c = g
-            .compile(&required.grammar(ToolFormat::Mistral, &tok).unwrap())
-            .unwrap();
+        let body = json!({"tools": [weather(), booking()], "tool_choice": "required"});
+        let c = constraint(&g, &tok, body, ToolFormat::Mistral);
         assert!(fits(&tok, c.clone(), &format!("[TOOL_CALLS]{call}")));
         assert!(fits(&tok, c.clone(), &format!("[TOOL_CALLS] {call}")));
         let two = "[TOOL_CALLS][{\"name\": \"book\", \"arguments\": {\"city\": \"Rome\", \"nights\": 2}}, {\"name\": \"weather\", \"arguments\": {\"city\": \"Rome\"}}]";
@@ -790,22 +806,13 @@ pub(crate) mod tests {
         refused_at(&tok, &c, bad, bad.find("12").unwrap() + 1);
         let unknown = "[TOOL_CALLS][{\"name\": \"stocks\"";
         refused_at(&tok, &c, unknown, unknown.find("stocks").unwrap());
-        let single = spec(
-            json!({"tools": [weather(), booking()], "tool_choice": "required",
-                                 "parallel_tool_calls": false}),
-        )
-        .unwrap()
-        .unwrap();
-        let c = g
-            .compile(&single.grammar(ToolFormat::Mistral, &tok).unwrap())
-            .unwrap();
+        let body = json!({"tools": [weather(), booking()], "tool_choice": "required",
+                          "parallel_tool_calls": false});
+        let c = constraint(&g, &tok, body, ToolFormat::Mistral);
         refused_at(&tok, &c, two, two.find("}, {").unwrap() + 1);
 
         // auto: text, or the trigger then calls; the trigger cannot follow text.
-        let auto = spec(json!({"tools": [weather()]})).unwrap().unwrap();
-        let c = g
-            .compile(&auto.grammar(ToolFormat::Mistral, &tok).unwrap())
-            .unwrap();
+        let c = constraint(&g, &tok, json!({"tools": [weather()]}), ToolFormat::Mistral);
         assert!(fits(
             &tok,
             c.clone(),
