@@ -55,8 +55,13 @@ pub(crate) async fn start(state: &AppState, body: &Value) -> Result<ChatRun, Ser
     let bytes = Bytes::from(serde_json::to_vec(body).expect("a JSON value serializes"));
     let (req, prompt, shape) = chat_prompt(state, Ok(bytes)).await?;
     let mut common = req.common;
-    add_tool_grammar(&mut common, req.tools.as_ref(), shape)?;
     let ready = state.ready()?;
+    add_tool_grammar(
+        &mut common,
+        req.tools.as_ref(),
+        shape,
+        ready.engine.tokenizer(),
+    )?;
     let prompt_tokens = prompt.len();
     let mut streams = submit(&ready.engine, &[prompt], &common, None, shape.harmony).await?;
     Ok(ChatRun {

@@ -83,7 +83,8 @@ pub async fn chat_completions(
 ) -> Result<Response, ServerError> {
     let (req, prompt, shape) = chat_prompt(&state, b).await?;
     let mut common = req.common;
-    add_tool_grammar(&mut common, req.tools.as_ref(), shape)?;
+    let tok = state.ready()?.engine.tokenizer();
+    add_tool_grammar(&mut common, req.tools.as_ref(), shape, tok)?;
     let job = Job {
         kind: Kind::Chat,
         prompts: vec![prompt],
@@ -96,26 +97,17 @@ pub async fn chat_completions(
 
 /// The grammar that `tool_choice` asks for, unless the request has its own: `required` and
 /// a named function cannot be combined with one; under `auto` the request's grammar wins.
+/// `tok`: the model's vocabulary, whose control tokens some formats' grammars name.
 pub(crate) fn add_tool_grammar(
     common: &mut ValidCommon,
     tools: Option<&ToolSpec>,
     shape: ChatShape,
+    tok: &Tokenizer,
 ) -> Result<(), ServerError> {
     let (Some(spec), Some(format)) = (tools, shape.tools) else {
         return Ok(());
     };
-    let forced = matches!(spec.choice, ToolChoice::Required | ToolChoice::Named(_));
-    let unenforced = match format {
-        ToolFormat::Harmony => Some("harmony tool-call format (gpt-oss)"),
-        _ => None,
-    };
-    if let (Some(what), true) = (unenforced, forced) {
-        return Err(ServerError::unsupported(
-            "tool_choice",
-            format!("tool_choice required or a named function is not enforced for this model's {what} yet; use auto"),
-        ));
-    }
-    let Some(g) = spec.grammar(format) else {
+    let Some(g) = spec.grammar(format, tok) else {
         return Ok(());
     };
     match &common.guidance.grammar {

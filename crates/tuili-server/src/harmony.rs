@@ -210,7 +210,7 @@ fn emit(out: &mut Vec<Piece>, kind: Kind, text: &str) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Feeds `text` in chunks of `step` characters; returns the pieces with neighbouring
@@ -339,10 +339,10 @@ mod tests {
         assert_eq!(p.finish(), vec![]);
     }
 
-    /// What gpt-oss's own chat template writes for an assistant's turns (a thought and a
-    /// call, then after the tool's result the answer) reads back as those turns.
-    #[test]
-    fn reads_back_what_the_gpt_oss_template_writes() {
+    /// What gpt-oss's own chat template writes for an assistant's turns: the tools shown,
+    /// the model's part of a turn with a thought and a call of `get_weather` (what follows
+    /// the generation prompt), and after the tool's result the answer's turn.
+    pub(crate) fn gpt_oss_turns() -> (serde_json::Value, String, String) {
         use serde_json::{json, Value};
         use tuili_tokenizer::{ChatMessage, ChatTemplate};
         let path = concat!(
@@ -372,16 +372,24 @@ mod tests {
                 .render_with(messages, gen, Some(&tools), None)
                 .unwrap()
         };
-        // The model's part of the first turn: what follows the generation prompt.
         let prompt = render(std::slice::from_ref(&user), true);
         let all = render(&[user.clone(), asks.clone()], false);
         assert!(all.starts_with(&prompt), "{prompt}\n---\n{all}");
-        let [s, a] = call(0, "get_weather", "{\"city\": \"Paris\"}");
-        let want = [thought("Need the weather in Paris."), s, a];
-        at_every_step(&all[prompt.len()..], &want, 1);
+        let call = all[prompt.len()..].to_string();
         // After the tool's result, the answer (its thought is dropped once answered).
         let all = render(&[user, asks, result, answer], false);
         let (_, turn) = all.rsplit_once("<|start|>assistant").unwrap();
-        at_every_step(turn, &[text("It is **21 °C**.")], 0);
+        (tools, call, turn.to_string())
+    }
+
+    /// What gpt-oss's own chat template writes for an assistant's turns reads back as those
+    /// turns.
+    #[test]
+    fn reads_back_what_the_gpt_oss_template_writes() {
+        let (_, call_turn, answer_turn) = gpt_oss_turns();
+        let [s, a] = call(0, "get_weather", "{\"city\": \"Paris\"}");
+        let want = [thought("Need the weather in Paris."), s, a];
+        at_every_step(&call_turn, &want, 1);
+        at_every_step(&answer_turn, &[text("It is **21 °C**.")], 0);
     }
 }

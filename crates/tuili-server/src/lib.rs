@@ -30,6 +30,7 @@ mod error;
 mod gbnf;
 mod generate;
 mod harmony;
+mod harmony_grammar;
 mod kv_publish;
 pub mod kv_wire;
 pub mod metrics;

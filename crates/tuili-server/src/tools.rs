@@ -5,6 +5,7 @@
 
 use serde_json::{json, Map, Value};
 use tuili_engine::ConstraintSpec;
+use tuili_tokenizer::Tokenizer;
 
 use crate::validate::kind;
 use crate::ServerError;
@@ -42,7 +43,7 @@ pub enum ToolFormat {
     /// Hermes, Qwen2.5, Qwen3: `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`.
     Hermes,
     /// Qwen3-Coder: `<tool_call>\n<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>\n
-    /// </function>\n</tool_call>` (parsed; no grammar yet).
+    /// </function>\n</tool_call>`.
     QwenXml,
     /// Llama 3.x: the whole answer is `{"name": ..., "parameters": {...}}` (after the
     /// `<|python_tag|>` special token, which decoding hides), several joined by `;`.
@@ -51,7 +52,7 @@ pub enum ToolFormat {
     /// `{"name", "arguments"}`.
     Mistral,
     /// gpt-oss's harmony: a message `<|channel|>commentary to=functions.NAME
-    /// <|constrain|>json<|message|>{...}` per call (parsed; no grammar yet).
+    /// <|constrain|>json<|message|>{...}` per call (see [`crate::harmony_grammar`]).
     Harmony,
 }
 
@@ -254,24 +255,12 @@ impl ToolSpec {
 
     /// The grammar of the answer: for `required` and a named function, one call (or
     /// several with `parallel_tool_calls`) in `format`, each `{"name", "arguments"}`
-    /// fitting its tool; for `auto` in the Hermes format, a lazy grammar: free text
-    /// until the model writes `<tool_call>`, then calls only, as llama.cpp's lazy
-    /// grammars do. `auto` in the other formats is parsed but not constrained (their
-    /// triggers are hidden control tokens or a bare `{`).
-    pub fn grammar(&self, format: ToolFormat) -> Option<ConstraintSpec> {
+    /// fitting its tool; for `auto`, a lazy grammar: free text until the format's trigger,
+    /// then calls only, as llama.cpp's lazy grammars do. `tok` is the model's vocabulary:
+    /// control-token markers (Mistral's `[TOOL_CALLS]`, harmony's) are matched as its tokens.
+    pub fn grammar(&self, format: ToolFormat, tok: &Tokenizer) -> Option<ConstraintSpec> {
         let wanted: Vec<&Value> = match &self.choice {
             ToolChoice::None => return None,
-            // Lazy grammars where the trigger is text the model writes.
-            ToolChoice::Auto
-                if !matches!(
-                    format,
-                    ToolFormat::Hermes | ToolFormat::QwenXml | ToolFormat::Llama3
-                ) =>
-            {
-                return None
-            }
-            // Refused before: see `add_tool_grammar`.
-            _ if format == ToolFormat::Harmony => return None,
             ToolChoice::Auto | ToolChoice::Required => self.tools.iter().collect(),
             ToolChoice::Named(n) => self
                 .tools
@@ -279,8 +268,17 @@ impl ToolSpec {
                 .filter(|t| t.pointer("/function/name").and_then(Value::as_str) == Some(n))
                 .collect(),
         };
-        if format == ToolFormat::QwenXml {
-            return Some(ConstraintSpec::Lark(self.xml_grammar(&wanted)));
+        let auto = self.choice == ToolChoice::Auto;
+        let tool_calls = tok.token_id("[TOOL_CALLS]");
+        match format {
+            ToolFormat::QwenXml => return Some(ConstraintSpec::Lark(self.xml_grammar(&wanted))),
+            ToolFormat::Harmony => {
+                let g = crate::harmony_grammar::grammar(&wanted, auto, tok);
+                return Some(ConstraintSpec::Lark(g));
+            }
+            // Without its trigger token the model cannot start calls: nothing to switch on.
+            ToolFormat::Mistral if auto && tool_calls.is_none() => return None,
+            _ => {}
         }
         let calls: Vec<Value> = wanted
             .iter()
@@ -319,7 +317,7 @@ impl ToolSpec {
                 self.tagged(&tail)
             }
             ToolFormat::QwenXml | ToolFormat::Harmony => {
-                unreachable!("the XML grammar is built above; harmony has none")
+                unreachable!("the XML and harmony grammars are built above")
             }
             ToolFormat::Llama3 => {
                 schema["x-guidance"] = layout;
@@ -338,7 +336,20 @@ impl ToolSpec {
                     list["maxItems"] = json!(1);
                 }
                 list["x-guidance"] = layout;
-                format!("start: %json {list}\n")
+                // The list after the `[TOOL_CALLS]` token where the vocabulary has it. Under
+                // `auto` the answer is the calls or anything without the trigger: decoding
+                // hides the trigger, so calls after text could not be told from text.
+                match tool_calls {
+                    None => format!("start: %json {list}\n"),
+                    Some(id) => {
+                        let calls = format!("<[{id}]> \" \"? %json {list}");
+                        if auto {
+                            format!("start: {calls} | <[^{id}]>*\n")
+                        } else {
+                            format!("start: {calls}\n")
+                        }
+                    }
+                }
             }
         }))
     }
@@ -346,7 +357,7 @@ impl ToolSpec {
 
 /// How a call's JSON is written: no free whitespace, `", "` and `": "` as the templates
 /// write it.
-fn json_layout() -> Value {
+pub(crate) fn json_layout() -> Value {
     json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "})
 }
 
@@ -435,14 +446,14 @@ impl ToolSpec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn spec(v: Value) -> Result<Option<ToolSpec>, ServerError> {
+    pub(crate) fn spec(v: Value) -> Result<Option<ToolSpec>, ServerError> {
         tool_spec(v.as_object().unwrap())
     }
 
-    fn weather() -> Value {
+    pub(crate) fn weather() -> Value {
         json!({"type": "function", "function": {"name": "weather",
                "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                               "required": ["city"]}}})
@@ -467,7 +478,6 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(none.shown(), None);
-        assert_eq!(none.grammar(ToolFormat::Hermes), None);
     }
 
     #[test]
@@ -527,19 +537,21 @@ mod tests {
         let s = spec(json!({"tools": [weather()], "tool_choice": "required"}))
             .unwrap()
             .unwrap();
-        let Some(path) = tuili_testkit::model("smol.gguf") else {
+        let none = spec(json!({"tools": [weather()], "tool_choice": "none"}))
+            .unwrap()
+            .unwrap();
+        let Some((tok, g)) = compiler("smol.gguf") else {
             return;
         };
-        let file = tuili_gguf::GgufFile::open(&path).unwrap();
-        let tok = tuili_tokenizer::Tokenizer::from_gguf(&file).unwrap();
-        let g = tuili_engine::GrammarCompiler::new(std::sync::Arc::new(tok));
+        assert_eq!(none.grammar(ToolFormat::Hermes, &tok), None);
         for f in [
             ToolFormat::Hermes,
             ToolFormat::Llama3,
             ToolFormat::Mistral,
             ToolFormat::QwenXml,
+            ToolFormat::Harmony,
         ] {
-            let lark = s.grammar(f).unwrap();
+            let lark = s.grammar(f, &tok).unwrap();
             if let Err(e) = g.compile(&lark) {
                 panic!("{f:?}: {e}: {lark:?}");
             }
@@ -548,7 +560,7 @@ mod tests {
 
     /// The tokenizer of the real model `name` and a grammar compiler over it; `None` (the
     /// test skips) without test models.
-    fn compiler(
+    pub(crate) fn compiler(
         name: &str,
     ) -> Option<(
         std::sync::Arc<tuili_tokenizer::Tokenizer>,
@@ -556,13 +568,38 @@ mod tests {
     )> {
         let path = tuili_testkit::model(name)?;
         let file = tuili_gguf::GgufFile::open(&path).unwrap();
-        let tok = std::sync::Arc::new(tuili_tokenizer::Tokenizer::from_gguf(&file).unwrap());
+        let cfg = tuili_tokenizer::TokenizerConfig::from_gguf(&file).unwrap();
+        Some(compiler_of(cfg))
+    }
+
+    fn compiler_of(
+        cfg: tuili_tokenizer::TokenizerConfig,
+    ) -> (
+        std::sync::Arc<tuili_tokenizer::Tokenizer>,
+        tuili_engine::GrammarCompiler,
+    ) {
+        let tok = std::sync::Arc::new(tuili_tokenizer::Tokenizer::new(cfg).unwrap());
         let g = tuili_engine::GrammarCompiler::new(tok.clone());
-        Some((tok, g))
+        (tok, g)
+    }
+
+    /// The constraint of the tool grammar that request `body` asks for in `format`.
+    pub(crate) fn constraint(
+        g: &tuili_engine::GrammarCompiler,
+        tok: &tuili_tokenizer::Tokenizer,
+        body: Value,
+        format: ToolFormat,
+    ) -> tuili_engine::Constraint {
+        let s = spec(body).unwrap().unwrap();
+        g.compile(&s.grammar(format, tok).unwrap()).unwrap()
     }
 
     /// Whether `text`, tokenized as the model would write it, fits the constraint to its end.
-    fn fits(tok: &tuili_tokenizer::Tokenizer, mut c: tuili_engine::Constraint, text: &str) -> bool {
+    pub(crate) fn fits(
+        tok: &tuili_tokenizer::Tokenizer,
+        mut c: tuili_engine::Constraint,
+        text: &str,
+    ) -> bool {
         tok.encode(text, false, true)
             .into_iter()
             .all(|t| c.accept(t).is_ok())
@@ -572,14 +609,13 @@ mod tests {
     fn auto_is_free_text_until_the_trigger_then_only_valid_calls() {
         let auto = spec(json!({"tools": [weather()]})).unwrap().unwrap();
         assert_eq!(auto.choice, ToolChoice::Auto);
-        // Mistral's trigger is a hidden control token: unconstrained.
-        assert_eq!(auto.grammar(ToolFormat::Mistral), None);
-        assert_eq!(auto.grammar(ToolFormat::Harmony), None);
         let Some((tok, g)) = compiler("qwen.gguf") else {
             return;
         };
+        // A vocabulary without Mistral's trigger token: nothing to switch on.
+        assert_eq!(auto.grammar(ToolFormat::Mistral, &tok), None);
         let c = g
-            .compile(&auto.grammar(ToolFormat::Hermes).unwrap())
+            .compile(&auto.grammar(ToolFormat::Hermes, &tok).unwrap())
             .unwrap();
         let call = "<tool_call>\n{\"name\": \"weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
         assert!(fits(
@@ -600,14 +636,14 @@ mod tests {
             .unwrap()
             .unwrap();
         let c = g
-            .compile(&single.grammar(ToolFormat::Hermes).unwrap())
+            .compile(&single.grammar(ToolFormat::Hermes, &tok).unwrap())
             .unwrap();
         assert!(fits(&tok, c.clone(), call));
         assert!(!fits(&tok, c, &format!("{call}\n{call}")));
     }
 
     /// A tool with a required string, an optional bounded integer and an enum.
-    fn booking() -> Value {
+    pub(crate) fn booking() -> Value {
         json!({"type": "function", "function": {"name": "book", "parameters": {
             "type": "object",
             "properties": {
@@ -627,7 +663,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let c = g
-            .compile(&required.grammar(ToolFormat::QwenXml).unwrap())
+            .compile(&required.grammar(ToolFormat::QwenXml, &tok).unwrap())
             .unwrap();
         let call = "<tool_call>\n<function=book>\n<parameter=city>\nSão Paulo, \"centro\"\n</parameter>\n<parameter=nights>\n3\n</parameter>\n</function>\n</tool_call>";
         assert!(fits(&tok, c.clone(), call));
@@ -654,7 +690,7 @@ mod tests {
         // auto: free text, then calls only once `<tool_call>` is written.
         let auto = spec(json!({"tools": [booking()]})).unwrap().unwrap();
         let c = g
-            .compile(&auto.grammar(ToolFormat::QwenXml).unwrap())
+            .compile(&auto.grammar(ToolFormat::QwenXml, &tok).unwrap())
             .unwrap();
         assert!(fits(&tok, c.clone(), "No call needed, <b>thanks</b>."));
         assert!(fits(&tok, c.clone(), &format!("Booking now.\n{call}")));
@@ -668,7 +704,7 @@ mod tests {
         };
         let auto = spec(json!({"tools": [weather()]})).unwrap().unwrap();
         let c = g
-            .compile(&auto.grammar(ToolFormat::Llama3).unwrap())
+            .compile(&auto.grammar(ToolFormat::Llama3, &tok).unwrap())
             .unwrap();
         let call = "{\"name\": \"weather\", \"parameters\": {\"city\": \"Paris\"}}";
         assert!(fits(&tok, c.clone(), call));
@@ -677,6 +713,131 @@ mod tests {
         assert!(fits(&tok, c.clone(), ""));
         assert!(!fits(&tok, c.clone(), "{\"name\": \"stocks\""));
         assert!(!fits(&tok, c, &format!("{call} done")));
+    }
+
+    /// Control tokens of harmony's messages and Mistral's calls.
+    const MARKERS: [&str; 9] = [
+        "<|start|>",
+        "<|end|>",
+        "<|message|>",
+        "<|channel|>",
+        "<|constrain|>",
+        "<|return|>",
+        "<|call|>",
+        "[TOOL_CALLS]",
+        "[ARGS]",
+    ];
+
+    /// SmolLM2's vocabulary plus [`MARKERS`] as control tokens (type 3), as gpt-oss's and
+    /// Mistral's GGUFs mark them (the tokenizer then treats harmony's as it does gpt-oss's:
+    /// `<|call|>` and `<|return|>` end the generation, `<|end|>` does not).
+    pub(crate) fn marked_compiler() -> Option<(
+        std::sync::Arc<tuili_tokenizer::Tokenizer>,
+        tuili_engine::GrammarCompiler,
+    )> {
+        let path = tuili_testkit::model("smol.gguf")?;
+        let file = tuili_gguf::GgufFile::open(&path).unwrap();
+        let mut cfg = tuili_tokenizer::TokenizerConfig::from_gguf(&file).unwrap();
+        let n = cfg.tokens.len();
+        cfg.tokens.extend(MARKERS.map(String::from));
+        cfg.token_types
+            .get_or_insert_with(|| vec![1; n])
+            .extend([3; MARKERS.len()]);
+        if let Some(scores) = cfg.scores.as_mut() {
+            scores.extend([0.0; MARKERS.len()]);
+        }
+        let (tok, g) = compiler_of(cfg);
+        for m in MARKERS {
+            assert_eq!(tok.encode(m, false, true).len(), 1, "{m}");
+        }
+        Some((tok, g))
+    }
+
+    /// Where in `text` (tokenized as the model would write it, markers as their tokens) the
+    /// constraint refuses a token: that token's byte range; `None` when all fit.
+    pub(crate) fn rejected_at(
+        tok: &tuili_tokenizer::Tokenizer,
+        mut c: tuili_engine::Constraint,
+        text: &str,
+    ) -> Option<std::ops::Range<usize>> {
+        let mut at = 0;
+        for t in tok.encode(text, false, true) {
+            let len = tok.decode(&[t], false).len();
+            if c.accept(t).is_err() {
+                return Some(at..at + len);
+            }
+            at += len;
+        }
+        None
+    }
+
+    /// Asserts that `text` is refused at the token holding byte `at`.
+    #[track_caller]
+    pub(crate) fn refused_at(
+        tok: &tuili_tokenizer::Tokenizer,
+        c: &tuili_engine::Constraint,
+        text: &str,
+        at: usize,
+    ) {
+        match rejected_at(tok, c.clone(), text) {
+            Some(r) => assert!(r.contains(&at), "{text:?}: refused at {r:?}, not at {at}"),
+            None => panic!("{text:?} fits"),
+        }
+    }
+
+    #[test]
+    fn mistral_calls_open_with_their_trigger_token_and_auto_is_lazy() {
+        let Some((tok, g)) = marked_compiler() else {
+            return;
+        };
+        let call = "[{\"name\": \"weather\", \"arguments\": {\"city\": \"Paris\"}}]";
+        let body = json!({"tools": [weather(), booking()], "tool_choice": "required"});
+        let c = constraint(&g, &tok, body, ToolFormat::Mistral);
+        assert!(fits(&tok, c.clone(), &format!("[TOOL_CALLS]{call}")));
+        assert!(fits(&tok, c.clone(), &format!("[TOOL_CALLS] {call}")));
+        let two = "[TOOL_CALLS][{\"name\": \"book\", \"arguments\": {\"city\": \"Rome\", \"nights\": 2}}, {\"name\": \"weather\", \"arguments\": {\"city\": \"Rome\"}}]";
+        assert!(fits(&tok, c.clone(), two));
+        // The trigger is its token, not text that spells it; then only calls that fit.
+        refused_at(&tok, &c, call, 0);
+        let spelled = tok.encode(&format!("[TOOL_CALLS]{call}"), false, false);
+        assert!(c.clone().accept(spelled[0]).is_err());
+        let bad =
+            "[TOOL_CALLS][{\"name\": \"book\", \"arguments\": {\"city\": \"Rome\", \"nights\": 12";
+        refused_at(&tok, &c, bad, bad.find("12").unwrap() + 1);
+        let unknown = "[TOOL_CALLS][{\"name\": \"stocks\"";
+        refused_at(&tok, &c, unknown, unknown.find("stocks").unwrap());
+        let body = json!({"tools": [weather(), booking()], "tool_choice": "required",
+                          "parallel_tool_calls": false});
+        let c = constraint(&g, &tok, body, ToolFormat::Mistral);
+        refused_at(&tok, &c, two, two.find("}, {").unwrap() + 1);
+
+        // auto: text, or the trigger then calls; the trigger cannot follow text.
+        let c = constraint(&g, &tok, json!({"tools": [weather()]}), ToolFormat::Mistral);
+        assert!(fits(
+            &tok,
+            c.clone(),
+            "It is sunny, <b>really</b> [1, 2] {not json}."
+        ));
+        assert!(fits(&tok, c.clone(), ""));
+        let answer = format!("[TOOL_CALLS]{call}");
+        assert!(fits(&tok, c.clone(), &answer));
+        let late = format!("Let me look.{answer}");
+        refused_at(&tok, &c, &late, late.find("[TOOL_CALLS]").unwrap());
+        let wrong = "[TOOL_CALLS][{\"name\": \"weather\", \"arguments\": {\"town\"";
+        refused_at(&tok, &c, wrong, wrong.find("town").unwrap());
+        // The parser reads the call from the text the client sees (the trigger hidden).
+        let ids = tok.encode(&answer, false, true);
+        let mut p = crate::chat_output::OutputParser::new(Some(ToolFormat::Mistral), false, false);
+        let mut pieces = p.push(&tok.decode(&ids, true));
+        pieces.extend(p.finish());
+        assert_eq!(
+            pieces,
+            [crate::chat_output::Piece::ToolCall {
+                index: 0,
+                name: "weather".into(),
+                arguments: "{\"city\":\"Paris\"}".into(),
+            }]
+        );
     }
 
     #[test]

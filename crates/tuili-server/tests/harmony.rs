@@ -4,6 +4,8 @@
 //! under gpt-oss's template and a regex grammar makes it write harmony messages (SmolLM2
 //! spells the markers as text; gpt-oss's are control tokens, rendered into the text by the
 //! engine for this template: see the engine's `control_tokens_show_only_when_rendered`).
+//! `tool_choice` required or named needs no regex: the tool grammar writes the markers as
+//! text for a vocabulary that lacks them.
 
 mod common;
 
@@ -134,16 +136,70 @@ async fn streams_send_thought_then_the_call_in_fragments() {
 }
 
 #[tokio::test]
-async fn forced_tool_choice_is_refused_for_harmony_until_it_has_a_grammar() {
-    let Some(s) = harmony_state("forced_tool_choice_is_refused_for_harmony_until_it_has_a_grammar")
+async fn required_and_named_calls_come_from_the_grammar_and_fit_the_schema() {
+    let Some(s) =
+        harmony_state("required_and_named_calls_come_from_the_grammar_and_fit_the_schema")
     else {
         return;
     };
-    let mut body = forced(CALL, false);
-    body["tool_choice"] = json!("required");
-    let r = post(&s, "/v1/chat/completions", &body).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
-    let e = r.error();
-    assert_eq!(e["param"], "tool_choice");
-    assert!(e["message"].as_str().unwrap().contains("harmony"), "{e}");
+    let tools = json!([
+        {"type": "function", "function": {"name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": {"type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 20},
+                               "unit": {"enum": ["celsius", "fahrenheit"]}},
+                "required": ["city", "unit"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "get_time",
+            "description": "The local time in a city.",
+            "parameters": {"type": "object",
+                           "properties": {"city": {"type": "string", "maxLength": 20}},
+                           "required": ["city"], "additionalProperties": false}}}
+    ]);
+    // SmolLM2 under this template writes preamble after preamble (gpt-oss goes on to its
+    // call): a bias on ` to` makes it open a call's header (` to=functions.NAME...`, the
+    // recipient-first form). Which tool, the header's rest and the arguments are the
+    // grammar's and the model's.
+    let to = s
+        .ready()
+        .unwrap()
+        .engine
+        .tokenizer()
+        .encode(" to", false, false);
+    assert_eq!(to.len(), 1);
+    for (choice, name) in [
+        (json!("required"), None),
+        (
+            json!({"type": "function", "function": {"name": "get_time"}}),
+            Some("get_time"),
+        ),
+    ] {
+        let body = json!({
+            "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+            "tools": tools, "tool_choice": choice, "max_tokens": 200, "temperature": 0,
+            "logit_bias": {to[0].to_string(): 100},
+        });
+        let r = post(&s, "/v1/chat/completions", &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let c = &r.json()["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls", "{}", r.body);
+        let calls = c["message"]["tool_calls"].as_array().expect("tool_calls");
+        assert_eq!(calls.len(), 1, "{}", r.body);
+        let f = &calls[0]["function"];
+        let called = f["name"].as_str().unwrap();
+        if let Some(n) = name {
+            assert_eq!(called, n);
+        }
+        let args: Value = serde_json::from_str(f["arguments"].as_str().unwrap()).unwrap();
+        let city = args["city"].as_str().expect("city");
+        assert!(city.chars().count() <= 20, "{args}");
+        let keys = match called {
+            "get_weather" => {
+                assert!(["celsius", "fahrenheit"].contains(&args["unit"].as_str().unwrap()));
+                2
+            }
+            "get_time" => 1,
+            other => panic!("unknown tool {other}"),
+        };
+        assert_eq!(args.as_object().unwrap().len(), keys, "{args}");
+    }
 }
