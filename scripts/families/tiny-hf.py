@@ -231,6 +231,45 @@ def mistral3(m: Tiny) -> None:
     m.llama_layers()
 
 
+def deci(m: Tiny) -> None:
+    """Llama-3.1-Nemotron-51B-like (`DeciLMForCausalLM`): `block_configs` give each layer its
+    K/V heads (`n_heads_in_group`), no attention (`no_op`), or a linear map in its place
+    (`self_attn.linear_attn`), and its feed-forward width (`ffn_mult`)."""
+    c = m.cfg
+    for k in ("num_key_value_heads", "intermediate_size"):  # per block in DeciLM configs
+        del c[k]
+    m.embeddings(tied=False)
+    for i, b in enumerate(c["block_configs"]):
+        att, p = b["attention"], f"model.layers.{i}."
+        if att["n_heads_in_group"] is not None:
+            m.norm(p + "input_layernorm.weight", m.dim)
+            q, kv = c["num_attention_heads"] * m.hd, c["num_attention_heads"] // att["n_heads_in_group"] * m.hd
+            m.matrix(p + "self_attn.q_proj.weight", q, m.dim)
+            m.matrix(p + "self_attn.k_proj.weight", kv, m.dim)
+            m.matrix(p + "self_attn.v_proj.weight", kv, m.dim)
+            m.matrix(p + "self_attn.o_proj.weight", m.dim, q, scale=m.branch)
+        elif att["replace_with_linear"]:
+            m.norm(p + "input_layernorm.weight", m.dim)
+            m.matrix(p + "self_attn.linear_attn.weight", m.dim, m.dim, scale=m.branch)
+        ffn = deci_ffn(b["ffn"]["ffn_mult"], m.dim)
+        m.norm(p + "post_attention_layernorm.weight", m.dim)
+        m.matrix(p + "mlp.gate_proj.weight", ffn, m.dim)
+        m.matrix(p + "mlp.up_proj.weight", ffn, m.dim)
+        m.matrix(p + "mlp.down_proj.weight", m.dim, ffn, scale=m.branch)
+
+
+def deci_ffn(mult: float, dim: int) -> int:
+    """DeciLM's feed-forward width: 2·mult·dim/3, rounded up to a multiple of 256."""
+    n = int(2 * mult * dim / 3)
+    return -(-n // 256) * 256
+
+
+def deci_block(group: int | None, ffn_mult: float, linear: bool = False) -> dict:
+    return dict(attention=dict(n_heads_in_group=group, no_op=group is None and not linear,
+                               replace_with_linear=linear),
+                ffn=dict(ffn_mult=ffn_mult, no_op=False, replace_with_linear=False))
+
+
 FAMILIES = {
     "llama": (llama, config("LlamaForCausalLM", "llama", 3, 256, 4, 4, 64, 512, 320, 10000.0, 1e-5)),
     "qwen2": (qwen2, config("Qwen2ForCausalLM", "qwen2", 2, 384, 6, 2, 64, 320, 448, 1e6, 1e-6)),
@@ -264,6 +303,10 @@ FAMILIES = {
                                                        llama_4_scaling_beta=0.1))),
     "smollm3": (smollm3, config("SmolLM3ForCausalLM", "smollm3", 5, 256, 4, 1, 64, 320, 368, 5e6, 1e-6,
                                 no_rope_layers=[int((i + 1) % 4 != 0) for i in range(5)])),
+    # Widths 512, 256, 768, 512 (ffn_mult 3, 1.5, 4.5, 3 of 256); GQA 2, 4, none, linear, MHA.
+    "deci": (deci, config("DeciLMForCausalLM", "nemotron-nas", 5, 256, 4, 4, 64, 512, 336, 500000.0, 1e-5,
+                          block_configs=[deci_block(2, 3.0), deci_block(4, 1.5), deci_block(None, 4.5),
+                                         deci_block(None, 3.0, linear=True), deci_block(1, 3.0)])),
 }
 
 TORCH_DTYPE = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}

@@ -8,7 +8,7 @@ Usage: python tests/hf/reference.py MODEL_DIR TOKENS.json OUT.json
 TOKENS.json is a list of token ids (one sequence); OUT.json gets {"logits": [[V floats], ...]},
 one row per position. Covers the families of scripts/families/tiny-hf.py (llama, qwen2,
 qwen3, qwen3moe, gemma2, gemma3, phi3 with and without partial RoPE, granite, olmo2, smollm3,
-mistral3, starcoder2). Needs numpy and safetensors
+mistral3, starcoder2, deci). Needs numpy and safetensors
 (F32 and F16 files; BF16 ones are not read here).
 """
 
@@ -112,10 +112,38 @@ def gelu_tanh(x):
     return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
+def deci_forward(c: dict, w: dict[str, np.ndarray], ids: list[int]) -> np.ndarray:
+    """DeciLM (transformers' `modeling_decilm`): per block, attention with its own K/V heads,
+    none (`no_op`), or one linear map (`replace_with_linear`); then the SwiGLU block."""
+    nh, eps, dim = c["num_attention_heads"], c["rms_norm_eps"], c["hidden_size"]
+    hd = c.get("head_dim") or dim // nh
+    t = len(ids)
+    pos = np.arange(t, dtype=np.float64)
+    x = w["model.embed_tokens.weight"][ids]
+    for i, b in enumerate(c["block_configs"]):
+        p, att = f"model.layers.{i}.", b["attention"]
+        g = lambda n: w[p + n]  # noqa: E731
+        if att["n_heads_in_group"] is not None:
+            h = rms(x, g("input_layernorm.weight"), eps)
+            nkv = nh // att["n_heads_in_group"]
+            q, k, v = (h @ g(f"self_attn.{n}_proj.weight").T for n in "qkv")
+            q, k, v = q.reshape(t, nh, hd), k.reshape(t, nkv, hd), v.reshape(t, nkv, hd)
+            q, k = rope(q, pos, c["rope_theta"]), rope(k, pos, c["rope_theta"])
+            x = x + attention(q, k, v, hd ** -0.5, None) @ g("self_attn.o_proj.weight").T
+        elif att["replace_with_linear"]:
+            x = x + rms(x, g("input_layernorm.weight"), eps) @ g("self_attn.linear_attn.weight").T
+        h = rms(x, g("post_attention_layernorm.weight"), eps)
+        x = x + (silu(h @ g("mlp.gate_proj.weight").T) * (h @ g("mlp.up_proj.weight").T)) @ g("mlp.down_proj.weight").T
+    x = rms(x, w["model.norm.weight"], eps)
+    return x @ w["lm_head.weight"].T
+
+
 def forward(d: pathlib.Path, ids: list[int]) -> np.ndarray:
     c = json.loads((d / "config.json").read_text())
     w = load(d)
     arch = c["architectures"][0]
+    if arch == "DeciLMForCausalLM":
+        return deci_forward(c, w, ids)
     gemma2, starcoder = arch.startswith("Gemma2"), arch.startswith("Starcoder2")
     gemma = arch.startswith("Gemma3") or gemma2
     olmo, phi, granite = arch.startswith("Olmo2"), arch.startswith("Phi3"), arch.startswith("Granite")

@@ -40,6 +40,7 @@ const F32_FAMILIES: &[&str] = &[
     "smollm3",
     "mistral3",
     "starcoder2",
+    "deci",
 ];
 /// Half-precision checkpoints: both dtypes run without conversion (matmul reads them).
 const HALF: &[(&str, &[&str])] = &[("bf16", &["llama", "qwen2", "gemma3"]), ("f16", &["qwen3"])];

@@ -24,6 +24,7 @@ const ARCHITECTURES: &[(&str, Arch)] = &[
     ("Mistral3ForConditionalGeneration", Arch::Mistral3),
     ("Ministral3ForCausalLM", Arch::Mistral3),
     ("Starcoder2ForCausalLM", Arch::Starcoder2),
+    ("DeciLMForCausalLM", Arch::Deci),
 ];
 
 /// What the tensor mapping needs from the configuration.
@@ -32,6 +33,8 @@ pub(crate) struct HfConfig {
     pub arch: Arch,
     pub n_head: usize,
     pub n_kv_head: usize,
+    /// Per layer, its K/V heads when they differ per layer (deci's `block_configs`).
+    pub layer_kv_heads: Option<Vec<usize>>,
     pub tied: bool,
     /// `torch_dtype` (`dtype` in newer files) as a safetensors dtype name.
     pub dtype: Option<&'static str>,
@@ -46,6 +49,14 @@ impl HfConfig {
     /// normal (interleaved-pair) RoPE needs them permuted (`LlamaModel.permute`).
     pub fn permute_qk(&self) -> bool {
         crate::config::rope_mode(self.arch) == RopeMode::Normal
+    }
+
+    /// Layer `l`'s K/V heads.
+    pub fn kv_heads_of(&self, l: usize) -> usize {
+        match &self.layer_kv_heads {
+            Some(per_layer) => per_layer.get(l).copied().unwrap_or(self.n_kv_head),
+            None => self.n_kv_head,
+        }
     }
 }
 
@@ -142,12 +153,29 @@ pub(crate) fn read(json: &Json, name: &str) -> Result<HfConfig, ModelError> {
     put("context_length", u32v(ctx));
     put("embedding_length", u32v(dim));
     put("block_count", u32v(n_layer));
-    put(
-        "feed_forward_length",
-        u32v(f.need_count("intermediate_size")?),
-    );
-    put("attention.head_count", u32v(n_head));
-    put("attention.head_count_kv", u32v(n_kv_head));
+    let deci = match arch {
+        Arch::Deci => Some(deci_blocks(&f, n_layer, dim, n_head)?),
+        _ => None,
+    };
+    match &deci {
+        Some(d) => {
+            let arr = |v: &[u64]| Value::Array(v.iter().map(|&n| u32v(n)).collect());
+            put("feed_forward_length", arr(&d.ffn));
+            put("attention.head_count", arr(&d.heads));
+            put("attention.head_count_kv", arr(&d.kv_heads));
+            // The converter writes the head size of `hidden_size / num_attention_heads`.
+            put("attention.key_length", u32v(dim / n_head));
+            put("attention.value_length", u32v(dim / n_head));
+        }
+        None => {
+            put(
+                "feed_forward_length",
+                u32v(f.need_count("intermediate_size")?),
+            );
+            put("attention.head_count", u32v(n_head));
+            put("attention.head_count_kv", u32v(n_kv_head));
+        }
+    }
     let rope = rope_params(&f)?;
     let theta = Fields(&rope).num("rope_theta")?.or(f.num("rope_theta")?);
     if let Some(t) = theta {
@@ -172,7 +200,7 @@ pub(crate) fn read(json: &Json, name: &str) -> Result<HfConfig, ModelError> {
     let hd = head_dim.unwrap_or(dim / n_head);
     if matches!(
         arch,
-        Arch::Llama | Arch::Smollm3 | Arch::Granite | Arch::Phi3
+        Arch::Llama | Arch::Smollm3 | Arch::Granite | Arch::Phi3 | Arch::Deci
     ) {
         // Partial rotary embeddings (Phi-4-mini: 0.75), as llama.cpp's converter rounds them.
         let rot = match f.num("partial_rotary_factor")? {
@@ -226,6 +254,7 @@ pub(crate) fn read(json: &Json, name: &str) -> Result<HfConfig, ModelError> {
         arch,
         n_head: n_head as usize,
         n_kv_head: n_kv_head as usize,
+        layer_kv_heads: deci.map(|d| d.kv_heads.iter().map(|&n| n as usize).collect()),
         tied,
         dtype,
         keys,
@@ -481,6 +510,71 @@ fn family_keys(
         ));
     }
     Ok(())
+}
+
+/// deci's per-layer shapes, from `block_configs` as llama.cpp's converter reads them.
+struct DeciBlocks {
+    heads: Vec<u64>,
+    kv_heads: Vec<u64>,
+    ffn: Vec<u64>,
+}
+
+/// `block_configs` (Llama-3.1/3.3-Nemotron): per layer `attention.n_heads_in_group` (K/V heads
+/// = heads / it; `null`: no attention, or with `replace_with_linear` one linear map) and
+/// `ffn.ffn_mult` (width `2·mult·hidden/3` rounded up to a multiple of 256).
+fn deci_blocks(f: &Fields, n_layer: u64, dim: u64, n_head: u64) -> Result<DeciBlocks, ModelError> {
+    let blocks = f
+        .get("block_configs")
+        .and_then(Json::as_array)
+        .ok_or_else(|| bad("block_configs is missing (DeciLM-7B's form is not read)".into()))?;
+    if blocks.len() as u64 != n_layer {
+        return Err(bad(format!(
+            "block_configs has {} blocks for {n_layer} layers",
+            blocks.len()
+        )));
+    }
+    let mut d = DeciBlocks {
+        heads: Vec::new(),
+        kv_heads: Vec::new(),
+        ffn: Vec::new(),
+    };
+    for (i, b) in blocks.iter().enumerate() {
+        let part = |k: &str| {
+            b.get(k)
+                .and_then(Json::as_object)
+                .map(Fields)
+                .ok_or_else(|| bad(format!("block_configs[{i}].{k} is missing")))
+        };
+        let (att, ffn) = (part("attention")?, part("ffn")?);
+        let (h, kv) = match att.count("n_heads_in_group")? {
+            Some(g) if n_head.is_multiple_of(g) => (n_head, n_head / g),
+            Some(g) => {
+                return Err(bad(format!(
+                    "block_configs[{i}].attention.n_heads_in_group {g} does not divide \
+                     num_attention_heads {n_head}"
+                )))
+            }
+            None if att.flag("replace_with_linear")? == Some(true) => (n_head, 0),
+            None => (0, 0),
+        };
+        if ffn.flag("replace_with_linear")? == Some(true) {
+            return Err(ModelError::Unimplemented(format!(
+                "config.json block_configs[{i}].ffn.replace_with_linear (a linear feed-forward block)"
+            )));
+        }
+        let width = match ffn.num("ffn_mult")? {
+            Some(m) if m > 0.0 => {
+                let n = (2.0 * m as f64 * dim as f64 / 3.0) as u64;
+                n.div_ceil(256) * 256
+            }
+            // A layer without a feed-forward block: refused when the model loads.
+            _ => 0,
+        };
+        d.heads.push(h);
+        d.kv_heads.push(kv);
+        d.ffn.push(width);
+    }
+    Ok(d)
 }
 
 /// Ministral 3's YaRN (`ministral3` text model): the log multiplier `mscale_all_dim` and the

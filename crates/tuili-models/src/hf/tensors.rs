@@ -76,6 +76,8 @@ fn target(arch: Arch, hf: &str) -> Option<Target> {
         "self_attn.k_proj" => "attn_k",
         "self_attn.v_proj" => "attn_v",
         "self_attn.o_proj" => "attn_output",
+        // deci's linear attention: the output projection alone.
+        "self_attn.linear_attn" => "attn_output",
         "self_attn.qkv_proj" => "attn_qkv",
         "self_attn.q_norm" => "attn_q_norm",
         "self_attn.k_norm" => "attn_k_norm",
@@ -204,7 +206,7 @@ fn tensor(
         let heads = if name.ends_with(".attn_q.weight") || name.ends_with(".attn_q.bias") {
             Some(cfg.n_head)
         } else if name.ends_with(".attn_k.weight") || name.ends_with(".attn_k.bias") {
-            Some(cfg.n_kv_head)
+            Some(layer_of(name).map_or(cfg.n_kv_head, |l| cfg.kv_heads_of(l)))
         } else {
             None
         };
@@ -219,6 +221,11 @@ fn tensor(
         ty,
         data,
     })
+}
+
+/// The layer of a `blk.{layer}.*` tensor name.
+fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("blk.")?.split_once('.')?.0.parse().ok()
 }
 
 /// Experts `0..n` of one projection as one `[cols, rows, n]` tensor.
