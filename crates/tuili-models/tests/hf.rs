@@ -260,8 +260,11 @@ fn gpt_oss_config() -> Value {
     })
 }
 
+/// `(name, shape, dtype)` of each tensor of a checkpoint.
+type Typed = Vec<(String, Vec<usize>, &'static str)>;
+
 /// A two-layer gpt-oss checkpoint; `mxfp4`: experts as blocks and scales, else unquantized.
-fn gpt_oss_tensors(mxfp4: bool) -> Vec<(String, Vec<usize>, &'static str)> {
+fn gpt_oss_tensors(mxfp4: bool) -> Typed {
     let (e, d, f) = (OSS_EXPERTS, OSS_DIM, OSS_FFN);
     let mut t: Vec<(String, Vec<usize>, &str)> = vec![
         ("model.embed_tokens.weight".into(), vec![VOCAB, d], "F32"),
@@ -339,14 +342,14 @@ fn gpt_oss_directories_load_with_mxfp4_or_unquantized_experts() {
 
 #[test]
 fn gpt_oss_experts_that_contradict_the_config() {
-    let case = |name: &str, edit: &dyn Fn(&mut Vec<(String, Vec<usize>, &str)>), want: &str| {
+    let case = |name: &str, edit: &dyn Fn(&mut Typed), want: &str| {
         let mut t = gpt_oss_tensors(true);
         edit(&mut t);
         let d = gpt_oss_dir(name, &gpt_oss_config(), &t);
         let e = load_err(&d.0);
         assert!(e.contains(want), "{name}: {e}");
     };
-    let set = |t: &mut Vec<(String, Vec<usize>, &str)>, suffix: &str, shape: Vec<usize>| {
+    let set = |t: &mut Typed, suffix: &str, shape: Vec<usize>| {
         let i = t.iter().position(|x| x.0.ends_with(suffix)).unwrap();
         t[i].1 = shape;
     };
