@@ -134,17 +134,6 @@ struct Versus {
     greedy_total: usize,
 }
 
-/// The first largest value's index, as llama.cpp's greedy pick (numpy's argmax).
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 fn ids(v: &Value) -> Vec<u32> {
     v.as_array()
         .unwrap()
@@ -179,7 +168,7 @@ fn versus(model: &Model, llamacpp: &Value) -> Versus {
         v.rel = v.rel.max(rel_diff(&ours.concat(), &theirs));
         // Row prompt.len() - 1 + k picks generated[k].
         for (row, &want) in ours[prompt.len() - 1..].iter().zip(&generated) {
-            v.greedy_same += usize::from(argmax(row) == want);
+            v.greedy_same += usize::from(tuili_testkit::argmax(row) == want);
             v.greedy_total += 1;
         }
     }
