@@ -91,7 +91,7 @@ pub(crate) fn experts(
     };
     let mut out = Vec::new();
     // gate_up: E · 2·ff rows of dim; gate = even rows, up = odd rows (GGUF [dim, ff, E]).
-    let gate_up = rows(ckpt, &parts, layer, "gate_up_proj", 2 * ff, dim, n_exp)?;
+    let gate_up = rows(ckpt, &parts, layer, "gate_up_proj", [n_exp, 2 * ff, dim])?;
     for (name, pick) in [
         ("ffn_gate_exps.weight", Pick::Even),
         ("ffn_up_exps.weight", Pick::Odd),
@@ -104,7 +104,7 @@ pub(crate) fn experts(
         ));
     }
     // down: E · dim rows of ff (GGUF [ff, dim, E]).
-    let down = rows(ckpt, &parts, layer, "down_proj", dim, ff, n_exp)?;
+    let down = rows(ckpt, &parts, layer, "down_proj", [n_exp, dim, ff])?;
     out.push(t(
         "ffn_down_exps.weight",
         [ff, dim, n_exp],
@@ -157,17 +157,18 @@ fn bias(
     tensor(cfg, name, t, ckpt.data(hf).expect("listed name"))
 }
 
-/// Projection `stem` of every expert as `E · rows` GGUF rows of `cols` elements: MXFP4
-/// from `{stem}_blocks` `[E, rows, cols/32, 16]` and `{stem}_scales` `[E, rows, cols/32]`,
-/// or unquantized from `{stem}` `[E, cols, rows]` (transposed).
+/// A tensor's header and data.
+type Part<'a> = (&'a TensorInfo, &'a [u8]);
+
+/// Projection `stem` of every expert, `[E, rows, cols]` (`shape`), as `E · rows` GGUF rows of
+/// `cols` elements: MXFP4 from `{stem}_blocks` `[E, rows, cols/32, 16]` and `{stem}_scales`
+/// `[E, rows, cols/32]`, or unquantized from `{stem}` `[E, cols, rows]` (transposed).
 fn rows(
     ckpt: &Checkpoint,
     parts: &BTreeMap<&str, &str>,
     layer: usize,
     stem: &str,
-    rows: usize,
-    cols: usize,
-    n_exp: usize,
+    shape: [usize; 3],
 ) -> Result<Rows, ModelError> {
     let get = |suffix: &str| {
         parts.get(format!("{stem}{suffix}").as_str()).map(|hf| {
@@ -182,11 +183,11 @@ fn rows(
         (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => Err(ModelError::BadConfig(format!(
             "{what} is there both as MXFP4 blocks and unquantized"
         ))),
-        (Some((b, bd)), Some((s, sd)), None) => mxfp4(b, bd, s, sd, rows, cols, n_exp),
+        (Some(blocks), Some(scales), None) => mxfp4(blocks, scales, shape),
         (Some(_), None, None) | (None, Some(_), None) => Err(ModelError::BadConfig(format!(
             "{what} has one of _blocks and _scales without the other"
         ))),
-        (None, None, Some((t, d))) => dense(t, d, rows, cols, n_exp),
+        (None, None, Some(t)) => dense(t, shape),
         (None, None, None) => Err(ModelError::MissingTensor(format!(
             "{what}_blocks and _scales (MXFP4), or {stem} (unquantized)"
         ))),
@@ -204,13 +205,9 @@ fn expect_shape(t: &TensorInfo, want: &[usize], meaning: &str) -> Result<(), Mod
 }
 
 fn mxfp4(
-    blocks: &TensorInfo,
-    bdata: &[u8],
-    scales: &TensorInfo,
-    sdata: &[u8],
-    rows: usize,
-    cols: usize,
-    n_exp: usize,
+    (blocks, bdata): Part,
+    (scales, sdata): Part,
+    [n_exp, rows, cols]: [usize; 3],
 ) -> Result<Rows, ModelError> {
     for t in [blocks, scales] {
         if t.dtype != Dtype::U8 {
@@ -259,13 +256,7 @@ fn repack_nibbles(hf: &[u8; 16]) -> [u8; 16] {
 }
 
 /// `[E, cols, rows]` (the transpose of nn.Linear's `[rows, cols]`) as rows of `cols`.
-fn dense(
-    t: &TensorInfo,
-    data: &[u8],
-    rows: usize,
-    cols: usize,
-    n_exp: usize,
-) -> Result<Rows, ModelError> {
+fn dense((t, data): Part, [n_exp, rows, cols]: [usize; 3]) -> Result<Rows, ModelError> {
     let ty = ggml_type(t)?;
     expect_shape(
         t,
