@@ -7,7 +7,9 @@ Usage:
 
 Writes OUT_DIR/FAMILY/ with `config.json`, `generation_config.json` and the weights as
 transformers saves them (HF tensor names and layouts: Q/K rows of each head in two halves,
-Gemma's norm weights stored as `w - 1`, experts one tensor each, Phi-3's fused projections).
+Gemma's norm weights stored as `w - 1`, experts one tensor each, Phi-3's fused projections,
+gpt-oss's fused experts as MXFP4 blocks and scales (U8) or, in `gpt-oss-dense`, as the same
+values unquantized).
 The `llama` family is written as two shards with `model.safetensors.index.json`; the others
 as one `model.safetensors`. No tokenizer: tests feed token ids (the GGUF conversion then
 has llama.cpp's `tokenizer.ggml.model = "none"` with `vocab_size` dummy tokens).
@@ -40,7 +42,8 @@ LOGIT_SPREAD = 16.0
 class Tiny:
     def __init__(self, family: str, cfg: dict, dtype: str):
         self.cfg = cfg
-        self.rng = np.random.default_rng(zlib.crc32(family.encode()))
+        seeded = TWIN_OF.get(family, family)
+        self.rng = np.random.default_rng(zlib.crc32(seeded.encode()) + SEED_SALT.get(seeded, 0))
         self.tensors: dict[str, np.ndarray] = {}
         self.dtype = dtype
         self.branch = 1.0
@@ -55,7 +58,9 @@ class Tiny:
 
     def put(self, name: str, w: np.ndarray) -> None:
         assert name not in self.tensors, name
-        self.tensors[name] = w.astype(np.float32)
+        # C order whatever the view (astype keeps a transpose's order, which the
+        # safetensors package would then write as it lies in memory).
+        self.tensors[name] = np.ascontiguousarray(w, dtype=None if w.dtype == np.uint8 else np.float32)
 
     def matrix(self, name: str, rows: int, cols: int, scale: float = 1.0) -> None:
         self.put(name, self.rng.standard_normal((rows, cols)) * (scale / math.sqrt(cols)))
@@ -270,6 +275,61 @@ def deci_block(group: int | None, ffn_mult: float, linear: bool = False) -> dict
                 ffn=dict(ffn_mult=ffn_mult, no_op=False, replace_with_linear=False))
 
 
+# MXFP4 (OCP microscaling FP4): E2M1 values of the 16 codes, times 2^(scale - 127) per 32.
+FP4 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6])
+FP4_RMS = math.sqrt(float(np.mean(FP4 ** 2)))
+
+
+def mxfp4(m: Tiny, n_exp: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random experts `[n_exp, rows, cols]` as OpenAI stores them: blocks `[.., cols/32, 16]`
+    (byte j: element 2j in the low nibble, 2j+1 in the high one), E8M0 scales `[.., cols/32]`
+    of the power of two nearest an RMS of 1/sqrt(cols) or half that; and their values."""
+    codes = m.rng.integers(0, 16, (n_exp, rows, cols // 32, 32), dtype=np.uint8)
+    e0 = 127 + round(math.log2(1 / (FP4_RMS * math.sqrt(cols))))
+    scales = (e0 - m.rng.integers(0, 2, (n_exp, rows, cols // 32))).astype(np.uint8)
+    blocks = codes[..., 0::2] | (codes[..., 1::2] << 4)
+    values = FP4[codes] * np.exp2(scales.astype(np.float64) - 127)[..., None]
+    return blocks, scales, values.reshape(n_exp, rows, cols)
+
+
+def gpt_oss(m: Tiny, dense: bool = False) -> None:
+    """Q/K/V and output biases, attention sinks, a biased router, and fused experts: gate and
+    up interleaved in `gate_up_proj` (gate = even rows), MXFP4 as in the released files or
+    (`dense`) the same values as `gate_up_proj` `[E, hidden, 2·ff]` and `down_proj`
+    `[E, ff, hidden]`, transposed against nn.Linear as transformers keeps them."""
+    c = m.cfg
+    n_exp, ffn = c["num_local_experts"], c["intermediate_size"]
+    m.embeddings(tied=False)
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        m.norm(p + "input_layernorm.weight", m.dim)
+        m.attention(i, bias=True)
+        m.put(p + "self_attn.o_proj.bias", 0.1 * m.rng.standard_normal(m.dim))
+        m.put(p + "self_attn.sinks", m.rng.standard_normal(c["num_attention_heads"]))
+        m.norm(p + "post_attention_layernorm.weight", m.dim)
+        m.matrix(p + "mlp.router.weight", n_exp, m.dim, scale=3.0)
+        m.put(p + "mlp.router.bias", 0.5 * m.rng.standard_normal(n_exp))
+        for proj, rows, cols in (("gate_up_proj", 2 * ffn, m.dim), ("down_proj", m.dim, ffn)):
+            blocks, scales, values = mxfp4(m, n_exp, rows, cols)
+            if dense:
+                m.put(p + f"mlp.experts.{proj}", values.transpose(0, 2, 1))
+            else:
+                m.put(p + f"mlp.experts.{proj}_blocks", blocks)
+                m.put(p + f"mlp.experts.{proj}_scales", scales)
+            m.put(p + f"mlp.experts.{proj}_bias", 0.1 * m.rng.standard_normal((n_exp, rows)))
+
+
+def gpt_oss_config(**extra) -> dict:
+    """8 experts, top 2; a window of 8 on even layers; YaRN (factor 4 over 64, as
+    OpenAI's files: `truncate` false) on all."""
+    return config("GptOssForCausalLM", "gpt_oss", 3, 256, 4, 1, 64, 192, 304, 150000.0, 1e-5,
+                  num_local_experts=8, num_experts_per_tok=2, experts_per_token=2, sliding_window=8,
+                  layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(3)],
+                  rope_scaling=dict(rope_type="yarn", factor=4.0, beta_fast=32.0, beta_slow=1.0,
+                                    original_max_position_embeddings=64, truncate=False),
+                  swiglu_limit=7.0, attention_bias=True, hidden_act="silu", **extra)
+
+
 FAMILIES = {
     "llama": (llama, config("LlamaForCausalLM", "llama", 3, 256, 4, 4, 64, 512, 320, 10000.0, 1e-5)),
     "qwen2": (qwen2, config("Qwen2ForCausalLM", "qwen2", 2, 384, 6, 2, 64, 320, 448, 1e6, 1e-6)),
@@ -307,7 +367,19 @@ FAMILIES = {
     "deci": (deci, config("DeciLMForCausalLM", "nemotron-nas", 5, 256, 4, 4, 64, 512, 336, 500000.0, 1e-5,
                           block_configs=[deci_block(2, 3.0), deci_block(4, 1.5), deci_block(None, 4.5),
                                          deci_block(None, 3.0, linear=True), deci_block(1, 3.0)])),
+    "gpt-oss": (gpt_oss, gpt_oss_config(quantization_config=dict(
+        quant_method="mxfp4", modules_to_not_convert=["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                                      "model.embed_tokens", "lm_head"]))),
+    # gpt-oss's twin: the same weights, the experts as the values their MXFP4 codes stand for.
+    "gpt-oss-dense": (lambda m: gpt_oss(m, dense=True), gpt_oss_config()),
 }
+
+# Families that are another's weights stored otherwise: same seed, same numbers.
+TWIN_OF = {"gpt-oss-dense": "gpt-oss"}
+# Added to a family's seed, chosen among 0..9 for the widest least greedy margin in llama.cpp
+# on gpt-oss-dense: 0.064 (logits spread ~16); others down to 0.008, within reach of the
+# MXFP4 products' rounding.
+SEED_SALT = {"gpt-oss": 6}
 
 TORCH_DTYPE = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
@@ -322,8 +394,9 @@ def save_bf16(tensors: dict[str, np.ndarray], path: pathlib.Path) -> None:
     """The safetensors layout (8-byte header length, JSON header, data) with BF16 tensors."""
     header, blobs, at = {}, [], 0
     for name, w in tensors.items():
-        b = to_bf16(w).tobytes()
-        header[name] = {"dtype": "BF16", "shape": list(w.shape), "data_offsets": [at, at + len(b)]}
+        raw = w.dtype == np.uint8
+        b = (np.ascontiguousarray(w) if raw else to_bf16(w)).tobytes()
+        header[name] = {"dtype": "U8" if raw else "BF16", "shape": list(w.shape), "data_offsets": [at, at + len(b)]}
         blobs.append(b)
         at += len(b)
     text = json.dumps(header, separators=(",", ":")).encode()
@@ -337,7 +410,8 @@ def save(tensors: dict[str, np.ndarray], path: pathlib.Path, dtype: str) -> None
         with safe_open(str(path), framework="numpy") as f:  # the package checks the header
             assert set(f.keys()) == set(tensors)
     else:
-        save_file({n: w.astype(np.float16 if dtype == "f16" else np.float32) for n, w in tensors.items()},
+        float_type = np.float16 if dtype == "f16" else np.float32
+        save_file({n: w if w.dtype == np.uint8 else w.astype(float_type) for n, w in tensors.items()},
                   str(path), metadata={"format": "pt"})
 
 

@@ -11,8 +11,14 @@
 //!   `tests/hf/reference.py`: each family's forward pass written from transformers' modeling
 //!   code over the HF layout in numpy f64, sharing nothing with the conversion. (llama.cpp
 //!   reads the converted file, so it checks the GGUF's form; this checks its meaning.) The greedy continuations of these random
-//!   weights are not compared (some of their margins are under float rounding); the decode
-//!   steps feed llama.cpp's own greedy tokens to both.
+//!   weights are counted, not required equal (some of their margins are under float
+//!   rounding); the decode steps feed llama.cpp's own greedy tokens to both.
+//! - gpt-oss comes twice from one seed: `gpt-oss` with MXFP4 experts (blocks and scales) and
+//!   `gpt-oss-dense` with the values they stand for, unquantized. The dense one is held to
+//!   llama.cpp on its own conversion like the F32 families (the f64 reference does not cover
+//!   gpt-oss); the MXFP4 one must load in llama.cpp, and its logits in tuili are held to
+//!   llama.cpp on the dense twin (llama.cpp rounds activations to 8 bits for MXFP4 products,
+//!   tuili to 16, as in crates/tuili-models/tests/families.rs), greedy tokens all equal.
 //!
 //! The interpreter is `TUILI_LLAMACPP_PYTHON`, else `~/.cache/tuili/llamacpp-venv/bin/python`,
 //! with numpy, safetensors and llama_cpp; without them the test says it skipped, or fails under
@@ -41,9 +47,21 @@ const F32_FAMILIES: &[&str] = &[
     "mistral3",
     "starcoder2",
     "deci",
+    "gpt-oss-dense",
 ];
+/// Families that tests/hf/reference.py does not compute.
+const NO_REFERENCE: &[&str] = &["gpt-oss-dense"];
+/// The MXFP4 gpt-oss directory, held to llama.cpp on its dense twin, and the bound:
+/// crates/tuili-models/tests/families.rs's `GPT_OSS_MXFP4_MAX_REL_DIFF`.
+const GPT_OSS_MXFP4: (&str, &str, f32) = ("gpt-oss", "gpt-oss-dense", 2e-4);
 /// Half-precision checkpoints: both dtypes run without conversion (matmul reads them).
-const HALF: &[(&str, &[&str])] = &[("bf16", &["llama", "qwen2", "gemma3"]), ("f16", &["qwen3"])];
+const HALF: &[(&str, &[&str])] = &[
+    (
+        "bf16",
+        &["llama", "qwen2", "gemma3", "gpt-oss", "gpt-oss-dense"],
+    ),
+    ("f16", &["qwen3"]),
+];
 
 /// Bounds as in crates/tuili-models/tests/families.rs (the GELU families: llama.cpp's f16
 /// GELU table).
@@ -103,10 +121,59 @@ fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
 const MAX_REL_DIFF_REFERENCE: f32 = 1e-5;
 
 /// The differences of one F32 directory: from llama.cpp on the GGUF, and from the numpy
-/// reference of the HF model on the directory itself.
+/// reference of the HF model on the directory itself (where it covers the family).
 struct Diffs {
-    llamacpp: f32,
-    reference: f32,
+    llamacpp: Versus,
+    reference: Option<f32>,
+}
+
+/// tuili against one llama.cpp run: the largest relative logit difference, and tuili's
+/// greedy picks equal to llama.cpp's out of all.
+struct Versus {
+    rel: f32,
+    greedy_same: usize,
+    greedy_total: usize,
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// `model` on the prompts and greedy tokens of a llama.cpp run (tests/llamacpp/families.py's
+/// JSON): logits of every prompt position and decode step, and the greedy picks.
+fn versus(model: &Model, llamacpp: &Value) -> Versus {
+    let mut v = Versus {
+        rel: 0.0,
+        greedy_same: 0,
+        greedy_total: 0,
+    };
+    for p in llamacpp["prompts"].as_array().unwrap() {
+        let (prompt, generated) = (ids(&p["tokens"]), ids(&p["generated"]));
+        let ours = logits(model, &prompt, &generated[..generated.len() - 1]);
+        let theirs: Vec<f32> = p["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(p["decode_logits"].as_array().unwrap())
+            .flat_map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+            })
+            .collect();
+        v.rel = v.rel.max(rel_diff(&ours.concat(), &theirs));
+        // Row prompt.len() - 1 + k picks generated[k].
+        for (row, &want) in ours[prompt.len() - 1..].iter().zip(&generated) {
+            v.greedy_same += usize::from(tuili_testkit::argmax(row) == want);
+            v.greedy_total += 1;
+        }
+    }
+    v
 }
 
 /// Checks one directory; measures the differences for F32 ones.
@@ -134,18 +201,8 @@ fn check(python: &Path, dir: &Path, family: &str, against_llamacpp: bool) -> Opt
         &format!("llama.cpp on {}", gguf.display()),
     );
     let reference: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let ids = |v: &Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
-    let mut worst = 0f32;
-    let mut reference_diff = 0f32;
-    for (n, p) in reference["prompts"].as_array().unwrap().iter().enumerate() {
-        let prompt = ids(&p["tokens"]);
-        let generated = ids(&p["generated"]);
+    for p in reference["prompts"].as_array().unwrap() {
+        let (prompt, generated) = (ids(&p["tokens"]), ids(&p["generated"]));
         let decode = &generated[..generated.len() - 1];
         let a = logits(&from_dir, &prompt, decode);
         let b = logits(&from_file, &prompt, decode);
@@ -159,28 +216,19 @@ fn check(python: &Path, dir: &Path, family: &str, against_llamacpp: bool) -> Opt
             "{family} ({}): directory and GGUF logits differ",
             dir.display()
         );
-        if against_llamacpp {
-            let theirs: Vec<f32> = p["logits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .chain(p["decode_logits"].as_array().unwrap())
-                .flat_map(|r| {
-                    r.as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|x| x.as_f64().unwrap() as f32)
-                })
-                .collect();
-            worst = worst.max(rel_diff(&a.concat(), &theirs));
-            if n == 0 {
-                reference_diff = against_reference(python, dir, &prompt, decode, &a);
-            }
-        }
     }
-    against_llamacpp.then_some(Diffs {
-        llamacpp: worst,
-        reference: reference_diff,
+    if !against_llamacpp {
+        return None;
+    }
+    let first = &reference["prompts"][0];
+    let (prompt, generated) = (ids(&first["tokens"]), ids(&first["generated"]));
+    let decode = &generated[..generated.len() - 1];
+    Some(Diffs {
+        llamacpp: versus(&from_dir, &reference),
+        reference: (!NO_REFERENCE.contains(&family)).then(|| {
+            let ours = logits(&from_dir, &prompt, decode);
+            against_reference(python, dir, &prompt, decode, &ours)
+        }),
     })
 }
 
@@ -244,21 +292,47 @@ fn hf_directories_match_their_gguf_conversion_and_llama_cpp() {
     let f32_dir = generate("f32", F32_FAMILIES);
     for family in F32_FAMILIES {
         let d = check(&python, &f32_dir.join(family), family, true).unwrap();
+        let l = &d.llamacpp;
         eprintln!(
-            "hf {family:10} f32: tuili dir == tuili gguf (bits); max |Δlogit| / largest: {:.2e} \
-             from llama.cpp on the GGUF, {:.2e} from the f64 HF reference on the directory",
-            d.llamacpp, d.reference
+            "hf {family:13} f32: tuili dir == tuili gguf (bits); max |Δlogit| / largest: {:.2e} \
+             from llama.cpp on the GGUF ({}/{} greedy tokens equal), {} from the f64 HF \
+             reference on the directory",
+            l.rel,
+            l.greedy_same,
+            l.greedy_total,
+            d.reference
+                .map_or("not computed".into(), |r| format!("{r:.2e}"))
         );
         // Written so that NaN fails too.
-        if d.llamacpp.is_nan() || d.llamacpp > max_rel_diff(family) {
-            failures.push(format!("{family}: {:.2e} from llama.cpp", d.llamacpp));
+        if l.rel.is_nan() || l.rel > max_rel_diff(family) {
+            failures.push(format!("{family}: {:.2e} from llama.cpp", l.rel));
         }
-        if d.reference.is_nan() || d.reference > MAX_REL_DIFF_REFERENCE {
-            failures.push(format!(
-                "{family}: {:.2e} from the HF reference",
-                d.reference
-            ));
+        if let Some(r) = d
+            .reference
+            .filter(|r| r.is_nan() || *r > MAX_REL_DIFF_REFERENCE)
+        {
+            failures.push(format!("{family}: {r:.2e} from the HF reference"));
         }
+    }
+    // gpt-oss with MXFP4 experts: llama.cpp loads its conversion; tuili's logits are held
+    // to llama.cpp on the dense twin.
+    let (mxfp4, twin, bound) = GPT_OSS_MXFP4;
+    let mxfp4_dir = generate("f32", &[mxfp4]).join(mxfp4);
+    check(&python, &mxfp4_dir, mxfp4, false);
+    let twin_json = f32_dir.join(twin).with_extension("llamacpp.json");
+    let twin_run: Value = serde_json::from_slice(&std::fs::read(&twin_json).unwrap()).unwrap();
+    let model = load(GgufFile::open(mxfp4_dir.with_extension("gguf")).unwrap());
+    let v = versus(&model, &twin_run);
+    eprintln!(
+        "hf {mxfp4:13} f32+mxfp4: tuili dir == tuili gguf (bits); llama.cpp loads it; max \
+         |Δlogit| / largest {:.2e} from llama.cpp on {twin}, {}/{} greedy tokens equal",
+        v.rel, v.greedy_same, v.greedy_total
+    );
+    if v.rel.is_nan() || v.rel > bound || v.greedy_same != v.greedy_total {
+        failures.push(format!(
+            "{mxfp4}: {:.2e} from llama.cpp on {twin}, {}/{} greedy tokens",
+            v.rel, v.greedy_same, v.greedy_total
+        ));
     }
     for (dtype, families) in HALF {
         let dir = generate(dtype, families);

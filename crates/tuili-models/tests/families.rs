@@ -203,17 +203,6 @@ fn llamacpp(python: &Path, model: &Path) -> Reference {
     serde_json::from_slice(&read(&json)).expect("parse llama.cpp's results")
 }
 
-/// The first largest value's index, as llama.cpp's greedy pick (numpy's argmax).
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
@@ -276,7 +265,7 @@ fn compare(family: &str, python: &Path) -> Outcome {
         let mut row = prompt[prompt.len() - vocab..].to_vec();
         let mut same = true;
         for (step, &want) in p.generated.iter().enumerate() {
-            let got = argmax(&row);
+            let got = tuili_testkit::argmax(&row);
             same &= got == want;
             if !same {
                 break;

@@ -26,7 +26,7 @@ pub enum SafetensorsError {
         problem: String,
     },
     /// A tensor has a dtype tuili does not read.
-    #[error("{file}: tensor '{tensor}' has dtype {dtype}; supported: F32, F16, BF16")]
+    #[error("{file}: tensor '{tensor}' has dtype {dtype}; supported: F32, F16, BF16, U8")]
     UnsupportedDtype {
         /// The file.
         file: String,

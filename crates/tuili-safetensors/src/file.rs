@@ -15,7 +15,7 @@ pub const MAX_JSON_DEPTH: usize = 16;
 /// The most dimensions a tensor may have.
 pub const MAX_DIMS: usize = 8;
 
-/// A tensor element type as safetensors names it; only the float types tuili reads.
+/// A tensor element type as safetensors names it; only the types tuili reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dtype {
     /// 32-bit IEEE float.
@@ -24,12 +24,14 @@ pub enum Dtype {
     F16,
     /// bfloat16.
     BF16,
+    /// Bytes: packed data such as gpt-oss's MXFP4 expert blocks and their E8M0 scales.
+    U8,
 }
 
 /// dtypes of the format that tuili does not read: named in the error rather than "unknown".
 const OTHER_DTYPES: &[&str] = &[
-    "F64", "I64", "U64", "I32", "U32", "I16", "U16", "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2",
-    "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "C64",
+    "F64", "I64", "U64", "I32", "U32", "I16", "U16", "I8", "BOOL", "F8_E4M3", "F8_E5M2", "F8_E8M0",
+    "F6_E2M3", "F6_E3M2", "F4", "C64",
 ];
 
 impl Dtype {
@@ -38,6 +40,7 @@ impl Dtype {
         match self {
             Dtype::F32 => 4,
             Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::U8 => 1,
         }
     }
 
@@ -47,11 +50,12 @@ impl Dtype {
             Dtype::F32 => "F32",
             Dtype::F16 => "F16",
             Dtype::BF16 => "BF16",
+            Dtype::U8 => "U8",
         }
     }
 
     fn from_name(name: &str) -> Option<Dtype> {
-        [Dtype::F32, Dtype::F16, Dtype::BF16]
+        [Dtype::F32, Dtype::F16, Dtype::BF16, Dtype::U8]
             .into_iter()
             .find(|d| d.name() == name)
     }

@@ -93,6 +93,24 @@ fn shape_that_contradicts_the_span() {
     assert!(open_err(file(h, &[])).contains("more than 2^64"));
 }
 
+/// U8 tensors (gpt-oss's MXFP4 blocks and scales) are one byte an element: a shape that
+/// does not span its data is refused like any other.
+#[test]
+fn u8_tensors_are_one_byte_per_element() {
+    let h = r#"{"blocks":{"dtype":"U8","shape":[2,3],"data_offsets":[0,6]}}"#;
+    let data: Vec<u8> = (0..6).collect();
+    let f = SafeTensors::from_bytes(file(h, &data)).unwrap();
+    let t = f.tensor("blocks").unwrap();
+    assert_eq!((t.dtype, t.dtype.size()), (Dtype::U8, 1));
+    assert_eq!(f.data(t), &data[..]);
+    let h = r#"{"blocks":{"dtype":"U8","shape":[2,3],"data_offsets":[0,8]}}"#;
+    let e = open_err(file(h, &[0; 8]));
+    assert!(
+        e.contains("tensor 'blocks' shape") && e.contains("[2, 3] of U8 needs 6 bytes"),
+        "{e}"
+    );
+}
+
 #[test]
 fn unknown_and_unsupported_dtypes() {
     let h = r#"{"a":{"dtype":"I8","shape":[8],"data_offsets":[0,8]}}"#;
@@ -100,7 +118,7 @@ fn unknown_and_unsupported_dtypes() {
     assert!(matches!(e, SafetensorsError::UnsupportedDtype { .. }));
     assert!(
         e.to_string()
-            .contains("dtype I8; supported: F32, F16, BF16"),
+            .contains("dtype I8; supported: F32, F16, BF16, U8"),
         "{e}"
     );
     let h = r#"{"a":{"dtype":"Q4","shape":[8],"data_offsets":[0,8]}}"#;

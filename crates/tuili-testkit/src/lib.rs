@@ -87,3 +87,14 @@ pub fn llamacpp_python(modules: &str) -> Option<PathBuf> {
     skip(&why);
     None
 }
+
+/// The first largest value's index, as llama.cpp's greedy pick (numpy's argmax).
+pub fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}

@@ -25,6 +25,7 @@ const ARCHITECTURES: &[(&str, Arch)] = &[
     ("Ministral3ForCausalLM", Arch::Mistral3),
     ("Starcoder2ForCausalLM", Arch::Starcoder2),
     ("DeciLMForCausalLM", Arch::Deci),
+    ("GptOssForCausalLM", Arch::GptOss),
 ];
 
 /// What the tensor mapping needs from the configuration.
@@ -35,6 +36,11 @@ pub(crate) struct HfConfig {
     pub n_kv_head: usize,
     /// Per layer, its K/V heads when they differ per layer (deci's `block_configs`).
     pub layer_kv_heads: Option<Vec<usize>>,
+    /// `hidden_size`.
+    pub dim: usize,
+    /// gpt-oss's fused experts: `(num_local_experts, intermediate_size)`, which fix the
+    /// shapes of its expert tensors.
+    pub experts: Option<(usize, usize)>,
     pub tied: bool,
     /// `torch_dtype` (`dtype` in newer files) as a safetensors dtype name.
     pub dtype: Option<&'static str>,
@@ -250,11 +256,20 @@ pub(crate) fn read(json: &Json, name: &str) -> Result<HfConfig, ModelError> {
             }
         }),
     };
+    let experts = match arch {
+        Arch::GptOss => Some((
+            f.need_count("num_local_experts")? as usize,
+            f.need_count("intermediate_size")? as usize,
+        )),
+        _ => None,
+    };
     Ok(HfConfig {
         arch,
         n_head: n_head as usize,
         n_kv_head: n_kv_head as usize,
         layer_kv_heads: deci.map(|d| d.kv_heads.iter().map(|&n| n as usize).collect()),
+        dim: dim as usize,
+        experts,
         tied,
         dtype,
         keys,
@@ -437,24 +452,9 @@ fn family_keys(
                     )));
                 }
             }
-            if let Some(types) = f.get("layer_types").and_then(Json::as_array) {
-                // llama.cpp's pattern: even layers sliding.
-                let alternating = types.len() as u64 == n_layer
-                    && types.iter().enumerate().all(|(i, t)| {
-                        t.as_str()
-                            == Some(if i % 2 == 0 {
-                                "sliding_attention"
-                            } else {
-                                "full_attention"
-                            })
-                    });
-                if !alternating {
-                    return Err(ModelError::Unimplemented(
-                        "config.json layer_types other than sliding and full layers in turn".into(),
-                    ));
-                }
-            }
+            check_alternating(f, n_layer)?;
         }
+        Arch::GptOss => gpt_oss_keys(f, n_layer, put)?,
         Arch::Starcoder2 => {
             if f.flag("use_bias")? == Some(false) {
                 return Err(ModelError::Unimplemented(
@@ -575,6 +575,82 @@ fn deci_blocks(f: &Fields, n_layer: u64, dim: u64, n_head: u64) -> Result<DeciBl
         d.ffn.push(width);
     }
     Ok(d)
+}
+
+/// `layer_types`, when given, must be llama.cpp's fixed pattern for Gemma 2 and gpt-oss:
+/// even layers sliding, odd ones full.
+fn check_alternating(f: &Fields, n_layer: u64) -> Result<(), ModelError> {
+    if let Some(types) = f.get("layer_types").and_then(Json::as_array) {
+        let alternating = types.len() as u64 == n_layer
+            && types.iter().enumerate().all(|(i, t)| {
+                t.as_str()
+                    == Some(if i % 2 == 0 {
+                        "sliding_attention"
+                    } else {
+                        "full_attention"
+                    })
+            });
+        if !alternating {
+            return Err(ModelError::Unimplemented(
+                "config.json layer_types other than sliding and full layers in turn".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// gpt-oss (`GptOssModel` of llama.cpp's converter): the expert counts, the window, and
+/// the settings that llama.cpp fixes (the SwiGLU clamp, the layer pattern, MXFP4 as the
+/// only quantization), checked rather than dropped. YaRN's `truncate` is not written: like
+/// llama.cpp, tuili rounds YaRN's correction range to whole dimensions either way.
+fn gpt_oss_keys(
+    f: &Fields,
+    n_layer: u64,
+    put: &mut impl FnMut(&str, Value),
+) -> Result<(), ModelError> {
+    let n_expert = f.need_count("num_local_experts")?;
+    let used = match f.count("num_experts_per_tok")? {
+        Some(k) => k,
+        None => f.need_count("experts_per_token")?,
+    };
+    if used > n_expert {
+        return Err(bad(format!(
+            "num_experts_per_tok is {used}, more than num_local_experts {n_expert}"
+        )));
+    }
+    put("expert_count", Value::U32(n_expert as u32));
+    put("expert_used_count", Value::U32(used as u32));
+    put(
+        "attention.sliding_window",
+        Value::U32(f.need_count("sliding_window")? as u32),
+    );
+    put(
+        "expert_feed_forward_length",
+        Value::U32(f.need_count("intermediate_size")? as u32),
+    );
+    check_alternating(f, n_layer)?;
+    let limit = tuili_backend::ops::SWIGLU_OAI_LIMIT;
+    if let Some(l) = f.num("swiglu_limit")?.filter(|&l| l != limit) {
+        return Err(ModelError::Unimplemented(format!(
+            "config.json swiglu_limit {l} (gpt-oss's SwiGLU clamps at {limit})"
+        )));
+    }
+    if f.flag("attention_bias")? == Some(false) {
+        return Err(ModelError::Unimplemented(
+            "config.json attention_bias = false (gpt-oss without attention biases)".into(),
+        ));
+    }
+    if let Some(q) = f.get("quantization_config") {
+        let method = q.get("quant_method").and_then(Json::as_str);
+        if method != Some("mxfp4") {
+            return Err(ModelError::Unimplemented(format!(
+                "config.json quantization_config.quant_method {} (gpt-oss's experts are read \
+                 as mxfp4 or unquantized)",
+                method.unwrap_or("(missing)")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Ministral 3's YaRN (`ministral3` text model): the log multiplier `mscale_all_dim` and the

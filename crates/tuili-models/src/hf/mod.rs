@@ -8,6 +8,7 @@
 //! in memory once, where a GGUF file is only mapped.
 
 mod config;
+mod gpt_oss;
 mod tensors;
 
 use std::path::Path;

@@ -23,6 +23,8 @@ enum Target {
     Tensor(String),
     /// Expert `e` of the stacked tensor named.
     Expert(String, usize),
+    /// Part of layer `n`'s fused gpt-oss experts (`mlp.experts.gate_up_proj_blocks`, ...).
+    FusedExperts(usize),
     /// Not part of the language model (vision tower, cached RoPE tables).
     Skip,
 }
@@ -54,6 +56,9 @@ fn target(arch: Arch, hf: &str) -> Option<Target> {
     let (layer, inner) = rest.strip_prefix("layers.")?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     if let Some(e) = inner.strip_prefix("mlp.experts.") {
+        if arch == Arch::GptOss {
+            return Some(Target::FusedExperts(layer));
+        }
         let (e, proj) = e.split_once('.')?;
         let which = match proj {
             "gate_proj.weight" => "gate",
@@ -64,7 +69,14 @@ fn target(arch: Arch, hf: &str) -> Option<Target> {
         let name = format!("blk.{layer}.ffn_{which}_exps.weight");
         return Some(Target::Expert(name, e.parse().ok()?));
     }
-    let post_norms = matches!(arch, Arch::Gemma2 | Arch::Gemma3 | Arch::Olmo2);
+    if inner == "self_attn.sinks" {
+        return Some(Target::Tensor(format!("blk.{layer}.attn_sinks.weight")));
+    }
+    // gpt-oss names its feed-forward pre-norm `post_attention_norm`, as llama.cpp does.
+    let post_norms = matches!(
+        arch,
+        Arch::Gemma2 | Arch::Gemma3 | Arch::Olmo2 | Arch::GptOss
+    );
     let (stem, suffix) = inner.rsplit_once('.')?;
     let gguf = match stem {
         "input_layernorm" => "attn_norm",
@@ -88,17 +100,23 @@ fn target(arch: Arch, hf: &str) -> Option<Target> {
         // StarCoder2's ungated block.
         "mlp.c_fc" => "ffn_up",
         "mlp.c_proj" => "ffn_down",
-        "mlp.gate" => "ffn_gate_inp",
+        "mlp.gate" | "mlp.router" => "ffn_gate_inp",
         _ => return None,
     };
     Some(Target::Tensor(format!("blk.{layer}.{gguf}.{suffix}")))
 }
 
-fn ggml_type(d: Dtype) -> GgmlType {
-    match d {
-        Dtype::F32 => GgmlType::F32,
-        Dtype::F16 => GgmlType::F16,
-        Dtype::BF16 => GgmlType::BF16,
+/// The GGUF type of a float tensor; bytes (U8) are only MXFP4 experts' blocks and scales.
+pub(super) fn ggml_type(t: &TensorInfo) -> Result<GgmlType, ModelError> {
+    match t.dtype {
+        Dtype::F32 => Ok(GgmlType::F32),
+        Dtype::F16 => Ok(GgmlType::F16),
+        Dtype::BF16 => Ok(GgmlType::BF16),
+        Dtype::U8 => Err(ModelError::BadConfig(format!(
+            "tensor '{}' is U8 {:?}, where a float tensor (F32, F16, BF16) is required \
+             (U8 is read only as gpt-oss's MXFP4 expert blocks and scales)",
+            t.name, t.shape
+        ))),
     }
 }
 
@@ -134,11 +152,13 @@ fn permute_rows(
 pub(crate) fn convert(ckpt: &Checkpoint, cfg: &HfConfig) -> Result<Vec<GgufTensor>, ModelError> {
     let mut out = Vec::new();
     let mut experts: BTreeMap<String, BTreeMap<usize, GgufTensor>> = BTreeMap::new();
+    let mut fused: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
     for hf in ckpt.names() {
         let t = ckpt.tensor(hf).expect("listed name");
         let data = ckpt.data(hf).expect("listed name");
         if let Some(want) = cfg.dtype {
-            if t.dtype.name() != want {
+            // Packed bytes (MXFP4) are outside torch_dtype; `ggml_type` refuses them elsewhere.
+            if t.dtype.name() != want && t.dtype != Dtype::U8 {
                 return Err(ModelError::BadConfig(format!(
                     "tensor '{hf}' is {}, but config.json torch_dtype says {want}",
                     t.dtype.name()
@@ -155,6 +175,10 @@ pub(crate) fn convert(ckpt: &Checkpoint, cfg: &HfConfig) -> Result<Vec<GgufTenso
             Some(Target::Skip) => continue,
             Some(Target::Tensor(n)) if n == "output.weight" && cfg.tied => continue,
             Some(Target::Tensor(n)) => n,
+            Some(Target::FusedExperts(layer)) => {
+                fused.entry(layer).or_default().push(hf);
+                continue;
+            }
             Some(Target::Expert(n, e)) => {
                 let g = tensor(cfg, &n, t, data)?;
                 if experts.entry(n.clone()).or_default().insert(e, g).is_some() {
@@ -170,6 +194,9 @@ pub(crate) fn convert(ckpt: &Checkpoint, cfg: &HfConfig) -> Result<Vec<GgufTenso
     for (name, parts) in experts {
         out.push(stack(name, parts)?);
     }
+    for (layer, names) in fused {
+        out.extend(super::gpt_oss::experts(ckpt, cfg, layer, &names)?);
+    }
     if let Some(f) = &cfg.rope_freqs {
         out.push(GgufTensor {
             name: "rope_freqs.weight".into(),
@@ -182,18 +209,19 @@ pub(crate) fn convert(ckpt: &Checkpoint, cfg: &HfConfig) -> Result<Vec<GgufTenso
 }
 
 /// One tensor under its GGUF name, its data changed as llama.cpp's converter does.
-fn tensor(
+pub(super) fn tensor(
     cfg: &HfConfig,
     name: &str,
     t: &TensorInfo,
     data: &[u8],
 ) -> Result<GgufTensor, ModelError> {
     let dims: Vec<u64> = t.shape.iter().rev().copied().collect();
-    let mut ty = ggml_type(t.dtype);
+    let mut ty = ggml_type(t)?;
     let mut data = data.to_vec();
-    if dims.len() == 1 {
-        // Vectors (norms, biases) are F32 in GGUF files; Gemma's norms store `w + 1`.
-        let n = dims[0] as usize;
+    // Vectors (norms), biases of any rank and routers are F32 in the converter's files;
+    // Gemma's norms store `w + 1`.
+    if dims.len() == 1 || !name.ends_with(".weight") || name.contains(".ffn_gate_inp.") {
+        let n = dims.iter().product::<u64>() as usize;
         let mut v = tuili_backend::quant::dequantize(ty, &data, n)?;
         if matches!(cfg.arch, Arch::Gemma2 | Arch::Gemma3) && name.ends_with("norm.weight") {
             v.iter_mut().for_each(|x| *x += 1.0);
