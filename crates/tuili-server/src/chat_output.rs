@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use crate::harmony::HarmonyParser;
+use crate::mistral::MistralParser;
 use crate::tools::ToolFormat;
 
 const THINK_OPEN: &str = "<think>";
@@ -71,8 +72,17 @@ pub struct OutputParser {
     /// Formats whose calls are the whole answer (Llama 3.x, Mistral): `None` until the
     /// first visible character says whether the answer is calls (held to the end) or text.
     whole: Option<bool>,
-    /// gpt-oss: the answer is harmony messages, split by their channels instead.
-    harmony: Option<HarmonyParser>,
+    /// Formats whose markers are rendered control tokens, split by their own parser.
+    framed: Option<Framed>,
+}
+
+/// A format read by a parser of its own.
+#[derive(Debug)]
+enum Framed {
+    /// gpt-oss: harmony messages, split by their channels.
+    Harmony(HarmonyParser),
+    /// Mistral v11+: `[TOOL_CALLS]NAME[ARGS]{...}` calls.
+    Mistral(MistralParser),
 }
 
 impl OutputParser {
@@ -102,35 +112,39 @@ impl OutputParser {
             skip_space: false,
             streaming_call: None,
             whole: None,
-            harmony: None,
+            framed: (tools == Some(ToolFormat::MistralV11))
+                .then(|| Framed::Mistral(MistralParser::default())),
         }
     }
 
     /// A parser for gpt-oss's harmony messages (thought, calls and answer by channel).
     pub fn harmony() -> OutputParser {
         OutputParser {
-            harmony: Some(HarmonyParser::default()),
+            framed: Some(Framed::Harmony(HarmonyParser::default())),
             ..OutputParser::new(None, false, false)
         }
     }
 
     /// Whether this parser changes anything (else the text passes through as content).
     pub fn is_active(&self) -> bool {
-        self.tools.is_some() || self.reasoning || self.harmony.is_some()
+        self.tools.is_some() || self.reasoning || self.framed.is_some()
     }
 
     /// Tool calls parsed so far.
     pub fn calls(&self) -> usize {
-        match &self.harmony {
-            Some(h) => h.calls(),
+        match &self.framed {
+            Some(Framed::Harmony(h)) => h.calls(),
+            Some(Framed::Mistral(m)) => m.calls(),
             None => self.calls,
         }
     }
 
     /// The pieces `text` completes.
     pub fn push(&mut self, text: &str) -> Vec<Piece> {
-        if let Some(h) = self.harmony.as_mut() {
-            return h.push(text);
+        match self.framed.as_mut() {
+            Some(Framed::Harmony(h)) => return h.push(text),
+            Some(Framed::Mistral(m)) => return m.push(text),
+            None => {}
         }
         if let Some(opener) = self.whole_answer_opener() {
             if self.whole != Some(false) {
@@ -253,8 +267,10 @@ impl OutputParser {
     /// Whatever is held at the end: a call whose closing tag never came is a call if its
     /// body is whole, else shown as the text it was.
     pub fn finish(&mut self) -> Vec<Piece> {
-        if let Some(h) = self.harmony.as_mut() {
-            return h.finish();
+        match self.framed.as_mut() {
+            Some(Framed::Harmony(h)) => return h.finish(),
+            Some(Framed::Mistral(m)) => return m.finish(),
+            None => {}
         }
         let held = std::mem::take(&mut self.held);
         let mut out = Vec::new();
@@ -291,7 +307,13 @@ impl OutputParser {
         match self.tools {
             Some(ToolFormat::Llama3) => Some('{'),
             Some(ToolFormat::Mistral) => Some('['),
-            Some(ToolFormat::Hermes | ToolFormat::QwenXml | ToolFormat::Harmony) | None => None,
+            Some(
+                ToolFormat::Hermes
+                | ToolFormat::QwenXml
+                | ToolFormat::Harmony
+                | ToolFormat::MistralV11,
+            )
+            | None => None,
         }
     }
 

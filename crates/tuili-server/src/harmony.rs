@@ -166,8 +166,35 @@ impl HarmonyParser {
     }
 }
 
+/// What gpt-oss-20b sometimes writes before `<|channel|>analysis` or `<|channel|>final`, with
+/// ` to=assistant` or without; llama.cpp drops it, and so does this parser.
+const STRAY: &str = "<|channel|>commentary";
+const STRAY_TO: &str = " to=assistant";
+
+/// `header` without a stray commentary channel before an analysis or final one.
+fn without_stray(header: &str) -> &str {
+    // Right after the role, if any (the first message's role is in the prompt).
+    let Some(rest) = header
+        .trim_start()
+        .trim_start_matches("assistant")
+        .strip_prefix(STRAY)
+    else {
+        return header;
+    };
+    let rest = rest.strip_prefix(STRAY_TO).unwrap_or(rest);
+    let real = ["analysis", "final"]
+        .iter()
+        .any(|c| rest.strip_prefix(CHANNEL).is_some_and(|r| r.starts_with(c)));
+    if real {
+        rest
+    } else {
+        header
+    }
+}
+
 /// The channel and the recipient (`to=...`) a header names.
 fn parse_header(header: &str) -> (Option<&str>, Option<&str>) {
+    let header = without_stray(header);
     // A word ends at whitespace or at the next marker.
     let word = |s: &'static str| {
         header.find(s).map(|at| {
@@ -324,6 +351,19 @@ pub(crate) mod tests {
             &[text("hithere")],
             0,
         );
+    }
+
+    #[test]
+    fn a_stray_commentary_channel_before_analysis_or_final_is_dropped() {
+        // gpt-oss-20b's slip that llama.cpp tolerates (its gpt-oss parser's stray_commentary).
+        let out = "<|channel|>commentary<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>commentary to=assistant<|channel|>final<|message|>Answer.";
+        at_every_step(out, &[thought("Think."), text("Answer.")], 0);
+        let call_after = "<|channel|>commentary<|channel|>analysis<|message|>t<|end|><|start|>assistant<|channel|>commentary to=functions.f <|constrain|>json<|message|>{}";
+        let [s, a] = call(0, "f", "{}");
+        at_every_step(call_after, &[thought("t"), s, a], 1);
+        // A preamble (commentary with its own body) is no stray.
+        let preamble = "<|channel|>commentary<|message|>Checking.<|end|>";
+        at_every_step(preamble, &[text("Checking.")], 0);
     }
 
     #[test]
