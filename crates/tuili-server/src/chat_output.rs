@@ -521,7 +521,7 @@ pub(crate) fn merged(pieces: Vec<Piece>) -> Vec<Piece> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Feeds `text` in chunks of `step` characters; returns the merged pieces.
@@ -533,6 +533,27 @@ mod tests {
         }
         pieces.extend(p.finish());
         merged(pieces)
+    }
+
+    /// Feeds `text` to a fresh parser from `new` in chunks of many sizes: each time the
+    /// pieces (merged, as a client joins them) are `want` and `calls` calls were parsed.
+    #[track_caller]
+    pub(crate) fn at_every_step(
+        new: impl Fn() -> OutputParser,
+        text: &str,
+        want: &[Piece],
+        calls: usize,
+    ) {
+        for step in [1, 2, 3, 5, 8, 13, 1000] {
+            let mut p = new();
+            assert_eq!(run(&mut p, text, step), want, "step {step}: {text:?}");
+            assert_eq!(p.calls(), calls, "step {step}");
+        }
+    }
+
+    /// A streamed call: its start, then its arguments.
+    pub(crate) fn call(index: usize, name: &str, arguments: &str) -> [Piece; 2] {
+        [start(index, name), args(index, arguments)]
     }
 
     fn start(index: usize, name: &str) -> Piece {

@@ -240,25 +240,12 @@ fn emit(out: &mut Vec<Piece>, kind: Kind, text: &str) {
 pub(crate) mod tests {
     use super::*;
 
-    /// Feeds `text` in chunks of `step` characters; returns the pieces with neighbouring
-    /// text of one kind merged, as a client would.
-    fn run(text: &str, step: usize) -> (Vec<Piece>, usize) {
-        let mut p = HarmonyParser::default();
-        let chars: Vec<char> = text.chars().collect();
-        let mut pieces = Vec::new();
-        for c in chars.chunks(step) {
-            pieces.extend(p.push(&c.iter().collect::<String>()));
-        }
-        pieces.extend(p.finish());
-        (crate::chat_output::merged(pieces), p.calls())
-    }
+    use crate::chat_output::tests::call;
+    use crate::chat_output::OutputParser;
 
+    #[track_caller]
     fn at_every_step(text: &str, want: &[Piece], calls: usize) {
-        for step in [1, 2, 3, 5, 8, 13, 1000] {
-            let (got, n) = run(text, step);
-            assert_eq!(got, want, "step {step}");
-            assert_eq!(n, calls, "step {step}");
-        }
+        crate::chat_output::tests::at_every_step(OutputParser::harmony, text, want, calls);
     }
 
     fn thought(t: &str) -> Piece {
@@ -267,19 +254,6 @@ pub(crate) mod tests {
 
     fn text(t: &str) -> Piece {
         Piece::Content(t.into())
-    }
-
-    fn call(index: usize, name: &str, args: &str) -> [Piece; 2] {
-        [
-            Piece::CallStart {
-                index,
-                name: name.into(),
-            },
-            Piece::CallArgs {
-                index,
-                text: args.into(),
-            },
-        ]
     }
 
     // The fixtures are the harmony spec's own examples (openai/harmony, docs/format.md),

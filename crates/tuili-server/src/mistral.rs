@@ -167,38 +167,15 @@ fn name(header: &str) -> &str {
 pub(crate) mod tests {
     use super::*;
 
-    /// Feeds `text` in chunks of `step` characters; the pieces with neighbouring text of
-    /// one kind merged, as a client would, and the number of calls.
-    fn run(text: &str, step: usize) -> (Vec<Piece>, usize) {
-        let mut p = MistralParser::default();
-        let chars: Vec<char> = text.chars().collect();
-        let mut pieces = Vec::new();
-        for c in chars.chunks(step) {
-            pieces.extend(p.push(&c.iter().collect::<String>()));
-        }
-        pieces.extend(p.finish());
-        (crate::chat_output::merged(pieces), p.calls())
-    }
+    pub(crate) use crate::chat_output::tests::call;
+    use crate::chat_output::OutputParser;
+    use crate::tools::ToolFormat;
 
+    /// Asserts what the server's parser for this format reads from `text` at every chunking.
+    #[track_caller]
     pub(crate) fn at_every_step(text: &str, want: &[Piece], calls: usize) {
-        for step in [1, 2, 3, 5, 7, 11, 1000] {
-            let (got, n) = run(text, step);
-            assert_eq!(got, want, "step {step}: {text:?}");
-            assert_eq!(n, calls, "step {step}");
-        }
-    }
-
-    pub(crate) fn call(index: usize, name: &str, args: &str) -> [Piece; 2] {
-        [
-            Piece::CallStart {
-                index,
-                name: name.into(),
-            },
-            Piece::CallArgs {
-                index,
-                text: args.into(),
-            },
-        ]
+        let new = || OutputParser::new(Some(ToolFormat::MistralV11), false, false);
+        crate::chat_output::tests::at_every_step(new, text, want, calls);
     }
 
     fn text(t: &str) -> Piece {

@@ -43,10 +43,12 @@ pub struct Streamed {
 }
 
 /// The deltas of a chat stream's events, joined; each call's first fragment names it and
-/// carries its `call_` id.
-pub fn streamed(events: &[String]) -> Streamed {
+/// carries its `call_` id, and no event holds `hidden` (a marker that must not leak).
+pub fn streamed(r: &Reply, hidden: &str) -> Streamed {
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let mut out = Streamed::default();
-    for data in events.iter().filter(|d| *d != "[DONE]") {
+    for data in r.events().iter().filter(|d| *d != "[DONE]") {
+        assert!(!data.contains(hidden), "a marker leaked: {data}");
         let v: Value = serde_json::from_str(data).unwrap();
         let Some(c) = v["choices"].get(0) else {
             continue;
