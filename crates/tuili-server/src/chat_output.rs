@@ -46,6 +46,30 @@ pub enum Piece {
     },
 }
 
+/// Where a run of an answer's text goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Sink {
+    Reasoning,
+    Content,
+    /// Arguments of this call.
+    Call(usize),
+}
+
+impl Sink {
+    /// Gives out `text`, if any, as this kind of piece.
+    pub(crate) fn emit(self, out: &mut Vec<Piece>, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        let text = text.to_string();
+        out.push(match self {
+            Sink::Reasoning => Piece::Reasoning(text),
+            Sink::Content => Piece::Content(text),
+            Sink::Call(index) => Piece::CallArgs { index, text },
+        });
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Content,

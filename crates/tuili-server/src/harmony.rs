@@ -15,7 +15,7 @@
 //! never reach the text; they are read as ends of a message all the same, as in a
 //! rendered conversation.
 
-use crate::chat_output::{partial_suffix, Piece};
+use crate::chat_output::{partial_suffix, Piece, Sink};
 
 const START: &str = "<|start|>";
 const END: &str = "<|end|>";
@@ -28,20 +28,11 @@ const BODY_ENDS: [&str; 4] = [END, CALL, RETURN, START];
 /// A header longer than this without `<|message|>` is not a header: shown as text.
 const MAX_HEADER: usize = 256;
 
-/// Where a message's body goes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    Reasoning,
-    Content,
-    /// Arguments of this call.
-    Call(usize),
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
     /// Reading a header, up to `<|message|>`.
     Header,
-    Body(Kind),
+    Body(Sink),
     /// After a message's end, up to the next `<|start|>`.
     Between,
 }
@@ -88,7 +79,7 @@ impl HarmonyParser {
                             return out;
                         }
                         // Text that is no header (a model that ignores the format).
-                        self.state = State::Body(Kind::Content);
+                        self.state = State::Body(Sink::Content);
                     }
                 },
                 State::Body(kind) => {
@@ -98,11 +89,11 @@ impl HarmonyParser {
                         .min();
                     let Some((at, marker)) = hit else {
                         let cut = self.held.len() - partial_suffix(&self.held, &BODY_ENDS);
-                        emit(&mut out, kind, &self.held[..cut]);
+                        kind.emit(&mut out, &self.held[..cut]);
                         self.held.drain(..cut);
                         return out;
                     };
-                    emit(&mut out, kind, &self.held[..at]);
+                    kind.emit(&mut out, &self.held[..at]);
                     self.held.drain(..at + marker.len());
                     self.state = if marker == START {
                         State::Header
@@ -122,7 +113,7 @@ impl HarmonyParser {
                         }
                         // Text after a message's end with no new message: shown.
                         self.held = rest.to_string();
-                        self.state = State::Body(Kind::Content);
+                        self.state = State::Body(Sink::Content);
                     }
                 },
             }
@@ -135,8 +126,8 @@ impl HarmonyParser {
         let held = std::mem::take(&mut self.held);
         let mut out = Vec::new();
         match self.state {
-            State::Body(kind) => emit(&mut out, kind, &held),
-            State::Header => emit(&mut out, Kind::Content, &held),
+            State::Body(kind) => kind.emit(&mut out, &held),
+            State::Header => Sink::Content.emit(&mut out, &held),
             State::Between => {}
         }
         self.state = State::Between;
@@ -144,7 +135,7 @@ impl HarmonyParser {
     }
 
     /// The kind of the message whose header is `header`; a call's start goes out now.
-    fn kind(&mut self, header: &str, out: &mut Vec<Piece>) -> Kind {
+    fn kind(&mut self, header: &str, out: &mut Vec<Piece>) -> Sink {
         let (channel, recipient) = parse_header(header);
         match recipient {
             Some(r) => match r.strip_prefix("functions.") {
@@ -155,13 +146,13 @@ impl HarmonyParser {
                         index,
                         name: name.to_string(),
                     });
-                    Kind::Call(index)
+                    Sink::Call(index)
                 }
                 // Built-in tools (browser, python) are the model's own working: thought.
-                _ => Kind::Reasoning,
+                _ => Sink::Reasoning,
             },
-            None if channel == Some("analysis") => Kind::Reasoning,
-            None => Kind::Content,
+            None if channel == Some("analysis") => Sink::Reasoning,
+            None => Sink::Content,
         }
     }
 }
@@ -220,20 +211,6 @@ fn could_be_header(held: &str) -> bool {
     ["<|", "to=", "assistant"]
         .iter()
         .any(|open| t.starts_with(open) || open.starts_with(t))
-}
-
-fn emit(out: &mut Vec<Piece>, kind: Kind, text: &str) {
-    if text.is_empty() {
-        return;
-    }
-    out.push(match kind {
-        Kind::Reasoning => Piece::Reasoning(text.to_string()),
-        Kind::Content => Piece::Content(text.to_string()),
-        Kind::Call(index) => Piece::CallArgs {
-            index,
-            text: text.to_string(),
-        },
-    });
 }
 
 #[cfg(test)]

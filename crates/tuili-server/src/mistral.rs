@@ -7,7 +7,7 @@
 //! The markers are control tokens: the engine renders them into the text for these models
 //! (`GenerateRequest::render_special`), since without them a call could not be told from text.
 
-use crate::chat_output::{partial_suffix, Piece};
+use crate::chat_output::{partial_suffix, Piece, Sink};
 
 pub(crate) const TOOL_CALLS: &str = "[TOOL_CALLS]";
 pub(crate) const ARGS: &str = "[ARGS]";
@@ -146,15 +146,13 @@ impl MistralParser {
 
     /// Gives out the first `len` bytes held as the current state's kind.
     fn emit(&mut self, out: &mut Vec<Piece>, len: usize) {
-        let text: String = self.held.drain(..len).collect();
-        if text.is_empty() {
-            return;
-        }
-        out.push(match self.state {
-            State::Thought => Piece::Reasoning(text),
-            State::Args(index) => Piece::CallArgs { index, text },
-            State::Content | State::Header => Piece::Content(text),
-        });
+        let sink = match self.state {
+            State::Thought => Sink::Reasoning,
+            State::Args(index) => Sink::Call(index),
+            State::Content | State::Header => Sink::Content,
+        };
+        sink.emit(out, &self.held[..len]);
+        self.held.drain(..len);
     }
 }
 
