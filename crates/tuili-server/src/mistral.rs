@@ -17,8 +17,9 @@ pub(crate) const THINK_END: &str = "[/THINK]";
 /// A call's name (and id) longer than this without `[ARGS]` is not a call: shown as text.
 const MAX_HEADER: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 enum State {
+    #[default]
     Content,
     Thought,
     /// After `[TOOL_CALLS]`, up to `[ARGS]`.
@@ -28,21 +29,11 @@ enum State {
 }
 
 /// Splits one answer; feed it text with [`push`](Self::push), then [`finish`](Self::finish).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct MistralParser {
     state: State,
     held: String,
     calls: usize,
-}
-
-impl Default for MistralParser {
-    fn default() -> Self {
-        MistralParser {
-            state: State::Content,
-            held: String::new(),
-            calls: 0,
-        }
-    }
 }
 
 impl MistralParser {
