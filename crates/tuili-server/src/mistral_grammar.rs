@@ -47,7 +47,13 @@ pub(crate) fn grammar(
         rules += &format!("c{i}: {name}{id} {args} a{i}\na{i}: %json {schema}\n");
         calls.push(format!("c{i}"));
     }
-    let more = if parallel { "+" } else { "" };
+    // How many calls: under `auto` none is needed.
+    let more = match (parallel, auto) {
+        (true, false) => "+",
+        (true, true) => "*",
+        (false, false) => "",
+        (false, true) => "?",
+    };
     let before = match (trigger_id, auto) {
         // Free text (the thought among it) until the trigger.
         (Some(t), true) => format!("<[^{t}]>*"),
@@ -69,7 +75,7 @@ mod tests {
     use crate::chat_output::Piece;
     use crate::mistral::tests::{at_every_step, call};
     use crate::tools::tests::{
-        booking, compiler, constraint, fits, marked_compiler, refused_at, weather,
+        booking, compiler, constraint, marked_compiler, refused_at, weather,
     };
     use crate::tools::ToolFormat;
 
@@ -83,7 +89,7 @@ mod tests {
         tok.encode(text, false, true)
             .into_iter()
             .all(|t| c.accept(t).is_ok())
-            && (c.is_finished() || c.accept(eos).is_ok())
+            && (c.is_finished() || (c.accept(eos).is_ok() && c.is_finished()))
     }
 
     /// Asserts what the server's parser reads from the text the engine renders for `text`'s
@@ -182,8 +188,9 @@ mod tests {
             ToolFormat::MistralV11,
         );
         let text = "It is sunny, <b>really</b> [1, 2] {not json} [ARGS].";
-        assert!(fits(&tok, c.clone(), text));
-        assert!(fits(&tok, c.clone(), ""));
+        // Text alone is a whole answer.
+        assert!(ends(&tok, c.clone(), text));
+        assert!(ends(&tok, c.clone(), ""));
         let answer = format!("[THINK]Look it up.[/THINK]Let me look.{CALL}{CALL}");
         assert!(ends(&tok, c.clone(), &answer));
         let [s0, a0] = call(0, "weather", "{\"city\": \"Paris\"}");
@@ -202,6 +209,13 @@ mod tests {
         refused_at(&tok, &c, &town, town.find("town").unwrap());
         let after = format!("{CALL} Done.");
         refused_at(&tok, &c, &after, CALL.len());
+        // parallel_tool_calls false: text, then at most one call.
+        let body = json!({"tools": [weather()], "parallel_tool_calls": false});
+        let single = constraint(&g, &tok, body, ToolFormat::MistralV11);
+        assert!(ends(&tok, single.clone(), text));
+        assert!(ends(&tok, single.clone(), &format!("Let me look.{CALL}")));
+        let two = format!("Hm.{CALL}{CALL}");
+        refused_at(&tok, &single, &two, 3 + CALL.len());
         // A vocabulary without the trigger token: nothing to switch on.
         let (plain, _) = compiler("smol.gguf").unwrap();
         let auto = crate::tools::tests::spec(json!({"tools": [weather()]}))
