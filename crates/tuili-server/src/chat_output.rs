@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use crate::harmony::HarmonyParser;
+use crate::mistral::MistralParser;
 use crate::tools::ToolFormat;
 
 const THINK_OPEN: &str = "<think>";
@@ -45,6 +46,30 @@ pub enum Piece {
     },
 }
 
+/// Where a run of an answer's text goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Sink {
+    Reasoning,
+    Content,
+    /// Arguments of this call.
+    Call(usize),
+}
+
+impl Sink {
+    /// Gives out `text`, if any, as this kind of piece.
+    pub(crate) fn emit(self, out: &mut Vec<Piece>, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        let text = text.to_string();
+        out.push(match self {
+            Sink::Reasoning => Piece::Reasoning(text),
+            Sink::Content => Piece::Content(text),
+            Sink::Call(index) => Piece::CallArgs { index, text },
+        });
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Content,
@@ -71,8 +96,17 @@ pub struct OutputParser {
     /// Formats whose calls are the whole answer (Llama 3.x, Mistral): `None` until the
     /// first visible character says whether the answer is calls (held to the end) or text.
     whole: Option<bool>,
-    /// gpt-oss: the answer is harmony messages, split by their channels instead.
-    harmony: Option<HarmonyParser>,
+    /// Formats whose markers are rendered control tokens, split by their own parser.
+    framed: Option<Framed>,
+}
+
+/// A format read by a parser of its own.
+#[derive(Debug)]
+enum Framed {
+    /// gpt-oss: harmony messages, split by their channels.
+    Harmony(HarmonyParser),
+    /// Mistral v11+: `[TOOL_CALLS]NAME[ARGS]{...}` calls.
+    Mistral(MistralParser),
 }
 
 impl OutputParser {
@@ -102,35 +136,39 @@ impl OutputParser {
             skip_space: false,
             streaming_call: None,
             whole: None,
-            harmony: None,
+            framed: (tools == Some(ToolFormat::MistralV11))
+                .then(|| Framed::Mistral(MistralParser::default())),
         }
     }
 
     /// A parser for gpt-oss's harmony messages (thought, calls and answer by channel).
     pub fn harmony() -> OutputParser {
         OutputParser {
-            harmony: Some(HarmonyParser::default()),
+            framed: Some(Framed::Harmony(HarmonyParser::default())),
             ..OutputParser::new(None, false, false)
         }
     }
 
     /// Whether this parser changes anything (else the text passes through as content).
     pub fn is_active(&self) -> bool {
-        self.tools.is_some() || self.reasoning || self.harmony.is_some()
+        self.tools.is_some() || self.reasoning || self.framed.is_some()
     }
 
     /// Tool calls parsed so far.
     pub fn calls(&self) -> usize {
-        match &self.harmony {
-            Some(h) => h.calls(),
+        match &self.framed {
+            Some(Framed::Harmony(h)) => h.calls(),
+            Some(Framed::Mistral(m)) => m.calls(),
             None => self.calls,
         }
     }
 
     /// The pieces `text` completes.
     pub fn push(&mut self, text: &str) -> Vec<Piece> {
-        if let Some(h) = self.harmony.as_mut() {
-            return h.push(text);
+        match self.framed.as_mut() {
+            Some(Framed::Harmony(h)) => return h.push(text),
+            Some(Framed::Mistral(m)) => return m.push(text),
+            None => {}
         }
         if let Some(opener) = self.whole_answer_opener() {
             if self.whole != Some(false) {
@@ -253,8 +291,10 @@ impl OutputParser {
     /// Whatever is held at the end: a call whose closing tag never came is a call if its
     /// body is whole, else shown as the text it was.
     pub fn finish(&mut self) -> Vec<Piece> {
-        if let Some(h) = self.harmony.as_mut() {
-            return h.finish();
+        match self.framed.as_mut() {
+            Some(Framed::Harmony(h)) => return h.finish(),
+            Some(Framed::Mistral(m)) => return m.finish(),
+            None => {}
         }
         let held = std::mem::take(&mut self.held);
         let mut out = Vec::new();
@@ -291,7 +331,13 @@ impl OutputParser {
         match self.tools {
             Some(ToolFormat::Llama3) => Some('{'),
             Some(ToolFormat::Mistral) => Some('['),
-            Some(ToolFormat::Hermes | ToolFormat::QwenXml | ToolFormat::Harmony) | None => None,
+            Some(
+                ToolFormat::Hermes
+                | ToolFormat::QwenXml
+                | ToolFormat::Harmony
+                | ToolFormat::MistralV11,
+            )
+            | None => None,
         }
     }
 
@@ -499,7 +545,7 @@ pub(crate) fn merged(pieces: Vec<Piece>) -> Vec<Piece> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Feeds `text` in chunks of `step` characters; returns the merged pieces.
@@ -511,6 +557,27 @@ mod tests {
         }
         pieces.extend(p.finish());
         merged(pieces)
+    }
+
+    /// Feeds `text` to a fresh parser from `new` in chunks of many sizes: each time the
+    /// pieces (merged, as a client joins them) are `want` and `calls` calls were parsed.
+    #[track_caller]
+    pub(crate) fn at_every_step(
+        new: impl Fn() -> OutputParser,
+        text: &str,
+        want: &[Piece],
+        calls: usize,
+    ) {
+        for step in [1, 2, 3, 5, 8, 13, 1000] {
+            let mut p = new();
+            assert_eq!(run(&mut p, text, step), want, "step {step}: {text:?}");
+            assert_eq!(p.calls(), calls, "step {step}");
+        }
+    }
+
+    /// A streamed call: its start, then its arguments.
+    pub(crate) fn call(index: usize, name: &str, arguments: &str) -> [Piece; 2] {
+        [start(index, name), args(index, arguments)]
     }
 
     fn start(index: usize, name: &str) -> Piece {

@@ -63,7 +63,14 @@ pub(crate) async fn start(state: &AppState, body: &Value) -> Result<ChatRun, Ser
         ready.engine.tokenizer(),
     )?;
     let prompt_tokens = prompt.len();
-    let mut streams = submit(&ready.engine, &[prompt], &common, None, shape.harmony).await?;
+    let mut streams = submit(
+        &ready.engine,
+        &[prompt],
+        &common,
+        None,
+        shape.render_special(),
+    )
+    .await?;
     Ok(ChatRun {
         stream: streams.pop().expect("one choice"),
         parser: shape.parser(),

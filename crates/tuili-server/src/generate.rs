@@ -68,6 +68,12 @@ pub(crate) struct ChatShape {
 }
 
 impl ChatShape {
+    /// Whether the answer's control tokens are rendered into its text: the markers of
+    /// harmony and of Mistral v11+ calls, which the parsers split on.
+    pub(crate) fn render_special(&self) -> bool {
+        self.harmony || self.tools == Some(ToolFormat::MistralV11)
+    }
+
     pub(crate) fn parser(&self) -> OutputParser {
         if self.harmony {
             return OutputParser::harmony();
@@ -248,7 +254,8 @@ async fn constraint(
 }
 
 /// Compiles the request's grammar and submits `n` choices of each prompt; dropping the
-/// streams cancels them. `render_special`: control tokens are part of the text (harmony).
+/// streams cancels them. `render_special`: control tokens are part of the text
+/// ([`ChatShape::render_special`]).
 pub(crate) async fn submit(
     engine: &EngineHandle,
     prompts: &[Vec<u32>],
@@ -301,7 +308,14 @@ async fn run(state: &AppState, job: Job) -> Result<Response, ServerError> {
     let ready = state.ready()?;
     let engine = &ready.engine;
     let c = &job.common;
-    let streams = submit(engine, &job.prompts, c, job.logprobs, job.shape.harmony).await?;
+    let streams = submit(
+        engine,
+        &job.prompts,
+        c,
+        job.logprobs,
+        job.shape.render_special(),
+    )
+    .await?;
     let ctx = Answer {
         kind: job.kind,
         id: new_id(job.kind),

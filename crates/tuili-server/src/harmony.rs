@@ -15,7 +15,7 @@
 //! never reach the text; they are read as ends of a message all the same, as in a
 //! rendered conversation.
 
-use crate::chat_output::{partial_suffix, Piece};
+use crate::chat_output::{partial_suffix, Piece, Sink};
 
 const START: &str = "<|start|>";
 const END: &str = "<|end|>";
@@ -28,20 +28,11 @@ const BODY_ENDS: [&str; 4] = [END, CALL, RETURN, START];
 /// A header longer than this without `<|message|>` is not a header: shown as text.
 const MAX_HEADER: usize = 256;
 
-/// Where a message's body goes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    Reasoning,
-    Content,
-    /// Arguments of this call.
-    Call(usize),
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
     /// Reading a header, up to `<|message|>`.
     Header,
-    Body(Kind),
+    Body(Sink),
     /// After a message's end, up to the next `<|start|>`.
     Between,
 }
@@ -88,7 +79,7 @@ impl HarmonyParser {
                             return out;
                         }
                         // Text that is no header (a model that ignores the format).
-                        self.state = State::Body(Kind::Content);
+                        self.state = State::Body(Sink::Content);
                     }
                 },
                 State::Body(kind) => {
@@ -98,11 +89,11 @@ impl HarmonyParser {
                         .min();
                     let Some((at, marker)) = hit else {
                         let cut = self.held.len() - partial_suffix(&self.held, &BODY_ENDS);
-                        emit(&mut out, kind, &self.held[..cut]);
+                        kind.emit(&mut out, &self.held[..cut]);
                         self.held.drain(..cut);
                         return out;
                     };
-                    emit(&mut out, kind, &self.held[..at]);
+                    kind.emit(&mut out, &self.held[..at]);
                     self.held.drain(..at + marker.len());
                     self.state = if marker == START {
                         State::Header
@@ -122,7 +113,7 @@ impl HarmonyParser {
                         }
                         // Text after a message's end with no new message: shown.
                         self.held = rest.to_string();
-                        self.state = State::Body(Kind::Content);
+                        self.state = State::Body(Sink::Content);
                     }
                 },
             }
@@ -135,8 +126,8 @@ impl HarmonyParser {
         let held = std::mem::take(&mut self.held);
         let mut out = Vec::new();
         match self.state {
-            State::Body(kind) => emit(&mut out, kind, &held),
-            State::Header => emit(&mut out, Kind::Content, &held),
+            State::Body(kind) => kind.emit(&mut out, &held),
+            State::Header => Sink::Content.emit(&mut out, &held),
             State::Between => {}
         }
         self.state = State::Between;
@@ -144,7 +135,7 @@ impl HarmonyParser {
     }
 
     /// The kind of the message whose header is `header`; a call's start goes out now.
-    fn kind(&mut self, header: &str, out: &mut Vec<Piece>) -> Kind {
+    fn kind(&mut self, header: &str, out: &mut Vec<Piece>) -> Sink {
         let (channel, recipient) = parse_header(header);
         match recipient {
             Some(r) => match r.strip_prefix("functions.") {
@@ -155,19 +146,46 @@ impl HarmonyParser {
                         index,
                         name: name.to_string(),
                     });
-                    Kind::Call(index)
+                    Sink::Call(index)
                 }
                 // Built-in tools (browser, python) are the model's own working: thought.
-                _ => Kind::Reasoning,
+                _ => Sink::Reasoning,
             },
-            None if channel == Some("analysis") => Kind::Reasoning,
-            None => Kind::Content,
+            None if channel == Some("analysis") => Sink::Reasoning,
+            None => Sink::Content,
         }
+    }
+}
+
+/// What gpt-oss-20b sometimes writes before `<|channel|>analysis` or `<|channel|>final`, with
+/// ` to=assistant` or without; llama.cpp drops it, and so does this parser.
+const STRAY: &str = "<|channel|>commentary";
+const STRAY_TO: &str = " to=assistant";
+
+/// `header` without a stray commentary channel before an analysis or final one.
+fn without_stray(header: &str) -> &str {
+    // Right after the role, if any (the first message's role is in the prompt).
+    let Some(rest) = header
+        .trim_start()
+        .trim_start_matches("assistant")
+        .strip_prefix(STRAY)
+    else {
+        return header;
+    };
+    let rest = rest.strip_prefix(STRAY_TO).unwrap_or(rest);
+    let real = ["analysis", "final"]
+        .iter()
+        .any(|c| rest.strip_prefix(CHANNEL).is_some_and(|r| r.starts_with(c)));
+    if real {
+        rest
+    } else {
+        header
     }
 }
 
 /// The channel and the recipient (`to=...`) a header names.
 fn parse_header(header: &str) -> (Option<&str>, Option<&str>) {
+    let header = without_stray(header);
     // A word ends at whitespace or at the next marker.
     let word = |s: &'static str| {
         header.find(s).map(|at| {
@@ -195,43 +213,16 @@ fn could_be_header(held: &str) -> bool {
         .any(|open| t.starts_with(open) || open.starts_with(t))
 }
 
-fn emit(out: &mut Vec<Piece>, kind: Kind, text: &str) {
-    if text.is_empty() {
-        return;
-    }
-    out.push(match kind {
-        Kind::Reasoning => Piece::Reasoning(text.to_string()),
-        Kind::Content => Piece::Content(text.to_string()),
-        Kind::Call(index) => Piece::CallArgs {
-            index,
-            text: text.to_string(),
-        },
-    });
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
-    /// Feeds `text` in chunks of `step` characters; returns the pieces with neighbouring
-    /// text of one kind merged, as a client would.
-    fn run(text: &str, step: usize) -> (Vec<Piece>, usize) {
-        let mut p = HarmonyParser::default();
-        let chars: Vec<char> = text.chars().collect();
-        let mut pieces = Vec::new();
-        for c in chars.chunks(step) {
-            pieces.extend(p.push(&c.iter().collect::<String>()));
-        }
-        pieces.extend(p.finish());
-        (crate::chat_output::merged(pieces), p.calls())
-    }
+    use crate::chat_output::tests::call;
+    use crate::chat_output::OutputParser;
 
+    #[track_caller]
     fn at_every_step(text: &str, want: &[Piece], calls: usize) {
-        for step in [1, 2, 3, 5, 8, 13, 1000] {
-            let (got, n) = run(text, step);
-            assert_eq!(got, want, "step {step}");
-            assert_eq!(n, calls, "step {step}");
-        }
+        crate::chat_output::tests::at_every_step(OutputParser::harmony, text, want, calls);
     }
 
     fn thought(t: &str) -> Piece {
@@ -240,19 +231,6 @@ pub(crate) mod tests {
 
     fn text(t: &str) -> Piece {
         Piece::Content(t.into())
-    }
-
-    fn call(index: usize, name: &str, args: &str) -> [Piece; 2] {
-        [
-            Piece::CallStart {
-                index,
-                name: name.into(),
-            },
-            Piece::CallArgs {
-                index,
-                text: args.into(),
-            },
-        ]
     }
 
     // The fixtures are the harmony spec's own examples (openai/harmony, docs/format.md),
@@ -324,6 +302,19 @@ pub(crate) mod tests {
             &[text("hithere")],
             0,
         );
+    }
+
+    #[test]
+    fn a_stray_commentary_channel_before_analysis_or_final_is_dropped() {
+        // gpt-oss-20b's slip that llama.cpp tolerates (its gpt-oss parser's stray_commentary).
+        let out = "<|channel|>commentary<|channel|>analysis<|message|>Think.<|end|><|start|>assistant<|channel|>commentary to=assistant<|channel|>final<|message|>Answer.";
+        at_every_step(out, &[thought("Think."), text("Answer.")], 0);
+        let call_after = "<|channel|>commentary<|channel|>analysis<|message|>t<|end|><|start|>assistant<|channel|>commentary to=functions.f <|constrain|>json<|message|>{}";
+        let [s, a] = call(0, "f", "{}");
+        at_every_step(call_after, &[thought("t"), s, a], 1);
+        // A preamble (commentary with its own body) is no stray.
+        let preamble = "<|channel|>commentary<|message|>Checking.<|end|>";
+        at_every_step(preamble, &[text("Checking.")], 0);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! the channel instead (` to=functions.NAME<|channel|>commentary json<|message|>`, as the
 //! template writes past calls), and the content type may be bare or absent. Under `auto` the
 //! answer may end in `<|channel|>final<|message|>TEXT` instead of a call: the thought and the
-//! answer are free, only a message addressed to `functions.` is constrained.
+//! answer are free, only a message addressed to `functions.` is constrained. A stray
+//! `<|channel|>commentary` (maybe with ` to=assistant`) may stand before an analysis or final
+//! channel, as gpt-oss-20b sometimes writes and llama.cpp's grammar allows.
 //!
 //! The markers are matched as the vocabulary's own tokens (`<[ID]>`), so that no run of
 //! smaller tokens spells one; a vocabulary without them (a test model under gpt-oss's
@@ -64,13 +66,14 @@ pub(crate) fn grammar(wanted: &[&Value], auto: bool, tok: &Tokenizer) -> String 
         calls.push(format!("c{i}"));
     }
     let end = if auto {
-        format!("(call | {channel} \"final\" {message} TEXT)")
+        format!("(call | stray? {channel} \"final\" {message} TEXT)")
     } else {
         "call".to_string()
     };
     format!(
         "start: (msg {start} \"assistant\")* {end}\n\
-         msg: {channel} (\"analysis\" | \"commentary\") {message} {body}\n\
+         msg: (stray? {channel} \"analysis\" | {channel} \"commentary\") {message} {body}\n\
+         stray: {channel} \"commentary\" \" to=assistant\"?\n\
          call: {}\n\
          kind: \"commentary\" | \"analysis\"\n\
          ctype: ((\" \" | \" \" {constrain} | {constrain}) \"json\")?\n\
@@ -218,6 +221,37 @@ mod tests {
         assert!(!fits(&tok, c.clone(), &wrong));
         let town = format!("{THOUGHT}{}", CALL.replace("city", "town"));
         refused_at(&tok, &c, &town, town.find("town").unwrap());
+    }
+
+    /// gpt-oss-20b's stray `<|channel|>commentary` before an analysis or final channel fits
+    /// (as in llama.cpp's grammar) and is read past; before anything else it does not fit.
+    #[test]
+    fn a_stray_commentary_before_analysis_or_final_fits() {
+        let Some((tok, g)) = marked_compiler() else {
+            return;
+        };
+        let stray_thought =
+            "<|channel|>commentary<|channel|>analysis<|message|>Hm.<|end|><|start|>assistant";
+        let stray_final = "<|channel|>commentary to=assistant<|channel|>final<|message|>Sunny.";
+        let auto = constraint(&g, &tok, json!({"tools": [weather()]}), ToolFormat::Harmony);
+        assert!(fits(
+            &tok,
+            auto.clone(),
+            &format!("{stray_thought}{stray_final}")
+        ));
+        let required = json!({"tools": [weather()], "tool_choice": "required"});
+        let c = constraint(&g, &tok, required, ToolFormat::Harmony);
+        assert!(ends(&tok, c.clone(), &format!("{stray_thought}{CALL}")));
+        refused_at(&tok, &c, stray_final, stray_final.find("final").unwrap());
+        let twice = "<|channel|>commentary<|channel|>commentary<|channel|>analysis";
+        refused_at(&tok, &auto, twice, twice.rfind("commentary").unwrap());
+        assert_eq!(
+            parsed(&format!("{stray_thought}{stray_final}")),
+            [
+                Piece::Reasoning("Hm.".into()),
+                Piece::Content("Sunny.".into())
+            ]
+        );
     }
 
     #[test]

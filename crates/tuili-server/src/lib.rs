@@ -35,6 +35,8 @@ mod kv_publish;
 pub mod kv_wire;
 pub mod metrics;
 mod metrics_vllm;
+mod mistral;
+mod mistral_grammar;
 mod ollama;
 mod render;
 mod response_store;

@@ -51,6 +51,10 @@ pub enum ToolFormat {
     /// Mistral: `[TOOL_CALLS]` (a special token, hidden) then a JSON list of
     /// `{"name", "arguments"}`.
     Mistral,
+    /// Mistral's tekken v11+ models (Ministral 3, Mistral Small 3.1/3.2, Magistral,
+    /// Devstral): `[TOOL_CALLS]NAME[ARGS]{...}` per call, maybe `[CALL_ID]ID` before
+    /// `[ARGS]` (see [`crate::mistral`]).
+    MistralV11,
     /// gpt-oss's harmony: a message `<|channel|>commentary to=functions.NAME
     /// <|constrain|>json<|message|>{...}` per call (see [`crate::harmony_grammar`]).
     Harmony,
@@ -65,6 +69,9 @@ impl ToolFormat {
             Some(ToolFormat::QwenXml)
         } else if source.contains("<tool_call>") {
             Some(ToolFormat::Hermes)
+        } else if source.contains("[TOOL_CALLS]") && source.contains("[ARGS]") {
+            // The template writes past calls as `[TOOL_CALLS]NAME[ARGS]...`.
+            Some(ToolFormat::MistralV11)
         } else if source.contains("[TOOL_CALLS]") {
             Some(ToolFormat::Mistral)
         } else if source.contains("<|python_tag|>") || source.contains("\"parameters\": ") {
@@ -81,6 +88,7 @@ impl ToolFormat {
             ToolFormat::Hermes
             | ToolFormat::QwenXml
             | ToolFormat::Mistral
+            | ToolFormat::MistralV11
             | ToolFormat::Harmony => "arguments",
         }
     }
@@ -276,6 +284,10 @@ impl ToolSpec {
                 let g = crate::harmony_grammar::grammar(&wanted, auto, tok);
                 return Some(ConstraintSpec::Lark(g));
             }
+            ToolFormat::MistralV11 => {
+                let g = crate::mistral_grammar::grammar(&wanted, auto, self.parallel, tok)?;
+                return Some(ConstraintSpec::Lark(g));
+            }
             // Without its trigger token the model cannot start calls: nothing to switch on.
             ToolFormat::Mistral if auto && tool_calls.is_none() => return None,
             _ => {}
@@ -316,8 +328,8 @@ impl ToolSpec {
                     format!("body \"\\n</tool_call>\"{more} \"\\n\"?\nbody: %json {schema}\n");
                 self.tagged(&tail)
             }
-            ToolFormat::QwenXml | ToolFormat::Harmony => {
-                unreachable!("the XML and harmony grammars are built above")
+            ToolFormat::QwenXml | ToolFormat::Harmony | ToolFormat::MistralV11 => {
+                unreachable!("the XML, harmony and Mistral v11 grammars are built above")
             }
             ToolFormat::Llama3 => {
                 schema["x-guidance"] = layout;
@@ -522,6 +534,10 @@ pub(crate) mod tests {
             Some(ToolFormat::Mistral)
         );
         assert_eq!(
+            ToolFormat::of_template("{{- '[TOOL_CALLS]' + name + '[ARGS]' + arguments }}"),
+            Some(ToolFormat::MistralV11)
+        );
+        assert_eq!(
             ToolFormat::of_template("<|python_tag|>"),
             Some(ToolFormat::Llama3)
         );
@@ -548,6 +564,7 @@ pub(crate) mod tests {
             ToolFormat::Hermes,
             ToolFormat::Llama3,
             ToolFormat::Mistral,
+            ToolFormat::MistralV11,
             ToolFormat::QwenXml,
             ToolFormat::Harmony,
         ] {
@@ -715,8 +732,8 @@ pub(crate) mod tests {
         assert!(!fits(&tok, c, &format!("{call} done")));
     }
 
-    /// Control tokens of harmony's messages and Mistral's calls.
-    const MARKERS: [&str; 9] = [
+    /// Control tokens of harmony's messages and Mistral's calls and thoughts.
+    const MARKERS: [&str; 12] = [
         "<|start|>",
         "<|end|>",
         "<|message|>",
@@ -726,6 +743,9 @@ pub(crate) mod tests {
         "<|call|>",
         "[TOOL_CALLS]",
         "[ARGS]",
+        "[CALL_ID]",
+        "[THINK]",
+        "[/THINK]",
     ];
 
     /// SmolLM2's vocabulary plus [`MARKERS`] as control tokens (type 3), as gpt-oss's and

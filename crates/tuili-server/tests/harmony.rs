@@ -40,15 +40,7 @@ fn harmony_state(test: &str) -> Option<AppState> {
 
 /// A request whose answer is forced to be `answer` (harmony text, a regex escaped here).
 fn forced(answer: &str, stream: bool) -> Value {
-    let regex: String = answer
-        .chars()
-        .map(|c| match c {
-            '|' | '.' | '{' | '}' | '\\' | '(' | ')' | '[' | ']' | '*' | '+' | '?' | '^' | '$' => {
-                format!("\\{c}")
-            }
-            c => c.to_string(),
-        })
-        .collect();
+    let regex = regex_of(answer);
     json!({
         "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
         "tools": [{"type": "function", "function": {"name": "get_weather",
@@ -97,42 +89,18 @@ async fn streams_send_thought_then_the_call_in_fragments() {
     let Some(s) = harmony_state("streams_send_thought_then_the_call_in_fragments") else {
         return;
     };
-    let r = post(&s, "/v1/chat/completions", &forced(CALL, true)).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let (mut reasoning, mut content, mut args) = (String::new(), String::new(), String::new());
-    let (mut names, mut finish) = (Vec::new(), None);
-    for data in r.events() {
-        assert!(!data.contains("<|"), "a marker leaked: {data}");
-        if data == "[DONE]" {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&data).unwrap();
-        let Some(c) = v["choices"].get(0) else {
-            continue;
-        };
-        let d = &c["delta"];
-        reasoning += d["reasoning_content"].as_str().unwrap_or("");
-        content += d["content"].as_str().unwrap_or("");
-        for t in d["tool_calls"].as_array().into_iter().flatten() {
-            assert_eq!(t["index"], 0);
-            if let Some(n) = t["function"]["name"].as_str() {
-                assert!(t["id"].as_str().unwrap().starts_with("call_"));
-                names.push(n.to_string());
-            }
-            args += t["function"]["arguments"].as_str().unwrap_or("");
-        }
-        if let Some(f) = c["finish_reason"].as_str() {
-            finish = Some(f.to_string());
-        }
-    }
-    assert_eq!(reasoning, "Need the weather.");
-    assert_eq!(content, "");
-    assert_eq!(names, ["get_weather"]);
+    let out = streamed(
+        &post(&s, "/v1/chat/completions", &forced(CALL, true)).await,
+        "<|",
+    );
+    assert_eq!(out.reasoning, "Need the weather.");
+    assert_eq!(out.content, "");
+    assert_eq!(out.names, ["get_weather"]);
     assert_eq!(
-        serde_json::from_str::<Value>(&args).unwrap(),
+        serde_json::from_str::<Value>(&out.args[0]).unwrap(),
         json!({"city": "Paris"})
     );
-    assert_eq!(finish.as_deref(), Some("tool_calls"));
+    assert_eq!(out.finish.as_deref(), Some("tool_calls"));
 }
 
 #[tokio::test]

@@ -18,6 +18,61 @@ use tuili_models::Model;
 use tuili_server::{app, AppState, ServerConfig};
 use tuili_tokenizer::{ChatTemplate, Tokenizer};
 
+/// `text` as a regex that matches only it (for `structured_outputs.regex`).
+pub fn regex_of(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '|' | '.' | '{' | '}' | '\\' | '(' | ')' | '[' | ']' | '*' | '+' | '?' | '^' | '$' => {
+                format!("\\{c}")
+            }
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// A streamed chat answer's deltas joined as a client joins them (choice 0).
+#[derive(Debug, Default)]
+pub struct Streamed {
+    pub reasoning: String,
+    pub content: String,
+    /// Each call's name, by index.
+    pub names: Vec<String>,
+    /// Each call's arguments, by index.
+    pub args: Vec<String>,
+    pub finish: Option<String>,
+}
+
+/// The deltas of a chat stream's events, joined; each call's first fragment names it and
+/// carries its `call_` id, and no event holds `hidden` (a marker that must not leak).
+pub fn streamed(r: &Reply, hidden: &str) -> Streamed {
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mut out = Streamed::default();
+    for data in r.events().iter().filter(|d| *d != "[DONE]") {
+        assert!(!data.contains(hidden), "a marker leaked: {data}");
+        let v: Value = serde_json::from_str(data).unwrap();
+        let Some(c) = v["choices"].get(0) else {
+            continue;
+        };
+        let d = &c["delta"];
+        out.reasoning += d["reasoning_content"].as_str().unwrap_or("");
+        out.content += d["content"].as_str().unwrap_or("");
+        for t in d["tool_calls"].as_array().into_iter().flatten() {
+            let i = t["index"].as_u64().unwrap() as usize;
+            if let Some(n) = t["function"]["name"].as_str() {
+                assert!(t["id"].as_str().unwrap().starts_with("call_"), "{t}");
+                assert_eq!(i, out.names.len(), "{t}");
+                out.names.push(n.to_string());
+                out.args.push(String::new());
+            }
+            out.args[i] += t["function"]["arguments"].as_str().unwrap_or("");
+        }
+        if let Some(f) = c["finish_reason"].as_str() {
+            out.finish = Some(f.to_string());
+        }
+    }
+    out
+}
+
 /// The name tests serve the model under.
 pub const MODEL: &str = "smol-test";
 
