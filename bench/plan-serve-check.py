@@ -115,36 +115,32 @@ async def play(args, rate, seed):
 
     async def at(i):
         await asyncio.sleep(max(0.0, arrivals[i] - (time.perf_counter() - t0)))
-        body = {"model": "bench", "prompt": prompts[i], "max_tokens": args.output_len,
-                "stream": True, "stream_options": {"include_usage": True},
-                "temperature": 0, "ignore_eos": True}
-        try:
-            return await asyncio.wait_for(one(args.host, args.port, body, t0, args.timeout),
-                                          args.timeout)
-        except (OSError, ValueError, asyncio.TimeoutError) as e:
-            return f"{type(e).__name__}: {e}"
+        return await send(args, prompts[i], t0)
 
     return await asyncio.gather(*(at(i) for i in range(len(arrivals))))
+
+
+async def send(args, prompt, t0):
+    """One request of --output-len tokens (ignore_eos) for `prompt`: its record, or an
+    error string."""
+    body = {"model": "bench", "prompt": prompt, "max_tokens": args.output_len,
+            "stream": True, "stream_options": {"include_usage": True},
+            "temperature": 0, "ignore_eos": True}
+    try:
+        return await asyncio.wait_for(one(args.host, args.port, body, t0, args.timeout),
+                                      args.timeout)
+    except (OSError, ValueError, asyncio.TimeoutError) as e:
+        return f"{type(e).__name__}: {e}"
 
 
 async def burst(args, streams, seed):
     """--streams requests sent at once (prompts of --serve-prompt-len random tokens); their
     records, or error strings."""
     rng = random.Random(seed)
+    prompts = [[rng.randrange(1000, 40000) for _ in range(args.serve_prompt_len)]
+               for _ in range(streams)]
     t0 = time.perf_counter()
-
-    async def go():
-        prompt = [rng.randrange(1000, 40000) for _ in range(args.serve_prompt_len)]
-        body = {"model": "bench", "prompt": prompt, "max_tokens": args.output_len,
-                "stream": True, "stream_options": {"include_usage": True},
-                "temperature": 0, "ignore_eos": True}
-        try:
-            return await asyncio.wait_for(one(args.host, args.port, body, t0, args.timeout),
-                                          args.timeout)
-        except (OSError, ValueError, asyncio.TimeoutError) as e:
-            return f"{type(e).__name__}: {e}"
-
-    return await asyncio.gather(*(go() for _ in range(streams)))
+    return await asyncio.gather(*(send(args, p, t0) for p in prompts))
 
 
 def serve_calibrate(args):
