@@ -54,8 +54,8 @@ def nearest_rank(xs, q):
 
 
 async def one(host, port, body, t_start, timeout):
-    """One streaming completion; returns (sent, first token, last token, tokens) in
-    seconds from t_start, or an error string."""
+    """One streaming completion; returns (sent, first token, last token, usage, every
+    token's time) in seconds from t_start, or an error string."""
     sent = time.perf_counter() - t_start
     stamps = []
     reader, writer = await asyncio.open_connection(host, port)
@@ -87,7 +87,7 @@ async def one(host, port, body, t_start, timeout):
                 if payload == b"[DONE]":
                     if not stamps or usage is None:
                         return "no tokens or no usage"
-                    return sent, stamps[0], stamps[-1], usage
+                    return sent, stamps[0], stamps[-1], usage, stamps
                 ev = json.loads(payload)
                 if "error" in ev:
                     return f"in-stream error: {ev['error']}"
@@ -115,16 +115,75 @@ async def play(args, rate, seed):
 
     async def at(i):
         await asyncio.sleep(max(0.0, arrivals[i] - (time.perf_counter() - t0)))
-        body = {"model": "bench", "prompt": prompts[i], "max_tokens": args.output_len,
-                "stream": True, "stream_options": {"include_usage": True},
-                "temperature": 0, "ignore_eos": True}
-        try:
-            return await asyncio.wait_for(one(args.host, args.port, body, t0, args.timeout),
-                                          args.timeout)
-        except (OSError, ValueError, asyncio.TimeoutError) as e:
-            return f"{type(e).__name__}: {e}"
+        return await send(args, prompts[i], t0)
 
     return await asyncio.gather(*(at(i) for i in range(len(arrivals))))
+
+
+async def send(args, prompt, t0):
+    """One request of --output-len tokens (ignore_eos) for `prompt`: its record, or an
+    error string."""
+    body = {"model": "bench", "prompt": prompt, "max_tokens": args.output_len,
+            "stream": True, "stream_options": {"include_usage": True},
+            "temperature": 0, "ignore_eos": True}
+    try:
+        return await asyncio.wait_for(one(args.host, args.port, body, t0, args.timeout),
+                                      args.timeout)
+    except (OSError, ValueError, asyncio.TimeoutError) as e:
+        return f"{type(e).__name__}: {e}"
+
+
+async def burst(args, streams, seed):
+    """--streams requests sent at once (prompts of --serve-prompt-len random tokens); their
+    records, or error strings."""
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(1000, 40000) for _ in range(args.serve_prompt_len)]
+               for _ in range(streams)]
+    t0 = time.perf_counter()
+    return await asyncio.gather(*(send(args, p, t0) for p in prompts))
+
+
+def serve_calibrate(args):
+    """Served decode steps for `tuili plan --calibrate`: for each of --serve-streams S,
+    S streams started together decode side by side, one step for all of them per token;
+    their time per token after the first --serve-skip tokens (by then every prompt is
+    in) is one step of S sequences as the server runs it. Writes rows in the layout of
+    `tuili bench -o json` (test tgNxS, marked "served": true), one per try; the planner
+    keeps the fastest try of each."""
+    rows = []
+    streams = [int(x) for x in args.serve_streams.split(",")]
+    skip = args.serve_skip
+    if args.output_len < skip + 8:
+        raise SystemExit(f"--output-len {args.output_len} must exceed --serve-skip {skip} by 8")
+    flags = ["-t", str(args.threads), "--parallel", str(max(streams)), "--ctx", str(args.ctx)]
+    with serve_load.Server(args, flags):
+        asyncio.run(burst(args, 1, 0))  # pages the weights in, spawns the workers
+        for s in streams:
+            for attempt in range(args.repeat):
+                wait_for_quiet(args)
+                before = snapshot(args)
+                records = asyncio.run(burst(args, s, hash((args.seed, s, attempt)) & 0xFFFFFFFF))
+                foreign = foreign_share(before, snapshot(args))
+                errors = [r for r in records if isinstance(r, str)]
+                if errors:
+                    print(f"S={s} try {attempt + 1}: {len(errors)} failed {errors[:2]}",
+                          flush=True)
+                    continue
+                # Each stream's steady decode: from its token `skip` to its last.
+                per_token = sorted((r[4][-1] - r[4][skip]) / (len(r[4]) - 1 - skip)
+                                   for r in records)
+                tpot = nearest_rank(per_token, 0.5)
+                n_gen = args.output_len - skip
+                rows.append({"test": f"tg{n_gen}x{s}", "model_filename":
+                             os.path.abspath(args.model), "n_threads": args.threads,
+                             "n_prompt": 0, "n_gen": n_gen, "n_streams": s,
+                             "n_depth": args.serve_prompt_len + skip,
+                             "avg_ns": tpot * n_gen * 1e9, "served": True,
+                             "foreign_cpu_share": foreign})
+                print(f"S={s} try {attempt + 1}: {1e3 * tpot:.2f} ms per token "
+                      f"(others used {100 * foreign:.0f}% of the CPUs)", flush=True)
+    with open(args.serve_calibrate, "w") as f:
+        json.dump(rows, f, indent=2)
 
 
 def measured(records, output_len):
@@ -281,10 +340,20 @@ def main():
     p.add_argument("--quiet-wait", type=float, default=120.0,
                    help="seconds to wait for a quiet moment before each try")
     p.add_argument("--json", default=None)
+    p.add_argument("--serve-calibrate", default=None, metavar="OUT.json",
+                   help="no load: write served decode steps at --serve-streams for "
+                        "`tuili plan --calibrate` (the server's own work per token)")
+    p.add_argument("--serve-streams", default="1,2,4,8")
+    p.add_argument("--serve-prompt-len", type=int, default=32)
+    p.add_argument("--serve-skip", type=int, default=8,
+                   help="tokens of each stream left out (the other prompts' prefills)")
     p.add_argument("--resimulate", default=None,
                    help="simulate the traces of this earlier --json report again; no load")
     args = p.parse_args()
     args.model_name, args.api_key = "bench", None
+    if args.serve_calibrate:
+        serve_calibrate(args)
+        return
     if args.resimulate:
         report = resimulate(args, args.resimulate)
         print_table(report)

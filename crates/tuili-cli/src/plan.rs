@@ -13,14 +13,14 @@ use tuili_engine::serve::EngineConfig;
 use tuili_gguf::GgufFile;
 use tuili_models::{Config, KvType, Model};
 use tuili_planner::bench::BenchRun;
-use tuili_planner::chip::{self, Calibration, ChipProfile, Sourced};
+use tuili_planner::chip::{self, Calibration, ChipProfile, Serving, Sourced};
 use tuili_planner::cost::{KvFormat, ModelCost, WeightFormat};
 use tuili_planner::fit::{self, Obs};
 use tuili_planner::plan::{self, Plan, PlanOptions};
 use tuili_planner::probe;
 use tuili_planner::report;
 use tuili_planner::sim;
-use tuili_planner::step::{step_ops, Hardware};
+use tuili_planner::step::{step_ops, Hardware, ServeCoeffs};
 
 use crate::registry;
 
@@ -83,7 +83,9 @@ pub struct PlanArgs {
     #[arg(long = "idle-power", default_value_t = 10.0)]
     idle_power: f64,
     /// Fit the chip's efficiencies and overheads to these `tuili bench -o json` files
-    /// and save them with its profile.
+    /// and save them with its profile; rows marked `"served": true` (from
+    /// `bench/plan-serve-check.py --serve-calibrate`) fit the server's own work per step
+    /// and per token, which --simulate adds.
     #[arg(long = "calibrate", value_delimiter = ',')]
     calibrate: Vec<PathBuf>,
     /// Predict the runs of these `tuili bench -o json` files and print the errors.
@@ -264,6 +266,7 @@ fn html(a: &PlanArgs, all: &[ChipProfile]) -> Result<()> {
             cost: &cost,
             hw: &hw,
             coeffs: &coeffs,
+            serving: serving_of(chip),
             speed: a.speed,
         };
         let load = [0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0]
@@ -304,6 +307,12 @@ fn model_cost(path: &Path) -> Result<(Config, ModelCost)> {
     Ok((model.config().clone(), ModelCost::of(&model, &file)))
 }
 
+/// The server's own work the profile measured (zero where none was): only a simulated
+/// server pays it, never the engine-only predictions of `tuili plan` and `--check`.
+fn serving_of(chip: &ChipProfile) -> ServeCoeffs {
+    chip.serving.as_ref().map(|s| s.coeffs).unwrap_or_default()
+}
+
 /// `--simulate`: one serving simulation per rate.
 fn simulate(
     a: &PlanArgs,
@@ -326,6 +335,7 @@ fn simulate(
         cost,
         hw: &hw,
         coeffs: &coeffs,
+        serving: serving_of(chip),
         speed: a.speed,
     };
     if let Some(text) = &a.slo {
@@ -348,6 +358,7 @@ fn simulate(
             "chip": chip.name,
             "error_band": band,
             "calibration": source,
+            "serving": serving_of(chip),
             "max_num_seqs": a.max_num_seqs,
             "prompt_len": a.prompt_len,
             "output_len": a.output_len,
@@ -551,8 +562,8 @@ fn read_runs(files: &[PathBuf]) -> Result<Vec<BenchRun>> {
     for f in files {
         for run in tuili_planner::bench::read(f)?.runs {
             let same = |r: &BenchRun| {
-                (&r.model, r.threads, &r.test, r.n_depth)
-                    == (&run.model, run.threads, &run.test, run.n_depth)
+                (&r.model, r.threads, &r.test, r.n_depth, r.served)
+                    == (&run.model, run.threads, &run.test, run.n_depth, run.served)
             };
             match runs.iter_mut().find(|r| same(r)) {
                 Some(r) if run.seconds < r.seconds => *r = run,
@@ -688,55 +699,92 @@ fn with_bench_bandwidth(chip: &ChipProfile, files: &[PathBuf]) -> Result<ChipPro
     Ok(out)
 }
 
-/// `--calibrate`: fit and save.
+/// `--calibrate`: fit and save: the engine's coefficients to `tuili bench` runs, then
+/// the serving terms to served runs (`"served": true`) on top of those coefficients (or
+/// of the profile's, when no bench run is given).
 fn calibrate(a: &PlanArgs, chip: &ChipProfile) -> Result<()> {
     let chip = &with_bench_bandwidth(chip, &a.calibrate)?;
-    let runs = observations(&a.calibrate, chip)?;
-    let obs: Vec<Obs> = runs.iter().map(|(_, o)| o.clone()).collect();
-    let r = fit::fit(&obs)?;
-    print_runs(&runs, &r.residuals);
-    let mut models: Vec<String> = runs.iter().map(|(r, _)| r.model_name()).collect();
-    models.sort();
-    models.dedup();
+    let (served, runs): (Vec<_>, Vec<_>) = observations(&a.calibrate, chip)?
+        .into_iter()
+        .partition(|(r, _)| r.served);
     let files: Vec<String> = a
         .calibrate
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let mut saved = chip.clone();
-    saved.calibration = Some(Calibration {
-        coeffs: r.coeffs,
-        error_band: r.rms,
-        runs: runs.len(),
-        source: format!(
+    let fitted_to = |runs: &[(BenchRun, Obs)]| {
+        let mut models: Vec<String> = runs.iter().map(|(r, _)| r.model_name()).collect();
+        models.sort();
+        models.dedup();
+        format!(
             "fitted to {} runs of {} ({})",
             runs.len(),
             models.join(", "),
             files.join(", ")
-        ),
-    });
+        )
+    };
+    let mut saved = chip.clone();
+    if !runs.is_empty() {
+        let obs: Vec<Obs> = runs.iter().map(|(_, o)| o.clone()).collect();
+        let r = fit::fit(&obs)?;
+        print_runs(&runs, &r.residuals);
+        saved.calibration = Some(Calibration {
+            coeffs: r.coeffs,
+            error_band: r.rms,
+            runs: runs.len(),
+            source: fitted_to(&runs),
+        });
+        if saved.serving.take().is_some() && served.is_empty() {
+            println!("the serving terms, fitted on the old coefficients, were dropped");
+        }
+        let c = r.coeffs;
+        println!(
+            "eta_mem {:.3}  eta_comp {:.3}  per layer {:.1} µs  per step {:.1} µs  per sequence {:.1} µs  per token {:.2} µs",
+            c.eta_mem,
+            c.eta_comp,
+            c.layer_s * 1e6,
+            c.step_s * 1e6,
+            c.seq_s * 1e6,
+            c.token_s * 1e6
+        );
+        println!(
+            "rms relative error {:.1}% over {} runs",
+            100.0 * r.rms,
+            runs.len()
+        );
+    }
+    if !served.is_empty() {
+        let Some(cal) = &saved.calibration else {
+            bail!(
+                "served runs are fitted on top of the engine's coefficients: calibrate {} \
+                 with tuili bench files first, or give them together",
+                chip.name
+            );
+        };
+        let obs: Vec<Obs> = served.iter().map(|(_, o)| o.clone()).collect();
+        let r = fit::fit_serving(&obs, &cal.coeffs)?;
+        print_runs(&served, &r.residuals);
+        saved.serving = Some(Serving {
+            coeffs: r.coeffs,
+            error_band: r.rms,
+            runs: served.len(),
+            source: fitted_to(&served),
+        });
+        println!(
+            "serving: per step {:.1} µs  per sampled token {:.1} µs; rms relative error {:.1}% over {} served runs",
+            r.coeffs.step_s * 1e6,
+            r.coeffs.token_s * 1e6,
+            100.0 * r.rms,
+            served.len()
+        );
+    }
     let text = saved.to_toml();
     chip::parse(&format!("{}.toml", saved.name), &text)?;
     let dir = user_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{}.toml", saved.name));
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    let c = r.coeffs;
-    println!(
-        "eta_mem {:.3}  eta_comp {:.3}  per layer {:.1} µs  per step {:.1} µs  per sequence {:.1} µs  per token {:.2} µs",
-        c.eta_mem,
-        c.eta_comp,
-        c.layer_s * 1e6,
-        c.step_s * 1e6,
-        c.seq_s * 1e6,
-        c.token_s * 1e6
-    );
-    println!(
-        "rms relative error {:.1}% over {} runs; saved {}",
-        100.0 * r.rms,
-        runs.len(),
-        path.display()
-    );
+    println!("saved {}", path.display());
     Ok(())
 }
 
@@ -749,7 +797,19 @@ fn check(a: &PlanArgs, chip: &ChipProfile) -> Result<()> {
         );
     };
     let runs = observations(&a.check, chip)?;
-    let errs: Vec<f64> = runs.iter().map(|(_, o)| fit::rel(o, &cal.coeffs)).collect();
+    // A served run also pays the server's work, where the profile has it.
+    let serving = serving_of(chip);
+    let errs: Vec<f64> = runs
+        .iter()
+        .map(|(r, o)| {
+            let predicted = if r.served {
+                o.ops.served_seconds(&cal.coeffs, &serving)
+            } else {
+                o.ops.seconds(&cal.coeffs)
+            };
+            predicted / o.seconds - 1.0
+        })
+        .collect();
     print_runs(&runs, &errs);
     let mut abs: Vec<f64> = errs.iter().map(|e| e.abs()).collect();
     abs.sort_by(f64::total_cmp);

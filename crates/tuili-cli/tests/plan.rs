@@ -380,6 +380,75 @@ fn bench_results_calibrate_a_profile_that_plans_and_lends() {
     assert_eq!(lent["calibration"]["kind"], "borrowed", "{lent}");
     assert_eq!(lent["calibration"]["from"], "test-cpu");
     assert!(num(&lent, "error_band") >= 0.25);
+
+    // Served runs: the decode rows again, each step longer by a known server's work of
+    // 0.5 ms per step and 2 ms per sampled token (one per stream).
+    let (step_s, token_s) = (0.5e-3, 2e-3);
+    let rows: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("bench rows");
+    let served: Vec<Value> = rows
+        .into_iter()
+        .filter(|r| r["n_gen"].as_u64().unwrap_or(0) > 0 && r["n_prompt"] == 0)
+        .map(|mut r| {
+            let steps = num(&r, "n_gen");
+            let extra = steps * (step_s + num(&r, "n_streams") * token_s) * 1e9;
+            r["avg_ns"] = (num(&r, "avg_ns") + extra).into();
+            r["served"] = true.into();
+            r
+        })
+        .collect();
+    assert!(served.len() >= 2, "decode rows at several stream counts");
+    let served_file = dir.join("served.json");
+    std::fs::write(&served_file, Value::from(served).to_string()).expect("served json");
+    let sf = served_file.to_str().expect("utf-8");
+    let tpot = || {
+        let v: Value = serde_json::from_str(&run(
+            "plan",
+            &[
+                "-m",
+                m,
+                "--chip",
+                "test-cpu",
+                "-t",
+                "1",
+                "--simulate",
+                "--rate",
+                "0.01",
+                "--requests",
+                "5",
+                "--prompt-len",
+                "16",
+                "--output-len",
+                "8",
+                "-o",
+                "json",
+            ],
+        ))
+        .expect("json");
+        (v["runs"][0]["tpot_ms"][0].as_f64().expect("tpot"), v)
+    };
+    let (engine_only, _) = tpot();
+    let out = run("plan", &["--calibrate", sf, "--chip", "test-cpu"]);
+    assert!(out.contains("serving: per step"), "{out}");
+    let (with_server, v) = tpot();
+    // The fitted terms come back within the engine fit's error, and a lone request's
+    // decode step pays them once per token.
+    let fitted = v["serving"]["token_s"].as_f64().expect("token_s");
+    assert!((fitted / token_s - 1.0).abs() < 0.1, "{v}");
+    let extra_ms = with_server - engine_only;
+    assert!((extra_ms / 2.5 - 1.0).abs() < 0.15, "{extra_ms} ms");
+    // A plan (an engine run) does not pay them.
+    let p2: Value = serde_json::from_str(&run(
+        "plan",
+        &["-m", m, "--chip", "test-cpu", "-t", "1", "-o", "json"],
+    ))
+    .expect("json");
+    assert_eq!(p2["decode_tokens_per_s"], p["decode_tokens_per_s"]);
+    // A recalibration from bench files alone drops them (fitted on other coefficients).
+    let out = run("plan", &["--calibrate", f, "--chip", "test-cpu"]);
+    assert!(out.contains("serving terms"), "{out}");
+    let saved = std::fs::read_to_string(chips.join("test-cpu.toml")).expect("saved profile");
+    assert!(!saved.contains("[serving]"), "{saved}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -34,6 +34,8 @@ struct Row {
     type_v: Option<String>,
     #[serde(default)]
     avg_bytes_per_s: Option<f64>,
+    #[serde(default)]
+    served: bool,
 }
 
 /// One measured test.
@@ -61,6 +63,10 @@ pub struct BenchRun {
     pub kv_types: Option<(String, String)>,
     /// Read bandwidth measured with the same thread count in the same file, bytes/s.
     pub membw: Option<f64>,
+    /// Measured through `tuili serve` (`"served": true`, as `bench/plan-serve-check.py
+    /// --serve-calibrate` writes it: the streams' time per output token), not by
+    /// `tuili bench`: its steps include the server's own work.
+    pub served: bool,
 }
 
 impl BenchRun {
@@ -165,6 +171,7 @@ pub fn parse(file: &str, text: &str) -> Result<BenchFile, PlanError> {
                 .iter()
                 .find(|(t, _)| *t == r.n_threads)
                 .map(|&(_, b)| b),
+            served: r.served,
         });
     }
     if runs.is_empty() && membw.is_empty() {
@@ -201,6 +208,12 @@ mod tests {
         assert!((runs[1].step_seconds() - 0.01).abs() < 1e-12);
         assert!((runs[1].tokens_per_s() - 400.0).abs() < 1e-9);
         assert_eq!(runs[1].model_name(), "smol.gguf");
+        assert!(!runs[0].served && !runs[1].served);
+        let served = SAMPLE.replace(
+            "\"avg_ns\": 320000000",
+            "\"avg_ns\": 320000000, \"served\": true",
+        );
+        assert!(parse("s.json", &served).expect("parses").runs[1].served);
     }
 
     #[test]

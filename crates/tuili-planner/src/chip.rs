@@ -11,7 +11,7 @@ use toml::{Table, Value};
 use tuili_gguf::GgmlType;
 
 use crate::fit::MAX_ETA;
-use crate::step::Coeffs;
+use crate::step::{Coeffs, ServeCoeffs};
 use crate::PlanError;
 
 /// The precisions a chip quotes a throughput for.
@@ -157,6 +157,9 @@ pub struct ChipProfile {
     pub elementwise: Option<Elementwise>,
     /// Coefficients fitted to measured runs on this chip, if any.
     pub calibration: Option<Calibration>,
+    /// A server's own work per step and per token, fitted to served runs (optional,
+    /// written by `--calibrate` given a served run); `--simulate` adds it.
+    pub serving: Option<Serving>,
 }
 
 /// Rates of the vector ops between the products, 10⁹ values per second on one thread:
@@ -198,6 +201,20 @@ pub struct Calibration {
     /// Runs the fit used.
     pub runs: usize,
     /// What it was fitted to (files and models).
+    pub source: String,
+}
+
+/// Serving terms fitted by `tuili plan --calibrate` to served runs, saved with the
+/// profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Serving {
+    /// The fitted terms.
+    pub coeffs: ServeCoeffs,
+    /// Relative error of the served runs' steps with them (root mean square).
+    pub error_band: f64,
+    /// Served runs the fit used.
+    pub runs: usize,
+    /// What it was fitted to.
     pub source: String,
 }
 
@@ -301,6 +318,7 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
             "matvec",
             "elementwise",
             "calibration",
+            "serving",
         ],
     )?;
     let name = r.string(&root, "name")?;
@@ -399,6 +417,10 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
         None => None,
         Some(_) => Some(r.calibration(r.table(&root, "calibration")?)?),
     };
+    let serving = match root.get("serving") {
+        None => None,
+        Some(_) => Some(r.serving(r.table(&root, "serving")?)?),
+    };
     Ok(ChipProfile {
         title: r.string(&root, "title")?,
         name,
@@ -415,6 +437,7 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
         matvec,
         elementwise,
         calibration,
+        serving,
     })
 }
 
@@ -526,6 +549,28 @@ impl Reader<'_> {
             out.push((ty, self.sourced(t, &at, false)?));
         }
         Ok(out)
+    }
+
+    fn serving(&self, t: &Table) -> Result<Serving, PlanError> {
+        self.only(
+            "serving",
+            t,
+            &["step_s", "token_s", "error_band", "runs", "source"],
+        )?;
+        let num = |k: &str| self.number(t.get(k), &format!("serving.{k}"));
+        let coeffs = ServeCoeffs {
+            step_s: num("step_s")?,
+            token_s: num("token_s")?,
+        };
+        if coeffs.step_s < 0.0 || coeffs.token_s < 0.0 {
+            return Err(self.err("serving.token_s", "serving terms must be at least 0"));
+        }
+        Ok(Serving {
+            coeffs,
+            error_band: num("error_band")?.max(0.0),
+            runs: num("runs")?.max(0.0) as usize,
+            source: self.string(t, "source")?,
+        })
     }
 
     fn calibration(&self, t: &Table) -> Result<Calibration, PlanError> {
@@ -688,6 +733,16 @@ impl ChipProfile {
                 q(&c.source)
             );
         }
+        if let Some(v) = &self.serving {
+            out += &format!(
+                "\n[serving]\nstep_s = {:?}\ntoken_s = {:?}\nerror_band = {:?}\nruns = {}\nsource = {}\n",
+                v.coeffs.step_s,
+                v.coeffs.token_s,
+                v.error_band,
+                v.runs,
+                q(&v.source)
+            );
+        }
         out
     }
 }
@@ -713,6 +768,28 @@ mod tests {
 
     fn h100_text() -> &'static str {
         BUILTIN[0].1
+    }
+
+    #[test]
+    fn serving_terms_round_trip_and_are_checked() {
+        let mut c = parse("x.toml", h100_text()).expect("valid");
+        c.serving = Some(Serving {
+            coeffs: ServeCoeffs {
+                step_s: 2e-4,
+                token_s: 3.5e-4,
+            },
+            error_band: 0.04,
+            runs: 4,
+            source: "served runs".into(),
+        });
+        let text = c.to_toml();
+        assert_eq!(parse("x.toml", &text).expect("parses"), c);
+        let bad = text.replace("token_s = 0.00035", "token_s = -0.00035");
+        let e = parse("x.toml", &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("serving.token_s") && e.contains("at least 0"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! squares. Residuals are relative (`predicted / measured - 1`): the runs span
 //! milliseconds to seconds and each should count the same.
 
-use crate::step::{Coeffs, StepOps};
+use crate::step::{Coeffs, ServeCoeffs, StepOps};
 use crate::PlanError;
 
 /// Relative residual at which the Huber loss turns from quadratic to linear: runs
@@ -87,7 +87,7 @@ pub fn fit(obs: &[Obs]) -> Result<FitResult, PlanError> {
     );
     let (_, coeffs) = best.ok_or_else(|| PlanError::Fit("empty search grid".into()))?;
     let residuals: Vec<f64> = obs.iter().map(|o| rel(o, &coeffs)).collect();
-    let rms = (residuals.iter().map(|r| r * r).sum::<f64>() / residuals.len() as f64).sqrt();
+    let rms = rms(&residuals);
     Ok(FitResult {
         coeffs,
         residuals,
@@ -98,6 +98,11 @@ pub fn fit(obs: &[Obs]) -> Result<FitResult, PlanError> {
 /// `predicted / measured - 1`.
 pub fn rel(o: &Obs, c: &Coeffs) -> f64 {
     o.ops.seconds(c) / o.seconds - 1.0
+}
+
+/// Root mean square.
+fn rms(v: &[f64]) -> f64 {
+    (v.iter().map(|r| r * r).sum::<f64>() / v.len().max(1) as f64).sqrt()
 }
 
 fn geomspace(lo: f64, hi: f64, n: usize) -> Vec<f64> {
@@ -140,11 +145,65 @@ fn overheads_at(obs: &[Obs], eta_mem: f64, eta_comp: f64) -> (f64, Coeffs) {
             (x, 1.0 - (o.ops.roofline(&c) + o.ops.fixed_s) / s)
         })
         .collect();
+    [c.layer_s, c.step_s, c.seq_s, c.token_s] = huber_nonneg(&rows);
+    let loss = obs.iter().map(|o| huber(rel(o, &c))).sum();
+    (loss, c)
+}
+
+/// A server's own work per step and per sampled token (see [`ServeCoeffs`]), fitted to
+/// served runs with the engine's coefficients `engine` fixed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeFit {
+    /// The fitted terms.
+    pub coeffs: ServeCoeffs,
+    /// Relative residual of each run (with the terms), in input order.
+    pub residuals: Vec<f64>,
+    /// Root mean square of the residuals.
+    pub rms: f64,
+}
+
+/// Fits the serving terms to `obs`, steps measured through a server in which every
+/// sequence samples a token (decode steps: `ops.seqs` tokens): the part of each step the
+/// engine's coefficients do not explain is `step_s + seqs · token_s`, found by the same
+/// Huber-weighted non-negative least squares on relative residuals as the overheads.
+pub fn fit_serving(obs: &[Obs], engine: &Coeffs) -> Result<ServeFit, PlanError> {
+    if obs.len() < 2 {
+        return Err(PlanError::Fit(format!(
+            "{} served runs, at least 2 are needed (two or more concurrencies)",
+            obs.len()
+        )));
+    }
+    let rows: Vec<([f64; 2], f64)> = obs
+        .iter()
+        .map(|o| {
+            let s = o.seconds;
+            (
+                [o.ops.steps / s, o.ops.seqs / s],
+                1.0 - o.ops.seconds(engine) / s,
+            )
+        })
+        .collect();
+    let [step_s, token_s] = huber_nonneg(&rows);
+    let coeffs = ServeCoeffs { step_s, token_s };
+    let residuals: Vec<f64> = obs
+        .iter()
+        .map(|o| o.ops.served_seconds(engine, &coeffs) / o.seconds - 1.0)
+        .collect();
+    let rms = rms(&residuals);
+    Ok(ServeFit {
+        coeffs,
+        residuals,
+        rms,
+    })
+}
+
+/// Huber-weighted iteratively reweighted least squares `f·x ≈ y` with `x ≥ 0`.
+fn huber_nonneg<const N: usize>(rows: &[([f64; N], f64)]) -> [f64; N] {
     let mut weights = vec![1.0; rows.len()];
-    let mut x = [0.0; 4];
+    let mut x = [0.0; N];
     for _ in 0..8 {
-        x = nonneg_wls(&rows, &weights);
-        for (w, (f, y)) in weights.iter_mut().zip(&rows) {
+        x = nonneg_wls(rows, &weights);
+        for (w, (f, y)) in weights.iter_mut().zip(rows) {
             let r = (dot(f, &x) - y).abs();
             // Huber's IRLS weight: 1 inside δ, δ/|r| outside.
             *w = if r <= HUBER_DELTA {
@@ -154,22 +213,20 @@ fn overheads_at(obs: &[Obs], eta_mem: f64, eta_comp: f64) -> (f64, Coeffs) {
             };
         }
     }
-    [c.layer_s, c.step_s, c.seq_s, c.token_s] = x;
-    let loss = obs.iter().map(|o| huber(rel(o, &c))).sum();
-    (loss, c)
+    x
 }
 
-fn dot(a: &[f64; 4], b: &[f64; 4]) -> f64 {
+fn dot<const N: usize>(a: &[f64; N], b: &[f64; N]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Weighted least squares `min Σ w (f·x - y)²` with `x ≥ 0`: solve on the free
-/// variables, drop the most negative one, repeat (an active set of at most four).
-fn nonneg_wls(rows: &[([f64; 4], f64)], w: &[f64]) -> [f64; 4] {
-    let mut free = [true; 4];
+/// variables, drop the most negative one, repeat (an active set of at most `N`).
+fn nonneg_wls<const N: usize>(rows: &[([f64; N], f64)], w: &[f64]) -> [f64; N] {
+    let mut free = [true; N];
     loop {
-        let idx: Vec<usize> = (0..4).filter(|&i| free[i]).collect();
-        let mut x = [0.0; 4];
+        let idx: Vec<usize> = (0..N).filter(|&i| free[i]).collect();
+        let mut x = [0.0; N];
         if idx.is_empty() {
             return x;
         }
@@ -314,6 +371,70 @@ mod tests {
             .collect();
         assert!(others.iter().all(|e| e.abs() < 0.03), "{others:?}");
         assert!(r.residuals[3] < -0.5, "the outlier stays an outlier");
+    }
+
+    /// Served decode steps of 1 to 8 sequences: the engine's time under `engine` plus
+    /// `truth`'s serving work.
+    fn served(engine: &Coeffs, truth: &ServeCoeffs) -> Vec<Obs> {
+        synthetic(engine)
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut o)| {
+                o.ops.seqs = [1.0, 2.0, 4.0, 8.0][i % 4];
+                o.seconds = o.ops.seconds(engine) + truth.step_s + o.ops.seqs * truth.token_s;
+                o
+            })
+            .collect()
+    }
+
+    #[test]
+    fn serving_terms_are_recovered() {
+        let engine = Coeffs {
+            eta_mem: 0.5,
+            eta_comp: 0.4,
+            layer_s: 1e-5,
+            step_s: 2e-4,
+            seq_s: 3e-5,
+            token_s: 1e-6,
+        };
+        let truth = ServeCoeffs {
+            step_s: 1e-4,
+            token_s: 3e-4,
+        };
+        let mut obs = served(&engine, &truth);
+        let r = fit_serving(&obs, &engine).expect("fits");
+        assert!(r.rms < 1e-6, "rms {}", r.rms);
+        assert!(
+            (r.coeffs.token_s / truth.token_s - 1.0).abs() < 1e-4,
+            "{:?}",
+            r.coeffs
+        );
+        assert!(
+            (r.coeffs.step_s / truth.step_s - 1.0).abs() < 1e-3,
+            "{:?}",
+            r.coeffs
+        );
+        // A disturbed run (three times as long) leaves the terms within 10%.
+        obs[5].seconds *= 3.0;
+        let r = fit_serving(&obs, &engine).expect("fits");
+        assert!(
+            (r.coeffs.token_s / truth.token_s - 1.0).abs() < 0.1,
+            "{:?}",
+            r.coeffs
+        );
+        // No server work at all: the terms are zero, never negative.
+        let none = served(&engine, &ServeCoeffs::default());
+        let r = fit_serving(&none, &engine).expect("fits");
+        assert!(
+            r.coeffs.token_s.abs() < 1e-9 && r.coeffs.step_s.abs() < 1e-9,
+            "{:?}",
+            r.coeffs
+        );
+        let e = fit_serving(&none[..1], &engine).unwrap_err().to_string();
+        assert!(
+            e.contains("1 served runs") && e.contains("at least 2"),
+            "{e}"
+        );
     }
 
     #[test]

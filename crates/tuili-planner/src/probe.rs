@@ -212,5 +212,6 @@ pub fn local_profile(m: Measured) -> Result<ChipProfile, PlanError> {
             ),
         }),
         calibration: None,
+        serving: None,
     })
 }

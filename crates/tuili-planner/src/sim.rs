@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::cost::ModelCost;
 pub use crate::load::{Request, Workload, MAX_REQUESTS};
-use crate::step::{step_ops, Chunk, Coeffs, Hardware, StepShape};
+use crate::step::{step_ops, Chunk, Coeffs, Hardware, ServeCoeffs, StepShape};
 use crate::PlanError;
 
 /// What the simulated server showed.
@@ -59,6 +59,8 @@ pub struct Server<'a> {
     pub hw: &'a Hardware,
     /// The chip's coefficients.
     pub coeffs: &'a Coeffs,
+    /// The server's own work per step and per sampled token (zero: the engine alone).
+    pub serving: ServeCoeffs,
     /// The share of its predicted speed the chip runs at (1: as predicted; below 1 on a
     /// machine shared with other work, as a reference run measures it).
     pub speed: f64,
@@ -82,6 +84,7 @@ pub fn simulate_requests(s: &Server, reqs: &[Request], seed: u64) -> Result<SimR
         cost,
         hw,
         coeffs,
+        serving,
         speed,
     } = *s;
     check(engine, reqs)?;
@@ -155,7 +158,9 @@ pub fn simulate_requests(s: &Server, reqs: &[Request], seed: u64) -> Result<SimR
             let ops = step_ops(cost, hw, shape);
             (ops.seconds(coeffs), ops.peak_seconds())
         });
-        clock += secs / speed;
+        // The server's work: every sequence whose step ends in a sample streams a token.
+        let sampled = out.scheduled.iter().filter(|x| x.sample).count();
+        clock += (secs + serving.seconds(sampled)) / speed;
         busy += peak;
         steps += 1;
         let used = sched.stats().blocks_used as f64 / blocks.max(1) as f64;

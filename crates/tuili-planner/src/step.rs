@@ -54,6 +54,33 @@ impl Coeffs {
     };
 }
 
+/// What a server adds to each engine step beyond the engine's own work (`tuili bench`
+/// runs none of it): per step, and per token sampled and streamed (sampling over the
+/// vocabulary, detokenizing, an event written to the client). Fitted by
+/// [`crate::fit::fit_serving`] to served runs; zero when simulating no server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ServeCoeffs {
+    /// Seconds per step.
+    pub step_s: f64,
+    /// Seconds per sampled token (one per decoding sequence, and one per prompt whose
+    /// last chunk the step runs).
+    pub token_s: f64,
+}
+
+impl ServeCoeffs {
+    /// Seconds a step that samples `sampled` tokens adds.
+    pub fn seconds(&self, sampled: usize) -> f64 {
+        self.step_s + sampled as f64 * self.token_s
+    }
+}
+
+/// The latency of one all-reduce of a step's hidden states between the chips of a
+/// tensor-parallel group, paid on top of its bytes over the interconnect: a small
+/// message's reduction inside one node costs several microseconds whatever its size
+/// (NCCL on 2 H100s under CUDA graphs: about 6 µs, NVIDIA/nccl issue 1259; more over 8
+/// chips and without graphs). An estimate, the same for every chip.
+pub const ALLREDUCE_LATENCY_S: f64 = 10e-6;
+
 /// A prefill chunk: `n` tokens at positions `start..start + n` of one sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Chunk {
@@ -132,6 +159,8 @@ pub struct Hardware {
     pub tp: usize,
     /// Chip-to-chip bandwidth in each direction, bytes/s.
     pub interconnect: f64,
+    /// Seconds of one all-reduce beyond its bytes (see [`ALLREDUCE_LATENCY_S`]).
+    pub allreduce_latency_s: f64,
     /// Whether the step's work is handed between threads or kernels layer by layer,
     /// which the per-layer overhead prices: not on a CPU running one thread.
     pub handoffs: bool,
@@ -168,6 +197,7 @@ impl Hardware {
             tp: 1,
             // Vendors quote both directions together.
             interconnect: chip.interconnect_gbs.value * 1e9 / 2.0,
+            allreduce_latency_s: ALLREDUCE_LATENCY_S,
             handoffs: !cpu || chip.threads_used(threads) > 1.0,
         }
     }
@@ -233,6 +263,12 @@ impl StepOps {
     /// Seconds of the step under `c`.
     pub fn seconds(&self, c: &Coeffs) -> f64 {
         self.roofline(c) + self.overhead(c) + self.fixed_s
+    }
+
+    /// Seconds of the step run by a server in which each sequence samples a token (a
+    /// decode step; see [`ServeCoeffs`]).
+    pub fn served_seconds(&self, c: &Coeffs, s: &ServeCoeffs) -> f64 {
+        self.seconds(c) + self.steps * s.step_s + self.seqs * s.token_s
     }
 
     /// The roofline part: `Σ max(mem / η_mem, comp / η_comp)`.
@@ -378,10 +414,11 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
         comp_s: 0.0,
     });
     // Two all-reduces of the step's hidden states per layer (after attention and after
-    // the feed-forward block), each moving 2 (tp - 1) / tp of them per chip (a ring).
+    // the feed-forward block), each moving 2 (tp - 1) / tp of them per chip (a ring) and
+    // paying its latency.
     let comm_s = if hw.tp > 1 {
         let bytes = t * m.dim as f64 * hw.act_bytes * 2.0 * (tp - 1.0) / tp;
-        2.0 * m.n_layer() as f64 * bytes / hw.interconnect
+        2.0 * m.n_layer() as f64 * (bytes / hw.interconnect + hw.allreduce_latency_s)
     } else {
         0.0
     };
@@ -514,6 +551,7 @@ mod tests {
             vector: None,
             tp: 1,
             interconnect: 1e11,
+            allreduce_latency_s: 1e-6,
             handoffs: true,
             act_bytes: 2.0,
             attention: Precision::Bf16,
@@ -595,12 +633,15 @@ mod tests {
         let step = StepShape::decode(1, 0);
         let (a, b) = (step_ops(&m, &one, &step), step_ops(&m, &two, &step));
         assert_eq!(a.fixed_s, 0.0);
-        // 2 layers × 2 all-reduces × 1 token × 1024 × 2 bytes × 2·(1/2), at 100 GB/s.
-        assert!(
-            (b.fixed_s - 4.0 * 2048.0 / 1e11).abs() < 1e-15,
-            "{}",
-            b.fixed_s
-        );
+        // 2 layers × 2 all-reduces, each 1 token × 1024 × 2 bytes × 2·(1/2) at 100 GB/s
+        // plus 1 µs of latency.
+        let want = 4.0 * (2048.0 / 1e11 + 1e-6);
+        assert!((b.fixed_s - want).abs() < 1e-15, "{}", b.fixed_s);
+        // Over 8 chips a ring moves 2·7/8 of the states; the latency is per all-reduce.
+        let eight = Hardware { tp: 8, ..one };
+        let want = 4.0 * (2048.0 * 2.0 * 7.0 / 8.0 / 1e11 + 1e-6);
+        let got = step_ops(&m, &eight, &step).fixed_s;
+        assert!((got - want).abs() < 1e-15, "{got}");
         assert!(b.roofline(&c) < 0.6 * a.roofline(&c));
     }
 

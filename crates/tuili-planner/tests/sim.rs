@@ -10,8 +10,10 @@ use tuili_models::synthetic::{write_synthetic, SyntheticSpec};
 use tuili_models::{Arch, Config, KvType, Model};
 use tuili_planner::chip;
 use tuili_planner::cost::{KvFormat, ModelCost};
-use tuili_planner::sim::{max_rate, simulate, Server, SimResult, Slo, Workload};
-use tuili_planner::step::{step_ops, Coeffs, Hardware, StepShape};
+use tuili_planner::sim::{
+    max_rate, simulate, simulate_requests, Request, Server, SimResult, Slo, Workload,
+};
+use tuili_planner::step::{step_ops, Coeffs, Hardware, ServeCoeffs, StepShape};
 use tuili_planner::PlanError;
 
 const C: Coeffs = Coeffs::DATASHEET_ACCELERATOR;
@@ -50,6 +52,7 @@ impl Fixture {
             cost: &self.cost,
             hw: &self.hw,
             coeffs: &C,
+            serving: ServeCoeffs::default(),
             speed: 1.0,
         }
     }
@@ -87,6 +90,45 @@ fn an_idle_server_answers_in_one_prefill() {
     );
     assert_eq!(r.preemptions, 0);
     assert_eq!(r.requests, 60);
+}
+
+#[test]
+fn a_server_pays_its_own_work_per_sampled_token() {
+    let f = Fixture::new(Arch::Llama);
+    let engine = EngineConfig::default();
+    let serving = ServeCoeffs {
+        step_s: 0.2e-3,
+        token_s: 0.5e-3,
+    };
+    let served = Server {
+        serving,
+        ..f.server(&engine)
+    };
+    let lone = simulate(&f.server(&engine), &load(0.01)).expect("runs");
+    let r = simulate(&served, &load(0.01)).expect("runs");
+    // One request at a time: every step samples one token, so the prefill and each
+    // decode step take 0.7 ms longer.
+    assert!(
+        (r.ttft_ms[0] - lone.ttft_ms[0] - 0.7).abs() < 1e-6,
+        "{r:?} {lone:?}"
+    );
+    assert!(
+        (r.tpot_ms[0] - lone.tpot_ms[0] - 0.7).abs() < 1e-6,
+        "{r:?} {lone:?}"
+    );
+    // Four arriving together decode side by side: each decode step samples four tokens.
+    let four = vec![
+        Request {
+            arrival_s: 0.0,
+            prompt_tokens: 64,
+            output_tokens: 32,
+        };
+        4
+    ];
+    let a = simulate_requests(&f.server(&engine), &four, 1).expect("runs");
+    let b = simulate_requests(&served, &four, 1).expect("runs");
+    let extra = b.tpot_ms[0] - a.tpot_ms[0];
+    assert!((extra - (0.2 + 4.0 * 0.5)).abs() < 1e-6, "{extra} ms");
 }
 
 #[test]
