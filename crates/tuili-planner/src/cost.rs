@@ -159,6 +159,9 @@ pub struct LayerCost {
     pub moe: Option<ExpertsCost>,
     /// The sliding window of a local layer (`None`: global).
     pub window: Option<usize>,
+    /// Its K/V heads: 0 for a layer that does not attend over the cache (deci's
+    /// attention-free and linear-attention layers).
+    pub kv_heads: usize,
     /// The vector ops between the products.
     pub vector: VectorOps,
 }
@@ -251,6 +254,11 @@ impl ModelCost {
                     dense,
                     moe,
                     window: l.attn.window,
+                    kv_heads: if l.qkv.is_some() {
+                        l.widths.n_kv_head
+                    } else {
+                        0
+                    },
                     vector: vector_ops(
                         l,
                         cfg.dim,
@@ -370,30 +378,30 @@ impl ModelCost {
         layers + self.output.macs() + self.vector_params
     }
 
-    /// Width of K (and V) per layer.
-    pub fn kv_dim(&self) -> usize {
-        self.n_kv_head * self.head_dim
-    }
-
-    /// Bytes one position of one layer adds to the KV cache.
-    pub fn kv_bytes_per_layer_position(&self, kv: KvFormat) -> u64 {
-        (kv.k.bytes(self.kv_dim()) + kv.v.bytes(self.kv_dim())) as u64
+    /// Bytes one position of layer `l` adds to the KV cache.
+    pub fn kv_bytes_per_layer_position(&self, l: &LayerCost, kv: KvFormat) -> u64 {
+        let width = l.kv_heads * self.head_dim;
+        (kv.k.bytes(width) + kv.v.bytes(width)) as u64
     }
 
     /// Bytes each token adds to a sequence's KV cache once local layers hold their
     /// whole window: the global layers only.
     pub fn kv_bytes_per_token(&self, kv: KvFormat) -> u64 {
-        let global = self.layers.iter().filter(|l| l.window.is_none()).count() as u64;
-        global * self.kv_bytes_per_layer_position(kv)
+        (self.layers.iter())
+            .filter(|l| l.window.is_none())
+            .map(|l| self.kv_bytes_per_layer_position(l, kv))
+            .sum()
     }
 
     /// Bytes of one sequence's KV cache at `ctx` positions: local layers keep only
     /// their window.
     pub fn kv_bytes(&self, ctx: usize, kv: KvFormat) -> u64 {
-        let per = self.kv_bytes_per_layer_position(kv);
         self.layers
             .iter()
-            .map(|l| l.window.map_or(ctx, |w| w.min(ctx)) as u64 * per)
+            .map(|l| {
+                let positions = l.window.map_or(ctx, |w| w.min(ctx)) as u64;
+                positions * self.kv_bytes_per_layer_position(l, kv)
+            })
             .sum()
     }
 

@@ -123,6 +123,7 @@ impl Shape {
                     ],
                     moe: None,
                     window: None,
+                    kv_heads: self.kv_heads,
                     vector: VectorOps {
                         norm: 2 * self.dim,
                         glu: self.ffn,

@@ -366,9 +366,14 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
         mem_s: (bytes / tp + n * rows_in_out * hw.act_bytes) / hw.bandwidth,
         comp_s: hw.product_s(f, macs / tp, n),
     };
-    let kv_pos = m.kv_bytes_per_layer_position(hw.kv) as f64;
-    let per_pos_flops = 4.0 * (m.n_head * m.head_dim) as f64;
     for l in &m.layers {
+        let kv_pos = m.kv_bytes_per_layer_position(l, hw.kv) as f64;
+        // A layer without K/V heads attends to nothing.
+        let per_pos_flops = if l.kv_heads > 0 {
+            4.0 * (m.n_head * m.head_dim) as f64
+        } else {
+            0.0
+        };
         for w in &l.dense {
             let io = (w.rows + w.cols) as f64;
             ops.push(mat(w.bytes as f64, w.macs() as f64, io, t, w.format));
@@ -519,6 +524,7 @@ mod tests {
             dense: vec![mat(1024, 1024); 7],
             moe: None,
             window: None,
+            kv_heads: 8,
             vector: VectorOps {
                 norm: 2048,
                 glu: 1024,

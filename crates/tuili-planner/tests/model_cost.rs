@@ -87,7 +87,7 @@ fn gemma_local_layers_keep_only_their_window() {
         .iter()
         .filter_map(|l| l.window)
         .all(|w| w == SYNTHETIC_WINDOW));
-    let per = c.kv_bytes_per_layer_position(F16);
+    let per = c.kv_bytes_per_layer_position(&c.layers[0], F16);
     let global = (c.n_layer() - local) as u64;
     assert_eq!(
         c.kv_bytes(100, F16),
@@ -96,6 +96,22 @@ fn gemma_local_layers_keep_only_their_window() {
     assert_eq!(c.kv_bytes_per_token(F16), global * per);
     // Below the window, local layers cost what global ones do.
     assert_eq!(c.kv_bytes(3, F16), c.n_layer() as u64 * 3 * per);
+}
+
+/// deci: each layer's K/V heads count, and layers without K/V heads hold no cache.
+#[test]
+fn deci_kv_bytes_are_summed_per_layer() {
+    let spec = SyntheticSpec::tiny(Arch::Deci, GgmlType::F32);
+    let (c, file_bytes) = cost_of(GgufFile::from_bytes(write_synthetic(&spec).unwrap()).unwrap());
+    assert_eq!(c.weight_bytes(), file_bytes);
+    let hd = spec.dim / spec.n_head;
+    let heads: usize = (0..spec.n_layer)
+        .map(|i| tuili_models::synthetic::deci_layer(&spec, i).1)
+        .sum();
+    // f16 K and V: 2 bytes each.
+    assert_eq!(c.kv_bytes_per_token(F16), (heads * hd * 2 * 2) as u64);
+    assert_eq!(c.kv_bytes(10, F16), 10 * c.kv_bytes_per_token(F16));
+    assert!(c.layers.iter().any(|l| l.kv_heads == 0));
 }
 
 #[test]
