@@ -62,6 +62,12 @@ install_gguf() {
     if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('tokenizers') != '$TOKENIZERS_VERSION')" 2>/dev/null; then
         nice -n 19 "$VENV/bin/pip" install --no-cache-dir "tokenizers==$TOKENIZERS_VERSION"
     fi
+    # llama.cpp's OpenAI server, an upstream in tests/router: the package is built above,
+    # so pip adds only its `server` extra's dependencies (never a prebuilt wheel).
+    if ! "$VENV/bin/python" -c "import llama_cpp.server.app" 2>/dev/null; then
+        nice -n 19 "$VENV/bin/pip" install --no-cache-dir --no-binary llama-cpp-python \
+            "llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION"
+    fi
 }
 
 install_llamacpp() {
