@@ -165,7 +165,7 @@ impl Ops for CpuStep<'_, '_> {
     fn matmul(&mut self, x: Buf, outs: &[(MatId, Buf)]) -> Result<(), ModelError> {
         let n = self.batch.len();
         let w = self.weights;
-        let lens: Vec<usize> = BUFS.iter().map(|&b| self.len_of(b)).collect();
+        let lens = BUFS.map(|b| self.len_of(b));
         // The input taken out while the outputs are borrowed, each once.
         let bufs = &mut self.s.bufs;
         let xv = std::mem::take(&mut bufs[x as usize]);
