@@ -77,6 +77,10 @@ pub struct BenchArgs {
     /// Only write the --synthetic models and print their paths.
     #[arg(long = "write-only")]
     write_only: bool,
+    /// Measure the kernels' tunables on this CPU again (under a second), cache them
+    /// under $TUILI_HOME/tune, print what was measured, and exit.
+    #[arg(long = "tune")]
+    tune: bool,
     /// Internal: measure in this process (one model, one thread count).
     #[arg(long = "child", hide = true, value_enum)]
     child: Option<ChildKind>,
@@ -113,6 +117,9 @@ impl Host for Tuili {
 
 /// `tuili bench`.
 pub fn bench(a: BenchArgs) -> Result<()> {
+    if a.tune {
+        return crate::tune::retune();
+    }
     let options = Options {
         models: a.models,
         default_model: registry::DEFAULT_MODEL.to_string(),

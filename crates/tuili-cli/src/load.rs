@@ -46,8 +46,10 @@ pub fn open_file(path: &Path) -> Result<GgufFile> {
     GgufFile::open(path).with_context(|| format!("opening {}", path.display()))
 }
 
-/// [`open_file`], then quantized in memory when `--quant` asks for it.
+/// [`open_file`], then quantized in memory when `--quant` asks for it. The kernels'
+/// tunables for this CPU are applied first (measured on the first run).
 pub fn open_path(path: &Path, quant: &QuantArgs) -> Result<Arc<GgufFile>> {
+    crate::tune::ensure();
     let file = Arc::new(open_file(path)?);
     match &quant.quant {
         Some(q) => crate::quantize::quantize_loaded(file, q),

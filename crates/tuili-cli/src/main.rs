@@ -19,6 +19,7 @@ mod quantize;
 mod registry;
 mod route;
 mod serve;
+mod tune;
 
 use clap::{Args, Parser, Subcommand};
 

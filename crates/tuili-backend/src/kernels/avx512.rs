@@ -47,6 +47,7 @@ static AVX512: Kernels = Kernels {
     direct: Some(direct),
     direct_max: DIRECT_MAX,
     interleaved: interleaved::interleaved,
+    tunes_tiles: false,
     float_gemm: float::float_gemm,
     scores: attention::scores,
     mix: attention::mix,

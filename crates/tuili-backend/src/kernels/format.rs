@@ -45,6 +45,21 @@ pub(crate) enum QFormat {
 }
 
 impl QFormat {
+    /// Every integer format.
+    pub(crate) const ALL: [QFormat; 11] = [
+        QFormat::Q4_0,
+        QFormat::Q4_1,
+        QFormat::Q5_0,
+        QFormat::Q5_1,
+        QFormat::Q8_0,
+        QFormat::Q2K,
+        QFormat::Q3K,
+        QFormat::Q4K,
+        QFormat::Q5K,
+        QFormat::Q6K,
+        QFormat::Mxfp4,
+    ];
+
     /// The integer format of `ty`, if it has one.
     pub(crate) fn of(ty: GgmlType) -> Option<QFormat> {
         Some(match ty {

@@ -134,6 +134,7 @@ mod format;
 mod interleave;
 mod scalar;
 mod table;
+pub mod tune;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -148,9 +149,7 @@ pub(crate) use acts::PackView;
 pub use acts::QuantActs;
 pub(crate) use buffers::{AlignedBuf, Out, Panel};
 pub(crate) use format::{FFormat, MinKind, QFormat};
-#[cfg(test)]
-pub(crate) use interleave::pack;
-pub(crate) use interleave::{interleavable, pack_releasing, Packed, IROWS};
+pub(crate) use interleave::{interleavable, pack, pack_releasing, Packed, IROWS};
 pub use table::{available, scalar, select, Kernels};
 
 /// From this many tokens on (batched decode, prefill), activations are quantized by all

@@ -313,6 +313,7 @@ pub(super) unsafe fn interleaved(
     a: &QuantActs,
     nt: usize,
     out: Out,
+    _half_tiles: bool,
 ) {
     // SAFETY: the caller upholds the table's contract: `out` is valid for the writes of
     // these rows and tokens and no one else writes them meanwhile

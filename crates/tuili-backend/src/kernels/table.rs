@@ -33,8 +33,16 @@ type DirectFn = unsafe fn(
     nt: usize,
     out: Out,
 );
-type InterleavedFn =
-    unsafe fn(p: &Packed, rows: std::ops::Range<usize>, acts: &QuantActs, nt: usize, out: Out);
+/// The last argument: whether many tokens run in half-group tiles (`tune`; tables
+/// without that tile shape ignore it).
+type InterleavedFn = unsafe fn(
+    p: &Packed,
+    rows: std::ops::Range<usize>,
+    acts: &QuantActs,
+    nt: usize,
+    out: Out,
+    half_tiles: bool,
+);
 type FloatGemmFn =
     unsafe fn(f: FFormat, w: &[u8], nr: usize, cols: usize, x: &[f32], nt: usize, out: Out);
 type DotFn = unsafe fn(a: &[f32], b: &[f32]) -> f32;
@@ -64,6 +72,8 @@ pub struct Kernels {
     /// Products of weights repacked with rows interleaved (`interleave`): the
     /// block-sum specification for the formats that `interleave::interleavable` names.
     pub(super) interleaved: InterleavedFn,
+    /// Whether `interleaved` has the half-group tiles that `tune` chooses between.
+    pub(super) tunes_tiles: bool,
     pub(super) float_gemm: FloatGemmFn,
     pub(super) dot: DotFn,
     pub(super) axpy: AxpyFn,
@@ -351,6 +361,25 @@ impl Kernels {
         nt: usize,
         out: Out,
     ) {
+        let half = super::tune::current().half_tiles(p.fmt);
+        // SAFETY: the caller upholds this method's contract, which is the one below
+        unsafe { self.interleaved_tiled(p, rows, acts, nt, out, half) }
+    }
+
+    /// [`Kernels::interleaved`] in the tile shape given (`half`: half-group tiles for
+    /// many tokens, where the table has them), whatever the tunables say. The same bits.
+    ///
+    /// # Safety
+    /// As for [`Kernels::gemm`].
+    pub(crate) unsafe fn interleaved_tiled(
+        &self,
+        p: &Packed,
+        rows: std::ops::Range<usize>,
+        acts: &QuantActs,
+        nt: usize,
+        out: Out,
+        half: bool,
+    ) {
         // SAFETY: the caller upholds this method's contract (`out` valid for the writes,
         // written by no one else meanwhile); the shapes are asserted above, and the table
         // exists only where its instructions run
@@ -363,7 +392,7 @@ impl Kernels {
                     && rows.end <= p.rows,
                 "interleaved: shapes"
             );
-            (self.interleaved)(p, rows, acts, nt, out)
+            (self.interleaved)(p, rows, acts, nt, out, half)
         }
     }
 
@@ -407,6 +436,7 @@ static SCALAR: Kernels = Kernels {
     direct: None,
     direct_max: 0,
     interleaved: super::scalar::interleaved,
+    tunes_tiles: false,
     float_gemm: super::scalar::float_gemm,
     dot: super::scalar::dot,
     axpy: super::scalar::axpy,

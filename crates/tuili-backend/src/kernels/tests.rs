@@ -7,19 +7,7 @@ use crate::quant::{dequantize, quantize};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub(super) const FORMATS: [QFormat; 11] = [
-    QFormat::Q4_0,
-    QFormat::Q4_1,
-    QFormat::Q5_0,
-    QFormat::Q5_1,
-    QFormat::Q8_0,
-    QFormat::Q2K,
-    QFormat::Q3K,
-    QFormat::Q4K,
-    QFormat::Q5K,
-    QFormat::Q6K,
-    QFormat::Mxfp4,
-];
+pub(super) const FORMATS: [QFormat; 11] = QFormat::ALL;
 
 /// The tables under test: every one this CPU runs, scalar first, or those named in
 /// `TUILI_TEST_KERNELS` (comma-separated; scalar always stays first).

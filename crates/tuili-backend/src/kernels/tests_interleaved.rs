@@ -78,13 +78,15 @@ fn interleaved_products_match_the_block_sum_specification() {
                 for rows in [1, 15, 16, 17, 37, 64] {
                     let (w, rb) = weights(&mut rng, fmt, rows, cols);
                     let packed = pack(fmt, &w, rows, cols);
-                    for n in [1, 2, 7, 8, 9, 20] {
+                    for n in [1, 2, 7, 8, 9, 20, 33] {
                         let x: Vec<f32> =
                             (0..n * cols).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
                         let (mut want_a, mut got_a) = (QuantActs::new(), QuantActs::new());
                         scalar().quantize_acts(&x, cols, &mut want_a);
                         k.quantize_acts(&x, cols, &mut got_a);
-                        for start in [0, 16, 48].into_iter().filter(|&s| s < rows) {
+                        let starts = [0, 16, 48].into_iter().filter(|&s| s < rows);
+                        // Both tile shapes (`tune`): the same bits.
+                        for (start, half) in starts.flat_map(|s| [(s, false), (s, true)]) {
                             let mut got = vec![f32::NAN; n * rows];
                             // SAFETY: `got` holds n * rows values.
                             unsafe {
@@ -92,7 +94,7 @@ fn interleaved_products_match_the_block_sum_specification() {
                                     ptr: got.as_mut_ptr().add(start),
                                     ldo: rows,
                                 };
-                                k.interleaved(&packed, start..rows, &got_a, n, o);
+                                k.interleaved_tiled(&packed, start..rows, &got_a, n, o, half);
                             }
                             for t in 0..n {
                                 for r in 0..rows {
@@ -106,7 +108,7 @@ fn interleaved_products_match_the_block_sum_specification() {
                                     assert_eq!(
                                         want.to_bits(),
                                         g.to_bits(),
-                                        "{} {fmt:?} {rows}x{cols} n={n} start={start} t={t} r={r}: {want} vs {g}",
+                                        "{} {fmt:?} {rows}x{cols} n={n} start={start} half={half} t={t} r={r}: {want} vs {g}",
                                         k.name()
                                     );
                                 }

@@ -14,7 +14,7 @@ use super::super::interleave::{
     code_bytes, Packed, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16, PREFETCH_BYTES,
 };
 use super::super::{Out, QuantActs};
-use super::interleaved::{store, Codes, Tile, HROWS};
+use super::interleaved::{accumulate, store, Codes, Tile, HROWS};
 
 /// Q4_K (`C` = Q4) and Q5_K (`C` = Q5): blocks with a scale and a minimum each.
 pub(super) struct KMin<C>(PhantomData<C>);
@@ -57,9 +57,10 @@ unsafe fn f16s(p: *const u8) -> __m256 {
 
 impl<C: Codes> Tile for KMin<C> {
     #[inline(always)]
-    unsafe fn tile<const T: usize>(
+    unsafe fn tile<const T: usize, const NH: usize>(
         p: &Packed,
         g: usize,
+        first: usize,
         a: &QuantActs,
         t0: usize,
         valid: usize,
@@ -77,20 +78,21 @@ impl<C: Codes> Tile for KMin<C> {
             let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
             let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
             let sign = _mm256_set1_ps(-0.0);
-            let mut acc = [[_mm256_setzero_ps(); T]; 2];
+            let mut acc = [[_mm256_setzero_ps(); T]; NH];
             for s in 0..p.cols / 256 {
                 let head = group.add(p.head_at(s));
-                let d: [__m256; 2] = std::array::from_fn(|h| f16s(head.add(HEAD_D + 16 * h)));
-                let neg_dmin: [__m256; 2] = std::array::from_fn(|h| {
-                    _mm256_xor_ps(f16s(head.add(HEAD_DMIN + 16 * h)), sign)
+                let d: [__m256; NH] =
+                    std::array::from_fn(|h| f16s(head.add(HEAD_D + 16 * (first + h))));
+                let neg_dmin: [__m256; NH] = std::array::from_fn(|h| {
+                    _mm256_xor_ps(f16s(head.add(HEAD_DMIN + 16 * (first + h))), sign)
                 });
                 for j in 0..8 {
                     let b = 8 * s + j;
                     prefetch(codes, b, cb);
-                    let mut sums = [[_mm256_setzero_si256(); T]; 2];
-                    C::pairs::<T>(codes, b, &xq, &mut sums);
-                    for h in 0..2 {
-                        let at = 16 * j + HROWS * h;
+                    let mut sums = [[_mm256_setzero_si256(); T]; NH];
+                    C::pairs::<T, NH>(codes, b, first, &xq, &mut sums);
+                    for h in 0..NH {
+                        let at = 16 * j + HROWS * (first + h);
                         let w = _mm256_mul_ps(d[h], bytes_f32::<false>(head.add(HEAD_SC + at)));
                         for t in 0..T {
                             let pp = _mm256_mul_ps(w, _mm256_set1_ps(*xd[t].add(b)));
@@ -106,7 +108,7 @@ impl<C: Codes> Tile for KMin<C> {
                     }
                 }
             }
-            store(&acc, valid, out);
+            store(&acc, first, valid, out);
         }
     }
 }
@@ -121,13 +123,14 @@ pub(super) trait Half {
     /// Whether the format has a minimum per half (Q2_K).
     const MIN: bool;
     /// Adds half `half` of block `b` (pairs `8 half..8 half + 8`) into `s[h][t]`
-    /// (register half `h`: rows `8h..8h + 8`).
-    unsafe fn half<const T: usize>(
+    /// (register half `first + h`: rows `8 (first + h)..8 (first + h) + 8`).
+    unsafe fn half<const T: usize, const NH: usize>(
         codes: *const u8,
         b: usize,
         half: usize,
+        first: usize,
         xq: &[*const i32; T],
-        s: &mut [[__m256i; T]; 2],
+        s: &mut [[__m256i; T]; NH],
     );
 }
 
@@ -140,34 +143,30 @@ pub(super) struct Q2;
 
 /// Adds the products of codes `ck(pp)` of pairs `8 half + pp` (`pp < 8`) of block `b`.
 #[inline(always)]
-unsafe fn add_pairs<const T: usize>(
+unsafe fn add_pairs<const T: usize, const NH: usize>(
     b: usize,
     half: usize,
     xq: &[*const i32; T],
-    s: &mut [[__m256i; T]; 2],
-    mut ck: impl FnMut(usize) -> [__m256i; 2],
+    s: &mut [[__m256i; T]; NH],
+    mut ck: impl FnMut(usize) -> [__m256i; NH],
 ) {
     // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
     // set of the table this fn belongs to, and the pointers lie within the buffers its
     // safe caller checked
     unsafe {
         for pp in 0..8 {
-            let c = ck(pp);
-            for t in 0..T {
-                let x = _mm256_set1_epi32(*xq[t].add(16 * b + 8 * half + pp));
-                for h in 0..2 {
-                    s[h][t] = _mm256_add_epi32(s[h][t], _mm256_madd_epi16(c[h], x));
-                }
-            }
+            accumulate(&ck(pp), xq, 16 * b + 8 * half + pp, s);
         }
     }
 }
 
-/// The two register halves of 32 bytes at `p + at`.
+/// Register halves `first..first + NH` of the 64 bytes at `p + at` (32 each).
 #[inline(always)]
-unsafe fn load2(p: *const u8, at: usize) -> [__m256i; 2] {
+unsafe fn load_halves<const NH: usize>(p: *const u8, at: usize, first: usize) -> [__m256i; NH] {
     // SAFETY: the caller keeps `p + at..p + at + 64` within the group, 32-byte aligned
-    unsafe { std::array::from_fn(|h| _mm256_load_si256(p.add(at + 32 * h) as *const __m256i)) }
+    unsafe {
+        std::array::from_fn(|h| _mm256_load_si256(p.add(at + 32 * (first + h)) as *const __m256i))
+    }
 }
 
 impl Half for Q6 {
@@ -175,12 +174,13 @@ impl Half for Q6 {
     const OFFSET: i32 = 32;
     const MIN: bool = false;
     #[inline(always)]
-    unsafe fn half<const T: usize>(
+    unsafe fn half<const T: usize, const NH: usize>(
         codes: *const u8,
         b: usize,
         half: usize,
+        first: usize,
         xq: &[*const i32; T],
-        s: &mut [[__m256i; T]; 2],
+        s: &mut [[__m256i; T]; NH],
     ) {
         // SAFETY: as for `Half::half`
         unsafe {
@@ -189,13 +189,13 @@ impl Half for Q6 {
                 _mm256_set1_epi32(0x0030_0030),
             );
             let blk = codes.add(384 * b);
-            let hw = load2(blk, 256 + 64 * half);
+            let hw = load_halves::<NH>(blk, 256 + 64 * half, first);
             let (mut hs, mut v) = (hw, hw);
             add_pairs(b, half, xq, s, |pp| {
                 // Pair p' = pp of the half: nibbles of chunk 2 half + pp / 4, high bits
                 // from bits 2p' to 4.
                 v = match pp % 4 {
-                    0 => load2(blk, 64 * (2 * half + pp / 4)),
+                    0 => load_halves(blk, 64 * (2 * half + pp / 4), first),
                     _ => v.map(|v| _mm256_srli_epi32::<4>(v)),
                 };
                 hs = match pp {
@@ -217,12 +217,13 @@ impl Half for Q3 {
     const OFFSET: i32 = 4;
     const MIN: bool = false;
     #[inline(always)]
-    unsafe fn half<const T: usize>(
+    unsafe fn half<const T: usize, const NH: usize>(
         codes: *const u8,
         b: usize,
         half: usize,
+        first: usize,
         xq: &[*const i32; T],
-        s: &mut [[__m256i; T]; 2],
+        s: &mut [[__m256i; T]; NH],
     ) {
         // SAFETY: as for `Half::half`
         unsafe {
@@ -231,7 +232,10 @@ impl Half for Q3 {
                 _mm256_set1_epi32(0x0004_0004),
             );
             let blk = codes.add(192 * b);
-            let (cw, tw) = (load2(blk, 64 * half), load2(blk, 128));
+            let (cw, tw) = (
+                load_halves::<NH>(blk, 64 * half, first),
+                load_halves::<NH>(blk, 128, first),
+            );
             let (mut cs, mut ts) = (cw, tw);
             add_pairs(b, half, xq, s, |pp| {
                 // Pair p = 8 half + pp: low bits from 2pp, third bits from p, to 0 and 2.
@@ -258,17 +262,18 @@ impl Half for Q2 {
     const OFFSET: i32 = 0;
     const MIN: bool = true;
     #[inline(always)]
-    unsafe fn half<const T: usize>(
+    unsafe fn half<const T: usize, const NH: usize>(
         codes: *const u8,
         b: usize,
         half: usize,
+        first: usize,
         xq: &[*const i32; T],
-        s: &mut [[__m256i; T]; 2],
+        s: &mut [[__m256i; T]; NH],
     ) {
         // SAFETY: as for `Half::half`
         unsafe {
             let m3 = _mm256_set1_epi32(0x0003_0003);
-            let mut cs = load2(codes, 128 * b + 64 * half);
+            let mut cs = load_halves::<NH>(codes, 128 * b + 64 * half, first);
             add_pairs(b, half, xq, s, |pp| {
                 if pp > 0 {
                     cs = cs.map(|v| _mm256_srli_epi32::<2>(v));
@@ -285,9 +290,10 @@ pub(super) struct K16<H>(PhantomData<H>);
 
 impl<H: Half> Tile for K16<H> {
     #[inline(always)]
-    unsafe fn tile<const T: usize>(
+    unsafe fn tile<const T: usize, const NH: usize>(
         p: &Packed,
         g: usize,
+        first: usize,
         a: &QuantActs,
         t0: usize,
         valid: usize,
@@ -308,13 +314,14 @@ impl<H: Half> Tile for K16<H> {
             let xs16: [*const f32; T] =
                 std::array::from_fn(|i| a.s16.as_ptr().add((t0 + i) * 2 * nbp));
             let (sign, m15) = (_mm256_set1_ps(-0.0), _mm256_set1_epi32(15));
-            let mut acc = [[_mm256_setzero_ps(); T]; 2];
+            let mut acc = [[_mm256_setzero_ps(); T]; NH];
             for s in 0..p.cols / 256 {
                 let head = group.add(p.head_at(s));
-                let d: [__m256; 2] = std::array::from_fn(|h| f16s(head.add(HEAD_D + 16 * h)));
-                let neg_dmin: [__m256; 2] = std::array::from_fn(|h| {
+                let d: [__m256; NH] =
+                    std::array::from_fn(|h| f16s(head.add(HEAD_D + 16 * (first + h))));
+                let neg_dmin: [__m256; NH] = std::array::from_fn(|h| {
                     if H::MIN {
-                        _mm256_xor_ps(f16s(head.add(HEAD_DMIN + 16 * h)), sign)
+                        _mm256_xor_ps(f16s(head.add(HEAD_DMIN + 16 * (first + h))), sign)
                     } else {
                         _mm256_setzero_ps()
                     }
@@ -328,19 +335,20 @@ impl<H: Half> Tile for K16<H> {
                         let o: [__m256i; T] = std::array::from_fn(|t| {
                             _mm256_set1_epi32(-H::OFFSET * *xsum[t].add(2 * b + half))
                         });
-                        let mut sums = [o; 2];
-                        H::half::<T>(codes, b, half, &xq, &mut sums);
-                        for h in 0..2 {
+                        let mut sums = [o; NH];
+                        H::half::<T, NH>(codes, b, half, first, &xq, &mut sums);
+                        for h in 0..NH {
                             let (sc, m) = if H::MIN {
                                 // Q2_K: scale and minimum nibbles of one byte per row.
                                 let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
-                                    head.add(HEAD_SC + 16 * k + HROWS * h) as *const __m128i,
+                                    head.add(HEAD_SC + 16 * k + HROWS * (first + h))
+                                        as *const __m128i,
                                 ));
                                 let sc = _mm256_cvtepi32_ps(_mm256_and_si256(v, m15));
                                 let m = _mm256_cvtepi32_ps(_mm256_srli_epi32::<4>(v));
                                 (sc, _mm256_mul_ps(neg_dmin[h], m))
                             } else {
-                                let at = HEAD_SC16 + 16 * k + HROWS * h;
+                                let at = HEAD_SC16 + 16 * k + HROWS * (first + h);
                                 (bytes_f32::<true>(head.add(at)), _mm256_setzero_ps())
                             };
                             let w = _mm256_mul_ps(d[h], sc);
@@ -357,7 +365,7 @@ impl<H: Half> Tile for K16<H> {
                     }
                 }
             }
-            store(&acc, valid, out);
+            store(&acc, first, valid, out);
         }
     }
 }

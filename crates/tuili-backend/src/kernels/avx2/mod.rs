@@ -42,6 +42,7 @@ pub(super) static AVX2: Kernels = Kernels {
     direct: None,
     direct_max: 0,
     interleaved: interleaved::interleaved,
+    tunes_tiles: true,
     float_gemm,
     dot,
     axpy,

@@ -27,6 +27,7 @@ pub(super) unsafe fn interleaved(
     a: &QuantActs,
     nt: usize,
     out: Out,
+    _half_tiles: bool,
 ) {
     // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
     // of the table this fn belongs to (tables are built only after detection), and the

@@ -52,9 +52,7 @@ use crate::quant::f16_to_f32;
     allow(unused_imports)
 )]
 pub(crate) use kquants::{is_k, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16};
-#[cfg(test)]
-pub(crate) use write::pack;
-pub(crate) use write::pack_releasing;
+pub(crate) use write::{pack, pack_releasing};
 
 /// Rows per interleaved group (one per 32-bit lane of a 512-bit register).
 pub const IROWS: usize = 16;

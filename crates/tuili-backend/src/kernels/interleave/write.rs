@@ -9,7 +9,6 @@ use crate::pool::{self, SyncPtr};
 
 /// Repacks `rows` rows of `cols` (a multiple of 32; of 256 for the K-quants) of `fmt`
 /// (`interleavable`), `w`: `[rows, row_bytes]` as in the file.
-#[cfg(test)]
 pub(crate) fn pack(fmt: QFormat, w: &[u8], rows: usize, cols: usize) -> Packed {
     pack_releasing(fmt, w, rows, cols, &|_| {})
 }

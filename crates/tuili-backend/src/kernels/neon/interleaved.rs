@@ -32,6 +32,7 @@ pub(super) unsafe fn interleaved(
     a: &QuantActs,
     nt: usize,
     out: Out,
+    _half_tiles: bool,
 ) {
     // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and lengths
     // it gives within the buffers its safe caller checked

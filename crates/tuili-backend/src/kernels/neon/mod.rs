@@ -31,6 +31,7 @@ static NEON: Kernels = Kernels {
     direct: None,
     direct_max: 0,
     interleaved: interleaved::interleaved,
+    tunes_tiles: false,
     float_gemm,
     dot,
     axpy,
