@@ -24,6 +24,8 @@ use tuili_planner::step::{step_ops, Hardware, ServeCoeffs};
 
 use crate::registry;
 
+mod served;
+
 /// Output format of `tuili plan`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PlanFormat {
@@ -776,6 +778,30 @@ fn calibrate(a: &PlanArgs, chip: &ChipProfile) -> Result<()> {
             r.coeffs.token_s * 1e6,
             100.0 * r.rms,
             served.len()
+        );
+    }
+    let traces = served::read_traces(&a.calibrate)?;
+    if !traces.is_empty() {
+        let (Some(cal), Some(serving)) = (&saved.calibration, &mut saved.serving) else {
+            bail!(
+                "served traces are fitted on top of the engine's coefficients and the \
+                 serving step terms: give them with the served runs (and bench files, or \
+                 calibrate {} with them first)",
+                chip.name
+            );
+        };
+        let (request_s, rms) =
+            served::fit_request_term(&traces, chip, &cal.coeffs, serving.coeffs)?;
+        serving.coeffs.request_s = request_s;
+        let firsts: usize = traces.iter().map(|t| t.requests.len()).sum();
+        serving.source += &format!(
+            "; the request term to {firsts} first tokens of {} served traces",
+            traces.len()
+        );
+        println!(
+            "serving: per request {:.1} ms; rms relative error {:.1}% over {firsts} first tokens",
+            request_s * 1e3,
+            100.0 * rms
         );
     }
     let text = saved.to_toml();

@@ -184,7 +184,11 @@ pub fn fit_serving(obs: &[Obs], engine: &Coeffs) -> Result<ServeFit, PlanError> 
         })
         .collect();
     let [step_s, token_s] = huber_nonneg(&rows);
-    let coeffs = ServeCoeffs { step_s, token_s };
+    let coeffs = ServeCoeffs {
+        step_s,
+        token_s,
+        request_s: 0.0,
+    };
     let residuals: Vec<f64> = obs
         .iter()
         .map(|o| o.ops.served_seconds(engine, &coeffs) / o.seconds - 1.0)
@@ -195,6 +199,93 @@ pub fn fit_serving(obs: &[Obs], engine: &Coeffs) -> Result<ServeFit, PlanError> 
         residuals,
         rms,
     })
+}
+
+/// One served request's first token, to fit the request term: its measured time to
+/// first token, the simulator's without the term, and how many request terms that first
+/// token waits for ([`crate::sim::Outcome::starts_before_first`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FirstToken {
+    /// Measured seconds from sending to the first token.
+    pub measured_s: f64,
+    /// Predicted seconds with the request term at 0.
+    pub predicted_s: f64,
+    /// Request terms in the predicted time (1 for a lone request).
+    pub starts: f64,
+}
+
+/// The request term ([`ServeCoeffs::request_s`]) fitted to served first tokens: what the
+/// simulator leaves unexplained, `measured - predicted = starts · request_s`, by the same
+/// Huber-weighted non-negative least squares on relative residuals as the other terms.
+/// Returns the term, each first token's relative residual with it, and their RMS.
+pub fn fit_request(obs: &[FirstToken]) -> Result<(f64, Vec<f64>, f64), PlanError> {
+    if obs.is_empty() {
+        return Err(PlanError::Fit(
+            "no served first tokens to fit the request term to".into(),
+        ));
+    }
+    if let Some(o) = obs
+        .iter()
+        .find(|o| !(o.measured_s > 0.0 && o.predicted_s >= 0.0 && o.starts >= 1.0))
+    {
+        return Err(PlanError::Fit(format!(
+            "a served first token needs a positive measured time, a predicted time and at \
+             least its own start, got {o:?}"
+        )));
+    }
+    let rows: Vec<([f64; 1], f64)> = obs
+        .iter()
+        .map(|o| {
+            (
+                [o.starts / o.measured_s],
+                1.0 - o.predicted_s / o.measured_s,
+            )
+        })
+        .collect();
+    let [request_s] = huber_nonneg(&rows);
+    let residuals: Vec<f64> = obs
+        .iter()
+        .map(|o| (o.predicted_s + o.starts * request_s) / o.measured_s - 1.0)
+        .collect();
+    let rms = rms(&residuals);
+    Ok((request_s, residuals, rms))
+}
+
+/// Most replays of [`fit_request_replayed`].
+const REQUEST_REPLAYS: usize = 6;
+
+/// The request term fitted to served traces that `replay` simulates: `replay(request_s)`
+/// gives every first token measured and predicted with the term `request_s`, and its
+/// starts. A longer admission changes which steps later arrivals join, so one fit
+/// around 0 is not enough: from 0, each round takes the prediction with the term as it
+/// stands less the term's share (`starts · request_s`), refits, and replays with the
+/// new term, until it moves less than 0.1%. Returns the term, the first tokens'
+/// relative residuals with it, and their RMS.
+pub fn fit_request_replayed(
+    mut replay: impl FnMut(f64) -> Result<Vec<FirstToken>, PlanError>,
+) -> Result<(f64, Vec<f64>, f64), PlanError> {
+    let mut request_s = 0.0;
+    for _ in 0..REQUEST_REPLAYS {
+        let obs: Vec<FirstToken> = replay(request_s)?
+            .into_iter()
+            .map(|o| FirstToken {
+                predicted_s: (o.predicted_s - o.starts * request_s).max(0.0),
+                ..o
+            })
+            .collect();
+        let (next, _, _) = fit_request(&obs)?;
+        let moved = (next - request_s).abs();
+        request_s = next;
+        if moved <= 1e-3 * request_s {
+            break;
+        }
+    }
+    let residuals: Vec<f64> = replay(request_s)?
+        .iter()
+        .map(|o| o.predicted_s / o.measured_s - 1.0)
+        .collect();
+    let rms = rms(&residuals);
+    Ok((request_s, residuals, rms))
 }
 
 /// Huber-weighted iteratively reweighted least squares `f·x ≈ y` with `x ≥ 0`.
@@ -400,6 +491,7 @@ mod tests {
         let truth = ServeCoeffs {
             step_s: 1e-4,
             token_s: 3e-4,
+            request_s: 0.0,
         };
         let mut obs = served(&engine, &truth);
         let r = fit_serving(&obs, &engine).expect("fits");
@@ -435,6 +527,37 @@ mod tests {
             e.contains("1 served runs") && e.contains("at least 2"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_request_term_is_recovered_and_checked() {
+        // Bursts of 1, 2, 4, 8 started together: each first token waits for every start.
+        let truth = 0.04;
+        let mut obs: Vec<FirstToken> = [1.0, 2.0, 4.0, 8.0]
+            .iter()
+            .flat_map(|&s| {
+                (0..s as usize).map(move |i| {
+                    let predicted_s = 0.02 * s + 0.001 * i as f64;
+                    FirstToken {
+                        measured_s: predicted_s + s * truth,
+                        predicted_s,
+                        starts: s,
+                    }
+                })
+            })
+            .collect();
+        let (request_s, residuals, rms) = fit_request(&obs).expect("fits");
+        assert!((request_s / truth - 1.0).abs() < 1e-9, "{request_s}");
+        assert!(rms < 1e-9 && residuals.len() == obs.len(), "{rms}");
+        // One first token three times as late leaves the term within 5%.
+        obs[3].measured_s *= 3.0;
+        let (request_s, _, _) = fit_request(&obs).expect("fits");
+        assert!((request_s / truth - 1.0).abs() < 0.05, "{request_s}");
+        let e = fit_request(&[]).unwrap_err().to_string();
+        assert!(e.contains("no served first tokens"), "{e}");
+        obs[0].starts = 0.0;
+        let e = fit_request(&obs).unwrap_err().to_string();
+        assert!(e.contains("at least its own start"), "{e}");
     }
 
     #[test]

@@ -65,12 +65,17 @@ pub struct ServeCoeffs {
     /// Seconds per sampled token (one per decoding sequence, and one per prompt whose
     /// last chunk the step runs).
     pub token_s: f64,
+    /// Seconds per request, paid once, in the step that runs its first prompt chunk: the
+    /// engine thread's work to admit it and answer its first token (the HTTP side is
+    /// under 2 ms; see docs/PLANNER.md). It stalls that step, so the sequences decoding
+    /// beside it pay it too. Fitted by [`crate::fit::fit_request`] to served first tokens.
+    pub request_s: f64,
 }
 
 impl ServeCoeffs {
-    /// Seconds a step that samples `sampled` tokens adds.
-    pub fn seconds(&self, sampled: usize) -> f64 {
-        self.step_s + sampled as f64 * self.token_s
+    /// Seconds a step that samples `sampled` tokens and starts `started` requests adds.
+    pub fn seconds(&self, sampled: usize, started: usize) -> f64 {
+        self.step_s + sampled as f64 * self.token_s + started as f64 * self.request_s
     }
 }
 
