@@ -790,19 +790,30 @@ fn calibrate(a: &PlanArgs, chip: &ChipProfile) -> Result<()> {
                 chip.name
             );
         };
-        let (request_s, rms) =
-            served::fit_request_term(&traces, chip, &cal.coeffs, serving.coeffs)?;
-        serving.coeffs.request_s = request_s;
+        let f = served::fit_traces(&traces, chip, &cal.coeffs, serving.coeffs)?;
+        serving.coeffs.request_s = f.request_s;
+        serving.coeffs.mixed_s = f.mixed.map_or(0.0, |(m, _)| m);
         let firsts: usize = traces.iter().map(|t| t.requests.len()).sum();
         serving.source += &format!(
-            "; the request term to {firsts} first tokens of {} served traces",
+            "; the request and mixed-step terms to the {firsts} requests of {} served traces",
             traces.len()
         );
         println!(
             "serving: per request {:.1} ms; rms relative error {:.1}% over {firsts} first tokens",
-            request_s * 1e3,
-            100.0 * rms
+            f.request_s * 1e3,
+            100.0 * f.request_rms
         );
+        match f.mixed {
+            Some((m, rms)) => println!(
+                "serving: per prompt chunk beside decodes {:.2} ms; rms relative error {:.1}% \
+                 over their times per output token",
+                m * 1e3,
+                100.0 * rms
+            ),
+            None => println!(
+                "serving: no request decoded beside an arriving prompt; no mixed-step term"
+            ),
+        }
     }
     let text = saved.to_toml();
     chip::parse(&format!("{}.toml", saved.name), &text)?;

@@ -559,6 +559,7 @@ impl Reader<'_> {
                 "step_s",
                 "token_s",
                 "request_s",
+                "mixed_s",
                 "error_band",
                 "runs",
                 "source",
@@ -568,9 +569,13 @@ impl Reader<'_> {
         let coeffs = ServeCoeffs {
             step_s: num("step_s")?,
             token_s: num("token_s")?,
-            // Profiles saved before the request term had none.
+            // Profiles saved before these terms had none.
             request_s: match t.get("request_s") {
                 Some(_) => num("request_s")?,
+                None => 0.0,
+            },
+            mixed_s: match t.get("mixed_s") {
+                Some(_) => num("mixed_s")?,
                 None => 0.0,
             },
         };
@@ -578,6 +583,7 @@ impl Reader<'_> {
             ("step_s", coeffs.step_s),
             ("token_s", coeffs.token_s),
             ("request_s", coeffs.request_s),
+            ("mixed_s", coeffs.mixed_s),
         ] {
             if v < 0.0 {
                 return Err(self.err(&format!("serving.{k}"), "serving terms must be at least 0"));
@@ -753,10 +759,11 @@ impl ChipProfile {
         }
         if let Some(v) = &self.serving {
             out += &format!(
-                "\n[serving]\nstep_s = {:?}\ntoken_s = {:?}\nrequest_s = {:?}\nerror_band = {:?}\nruns = {}\nsource = {}\n",
+                "\n[serving]\nstep_s = {:?}\ntoken_s = {:?}\nrequest_s = {:?}\nmixed_s = {:?}\nerror_band = {:?}\nruns = {}\nsource = {}\n",
                 v.coeffs.step_s,
                 v.coeffs.token_s,
                 v.coeffs.request_s,
+                v.coeffs.mixed_s,
                 v.error_band,
                 v.runs,
                 q(&v.source)
@@ -797,6 +804,7 @@ mod tests {
                 step_s: 2e-4,
                 token_s: 3.5e-4,
                 request_s: 0.04,
+                mixed_s: 0.003,
             },
             error_band: 0.04,
             runs: 4,
@@ -817,9 +825,12 @@ mod tests {
             "{e}"
         );
         // A profile saved before the request term reads as none.
-        let old = text.replace("request_s = 0.04\n", "");
+        let old = text
+            .replace("request_s = 0.04\n", "")
+            .replace("mixed_s = 0.003\n", "");
         let read = parse("x.toml", &old).expect("parses");
-        assert_eq!(read.serving.map(|s| s.coeffs.request_s), Some(0.0));
+        let k = read.serving.expect("serving").coeffs;
+        assert_eq!((k.request_s, k.mixed_s), (0.0, 0.0));
     }
 
     #[test]

@@ -78,6 +78,10 @@ pub struct Outcome {
     /// its own included. With the steps as they are, `ttft_s` grows by this many
     /// `request_s`.
     pub starts_before_first: f64,
+    /// Prompt chunks run beside its decodes (in the steps after its first token), per
+    /// output token after the first: `tpot_s` grows by this many
+    /// [`ServeCoeffs::mixed_s`].
+    pub mixed_per_token: f64,
 }
 
 /// Runs the load `w` draws through [`simulate_requests`].
@@ -140,6 +144,8 @@ pub fn simulate_outcomes(
     let mut started = vec![false; n];
     // Requests started since the server was last idle, and at each first token.
     let (mut busy_starts, mut starts_before) = (0usize, vec![0.0; n]);
+    // Prompt chunks run beside each request's decodes.
+    let mut mixed_seen = vec![0usize; n];
     let (mut clock, mut next, mut done) = (arrivals[0], 0, 0);
     let (mut kv_sum, mut kv_max, mut steps, mut busy) = (0.0, 0.0f64, 0u64, 0.0);
     while done < n {
@@ -172,6 +178,20 @@ pub fn simulate_outcomes(
             clock = clock.max(arrival);
             continue;
         }
+        let decoding: Vec<usize> = out
+            .scheduled
+            .iter()
+            .filter(|x| x.tokens.len() == 1)
+            .map(|x| x.id as usize)
+            .collect();
+        let mixed = if decoding.is_empty() {
+            0
+        } else {
+            out.scheduled.len() - decoding.len()
+        };
+        for &i in &decoding {
+            mixed_seen[i] += mixed;
+        }
         let mut shape = StepShape::default();
         for x in &out.scheduled {
             match x.tokens.len() {
@@ -197,7 +217,7 @@ pub fn simulate_outcomes(
             .filter(|x| !std::mem::replace(&mut started[x.id as usize], true))
             .count();
         busy_starts += starts;
-        clock += (secs + serving.seconds(sampled, starts)) / speed;
+        clock += (secs + serving.seconds(sampled, starts, mixed)) / speed;
         busy += peak;
         steps += 1;
         let used = sched.stats().blocks_used as f64 / blocks.max(1) as f64;
@@ -240,6 +260,10 @@ pub fn simulate_outcomes(
                 k => (finish[i] - first[i]) / (k - 1) as f64,
             },
             starts_before_first: starts_before[i],
+            mixed_per_token: match reqs[i].output_tokens {
+                1 => 0.0,
+                k => mixed_seen[i] as f64 / (k - 1) as f64,
+            },
         })
         .collect();
     let result = SimResult {

@@ -10,7 +10,7 @@ use tuili_models::synthetic::{write_synthetic, SyntheticSpec};
 use tuili_models::{Arch, Config, KvType, Model};
 use tuili_planner::chip;
 use tuili_planner::cost::{KvFormat, ModelCost};
-use tuili_planner::fit::{fit_request, fit_request_replayed, FirstToken};
+use tuili_planner::fit::{fit_mixed, fit_replayed, fit_request, Excess};
 use tuili_planner::sim::{
     max_rate, simulate, simulate_outcomes, simulate_requests, Request, Server, SimResult, Slo,
     Workload,
@@ -101,7 +101,7 @@ fn a_server_pays_its_own_work_per_sampled_token() {
     let serving = ServeCoeffs {
         step_s: 0.2e-3,
         token_s: 0.5e-3,
-        request_s: 0.0,
+        ..ServeCoeffs::default()
     };
     let served = Server {
         serving,
@@ -205,13 +205,14 @@ fn a_served_trace_gives_back_its_request_term() {
         step_s: 0.3e-3,
         token_s: 0.1e-3,
         request_s: 0.02,
+        mixed_s: 0.0,
     };
     let measured = Server {
         serving: truth,
         ..f.server(&engine)
     };
     let (_, meas) = simulate_outcomes(&measured, &trace, 1).expect("runs");
-    let replay = |request_s: f64| -> Result<Vec<FirstToken>, PlanError> {
+    let replay = |request_s: f64| -> Result<Vec<Excess>, PlanError> {
         let s = Server {
             serving: ServeCoeffs { request_s, ..truth },
             ..f.server(&engine)
@@ -220,22 +221,22 @@ fn a_served_trace_gives_back_its_request_term() {
         Ok(meas
             .iter()
             .zip(&pred)
-            .map(|(m, p)| FirstToken {
+            .map(|(m, p)| Excess {
                 measured_s: m.ttft_s,
                 predicted_s: p.ttft_s,
-                starts: p.starts_before_first,
+                count: p.starts_before_first,
             })
             .collect())
     };
     // A burst of 8 started together: every first token waits for all 8 admissions.
     let first = replay(0.0).expect("runs");
-    assert!(first[7..15].iter().all(|o| o.starts == 8.0), "{first:?}");
+    assert!(first[7..15].iter().all(|o| o.count == 8.0), "{first:?}");
     // A staggered arrival joins another step once the admissions take time: one fit
     // around 0 leaves those first tokens 20% off (RMS); replaying with the term found
     // puts them back in their steps. Which step an arrival 3 ms after another joins
     // flips with a 1% change of the term, so the term itself is found to 2%.
     let (once, _, once_rms) = fit_request(&first).expect("fits");
-    let (request_s, _, rms) = fit_request_replayed(replay).expect("fits");
+    let (request_s, _, rms) = fit_replayed(replay, fit_request).expect("fits");
     assert!(
         (request_s / truth.request_s - 1.0).abs() < 0.02,
         "{request_s} (once {once})"
@@ -244,6 +245,63 @@ fn a_served_trace_gives_back_its_request_term() {
         rms < 0.02 && rms < once_rms / 5.0,
         "{rms} (once {once_rms})"
     );
+}
+
+#[test]
+fn mixed_steps_slow_the_decodes_beside_them_and_their_term_is_found() {
+    let f = Fixture::new(Arch::Llama);
+    let engine = EngineConfig::default();
+    let term = |mixed_s| Server {
+        serving: ServeCoeffs {
+            mixed_s,
+            ..ServeCoeffs::default()
+        },
+        ..f.server(&engine)
+    };
+    // Alone, a request never decodes beside a prompt: it pays nothing.
+    let lone = [Request {
+        arrival_s: 0.0,
+        prompt_tokens: 64,
+        output_tokens: 32,
+    }];
+    let (a, oa) = simulate_outcomes(&term(0.0), &lone, 1).expect("runs");
+    let (b, _) = simulate_outcomes(&term(0.004), &lone, 1).expect("runs");
+    assert_eq!((a.ttft_ms, a.tpot_ms), (b.ttft_ms, b.tpot_ms));
+    assert_eq!(oa[0].mixed_per_token, 0.0);
+    // Prompts arriving every 2 ms while the first ones decode 256 tokens each.
+    let trace: Vec<Request> = (0..8)
+        .map(|i| Request {
+            arrival_s: 0.002 * i as f64,
+            prompt_tokens: 64,
+            output_tokens: 256,
+        })
+        .collect();
+    let truth = 0.004;
+    let (_, meas) = simulate_outcomes(&term(truth), &trace, 1).expect("runs");
+    let replay = |mixed_s: f64| -> Result<Vec<Excess>, PlanError> {
+        let (_, pred) = simulate_outcomes(&term(mixed_s), &trace, 1)?;
+        Ok(meas
+            .iter()
+            .zip(&pred)
+            .map(|(m, p)| Excess {
+                measured_s: m.tpot_s,
+                predicted_s: p.tpot_s,
+                count: p.mixed_per_token,
+            })
+            .collect())
+    };
+    let first = replay(0.0).expect("runs");
+    assert!(first[0].count > 0.0, "{first:?}");
+    // The stretched steps let the arrivals share steps otherwise: one fit around 0 is
+    // off by 13%; the replays find the term.
+    let (once, _, _) = fit_mixed(&first).expect("fits");
+    let (mixed_s, _, rms) = fit_replayed(replay, fit_mixed).expect("fits");
+    assert!((once / truth - 1.0).abs() > 0.05, "{once}");
+    assert!(
+        (mixed_s / truth - 1.0).abs() < 0.02,
+        "{mixed_s} (once {once})"
+    );
+    assert!(rms < 0.02, "{rms}");
 }
 
 #[test]

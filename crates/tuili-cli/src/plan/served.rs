@@ -12,7 +12,7 @@ use tuili_models::Config;
 use tuili_planner::bench::ServedTrace;
 use tuili_planner::chip::ChipProfile;
 use tuili_planner::cost::ModelCost;
-use tuili_planner::fit::{self, FirstToken};
+use tuili_planner::fit::{self, Excess};
 use tuili_planner::sim;
 use tuili_planner::step::{Coeffs, Hardware, ServeCoeffs};
 use tuili_planner::PlanError;
@@ -28,35 +28,81 @@ pub(super) fn read_traces(files: &[PathBuf]) -> Result<Vec<ServedTrace>> {
     Ok(out)
 }
 
+/// What the traces fitted: the request and mixed-step terms, each with the RMS of the
+/// relative residuals it was fitted to (first tokens; times per output token).
+pub(super) struct TraceFit {
+    pub request_s: f64,
+    pub request_rms: f64,
+    /// `None` where no request decoded beside an arriving prompt.
+    pub mixed: Option<(f64, f64)>,
+}
+
 /// The request term fitted to the first tokens of `traces` on `chip` under `coeffs` and
-/// `serving`'s step terms, and the RMS of the first tokens' relative residuals.
-pub(super) fn fit_request_term(
+/// `serving`'s step terms, then the mixed-step term to their times per output token.
+pub(super) fn fit_traces(
     traces: &[ServedTrace],
     chip: &ChipProfile,
     coeffs: &Coeffs,
     serving: ServeCoeffs,
-) -> Result<(f64, f64)> {
+) -> Result<TraceFit> {
     let mut models: Vec<(PathBuf, Config, ModelCost)> = Vec::new();
-    let (request_s, _, rms) = fit::fit_request_replayed(|request_s| {
+    // Every trace's requests under the terms `with`: their first tokens (`first`) or
+    // their times per output token, measured and predicted, with the term's count.
+    let mut observe = |with: ServeCoeffs, first: bool| -> Result<Vec<Excess>, PlanError> {
         let mut obs = Vec::new();
         for t in traces {
-            let with = ServeCoeffs {
-                request_s,
-                ..serving
-            };
             let p = replay(t, chip, coeffs, with, &mut models)
                 .map_err(|e| PlanError::Fit(format!("{e:#}")))?;
-            obs.extend(p.iter().zip(&t.ttft_s).map(|(p, &measured_s)| FirstToken {
-                measured_s,
-                predicted_s: p.ttft_s,
-                starts: p.starts_before_first,
-            }));
+            let measured = t.ttft_s.iter().zip(&t.tpot_s);
+            for ((o, r), (&ttft_s, &tpot_s)) in p.iter().zip(&t.requests).zip(measured) {
+                if first {
+                    obs.push(Excess {
+                        measured_s: ttft_s,
+                        predicted_s: o.ttft_s,
+                        count: o.starts_before_first,
+                    });
+                } else if r.output_tokens > 1 {
+                    obs.push(Excess {
+                        measured_s: tpot_s,
+                        predicted_s: o.tpot_s,
+                        count: o.mixed_per_token,
+                    });
+                }
+            }
         }
         Ok(obs)
-    })?;
-    let with = ServeCoeffs {
-        request_s,
+    };
+    // The request term first (the mixed steps at 0), then the mixed-step term with it.
+    let base = ServeCoeffs {
+        mixed_s: 0.0,
         ..serving
+    };
+    let (request_s, _, request_rms) = fit::fit_replayed(
+        |x| {
+            observe(
+                ServeCoeffs {
+                    request_s: x,
+                    ..base
+                },
+                true,
+            )
+        },
+        fit::fit_request,
+    )?;
+    let with = ServeCoeffs { request_s, ..base };
+    let mixed = match observe(with, false)?.iter().any(|o| o.count > 0.0) {
+        true => {
+            let (m, _, rms) = fit::fit_replayed(
+                |x| observe(ServeCoeffs { mixed_s: x, ..with }, false),
+                fit::fit_mixed,
+            )?;
+            Some((m, rms))
+        }
+        false => None,
+    };
+    let with = ServeCoeffs {
+        mixed_s: mixed.map_or(0.0, |(m, _)| m),
+        ..with
     };
     println!(
         "| {:>8} | {:>12} | {:>12} | {:>14} | {:>12} | {:>14} |",
@@ -82,7 +128,11 @@ pub(super) fn fit_request_term(
             100.0 * (pp / mp - 1.0)
         );
     }
-    Ok((request_s, rms))
+    Ok(TraceFit {
+        request_s,
+        request_rms,
+        mixed,
+    })
 }
 
 /// `t`'s requests through the simulated server it was measured on.
