@@ -17,9 +17,11 @@ splits each request's TTFT, as the client sees it, into:
 
 The engine's part is then set against the same prefill in `tuili bench` (pp at each
 length, same threads): what the engine adds when serving (admission, sampling the first
-token, waking the workers after idle). Prints a table of medians in ms.
+token, waking the workers after idle), and, with --home (a calibrated profile), against
+the TTFT `tuili plan --simulate` predicts for a lone request of that length. Prints a
+table of medians in ms.
 
-  bench/ttft-breakdown.py --model smol.gguf --threads 2
+  bench/ttft-breakdown.py --model smol.gguf --threads 2 [--home $TUILI_HOME]
 """
 
 import argparse
@@ -27,17 +29,21 @@ import asyncio
 import json
 import os
 import re
+import importlib.util
+import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-import importlib.util
-import random
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 _spec = importlib.util.spec_from_file_location("serve_load", os.path.join(HERE, "serve-load.py"))
 serve_load = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(serve_load)
+_spec = importlib.util.spec_from_file_location("check", os.path.join(HERE, "plan-serve-check.py"))
+check = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(check)
 
 
 async def lone(args, prompt):
@@ -81,6 +87,16 @@ def engine_prefill_ms(args, lens):
             if r.get("n_prompt")}
 
 
+def planned_ms(args, n):
+    """The simulator's TTFT (ms) of a lone request of `n` prompt tokens."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump([{"arrival_s": 0, "prompt_tokens": n, "output_tokens": args.output_len}], f)
+    try:
+        return check.simulate(args, 4, f.name)["ttft_ms"][0]
+    finally:
+        os.unlink(f.name)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,9 +107,11 @@ def main():
     p.add_argument("--output-len", type=int, default=8)
     p.add_argument("--requests", type=int, default=8, help="per prompt length")
     p.add_argument("--pause", type=float, default=0.5, help="seconds idle between requests")
+    p.add_argument("--home", default=None, help="TUILI_HOME of a calibrated local profile")
+    p.add_argument("--chip", default="local")
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    args.model_name, args.api_key = "bench", None
+    args.model_name, args.api_key, args.ctx = "bench", None, 1024
     lens = [int(x) for x in args.prompt_lens.split(",")]
     rng = random.Random(7)
     rows = []
@@ -119,18 +137,20 @@ def main():
                              "steps": m1["tuili_engine_steps_total"]
                              - m0["tuili_engine_steps_total"]})
     bench = engine_prefill_ms(args, lens)
+    plan = {n: planned_ms(args, n) for n in lens} if args.home else {}
     print("| prompt | TTFT | connect + request | handler | engine | stream | "
-          "tuili bench prefill | engine - prefill |")
-    print("| --: | --: | --: | --: | --: | --: | --: | --: |")
+          "tuili bench prefill | engine - prefill | planner's TTFT |")
+    print("| --: | --: | --: | --: | --: | --: | --: | --: | --: |")
     for n in lens:
         med = {k: statistics.median(r[k] for r in rows if r["prompt"] == n)
                for k in ("ttft", "connect", "handler", "engine", "stream")}
         print(f"| {n} | {med['ttft']:.1f} | {med['connect']:.1f} | {med['handler']:.1f} | "
               f"{med['engine']:.1f} | {med['stream']:.1f} | {bench[n]:.1f} | "
-              f"{med['engine'] - bench[n]:+.1f} |")
+              f"{med['engine'] - bench[n]:+.1f} | {plan.get(n, float('nan')):.1f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rows": rows, "bench_prefill_ms": bench}, f, indent=2)
+            json.dump({"rows": rows, "bench_prefill_ms": bench, "planned_ttft_ms": plan}, f,
+                      indent=2)
 
 
 if __name__ == "__main__":
