@@ -20,8 +20,25 @@ measured and predicted throughput, TTFT p50/p99 and TPOT p50/p99 are compared
 Percentiles are by nearest rank, as the simulator's. TPOT of a request is (last token -
 first token) / (output tokens - 1), as the simulator's.
 
-  bench/plan-serve-check.py --model smol.gguf --threads 2 --parallel 4,8 --rates 1,2,4 \\
-      --home DIR_WITH_A_CALIBRATED_LOCAL_PROFILE --json out.json
+The whole check on a quiet machine (about 11 minutes at 2 threads on a 2-vCPU Zen 3):
+the engine's calibration, the served calibration (bursts and staggered bursts: the
+serving terms per step, per token and per request), then the loads, and the same loads
+simulated again without the serving terms:
+
+  export TUILI_HOME=$(mktemp -d) M=/work/test-models T=target/release/tuili
+  $T bench -m $M/smol.gguf,$M/qwen.gguf -t 2 -p 32,128,512 -n 32 --streams 4,16 -r 3 \\
+      -o json > calib.json
+  $T bench --membw -t 1,2 -o json > membw.json
+  $T plan --probe --tdp 240 --idle-power 60 --price 0.05
+  $T plan --calibrate calib.json,membw.json
+  cp -r $TUILI_HOME engine-only
+  python3 bench/plan-serve-check.py --tuili $T --model $M/smol.gguf --threads 2 \\
+      --serve-calibrate served.json
+  $T plan --calibrate served.json
+  python3 bench/plan-serve-check.py --tuili $T --model $M/smol.gguf --threads 2 \\
+      --parallel 4,8 --rates 0.5,1,2 --requests 30 --repeat 1 --home $TUILI_HOME --json check.json
+  python3 bench/plan-serve-check.py --tuili $T --model $M/smol.gguf --threads 2 \\
+      --home engine-only --resimulate check.json
 
 Standard library only; loopback only; every request has a timeout.
 """
@@ -65,14 +82,7 @@ async def one(host, port, body, t_start, timeout):
                       f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
                       "Connection: close\r\n\r\n").encode() + data)
         await writer.drain()
-        status = int((await asyncio.wait_for(reader.readline(), timeout)).split()[1])
-        headers = {}
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            k, _, v = line.decode().partition(":")
-            headers[k.strip().lower()] = v.strip()
+        status, headers = await asyncio.wait_for(serve_load.read_head(reader), timeout)
         if status != 200:
             return f"HTTP {status}: {(await reader.read())[:200]!r}"
         buf = b""
@@ -133,14 +143,34 @@ async def send(args, prompt, t0):
         return f"{type(e).__name__}: {e}"
 
 
-async def burst(args, streams, seed):
-    """--streams requests sent at once (prompts of --serve-prompt-len random tokens); their
-    records, or error strings."""
+async def burst(args, streams, seed, prompt_len, stagger=0.0):
+    """`streams` requests of `prompt_len` random tokens, the i-th sent i * `stagger`
+    seconds after the first (all at once for 0); their records, or error strings."""
     rng = random.Random(seed)
-    prompts = [[rng.randrange(1000, 40000) for _ in range(args.serve_prompt_len)]
+    prompts = [[rng.randrange(1000, 40000) for _ in range(prompt_len)]
                for _ in range(streams)]
     t0 = time.perf_counter()
-    return await asyncio.gather(*(send(args, p, t0) for p in prompts))
+
+    async def at(i):
+        await asyncio.sleep(max(0.0, i * stagger - (time.perf_counter() - t0)))
+        return await send(args, prompts[i], t0)
+
+    return await asyncio.gather(*(at(i) for i in range(streams)))
+
+
+def trace_row(args, records, parallel):
+    """A burst's requests as sent and what each measured: a row `"test": "trace"` for
+    `tuili plan --calibrate` (the request term is fitted to their first tokens)."""
+    records = sorted(records, key=lambda r: r[0])
+    n = [r[3]["completion_tokens"] for r in records]
+    return {"test": "trace", "served": True, "model_filename": os.path.abspath(args.model),
+            "n_threads": args.threads, "max_num_seqs": parallel, "n_ctx": args.ctx,
+            "requests": [{"arrival_s": r[0] - records[0][0],
+                          "prompt_tokens": r[3]["prompt_tokens"],
+                          "output_tokens": k} for r, k in zip(records, n)],
+            "ttft_s": [r[1] - r[0] for r in records],
+            "tpot_s": [(r[2] - r[1]) / (k - 1) if k > 1 else 0.0
+                       for r, k in zip(records, n)]}
 
 
 def serve_calibrate(args):
@@ -149,7 +179,12 @@ def serve_calibrate(args):
     their time per token after the first --serve-skip tokens (by then every prompt is
     in) is one step of S sequences as the server runs it. Writes rows in the layout of
     `tuili bench -o json` (test tgNxS, marked "served": true), one per try; the planner
-    keeps the fastest try of each."""
+    keeps the fastest try of each. Every burst is also written whole as a trace (its
+    first tokens fit the request term), and so are staggered bursts of each S > 1 (one
+    try each): S prompts of --prompt-len tokens, one every --serve-stagger seconds, each
+    arriving while the others decode (steps that prefill a prompt beside running
+    decodes, which the bursts started together never have; their TPOT fits the
+    mixed-step term)."""
     rows = []
     streams = [int(x) for x in args.serve_streams.split(",")]
     skip = args.serve_skip
@@ -157,12 +192,13 @@ def serve_calibrate(args):
         raise SystemExit(f"--output-len {args.output_len} must exceed --serve-skip {skip} by 8")
     flags = ["-t", str(args.threads), "--parallel", str(max(streams)), "--ctx", str(args.ctx)]
     with serve_load.Server(args, flags):
-        asyncio.run(burst(args, 1, 0))  # pages the weights in, spawns the workers
+        asyncio.run(burst(args, 1, 0, args.serve_prompt_len))  # pages the weights in
         for s in streams:
             for attempt in range(args.repeat):
                 wait_for_quiet(args)
                 before = snapshot(args)
-                records = asyncio.run(burst(args, s, hash((args.seed, s, attempt)) & 0xFFFFFFFF))
+                records = asyncio.run(burst(args, s, hash((args.seed, s, attempt)) & 0xFFFFFFFF,
+                                            args.serve_prompt_len))
                 foreign = foreign_share(before, snapshot(args))
                 errors = [r for r in records if isinstance(r, str)]
                 if errors:
@@ -180,8 +216,26 @@ def serve_calibrate(args):
                              "n_depth": args.serve_prompt_len + skip,
                              "avg_ns": tpot * n_gen * 1e9, "served": True,
                              "foreign_cpu_share": foreign})
+                rows.append(trace_row(args, records, max(streams)))
                 print(f"S={s} try {attempt + 1}: {1e3 * tpot:.2f} ms per token "
                       f"(others used {100 * foreign:.0f}% of the CPUs)", flush=True)
+        # One try each (every trace is kept; the fit weighs a disturbed one down): the
+        # whole check stays under 12 minutes.
+        for s in [s for s in streams if s > 1 and args.serve_stagger > 0]:
+            wait_for_quiet(args)
+            before = snapshot(args)
+            seed = hash((args.seed, s, "stagger")) & 0xFFFFFFFF
+            records = asyncio.run(burst(args, s, seed, args.prompt_len, args.serve_stagger))
+            foreign = foreign_share(before, snapshot(args))
+            errors = [r for r in records if isinstance(r, str)]
+            if errors:
+                print(f"S={s} staggered: {len(errors)} failed {errors[:2]}", flush=True)
+                continue
+            row = trace_row(args, records, max(streams))
+            rows.append(row)
+            print(f"S={s} staggered: TTFT p50 {1e3 * nearest_rank(row['ttft_s'], 0.5):.1f} ms, "
+                  f"TPOT p50 {1e3 * nearest_rank(row['tpot_s'], 0.5):.2f} ms (others used "
+                  f"{100 * foreign:.0f}% of the CPUs)", flush=True)
     with open(args.serve_calibrate, "w") as f:
         json.dump(rows, f, indent=2)
 
@@ -347,6 +401,8 @@ def main():
     p.add_argument("--serve-prompt-len", type=int, default=32)
     p.add_argument("--serve-skip", type=int, default=8,
                    help="tokens of each stream left out (the other prompts' prefills)")
+    p.add_argument("--serve-stagger", type=float, default=0.1,
+                   help="seconds between the sends of a staggered burst (0: none)")
     p.add_argument("--resimulate", default=None,
                    help="simulate the traces of this earlier --json report again; no load")
     args = p.parse_args()

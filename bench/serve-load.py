@@ -94,14 +94,7 @@ async def _stream(host, port, body, key, leave_after, r, t0):
             head += f"Authorization: Bearer {key}\r\n"
         writer.write(head.encode() + b"\r\n" + data)
         await writer.drain()
-        r.status = int((await reader.readline()).split()[1])
-        headers = {}
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            k, _, v = line.decode().partition(":")
-            headers[k.strip().lower()] = v.strip()
+        r.status, headers = await read_head(reader)
         r.retry_after = headers.get("retry-after")
         if r.status != 200:
             raw = await reader.read()
@@ -139,6 +132,18 @@ async def _stream(host, port, body, key, leave_after, r, t0):
         r.error = "stream ended without [DONE]"
     finally:
         writer.close()
+
+
+async def read_head(reader):
+    """An HTTP response's status and headers (names in lower case)."""
+    status = int((await reader.readline()).split()[1])
+    headers = {}
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            return status, headers
+        k, _, v = line.decode().partition(":")
+        headers[k.strip().lower()] = v.strip()
 
 
 async def _body(reader, headers):

@@ -24,6 +24,8 @@ use tuili_planner::step::{step_ops, Hardware, ServeCoeffs};
 
 use crate::registry;
 
+mod served;
+
 /// Output format of `tuili plan`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PlanFormat {
@@ -777,6 +779,41 @@ fn calibrate(a: &PlanArgs, chip: &ChipProfile) -> Result<()> {
             100.0 * r.rms,
             served.len()
         );
+    }
+    let traces = served::read_traces(&a.calibrate)?;
+    if !traces.is_empty() {
+        let (Some(cal), Some(serving)) = (&saved.calibration, &mut saved.serving) else {
+            bail!(
+                "served traces are fitted on top of the engine's coefficients and the \
+                 serving step terms: give them with the served runs (and bench files, or \
+                 calibrate {} with them first)",
+                chip.name
+            );
+        };
+        let f = served::fit_traces(&traces, chip, &cal.coeffs, serving.coeffs)?;
+        serving.coeffs.request_s = f.request_s;
+        serving.coeffs.mixed_s = f.mixed.map_or(0.0, |(m, _)| m);
+        let firsts: usize = traces.iter().map(|t| t.requests.len()).sum();
+        serving.source += &format!(
+            "; the request and mixed-step terms to the {firsts} requests of {} served traces",
+            traces.len()
+        );
+        println!(
+            "serving: per request {:.1} ms; rms relative error {:.1}% over {firsts} first tokens",
+            f.request_s * 1e3,
+            100.0 * f.request_rms
+        );
+        match f.mixed {
+            Some((m, rms)) => println!(
+                "serving: per prompt chunk beside decodes {:.2} ms; rms relative error {:.1}% \
+                 over their times per output token",
+                m * 1e3,
+                100.0 * rms
+            ),
+            None => println!(
+                "serving: no request decoded beside an arriving prompt; no mixed-step term"
+            ),
+        }
     }
     let text = saved.to_toml();
     chip::parse(&format!("{}.toml", saved.name), &text)?;

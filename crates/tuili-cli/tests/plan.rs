@@ -398,6 +398,16 @@ fn bench_results_calibrate_a_profile_that_plans_and_lends() {
         })
         .collect();
     assert!(served.len() >= 2, "decode rows at several stream counts");
+    // A burst of 4 sent together whose first tokens came 1 s late each: the request
+    // term takes it (each waits for 4 admissions), no prompt arrived during decodes.
+    let mut served = served;
+    let model_path = served[0]["model_filename"].clone();
+    let one = serde_json::json!({"arrival_s": 0.0, "prompt_tokens": 16, "output_tokens": 8});
+    served.push(serde_json::json!({
+        "test": "trace", "served": true, "model_filename": model_path, "n_threads": 1,
+        "max_num_seqs": 4, "n_ctx": 256, "requests": [one, one, one, one],
+        "ttft_s": [1.0, 1.0, 1.0, 1.0], "tpot_s": [0.01, 0.01, 0.01, 0.01]
+    }));
     let served_file = dir.join("served.json");
     std::fs::write(&served_file, Value::from(served).to_string()).expect("served json");
     let sf = served_file.to_str().expect("utf-8");
@@ -430,7 +440,13 @@ fn bench_results_calibrate_a_profile_that_plans_and_lends() {
     let (engine_only, _) = tpot();
     let out = run("plan", &["--calibrate", sf, "--chip", "test-cpu"]);
     assert!(out.contains("serving: per step"), "{out}");
+    assert!(out.contains("serving: per request"), "{out}");
+    assert!(out.contains("no mixed-step term"), "{out}");
     let (with_server, v) = tpot();
+    // 1 s of TTFT over 4 admissions: about 250 ms each, less the predicted prefill.
+    let request_s = v["serving"]["request_s"].as_f64().expect("request_s");
+    assert!(request_s > 0.2 && request_s < 0.25, "{v}");
+    assert_eq!(v["serving"]["mixed_s"], 0.0, "{v}");
     // The fitted terms come back within the engine fit's error, and a lone request's
     // decode step pays them once per token.
     let fitted = v["serving"]["token_s"].as_f64().expect("token_s");

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::load::{check_trace, Request};
 use crate::step::StepShape;
 use crate::PlanError;
 
@@ -36,6 +37,39 @@ struct Row {
     avg_bytes_per_s: Option<f64>,
     #[serde(default)]
     served: bool,
+    // A served trace's (`"test": "trace"`): the server's limits, the requests as sent,
+    // and each one's measured time to first token and per output token after it.
+    #[serde(default)]
+    max_num_seqs: usize,
+    #[serde(default)]
+    n_ctx: usize,
+    #[serde(default)]
+    requests: Vec<Request>,
+    #[serde(default)]
+    ttft_s: Vec<f64>,
+    #[serde(default)]
+    tpot_s: Vec<f64>,
+}
+
+/// Requests sent to `tuili serve` and what each measured (`"test": "trace"`, as
+/// `bench/plan-serve-check.py --serve-calibrate` writes them): the request term is
+/// fitted to their first tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServedTrace {
+    /// The model file.
+    pub model: PathBuf,
+    /// The server's threads.
+    pub threads: usize,
+    /// Its most sequences together (`--parallel`).
+    pub max_num_seqs: usize,
+    /// Its context per sequence (`--ctx`).
+    pub n_ctx: usize,
+    /// The requests, arrivals from the first one's sending.
+    pub requests: Vec<Request>,
+    /// Each request's measured seconds from sending to its first token.
+    pub ttft_s: Vec<f64>,
+    /// Each request's measured seconds per output token after the first.
+    pub tpot_s: Vec<f64>,
 }
 
 /// One measured test.
@@ -115,6 +149,8 @@ pub struct BenchFile {
     pub runs: Vec<BenchRun>,
     /// Read bandwidth per thread count (`--membw`), bytes/s.
     pub membw: Vec<(usize, f64)>,
+    /// Served traces.
+    pub traces: Vec<ServedTrace>,
 }
 
 /// Reads a `tuili bench -o json` file: its test rows, each with the bandwidth its thread
@@ -137,8 +173,16 @@ pub fn parse(file: &str, text: &str) -> Result<BenchFile, PlanError> {
         .filter(|r| r.test == "membw")
         .filter_map(|r| r.avg_bytes_per_s.map(|b| (r.n_threads, b)))
         .collect();
+    let mut traces = Vec::new();
+    for (i, r) in rows.iter().enumerate().filter(|(_, r)| r.test == "trace") {
+        traces.push(trace(r).map_err(|m| err(format!("row {i} (trace): {m}")))?);
+    }
     let mut runs = Vec::new();
-    for (i, r) in rows.iter().enumerate().filter(|(_, r)| r.test != "membw") {
+    for (i, r) in rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.test != "membw" && r.test != "trace")
+    {
         let seconds = r
             .avg_ns
             .ok_or_else(|| err(format!("row {i} ({}) has no avg_ns", r.test)))?
@@ -174,10 +218,50 @@ pub fn parse(file: &str, text: &str) -> Result<BenchFile, PlanError> {
             served: r.served,
         });
     }
-    if runs.is_empty() && membw.is_empty() {
-        return Err(err("no pp, tg or membw rows".into()));
+    if runs.is_empty() && membw.is_empty() && traces.is_empty() {
+        return Err(err("no pp, tg, membw or trace rows".into()));
     }
-    Ok(BenchFile { runs, membw })
+    Ok(BenchFile {
+        runs,
+        membw,
+        traces,
+    })
+}
+
+fn trace(r: &Row) -> Result<ServedTrace, String> {
+    let model = r.model_filename.clone().ok_or("no model_filename")?;
+    check_trace(&r.requests, "row").map_err(|e| e.to_string())?;
+    let n = r.requests.len();
+    if r.ttft_s.len() != n || r.tpot_s.len() != n {
+        return Err(format!(
+            "{n} requests need as many ttft_s and tpot_s, got {} and {}",
+            r.ttft_s.len(),
+            r.tpot_s.len()
+        ));
+    }
+    if !r
+        .ttft_s
+        .iter()
+        .chain(&r.tpot_s)
+        .all(|v| *v >= 0.0 && v.is_finite())
+    {
+        return Err("ttft_s and tpot_s must be finite and at least 0".into());
+    }
+    if r.max_num_seqs == 0 || r.n_ctx == 0 || r.n_threads == 0 {
+        return Err(format!(
+            "max_num_seqs, n_ctx and n_threads must be at least 1, got {}, {} and {}",
+            r.max_num_seqs, r.n_ctx, r.n_threads
+        ));
+    }
+    Ok(ServedTrace {
+        model: PathBuf::from(model),
+        threads: r.n_threads,
+        max_num_seqs: r.max_num_seqs,
+        n_ctx: r.n_ctx,
+        requests: r.requests.clone(),
+        ttft_s: r.ttft_s.clone(),
+        tpot_s: r.tpot_s.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -216,12 +300,42 @@ mod tests {
         assert!(parse("s.json", &served).expect("parses").runs[1].served);
     }
 
+    const TRACE: &str = r#"[
+      {"test": "trace", "served": true, "model_filename": "/m/smol.gguf", "n_threads": 2,
+       "max_num_seqs": 8, "n_ctx": 1024,
+       "requests": [{"arrival_s": 0, "prompt_tokens": 32, "output_tokens": 64},
+                    {"arrival_s": 0.1, "prompt_tokens": 32, "output_tokens": 64}],
+       "ttft_s": [0.05, 0.06], "tpot_s": [0.007, 0.008]}
+    ]"#;
+
+    #[test]
+    fn served_traces_are_read_and_checked() {
+        let f = parse("t.json", TRACE).expect("parses");
+        assert!(f.runs.is_empty());
+        let t = &f.traces[0];
+        assert_eq!((t.threads, t.max_num_seqs, t.n_ctx), (2, 8, 1024));
+        assert_eq!(t.requests[1].arrival_s, 0.1);
+        assert_eq!(t.ttft_s, vec![0.05, 0.06]);
+        let short = TRACE.replace("[0.05, 0.06]", "[0.05]");
+        let e = parse("t.json", &short).unwrap_err().to_string();
+        assert!(
+            e.contains("row 0 (trace)") && e.contains("2 requests"),
+            "{e}"
+        );
+        let late = TRACE.replace("\"arrival_s\": 0.1", "\"arrival_s\": -1");
+        let e = parse("t.json", &late).unwrap_err().to_string();
+        assert!(
+            e.contains("row 0 (trace)") && e.contains("arrival_s"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn bad_files_say_what_is_wrong() {
         let e = parse("x.json", "{}").unwrap_err().to_string();
         assert!(e.contains("x.json") && e.contains("JSON array"), "{e}");
         let e = parse("x.json", "[]").unwrap_err().to_string();
-        assert!(e.contains("no pp, tg or membw"), "{e}");
+        assert!(e.contains("no pp, tg, membw or trace"), "{e}");
         let bad = SAMPLE.replace("\"avg_ns\": 500000000", "\"avg_ns\": 0");
         let e = parse("x.json", &bad).unwrap_err().to_string();
         assert!(e.contains("row 1 (pp512)"), "{e}");

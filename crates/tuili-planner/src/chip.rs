@@ -555,15 +555,39 @@ impl Reader<'_> {
         self.only(
             "serving",
             t,
-            &["step_s", "token_s", "error_band", "runs", "source"],
+            &[
+                "step_s",
+                "token_s",
+                "request_s",
+                "mixed_s",
+                "error_band",
+                "runs",
+                "source",
+            ],
         )?;
         let num = |k: &str| self.number(t.get(k), &format!("serving.{k}"));
         let coeffs = ServeCoeffs {
             step_s: num("step_s")?,
             token_s: num("token_s")?,
+            // Profiles saved before these terms had none.
+            request_s: match t.get("request_s") {
+                Some(_) => num("request_s")?,
+                None => 0.0,
+            },
+            mixed_s: match t.get("mixed_s") {
+                Some(_) => num("mixed_s")?,
+                None => 0.0,
+            },
         };
-        if coeffs.step_s < 0.0 || coeffs.token_s < 0.0 {
-            return Err(self.err("serving.token_s", "serving terms must be at least 0"));
+        for (k, v) in [
+            ("step_s", coeffs.step_s),
+            ("token_s", coeffs.token_s),
+            ("request_s", coeffs.request_s),
+            ("mixed_s", coeffs.mixed_s),
+        ] {
+            if v < 0.0 {
+                return Err(self.err(&format!("serving.{k}"), "serving terms must be at least 0"));
+            }
         }
         Ok(Serving {
             coeffs,
@@ -735,9 +759,11 @@ impl ChipProfile {
         }
         if let Some(v) = &self.serving {
             out += &format!(
-                "\n[serving]\nstep_s = {:?}\ntoken_s = {:?}\nerror_band = {:?}\nruns = {}\nsource = {}\n",
+                "\n[serving]\nstep_s = {:?}\ntoken_s = {:?}\nrequest_s = {:?}\nmixed_s = {:?}\nerror_band = {:?}\nruns = {}\nsource = {}\n",
                 v.coeffs.step_s,
                 v.coeffs.token_s,
+                v.coeffs.request_s,
+                v.coeffs.mixed_s,
                 v.error_band,
                 v.runs,
                 q(&v.source)
@@ -777,6 +803,8 @@ mod tests {
             coeffs: ServeCoeffs {
                 step_s: 2e-4,
                 token_s: 3.5e-4,
+                request_s: 0.04,
+                mixed_s: 0.003,
             },
             error_band: 0.04,
             runs: 4,
@@ -790,6 +818,19 @@ mod tests {
             e.contains("serving.token_s") && e.contains("at least 0"),
             "{e}"
         );
+        let bad = text.replace("request_s = 0.04", "request_s = -0.04");
+        let e = parse("x.toml", &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("serving.request_s") && e.contains("at least 0"),
+            "{e}"
+        );
+        // A profile saved before the request term reads as none.
+        let old = text
+            .replace("request_s = 0.04\n", "")
+            .replace("mixed_s = 0.003\n", "");
+        let read = parse("x.toml", &old).expect("parses");
+        let k = read.serving.expect("serving").coeffs;
+        assert_eq!((k.request_s, k.mixed_s), (0.0, 0.0));
     }
 
     #[test]

@@ -184,7 +184,11 @@ pub fn fit_serving(obs: &[Obs], engine: &Coeffs) -> Result<ServeFit, PlanError> 
         })
         .collect();
     let [step_s, token_s] = huber_nonneg(&rows);
-    let coeffs = ServeCoeffs { step_s, token_s };
+    let coeffs = ServeCoeffs {
+        step_s,
+        token_s,
+        ..ServeCoeffs::default()
+    };
     let residuals: Vec<f64> = obs
         .iter()
         .map(|o| o.ops.served_seconds(engine, &coeffs) / o.seconds - 1.0)
@@ -195,6 +199,133 @@ pub fn fit_serving(obs: &[Obs], engine: &Coeffs) -> Result<ServeFit, PlanError> 
         residuals,
         rms,
     })
+}
+
+/// A serving term fitted to served requests: its value, each request's relative
+/// residual with it, and their RMS.
+pub type TermFit = (f64, Vec<f64>, f64);
+
+/// One served request's time that a serving term explains: measured, predicted with
+/// the term at 0, and how many of the term the time holds. For the request term, a first
+/// token and the starts it waits for ([`crate::sim::Outcome::starts_before_first`]); for
+/// the mixed-step term, a time per output token and the prompt chunks run beside its
+/// decodes per token ([`crate::sim::Outcome::mixed_per_token`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Excess {
+    /// Measured seconds.
+    pub measured_s: f64,
+    /// Predicted seconds with the term at 0.
+    pub predicted_s: f64,
+    /// Terms in the time.
+    pub count: f64,
+}
+
+/// The request term ([`ServeCoeffs::request_s`]) fitted to served first tokens: what the
+/// simulator leaves unexplained, `measured - predicted = starts · request_s`, by the same
+/// Huber-weighted non-negative least squares on relative residuals as the other terms.
+/// Returns the term, each first token's relative residual with it, and their RMS.
+pub fn fit_request(obs: &[Excess]) -> Result<TermFit, PlanError> {
+    if obs.is_empty() {
+        return Err(PlanError::Fit(
+            "no served first tokens to fit the request term to".into(),
+        ));
+    }
+    if let Some(o) = obs
+        .iter()
+        .find(|o| !(o.measured_s > 0.0 && o.predicted_s >= 0.0 && o.count >= 1.0))
+    {
+        return Err(PlanError::Fit(format!(
+            "a served first token needs a positive measured time, a predicted time and at \
+             least its own start, got {o:?}"
+        )));
+    }
+    Ok(fit_excess(
+        &obs.iter()
+            .map(|o| (o.measured_s, o.predicted_s, o.count))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The mixed-step term ([`ServeCoeffs::mixed_s`]) fitted to served TPOTs: `measured -
+/// predicted = mixed · mixed_s`, as [`fit_request`] fits its term. Needs requests that
+/// decoded beside arriving prompts (staggered bursts).
+pub fn fit_mixed(obs: &[Excess]) -> Result<TermFit, PlanError> {
+    if !obs.iter().any(|o| o.count > 0.0) {
+        return Err(PlanError::Fit(
+            "no served request decoded beside an arriving prompt: send staggered bursts to \
+             fit the mixed-step term"
+                .into(),
+        ));
+    }
+    if let Some(o) = obs
+        .iter()
+        .find(|o| !(o.measured_s > 0.0 && o.predicted_s >= 0.0 && o.count >= 0.0))
+    {
+        return Err(PlanError::Fit(format!(
+            "a served TPOT needs a positive measured time, a predicted time and mixed \
+             chunks of at least 0, got {o:?}"
+        )));
+    }
+    Ok(fit_excess(
+        &obs.iter()
+            .map(|o| (o.measured_s, o.predicted_s, o.count))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// One term `x ≥ 0` for rows `(measured, predicted without it, count)`: `measured ≈
+/// predicted + count · x`, Huber-weighted on relative residuals. Returns `x`, the
+/// residuals with it and their RMS.
+fn fit_excess(rows: &[(f64, f64, f64)]) -> TermFit {
+    let eqs: Vec<([f64; 1], f64)> = rows
+        .iter()
+        .map(|&(m, p, k)| ([k / m], 1.0 - p / m))
+        .collect();
+    let [x] = huber_nonneg(&eqs);
+    let residuals: Vec<f64> = rows
+        .iter()
+        .map(|&(m, p, k)| (p + k * x) / m - 1.0)
+        .collect();
+    let rms = rms(&residuals);
+    (x, residuals, rms)
+}
+
+/// Most replays of [`fit_replayed`].
+const REPLAYS: usize = 6;
+
+/// A serving term fitted by `fit` ([`fit_request`], [`fit_mixed`]) to served traces that
+/// `replay` simulates: `replay(x)` gives every request's time measured and predicted with
+/// the term at `x`, and its count. The term changes which step a later arrival joins,
+/// so one fit around 0 is not enough: from 0, each round takes the prediction with the
+/// term as it stands less its share (`count · x`), refits, and replays with the new
+/// term, until it moves less than 0.1%. Returns the term, the relative residuals with
+/// it, and their RMS.
+pub fn fit_replayed(
+    mut replay: impl FnMut(f64) -> Result<Vec<Excess>, PlanError>,
+    fit: fn(&[Excess]) -> Result<TermFit, PlanError>,
+) -> Result<TermFit, PlanError> {
+    let mut x = 0.0;
+    for _ in 0..REPLAYS {
+        let obs: Vec<Excess> = replay(x)?
+            .into_iter()
+            .map(|o| Excess {
+                predicted_s: (o.predicted_s - o.count * x).max(0.0),
+                ..o
+            })
+            .collect();
+        let (next, _, _) = fit(&obs)?;
+        let moved = (next - x).abs();
+        x = next;
+        if moved <= 1e-3 * x {
+            break;
+        }
+    }
+    let residuals: Vec<f64> = replay(x)?
+        .iter()
+        .map(|o| o.predicted_s / o.measured_s - 1.0)
+        .collect();
+    let rms = rms(&residuals);
+    Ok((x, residuals, rms))
 }
 
 /// Huber-weighted iteratively reweighted least squares `f·x ≈ y` with `x ≥ 0`.
@@ -400,6 +531,7 @@ mod tests {
         let truth = ServeCoeffs {
             step_s: 1e-4,
             token_s: 3e-4,
+            ..ServeCoeffs::default()
         };
         let mut obs = served(&engine, &truth);
         let r = fit_serving(&obs, &engine).expect("fits");
@@ -435,6 +567,61 @@ mod tests {
             e.contains("1 served runs") && e.contains("at least 2"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_request_term_is_recovered_and_checked() {
+        // Bursts of 1, 2, 4, 8 started together: each first token waits for every start.
+        let truth = 0.04;
+        let mut obs: Vec<Excess> = [1.0, 2.0, 4.0, 8.0]
+            .iter()
+            .flat_map(|&s| {
+                (0..s as usize).map(move |i| {
+                    let predicted_s = 0.02 * s + 0.001 * i as f64;
+                    Excess {
+                        measured_s: predicted_s + s * truth,
+                        predicted_s,
+                        count: s,
+                    }
+                })
+            })
+            .collect();
+        let (request_s, residuals, rms) = fit_request(&obs).expect("fits");
+        assert!((request_s / truth - 1.0).abs() < 1e-9, "{request_s}");
+        assert!(rms < 1e-9 && residuals.len() == obs.len(), "{rms}");
+        // One first token three times as late leaves the term within 5%.
+        obs[3].measured_s *= 3.0;
+        let (request_s, _, _) = fit_request(&obs).expect("fits");
+        assert!((request_s / truth - 1.0).abs() < 0.05, "{request_s}");
+        let e = fit_request(&[]).unwrap_err().to_string();
+        assert!(e.contains("no served first tokens"), "{e}");
+        obs[0].count = 0.0;
+        let e = fit_request(&obs).unwrap_err().to_string();
+        assert!(e.contains("at least its own start"), "{e}");
+    }
+
+    #[test]
+    fn the_mixed_step_term_is_recovered_and_needs_mixed_steps() {
+        let truth = 0.003;
+        let obs: Vec<Excess> = (0..12)
+            .map(|i| {
+                let count = [0.0, 0.05, 0.1, 0.25][i % 4];
+                let predicted_s = 0.01 + 0.001 * i as f64;
+                Excess {
+                    measured_s: predicted_s + count * truth,
+                    predicted_s,
+                    count,
+                }
+            })
+            .collect();
+        let (mixed_s, _, rms) = fit_mixed(&obs).expect("fits");
+        assert!(
+            (mixed_s / truth - 1.0).abs() < 1e-9 && rms < 1e-9,
+            "{mixed_s} {rms}"
+        );
+        let closed: Vec<Excess> = obs.iter().map(|o| Excess { count: 0.0, ..*o }).collect();
+        let e = fit_mixed(&closed).unwrap_err().to_string();
+        assert!(e.contains("staggered bursts"), "{e}");
     }
 
     #[test]

@@ -124,15 +124,22 @@ pub fn parse_trace(text: &str, name: &str) -> Result<Vec<Request>, PlanError> {
         Bare(Vec<Request>),
         Wrapped { requests: Vec<Request> },
     }
-    let bad = |msg: String| PlanError::BadOption(format!("trace {name}: {msg}"));
     let reqs = match serde_json::from_str::<Trace>(text) {
         Ok(Trace::Bare(r) | Trace::Wrapped { requests: r }) => r,
         Err(e) => {
-            return Err(bad(format!(
-                "not a list of {{arrival_s, prompt_tokens, output_tokens}}: {e}"
+            return Err(PlanError::BadOption(format!(
+                "trace {name}: not a list of {{arrival_s, prompt_tokens, output_tokens}}: {e}"
             )))
         }
     };
+    check_trace(&reqs, name)?;
+    Ok(reqs)
+}
+
+/// Checks the requests of trace `name`: 1 to [`MAX_REQUESTS`] of them, arrivals in
+/// order, every length at least 1.
+pub fn check_trace(reqs: &[Request], name: &str) -> Result<(), PlanError> {
+    let bad = |msg: String| PlanError::BadOption(format!("trace {name}: {msg}"));
     if reqs.is_empty() || reqs.len() > MAX_REQUESTS {
         return Err(bad(format!(
             "must hold 1 to {MAX_REQUESTS} requests, holds {}",
@@ -155,7 +162,7 @@ pub fn parse_trace(text: &str, name: &str) -> Result<Vec<Request>, PlanError> {
         }
         last = r.arrival_s;
     }
-    Ok(reqs)
+    Ok(())
 }
 
 #[cfg(test)]

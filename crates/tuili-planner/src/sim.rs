@@ -66,6 +66,24 @@ pub struct Server<'a> {
     pub speed: f64,
 }
 
+/// One simulated request, for fitting the serving terms to measured ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    /// Seconds from its arrival to its first token.
+    pub ttft_s: f64,
+    /// Seconds per output token after the first (0 for one token).
+    pub tpot_s: f64,
+    /// Requests started (each paying [`ServeCoeffs::request_s`]) in the steps its first
+    /// token waited for: every start since the server was last idle up to that token,
+    /// its own included. With the steps as they are, `ttft_s` grows by this many
+    /// `request_s`.
+    pub starts_before_first: f64,
+    /// Prompt chunks run beside its decodes (in the steps after its first token), per
+    /// output token after the first: `tpot_s` grows by this many
+    /// [`ServeCoeffs::mixed_s`].
+    pub mixed_per_token: f64,
+}
+
 /// Runs the load `w` draws through [`simulate_requests`].
 pub fn simulate(s: &Server, w: &Workload) -> Result<SimResult, PlanError> {
     let reqs = w.draw()?;
@@ -78,6 +96,15 @@ pub fn simulate(s: &Server, w: &Workload) -> Result<SimResult, PlanError> {
 /// for `s.mcfg`, each step taking the time [`step_ops`] predicts on `s.hw` under
 /// `s.coeffs`. `seed` draws the prompts' tokens.
 pub fn simulate_requests(s: &Server, reqs: &[Request], seed: u64) -> Result<SimResult, PlanError> {
+    Ok(simulate_outcomes(s, reqs, seed)?.0)
+}
+
+/// [`simulate_requests`], with each request's [`Outcome`] in input order.
+pub fn simulate_outcomes(
+    s: &Server,
+    reqs: &[Request],
+    seed: u64,
+) -> Result<(SimResult, Vec<Outcome>), PlanError> {
     let Server {
         mcfg,
         engine,
@@ -114,6 +141,11 @@ pub fn simulate_requests(s: &Server, reqs: &[Request], seed: u64) -> Result<SimR
     let mut times: HashMap<StepShape, (f64, f64)> = HashMap::new();
     let mut first = vec![f64::NAN; n];
     let mut finish = vec![f64::NAN; n];
+    let mut started = vec![false; n];
+    // Requests started since the server was last idle, and at each first token.
+    let (mut busy_starts, mut starts_before) = (0usize, vec![0.0; n]);
+    // Prompt chunks run beside each request's decodes.
+    let mut mixed_seen = vec![0usize; n];
     let (mut clock, mut next, mut done) = (arrivals[0], 0, 0);
     let (mut kv_sum, mut kv_max, mut steps, mut busy) = (0.0, 0.0f64, 0u64, 0.0);
     while done < n {
@@ -139,8 +171,26 @@ pub fn simulate_requests(s: &Server, reqs: &[Request], seed: u64) -> Result<SimR
                     engine.block_size
                 )));
             }
-            clock = clock.max(arrivals[next.min(n - 1)]);
+            let arrival = arrivals[next.min(n - 1)];
+            if arrival > clock {
+                busy_starts = 0;
+            }
+            clock = clock.max(arrival);
             continue;
+        }
+        let decoding: Vec<usize> = out
+            .scheduled
+            .iter()
+            .filter(|x| x.tokens.len() == 1)
+            .map(|x| x.id as usize)
+            .collect();
+        let mixed = if decoding.is_empty() {
+            0
+        } else {
+            out.scheduled.len() - decoding.len()
+        };
+        for &i in &decoding {
+            mixed_seen[i] += mixed;
         }
         let mut shape = StepShape::default();
         for x in &out.scheduled {
@@ -160,7 +210,14 @@ pub fn simulate_requests(s: &Server, reqs: &[Request], seed: u64) -> Result<SimR
         });
         // The server's work: every sequence whose step ends in a sample streams a token.
         let sampled = out.scheduled.iter().filter(|x| x.sample).count();
-        clock += (secs + serving.seconds(sampled)) / speed;
+        // A request's first chunk pays its admission, once.
+        let starts = out
+            .scheduled
+            .iter()
+            .filter(|x| !std::mem::replace(&mut started[x.id as usize], true))
+            .count();
+        busy_starts += starts;
+        clock += (secs + serving.seconds(sampled, starts, mixed)) / speed;
         busy += peak;
         steps += 1;
         let used = sched.stats().blocks_used as f64 / blocks.max(1) as f64;
@@ -177,6 +234,7 @@ pub fn simulate_requests(s: &Server, reqs: &[Request], seed: u64) -> Result<SimR
                     let f = &mut first[id as usize];
                     if f.is_nan() {
                         *f = clock;
+                        starts_before[id as usize] = busy_starts as f64;
                     }
                 }
                 SeqEvent::Finished { id, .. } => {
@@ -194,7 +252,21 @@ pub fn simulate_requests(s: &Server, reqs: &[Request], seed: u64) -> Result<SimR
     let duration = finish.iter().copied().fold(0.0, f64::max) - arrivals[0];
     let generated: usize = reqs.iter().map(|r| r.output_tokens).sum();
     let span = arrivals[n - 1] - arrivals[0];
-    Ok(SimResult {
+    let outcomes = (0..n)
+        .map(|i| Outcome {
+            ttft_s: ttft[i],
+            tpot_s: match reqs[i].output_tokens {
+                1 => 0.0,
+                k => (finish[i] - first[i]) / (k - 1) as f64,
+            },
+            starts_before_first: starts_before[i],
+            mixed_per_token: match reqs[i].output_tokens {
+                1 => 0.0,
+                k => mixed_seen[i] as f64 / (k - 1) as f64,
+            },
+        })
+        .collect();
+    let result = SimResult {
         rate: if span > 0.0 {
             (n - 1) as f64 / span
         } else {
@@ -209,7 +281,8 @@ pub fn simulate_requests(s: &Server, reqs: &[Request], seed: u64) -> Result<SimR
         preemptions: sched.stats().preemptions,
         kv_use: [kv_sum / steps.max(1) as f64, kv_max],
         utilization: (busy / duration.max(1e-12)).min(1.0),
-    })
+    };
+    Ok((result, outcomes))
 }
 
 /// p50, p90, p99 by nearest rank (0 for none).

@@ -65,12 +65,26 @@ pub struct ServeCoeffs {
     /// Seconds per sampled token (one per decoding sequence, and one per prompt whose
     /// last chunk the step runs).
     pub token_s: f64,
+    /// Seconds per request, paid once, in the step that runs its first prompt chunk: the
+    /// engine thread's work to admit it and answer its first token (the HTTP side is
+    /// under 2 ms; see docs/PLANNER.md). It stalls that step, so the sequences decoding
+    /// beside it pay it too. Fitted by [`crate::fit::fit_request`] to served first tokens.
+    pub request_s: f64,
+    /// Seconds per prompt chunk run in a step beside decoding sequences (a mixed step),
+    /// beyond what the step model costs it: the closed bursts, whose prompts start
+    /// together, never run one. Fitted by [`crate::fit::fit_mixed`] to the TPOT of
+    /// served traces whose prompts arrive while others decode.
+    pub mixed_s: f64,
 }
 
 impl ServeCoeffs {
-    /// Seconds a step that samples `sampled` tokens adds.
-    pub fn seconds(&self, sampled: usize) -> f64 {
-        self.step_s + sampled as f64 * self.token_s
+    /// Seconds a step adds that samples `sampled` tokens, starts `started` requests
+    /// and runs `mixed` prompt chunks beside decodes.
+    pub fn seconds(&self, sampled: usize, started: usize, mixed: usize) -> f64 {
+        self.step_s
+            + sampled as f64 * self.token_s
+            + started as f64 * self.request_s
+            + mixed as f64 * self.mixed_s
     }
 }
 

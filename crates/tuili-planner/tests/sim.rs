@@ -10,8 +10,10 @@ use tuili_models::synthetic::{write_synthetic, SyntheticSpec};
 use tuili_models::{Arch, Config, KvType, Model};
 use tuili_planner::chip;
 use tuili_planner::cost::{KvFormat, ModelCost};
+use tuili_planner::fit::{fit_mixed, fit_replayed, fit_request, Excess};
 use tuili_planner::sim::{
-    max_rate, simulate, simulate_requests, Request, Server, SimResult, Slo, Workload,
+    max_rate, simulate, simulate_outcomes, simulate_requests, Request, Server, SimResult, Slo,
+    Workload,
 };
 use tuili_planner::step::{step_ops, Coeffs, Hardware, ServeCoeffs, StepShape};
 use tuili_planner::PlanError;
@@ -99,6 +101,7 @@ fn a_server_pays_its_own_work_per_sampled_token() {
     let serving = ServeCoeffs {
         step_s: 0.2e-3,
         token_s: 0.5e-3,
+        ..ServeCoeffs::default()
     };
     let served = Server {
         serving,
@@ -129,6 +132,176 @@ fn a_server_pays_its_own_work_per_sampled_token() {
     let b = simulate_requests(&served, &four, 1).expect("runs");
     let extra = b.tpot_ms[0] - a.tpot_ms[0];
     assert!((extra - (0.2 + 4.0 * 0.5)).abs() < 1e-6, "{extra} ms");
+}
+
+#[test]
+fn a_lone_request_pays_the_request_term_once() {
+    let f = Fixture::new(Arch::Llama);
+    let engine = EngineConfig::default();
+    let served = Server {
+        serving: ServeCoeffs {
+            request_s: 0.05,
+            ..ServeCoeffs::default()
+        },
+        ..f.server(&engine)
+    };
+    // A prompt of 1,200 tokens: three chunks of at most 512 before its first token, one
+    // admission.
+    let lone = [Request {
+        arrival_s: 0.0,
+        prompt_tokens: 1200,
+        output_tokens: 16,
+    }];
+    let (a, oa) = simulate_outcomes(&f.server(&engine), &lone, 1).expect("runs");
+    let (b, ob) = simulate_outcomes(&served, &lone, 1).expect("runs");
+    assert!(
+        (b.ttft_ms[0] - a.ttft_ms[0] - 50.0).abs() < 1e-6,
+        "{a:?} {b:?}"
+    );
+    assert!(
+        (b.tpot_ms[0] - a.tpot_ms[0]).abs() < 1e-9,
+        "decode steps pay nothing"
+    );
+    assert_eq!(oa[0].starts_before_first, 1.0);
+    assert_eq!(ob[0].starts_before_first, 1.0);
+    // Requests far apart each pay it once: the count restarts when the server idles.
+    let r = simulate(&served, &load(0.01)).expect("runs");
+    let r0 = simulate(&f.server(&engine), &load(0.01)).expect("runs");
+    assert!(
+        (r.ttft_ms[2] - r0.ttft_ms[2] - 50.0).abs() < 1e-6,
+        "{r:?} {r0:?}"
+    );
+}
+
+#[test]
+fn a_served_trace_gives_back_its_request_term() {
+    let f = Fixture::new(Arch::Llama);
+    let engine = EngineConfig {
+        max_num_seqs: 8,
+        ..EngineConfig::default()
+    };
+    // Bursts of 1, 2, 4 and 8 requests, each after the one before has finished, and
+    // staggered arrivals that start prompts while others decode.
+    let mut trace = Vec::new();
+    let mut t = 0.0;
+    for s in [1, 2, 4, 8] {
+        for _ in 0..s {
+            trace.push(Request {
+                arrival_s: t,
+                prompt_tokens: 32,
+                output_tokens: 64,
+            });
+        }
+        t += 10.0;
+    }
+    for i in 0..8 {
+        trace.push(Request {
+            arrival_s: t + 0.003 * i as f64,
+            prompt_tokens: 32 + 16 * i,
+            output_tokens: 64,
+        });
+    }
+    let truth = ServeCoeffs {
+        step_s: 0.3e-3,
+        token_s: 0.1e-3,
+        request_s: 0.02,
+        mixed_s: 0.0,
+    };
+    let measured = Server {
+        serving: truth,
+        ..f.server(&engine)
+    };
+    let (_, meas) = simulate_outcomes(&measured, &trace, 1).expect("runs");
+    let replay = |request_s: f64| -> Result<Vec<Excess>, PlanError> {
+        let s = Server {
+            serving: ServeCoeffs { request_s, ..truth },
+            ..f.server(&engine)
+        };
+        let (_, pred) = simulate_outcomes(&s, &trace, 1)?;
+        Ok(meas
+            .iter()
+            .zip(&pred)
+            .map(|(m, p)| Excess {
+                measured_s: m.ttft_s,
+                predicted_s: p.ttft_s,
+                count: p.starts_before_first,
+            })
+            .collect())
+    };
+    // A burst of 8 started together: every first token waits for all 8 admissions.
+    let first = replay(0.0).expect("runs");
+    assert!(first[7..15].iter().all(|o| o.count == 8.0), "{first:?}");
+    // A staggered arrival joins another step once the admissions take time: one fit
+    // around 0 leaves those first tokens 20% off (RMS); replaying with the term found
+    // puts them back in their steps. Which step an arrival 3 ms after another joins
+    // flips with a 1% change of the term, so the term itself is found to 2%.
+    let (once, _, once_rms) = fit_request(&first).expect("fits");
+    let (request_s, _, rms) = fit_replayed(replay, fit_request).expect("fits");
+    assert!(
+        (request_s / truth.request_s - 1.0).abs() < 0.02,
+        "{request_s} (once {once})"
+    );
+    assert!(
+        rms < 0.02 && rms < once_rms / 5.0,
+        "{rms} (once {once_rms})"
+    );
+}
+
+#[test]
+fn mixed_steps_slow_the_decodes_beside_them_and_their_term_is_found() {
+    let f = Fixture::new(Arch::Llama);
+    let engine = EngineConfig::default();
+    let term = |mixed_s| Server {
+        serving: ServeCoeffs {
+            mixed_s,
+            ..ServeCoeffs::default()
+        },
+        ..f.server(&engine)
+    };
+    // Alone, a request never decodes beside a prompt: it pays nothing.
+    let lone = [Request {
+        arrival_s: 0.0,
+        prompt_tokens: 64,
+        output_tokens: 32,
+    }];
+    let (a, oa) = simulate_outcomes(&term(0.0), &lone, 1).expect("runs");
+    let (b, _) = simulate_outcomes(&term(0.004), &lone, 1).expect("runs");
+    assert_eq!((a.ttft_ms, a.tpot_ms), (b.ttft_ms, b.tpot_ms));
+    assert_eq!(oa[0].mixed_per_token, 0.0);
+    // Prompts arriving every 2 ms while the first ones decode 256 tokens each.
+    let trace: Vec<Request> = (0..8)
+        .map(|i| Request {
+            arrival_s: 0.002 * i as f64,
+            prompt_tokens: 64,
+            output_tokens: 256,
+        })
+        .collect();
+    let truth = 0.004;
+    let (_, meas) = simulate_outcomes(&term(truth), &trace, 1).expect("runs");
+    let replay = |mixed_s: f64| -> Result<Vec<Excess>, PlanError> {
+        let (_, pred) = simulate_outcomes(&term(mixed_s), &trace, 1)?;
+        Ok(meas
+            .iter()
+            .zip(&pred)
+            .map(|(m, p)| Excess {
+                measured_s: m.tpot_s,
+                predicted_s: p.tpot_s,
+                count: p.mixed_per_token,
+            })
+            .collect())
+    };
+    let first = replay(0.0).expect("runs");
+    assert!(first[0].count > 0.0, "{first:?}");
+    // The stretched steps let the arrivals share steps otherwise: one fit around 0 is
+    // off by 13%; the replays find the term.
+    let (once, _, _) = fit_mixed(&first).expect("fits");
+    let (mixed_s, _, rms) = fit_replayed(replay, fit_mixed).expect("fits");
+    assert!((once / truth - 1.0).abs() > 0.05, "{once}");
+    assert!(
+        (mixed_s / truth - 1.0).abs() < 0.02,
+        "{mixed_s} (once {once})"
+    );
+    assert!(rms < 0.02, "{rms}");
 }
 
 #[test]
