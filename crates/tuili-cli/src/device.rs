@@ -172,7 +172,7 @@ pub fn device_lines() -> Vec<String> {
 }
 
 /// The CPU's model name from /proc/cpuinfo.
-fn cpu_name() -> String {
+pub(crate) fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

@@ -513,7 +513,7 @@ fn probe(a: &PlanArgs) -> Result<()> {
         ),
     };
     let profile = probe::local_profile(probe::Measured {
-        cpu_name: cpu_name(),
+        cpu_name: crate::device::cpu_name(),
         threads,
         bandwidth_all: all,
         bandwidth_one: single,
@@ -532,18 +532,6 @@ fn probe(a: &PlanArgs) -> Result<()> {
     print!("{text}");
     eprintln!("wrote {}", path.display());
     Ok(())
-}
-
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
 fn mem_total() -> Result<u64> {

@@ -21,24 +21,17 @@ const VERSION: u64 = 1;
 pub fn ensure() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let k = kernels::select();
-        let path = cache_path(k.name());
-        match read(&path, k.name()) {
-            Ok(Some(t)) => tune::set(t),
-            Ok(None) => {
-                if let Err(e) = measure_and_write(&path) {
-                    load::tracing_line(&format!("warning: kernel tunables not cached: {e:#}"));
-                }
-            }
-            Err(e) => {
-                load::tracing_line(&format!(
-                    "warning: {} ignored ({e:#}); measuring again",
-                    path.display()
-                ));
-                if let Err(e) = measure_and_write(&path) {
-                    load::tracing_line(&format!("warning: kernel tunables not cached: {e:#}"));
-                }
-            }
+        let path = cache_path(kernels::select().name());
+        match read(&path, kernels::select().name()) {
+            Ok(Some(t)) => return tune::set(t),
+            Ok(None) => {}
+            Err(e) => load::tracing_line(&format!(
+                "warning: {} ignored ({e:#}); measuring again",
+                path.display()
+            )),
+        }
+        if let Err(e) = measure_and_write(&path) {
+            load::tracing_line(&format!("warning: kernel tunables not cached: {e:#}"));
         }
     });
 }
@@ -155,7 +148,7 @@ fn cpu_ident() -> (String, String) {
     } else {
         ids
     };
-    let name = field("model name").unwrap_or_else(|| arch.to_string());
+    let name = crate::device::cpu_name();
     let key: String = std::iter::once(arch.to_string())
         .chain(ids.iter().cloned())
         .collect::<Vec<_>>()
