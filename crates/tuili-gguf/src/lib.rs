@@ -22,7 +22,7 @@ pub use reader::{
     GgufFile, TensorInfo, DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS,
 };
 pub use types::{GgmlType, QK_K};
-pub use value::Value;
+pub use value::{StrArray, Value, UNBOXED_FROM};
 pub use writer::{GgufWriter, WRITE_VERSION};
 
 /// Result with this crate's error.

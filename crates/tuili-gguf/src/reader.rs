@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::value::{id_name, min_encoded_size, type_id};
+use crate::value::{id_name, min_encoded_size, type_id, StrArray, UNBOXED_FROM};
 use crate::{GgmlType, GgufError, Value};
 
 type Result<T> = std::result::Result<T, GgufError>;
@@ -180,17 +180,19 @@ impl<'a> Cursor<'a> {
     }
 
     fn string(&mut self, what: &dyn Fn() -> String) -> Result<String> {
+        self.str(what).map(str::to_string)
+    }
+
+    /// A string, borrowed from the buffer.
+    fn str(&mut self, what: &dyn Fn() -> String) -> Result<&'a str> {
         let len = self.count(1, &|| format!("the length of {}", what()))?;
         let offset = self.offset();
         let raw = self.bytes(len, what)?;
-        match std::str::from_utf8(raw) {
-            Ok(s) => Ok(s.to_string()),
-            Err(source) => Err(GgufError::InvalidUtf8 {
-                what: what(),
-                offset,
-                source,
-            }),
-        }
+        std::str::from_utf8(raw).map_err(|source| GgufError::InvalidUtf8 {
+            what: what(),
+            offset,
+            source,
+        })
     }
 }
 
@@ -264,7 +266,29 @@ fn read_value(
                     id_name(elem_ty)
                 )
             })?;
-            // `count` is bounded by the bytes left, so this allocation is too.
+            // `count` is bounded by the bytes left, so these allocations are too.
+            if count as usize > UNBOXED_FROM && matches!(elem_ty, F32 | I32 | STRING) {
+                let n = count as usize;
+                return Ok(match elem_ty {
+                    F32 => Value::F32Array(
+                        (0..n)
+                            .map(|_| cur.array(&what).map(f32::from_le_bytes))
+                            .collect::<Result<_>>()?,
+                    ),
+                    I32 => Value::I32Array(
+                        (0..n)
+                            .map(|_| cur.array(&what).map(i32::from_le_bytes))
+                            .collect::<Result<_>>()?,
+                    ),
+                    _ => {
+                        let mut a = StrArray::default();
+                        for _ in 0..n {
+                            a.push(cur.str(&what)?);
+                        }
+                        Value::StrArray(a)
+                    }
+                });
+            }
             let mut items = Vec::with_capacity(count as usize);
             for _ in 0..count {
                 items.push(read_value(cur, elem_ty, elem_offset, key, depth + 1)?);
@@ -587,6 +611,9 @@ impl GgufFile {
     pub fn get_str_array(&self, key: &str) -> Result<Vec<&str>> {
         let v = self.require(key)?;
         let err = || Self::wrong(key, "an array of strings", v);
+        if let Value::StrArray(a) = v {
+            return Ok(a.iter().collect());
+        }
         v.as_array()
             .ok_or_else(err)?
             .iter()
@@ -598,6 +625,11 @@ impl GgufFile {
     pub fn get_f32_array(&self, key: &str) -> Result<Vec<f32>> {
         let v = self.require(key)?;
         let err = || Self::wrong(key, "an array of numbers", v);
+        match v {
+            Value::F32Array(a) => return Ok(a.clone()),
+            Value::I32Array(a) => return Ok(a.iter().map(|&x| x as f32).collect()),
+            _ => {}
+        }
         v.as_array()
             .ok_or_else(err)?
             .iter()
@@ -609,6 +641,9 @@ impl GgufFile {
     pub fn get_i32_array(&self, key: &str) -> Result<Vec<i32>> {
         let v = self.require(key)?;
         let err = || Self::wrong(key, "an array of integers that fit in i32", v);
+        if let Value::I32Array(a) = v {
+            return Ok(a.clone());
+        }
         v.as_array()
             .ok_or_else(err)?
             .iter()

@@ -1,7 +1,14 @@
 //! Metadata values and their GGUF type ids.
 
+/// Arrays of more numbers or strings than this are read unboxed ([`Value::F32Array`],
+/// [`Value::I32Array`], [`Value::StrArray`]): a tokenizer's 262k tokens, scores and types
+/// take 4 to 6 MB so instead of some 30 MB of boxed values (24 bytes and an allocation
+/// each), held for as long as the file is open. Shorter arrays (per-layer values) stay
+/// [`Value::Array`]. Either form is the same value (`==`) and the same bytes on disk.
+pub const UNBOXED_FROM: usize = 4096;
+
 /// A metadata value. GGUF arrays hold elements of one type; nested arrays are allowed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Value {
     /// `uint8` (type 0).
     U8(u8),
@@ -29,6 +36,87 @@ pub enum Value {
     String(String),
     /// Array (type 9): element type, u64 count, elements.
     Array(Vec<Value>),
+    /// An array of `float32`, unboxed (see [`UNBOXED_FROM`]).
+    F32Array(Vec<f32>),
+    /// An array of `int32`, unboxed.
+    I32Array(Vec<i32>),
+    /// An array of strings, unboxed.
+    StrArray(StrArray),
+}
+
+/// Strings in one buffer: string `i` is `text[ends[i - 1]..ends[i]]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StrArray {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl StrArray {
+    /// Appends `s`.
+    pub fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len());
+    }
+
+    /// Strings held.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// String `i`.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.text[start..end])
+    }
+
+    /// The strings in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.get(i).unwrap_or_default())
+    }
+}
+
+impl<'a> FromIterator<&'a str> for StrArray {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(iter: I) -> StrArray {
+        let mut a = StrArray::default();
+        iter.into_iter().for_each(|s| a.push(s));
+        a
+    }
+}
+
+impl PartialEq for Value {
+    /// Values are equal when they say the same: an unboxed array equals the
+    /// [`Value::Array`] of the same elements.
+    fn eq(&self, other: &Value) -> bool {
+        use Value::*;
+        match (self, other) {
+            (U8(a), U8(b)) => a == b,
+            (I8(a), I8(b)) => a == b,
+            (U16(a), U16(b)) => a == b,
+            (I16(a), I16(b)) => a == b,
+            (U32(a), U32(b)) => a == b,
+            (I32(a), I32(b)) => a == b,
+            (U64(a), U64(b)) => a == b,
+            (I64(a), I64(b)) => a == b,
+            (F32(a), F32(b)) => a == b,
+            (F64(a), F64(b)) => a == b,
+            (Bool(a), Bool(b)) => a == b,
+            (String(a), String(b)) => a == b,
+            (Array(a), Array(b)) => a == b,
+            (F32Array(a), F32Array(b)) => a == b,
+            (I32Array(a), I32Array(b)) => a == b,
+            (StrArray(a), StrArray(b)) => a == b,
+            (a, b) => match (a.boxed(), b.boxed()) {
+                (Some(x), Some(y)) => x == y,
+                _ => false,
+            },
+        }
+    }
 }
 
 /// GGUF metadata value type ids.
@@ -101,7 +189,7 @@ impl Value {
             Value::F64(_) => F64,
             Value::Bool(_) => BOOL,
             Value::String(_) => STRING,
-            Value::Array(_) => ARRAY,
+            Value::Array(_) | Value::F32Array(_) | Value::I32Array(_) | Value::StrArray(_) => ARRAY,
         }
     }
 
@@ -117,6 +205,9 @@ impl Value {
                 Some(first) => format!("array of {}", first.describe()),
                 None => "empty array".to_string(),
             },
+            Value::F32Array(_) => "array of f32".to_string(),
+            Value::I32Array(_) => "array of i32".to_string(),
+            Value::StrArray(_) => "array of string".to_string(),
             other => other.type_name().to_string(),
         }
     }
@@ -179,10 +270,41 @@ impl Value {
         }
     }
 
-    /// `Array` only.
+    /// `Array` only (see [`Value::array_len`] and [`Value::str_at`] for every array).
     pub fn as_array(&self) -> Option<&[Value]> {
         match self {
             Value::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// Elements of an array of either form; `None` for other values.
+    pub fn array_len(&self) -> Option<usize> {
+        match self {
+            Value::Array(a) => Some(a.len()),
+            Value::F32Array(a) => Some(a.len()),
+            Value::I32Array(a) => Some(a.len()),
+            Value::StrArray(a) => Some(a.len()),
+            _ => None,
+        }
+    }
+
+    /// String `i` of an array of strings of either form.
+    pub fn str_at(&self, i: usize) -> Option<&str> {
+        match self {
+            Value::Array(a) => a.get(i)?.as_str(),
+            Value::StrArray(a) => a.get(i),
+            _ => None,
+        }
+    }
+
+    /// An unboxed array as a [`Value::Array`] (`None` for other values).
+    pub fn boxed(&self) -> Option<Vec<Value>> {
+        match self {
+            Value::F32Array(a) => Some(a.iter().map(|&x| Value::F32(x)).collect()),
+            Value::I32Array(a) => Some(a.iter().map(|&x| Value::I32(x)).collect()),
+            Value::StrArray(a) => Some(a.iter().map(|x| Value::String(x.into())).collect()),
+            Value::Array(a) => Some(a.clone()),
             _ => None,
         }
     }

@@ -92,6 +92,12 @@ fn put_string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// An array's element type and count.
+fn put_array_head(out: &mut Vec<u8>, elem_ty: u32, n: usize) {
+    out.extend_from_slice(&elem_ty.to_le_bytes());
+    out.extend_from_slice(&(n as u64).to_le_bytes());
+}
+
 /// Writes the value without its type id (the caller writes that).
 fn put_payload(out: &mut Vec<u8>, v: &Value) {
     match v {
@@ -107,11 +113,27 @@ fn put_payload(out: &mut Vec<u8>, v: &Value) {
         Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::Bool(x) => out.push(u8::from(*x)),
         Value::String(s) => put_string(out, s),
+        Value::F32Array(a) => {
+            put_array_head(out, type_id::F32, a.len());
+            a.iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        }
+        Value::I32Array(a) => {
+            put_array_head(out, type_id::I32, a.len());
+            a.iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        }
+        Value::StrArray(a) => {
+            put_array_head(out, type_id::STRING, a.len());
+            a.iter().for_each(|x| put_string(out, x));
+        }
         Value::Array(items) => {
             // An empty array still needs an element type; u8 is as good as any.
-            let elem_ty = items.first().map_or(type_id::U8, Value::type_id);
-            out.extend_from_slice(&elem_ty.to_le_bytes());
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            put_array_head(
+                out,
+                items.first().map_or(type_id::U8, Value::type_id),
+                items.len(),
+            );
             for x in items {
                 put_payload(out, x);
             }

@@ -1,6 +1,6 @@
 //! Writer → reader round trips, and the writer's own checks.
 
-use tuili_gguf::{GgmlType, GgufError, GgufFile, GgufWriter, Value, MAX_ARRAY_DEPTH};
+use tuili_gguf::{GgmlType, GgufError, GgufFile, GgufWriter, Value, MAX_ARRAY_DEPTH, UNBOXED_FROM};
 
 fn every_scalar() -> Vec<(&'static str, Value)> {
     vec![
@@ -307,4 +307,55 @@ fn writer_rejects_bad_input_with_clear_errors() {
             .len(),
         0
     );
+}
+
+/// A vocabulary's arrays (longer than `UNBOXED_FROM`) are read unboxed: the same values,
+/// the same accessors' answers, the same bytes when written again; short arrays stay boxed.
+#[test]
+fn long_arrays_are_read_unboxed_and_say_the_same() {
+    let n = UNBOXED_FROM + 7;
+    let tokens: Vec<String> = (0..n).map(|i| format!("tok{i}▁é")).collect();
+    let scores: Vec<f32> = (0..n).map(|i| -(i as f32) / 3.0).collect();
+    let types: Vec<i32> = (0..n).map(|i| (i % 6) as i32 - 1).collect();
+    let boxed = [
+        Value::Array(tokens.iter().cloned().map(Value::String).collect()),
+        Value::Array(scores.iter().copied().map(Value::F32).collect()),
+        Value::Array(types.iter().copied().map(Value::I32).collect()),
+    ];
+    let mut w = GgufWriter::new();
+    for (k, v) in ["t", "s", "y"].iter().zip(&boxed) {
+        w.add(*k, v.clone()).unwrap();
+    }
+    w.add("short", Value::Array(vec![Value::I32(3), Value::I32(4)]))
+        .unwrap();
+    let bytes = w.to_bytes();
+    let f = GgufFile::from_bytes(bytes.clone()).unwrap();
+    assert!(matches!(f.get("t"), Some(Value::StrArray(_))));
+    assert!(matches!(f.get("s"), Some(Value::F32Array(_))));
+    assert!(matches!(f.get("y"), Some(Value::I32Array(_))));
+    assert!(matches!(f.get("short"), Some(Value::Array(_))));
+    for (k, v) in ["t", "s", "y"].iter().zip(&boxed) {
+        assert_eq!(f.get(k), Some(v), "{k}");
+        assert_eq!(f.get(k).unwrap().describe(), v.describe(), "{k}");
+        assert_eq!(f.get(k).unwrap().array_len(), Some(n), "{k}");
+    }
+    assert_eq!(
+        f.get_str_array("t").unwrap(),
+        tokens.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(f.get_f32_array("s").unwrap(), scores);
+    assert_eq!(f.get_i32_array("y").unwrap(), types);
+    assert_eq!(f.get_f32_array("y").unwrap()[7], types[7] as f32);
+    assert_eq!(
+        f.get("t").unwrap().str_at(n - 1),
+        Some(tokens[n - 1].as_str())
+    );
+    assert_eq!(f.get("t").unwrap().str_at(n), None);
+    assert!(f.get_i32_array("s").is_err() && f.get_str_array("s").is_err());
+    // Written again from the unboxed values: the same bytes.
+    let mut again = GgufWriter::new();
+    for (k, v) in f.metadata() {
+        again.add(k.clone(), v.clone()).unwrap();
+    }
+    assert_eq!(again.to_bytes(), bytes);
 }

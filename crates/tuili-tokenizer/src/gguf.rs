@@ -75,9 +75,7 @@ impl ChatTemplate {
             };
             let text = file
                 .get("tokenizer.ggml.tokens")
-                .and_then(|v| v.as_array())
-                .and_then(|a| a.get(id as usize))
-                .and_then(|v| v.as_str())
+                .and_then(|v| v.str_at(id as usize))
                 .unwrap_or_default();
             Ok(text.to_string())
         };

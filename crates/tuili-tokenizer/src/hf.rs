@@ -129,7 +129,8 @@ pub fn hf_tokenizer_keys(dir: &Path) -> Result<Vec<(String, Value)>, TokenizerEr
             _ => Err(bad(f, format!("model.merges holds {m}, not a pair"))),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let strings = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
+    // Unboxed, as the GGUF reader holds a vocabulary's arrays (see `UNBOXED_FROM`).
+    let strings = |v: Vec<String>| Value::StrArray(v.iter().map(String::as_str).collect());
     let mut keys = if spm {
         spm_keys(&tok, &tokens, &mut types, &merges)?
     } else {
@@ -139,7 +140,7 @@ pub fn hf_tokenizer_keys(dir: &Path) -> Result<Vec<(String, Value)>, TokenizerEr
             ("tokenizer.ggml.merges".into(), strings(merges)),
         ]
     };
-    let types = Value::Array(types.into_iter().map(Value::I32).collect());
+    let types = Value::I32Array(types);
     keys.push(("tokenizer.ggml.token_type".into(), types));
     special_keys(dir, &tokens, &mut keys)?;
     keys.insert(1, ("tokenizer.ggml.tokens".into(), strings(tokens)));
@@ -236,10 +237,7 @@ fn spm_keys(
             "tokenizer.ggml.model".to_string(),
             Value::String("llama".into()),
         ),
-        (
-            "tokenizer.ggml.scores".into(),
-            Value::Array(scores.into_iter().map(Value::F32).collect()),
-        ),
+        ("tokenizer.ggml.scores".into(), Value::F32Array(scores)),
         (
             "tokenizer.ggml.add_space_prefix".into(),
             Value::Bool(prefix),
