@@ -13,6 +13,9 @@ use crate::kv::{KvType, Q8_0_BLOCK, Q8_0_BYTES};
 pub(in crate::kernels) trait KvRow {
     /// Whether the stored values are the f32 the kernels read (no decoding).
     const IN_PLACE: bool = false;
+    /// Whether decoding is one instruction per 8 values (cheaper done again per pair of
+    /// heads than stored and reloaded; see `scores_tiles`).
+    const CHEAP: bool = false;
     /// Values `e..e + 8` (`e` a multiple of 8).
     unsafe fn load8(base: *const u8, e: usize) -> __m256;
     /// Values `e..e + 16` (`e` a multiple of 16), for the AVX-512 kernels (inlined only
@@ -60,6 +63,7 @@ impl KvRow for F32Row {
 }
 
 impl KvRow for F16Row {
+    const CHEAP: bool = true;
     #[inline(always)]
     unsafe fn load8(base: *const u8, e: usize) -> __m256 {
         // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
@@ -87,6 +91,7 @@ impl KvRow for F16Row {
 }
 
 impl KvRow for Bf16Row {
+    const CHEAP: bool = true;
     #[inline(always)]
     unsafe fn load8(base: *const u8, e: usize) -> __m256 {
         // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
@@ -203,7 +208,9 @@ pub(in crate::kernels) unsafe fn mix(
     unsafe { with_kv_row!(ty, mix_rows::<_>(coef, base.as_ptr(), rows, out)) }
 }
 
-/// `mix` over rows of `K`.
+/// `mix` over rows of `K`: the heads, up to four at a time, share each row as it is
+/// loaded (decoded once for all of them), their outputs held in registers across all
+/// positions (`mix_heads`).
 #[inline(always)]
 pub(in crate::kernels) unsafe fn mix_rows<K: KvRow>(
     coef: &[f32],
@@ -218,37 +225,91 @@ pub(in crate::kernels) unsafe fn mix_rows<K: KvRow>(
         let np = rows.len();
         let g = coef.len() / np.max(1);
         let hd = out.len() / g.max(1);
-        for h in 0..g {
-            let c = &coef[h * np..(h + 1) * np];
-            let o = out.as_mut_ptr().add(h * hd);
-            let mut e = 0;
-            while e + 32 <= hd {
-                let mut acc = [_mm256_setzero_ps(); 4];
-                for (p, &r) in rows.iter().enumerate() {
-                    let cv = _mm256_set1_ps(c[p]);
-                    for k in 0..4 {
-                        acc[k] = _mm256_fmadd_ps(cv, K::load8(pb, r + e + 8 * k), acc[k]);
-                    }
-                }
-                for k in 0..4 {
-                    _mm256_storeu_ps(o.add(e + 8 * k), acc[k]);
-                }
-                e += 32;
+        let mut h = 0;
+        while h < g {
+            let (c, o) = (&coef[h * np..], out[h * hd..].as_mut_ptr());
+            // Accumulators per tile (heads × vectors of 8): 8 to 12 of the 16 registers,
+            // enough independent chains to keep both FMA units busy.
+            let take = (g - h).min(4);
+            match take {
+                4 => mix_heads::<K, 4, 2>(c, pb, rows, hd, o),
+                3 => mix_heads::<K, 3, 3>(c, pb, rows, hd, o),
+                2 => mix_heads::<K, 2, 4>(c, pb, rows, hd, o),
+                _ => mix_heads::<K, 1, 8>(c, pb, rows, hd, o),
             }
-            while e + 8 <= hd {
-                let mut acc = _mm256_setzero_ps();
-                for (p, &r) in rows.iter().enumerate() {
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(c[p]), K::load8(pb, r + e), acc);
-                }
-                _mm256_storeu_ps(o.add(e), acc);
-                e += 8;
-            }
+            h += take;
+        }
+    }
+}
+
+/// `H` heads' outputs (`o`: `[H, hd]`) from their coefficients (`c`: `[H, np]`, rows of
+/// `np`): tiles of `8 B` elements, then of 8, then one element at a time. Per element one
+/// fused multiply-add per position in position order from zero, as `mix_by_axpy`.
+#[inline(always)]
+unsafe fn mix_heads<K: KvRow, const H: usize, const B: usize>(
+    c: &[f32],
+    pb: *const u8,
+    rows: &[usize],
+    hd: usize,
+    o: *mut f32,
+) {
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        let np = rows.len();
+        let mut e = 0;
+        while e + 8 * B <= hd {
+            mix_tile::<K, H, B>(c, pb, rows, hd, o, e);
+            e += 8 * B;
+        }
+        while e + 8 <= hd {
+            mix_tile::<K, H, 1>(c, pb, rows, hd, o, e);
+            e += 8;
+        }
+        for h in 0..H {
             for i in e..hd {
                 let mut acc = 0f32;
                 for (p, &r) in rows.iter().enumerate() {
-                    acc = c[p].mul_add(K::at(pb, r + i), acc);
+                    acc = c.get_unchecked(h * np + p).mul_add(K::at(pb, r + i), acc);
                 }
-                *o.add(i) = acc;
+                *o.add(h * hd + i) = acc;
+            }
+        }
+    }
+}
+
+/// Elements `e..e + 8 B` of `H` heads' outputs, in `H × B` registers.
+#[inline(always)]
+unsafe fn mix_tile<K: KvRow, const H: usize, const B: usize>(
+    c: &[f32],
+    pb: *const u8,
+    rows: &[usize],
+    hd: usize,
+    o: *mut f32,
+    e: usize,
+) {
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked
+    unsafe {
+        let np = rows.len();
+        let mut acc = [[_mm256_setzero_ps(); B]; H];
+        for (p, &r) in rows.iter().enumerate() {
+            let mut cv = [_mm256_setzero_ps(); H];
+            for (h, ch) in cv.iter_mut().enumerate() {
+                *ch = _mm256_set1_ps(*c.get_unchecked(h * np + p));
+            }
+            for k in 0..B {
+                let v = K::load8(pb, r + e + 8 * k);
+                for h in 0..H {
+                    acc[h][k] = _mm256_fmadd_ps(cv[h], v, acc[h][k]);
+                }
+            }
+        }
+        for (h, acc_h) in acc.iter().enumerate() {
+            for (k, a) in acc_h.iter().enumerate() {
+                _mm256_storeu_ps(o.add(h * hd + e + 8 * k), *a);
             }
         }
     }
@@ -405,7 +466,270 @@ pub(super) unsafe fn scores(ty: KvType, q: &[f32], base: &[u8], rows: &[usize], 
     // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
     // of the table this fn belongs to (tables are built only after detection), and the
     // pointers and lengths it is given lie within the buffers its safe caller checked
-    unsafe { with_kv_row!(ty, scores_with::<_, Ymm>(q, base.as_ptr(), rows, out)) }
+    unsafe {
+        let hd = q.len() / (out.len() / rows.len().max(1)).max(1);
+        if hd.is_multiple_of(32) && !rows.is_empty() {
+            let pb = base.as_ptr();
+            // Chains of 2 chunks or fewer run two classes at a time (see `dot_tile`).
+            // Two call sites, so that each is compiled for its constant `long`.
+            if hd < 128 {
+                with_kv_row!(ty, scores_tiles::<_>(q, hd, pb, rows, out, false))
+            } else {
+                with_kv_row!(ty, scores_tiles::<_>(q, hd, pb, rows, out, true))
+            }
+        } else {
+            with_kv_row!(ty, scores_with::<_, Ymm>(q, base.as_ptr(), rows, out))
+        }
+    }
+}
+
+/// `scores` for heads of a multiple of 32 elements, several dots at a time, each row
+/// chunk loaded once for the heads of a tile and each query chunk once for its rows.
+///
+/// Bit-identical to `dot_lanes` per dot: its accumulator `j` takes chunks `c ≡ j (mod 4)`
+/// in order, and the four meet as `(a0 + a1) + (a2 + a3)`. The chains are independent,
+/// so they need not run side by side: `long` heads (128 elements or more) run one class
+/// at a time over two heads by four rows (8 chains, 14 registers; `dot_class`), shorter
+/// ones two classes at a time over one head by four rows (`dot_pair`). Rows whose
+/// decoding costs more than one instruction per 8 values, and short heads' rows, are
+/// decoded 8 at a time into f32 once for all heads (`decode_row`).
+#[inline(always)]
+unsafe fn scores_tiles<K: KvRow>(
+    q: &[f32],
+    hd: usize,
+    pb: *const u8,
+    rows: &[usize],
+    out: &mut [f32],
+    long: bool,
+) {
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to (tables are built only after detection), and the
+    // pointers and lengths it is given lie within the buffers its safe caller checked;
+    // the tile holds 8 rows of `hd` values.
+    unsafe {
+        let (np, g) = (rows.len(), q.len() / hd);
+        let decode = !K::IN_PLACE && g > 1 && !(long && K::CHEAP);
+        // tile: [8, hd] decoded rows, when decoding.
+        let mut tile = if decode {
+            vec![0f32; 8 * hd]
+        } else {
+            Vec::new()
+        };
+        let mut p = 0;
+        while p < np {
+            let n = (np - p).min(8);
+            // The group's rows: element offsets in the tile, or in `pb`.
+            let mut at = [0usize; 8];
+            if decode {
+                for (i, a) in at.iter_mut().enumerate().take(n) {
+                    decode_row::<K>(pb, rows[p + i], hd, tile.as_mut_ptr().add(i * hd));
+                    *a = i * hd;
+                }
+                let tb = tile.as_ptr() as *const u8;
+                scores_group::<F32Row>(q, hd, np, tb, &at[..n], out.as_mut_ptr().add(p), long);
+            } else {
+                at[..n].copy_from_slice(&rows[p..p + n]);
+                scores_group::<K>(q, hd, np, pb, &at[..n], out.as_mut_ptr().add(p), long);
+            }
+            p += n;
+        }
+    }
+}
+
+/// The scores of every head against up to 8 rows (`at`: element offsets in `pb`), written
+/// at `o[h * np + i]`.
+#[inline(always)]
+unsafe fn scores_group<K: KvRow>(
+    q: &[f32],
+    hd: usize,
+    np: usize,
+    pb: *const u8,
+    at: &[usize],
+    o: *mut f32,
+    long: bool,
+) {
+    // SAFETY: as `scores_tiles`, this fn's caller.
+    unsafe {
+        let (n, g) = (at.len(), q.len() / hd);
+        // lanes[k][i]: dot of head h + k with row i before its reduction.
+        let mut lanes = [[_mm256_setzero_ps(); 8]; 2];
+        let mut h = 0;
+        while h < g {
+            let qa = q.as_ptr().add(h * hd);
+            // Two heads by four rows where the chains are long enough to run a class at
+            // a time; otherwise one head by four rows.
+            let two = g - h >= 2 && long;
+            if !long {
+                let mut i = 0;
+                while i + 4 <= n {
+                    let ri = [at[i], at[i + 1], at[i + 2], at[i + 3]];
+                    let [v] = dot_tile::<K, 1, 4>([qa], pb, ri, hd, long);
+                    lanes[0][i..i + 4].copy_from_slice(&v);
+                    i += 4;
+                }
+                for (i, l) in lanes[0].iter_mut().enumerate().take(n).skip(i) {
+                    let [[v]] = dot_tile::<K, 1, 1>([qa], pb, [at[i]], hd, long);
+                    *l = v;
+                }
+            } else if two && n >= 4 {
+                let qb = qa.add(hd);
+                let mut i = 0;
+                while i + 4 <= n {
+                    let ri = [at[i], at[i + 1], at[i + 2], at[i + 3]];
+                    let [a, b] = dot_tile::<K, 2, 4>([qa, qb], pb, ri, hd, long);
+                    lanes[0][i..i + 4].copy_from_slice(&a);
+                    lanes[1][i..i + 4].copy_from_slice(&b);
+                    i += 4;
+                }
+                for (k, lanes_k) in lanes.iter_mut().enumerate() {
+                    for (i, l) in lanes_k.iter_mut().enumerate().take(n).skip(i) {
+                        let [[v]] = dot_tile::<K, 1, 1>([qa.add(k * hd)], pb, [at[i]], hd, long);
+                        *l = v;
+                    }
+                }
+            } else {
+                for k in 0..1 + two as usize {
+                    let qh = qa.add(k * hd);
+                    if n == 8 {
+                        let r8 = at.try_into().unwrap_or([0; 8]);
+                        let [v] = dot_tile::<K, 1, 8>([qh], pb, r8, hd, long);
+                        lanes[k] = v;
+                    } else {
+                        for (i, l) in lanes[k].iter_mut().enumerate().take(n) {
+                            let [[v]] = dot_tile::<K, 1, 1>([qh], pb, [at[i]], hd, long);
+                            *l = v;
+                        }
+                    }
+                }
+            }
+            for (k, lanes_k) in lanes.iter().enumerate().take(1 + two as usize) {
+                let oh = o.add((h + k) * np);
+                if n == 8 {
+                    store_reduced8(lanes_k, oh);
+                } else {
+                    for (i, v) in lanes_k.iter().enumerate().take(n) {
+                        *oh.add(i) = hsum(*v);
+                    }
+                }
+            }
+            h += 1 + two as usize;
+        }
+    }
+}
+
+/// The lanes of `H × P` dots of `hd` elements (a multiple of 32), heads `q` by rows at
+/// element offsets `r` of `pb`, each bit-identical to `dot_lanes` (see `scores_tiles`):
+/// one accumulator class at a time over the whole tile (`dot_class`), the classes then
+/// added as `(a0 + a1) + (a2 + a3)`; heads under 128 elements, whose chains are too short
+/// to pay for a pass per class, two classes at a time (`dot_pair`).
+#[inline(always)]
+unsafe fn dot_tile<K: KvRow, const H: usize, const P: usize>(
+    q: [*const f32; H],
+    pb: *const u8,
+    r: [usize; P],
+    hd: usize,
+    long: bool,
+) -> [[__m256; P]; H] {
+    // SAFETY: as `scores_tiles`: every row and head has `hd` elements.
+    unsafe {
+        if !long {
+            let (s01, s23) = (
+                dot_pair::<K, H, P>(q, pb, r, hd, 0),
+                dot_pair::<K, H, P>(q, pb, r, hd, 2),
+            );
+            let mut out = [[_mm256_setzero_ps(); P]; H];
+            for h in 0..H {
+                for p in 0..P {
+                    out[h][p] = _mm256_add_ps(s01[h][p], s23[h][p]);
+                }
+            }
+            return out;
+        }
+        let mut class = [[[_mm256_setzero_ps(); P]; H]; 4];
+        for (j, cj) in class.iter_mut().enumerate() {
+            *cj = dot_class::<K, H, P>(q, pb, r, hd, j);
+        }
+        let mut out = [[_mm256_setzero_ps(); P]; H];
+        for h in 0..H {
+            for p in 0..P {
+                let s01 = _mm256_add_ps(class[0][h][p], class[1][h][p]);
+                let s23 = _mm256_add_ps(class[2][h][p], class[3][h][p]);
+                out[h][p] = _mm256_add_ps(s01, s23);
+            }
+        }
+        out
+    }
+}
+
+/// Accumulators `j..j + S` of each dot of `dot_tile`, side by side: the chain of
+/// accumulator `j + s` over chunks `4k + j + s`, in order; `S × H × P` independent chains,
+/// each row chunk loaded once for the `H` heads and each query chunk once for the `P` rows.
+#[inline(always)]
+unsafe fn dot_classes<K: KvRow, const H: usize, const P: usize, const S: usize>(
+    q: [*const f32; H],
+    pb: *const u8,
+    r: [usize; P],
+    hd: usize,
+    j: usize,
+) -> [[[__m256; P]; H]; S] {
+    // SAFETY: as `dot_tile`, this fn's caller.
+    unsafe {
+        let mut a = [[[_mm256_setzero_ps(); P]; H]; S];
+        let mut c = j;
+        while c < hd / 8 {
+            for (s, a_s) in a.iter_mut().enumerate() {
+                let e = 8 * (c + s);
+                let mut kv = [_mm256_setzero_ps(); P];
+                for (x, &rx) in kv.iter_mut().zip(&r) {
+                    *x = K::load8(pb, rx + e);
+                }
+                for (a_h, &qh) in a_s.iter_mut().zip(&q) {
+                    let qv = _mm256_loadu_ps(qh.add(e));
+                    for (acc, &x) in a_h.iter_mut().zip(&kv) {
+                        *acc = _mm256_fmadd_ps(qv, x, *acc);
+                    }
+                }
+            }
+            c += 4;
+        }
+        a
+    }
+}
+
+/// Accumulator `j` of each dot of `dot_tile` (`dot_classes`, one class).
+#[inline(always)]
+unsafe fn dot_class<K: KvRow, const H: usize, const P: usize>(
+    q: [*const f32; H],
+    pb: *const u8,
+    r: [usize; P],
+    hd: usize,
+    j: usize,
+) -> [[__m256; P]; H] {
+    // SAFETY: as `dot_tile`, this fn's caller.
+    unsafe { dot_classes::<K, H, P, 1>(q, pb, r, hd, j)[0] }
+}
+
+/// `a_j + a_{j+1}` of each dot of `dot_tile`: its accumulators `j` and `j + 1` side by
+/// side (`dot_classes`), then their sum.
+#[inline(always)]
+unsafe fn dot_pair<K: KvRow, const H: usize, const P: usize>(
+    q: [*const f32; H],
+    pb: *const u8,
+    r: [usize; P],
+    hd: usize,
+    j: usize,
+) -> [[__m256; P]; H] {
+    // SAFETY: as `dot_tile`, this fn's caller.
+    unsafe {
+        let a = dot_classes::<K, H, P, 2>(q, pb, r, hd, j);
+        let mut sum = [[_mm256_setzero_ps(); P]; H];
+        for h in 0..H {
+            for p in 0..P {
+                sum[h][p] = _mm256_add_ps(a[0][h][p], a[1][h][p]);
+            }
+        }
+        sum
+    }
 }
 
 /// `scores` over rows of `K`, with the lanes of each dot from `L`.
