@@ -191,6 +191,8 @@ def serve_calibrate(args):
     if args.output_len < skip + 8:
         raise SystemExit(f"--output-len {args.output_len} must exceed --serve-skip {skip} by 8")
     flags = ["-t", str(args.threads), "--parallel", str(max(streams)), "--ctx", str(args.ctx)]
+    if args.step_log:
+        flags += ["--step-log", f"{args.step_log}-calibrate.jsonl"]
     with serve_load.Server(args, flags):
         asyncio.run(burst(args, 1, 0, args.serve_prompt_len))  # pages the weights in
         for s in streams:
@@ -394,6 +396,8 @@ def main():
     p.add_argument("--quiet-wait", type=float, default=120.0,
                    help="seconds to wait for a quiet moment before each try")
     p.add_argument("--json", default=None)
+    p.add_argument("--step-log", default=None, metavar="PREFIX",
+                   help="each server logs its steps to PREFIX-<run>.jsonl (tuili plan --steps)")
     p.add_argument("--serve-calibrate", default=None, metavar="OUT.json",
                    help="no load: write served decode steps at --serve-streams for "
                         "`tuili plan --calibrate` (the server's own work per token)")
@@ -421,6 +425,8 @@ def main():
     for parallel in [int(x) for x in args.parallel.split(",")]:
         flags = ["-t", str(args.threads), "--parallel", str(parallel), "--ctx", str(args.ctx),
                  "--max-queue", str(args.requests + 8)]
+        if args.step_log:
+            flags += ["--step-log", f"{args.step_log}-p{parallel}.jsonl"]
         with serve_load.Server(args, flags):
             # One request first: pages the weights in, spawns the workers.
             asyncio.run(play(argparse.Namespace(**{**vars(args), "requests": 2}), 10.0, 0))

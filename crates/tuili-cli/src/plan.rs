@@ -25,6 +25,7 @@ use tuili_planner::step::{step_ops, Hardware, ServeCoeffs};
 use crate::registry;
 
 mod served;
+mod steps;
 
 /// Output format of `tuili plan`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -134,6 +135,10 @@ pub struct PlanArgs {
     /// Requests per second to serve in all, for --slo: how many chips that takes.
     #[arg(long = "target-rate")]
     target_rate: Option<f64>,
+    /// Compare the steps of a served load (`tuili serve --step-log`) with the step
+    /// model, by kind of step.
+    #[arg(long = "steps")]
+    steps: Option<PathBuf>,
 }
 
 /// Where user profiles (probed, calibrated) live.
@@ -185,6 +190,12 @@ pub fn plan(a: PlanArgs) -> Result<()> {
         cost = cost.requantized(WeightFormat::parse(q)?);
     }
     let opts = plan_options(&a, &cost)?;
+    if let Some(log) = &a.steps {
+        let hw = Hardware::of(chip, chip.cpu.as_ref().and(opts.threads), opts.kv);
+        let (coeffs, _, _) = plan::coefficients(chip, &all);
+        steps::print(&steps::read(log)?, &cost, &hw, &coeffs, &serving_of(chip));
+        return Ok(());
+    }
     if a.simulate || a.slo.is_some() {
         return simulate(&a, chip, &all, &mcfg, &cost, &opts);
     }

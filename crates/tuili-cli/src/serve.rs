@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Most tokens one engine step runs (prefill chunks plus decodes).
     #[arg(long = "max-batched-tokens", default_value_t = 512)]
     max_batched_tokens: usize,
+    /// Write one JSON line per engine step to this file (what it ran, how long its
+    /// forward pass and the whole step took): `tuili plan --steps` reads it.
+    #[arg(long = "step-log")]
+    step_log: Option<std::path::PathBuf>,
     /// Name the model is served under (default: the known model's name or the file stem).
     #[arg(long = "model-name")]
     model_name: Option<String>,
@@ -200,6 +204,7 @@ pub fn prepare(
         max_queue: a.max_queue,
         kv_memory_bytes: a.kv_memory,
         max_batched_tokens: a.max_batched_tokens,
+        step_log: a.step_log,
         ..EngineConfig::default()
     };
     let model_args = a.model;

@@ -565,3 +565,43 @@ fn a_hugging_face_directory_plans_as_its_conversion() {
     assert_eq!(a, b, "the directory and its conversion plan alike");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_step_log_is_compared_with_the_step_model_by_kind() {
+    let Some(path) = tuili_testkit::model("smol.gguf") else {
+        return;
+    };
+    let m = path.to_str().expect("utf-8 path");
+    let log = std::env::temp_dir().join(format!("tuili-plan-steps-{}.jsonl", std::process::id()));
+    std::fs::write(
+        &log,
+        concat!(
+            r#"{"at_s":0.0,"idle_s":0.0,"forward_s":0.05,"step_s":0.051,"chunks":[[0,32,true]]}"#,
+            "\n",
+            r#"{"at_s":0.06,"idle_s":0.001,"forward_s":0.004,"step_s":0.0045,"chunks":[[32,1,true],[40,1,true]]}"#,
+            "\n",
+            r#"{"at_s":0.07,"idle_s":0.0,"forward_s":0.06,"step_s":0.061,"chunks":[[33,1,true],[0,32,true]]}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let l = log.to_str().unwrap();
+    let out = tuili(&["-m", m, "--chip", "h100-sxm", "--steps", l]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in ["decode ×2", "prompt chunks", "chunks + decodes"] {
+        assert!(text.contains(row), "no row '{row}' in:\n{text}");
+    }
+    assert!(
+        text.contains("3 steps: 0.116 s in steps, 0.001 s between them"),
+        "{text}"
+    );
+    std::fs::write(&log, "{\"at_s\":0,\"chunks\":[[0,1,true]]}\n").unwrap();
+    let e = err(&["-m", m, "--chip", "h100-sxm", "--steps", l]);
+    assert!(e.contains("line 1") && e.contains("'idle_s'"), "{e}");
+    let _ = std::fs::remove_file(&log);
+}

@@ -13,6 +13,7 @@ pub mod runner;
 mod sampler;
 pub mod scheduler;
 pub mod serve;
+pub mod step_log;
 mod stop;
 
 pub use constraint::{Constraint, ConstraintSpec, GrammarCompiler};

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ use crate::metrics::EngineMetrics;
 use crate::request::{Event, GenerateRequest, SubmitError, TokenLogprob, Usage};
 use crate::runner::{CpuRunner, KvLayout, KvType, Runner, DEFAULT_KV_TYPE};
 use crate::scheduler::{ScheduledSeq, SchedulerConfig, SeqEvent, SeqRequest};
+use crate::step_log::{StepLog, StepTimes};
 use crate::stop::{StopCheck, StopMatcher};
 use crate::{EngineError, FinishReason, Sampler, Scheduler};
 
@@ -51,6 +53,8 @@ pub struct EngineConfig {
     pub v_type: KvType,
     /// Where to send prefix-cache events (none: not recorded).
     pub kv_events: Option<KvEventSender>,
+    /// Where to write a line per engine step (none: not recorded); see [`StepLog`].
+    pub step_log: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -65,6 +69,7 @@ impl Default for EngineConfig {
             k_type: DEFAULT_KV_TYPE,
             v_type: DEFAULT_KV_TYPE,
             kv_events: None,
+            step_log: None,
         }
     }
 }
@@ -127,7 +132,7 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// One line on stderr (the engine crate does not log through `tracing`).
-fn tracing_stderr(line: &str) {
+pub(crate) fn tracing_stderr(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "tuili-engine: {line}");
 }
@@ -426,6 +431,15 @@ pub fn start_engine_with(
     if let Some(tx) = cfg.kv_events.clone() {
         scheduler.send_kv_events(tx);
     }
+    let step_log = match &cfg.step_log {
+        Some(path) => Some(StepLog::create(path).map_err(|e| {
+            EngineError::Invalid(format!(
+                "cannot create the step log {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
     let runner = make_runner(KvLayout {
         n_blocks: num_blocks,
         block_size: cfg.block_size,
@@ -451,6 +465,8 @@ pub fn start_engine_with(
         inbox: rx,
         metrics: EngineMetrics::default(),
         in_step: Vec::new(),
+        step_log,
+        forward_span: None,
     };
     let thread_shared = shared.clone();
     std::thread::Builder::new()
@@ -507,6 +523,10 @@ struct EngineCore {
     metrics: EngineMetrics,
     /// The sequences of the step being run (what a panic in it fails).
     in_step: Vec<SeqId>,
+    /// Where each step is recorded, if anywhere.
+    step_log: Option<StepLog>,
+    /// When the last forward pass began and ended.
+    forward_span: Option<(Instant, Instant)>,
 }
 
 impl EngineCore {
@@ -665,6 +685,7 @@ impl EngineCore {
 
     /// One engine step: drop cancelled requests, schedule, run the model, sample, update.
     fn step(&mut self, active: &mut HashMap<SeqId, Active>) {
+        let begin = Instant::now();
         let cancelled: Vec<SeqId> = active
             .iter()
             .filter(|(_, a)| a.tx.is_closed())
@@ -734,6 +755,17 @@ impl EngineCore {
                 SeqEvent::Finished { id, reason, .. } => self.finish(id, reason, active),
             }
         }
+        if let (Some(log), Some(forward)) = (&mut self.step_log, self.forward_span) {
+            let end = Instant::now();
+            log.record(
+                &StepTimes {
+                    begin,
+                    forward,
+                    end,
+                },
+                &plan.scheduled,
+            );
+        }
     }
 
     /// Runs the planned chunks as one batch and samples where asked.
@@ -756,7 +788,9 @@ impl EngineCore {
                 },
             })
             .collect();
+        let t = Instant::now();
         let (logits, mut masks) = self.forward_with_masks(&chunks, plan, active);
+        self.forward_span = Some((t, Instant::now()));
         let mut logits = logits?;
         self.metrics.steps += 1;
         let vocab = self.runner.config().vocab;

@@ -324,3 +324,81 @@ fn logprobs_with_penalties_describe_the_distribution_sampled_from() {
         }
     }
 }
+
+#[test]
+fn the_step_log_records_each_step_as_it_ran() {
+    let (model, tok) = need_model!();
+    let path = std::env::temp_dir().join(format!("tuili-step-log-{}.jsonl", std::process::id()));
+    let h = start_engine(
+        model,
+        tok.clone(),
+        EngineConfig {
+            n_ctx: 512,
+            max_num_seqs: 2,
+            step_log: Some(path.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let prompt = tok.encode("The capital of France is", true, false);
+    let (_, tokens, _) = collect(&h, greedy(prompt.clone(), 5));
+    // A step's line is written after its tokens are handed on: wait for the last one.
+    let t0 = std::time::Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.lines().count() >= tokens.len() || t0.elapsed().as_secs() > 10 {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // One step for the prompt (it fits one chunk), then one per token after the first.
+    assert_eq!(lines.len(), tokens.len(), "{text}");
+    let chunk = |v: &serde_json::Value| -> (u64, u64, bool) {
+        let c = &v["chunks"][0];
+        (
+            c[0].as_u64().unwrap(),
+            c[1].as_u64().unwrap(),
+            c[2].as_bool().unwrap(),
+        )
+    };
+    assert_eq!(chunk(&lines[0]), (0, prompt.len() as u64, true), "{text}");
+    for (i, l) in lines.iter().enumerate().skip(1) {
+        assert_eq!(chunk(l), ((prompt.len() + i - 1) as u64, 1, true), "{text}");
+        assert_eq!(l["chunks"].as_array().unwrap().len(), 1, "{text}");
+    }
+    let mut last_at = -1.0;
+    for l in &lines {
+        let (at, fwd, step) = (
+            l["at_s"].as_f64().unwrap(),
+            l["forward_s"].as_f64().unwrap(),
+            l["step_s"].as_f64().unwrap(),
+        );
+        assert!(at > last_at && fwd > 0.0 && step >= fwd, "{text}");
+        last_at = at;
+    }
+}
+
+#[test]
+fn an_unwritable_step_log_is_refused_by_name() {
+    let (model, tok) = need_model!();
+    let path = std::path::PathBuf::from("/nonexistent-dir/steps.jsonl");
+    let err = start_engine(
+        model,
+        tok,
+        EngineConfig {
+            step_log: Some(path),
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        err.to_string().contains("/nonexistent-dir/steps.jsonl"),
+        "{err}"
+    );
+}
