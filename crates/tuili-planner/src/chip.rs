@@ -175,9 +175,20 @@ pub struct Elementwise {
     pub gelu_tanh_mul: Sourced,
     /// RoPE rotation, per rotated value.
     pub rope: Sourced,
+    /// Attention over an f16 KV cache (scores, softmax and the weighted sum of values),
+    /// 10⁹ multiply-adds per second: two a cached position, head and head element; the
+    /// cache streamed from memory, as a decode step reads it. Absent from profiles probed
+    /// before it was measured (attention then costs its FLOPs at the FP32 rate).
+    pub attention: Option<Sourced>,
+    /// The same with the cache in the CPU's caches, as the tokens of a prompt chunk read
+    /// the same rows one after another.
+    pub attention_cached: Option<Sourced>,
 }
 
 impl Elementwise {
+    /// The optional keys of the attention rates.
+    pub const ATTENTION: [&'static str; 2] = ["attention", "attention_cached"];
+
     /// The keys of the `[elementwise]` table, in field order.
     pub const KEYS: [&'static str; 4] = ["rms_norm", "silu_mul", "gelu_tanh_mul", "rope"];
 
@@ -394,14 +405,24 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
         None => None,
         Some(_) => {
             let t = r.table(&root, "elementwise")?;
-            r.only("elementwise", t, &Elementwise::KEYS)?;
+            let mut keys = Elementwise::KEYS.to_vec();
+            keys.extend(Elementwise::ATTENTION);
+            r.only("elementwise", t, &keys)?;
             let [a, b, c, d] =
                 Elementwise::KEYS.map(|k| r.sourced(t, &format!("elementwise.{k}"), false));
+            let [attention, attention_cached] = Elementwise::ATTENTION.map(|k| {
+                t.get(k)
+                    .map(|_| r.sourced(t, &format!("elementwise.{k}"), false))
+                    .transpose()
+            });
+            let (attention, attention_cached) = (attention?, attention_cached?);
             Some(Elementwise {
                 rms_norm: a?,
                 silu_mul: b?,
                 gelu_tanh_mul: c?,
                 rope: d?,
+                attention,
+                attention_cached,
             })
         }
     };
@@ -740,6 +761,14 @@ impl ChipProfile {
             for (k, s) in Elementwise::KEYS.iter().zip(e.fields()) {
                 out += &pair(k, s);
             }
+            for (k, v) in Elementwise::ATTENTION
+                .iter()
+                .zip([&e.attention, &e.attention_cached])
+            {
+                if let Some(a) = v {
+                    out += &pair(k, a);
+                }
+            }
         }
         if let Some(c) = &self.calibration {
             let k = &c.coeffs;
@@ -790,6 +819,44 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), all.len(), "names are unique");
+    }
+
+    #[test]
+    fn the_attention_rate_is_optional_and_round_trips() {
+        let all = load_all(None).expect("built-in profiles are valid");
+        let mut c = all
+            .iter()
+            .find(|c| c.kind == ChipKind::Cpu)
+            .expect("a CPU profile")
+            .clone();
+        let rate = |value: f64| Sourced {
+            value,
+            source: "measured".into(),
+        };
+        let mut e = Elementwise {
+            rms_norm: rate(1.0),
+            silu_mul: rate(2.0),
+            gelu_tanh_mul: rate(0.5),
+            rope: rate(3.0),
+            attention: Some(rate(20.0)),
+            attention_cached: Some(rate(45.0)),
+        };
+        c.elementwise = Some(e.clone());
+        let text = c.to_toml();
+        assert_eq!(parse("x.toml", &text).expect("parses"), c);
+        // A profile probed before the attention rate reads as without one.
+        (e.attention, e.attention_cached) = (None, None);
+        let old = text
+            .replace("attention = { value = 20, source = \"measured\" }\n", "")
+            .replace(
+                "attention_cached = { value = 45, source = \"measured\" }\n",
+                "",
+            );
+        assert_ne!(old, text);
+        assert_eq!(parse("x.toml", &old).expect("parses").elementwise, Some(e));
+        let bad = text.replace("value = 20,", "value = -20,");
+        let err = parse("x.toml", &bad).unwrap_err().to_string();
+        assert!(err.contains("elementwise.attention"), "{err}");
     }
 
     fn h100_text() -> &'static str {

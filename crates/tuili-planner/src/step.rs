@@ -7,7 +7,7 @@
 //! (thread hand-offs, kernel launches, norms, sampling). The η's and overheads come from
 //! [`crate::fit`]; a chip never measured borrows them.
 
-use crate::chip::{ChipKind, ChipProfile, Precision};
+use crate::chip::{ChipKind, ChipProfile, Precision, Sourced};
 use serde::Serialize;
 use tuili_gguf::GgmlType;
 
@@ -169,6 +169,12 @@ pub struct Hardware {
     /// Values per second of the vector ops (RMS norm, SwiGLU, GeGLU, RoPE) with the
     /// step's threads, where the profile measured them.
     pub vector: Option<[f64; 4]>,
+    /// Attention's multiply-adds per second on one thread, where the profile measured
+    /// them (else attention runs at the rate of [`Hardware::attention`]'s precision): a
+    /// decoding token's (the cache streamed from memory), a prompt chunk's (in cache).
+    pub attention_macs: Option<[f64; 2]>,
+    /// Threads the step runs on (1 for an accelerator).
+    pub threads: f64,
     /// Chips the model is split over by tensor parallelism (1: one chip).
     pub tp: usize,
     /// Chip-to-chip bandwidth in each direction, bytes/s.
@@ -208,6 +214,13 @@ impl Hardware {
                 let t = chip.threads_used(threads);
                 [&e.rms_norm, &e.silu_mul, &e.gelu_tanh_mul, &e.rope].map(|r| r.value * 1e9 * t)
             }),
+            attention_macs: chip.elementwise.as_ref().and_then(|e| {
+                let (stream, cached) = (e.attention.as_ref(), e.attention_cached.as_ref());
+                let rate = |s: &Sourced| s.value * 1e9;
+                let decode = stream.or(cached)?;
+                Some([rate(decode), rate(cached.unwrap_or(decode))])
+            }),
+            threads: chip.threads_used(threads),
             tp: 1,
             // Vendors quote both directions together.
             interconnect: chip.interconnect_gbs.value * 1e9 / 2.0,
@@ -411,6 +424,11 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
                 f,
             ));
         }
+        // At a measured rate, attention's units (a token and a K/V head) are shared out
+        // whole among the threads: 3 units on 2 threads take as long as 4.
+        let units = (t * l.kv_heads as f64).max(1.0);
+        let threads = hw.threads.max(1.0);
+        let shared = threads * units / ((units / threads).ceil() * threads);
         for c in step.chunks() {
             // A chunk reads the cache its tokens see once and writes its own K/V.
             let end = c.start + c.n;
@@ -419,7 +437,13 @@ pub fn step_ops(m: &ModelCost, hw: &Hardware, step: &StepShape) -> StepOps {
             let flops = attended_sum(c.start, c.n, l.window) as f64 * per_pos_flops;
             ops.push(OpTime {
                 mem_s: bytes / tp / hw.bandwidth,
-                comp_s: flops / tp / hw.ops_at(hw.attention),
+                comp_s: match hw.attention_macs {
+                    Some([decode, chunk]) => {
+                        let per_thread = if c.n == 1 { decode } else { chunk };
+                        flops / 2.0 / tp / (per_thread * shared)
+                    }
+                    None => flops / tp / hw.ops_at(hw.attention),
+                },
             });
         }
     }
@@ -569,6 +593,8 @@ mod tests {
             kernels: Vec::new(),
             matvec: Vec::new(),
             vector: None,
+            attention_macs: None,
+            threads: 1.0,
             tp: 1,
             interconnect: 1e11,
             allreduce_latency_s: 1e-6,
@@ -677,5 +703,34 @@ mod tests {
         let local = step_ops(&m, &h, &long);
         let mem = |s: &StepOps| s.ops.iter().map(|o| o.mem_s).sum::<f64>();
         assert!(mem(&local) < 0.2 * mem(&global));
+    }
+
+    /// At a measured rate, attention costs its multiply-adds at that rate per thread (a
+    /// decoding token's here), its units (a token and a K/V head) shared out whole: 3
+    /// units on 2 threads take 2 units' time.
+    #[test]
+    fn attention_at_its_measured_rate_shares_whole_units() {
+        let mut m = tiny();
+        let (rate, threads) = (2e9, 2.0);
+        let h = Hardware {
+            attention_macs: Some([rate, 3.0 * rate]),
+            threads,
+            ..hw(1e15, 1e15)
+        };
+        for kv_heads in [3, 8] {
+            for l in &mut m.layers {
+                l.kv_heads = kv_heads;
+            }
+            // The same step 1000 positions further on: the difference is attention alone.
+            let c = |pos| step_ops(&m, &h, &StepShape::decode(1, pos)).seconds(&FULL_RATE);
+            let extra = c(2000) - c(1000);
+            let macs = 2.0 * 1000.0 * (m.n_head * m.head_dim * m.layers.len()) as f64;
+            let share = kv_heads as f64 / ((kv_heads as f64 / threads).ceil() * threads);
+            let want = macs / (rate * threads * share);
+            assert!(
+                (extra / want - 1.0).abs() < 1e-6,
+                "{kv_heads}: {extra} {want}"
+            );
+        }
     }
 }
