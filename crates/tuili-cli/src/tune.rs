@@ -8,13 +8,13 @@ use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use tuili_backend::kernels::{self, tune};
+use tuili_backend::kernels::{self, tune, tune::FormatChoice};
 
 use crate::{load, registry};
 
 /// Bumped when the tunables or their measurement change meaning: older files are
 /// measured again.
-const VERSION: u64 = 1;
+const VERSION: u64 = 2;
 
 /// Applies this CPU's tunables once per process: from the cache, else measured and
 /// cached.
@@ -41,18 +41,35 @@ pub fn ensure() {
 pub fn retune() -> Result<()> {
     let k = kernels::select();
     let path = cache_path(k.name());
-    let trials = measure_and_write(&path)?;
+    let m = measure_and_write(&path)?;
     println!("kernel tunables for {} ({} table)", cpu_ident().0, k.name());
-    if trials.is_empty() {
+    if m.tiles.is_empty() && m.tables.is_empty() {
         println!("this table has no tunables");
-    } else {
+    }
+    if let Some(table) = m.tiles_table {
+        println!("\ntile shapes of the {table} products, 64 tokens:\n");
         println!("| format | whole-group tiles GMAC/s | half-group tiles GMAC/s | chosen |");
         println!("| --- | ---: | ---: | --- |");
-        for t in &trials {
+        for t in &m.tiles {
             let chosen = if t.half { "half" } else { "whole" };
             println!(
                 "| {} | {:.1} | {:.1} | {chosen} |",
                 t.format, t.group_gmacs, t.half_gmacs
+            );
+        }
+    }
+    if let Some(narrow) = k.narrower_name() {
+        println!(
+            "\n{} against {narrow} (products: GMAC/s, a format times its tokens; attention: GFLOP/s, head size):\n",
+            k.name()
+        );
+        println!("| kernel | {} | {narrow} | chosen |", k.name());
+        println!("| --- | ---: | ---: | --- |");
+        for t in &m.tables {
+            let chosen = if t.chose_narrow { narrow } else { k.name() };
+            println!(
+                "| {} | {:.1} | {:.1} | {chosen} |",
+                t.kernel, t.wide, t.narrow
             );
         }
     }
@@ -61,9 +78,10 @@ pub fn retune() -> Result<()> {
 }
 
 /// Measures, applies and caches the tunables; returns the measurement.
-fn measure_and_write(path: &PathBuf) -> Result<Vec<tune::Trial>> {
+fn measure_and_write(path: &PathBuf) -> Result<tune::Measurement> {
     let k = kernels::select();
-    let (t, trials) = tune::measure(k);
+    let m = tune::measure(k);
+    let t = m.tunables;
     tune::set(t);
     let (cpu, _) = cpu_ident();
     let doc = json!({
@@ -71,10 +89,18 @@ fn measure_and_write(path: &PathBuf) -> Result<Vec<tune::Trial>> {
         "cpu": cpu,
         "table": k.name(),
         "half_tiles": t.half_tile_formats(),
-        "trials": trials.iter().map(|t| json!({
+        "narrow_many": t.formats(FormatChoice::NarrowMany),
+        "narrow_one": t.formats(FormatChoice::NarrowOne),
+        "narrow_attention": t.narrow_attention_kernels(),
+        "trials": m.tiles.iter().map(|t| json!({
             "format": t.format,
-            "group_gmacs": (t.group_gmacs * 10.0).round() / 10.0,
-            "half_gmacs": (t.half_gmacs * 10.0).round() / 10.0,
+            "group_gmacs": round1(t.group_gmacs),
+            "half_gmacs": round1(t.half_gmacs),
+        })).collect::<Vec<_>>(),
+        "table_trials": m.tables.iter().map(|t| json!({
+            "kernel": t.kernel,
+            "wide": round1(t.wide),
+            "narrow": round1(t.narrow),
         })).collect::<Vec<_>>(),
     });
     let dir = path.parent().context("the cache path has no folder")?;
@@ -85,7 +111,11 @@ fn measure_and_write(path: &PathBuf) -> Result<Vec<tune::Trial>> {
     std::fs::write(&tmp, serde_json::to_string_pretty(&doc)? + "\n")
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(trials)
+    Ok(m)
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }
 
 /// The cached tunables for `table`, `None` when there is no cache or it is of another
@@ -103,14 +133,25 @@ fn read(path: &PathBuf, table: &str) -> Result<Option<tune::Tunables>> {
     if doc.get("table").and_then(Value::as_str) != Some(table) {
         bail!("it is not for the {table} table");
     }
-    let Some(names) = doc.get("half_tiles").and_then(Value::as_array) else {
-        bail!("no \"half_tiles\" list");
+    let list = |key: &str| -> Result<Vec<&str>> {
+        let Some(names) = doc.get(key).and_then(Value::as_array) else {
+            bail!("no \"{key}\" list");
+        };
+        names
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .with_context(|| format!("\"{key}\" holds a non-string"))
+            })
+            .collect()
     };
-    let names: Vec<&str> = names
-        .iter()
-        .map(|v| v.as_str().context("\"half_tiles\" holds a non-string"))
-        .collect::<Result<_>>()?;
-    tune::Tunables::from_half_tile_formats(&names)
+    let (half, many) = (list("half_tiles")?, list("narrow_many")?);
+    let (one, attention) = (list("narrow_one")?, list("narrow_attention")?);
+    tune::Tunables::default()
+        .with_formats(FormatChoice::HalfTiles, &half)
+        .and_then(|t| t.with_formats(FormatChoice::NarrowMany, &many))
+        .and_then(|t| t.with_formats(FormatChoice::NarrowOne, &one))
+        .and_then(|t| t.with_narrow_attention(&attention))
         .map(Some)
         .map_err(anyhow::Error::msg)
 }
@@ -175,13 +216,20 @@ mod tests {
     fn cached_tunables_are_read_back_and_bad_files_named() {
         let ok = temp(
             "ok.json",
-            r#"{"version": 1, "table": "avx2", "half_tiles": ["Q5_0", "Q6_K"]}"#,
+            r#"{"version": 2, "table": "avx2", "half_tiles": ["Q5_0", "Q6_K"],
+                "narrow_many": ["Q4_K"], "narrow_one": [], "narrow_attention": ["scores/256"]}"#,
         );
         let t = read(&ok, "avx2").unwrap().unwrap();
         assert_eq!(t.half_tile_formats(), ["Q5_0", "Q6_K"]);
+        assert_eq!(t.formats(FormatChoice::NarrowMany), ["Q4_K"]);
+        assert!(t.formats(FormatChoice::NarrowOne).is_empty());
+        assert_eq!(t.narrow_attention_kernels(), ["scores/256"]);
         let e = read(&ok, "neon").unwrap_err().to_string();
         assert!(e.contains("neon"), "{e}");
-        let old = temp("old.json", r#"{"version": 0, "table": "avx2"}"#);
+        let old = temp(
+            "old.json",
+            r#"{"version": 1, "table": "avx2", "half_tiles": ["Q5_0"]}"#,
+        );
         assert!(read(&old, "avx2").unwrap().is_none());
         let missing = std::env::temp_dir().join("tuili-tune-test-none/x.json");
         assert!(read(&missing, "avx2").unwrap().is_none());
@@ -189,18 +237,30 @@ mod tests {
             ("bad.json", "{not json", "not JSON"),
             (
                 "nolist.json",
-                r#"{"version": 1, "table": "avx2"}"#,
+                r#"{"version": 2, "table": "avx2"}"#,
                 "half_tiles",
             ),
             (
+                "nonarrow.json",
+                r#"{"version": 2, "table": "avx2", "half_tiles": [], "narrow_many": []}"#,
+                "narrow_one",
+            ),
+            (
                 "fmt.json",
-                r#"{"version": 1, "table": "avx2", "half_tiles": ["F16"]}"#,
+                r#"{"version": 2, "table": "avx2", "half_tiles": ["F16"],
+                    "narrow_many": [], "narrow_one": [], "narrow_attention": []}"#,
                 "'F16'",
             ),
             (
                 "num.json",
-                r#"{"version": 1, "table": "avx2", "half_tiles": [5]}"#,
+                r#"{"version": 2, "table": "avx2", "half_tiles": [5]}"#,
                 "non-string",
+            ),
+            (
+                "attention.json",
+                r#"{"version": 2, "table": "avx2", "half_tiles": [],
+                    "narrow_many": [], "narrow_one": [], "narrow_attention": ["scores/99"]}"#,
+                "'scores/99'",
             ),
         ] {
             let e = format!("{:#}", read(&temp(name, text), "avx2").unwrap_err());

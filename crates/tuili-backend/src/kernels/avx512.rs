@@ -51,6 +51,7 @@ static AVX512: Kernels = Kernels {
     float_gemm: float::float_gemm,
     scores: attention::scores,
     mix: attention::mix,
+    narrower: Some(&AVX2),
     ..AVX2
 };
 

@@ -8,6 +8,7 @@ use crate::pool::SyncPtr;
 
 #[cfg(target_arch = "aarch64")]
 use super::neon;
+use super::tune::Attention;
 #[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512};
 use super::{
@@ -80,6 +81,10 @@ pub struct Kernels {
     pub(super) scores: RowsFn,
     pub(super) mix: RowsFn,
     pub(super) softmax: SoftmaxFn,
+    /// A table of narrower registers this CPU also runs (AVX2 under AVX-512), whose
+    /// products and attention kernels the tunables may choose instead (`tune`): the
+    /// same specification, so the same bits.
+    pub(super) narrower: Option<&'static Kernels>,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -92,6 +97,12 @@ impl Kernels {
     /// `"avx512"`, `"avx2"`, `"neon"` or `"scalar"` (`"...+f32-reference"` when forced so).
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// The name of the narrower table whose kernels the tunables may choose instead
+    /// (`"avx2"` under `"avx512"`), if any.
+    pub fn narrower_name(&self) -> Option<&'static str> {
+        self.narrower.map(|n| n.name)
     }
 
     /// Dot product of two f32 rows (attention scores), in a fixed order:
@@ -136,8 +147,9 @@ impl Kernels {
         out: &mut [f32],
     ) {
         check_rows("scores", ty, q.len(), hd, base, rows, out.len());
+        let table = self.for_attention(Attention::Scores, hd);
         // SAFETY: as in `dot`; shapes checked.
-        unsafe { (self.scores)(ty, q, base, rows, out) }
+        unsafe { (table.scores)(ty, q, base, rows, out) }
     }
 
     /// Weighted sums of `rows.len()` value rows for `g` heads: `out[h] = Σ_p coef[h, p]
@@ -161,8 +173,18 @@ impl Kernels {
             out.len() * rows.len() / coef.len()
         };
         check_rows("mix", ty, out.len(), hd, base, rows, coef.len());
+        let table = self.for_attention(Attention::Mix, hd);
         // SAFETY: as in `dot`; shapes checked.
-        unsafe { (self.mix)(ty, coef, base, rows, out) }
+        unsafe { (table.mix)(ty, coef, base, rows, out) }
+    }
+
+    /// The table that runs attention kernel `k` over heads of `hd` elements: this one,
+    /// or its narrower twin where the tunables chose it.
+    fn for_attention(&self, k: Attention, hd: usize) -> &Kernels {
+        match self.narrower {
+            Some(n) if super::tune::current().narrow_attention(k, hd) => n,
+            _ => self,
+        }
     }
 
     /// `ops::softmax_scaled` (the same bits), compiled for this instruction set.
@@ -361,9 +383,13 @@ impl Kernels {
         nt: usize,
         out: Out,
     ) {
-        let half = super::tune::current().half_tiles(p.fmt);
+        let t = super::tune::current();
+        let table = match self.narrower {
+            Some(n) if t.narrow_product(p.fmt, nt) => n,
+            _ => self,
+        };
         // SAFETY: the caller upholds this method's contract, which is the one below
-        unsafe { self.interleaved_tiled(p, rows, acts, nt, out, half) }
+        unsafe { table.interleaved_tiled(p, rows, acts, nt, out, t.half_tiles(p.fmt)) }
     }
 
     /// [`Kernels::interleaved`] in the tile shape given (`half`: half-group tiles for
@@ -443,6 +469,7 @@ static SCALAR: Kernels = Kernels {
     scores: super::scalar::scores_by_dot,
     mix: super::scalar::mix_by_axpy,
     softmax: super::scalar::softmax,
+    narrower: None,
 };
 
 /// The plain-Rust kernels: the specification the SIMD ones match bit for bit.

@@ -49,6 +49,7 @@ pub(super) static AVX2: Kernels = Kernels {
     scores,
     mix,
     softmax,
+    narrower: None,
 };
 
 /// The AVX2 table, if this CPU has AVX2, FMA and F16C.

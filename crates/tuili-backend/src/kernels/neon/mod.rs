@@ -38,6 +38,7 @@ static NEON: Kernels = Kernels {
     scores: scores_by_dot,
     mix: mix_by_axpy,
     softmax: super::scalar::softmax,
+    narrower: None,
 };
 
 /// The NEON table (NEON is part of the aarch64 baseline).
