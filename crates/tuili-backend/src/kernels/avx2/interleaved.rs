@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use std::marker::PhantomData;
 
-use super::super::interleave::{code_bytes, code_offset, has_min, Packed, PREFETCH_BYTES};
+use super::super::interleave::{code_offset, has_min, Packed, Prefetch};
 use super::super::{Out, QFormat, QuantActs};
 use super::interleaved_k::{KMin, K16, Q2, Q3, Q6};
 
@@ -357,18 +357,16 @@ unsafe fn tile<C: Codes, const T: usize, const NH: usize>(
         let nbp = a.nbp();
         let group = p.bytes.as_ptr().add(g * p.group_bytes);
         let (scales, mins) = (group.add(p.scales_at()), group.add(p.mins_at()));
-        let (codes, cb) = (group.add(p.codes_at()), code_bytes(p.fmt));
+        let codes = group.add(p.codes_at());
         let xq: [*const i32; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr() as *const i32);
         let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
         let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
         let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
         let (offset, min) = (code_offset(p.fmt), has_min(p.fmt));
+        let prefetch = Prefetch::new(p, 1);
         let mut acc = [[_mm256_setzero_ps(); T]; NH];
         for b in 0..p.nb() {
-            let ahead = codes.wrapping_add(cb * b + PREFETCH_BYTES);
-            for line in 0..cb / 64 {
-                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line) as *const i8);
-            }
+            prefetch.block(group, b);
             let mut s = [[_mm256_setzero_si256(); T]; NH];
             C::pairs::<T, NH>(codes, b, first, &xq, &mut s);
             for h in 0..NH {

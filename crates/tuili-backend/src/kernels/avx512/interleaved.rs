@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use std::marker::PhantomData;
 
-use super::super::interleave::{code_bytes, code_offset, Packed, IROWS, PREFETCH_BYTES};
+use super::super::interleave::{code_offset, Packed, Prefetch, IROWS};
 use super::super::{Out, QFormat, QuantActs};
 use super::dot32;
 use super::interleaved_k::{KMin, K16, Q2, Q3, Q6};
@@ -272,19 +272,16 @@ unsafe fn tile<C: Codes, const M: u8, const G: usize, const T: usize>(
         let base: [*const u8; G] =
             std::array::from_fn(|i| p.bytes.as_ptr().add((g + i) * p.group_bytes));
         let codes = base.map(|b| b.add(p.codes_at()));
-        let cb = code_bytes(p.fmt);
         let xq: [*const i32; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr() as *const i32);
         let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
         let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
         let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
         let offset = code_offset(p.fmt);
+        let prefetch = Prefetch::new(p, G);
         let mut acc = [[_mm512_setzero_ps(); T]; G];
         for b in 0..nb {
-            for c in codes {
-                let ahead = c.wrapping_add(cb * b + PREFETCH_BYTES);
-                for line in 0..cb / 64 {
-                    _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line) as *const i8);
-                }
+            for group in base {
+                prefetch.block(group, b);
             }
             let mut s = [[_mm512_setzero_si512(); T]; G];
             C::pairs::<G, T>(&codes, b, &xq, &mut s);
