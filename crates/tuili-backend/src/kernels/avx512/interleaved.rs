@@ -211,6 +211,10 @@ unsafe fn tiles<K: Tile>(p: &Packed, rows: Range<usize>, a: &QuantActs, nt: usiz
     unsafe {
         debug_assert!(rows.start.is_multiple_of(IROWS) && rows.end <= p.rows);
         let (g0, g1) = (rows.start / IROWS, rows.end.div_ceil(IROWS));
+        let prefetch = Prefetch::new(p, 2);
+        for i in g0..g1.min(g0 + 2) {
+            prefetch.ramp(p.bytes.as_ptr().add(i * p.group_bytes));
+        }
         let mut g = g0;
         while g < g1 {
             let two = g + 1 < g1;
