@@ -88,7 +88,7 @@ fn measure_and_write(path: &PathBuf) -> Result<tune::Measurement> {
         "version": VERSION,
         "cpu": cpu,
         "table": k.name(),
-        "half_tiles": t.half_tile_formats(),
+        "half_tiles": t.formats(FormatChoice::HalfTiles),
         "narrow_many": t.formats(FormatChoice::NarrowMany),
         "narrow_one": t.formats(FormatChoice::NarrowOne),
         "narrow_attention": t.narrow_attention_kernels(),
@@ -220,7 +220,7 @@ mod tests {
                 "narrow_many": ["Q4_K"], "narrow_one": [], "narrow_attention": ["scores/256"]}"#,
         );
         let t = read(&ok, "avx2").unwrap().unwrap();
-        assert_eq!(t.half_tile_formats(), ["Q5_0", "Q6_K"]);
+        assert_eq!(t.formats(FormatChoice::HalfTiles), ["Q5_0", "Q6_K"]);
         assert_eq!(t.formats(FormatChoice::NarrowMany), ["Q4_K"]);
         assert!(t.formats(FormatChoice::NarrowOne).is_empty());
         assert_eq!(t.narrow_attention_kernels(), ["scores/256"]);

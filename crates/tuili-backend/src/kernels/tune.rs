@@ -151,11 +151,6 @@ impl Tunables {
             .collect()
     }
 
-    /// The formats whose products run in half tiles.
-    pub fn half_tile_formats(self) -> Vec<&'static str> {
-        self.formats(FormatChoice::HalfTiles)
-    }
-
     /// The attention kernels that run on the narrower table, e.g. `["scores/256"]`.
     pub fn narrow_attention_kernels(self) -> Vec<String> {
         attention_kernels()
@@ -188,11 +183,6 @@ impl Tunables {
                     )
                 })
         })
-    }
-
-    /// The tunables with half tiles for exactly the formats `names`, nothing else.
-    pub fn from_half_tile_formats<S: AsRef<str>>(names: &[S]) -> Result<Tunables, String> {
-        Tunables::default().with_formats(FormatChoice::HalfTiles, names)
     }
 
     /// These tunables with exactly the attention kernels `names` (as
@@ -466,14 +456,18 @@ mod tests {
 
     #[test]
     fn tunables_name_their_formats_and_refuse_others() {
-        let t = Tunables::from_half_tile_formats(&["Q5_0", "q6_k"]).unwrap();
+        let t = Tunables::default()
+            .with_formats(FormatChoice::HalfTiles, &["Q5_0", "q6_k"])
+            .unwrap();
         assert!(t.half_tiles(QFormat::Q5_0) && t.half_tiles(QFormat::Q6K));
         assert!(!t.half_tiles(QFormat::Q4_0) && !t.half_tiles(QFormat::Mxfp4));
-        assert_eq!(t.half_tile_formats(), ["Q5_0", "Q6_K"]);
-        let err = Tunables::from_half_tile_formats(&["Q5_0", "MXFP4"]).unwrap_err();
+        assert_eq!(t.formats(FormatChoice::HalfTiles), ["Q5_0", "Q6_K"]);
+        let err = Tunables::default()
+            .with_formats(FormatChoice::HalfTiles, &["Q5_0", "MXFP4"])
+            .unwrap_err();
         assert!(err.contains("'MXFP4'") && err.contains("Q4_0"), "{err}");
         assert_eq!(
-            Tunables::from_half_tile_formats::<&str>(&[]),
+            Tunables::default().with_formats::<&str>(FormatChoice::HalfTiles, &[]),
             Ok(Tunables::default())
         );
     }
@@ -536,7 +530,12 @@ mod tests {
                 .filter(|t| t.half)
                 .map(|t| t.format)
                 .collect();
-            assert_eq!(m.tunables.half_tile_formats(), chosen, "{}", k.name());
+            assert_eq!(
+                m.tunables.formats(FormatChoice::HalfTiles),
+                chosen,
+                "{}",
+                k.name()
+            );
             let want = if k.narrower.is_some() { 2 * n + 6 } else { 0 };
             assert_eq!(m.tables.len(), want, "{}", k.name());
             for tr in &m.tables {
