@@ -19,8 +19,9 @@ use tuili_planner::fit::{self, Obs};
 use tuili_planner::plan::{self, Plan, PlanOptions};
 use tuili_planner::probe;
 use tuili_planner::report;
-use tuili_planner::sim;
+use tuili_planner::sim::{self, LengthOf, Lengths};
 use tuili_planner::step::{step_ops, Hardware, ServeCoeffs};
+use tuili_planner::PlanError;
 
 use crate::registry;
 
@@ -104,12 +105,13 @@ pub struct PlanArgs {
     /// Requests per simulated rate.
     #[arg(long = "requests", default_value_t = 200)]
     requests: usize,
-    /// Prompt tokens per simulated request.
-    #[arg(long = "prompt-len", default_value_t = 512)]
-    prompt_len: usize,
-    /// Generated tokens per simulated request.
-    #[arg(long = "output-len", default_value_t = 128)]
-    output_len: usize,
+    /// Prompt tokens per simulated request: N, A..B (uniform), lognormal:MEDIAN,SIGMA,MAX
+    /// or trace:FILE (the prompt lengths of a recorded trace, drawn with replacement).
+    #[arg(long = "prompt-len", default_value = "512", value_parser = prompt_lengths)]
+    prompt_len: Lengths,
+    /// Generated tokens per simulated request, as --prompt-len.
+    #[arg(long = "output-len", default_value = "128", value_parser = output_lengths)]
+    output_len: Lengths,
     /// Most sequences the simulated engine runs together (as `tuili serve`).
     #[arg(long = "max-num-seqs", default_value_t = EngineConfig::default().max_num_seqs)]
     max_num_seqs: usize,
@@ -265,7 +267,7 @@ fn html(a: &PlanArgs, all: &[ChipProfile]) -> Result<()> {
             .map(at)
             .collect::<Result<Vec<_>, _>>()?;
         // Requests/s the decode of --max-num-seqs sequences sustains.
-        let cap = at(a.max_num_seqs.min(most))?.decode_tokens_per_s_batch / a.output_len as f64;
+        let cap = at(a.max_num_seqs.min(most))?.decode_tokens_per_s_batch / a.output_len.mean();
         let engine = engine_config(a, &o);
         let threads = chip.cpu.as_ref().and(o.threads);
         let hw = Hardware {
@@ -373,8 +375,10 @@ fn simulate(
             "calibration": source,
             "serving": serving_of(chip),
             "max_num_seqs": a.max_num_seqs,
-            "prompt_len": a.prompt_len,
-            "output_len": a.output_len,
+            "prompt_len": a.prompt_len.mean(),
+            "output_len": a.output_len.mean(),
+            "prompt_lengths": a.prompt_len.to_string(),
+            "output_lengths": a.output_len.to_string(),
             "runs": results,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -602,12 +606,20 @@ fn observations(files: &[PathBuf], chip: &ChipProfile) -> Result<Vec<(BenchRun, 
     Ok(out)
 }
 
+fn prompt_lengths(text: &str) -> Result<Lengths, PlanError> {
+    Lengths::parse(text, LengthOf::Prompt)
+}
+
+fn output_lengths(text: &str) -> Result<Lengths, PlanError> {
+    Lengths::parse(text, LengthOf::Output)
+}
+
 fn workload(a: &PlanArgs, rate: f64) -> sim::Workload {
     sim::Workload {
         rate,
         requests: a.requests,
-        prompt_len: a.prompt_len,
-        output_len: a.output_len,
+        prompt_len: a.prompt_len.clone(),
+        output_len: a.output_len.clone(),
         seed: a.seed,
         burstiness: a.burstiness,
     }

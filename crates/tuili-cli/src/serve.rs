@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// forward pass and the whole step took): `tuili plan --steps` reads it.
     #[arg(long = "step-log")]
     step_log: Option<std::path::PathBuf>,
+    /// Write one JSON line per request as it ends (arrival, prompt and generated
+    /// tokens) to this file: the trace `tuili plan --simulate --trace` replays.
+    #[arg(long = "trace")]
+    trace: Option<std::path::PathBuf>,
     /// Name the model is served under (default: the known model's name or the file stem).
     #[arg(long = "model-name")]
     model_name: Option<String>,
@@ -205,6 +209,7 @@ pub fn prepare(
         kv_memory_bytes: a.kv_memory,
         max_batched_tokens: a.max_batched_tokens,
         step_log: a.step_log,
+        request_trace: a.trace,
         ..EngineConfig::default()
     };
     let model_args = a.model;

@@ -252,6 +252,43 @@ fn simulation_and_slo_search_answer_in_json() {
     let run = &replay["runs"][0];
     assert_eq!(run["requests"].as_u64(), Some(3), "{replay}");
     assert!((num(run, "rate") - 0.02).abs() < 1e-9, "{replay}");
+    // Lengths drawn from the trace's prompts and a uniform range of outputs.
+    let prompts = format!("trace:{t}");
+    let drawn = json(&[
+        "-m",
+        m,
+        "-o",
+        "json",
+        "--chip",
+        "l4",
+        "--requests",
+        "50",
+        "--simulate",
+        "--prompt-len",
+        &prompts,
+        "--output-len",
+        "4..12",
+    ]);
+    assert_eq!(
+        drawn["prompt_lengths"].as_str(),
+        Some(prompts.as_str()),
+        "{drawn}"
+    );
+    assert!(close(num(&drawn, "prompt_len"), 160.0 / 3.0), "{drawn}");
+    assert_eq!(num(&drawn, "output_len"), 8.0, "{drawn}");
+    let e = err(&[
+        "-m",
+        m,
+        "--chip",
+        "l4",
+        "--simulate",
+        "--output-len",
+        "9..3",
+    ]);
+    assert!(
+        e.contains("--output-len") && e.contains("9 is above 3"),
+        "{e}"
+    );
     let bursty = with(&["--simulate", "--rate", "50", "--burstiness", "0.1"]);
     let even = with(&["--simulate", "--rate", "50", "--burstiness", "10"]);
     assert!(

@@ -6,9 +6,11 @@
 mod constraint;
 pub mod kv_blocks;
 pub mod kv_events;
+mod line_log;
 pub mod metrics;
 mod perplexity;
 pub mod request;
+mod request_trace;
 pub mod runner;
 mod sampler;
 pub mod scheduler;

@@ -26,6 +26,7 @@ use crate::kv_blocks::SeqId;
 use crate::kv_events::KvEventSender;
 use crate::metrics::EngineMetrics;
 use crate::request::{Event, GenerateRequest, SubmitError, TokenLogprob, Usage};
+use crate::request_trace::RequestTrace;
 use crate::runner::{CpuRunner, KvLayout, KvType, Runner, DEFAULT_KV_TYPE};
 use crate::scheduler::{ScheduledSeq, SchedulerConfig, SeqEvent, SeqRequest};
 use crate::step_log::{StepLog, StepTimes};
@@ -55,6 +56,9 @@ pub struct EngineConfig {
     pub kv_events: Option<KvEventSender>,
     /// Where to write a line per engine step (none: not recorded); see [`StepLog`].
     pub step_log: Option<PathBuf>,
+    /// Where to write a line per request as it ends, the load `tuili plan --simulate
+    /// --trace` replays (none: not recorded); see `request_trace`.
+    pub request_trace: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +74,7 @@ impl Default for EngineConfig {
             v_type: DEFAULT_KV_TYPE,
             kv_events: None,
             step_log: None,
+            request_trace: None,
         }
     }
 }
@@ -431,15 +436,18 @@ pub fn start_engine_with(
     if let Some(tx) = cfg.kv_events.clone() {
         scheduler.send_kv_events(tx);
     }
-    let step_log = match &cfg.step_log {
-        Some(path) => Some(StepLog::create(path).map_err(|e| {
-            EngineError::Invalid(format!(
-                "cannot create the step log {}: {e}",
-                path.display()
-            ))
-        })?),
-        None => None,
-    };
+    let step_log = cfg
+        .step_log
+        .as_deref()
+        .map(StepLog::create)
+        .transpose()
+        .map_err(EngineError::Invalid)?;
+    let request_trace = cfg
+        .request_trace
+        .as_deref()
+        .map(RequestTrace::create)
+        .transpose()
+        .map_err(EngineError::Invalid)?;
     let runner = make_runner(KvLayout {
         n_blocks: num_blocks,
         block_size: cfg.block_size,
@@ -466,6 +474,7 @@ pub fn start_engine_with(
         metrics: EngineMetrics::default(),
         in_step: Vec::new(),
         step_log,
+        request_trace,
         forward_span: None,
     };
     let thread_shared = shared.clone();
@@ -525,6 +534,8 @@ struct EngineCore {
     in_step: Vec<SeqId>,
     /// Where each step is recorded, if anywhere.
     step_log: Option<StepLog>,
+    /// Where each request is recorded as it ends, if anywhere.
+    request_trace: Option<RequestTrace>,
     /// When the last forward pass began and ended.
     forward_span: Option<(Instant, Instant)>,
 }
@@ -678,6 +689,10 @@ impl EngineCore {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
         }
         self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        if let Some(trace) = &mut self.request_trace {
+            let prompt = a.req.prompt.len();
+            trace.record(a.submitted, prompt, a.tokens.len().saturating_sub(prompt));
+        }
         // Gauges are current before the client hears that its request ended.
         self.publish();
         Some(a)

@@ -8,20 +8,17 @@
 //! then what the step ran, one chunk per sequence, in the scheduler's order (decodes
 //! first).
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::Instant;
 
+use crate::line_log::LineLog;
 use crate::scheduler::ScheduledSeq;
 
 /// An open step log.
 pub struct StepLog {
-    out: BufWriter<File>,
+    out: LineLog,
     t0: Instant,
     last_end: Option<Instant>,
-    /// Set after a failed write: the log stops, serving does not.
-    broken: bool,
 }
 
 /// When the parts of one step began and ended.
@@ -36,12 +33,11 @@ pub struct StepTimes {
 
 impl StepLog {
     /// Creates (or truncates) the log at `path`.
-    pub fn create(path: &Path) -> std::io::Result<StepLog> {
+    pub fn create(path: &Path) -> Result<StepLog, String> {
         Ok(StepLog {
-            out: BufWriter::new(File::create(path)?),
+            out: LineLog::create(path, "the step log")?,
             t0: Instant::now(),
             last_end: None,
-            broken: false,
         })
     }
 
@@ -50,28 +46,17 @@ impl StepLog {
         let secs = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64();
         let idle = self.last_end.map_or(0.0, |e| secs(e, t.begin));
         self.last_end = Some(t.end);
-        if self.broken {
-            return;
-        }
         let chunks: Vec<String> = plan
             .iter()
             .map(|s| format!("[{},{},{}]", s.start_pos, s.tokens.len(), s.sample))
             .collect();
-        let line = format!(
-            "{{\"at_s\":{:.6},\"idle_s\":{:.6},\"forward_s\":{:.6},\"step_s\":{:.6},\"chunks\":[{}]}}\n",
+        self.out.write(&format!(
+            "{{\"at_s\":{:.6},\"idle_s\":{:.6},\"forward_s\":{:.6},\"step_s\":{:.6},\"chunks\":[{}]}}",
             secs(self.t0, t.begin),
             idle,
             secs(t.forward.0, t.forward.1),
             secs(t.begin, t.end),
             chunks.join(",")
-        );
-        if let Err(e) = self
-            .out
-            .write_all(line.as_bytes())
-            .and_then(|_| self.out.flush())
-        {
-            crate::serve::tracing_stderr(&format!("the step log stopped: {e}"));
-            self.broken = true;
-        }
+        ));
     }
 }

@@ -384,21 +384,76 @@ fn the_step_log_records_each_step_as_it_ran() {
 }
 
 #[test]
-fn an_unwritable_step_log_is_refused_by_name() {
+fn the_request_trace_records_each_request_as_it_ended() {
     let (model, tok) = need_model!();
-    let path = std::path::PathBuf::from("/nonexistent-dir/steps.jsonl");
-    let err = start_engine(
+    let path = std::env::temp_dir().join(format!("tuili-trace-{}.jsonl", std::process::id()));
+    let h = start_engine(
         model,
-        tok,
+        tok.clone(),
         EngineConfig {
-            step_log: Some(path),
+            n_ctx: 512,
+            request_trace: Some(path.clone()),
             ..Default::default()
         },
     )
-    .err()
-    .expect("refused");
-    assert!(
-        err.to_string().contains("/nonexistent-dir/steps.jsonl"),
-        "{err}"
-    );
+    .unwrap();
+    let first = tok.encode("The capital of France is", true, false);
+    let second = tok.encode("Once upon a time, in a land far away,", true, false);
+    let (_, a, _) = collect(&h, greedy(first.clone(), 5));
+    let (_, b, _) = collect(&h, greedy(second.clone(), 3));
+    // The line is written as the request ends, before its client hears of it.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(u64, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["prompt_tokens"].as_u64().unwrap(),
+                l["output_tokens"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        (first.len() as u64, a.len() as u64),
+        (second.len() as u64, b.len() as u64),
+    ];
+    assert_eq!(got, want, "{text}");
+    let at: Vec<f64> = lines
+        .iter()
+        .map(|l| l["arrival_s"].as_f64().unwrap())
+        .collect();
+    assert!(0.0 <= at[0] && at[0] < at[1], "{text}");
+}
+
+#[test]
+fn unwritable_logs_are_refused_by_name() {
+    for (log, trace) in [(true, false), (false, true)] {
+        let (model, tok) = need_model!();
+        let path = std::path::PathBuf::from("/nonexistent-dir/lines.jsonl");
+        let err = start_engine(
+            model,
+            tok,
+            EngineConfig {
+                step_log: log.then(|| path.clone()),
+                request_trace: trace.then(|| path.clone()),
+                ..Default::default()
+            },
+        )
+        .err()
+        .expect("refused");
+        let what = if log {
+            "the step log"
+        } else {
+            "the request trace"
+        };
+        let e = err.to_string();
+        assert!(
+            e.contains(what) && e.contains("/nonexistent-dir/lines.jsonl"),
+            "{e}"
+        );
+    }
 }

@@ -15,7 +15,7 @@ use tuili_models::{Config, SplitMix64};
 use serde::Serialize;
 
 use crate::cost::ModelCost;
-pub use crate::load::{Request, Workload, MAX_REQUESTS};
+pub use crate::load::{LengthOf, Lengths, Request, Workload, MAX_REQUESTS};
 use crate::step::{step_ops, Chunk, Coeffs, Hardware, ServeCoeffs, StepShape};
 use crate::PlanError;
 

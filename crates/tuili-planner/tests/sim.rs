@@ -12,8 +12,8 @@ use tuili_planner::chip;
 use tuili_planner::cost::{KvFormat, ModelCost};
 use tuili_planner::fit::{fit_mixed, fit_replayed, fit_request, Excess};
 use tuili_planner::sim::{
-    max_rate, simulate, simulate_outcomes, simulate_requests, Request, Server, SimResult, Slo,
-    Workload,
+    max_rate, simulate, simulate_outcomes, simulate_requests, Lengths, Request, Server, SimResult,
+    Slo, Workload,
 };
 use tuili_planner::step::{step_ops, Coeffs, Hardware, ServeCoeffs, StepShape};
 use tuili_planner::PlanError;
@@ -68,8 +68,8 @@ fn load(rate: f64) -> Workload {
     Workload {
         rate,
         requests: 60,
-        prompt_len: 256,
-        output_len: 32,
+        prompt_len: Lengths::Fixed(256),
+        output_len: Lengths::Fixed(32),
         seed: 7,
         burstiness: 1.0,
     }
@@ -92,6 +92,37 @@ fn an_idle_server_answers_in_one_prefill() {
     );
     assert_eq!(r.preemptions, 0);
     assert_eq!(r.requests, 60);
+}
+
+#[test]
+fn a_load_of_drawn_lengths_is_served_request_by_request() {
+    let f = Fixture::new(Arch::Llama);
+    let w = Workload {
+        prompt_len: Lengths::Uniform { lo: 16, hi: 400 },
+        output_len: Lengths::LogNormal {
+            median: 24.0,
+            sigma: 0.8,
+            max: 200,
+        },
+        ..load(0.01)
+    };
+    let reqs = w.draw().expect("draws");
+    let generated: usize = reqs.iter().map(|r| r.output_tokens).sum();
+    assert!(reqs
+        .iter()
+        .any(|r| r.prompt_tokens != reqs[0].prompt_tokens));
+    assert!(reqs
+        .iter()
+        .any(|r| r.output_tokens != reqs[0].output_tokens));
+    let r = f.run(&EngineConfig::default(), &w).expect("runs");
+    let simulated = r.output_tokens_per_s * r.duration_s;
+    assert!(
+        (simulated / generated as f64 - 1.0).abs() < 1e-9,
+        "{simulated} against {generated}"
+    );
+    // One at a time, the longest prompt's first token waits for its whole prefill.
+    let fixed = f.run(&EngineConfig::default(), &load(0.01)).expect("runs");
+    assert!(r.ttft_ms[2] > fixed.ttft_ms[2], "{r:?} against {fixed:?}");
 }
 
 #[test]
@@ -334,7 +365,7 @@ fn sliding_window_models_use_the_local_region() {
     let r = f.run(&engine, &load(100.0)).expect("runs");
     assert_eq!(r.requests, 60);
     let bad = Workload {
-        prompt_len: 5000,
+        prompt_len: Lengths::Fixed(5000),
         ..load(1.0)
     };
     let e = f.run(&engine, &bad).unwrap_err();
