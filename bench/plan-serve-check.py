@@ -4,7 +4,8 @@
 For each --parallel P (the server's most sequences together) and each --rates R, it starts
 `tuili serve`, sends --requests streaming /v1/completions requests whose arrivals are a
 Poisson process of rate R (gamma with --burstiness), each a prompt of --prompt-len random
-token ids and --output-len generated tokens (ignore_eos), and records what happened: when
+token ids and --output-len generated tokens (ignore_eos; either may be a range A..B, drawn
+uniformly per request), and records what happened: when
 each request was sent, its first token and its last, and how much of the CPUs other
 processes took meanwhile. The machine may be shared, so each try is bracketed by a short
 reference `tuili bench` of the same model, threads and concurrency, which `tuili plan
@@ -16,6 +17,10 @@ separates what the model gets wrong from what the neighbours took. The trace of 
 then replayed by `tuili plan --simulate --trace` on the same engine limits, and the
 measured and predicted throughput, TTFT p50/p99 and TPOT p50/p99 are compared
 (error = predicted / measured - 1).
+
+The server records its own trace (`tuili serve --trace`); after each --parallel its
+requests are compared with those this script completed on it (one line says whether
+they match).
 
 Percentiles are by nearest rank, as the simulator's. TPOT of a request is (last token -
 first token) / (output tokens - 1), as the simulator's.
@@ -119,21 +124,24 @@ async def play(args, rate, seed):
     for _ in range(args.requests):
         t += rng.gammavariate(k, 1.0 / (k * rate))
         arrivals.append(t)
-    prompts = [[rng.randrange(1000, 40000) for _ in range(args.prompt_len)]
+    # Lengths from a stream of their own: the arrivals of a seed stay the same.
+    lengths = random.Random(seed ^ 0x5052_4F4D)
+    prompts = [[rng.randrange(1000, 40000) for _ in range(lengths.randint(*args.prompt_range))]
                for _ in arrivals]
+    outputs = [lengths.randint(*args.output_range) for _ in arrivals]
     t0 = time.perf_counter()
 
     async def at(i):
         await asyncio.sleep(max(0.0, arrivals[i] - (time.perf_counter() - t0)))
-        return await send(args, prompts[i], t0)
+        return await send(args, prompts[i], t0, outputs[i])
 
     return await asyncio.gather(*(at(i) for i in range(len(arrivals))))
 
 
-async def send(args, prompt, t0):
-    """One request of --output-len tokens (ignore_eos) for `prompt`: its record, or an
-    error string."""
-    body = {"model": "bench", "prompt": prompt, "max_tokens": args.output_len,
+async def send(args, prompt, t0, output_len=None):
+    """One request of `output_len` tokens (--output-len by default; ignore_eos) for
+    `prompt`: its record, or an error string."""
+    body = {"model": "bench", "prompt": prompt, "max_tokens": output_len or args.output_len,
             "stream": True, "stream_options": {"include_usage": True},
             "temperature": 0, "ignore_eos": True}
     try:
@@ -372,6 +380,30 @@ def print_table(report):
                   f"{r['predicted_at_speed']:.1f} | {100 * r['error_at_speed']:+.1f}% |")
 
 
+def length_range(parser, name, text):
+    """(lo, hi) of a length N or A..B."""
+    lo, _, hi = text.partition("..")
+    try:
+        r = (int(lo), int(hi or lo))
+    except ValueError:
+        parser.error(f"{name} {text!r}: expected N or A..B")
+    if not 1 <= r[0] <= r[1]:
+        parser.error(f"{name} {text!r}: lengths must be at least 1 and in order")
+    return r
+
+
+def check_server_trace(path, sent):
+    """The server's own record (`tuili serve --trace`) against the requests this script
+    completed on it: one line each, with the same prompt and output lengths."""
+    with open(path) as f:
+        got = sorted((r["prompt_tokens"], r["output_tokens"])
+                     for r in map(json.loads, filter(str.strip, f)))
+    want = sorted(sent)
+    verdict = "matches" if got == want else "DIFFERS from"
+    print(f"the server's trace ({len(got)} requests) {verdict} the {len(want)} "
+          f"requests completed on it", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -384,8 +416,10 @@ def main():
     p.add_argument("--rates", default="1,2,4")
     p.add_argument("--burstiness", type=float, default=1.0)
     p.add_argument("--requests", type=int, default=40)
-    p.add_argument("--prompt-len", type=int, default=128)
-    p.add_argument("--output-len", type=int, default=64)
+    p.add_argument("--prompt-len", default="128",
+                   help="prompt tokens of each load's requests: N, or A..B drawn uniformly "
+                        "(the calibrations and reference runs use the midpoint)")
+    p.add_argument("--output-len", default="64", help="generated tokens, as --prompt-len")
     p.add_argument("--ctx", type=int, default=1024)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timeout", type=float, default=300.0)
@@ -410,6 +444,10 @@ def main():
     p.add_argument("--resimulate", default=None,
                    help="simulate the traces of this earlier --json report again; no load")
     args = p.parse_args()
+    args.prompt_range = length_range(p, "--prompt-len", args.prompt_len)
+    args.output_range = length_range(p, "--output-len", args.output_len)
+    args.prompt_len = sum(args.prompt_range) // 2
+    args.output_len = sum(args.output_range) // 2
     args.model_name, args.api_key = "bench", None
     if args.serve_calibrate:
         serve_calibrate(args)
@@ -427,9 +465,14 @@ def main():
                  "--max-queue", str(args.requests + 8)]
         if args.step_log:
             flags += ["--step-log", f"{args.step_log}-p{parallel}.jsonl"]
+        server_trace = tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False).name
+        flags += ["--trace", server_trace]
+        sent = []
         with serve_load.Server(args, flags):
             # One request first: pages the weights in, spawns the workers.
-            asyncio.run(play(argparse.Namespace(**{**vars(args), "requests": 2}), 10.0, 0))
+            warm = asyncio.run(play(argparse.Namespace(**{**vars(args), "requests": 2}), 10.0, 0))
+            sent += [(r[3]["prompt_tokens"], r[3]["completion_tokens"])
+                     for r in warm if not isinstance(r, str)]
             for rate in [float(x) for x in args.rates.split(",")]:
                 best = None
                 for attempt in range(args.repeat):
@@ -442,6 +485,8 @@ def main():
                     foreign = foreign_share(before, snapshot(args))
                     speed = math.sqrt(speed * reference_speed(args, parallel))
                     errors = [r for r in records if isinstance(r, str)]
+                    sent += [(r[3]["prompt_tokens"], r[3]["completion_tokens"])
+                             for r in records if not isinstance(r, str)]
                     print(f"P={parallel} rate={rate:g}/s: try {attempt + 1}: waited "
                           f"{waited:.0f} s for quiet; others used {100 * foreign:.0f}% of "
                           f"the CPUs; reference speed {speed:.2f}; {len(errors)} failed "
@@ -481,6 +526,8 @@ def main():
                                  f"({100 * r['error_at_speed']:+.0f}%)" for r in rows)
                 print(f"P={parallel} rate={rate:g}/s (others {100 * foreign:.0f}%, speed "
                       f"{speed:.2f}): {line}", flush=True)
+        check_server_trace(server_trace, sent)
+        os.unlink(server_trace)
     print()
     print_table(report)
     if args.json:

@@ -141,6 +141,9 @@ pub struct ChipProfile {
     pub idle_w: Sourced,
     /// Chip-to-chip bandwidth, GB/s (bidirectional, as vendors quote it).
     pub interconnect_gbs: Sourced,
+    /// The fixed cost of one small all-reduce over a tensor-parallel group of these
+    /// chips, µs (optional: [`crate::step::ALLREDUCE_LATENCY_S`] where absent).
+    pub allreduce_latency_us: Option<Sourced>,
     /// Price of one chip per hour, USD.
     pub usd_per_hour: Sourced,
     /// CPU thread scaling (CPU profiles only).
@@ -360,7 +363,11 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
     let power = r.table(&root, "power")?;
     r.only("power", power, &["tdp_w", "idle_w"])?;
     let inter = r.table(&root, "interconnect")?;
-    r.only("interconnect", inter, &["bandwidth_gbs"])?;
+    r.only(
+        "interconnect",
+        inter,
+        &["bandwidth_gbs", "allreduce_latency_us"],
+    )?;
     let price = r.table(&root, "price")?;
     r.only("price", price, &["usd_per_hour"])?;
 
@@ -452,6 +459,10 @@ pub fn parse(file: &str, text: &str) -> Result<ChipProfile, PlanError> {
         tdp_w,
         idle_w,
         interconnect_gbs: r.sourced(inter, "interconnect.bandwidth_gbs", false)?,
+        allreduce_latency_us: inter
+            .get("allreduce_latency_us")
+            .map(|_| r.sourced(inter, "interconnect.allreduce_latency_us", false))
+            .transpose()?,
         usd_per_hour: r.sourced(price, "price.usd_per_hour", true)?,
         cpu,
         kernels,
@@ -741,6 +752,9 @@ impl ChipProfile {
         out += &pair("idle_w", &self.idle_w);
         out += "\n[interconnect]\n";
         out += &pair("bandwidth_gbs", &self.interconnect_gbs);
+        if let Some(l) = &self.allreduce_latency_us {
+            out += &pair("allreduce_latency_us", l);
+        }
         out += "\n[price]\n";
         out += &pair("usd_per_hour", &self.usd_per_hour);
         if let Some(c) = &self.cpu {
@@ -857,6 +871,33 @@ mod tests {
         let bad = text.replace("value = 20,", "value = -20,");
         let err = parse("x.toml", &bad).unwrap_err().to_string();
         assert!(err.contains("elementwise.attention"), "{err}");
+    }
+
+    #[test]
+    fn the_all_reduce_latency_is_optional_and_reaches_the_step_model() {
+        use crate::cost::KvFormat;
+        use crate::step::Hardware;
+        use tuili_models::KvType;
+        let f16_kv = KvFormat {
+            k: KvType::F16,
+            v: KvType::F16,
+        };
+        let all = load_all(None).expect("built-in profiles are valid");
+        let chip = |n: &str| all.iter().find(|c| c.name == n).expect(n).clone();
+        let (mi300x, a100) = (chip("mi300x"), chip("a100-80gb"));
+        let latency = |c: &ChipProfile| Hardware::of(c, None, f16_kv).allreduce_latency_s;
+        assert_eq!(
+            mi300x.allreduce_latency_us.as_ref().map(|l| l.value),
+            Some(16.0)
+        );
+        assert!((latency(&mi300x) - 16e-6).abs() < 1e-12);
+        assert!(a100.allreduce_latency_us.is_none());
+        assert_eq!(latency(&a100), crate::step::ALLREDUCE_LATENCY_S);
+        let text = mi300x.to_toml();
+        let bad = text.replace("value = 16,", "value = 0,");
+        assert_ne!(bad, text);
+        let err = parse("x.toml", &bad).unwrap_err().to_string();
+        assert!(err.contains("interconnect.allreduce_latency_us"), "{err}");
     }
 
     fn h100_text() -> &'static str {

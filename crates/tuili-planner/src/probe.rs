@@ -254,6 +254,7 @@ pub fn local_profile(m: Measured) -> Result<ChipProfile, PlanError> {
         tdp_w: m.tdp_w,
         idle_w: m.idle_w,
         interconnect_gbs: sourced(1.25, "assumed: 10 GbE between machines".into()),
+        allreduce_latency_us: None,
         usd_per_hour: m.usd_per_hour,
         kernels,
         matvec,

@@ -89,10 +89,11 @@ impl ServeCoeffs {
 }
 
 /// The latency of one all-reduce of a step's hidden states between the chips of a
-/// tensor-parallel group, paid on top of its bytes over the interconnect: a small
-/// message's reduction inside one node costs several microseconds whatever its size
-/// (NCCL on 2 H100s under CUDA graphs: about 6 µs, NVIDIA/nccl issue 1259; more over 8
-/// chips and without graphs). An estimate, the same for every chip.
+/// tensor-parallel group, paid on top of its bytes over the interconnect, for a chip
+/// whose profile has no `interconnect.allreduce_latency_us`: a small message's
+/// reduction inside one node costs several microseconds whatever its size (NCCL on 2
+/// H100s under CUDA graphs: about 6 µs, NVIDIA/nccl issue 1259; more over 8 chips and
+/// without graphs).
 pub const ALLREDUCE_LATENCY_S: f64 = 10e-6;
 
 /// A prefill chunk: `n` tokens at positions `start..start + n` of one sequence.
@@ -224,7 +225,10 @@ impl Hardware {
             tp: 1,
             // Vendors quote both directions together.
             interconnect: chip.interconnect_gbs.value * 1e9 / 2.0,
-            allreduce_latency_s: ALLREDUCE_LATENCY_S,
+            allreduce_latency_s: chip
+                .allreduce_latency_us
+                .as_ref()
+                .map_or(ALLREDUCE_LATENCY_S, |l| l.value * 1e-6),
             handoffs: !cpu || chip.threads_used(threads) > 1.0,
         }
     }

@@ -126,6 +126,7 @@ fn published_figures_cover_the_engines_and_models_asked_for() {
     }
     assert!(has(&|f| f.model.starts_with("qwen")), "a Qwen-class model");
     assert!(has(&|f| f.chip == "mi300x"), "an MI300X figure");
+    assert!(has(&|f| f.chip == "l4"), "an L4 figure");
     assert!(
         has(&|f| f.model.ends_with("70b")
             && ["h100-sxm", "h200", "a100-80gb"].contains(&f.chip.as_str())),
