@@ -8,12 +8,15 @@
 //! = row `4q + i`, so after the 32 elements of a block `s[t][q]` holds the exact integer
 //! block sums of rows `4q..4q + 4` and one float step serves 4 outputs. The K-quants'
 //! tiles are in `interleaved_k`.
+//!
+//! The tiles prefetch as the AVX2 ones do (`interleave::Prefetch` with one-group tiles;
+//! the K-quants their codes alone), at the x86 distance.
 
 use std::arch::aarch64::*;
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use super::super::interleave::{code_offset, Packed, IROWS};
+use super::super::interleave::{code_offset, Packed, Prefetch, IROWS};
 use super::super::{Out, QFormat, QuantActs, QB};
 use super::f16x4;
 use super::interleaved_k::{KMin, K16, Q2, Q3, Q6};
@@ -205,6 +208,7 @@ unsafe fn tiles<K: Tile>(p: &Packed, rows: Range<usize>, a: &QuantActs, nt: usiz
     unsafe {
         debug_assert!(rows.start.is_multiple_of(IROWS) && rows.end <= p.rows);
         let g0 = rows.start / IROWS;
+        Prefetch::new(p, 1).ramp(p.bytes.as_ptr().add(g0 * p.group_bytes));
         for g in g0..rows.end.div_ceil(IROWS) {
             let valid = (rows.end - g * IROWS).min(IROWS);
             let mut t = 0;
@@ -254,8 +258,10 @@ unsafe fn tile<C: Codes, const M: u8, const T: usize>(
         let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
         let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
         let offset = code_offset(p.fmt);
+        let prefetch = Prefetch::new(p, 1);
         let mut acc = [[vdupq_n_f32(0.0); 4]; T];
         for b in 0..p.nb() {
+            prefetch.block(base, b);
             let mut s = [[vdupq_n_s32(0); 4]; T];
             C::block::<T>(base.add(p.codes_at()), b, &xq, &mut s);
             // Row 4q + i's scale is f16 number 16 b + 4q + i.

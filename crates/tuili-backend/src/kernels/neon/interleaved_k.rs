@@ -12,7 +12,9 @@
 use std::arch::aarch64::*;
 use std::marker::PhantomData;
 
-use super::super::interleave::{Packed, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16};
+use super::super::interleave::{
+    code_bytes, prefetch_codes, Packed, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16,
+};
 use super::super::{Out, QuantActs, QB};
 use super::interleaved::{f16x4_at, mac, store, Codes, Sums, Tile};
 
@@ -74,7 +76,7 @@ impl<C: Codes> Tile for KMin<C> {
         unsafe {
             let nbp = a.nbp();
             let base = p.bytes.as_ptr().add(g * p.group_bytes);
-            let codes = base.add(p.codes_at());
+            let (codes, cb) = (base.add(p.codes_at()), code_bytes(p.fmt));
             let xq: [*const i16; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr());
             let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
             let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
@@ -85,6 +87,7 @@ impl<C: Codes> Tile for KMin<C> {
                 let neg_dmin = f16s(head.add(HEAD_DMIN)).map(|v| vnegq_f32(v));
                 for j in 0..8 {
                     let b = 8 * s + j;
+                    prefetch_codes(codes, b, cb);
                     let mut sums = [[vdupq_n_s32(0); 4]; T];
                     C::block::<T>(codes, b, &xq, &mut sums);
                     let sc = bytes_f32::<false>(&vld1q_u8(head.add(HEAD_SC + 16 * j)));
@@ -234,7 +237,7 @@ impl<H: Half> Tile for K16<H> {
         unsafe {
             let nbp = a.nbp();
             let base = p.bytes.as_ptr().add(g * p.group_bytes);
-            let codes = base.add(p.codes_at());
+            let (codes, cb) = (base.add(p.codes_at()), code_bytes(p.fmt));
             let xq: [*const i16; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr());
             let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
             let xsum: [*const i32; T] =
@@ -252,6 +255,7 @@ impl<H: Half> Tile for K16<H> {
                 };
                 for j in 0..8 {
                     let b = 8 * s + j;
+                    prefetch_codes(codes, b, cb);
                     for half in 0..2 {
                         let k = 2 * j + half;
                         // Σ (q - o) x = Σ q x - o Σ x, exact: the sums start at -o Σ x.
