@@ -39,15 +39,46 @@ pub(super) unsafe fn interleaved(
 ) {
     // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and lengths
     // it gives within the buffers its safe caller checked
+    unsafe { by_format::<Smlal>(p, rows, a, nt, out) }
+}
+
+/// One way of taking the block sums of the formats that read nibble or byte chunks
+/// (Q4_K and Q5_K read theirs as Q4_1 and Q5_1): `smlal` here, `sdot` in `dot`.
+pub(super) trait Family {
+    type Q4: Codes;
+    type Q5: Codes;
+    type Q8: Codes;
+}
+
+/// The block sums by `smlal` (`mac`).
+struct Smlal;
+
+impl Family for Smlal {
+    type Q4 = Q4;
+    type Q5 = Q5;
+    type Q8 = Q8;
+}
+
+/// [`interleaved`] with the block sums of `F`.
+#[inline(always)]
+pub(super) unsafe fn by_format<F: Family>(
+    p: &Packed,
+    rows: Range<usize>,
+    a: &QuantActs,
+    nt: usize,
+    out: Out,
+) {
+    // SAFETY: the caller upholds this unsafe fn's contract (`interleaved`'s, and the CPU
+    // runs `F`'s instructions)
     unsafe {
         match p.fmt {
-            QFormat::Q4_0 => tiles::<Legacy<Q4, 0>>(p, rows, a, nt, out),
-            QFormat::Q4_1 => tiles::<Legacy<Q4, 1>>(p, rows, a, nt, out),
-            QFormat::Q5_0 => tiles::<Legacy<Q5, 0>>(p, rows, a, nt, out),
-            QFormat::Q5_1 => tiles::<Legacy<Q5, 1>>(p, rows, a, nt, out),
-            QFormat::Q8_0 => tiles::<Legacy<Q8, 0>>(p, rows, a, nt, out),
-            QFormat::Q4K => tiles::<KMin<Q4>>(p, rows, a, nt, out),
-            QFormat::Q5K => tiles::<KMin<Q5>>(p, rows, a, nt, out),
+            QFormat::Q4_0 => tiles::<Legacy<F::Q4, 0>>(p, rows, a, nt, out),
+            QFormat::Q4_1 => tiles::<Legacy<F::Q4, 1>>(p, rows, a, nt, out),
+            QFormat::Q5_0 => tiles::<Legacy<F::Q5, 0>>(p, rows, a, nt, out),
+            QFormat::Q5_1 => tiles::<Legacy<F::Q5, 1>>(p, rows, a, nt, out),
+            QFormat::Q8_0 => tiles::<Legacy<F::Q8, 0>>(p, rows, a, nt, out),
+            QFormat::Q4K => tiles::<KMin<F::Q4>>(p, rows, a, nt, out),
+            QFormat::Q5K => tiles::<KMin<F::Q5>>(p, rows, a, nt, out),
             QFormat::Q6K => tiles::<K16<Q6>>(p, rows, a, nt, out),
             QFormat::Q3K => tiles::<K16<Q3>>(p, rows, a, nt, out),
             QFormat::Q2K => tiles::<K16<Q2>>(p, rows, a, nt, out),
@@ -76,7 +107,7 @@ pub(super) struct Small<const FIFTH: bool>;
 pub(super) type Q4 = Small<false>;
 pub(super) type Q5 = Small<true>;
 /// Q8_0: a chunk `c` holds elements `4c, 4c + 2, 4c + 1, 4c + 3`, one per byte.
-struct Q8;
+pub(super) struct Q8;
 
 impl<const FIFTH: bool> Codes for Small<FIFTH> {
     #[inline(always)]
