@@ -1,24 +1,30 @@
 //! The interleaved products with the dot-product extension (`sdot`): the tiles of
-//! `interleaved`, whose block sums here take 4 elements of 4 rows per instruction.
+//! `interleaved` and `interleaved_k`, whose (half-)block sums here take 4 elements of 4
+//! rows per instruction.
 //!
 //! `sdot` multiplies int8 by int8 (lane `j` of an `int32x4_t` += the products of bytes
 //! `4j..4j + 4` of two vectors), and the activations are int16 (|x| <= 32767). Each splits
 //! exactly as `x = 256 hi + lo + 128` with `hi = x >> 8` and `lo = (x & 255) - 128`, both
 //! int8, so a row's block sum is `256 Σ w hi + Σ w lo + 128 Σ w`, the last shared by the
-//! tile's tokens. Every step is exact in i32: with codes |w| <= 128 (Q8_0; Q4 <= 15,
-//! Q5 <= 31) a block's |Σ w hi|, |Σ w lo| and |128 Σ w| are at most 32 · 128 · 128 = 2^19,
-//! the running sum at most 2^27 + 2^20, so the sums, and the float steps that follow, are
-//! the `smlal` tiles' bits.
+//! tile's tokens. Every step is exact in i32: with codes |w| <= 128 (Q8_0; the unsigned
+//! stored codes of the others at most 63, Q6_K's) a block's |Σ w hi|, |Σ w lo| and
+//! |128 Σ w| are at most 32 · 128 · 128 = 2^19, the running sum at most 2^27 + 2^20
+//! (`256 |Σ w hi|` < 2^24 for the nibble codes, < 2^25 for Q5's and for Q6_K's halves,
+//! which start at `-OFFSET Σ x`, |.| < 2^24, as Q3_K's), so the sums, and the float steps
+//! that follow, are the `smlal` tiles' bits.
 //!
 //! A *quad* is a 16-byte vector of 4 elements of each of 4 rows, row `4q + j` in 32-bit
 //! lane `j`, which `sdot` by element multiplies with 4 activation bytes of a token:
 //! - Q8_0's words are quads already (elements `4c, 4c + 2, 4c + 1, 4c + 3` of chunk `c`);
-//! - a Q4 chunk's low nibbles are the quad of elements `8c + {0, 4, 1, 5}`, its high ones
-//!   that of `8c + {2, 6, 3, 7}`; Q5 adds the fifth bits, picked by a table look-up
-//!   (`vqtbl1q`) of their bytes and a shift per byte.
+//! - a nibble chunk's low nibbles are the quad of elements `8c + {0, 4, 1, 5}`, its high
+//!   ones that of `8c + {2, 6, 3, 7}` (Q4, Q5, Q6_K's low bits);
+//! - a crumbs chunk's crumbs `2k..2k + 2` are the quad of elements `2k, 8 + 2k, 2k + 1,
+//!   9 + 2k` of its half (Q2_K, Q3_K's low bits);
+//! - Q5's fifth, Q3_K's third and Q6_K's high bits join them, picked by a table look-up
+//!   of their bytes (`vqtbl1q`) and a shift per byte.
 //!
-//! The activations are split in that element order (`Quads::ORDER`), once per block and
-//! token. The K-quants of 16-element halves (Q6_K, Q3_K, Q2_K) keep the `smlal` tiles.
+//! The activations are split in the quads' element order (`ORDER`), once per block (or
+//! half) and token.
 
 use std::arch::aarch64::*;
 use std::arch::asm;
@@ -28,9 +34,10 @@ use std::ops::Range;
 use super::super::interleave::Packed;
 use super::super::{Out, QuantActs, QB};
 use super::interleaved::{by_format, Codes, Family, Small, Sums, Q8};
+use super::interleaved_k::{field, Half, HalfSums, Q2, Q3, Q6};
 
 /// The interleaved products of the dot-product table: those of `interleaved` with the
-/// block sums of `Q4`, `Q5` and `Q8` chunks by `sdot`.
+/// (half-)block sums by `sdot`.
 ///
 /// # Safety
 /// As for `interleaved::interleaved`, and the CPU has the dot-product extension.
@@ -54,6 +61,9 @@ impl Family for Sdot {
     type Q4 = Dot<Small<false>>;
     type Q5 = Dot<Small<true>>;
     type Q8 = Dot<Q8>;
+    type Q6 = Dot<Q6>;
+    type Q3 = Dot<Q3>;
+    type Q2 = Dot<Q2>;
 }
 
 /// How a format's block of 16 rows is read as quads.
@@ -100,7 +110,7 @@ impl<const FIFTH: bool> Quads for Small<FIFTH> {
                     let bytes = [lo, lo, 2 + lo, 2 + lo];
                     for (h, n) in nib.iter_mut().enumerate() {
                         let from = [0, 2, 0, 2].map(|k| s + k + h as u8);
-                        *n = vorrq_u8(*n, pick(fifth, bytes, from, 4));
+                        *n = vorrq_u8(*n, pick(fifth, bytes, from, 4, 1));
                     }
                 }
                 w[2 * c] = vreinterpretq_s8_u8(nib[0]);
@@ -111,10 +121,90 @@ impl<const FIFTH: bool> Quads for Small<FIFTH> {
     }
 }
 
-/// Bit `from[i]` of byte `bytes[i]` of each row's word in `v` (a row per 32-bit lane),
-/// at bit `to` of byte `i` of the row's lane, the other bits clear.
+/// How a format's half-block of 16 rows (16 elements) is read as quads.
+trait HalfQuads {
+    /// The element order of the quads: quad `i` holds, in its 4 bytes per row, elements
+    /// `16 half + ORDER[4i..4i + 4]`.
+    const ORDER: [u8; 16];
+    /// The 4 quads of rows `4q..4q + 4` of half `half` of block `b` of the codes at
+    /// `codes`, unsigned.
+    unsafe fn quads(codes: *const u8, b: usize, half: usize, q: usize) -> [int8x16_t; 4];
+}
+
+/// The crumbs chunks' order: quad `k` holds elements `2k, 8 + 2k, 2k + 1, 9 + 2k` of the
+/// half (the word's bytes: even elements 0..8, even 8..16, odd 0..8, odd 8..16).
+const CRUMB_ORDER: [u8; 16] = [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15];
+
+/// The 4 quads of a crumbs chunk's words `v` (4 rows): quad `k` its crumbs `2k..2k + 2`.
 #[inline(always)]
-unsafe fn pick(v: uint8x16_t, bytes: [u8; 4], from: [u8; 4], to: u8) -> uint8x16_t {
+unsafe fn crumbs(v: uint8x16_t) -> [uint8x16_t; 4] {
+    // SAFETY: NEON is part of every aarch64 CPU
+    unsafe { std::array::from_fn(|k| field(v, 2 * k, 0, 3)) }
+}
+
+impl HalfQuads for Q2 {
+    const ORDER: [u8; 16] = CRUMB_ORDER;
+    #[inline(always)]
+    unsafe fn quads(codes: *const u8, b: usize, half: usize, q: usize) -> [int8x16_t; 4] {
+        // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the block within
+        // the group
+        unsafe {
+            let v = vld1q_u8(codes.add(128 * b + 64 * half + 16 * q));
+            crumbs(v).map(|c| vreinterpretq_s8_u8(c))
+        }
+    }
+}
+
+impl HalfQuads for Q3 {
+    const ORDER: [u8; 16] = CRUMB_ORDER;
+    #[inline(always)]
+    unsafe fn quads(codes: *const u8, b: usize, half: usize, q: usize) -> [int8x16_t; 4] {
+        // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the block within
+        // the group
+        unsafe {
+            let blk = codes.add(192 * b + 16 * q);
+            let third = vld1q_u8(blk.add(128));
+            // Element 2p's third bit is bit p of the word, 2p + 1's bit 16 + p: for quad
+            // k (elements 2k, 8 + 2k, 2k + 1, 9 + 2k of the half) bits k, 4 + k of byte
+            // `half` and of byte 2 + `half`.
+            let bytes = [half, half, 2 + half, 2 + half].map(|v| v as u8);
+            let lo = crumbs(vld1q_u8(blk.add(64 * half)));
+            std::array::from_fn(|k| {
+                let from = [0, 4, 0, 4].map(|v| v + k as u8);
+                vreinterpretq_s8_u8(vorrq_u8(lo[k], pick(third, bytes, from, 2, 1)))
+            })
+        }
+    }
+}
+
+impl HalfQuads for Q6 {
+    const ORDER: [u8; 16] = <Small<false> as Quads>::ORDER;
+    #[inline(always)]
+    unsafe fn quads(codes: *const u8, b: usize, half: usize, q: usize) -> [int8x16_t; 4] {
+        // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the block within
+        // the group
+        unsafe {
+            let blk = codes.add(384 * b + 16 * q);
+            let high = vld1q_u8(blk.add(256 + 64 * half));
+            std::array::from_fn(|i| {
+                let (cc, h) = (i / 2, i % 2);
+                // The low 4 bits as Q4's: chunk 2 half + cc's low (h = 0: elements
+                // 8cc + {0, 4, 1, 5}) or high nibbles (8cc + {2, 6, 3, 7}); element
+                // 2pp + odd's high 2 bits at bits 2 (pp % 4) of byte 2 odd + pp / 4.
+                let v = vld1q_u8(blk.add(64 * (2 * half + cc)));
+                let nib = field(v, 4 * h, 0, 15);
+                let bytes = [cc, cc, 2 + cc, 2 + cc].map(|v| v as u8);
+                let from = [0, 4, 0, 4].map(|v| v + 2 * h as u8);
+                vreinterpretq_s8_u8(vorrq_u8(nib, pick(high, bytes, from, 4, 3)))
+            })
+        }
+    }
+}
+
+/// The bits `mask << from[i]` of byte `bytes[i]` of each row's word in `v` (a row per
+/// 32-bit lane), at `mask << to` of byte `i` of the row's lane, the other bits clear.
+#[inline(always)]
+unsafe fn pick(v: uint8x16_t, bytes: [u8; 4], from: [u8; 4], to: u8, mask: u8) -> uint8x16_t {
     // SAFETY: NEON is part of every aarch64 CPU
     unsafe {
         let idx: [u8; 16] = std::array::from_fn(|i| (i & !3) as u8 + bytes[i % 4]);
@@ -122,12 +212,12 @@ unsafe fn pick(v: uint8x16_t, bytes: [u8; 4], from: [u8; 4], to: u8) -> uint8x16
         let picked = vqtbl1q_u8(v, vld1q_u8(idx.as_ptr()));
         vandq_u8(
             vshlq_u8(picked, vld1q_s8(shift.as_ptr())),
-            vdupq_n_u8(1 << to),
+            vdupq_n_u8(mask << to),
         )
     }
 }
 
-/// The block sums of quads of `Q`.
+/// The block (half-block) sums of quads of `Q`.
 struct Dot<Q>(PhantomData<Q>);
 
 impl<Q: Quads> Codes for Dot<Q> {
@@ -142,54 +232,93 @@ impl<Q: Quads> Codes for Dot<Q> {
         // the pointers and lengths it gives within the buffers its safe caller checked
         unsafe {
             let order = vld1q_u8(Q::ORDER.as_ptr());
-            let x: [[[int8x16_t; 2]; 2]; T] =
-                std::array::from_fn(|t| split(xq[t].add(QB * b), order));
-            let ones = [vdupq_n_s8(1); 2];
-            for q in 0..4 {
-                let w = Q::quads(base, b, q);
-                let sum_w128 = vshlq_n_s32::<7>(dot8(vdupq_n_s32(0), &w, ones));
-                for t in 0..T {
-                    let [hi, lo] = x[t];
-                    let hi256 = vshlq_n_s32::<8>(dot8(vdupq_n_s32(0), &w, hi));
-                    let sum = dot8(vaddq_s32(hi256, sum_w128), &w, lo);
-                    s[t][q] = vaddq_s32(s[t][q], sum);
-                }
+            let x = std::array::from_fn(|t| split::<2>(xq[t].add(QB * b), order));
+            add_sums(|q| Q::quads(base, b, q), &x, s);
+        }
+    }
+}
+
+impl<H: Half + HalfQuads> HalfSums for Dot<H> {
+    type H = H;
+    #[inline(always)]
+    unsafe fn half<const T: usize>(
+        codes: *const u8,
+        b: usize,
+        half: usize,
+        xq: &[*const i16; T],
+        s: &mut Sums<T>,
+    ) {
+        // SAFETY: the CPU has the dot-product extension (this table's); the caller keeps
+        // the pointers and lengths it gives within the buffers its safe caller checked
+        unsafe {
+            let order = vld1q_u8(H::ORDER.as_ptr());
+            let x = std::array::from_fn(|t| split::<1>(xq[t].add(QB * b + 16 * half), order));
+            add_sums(|q| H::quads(codes, b, half, q), &x, s);
+        }
+    }
+}
+
+/// Adds to `s[t][q]` the products of the `4 M` quads of rows `4q..4q + 4`
+/// (`quads(q)`) with token `t`'s split activations `x[t]` (`[hi, lo]`, in the quads'
+/// order): `256 Σ w hi + Σ w lo + 128 Σ w`, the last shared by the tokens.
+#[inline(always)]
+unsafe fn add_sums<const N: usize, const M: usize, const T: usize>(
+    quads: impl Fn(usize) -> [int8x16_t; N],
+    x: &[[[int8x16_t; M]; 2]; T],
+    s: &mut Sums<T>,
+) {
+    // SAFETY: the CPU has the dot-product extension (the caller's contract)
+    unsafe {
+        let ones = [vdupq_n_s8(1); M];
+        for q in 0..4 {
+            let w = quads(q);
+            let sum_w128 = vshlq_n_s32::<7>(dots(vdupq_n_s32(0), &w, &ones));
+            for t in 0..T {
+                let [hi, lo] = &x[t];
+                let hi256 = vshlq_n_s32::<8>(dots(vdupq_n_s32(0), &w, hi));
+                let sum = dots(vaddq_s32(hi256, sum_w128), &w, lo);
+                s[t][q] = vaddq_s32(s[t][q], sum);
             }
         }
     }
 }
 
-/// A token's block of 32 int16 at `xp` as `x = 256 hi + lo + 128`: `[hi, lo]`, each
-/// `[elements 0..16, 16..32]` as int8 in the order `order` (byte `i` of each 16 is
-/// their element `order[i]`).
+/// A token's `16 M` int16 at `xp` as `x = 256 hi + lo + 128`: `[hi, lo]`, each `M`
+/// vectors of 16 int8 in the order `order` (byte `i` of vector `k` is element
+/// `16k + order[i]`).
 #[inline(always)]
-unsafe fn split(xp: *const i16, order: uint8x16_t) -> [[int8x16_t; 2]; 2] {
-    // SAFETY: NEON is part of every aarch64 CPU; the caller keeps `xp..xp + 32` within
+unsafe fn split<const M: usize>(xp: *const i16, order: uint8x16_t) -> [[int8x16_t; M]; 2] {
+    // SAFETY: NEON is part of every aarch64 CPU; the caller keeps `xp..xp + 16 M` within
     // the activations
     unsafe {
-        let v: [int16x8_t; 4] = std::array::from_fn(|i| vld1q_s16(xp.add(8 * i)));
+        let v = |i: usize| vld1q_s16(xp.add(8 * i));
         let flip = vdupq_n_s8(-128);
-        let hi = |i: usize| vshrn_high_n_s16::<8>(vshrn_n_s16::<8>(v[2 * i]), v[2 * i + 1]);
-        let lo = |i: usize| veorq_s8(vmovn_high_s16(vmovn_s16(v[2 * i]), v[2 * i + 1]), flip);
+        let hi = |k: usize| vshrn_high_n_s16::<8>(vshrn_n_s16::<8>(v(2 * k)), v(2 * k + 1));
+        let lo = |k: usize| veorq_s8(vmovn_high_s16(vmovn_s16(v(2 * k)), v(2 * k + 1)), flip);
         [
-            std::array::from_fn(|i| vqtbl1q_s8(hi(i), order)),
-            std::array::from_fn(|i| vqtbl1q_s8(lo(i), order)),
+            std::array::from_fn(|k| vqtbl1q_s8(hi(k), order)),
+            std::array::from_fn(|k| vqtbl1q_s8(lo(k), order)),
         ]
     }
 }
 
-/// `acc` + the products of the 8 quads `w` with 32 activation bytes `x`: quad `c` with
-/// bytes `4(c % 4)..` of `x[c / 4]`.
+/// `acc` + the products of the `4 M` quads `w` with `16 M` activation bytes `x`: quad
+/// `c` with bytes `4(c % 4)..` of `x[c / 4]`.
 #[inline(always)]
-unsafe fn dot8(acc: int32x4_t, w: &[int8x16_t; 8], x: [int8x16_t; 2]) -> int32x4_t {
+unsafe fn dots<const N: usize, const M: usize>(
+    acc: int32x4_t,
+    w: &[int8x16_t; N],
+    x: &[int8x16_t; M],
+) -> int32x4_t {
+    debug_assert_eq!(N, 4 * M);
     // SAFETY: the CPU has the dot-product extension (the caller's contract)
     unsafe {
         let mut acc = acc;
-        for h in 0..2 {
-            acc = sdot::<0>(acc, w[4 * h], x[h]);
-            acc = sdot::<1>(acc, w[4 * h + 1], x[h]);
-            acc = sdot::<2>(acc, w[4 * h + 2], x[h]);
-            acc = sdot::<3>(acc, w[4 * h + 3], x[h]);
+        for (k, &x) in x.iter().enumerate() {
+            acc = sdot::<0>(acc, w[4 * k], x);
+            acc = sdot::<1>(acc, w[4 * k + 1], x);
+            acc = sdot::<2>(acc, w[4 * k + 2], x);
+            acc = sdot::<3>(acc, w[4 * k + 3], x);
         }
         acc
     }

@@ -19,7 +19,7 @@ use std::ops::Range;
 use super::super::interleave::{code_offset, Packed, Prefetch, IROWS};
 use super::super::{Out, QFormat, QuantActs, QB};
 use super::f16x4;
-use super::interleaved_k::{KMin, K16, Q2, Q3, Q6};
+use super::interleaved_k::{HalfSums, KMin, Mac, K16, Q2, Q3, Q6};
 
 /// Tokens per tile.
 const TT: usize = 4;
@@ -42,12 +42,16 @@ pub(super) unsafe fn interleaved(
     unsafe { by_format::<Smlal>(p, rows, a, nt, out) }
 }
 
-/// One way of taking the block sums of the formats that read nibble or byte chunks
-/// (Q4_K and Q5_K read theirs as Q4_1 and Q5_1): `smlal` here, `sdot` in `dot`.
+/// One way of taking the block sums: of the formats that read nibble or byte chunks
+/// (Q4_K and Q5_K read theirs as Q4_1 and Q5_1), and of the half-blocks of Q6_K, Q3_K
+/// and Q2_K; `smlal` here, `sdot` in `dot`.
 pub(super) trait Family {
     type Q4: Codes;
     type Q5: Codes;
     type Q8: Codes;
+    type Q6: HalfSums;
+    type Q3: HalfSums;
+    type Q2: HalfSums;
 }
 
 /// The block sums by `smlal` (`mac`).
@@ -57,6 +61,9 @@ impl Family for Smlal {
     type Q4 = Q4;
     type Q5 = Q5;
     type Q8 = Q8;
+    type Q6 = Mac<Q6>;
+    type Q3 = Mac<Q3>;
+    type Q2 = Mac<Q2>;
 }
 
 /// [`interleaved`] with the block sums of `F`.
@@ -79,9 +86,9 @@ pub(super) unsafe fn by_format<F: Family>(
             QFormat::Q8_0 => tiles::<Legacy<F::Q8, 0>>(p, rows, a, nt, out),
             QFormat::Q4K => tiles::<KMin<F::Q4>>(p, rows, a, nt, out),
             QFormat::Q5K => tiles::<KMin<F::Q5>>(p, rows, a, nt, out),
-            QFormat::Q6K => tiles::<K16<Q6>>(p, rows, a, nt, out),
-            QFormat::Q3K => tiles::<K16<Q3>>(p, rows, a, nt, out),
-            QFormat::Q2K => tiles::<K16<Q2>>(p, rows, a, nt, out),
+            QFormat::Q6K => tiles::<K16<F::Q6>>(p, rows, a, nt, out),
+            QFormat::Q3K => tiles::<K16<F::Q3>>(p, rows, a, nt, out),
+            QFormat::Q2K => tiles::<K16<F::Q2>>(p, rows, a, nt, out),
             // `interleave::interleavable` leaves it out: never packed.
             QFormat::Mxfp4 => unreachable!("MXFP4 weights are not interleaved"),
         }
