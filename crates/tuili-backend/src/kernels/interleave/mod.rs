@@ -165,7 +165,11 @@ pub(crate) unsafe fn prefetch_line(p: *const u8) {
     // SAFETY: a prefetch reads nothing, writes nothing and leaves the flags alone
     #[cfg(target_arch = "aarch64")]
     unsafe {
-        std::arch::asm!("prfm pldl2keep, [{0}]", in(reg) p, options(nostack, preserves_flags, readonly))
+        std::arch::asm!(
+            "prfm pldl2keep, [{0}]",
+            in(reg) p,
+            options(nostack, preserves_flags, readonly)
+        )
     }
 }
 

@@ -100,17 +100,15 @@ impl<const FIFTH: bool> Quads for Small<FIFTH> {
             };
             let mut w = [vdupq_n_s8(0); 8];
             for c in 0..4 {
-                let v = vld1q_u8(blk.add(64 * c));
-                let mut nib = [vandq_u8(v, vdupq_n_u8(15)), vshrq_n_u8::<4>(v)];
+                let mut nib = nibbles(vld1q_u8(blk.add(64 * c)));
                 if FIFTH {
                     // Element 2p's fifth bit is bit p of the row's word, 2p + 1's bit
                     // 16 + p: for the quads 8c + {0, 4, 1, 5} and 8c + {2, 6, 3, 7},
-                    // p = 4c + {0, 2, 0, 2} and 4c + {1, 3, 1, 3}.
-                    let (lo, s) = (c as u8 / 2, 4 * (c as u8 % 2));
-                    let bytes = [lo, lo, 2 + lo, 2 + lo];
+                    // p = 4c + {0, 2} and 4c + {1, 3}.
+                    let s = 4 * (c as u8 % 2);
                     for (h, n) in nib.iter_mut().enumerate() {
-                        let from = [0, 2, 0, 2].map(|k| s + k + h as u8);
-                        *n = vorrq_u8(*n, pick(fifth, bytes, from, 4, 1));
+                        let from = [s + h as u8, s + 2 + h as u8];
+                        *n = vorrq_u8(*n, pick(fifth, c / 2, from, 4, 1));
                     }
                 }
                 w[2 * c] = vreinterpretq_s8_u8(nib[0]);
@@ -134,6 +132,14 @@ trait HalfQuads {
 /// The crumbs chunks' order: quad `k` holds elements `2k, 8 + 2k, 2k + 1, 9 + 2k` of the
 /// half (the word's bytes: even elements 0..8, even 8..16, odd 0..8, odd 8..16).
 const CRUMB_ORDER: [u8; 16] = [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15];
+
+/// The 2 quads of a nibble chunk's words `v` (4 rows): its low nibbles (elements
+/// `8c + {0, 4, 1, 5}` of chunk `c`) and its high ones (`8c + {2, 6, 3, 7}`).
+#[inline(always)]
+unsafe fn nibbles(v: uint8x16_t) -> [uint8x16_t; 2] {
+    // SAFETY: NEON is part of every aarch64 CPU
+    unsafe { [vandq_u8(v, vdupq_n_u8(15)), vshrq_n_u8::<4>(v)] }
+}
 
 /// The 4 quads of a crumbs chunk's words `v` (4 rows): quad `k` its crumbs `2k..2k + 2`.
 #[inline(always)]
@@ -165,13 +171,12 @@ impl HalfQuads for Q3 {
             let blk = codes.add(192 * b + 16 * q);
             let third = vld1q_u8(blk.add(128));
             // Element 2p's third bit is bit p of the word, 2p + 1's bit 16 + p: for quad
-            // k (elements 2k, 8 + 2k, 2k + 1, 9 + 2k of the half) bits k, 4 + k of byte
-            // `half` and of byte 2 + `half`.
-            let bytes = [half, half, 2 + half, 2 + half].map(|v| v as u8);
+            // k (elements 2k, 8 + 2k, 2k + 1, 9 + 2k of the half) bits k and 4 + k of
+            // byte `half` and of byte 2 + `half`.
             let lo = crumbs(vld1q_u8(blk.add(64 * half)));
             std::array::from_fn(|k| {
-                let from = [0, 4, 0, 4].map(|v| v + k as u8);
-                vreinterpretq_s8_u8(vorrq_u8(lo[k], pick(third, bytes, from, 2, 1)))
+                let from = [k as u8, 4 + k as u8];
+                vreinterpretq_s8_u8(vorrq_u8(lo[k], pick(third, half, from, 2, 1)))
             })
         }
     }
@@ -186,29 +191,29 @@ impl HalfQuads for Q6 {
         unsafe {
             let blk = codes.add(384 * b + 16 * q);
             let high = vld1q_u8(blk.add(256 + 64 * half));
+            // The low 4 bits as Q4's, from chunks 2 half + cc: quads 2cc + h, elements
+            // 8cc + {0, 4, 1, 5} (h = 0) and 8cc + {2, 6, 3, 7}; element 2pp + odd's high
+            // 2 bits are bits 2 (pp % 4) of byte 2 odd + pp / 4.
+            let nib = [0, 1].map(|cc| nibbles(vld1q_u8(blk.add(64 * (2 * half + cc)))));
             std::array::from_fn(|i| {
                 let (cc, h) = (i / 2, i % 2);
-                // The low 4 bits as Q4's: chunk 2 half + cc's low (h = 0: elements
-                // 8cc + {0, 4, 1, 5}) or high nibbles (8cc + {2, 6, 3, 7}); element
-                // 2pp + odd's high 2 bits at bits 2 (pp % 4) of byte 2 odd + pp / 4.
-                let v = vld1q_u8(blk.add(64 * (2 * half + cc)));
-                let nib = field(v, 4 * h, 0, 15);
-                let bytes = [cc, cc, 2 + cc, 2 + cc].map(|v| v as u8);
-                let from = [0, 4, 0, 4].map(|v| v + 2 * h as u8);
-                vreinterpretq_s8_u8(vorrq_u8(nib, pick(high, bytes, from, 4, 3)))
+                let from = [2 * h as u8, 4 + 2 * h as u8];
+                vreinterpretq_s8_u8(vorrq_u8(nib[cc][h], pick(high, cc, from, 4, 3)))
             })
         }
     }
 }
 
-/// The bits `mask << from[i]` of byte `bytes[i]` of each row's word in `v` (a row per
-/// 32-bit lane), at `mask << to` of byte `i` of the row's lane, the other bits clear.
+/// The high bits of a chunk whose words hold even elements' bits in their low half
+/// and odd ones' in the high half: of each row's word in `v` (a row per 32-bit lane), the
+/// bits `mask << from[0]` and `mask << from[1]` of byte `byte` and then of byte
+/// `2 + byte`, at `mask << to` of the 4 bytes of the row's lane, the other bits clear.
 #[inline(always)]
-unsafe fn pick(v: uint8x16_t, bytes: [u8; 4], from: [u8; 4], to: u8, mask: u8) -> uint8x16_t {
+unsafe fn pick(v: uint8x16_t, byte: usize, from: [u8; 2], to: u8, mask: u8) -> uint8x16_t {
     // SAFETY: NEON is part of every aarch64 CPU
     unsafe {
-        let idx: [u8; 16] = std::array::from_fn(|i| (i & !3) as u8 + bytes[i % 4]);
-        let shift: [i8; 16] = std::array::from_fn(|i| to as i8 - from[i % 4] as i8);
+        let idx: [u8; 16] = std::array::from_fn(|i| ((i & !3) + byte + (i & 2)) as u8);
+        let shift: [i8; 16] = std::array::from_fn(|i| to as i8 - from[i % 2] as i8);
         let picked = vqtbl1q_u8(v, vld1q_u8(idx.as_ptr()));
         vandq_u8(
             vshlq_u8(picked, vld1q_s8(shift.as_ptr())),
