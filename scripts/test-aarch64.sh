@@ -30,6 +30,9 @@ done
 
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+# QEMU's `max` CPU has the dot-product extension, so the tests run the `neon_dotprod`
+# table beside the `neon` one (and check that they do).
+export QEMU_CPU=max TUILI_TEST_DOTPROD=1
 # Tests that need real models are skipped (and say so) without TUILI_TEST_MODELS_DIR;
 # under emulation they would be slow anyway.
 unset TUILI_TEST_MODELS_DIR

@@ -94,7 +94,8 @@ impl std::fmt::Debug for Kernels {
 }
 
 impl Kernels {
-    /// `"avx512"`, `"avx2"`, `"neon"` or `"scalar"` (`"...+f32-reference"` when forced so).
+    /// `"avx512"`, `"avx2"`, `"neon_dotprod"`, `"neon"` or `"scalar"` (`"...+f32-reference"`
+    /// when forced so).
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -479,7 +480,7 @@ pub fn scalar() -> &'static Kernels {
 
 /// The fastest kernels this CPU runs, detected once.
 ///
-/// `TUILI_KERNELS=scalar|avx2|avx512|neon` forces a table (when the CPU can run it), and
+/// `TUILI_KERNELS=scalar|avx2|avx512|neon|neon_dotprod` forces a table (when the CPU can run it), and
 /// `TUILI_KERNELS=f32` keeps f32 activations in matmul (the slow accuracy reference).
 pub fn select() -> &'static Kernels {
     static SELECTED: OnceLock<&'static Kernels> = OnceLock::new();
@@ -524,6 +525,10 @@ pub fn available() -> Vec<&'static Kernels> {
     }
     #[cfg(target_arch = "aarch64")]
     v.push(neon::kernels());
+    #[cfg(target_arch = "aarch64")]
+    if let Some(k) = neon::dotprod_kernels() {
+        v.push(k);
+    }
     v
 }
 

@@ -2,6 +2,7 @@
 //! bytes and ggml's values, and every table gives the block-sum specification's bits.
 
 use super::blocksum::{file_block, file_row_times, Block, Scale};
+use super::interleave::{has_min, is_k};
 use super::tests::{bits, col_choices, tables, weights, FORMATS};
 use super::*;
 use crate::matmul::{matmul_with, Weight};
@@ -240,4 +241,94 @@ fn interleaved_matmul_is_batch_invariant_on_every_table() {
             assert_eq!(bits(&parts), bits(&want), "{} {fmt:?} parts", k.name());
         }
     }
+}
+
+/// The products of `k` over all of `p`'s rows and `n` tokens: `[n, p.rows]`.
+fn products(k: &Kernels, p: &Packed, acts: &QuantActs, n: usize) -> Vec<f32> {
+    let mut out = vec![f32::NAN; n * p.rows];
+    // SAFETY: `out` holds n * rows values.
+    unsafe {
+        let o = Out {
+            ptr: out.as_mut_ptr(),
+            ldo: p.rows,
+        };
+        k.interleaved_tiled(p, 0..p.rows, acts, n, o, false);
+    }
+    out
+}
+
+/// Activations at the ends of the int16 range and on the edges of the `sdot` tables'
+/// byte split (`x = 256 hi + lo + 128`), codes at the ends of theirs (every byte pattern
+/// is a legacy format's code): every table gives the scalar table's bits, for token
+/// counts around the 4-token tiles and odd numbers of 16-row groups.
+#[test]
+fn interleaved_products_of_extreme_values_match_the_scalar_table() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let edges = [
+        -32767, 32767, -32640, -32639, 32639, 32640, -32512, -257, -256, -129, -128, -1, 0, 127,
+        128, 255, 256,
+    ];
+    let code_bytes = [0x00, 0xff, 0x80, 0x7f, 0x0f, 0xf0];
+    for fmt in interleaved_formats() {
+        let cols = col_choices(fmt)[1];
+        for rows in [16, 48, 80, 37] {
+            let (mut w, rb) = weights(&mut rng, fmt, rows, cols);
+            if !is_k(fmt) {
+                let ts = fmt.ty().type_size();
+                let codes_at = if has_min(fmt) { 4 } else { 2 };
+                for blk in w.chunks_exact_mut(ts) {
+                    for c in &mut blk[codes_at..] {
+                        if rng.gen_bool(0.5) {
+                            *c = code_bytes[rng.gen_range(0..code_bytes.len())];
+                        }
+                    }
+                }
+            }
+            let packed = pack(fmt, &w, rows, cols);
+            for n in [1, 3, 4, 5, 64] {
+                // A block's first activation of ±32767 makes its scale 1: q = x.
+                let x: Vec<i16> = (0..n * cols)
+                    .map(|i| match i % QB {
+                        0 => [-32767, 32767][rng.gen_range(0..2)],
+                        _ if rng.gen_bool(0.5) => edges[rng.gen_range(0..edges.len())],
+                        _ => rng.gen_range(-32767..=32767),
+                    })
+                    .collect();
+                let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+                let mut acts = QuantActs::new();
+                scalar().quantize_acts(&xf, cols, &mut acts);
+                assert!((0..n).all(|t| acts.q(t) == &x[t * cols..(t + 1) * cols]));
+                let want = products(scalar(), &packed, &acts, n);
+                for r in 0..rows {
+                    assert!(want[r].is_finite(), "{fmt:?} r={r}");
+                    let f = file_row_times(fmt, &w, rb, r, &acts, 0);
+                    assert_eq!(f.to_bits(), want[r].to_bits(), "{fmt:?} r={r}");
+                }
+                for k in tables() {
+                    let got = products(k, &packed, &acts, n);
+                    let what = format!("{} {fmt:?} {rows}x{cols} n={n}", k.name());
+                    assert_eq!(bits(&got), bits(&want), "{what}");
+                }
+            }
+        }
+    }
+}
+
+/// Where the CPU has the dot-product extension its table is the fastest, so the
+/// tests that run every table (and `select`) run it; `scripts/test-aarch64.sh`, whose
+/// emulated CPU has it, says so with `TUILI_TEST_DOTPROD=1`.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn the_dotprod_table_runs_where_the_cpu_has_it() {
+    let has = std::arch::is_aarch64_feature_detected!("dotprod");
+    if std::env::var_os("TUILI_TEST_DOTPROD").is_some() {
+        assert!(has, "TUILI_TEST_DOTPROD is set but the CPU lacks dotprod");
+    }
+    let names: Vec<&str> = available().iter().map(|k| k.name()).collect();
+    let want: &[&str] = if has {
+        &["scalar", "neon", "neon_dotprod"]
+    } else {
+        &["scalar", "neon"]
+    };
+    assert_eq!(names, want);
 }

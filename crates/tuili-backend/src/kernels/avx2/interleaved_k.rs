@@ -11,26 +11,13 @@ use std::arch::x86_64::*;
 use std::marker::PhantomData;
 
 use super::super::interleave::{
-    code_bytes, Packed, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16, PREFETCH_BYTES,
+    code_bytes, prefetch_codes, Packed, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16,
 };
 use super::super::{Out, QuantActs};
 use super::interleaved::{accumulate, store, Codes, Tile, HROWS};
 
 /// Q4_K (`C` = Q4) and Q5_K (`C` = Q5): blocks with a scale and a minimum each.
 pub(super) struct KMin<C>(PhantomData<C>);
-
-/// Prefetches the code lines `PREFETCH_BYTES` ahead of block `b`, into L2.
-#[inline(always)]
-unsafe fn prefetch(codes: *const u8, b: usize, cb: usize) {
-    // SAFETY: prefetching an address (even past the buffer) reads nothing; the CPU has
-    // the instruction set of this table
-    unsafe {
-        let ahead = codes.wrapping_add(cb * b + PREFETCH_BYTES);
-        for line in 0..cb / 64 {
-            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line) as *const i8);
-        }
-    }
-}
 
 /// 8 bytes at `p` (one per row) as f32: unsigned, or signed when `SIGNED`.
 #[inline(always)]
@@ -88,7 +75,7 @@ impl<C: Codes> Tile for KMin<C> {
                 });
                 for j in 0..8 {
                     let b = 8 * s + j;
-                    prefetch(codes, b, cb);
+                    prefetch_codes(codes, b, cb);
                     let mut sums = [[_mm256_setzero_si256(); T]; NH];
                     C::pairs::<T, NH>(codes, b, first, &xq, &mut sums);
                     for h in 0..NH {
@@ -328,7 +315,7 @@ impl<H: Half> Tile for K16<H> {
                 });
                 for j in 0..8 {
                     let b = 8 * s + j;
-                    prefetch(codes, b, H::CB);
+                    prefetch_codes(codes, b, H::CB);
                     for half in 0..2 {
                         let k = 2 * j + half;
                         // Σ (q - o) x = Σ q x - o Σ x, exact: the sums start at -o Σ x.

@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 use std::marker::PhantomData;
 
 use super::super::interleave::{
-    code_bytes, Packed, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16, PREFETCH_BYTES,
+    code_bytes, prefetch_codes, Packed, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16,
 };
 use super::super::{Out, QuantActs};
 use super::dot32;
@@ -27,15 +27,10 @@ pub(super) struct KMin<C>(PhantomData<C>);
 /// Prefetches the code lines `PREFETCH_BYTES` ahead of block `b` of every group, into L2.
 #[inline(always)]
 unsafe fn prefetch<const G: usize>(codes: &[*const u8; G], b: usize, cb: usize) {
-    // SAFETY: prefetching an address (even past the buffer) reads nothing; the CPU has
-    // the instruction set of this table
-    unsafe {
-        for c in codes {
-            let ahead = c.wrapping_add(cb * b + PREFETCH_BYTES);
-            for line in 0..cb / 64 {
-                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * line) as *const i8);
-            }
-        }
+    for &c in codes {
+        // SAFETY: prefetching an address (even past the buffer) reads nothing; the CPU
+        // has the instruction set of this table
+        unsafe { prefetch_codes(c, b, cb) };
     }
 }
 

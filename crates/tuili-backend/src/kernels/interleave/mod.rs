@@ -138,10 +138,56 @@ fn codes_at(fmt: QFormat, nb: usize) -> usize {
 /// Zen 4 (one thread, a Q8_0 matrix streamed from DRAM, 131072 x 640, CPU time of
 /// `examples/matmul_bench`) this took the one-token product from 10.4-11.0 to 14.0-16.2
 /// GB/s with the AVX-512 table and from 8.0-9.1 to 14.5-14.9 with the AVX2 one, against
-/// 2 KiB into L1; Q4_0 gained less, the K-quants and products from L3 did not move. x86
-/// only: the NEON prefetch intrinsic is not stable Rust.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+/// 2 KiB into L1; Q4_0 gained less, the K-quants and products from L3 did not move. The
+/// NEON tiles take the same distance and level (`prfm pldl2keep`) unmeasured: tuili's
+/// aarch64 kernels are tested only under emulation so far.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub(crate) const PREFETCH_BYTES: usize = 4096;
+
+/// Prefetches the cache line at `p` into L2 (`prefetcht1`; `prfm pldl2keep`, as stable
+/// Rust has no aarch64 prefetch intrinsic).
+///
+/// # Safety
+/// The CPU has SSE (every x86-64 does); prefetching an address reads nothing, so any
+/// address will do.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+pub(crate) unsafe fn prefetch_line(p: *const u8) {
+    // SAFETY: a prefetch reads nothing (this fn's contract)
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        _mm_prefetch::<_MM_HINT_T1>(p as *const i8)
+    }
+    // SAFETY: a prefetch reads nothing, writes nothing and leaves the flags alone
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!(
+            "prfm pldl2keep, [{0}]",
+            in(reg) p,
+            options(nostack, preserves_flags, readonly)
+        )
+    }
+}
+
+/// The K-quants' prefetch: the `cb` code bytes of a block, `PREFETCH_BYTES` ahead of
+/// block `b` of the codes at `codes` (their heads are read slowly enough for the
+/// hardware prefetcher).
+///
+/// # Safety
+/// As for [`prefetch_line`].
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+pub(crate) unsafe fn prefetch_codes(codes: *const u8, b: usize, cb: usize) {
+    let ahead = codes.wrapping_add(cb * b + PREFETCH_BYTES);
+    for line in 0..cb / 64 {
+        // SAFETY: this fn's contract
+        unsafe { prefetch_line(ahead.wrapping_add(64 * line)) };
+    }
+}
 
 /// The prefetch of the interleaved products: into L2, `PREFETCH_BYTES` ahead, what a
 /// tile of groups reads of each of its groups, block by block.
@@ -155,8 +201,7 @@ pub(crate) const PREFETCH_BYTES: usize = 4096;
 /// Q8_0 at 15.1-16.3, against 17.2-17.5 and 24.0-24.5 now. A group with a long scale
 /// section (long rows) has its codes prefetched alone, the scales being read slowly
 /// enough for the hardware prefetcher.
-///
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[derive(Clone, Copy)]
 pub(crate) struct Prefetch {
     /// Offset in the group of the first byte prefetched at block 0.
@@ -168,7 +213,7 @@ pub(crate) struct Prefetch {
     jump: usize,
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 impl Prefetch {
     /// The prefetch streams of tiles of `tile_groups` groups of `p`.
     #[inline(always)]
@@ -200,11 +245,10 @@ impl Prefetch {
     /// As for [`Prefetch::block`].
     #[inline(always)]
     pub(crate) unsafe fn ramp(&self, group: *const u8) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
         let mut off = (self.start - PREFETCH_BYTES) & !63;
         while off < self.start {
             // SAFETY: a prefetch reads nothing (this fn's contract)
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(group.wrapping_add(off) as *const i8) };
+            unsafe { prefetch_line(group.wrapping_add(off)) };
             off += 64;
         }
     }
@@ -212,11 +256,9 @@ impl Prefetch {
     /// Prefetches block `b`'s share of the stream of the group at `group`.
     ///
     /// # Safety
-    /// The CPU has SSE (every x86-64 does); prefetching an address reads nothing, so
-    /// any address will do.
+    /// As for [`prefetch_line`].
     #[inline(always)]
     pub(crate) unsafe fn block(&self, group: *const u8, b: usize) {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
         let from = self.start + self.step * b;
         let to = from + self.step;
         // Where the share does not cross into the next tile (the common case), plain
@@ -224,13 +266,12 @@ impl Prefetch {
         let (mut off, stop) = (from & !63, to.min(self.end));
         while off < stop {
             // SAFETY: a prefetch reads nothing (this fn's contract)
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(group.wrapping_add(off) as *const i8) };
+            unsafe { prefetch_line(group.wrapping_add(off)) };
             off += 64;
         }
         while off < to {
             // SAFETY: as above
-            let at = group.wrapping_add(off + self.jump);
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(at as *const i8) };
+            unsafe { prefetch_line(group.wrapping_add(off + self.jump)) };
             off += 64;
         }
     }

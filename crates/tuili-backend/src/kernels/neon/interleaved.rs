@@ -8,15 +8,18 @@
 //! = row `4q + i`, so after the 32 elements of a block `s[t][q]` holds the exact integer
 //! block sums of rows `4q..4q + 4` and one float step serves 4 outputs. The K-quants'
 //! tiles are in `interleaved_k`.
+//!
+//! The tiles prefetch as the AVX2 ones do (`interleave::Prefetch` with one-group tiles;
+//! the K-quants their codes alone), at the x86 distance.
 
 use std::arch::aarch64::*;
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use super::super::interleave::{code_offset, Packed, IROWS};
+use super::super::interleave::{code_offset, Packed, Prefetch, IROWS};
 use super::super::{Out, QFormat, QuantActs, QB};
 use super::f16x4;
-use super::interleaved_k::{KMin, K16, Q2, Q3, Q6};
+use super::interleaved_k::{HalfSums, KMin, Mac, K16, Q2, Q3, Q6};
 
 /// Tokens per tile.
 const TT: usize = 4;
@@ -36,18 +39,56 @@ pub(super) unsafe fn interleaved(
 ) {
     // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and lengths
     // it gives within the buffers its safe caller checked
+    unsafe { by_format::<Smlal>(p, rows, a, nt, out) }
+}
+
+/// One way of taking the block sums: of the formats that read nibble or byte chunks
+/// (Q4_K and Q5_K read theirs as Q4_1 and Q5_1), and of the half-blocks of Q6_K, Q3_K
+/// and Q2_K; `smlal` here, `sdot` in `dot`.
+pub(super) trait Family {
+    type Q4: Codes;
+    type Q5: Codes;
+    type Q8: Codes;
+    type Q6: HalfSums;
+    type Q3: HalfSums;
+    type Q2: HalfSums;
+}
+
+/// The block sums by `smlal` (`mac`).
+struct Smlal;
+
+impl Family for Smlal {
+    type Q4 = Q4;
+    type Q5 = Q5;
+    type Q8 = Q8;
+    type Q6 = Mac<Q6>;
+    type Q3 = Mac<Q3>;
+    type Q2 = Mac<Q2>;
+}
+
+/// [`interleaved`] with the block sums of `F`.
+#[inline(always)]
+pub(super) unsafe fn by_format<F: Family>(
+    p: &Packed,
+    rows: Range<usize>,
+    a: &QuantActs,
+    nt: usize,
+    out: Out,
+) {
+    // SAFETY: the caller upholds this unsafe fn's contract (`interleaved`'s, and the CPU
+    // runs `F`'s instructions)
     unsafe {
         match p.fmt {
-            QFormat::Q4_0 => tiles::<Legacy<Q4, 0>>(p, rows, a, nt, out),
-            QFormat::Q4_1 => tiles::<Legacy<Q4, 1>>(p, rows, a, nt, out),
-            QFormat::Q5_0 => tiles::<Legacy<Q5, 0>>(p, rows, a, nt, out),
-            QFormat::Q5_1 => tiles::<Legacy<Q5, 1>>(p, rows, a, nt, out),
-            QFormat::Q8_0 => tiles::<Legacy<Q8, 0>>(p, rows, a, nt, out),
-            QFormat::Q4K => tiles::<KMin<Q4>>(p, rows, a, nt, out),
-            QFormat::Q5K => tiles::<KMin<Q5>>(p, rows, a, nt, out),
-            QFormat::Q6K => tiles::<K16<Q6>>(p, rows, a, nt, out),
-            QFormat::Q3K => tiles::<K16<Q3>>(p, rows, a, nt, out),
-            QFormat::Q2K => tiles::<K16<Q2>>(p, rows, a, nt, out),
+            QFormat::Q4_0 => tiles::<Legacy<F::Q4, 0>>(p, rows, a, nt, out),
+            QFormat::Q4_1 => tiles::<Legacy<F::Q4, 1>>(p, rows, a, nt, out),
+            QFormat::Q5_0 => tiles::<Legacy<F::Q5, 0>>(p, rows, a, nt, out),
+            QFormat::Q5_1 => tiles::<Legacy<F::Q5, 1>>(p, rows, a, nt, out),
+            QFormat::Q8_0 => tiles::<Legacy<F::Q8, 0>>(p, rows, a, nt, out),
+            QFormat::Q4K => tiles::<KMin<F::Q4>>(p, rows, a, nt, out),
+            QFormat::Q5K => tiles::<KMin<F::Q5>>(p, rows, a, nt, out),
+            QFormat::Q6K => tiles::<K16<F::Q6>>(p, rows, a, nt, out),
+            QFormat::Q3K => tiles::<K16<F::Q3>>(p, rows, a, nt, out),
+            QFormat::Q2K => tiles::<K16<F::Q2>>(p, rows, a, nt, out),
             // `interleave::interleavable` leaves it out: never packed.
             QFormat::Mxfp4 => unreachable!("MXFP4 weights are not interleaved"),
         }
@@ -73,7 +114,7 @@ pub(super) struct Small<const FIFTH: bool>;
 pub(super) type Q4 = Small<false>;
 pub(super) type Q5 = Small<true>;
 /// Q8_0: a chunk `c` holds elements `4c, 4c + 2, 4c + 1, 4c + 3`, one per byte.
-struct Q8;
+pub(super) struct Q8;
 
 impl<const FIFTH: bool> Codes for Small<FIFTH> {
     #[inline(always)]
@@ -205,6 +246,7 @@ unsafe fn tiles<K: Tile>(p: &Packed, rows: Range<usize>, a: &QuantActs, nt: usiz
     unsafe {
         debug_assert!(rows.start.is_multiple_of(IROWS) && rows.end <= p.rows);
         let g0 = rows.start / IROWS;
+        Prefetch::new(p, 1).ramp(p.bytes.as_ptr().add(g0 * p.group_bytes));
         for g in g0..rows.end.div_ceil(IROWS) {
             let valid = (rows.end - g * IROWS).min(IROWS);
             let mut t = 0;
@@ -254,8 +296,10 @@ unsafe fn tile<C: Codes, const M: u8, const T: usize>(
         let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
         let xsum: [*const i32; T] = std::array::from_fn(|i| a.xsum.as_ptr().add((t0 + i) * nbp));
         let offset = code_offset(p.fmt);
+        let prefetch = Prefetch::new(p, 1);
         let mut acc = [[vdupq_n_f32(0.0); 4]; T];
         for b in 0..p.nb() {
+            prefetch.block(base, b);
             let mut s = [[vdupq_n_s32(0); 4]; T];
             C::block::<T>(base.add(p.codes_at()), b, &xq, &mut s);
             // Row 4q + i's scale is f16 number 16 b + 4q + i.

@@ -12,7 +12,9 @@
 use std::arch::aarch64::*;
 use std::marker::PhantomData;
 
-use super::super::interleave::{Packed, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16};
+use super::super::interleave::{
+    code_bytes, prefetch_codes, Packed, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16,
+};
 use super::super::{Out, QuantActs, QB};
 use super::interleaved::{f16x4_at, mac, store, Codes, Sums, Tile};
 
@@ -74,7 +76,7 @@ impl<C: Codes> Tile for KMin<C> {
         unsafe {
             let nbp = a.nbp();
             let base = p.bytes.as_ptr().add(g * p.group_bytes);
-            let codes = base.add(p.codes_at());
+            let (codes, cb) = (base.add(p.codes_at()), code_bytes(p.fmt));
             let xq: [*const i16; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr());
             let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
             let xs: [*const f32; T] = std::array::from_fn(|i| a.s.as_ptr().add((t0 + i) * nbp));
@@ -85,6 +87,7 @@ impl<C: Codes> Tile for KMin<C> {
                 let neg_dmin = f16s(head.add(HEAD_DMIN)).map(|v| vnegq_f32(v));
                 for j in 0..8 {
                     let b = 8 * s + j;
+                    prefetch_codes(codes, b, cb);
                     let mut sums = [[vdupq_n_s32(0); 4]; T];
                     C::block::<T>(codes, b, &xq, &mut sums);
                     let sc = bytes_f32::<false>(&vld1q_u8(head.add(HEAD_SC + 16 * j)));
@@ -139,7 +142,7 @@ unsafe fn bytes4(p: *const u8) -> [uint8x16_t; 4] {
 
 /// `(v >> from) & mask << to` by one shift (left when `to > from`).
 #[inline(always)]
-unsafe fn field(v: uint8x16_t, from: usize, to: usize, mask: u8) -> uint8x16_t {
+pub(super) unsafe fn field(v: uint8x16_t, from: usize, to: usize, mask: u8) -> uint8x16_t {
     // SAFETY: NEON is part of every aarch64 CPU
     unsafe {
         let shifted = vshlq_u8(v, vdupq_n_s8(to as i8 - from as i8));
@@ -215,11 +218,57 @@ impl Half for Q2 {
     }
 }
 
-/// The formats of 16-element sub-blocks: per half-block an integer sum (starting at
-/// `-OFFSET Σ x` of the half) and a float step, and for Q2_K the half's minimum term.
-pub(super) struct K16<H>(PhantomData<H>);
+/// How the integer sums of a format's half-blocks are taken: by `smlal` (`Mac`) or
+/// `sdot` (`dot`).
+pub(super) trait HalfSums {
+    /// The format.
+    type H: Half;
+    /// Adds the products of half `half` of block `b` of the codes at `codes` with each
+    /// token's (`xq[t]`: `[cols]`) into `s`.
+    unsafe fn half<const T: usize>(
+        codes: *const u8,
+        b: usize,
+        half: usize,
+        xq: &[*const i16; T],
+        s: &mut Sums<T>,
+    );
+}
 
-impl<H: Half> Tile for K16<H> {
+/// The half-block sums of `H` by `smlal` (`mac`), an element of 16 rows at a time.
+pub(super) struct Mac<H>(PhantomData<H>);
+
+impl<H: Half> HalfSums for Mac<H> {
+    type H = H;
+    #[inline(always)]
+    unsafe fn half<const T: usize>(
+        codes: *const u8,
+        b: usize,
+        half: usize,
+        xq: &[*const i16; T],
+        s: &mut Sums<T>,
+    ) {
+        // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and
+        // lengths it gives within the buffers its safe caller checked
+        unsafe {
+            let code = H::codes(codes, b, half);
+            for pp in 0..8 {
+                for odd in 0..2 {
+                    let q = code(pp, odd);
+                    let w = [vmovl_u8(vget_low_u8(q)), vmovl_high_u8(q)];
+                    let e = QB * b + 16 * half + 2 * pp + odd;
+                    mac(w.map(|h| vreinterpretq_s16_u16(h)), xq, e, s);
+                }
+            }
+        }
+    }
+}
+
+/// The formats of 16-element sub-blocks: per half-block an integer sum (starting at
+/// `-OFFSET Σ x` of the half, the rest by `S`) and a float step, and for Q2_K the half's
+/// minimum term.
+pub(super) struct K16<S>(PhantomData<S>);
+
+impl<S: HalfSums> Tile for K16<S> {
     #[inline(always)]
     unsafe fn tile<const T: usize>(
         p: &Packed,
@@ -234,7 +283,7 @@ impl<H: Half> Tile for K16<H> {
         unsafe {
             let nbp = a.nbp();
             let base = p.bytes.as_ptr().add(g * p.group_bytes);
-            let codes = base.add(p.codes_at());
+            let (codes, cb) = (base.add(p.codes_at()), code_bytes(p.fmt));
             let xq: [*const i16; T] = std::array::from_fn(|i| a.q(t0 + i).as_ptr());
             let xd: [*const f32; T] = std::array::from_fn(|i| a.d.as_ptr().add((t0 + i) * nbp));
             let xsum: [*const i32; T] =
@@ -245,29 +294,22 @@ impl<H: Half> Tile for K16<H> {
             for s in 0..p.cols / 256 {
                 let head = base.add(p.head_at(s));
                 let d = f16s(head.add(HEAD_D));
-                let neg_dmin = if H::MIN {
+                let neg_dmin = if S::H::MIN {
                     f16s(head.add(HEAD_DMIN)).map(|v| vnegq_f32(v))
                 } else {
                     [vdupq_n_f32(0.0); 4]
                 };
                 for j in 0..8 {
                     let b = 8 * s + j;
+                    prefetch_codes(codes, b, cb);
                     for half in 0..2 {
                         let k = 2 * j + half;
                         // Σ (q - o) x = Σ q x - o Σ x, exact: the sums start at -o Σ x.
                         let mut sums: Sums<T> = std::array::from_fn(|t| {
-                            [vdupq_n_s32(-H::OFFSET * *xsum[t].add(2 * b + half)); 4]
+                            [vdupq_n_s32(-S::H::OFFSET * *xsum[t].add(2 * b + half)); 4]
                         });
-                        let code = H::codes(codes, b, half);
-                        for pp in 0..8 {
-                            for odd in 0..2 {
-                                let q = code(pp, odd);
-                                let w = [vmovl_u8(vget_low_u8(q)), vmovl_high_u8(q)];
-                                let e = QB * b + 16 * half + 2 * pp + odd;
-                                mac(w.map(|h| vreinterpretq_s16_u16(h)), &xq, e, &mut sums);
-                            }
-                        }
-                        let (sc, mv) = if H::MIN {
+                        S::half(codes, b, half, &xq, &mut sums);
+                        let (sc, mv) = if S::H::MIN {
                             // Q2_K: scale and minimum nibbles of one byte per row.
                             let v = vld1q_u8(head.add(HEAD_SC + 16 * k));
                             let sc = bytes_f32::<false>(&vandq_u8(v, vdupq_n_u8(15)));
@@ -283,7 +325,7 @@ impl<H: Half> Tile for K16<H> {
                             for q in 0..4 {
                                 let pp = vmulq_n_f32(w[q], dx);
                                 acc[t][q] = vfmaq_f32(acc[t][q], pp, vcvtq_f32_s32(sums[t][q]));
-                                if H::MIN {
+                                if S::H::MIN {
                                     let sx = *xs16[t].add(2 * b + half);
                                     acc[t][q] = vfmaq_n_f32(acc[t][q], mv[q], sx);
                                 }

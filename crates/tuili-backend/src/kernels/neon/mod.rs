@@ -6,10 +6,12 @@
 //! is four `int16x8_t`: elements 0..8, 8..16, 16..24, 24..32.
 //!
 //! `matmul` repacks every integer format for the interleaved products (`interleaved`,
-//! `interleaved_k`), which follow the block-sum specification instead.
+//! `interleaved_k`), which follow the block-sum specification instead; `dot` has them
+//! with the dot-product extension (`sdot`), in the `neon_dotprod` table.
 
 use std::arch::aarch64::*;
 
+mod dot;
 mod formats;
 mod interleaved;
 mod interleaved_k;
@@ -44,6 +46,20 @@ static NEON: Kernels = Kernels {
 /// The NEON table (NEON is part of the aarch64 baseline).
 pub(super) fn kernels() -> &'static Kernels {
     &NEON
+}
+
+/// The NEON table with the interleaved products of the dot-product extension (`dot`):
+/// the same bits.
+static NEON_DOTPROD: Kernels = Kernels {
+    name: "neon_dotprod",
+    interleaved: dot::interleaved,
+    ..NEON
+};
+
+/// The dot-product table, if this CPU has the extension (ARMv8.4 on, optional from
+/// ARMv8.2).
+pub(super) fn dotprod_kernels() -> Option<&'static Kernels> {
+    std::arch::is_aarch64_feature_detected!("dotprod").then_some(&NEON_DOTPROD)
 }
 
 // ---- small helpers ------------------------------------------------------------------
