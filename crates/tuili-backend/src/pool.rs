@@ -145,9 +145,14 @@ impl ThreadPool {
     /// region only its unfinished chunk, not its whole share (see `chunks`). What `f`
     /// computes must depend on `c` alone.
     pub fn for_chunks(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        self.for_chunks_per_thread(CHUNKS_PER_THREAD, f)
+    }
+
+    /// [`Self::for_chunks`] with `per_thread` chunks per thread (at least 1).
+    pub fn for_chunks_per_thread(&self, per_thread: usize, f: &(dyn Fn(usize, usize) + Sync)) {
         let n_chunks = match self.shared.n_threads {
             1 => 1,
-            n => n * CHUNKS_PER_THREAD,
+            n => n * per_thread.max(1),
         };
         self.chunks(n_chunks, &|c| f(c, n_chunks));
     }
@@ -184,7 +189,18 @@ impl ThreadPool {
     /// Splits `0..n_items` into contiguous ranges (rounded to `align` items), one per
     /// chunk of `for_chunks`, and runs `f(range)` on each non-empty one.
     pub fn for_ranges(&self, n_items: usize, align: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
-        self.for_chunks(&|c, n| {
+        self.for_ranges_per_thread(n_items, align, CHUNKS_PER_THREAD, f)
+    }
+
+    /// [`Self::for_ranges`] with `per_thread` chunks per thread (at least 1).
+    pub fn for_ranges_per_thread(
+        &self,
+        n_items: usize,
+        align: usize,
+        per_thread: usize,
+        f: &(dyn Fn(Range<usize>) + Sync),
+    ) {
+        self.for_chunks_per_thread(per_thread, &|c, n| {
             let r = split(n_items, align, c, n);
             if !r.is_empty() {
                 f(r);
@@ -196,7 +212,7 @@ impl ThreadPool {
 /// Chunks per thread of a parallel region (see `ThreadPool::for_chunks`). Measured on the
 /// 2-core VM, 8-stream decode of SmolLM2: threads waited 17 % of the time with one
 /// chunk each (a static split), 9 % with 4, 6 % with 16.
-const CHUNKS_PER_THREAD: usize = 16;
+pub const CHUNKS_PER_THREAD: usize = 16;
 
 /// Ends the caller's part of a region, on return or unwind: clears `IN_JOB` and waits
 /// until every worker has finished the job.
@@ -453,6 +469,28 @@ mod tests {
             // Held back in its first chunk, the caller ran no other: the rest of its
             // share (two chunks or more from 6 on) was taken by the workers.
             assert!(by_caller.load(Ordering::Relaxed) <= 1, "{n_chunks}");
+        }
+    }
+
+    #[test]
+    fn ranges_cover_the_items_once_in_the_chunks_asked() {
+        let pool = ThreadPool::new(3);
+        for (items, per_thread) in [(100, 1), (100, 2), (1000, 16), (5, 4), (0, 3)] {
+            let hits: Vec<AtomicUsize> = (0..items).map(|_| AtomicUsize::new(0)).collect();
+            let calls = AtomicUsize::new(0);
+            pool.for_ranges_per_thread(items, 1, per_thread, &|r| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                r.for_each(|i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                })
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            // Every non-empty range of the 3 · per_thread chunks is one call.
+            assert_eq!(
+                calls.load(Ordering::Relaxed),
+                (3 * per_thread).min(items),
+                "{items} items, {per_thread} per thread"
+            );
         }
     }
 
