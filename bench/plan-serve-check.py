@@ -12,7 +12,9 @@ reference `tuili bench` of the same model, threads and concurrency, which `tuili
 --check` predicts: the geometric mean of predicted over measured time is the share of its
 calibrated speed the machine gave ("speed"). Each load is tried up to --repeat times
 after waiting for a quiet moment, and the try with the highest speed is kept. The trace
-is simulated twice: as calibrated (speed 1) and at the measured speed (`--speed`), which
+is simulated twice: as calibrated (speed 1) and at the measured speeds (`--speed` from the
+prompt's run, which compute bounds, and `--memory-speed` from the decode's over it: this
+VM's memory bandwidth moves apart from its compute), which
 separates what the model gets wrong from what the neighbours took. The trace of the sent requests is
 then replayed by `tuili plan --simulate --trace` on the same engine limits, and the
 measured and predicted throughput, TTFT p50/p99 and TPOT p50/p99 are compared
@@ -308,7 +310,10 @@ def plan_env(args):
 def reference_speed(args, parallel):
     """The share of its calibrated speed the machine gives now: a short `tuili bench` of
     the same model and threads (a prompt, one decoding sequence, --parallel of them),
-    predicted by `tuili plan --check`; the geometric mean of predicted / measured time."""
+    predicted by `tuili plan --check`. Returns (speed, compute, memory): the geometric
+    mean of predicted / measured time over every run, over the prompt alone (bound by
+    compute), and the one sequence's decode (bound by memory) over the prompt's, which a
+    machine whose memory its neighbours load moves apart."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         path = f.name
     try:
@@ -323,19 +328,28 @@ def reference_speed(args, parallel):
         os.unlink(path)
     # Rows `| model | threads | test | measured | predicted | +e% |`, e = predicted time /
     # measured time - 1: the machine ran at 1 + e of the predicted speed.
-    logs = [math.log(1 + float(line.split("|")[6].strip().rstrip("%")) / 100)
-            for line in check.stdout.splitlines()
-            if line.startswith("|") and line.split("|")[6].strip().rstrip("%")
-            .lstrip("+-").replace(".", "").isdigit()]
+    logs = {}
+    for line in check.stdout.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) < 8 or not cells[6].rstrip("%").lstrip("+-").replace(".", "").isdigit():
+            continue
+        logs[cells[3]] = math.log(1 + float(cells[6].rstrip("%")) / 100)
     if not logs:
         raise SystemExit(f"no runs in tuili plan --check output:\n{check.stdout}")
-    return math.exp(sum(logs) / len(logs))
+    mean = lambda xs: math.exp(sum(xs) / len(xs))
+    speed = mean(list(logs.values()))
+    compute = mean([v for k, v in logs.items() if k.startswith("pp")] or [0.0])
+    decode = mean([v for k, v in logs.items() if k.startswith("tg") and "x" not in k] or [0.0])
+    return speed, compute, decode / compute
 
 
-def simulate(args, parallel, trace_path, speed=1.0):
+def simulate(args, parallel, trace_path, speed=(1.0, 1.0)):
+    """The trace simulated at `speed`: (share of the calibrated speed, and of the
+    calibrated memory bandwidth besides)."""
     cmd = [args.tuili, "plan", "-m", args.model, "--chip", args.chip, "-t", str(args.threads),
            "--simulate", "--trace", trace_path, "--max-num-seqs", str(parallel),
-           "--ctx", str(args.ctx), "--speed", str(speed), "-o", "json"]
+           "--ctx", str(args.ctx), "--speed", str(speed[0]), "--memory-speed", str(speed[1]),
+           "-o", "json"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=plan_env(args))
     return json.loads(out.stdout)["runs"][0]
 
@@ -358,7 +372,8 @@ def resimulate(args, path):
             json.dump(x["trace"], f)
         try:
             pred = simulate(args, x["parallel"], f.name)
-            pred_at = simulate(args, x["parallel"], f.name, x["reference_speed"])
+            at = x.get("reference_speeds", [x["reference_speed"], 1.0])
+            pred_at = simulate(args, x["parallel"], f.name, tuple(at))
         finally:
             os.unlink(f.name)
         x["predicted"], x["predicted_at_speed"] = pred, pred_at
@@ -477,31 +492,34 @@ def main():
                 best = None
                 for attempt in range(args.repeat):
                     waited = wait_for_quiet(args)
-                    speed = reference_speed(args, parallel)
+                    first = reference_speed(args, parallel)
                     before = snapshot(args)
                     # A new seed per try: a prompt sent before would hit the prefix cache.
                     seed = hash((args.seed, parallel, rate, attempt)) & 0xFFFFFFFF
                     records = asyncio.run(play(args, rate, seed))
                     foreign = foreign_share(before, snapshot(args))
-                    speed = math.sqrt(speed * reference_speed(args, parallel))
+                    # Before and after the load: their geometric means.
+                    speed, compute, memory = (math.sqrt(a * b) for a, b in
+                                              zip(first, reference_speed(args, parallel)))
                     errors = [r for r in records if isinstance(r, str)]
                     sent += [(r[3]["prompt_tokens"], r[3]["completion_tokens"])
                              for r in records if not isinstance(r, str)]
                     print(f"P={parallel} rate={rate:g}/s: try {attempt + 1}: waited "
                           f"{waited:.0f} s for quiet; others used {100 * foreign:.0f}% of "
-                          f"the CPUs; reference speed {speed:.2f}; {len(errors)} failed "
+                          f"the CPUs; reference speed {speed:.2f} (compute {compute:.2f}, "
+                          f"memory besides {memory:.2f}); {len(errors)} failed "
                           f"{errors[:2]}", flush=True)
                     if errors:
                         continue
                     # The try closest to the calibrated speed is the least disturbed.
                     if best is None or speed > best[2]:
-                        best = (records, foreign, speed)
+                        best = (records, foreign, speed, (compute, memory))
                     if speed > 1 - args.quiet:
                         break
                 if best is None:
                     print(f"P={parallel} rate={rate:g}/s: no try completed", flush=True)
                     continue
-                records, foreign, speed = best
+                records, foreign, speed, speeds = best
                 trace = [{"arrival_s": r[0] - records[0][0],
                           "prompt_tokens": r[3]["prompt_tokens"],
                           "output_tokens": r[3]["completion_tokens"]}
@@ -510,7 +528,7 @@ def main():
                     json.dump(trace, f)
                 try:
                     pred = simulate(args, parallel, f.name)
-                    pred_at = simulate(args, parallel, f.name, speed)
+                    pred_at = simulate(args, parallel, f.name, speeds)
                 finally:
                     os.unlink(f.name)
                 meas = measured(records, args.output_len)
@@ -520,7 +538,8 @@ def main():
                 report.append({"parallel": parallel, "rate": rate, "trace": trace,
                                "measured": meas,
                                "predicted": pred, "predicted_at_speed": pred_at, "rows": rows,
-                               "foreign_cpu_share": foreign, "reference_speed": speed})
+                               "foreign_cpu_share": foreign, "reference_speed": speed,
+                               "reference_speeds": list(speeds)})
                 line = "; ".join(f"{r['metric']} {r['measured']:.1f} vs {r['predicted']:.1f} "
                                  f"({100 * r['error']:+.0f}%) / {r['predicted_at_speed']:.1f} "
                                  f"({100 * r['error_at_speed']:+.0f}%)" for r in rows)

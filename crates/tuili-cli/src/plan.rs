@@ -127,6 +127,10 @@ pub struct PlanArgs {
     /// a machine shared with other work, as a reference `tuili bench` run measures it).
     #[arg(long = "speed", default_value_t = 1.0)]
     speed: f64,
+    /// The share of its calibrated memory bandwidth the chip runs at besides --speed
+    /// (below 1 where other work loads the memory: decode slows, prefill does not).
+    #[arg(long = "memory-speed", default_value_t = 1.0)]
+    memory_speed: f64,
     /// Seed of the simulated arrivals.
     #[arg(long = "seed", default_value_t = 1)]
     seed: u64,
@@ -283,6 +287,7 @@ fn html(a: &PlanArgs, all: &[ChipProfile]) -> Result<()> {
             coeffs: &coeffs,
             serving: serving_of(chip),
             speed: a.speed,
+            memory_speed: a.memory_speed,
         };
         let load = [0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 1.0]
             .iter()
@@ -352,6 +357,7 @@ fn simulate(
         coeffs: &coeffs,
         serving: serving_of(chip),
         speed: a.speed,
+        memory_speed: a.memory_speed,
     };
     if let Some(text) = &a.slo {
         let slo = sim::Slo::parse(text)?;

@@ -64,6 +64,10 @@ pub struct Server<'a> {
     /// The share of its predicted speed the chip runs at (1: as predicted; below 1 on a
     /// machine shared with other work, as a reference run measures it).
     pub speed: f64,
+    /// The share of its calibrated memory bandwidth it runs at besides (1: as
+    /// calibrated): a machine whose neighbours load the memory slows the memory-bound
+    /// steps (decode) and leaves the compute-bound ones (prefill) as they were.
+    pub memory_speed: f64,
 }
 
 /// One simulated request, for fitting the serving terms to measured ones.
@@ -113,13 +117,20 @@ pub fn simulate_outcomes(
         coeffs,
         serving,
         speed,
+        memory_speed,
     } = *s;
     check(engine, reqs)?;
-    if !(speed > 0.0 && speed.is_finite()) {
-        return Err(PlanError::BadOption(format!(
-            "--speed must be positive, got {speed}"
-        )));
+    for (name, v) in [("--speed", speed), ("--memory-speed", memory_speed)] {
+        if !(v > 0.0 && v.is_finite()) {
+            return Err(PlanError::BadOption(format!(
+                "{name} must be positive, got {v}"
+            )));
+        }
     }
+    let coeffs = &Coeffs {
+        eta_mem: coeffs.eta_mem * memory_speed,
+        ..*coeffs
+    };
     let (blocks, local) = kv_pool_sizes(mcfg, engine);
     let sc = SchedulerConfig {
         max_num_seqs: engine.max_num_seqs,

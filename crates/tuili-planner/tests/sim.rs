@@ -56,6 +56,7 @@ impl Fixture {
             coeffs: &C,
             serving: ServeCoeffs::default(),
             speed: 1.0,
+            memory_speed: 1.0,
         }
     }
 
@@ -123,6 +124,41 @@ fn a_load_of_drawn_lengths_is_served_request_by_request() {
     // One at a time, the longest prompt's first token waits for its whole prefill.
     let fixed = f.run(&EngineConfig::default(), &load(0.01)).expect("runs");
     assert!(r.ttft_ms[2] > fixed.ttft_ms[2], "{r:?} against {fixed:?}");
+}
+
+#[test]
+fn a_loaded_memory_runs_every_step_at_its_share_of_the_bandwidth() {
+    let f = Fixture::new(Arch::Llama);
+    let engine = EngineConfig::default();
+    let half = Server {
+        memory_speed: 0.5,
+        ..f.server(&engine)
+    };
+    let r = simulate(&half, &load(0.01)).expect("runs");
+    // One request at a time, as in `an_idle_server_answers_in_one_prefill`, with the
+    // memory terms at half the calibrated bandwidth.
+    let c = Coeffs {
+        eta_mem: C.eta_mem * 0.5,
+        ..C
+    };
+    let prefill = step_ops(&f.cost, &f.hw, &StepShape::prefill(0, 256)).seconds(&c) * 1e3;
+    let decode = step_ops(&f.cost, &f.hw, &StepShape::decode(1, 270)).seconds(&c) * 1e3;
+    assert!(
+        (r.ttft_ms[0] / prefill - 1.0).abs() < 0.01,
+        "{r:?} vs {prefill}"
+    );
+    assert!(
+        (r.tpot_ms[0] / decode - 1.0).abs() < 0.05,
+        "{r:?} vs {decode}"
+    );
+    let full = simulate(&f.server(&engine), &load(0.01)).expect("runs");
+    assert!(r.tpot_ms[0] > 1.3 * full.tpot_ms[0], "{r:?} vs {full:?}");
+    let bad = Server {
+        memory_speed: 0.0,
+        ..f.server(&engine)
+    };
+    let e = simulate(&bad, &load(1.0)).unwrap_err().to_string();
+    assert!(e.contains("--memory-speed must be positive"), "{e}");
 }
 
 #[test]

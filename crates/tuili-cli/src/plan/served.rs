@@ -166,6 +166,7 @@ fn replay(
         coeffs,
         serving,
         speed: 1.0,
+        memory_speed: 1.0,
     };
     Ok(sim::simulate_outcomes(&server, &t.requests, 1)?.1)
 }
