@@ -76,13 +76,11 @@ fn load(rate: f64) -> Workload {
     }
 }
 
-#[test]
-fn an_idle_server_answers_in_one_prefill() {
-    let f = Fixture::new(Arch::Llama);
-    let r = f.run(&EngineConfig::default(), &load(0.01)).expect("runs");
-    let prefill = step_ops(&f.cost, &f.hw, &StepShape::prefill(0, 256)).seconds(&C) * 1e3;
-    let decode = step_ops(&f.cost, &f.hw, &StepShape::decode(1, 270)).seconds(&C) * 1e3;
-    // One request at a time: TTFT is the prefill, TPOT one decode step.
+/// `r`, a load of one 256 + 32-token request at a time, answered as the step model
+/// under `c` says: TTFT is the prefill, TPOT one decode step.
+fn assert_one_at_a_time(f: &Fixture, r: &SimResult, c: &Coeffs) {
+    let prefill = step_ops(&f.cost, &f.hw, &StepShape::prefill(0, 256)).seconds(c) * 1e3;
+    let decode = step_ops(&f.cost, &f.hw, &StepShape::decode(1, 270)).seconds(c) * 1e3;
     assert!(
         (r.ttft_ms[0] / prefill - 1.0).abs() < 0.01,
         "{r:?} vs {prefill}"
@@ -91,6 +89,13 @@ fn an_idle_server_answers_in_one_prefill() {
         (r.tpot_ms[0] / decode - 1.0).abs() < 0.05,
         "{r:?} vs {decode}"
     );
+}
+
+#[test]
+fn an_idle_server_answers_in_one_prefill() {
+    let f = Fixture::new(Arch::Llama);
+    let r = f.run(&EngineConfig::default(), &load(0.01)).expect("runs");
+    assert_one_at_a_time(&f, &r, &C);
     assert_eq!(r.preemptions, 0);
     assert_eq!(r.requests, 60);
 }
@@ -141,16 +146,7 @@ fn a_loaded_memory_runs_every_step_at_its_share_of_the_bandwidth() {
         eta_mem: C.eta_mem * 0.5,
         ..C
     };
-    let prefill = step_ops(&f.cost, &f.hw, &StepShape::prefill(0, 256)).seconds(&c) * 1e3;
-    let decode = step_ops(&f.cost, &f.hw, &StepShape::decode(1, 270)).seconds(&c) * 1e3;
-    assert!(
-        (r.ttft_ms[0] / prefill - 1.0).abs() < 0.01,
-        "{r:?} vs {prefill}"
-    );
-    assert!(
-        (r.tpot_ms[0] / decode - 1.0).abs() < 0.05,
-        "{r:?} vs {decode}"
-    );
+    assert_one_at_a_time(&f, &r, &c);
     let full = simulate(&f.server(&engine), &load(0.01)).expect("runs");
     assert!(r.tpot_ms[0] > 1.3 * full.tpot_ms[0], "{r:?} vs {full:?}");
     let bad = Server {
