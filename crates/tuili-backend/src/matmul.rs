@@ -327,7 +327,7 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
         pool::global().for_chunks_per_thread(chunks_per_thread(n_tokens, bytes), &|c, n| {
             crate::fault::hit(crate::fault::Site::KernelRegion);
             let range = if n_tokens == 1 {
-                split_by_bytes(&weights, c, n, align)
+                split_by_bytes(&weights, bytes, c, n, align)
             } else {
                 pool::split(total, align, c, n)
             };
@@ -348,11 +348,16 @@ fn matmul_many_with(k: &Kernels, parts: &mut [(&Weight, &mut [f32])], x: &[f32],
 }
 
 /// The `t`-th of `n` parts of the rows of `weights` (one after the other, each
-/// `span`), cut where the bytes before the cut are nearest `t / n` of all (rounded to
-/// `align` rows): one token's product streams the bytes, and the weights of one region
+/// `span`; `total` bytes in all), cut where the bytes before the cut are nearest `t / n`
+/// of all (rounded to `align` rows): one token's product streams the bytes, and the weights of one region
 /// can be of different types (e.g. Q5_0 queries with Q8_0 values).
-fn split_by_bytes(weights: &[Option<&Weight>], t: usize, n: usize, align: usize) -> Range<usize> {
-    let total: usize = weights.iter().flatten().map(|w| w.bytes().len()).sum();
+fn split_by_bytes(
+    weights: &[Option<&Weight>],
+    total: usize,
+    t: usize,
+    n: usize,
+    align: usize,
+) -> Range<usize> {
     // The row at which the bytes before it reach `target`.
     let cut = |target: usize| {
         let (mut rows, mut bytes) = (0, 0);

@@ -317,12 +317,12 @@ pub fn parse_trace(text: &str, name: &str) -> Result<Vec<Request>, PlanError> {
     let reqs = match serde_json::from_str::<Trace>(text) {
         Ok(Trace::Bare(r) | Trace::Wrapped { requests: r }) => r,
         Err(whole) => {
-            let mut lines = text
+            let lines = text
                 .lines()
                 .enumerate()
                 .filter(|(_, l)| !l.trim().is_empty());
             let mut reqs = Vec::new();
-            for (i, line) in &mut lines {
+            for (i, line) in lines {
                 match serde_json::from_str::<Request>(line) {
                     Ok(r) => reqs.push(r),
                     // Not JSON lines at all: the error of the whole text says more.

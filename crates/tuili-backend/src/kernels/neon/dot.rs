@@ -92,7 +92,7 @@ impl<const FIFTH: bool> Quads for Small<FIFTH> {
         // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the block within
         // the group
         unsafe {
-            let blk = codes.add(if FIFTH { 320 } else { 256 } * b + 16 * q);
+            let blk = codes.add(Small::<FIFTH>::CB * b + 16 * q);
             let fifth = if FIFTH {
                 vld1q_u8(blk.add(256))
             } else {

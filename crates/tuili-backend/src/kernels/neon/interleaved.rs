@@ -116,6 +116,11 @@ pub(super) type Q5 = Small<true>;
 /// Q8_0: a chunk `c` holds elements `4c, 4c + 2, 4c + 1, 4c + 3`, one per byte.
 pub(super) struct Q8;
 
+impl<const FIFTH: bool> Small<FIFTH> {
+    /// Code bytes of a block of 16 rows: four nibble chunks, and Q5's fifth-bit chunk.
+    pub(super) const CB: usize = if FIFTH { 320 } else { 256 };
+}
+
 impl<const FIFTH: bool> Codes for Small<FIFTH> {
     #[inline(always)]
     unsafe fn block<const T: usize>(
@@ -127,7 +132,7 @@ impl<const FIFTH: bool> Codes for Small<FIFTH> {
         // SAFETY: NEON is part of every aarch64 CPU; the caller keeps the pointers and
         // lengths it gives within the buffers its safe caller checked
         unsafe {
-            let cb = if FIFTH { 320 } else { 256 };
+            let cb = Self::CB;
             let (m4, bit4) = (vdupq_n_u8(0x0f), vdupq_n_u8(0x10));
             let hv = if FIFTH {
                 let v = vld4q_u8(base.add(cb * b + 256));
