@@ -162,6 +162,7 @@ pub fn rope_rotate(x: &mut [f32], head_dim: usize, cos_sin: &[(f32, f32)], mode:
 /// below, so that the exponential's argument `-|g|` is never positive: the branch-free
 /// `exp_nonpositive` serves both, and the loop vectorizes (a library `exp` per element
 /// cost ~4 % of a prefill).
+#[inline(always)]
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     debug_assert_eq!(gate.len(), up.len());
     for (g, &u) in gate.iter_mut().zip(up) {
@@ -183,8 +184,16 @@ pub enum Glu {
 }
 
 impl Glu {
-    /// `gate[i] = act(gate[i]) · up[i]`.
+    /// `gate[i] = act(gate[i]) · up[i]`, with the kernels of this CPU (the bits of
+    /// [`Glu::apply_plain`]).
     pub fn apply(self, gate: &mut [f32], up: &[f32]) {
+        kernels::select().glu(self, gate, up)
+    }
+
+    /// [`Glu::apply`]'s specification. `#[inline(always)]`, as the functions it calls, so
+    /// that each kernel table compiles it with its instruction set.
+    #[inline(always)]
+    pub fn apply_plain(self, gate: &mut [f32], up: &[f32]) {
         match self {
             Glu::Silu => silu_mul(gate, up),
             Glu::GeluTanh => gelu_tanh_mul(gate, up),
@@ -200,6 +209,7 @@ pub const SWIGLU_OAI_LIMIT: f32 = 7.0;
 
 /// gpt-oss's gate: `x = min(gate, 7)`, `y = clamp(up, -7, 7)`,
 /// `gate = x · sigmoid(1.702 x) · (y + 1)`, as ggml's `swiglu_oai`.
+#[inline(always)]
 pub fn swiglu_oai_mul(gate: &mut [f32], up: &[f32]) {
     debug_assert_eq!(gate.len(), up.len());
     for (g, &u) in gate.iter_mut().zip(up) {
@@ -225,6 +235,7 @@ fn gelu_tanh_of(x: f32) -> f32 {
 }
 
 /// GeGLU gate: `gate[i] = gelu(gate[i]) * up[i]`, GELU's tanh form ([`gelu_tanh`]).
+#[inline(always)]
 pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
     debug_assert_eq!(gate.len(), up.len());
     for (g, &u) in gate.iter_mut().zip(up) {

@@ -395,3 +395,8 @@ pub(super) unsafe fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 pub(super) unsafe fn softmax(x: &mut [f32], scale: f32) {
     crate::ops::softmax_scaled(x, scale)
 }
+
+/// `ops::Glu::apply_plain`.
+pub(super) unsafe fn glu(act: crate::ops::Glu, gate: &mut [f32], up: &[f32]) {
+    act.apply_plain(gate, up)
+}

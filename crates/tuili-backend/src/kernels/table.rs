@@ -52,6 +52,7 @@ type AxpyFn = unsafe fn(a: f32, x: &[f32], y: &mut [f32]);
 /// offsets of rows in it (as if it held f32).
 type RowsFn = unsafe fn(ty: KvType, a: &[f32], base: &[u8], rows: &[usize], out: &mut [f32]);
 type SoftmaxFn = unsafe fn(x: &mut [f32], scale: f32);
+type GluFn = unsafe fn(act: crate::ops::Glu, gate: &mut [f32], up: &[f32]);
 
 /// The kernels of one instruction set.
 pub struct Kernels {
@@ -81,6 +82,7 @@ pub struct Kernels {
     pub(super) scores: RowsFn,
     pub(super) mix: RowsFn,
     pub(super) softmax: SoftmaxFn,
+    pub(super) glu: GluFn,
     /// A table of narrower registers this CPU also runs (AVX2 under AVX-512), whose
     /// products and attention kernels the tunables may choose instead (`tune`): the
     /// same specification, so the same bits.
@@ -192,6 +194,17 @@ impl Kernels {
     pub fn softmax(&self, x: &mut [f32], scale: f32) {
         // SAFETY: as in `dot`.
         unsafe { (self.softmax)(x, scale) }
+    }
+
+    /// `ops::Glu::apply_plain` (the same bits), compiled for this instruction set: its
+    /// element-wise loops vectorize to the table's register width.
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub fn glu(&self, act: crate::ops::Glu, gate: &mut [f32], up: &[f32]) {
+        assert_eq!(gate.len(), up.len(), "glu: gate and up lengths differ");
+        // SAFETY: as in `dot`; the lengths were checked above.
+        unsafe { (self.glu)(act, gate, up) }
     }
 
     /// Quantizes `x` (`[n, cols]`) into `acts`, reusing its buffers.
@@ -470,6 +483,7 @@ static SCALAR: Kernels = Kernels {
     scores: super::scalar::scores_by_dot,
     mix: super::scalar::mix_by_axpy,
     softmax: super::scalar::softmax,
+    glu: super::scalar::glu,
     narrower: None,
 };
 

@@ -40,6 +40,7 @@ static NEON: Kernels = Kernels {
     scores: scores_by_dot,
     mix: mix_by_axpy,
     softmax: super::scalar::softmax,
+    glu: super::scalar::glu,
     narrower: None,
 };
 
