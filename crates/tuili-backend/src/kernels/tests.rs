@@ -612,3 +612,32 @@ fn float_products_match_scalar() {
         }
     }
 }
+
+/// Attention's row checks refuse, by name, a row past the stored values (the last one, or
+/// one in the middle) and a `q8_0` row off its blocks, and let the rows that fit through.
+#[test]
+fn attention_rows_outside_the_cache_or_off_their_blocks_are_refused() {
+    let k = select();
+    let run = |ty: KvType, rows: Vec<usize>| {
+        let (hd, stored) = (32, 4 * 32);
+        let base = vec![0u8; ty.bytes(stored)];
+        std::panic::catch_unwind(move || {
+            let q = vec![0.5f32; hd];
+            let mut out = vec![0f32; rows.len()];
+            k.scores_kv(ty, &q, hd, &base, &rows, &mut out);
+        })
+        .map_err(|e| e.downcast_ref::<String>().cloned().unwrap_or_default())
+    };
+    assert!(run(KvType::F16, vec![0, 96, 32]).is_ok());
+    assert!(run(KvType::Q8_0, vec![64, 0, 96]).is_ok());
+    assert!(run(KvType::F16, vec![]).is_ok());
+    for rows in [vec![0, 97, 32], vec![128], vec![usize::MAX - 8, 0]] {
+        let e = run(KvType::F16, rows.clone()).expect_err("refused");
+        assert!(
+            e.contains("a row lies outside the 128 values"),
+            "{rows:?}: {e}"
+        );
+    }
+    let e = run(KvType::Q8_0, vec![0, 48]).expect_err("refused");
+    assert!(e.contains("rows must start and end on blocks of 32"), "{e}");
+}
