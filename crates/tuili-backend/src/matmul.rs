@@ -412,7 +412,7 @@ pub fn matmul_glu(
     if k.f32_reference {
         matmul_reference(w_gate, x, n_tokens, gate);
         matmul_reference(w_up, x, n_tokens, up);
-        return act.apply(gate, up);
+        return k.glu(act, gate, up);
     }
     let (g, u) = (SyncPtr::new(gate), SyncPtr::new(up));
     w_gate.owned();
@@ -428,7 +428,7 @@ pub fn matmul_glu(
                 rows_job(k, w_up, acts, x, n_tokens, r.clone(), &u);
                 for t in 0..n_tokens {
                     let cols_t = t * rows + r.start..t * rows + r.end;
-                    act.apply(g.slice(cols_t.clone()), u.slice(cols_t));
+                    k.glu(act, g.slice(cols_t.clone()), u.slice(cols_t));
                 }
             }
         })
