@@ -40,6 +40,24 @@ pub struct QuantActs {
     /// `[ceil(n / 2), 2 nbp / 8, 16]`: the same of `s16`.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) s16p: AlignedBuf<f32>,
+    /// Whether the token-octet copies below match `q`, `d`, `s`, `xsum` (set by the
+    /// tables that read them; see `avx2::interleaved`).
+    pub(super) octets: bool,
+    /// `[ceil(n / 8), cols / 2, 16]`: tokens `8u..8u + 8` element pair by element pair
+    /// (a pair of int16 as one i32), twice over: `[x_8u[p], .., x_8u+7[p], x_8u[p], ..,
+    /// x_8u+7[p]]` (a missing token is zeros), so that 8 lanes read from lane `a` on
+    /// hold token `8u + (i + a) % 8` in lane `i`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) q8: AlignedBuf<i32>,
+    /// `[ceil(n / 8), nbp, 16]`: the block scales `d` the same way.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) d8: AlignedBuf<f32>,
+    /// `[ceil(n / 8), nbp, 16]`: the block sums `s` the same way.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) s8: AlignedBuf<f32>,
+    /// `[ceil(n / 8), nbp, 16]`: the exact block sums `xsum` the same way.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) xsum8: AlignedBuf<i32>,
 }
 
 impl QuantActs {
@@ -115,6 +133,7 @@ impl QuantActs {
         self.xsum.resize(n * nbp, 0);
         self.xsum16.resize(n * 2 * nbp, 0);
         self.packed = false;
+        self.octets = false;
     }
 
     /// Sizes the token-pair buffers for the current tokens; returns `(qp, dp, sp, s16p)`.
@@ -134,7 +153,46 @@ impl QuantActs {
             self.s16p.as_mut_ptr(),
         )
     }
+
+    /// Sizes the token-octet buffers for the current tokens; returns `(q8, d8, s8,
+    /// xsum8)`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) fn size_octets(&mut self) -> (*mut i32, *mut f32, *mut f32, *mut i32) {
+        let (n, cols, nbp) = (self.n, self.cols, self.nbp());
+        let nu = n.div_ceil(8);
+        self.q8.resize(nu * cols / 2 * 16, 0);
+        self.d8.resize(nu * nbp * 16, 0.0);
+        self.s8.resize(nu * nbp * 16, 0.0);
+        self.xsum8.resize(nu * nbp * 16, 0);
+        (
+            self.q8.as_mut_ptr(),
+            self.d8.as_mut_ptr(),
+            self.s8.as_mut_ptr(),
+            self.xsum8.as_mut_ptr(),
+        )
+    }
 }
+
+/// A `QuantActs` as an octet writer sees it: the per-token buffers to read (written
+/// before the octet of their tokens is) and the token-octet buffers, sized for all
+/// octets, to write, octet ranges by disjoint callers.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct OctetView {
+    pub(crate) n: usize,
+    pub(crate) cols: usize,
+    pub(crate) nbp: usize,
+    pub(crate) q: *const i16,
+    pub(crate) d: *const f32,
+    pub(crate) s: *const f32,
+    pub(crate) xsum: *const i32,
+    pub(crate) q8: *mut i32,
+    pub(crate) d8: *mut f32,
+    pub(crate) s8: *mut f32,
+    pub(crate) xsum8: *mut i32,
+}
+
+// SAFETY: callers write disjoint octet ranges only (see `Kernels::quantize_acts`).
+unsafe impl Sync for OctetView {}
 
 /// A `QuantActs` as `pack` sees it: the per-token buffers to read and the token-pair
 /// buffers (sized for all pairs) to write, pair ranges by disjoint callers.

@@ -42,6 +42,7 @@ use super::{Kernels, MinKind, Out, PackView, Panel, QFormat, QuantActs, GROUP, Q
 static AVX512: Kernels = Kernels {
     name: "avx512",
     pack: Some(pack),
+    octets: None,
     gemm,
     gemv: Some(gemv),
     direct: Some(direct),

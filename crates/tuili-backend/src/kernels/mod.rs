@@ -144,7 +144,7 @@ mod avx512;
 mod neon;
 
 use crate::kv::KvType;
-pub(crate) use acts::PackView;
+pub(crate) use acts::{OctetView, PackView};
 
 pub use acts::QuantActs;
 pub(crate) use buffers::{AlignedBuf, Out, Panel};
@@ -155,6 +155,10 @@ pub use table::{available, scalar, select, Kernels};
 /// From this many tokens on (batched decode, prefill), activations are quantized by all
 /// the threads, each taking whole token pairs (quantized, then packed).
 const PARALLEL_QUANTIZE_MIN: usize = 2;
+
+/// From this many tokens on, tables with a token-octet layout (`QuantActs::q8`) build it
+/// and their interleaved products may run tiles of 8 tokens.
+const OCTETS_FROM: usize = 16;
 
 /// Elements per activation block (one f32 scale each).
 pub const QB: usize = 32;

@@ -12,7 +12,8 @@ use super::tune::Attention;
 #[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512};
 use super::{
-    FFormat, Out, PackView, Packed, Panel, QFormat, QuantActs, IROWS, PARALLEL_QUANTIZE_MIN, QB,
+    FFormat, OctetView, Out, PackView, Packed, Panel, QFormat, QuantActs, IROWS, OCTETS_FROM,
+    PARALLEL_QUANTIZE_MIN, QB,
 };
 
 // Function types of one instruction set. Every one is `unsafe`: it may use
@@ -21,6 +22,7 @@ use super::{
 type QuantizeFn =
     unsafe fn(x: &[f32], q: &mut [i16], d: &mut [f32], s: &mut [f32], s16: &mut [f32]);
 type PackFn = unsafe fn(v: &PackView, pairs: std::ops::Range<usize>);
+type OctetFn = unsafe fn(v: &OctetView, octets: std::ops::Range<usize>);
 type DecodeFn = unsafe fn(fmt: QFormat, w: &[u8], row_bytes: usize, panel: &mut Panel);
 type GemmFn = unsafe fn(p: &Panel, acts: &QuantActs, t0: usize, nt: usize, out: Out);
 type GemvFn =
@@ -62,6 +64,9 @@ pub struct Kernels {
     pub(super) quantize: QuantizeFn,
     /// Builds the extra activation layout this table's `gemm` reads, if any.
     pub(super) pack: Option<PackFn>,
+    /// Builds the token-octet layout (`QuantActs::q8`) this table's interleaved products
+    /// of [`OCTETS_FROM`] tokens or more read, if any.
+    pub(super) octets: Option<OctetFn>,
     pub(super) decode: DecodeFn,
     pub(super) gemm: GemmFn,
     /// One token straight from the weight bytes (codes in registers), where the
@@ -224,6 +229,10 @@ impl Kernels {
         let nbp = acts.nbp();
         // One token takes the one-token product, which reads no pair layout.
         let pair_bufs = self.pack.filter(|_| n >= 2).map(|_| acts.size_packed());
+        let octet_bufs = self
+            .octets
+            .filter(|_| n >= OCTETS_FROM)
+            .map(|_| acts.size_octets());
         let (q, d) = (SyncPtr::new(&mut acts.q), SyncPtr::new(&mut acts.d));
         let (s, s16) = (SyncPtr::new(&mut acts.s), SyncPtr::new(&mut acts.s16));
         let xsum = SyncPtr::new(&mut acts.xsum);
@@ -241,8 +250,21 @@ impl Kernels {
             sp,
             s16p,
         });
-        // Token pairs `pairs`: quantized, then copied into the pair layout if the table
-        // has one.
+        let octet_view = octet_bufs.map(|(q8, d8, s8, xsum8)| OctetView {
+            n,
+            cols,
+            nbp,
+            q: q.0.cast_const(),
+            d: d.0.cast_const(),
+            s: s.0.cast_const(),
+            xsum: xsum.0.cast_const(),
+            q8,
+            d8,
+            s8,
+            xsum8,
+        });
+        // Token pairs `pairs`: quantized, then copied into the pair or octet layout if
+        // the table has one (octets are whole ranges of 4 pairs, but the last).
         let job = |pairs: std::ops::Range<usize>| {
             for t in 2 * pairs.start..(2 * pairs.end).min(n) {
                 // SAFETY: the table exists only where its instructions run; `reset` sized
@@ -273,16 +295,24 @@ impl Kernels {
             if let (Some(pack), Some(v)) = (self.pack, &view) {
                 // SAFETY: `size_packed` sized the pair buffers; these pairs' tokens were
                 // just quantized, and their slots are written by this caller alone.
-                unsafe { pack(v, pairs) };
+                unsafe { pack(v, pairs.clone()) };
+            }
+            if let (Some(octets), Some(v)) = (self.octets, &octet_view) {
+                // SAFETY: `size_octets` sized the octet buffers; these octets' tokens
+                // (pairs `4u..4u + 4`) were just quantized, and their slots are written
+                // by this caller alone.
+                unsafe { octets(v, pairs.start / 4..pairs.end.div_ceil(4)) };
             }
         };
+        let align = if octet_view.is_some() { 4 } else { 1 };
         if n >= PARALLEL_QUANTIZE_MIN {
             // Token pairs split among the threads.
-            crate::pool::global().for_ranges(np, 1, &job);
+            crate::pool::global().for_ranges(np, align, &job);
         } else {
             job(0..np);
         }
         acts.packed = view.is_some();
+        acts.octets = octet_view.is_some();
     }
 
     /// Decodes `panel.nr` rows of `fmt` (`w`: `[nr, row_bytes]`) into `panel`, which
@@ -470,6 +500,7 @@ static SCALAR: Kernels = Kernels {
     f32_reference: false,
     quantize: super::scalar::quantize_row,
     pack: None,
+    octets: None,
     decode: super::scalar::decode,
     gemm: super::scalar::gemm,
     gemv: None,

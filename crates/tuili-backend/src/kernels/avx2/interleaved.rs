@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::marker::PhantomData;
 
 use super::super::interleave::{code_offset, has_min, Packed, Prefetch};
-use super::super::{Out, QFormat, QuantActs};
+use super::super::{OctetView, Out, QFormat, QuantActs};
 use super::interleaved_k::{KMin, K16, Q2, Q3, Q6};
 
 /// Rows per register: half a group.
@@ -56,17 +56,54 @@ pub(super) unsafe fn interleaved(
     }
 }
 
-/// How a format's code bytes become element pairs: `pairs` adds the products of block
-/// `b` of the group whose codes start at `group` into `s[h][t]` (register half `first +
-/// h` of the group, token `t`; lane = row).
+/// How a format's code bytes become element pairs: `pairs` hands `sink` the codes of
+/// every element pair `p` of block `b` of the group whose codes start at `group`, as
+/// `ck[h]` (register half `first + h` of the group; lane = row).
 pub(super) trait Codes {
-    unsafe fn pairs<const T: usize, const NH: usize>(
+    unsafe fn pairs<const NH: usize, S: PairSink<NH>>(
         group: *const u8,
         b: usize,
         first: usize,
-        xq: &[*const i32; T],
-        s: &mut [[__m256i; T]; NH],
+        sink: &mut S,
     );
+}
+
+/// What a tile does with one element pair's codes: adds their products with the
+/// tokens' activations into its integer sums.
+pub(super) trait PairSink<const NH: usize> {
+    unsafe fn add(&mut self, ck: &[__m256i; NH], p: usize);
+}
+
+/// The sums `s[h][t]` of register halves times `T` tokens, each token's activation pair
+/// broadcast (`accumulate`).
+pub(super) struct Broadcast<'a, const T: usize, const NH: usize> {
+    pub(super) xq: &'a [*const i32; T],
+    pub(super) s: &'a mut [[__m256i; T]; NH],
+}
+
+impl<const T: usize, const NH: usize> PairSink<NH> for Broadcast<'_, T, NH> {
+    #[inline(always)]
+    unsafe fn add(&mut self, ck: &[__m256i; NH], p: usize) {
+        // SAFETY: the caller keeps every `xq[t] + p` within its token's activations; the
+        // CPU has AVX2
+        unsafe { accumulate(ck, self.xq, p, self.s) }
+    }
+}
+
+/// The sums of one register half times the 8 tokens of an octet, in rotated lanes
+/// (`madd_rotated`): `s[4c + a]` lane `i` holds row `i ^ 4c` times token `(i + a) % 8`.
+struct Rotated<'a> {
+    /// The octet's element pairs (`QuantActs::q8`): pair `p` at `q8 + 16 p`.
+    q8: *const i32,
+    s: &'a mut [__m256i; 8],
+}
+
+impl PairSink<1> for Rotated<'_> {
+    #[inline(always)]
+    unsafe fn add(&mut self, ck: &[__m256i; 1], p: usize) {
+        // SAFETY: the caller keeps pair `p` within the octet's lines; the CPU has AVX2
+        unsafe { madd_rotated(ck[0], self.q8.add(16 * p), self.s) }
+    }
 }
 
 /// Q4_0, Q4_1 (`FIFTH` false) and Q5_0, Q5_1: four pairs per chunk, `(word >> 4j) &
@@ -79,12 +116,11 @@ struct Q8;
 
 impl<const FIFTH: bool> Codes for Small<FIFTH> {
     #[inline(always)]
-    unsafe fn pairs<const T: usize, const NH: usize>(
+    unsafe fn pairs<const NH: usize, S: PairSink<NH>>(
         group: *const u8,
         b: usize,
         first: usize,
-        xq: &[*const i32; T],
-        s: &mut [[__m256i; T]; NH],
+        sink: &mut S,
     ) {
         // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
         // set of the table this fn belongs to (tables are built only after detection), and
@@ -123,7 +159,7 @@ impl<const FIFTH: bool> Codes for Small<FIFTH> {
                             nib
                         }
                     });
-                    accumulate(&ck, xq, 16 * b + 4 * c + j, s);
+                    sink.add(&ck, 16 * b + 4 * c + j);
                     if FIFTH {
                         hb = hb.map(|v| _mm256_srli_epi32::<1>(v));
                     }
@@ -138,12 +174,11 @@ impl<const FIFTH: bool> Codes for Small<FIFTH> {
 
 impl Codes for Q8 {
     #[inline(always)]
-    unsafe fn pairs<const T: usize, const NH: usize>(
+    unsafe fn pairs<const NH: usize, S: PairSink<NH>>(
         group: *const u8,
         b: usize,
         first: usize,
-        xq: &[*const i32; T],
-        s: &mut [[__m256i; T]; NH],
+        sink: &mut S,
     ) {
         // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
         // set of the table this fn belongs to (tables are built only after detection), and
@@ -151,14 +186,13 @@ impl Codes for Q8 {
         // checked
         unsafe {
             for c in 0..8 {
-                for h in 0..NH {
-                    let v = _mm256_load_si256(group.add(512 * b + 64 * c + 32 * (first + h)) as _);
-                    let lo = _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(v));
-                    let hi = _mm256_srai_epi16::<8>(v);
-                    let one = std::slice::from_mut(&mut s[h]);
-                    accumulate(&[lo], xq, 16 * b + 2 * c, one.try_into().unwrap());
-                    accumulate(&[hi], xq, 16 * b + 2 * c + 1, one.try_into().unwrap());
-                }
+                let v: [__m256i; NH] = std::array::from_fn(|h| {
+                    _mm256_load_si256(group.add(512 * b + 64 * c + 32 * (first + h)) as _)
+                });
+                let lo = v.map(|v| _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(v)));
+                let hi = v.map(|v| _mm256_srai_epi16::<8>(v));
+                sink.add(&lo, 16 * b + 2 * c);
+                sink.add(&hi, 16 * b + 2 * c + 1);
             }
         }
     }
@@ -252,6 +286,58 @@ unsafe fn madd8(ck: __m256i, xq: &[*const i32; 8], p: usize, s: &mut [__m256i; 8
     }
 }
 
+/// `s[4c + a] += madd(ck_c, lanes a.. of the octet's pair)` for `c` in 0..2 and `a` in
+/// 0..4, where `ck_0 = ck` (lane i: row i) and `ck_1` is `ck` with its 128-bit halves
+/// swapped (lane i: row i ^ 4), and the 8 lanes read from lane `a` of the pair's doubled
+/// line hold token `(i + a) % 8`: every row meets every token once, with 4 loads and no
+/// broadcast (on Zen 3 a broadcast from memory takes a vector pipe, as a multiply-add
+/// does). The sums stay in registers.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn madd_rotated(ck: __m256i, line: *const i32, s: &mut [__m256i; 8]) {
+    // SAFETY: the caller keeps the pair's 16 lanes at `line` within the octet buffer; the
+    // block reads them and writes only its register operands
+    unsafe {
+        std::arch::asm!(
+            "vperm2i128 {c1}, {ck}, {ck}, 1",
+            "vmovdqa {x}, ymmword ptr [{l}]",
+            "vpmaddwd {t}, {x}, {ck}",
+            "vpaddd {s0}, {s0}, {t}",
+            "vpmaddwd {x}, {x}, {c1}",
+            "vpaddd {s4}, {s4}, {x}",
+            "vmovdqu {x}, ymmword ptr [{l} + 4]",
+            "vpmaddwd {t}, {x}, {ck}",
+            "vpaddd {s1}, {s1}, {t}",
+            "vpmaddwd {x}, {x}, {c1}",
+            "vpaddd {s5}, {s5}, {x}",
+            "vmovdqu {x}, ymmword ptr [{l} + 8]",
+            "vpmaddwd {t}, {x}, {ck}",
+            "vpaddd {s2}, {s2}, {t}",
+            "vpmaddwd {x}, {x}, {c1}",
+            "vpaddd {s6}, {s6}, {x}",
+            "vmovdqu {x}, ymmword ptr [{l} + 12]",
+            "vpmaddwd {t}, {x}, {ck}",
+            "vpaddd {s3}, {s3}, {t}",
+            "vpmaddwd {x}, {x}, {c1}",
+            "vpaddd {s7}, {s7}, {x}",
+            l = in(reg) line,
+            ck = in(ymm_reg) ck,
+            c1 = out(ymm_reg) _,
+            x = out(ymm_reg) _,
+            t = out(ymm_reg) _,
+            s0 = inout(ymm_reg) s[0],
+            s1 = inout(ymm_reg) s[1],
+            s2 = inout(ymm_reg) s[2],
+            s3 = inout(ymm_reg) s[3],
+            s4 = inout(ymm_reg) s[4],
+            s5 = inout(ymm_reg) s[5],
+            s6 = inout(ymm_reg) s[6],
+            s7 = inout(ymm_reg) s[7],
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+}
+
 /// One tile of a format: register halves `first..first + NH` of group `g` (rows `16g +
 /// 8 first..16g + 8 (first + NH)`) times tokens `t0..t0 + T`, writing the group's first
 /// `valid` rows among them (`out` points at the group's row 0).
@@ -265,6 +351,24 @@ pub(super) trait Tile {
         valid: usize,
         out: Out,
     );
+
+    /// Whether the format has `octet_tile`.
+    const OCTETS: bool = false;
+
+    /// Register half `first` of group `g` times the 8 tokens of octet `u` (tokens `8u..8u
+    /// + 8`), from the token-octet layout (`QuantActs::q8`); writes the group's first
+    /// `valid` rows among them (`out` at the group's row 0, token `8u`).
+    unsafe fn octet_tile(
+        _p: &Packed,
+        _g: usize,
+        _first: usize,
+        _a: &QuantActs,
+        _u: usize,
+        _valid: usize,
+        _out: Out,
+    ) {
+        unreachable!("a format without octet tiles")
+    }
 }
 
 /// The tiles of the legacy formats, codes read by `C`.
@@ -283,6 +387,22 @@ impl<C: Codes> Tile for Legacy<C> {
     ) {
         // SAFETY: as for `tile`, whose contract is this one's
         unsafe { tile::<C, T, NH>(p, g, first, a, t0, valid, out) }
+    }
+
+    const OCTETS: bool = true;
+
+    #[inline(always)]
+    unsafe fn octet_tile(
+        p: &Packed,
+        g: usize,
+        first: usize,
+        a: &QuantActs,
+        u: usize,
+        valid: usize,
+        out: Out,
+    ) {
+        // SAFETY: as for `octet_tile`, whose contract is this one's
+        unsafe { octet_tile::<C>(p, g, first, a, u, valid, out) }
     }
 }
 
@@ -313,7 +433,17 @@ unsafe fn groups<K: Tile>(
                 ldo: out.ldo,
             };
             let mut t = 0;
-            if half_tiles && nt >= HALF_TILES_FROM {
+            if half_tiles && nt >= HALF_TILES_FROM && K::OCTETS && a.octets {
+                let whole = nt - nt % TH;
+                for u in 0..whole / TH {
+                    for first in 0..2 {
+                        if HROWS * first < valid {
+                            K::octet_tile(p, g, first, a, u, valid, at(TH * u));
+                        }
+                    }
+                }
+                t = whole;
+            } else if half_tiles && nt >= HALF_TILES_FROM {
                 let whole = nt - nt % TH;
                 for first in 0..2 {
                     if HROWS * first < valid {
@@ -368,7 +498,7 @@ unsafe fn tile<C: Codes, const T: usize, const NH: usize>(
         for b in 0..p.nb() {
             prefetch.block(group, b);
             let mut s = [[_mm256_setzero_si256(); T]; NH];
-            C::pairs::<T, NH>(codes, b, first, &xq, &mut s);
+            C::pairs(codes, b, first, &mut Broadcast { xq: &xq, s: &mut s });
             for h in 0..NH {
                 if offset != 0 {
                     // Σ (q - o) x = Σ q x - o Σ x, exact.
@@ -394,6 +524,172 @@ unsafe fn tile<C: Codes, const T: usize, const NH: usize>(
             }
         }
         store(&acc, first, valid, out);
+    }
+}
+
+/// Register half `first` of group `g` times the 8 tokens of octet `u`, their products
+/// in rotated lanes (`madd_rotated`); writes the group's first `valid` rows among them.
+/// Each output's integer block sums and float steps are those of `tile`, in the same
+/// order: the same bits.
+#[inline(always)]
+unsafe fn octet_tile<C: Codes>(
+    p: &Packed,
+    g: usize,
+    first: usize,
+    a: &QuantActs,
+    u: usize,
+    valid: usize,
+    out: Out,
+) {
+    // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction set
+    // of the table this fn belongs to, `a` holds the octet layout of octet `u`, and the
+    // pointers it is given lie within the buffers its safe caller checked
+    unsafe {
+        let nbp = a.nbp();
+        let group = p.bytes.as_ptr().add(g * p.group_bytes);
+        let (scales, mins) = (group.add(p.scales_at()), group.add(p.mins_at()));
+        let codes = group.add(p.codes_at());
+        let q8 = a.q8.as_ptr().add(u * a.cols / 2 * 16);
+        let line = 16 * nbp * u;
+        let (d8, s8, x8) = (
+            a.d8.as_ptr().add(line),
+            a.s8.as_ptr().add(line),
+            a.xsum8.as_ptr().add(line),
+        );
+        let (offset, min) = (code_offset(p.fmt), has_min(p.fmt));
+        let o = _mm256_set1_epi32(offset);
+        let prefetch = Prefetch::new(p, 1);
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for b in 0..p.nb() {
+            prefetch.block(group, b);
+            let mut s = [_mm256_setzero_si256(); 8];
+            C::pairs(codes, b, first, &mut Rotated { q8, s: &mut s });
+            // Lane i of `w[c]`: row i ^ 4c's scale (minimum).
+            let w = halves(_mm256_cvtph_ps(_mm_loadu_si128(
+                scales.add(32 * b + 16 * first) as _,
+            )));
+            let m = if min {
+                halves(_mm256_cvtph_ps(_mm_loadu_si128(
+                    mins.add(32 * b + 16 * first) as _,
+                )))
+            } else {
+                [_mm256_setzero_ps(); 2]
+            };
+            for rot in 0..4 {
+                // Lane i: token (i + rot) % 8's block scale, Σ q, and sum.
+                let at = 16 * b + rot;
+                let d = _mm256_loadu_ps(d8.add(at));
+                // Σ (q - o) x = Σ q x - o Σ x, exact.
+                let ox = _mm256_mullo_epi32(_mm256_loadu_si256(x8.add(at) as _), o);
+                for c in 0..2 {
+                    let k = 4 * c + rot;
+                    let sk = if offset != 0 {
+                        _mm256_sub_epi32(s[k], ox)
+                    } else {
+                        s[k]
+                    };
+                    let pp = _mm256_mul_ps(w[c], d);
+                    acc[k] = _mm256_fmadd_ps(pp, _mm256_cvtepi32_ps(sk), acc[k]);
+                    if min {
+                        acc[k] = _mm256_fmadd_ps(m[c], _mm256_loadu_ps(s8.add(at)), acc[k]);
+                    }
+                }
+            }
+        }
+        // Lane i of `acc[4c + rot]`: row 8 first + (i ^ 4c), token (i + rot) % 8.
+        let mut v = [[0f32; 8]; 8];
+        for (v, acc) in v.iter_mut().zip(&acc) {
+            _mm256_storeu_ps(v.as_mut_ptr(), *acc);
+        }
+        for (k, v) in v.iter().enumerate() {
+            let (c, rot) = (k / 4, k % 4);
+            for (i, &y) in v.iter().enumerate() {
+                let r = HROWS * first + (i ^ (4 * c));
+                if r < valid {
+                    *out.ptr.add((i + rot) % 8 * out.ldo + r) = y;
+                }
+            }
+        }
+    }
+}
+
+/// `[v, v with its 128-bit halves swapped]`.
+#[inline(always)]
+unsafe fn halves(v: __m256) -> [__m256; 2] {
+    // SAFETY: the caller runs on a CPU with AVX
+    unsafe { [v, _mm256_permute2f128_ps::<1>(v, v)] }
+}
+
+/// Writes the token-octet layout (`QuantActs::q8`, `d8`, `s8`, `xsum8`) of octets
+/// `octets` (tokens `8u..8u + 8`; a missing token is zeros).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn pack_octets(v: &OctetView, octets: Range<usize>) {
+    // SAFETY: the caller upholds this unsafe fn's contract: the octets' tokens are
+    // quantized, the octet buffers are sized for every octet, and these octets' slots
+    // are written by this caller alone
+    unsafe {
+        let (n, nbp, np) = (v.n, v.nbp, v.cols / 2);
+        for u in octets {
+            let here = |i: usize| 8 * u + i < n;
+            // Element pairs, 8 x 8 at a time: rows = tokens, transposed to rows = pairs.
+            let q8 = v.q8.add(u * np * 16);
+            for p0 in (0..np).step_by(8) {
+                let r: [__m256i; 8] = std::array::from_fn(|i| {
+                    if here(i) {
+                        _mm256_loadu_si256(v.q.add((8 * u + i) * v.cols + 2 * p0) as _)
+                    } else {
+                        _mm256_setzero_si256()
+                    }
+                });
+                let t: [__m256i; 8] = std::array::from_fn(|k| {
+                    let (a, b) = (r[2 * (k / 2)], r[2 * (k / 2) + 1]);
+                    if k % 2 == 0 {
+                        _mm256_unpacklo_epi32(a, b)
+                    } else {
+                        _mm256_unpackhi_epi32(a, b)
+                    }
+                });
+                // t[0]: pairs 0,1 (4,5) of tokens 0,1 interleaved; t[1]: pairs 2,3 (6,7).
+                let w: [__m256i; 8] = std::array::from_fn(|k| {
+                    let (hi, j, quad) = (k % 2 == 1, (k / 2) % 2, k / 4);
+                    let (a, b) = (t[4 * quad + j], t[4 * quad + 2 + j]);
+                    if hi {
+                        _mm256_unpackhi_epi64(a, b)
+                    } else {
+                        _mm256_unpacklo_epi64(a, b)
+                    }
+                });
+                // w[2j + h + 4 quad]: tokens 4 quad..4 quad + 4 of pairs 2j + h (low
+                // lane) and 4 + 2j + h (high lane).
+                for j in 0..4 {
+                    let (lo, hi) = (w[j], w[4 + j]);
+                    let first = _mm256_permute2x128_si256::<0x20>(lo, hi);
+                    let second = _mm256_permute2x128_si256::<0x31>(lo, hi);
+                    for (pair, x) in [(p0 + j, first), (p0 + 4 + j, second)] {
+                        let dst = q8.add(16 * pair);
+                        _mm256_store_si256(dst as _, x);
+                        _mm256_store_si256(dst.add(8) as _, x);
+                    }
+                }
+            }
+            // Per block: scales, sums and Σ q.
+            for b in 0..nbp {
+                let at = (u * nbp + b) * 16;
+                for i in 0..8 {
+                    let (d, s, x) = if here(i) {
+                        let j = (8 * u + i) * nbp + b;
+                        (*v.d.add(j), *v.s.add(j), *v.xsum.add(j))
+                    } else {
+                        (0.0, 0.0, 0)
+                    };
+                    for k in [i, 8 + i] {
+                        *v.d8.add(at + k) = d;
+                        *v.s8.add(at + k) = s;
+                        *v.xsum8.add(at + k) = x;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use super::super::interleave::{
     code_bytes, prefetch_codes, Packed, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16,
 };
 use super::super::{Out, QuantActs};
-use super::interleaved::{accumulate, store, Codes, Tile, HROWS};
+use super::interleaved::{accumulate, store, Broadcast, Codes, Tile, HROWS};
 
 /// Q4_K (`C` = Q4) and Q5_K (`C` = Q5): blocks with a scale and a minimum each.
 pub(super) struct KMin<C>(PhantomData<C>);
@@ -77,7 +77,15 @@ impl<C: Codes> Tile for KMin<C> {
                     let b = 8 * s + j;
                     prefetch_codes(codes, b, cb);
                     let mut sums = [[_mm256_setzero_si256(); T]; NH];
-                    C::pairs::<T, NH>(codes, b, first, &xq, &mut sums);
+                    C::pairs(
+                        codes,
+                        b,
+                        first,
+                        &mut Broadcast {
+                            xq: &xq,
+                            s: &mut sums,
+                        },
+                    );
                     for h in 0..NH {
                         let at = 16 * j + HROWS * (first + h);
                         let w = _mm256_mul_ps(d[h], bytes_f32::<false>(head.add(HEAD_SC + at)));

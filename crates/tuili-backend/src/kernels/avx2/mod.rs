@@ -36,6 +36,7 @@ pub(super) static AVX2: Kernels = Kernels {
     f32_reference: false,
     quantize: quantize_row,
     pack: None,
+    octets: Some(interleaved::pack_octets),
     decode,
     gemm,
     gemv: Some(gemv),

@@ -27,6 +27,7 @@ static NEON: Kernels = Kernels {
     f32_reference: false,
     quantize: quantize_row,
     pack: None,
+    octets: None,
     decode,
     gemm,
     gemv: Some(gemv),
