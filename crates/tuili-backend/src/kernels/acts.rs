@@ -58,6 +58,12 @@ pub struct QuantActs {
     /// `[ceil(n / 8), nbp, 16]`: the exact block sums `xsum` the same way.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) xsum8: AlignedBuf<i32>,
+    /// `[ceil(n / 8), 2 nbp, 16]`: the half-block sums `s16` the same way.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) s16_8: AlignedBuf<f32>,
+    /// `[ceil(n / 8), 2 nbp, 16]`: the exact half-block sums `xsum16` the same way.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) xsum16_8: AlignedBuf<i32>,
 }
 
 impl QuantActs {
@@ -154,22 +160,25 @@ impl QuantActs {
         )
     }
 
-    /// Sizes the token-octet buffers for the current tokens; returns `(q8, d8, s8,
-    /// xsum8)`.
+    /// Sizes the token-octet buffers for the current tokens; returns pointers to them.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    pub(super) fn size_octets(&mut self) -> (*mut i32, *mut f32, *mut f32, *mut i32) {
+    pub(super) fn size_octets(&mut self) -> OctetBufs {
         let (n, cols, nbp) = (self.n, self.cols, self.nbp());
         let nu = n.div_ceil(8);
         self.q8.resize(nu * cols / 2 * 16, 0);
         self.d8.resize(nu * nbp * 16, 0.0);
         self.s8.resize(nu * nbp * 16, 0.0);
         self.xsum8.resize(nu * nbp * 16, 0);
-        (
-            self.q8.as_mut_ptr(),
-            self.d8.as_mut_ptr(),
-            self.s8.as_mut_ptr(),
-            self.xsum8.as_mut_ptr(),
-        )
+        self.s16_8.resize(nu * 2 * nbp * 16, 0.0);
+        self.xsum16_8.resize(nu * 2 * nbp * 16, 0);
+        OctetBufs {
+            q8: self.q8.as_mut_ptr(),
+            d8: self.d8.as_mut_ptr(),
+            s8: self.s8.as_mut_ptr(),
+            xsum8: self.xsum8.as_mut_ptr(),
+            s16_8: self.s16_8.as_mut_ptr(),
+            xsum16_8: self.xsum16_8.as_mut_ptr(),
+        }
     }
 }
 
@@ -184,11 +193,21 @@ pub(crate) struct OctetView {
     pub(crate) q: *const i16,
     pub(crate) d: *const f32,
     pub(crate) s: *const f32,
+    pub(crate) s16: *const f32,
     pub(crate) xsum: *const i32,
+    pub(crate) xsum16: *const i32,
+    pub(crate) to: OctetBufs,
+}
+
+/// The token-octet buffers of a `QuantActs` (see `QuantActs::q8`), to write.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct OctetBufs {
     pub(crate) q8: *mut i32,
     pub(crate) d8: *mut f32,
     pub(crate) s8: *mut f32,
     pub(crate) xsum8: *mut i32,
+    pub(crate) s16_8: *mut f32,
+    pub(crate) xsum16_8: *mut i32,
 }
 
 // SAFETY: callers write disjoint octet ranges only (see `Kernels::quantize_acts`).

@@ -250,18 +250,17 @@ impl Kernels {
             sp,
             s16p,
         });
-        let octet_view = octet_bufs.map(|(q8, d8, s8, xsum8)| OctetView {
+        let octet_view = octet_bufs.map(|to| OctetView {
             n,
             cols,
             nbp,
             q: q.0.cast_const(),
             d: d.0.cast_const(),
             s: s.0.cast_const(),
+            s16: s16.0.cast_const(),
             xsum: xsum.0.cast_const(),
-            q8,
-            d8,
-            s8,
-            xsum8,
+            xsum16: xsum16.0.cast_const(),
+            to,
         });
         // Token pairs `pairs`: quantized, then copied into the pair or octet layout if
         // the table has one (octets are whole ranges of 4 pairs, but the last).

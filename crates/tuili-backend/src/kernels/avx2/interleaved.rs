@@ -92,10 +92,10 @@ impl<const T: usize, const NH: usize> PairSink<NH> for Broadcast<'_, T, NH> {
 
 /// The sums of one register half times the 8 tokens of an octet, in rotated lanes
 /// (`madd_rotated`): `s[4c + a]` lane `i` holds row `i ^ 4c` times token `(i + a) % 8`.
-struct Rotated<'a> {
+pub(super) struct Rotated<'a> {
     /// The octet's element pairs (`QuantActs::q8`): pair `p` at `q8 + 16 p`.
-    q8: *const i32,
-    s: &'a mut [__m256i; 8],
+    pub(super) q8: *const i32,
+    pub(super) s: &'a mut [__m256i; 8],
 }
 
 impl PairSink<1> for Rotated<'_> {
@@ -408,10 +408,12 @@ impl<C: Codes> Tile for Legacy<C> {
 
 /// Runs the tiles: each group of the rows over the tokens. A batch of at least
 /// `HALF_TILES_FROM` tokens runs in tiles of one register half times `TH` tokens: the
-/// codes decoded once serve twice the tokens, and the sums stay in registers. The rest
-/// (a decode, a small batch, the last `nt % TH` tokens) runs in tiles of the whole group
-/// times up to `TT` tokens, each cache line read once. Both give the same bits: every
-/// output's blocks are summed in order, whatever the tile.
+/// codes decoded once serve twice the tokens, and the sums stay in registers. Where the
+/// activations have the token-octet layout and the format octet tiles, those run, octet
+/// by octet over all the groups; else tiles that broadcast each token's pairs, group by
+/// group. The rest (a decode, a small batch, the last `nt % TH` tokens) runs in tiles
+/// of the whole group times up to `TT` tokens, each cache line read once. All give the
+/// same bits: every output's blocks are summed in order, whatever the tile.
 #[inline(always)]
 unsafe fn groups<K: Tile>(
     p: &Packed,
@@ -426,24 +428,28 @@ unsafe fn groups<K: Tile>(
     // pointers and lengths it is given lie within the buffers its safe caller checked
     unsafe {
         let (g0, g1) = (rows.start / GROWS, rows.end.div_ceil(GROWS));
-        for g in g0..g1 {
-            let valid = (rows.end - g * GROWS).min(GROWS);
-            let at = |t: usize| Out {
-                ptr: out.ptr.add((g - g0) * GROWS + t * out.ldo),
-                ldo: out.ldo,
-            };
-            let mut t = 0;
-            if half_tiles && nt >= HALF_TILES_FROM && K::OCTETS && a.octets {
-                let whole = nt - nt % TH;
-                for u in 0..whole / TH {
-                    for first in 0..2 {
-                        if HROWS * first < valid {
-                            K::octet_tile(p, g, first, a, u, valid, at(TH * u));
-                        }
+        let valid = |g: usize| (rows.end - g * GROWS).min(GROWS);
+        let at = |g: usize, t: usize| Out {
+            ptr: out.ptr.add((g - g0) * GROWS + t * out.ldo),
+            ldo: out.ldo,
+        };
+        // Octet tiles run octet by octet over all the groups: an octet's activations
+        // (64 bytes a pair) are read from L1/L2 by every group, whose codes stay in L2.
+        let octets = half_tiles && nt >= HALF_TILES_FROM && K::OCTETS && a.octets;
+        let whole = if octets { nt - nt % TH } else { 0 };
+        for u in 0..whole / TH {
+            for g in g0..g1 {
+                for first in 0..2 {
+                    if HROWS * first < valid(g) {
+                        K::octet_tile(p, g, first, a, u, valid(g), at(g, TH * u));
                     }
                 }
-                t = whole;
-            } else if half_tiles && nt >= HALF_TILES_FROM {
+            }
+        }
+        for g in g0..g1 {
+            let (valid, at) = (valid(g), |t: usize| at(g, t));
+            let mut t = whole;
+            if !octets && half_tiles && nt >= HALF_TILES_FROM {
                 let whole = nt - nt % TH;
                 for first in 0..2 {
                     if HROWS * first < valid {
@@ -527,6 +533,37 @@ unsafe fn tile<C: Codes, const T: usize, const NH: usize>(
     }
 }
 
+/// Where the lines of octet `u` of `a` start (see `QuantActs::q8`): element pairs,
+/// block scales, block sums, Σ q, half-block sums, half-block Σ q.
+pub(super) struct Octet {
+    pub(super) q8: *const i32,
+    pub(super) d8: *const f32,
+    pub(super) s8: *const f32,
+    pub(super) xsum8: *const i32,
+    pub(super) s16: *const f32,
+    pub(super) xsum16: *const i32,
+}
+
+impl Octet {
+    /// # Safety
+    /// `a` holds the octet layout and `u < ceil(n / 8)`.
+    #[inline(always)]
+    pub(super) unsafe fn of(a: &QuantActs, u: usize) -> Octet {
+        // SAFETY: `size_octets` sized every buffer for all octets (this fn's contract)
+        unsafe {
+            let line = 16 * a.nbp() * u;
+            Octet {
+                q8: a.q8.as_ptr().add(u * a.cols / 2 * 16),
+                d8: a.d8.as_ptr().add(line),
+                s8: a.s8.as_ptr().add(line),
+                xsum8: a.xsum8.as_ptr().add(line),
+                s16: a.s16_8.as_ptr().add(2 * line),
+                xsum16: a.xsum16_8.as_ptr().add(2 * line),
+            }
+        }
+    }
+}
+
 /// Register half `first` of group `g` times the 8 tokens of octet `u`, their products
 /// in rotated lanes (`madd_rotated`); writes the group's first `valid` rows among them.
 /// Each output's integer block sums and float steps are those of `tile`, in the same
@@ -545,17 +582,16 @@ unsafe fn octet_tile<C: Codes>(
     // of the table this fn belongs to, `a` holds the octet layout of octet `u`, and the
     // pointers it is given lie within the buffers its safe caller checked
     unsafe {
-        let nbp = a.nbp();
         let group = p.bytes.as_ptr().add(g * p.group_bytes);
         let (scales, mins) = (group.add(p.scales_at()), group.add(p.mins_at()));
         let codes = group.add(p.codes_at());
-        let q8 = a.q8.as_ptr().add(u * a.cols / 2 * 16);
-        let line = 16 * nbp * u;
-        let (d8, s8, x8) = (
-            a.d8.as_ptr().add(line),
-            a.s8.as_ptr().add(line),
-            a.xsum8.as_ptr().add(line),
-        );
+        let Octet {
+            q8,
+            d8,
+            s8,
+            xsum8: x8,
+            ..
+        } = Octet::of(a, u);
         let (offset, min) = (code_offset(p.fmt), has_min(p.fmt));
         let o = _mm256_set1_epi32(offset);
         let prefetch = Prefetch::new(p, 1);
@@ -596,9 +632,20 @@ unsafe fn octet_tile<C: Codes>(
                 }
             }
         }
-        // Lane i of `acc[4c + rot]`: row 8 first + (i ^ 4c), token (i + rot) % 8.
+        store_octet(&acc, first, valid, out);
+    }
+}
+
+/// Writes an octet tile's outputs among the group's first `valid` rows: lane `i` of
+/// `acc[4c + rot]` is row `8 first + (i ^ 4c)` times token `(i + rot) % 8` (`out` at the
+/// group's row 0, the octet's first token).
+#[inline(always)]
+pub(super) unsafe fn store_octet(acc: &[__m256; 8], first: usize, valid: usize, out: Out) {
+    // SAFETY: the caller keeps `out` valid for the writes of these rows and 8 tokens; the
+    // CPU has AVX
+    unsafe {
         let mut v = [[0f32; 8]; 8];
-        for (v, acc) in v.iter_mut().zip(&acc) {
+        for (v, acc) in v.iter_mut().zip(acc) {
             _mm256_storeu_ps(v.as_mut_ptr(), *acc);
         }
         for (k, v) in v.iter().enumerate() {
@@ -615,7 +662,7 @@ unsafe fn octet_tile<C: Codes>(
 
 /// `[v, v with its 128-bit halves swapped]`.
 #[inline(always)]
-unsafe fn halves(v: __m256) -> [__m256; 2] {
+pub(super) unsafe fn halves(v: __m256) -> [__m256; 2] {
     // SAFETY: the caller runs on a CPU with AVX
     unsafe { [v, _mm256_permute2f128_ps::<1>(v, v)] }
 }
@@ -632,7 +679,7 @@ pub(super) unsafe fn pack_octets(v: &OctetView, octets: Range<usize>) {
         for u in octets {
             let here = |i: usize| 8 * u + i < n;
             // Element pairs, 8 x 8 at a time: rows = tokens, transposed to rows = pairs.
-            let q8 = v.q8.add(u * np * 16);
+            let q8 = v.to.q8.add(u * np * 16);
             for p0 in (0..np).step_by(8) {
                 let r: [__m256i; 8] = std::array::from_fn(|i| {
                     if here(i) {
@@ -672,23 +719,27 @@ pub(super) unsafe fn pack_octets(v: &OctetView, octets: Range<usize>) {
                     }
                 }
             }
-            // Per block: scales, sums and Σ q.
-            for b in 0..nbp {
-                let at = (u * nbp + b) * 16;
-                for i in 0..8 {
-                    let (d, s, x) = if here(i) {
-                        let j = (8 * u + i) * nbp + b;
-                        (*v.d.add(j), *v.s.add(j), *v.xsum.add(j))
-                    } else {
-                        (0.0, 0.0, 0)
-                    };
-                    for k in [i, 8 + i] {
-                        *v.d8.add(at + k) = d;
-                        *v.s8.add(at + k) = s;
-                        *v.xsum8.add(at + k) = x;
+            // Per block: scales, sums and Σ q; per half-block: sums and Σ q.
+            let line = |src: *const u32, per: usize, dst: *mut u32| {
+                for b in 0..per * nbp {
+                    let at = (u * per * nbp + b) * 16;
+                    for i in 0..8 {
+                        let x = if here(i) {
+                            *src.add((8 * u + i) * per * nbp + b)
+                        } else {
+                            0
+                        };
+                        *dst.add(at + i) = x;
+                        *dst.add(at + 8 + i) = x;
                     }
                 }
-            }
+            };
+            let t = &v.to;
+            line(v.d.cast(), 1, t.d8.cast());
+            line(v.s.cast(), 1, t.s8.cast());
+            line(v.xsum.cast(), 1, t.xsum8.cast());
+            line(v.s16.cast(), 2, t.s16_8.cast());
+            line(v.xsum16.cast(), 2, t.xsum16_8.cast());
         }
     }
 }

@@ -14,7 +14,9 @@ use super::super::interleave::{
     code_bytes, prefetch_codes, Packed, HEAD_D, HEAD_DMIN, HEAD_M, HEAD_SC, HEAD_SC16,
 };
 use super::super::{Out, QuantActs};
-use super::interleaved::{accumulate, store, Broadcast, Codes, Tile, HROWS};
+use super::interleaved::{
+    halves, store, store_octet, Broadcast, Codes, Octet, PairSink, Rotated, Tile, HROWS,
+};
 
 /// Q4_K (`C` = Q4) and Q5_K (`C` = Q5): blocks with a scale and a minimum each.
 pub(super) struct KMin<C>(PhantomData<C>);
@@ -106,6 +108,57 @@ impl<C: Codes> Tile for KMin<C> {
             store(&acc, first, valid, out);
         }
     }
+
+    const OCTETS: bool = true;
+
+    #[inline(always)]
+    unsafe fn octet_tile(
+        p: &Packed,
+        g: usize,
+        first: usize,
+        a: &QuantActs,
+        u: usize,
+        valid: usize,
+        out: Out,
+    ) {
+        // SAFETY: as for `Tile::octet_tile`, whose contract is this one's
+        unsafe {
+            let group = p.bytes.as_ptr().add(g * p.group_bytes);
+            let (codes, cb) = (group.add(p.codes_at()), code_bytes(p.fmt));
+            let Octet { q8, d8, s8, .. } = Octet::of(a, u);
+            let sign = _mm256_set1_ps(-0.0);
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for s in 0..p.cols / 256 {
+                let head = group.add(p.head_at(s));
+                let d = f16s(head.add(HEAD_D + 16 * first));
+                let neg_dmin = _mm256_xor_ps(f16s(head.add(HEAD_DMIN + 16 * first)), sign);
+                for j in 0..8 {
+                    let b = 8 * s + j;
+                    prefetch_codes(codes, b, cb);
+                    let mut sums = [_mm256_setzero_si256(); 8];
+                    C::pairs(codes, b, first, &mut Rotated { q8, s: &mut sums });
+                    // Lane i of `w[c]`, `m[c]`: row i ^ 4c's scale and minimum.
+                    let at = 16 * j + HROWS * first;
+                    let w = halves(_mm256_mul_ps(d, bytes_f32::<false>(head.add(HEAD_SC + at))));
+                    let m = halves(_mm256_mul_ps(
+                        neg_dmin,
+                        bytes_f32::<false>(head.add(HEAD_M + at)),
+                    ));
+                    for rot in 0..4 {
+                        let xd = _mm256_loadu_ps(d8.add(16 * b + rot));
+                        let xs = _mm256_loadu_ps(s8.add(16 * b + rot));
+                        for c in 0..2 {
+                            let k = 4 * c + rot;
+                            let pp = _mm256_mul_ps(w[c], xd);
+                            acc[k] = _mm256_fmadd_ps(pp, _mm256_cvtepi32_ps(sums[k]), acc[k]);
+                            acc[k] = _mm256_fmadd_ps(m[c], xs, acc[k]);
+                        }
+                    }
+                }
+            }
+            store_octet(&acc, first, valid, out);
+        }
+    }
 }
 
 /// How a format of 16-element sub-blocks (Q6_K, Q3_K, Q2_K) reads a half-block's codes
@@ -117,15 +170,14 @@ pub(super) trait Half {
     const OFFSET: i32;
     /// Whether the format has a minimum per half (Q2_K).
     const MIN: bool;
-    /// Adds half `half` of block `b` (pairs `8 half..8 half + 8`) into `s[h][t]`
-    /// (register half `first + h`: rows `8 (first + h)..8 (first + h) + 8`).
-    unsafe fn half<const T: usize, const NH: usize>(
+    /// Hands `sink` the codes of half `half` of block `b` (pairs `8 half..8 half + 8`)
+    /// for register halves `first..first + NH` (rows `8 (first + h)..8 (first + h) + 8`).
+    unsafe fn half<const NH: usize, S: PairSink<NH>>(
         codes: *const u8,
         b: usize,
         half: usize,
         first: usize,
-        xq: &[*const i32; T],
-        s: &mut [[__m256i; T]; NH],
+        sink: &mut S,
     );
 }
 
@@ -136,13 +188,12 @@ pub(super) struct Q3;
 /// Q2_K: crumbs.
 pub(super) struct Q2;
 
-/// Adds the products of codes `ck(pp)` of pairs `8 half + pp` (`pp < 8`) of block `b`.
+/// Hands `sink` the codes `ck(pp)` of pairs `8 half + pp` (`pp < 8`) of block `b`.
 #[inline(always)]
-unsafe fn add_pairs<const T: usize, const NH: usize>(
+unsafe fn add_pairs<const NH: usize, S: PairSink<NH>>(
     b: usize,
     half: usize,
-    xq: &[*const i32; T],
-    s: &mut [[__m256i; T]; NH],
+    sink: &mut S,
     mut ck: impl FnMut(usize) -> [__m256i; NH],
 ) {
     // SAFETY: the caller upholds this unsafe fn's contract: the CPU has the instruction
@@ -150,7 +201,7 @@ unsafe fn add_pairs<const T: usize, const NH: usize>(
     // safe caller checked
     unsafe {
         for pp in 0..8 {
-            accumulate(&ck(pp), xq, 16 * b + 8 * half + pp, s);
+            sink.add(&ck(pp), 16 * b + 8 * half + pp);
         }
     }
 }
@@ -169,13 +220,12 @@ impl Half for Q6 {
     const OFFSET: i32 = 32;
     const MIN: bool = false;
     #[inline(always)]
-    unsafe fn half<const T: usize, const NH: usize>(
+    unsafe fn half<const NH: usize, S: PairSink<NH>>(
         codes: *const u8,
         b: usize,
         half: usize,
         first: usize,
-        xq: &[*const i32; T],
-        s: &mut [[__m256i; T]; NH],
+        sink: &mut S,
     ) {
         // SAFETY: as for `Half::half`
         unsafe {
@@ -186,7 +236,7 @@ impl Half for Q6 {
             let blk = codes.add(384 * b);
             let hw = load_halves::<NH>(blk, 256 + 64 * half, first);
             let (mut hs, mut v) = (hw, hw);
-            add_pairs(b, half, xq, s, |pp| {
+            add_pairs(b, half, sink, |pp| {
                 // Pair p' = pp of the half: nibbles of chunk 2 half + pp / 4, high bits
                 // from bits 2p' to 4.
                 v = match pp % 4 {
@@ -212,13 +262,12 @@ impl Half for Q3 {
     const OFFSET: i32 = 4;
     const MIN: bool = false;
     #[inline(always)]
-    unsafe fn half<const T: usize, const NH: usize>(
+    unsafe fn half<const NH: usize, S: PairSink<NH>>(
         codes: *const u8,
         b: usize,
         half: usize,
         first: usize,
-        xq: &[*const i32; T],
-        s: &mut [[__m256i; T]; NH],
+        sink: &mut S,
     ) {
         // SAFETY: as for `Half::half`
         unsafe {
@@ -232,7 +281,7 @@ impl Half for Q3 {
                 load_halves::<NH>(blk, 128, first),
             );
             let (mut cs, mut ts) = (cw, tw);
-            add_pairs(b, half, xq, s, |pp| {
+            add_pairs(b, half, sink, |pp| {
                 // Pair p = 8 half + pp: low bits from 2pp, third bits from p, to 0 and 2.
                 if pp > 0 {
                     cs = cs.map(|v| _mm256_srli_epi32::<2>(v));
@@ -257,19 +306,18 @@ impl Half for Q2 {
     const OFFSET: i32 = 0;
     const MIN: bool = true;
     #[inline(always)]
-    unsafe fn half<const T: usize, const NH: usize>(
+    unsafe fn half<const NH: usize, S: PairSink<NH>>(
         codes: *const u8,
         b: usize,
         half: usize,
         first: usize,
-        xq: &[*const i32; T],
-        s: &mut [[__m256i; T]; NH],
+        sink: &mut S,
     ) {
         // SAFETY: as for `Half::half`
         unsafe {
             let m3 = _mm256_set1_epi32(0x0003_0003);
             let mut cs = load_halves::<NH>(codes, 128 * b + 64 * half, first);
-            add_pairs(b, half, xq, s, |pp| {
+            add_pairs(b, half, sink, |pp| {
                 if pp > 0 {
                     cs = cs.map(|v| _mm256_srli_epi32::<2>(v));
                 }
@@ -331,7 +379,16 @@ impl<H: Half> Tile for K16<H> {
                             _mm256_set1_epi32(-H::OFFSET * *xsum[t].add(2 * b + half))
                         });
                         let mut sums = [o; NH];
-                        H::half::<T, NH>(codes, b, half, first, &xq, &mut sums);
+                        H::half(
+                            codes,
+                            b,
+                            half,
+                            first,
+                            &mut Broadcast {
+                                xq: &xq,
+                                s: &mut sums,
+                            },
+                        );
                         for h in 0..NH {
                             let (sc, m) = if H::MIN {
                                 // Q2_K: scale and minimum nibbles of one byte per row.
@@ -361,6 +418,87 @@ impl<H: Half> Tile for K16<H> {
                 }
             }
             store(&acc, first, valid, out);
+        }
+    }
+
+    const OCTETS: bool = true;
+
+    #[inline(always)]
+    unsafe fn octet_tile(
+        p: &Packed,
+        g: usize,
+        first: usize,
+        a: &QuantActs,
+        u: usize,
+        valid: usize,
+        out: Out,
+    ) {
+        // SAFETY: as for `Tile::octet_tile`, whose contract is this one's
+        unsafe {
+            let group = p.bytes.as_ptr().add(g * p.group_bytes);
+            let codes = group.add(p.codes_at());
+            let Octet {
+                q8,
+                d8,
+                s16,
+                xsum16: x16,
+                ..
+            } = Octet::of(a, u);
+            let (sign, m15) = (_mm256_set1_ps(-0.0), _mm256_set1_epi32(15));
+            let neg_o = _mm256_set1_epi32(-H::OFFSET);
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for s in 0..p.cols / 256 {
+                let head = group.add(p.head_at(s));
+                let d = f16s(head.add(HEAD_D + 16 * first));
+                let neg_dmin = if H::MIN {
+                    _mm256_xor_ps(f16s(head.add(HEAD_DMIN + 16 * first)), sign)
+                } else {
+                    _mm256_setzero_ps()
+                };
+                for j in 0..8 {
+                    let b = 8 * s + j;
+                    prefetch_codes(codes, b, H::CB);
+                    for half in 0..2 {
+                        let (k, hb) = (2 * j + half, 2 * b + half);
+                        // Σ (q - o) x = Σ q x - o Σ x, exact: the sums start at -o Σ x.
+                        let mut sums = [_mm256_setzero_si256(); 8];
+                        for rot in 0..4 {
+                            let x = _mm256_loadu_si256(x16.add(16 * hb + rot) as *const __m256i);
+                            let o = _mm256_mullo_epi32(x, neg_o);
+                            (sums[rot], sums[4 + rot]) = (o, o);
+                        }
+                        H::half(codes, b, half, first, &mut Rotated { q8, s: &mut sums });
+                        let (sc, m) = if H::MIN {
+                            // Q2_K: scale and minimum nibbles of one byte per row.
+                            let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                head.add(HEAD_SC + 16 * k + HROWS * first) as *const __m128i,
+                            ));
+                            let sc = _mm256_cvtepi32_ps(_mm256_and_si256(v, m15));
+                            let m = _mm256_cvtepi32_ps(_mm256_srli_epi32::<4>(v));
+                            (sc, _mm256_mul_ps(neg_dmin, m))
+                        } else {
+                            let at = HEAD_SC16 + 16 * k + HROWS * first;
+                            (bytes_f32::<true>(head.add(at)), _mm256_setzero_ps())
+                        };
+                        // Lane i of `w[c]`, `m[c]`: row i ^ 4c's.
+                        let (w, m) = (halves(_mm256_mul_ps(d, sc)), halves(m));
+                        for rot in 0..4 {
+                            let xd = _mm256_loadu_ps(d8.add(16 * b + rot));
+                            for c in 0..2 {
+                                let kk = 4 * c + rot;
+                                let pp = _mm256_mul_ps(w[c], xd);
+                                acc[kk] =
+                                    _mm256_fmadd_ps(pp, _mm256_cvtepi32_ps(sums[kk]), acc[kk]);
+                                if H::MIN {
+                                    let sx = _mm256_loadu_ps(s16.add(16 * hb + rot));
+                                    acc[kk] = _mm256_fmadd_ps(m[c], sx, acc[kk]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            store_octet(&acc, first, valid, out);
         }
     }
 }
