@@ -7,9 +7,11 @@
 //! - **Tile shapes** of the AVX2 interleaved products: whether a batch of many tokens
 //!   runs in tiles of one register half (8 rows) times 8 tokens, or of the whole 16-row
 //!   group times 4 tokens. The first decodes each weight code once for twice the
-//!   tokens; the second reads each weight byte once per tile. Which is faster depends on
-//!   the format's decoding cost and on the core (on an AMD Zen 3 the half tiles win for
-//!   Q5_0, Q8_0 and Q6_K and lose for Q4_0 and Q4_K).
+//!   tokens (and, where the activations have the token-octet layout, needs no
+//!   broadcast); the second reads each weight byte once per tile. Which is faster
+//!   depends on the format's decoding cost and on the core (on an AMD Zen 3, in octets,
+//!   the half tiles win by 15-20% for Q5_0, Q5_1, Q5_K, Q3_K and Q6_K, and are within a
+//!   few percent of the whole-group tiles for Q4_0, Q4_1, Q4_K and Q8_0).
 //! - **The narrower table**: a table with a narrower twin (AVX-512 over AVX2) may run a
 //!   kernel on the twin instead, per format for the products (one token and many apart)
 //!   and per head size for attention's scores and weighted sums. Where 512-bit
