@@ -158,7 +158,7 @@ const PARALLEL_QUANTIZE_MIN: usize = 2;
 
 /// From this many tokens on, tables with a token-octet layout (`QuantActs::q8`) build it
 /// and their interleaved products may run tiles of 8 tokens.
-const OCTETS_FROM: usize = 16;
+const OCTETS_FROM: usize = 8;
 
 /// Elements per activation block (one f32 scale each).
 pub const QB: usize = 32;

@@ -23,8 +23,10 @@ const GROWS: usize = 2 * HROWS;
 const TT: usize = 4;
 /// Tokens per tile of one register half.
 const TH: usize = 8;
-/// The fewest tokens that run in tiles of one register half.
-const HALF_TILES_FROM: usize = 16;
+/// The fewest tokens that run in tiles of one register half: where the token-octet
+/// layout begins (one octet already reads each group's codes once, where whole-group
+/// tiles of `TT` tokens read them twice).
+const HALF_TILES_FROM: usize = super::super::OCTETS_FROM;
 
 /// `out[t * ldo + r - rows.start] = row r · token t` for rows `rows` (`rows.start` a
 /// multiple of 16) and tokens `0..nt`.
