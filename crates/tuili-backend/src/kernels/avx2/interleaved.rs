@@ -3,8 +3,9 @@
 //! add an element pair of 8 rows, and one float step serves 8 outputs per block.
 //! Tiles of a whole group (both halves, so each cache line is read once) times up to 4
 //! tokens, or, for a batch of many tokens and the formats `kernels::tune` chose on this
-//! CPU, of one half times 8 tokens; the rows' codes are decoded in registers once per
-//! tile. The K-quants' tiles are in `interleaved_k`.
+//! CPU, of one half times 8 tokens (from the token-octet layout, `QuantActs::q8`, where
+//! the activations have it: no broadcast per multiply-add); the rows' codes are decoded
+//! in registers once per tile. The K-quants' tiles are in `interleaved_k`.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
