@@ -524,6 +524,9 @@ unsafe fn rows_job(
                 }
             })
         } else if let Some(f) = FFormat::of(w.ty) {
+            if f == FFormat::BF16 && k.bf16_gemm(bytes, range.len(), cols, x, n_tokens, o) {
+                return;
+            }
             let mut r0 = 0;
             while r0 < range.len() {
                 let nr = PANEL_ROWS.min(range.len() - r0);
@@ -630,6 +633,9 @@ mod tests {
                                     wb.iter().map(|v| v.abs() as f64).sum::<f64>() * half_step
                                 })
                                 .sum()
+                        } else if ty == GgmlType::BF16 && kernels::select().bf16_pairs() {
+                            // Activations rounded to bf16 (8 significant bits).
+                            abs / 256.0
                         } else {
                             0.0
                         };

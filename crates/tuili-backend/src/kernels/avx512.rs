@@ -3,7 +3,8 @@
 //! The AVX2 table does everything else (activation quantization, weight decoding); this
 //! one replaces the products of quantized weights: many tokens times a decoded panel
 //! (prefill), a few tokens times weights decoded in registers (batched decode), and one
-//! token times two rows per register (decode); `float` those of float weights,
+//! token times two rows per register (decode); `float` those of float weights, `bf16`
+//! those of BF16 weights under the bf16-pair specification (the `avx512_bf16` table),
 //! `attention` the attention scores and weighted sums.
 //!
 //! # Two tokens per register
@@ -29,6 +30,7 @@ use std::marker::PhantomData;
 use std::ops::Range;
 
 mod attention;
+mod bf16;
 mod float;
 mod interleaved;
 mod interleaved_k;
@@ -57,6 +59,14 @@ static AVX512: Kernels = Kernels {
     ..AVX2
 };
 
+/// The AVX-512 table with BF16 weights under the bf16-pair specification
+/// (`kernels::bf16dot`), through `vdpbf16ps`.
+static AVX512_BF16: Kernels = Kernels {
+    name: "avx512_bf16",
+    bf16_gemm: Some(bf16::gemm),
+    ..AVX512
+};
+
 /// `ops::Glu::apply_plain` compiled for AVX-512: 16 lanes wide, the same operations.
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")]
 unsafe fn glu(act: crate::ops::Glu, gate: &mut [f32], up: &[f32]) {
@@ -80,6 +90,17 @@ pub(super) fn kernels() -> Option<&'static Kernels> {
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512vnni");
     ok.then_some(&AVX512)
+}
+
+/// The AVX-512 table with the bf16-pair products, if this CPU has AVX-512 BF16 and its
+/// `vdpbf16ps` gives the specification's bits (checked once, on values chosen to tell).
+pub(super) fn bf16_kernels() -> Option<&'static Kernels> {
+    static CHECKED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = kernels().is_some()
+        && is_x86_feature_detected!("avx512bf16")
+        // SAFETY: the CPU has every instruction set `bf16::gemm` enables.
+        && *CHECKED.get_or_init(|| unsafe { super::bf16dot::matches(bf16::gemm) });
+    ok.then_some(&AVX512_BF16)
 }
 
 /// Writes the token-pair copies (see `QuantActs::qp`) of pairs `pairs`: plain copies,

@@ -53,7 +53,9 @@
 //! lane-specification products stay as tested twins until they are removed.
 //!
 //! Float weights (F32, F16, BF16) keep f32 activations: `acc[i % 8] = fma(w[i], x[i],
-//! acc[i % 8])` in element order, then the same reduction.
+//! acc[i % 8])` in element order, then the same reduction. The one exception: where the
+//! CPU has AVX-512 BF16, the `avx512_bf16` table runs BF16 weights under the bf16-pair
+//! specification ([`bf16dot`]: activations rounded to bf16, `vdpbf16ps`'s pairs).
 //!
 //! # Shape of the code
 //!
@@ -128,6 +130,7 @@ macro_rules! grouped_attention_ops {
 }
 
 mod acts;
+mod bf16dot;
 mod blocksum;
 mod buffers;
 mod format;
@@ -150,7 +153,7 @@ pub use acts::QuantActs;
 pub(crate) use buffers::{AlignedBuf, Out, Panel};
 pub(crate) use format::{FFormat, MinKind, QFormat};
 pub(crate) use interleave::{interleavable, pack, pack_releasing, Packed, IROWS};
-pub use table::{available, scalar, select, Kernels};
+pub use table::{available, scalar, scalar_twin, select, Kernels};
 
 /// From this many tokens on (batched decode, prefill), activations are quantized by all
 /// the threads, each taking whole token pairs (quantized, then packed).

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use crate::kv::KvType;
 use crate::pool::SyncPtr;
 
+use super::bf16dot::Bf16GemmFn;
 #[cfg(target_arch = "aarch64")]
 use super::neon;
 use super::tune::Attention;
@@ -82,6 +83,10 @@ pub struct Kernels {
     /// Whether `interleaved` has the half-group tiles that `tune` chooses between.
     pub(super) tunes_tiles: bool,
     pub(super) float_gemm: FloatGemmFn,
+    /// BF16 weights under the bf16-pair specification (`bf16dot`) instead of
+    /// `float_gemm`'s, where the CPU has an instruction for it that passed
+    /// `bf16dot::matches`.
+    pub(super) bf16_gemm: Option<Bf16GemmFn>,
     pub(super) dot: DotFn,
     pub(super) axpy: AxpyFn,
     pub(super) scores: RowsFn,
@@ -492,6 +497,38 @@ impl Kernels {
             (self.float_gemm)(f, w, nr, cols, x, nt, out)
         }
     }
+
+    /// Whether BF16 weights run under the bf16-pair specification (`bf16dot`) here.
+    pub fn bf16_pairs(&self) -> bool {
+        self.bf16_gemm.is_some()
+    }
+
+    /// `out[t * ldo + r] = w[r] · x[t]` for bf16 weights `w: [nr, cols]` under the
+    /// bf16-pair specification; `false` (nothing written) where this table has none.
+    ///
+    /// # Safety
+    /// As for [`Kernels::gemm`].
+    pub(crate) unsafe fn bf16_gemm(
+        &self,
+        w: &[u8],
+        nr: usize,
+        cols: usize,
+        x: &[f32],
+        nt: usize,
+        out: Out,
+    ) -> bool {
+        let Some(gemm) = self.bf16_gemm else {
+            return false;
+        };
+        assert!(
+            w.len() == nr * cols * 2 && x.len() == nt * cols,
+            "bf16_gemm: shapes"
+        );
+        // SAFETY: the caller upholds this method's contract; shapes asserted above, and
+        // the table exists only where its instructions run
+        unsafe { gemm(w, nr, cols, x, nt, out) };
+        true
+    }
 }
 
 static SCALAR: Kernels = Kernels {
@@ -508,6 +545,7 @@ static SCALAR: Kernels = Kernels {
     interleaved: super::scalar::interleaved,
     tunes_tiles: false,
     float_gemm: super::scalar::float_gemm,
+    bf16_gemm: None,
     dot: super::scalar::dot,
     axpy: super::scalar::axpy,
     scores: super::scalar::scores_by_dot,
@@ -522,9 +560,26 @@ pub fn scalar() -> &'static Kernels {
     &SCALAR
 }
 
+/// The scalar kernels with the bf16-pair specification for BF16 weights.
+static SCALAR_BF16: Kernels = Kernels {
+    name: "scalar_bf16",
+    bf16_gemm: Some(super::bf16dot::gemm),
+    ..SCALAR
+};
+
+/// The plain-Rust kernels of `k`'s specification: [`scalar`], with the bf16-pair
+/// products where `k` runs BF16 weights so ([`Kernels::bf16_pairs`]).
+pub fn scalar_twin(k: &Kernels) -> &'static Kernels {
+    if k.bf16_pairs() {
+        &SCALAR_BF16
+    } else {
+        &SCALAR
+    }
+}
+
 /// The fastest kernels this CPU runs, detected once.
 ///
-/// `TUILI_KERNELS=scalar|avx2|avx512|neon|neon_dotprod` forces a table (when the CPU can run it), and
+/// `TUILI_KERNELS=scalar|avx2|avx512|avx512_bf16|neon|neon_dotprod` forces a table (when the CPU can run it), and
 /// `TUILI_KERNELS=f32` keeps f32 activations in matmul (the slow accuracy reference).
 pub fn select() -> &'static Kernels {
     static SELECTED: OnceLock<&'static Kernels> = OnceLock::new();
@@ -565,6 +620,10 @@ pub fn available() -> Vec<&'static Kernels> {
     }
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = avx512::kernels() {
+        v.push(k);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = avx512::bf16_kernels() {
         v.push(k);
     }
     #[cfg(target_arch = "aarch64")]

@@ -613,6 +613,70 @@ fn float_products_match_scalar() {
     }
 }
 
+/// BF16 weights under the bf16-pair specification (`bf16dot`): every table that runs
+/// them so gives its scalar twin's bits for ragged rows, row counts past two tiles and
+/// token counts past two tiles, and writes `t * ldo + r` and nothing else. An Intel CPU
+/// with AVX-512 BF16 (where `vdpbf16ps` was found to compute the specification) must
+/// have such a table: a kernel that fails the table's own check leaves it out.
+#[test]
+fn bf16_pair_products_match_the_specification() {
+    let mut rng = StdRng::seed_from_u64(17);
+    let pairs: Vec<&Kernels> = tables().filter(|k| k.bf16_pairs()).collect();
+    #[cfg(target_arch = "x86_64")]
+    if pairs.is_empty()
+        && std::is_x86_feature_detected!("avx512bf16")
+        && avx512::kernels().is_some()
+    {
+        // SAFETY: every x86-64 CPU has `cpuid`.
+        #[allow(unused_unsafe)]
+        let id = unsafe { std::arch::x86_64::__cpuid(0) };
+        let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx]
+            .iter()
+            .flat_map(|r| r.to_le_bytes())
+            .collect();
+        let note = "this CPU's vdpbf16ps (or the kernel) differs from the bf16-pair specification";
+        assert!(vendor != b"GenuineIntel", "{note}");
+        eprintln!("{note}: no table runs it");
+    }
+    for cols in [1, 31, 32, 45, 96, 576] {
+        for nr in (1..=9).chain([17, 33]) {
+            let wf: Vec<f32> = (0..nr * cols)
+                .map(|_| rng.gen_range(-2.0f32..2.0))
+                .collect();
+            let w = quantize(tuili_gguf::GgmlType::BF16, &wf).unwrap();
+            let nt = 13;
+            let x: Vec<f32> = (0..nt * cols)
+                .map(|_| rng.gen_range(-3.0f32..3.0))
+                .collect();
+            let ldo = nr + 3;
+            let run = |k: &Kernels, n: usize| {
+                let mut o = vec![f32::NAN; n * ldo];
+                // SAFETY: `o` holds `n` rows of `ldo >= nr` values.
+                let ran = unsafe {
+                    let out = Out {
+                        ptr: o.as_mut_ptr(),
+                        ldo,
+                    };
+                    k.bf16_gemm(&w, nr, cols, &x[..n * cols], n, out)
+                };
+                assert!(ran, "{}", k.name());
+                bits(&o)
+            };
+            for n in 1..=nt {
+                for k in &pairs {
+                    let want = run(scalar_twin(k), n);
+                    for t in 0..n {
+                        let row = &want[t * ldo..(t + 1) * ldo];
+                        assert!(row[..nr].iter().all(|&b| f32::from_bits(b).is_finite()));
+                        assert!(row[nr..].iter().all(|&b| f32::from_bits(b).is_nan()));
+                    }
+                    assert_eq!(want, run(k, n), "{} {nr}x{cols} n={n}", k.name());
+                }
+            }
+        }
+    }
+}
+
 /// Attention's row checks refuse, by name, a row past the stored values (the last one, or
 /// one in the middle) and a `q8_0` row off its blocks, and let the rows that fit through.
 #[test]

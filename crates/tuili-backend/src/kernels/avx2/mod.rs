@@ -45,6 +45,7 @@ pub(super) static AVX2: Kernels = Kernels {
     interleaved: interleaved::interleaved,
     tunes_tiles: true,
     float_gemm,
+    bf16_gemm: None,
     dot,
     axpy,
     scores,

@@ -36,6 +36,7 @@ static NEON: Kernels = Kernels {
     interleaved: interleaved::interleaved,
     tunes_tiles: false,
     float_gemm,
+    bf16_gemm: None,
     dot,
     axpy,
     scores: scores_by_dot,
