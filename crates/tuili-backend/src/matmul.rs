@@ -454,7 +454,8 @@ fn chunks_per_thread(n_tokens: usize, bytes: usize) -> usize {
 }
 
 /// Runs `f` with `x` (`[n, cols]`) quantized for the kernels when any of `weights` is
-/// quantized (the caller's thread-local buffers, no allocation per call).
+/// quantized, and prepared for the bf16-pair products when any is BF16 and the table
+/// has them (the caller's thread-local buffers, no allocation per call).
 fn with_acts(
     k: &Kernels,
     weights: &[Option<&Weight>],
@@ -464,12 +465,12 @@ fn with_acts(
 ) {
     ACTS.with(|acts| {
         let mut acts = acts.borrow_mut();
-        if weights
-            .iter()
-            .flatten()
-            .any(|w| QFormat::of(w.ty).is_some())
-        {
+        let mut weights = weights.iter().flatten();
+        if weights.clone().any(|w| QFormat::of(w.ty).is_some()) {
             k.quantize_acts(x, cols, &mut acts);
+        }
+        if k.bf16_pairs() && weights.any(|w| w.ty == GgmlType::BF16) {
+            k.prepare_bf16(x, cols, &mut acts);
         }
         f(&acts)
     })
@@ -524,7 +525,7 @@ unsafe fn rows_job(
                 }
             })
         } else if let Some(f) = FFormat::of(w.ty) {
-            if f == FFormat::BF16 && k.bf16_gemm(bytes, range.len(), cols, x, n_tokens, o) {
+            if f == FFormat::BF16 && k.bf16_gemm(bytes, range.len(), cols, acts, o) {
                 return;
             }
             let mut r0 = 0;

@@ -1,6 +1,7 @@
 //! Activations quantized per 32-element block to int16 (`QuantActs`, see the module
 //! docs of `kernels`), and the token-pair view the AVX-512 products read (`PackView`).
 
+use super::bf16dot::Bf16Acts;
 use super::{AlignedBuf, GROUP, QB};
 
 /// Activations of `n` tokens quantized per 32-element block to int16, the input of the
@@ -64,6 +65,9 @@ pub struct QuantActs {
     /// `[ceil(n / 8), 2 nbp, 16]`: the exact half-block sums `xsum16` the same way.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) xsum16_8: AlignedBuf<i32>,
+    /// The tokens prepared for BF16 weights' bf16-pair products (`Kernels::prepare_bf16`;
+    /// `x` itself, not `q`).
+    pub(super) bf16: Bf16Acts,
 }
 
 impl QuantActs {

@@ -63,7 +63,7 @@ static AVX512: Kernels = Kernels {
 /// (`kernels::bf16dot`), through `vdpbf16ps`.
 static AVX512_BF16: Kernels = Kernels {
     name: "avx512_bf16",
-    bf16_gemm: Some(bf16::gemm),
+    bf16: Some(bf16::KERNELS),
     ..AVX512
 };
 
@@ -99,7 +99,7 @@ pub(super) fn bf16_kernels() -> Option<&'static Kernels> {
     let ok = kernels().is_some()
         && is_x86_feature_detected!("avx512bf16")
         // SAFETY: the CPU has every instruction set `bf16::gemm` enables.
-        && *CHECKED.get_or_init(|| unsafe { super::bf16dot::matches(bf16::gemm) });
+        && *CHECKED.get_or_init(|| unsafe { super::bf16dot::matches(bf16::KERNELS) });
     ok.then_some(&AVX512_BF16)
 }
 

@@ -22,7 +22,7 @@
 //! anything else would keep the f32-activation path. Results do not depend on the
 //! batch, the tile or the thread count, as for every other product.
 
-use super::{reduce8, Out};
+use super::{reduce8, AlignedBuf, Out};
 use crate::quant::{bf16_to_f32, f32_to_bf16};
 
 /// Elements per chunk: one 512-bit register of bf16.
@@ -51,15 +51,56 @@ fn fma_flushed(a: f32, b: f32, c: f32) -> f32 {
     flush(flush(a).mul_add(flush(b), flush(c)))
 }
 
+/// Activations prepared for the bf16-pair products of one matmul (`Kernels::prepare_bf16`):
+/// every thread's rows read them.
+#[derive(Debug, Default, Clone)]
+pub struct Bf16Acts {
+    pub(super) cols: usize,
+    pub(super) n: usize,
+    /// `[n, chunks, 32]`: the tokens rounded to bf16 ([`round_bf16`]), zero-padded.
+    pub(super) xb: AlignedBuf<i16>,
+    /// `[n, chunks, 2, 16]`: the same widened to f32, each chunk's odd elements then its
+    /// even ones, where the table's kernel reads them (`widened`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) xf: AlignedBuf<f32>,
+    pub(super) widened: bool,
+}
+
+impl Bf16Acts {
+    /// Sizes `xb` for `n` tokens of `cols`; `xf` is left as it is, not `widened`.
+    pub(super) fn reset(&mut self, cols: usize, n: usize) {
+        self.cols = cols;
+        self.n = n;
+        self.xb.resize(n * cols.div_ceil(CHUNK) * CHUNK, 0);
+        self.widened = false;
+    }
+}
+
+/// The specification's preparation: `x` (`[n, cols]`) rounded to bf16 into `acts.xb`.
+///
+/// # Safety
+/// None beyond the types (plain Rust, as the table's function type asks).
+pub(super) unsafe fn prepare(x: &[f32], cols: usize, acts: &mut Bf16Acts) {
+    let n = x.len() / cols.max(1);
+    acts.reset(cols, n);
+    let nc = cols.div_ceil(CHUNK);
+    for (t, xt) in x.chunks_exact(cols).enumerate() {
+        let dst = &mut acts.xb[t * nc * CHUNK..(t + 1) * nc * CHUNK];
+        for (d, &v) in dst.iter_mut().zip(xt) {
+            *d = round_bf16(v) as i16;
+        }
+    }
+}
+
 /// `out[t * ldo + r] = w[r] · x[t]` under the bf16-pair specification, for bf16 weights
-/// `w: [nr, cols]` and `x: [nt, cols]`.
+/// `w: [nr, cols]` and the tokens `acts` holds.
 ///
 /// # Safety
 /// `out` is valid for the writes of these rows and tokens and no one else writes them
 /// meanwhile.
-pub(super) unsafe fn gemm(w: &[u8], nr: usize, cols: usize, x: &[f32], nt: usize, out: Out) {
+pub(super) unsafe fn gemm(w: &[u8], nr: usize, acts: &Bf16Acts, out: Out) {
     // SAFETY: this fn's contract.
-    unsafe { pairs_gemm::<true>(w, nr, cols, x, nt, out) }
+    unsafe { pairs_gemm::<true>(w, nr, acts, out) }
 }
 
 /// [`gemm`], with each pair's odd element first (`ODD_FIRST`, the specification) or
@@ -67,14 +108,8 @@ pub(super) unsafe fn gemm(w: &[u8], nr: usize, cols: usize, x: &[f32], nt: usize
 ///
 /// # Safety
 /// As [`gemm`].
-unsafe fn pairs_gemm<const ODD_FIRST: bool>(
-    w: &[u8],
-    nr: usize,
-    cols: usize,
-    x: &[f32],
-    nt: usize,
-    out: Out,
-) {
+unsafe fn pairs_gemm<const ODD_FIRST: bool>(w: &[u8], nr: usize, acts: &Bf16Acts, out: Out) {
+    let (cols, nt) = (acts.cols, acts.n);
     let nc = cols.div_ceil(CHUNK);
     let at = |row: &[u8], e: usize| {
         if e < cols {
@@ -84,12 +119,8 @@ unsafe fn pairs_gemm<const ODD_FIRST: bool>(
         }
     };
     for t in 0..nt {
-        let xb: Vec<f32> = (0..nc * CHUNK)
-            .map(|e| {
-                let v = if e < cols { x[t * cols + e] } else { 0.0 };
-                bf16_to_f32(round_bf16(v))
-            })
-            .collect();
+        let xb = &acts.xb[t * nc * CHUNK..(t + 1) * nc * CHUNK];
+        let x = |e: usize| bf16_to_f32(xb[e] as u16);
         for r in 0..nr {
             let row = &w[r * 2 * cols..(r + 1) * 2 * cols];
             let mut acc = [0f32; 16];
@@ -97,8 +128,8 @@ unsafe fn pairs_gemm<const ODD_FIRST: bool>(
                 for (i, a) in acc.iter_mut().enumerate() {
                     let e = CHUNK * c + 2 * i;
                     let (first, second) = if ODD_FIRST { (e + 1, e) } else { (e, e + 1) };
-                    *a = fma_flushed(at(row, first), xb[first], *a);
-                    *a = fma_flushed(at(row, second), xb[second], *a);
+                    *a = fma_flushed(at(row, first), x(first), *a);
+                    *a = fma_flushed(at(row, second), x(second), *a);
                 }
             }
             let h: [f32; 8] = std::array::from_fn(|i| acc[i] + acc[i + 8]);
@@ -108,18 +139,24 @@ unsafe fn pairs_gemm<const ODD_FIRST: bool>(
     }
 }
 
-/// A product of bf16 weights as the tables hold it (see [`gemm`]).
-pub(super) type Bf16GemmFn =
-    unsafe fn(w: &[u8], nr: usize, cols: usize, x: &[f32], nt: usize, out: Out);
+/// A table's bf16-pair products: `prepare` once per matmul, then `gemm` per rows.
+#[derive(Clone, Copy)]
+pub(super) struct Bf16Kernels {
+    pub(super) prepare: unsafe fn(x: &[f32], cols: usize, acts: &mut Bf16Acts),
+    pub(super) gemm: unsafe fn(w: &[u8], nr: usize, acts: &Bf16Acts, out: Out),
+}
 
-/// Whether `kernel` gives [`gemm`]'s bits (any NaN for a NaN) on this CPU, over values
+/// The specification's own.
+pub(super) const SPECIFICATION: Bf16Kernels = Bf16Kernels { prepare, gemm };
+
+/// Whether `kernel` gives the specification's bits (any NaN for a NaN) on this CPU, over values
 /// that round to even, overflow, underflow to denormals and are not numbers, ragged
-/// rows and 1 to 7 tokens: the check a table passes before it runs `kernel`.
+/// rows and 1 to 13 tokens: the check a table passes before it runs `kernel`.
 ///
 /// # Safety
 /// `kernel`'s instructions run on this CPU.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(super) unsafe fn matches(kernel: Bf16GemmFn) -> bool {
+pub(super) unsafe fn matches(kernel: Bf16Kernels) -> bool {
     // xorshift: no dependency, the same values every run.
     let mut s = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
@@ -128,7 +165,17 @@ pub(super) unsafe fn matches(kernel: Bf16GemmFn) -> bool {
         s ^= s << 17;
         s
     };
-    for (kind, cols) in [(0, 45), (1, 96), (2, 33), (3, 64)] {
+    // Long rows too: the sums of few products of 8-bit values are often exact, and
+    // then no order of them can be told from another.
+    for (kind, cols) in [
+        (0, 45),
+        (0, 600),
+        (1, 96),
+        (2, 33),
+        (3, 64),
+        (4, 300),
+        (5, 64),
+    ] {
         let mut value = |kind: u64| {
             let r = next();
             match kind {
@@ -139,24 +186,33 @@ pub(super) unsafe fn matches(kernel: Bf16GemmFn) -> bool {
                 // Any bits: infinities and NaNs too.
                 2 => f32::from_bits(r as u32),
                 // The smallest exponents: denormal inputs and results.
-                _ => f32::from_bits(r as u32 & 0x80ff_ffff | (((r >> 40) % 6) as u32) << 23),
+                3 => f32::from_bits(r as u32 & 0x80ff_ffff | (((r >> 40) % 6) as u32) << 23),
+                // From 2^-56 up: products down to 2^-112, sums that cancel to 2^-126.
+                4 => f32::from_bits(r as u32 & 0x807f_ffff | (((r >> 40) % 7 + 71) as u32) << 23),
+                // Just under that: products that underflow, and are flushed.
+                _ => f32::from_bits(r as u32 & 0x807f_ffff | (((r >> 40) % 30 + 41) as u32) << 23),
             }
         };
-        let (nr, nt) = (5, 7);
+        // Batches from 8 tokens on may take another path (`avx512::bf16`).
+        let (nr, nt) = (5, 13);
         let w: Vec<u8> = (0..nr * cols)
             .flat_map(|_| round_bf16(value(kind)).to_le_bytes())
             .collect();
         let x: Vec<f32> = (0..nt * cols).map(|_| value(kind)).collect();
         for n in 1..=nt {
             let mut outs = [vec![0f32; n * nr], vec![0f32; n * nr]];
-            for (f, o) in [gemm as Bf16GemmFn, kernel].into_iter().zip(&mut outs) {
+            for (k, o) in [SPECIFICATION, kernel].into_iter().zip(&mut outs) {
+                let mut acts = Bf16Acts::default();
                 let out = Out {
                     ptr: o.as_mut_ptr(),
                     ldo: nr,
                 };
                 // SAFETY: `o` holds `n` rows of `nr` outputs; the caller vouches for
                 // `kernel`'s instructions.
-                unsafe { f(&w, nr, cols, &x[..n * cols], n, out) };
+                unsafe {
+                    (k.prepare)(&x[..n * cols], cols, &mut acts);
+                    (k.gemm)(&w, nr, &acts, out);
+                }
             }
             let same = |a: &f32, b: &f32| a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan();
             if !outs[0].iter().zip(&outs[1]).all(|(a, b)| same(a, b)) {
@@ -218,8 +274,12 @@ mod tests {
                 ptr: o.as_mut_ptr(),
                 ldo: nr,
             };
+            let mut acts = Bf16Acts::default();
             // SAFETY: `o` holds every output.
-            unsafe { gemm(&w, nr, cols, &x, nt, out) };
+            unsafe {
+                prepare(&x, cols, &mut acts);
+                gemm(&w, nr, &acts, out);
+            }
             for t in 0..nt {
                 for r in 0..nr {
                     let exact: f64 = (0..cols)
@@ -244,8 +304,11 @@ mod tests {
     fn the_self_check_tells_the_specification_from_another_order() {
         // SAFETY: both are plain Rust.
         unsafe {
-            assert!(matches(gemm));
-            assert!(!matches(pairs_gemm::<false>));
+            assert!(matches(SPECIFICATION));
+            assert!(!matches(Bf16Kernels {
+                prepare,
+                gemm: pairs_gemm::<false>,
+            }));
         }
     }
 }

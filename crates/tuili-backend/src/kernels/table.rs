@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use crate::kv::KvType;
 use crate::pool::SyncPtr;
 
-use super::bf16dot::Bf16GemmFn;
+use super::bf16dot::Bf16Kernels;
 #[cfg(target_arch = "aarch64")]
 use super::neon;
 use super::tune::Attention;
@@ -86,7 +86,7 @@ pub struct Kernels {
     /// BF16 weights under the bf16-pair specification (`bf16dot`) instead of
     /// `float_gemm`'s, where the CPU has an instruction for it that passed
     /// `bf16dot::matches`.
-    pub(super) bf16_gemm: Option<Bf16GemmFn>,
+    pub(super) bf16: Option<Bf16Kernels>,
     pub(super) dot: DotFn,
     pub(super) axpy: AxpyFn,
     pub(super) scores: RowsFn,
@@ -500,11 +500,26 @@ impl Kernels {
 
     /// Whether BF16 weights run under the bf16-pair specification (`bf16dot`) here.
     pub fn bf16_pairs(&self) -> bool {
-        self.bf16_gemm.is_some()
+        self.bf16.is_some()
+    }
+
+    /// Prepares `x` (`[n, cols]`) in `acts` for this table's bf16-pair products, once
+    /// per matmul; nothing where the table has none.
+    pub fn prepare_bf16(&self, x: &[f32], cols: usize, acts: &mut QuantActs) {
+        assert!(
+            cols > 0 && x.len().is_multiple_of(cols),
+            "prepare_bf16: rows of {cols} expected, got {} values",
+            x.len()
+        );
+        if let Some(b) = self.bf16 {
+            // SAFETY: the table exists only where its instructions run; shapes checked.
+            unsafe { (b.prepare)(x, cols, &mut acts.bf16) }
+        }
     }
 
     /// `out[t * ldo + r] = w[r] · x[t]` for bf16 weights `w: [nr, cols]` under the
-    /// bf16-pair specification; `false` (nothing written) where this table has none.
+    /// bf16-pair specification, the tokens `x` as `prepare_bf16` left them in `acts`;
+    /// `false` (nothing written) where this table has none.
     ///
     /// # Safety
     /// As for [`Kernels::gemm`].
@@ -513,20 +528,19 @@ impl Kernels {
         w: &[u8],
         nr: usize,
         cols: usize,
-        x: &[f32],
-        nt: usize,
+        acts: &QuantActs,
         out: Out,
     ) -> bool {
-        let Some(gemm) = self.bf16_gemm else {
+        let Some(b) = self.bf16 else {
             return false;
         };
         assert!(
-            w.len() == nr * cols * 2 && x.len() == nt * cols,
+            acts.bf16.cols == cols && w.len() == nr * cols * 2,
             "bf16_gemm: shapes"
         );
         // SAFETY: the caller upholds this method's contract; shapes asserted above, and
         // the table exists only where its instructions run
-        unsafe { gemm(w, nr, cols, x, nt, out) };
+        unsafe { (b.gemm)(w, nr, &acts.bf16, out) };
         true
     }
 }
@@ -545,7 +559,7 @@ static SCALAR: Kernels = Kernels {
     interleaved: super::scalar::interleaved,
     tunes_tiles: false,
     float_gemm: super::scalar::float_gemm,
-    bf16_gemm: None,
+    bf16: None,
     dot: super::scalar::dot,
     axpy: super::scalar::axpy,
     scores: super::scalar::scores_by_dot,
@@ -563,7 +577,7 @@ pub fn scalar() -> &'static Kernels {
 /// The scalar kernels with the bf16-pair specification for BF16 weights.
 static SCALAR_BF16: Kernels = Kernels {
     name: "scalar_bf16",
-    bf16_gemm: Some(super::bf16dot::gemm),
+    bf16: Some(super::bf16dot::SPECIFICATION),
     ..SCALAR
 };
 

@@ -651,13 +651,15 @@ fn bf16_pair_products_match_the_specification() {
             let ldo = nr + 3;
             let run = |k: &Kernels, n: usize| {
                 let mut o = vec![f32::NAN; n * ldo];
+                let mut acts = QuantActs::new();
+                k.prepare_bf16(&x[..n * cols], cols, &mut acts);
                 // SAFETY: `o` holds `n` rows of `ldo >= nr` values.
                 let ran = unsafe {
                     let out = Out {
                         ptr: o.as_mut_ptr(),
                         ldo,
                     };
-                    k.bf16_gemm(&w, nr, cols, &x[..n * cols], n, out)
+                    k.bf16_gemm(&w, nr, cols, &acts, out)
                 };
                 assert!(ran, "{}", k.name());
                 bits(&o)

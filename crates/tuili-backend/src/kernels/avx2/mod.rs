@@ -45,7 +45,7 @@ pub(super) static AVX2: Kernels = Kernels {
     interleaved: interleaved::interleaved,
     tunes_tiles: true,
     float_gemm,
-    bf16_gemm: None,
+    bf16: None,
     dot,
     axpy,
     scores,

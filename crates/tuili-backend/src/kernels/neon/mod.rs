@@ -36,7 +36,7 @@ static NEON: Kernels = Kernels {
     interleaved: interleaved::interleaved,
     tunes_tiles: false,
     float_gemm,
-    bf16_gemm: None,
+    bf16: None,
     dot,
     axpy,
     scores: scores_by_dot,
