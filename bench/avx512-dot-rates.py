@@ -12,7 +12,7 @@ where that gives `vdpbf16ps`'s bits, because on the Intel Emerald Rapids VM (202
 `vdpbf16ps` issued once per 2.2 cycles against two `vfmadd231ps` a cycle (2.9 GHz:
 42, 85 and 184 GMAC/s for 2, 1 and 3): two FMAs per pair do twice the multiply-adds per
 cycle of one `vdpbf16ps`. Needs gcc, AVX-512 F/BF16/VNNI. Cycles assume the
-clock given by --ghz (default: measured by a loop of dependent adds).
+clock given by --ghz (default: measured by a loop of dependent register adds).
 """
 import argparse
 import os
