@@ -106,8 +106,8 @@ impl std::fmt::Debug for Kernels {
 }
 
 impl Kernels {
-    /// `"avx512"`, `"avx2"`, `"neon_dotprod"`, `"neon"` or `"scalar"` (`"...+f32-reference"`
-    /// when forced so).
+    /// `"avx512_bf16"`, `"avx512"`, `"avx2"`, `"neon_dotprod"`, `"neon"` or `"scalar"`
+    /// (`"f32-reference"` when forced so).
     pub fn name(&self) -> &'static str {
         self.name
     }
