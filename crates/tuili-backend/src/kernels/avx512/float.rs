@@ -18,6 +18,7 @@
 
 use std::arch::x86_64::*;
 
+use super::super::interleave::{prefetch_line, PREFETCH_BYTES};
 use super::super::{FFormat, Out};
 
 /// Row pairs and tokens per tile with several tokens.
@@ -195,7 +196,15 @@ unsafe fn micro<const F: u8, const RPP: usize, const TT: usize>(
         let mut wv = [_mm512_setzero_ps(); RPP];
         let n8 = cols / 8 * 8;
         let mut i = 0;
+        // Elements per cache line of the rows.
+        let per_line = 64 / if F == 0 { 4 } else { 2 };
         while i < n8 {
+            if TT == 1 && i % per_line == 0 {
+                // One token streams its rows: each row's line a fixed distance ahead.
+                for row in rows.iter().flatten() {
+                    prefetch_line(row.wrapping_add(i * (64 / per_line) + PREFETCH_BYTES));
+                }
+            }
             for p in 0..RPP {
                 wv[p] = load_pair::<F>(rows[p][0], rows[p][1], i);
             }
