@@ -86,7 +86,9 @@ pub(super) unsafe fn prepare(x: &[f32], cols: usize, acts: &mut Bf16Acts) {
     let nc = cols.div_ceil(CHUNK);
     for (t, xt) in x.chunks_exact(cols).enumerate() {
         let dst = &mut acts.xb[t * nc * CHUNK..(t + 1) * nc * CHUNK];
-        for (d, &v) in dst.iter_mut().zip(xt) {
+        // The padding too: `xb` is reused from call to call (`reset` keeps old values).
+        let padded = xt.iter().copied().chain(std::iter::repeat(0.0));
+        for (d, v) in dst.iter_mut().zip(padded) {
             *d = round_bf16(v) as i16;
         }
     }
