@@ -562,6 +562,24 @@ fn q6k_extreme_block_sums_are_exact() {
     assert!((got[0] - want).abs() < want * 1e-5, "{} vs {want}", got[0]);
 }
 
+/// Random float weights `[nr, cols]` stored as `ty` (in -2..2) and `nt` tokens of
+/// activations (in -3..3).
+fn float_case(
+    rng: &mut StdRng,
+    ty: tuili_gguf::GgmlType,
+    nr: usize,
+    cols: usize,
+    nt: usize,
+) -> (Vec<u8>, Vec<f32>) {
+    let wf: Vec<f32> = (0..nr * cols)
+        .map(|_| rng.gen_range(-2.0f32..2.0))
+        .collect();
+    let x = (0..nt * cols)
+        .map(|_| rng.gen_range(-3.0f32..3.0))
+        .collect();
+    (quantize(ty, &wf).unwrap(), x)
+}
+
 /// Float weights: every table gives the scalar bits for every row count up to two
 /// tiles and more, token counts past two tiles, and ragged row lengths; outputs land at
 /// `t * ldo + r` and nowhere else.
@@ -576,14 +594,8 @@ fn float_products_match_scalar() {
         };
         for cols in [1, 7, 8, 15, 33, 96] {
             for nr in (1..=11).chain([17, 32]) {
-                let wf: Vec<f32> = (0..nr * cols)
-                    .map(|_| rng.gen_range(-2.0f32..2.0))
-                    .collect();
-                let w = quantize(ty, &wf).unwrap();
                 let nt = 15;
-                let x: Vec<f32> = (0..nt * cols)
-                    .map(|_| rng.gen_range(-3.0f32..3.0))
-                    .collect();
+                let (w, x) = float_case(&mut rng, ty, nr, cols, nt);
                 let ldo = nr + 3;
                 let run = |k: &Kernels, n: usize| {
                     let mut o = vec![f32::NAN; n * ldo];
@@ -640,14 +652,8 @@ fn bf16_pair_products_match_the_specification() {
     }
     for cols in [1, 31, 32, 45, 96, 576] {
         for nr in (1..=9).chain([17, 33]) {
-            let wf: Vec<f32> = (0..nr * cols)
-                .map(|_| rng.gen_range(-2.0f32..2.0))
-                .collect();
-            let w = quantize(tuili_gguf::GgmlType::BF16, &wf).unwrap();
             let nt = 13;
-            let x: Vec<f32> = (0..nt * cols)
-                .map(|_| rng.gen_range(-3.0f32..3.0))
-                .collect();
+            let (w, x) = float_case(&mut rng, tuili_gguf::GgmlType::BF16, nr, cols, nt);
             let ldo = nr + 3;
             let run = |k: &Kernels, n: usize| {
                 let mut o = vec![f32::NAN; n * ldo];
